@@ -1,0 +1,281 @@
+"""The engine: apply a batch of events -> update state -> evaluate rules -> transitions.
+
+Pure and replayable: no I/O, the clock is injected, and the same events give
+the same transitions however they are cut into batches. The live sidecar and
+``riskguard replay`` both drive this one class.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from riskguard.events import BadEvent, Event
+from riskguard.killswitch import KillSwitch, Transition, transition_id
+from riskguard.limits.model import Limits, Rule
+from riskguard.state.columnar import Batch, build
+from riskguard.state.kernel import apply_batch, tick
+from riskguard.state.keys import KeySpace
+from riskguard.state.layout import (
+    NO,
+    OI_OPEN,
+    PF_COST,
+    PF_POS,
+    PF_REAL,
+    RI_RULE,
+    RP_HI,
+    RP_LO,
+    RP_N,
+    SF_COST,
+    SF_GROSS,
+    SF_NET,
+    SF_PEAK,
+    SF_REAL,
+    SI_NPAIRS,
+    SI_OPEN,
+    STATE_NAMES,
+)
+from riskguard.state.rulebook import Rulebook, compile_limits
+from riskguard.state.store import StateStore
+from riskguard.warmup import warm_events, warm_limits
+
+Clock = Callable[[], int]
+
+
+@dataclass(slots=True)
+class Result:
+    """What one :meth:`Engine.apply` did."""
+
+    applied: int = 0
+    transitions: list[Transition] = field(default_factory=list)
+    bad: list[BadEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RulePeak:
+    """Highest and lowest value a rule saw, and how close it came to its limit."""
+
+    rule: Rule
+    evaluations: int
+    high: float | None
+    low: float | None
+    utilisation: float | None
+
+
+class Engine:
+    """State, rules and kill switch for one trading system. Owned by one task."""
+
+    def __init__(self, limits: Limits, clock: Clock | None = None, *, warm: bool = True) -> None:
+        self.clock: Clock = clock or time.time_ns
+        self.keys = KeySpace()
+        self.store = StateStore()
+        self.killswitch = KillSwitch(self.keys, lambda: self.store.si, self.clock)
+        self.rulebook = self._install(limits)
+        self._out_i = np.zeros((4096, NO), dtype=np.int64)
+        self._out_f = np.zeros(4096)
+        self.events_applied = 0
+        if warm:
+            warm_up()
+
+    # limits -------------------------------------------------------------------
+    def _install(self, limits: Limits) -> Rulebook:
+        book = compile_limits(limits, self.keys)
+        self.store.reset_counters(book.ci)
+        self.store.reserve(self.keys)
+        self._rp = np.zeros((book.n_rows, 3))
+        self._rp[:, RP_HI] = -np.inf
+        self._rp[:, RP_LO] = np.inf
+        self.store.alerts.clear()
+        return book
+
+    def replace_limits(self, limits: Limits) -> None:
+        """Swap in new limits. Windows restart empty; latched states are untouched."""
+        self.rulebook = self._install(limits)
+
+    @property
+    def limits(self) -> Limits:
+        """The limits in force."""
+        return self.rulebook.limits
+
+    # applying ---------------------------------------------------------------
+    def apply(self, events: Sequence[Event], positions: Sequence[str] | None = None) -> Result:
+        """Apply events in order and return the transitions they caused."""
+        batch, bad = build(events, self.keys, positions)
+        result = Result(bad=bad)
+        if len(batch) == 0:
+            return result
+        self.store.reserve(self.keys)
+        closed = np.zeros(len(batch), dtype=np.int64)
+        start = 0
+        while start < len(batch):
+            s = self.store
+            nxt, n_out, n_closed = apply_batch(
+                start,
+                *batch.columns(),
+                s.sf,
+                s.si,
+                s.pf,
+                s.pi,
+                s.of,
+                s.oi,
+                s.qf,
+                s.qi,
+                s.src_last,
+                s.g,
+                s.ci,
+                s.cb,
+                s.clast,
+                s.csum,
+                self.rulebook.ri,
+                self.rulebook.rf,
+                self._rp,
+                self.rulebook.type_rows,
+                self.rulebook.exp_rows,
+                self.rulebook.feed_rows,
+                s.dup,
+                s.alerts,
+                self._out_i,
+                self._out_f,
+                closed,
+            )
+            self._drain(n_out, batch, result.transitions)
+            for o in closed[:n_closed]:
+                if s.oi[o, OI_OPEN] == 0:
+                    self.keys.release_order(int(o))
+            if nxt == start:  # one event needs more output rows than the buffer holds
+                need = 8 * self.rulebook.n_rows * (int(s.si[batch.sym[start], SI_NPAIRS]) + 2)
+                self._grow_out(max(need, 2 * self._out_i.shape[0]))
+            start = nxt
+        result.applied = len(batch)
+        self.events_applied += len(batch)
+        return result
+
+    def tick(self, now_ns: int | None = None) -> list[Transition]:
+        """Check feed silence against ``now_ns`` (default: the clock) without an event."""
+        now = self.clock() if now_ns is None else now_ns
+        s = self.store
+        n_out = tick(
+            now,
+            self.rulebook.ri,
+            self.rulebook.rf,
+            self._rp,
+            s.si,
+            s.src_last,
+            s.g,
+            self.rulebook.feed_rows,
+            s.alerts,
+            self._out_i,
+            self._out_f,
+        )
+        out: list[Transition] = []
+        self._drain(n_out, None, out, now)
+        return out
+
+    def _grow_out(self, n: int) -> None:
+        self._out_i = np.zeros((n, NO), dtype=np.int64)
+        self._out_f = np.zeros(n)
+
+    def _drain(self, n_out: int, batch: Batch | None, into: list[Transition], now: int = 0) -> None:
+        if n_out == 0:
+            return
+        decided = self.clock()
+        names = self.keys.scope_names
+        for k in range(n_out):
+            e, r, sid, old, new = (int(x) for x in self._out_i[k])
+            rule = self.rulebook.row_rule[r]
+            value = float(self._out_f[k])
+            ts = int(batch.ts[e]) if batch is not None and e >= 0 else now
+            scope = names[sid]
+            alert = new < 0
+            to = STATE_NAMES[old] if alert else STATE_NAMES[new]
+            tr = Transition(
+                id=transition_id(scope, decided, "ALERT:" + rule.name if alert else to),
+                scope=scope,
+                from_=STATE_NAMES[old],
+                to=to,
+                kind="alert" if alert else "auto",
+                ts=ts,
+                decided_ns=decided,
+                rule=rule.name,
+                metric=rule.metric,
+                value=value,
+                limit=rule.limit_for(value),
+            )
+            into.append(self.killswitch.record(tr))
+
+    # inspecting -------------------------------------------------------------
+    def peaks(self) -> list[RulePeak]:
+        """Per rule (file order): extremes seen and peak utilisation of the limit."""
+        out = []
+        for index, rule in enumerate(self.limits.rules):
+            rows = [r for r, rr in enumerate(self.rulebook.ri[:, RI_RULE]) if rr == index]
+            n = int(sum(self._rp[r, RP_N] for r in rows))
+            hi = max((self._rp[r, RP_HI] for r in rows), default=-np.inf)
+            lo = min((self._rp[r, RP_LO] for r in rows), default=np.inf)
+            if n == 0:
+                out.append(RulePeak(rule, 0, None, None, None))
+                continue
+            util = max(rule.utilisation(float(hi)), rule.utilisation(float(lo)))
+            out.append(RulePeak(rule, n, float(hi), float(lo), None if util == -np.inf else util))
+        return out
+
+    def scope_values(self, scope: str) -> dict[str, float]:
+        """Current stateful metrics of one scope (zeros for a scope never seen)."""
+        sid = self.keys.find_scope(scope)
+        if sid is None:
+            return {
+                "open_orders": 0.0,
+                "gross_notional": 0.0,
+                "net_notional": 0.0,
+                "pnl": 0.0,
+                "drawdown": 0.0,
+                "realised_pnl": 0.0,
+            }
+        sf, si = self.store.sf, self.store.si
+        pnl = sf[sid, SF_REAL] + sf[sid, SF_NET] - sf[sid, SF_COST]
+        return {
+            "open_orders": float(si[sid, SI_OPEN]),
+            "gross_notional": float(sf[sid, SF_GROSS]),
+            "net_notional": float(sf[sid, SF_NET]),
+            "pnl": float(pnl),
+            "drawdown": float(sf[sid, SF_PEAK] - pnl),
+            "realised_pnl": float(sf[sid, SF_REAL]),
+        }
+
+    def position(self, owner: str, symbol: str) -> float:
+        """Net position of scope ``owner`` (``firm``, ``account:X``, ``strategy:X``) in a symbol."""
+        o = self.keys.find_scope(owner)
+        y = self.keys.find_scope(f"symbol:{symbol}")
+        if o is None or y is None:
+            return 0.0
+        p = self.keys.pairs.get((o, y))
+        return 0.0 if p is None else float(self.store.pf[p, PF_POS])
+
+    def positions(self) -> dict[tuple[str, str], tuple[float, float, float]]:
+        """Every (owner scope, symbol scope) -> (position, cost basis, realised P&L)."""
+        names, pf = self.keys.scope_names, self.store.pf
+        return {
+            (names[o], names[y]): (
+                float(pf[p, PF_POS]),
+                float(pf[p, PF_COST]),
+                float(pf[p, PF_REAL]),
+            )
+            for (o, y), p in self.keys.pairs.items()
+        }
+
+
+_warm = False
+
+
+def warm_up() -> None:
+    """Compile (or load from cache) every kernel before the first real event."""
+    global _warm  # noqa: PLW0603 - one compile per process, shared by all engines
+    if _warm:
+        return
+    engine = Engine(warm_limits(), clock=lambda: 0, warm=False)
+    engine.apply(warm_events())
+    engine.tick(10**18)
+    _warm = True

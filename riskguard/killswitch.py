@@ -1,0 +1,201 @@
+"""The latched, scoped kill switch: ACTIVE -> REDUCE_ONLY -> HALTED, per scope.
+
+A breach (or an operator) can only make a scope stricter; only an explicit
+resume with an operator name and a reason lowers it, back to ACTIVE. Every
+change is a :class:`Transition` carrying its evidence. Applying the same change
+twice does nothing and returns ``None``: transitions are idempotent.
+
+The state itself lives in the engine's state array (column ``SI_STATE``) so the
+numba kernel can escalate mid-batch; this class is the only Python code that
+writes it, and the only producer of transition records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, Literal
+
+import msgspec
+import numpy as np
+
+from riskguard.state.keys import KeySpace, parse_scope
+from riskguard.state.layout import ACTIVE, FIRM, HALTED, REDUCE_ONLY, SI_STATE, STATE_NAMES
+
+State = Literal["ACTIVE", "REDUCE_ONLY", "HALTED"]
+STATE_OF_ACTION: Final = {"reduce_only": REDUCE_ONLY, "halt": HALTED}
+
+
+class Transition(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One kill-switch event, with the evidence for it.
+
+    ``kind`` is ``auto`` (a rule breached), ``manual`` (an operator halted or
+    resumed) or ``alert`` (an alert-action rule breached: no state change, so
+    ``from`` equals ``to``). ``ts`` is the event time of the triggering event
+    (for manual ones, the decision time); ``decided_ns`` is when riskguard
+    decided. A resume carries in ``ends`` the id of the transition it lifts.
+    """
+
+    id: str
+    scope: str
+    from_: str = msgspec.field(name="from")
+    to: str = "ACTIVE"
+    kind: str = "auto"
+    ts: int = 0
+    decided_ns: int = 0
+    rule: str | None = None
+    metric: str | None = None
+    value: float | None = None
+    limit: float | None = None
+    operator: str | None = None
+    reason: str | None = None
+    ends: str | None = None
+
+    @property
+    def is_alert(self) -> bool:
+        """True for an alert (no state change)."""
+        return self.kind == "alert"
+
+
+Listener = Callable[[Transition], Any]
+
+
+class KillSwitch:
+    """Per-scope latched trading states over the engine's state array."""
+
+    def __init__(
+        self, keys: KeySpace, states: Callable[[], np.ndarray[Any, Any]], clock: Callable[[], int]
+    ) -> None:
+        self._keys = keys
+        self._states = states  # returns the live si array (it is reallocated on growth)
+        self._clock = clock
+        self._standing: dict[str, Transition] = {}
+        self._listeners: list[Listener] = []
+
+    # reading ----------------------------------------------------------------
+    def state(self, scope: str) -> State:
+        """The latched state of one scope (not counting the scopes above it)."""
+        sid = self._keys.find_scope(scope)
+        if sid is None:
+            return "ACTIVE"
+        return _state_name(int(self._states()[sid, SI_STATE]))
+
+    def effective(self, account: str, strategy: str, symbol: str) -> State:
+        """The strictest state over firm, account, strategy and symbol for one order."""
+        si = self._states()
+        worst = int(si[FIRM, SI_STATE])
+        for scope in (f"account:{account}", f"strategy:{strategy}", f"symbol:{symbol}"):
+            sid = self._keys.find_scope(scope)
+            if sid is not None:
+                worst = max(worst, int(si[sid, SI_STATE]))
+        return _state_name(worst)
+
+    def standing(self) -> dict[str, Transition]:
+        """Every scope not ACTIVE, with the transition that put it there."""
+        return dict(self._standing)
+
+    # listening ---------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every transition; returns an unsubscribe function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _emit(self, tr: Transition) -> Transition:
+        if not tr.is_alert:
+            if tr.to == "ACTIVE":
+                self._standing.pop(tr.scope, None)
+            else:
+                self._standing[tr.scope] = tr
+        for listener in list(self._listeners):
+            listener(tr)
+        return tr
+
+    # changing ----------------------------------------------------------------
+    def record(self, tr: Transition) -> Transition:
+        """Record a transition the kernel already applied to the state array."""
+        return self._emit(tr)
+
+    def halt(
+        self, scope: str, operator: str, reason: str, action: str = "halt"
+    ) -> Transition | None:
+        """Manually escalate ``scope`` (``halt`` or ``reduce_only``). None if already there."""
+        _require(operator, reason)
+        if action not in STATE_OF_ACTION:
+            raise ValueError(f"action must be 'halt' or 'reduce_only', got {action!r}")
+        parse_scope(scope)
+        sid = self._keys.scope_of(scope)
+        si = self._states()
+        old, new = int(si[sid, SI_STATE]), STATE_OF_ACTION[action]
+        if old >= new:
+            return None
+        si[sid, SI_STATE] = new
+        now = self._clock()
+        return self._emit(
+            Transition(
+                id=transition_id(scope, now, STATE_NAMES[new]),
+                scope=self._keys.scope_names[sid],
+                from_=STATE_NAMES[old],
+                to=STATE_NAMES[new],
+                kind="manual",
+                ts=now,
+                decided_ns=now,
+                operator=operator,
+                reason=reason,
+            )
+        )
+
+    def resume(self, scope: str, operator: str, reason: str) -> Transition | None:
+        """Lower ``scope`` to ACTIVE. None if it already is."""
+        _require(operator, reason)
+        parse_scope(scope)
+        sid = self._keys.find_scope(scope)
+        si = self._states()
+        if sid is None or int(si[sid, SI_STATE]) == ACTIVE:
+            return None
+        old = int(si[sid, SI_STATE])
+        si[sid, SI_STATE] = ACTIVE
+        now = self._clock()
+        name = self._keys.scope_names[sid]
+        lifted = self._standing.get(name)
+        return self._emit(
+            Transition(
+                id=transition_id(name, now, "ACTIVE"),
+                scope=name,
+                from_=STATE_NAMES[old],
+                to="ACTIVE",
+                kind="manual",
+                ts=now,
+                decided_ns=now,
+                operator=operator,
+                reason=reason,
+                ends=lifted.id if lifted else None,
+            )
+        )
+
+    def restore(self, tr: Transition) -> bool:
+        """Re-assert a standing transition (e.g. read back after a restart). True if it changed."""
+        sid = self._keys.scope_of(tr.scope)
+        si = self._states()
+        new = STATE_NAMES.index(tr.to)
+        if int(si[sid, SI_STATE]) >= new:
+            return False
+        si[sid, SI_STATE] = new
+        self._standing[tr.scope] = tr
+        return True
+
+
+def _state_name(code: int) -> State:
+    name = STATE_NAMES[code]
+    assert name in ("ACTIVE", "REDUCE_ONLY", "HALTED")
+    return name  # type: ignore[return-value]  # narrowed by the assert above
+
+
+def transition_id(scope: str, decided_ns: int, to: str) -> str:
+    """A stable id for a transition: scope, decision time and target state."""
+    return f"{scope}@{decided_ns}:{to}"
+
+
+def _require(operator: str, reason: str) -> None:
+    if not isinstance(operator, str) or not operator.strip():
+        raise ValueError("an operator name is required")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValueError("a reason is required")

@@ -1,0 +1,7 @@
+"""Limits files: the model, the vocabulary and the validating loader."""
+
+from riskguard.limits.load import LimitsError, load, parse
+from riskguard.limits.model import Limits, Rule
+from riskguard.limits.vocabulary import ACTIONS, METRICS, SCOPES
+
+__all__ = ["ACTIONS", "METRICS", "SCOPES", "Limits", "LimitsError", "Rule", "load", "parse"]

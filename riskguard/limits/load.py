@@ -1,0 +1,196 @@
+"""Read and validate a limits file, collecting every problem before giving up.
+
+A limits file is reviewed by people and swapped in while money is at risk, so
+validation is strict: unknown keys are errors, every error names the file, the
+rule (by name and position) and the field, and nothing is half-accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from riskguard.limits.model import Limits, Rule
+from riskguard.limits.vocabulary import ACTIONS, MATCH_FIELDS, METRICS, SCOPES
+
+TOP_KEYS = frozenset({"version", "rule"})
+RULE_KEYS = frozenset(
+    {
+        "name",
+        "metric",
+        "scope",
+        "match",
+        "max",
+        "min",
+        "window_ms",
+        "action",
+        "min_orders",
+        "description",
+    }
+)
+MAX_WINDOW_MS = 24 * 3600 * 1000
+
+
+class LimitsError(ValueError):
+    """A limits file that cannot be used. ``problems`` lists every error found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+
+
+def load(path: str | Path) -> Limits:
+    """Load and validate the limits file at ``path``."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise LimitsError(str(p), [f"cannot read file: {exc.strerror or exc}"]) from exc
+    return parse(data, source=str(p))
+
+
+def parse(data: bytes | str, source: str = "<memory>") -> Limits:
+    """Validate limits given as TOML text."""
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise LimitsError(source, [f"file is not UTF-8 (byte {exc.start})"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise LimitsError(source, [f"TOML syntax: {exc}"]) from exc
+    problems: list[str] = []
+    for key in sorted(set(doc) - TOP_KEYS):
+        problems.append(f"unknown top-level key {key!r} (allowed: version, rule)")
+    version = doc.get("version")
+    if version != 1:
+        problems.append(f"'version' must be 1, got {version!r}")
+    entries = doc.get("rule", [])
+    if not isinstance(entries, list):
+        problems.append("'rule' must be an array of tables ([[rule]])")
+        entries = []
+    rules: list[Rule] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries, 1):
+        rule = _rule(entry, i, problems)
+        if rule is None:
+            continue
+        if rule.name in seen:
+            problems.append(
+                f"rule {rule.name!r} (#{i}): field 'name': duplicate of rule #{seen[rule.name]}"
+            )
+            continue
+        seen[rule.name] = i
+        rules.append(rule)
+    if problems:
+        raise LimitsError(source, problems)
+    return Limits(1, tuple(rules), source, hashlib.sha256(raw).hexdigest())
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _rule(entry: Any, i: int, problems: list[str]) -> Rule | None:
+    if not isinstance(entry, dict):
+        problems.append(f"rule #{i}: must be a table")
+        return None
+    name = entry.get("name")
+    label = f"rule {name!r} (#{i})" if isinstance(name, str) and name else f"rule #{i}"
+    before = len(problems)
+
+    def bad(fld: str, msg: str) -> None:
+        problems.append(f"{label}: field {fld!r}: {msg}")
+
+    for key in sorted(set(entry) - RULE_KEYS):
+        bad(key, f"unknown field (allowed: {', '.join(sorted(RULE_KEYS))})")
+    if not isinstance(name, str) or not name.strip():
+        bad("name", "required, a non-empty string")
+    metric = entry.get("metric")
+    spec = METRICS.get(metric) if isinstance(metric, str) else None
+    if spec is None:
+        bad("metric", f"unknown metric {metric!r} (one of: {', '.join(METRICS)})")
+    scope = entry.get("scope")
+    if scope not in SCOPES:
+        bad("scope", f"must be one of {', '.join(SCOPES)}, got {scope!r}")
+    elif spec is not None and scope not in spec.scopes:
+        bad("scope", f"metric {metric!r} supports scopes {', '.join(spec.scopes)}, not {scope!r}")
+    action = entry.get("action")
+    if action not in ACTIONS:
+        bad("action", f"must be one of {', '.join(ACTIONS)}, got {action!r}")
+    hi, lo = entry.get("max"), entry.get("min")
+    for fld, v in (("max", hi), ("min", lo)):
+        if v is not None and not _number(v):
+            bad(fld, f"must be a finite number, got {v!r}")
+    if hi is None and lo is None:
+        bad("max", "a rule needs 'max' (upper bound), 'min' (lower bound) or both")
+    elif hi is not None and lo is not None and _number(hi) and _number(lo) and lo > hi:
+        bad("min", f"min ({lo}) is above max ({hi}): the rule would always breach")
+    window = entry.get("window_ms")
+    if spec is not None:
+        if spec.windowed:
+            if window is None:
+                bad("window_ms", f"required for windowed metric {metric!r}")
+            elif (
+                isinstance(window, bool)
+                or not isinstance(window, int)
+                or not (1 <= window <= MAX_WINDOW_MS)
+            ):
+                bad("window_ms", f"must be an integer from 1 to {MAX_WINDOW_MS}, got {window!r}")
+        elif window is not None:
+            bad("window_ms", f"not allowed: metric {metric!r} is not windowed")
+    min_orders = entry.get("min_orders", 1)
+    if "min_orders" in entry and metric != "cancel_ratio":
+        bad("min_orders", "only allowed for metric 'cancel_ratio'")
+    elif isinstance(min_orders, bool) or not isinstance(min_orders, int) or min_orders < 1:
+        bad("min_orders", f"must be an integer >= 1, got {min_orders!r}")
+    description = entry.get("description", "")
+    if not isinstance(description, str):
+        bad("description", "must be a string")
+    match = _match(entry.get("match"), scope, metric, bad)
+    if len(problems) > before:
+        return None
+    assert isinstance(name, str) and isinstance(metric, str)
+    return Rule(
+        name=name,
+        metric=metric,
+        scope=str(scope),
+        action=str(action),
+        max=None if hi is None else float(hi),
+        min=None if lo is None else float(lo),
+        window_ms=window,
+        match=match,
+        min_orders=int(min_orders),
+        description=description,
+    )
+
+
+def _match(raw: Any, scope: Any, metric: Any, bad: Any) -> MappingProxyType[str, tuple[str, ...]]:
+    if raw is None:
+        return MappingProxyType({})
+    if not isinstance(raw, dict):
+        bad("match", 'must be a table, e.g. { strategy = "smars" }')
+        return MappingProxyType({})
+    allowed = MATCH_FIELDS.get(scope, ()) if isinstance(scope, str) else ()
+    if metric == "feed_silence_ms":
+        allowed = ("source",)
+    out: dict[str, tuple[str, ...]] = {}
+    for key, value in raw.items():
+        if key not in allowed:
+            what = ", ".join(allowed) if allowed else "none"
+            bad(f"match.{key}", f"not a match field for scope {scope!r} (allowed: {what})")
+            continue
+        values = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) and v for v in values)
+        ):
+            bad(f"match.{key}", "must be a non-empty string or a non-empty list of them")
+            continue
+        out[key] = tuple(dict.fromkeys(values))
+    return MappingProxyType(out)

@@ -1,0 +1,68 @@
+"""The validated, immutable form of a limits file."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One limit. A breach is ``value > max`` or ``value < min``; either bound may be absent."""
+
+    name: str
+    metric: str
+    scope: str
+    action: str
+    max: float | None = None
+    min: float | None = None
+    window_ms: int | None = None
+    match: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    min_orders: int = 1
+    description: str = ""
+
+    @property
+    def upper(self) -> float:
+        """The upper bound, +inf when absent (never breached)."""
+        return math.inf if self.max is None else self.max
+
+    @property
+    def lower(self) -> float:
+        """The lower bound, -inf when absent (never breached)."""
+        return -math.inf if self.min is None else self.min
+
+    def limit_for(self, value: float) -> float:
+        """The bound that ``value`` violates (or the upper one, when it violates none)."""
+        if self.min is not None and value < self.min:
+            return self.min
+        return self.upper if self.max is not None else self.lower
+
+    def utilisation(self, value: float) -> float:
+        """How close ``value`` is to the bound: 1.0 is at the limit, above 1.0 breaches."""
+        best = -math.inf
+        if self.max is not None and self.max > 0 and value > -math.inf:
+            best = max(best, value / self.max)
+        if self.min is not None and self.min < 0 and value < math.inf:
+            best = max(best, value / self.min)
+        if self.min is not None and self.min > 0 and value > 0:
+            best = max(best, self.min / value)
+        return best
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A whole limits file: rules in file order, plus where it came from."""
+
+    version: int
+    rules: tuple[Rule, ...]
+    source: str = "<memory>"
+    digest: str = ""
+
+    def rule(self, name: str) -> Rule:
+        """The rule called ``name``; ``KeyError`` when there is none."""
+        for r in self.rules:
+            if r.name == name:
+                return r
+        raise KeyError(name)

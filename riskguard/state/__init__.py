@@ -1,0 +1,1 @@
+"""Risk state: interned keys, numpy arrays, numba kernels and their Python reference."""

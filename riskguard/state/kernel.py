@@ -1,0 +1,419 @@
+"""numba kernels: apply a columnar batch of events to the state arrays and check rules.
+
+Semantics are per event, in batch order, so the result never depends on how a
+stream is cut into batches (the property tests check this against the plain
+Python model in :mod:`riskguard.state.reference`). For each event the kernel:
+
+1. checks feed-silence rows (the gap since the last event, or since the last
+   heartbeat of a named source), then advances the clock;
+2. updates windowed counters, orders, parents, positions and exposures;
+3. evaluates the rows whose metric the event type can move, on the event's four
+   scopes (firm, account, strategy, symbol); a mark, or a fill that changes a
+   symbol's fill-derived reference price, also re-evaluates every holder;
+4. escalates the latched state of a breaching scope (never lowers it) and writes
+   one output row per transition or alert edge.
+
+Output space is checked before each event; when it might run out the kernel
+returns early and the caller drains and resumes, so nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from riskguard.limits import vocabulary
+from riskguard.limits.vocabulary import (
+    M_CANCEL_RATIO,
+    M_DUPLICATE_ORDERS,
+    M_FILL_NOTIONAL_RATE,
+    M_MESSAGE_RATE,
+    M_ORDER_NOTIONAL,
+    M_ORDER_QTY,
+    M_ORDER_RATE,
+    M_PARENT_OVERFILL,
+    M_POSITION_QTY,
+    M_PRICE_DEVIATION,
+    M_REJECT_RATE,
+)
+from riskguard.state import layout, primitives
+from riskguard.state.layout import (
+    C_CXL,
+    C_DUP,
+    C_FILLN,
+    C_MSG,
+    C_NEW,
+    C_REJ,
+    CI_KIND,
+    CI_LEVEL,
+    CI_WIDTH,
+    CI_WINDOW,
+    FIRM,
+    G_DUP_PURGE,
+    G_LAST_ANY,
+    G_START,
+    L_ACCOUNT,
+    L_STRATEGY,
+    OF_CUM,
+    OF_PRICE,
+    OF_QTY,
+    OI_ACC,
+    OI_OPEN,
+    OI_PARENT,
+    OI_SIDE,
+    OI_STRAT,
+    OI_SYM,
+    PF_POS,
+    QF_FILLED,
+    QF_QTY,
+    QI_DECLARED,
+    RI_C1,
+    RI_C2,
+    RI_LEVEL,
+    RI_METRIC,
+    RI_MIN_ORDERS,
+    RI_SOURCE,
+    RING,
+    SF_REF,
+    SI_MARK_TS,
+    SI_NPAIRS,
+    SI_OPEN,
+    SI_PRICE_SRC,
+    T_CANCEL,
+    T_FILL,
+    T_HEARTBEAT,
+    T_MARK,
+    T_NEW,
+    T_PARENT,
+    T_REJECT,
+    T_REPLACE,
+)
+from riskguard.state.primitives import (
+    _advance,
+    _at_level,
+    _check,
+    _fill_pair,
+    _link,
+    _matches,
+    _pair_delta,
+    _reprice,
+    _scope_value,
+)
+
+
+@njit(cache=True)
+def _close(o, oi, si, closed, n_closed):  # type: ignore[no-untyped-def]
+    oi[o, OI_OPEN] = 0
+    si[FIRM, SI_OPEN] -= 1
+    si[oi[o, OI_ACC], SI_OPEN] -= 1
+    si[oi[o, OI_STRAT], SI_OPEN] -= 1
+    si[oi[o, OI_SYM], SI_OPEN] -= 1
+    closed[n_closed] = o
+    return n_closed + 1
+
+
+@njit(cache=True)
+def _purge_dups(dup, ci, g):  # type: ignore[no-untyped-def]
+    """Forget duplicate-table entries older than their window before the latest event."""
+    stale = []
+    for key, seen in dup.items():
+        if seen < g[G_LAST_ANY] - ci[key[0], CI_WINDOW]:
+            stale.append(key)
+    for key in stale:
+        del dup[key]
+    g[G_DUP_PURGE] = max(4096, 2 * len(dup))
+
+
+@njit(cache=True)
+def _counters(e, t, now, acc, strat, sym, side, qty, price, ci, cb, clast, csum, dup, g):  # type: ignore[no-untyped-def]
+    for k in range(ci.shape[0]):
+        kind = ci[k, CI_KIND]
+        s = _at_level(ci[k, CI_LEVEL], acc, strat, sym)
+        b = now // ci[k, CI_WIDTH]
+        _advance(cb, clast, csum, k, s, b)
+        v = 0.0
+        if kind == C_NEW:
+            v = 1.0 if t == T_NEW else 0.0
+        elif kind == C_MSG:
+            v = 1.0 if t == T_NEW or t == T_REPLACE or t == T_CANCEL else 0.0
+        elif kind == C_REJ:
+            v = 1.0 if t == T_REJECT else 0.0
+        elif kind == C_CXL:
+            v = 1.0 if t == T_CANCEL else 0.0
+        elif kind == C_FILLN:
+            v = qty[e] * price[e] if t == T_FILL else 0.0
+        elif kind == C_DUP and t == T_NEW:
+            px = price[e] if not math.isnan(price[e]) else -1.0
+            key = (k, s, sym, np.int64(side[e]), qty[e], px)
+            prev = dup.get(key, np.int64(-1))
+            if prev >= 0 and abs(now - prev) < ci[k, CI_WINDOW]:
+                v = 1.0
+            if now > prev:
+                dup[key] = now
+                if len(dup) > g[G_DUP_PURGE]:
+                    _purge_dups(dup, ci, g)
+        if v != 0.0 and b > clast[k, s] - RING:
+            cb[k, s, b % RING] += v
+            csum[k, s] += v
+
+
+@njit(cache=True)
+def apply_batch(  # type: ignore[no-untyped-def]
+    start,
+    typ,
+    ts,
+    acc_c,
+    strat_c,
+    sym_c,
+    side,
+    qty,
+    price,
+    oid,
+    pid,
+    src,
+    pr_firm,
+    pr_acc,
+    pr_strat,
+    sf,
+    si,
+    pf,
+    pi,
+    of,
+    oi,
+    qf,
+    qi,
+    src_last,
+    g,
+    ci,
+    cb,
+    clast,
+    csum,
+    ri,
+    rf,
+    rp,
+    type_rows,
+    exp_rows,
+    feed_rows,
+    dup,
+    alerts,
+    out_i,
+    out_f,
+    closed,
+):
+    """Apply events ``start..`` of a batch. Returns (next event, outputs, closed orders).
+
+    ``next event`` is the batch length when the batch is done; anything less means
+    the output buffer is nearly full: drain it and call again from there.
+    """
+    n = typ.shape[0]
+    nrows = ri.shape[0]
+    cap = out_i.shape[0]
+    n_out = 0
+    n_closed = 0
+    for e in range(start, n):
+        t = typ[e]
+        now = ts[e]
+        need = 6 * nrows + 2
+        if t == T_MARK or t == T_FILL:
+            need += 2 * nrows * (si[sym_c[e], SI_NPAIRS] + 1)
+        if n_out + need > cap:
+            return e, n_out, n_closed
+        if g[G_START] < 0:
+            g[G_START] = now
+        # 1. feed silence, measured before this event counts as a sign of life
+        for j in range(feed_rows.shape[0]):
+            r = feed_rows[j]
+            source = ri[r, RI_SOURCE]
+            last = src_last[source] if source >= 0 else g[G_LAST_ANY]
+            if last < 0:
+                last = g[G_START]
+            n_out = _check(
+                r, FIRM, (now - last) / 1e6, e, ri, rf, rp, si, alerts, out_i, out_f, n_out
+            )
+        g[G_LAST_ANY] = max(g[G_LAST_ANY], now)
+        if t == T_HEARTBEAT:
+            src_last[src[e]] = max(src_last[src[e]], now)
+            continue
+        acc = acc_c[e]
+        strat = strat_c[e]
+        sym = sym_c[e]
+        if t == T_MARK:
+            if now >= si[sym, SI_MARK_TS]:
+                si[sym, SI_MARK_TS] = now
+                si[sym, SI_PRICE_SRC] = 2
+                n_out = _reprice(
+                    sym,
+                    price[e],
+                    e,
+                    sf,
+                    si,
+                    pf,
+                    pi,
+                    ri,
+                    rf,
+                    rp,
+                    exp_rows,
+                    alerts,
+                    out_i,
+                    out_f,
+                    n_out,
+                )
+            continue
+        # 2. state
+        if t != T_PARENT:
+            _counters(e, t, now, acc, strat, sym, side, qty, price, ci, cb, clast, csum, dup, g)
+        o = oid[e]
+        parent = pid[e]
+        if t == T_PARENT:
+            qf[parent, QF_QTY] = qty[e]
+            qi[parent, QI_DECLARED] = 1
+        elif t == T_NEW:
+            if oi[o, OI_OPEN] != 0:
+                n_closed = _close(o, oi, si, closed, n_closed)
+            oi[o, OI_OPEN] = 1
+            oi[o, OI_ACC] = acc
+            oi[o, OI_STRAT] = strat
+            oi[o, OI_SYM] = sym
+            oi[o, OI_PARENT] = parent
+            oi[o, OI_SIDE] = side[e]
+            of[o, OF_QTY] = qty[e]
+            of[o, OF_CUM] = 0.0
+            of[o, OF_PRICE] = price[e]
+            si[FIRM, SI_OPEN] += 1
+            si[acc, SI_OPEN] += 1
+            si[strat, SI_OPEN] += 1
+            si[sym, SI_OPEN] += 1
+        elif t == T_REPLACE:
+            if o >= 0 and oi[o, OI_OPEN] != 0:
+                of[o, OF_QTY] = qty[e]
+                of[o, OF_PRICE] = price[e]
+                if of[o, OF_CUM] >= qty[e]:
+                    n_closed = _close(o, oi, si, closed, n_closed)
+        elif t == T_CANCEL or t == T_REJECT:
+            if o >= 0 and oi[o, OI_OPEN] != 0:
+                n_closed = _close(o, oi, si, closed, n_closed)
+        elif t == T_FILL:
+            if o >= 0 and oi[o, OI_OPEN] != 0:
+                if parent < 0:
+                    parent = oi[o, OI_PARENT]
+                of[o, OF_CUM] += qty[e]
+                if of[o, OF_CUM] >= of[o, OF_QTY]:
+                    n_closed = _close(o, oi, si, closed, n_closed)
+            if parent >= 0:
+                qf[parent, QF_FILLED] += qty[e]
+            x = price[e]
+            if si[sym, SI_PRICE_SRC] < 2 and (si[sym, SI_PRICE_SRC] == 0 or sf[sym, SF_REF] != x):
+                si[sym, SI_PRICE_SRC] = 1
+                n_out = _reprice(
+                    sym, x, e, sf, si, pf, pi, ri, rf, rp, exp_rows, alerts, out_i, out_f, n_out
+                )
+            m = sf[sym, SF_REF]
+            d = qty[e] * side[e]
+            for p in (pr_firm[e], pr_acc[e], pr_strat[e]):
+                _link(si, pi, p)
+                q0, q1, dq, dc, dr = _fill_pair(pf, p, d, x)
+                _pair_delta(sf, pi, p, dq * m, (q1 - q0) * m, dr, dc)
+        # 3. rules this event type can move, on the event's own scopes
+        for j in range(type_rows.shape[1]):
+            r = type_rows[t, j]
+            if r < 0:
+                break
+            level = ri[r, RI_LEVEL]
+            s = _at_level(level, acc, strat, sym)
+            if not _matches(ri, si, r, s):
+                continue
+            metric = ri[r, RI_METRIC]
+            if (
+                metric == M_ORDER_RATE
+                or metric == M_MESSAGE_RATE
+                or metric == M_REJECT_RATE
+                or metric == M_FILL_NOTIONAL_RATE
+                or metric == M_DUPLICATE_ORDERS
+            ):
+                v = csum[ri[r, RI_C1], s]
+            elif metric == M_CANCEL_RATIO:
+                news = csum[ri[r, RI_C2], s]
+                v = csum[ri[r, RI_C1], s] / news if news >= ri[r, RI_MIN_ORDERS] else np.nan
+            elif metric == M_ORDER_QTY:
+                v = qty[e]
+            elif metric == M_ORDER_NOTIONAL:
+                if not math.isnan(price[e]):
+                    v = qty[e] * price[e]
+                elif si[sym, SI_PRICE_SRC] > 0:
+                    v = qty[e] * sf[sym, SF_REF]
+                else:
+                    v = np.nan
+            elif metric == M_PRICE_DEVIATION:
+                if not math.isnan(price[e]) and si[sym, SI_PRICE_SRC] > 0:
+                    ref = sf[sym, SF_REF]
+                    v = abs(price[e] - ref) / ref
+                else:
+                    v = np.nan
+            elif metric == M_POSITION_QTY:
+                if level == L_ACCOUNT:
+                    v = abs(pf[pr_acc[e], PF_POS])
+                elif level == L_STRATEGY:
+                    v = abs(pf[pr_strat[e], PF_POS])
+                else:
+                    v = abs(pf[pr_firm[e], PF_POS])
+            elif metric == M_PARENT_OVERFILL:
+                if parent >= 0 and qi[parent, QI_DECLARED] != 0:
+                    v = qf[parent, QF_FILLED] / qf[parent, QF_QTY]
+                else:
+                    v = np.nan
+            else:
+                v = _scope_value(metric, sf, si, s)
+            n_out = _check(r, s, v, e, ri, rf, rp, si, alerts, out_i, out_f, n_out)
+    return n, n_out, n_closed
+
+
+@njit(cache=True)
+def tick(now, ri, rf, rp, si, src_last, g, feed_rows, alerts, out_i, out_f):  # type: ignore[no-untyped-def]
+    """Check feed-silence rows against the clock ``now`` (no event). Returns outputs written."""
+    n_out = 0
+    if g[G_START] < 0:
+        g[G_START] = now
+    for j in range(feed_rows.shape[0]):
+        r = feed_rows[j]
+        source = ri[r, RI_SOURCE]
+        last = src_last[source] if source >= 0 else g[G_LAST_ANY]
+        if last < 0:
+            last = g[G_START]
+        n_out = _check(r, FIRM, (now - last) / 1e6, -1, ri, rf, rp, si, alerts, out_i, out_f, n_out)
+    return n_out
+
+
+def _pin_cache_to_sources() -> str:
+    """Make the on-disk numba cache depend on every file the kernels are built from.
+
+    numba keys its cache on the jitted function's own bytecode and file stamp only:
+    an edit to a helper in ``primitives.py``, a column index in ``layout.py`` or a
+    metric code in ``vocabulary.py`` would otherwise leave a stale compiled kernel
+    in use (we hit exactly that). Adding a digest of those sources to the cache
+    index key makes any such change a cache miss, hence a recompile.
+    """
+    digest = hashlib.sha256()
+    for module in (layout, primitives, vocabulary):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    stamp = digest.hexdigest()
+    for dispatcher in (apply_batch, tick):
+        cache = getattr(dispatcher, "_cache", None)
+        original = getattr(cache, "_index_key", None)
+        if cache is None or original is None:  # numba without this internal: never cache
+            if cache is not None:
+                cache.disable()
+            continue
+
+        def keyed(sig, codegen, _original=original):  # type: ignore[no-untyped-def]
+            return (_original(sig, codegen), stamp)
+
+        cache._index_key = keyed
+    return stamp
+
+
+SOURCE_STAMP = _pin_cache_to_sources()

@@ -1,0 +1,141 @@
+"""Interning of string keys to dense integer ids.
+
+Accounts, strategies and symbols share one *scope id* space (id 0 is the firm),
+so every per-scope statistic and the kill-switch state live in one array each.
+Orders are interned separately and their ids are recycled once an order closes,
+so memory follows the number of open orders, not the length of the session.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from riskguard.state.layout import FIRM, L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL
+
+LEVEL_NAMES: Final = ("firm", "account", "strategy", "symbol")
+_LEVEL_OF: Final = {"account": L_ACCOUNT, "strategy": L_STRATEGY, "symbol": L_SYMBOL}
+
+
+class ScopeError(ValueError):
+    """A scope string that is not ``firm`` or ``account|strategy|symbol:<key>``."""
+
+
+def parse_scope(scope: str) -> tuple[int, str]:
+    """Split ``"strategy:smars"`` into ``(L_STRATEGY, "smars")``; ``"firm"`` is ``(0, "")``."""
+    if scope == "firm":
+        return L_FIRM, ""
+    level, sep, key = scope.partition(":")
+    if not sep or level not in _LEVEL_OF or not key or len(key) > 256:
+        raise ScopeError(
+            f"invalid scope {scope!r}: use 'firm', 'account:<id>', 'strategy:<id>' or 'symbol:<id>'"
+        )
+    return _LEVEL_OF[level], key
+
+
+class KeySpace:
+    """All interned keys of one engine. Not thread-safe: owned by the engine's task."""
+
+    def __init__(self) -> None:
+        self.scope_names: list[str] = ["firm"]
+        self.scope_levels: list[int] = [L_FIRM]
+        self._by_level: tuple[dict[str, int], ...] = ({"": FIRM}, {}, {}, {})
+        #: strategy scope id -> account scope id (a strategy belongs to one account)
+        self.strategy_account: dict[int, int] = {}
+        #: bindings not yet copied into the state arrays (drained by the store)
+        self.new_bindings: list[tuple[int, int]] = []
+        self.orders: dict[str, int] = {}
+        self.order_names: list[str | None] = []
+        self._free_orders: list[int] = []
+        self.parents: dict[str, int] = {}
+        self.sources: dict[str, int] = {}
+        self.source_names: list[str] = []
+        self.pairs: dict[tuple[int, int], int] = {}
+        self.pair_keys: list[tuple[int, int]] = []
+
+    # scopes ---------------------------------------------------------------
+    def scope(self, level: int, key: str) -> int:
+        """The scope id of ``key`` at ``level``, created on first use."""
+        table = self._by_level[level]
+        sid = table.get(key)
+        if sid is None:
+            sid = len(self.scope_names)
+            table[key] = sid
+            self.scope_names.append(f"{LEVEL_NAMES[level]}:{key}")
+            self.scope_levels.append(level)
+        return sid
+
+    def scope_of(self, scope: str) -> int:
+        """The scope id of a scope string such as ``"account:A1"`` (created on first use)."""
+        level, key = parse_scope(scope)
+        return self.scope(level, key)
+
+    def find_scope(self, scope: str) -> int | None:
+        """The scope id of a scope string, or None when that key was never seen."""
+        level, key = parse_scope(scope)
+        return self._by_level[level].get(key)
+
+    def bind_strategy(self, strategy: int, account: int) -> bool:
+        """Record that ``strategy`` belongs to ``account``; False if it belongs elsewhere."""
+        owner = self.strategy_account.get(strategy)
+        if owner is None:
+            self.strategy_account[strategy] = account
+            self.new_bindings.append((strategy, account))
+            return True
+        return owner == account
+
+    @property
+    def n_scopes(self) -> int:
+        """Number of scope ids handed out (the firm included)."""
+        return len(self.scope_names)
+
+    # orders ---------------------------------------------------------------
+    def order(self, order_id: str) -> int:
+        """The id of ``order_id``, allocated (or recycled) on first use."""
+        oid = self.orders.get(order_id)
+        if oid is None:
+            if self._free_orders:
+                oid = self._free_orders.pop()
+                self.order_names[oid] = order_id
+            else:
+                oid = len(self.order_names)
+                self.order_names.append(order_id)
+            self.orders[order_id] = oid
+        return oid
+
+    def release_order(self, oid: int) -> None:
+        """Forget a closed order so its id can be reused."""
+        name = self.order_names[oid]
+        if name is not None:
+            del self.orders[name]
+            self.order_names[oid] = None
+            self._free_orders.append(oid)
+
+    @property
+    def n_orders(self) -> int:
+        """Capacity needed for order arrays (highest id + 1)."""
+        return len(self.order_names)
+
+    # parents, sources, pairs ---------------------------------------------
+    def parent(self, parent_id: str) -> int:
+        """The id of ``parent_id``, created on first use (parents live for the session)."""
+        pid = self.parents.get(parent_id)
+        if pid is None:
+            pid = self.parents[parent_id] = len(self.parents)
+        return pid
+
+    def source(self, name: str) -> int:
+        """The id of a heartbeat source, created on first use."""
+        sid = self.sources.get(name)
+        if sid is None:
+            sid = self.sources[name] = len(self.source_names)
+            self.source_names.append(name)
+        return sid
+
+    def pair(self, owner: int, symbol: int) -> int:
+        """The id of the position held by scope ``owner`` in symbol scope ``symbol``."""
+        key = (owner, symbol)
+        pid = self.pairs.get(key)
+        if pid is None:
+            pid = self.pairs[key] = len(self.pair_keys)
+            self.pair_keys.append(key)
+        return pid

@@ -1,0 +1,210 @@
+"""Compile validated limits into the integer/float rows the kernel evaluates.
+
+A rule whose ``match`` lists several values becomes one row per combination, so
+the kernel only ever compares one scope id per row. Windowed metrics share
+counters when they count the same thing at the same level over the same window.
+Match values are interned up front: a rule may name a strategy that has not
+traded yet, and must apply from its first event.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from riskguard.limits.model import Limits, Rule
+from riskguard.limits.vocabulary import (
+    LEVEL,
+    M_CANCEL_RATIO,
+    M_DRAWDOWN,
+    M_DUPLICATE_ORDERS,
+    M_FEED_SILENCE,
+    M_FILL_NOTIONAL_RATE,
+    M_GROSS_NOTIONAL,
+    M_MESSAGE_RATE,
+    M_NET_NOTIONAL,
+    M_OPEN_ORDERS,
+    M_ORDER_NOTIONAL,
+    M_ORDER_QTY,
+    M_ORDER_RATE,
+    M_PARENT_OVERFILL,
+    M_PNL,
+    M_POSITION_QTY,
+    M_PRICE_DEVIATION,
+    M_REJECT_RATE,
+    METRICS,
+)
+from riskguard.state.keys import KeySpace
+from riskguard.state.layout import (
+    C_CXL,
+    C_DUP,
+    C_FILLN,
+    C_MSG,
+    C_NEW,
+    C_REJ,
+    NBUCKETS,
+    NCI,
+    NRF,
+    NRI,
+    RF_MAX,
+    RF_MIN,
+    RI_ACTION,
+    RI_C1,
+    RI_C2,
+    RI_LEVEL,
+    RI_MATCH,
+    RI_MATCH_ACC,
+    RI_METRIC,
+    RI_MIN_ORDERS,
+    RI_RULE,
+    RI_SOURCE,
+    T_CANCEL,
+    T_FILL,
+    T_NEW,
+    T_PARENT,
+    T_REJECT,
+    T_REPLACE,
+)
+
+Array = np.ndarray[Any, Any]
+
+#: Metrics each event type can move, evaluated on the event's own scopes.
+FAMILY: dict[int, frozenset[int]] = {
+    T_PARENT: frozenset({M_PARENT_OVERFILL}),
+    T_NEW: frozenset(
+        {
+            M_ORDER_RATE,
+            M_MESSAGE_RATE,
+            M_CANCEL_RATIO,
+            M_DUPLICATE_ORDERS,
+            M_ORDER_QTY,
+            M_ORDER_NOTIONAL,
+            M_PRICE_DEVIATION,
+            M_OPEN_ORDERS,
+        }
+    ),
+    T_REPLACE: frozenset(
+        {M_MESSAGE_RATE, M_ORDER_QTY, M_ORDER_NOTIONAL, M_PRICE_DEVIATION, M_OPEN_ORDERS}
+    ),
+    T_CANCEL: frozenset({M_MESSAGE_RATE, M_CANCEL_RATIO, M_OPEN_ORDERS}),
+    T_REJECT: frozenset({M_REJECT_RATE, M_OPEN_ORDERS}),
+    T_FILL: frozenset(
+        {
+            M_FILL_NOTIONAL_RATE,
+            M_POSITION_QTY,
+            M_GROSS_NOTIONAL,
+            M_NET_NOTIONAL,
+            M_PNL,
+            M_DRAWDOWN,
+            M_OPEN_ORDERS,
+            M_PARENT_OVERFILL,
+        }
+    ),
+}
+#: Metrics a price change moves for every scope holding the symbol.
+EXPOSURE = frozenset({M_GROSS_NOTIONAL, M_NET_NOTIONAL, M_PNL, M_DRAWDOWN})
+#: Counter kinds per windowed metric: (numerator, denominator or None).
+COUNTERS: dict[int, tuple[int, int | None]] = {
+    M_ORDER_RATE: (C_NEW, None),
+    M_MESSAGE_RATE: (C_MSG, None),
+    M_REJECT_RATE: (C_REJ, None),
+    M_CANCEL_RATIO: (C_CXL, C_NEW),
+    M_FILL_NOTIONAL_RATE: (C_FILLN, None),
+    M_DUPLICATE_ORDERS: (C_DUP, None),
+}
+_ACTION = {"alert": 0, "reduce_only": 1, "halt": 2}
+N_TYPES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Rulebook:
+    """Kernel-ready rows for one :class:`Limits`. ``row_rule[r]`` is row ``r``'s rule."""
+
+    limits: Limits
+    ri: Array
+    rf: Array
+    ci: Array
+    type_rows: Array
+    exp_rows: Array
+    feed_rows: Array
+    row_rule: tuple[Rule, ...]
+
+    @property
+    def n_rows(self) -> int:
+        """Number of compiled rows."""
+        return int(self.ri.shape[0])
+
+
+def compile_limits(limits: Limits, keys: KeySpace) -> Rulebook:
+    """Compile ``limits``, interning every match value into ``keys``."""
+    counters: dict[tuple[int, int, int], int] = {}
+
+    def counter(kind: int, level: int, window_ms: int) -> int:
+        key = (kind, level, window_ms * 1_000_000)
+        if key not in counters:
+            counters[key] = len(counters)
+        return counters[key]
+
+    ri_rows: list[list[int]] = []
+    rf_rows: list[list[float]] = []
+    row_rule: list[Rule] = []
+    for index, rule in enumerate(limits.rules):
+        spec = METRICS[rule.metric]
+        level = LEVEL[rule.scope]
+        c1 = c2 = -1
+        if spec.windowed:
+            assert rule.window_ms is not None
+            num, den = COUNTERS[spec.code]
+            c1 = counter(num, level, rule.window_ms)
+            if den is not None:
+                c2 = counter(den, level, rule.window_ms)
+        for match, match_acc, source in _combinations(rule, level, keys):
+            row = [0] * NRI
+            row[RI_METRIC] = spec.code
+            row[RI_LEVEL] = level
+            row[RI_ACTION] = _ACTION[rule.action]
+            row[RI_MATCH] = match
+            row[RI_MATCH_ACC] = match_acc
+            row[RI_C1] = c1
+            row[RI_C2] = c2
+            row[RI_MIN_ORDERS] = rule.min_orders
+            row[RI_RULE] = index
+            row[RI_SOURCE] = source
+            ri_rows.append(row)
+            bounds = [0.0] * NRF
+            bounds[RF_MAX] = rule.upper
+            bounds[RF_MIN] = rule.lower
+            rf_rows.append(bounds)
+            row_rule.append(rule)
+    ri = np.array(ri_rows, dtype=np.int64).reshape(len(ri_rows), NRI)
+    rf = np.array(rf_rows, dtype=np.float64).reshape(len(rf_rows), NRF)
+    ci = np.zeros((len(counters), NCI), dtype=np.int64)
+    for (kind, level, window_ns), k in counters.items():
+        ci[k] = (kind, level, -(-window_ns // NBUCKETS), window_ns)
+    metric = ri[:, RI_METRIC]
+    type_rows = np.full((N_TYPES, max(1, len(ri_rows))), -1, dtype=np.int64)
+    for t, fam in FAMILY.items():
+        rows = [r for r in range(len(ri_rows)) if int(metric[r]) in fam]
+        type_rows[t, : len(rows)] = rows
+    exp_rows = np.array(
+        [r for r in range(len(ri_rows)) if int(metric[r]) in EXPOSURE], dtype=np.int64
+    )
+    feed_rows = np.array(
+        [r for r in range(len(ri_rows)) if int(metric[r]) == M_FEED_SILENCE], dtype=np.int64
+    )
+    return Rulebook(limits, ri, rf, ci, type_rows, exp_rows, feed_rows, tuple(row_rule))
+
+
+def _combinations(rule: Rule, level: int, keys: KeySpace) -> list[tuple[int, int, int]]:
+    """(match scope id, match account id, source id) for each row of ``rule``."""
+    if rule.metric == "feed_silence_ms":
+        sources = rule.match.get("source")
+        return [(-1, -1, keys.source(s)) for s in sources] if sources else [(-1, -1, -1)]
+    own = rule.match.get(rule.scope, ())
+    accounts = rule.match.get("account", ()) if rule.scope == "strategy" else ()
+    own_ids = [keys.scope(level, v) for v in own] or [-1]
+    acc_ids = [keys.scope(LEVEL["account"], v) for v in accounts] or [-1]
+    return [(m, a, -1) for m, a in itertools.product(own_ids, acc_ids)]

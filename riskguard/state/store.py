@@ -1,0 +1,156 @@
+"""The state arrays of one engine, and their growth as new keys appear.
+
+Capacity doubles whenever a batch brings more keys than fit, so there is no
+fixed maximum that silently drops keys, and the amortised cost per new key is
+constant. All arrays are plain numpy; the kernel receives them as arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import types
+from numba.typed import Dict
+
+from riskguard.state.keys import KeySpace
+from riskguard.state.layout import (
+    G_DUP_PURGE,
+    G_LAST_ANY,
+    G_START,
+    NCI,
+    NG,
+    NOF,
+    NOI,
+    NPF,
+    NPI,
+    NQF,
+    NQI,
+    NSF,
+    NSI,
+    OI_PARENT,
+    PI_NEXT,
+    PI_OWNER,
+    PI_SYM,
+    RING,
+    SI_ACCOUNT,
+    SI_HEAD,
+    SI_LEVEL,
+    SI_MARK_TS,
+    SI_TAIL,
+)
+
+DUP_KEY = types.Tuple(
+    (types.int64, types.int64, types.int64, types.int64, types.float64, types.float64)
+)
+ALERT_KEY = types.UniTuple(types.int64, 2)
+
+_SI_FILL = np.zeros(NSI, dtype=np.int64)
+_SI_FILL[[SI_ACCOUNT, SI_MARK_TS, SI_HEAD, SI_TAIL]] = -1
+_PI_FILL = np.zeros(NPI, dtype=np.int64)
+_PI_FILL[PI_NEXT] = -1
+_OI_FILL = np.zeros(NOI, dtype=np.int64)
+_OI_FILL[OI_PARENT] = -1
+
+
+def _rows(n: int, fill: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return np.tile(fill, (n, 1))
+
+
+def _grow(a: np.ndarray[Any, Any], n: int, fill: Any, axis: int = 0) -> np.ndarray[Any, Any]:
+    """``a`` with at least ``n`` entries along ``axis`` (doubling), new entries = ``fill``."""
+    have = a.shape[axis]
+    if have >= n:
+        return a
+    shape = list(a.shape)
+    shape[axis] = max(n, 2 * have, 16)
+    if isinstance(fill, np.ndarray):
+        out = np.tile(fill, (shape[0], 1)).astype(a.dtype)
+    else:
+        out = np.full(shape, fill, dtype=a.dtype)
+    index = [slice(None)] * a.ndim
+    index[axis] = slice(0, have)
+    out[tuple(index)] = a
+    return out
+
+
+class StateStore:
+    """Every array the kernel reads or writes, sized to the key space."""
+
+    def __init__(self, n_counters: int = 0, capacity: int = 64) -> None:
+        c = capacity
+        self.sf = np.zeros((c, NSF))
+        self.si = _rows(c, _SI_FILL)
+        self.pf = np.zeros((c, NPF))
+        self.pi = _rows(c, _PI_FILL)
+        self.of = np.zeros((c, NOF))
+        self.oi = _rows(c, _OI_FILL)
+        self.qf = np.zeros((c, NQF))
+        self.qi = np.zeros((c, NQI), dtype=np.int64)
+        self.src_last = np.full(c, -1, dtype=np.int64)
+        self.g = np.zeros(NG, dtype=np.int64)
+        self.g[G_START] = -1
+        self.g[G_LAST_ANY] = -1
+        self.g[G_DUP_PURGE] = 4096
+        self.alerts = Dict.empty(ALERT_KEY, types.int64)
+        self.dup = Dict.empty(DUP_KEY, types.int64)
+        self.ci = np.zeros((0, NCI), dtype=np.int64)
+        self.reset_counters(np.zeros((n_counters, NCI), dtype=np.int64))
+        self._scopes = 1  # scope 0 (firm) is laid out by the fills above
+        self._pairs = 0
+
+    def reset_counters(self, ci: np.ndarray[Any, Any]) -> None:
+        """Install counter definitions ``ci`` (kind, level, width, window); windows restart."""
+        self.ci = ci
+        cap = self.sf.shape[0]
+        self.cb = np.zeros((ci.shape[0], cap, RING))
+        self.clast = np.full((ci.shape[0], cap), -1, dtype=np.int64)
+        self.csum = np.zeros((ci.shape[0], cap))
+        self.dup.clear()
+
+    def reserve(self, keys: KeySpace) -> None:
+        """Grow every array to fit ``keys`` and copy new key metadata into them."""
+        ns = keys.n_scopes
+        if ns > self.sf.shape[0]:
+            self.sf = _grow(self.sf, ns, 0.0)
+            self.si = _grow(self.si, ns, _SI_FILL)
+            self.cb = _grow(self.cb, ns, 0.0, axis=1)
+            self.clast = _grow(self.clast, ns, -1, axis=1)
+            self.csum = _grow(self.csum, ns, 0.0, axis=1)
+        if ns > self._scopes:
+            self.si[self._scopes : ns, SI_LEVEL] = keys.scope_levels[self._scopes : ns]
+            self._scopes = ns
+        for strategy, account in keys.new_bindings:
+            self.si[strategy, SI_ACCOUNT] = account
+        keys.new_bindings.clear()
+        npairs = len(keys.pair_keys)
+        if npairs > self._pairs:
+            self.pf = _grow(self.pf, npairs, 0.0)
+            self.pi = _grow(self.pi, npairs, _PI_FILL)
+            new = np.asarray(keys.pair_keys[self._pairs : npairs], dtype=np.int64)
+            self.pi[self._pairs : npairs, PI_OWNER] = new[:, 0]
+            self.pi[self._pairs : npairs, PI_SYM] = new[:, 1]
+            self._pairs = npairs
+        self.of = _grow(self.of, keys.n_orders, 0.0)
+        self.oi = _grow(self.oi, keys.n_orders, _OI_FILL)
+        self.qf = _grow(self.qf, len(keys.parents), 0.0)
+        self.qi = _grow(self.qi, len(keys.parents), 0)
+        self.src_last = _grow(self.src_last, len(keys.source_names), -1)
+
+    def nbytes(self) -> int:
+        """Bytes held by the numpy state arrays (typed dicts not included)."""
+        arrays = (
+            self.sf,
+            self.si,
+            self.pf,
+            self.pi,
+            self.of,
+            self.oi,
+            self.qf,
+            self.qi,
+            self.src_last,
+            self.cb,
+            self.clast,
+            self.csum,
+        )
+        return int(sum(a.nbytes for a in arrays))

@@ -1,0 +1,58 @@
+"""A tiny limits file and event stream that exercise every kernel path once.
+
+The engine runs them through a throwaway instance at start-up so numba compiles
+(or loads from its cache) before the first real event arrives.
+"""
+
+from __future__ import annotations
+
+from riskguard.events import (
+    CancelOrder,
+    Event,
+    Fill,
+    Heartbeat,
+    Mark,
+    NewOrder,
+    ParentOrder,
+    RejectOrder,
+    ReplaceOrder,
+)
+from riskguard.limits import Limits, parse
+from riskguard.limits.vocabulary import METRICS
+
+
+def warm_limits() -> Limits:
+    """One alert rule per metric, with match fields, so every row kind compiles."""
+    lines = ["version = 1"]
+    for name, spec in METRICS.items():
+        lines += [
+            "[[rule]]",
+            f'name = "warm-{name}"',
+            f'metric = "{name}"',
+            f'scope = "{spec.scopes[-1]}"',
+            'action = "alert"',
+            "max = 0.5",
+        ]
+        if spec.windowed:
+            lines.append("window_ms = 1000")
+        if name == "feed_silence_ms":
+            lines.append('match = { source = "w" }')
+    return parse("\n".join(lines), source="<warm-up>")
+
+
+def warm_events() -> list[Event]:
+    """Every event type, including a reducing fill and a replace and cancel."""
+    k = {"account": "A", "strategy": "S", "symbol": "X"}
+    return [
+        Heartbeat(ts=1, source="w"),
+        Mark(ts=2, symbol="X", price=10.0),
+        ParentOrder(ts=3, parent_id="P", side="buy", qty=10.0, **k),
+        NewOrder(ts=4, order_id="o1", side="buy", qty=5.0, price=10.0, parent_id="P", **k),
+        NewOrder(ts=4, order_id="o2", side="buy", qty=5.0, price=None, **k),
+        ReplaceOrder(ts=5, order_id="o1", side="buy", qty=6.0, price=10.5, **k),
+        Fill(ts=6, order_id="o1", exec_id="e1", side="buy", qty=6.0, price=10.0, **k),
+        Fill(ts=7, order_id="o2", exec_id="e2", side="sell", qty=2.0, price=11.0, **k),
+        CancelOrder(ts=8, order_id="o2", **k),
+        RejectOrder(ts=9, order_id="o3", **k),
+        Mark(ts=10, symbol="X", price=9.0),
+    ]

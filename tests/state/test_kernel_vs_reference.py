@@ -1,0 +1,432 @@
+"""The numba kernel and the plain-Python reference agree on random event streams.
+
+Streams mix every event type over a few keys so that orders are replaced,
+cancelled, rejected and overfilled, positions flip, marks arrive out of order,
+order ids are reused after they close, strategies occasionally show up under a
+second account (bad), and operators resume halted scopes. Each stream is cut
+into random batches, which must not change the result either.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from riskguard.engine import Engine
+from riskguard.events import (
+    CancelOrder,
+    Event,
+    Fill,
+    Heartbeat,
+    Mark,
+    NewOrder,
+    ParentOrder,
+    RejectOrder,
+    ReplaceOrder,
+)
+from riskguard.killswitch import Transition
+from riskguard.limits import parse
+from riskguard.state.reference import ReferenceModel
+from riskguard.testing import capture_transitions
+from tests.builders import MS, T0, rules_toml
+
+ACCOUNTS = ["A0", "A1", "A2"]
+STRATEGIES = {"S0": "A0", "S1": "A0", "S2": "A1", "S3": "A2"}
+SYMBOLS = ["X0", "X1", "X2"]
+PRICES = [9.5, 10.0, 10.5, 11.0, 12.25]
+
+RULES = [
+    "\n".join(
+        [
+            'name="rate"',
+            'metric="order_rate"',
+            'scope="strategy"',
+            "window_ms=50",
+            "max=3",
+            'action="reduce_only"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="msgs"',
+            'metric="message_rate"',
+            'scope="account"',
+            "window_ms=20",
+            "max=4",
+            'action="alert"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="rej"',
+            'metric="reject_rate"',
+            'scope="firm"',
+            "window_ms=100",
+            "max=3",
+            'action="halt"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="cxl"',
+            'metric="cancel_ratio"',
+            'scope="account"',
+            "window_ms=100",
+            "max=0.5",
+            "min_orders=2",
+            'action="alert"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="filln"',
+            'metric="fill_notional_rate"',
+            'scope="symbol"',
+            "window_ms=30",
+            "max=900",
+            'action="halt"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="qty"',
+            'metric="order_qty"',
+            'scope="strategy"',
+            'match={strategy=["S0","S2"]}',
+            "max=40",
+            'action="halt"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="notional"',
+            'metric="order_notional"',
+            'scope="account"',
+            "max=450",
+            'action="alert"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="collar"',
+            'metric="price_deviation"',
+            'scope="symbol"',
+            "max=0.1",
+            'action="reduce_only"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="pos"',
+            'metric="position_qty"',
+            'scope="account"',
+            "max=60",
+            'action="reduce_only"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="pos-firm"',
+            'metric="position_qty"',
+            'scope="firm"',
+            "max=90",
+            'action="alert"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="gross"',
+            'metric="gross_notional"',
+            'scope="strategy"',
+            'match={account="A0"}',
+            "max=700",
+            'action="halt"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="net"',
+            'metric="net_notional"',
+            'scope="symbol"',
+            "max=500",
+            "min=-500",
+            'action="alert"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="pnl"',
+            'metric="pnl"',
+            'scope="account"',
+            "min=-30",
+            'action="halt"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="dd"',
+            'metric="drawdown"',
+            'scope="firm"',
+            "max=40",
+            'action="alert"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="open"',
+            'metric="open_orders"',
+            'scope="symbol"',
+            "max=2",
+            'action="alert"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="overfill"',
+            'metric="parent_overfill_ratio"',
+            'scope="strategy"',
+            "max=1.0",
+            'action="halt"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="dups"',
+            'metric="duplicate_orders"',
+            'scope="strategy"',
+            "window_ms=40",
+            "max=0",
+            'action="alert"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="silence"',
+            'metric="feed_silence_ms"',
+            'scope="firm"',
+            'match={source=["hb1","hb2"]}',
+            "max=30",
+            'action="alert"',
+        ]
+    ),
+    "\n".join(
+        [
+            'name="quiet"',
+            'metric="feed_silence_ms"',
+            'scope="firm"',
+            "max=25",
+            'action="halt"',
+        ]
+    ),
+]
+LIMITS = parse(rules_toml(*RULES))
+
+
+@st.composite
+def streams(draw: Any) -> tuple[list[Event | tuple[str, str]], list[int]]:
+    n = draw(st.integers(1, 120))
+    t = 0
+    out: list[Event | tuple[str, str]] = []
+    for _ in range(n):
+        t += draw(st.sampled_from([0, 1, 2, 5, 10, 40])) * MS
+        ts = T0 + t - draw(st.sampled_from([0, 0, 0, 3 * MS, 60 * MS]))
+        kind = draw(
+            st.sampled_from(
+                [
+                    "new",
+                    "new",
+                    "new",
+                    "fill",
+                    "fill",
+                    "fill",
+                    "cancel",
+                    "replace",
+                    "reject",
+                    "mark",
+                    "mark",
+                    "parent",
+                    "heartbeat",
+                    "resume",
+                ]
+            )
+        )
+        strategy = draw(st.sampled_from(sorted(STRATEGIES)))
+        account = STRATEGIES[strategy]
+        if draw(st.integers(0, 30)) == 0:
+            account = draw(st.sampled_from(ACCOUNTS))  # occasionally inconsistent: bad event
+        keys = {"account": account, "strategy": strategy, "symbol": draw(st.sampled_from(SYMBOLS))}
+        oid = f"o{draw(st.integers(0, 7))}"
+        side = draw(st.sampled_from(["buy", "sell"]))
+        qty = float(draw(st.sampled_from([1, 5, 10, 20, 45])))
+        price = draw(st.sampled_from(PRICES))
+        pid = draw(st.sampled_from([None, "P0", "P1"]))
+        ev: Event | tuple[str, str]
+        if kind == "new":
+            ev = NewOrder(
+                ts=ts,
+                order_id=oid,
+                side=side,
+                qty=qty,
+                price=draw(st.sampled_from([price, price, None])),
+                parent_id=pid,
+                **keys,
+            )
+        elif kind == "fill":
+            ev = Fill(
+                ts=ts,
+                order_id=oid,
+                exec_id=f"e{len(out)}",
+                side=side,
+                qty=qty,
+                price=price,
+                parent_id=draw(st.sampled_from([None, None, pid])),
+                **keys,
+            )
+        elif kind == "cancel":
+            ev = CancelOrder(ts=ts, order_id=oid, **keys)
+        elif kind == "reject":
+            ev = RejectOrder(ts=ts, order_id=oid, **keys)
+        elif kind == "replace":
+            ev = ReplaceOrder(ts=ts, order_id=oid, side=side, qty=qty, price=price, **keys)
+        elif kind == "mark":
+            ev = Mark(ts=ts, symbol=keys["symbol"], price=price)
+        elif kind == "parent":
+            ev = ParentOrder(ts=ts, parent_id=pid or "P0", side=side, qty=qty, **keys)
+        elif kind == "heartbeat":
+            ev = Heartbeat(ts=ts, source=draw(st.sampled_from(["hb1", "hb2"])))
+        else:
+            ev = (
+                "resume",
+                draw(
+                    st.sampled_from(
+                        [
+                            "firm",
+                            f"account:{account}",
+                            f"strategy:{strategy}",
+                            f"symbol:{keys['symbol']}",
+                        ]
+                    )
+                ),
+            )
+        out.append(ev)
+    cuts = sorted(draw(st.lists(st.integers(0, len(out)), max_size=6)))
+    return out, cuts
+
+
+def run_both(
+    stream: list[Event | tuple[str, str]], cuts: list[int]
+) -> tuple[Engine, ReferenceModel, list[Transition]]:
+    """Feed ``stream`` to both models, cutting the engine's input at ``cuts``."""
+    engine = Engine(LIMITS, clock=lambda: 0)
+    ref = ReferenceModel(LIMITS)
+    bounds = [0, *cuts, len(stream)]
+    with capture_transitions(engine) as seen:
+        for lo, hi in itertools.pairwise(bounds):
+            batch: list[Event] = []
+            for item in stream[lo:hi]:
+                if isinstance(item, tuple):
+                    engine.apply(batch)
+                    batch = []
+                    engine.killswitch.resume(item[1], "tester", "property test")
+                    ref.state.pop(item[1], None)
+                else:
+                    batch.append(item)
+                    ref.apply_one(item)
+            engine.apply(batch)
+    return engine, ref, seen
+
+
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def assert_same(engine: Engine, ref: ReferenceModel, transitions: list[Transition]) -> None:
+    got = [
+        (t.scope, t.rule, t.from_, t.to, t.kind, t.ts) for t in transitions if t.kind != "manual"
+    ]
+    want = [(t.scope, t.rule, t.from_, t.to, t.kind, t.ts) for t in ref.transitions]
+    assert got == want
+    values = [t.value for t in transitions if t.kind != "manual"]
+    assert all(close(a, b.value) for a, b in zip(values, ref.transitions, strict=True))
+    positions = engine.positions()
+    assert set(positions) == set(ref.pos)
+    for key, (pos, cost, real) in positions.items():
+        rpos, rcost, rreal = ref.pos[key]
+        assert close(pos, rpos) and close(cost, rcost) and close(real, rreal), key
+    for scope in set(engine.keys.scope_names) | set(ref.books):
+        got_v = engine.scope_values(scope)
+        book = ref.book(scope)
+        assert got_v["open_orders"] == book.open_orders, scope
+        for name, want_v in (
+            ("gross_notional", book.gross),
+            ("net_notional", book.net),
+            ("pnl", book.pnl),
+            ("drawdown", book.peak - book.pnl),
+        ):
+            assert close(got_v[name], want_v), (scope, name, got_v[name], want_v)
+    for peak in engine.peaks():
+        n, hi, lo = ref.peaks[peak.rule.name]
+        assert peak.evaluations == n, peak.rule.name
+        if n:
+            assert peak.high is not None and peak.low is not None
+            assert close(peak.high, hi) and close(peak.low, lo), peak.rule.name
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams())
+def test_kernel_matches_reference(case: tuple[list[Event | tuple[str, str]], list[int]]) -> None:
+    engine, ref, seen = run_both(*case)
+    assert_same(engine, ref, seen)
+
+
+@pytest.mark.parametrize("split", [1, 7, 1000])
+def test_batching_does_not_change_results(split: int) -> None:
+    """One long deterministic stream, cut three ways, gives identical transitions."""
+    stream: list[Event] = []
+    t = 0
+    for i in range(3000):
+        t += (i % 7) * MS
+        s = f"S{i % 4}"
+        keys = {"account": STRATEGIES[s], "strategy": s, "symbol": SYMBOLS[i % 3]}
+        if i % 5 == 4:
+            stream.append(Mark(ts=T0 + t, symbol=SYMBOLS[i % 3], price=PRICES[i % 5]))
+        elif i % 3 == 0:
+            stream.append(
+                NewOrder(
+                    ts=T0 + t,
+                    order_id=f"o{i % 11}",
+                    side="buy",
+                    qty=10.0,
+                    price=PRICES[i % 4],
+                    **keys,
+                )
+            )
+        else:
+            stream.append(
+                Fill(
+                    ts=T0 + t,
+                    order_id=f"o{i % 11}",
+                    exec_id=str(i),
+                    side="buy" if i % 2 else "sell",
+                    qty=5.0,
+                    price=PRICES[i % 4],
+                    **keys,
+                )
+            )
+    results = []
+    for size in (split, len(stream)):
+        engine = Engine(LIMITS, clock=lambda: 0)
+        out = []
+        for k in range(0, len(stream), size):
+            out += [
+                (x.scope, x.rule, x.to, x.ts)
+                for x in engine.apply(stream[k : k + size]).transitions
+            ]
+        results.append((out, engine.positions()))
+    assert results[0] == results[1]
+    assert results[0][0], "the stream should breach something"
