@@ -20,6 +20,7 @@ from riskguard.state.columnar import Batch, build
 from riskguard.state.kernel import apply_batch, tick
 from riskguard.state.keys import KeySpace
 from riskguard.state.layout import (
+    G_LAST_ANY,
     NO,
     OI_OPEN,
     PF_COST,
@@ -68,8 +69,18 @@ class RulePeak:
 class Engine:
     """State, rules and kill switch for one trading system. Owned by one task."""
 
-    def __init__(self, limits: Limits, clock: Clock | None = None, *, warm: bool = True) -> None:
-        self.clock: Clock = clock or time.time_ns
+    def __init__(
+        self,
+        limits: Limits,
+        clock: Clock | None = None,
+        *,
+        warm: bool = True,
+        event_time: bool = False,
+    ) -> None:
+        """``event_time=True`` (replay) makes the latest event time the clock, and
+        stamps each automatic decision with its triggering event's time."""
+        self.event_time = event_time
+        self.clock: Clock = clock or (self._event_clock if event_time else time.time_ns)
         self.keys = KeySpace()
         self.store = StateStore()
         self.killswitch = KillSwitch(self.keys, lambda: self.store.si, self.clock)
@@ -174,6 +185,9 @@ class Engine:
         self._drain(n_out, None, out, now)
         return out
 
+    def _event_clock(self) -> int:
+        return max(0, int(self.store.g[G_LAST_ANY]))
+
     def _grow_out(self, n: int) -> None:
         self._out_i = np.zeros((n, NO), dtype=np.int64)
         self._out_f = np.zeros(n)
@@ -188,6 +202,8 @@ class Engine:
             rule = self.rulebook.row_rule[r]
             value = float(self._out_f[k])
             ts = int(batch.ts[e]) if batch is not None and e >= 0 else now
+            if self.event_time:
+                decided = ts
             scope = names[sid]
             alert = new < 0
             to = STATE_NAMES[old] if alert else STATE_NAMES[new]

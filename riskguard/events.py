@@ -12,6 +12,7 @@ human-readable ``detail`` and the input ``position``; the decoder never raises.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Final, Literal
 
@@ -160,26 +161,30 @@ _decoder: Final = msgspec.json.Decoder(Event)
 _encoder: Final = msgspec.json.Encoder()
 
 
+_RANGE = re.compile(r"^Expected `\w+` (of length )?[<>]=? |^Number out of range")
+_TYPE = re.compile(r"^Expected `[^`]+`, got `")
+
+
 def classify(exc: BaseException) -> tuple[str, str]:
-    """Map a decoder exception to ``(reason, detail)``."""
+    """Map a decoder exception to ``(reason, detail)``; ``reason`` is one of BAD_REASONS."""
     if isinstance(exc, UnicodeDecodeError):
         return "invalid_utf8", f"input is not valid UTF-8 at byte {exc.start}"
     msg = str(exc)
-    if isinstance(exc, msgspec.ValidationError):
-        if msg.startswith("Object missing required field `type`"):
-            return "missing_type", msg
-        if msg.endswith("at `$.type`"):
-            return "unknown_type", msg
-        if msg.startswith("Object missing required field"):
-            return "missing_field", msg
-        if msg.startswith("Expected `object`"):
-            return "not_an_object", msg
-        if "out of range" in msg or msg.startswith("Expected `float` <") or " >" in msg[:30]:
-            return "out_of_range", msg
-        if msg.startswith("Expected `"):
-            return ("out_of_range" if "length" in msg else "wrong_type"), msg
-        return "invalid_value", msg
-    return "malformed_json", msg
+    if not isinstance(exc, msgspec.ValidationError):
+        return "malformed_json", msg
+    if msg.startswith("Object missing required field `type`"):
+        return "missing_type", msg
+    if msg.endswith("at `$.type`"):
+        return "unknown_type", msg
+    if msg.startswith("Object missing required field"):
+        return "missing_field", msg
+    if msg.startswith("Expected `object`"):
+        return "not_an_object", msg
+    if _RANGE.match(msg):
+        return "out_of_range", msg
+    if _TYPE.match(msg):
+        return "wrong_type", msg
+    return "invalid_value", msg
 
 
 def decode(raw: bytes | str, position: str = "") -> Event | BadEvent:
@@ -190,6 +195,11 @@ def decode(raw: bytes | str, position: str = "") -> Event | BadEvent:
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
         reason, detail = classify(exc)
         data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
+        if reason == "malformed_json":  # say so when the real problem is the encoding
+            try:
+                bytes(data).decode("utf-8")
+            except UnicodeDecodeError as enc:
+                reason, detail = classify(enc)
         return BadEvent(reason, detail, position, bytes(data[:4096]))
 
 

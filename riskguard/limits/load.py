@@ -76,16 +76,14 @@ def parse(data: bytes | str, source: str = "<memory>") -> Limits:
     rules: list[Rule] = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(entries, 1):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name in seen:
+            problems.append(f"rule {name!r} (#{i}): field 'name': duplicate of rule #{seen[name]}")
+        elif isinstance(name, str):
+            seen[name] = i
         rule = _rule(entry, i, problems)
-        if rule is None:
-            continue
-        if rule.name in seen:
-            problems.append(
-                f"rule {rule.name!r} (#{i}): field 'name': duplicate of rule #{seen[rule.name]}"
-            )
-            continue
-        seen[rule.name] = i
-        rules.append(rule)
+        if rule is not None:
+            rules.append(rule)
     if problems:
         raise LimitsError(source, problems)
     return Limits(1, tuple(rules), source, hashlib.sha256(raw).hexdigest())

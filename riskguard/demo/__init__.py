@@ -1,0 +1,1 @@
+"""A simulated trading system and the Knight-style runaway scenario (demo and examples)."""

@@ -1,0 +1,137 @@
+"""Limits file v1: the documented example loads; every class of mistake is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from riskguard import examples
+from riskguard.cli import main
+from riskguard.limits import LimitsError, load, parse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ISSUE_EXAMPLE = """
+version = 1
+
+[[rule]]
+name = "smars-overfill"            # unique
+metric = "parent_overfill_ratio"   # from the metric vocabulary below
+scope = "strategy"                 # firm | account | strategy | symbol
+match = { strategy = "smars" }     # optional; omitted = every key at that scope
+max = 1.0                          # breach when value > max  (use `min` for lower bounds, e.g. pnl)
+action = "halt"                    # alert | reduce_only | halt
+
+[[rule]]
+name = "order-rate"
+metric = "order_rate"
+scope = "strategy"
+window_ms = 1000                   # required for windowed metrics, rejected for others
+max = 500
+action = "halt"
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(LimitsError) as info:
+        parse(text, source="limits.toml")
+    assert str(info.value).startswith("limits.toml:")
+    return info.value.problems
+
+
+def rule(body: str) -> str:
+    return f"version = 1\n[[rule]]\n{body}\n"
+
+
+OK = 'name = "r"\nmetric = "order_qty"\nscope = "account"\nmax = 5\naction = "halt"'
+
+
+def test_issue_example_is_accepted() -> None:
+    limits = parse(ISSUE_EXAMPLE)
+    overfill, rate = limits.rules
+    assert overfill.match["strategy"] == ("smars",)
+    assert overfill.max == 1.0 and overfill.min is None
+    assert rate.window_ms == 1000 and rate.action == "halt"
+
+
+def test_bundled_example_is_valid_and_matches_rules_dir() -> None:
+    shipped = examples.LIMITS.read_bytes()
+    assert shipped == (ROOT / "rules" / "example.toml").read_bytes()
+    assert len(load(examples.LIMITS).rules) >= 10
+
+
+def test_unknown_keys_name_rule_and_field() -> None:
+    found = problems("owner = 'me'\n" + rule(OK + "\nmax_qty = 3"))
+    assert any("rule 'r' (#1): field 'max_qty': unknown field" in p for p in found)
+    assert any("unknown top-level key 'owner'" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (OK.replace("order_qty", "order_speed"), "field 'metric': unknown metric 'order_speed'"),
+        (OK.replace('"account"', '"desk"'), "field 'scope': must be one of"),
+        (OK.replace('"halt"', '"panic"'), "field 'action': must be one of"),
+        (OK.replace("max = 5", ""), "field 'max': a rule needs 'max'"),
+        (OK.replace("max = 5", "max = 'five'"), "field 'max': must be a finite number"),
+        (OK.replace("max = 5", "max = nan"), "field 'max': must be a finite number"),
+        (OK.replace("max = 5", "max = true"), "field 'max': must be a finite number"),
+        (OK.replace("max = 5", "max = 5\nmin = 9"), "field 'min': min (9) is above max (5)"),
+        (OK + "\nwindow_ms = 100", "field 'window_ms': not allowed"),
+        (OK.replace("order_qty", "order_rate"), "field 'window_ms': required"),
+        (OK.replace("order_qty", "order_rate") + "\nwindow_ms = 0", "field 'window_ms': must be"),
+        (OK.replace("order_qty", "order_rate") + "\nwindow_ms = 1.5", "field 'window_ms': must"),
+        (OK + "\nmin_orders = 10", "field 'min_orders': only allowed"),
+        (OK + '\nmatch = { strategy = "s" }', "field 'match.strategy': not a match field"),
+        (OK + "\nmatch = { account = [] }", "field 'match.account': must be a non-empty"),
+        (OK + "\nmatch = { account = [1] }", "field 'match.account': must be a non-empty"),
+        (OK + '\nmatch = "A"', "field 'match': must be a table"),
+        (
+            OK.replace('"account"', '"strategy"').replace("order_qty", "feed_silence_ms"),
+            "field 'scope': metric 'feed_silence_ms' supports scopes firm",
+        ),
+        (OK.replace('name = "r"', 'name = ""'), "field 'name': required"),
+        (OK + "\ndescription = 5", "field 'description': must be a string"),
+    ],
+)
+def test_each_mistake_is_named(body: str, expected: str) -> None:
+    found = problems(rule(body))
+    assert any(expected in p for p in found), found
+
+
+def test_every_problem_is_listed_not_just_the_first() -> None:
+    text = (
+        rule(OK.replace("order_qty", "nope"))
+        + "[[rule]]\n"
+        + OK.replace('"halt"', '"x"')
+        + "\n[[rule]]\n"
+        + OK
+    )
+    found = problems(text)
+    assert len(found) == 4, found  # bad metric, bad action, two duplicate names
+    assert "rule 'r' (#2): field 'name': duplicate of rule #1" in found
+    assert "rule 'r' (#3): field 'name': duplicate of rule #1" in found
+
+
+def test_version_syntax_and_encoding() -> None:
+    assert any("'version' must be 1" in p for p in problems("version = 2\n"))
+    assert any("TOML syntax" in p for p in problems("version = = 1"))
+    with pytest.raises(LimitsError, match="not UTF-8"):
+        parse(b"version = 1\n# \xff\n")
+    with pytest.raises(LimitsError, match="cannot read file"):
+        load("/nonexistent/limits.toml")
+
+
+def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(ISSUE_EXAMPLE)
+    assert main(["validate", str(good)]) == 0
+    assert "OK, 2 rule(s)" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(rule(OK.replace("order_qty", "nope").replace('"halt"', '"x"')))
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "INVALID, 2 problem(s)" in err and "field 'metric'" in err and "field 'action'" in err
+    assert main(["validate", "--metrics"]) == 0
+    assert "parent_overfill_ratio" in capsys.readouterr().out
