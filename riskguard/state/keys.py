@@ -69,6 +69,10 @@ class KeySpace:
         level, key = parse_scope(scope)
         return self.scope(level, key)
 
+    def level_table(self, level: int) -> dict[str, int]:
+        """The key -> scope id table of one level (read-only use: call :meth:`scope` to add)."""
+        return self._by_level[level]
+
     def find_scope(self, scope: str) -> int | None:
         """The scope id of a scope string, or None when that key was never seen."""
         level, key = parse_scope(scope)
