@@ -20,6 +20,7 @@ from riskguard.state.columnar import Batch, build
 from riskguard.state.kernel import apply_batch, tick
 from riskguard.state.keys import KeySpace
 from riskguard.state.layout import (
+    G_JUDGED,
     G_LAST_ANY,
     NO,
     OI_OPEN,
@@ -184,6 +185,14 @@ class Engine:
         out: list[Transition] = []
         self._drain(n_out, None, out, now)
         return out
+
+    def judge_until(self, ts_ns: int) -> None:
+        """Treat breaches from events at or before ``ts_ns`` as already decided.
+
+        Set on restart to the event time the previous instance had reached, so
+        rebuilding state by replaying input does not re-page or re-halt.
+        """
+        self.store.g[G_JUDGED] = max(int(self.store.g[G_JUDGED]), ts_ns)
 
     def _event_clock(self) -> int:
         return max(0, int(self.store.g[G_LAST_ANY]))

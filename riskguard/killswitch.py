@@ -19,7 +19,15 @@ import msgspec
 import numpy as np
 
 from riskguard.state.keys import KeySpace, parse_scope
-from riskguard.state.layout import ACTIVE, FIRM, HALTED, REDUCE_ONLY, SI_STATE, STATE_NAMES
+from riskguard.state.layout import (
+    ACTIVE,
+    FIRM,
+    HALTED,
+    REDUCE_ONLY,
+    SI_JUDGED,
+    SI_STATE,
+    STATE_NAMES,
+)
 
 State = Literal["ACTIVE", "REDUCE_ONLY", "HALTED"]
 STATE_OF_ACTION: Final = {"reduce_only": REDUCE_ONLY, "halt": HALTED}
@@ -154,6 +162,9 @@ class KillSwitch:
         old = int(si[sid, SI_STATE])
         si[sid, SI_STATE] = ACTIVE
         now = self._clock()
+        # Breaches evidenced by events up to now were judged by this person: only newer
+        # events may halt the scope again (late events from a lagging partition may not).
+        si[sid, SI_JUDGED] = max(int(si[sid, SI_JUDGED]), now)
         name = self._keys.scope_names[sid]
         lifted = self._standing.get(name)
         return self._emit(
@@ -172,9 +183,15 @@ class KillSwitch:
         )
 
     def restore(self, tr: Transition) -> bool:
-        """Re-assert a standing transition (e.g. read back after a restart). True if it changed."""
+        """Re-assert the latest published transition of a scope (read back after a restart).
+
+        Its state is put back (never lowering a stricter one) and its decision time
+        becomes the scope's judged time, so replaying the events that led to it, or
+        to the resume that ended it, decides nothing twice. True if the state changed.
+        """
         sid = self._keys.scope_of(tr.scope)
         si = self._states()
+        si[sid, SI_JUDGED] = max(int(si[sid, SI_JUDGED]), tr.decided_ns)
         new = STATE_NAMES.index(tr.to)
         if int(si[sid, SI_STATE]) >= new:
             return False

@@ -124,3 +124,22 @@ def test_bad_scope_strings_are_refused(engine_for: Make) -> None:
             e.killswitch.halt(scope, "ops", "x")
     with pytest.raises(ValueError, match="action must be"):
         e.killswitch.halt("firm", "ops", "x", action="alert")
+
+
+def test_late_events_do_not_undo_a_resume(engine_for: Make) -> None:
+    """Evidence from before the operator's resume is already judged; newer evidence is not."""
+    clock = FakeClock(T0 + 10 * MS)
+    e = engine_for(QTY, clock=clock)
+    e.apply([new("a", 0, qty=11)])
+    e.killswitch.resume("strategy:S", "ops", "known issue, fixed")
+    assert e.apply([new("late", 5 * MS, qty=50)]).transitions == []  # from before the resume
+    (again,) = e.apply([new("b", 11 * MS, qty=50)]).transitions
+    assert again.to == "HALTED"
+
+
+def test_judge_until_suppresses_replayed_breaches(engine_for: Make) -> None:
+    e = engine_for(QTY)
+    e.judge_until(T0 + 5 * MS)
+    assert e.apply([new("a", 5 * MS, qty=11)]).transitions == []
+    assert [t.to for t in e.apply([new("b", 6 * MS, qty=11)]).transitions] == ["HALTED"]
+    assert e.peaks()[0].evaluations == 2  # still measured, just not acted on twice

@@ -232,7 +232,7 @@ def apply_batch(  # type: ignore[no-untyped-def]
             if last < 0:
                 last = g[G_START]
             n_out = _check(
-                r, FIRM, (now - last) / 1e6, e, ri, rf, rp, si, alerts, out_i, out_f, n_out
+                r, FIRM, (now - last) / 1e6, e, now, g, ri, rf, rp, si, alerts, out_i, out_f, n_out
             )
         g[G_LAST_ANY] = max(g[G_LAST_ANY], now)
         if t == T_HEARTBEAT:
@@ -249,6 +249,8 @@ def apply_batch(  # type: ignore[no-untyped-def]
                     sym,
                     price[e],
                     e,
+                    now,
+                    g,
                     sf,
                     si,
                     pf,
@@ -309,7 +311,23 @@ def apply_batch(  # type: ignore[no-untyped-def]
             if si[sym, SI_PRICE_SRC] < 2 and (si[sym, SI_PRICE_SRC] == 0 or sf[sym, SF_REF] != x):
                 si[sym, SI_PRICE_SRC] = 1
                 n_out = _reprice(
-                    sym, x, e, sf, si, pf, pi, ri, rf, rp, exp_rows, alerts, out_i, out_f, n_out
+                    sym,
+                    x,
+                    e,
+                    now,
+                    g,
+                    sf,
+                    si,
+                    pf,
+                    pi,
+                    ri,
+                    rf,
+                    rp,
+                    exp_rows,
+                    alerts,
+                    out_i,
+                    out_f,
+                    n_out,
                 )
             m = sf[sym, SF_REF]
             d = qty[e] * side[e]
@@ -367,7 +385,7 @@ def apply_batch(  # type: ignore[no-untyped-def]
                     v = np.nan
             else:
                 v = _scope_value(metric, sf, si, s)
-            n_out = _check(r, s, v, e, ri, rf, rp, si, alerts, out_i, out_f, n_out)
+            n_out = _check(r, s, v, e, now, g, ri, rf, rp, si, alerts, out_i, out_f, n_out)
     return n, n_out, n_closed
 
 
@@ -383,7 +401,9 @@ def tick(now, ri, rf, rp, si, src_last, g, feed_rows, alerts, out_i, out_f):  # 
         last = src_last[source] if source >= 0 else g[G_LAST_ANY]
         if last < 0:
             last = g[G_START]
-        n_out = _check(r, FIRM, (now - last) / 1e6, -1, ri, rf, rp, si, alerts, out_i, out_f, n_out)
+        n_out = _check(
+            r, FIRM, (now - last) / 1e6, -1, now, g, ri, rf, rp, si, alerts, out_i, out_f, n_out
+        )
     return n_out
 
 

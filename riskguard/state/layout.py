@@ -59,7 +59,8 @@ SI_MARK_TS: Final = 5  # symbols: event time of the applied mark, -1 none
 SI_HEAD: Final = 6  # symbols: first position pair holding the symbol, -1 none
 SI_TAIL: Final = 7  # symbols: last position pair holding the symbol, -1 none
 SI_NPAIRS: Final = 8  # symbols: number of linked position pairs
-NSI: Final = 9
+SI_JUDGED: Final = 9  # breaches from events at or before this time are already judged
+NSI: Final = 10
 
 # Position pairs (owner scope x symbol): floats ``pf`` and integers ``pi``.
 PF_POS: Final = 0
@@ -96,7 +97,8 @@ NQI: Final = 1
 G_START: Final = 0  # engine start (event time); -1 until set
 G_LAST_ANY: Final = 1  # latest event time seen
 G_DUP_PURGE: Final = 2  # duplicate-table size that triggers the next purge
-NG: Final = 3
+G_JUDGED: Final = 3  # like SI_JUDGED, for every scope (set on restart from the control topic)
+NG: Final = 4
 
 # Windowed counters: kinds, and the ring of time buckets.
 C_NEW: Final = 0

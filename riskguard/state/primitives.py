@@ -22,6 +22,7 @@ from riskguard.limits.vocabulary import (
 from riskguard.state.layout import (
     A_ALERT,
     FIRM,
+    G_JUDGED,
     L_ACCOUNT,
     L_FIRM,
     L_STRATEGY,
@@ -56,6 +57,7 @@ from riskguard.state.layout import (
     SF_REF,
     SI_ACCOUNT,
     SI_HEAD,
+    SI_JUDGED,
     SI_LEVEL,
     SI_NPAIRS,
     SI_OPEN,
@@ -184,14 +186,19 @@ def _matches(ri, si, r, s):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
-def _check(r, s, v, e, ri, rf, rp, si, alerts, out_i, out_f, n_out):  # type: ignore[no-untyped-def]
-    """Record ``v`` for row ``r`` at scope ``s``; escalate or alert on a breach."""
+def _check(r, s, v, e, now, g, ri, rf, rp, si, alerts, out_i, out_f, n_out):  # type: ignore[no-untyped-def]
+    """Record ``v`` for row ``r`` at scope ``s``; escalate or alert on a breach.
+
+    A breach evidenced by an event at or before the scope's *judged* time (an
+    operator resumed after it, or the previous instance already decided it) is
+    recorded in the peaks but changes nothing.
+    """
     if math.isnan(v):  # the metric does not apply to this event
         return n_out
     rp[r, RP_N] += 1.0
     rp[r, RP_HI] = max(rp[r, RP_HI], v)
     rp[r, RP_LO] = min(rp[r, RP_LO], v)
-    breach = v > rf[r, RF_MAX] or v < rf[r, RF_MIN]
+    breach = (v > rf[r, RF_MAX] or v < rf[r, RF_MIN]) and now > max(g[G_JUDGED], si[s, SI_JUDGED])
     action = ri[r, RI_ACTION]
     if action == A_ALERT:
         key = (r, s)
@@ -221,7 +228,7 @@ def _check(r, s, v, e, ri, rf, rp, si, alerts, out_i, out_f, n_out):  # type: ig
 
 
 @njit(cache=True)
-def _reprice(y, px, e, sf, si, pf, pi, ri, rf, rp, exp_rows, alerts, out_i, out_f, n_out):  # type: ignore[no-untyped-def]
+def _reprice(y, px, e, now, g, sf, si, pf, pi, ri, rf, rp, exp_rows, alerts, out_i, out_f, n_out):  # type: ignore[no-untyped-def]
     """Move symbol ``y`` to reference price ``px``; re-evaluate every scope holding it."""
     old = sf[y, SF_REF]
     dm = px - old
@@ -246,6 +253,6 @@ def _reprice(y, px, e, sf, si, pf, pi, ri, rf, rp, exp_rows, alerts, out_i, out_
                     if ri[r, RI_LEVEL] != si[s, SI_LEVEL] or not _matches(ri, si, r, s):
                         continue
                     v = _scope_value(ri[r, RI_METRIC], sf, si, s)
-                    n_out = _check(r, s, v, e, ri, rf, rp, si, alerts, out_i, out_f, n_out)
+                    n_out = _check(r, s, v, e, now, g, ri, rf, rp, si, alerts, out_i, out_f, n_out)
         p = pi[p, PI_NEXT]
     return n_out

@@ -168,6 +168,7 @@ class ReferenceModel:
         self.transitions: list[RefTransition] = []
         self.peaks: dict[str, list[float]] = {r.name: [0, -math.inf, math.inf] for r in self.rules}
         self.bad = 0
+        self.judged: dict[str, int] = {}  # scope -> resumed at (event time)
         for rule in self.rules:
             kinds = COUNTED.get(rule.metric)
             if kinds:
@@ -179,6 +180,12 @@ class ReferenceModel:
                         self.counters.append(key)
 
     # helpers ------------------------------------------------------------------
+    def resume(self, scope: str) -> None:
+        """An operator lowers ``scope`` to ACTIVE at the latest event time (no-op if ACTIVE)."""
+        if not self.state.pop(scope, 0):
+            return
+        self.judged[scope] = max(self.judged.get(scope, -1), self.last_any)
+
     def book(self, scope: str) -> Book:
         """The aggregates of ``scope`` (created empty)."""
         return self.books.setdefault(scope, Book())
@@ -215,6 +222,8 @@ class ReferenceModel:
         peak[1] = max(peak[1], value)
         peak[2] = min(peak[2], value)
         breach = value > rule.upper or value < rule.lower
+        if ts <= self.judged.get(scope, -1):
+            breach = False  # an operator resumed after this evidence: already judged
         current = self.state.get(scope, 0)
         if rule.action == "alert":
             key = (index, scope, source)

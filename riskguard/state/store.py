@@ -16,6 +16,7 @@ from numba.typed import Dict
 from riskguard.state.keys import KeySpace
 from riskguard.state.layout import (
     G_DUP_PURGE,
+    G_JUDGED,
     G_LAST_ANY,
     G_START,
     NCI,
@@ -35,6 +36,7 @@ from riskguard.state.layout import (
     RING,
     SI_ACCOUNT,
     SI_HEAD,
+    SI_JUDGED,
     SI_LEVEL,
     SI_MARK_TS,
     SI_TAIL,
@@ -46,7 +48,7 @@ DUP_KEY = types.Tuple(
 ALERT_KEY = types.UniTuple(types.int64, 2)
 
 _SI_FILL = np.zeros(NSI, dtype=np.int64)
-_SI_FILL[[SI_ACCOUNT, SI_MARK_TS, SI_HEAD, SI_TAIL]] = -1
+_SI_FILL[[SI_ACCOUNT, SI_MARK_TS, SI_HEAD, SI_TAIL, SI_JUDGED]] = -1
 _PI_FILL = np.zeros(NPI, dtype=np.int64)
 _PI_FILL[PI_NEXT] = -1
 _OI_FILL = np.zeros(NOI, dtype=np.int64)
@@ -92,6 +94,7 @@ class StateStore:
         self.g[G_START] = -1
         self.g[G_LAST_ANY] = -1
         self.g[G_DUP_PURGE] = 4096
+        self.g[G_JUDGED] = -1
         self.alerts = Dict.empty(ALERT_KEY, types.int64)
         self.dup = Dict.empty(DUP_KEY, types.int64)
         self.ci = np.zeros((0, NCI), dtype=np.int64)

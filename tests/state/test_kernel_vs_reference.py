@@ -322,7 +322,7 @@ def run_both(
     stream: list[Event | tuple[str, str]], cuts: list[int]
 ) -> tuple[Engine, ReferenceModel, list[Transition]]:
     """Feed ``stream`` to both models, cutting the engine's input at ``cuts``."""
-    engine = Engine(LIMITS, clock=lambda: 0)
+    engine = Engine(LIMITS, event_time=True)
     ref = ReferenceModel(LIMITS)
     bounds = [0, *cuts, len(stream)]
     with capture_transitions(engine) as seen:
@@ -333,7 +333,7 @@ def run_both(
                     engine.apply(batch)
                     batch = []
                     engine.killswitch.resume(item[1], "tester", "property test")
-                    ref.state.pop(item[1], None)
+                    ref.resume(item[1])
                 else:
                     batch.append(item)
                     ref.apply_one(item)

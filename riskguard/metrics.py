@@ -1,0 +1,171 @@
+"""Prometheus metrics, named ``riskguard_<noun>_<unit>`` in base units.
+
+Counters end in ``_total``; latencies are histograms in seconds with buckets from
+100 µs. No label carries a per-order value: labels are event types, bad-event
+reasons, rule names, sink names, partitions and standing (non-ACTIVE) scopes,
+all bounded sets. Each runtime owns a registry so tests and several engines in
+one process never collide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from typing import Final
+
+import numba
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from riskguard import __version__
+from riskguard.events import EVENT_TYPES
+from riskguard.killswitch import Transition
+
+LATENCY_BUCKETS: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+STATE_VALUE: Final = {"ACTIVE": 0, "REDUCE_ONLY": 1, "HALTED": 2}
+
+
+class Metrics:
+    """Every metric the sidecar exports, on its own registry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.events = Counter(
+            "riskguard_events_total", "Events applied, by type.", ["type"], registry=r
+        )
+        self.bad_events = Counter(
+            "riskguard_bad_events_total",
+            "Events rejected and sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.decision_latency = Histogram(
+            "riskguard_decision_latency_seconds",
+            "From the triggering event's time to the transition acknowledged on the control topic.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "riskguard_batch_apply_seconds",
+            "Time to decode and apply one fetched batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "riskguard_consumer_lag_messages",
+            "High watermark minus next offset to apply.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.event_lag = Gauge(
+            "riskguard_event_lag_seconds",
+            "Wall time minus the event time of the latest applied event.",
+            registry=r,
+        )
+        self.transitions = Counter(
+            "riskguard_transitions_total",
+            "Kill-switch transitions and alerts, by rule and action.",
+            ["rule", "action"],
+            registry=r,
+        )
+        self.scope_state = Gauge(
+            "riskguard_scope_state",
+            "State of each non-ACTIVE scope: 1 REDUCE_ONLY, 2 HALTED.",
+            ["scope"],
+            registry=r,
+        )
+        self.notifier_failures = Counter(
+            "riskguard_notifier_failures_total",
+            "Failed delivery attempts, by sink.",
+            ["sink"],
+            registry=r,
+        )
+        self.notifier_deliveries = Counter(
+            "riskguard_notifier_deliveries_total",
+            "Notifications delivered, by sink.",
+            ["sink"],
+            registry=r,
+        )
+        self.notifier_queue = Gauge(
+            "riskguard_notifier_queue_depth",
+            "Notifications waiting, by sink.",
+            ["sink"],
+            registry=r,
+        )
+        self.control_failures = Counter(
+            "riskguard_control_publish_failures_total",
+            "Failed publishes to the control topic.",
+            registry=r,
+        )
+        self.heartbeats = Counter(
+            "riskguard_heartbeats_total", "Heartbeats published on the control topic.", registry=r
+        )
+        self.ready = Gauge(
+            "riskguard_ready", "1 when riskguard is ready (see /readyz).", registry=r
+        )
+        self.last_event = Gauge(
+            "riskguard_last_event_timestamp_seconds",
+            "Event time of the latest applied event.",
+            registry=r,
+        )
+        self.limits_rules = Gauge(
+            "riskguard_limits_rules", "Rules in the limits in force.", registry=r
+        )
+        self.build = Gauge(
+            "riskguard_build_info",
+            "Build information (value is 1).",
+            ["version", "python", "numba"],
+            registry=r,
+        )
+        self.build.labels(__version__, platform.python_version(), numba.__version__).set(1)
+        for t in EVENT_TYPES:
+            self.events.labels(t)
+
+    def count_events(self, type_counts: np.ndarray) -> None:
+        """Add one batch's per-type counts (kernel type codes, in EVENT_TYPES order)."""
+        for code, n in enumerate(type_counts.tolist()):
+            if n:
+                self.events.labels(EVENT_TYPES[code]).inc(n)
+
+    def transition(self, tr: Transition) -> None:
+        """Count a transition and track the standing state of its scope."""
+        if tr.is_alert:
+            action = "alert"
+        elif tr.to == "ACTIVE":
+            action = "resume"
+        else:
+            action = tr.to.lower()
+        self.transitions.labels(
+            tr.rule or f"manual:{tr.operator or '?'}"[:64]
+            if tr.kind == "manual"
+            else tr.rule or "",
+            action,
+        ).inc()
+        if tr.is_alert:
+            return
+        if tr.to == "ACTIVE":
+            with contextlib.suppress(KeyError):
+                self.scope_state.remove(tr.scope)
+        else:
+            self.scope_state.labels(tr.scope).set(STATE_VALUE[tr.to])
+
+    def exposition(self) -> bytes:
+        """The text exposition format for ``/metrics``."""
+        return bytes(generate_latest(self.registry))

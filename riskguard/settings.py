@@ -1,0 +1,210 @@
+"""Process settings: defaults < TOML file < environment < command line. Frozen and strict.
+
+Limits live apart, in their own reviewed file (``limits``). Secrets (the API token,
+SASL passwords, notifier keys) are never accepted on the command line, are read
+from a file or the environment, and are redacted in every repr.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+SECRET_FIELDS = frozenset({"token", "sasl_plain_password", "routing_key", "ssl_password"})
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names the file and the key."""
+
+
+class _Redacted(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    def __repr__(self) -> str:
+        shown = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            shown.append(f"{name}={'***' if name in SECRET_FIELDS and value else repr(value)}")
+        fields = ", ".join(shown)
+        return f"{type(self).__name__}({fields})"
+
+    __str__ = __repr__
+
+
+class KafkaSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
+    """Where events come from and where decisions go. Passed through to aiokafka."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    input_topics: tuple[str, ...] = ("trading.events",)
+    group_id: str = "riskguard"
+    control_topic: str = "riskguard.control"
+    dead_letter_topic: str = "riskguard.dead-letter"
+    #: Low by default: the bundled broker polls rather than waking waiting fetches.
+    fetch_max_wait_ms: int = 1
+    max_records: int = 500
+    #: Bounds every network wait: a halt publish must never hang for aiokafka's 40 s.
+    request_timeout_ms: int = 1500
+    #: Apache Kafka: set true for idempotent producers (Tansu rejects InitProducerId).
+    idempotent_producer: bool = False
+    create_topics: bool = True
+    input_partitions: int = 4
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments common to aiokafka producers, consumers and admin clients."""
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "request_timeout_ms": self.request_timeout_ms,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context  # noqa: PLC0415
+
+            opts["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile,
+                certfile=self.ssl_certfile,
+                keyfile=self.ssl_keyfile,
+                password=self.ssl_password,
+            )
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_plain_username
+            opts["sasl_plain_password"] = self.sasl_plain_password
+        return opts
+
+
+class HttpSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
+    """The control API. Loopback by default; mutating calls need the bearer token."""
+
+    host: str = "127.0.0.1"
+    port: int = 8321
+    token: str | None = None
+    token_file: str | None = None
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    max_body_bytes: int = 16_384
+
+    def resolved_token(self) -> str | None:
+        """The token from ``token`` (env) or ``token_file``; None disables mutations."""
+        if self.token:
+            return self.token
+        if self.token_file:
+            try:
+                return Path(self.token_file).read_text().strip() or None
+            except OSError as exc:
+                raise SettingsError(f"http.token_file: cannot read: {exc.strerror}") from exc
+        return None
+
+
+class NotifierSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
+    """One alert sink: ``pagerduty``, ``slack``, ``alertmanager`` or ``webhook``."""
+
+    kind: Literal["pagerduty", "slack", "alertmanager", "webhook"]
+    url: str
+    name: str = ""
+    routing_key: str | None = None
+    routing_key_file: str | None = None
+    timeout_s: float = 5.0
+    max_backoff_s: float = 30.0
+
+    @property
+    def label(self) -> str:
+        """Name used in metrics and logs."""
+        return self.name or self.kind
+
+
+class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
+    """Timers of the sidecar."""
+
+    heartbeat_interval_ms: int = 250
+    #: The loop must have polled within this long for riskguard to call itself healthy.
+    stall_budget_ms: int = 2000
+    tick_interval_ms: int = 100
+    commit_interval_ms: int = 1000
+    audit_log: str = "riskguard-audit.jsonl"
+    instance: str = ""
+    log_level: str = "info"
+
+
+class Settings(_Redacted, frozen=True, forbid_unknown_fields=True):
+    """All process settings."""
+
+    limits: str = "rules/example.toml"
+    kafka: KafkaSettings = KafkaSettings()
+    http: HttpSettings = HttpSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    notifier: tuple[NotifierSettings, ...] = ()
+
+
+#: Environment variables read on top of the file (name -> dotted setting).
+ENV = {
+    "KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrap_servers",
+    "RISKGUARD_KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrap_servers",
+    "RISKGUARD_KAFKA_GROUP_ID": "kafka.group_id",
+    "RISKGUARD_KAFKA_INPUT_TOPICS": "kafka.input_topics",
+    "RISKGUARD_KAFKA_CONTROL_TOPIC": "kafka.control_topic",
+    "RISKGUARD_KAFKA_DEAD_LETTER_TOPIC": "kafka.dead_letter_topic",
+    "RISKGUARD_KAFKA_SASL_PLAIN_USERNAME": "kafka.sasl_plain_username",
+    "RISKGUARD_KAFKA_SASL_PLAIN_PASSWORD": "kafka.sasl_plain_password",
+    "RISKGUARD_LIMITS": "limits",
+    "RISKGUARD_HTTP_HOST": "http.host",
+    "RISKGUARD_HTTP_PORT": "http.port",
+    "RISKGUARD_HTTP_TOKEN": "http.token",
+    "RISKGUARD_HTTP_TOKEN_FILE": "http.token_file",
+    "RISKGUARD_AUDIT_LOG": "runtime.audit_log",
+    "RISKGUARD_LOG_LEVEL": "runtime.log_level",
+}
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def load_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults, then the TOML file at ``path``, then ``env``, then CLI ``overrides``."""
+    tree: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            tree = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise SettingsError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{source}: TOML syntax: {exc}") from exc
+    for name, dotted in ENV.items():
+        value = (os.environ if env is None else env).get(name)
+        if value is None:
+            continue
+        if dotted.endswith("input_topics"):
+            _set(tree, dotted, [t.strip() for t in value.split(",") if t.strip()])
+        elif dotted.endswith(".port"):
+            _set(tree, dotted, int(value) if value.isdigit() else value)
+        else:
+            _set(tree, dotted, value)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set(tree, dotted, value)
+    try:
+        return msgspec.convert(tree, Settings, str_keys=True)
+    except msgspec.ValidationError as exc:
+        where = str(exc).replace("`$.", "`")
+        raise SettingsError(f"{source}: {where}") from exc
