@@ -54,6 +54,8 @@ class Result:
     applied: int = 0
     transitions: list[Transition] = field(default_factory=list)
     bad: list[BadEvent] = field(default_factory=list)
+    #: events applied per type code (index = position in ``events.EVENT_TYPES``)
+    type_counts: np.ndarray = field(default_factory=lambda: np.zeros(8, dtype=np.int64))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,7 @@ class Engine:
                 self._grow_out(max(need, 2 * self._out_i.shape[0]))
             start = nxt
         result.applied = len(batch)
+        result.type_counts = np.bincount(batch.typ, minlength=8)
         self.events_applied += len(batch)
         return result
 

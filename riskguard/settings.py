@@ -45,8 +45,12 @@ class KafkaSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     #: Low by default: the bundled broker polls rather than waking waiting fetches.
     fetch_max_wait_ms: int = 1
     max_records: int = 500
-    #: Bounds every network wait: a halt publish must never hang for aiokafka's 40 s.
+    #: Bounds every producer wait: a halt publish must never hang for aiokafka's 40 s.
     request_timeout_ms: int = 1500
+    #: Consumers need longer: a JoinGroup request blocks for the whole group rebalance,
+    #: so a 1.5 s timeout would never let the group form. Fetches stay bounded by
+    #: ``fetch_max_wait_ms`` and the poll timeout, not by this.
+    consumer_request_timeout_ms: int = 30_000
     #: Apache Kafka: set true for idempotent producers (Tansu rejects InitProducerId).
     idempotent_producer: bool = False
     create_topics: bool = True
@@ -60,11 +64,12 @@ class KafkaSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     sasl_plain_username: str | None = None
     sasl_plain_password: str | None = None
 
-    def client_options(self) -> dict[str, Any]:
+    def client_options(self, *, consumer: bool = False) -> dict[str, Any]:
         """Keyword arguments common to aiokafka producers, consumers and admin clients."""
+        timeout = self.consumer_request_timeout_ms if consumer else self.request_timeout_ms
         opts: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
-            "request_timeout_ms": self.request_timeout_ms,
+            "request_timeout_ms": timeout,
             "security_protocol": self.security_protocol,
         }
         if self.security_protocol in ("SSL", "SASL_SSL"):

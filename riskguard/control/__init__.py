@@ -1,0 +1,1 @@
+"""How decisions leave riskguard: the control topic, and the operators' HTTP API."""

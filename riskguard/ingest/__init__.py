@@ -1,0 +1,1 @@
+"""Consuming the trading system's events from Kafka and driving the engine."""

@@ -1,0 +1,33 @@
+"""Create riskguard's topics if they are missing (when the settings allow it)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from riskguard import log
+from riskguard.settings import KafkaSettings
+
+
+async def ensure_topics(kafka: KafkaSettings) -> list[str]:
+    """Create the input, control (compacted) and dead-letter topics; returns those created."""
+    if not kafka.create_topics:
+        return []
+    admin = AIOKafkaAdminClient(**kafka.client_options())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [NewTopic(t, kafka.input_partitions, 1) for t in kafka.input_topics]
+        wanted.append(NewTopic(kafka.control_topic, 1, 1, topic_configs={
+            "cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}))
+        wanted.append(NewTopic(kafka.dead_letter_topic, 1, 1))
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another instance won the race
+                await admin.create_topics(missing)
+            log.get("topics").info("created topics", topics=[t.name for t in missing])
+        return [t.name for t in missing]
+    finally:
+        await admin.close()

@@ -1,0 +1,1 @@
+"""Alert sinks (PagerDuty, Slack, Alertmanager, generic webhook), off the hot path."""

@@ -1,0 +1,106 @@
+"""Payloads for each alert sink. Pure functions of a transition: easy to test and reuse.
+
+* PagerDuty Events API v2: ``dedup_key`` is the halt's transition id; a resume
+  *resolves* the incident it ends.
+* Slack incoming webhook: one readable line.
+* Alertmanager ``POST /api/v2/alerts``: a firing alert per halt, ``endsAt`` on resume.
+* Generic JSON webhook: the transition itself (can be the trading system's own
+  kill endpoint).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from riskguard.killswitch import Transition
+from riskguard.settings import NotifierSettings
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def summary(tr: Transition) -> str:
+    """One line a person reads on a phone."""
+    if tr.kind == "manual":
+        verb = "RESUMED" if tr.to == "ACTIVE" else tr.to
+        return f"riskguard: {tr.scope} {verb} by {tr.operator}: {tr.reason}"
+    what = "ALERT" if tr.is_alert else tr.to
+    return (f"riskguard: {tr.scope} {what} - rule {tr.rule} ({tr.metric}) "
+            f"value {tr.value:.6g} vs limit {tr.limit:.6g}")
+
+
+def severity(tr: Transition) -> str:
+    """PagerDuty severity: halts are critical."""
+    if tr.is_alert:
+        return "warning"
+    return "critical" if tr.to == "HALTED" else "error" if tr.to == "REDUCE_ONLY" else "info"
+
+
+def pagerduty(tr: Transition, routing_key: str, source: str) -> dict[str, Any] | None:
+    """Events API v2 body, or None when nothing should be sent."""
+    if tr.to == "ACTIVE" and not tr.is_alert:
+        if not tr.ends:
+            return None
+        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": tr.ends}
+    return {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": tr.id,
+        "payload": {
+            "summary": summary(tr)[:1024],
+            "source": source,
+            "severity": severity(tr),
+            "timestamp": _iso(tr.decided_ns),
+            "component": tr.scope,
+            "group": tr.rule or "manual",
+            "class": tr.metric or "manual",
+            "custom_details": msgspec.to_builtins(tr),
+        },
+    }
+
+
+def slack(tr: Transition) -> dict[str, Any]:
+    """Incoming-webhook body."""
+    icon = ":rotating_light:" if tr.to == "HALTED" else ":warning:"
+    if tr.to == "ACTIVE" and not tr.is_alert:
+        icon = ":white_check_mark:"
+    return {"text": f"{icon} {summary(tr)}"}
+
+
+def alertmanager(tr: Transition, source: str) -> list[dict[str, Any]]:
+    """``/api/v2/alerts`` body: the alert for a halt, or its end on resume."""
+    alert_id = tr.ends if (tr.to == "ACTIVE" and tr.ends) else tr.id
+    labels = {"alertname": "RiskguardHalt" if not tr.is_alert else "RiskguardLimitAlert",
+              "scope": tr.scope, "severity": severity(tr), "instance": source,
+              "halt_id": alert_id}
+    body: dict[str, Any] = {
+        "labels": labels,
+        "annotations": {"summary": summary(tr), "rule": tr.rule or "manual"},
+        "startsAt": _iso(tr.decided_ns),
+    }
+    if tr.to == "ACTIVE" and not tr.is_alert:
+        body["endsAt"] = _iso(tr.decided_ns)
+        labels["severity"] = "critical"  # same label set as the firing alert it ends
+    return [body]
+
+
+def webhook(tr: Transition) -> dict[str, Any]:
+    """The transition as JSON (the control-topic record's evidence)."""
+    out: dict[str, Any] = msgspec.to_builtins(tr)
+    return out
+
+
+def build(cfg: NotifierSettings, tr: Transition, routing_key: str | None,
+          source: str) -> Any | None:
+    """The body to POST to ``cfg.url`` for ``tr``, or None to skip."""
+    if cfg.kind == "pagerduty":
+        return pagerduty(tr, routing_key or "", source)
+    if cfg.kind == "slack":
+        return slack(tr)
+    if cfg.kind == "alertmanager":
+        return alertmanager(tr, source)
+    return webhook(tr)

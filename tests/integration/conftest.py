@@ -1,0 +1,63 @@
+"""Integration fixtures: a real Kafka-protocol broker (Tansu) on a free loopback port."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from riskguard.broker import EmbeddedBroker
+from riskguard.ingest.runtime import Sidecar
+from riskguard.limits import Limits, parse
+from riskguard.settings import Settings, load_settings
+
+TOKEN = "test-token-" + "x" * 24
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    """Settings with topics unique to the test, an ephemeral API port and a token."""
+    run = uuid.uuid4().hex[:8]
+    return load_settings(env={}, overrides={
+        "kafka.bootstrap_servers": broker.bootstrap_servers,
+        "kafka.input_topics": [f"events-{run}"],
+        "kafka.group_id": f"riskguard-{run}",
+        "kafka.control_topic": f"control-{run}",
+        "kafka.dead_letter_topic": f"dead-{run}",
+        "http.port": 0,
+        "http.token": TOKEN,
+        "runtime.audit_log": str(tmp_path / "audit.jsonl"),
+        "runtime.heartbeat_interval_ms": 100,
+        "runtime.instance": f"test-{run}",
+    })
+
+
+OVERFILL = parse("""
+version = 1
+[[rule]]
+name = "overfill"
+metric = "parent_overfill_ratio"
+scope = "strategy"
+max = 1.0
+action = "halt"
+""")
+
+
+@pytest.fixture
+async def sidecar(settings: Settings) -> AsyncIterator[Sidecar]:
+    s = Sidecar(settings, OVERFILL)
+    await s.start()
+    yield s
+    await s.stop()
+
+
+def limits_with(text: str) -> Limits:
+    return parse(text)
