@@ -99,6 +99,7 @@ class TradingSim:
     step_ms: int = 10
     gate: Gate | None = None
     activity: float = 0.35  # chance per step that a parent sends its next child
+    exec_delay_ms: int = 1  # event-time gap between an order and its fill or cancel
     stats: Stats = field(default_factory=Stats)
 
     def __post_init__(self) -> None:
@@ -119,9 +120,9 @@ class TradingSim:
         """True once the runaway has started."""
         return self.runaway_at_ns is not None and self._now >= self.runaway_at_ns
 
-    def step(self) -> list[Event]:
-        """Advance one step and return the events it produced, in order."""
-        self._now += self.step_ms * MS
+    def step(self, now_ns: int | None = None) -> list[Event]:
+        """Advance one step (to ``now_ns`` when live) and return its events, in order."""
+        self._now = now_ns if now_ns is not None else self._now + self.step_ms * MS
         now = self._now
         out: list[Event] = []
         if now - self._last_hb >= 250 * MS:
@@ -181,7 +182,7 @@ class TradingSim:
             )
         ]
         if self._rng.random() < 0.15 and not rogue:
-            out.append(CancelOrder(ts=now + MS, order_id=oid, **keys))
+            out.append(CancelOrder(ts=now + self.exec_delay_ms * MS, order_id=oid, **keys))
             return out
         out.append(
             Fill(
@@ -198,6 +199,11 @@ class TradingSim:
         if not rogue:  # Knight's bug: the runaway never counts its fills
             p.filled += qty
         return out
+
+    def restart_runaway(self, at_ns: int) -> None:
+        """Forget the runaway strategy's parents and let it run away again at ``at_ns``."""
+        self._parents = [p for p in self._parents if p.strategy != "smars"]
+        self.runaway_at_ns = at_ns
 
     def run(self, duration_ms: int) -> list[Event]:
         """All events of the next ``duration_ms`` milliseconds."""

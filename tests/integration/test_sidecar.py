@@ -1,4 +1,4 @@
-"""The sidecar against a real broker: halts reach a gate, survive restarts, bad events dead-letter."""
+"""The sidecar on a real broker: halts reach a gate, survive restarts; bad events dead-letter."""
 
 from __future__ import annotations
 

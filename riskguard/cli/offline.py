@@ -1,25 +1,21 @@
-"""The ``riskguard`` command. Nothing imports this module; it imports everything."""
+"""Offline commands: ``validate`` and ``replay``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 import msgspec
 
-from riskguard import __version__, examples
+from riskguard import examples
+from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from riskguard.killswitch import Transition
 from riskguard.limits import LimitsError, load
 from riskguard.limits.vocabulary import describe
 from riskguard.replay import ReplayError, ReplayReport, replay
-
-EXIT_OK = 0
-EXIT_FAILED = 1  # the command ran and found the input invalid
-EXIT_USAGE = 2  # bad arguments or unreadable input
 
 
 def _time(ns: int) -> str:
@@ -137,14 +133,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for docs and tests)."""
-    parser = argparse.ArgumentParser(
-        prog="riskguard", description="A real-time kill switch for algorithmic trading."
-    )
-    parser.add_argument("--version", action="version", version=f"riskguard {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``validate`` and ``replay``."""
     v = sub.add_parser("validate", help="check a limits file and list every problem")
     v.add_argument("file", nargs="?", help="limits file (TOML)")
     v.add_argument("--metrics", action="store_true", help="list the metric vocabulary")
@@ -153,39 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="run a recorded JSONL session through the engine")
     r.add_argument("events", nargs="?", help="JSONL file of events (.gz accepted)")
     r.add_argument("--limits", help="limits file (TOML)")
-    r.add_argument(
-        "--example",
-        action="store_true",
-        help="replay the bundled Knight-style session under the example limits",
-    )
-    r.add_argument(
-        "--format",
-        choices=("table", "jsonl"),
-        default="table",
-        help="table for people (default); jsonl: one transition per line on "
-        "stdout, summary on stderr",
-    )
+    r.add_argument("--example", action="store_true",
+                   help="replay the bundled Knight-style session under the example limits")
+    r.add_argument("--format", choices=("table", "jsonl"), default="table",
+                   help="table for people (default); jsonl: one transition per line on "
+                        "stdout, summary on stderr")
     r.add_argument("--quiet-alerts", action="store_true", help="table: hide alert lines")
     r.add_argument("--batch-size", type=int, default=8192, help=argparse.SUPPRESS)
     prog = r.add_mutually_exclusive_group()
-    prog.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        default=None,
-        help="show progress on stderr (default: when stderr is a terminal)",
-    )
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="show progress on stderr (default: when stderr is a terminal)")
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     r.set_defaults(func=cmd_replay)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``riskguard`` console script."""
-    args = build_parser().parse_args(argv)
-    code: int = args.func(args)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Live commands: ``run``, ``broker``, ``halt``, ``resume``, ``status`` and ``audit``.
+
+``halt``, ``resume`` and ``status`` talk to a running riskguard through its HTTP
+API, so a manual halt takes exactly the path of an automatic one. The token is
+read from ``RISKGUARD_HTTP_TOKEN`` or ``--token-file``, never from a flag value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from riskguard import audit, log
+from riskguard.broker import BrokerError, EmbeddedBroker
+from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from riskguard.limits import LimitsError
+from riskguard.settings import SettingsError, load_settings
+
+DEFAULT_URL = "http://127.0.0.1:8321"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the sidecar until SIGTERM or SIGINT."""
+    from riskguard.ingest.runtime import Sidecar  # noqa: PLC0415 - heavy, only for `run`
+
+    try:
+        settings = load_settings(args.config, overrides={
+            "limits": args.limits, "kafka.bootstrap_servers": args.bootstrap_servers,
+            "http.host": args.http_host, "http.port": args.http_port,
+        })
+    except SettingsError as exc:
+        print(f"riskguard run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    log.configure(settings.runtime.log_level)
+
+    async def main() -> None:
+        sidecar = Sidecar(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, sidecar.request_stop)
+        await sidecar.start()
+        await sidecar.run()
+
+    try:
+        asyncio.run(main())
+    except LimitsError as exc:
+        print(f"riskguard run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    """Run the bundled Kafka-compatible broker in the foreground."""
+    try:
+        broker = EmbeddedBroker(port=args.port)
+        address = broker.start()
+    except BrokerError as exc:
+        print(f"riskguard broker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"embedded broker (Tansu, in memory) listening on {address}")
+    print(f"  export KAFKA_BOOTSTRAP_SERVERS={address}")
+    print("Ctrl-C to stop; all topics are lost on stop.", flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        broker.stop()
+    return EXIT_OK
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file:
+        return Path(args.token_file).read_text().strip()
+    return os.environ.get("RISKGUARD_HTTP_TOKEN")
+
+
+def request(url: str, method: str = "GET", body: dict[str, Any] | None = None,
+            token: str | None = None, timeout_s: float = 5.0) -> tuple[int, dict[str, Any]]:
+    """One JSON request to the API; returns (status, body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except json.JSONDecodeError:
+            return exc.code, {"error": exc.reason}
+
+
+def _change(args: argparse.Namespace, path: str) -> int:
+    body: dict[str, Any] = {"scope": args.scope, "operator": args.operator,
+                            "reason": args.reason}
+    if path == "halt":
+        body["action"] = args.action
+    try:
+        status, reply = request(f"{args.url}/v1/{path}", "POST", body, _token(args))
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"riskguard {path}: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if status != 200:
+        print(f"riskguard {path}: refused ({status}): {reply.get('error', reply)}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    if reply["changed"]:
+        tr = reply["transition"]
+        print(f"{tr['scope']}: {tr['from']} -> {tr['to']} (id {tr['id']})")
+    else:
+        print(f"{reply['scope']}: already {reply['state']}; nothing changed")
+    return EXIT_OK
+
+
+def cmd_halt(args: argparse.Namespace) -> int:
+    """Manually halt (or reduce) a scope through the API."""
+    return _change(args, "halt")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Resume a scope through the API."""
+    return _change(args, "resume")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print standing halts and health."""
+    try:
+        status, reply = request(f"{args.url}/v1/status")
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"riskguard status: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return EXIT_OK if status == 200 else EXIT_FAILED
+    print(f"riskguard {reply['version']} on {reply['instance']}: "
+          f"{'READY' if reply['ready'] else 'NOT READY'}")
+    failing = [k for k, ok in reply["checks"].items() if not ok]
+    if failing:
+        print(f"  failing checks: {', '.join(failing)}")
+    print(f"  events applied {reply['events_applied']:,}, bad {reply['bad_events']:,}")
+    if not reply["standing"]:
+        print("  no scope is halted or reduce-only")
+    for scope, tr in sorted(reply["standing"].items()):
+        why = (f"by {tr.get('operator')}: {tr.get('reason')}" if tr.get("kind") == "manual"
+               else f"rule {tr.get('rule')}: {tr.get('value')} vs {tr.get('limit')}")
+        print(f"  {scope:<28} {tr['to']:<12} {why}")
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print an audit log, oldest first."""
+    try:
+        for rec in audit.read(args.file):
+            body = rec.get("record", {})
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.get("logged_ns", 0) / 1e9))
+            print(f"{when}  {rec.get('kind', '?'):<11} {json.dumps(body, sort_keys=True)}")
+    except OSError as exc:
+        print(f"riskguard audit: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register the live commands."""
+    r = sub.add_parser("run", help="run the sidecar (consume, decide, halt, alert)")
+    r.add_argument("--config", help="settings file (TOML); env and flags override it")
+    r.add_argument("--limits", help="limits file (overrides the settings file)")
+    r.add_argument("--bootstrap-servers", help="Kafka bootstrap servers")
+    r.add_argument("--http-host", help="API bind address (default 127.0.0.1)")
+    r.add_argument("--http-port", type=int, help="API port (default 8321)")
+    r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("broker", help="run the bundled Kafka-compatible broker (demo, tests)")
+    b.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: free)")
+    b.set_defaults(func=cmd_broker)
+
+    for name, func, text in (("halt", cmd_halt, "halt a scope now (manual)"),
+                             ("resume", cmd_resume, "resume a halted scope")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--scope", required=True,
+                       help="firm | account:<id> | strategy:<id> | symbol:<id>")
+        p.add_argument("--reason", required=True, help="why (goes to the audit log)")
+        p.add_argument("--operator", default=getpass.getuser(), help="your name")
+        p.add_argument("--url", default=os.environ.get("RISKGUARD_URL", DEFAULT_URL))
+        p.add_argument("--token-file", help="file holding the API token "
+                                            "(default: $RISKGUARD_HTTP_TOKEN)")
+        if name == "halt":
+            p.add_argument("--action", choices=("halt", "reduce_only"), default="halt")
+        p.set_defaults(func=func)
+
+    s = sub.add_parser("status", help="standing halts and health of a running riskguard")
+    s.add_argument("--url", default=os.environ.get("RISKGUARD_URL", DEFAULT_URL))
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    a = sub.add_parser("audit", help="print an audit log")
+    a.add_argument("file", help="audit log (JSONL)")
+    a.set_defaults(func=cmd_audit)
