@@ -16,6 +16,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
+
     def v(name: str) -> str:
         try:
             return version(name)
@@ -40,8 +41,9 @@ def save(name: str, result: dict[str, Any]) -> Path:
     """Write ``bench/results/<name>.json`` with machine info attached."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_bytes(orjson.dumps({"bench": name, "machine": machine(), **result},
-                                  option=orjson.OPT_INDENT_2))
+    path.write_bytes(
+        orjson.dumps({"bench": name, "machine": machine(), **result}, option=orjson.OPT_INDENT_2)
+    )
     return path
 
 
@@ -50,7 +52,8 @@ def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
     for r in rows:
-        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:],
-                                                                      strict=True)]
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
         out.append("  ".join(cells))
     return "\n".join(out)

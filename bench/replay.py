@@ -65,8 +65,14 @@ def run(events: int, repeats: int = 3) -> dict[str, Any]:
             replays.append(time.perf_counter() - start)
             transitions = len(report.transitions)
     f, r = min(floors), min(replays)
-    return {"events": n, "floor_events_per_s": n / f, "replay_events_per_s": n / r,
-            "ratio": f / r, "transitions": transitions, "repeats": repeats}
+    return {
+        "events": n,
+        "floor_events_per_s": n / f,
+        "replay_events_per_s": n / r,
+        "ratio": f / r,
+        "transitions": transitions,
+        "repeats": repeats,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -75,13 +81,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="50k events, one repeat")
     args = parser.parse_args(argv)
     result = run(50_000, 1) if args.quick else run(args.events)
-    print(table([
-        ("replay (JSONL)", "events", "events/s"),
-        ("floor: orjson.loads loop", f"{result['events']:,}",
-         f"{result['floor_events_per_s']:,.0f}"),
-        ("riskguard replay", f"{result['events']:,}", f"{result['replay_events_per_s']:,.0f}"),
-        ("ratio riskguard / floor", "", f"{result['ratio']:.2f}"),
-    ]))
+    print(
+        table(
+            [
+                ("replay (JSONL)", "events", "events/s"),
+                (
+                    "floor: orjson.loads loop",
+                    f"{result['events']:,}",
+                    f"{result['floor_events_per_s']:,.0f}",
+                ),
+                (
+                    "riskguard replay",
+                    f"{result['events']:,}",
+                    f"{result['replay_events_per_s']:,.0f}",
+                ),
+                ("ratio riskguard / floor", "", f"{result['ratio']:.2f}"),
+            ]
+        )
+    )
     print(f"wrote {save('replay', result)}")
     return result
 

@@ -33,8 +33,9 @@ class AuditLog:
 
     def record(self, kind: str, body: Any) -> None:
         """Queue one record (never blocks the caller)."""
-        self._queue.put_nowait({"kind": kind, "logged_ns": time.time_ns(),
-                                "record": msgspec.to_builtins(body)})
+        self._queue.put_nowait(
+            {"kind": kind, "logged_ns": time.time_ns(), "record": msgspec.to_builtins(body)}
+        )
 
     async def start(self) -> None:
         """Start the writer task (creates the file's folder)."""

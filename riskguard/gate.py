@@ -73,8 +73,11 @@ class Gate:
         #: wall-clock ns at which each scope's latest record was read (for latency checks)
         self.seen_ns: dict[str, int] = {}
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-            fetch_max_wait_ms=1, request_timeout_ms=request_timeout_ms, **kafka_options,
+            bootstrap_servers=bootstrap_servers,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=1,
+            request_timeout_ms=request_timeout_ms,
+            **kafka_options,
         )
         self._task: asyncio.Task[None] | None = None
         self._fresh_until = 0.0  # monotonic deadline of the current heartbeat
@@ -102,8 +105,9 @@ class Gate:
         await self.start()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.stop()
 
     async def _follow(self) -> None:
@@ -142,11 +146,14 @@ class Gate:
             return Verdict(False, "fail closed: no heartbeat from riskguard yet", "UNKNOWN")
         if time.monotonic() >= self._fresh_until:
             silent_ms = (time.time_ns() - hb.ts) / 1e6
-            return Verdict(False, f"fail closed: riskguard silent for {silent_ms:,.0f} ms "
-                                  f"(timeout {self.heartbeat_timeout_ms} ms)", "UNKNOWN")
+            return Verdict(
+                False,
+                f"fail closed: riskguard silent for {silent_ms:,.0f} ms "
+                f"(timeout {self.heartbeat_timeout_ms} ms)",
+                "UNKNOWN",
+            )
         if not hb.ready:
-            return Verdict(False, f"fail closed: riskguard {hb.instance} is not ready",
-                           "UNKNOWN")
+            return Verdict(False, f"fail closed: riskguard {hb.instance} is not ready", "UNKNOWN")
         return Verdict(True, "riskguard alive", "ACTIVE")
 
     def state(self, scope: str) -> str:
@@ -154,8 +161,14 @@ class Gate:
         record = self.view.states.get(scope)
         return record.state if record else "ACTIVE"
 
-    def allows(self, account: str, strategy: str, symbol: str,
-               side: Literal["buy", "sell"], reduces_position: bool) -> Verdict:
+    def allows(
+        self,
+        account: str,
+        strategy: str,
+        symbol: str,
+        side: Literal["buy", "sell"],
+        reduces_position: bool,
+    ) -> Verdict:
         """May this order be sent? Checks firm, account, strategy and symbol.
 
         HALTED anywhere refuses. REDUCE_ONLY anywhere allows only orders that reduce
@@ -176,10 +189,13 @@ class Gate:
             return Verdict(True, "allowed", "ACTIVE")
         why = _evidence(worst)
         if worst.state == "REDUCE_ONLY" and reduces_position:
-            return Verdict(True, f"{worst.scope} is REDUCE_ONLY; order reduces position",
-                           "REDUCE_ONLY", worst.scope)
-        return Verdict(False, f"{worst.scope} is {worst.state} ({why})",
-                       worst.state, worst.scope)  # type: ignore[arg-type]
+            return Verdict(
+                True,
+                f"{worst.scope} is REDUCE_ONLY; order reduces position",
+                "REDUCE_ONLY",
+                worst.scope,
+            )
+        return Verdict(False, f"{worst.scope} is {worst.state} ({why})", worst.state, worst.scope)  # type: ignore[arg-type]
 
 
 def _evidence(record: StateRecord) -> str:

@@ -33,7 +33,7 @@ State = Literal["ACTIVE", "REDUCE_ONLY", "HALTED"]
 STATE_OF_ACTION: Final = {"reduce_only": REDUCE_ONLY, "halt": HALTED}
 
 
-class Transition(msgspec.Struct, frozen=True, omit_defaults=True):
+class Transition(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     """One kill-switch event, with the evidence for it.
 
     ``kind`` is ``auto`` (a rule breached), ``manual`` (an operator halted or
@@ -46,10 +46,10 @@ class Transition(msgspec.Struct, frozen=True, omit_defaults=True):
     id: str
     scope: str
     from_: str = msgspec.field(name="from")
-    to: str = "ACTIVE"
-    kind: str = "auto"
-    ts: int = 0
-    decided_ns: int = 0
+    to: str
+    kind: str
+    ts: int
+    decided_ns: int
     rule: str | None = None
     metric: str | None = None
     value: float | None = None

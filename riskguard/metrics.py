@@ -15,7 +15,14 @@ from typing import Final
 
 import numba
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from riskguard import __version__
 from riskguard.events import EVENT_TYPES
@@ -46,6 +53,7 @@ class Metrics:
     """Every metric the sidecar exports, on its own registry."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.events = Counter(
             "riskguard_events_total", "Events applied, by type.", ["type"], registry=r
@@ -152,12 +160,7 @@ class Metrics:
             action = "resume"
         else:
             action = tr.to.lower()
-        self.transitions.labels(
-            tr.rule or f"manual:{tr.operator or '?'}"[:64]
-            if tr.kind == "manual"
-            else tr.rule or "",
-            action,
-        ).inc()
+        self.transitions.labels(tr.rule or "manual", action).inc()
         if tr.is_alert:
             return
         if tr.to == "ACTIVE":

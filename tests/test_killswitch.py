@@ -143,3 +143,27 @@ def test_judge_until_suppresses_replayed_breaches(engine_for: Make) -> None:
     assert e.apply([new("a", 5 * MS, qty=11)]).transitions == []
     assert [t.to for t in e.apply([new("b", 6 * MS, qty=11)]).transitions] == ["HALTED"]
     assert e.peaks()[0].evaluations == 2  # still measured, just not acted on twice
+
+
+def test_wire_form_always_carries_state_fields(engine_for: Make) -> None:
+    import msgspec  # noqa: PLC0415
+
+    e = engine_for(QTY)
+    e.killswitch.halt("firm", "ops", "drill")
+    tr = e.killswitch.resume("firm", "ops", "done")
+    assert tr is not None
+    wire = msgspec.json.decode(msgspec.json.encode(tr))
+    for key in (
+        "id",
+        "scope",
+        "from",
+        "to",
+        "kind",
+        "ts",
+        "decided_ns",
+        "operator",
+        "reason",
+        "ends",
+    ):
+        assert key in wire, key
+    assert wire["to"] == "ACTIVE" and "rule" not in wire

@@ -34,10 +34,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from riskguard.ingest.runtime import Sidecar  # noqa: PLC0415 - heavy, only for `run`
 
     try:
-        settings = load_settings(args.config, overrides={
-            "limits": args.limits, "kafka.bootstrap_servers": args.bootstrap_servers,
-            "http.host": args.http_host, "http.port": args.http_port,
-        })
+        settings = load_settings(
+            args.config,
+            overrides={
+                "limits": args.limits,
+                "kafka.bootstrap_servers": args.bootstrap_servers,
+                "http.host": args.http_host,
+                "http.port": args.http_port,
+            },
+        )
     except SettingsError as exc:
         print(f"riskguard run: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -83,8 +88,13 @@ def _token(args: argparse.Namespace) -> str | None:
     return os.environ.get("RISKGUARD_HTTP_TOKEN")
 
 
-def request(url: str, method: str = "GET", body: dict[str, Any] | None = None,
-            token: str | None = None, timeout_s: float = 5.0) -> tuple[int, dict[str, Any]]:
+def request(
+    url: str,
+    method: str = "GET",
+    body: dict[str, Any] | None = None,
+    token: str | None = None,
+    timeout_s: float = 5.0,
+) -> tuple[int, dict[str, Any]]:
     """One JSON request to the API; returns (status, body)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
@@ -102,8 +112,7 @@ def request(url: str, method: str = "GET", body: dict[str, Any] | None = None,
 
 
 def _change(args: argparse.Namespace, path: str) -> int:
-    body: dict[str, Any] = {"scope": args.scope, "operator": args.operator,
-                            "reason": args.reason}
+    body: dict[str, Any] = {"scope": args.scope, "operator": args.operator, "reason": args.reason}
     if path == "halt":
         body["action"] = args.action
     try:
@@ -112,8 +121,7 @@ def _change(args: argparse.Namespace, path: str) -> int:
         print(f"riskguard {path}: cannot reach {args.url}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if status != 200:
-        print(f"riskguard {path}: refused ({status}): {reply.get('error', reply)}",
-              file=sys.stderr)
+        print(f"riskguard {path}: refused ({status}): {reply.get('error', reply)}", file=sys.stderr)
         return EXIT_FAILED
     if reply["changed"]:
         tr = reply["transition"]
@@ -143,8 +151,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(reply, indent=2))
         return EXIT_OK if status == 200 else EXIT_FAILED
-    print(f"riskguard {reply['version']} on {reply['instance']}: "
-          f"{'READY' if reply['ready'] else 'NOT READY'}")
+    print(
+        f"riskguard {reply['version']} on {reply['instance']}: "
+        f"{'READY' if reply['ready'] else 'NOT READY'}"
+    )
     failing = [k for k, ok in reply["checks"].items() if not ok]
     if failing:
         print(f"  failing checks: {', '.join(failing)}")
@@ -152,8 +162,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not reply["standing"]:
         print("  no scope is halted or reduce-only")
     for scope, tr in sorted(reply["standing"].items()):
-        why = (f"by {tr.get('operator')}: {tr.get('reason')}" if tr.get("kind") == "manual"
-               else f"rule {tr.get('rule')}: {tr.get('value')} vs {tr.get('limit')}")
+        why = (
+            f"by {tr.get('operator')}: {tr.get('reason')}"
+            if tr.get("kind") == "manual"
+            else f"rule {tr.get('rule')}: {tr.get('value')} vs {tr.get('limit')}"
+        )
         print(f"  {scope:<28} {tr['to']:<12} {why}")
     return EXIT_OK
 
@@ -185,16 +198,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     b.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: free)")
     b.set_defaults(func=cmd_broker)
 
-    for name, func, text in (("halt", cmd_halt, "halt a scope now (manual)"),
-                             ("resume", cmd_resume, "resume a halted scope")):
+    for name, func, text in (
+        ("halt", cmd_halt, "halt a scope now (manual)"),
+        ("resume", cmd_resume, "resume a halted scope"),
+    ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--scope", required=True,
-                       help="firm | account:<id> | strategy:<id> | symbol:<id>")
+        p.add_argument(
+            "--scope", required=True, help="firm | account:<id> | strategy:<id> | symbol:<id>"
+        )
         p.add_argument("--reason", required=True, help="why (goes to the audit log)")
         p.add_argument("--operator", default=getpass.getuser(), help="your name")
         p.add_argument("--url", default=os.environ.get("RISKGUARD_URL", DEFAULT_URL))
-        p.add_argument("--token-file", help="file holding the API token "
-                                            "(default: $RISKGUARD_HTTP_TOKEN)")
+        p.add_argument(
+            "--token-file", help="file holding the API token (default: $RISKGUARD_HTTP_TOKEN)"
+        )
         if name == "halt":
             p.add_argument("--action", choices=("halt", "reduce_only"), default="halt")
         p.set_defaults(func=func)

@@ -143,15 +143,27 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     r = sub.add_parser("replay", help="run a recorded JSONL session through the engine")
     r.add_argument("events", nargs="?", help="JSONL file of events (.gz accepted)")
     r.add_argument("--limits", help="limits file (TOML)")
-    r.add_argument("--example", action="store_true",
-                   help="replay the bundled Knight-style session under the example limits")
-    r.add_argument("--format", choices=("table", "jsonl"), default="table",
-                   help="table for people (default); jsonl: one transition per line on "
-                        "stdout, summary on stderr")
+    r.add_argument(
+        "--example",
+        action="store_true",
+        help="replay the bundled Knight-style session under the example limits",
+    )
+    r.add_argument(
+        "--format",
+        choices=("table", "jsonl"),
+        default="table",
+        help="table for people (default); jsonl: one transition per line on "
+        "stdout, summary on stderr",
+    )
     r.add_argument("--quiet-alerts", action="store_true", help="table: hide alert lines")
     r.add_argument("--batch-size", type=int, default=8192, help=argparse.SUPPRESS)
     prog = r.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
-                      help="show progress on stderr (default: when stderr is a terminal)")
+    prog.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show progress on stderr (default: when stderr is a terminal)",
+    )
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     r.set_defaults(func=cmd_replay)

@@ -59,14 +59,16 @@ class ControlApi:
         self.token = self.http.resolved_token()
         self._log = log.get("api")
         self.app = web.Application(middlewares=[_errors], client_max_size=self.http.max_body_bytes)
-        self.app.add_routes([
-            web.post("/v1/halt", self.halt),
-            web.post("/v1/resume", self.resume),
-            web.get("/v1/status", self.status),
-            web.get("/metrics", self.metrics),
-            web.get("/livez", self.livez),
-            web.get("/readyz", self.readyz),
-        ])
+        self.app.add_routes(
+            [
+                web.post("/v1/halt", self.halt),
+                web.post("/v1/resume", self.resume),
+                web.get("/v1/status", self.status),
+                web.get("/metrics", self.metrics),
+                web.get("/livez", self.livez),
+                web.get("/readyz", self.readyz),
+            ]
+        )
         self._runner: web.AppRunner | None = None
         self.port = self.http.port
 
@@ -98,15 +100,18 @@ class ControlApi:
             return _error(403, "no API token configured: halt and resume over HTTP are disabled")
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(),
-                                                                 self.token.encode()):
-            self._log.warning("refused: bad or missing token", path=request.path,
-                              peer=request.remote)
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.encode(), self.token.encode()
+        ):
+            self._log.warning(
+                "refused: bad or missing token", path=request.path, peer=request.remote
+            )
             return _error(401, "missing or wrong bearer token")
         return None
 
-    async def _body(self, request: web.Request, action_allowed: bool
-                    ) -> tuple[dict[str, str], web.Response | None]:
+    async def _body(
+        self, request: web.Request, action_allowed: bool
+    ) -> tuple[dict[str, str], web.Response | None]:
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
@@ -142,8 +147,14 @@ class ControlApi:
         act = action or body["action"]
         tr = await self.sidecar.manual(act, body["scope"], body["operator"], body["reason"])
         state = self.sidecar.engine.killswitch.state(body["scope"])
-        return _json({"changed": tr is not None, "scope": body["scope"], "state": state,
-                      "transition": msgspec.to_builtins(tr) if tr else None})
+        return _json(
+            {
+                "changed": tr is not None,
+                "scope": body["scope"],
+                "state": state,
+                "transition": msgspec.to_builtins(tr) if tr else None,
+            }
+        )
 
     async def halt(self, request: web.Request) -> web.Response:
         """Manually halt (or set REDUCE_ONLY on) a scope."""
@@ -160,8 +171,9 @@ class ControlApi:
 
     async def metrics(self, _request: web.Request) -> web.Response:
         """Prometheus text exposition."""
-        return web.Response(body=self.sidecar.metrics.exposition(),
-                            content_type="text/plain", charset="utf-8")
+        return web.Response(
+            body=self.sidecar.metrics.exposition(), content_type="text/plain", charset="utf-8"
+        )
 
     async def livez(self, _request: web.Request) -> web.Response:
         """Alive: the process answers and the consume loop is not stalled."""

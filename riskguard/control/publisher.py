@@ -46,8 +46,11 @@ class ControlPublisher:
             self.metrics.control_failures.inc()
             for tr in items:
                 self.pending[tr.scope] = tr
-            self._log.error("control publish failed; will retry", error=repr(exc),
-                            scopes=[t.scope for t in items])
+            self._log.error(
+                "control publish failed; will retry",
+                error=repr(exc),
+                scopes=[t.scope for t in items],
+            )
             return False
         self.last_ok_mono = time.monotonic()
         for tr in items:

@@ -49,8 +49,9 @@ class ControlView:
         return {s: r for s, r in self.states.items() if r.state != "ACTIVE"}
 
 
-async def partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float) -> list[
-        TopicPartition]:
+async def partitions(
+    consumer: AIOKafkaConsumer, topic: str, timeout_s: float
+) -> list[TopicPartition]:
     """The topic's partitions (waits for metadata up to ``timeout_s``)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -64,8 +65,9 @@ async def partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float) -
         await asyncio.sleep(0.05)
 
 
-async def read_to_end(consumer: AIOKafkaConsumer, topic: str, view: ControlView,
-                      timeout_s: float = 10.0) -> ControlView:
+async def read_to_end(
+    consumer: AIOKafkaConsumer, topic: str, view: ControlView, timeout_s: float = 10.0
+) -> ControlView:
     """Assign every partition, read from the beginning up to the current end."""
     tps = await partitions(consumer, topic, timeout_s)
     consumer.assign(tps)

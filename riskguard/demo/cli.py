@@ -19,8 +19,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     log.configure("error")  # the timeline is the output; errors still show
     say = (lambda _text: None) if args.json else (lambda text: print(text, flush=True))
     if not args.json:
-        print(f"riskguard demo: Knight Capital, 1 August 2012, replayed live for "
-              f"{args.duration:g} s\n", flush=True)
+        print(
+            f"riskguard demo: Knight Capital, 1 August 2012, replayed live for "
+            f"{args.duration:g} s\n",
+            flush=True,
+        )
     try:
         report = asyncio.run(run_demo(args.duration, args.trials, say))
     except BrokerError as exc:
@@ -32,13 +35,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         halt, gate = summary["event_to_halt_ms"], summary["event_to_gate_ms"]
         print("\nsummary")
-        print(f"  runaways / halted          {summary['trials']} / {summary['halted_trials']} "
-              f"(rule: {', '.join(summary['halt_rules']) or '-'})")
+        print(
+            f"  runaways / halted          {summary['trials']} / {summary['halted_trials']} "
+            f"(rule: {', '.join(summary['halt_rules']) or '-'})"
+        )
         print(f"  event -> halt decided      p50 {halt['p50']} ms, p99 {halt['p99']} ms")
         print(f"  event -> gate refusing     p50 {gate['p50']} ms, p99 {gate['p99']} ms")
         print(f"  runaway orders after halt  {summary['runaway_orders_sent_after_halt']}")
-        print(f"  orders sent / refused      {summary['orders_sent']:,} / "
-              f"{summary['orders_refused']:,}  ({summary['events_produced']:,} events)")
+        print(
+            f"  orders sent / refused      {summary['orders_sent']:,} / "
+            f"{summary['orders_refused']:,}  ({summary['events_produced']:,} events)"
+        )
         print(f"  metrics were at            {summary['metrics_url']}")
         print(f"  status was at              {summary['status_url']}")
     return EXIT_OK if summary["halted_trials"] == summary["trials"] > 0 else EXIT_FAILED
@@ -48,7 +55,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     """Register ``demo``."""
     d = sub.add_parser("demo", help="see a Knight-style runaway halted, on the embedded broker")
     d.add_argument("--duration", type=float, default=20.0, help="seconds (default 20)")
-    d.add_argument("--trials", type=int, default=1,
-                   help="runaways to inject (resumed in between), for latency percentiles")
+    d.add_argument(
+        "--trials",
+        type=int,
+        default=1,
+        help="runaways to inject (resumed in between), for latency percentiles",
+    )
     d.add_argument("--json", action="store_true", help="print a JSON summary only")
     d.set_defaults(func=cmd_demo)

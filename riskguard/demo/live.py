@@ -83,12 +83,17 @@ class DemoReport:
         halts = [t.event_to_halt_ms for t in self.trials if t.event_to_halt_ms is not None]
         gates = [t.event_to_gate_ms for t in self.trials if t.event_to_gate_ms is not None]
         return {
-            "broker": self.broker, "api": self.api, "metrics_url": f"{self.api}/metrics",
-            "status_url": f"{self.api}/v1/status", "trials": len(self.trials),
+            "broker": self.broker,
+            "api": self.api,
+            "metrics_url": f"{self.api}/metrics",
+            "status_url": f"{self.api}/v1/status",
+            "trials": len(self.trials),
             "halted_trials": len(halts),
-            "event_to_halt_ms": _percentiles(halts), "event_to_gate_ms": _percentiles(gates),
+            "event_to_halt_ms": _percentiles(halts),
+            "event_to_gate_ms": _percentiles(gates),
             "runaway_orders_sent_after_halt": sum(t.sent_after_halt for t in self.trials),
-            "orders_sent": self.orders_sent, "orders_refused": self.orders_refused,
+            "orders_sent": self.orders_sent,
+            "orders_refused": self.orders_refused,
             "events_produced": self.events_produced,
             "halt_rules": sorted({t.halt.rule or "" for t in self.trials if t.halt}),
         }
@@ -99,12 +104,16 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
         return {"p50": None, "p99": None, "max": None}
     ordered = sorted(values)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {"p50": round(statistics.median(ordered), 3), "p99": round(p99, 3),
-            "max": round(ordered[-1], 3)}
+    return {
+        "p50": round(statistics.median(ordered), 3),
+        "p99": round(p99, 3),
+        "max": round(ordered[-1], 3),
+    }
 
 
-async def run_demo(duration_s: float = 20.0, trials: int = 1,
-                   say: Callable[[str], None] = print) -> DemoReport:
+async def run_demo(
+    duration_s: float = 20.0, trials: int = 1, say: Callable[[str], None] = print
+) -> DemoReport:
     """Run the whole scenario; ``say`` receives timeline lines as they happen."""
     report = DemoReport()
     t0 = time.monotonic()
@@ -115,33 +124,47 @@ async def run_demo(duration_s: float = 20.0, trials: int = 1,
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         report.broker = broker.bootstrap_servers
         line(f"embedded broker (Tansu) listening on {broker.bootstrap_servers}")
-        settings = load_settings(env={}, overrides={
-            "kafka.bootstrap_servers": broker.bootstrap_servers,
-            "kafka.input_topics": ["demo.events"], "kafka.control_topic": "demo.control",
-            "kafka.dead_letter_topic": "demo.dead-letter", "http.port": 0,
-            "http.token": secrets.token_urlsafe(24),
-            "runtime.audit_log": str(Path(tmp) / "audit.jsonl"),
-            "runtime.heartbeat_interval_ms": 100, "runtime.instance": "demo",
-        })
+        settings = load_settings(
+            env={},
+            overrides={
+                "kafka.bootstrap_servers": broker.bootstrap_servers,
+                "kafka.input_topics": ["demo.events"],
+                "kafka.control_topic": "demo.control",
+                "kafka.dead_letter_topic": "demo.dead-letter",
+                "http.port": 0,
+                "http.token": secrets.token_urlsafe(24),
+                "runtime.audit_log": str(Path(tmp) / "audit.jsonl"),
+                "runtime.heartbeat_interval_ms": 100,
+                "runtime.instance": "demo",
+            },
+        )
         sidecar = Sidecar(settings, load(examples.LIMITS))
         sidecar.engine.killswitch.subscribe(report.transitions.append)
         await sidecar.start()
         report.api = sidecar.api_url
-        async with Gate(broker.bootstrap_servers, "demo.control",
-                        heartbeat_timeout_ms=1000) as gate:
+        async with Gate(
+            broker.bootstrap_servers, "demo.control", heartbeat_timeout_ms=1000
+        ) as gate:
             while not gate.health():
                 await asyncio.sleep(0.01)
-            line(f"riskguard ready: {len(sidecar.limits.rules)} rules from the example limits; "
-                 f"gate heartbeat fresh")
-            line(f"API {report.api}   metrics {report.api}/metrics   "
-                 f"status {report.api}/v1/status")
+            line(
+                f"riskguard ready: {len(sidecar.limits.rules)} rules from the example limits; "
+                f"gate heartbeat fresh"
+            )
+            line(f"API {report.api}   metrics {report.api}/metrics   status {report.api}/v1/status")
             await _trade(sidecar, gate, report, duration_s, trials, line)
         await sidecar.stop()
     return report
 
 
-async def _trade(sidecar: Sidecar, gate: Gate, report: DemoReport, duration_s: float,
-                 trials: int, line: Callable[[str], None]) -> None:
+async def _trade(
+    sidecar: Sidecar,
+    gate: Gate,
+    report: DemoReport,
+    duration_s: float,
+    trials: int,
+    line: Callable[[str], None],
+) -> None:
     sent_log: list[tuple[int, str]] = []
 
     def ask_gate(account: str, strategy: str, symbol: str, side: str, reduces: bool) -> bool:
@@ -162,30 +185,41 @@ async def _trade(sidecar: Sidecar, gate: Gate, report: DemoReport, duration_s: f
     sim = TradingSim(seed=3, start_ns=start, gate=ask_gate, exec_delay_ms=0)
     first_runaway = start + int(duration_s * 0.4 * 1e9) if trials == 1 else start + 2_000 * MS
     sim.runaway_at_ns = first_runaway
-    producer = AIOKafkaProducer(bootstrap_servers=sidecar.settings.kafka.bootstrap_servers,
-                                linger_ms=0)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=sidecar.settings.kafka.bootstrap_servers, linger_ms=0
+    )
     await producer.start()
-    line(f"simulated trading system: {len(STRATEGIES)} strategies, {len(SYMBOLS)} symbols; "
-         "its router asks the gate before every order")
+    line(
+        f"simulated trading system: {len(STRATEGIES)} strategies, {len(SYMBOLS)} symbols; "
+        "its router asks the gate before every order"
+    )
     deadline = start + int(duration_s * 1e9)
     seen_transitions = 0
     try:
         while time.time_ns() < deadline:
             seen_transitions = _follow(report, gate, seen_transitions, line)
             now = time.time_ns()
-            if sim.runaway and (not report.trials or report.trials[-1].runaway_ns
-                                != sim.runaway_at_ns):
+            if sim.runaway and (
+                not report.trials or report.trials[-1].runaway_ns != sim.runaway_at_ns
+            ):
                 report.trials.append(Trial(runaway_ns=sim.runaway_at_ns or now))
-                line(f"RUNAWAY #{len(report.trials)}: strategy smars stops counting child "
-                     "fills against its parents (Knight's SMARS router)")
+                line(
+                    f"RUNAWAY #{len(report.trials)}: strategy smars stops counting child "
+                    "fills against its parents (Knight's SMARS router)"
+                )
             for ev in sim.step(now):
                 key = getattr(ev, "account", "-").encode()
                 await producer.send(sidecar.settings.kafka.input_topics[0], encode(ev), key=key)
                 report.events_produced += 1
             seen_transitions = _follow(report, gate, seen_transitions, line)
             trial = report.trials[-1] if report.trials else None
-            if (trial and trial.halt and trial.gate_saw_ns and trial.resumed_ns is None
-                    and len(report.trials) < trials):
+            if (
+                trial
+                and trial.halt
+                and trial.gate_saw_ns
+                and trial.resumed_ns is None
+                and len(report.trials) < trials
+            ):
                 await asyncio.sleep(0.2)
                 await sidecar.manual("resume", RUNAWAY, "demo", f"trial {len(report.trials)}")
                 trial.resumed_ns = time.time_ns()
@@ -205,16 +239,20 @@ def _follow(report: DemoReport, gate: Gate, seen: int, line: Callable[[str], Non
         trial = report.trials[-1] if report.trials else None
         if tr.scope == RUNAWAY and tr.to == "HALTED" and trial and trial.halt is None:
             trial.halt = tr
-            line(f"HALT decided: {tr.scope} {tr.from_} -> {tr.to} on rule {tr.rule} "
-                 f"({tr.metric} {tr.value:.3g} > {tr.limit:.3g}); "
-                 f"{(tr.decided_ns - tr.ts) / MS:.2f} ms after the offending event")
+            line(
+                f"HALT decided: {tr.scope} {tr.from_} -> {tr.to} on rule {tr.rule} "
+                f"({tr.metric} {tr.value:.3g} > {tr.limit:.3g}); "
+                f"{(tr.decided_ns - tr.ts) / MS:.2f} ms after the offending event"
+            )
         elif not tr.is_alert and tr.kind != "manual":
             line(f"transition: {tr.scope} {tr.from_} -> {tr.to} on rule {tr.rule}")
     trial = report.trials[-1] if report.trials else None
     if trial and trial.halt and trial.gate_saw_ns is None and gate.state(RUNAWAY) == "HALTED":
         trial.gate_saw_ns = gate.seen_ns.get(RUNAWAY, time.time_ns())
-        line(f"gate holds the halt: {(trial.gate_saw_ns - trial.halt.ts) / MS:.2f} ms after "
-             "the offending event")
+        line(
+            f"gate holds the halt: {(trial.gate_saw_ns - trial.halt.ts) / MS:.2f} ms after "
+            "the offending event"
+        )
     return len(report.transitions)
 
 
@@ -222,5 +260,8 @@ def _count_after(trial: Trial, sent_log: list[tuple[int, str]]) -> None:
     """Runaway-strategy orders sent between the halt decision and its resume."""
     if trial.halt is not None:
         end = trial.resumed_ns or time.time_ns()
-        trial.sent_after_halt = sum(1 for ns, strategy in sent_log
-                                    if strategy == "smars" and trial.halt.decided_ns < ns < end)
+        trial.sent_after_halt = sum(
+            1
+            for ns, strategy in sent_log
+            if strategy == "smars" and trial.halt.decided_ns < ns < end
+        )

@@ -81,8 +81,11 @@ class Sidecar:
         self.api_url = await self.api.start()  # /livez and /readyz answer during start-up
         await ensure_topics(k)
         self.producer = AIOKafkaProducer(
-            **k.client_options(), acks="all", linger_ms=0,
-            enable_idempotence=k.idempotent_producer, client_id=f"riskguard-{self.instance}",
+            **k.client_options(),
+            acks="all",
+            linger_ms=0,
+            enable_idempotence=k.idempotent_producer,
+            client_id=f"riskguard-{self.instance}",
         )
         await self.producer.start()
         self.control = ControlPublisher(self.producer, k.control_topic, self.metrics)
@@ -94,25 +97,40 @@ class Sidecar:
         # instances (silently breaking firm-wide limits) and stall starts on rebalances.
         # The group id is used only to commit offsets (lag monitoring, restarts).
         self.consumer = AIOKafkaConsumer(
-            **k.client_options(consumer=True), group_id=k.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=k.fetch_max_wait_ms,
+            **k.client_options(consumer=True),
+            group_id=k.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=k.fetch_max_wait_ms,
             client_id=f"riskguard-{self.instance}",
         )
         await self.consumer.start()
         await self._assign()
         self._consume_task = asyncio.create_task(self._consume(), name="consume")
-        for name, coro in (("heartbeat", self._heartbeats()), ("tick", self._ticks()),
-                           ("maintenance", self._maintenance())):
+        for name, coro in (
+            ("heartbeat", self._heartbeats()),
+            ("tick", self._ticks()),
+            ("maintenance", self._maintenance()),
+        ):
             self._tasks.append(asyncio.create_task(coro, name=name))
-        self.log.info("riskguard started", instance=self.instance, version=__version__,
-                      limits=self.limits.source, rules=len(self.limits.rules),
-                      restored=self.restored, settings=repr(self.settings))
+        self.log.info(
+            "riskguard started",
+            instance=self.instance,
+            version=__version__,
+            limits=self.limits.source,
+            rules=len(self.limits.rules),
+            restored=self.restored,
+            settings=repr(self.settings),
+        )
 
     async def _restore(self) -> None:
         """Re-assert every standing halt before the first batch is consumed."""
         k = self.settings.kafka
-        reader = AIOKafkaConsumer(**k.client_options(consumer=True), enable_auto_commit=False,
-                                  client_id=f"riskguard-{self.instance}-restore")
+        reader = AIOKafkaConsumer(
+            **k.client_options(consumer=True),
+            enable_auto_commit=False,
+            client_id=f"riskguard-{self.instance}-restore",
+        )
         await reader.start()
         try:
             view = await read_to_end(reader, k.control_topic, ControlView())
@@ -199,8 +217,9 @@ class Sidecar:
         for tp in fresh:
             self.applied[tp] = starts[tp]
         self.checks["partitions_assigned"] = True
-        self.log.info("partitions assigned", partitions=sorted(
-            f"{t.topic}/{t.partition}" for t in fresh))
+        self.log.info(
+            "partitions assigned", partitions=sorted(f"{t.topic}/{t.partition}" for t in fresh)
+        )
 
     async def _apply(self, batch: dict[TopicPartition, Sequence[Any]]) -> None:
         started = time.perf_counter()
@@ -231,22 +250,27 @@ class Sidecar:
             high = self.consumer.highwater(tp)
             if high is not None:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(0, high - self.applied[tp]))
+                    max(0, high - self.applied[tp])
+                )
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _dead_letter(self, bad: BadEvent, value: bytes, key: bytes | None) -> None:
         """Count, log and forward a bad event; the consumer always moves on."""
         self.bad_events += 1
         self.metrics.bad_events.labels(bad.reason).inc()
-        self.log.warning("bad event", reason=bad.reason, detail=bad.detail[:300],
-                         position=bad.position)
+        self.log.warning(
+            "bad event", reason=bad.reason, detail=bad.detail[:300], position=bad.position
+        )
         assert self.producer is not None
-        headers = [("riskguard.reason", bad.reason.encode()),
-                   ("riskguard.detail", bad.detail[:1000].encode()),
-                   ("riskguard.position", bad.position.encode())]
+        headers = [
+            ("riskguard.reason", bad.reason.encode()),
+            ("riskguard.detail", bad.detail[:1000].encode()),
+            ("riskguard.position", bad.position.encode()),
+        ]
         try:
-            await self.producer.send(self.settings.kafka.dead_letter_topic, value, key=key,
-                                     headers=headers)
+            await self.producer.send(
+                self.settings.kafka.dead_letter_topic, value, key=key, headers=headers
+            )
         except KafkaError as exc:  # counted and logged above; the event itself is in the log
             self.log.error("dead-letter publish failed", error=repr(exc), position=bad.position)
 
@@ -258,20 +282,39 @@ class Sidecar:
             self.metrics.transition(tr)
             self.audit.record("transition", tr)
             self.notifier.submit(tr)
-            self.log.warning("transition", scope=tr.scope, from_state=tr.from_, to=tr.to,
-                             kind=tr.kind, rule=tr.rule, value=tr.value, limit=tr.limit,
-                             operator=tr.operator, reason=tr.reason, id=tr.id)
+            self.log.warning(
+                "transition",
+                scope=tr.scope,
+                from_state=tr.from_,
+                to=tr.to,
+                kind=tr.kind,
+                rule=tr.rule,
+                value=tr.value,
+                limit=tr.limit,
+                operator=tr.operator,
+                reason=tr.reason,
+                id=tr.id,
+            )
 
-    async def manual(self, action: str, scope: str, operator: str,
-                     reason: str) -> Transition | None:
+    async def manual(
+        self, action: str, scope: str, operator: str, reason: str
+    ) -> Transition | None:
         """An operator's halt, reduce_only or resume: the same path as automatic ones."""
         ks = self.engine.killswitch
         if action == "resume":
             tr = ks.resume(scope, operator, reason)
         else:
             tr = ks.halt(scope, operator, reason, action=action)
-        self.audit.record("manual", {"action": action, "scope": scope, "operator": operator,
-                                     "reason": reason, "changed": tr is not None})
+        self.audit.record(
+            "manual",
+            {
+                "action": action,
+                "scope": scope,
+                "operator": operator,
+                "reason": reason,
+                "changed": tr is not None,
+            },
+        )
         if tr is not None:
             await self.dispatch([tr])
         return tr
@@ -292,12 +335,16 @@ class Sidecar:
             ready = self.ready()
             self.metrics.ready.set(1 if ready else 0)
             if self.healthy() and self.control is not None:
-                await self.control.heartbeat(HeartbeatRecord(
-                    ts=time.time_ns(), instance=self.instance, ready=ready,
-                    interval_ms=rt.heartbeat_interval_ms,
-                    last_event_ns=int(self.engine.store.g[G_LAST_ANY]),
-                    events_applied=self.engine.events_applied,
-                ))
+                await self.control.heartbeat(
+                    HeartbeatRecord(
+                        ts=time.time_ns(),
+                        instance=self.instance,
+                        ready=ready,
+                        interval_ms=rt.heartbeat_interval_ms,
+                        last_event_ns=int(self.engine.store.g[G_LAST_ANY]),
+                        events_applied=self.engine.events_applied,
+                    )
+                )
             await asyncio.sleep(rt.heartbeat_interval_ms / 1000)
 
     async def _ticks(self) -> None:
@@ -324,8 +371,11 @@ class Sidecar:
 
     async def commit(self) -> None:
         """Commit the offsets of applied events (never beyond what state reflects)."""
-        todo = {tp: OffsetAndMetadata(off, "") for tp, off in self.applied.items()
-                if self.committed.get(tp) != off}
+        todo = {
+            tp: OffsetAndMetadata(off, "")
+            for tp, off in self.applied.items()
+            if self.committed.get(tp) != off
+        }
         if not todo or self.consumer is None:
             return
         try:
@@ -336,8 +386,10 @@ class Sidecar:
 
     def status(self) -> dict[str, Any]:
         """Standing scopes with evidence, plus a health summary (for GET /v1/status)."""
-        standing = {scope: msgspec.to_builtins(tr)
-                    for scope, tr in self.engine.killswitch.standing().items()}
+        standing = {
+            scope: msgspec.to_builtins(tr)
+            for scope, tr in self.engine.killswitch.standing().items()
+        }
         last = int(self.engine.store.g[G_LAST_ANY])
         return {
             "instance": self.instance,
@@ -348,8 +400,11 @@ class Sidecar:
             "events_applied": self.engine.events_applied,
             "bad_events": self.bad_events,
             "last_event_ns": last if last > 0 else None,
-            "limits": {"source": self.limits.source, "sha256": self.limits.digest,
-                       "rules": len(self.limits.rules)},
+            "limits": {
+                "source": self.limits.source,
+                "sha256": self.limits.digest,
+                "rules": len(self.limits.rules),
+            },
             "control_pending": sorted(self.control.pending) if self.control else [],
             "notifiers": self.notifier.status(),
             "restored_at_start": self.restored,

@@ -20,8 +20,14 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
     try:
         existing = set(await admin.list_topics())
         wanted = [NewTopic(t, kafka.input_partitions, 1) for t in kafka.input_topics]
-        wanted.append(NewTopic(kafka.control_topic, 1, 1, topic_configs={
-            "cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}))
+        wanted.append(
+            NewTopic(
+                kafka.control_topic,
+                1,
+                1,
+                topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+            )
+        )
         wanted.append(NewTopic(kafka.dead_letter_topic, 1, 1))
         missing = [t for t in wanted if t.name not in existing]
         if missing:

@@ -37,8 +37,9 @@ class _Sink:
 class Notifier:
     """Fan transitions out to every configured sink."""
 
-    def __init__(self, configs: tuple[NotifierSettings, ...], metrics: Metrics,
-                 source: str = "riskguard") -> None:
+    def __init__(
+        self, configs: tuple[NotifierSettings, ...], metrics: Metrics, source: str = "riskguard"
+    ) -> None:
         self.metrics = metrics
         self.source = source
         self._log = log.get("notify")
@@ -59,9 +60,17 @@ class Notifier:
 
     def status(self) -> list[dict[str, Any]]:
         """Per sink: queued, delivered, failures, last error."""
-        return [{"sink": s.cfg.label, "kind": s.cfg.kind, "queued": s.queue.qsize(),
-                 "delivered": s.delivered, "failures": s.failures, "last_error": s.last_error}
-                for s in self._sinks]
+        return [
+            {
+                "sink": s.cfg.label,
+                "kind": s.cfg.kind,
+                "queued": s.queue.qsize(),
+                "delivered": s.delivered,
+                "failures": s.failures,
+                "last_error": s.last_error,
+            }
+            for s in self._sinks
+        ]
 
     async def _worker(self, sink: _Sink) -> None:
         label = sink.cfg.label
@@ -79,8 +88,13 @@ class Notifier:
                     sink.failures += 1
                     sink.last_error = f"{type(exc).__name__}: {exc}"[:300]
                     self.metrics.notifier_failures.labels(label).inc()
-                    self._log.warning("notifier delivery failed", sink=label, error=sink.last_error,
-                                      retry_in_s=round(backoff, 2), transition=tr.id)
+                    self._log.warning(
+                        "notifier delivery failed",
+                        sink=label,
+                        error=sink.last_error,
+                        retry_in_s=round(backoff, 2),
+                        transition=tr.id,
+                    )
                     await asyncio.sleep(backoff * (0.5 + random.random()))  # jitter
                     backoff = min(backoff * 2, sink.cfg.max_backoff_s)
             self.metrics.notifier_queue.labels(label).set(sink.queue.qsize())
@@ -91,8 +105,9 @@ class Notifier:
         async with self._session.post(cfg.url, json=body, timeout=timeout) as resp:
             if resp.status >= 300:
                 text = (await resp.text())[:200]
-                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
-                                                  message=text)
+                raise aiohttp.ClientResponseError(
+                    resp.request_info, (), status=resp.status, message=text
+                )
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for every queue to empty. True if all delivered."""
@@ -106,8 +121,11 @@ class Notifier:
         """Cancel the workers and close the session (undelivered items are logged)."""
         for sink in self._sinks:
             if sink.queue.qsize():
-                self._log.error("notifications not delivered at shutdown", sink=sink.cfg.label,
-                                count=sink.queue.qsize())
+                self._log.error(
+                    "notifications not delivered at shutdown",
+                    sink=sink.cfg.label,
+                    count=sink.queue.qsize(),
+                )
             if sink.task:
                 sink.task.cancel()
         await asyncio.gather(*(s.task for s in self._sinks if s.task), return_exceptions=True)

@@ -29,8 +29,10 @@ def summary(tr: Transition) -> str:
         verb = "RESUMED" if tr.to == "ACTIVE" else tr.to
         return f"riskguard: {tr.scope} {verb} by {tr.operator}: {tr.reason}"
     what = "ALERT" if tr.is_alert else tr.to
-    return (f"riskguard: {tr.scope} {what} - rule {tr.rule} ({tr.metric}) "
-            f"value {tr.value:.6g} vs limit {tr.limit:.6g}")
+    return (
+        f"riskguard: {tr.scope} {what} - rule {tr.rule} ({tr.metric}) "
+        f"value {tr.value:.6g} vs limit {tr.limit:.6g}"
+    )
 
 
 def severity(tr: Transition) -> str:
@@ -74,9 +76,13 @@ def slack(tr: Transition) -> dict[str, Any]:
 def alertmanager(tr: Transition, source: str) -> list[dict[str, Any]]:
     """``/api/v2/alerts`` body: the alert for a halt, or its end on resume."""
     alert_id = tr.ends if (tr.to == "ACTIVE" and tr.ends) else tr.id
-    labels = {"alertname": "RiskguardHalt" if not tr.is_alert else "RiskguardLimitAlert",
-              "scope": tr.scope, "severity": severity(tr), "instance": source,
-              "halt_id": alert_id}
+    labels = {
+        "alertname": "RiskguardHalt" if not tr.is_alert else "RiskguardLimitAlert",
+        "scope": tr.scope,
+        "severity": severity(tr),
+        "instance": source,
+        "halt_id": alert_id,
+    }
     body: dict[str, Any] = {
         "labels": labels,
         "annotations": {"summary": summary(tr), "rule": tr.rule or "manual"},
@@ -94,8 +100,9 @@ def webhook(tr: Transition) -> dict[str, Any]:
     return out
 
 
-def build(cfg: NotifierSettings, tr: Transition, routing_key: str | None,
-          source: str) -> Any | None:
+def build(
+    cfg: NotifierSettings, tr: Transition, routing_key: str | None, source: str
+) -> Any | None:
     """The body to POST to ``cfg.url`` for ``tr``, or None to skip."""
     if cfg.kind == "pagerduty":
         return pagerduty(tr, routing_key or "", source)

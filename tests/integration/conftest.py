@@ -26,18 +26,21 @@ def broker() -> Iterator[EmbeddedBroker]:
 def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
     """Settings with topics unique to the test, an ephemeral API port and a token."""
     run = uuid.uuid4().hex[:8]
-    return load_settings(env={}, overrides={
-        "kafka.bootstrap_servers": broker.bootstrap_servers,
-        "kafka.input_topics": [f"events-{run}"],
-        "kafka.group_id": f"riskguard-{run}",
-        "kafka.control_topic": f"control-{run}",
-        "kafka.dead_letter_topic": f"dead-{run}",
-        "http.port": 0,
-        "http.token": TOKEN,
-        "runtime.audit_log": str(tmp_path / "audit.jsonl"),
-        "runtime.heartbeat_interval_ms": 100,
-        "runtime.instance": f"test-{run}",
-    })
+    return load_settings(
+        env={},
+        overrides={
+            "kafka.bootstrap_servers": broker.bootstrap_servers,
+            "kafka.input_topics": [f"events-{run}"],
+            "kafka.group_id": f"riskguard-{run}",
+            "kafka.control_topic": f"control-{run}",
+            "kafka.dead_letter_topic": f"dead-{run}",
+            "http.port": 0,
+            "http.token": TOKEN,
+            "runtime.audit_log": str(tmp_path / "audit.jsonl"),
+            "runtime.heartbeat_interval_ms": 100,
+            "runtime.instance": f"test-{run}",
+        },
+    )
 
 
 OVERFILL = parse("""

@@ -39,14 +39,25 @@ async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no
 
 RUNAWAY = [
     ev(type="parent", parent_id="P1", side="buy", qty=100),
-    *[ev(type="fill", order_id=f"c{i}", exec_id=f"e{i}", side="buy", qty=30, price=10,
-         parent_id="P1") for i in range(4)],
+    *[
+        ev(
+            type="fill",
+            order_id=f"c{i}",
+            exec_id=f"e{i}",
+            side="buy",
+            qty=30,
+            price=10,
+            parent_id="P1",
+        )
+        for i in range(4)
+    ],
 ]
 
 
 async def test_automatic_halt_reaches_a_gate(sidecar: Sidecar, settings: Settings) -> None:
-    async with Gate(settings.kafka.bootstrap_servers, settings.kafka.control_topic,
-                    heartbeat_timeout_ms=1000) as gate:
+    async with Gate(
+        settings.kafka.bootstrap_servers, settings.kafka.control_topic, heartbeat_timeout_ms=1000
+    ) as gate:
         await wait_for(lambda: bool(gate.allows("A", "smars", "RSHYY", "buy", False)))
         await produce(settings, *RUNAWAY)
         await wait_for(lambda: not gate.allows("A", "smars", "RSHYY", "buy", False))
@@ -70,14 +81,21 @@ async def test_halt_survives_a_restart(settings: Settings) -> None:
         await second.stop()
 
 
-async def test_bad_events_land_in_the_dead_letter_topic(sidecar: Sidecar,
-                                                        settings: Settings) -> None:
-    await produce(settings, b"{not json", ev(type="new", order_id="o", side="buy", qty="100",
-                                             price=1), ev(type="heartbeat", source="r"))
+async def test_bad_events_land_in_the_dead_letter_topic(
+    sidecar: Sidecar, settings: Settings
+) -> None:
+    await produce(
+        settings,
+        b"{not json",
+        ev(type="new", order_id="o", side="buy", qty="100", price=1),
+        ev(type="heartbeat", source="r"),
+    )
     await wait_for(lambda: sidecar.engine.events_applied >= 1 and sidecar.bad_events >= 2)
-    c = AIOKafkaConsumer(settings.kafka.dead_letter_topic,
-                         bootstrap_servers=settings.kafka.bootstrap_servers,
-                         auto_offset_reset="earliest")
+    c = AIOKafkaConsumer(
+        settings.kafka.dead_letter_topic,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+    )
     await c.start()
     try:
         got = []
