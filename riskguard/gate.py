@@ -72,12 +72,12 @@ class Gate:
         self.view = ControlView()
         #: wall-clock ns at which each scope's latest record was read (for latency checks)
         self.seen_ns: dict[str, int] = {}
+        options = {"fetch_max_wait_ms": 1, **kafka_options}  # low wait: halts arrive fast
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             enable_auto_commit=False,
-            fetch_max_wait_ms=1,
             request_timeout_ms=request_timeout_ms,
-            **kafka_options,
+            **options,
         )
         self._task: asyncio.Task[None] | None = None
         self._fresh_until = 0.0  # monotonic deadline of the current heartbeat
