@@ -81,6 +81,7 @@ async def riskguard(bs: str, wait_ms: int, n: int, tmp: str) -> tuple[list[float
             "kafka.fetch_max_wait_ms": wait_ms,
             "http.port": 0,
             "runtime.audit_log": str(Path(tmp) / f"audit-{run}.jsonl"),
+            "runtime.journal": str(Path(tmp) / f"journal-{run}.jsonl"),
             "runtime.heartbeat_interval_ms": 100,
         },
     )

@@ -137,6 +137,8 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     tick_interval_ms: int = 100
     commit_interval_ms: int = 1000
     audit_log: str = "riskguard-audit.jsonl"
+    #: fsynced local copy of every scope's latest state; re-asserted before consuming
+    journal: str = "riskguard-journal.jsonl"
     instance: str = ""
     log_level: str = "info"
 
@@ -167,6 +169,7 @@ ENV = {
     "RISKGUARD_HTTP_TOKEN": "http.token",
     "RISKGUARD_HTTP_TOKEN_FILE": "http.token_file",
     "RISKGUARD_AUDIT_LOG": "runtime.audit_log",
+    "RISKGUARD_JOURNAL": "runtime.journal",
     "RISKGUARD_LOG_LEVEL": "runtime.log_level",
 }
 

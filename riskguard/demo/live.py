@@ -134,6 +134,7 @@ async def run_demo(
                 "http.port": 0,
                 "http.token": secrets.token_urlsafe(24),
                 "runtime.audit_log": str(Path(tmp) / "audit.jsonl"),
+                "runtime.journal": str(Path(tmp) / "journal.jsonl"),
                 "runtime.heartbeat_interval_ms": 100,
                 "runtime.instance": "demo",
             },

@@ -33,6 +33,7 @@ from riskguard.control.records import HeartbeatRecord
 from riskguard.engine import Engine
 from riskguard.events import BadEvent, Event, decode
 from riskguard.ingest.topics import ensure_topics
+from riskguard.journal import HaltJournal
 from riskguard.killswitch import Transition
 from riskguard.limits import Limits, load
 from riskguard.metrics import Metrics
@@ -57,6 +58,8 @@ class Sidecar:
         self.metrics.limits_rules.set(len(self.limits.rules))
         self.instance = settings.runtime.instance or f"{socket.gethostname()}-{os.getpid()}"
         self.audit = AuditLog(settings.runtime.audit_log)
+        self.journal = HaltJournal(settings.runtime.journal)
+        self.republished: list[str] = []
         self.notifier = Notifier(settings.notifier, self.metrics, source=self.instance)
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
@@ -124,8 +127,21 @@ class Sidecar:
         )
 
     async def _restore(self) -> None:
-        """Re-assert every standing halt before the first batch is consumed."""
+        """Re-assert every standing halt before the first batch is consumed.
+
+        Two sources, newest decision per scope wins: the local journal (survives a
+        broker that lost its data) and the control topic (survives losing this host).
+        A state only the journal knows, or knows newer, is re-published so gates
+        learn it again.
+        """
         k = self.settings.kafka
+        journal = self.journal.load()
+        if self.journal.unreadable:
+            self.log.warning(
+                "journal lines unreadable, skipped",
+                count=self.journal.unreadable,
+                path=str(self.journal.path),
+            )
         reader = AIOKafkaConsumer(
             **k.client_options(consumer=True),
             enable_auto_commit=False,
@@ -136,10 +152,24 @@ class Sidecar:
             view = await read_to_end(reader, k.control_topic, ControlView())
         finally:
             await reader.stop()
-        for record in view.states.values():
-            if self.engine.killswitch.restore(record.transition):
-                self.restored.append(record.scope)
-                self.metrics.transition(record.transition)
+        merged = {scope: rec.transition for scope, rec in view.states.items()}
+        stale: list[Transition] = []
+        for scope, tr in journal.items():
+            published = merged.get(scope)
+            if published is None or tr.decided_ns > published.decided_ns:
+                merged[scope] = tr
+                stale.append(tr)
+        for tr in merged.values():
+            if self.engine.killswitch.restore(tr):
+                self.restored.append(tr.scope)
+                self.metrics.transition(tr)
+        if stale and self.control is not None:
+            await self.control.publish(stale)
+            self.republished = sorted(t.scope for t in stale)
+            self.log.warning(
+                "re-published states the control topic had lost", scopes=self.republished
+            )
+        await asyncio.to_thread(self.journal.compact, merged)
         if view.heartbeat is not None and view.heartbeat.last_event_ns > 0:
             self.engine.judge_until(view.heartbeat.last_event_ns)
         self.checks["control_topic_read"] = True
@@ -278,6 +308,10 @@ class Sidecar:
         """Act on transitions: control topic (awaited), then metrics, audit, notifiers."""
         assert self.control is not None
         await self.control.publish(transitions)
+        try:
+            await asyncio.to_thread(self.journal.append, transitions)
+        except OSError as exc:  # the control topic still has it; say so loudly
+            self.log.error("journal write failed", path=str(self.journal.path), error=str(exc))
         for tr in transitions:
             self.metrics.transition(tr)
             self.audit.record("transition", tr)
@@ -408,4 +442,6 @@ class Sidecar:
             "control_pending": sorted(self.control.pending) if self.control else [],
             "notifiers": self.notifier.status(),
             "restored_at_start": self.restored,
+            "republished_at_start": self.republished,
+            "journal": str(self.journal.path),
         }

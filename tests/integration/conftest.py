@@ -37,6 +37,7 @@ def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
             "http.port": 0,
             "http.token": TOKEN,
             "runtime.audit_log": str(tmp_path / "audit.jsonl"),
+            "runtime.journal": str(tmp_path / "journal.jsonl"),
             "runtime.heartbeat_interval_ms": 100,
             "runtime.instance": f"test-{run}",
         },

@@ -29,6 +29,7 @@ control_topic = "control-{run}"
 dead_letter_topic = "dead-{run}"
 [runtime]
 audit_log = "{tmp_path / "audit.jsonl"}"
+journal = "{tmp_path / "journal.jsonl"}"
 """)
     env = {
         **os.environ,

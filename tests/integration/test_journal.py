@@ -1,0 +1,87 @@
+"""Halts survive a broker that lost everything: the local journal re-asserts and re-publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from riskguard.broker import EmbeddedBroker
+from riskguard.gate import Gate
+from riskguard.ingest.runtime import Sidecar
+from riskguard.journal import HaltJournal
+from riskguard.killswitch import Transition
+from riskguard.settings import Settings, load_settings
+from tests.integration.conftest import OVERFILL
+
+
+def settings_for(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+    return load_settings(
+        env={},
+        overrides={
+            "kafka.bootstrap_servers": broker.bootstrap_servers,
+            "http.port": 0,
+            "runtime.audit_log": str(tmp_path / "audit.jsonl"),
+            "runtime.journal": str(tmp_path / "journal.jsonl"),
+            "runtime.heartbeat_interval_ms": 100,
+        },
+    )
+
+
+async def test_halt_survives_broker_restarted_empty(tmp_path: Path) -> None:
+    broker = EmbeddedBroker()
+    broker.start()
+    try:
+        first = Sidecar(settings_for(broker, tmp_path), OVERFILL)
+        await first.start()
+        await first.manual("halt", "strategy:smars", "alice", "runaway")
+        await first.manual("halt", "account:B", "alice", "drill")
+        await first.manual("resume", "account:B", "alice", "drill over")
+        await first.stop()
+        broker.stop()  # memory-only broker: every topic is gone
+        broker.start()
+        second = Sidecar(settings_for(broker, tmp_path), OVERFILL)
+        await second.start()
+        try:
+            assert second.engine.killswitch.state("strategy:smars") == "HALTED"
+            assert second.engine.killswitch.state("account:B") == "ACTIVE"
+            assert second.republished == ["account:B", "strategy:smars"]
+            async with Gate(broker.bootstrap_servers, "riskguard.control") as gate:
+                deadline = time.monotonic() + 10
+                while not gate.health():
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.02)
+                verdict = gate.allows("A", "smars", "X", "buy", False)
+                assert not verdict and "by alice: runaway" in verdict.reason
+                assert gate.allows("B", "other", "X", "buy", False)
+        finally:
+            await second.stop()
+    finally:
+        broker.stop()
+
+
+def test_journal_newest_wins_and_torn_lines_are_skipped(tmp_path: Path) -> None:
+    j = HaltJournal(tmp_path / "j.jsonl")
+
+    def tr(scope: str, to: str, at: int) -> Transition:
+        return Transition(
+            id=f"{scope}@{at}",
+            scope=scope,
+            from_="ACTIVE",
+            to=to,
+            kind="manual",
+            ts=at,
+            decided_ns=at,
+            operator="ops",
+            reason="r",
+        )
+
+    j.append([tr("firm", "HALTED", 5), tr("account:A", "HALTED", 6)])
+    j.append([tr("firm", "ACTIVE", 9)])
+    with j.path.open("ab") as f:
+        f.write(b'{"id":"torn","scope":"acc')  # a power cut mid-write
+    latest = j.load()
+    assert j.unreadable == 1
+    assert {s: t.to for s, t in latest.items()} == {"firm": "ACTIVE", "account:A": "HALTED"}
+    j.compact(latest)
+    assert len(j.path.read_bytes().splitlines()) == 2 and j.load() == latest
