@@ -128,6 +128,11 @@ class Metrics:
         self.ready = Gauge(
             "riskguard_ready", "1 when riskguard is ready (see /readyz).", registry=r
         )
+        self.broker_reachable = Gauge(
+            "riskguard_broker_reachable",
+            "1 while publishes to the broker succeed within the budget.",
+            registry=r,
+        )
         self.last_event = Gauge(
             "riskguard_last_event_timestamp_seconds",
             "Event time of the latest applied event.",

@@ -32,6 +32,7 @@ from riskguard.control.reader import ControlView, partitions, read_to_end
 from riskguard.control.records import HeartbeatRecord
 from riskguard.engine import Engine
 from riskguard.events import BadEvent, Event, decode
+from riskguard.ingest.health import BrokerWatch, Edge
 from riskguard.ingest.topics import ensure_topics
 from riskguard.journal import HaltJournal
 from riskguard.killswitch import Transition
@@ -41,7 +42,13 @@ from riskguard.notify.dispatch import Notifier
 from riskguard.settings import Settings
 from riskguard.state.layout import G_LAST_ANY
 
-READY_CHECKS = ("limits_loaded", "kernels_warm", "control_topic_read", "partitions_assigned")
+READY_CHECKS = (
+    "limits_loaded",
+    "kernels_warm",
+    "control_topic_read",
+    "partitions_assigned",
+    "broker_reachable",
+)
 
 
 class Sidecar:
@@ -55,6 +62,8 @@ class Sidecar:
         self.engine = Engine(self.limits)  # compiles or loads the kernels: warm before events
         self.checks = dict.fromkeys(READY_CHECKS, False)
         self.checks["limits_loaded"] = self.checks["kernels_warm"] = True
+        self.checks["broker_reachable"] = True
+        self.broker = BrokerWatch(settings.runtime.broker_budget_ms)
         self.metrics.limits_rules.set(len(self.limits.rules))
         self.instance = settings.runtime.instance or f"{socket.gethostname()}-{os.getpid()}"
         self.audit = AuditLog(settings.runtime.audit_log)
@@ -369,7 +378,7 @@ class Sidecar:
             ready = self.ready()
             self.metrics.ready.set(1 if ready else 0)
             if self.healthy() and self.control is not None:
-                await self.control.heartbeat(
+                ok = await self.control.heartbeat(
                     HeartbeatRecord(
                         ts=time.time_ns(),
                         instance=self.instance,
@@ -379,12 +388,27 @@ class Sidecar:
                         events_applied=self.engine.events_applied,
                     )
                 )
+                self._broker_edge(self.broker.observe(ok))
             await asyncio.sleep(rt.heartbeat_interval_ms / 1000)
+
+    def _broker_edge(self, edge: Edge | None) -> None:
+        """Not ready (and alert) when the broker has taken nothing for the budget."""
+        self.checks["broker_reachable"] = self.broker.reachable
+        self.metrics.broker_reachable.set(1 if self.broker.reachable else 0)
+        if edge is None:
+            return
+        alert = self.broker.alert(edge, self.engine.killswitch.state("firm"))
+        log_at = self.log.error if edge == "lost" else self.log.warning
+        log_at(f"broker {edge}", silent_ms=alert.value, budget_ms=self.broker.budget_ms)
+        self.metrics.transition(alert)
+        self.audit.record("transition", alert)
+        self.notifier.submit(alert)
 
     async def _ticks(self) -> None:
         while True:
             await asyncio.sleep(self.settings.runtime.tick_interval_ms / 1000)
             now = time.time_ns()
+            self._broker_edge(self.broker.check())
             transitions = self.engine.tick(now)
             if transitions:
                 await self.dispatch(transitions)

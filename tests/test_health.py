@@ -1,0 +1,22 @@
+"""Broker reachability edges, on a fake monotonic clock."""
+
+from __future__ import annotations
+
+from riskguard.ingest.health import BrokerWatch
+
+
+def test_lost_after_budget_then_recovered() -> None:
+    w = BrokerWatch(budget_ms=3000)
+    w.observe(True, now_mono=100.0)
+    assert w.check(now_mono=102.9) is None and w.reachable
+    assert w.observe(False, now_mono=103.0) is None  # exactly at the budget: not yet
+    assert w.check(now_mono=103.2) == "lost" and not w.reachable
+    assert w.check(now_mono=110.0) is None  # one edge per outage
+    assert w.observe(True, now_mono=111.0) == "recovered" and w.reachable
+    alert = BrokerWatch(1000).alert("lost", "ACTIVE")
+    assert (alert.kind, alert.rule, alert.from_, alert.to) == (
+        "alert",
+        "broker-unreachable",
+        "ACTIVE",
+        "ACTIVE",
+    )
