@@ -106,7 +106,11 @@ class Engine:
         return book
 
     def replace_limits(self, limits: Limits) -> None:
-        """Swap in new limits. Windows restart empty; latched states are untouched."""
+        """Swap in new limits between batches.
+
+        Latched states and judged times are untouched; windows whose kind, scope and
+        length did not change keep their counts; rule peaks and alert edges restart.
+        """
         self.rulebook = self._install(limits)
 
     @property

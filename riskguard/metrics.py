@@ -128,6 +128,12 @@ class Metrics:
         self.ready = Gauge(
             "riskguard_ready", "1 when riskguard is ready (see /readyz).", registry=r
         )
+        self.limits_reloads = Counter(
+            "riskguard_limits_reloads_total",
+            "Limits file reloads, by result (applied, rejected).",
+            ["result"],
+            registry=r,
+        )
         self.broker_reachable = Gauge(
             "riskguard_broker_reachable",
             "1 while publishes to the broker succeed within the budget.",

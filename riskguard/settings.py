@@ -134,6 +134,8 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     heartbeat_interval_ms: int = 250
     #: The loop must have polled within this long for riskguard to call itself healthy.
     stall_budget_ms: int = 2000
+    #: Reload limits when their file changes (SIGHUP always reloads).
+    watch_limits: bool = True
     #: No successful publish to the broker for this long: not ready, and alert.
     broker_budget_ms: int = 3000
     tick_interval_ms: int = 100

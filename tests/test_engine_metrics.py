@@ -344,3 +344,16 @@ def test_order_ids_are_recycled_without_mixing_state(engine_for: Make) -> None:
     assert e.keys.n_orders == 100  # ids reused, not grown to 500
     run(e, [new("x", 10 * MS), fill("x", 10 * MS, qty=4), cancel("r0-1", 11 * MS)])
     assert e.scope_values("firm")["open_orders"] == 1.0
+
+
+def test_reload_keeps_unchanged_windows_and_latched_states(engine_for: Make) -> None:
+    from riskguard.limits import parse  # noqa: PLC0415
+
+    e = engine_for(rule("order_rate", window_ms=1000, max=5), rule("order_qty", max=10))
+    assert run(e, [new(f"a{i}", i * MS) for i in range(4)] + [new("big", 5 * MS, qty=50)])
+    assert e.killswitch.state("strategy:S") == "HALTED"
+    e.killswitch.resume("strategy:S", "ops", "limits being raised")
+    body = rule("order_rate", window_ms=1000, max=6).replace("order_rate-rule", "rate2")
+    e.replace_limits(parse("version = 1\n[[rule]]\n" + body))
+    (tr,) = run(e, [new("b", 10 * MS), new("c", 11 * MS)])  # 5 earlier orders still counted
+    assert (tr.rule, tr.value) == ("rate2", 7.0)

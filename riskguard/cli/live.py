@@ -53,6 +53,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, sidecar.request_stop)
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def on_sighup() -> None:
+            task = asyncio.create_task(sidecar.reloader.reload("SIGHUP"))
+            reloads.add(task)  # keep a reference until it is done
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
         await sidecar.start()
         await sidecar.run()
 

@@ -17,6 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -33,6 +34,7 @@ from riskguard.control.records import HeartbeatRecord
 from riskguard.engine import Engine
 from riskguard.events import BadEvent, Event, decode
 from riskguard.ingest.health import BrokerWatch, Edge
+from riskguard.ingest.reload import LimitsReloader
 from riskguard.ingest.topics import ensure_topics
 from riskguard.journal import HaltJournal
 from riskguard.killswitch import Transition
@@ -64,6 +66,7 @@ class Sidecar:
         self.checks["limits_loaded"] = self.checks["kernels_warm"] = True
         self.checks["broker_reachable"] = True
         self.broker = BrokerWatch(settings.runtime.broker_budget_ms)
+        self.reloader = LimitsReloader(self, self.limits.source)
         self.metrics.limits_rules.set(len(self.limits.rules))
         self.instance = settings.runtime.instance or f"{socket.gethostname()}-{os.getpid()}"
         self.audit = AuditLog(settings.runtime.audit_log)
@@ -119,6 +122,8 @@ class Sidecar:
         await self.consumer.start()
         await self._assign()
         self._consume_task = asyncio.create_task(self._consume(), name="consume")
+        if settings_watch(self):
+            self.reloader.start_watching()
         for name, coro in (
             ("heartbeat", self._heartbeats()),
             ("tick", self._ticks()),
@@ -199,6 +204,7 @@ class Sidecar:
             if self._fetching:  # waiting on the broker, nothing in hand: safe to cancel
                 self._consume_task.cancel()
             await asyncio.gather(self._consume_task, return_exceptions=True)
+        await self.reloader.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -459,6 +465,7 @@ class Sidecar:
             "bad_events": self.bad_events,
             "last_event_ns": last if last > 0 else None,
             "limits": {
+                "last_reload_error": self.reloader.last_error or None,
                 "source": self.limits.source,
                 "sha256": self.limits.digest,
                 "rules": len(self.limits.rules),
@@ -469,3 +476,8 @@ class Sidecar:
             "republished_at_start": self.republished,
             "journal": str(self.journal.path),
         }
+
+
+def settings_watch(sidecar: Sidecar) -> bool:
+    """Watch the limits file only when it is a real file and watching is enabled."""
+    return sidecar.settings.runtime.watch_limits and Path(sidecar.limits.source).is_file()

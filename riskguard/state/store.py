@@ -98,17 +98,30 @@ class StateStore:
         self.alerts = Dict.empty(ALERT_KEY, types.int64)
         self.dup = Dict.empty(DUP_KEY, types.int64)
         self.ci = np.zeros((0, NCI), dtype=np.int64)
+        self.cb = np.zeros((0, capacity, RING))
+        self.clast = np.zeros((0, capacity), dtype=np.int64)
+        self.csum = np.zeros((0, capacity))
         self.reset_counters(np.zeros((n_counters, NCI), dtype=np.int64))
         self._scopes = 1  # scope 0 (firm) is laid out by the fills above
         self._pairs = 0
 
     def reset_counters(self, ci: np.ndarray[Any, Any]) -> None:
-        """Install counter definitions ``ci`` (kind, level, width, window); windows restart."""
-        self.ci = ci
+        """Install counter definitions ``ci`` (kind, level, width, window).
+
+        A counter that existed before with the same kind, level and window keeps its
+        buckets, so reloading limits does not blind a rate limit for a window's
+        length. New counters start empty. The duplicate-order table restarts.
+        """
+        old = {tuple(int(x) for x in row): k for k, row in enumerate(self.ci)}
         cap = self.sf.shape[0]
-        self.cb = np.zeros((ci.shape[0], cap, RING))
-        self.clast = np.full((ci.shape[0], cap), -1, dtype=np.int64)
-        self.csum = np.zeros((ci.shape[0], cap))
+        cb = np.zeros((ci.shape[0], cap, RING))
+        clast = np.full((ci.shape[0], cap), -1, dtype=np.int64)
+        csum = np.zeros((ci.shape[0], cap))
+        for k, row in enumerate(ci):
+            was = old.get(tuple(int(x) for x in row))
+            if was is not None:
+                cb[k], clast[k], csum[k] = self.cb[was], self.clast[was], self.csum[was]
+        self.ci, self.cb, self.clast, self.csum = ci, cb, clast, csum
         self.dup.clear()
 
     def reserve(self, keys: KeySpace) -> None:

@@ -1,0 +1,109 @@
+"""Limits hot reload: file change (incl. a Kubernetes ConfigMap symlink swap) and SIGHUP;
+a bad file keeps the old limits, alerts, shows in metrics; every reload is audited."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from riskguard import audit
+from riskguard.ingest.reload import diff_rules
+from riskguard.ingest.runtime import Sidecar
+from riskguard.limits import parse
+from riskguard.settings import Settings
+
+RULE = (
+    'version = 1\n[[rule]]\nname = "fat"\nmetric = "order_qty"\nscope = "account"\nmax = {}\n'
+    'action = "halt"\n'
+)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def with_limits(settings: Settings, path: Path) -> Settings:
+    base = msgspec.to_builtins(settings)
+    base["limits"] = str(path)
+    return msgspec.convert(base, Settings)
+
+
+def reloads(sidecar: Sidecar, result: str) -> float:
+    text = sidecar.metrics.exposition().decode()
+    line = f'riskguard_limits_reloads_total{{result="{result}"}} '
+    return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)), 0.0)
+
+
+async def test_file_change_applies_and_bad_file_keeps_old_limits(
+    settings: Settings, tmp_path: Path
+) -> None:
+    limits = tmp_path / "conf" / "limits.toml"
+    limits.parent.mkdir()
+    limits.write_text(RULE.format(100))
+    sidecar = Sidecar(with_limits(settings, limits))
+    await sidecar.start()
+    try:
+        await asyncio.sleep(0.3)  # let the watcher settle
+        limits.write_text(RULE.format(250))
+        await until(lambda: sidecar.limits.rules[0].max == 250.0)
+        assert reloads(sidecar, "applied") == 1
+        good = sidecar.limits.digest
+        limits.write_text(RULE.format(250).replace('"halt"', '"explode"'))
+        await until(lambda: reloads(sidecar, "rejected") >= 1)
+        assert sidecar.limits.digest == good  # the old limits stay in force
+        assert "field 'action'" in sidecar.status()["limits"]["last_reload_error"]
+        (tmp_path / "conf" / "limits.toml").write_text(RULE.format(300))
+        assert await sidecar.reloader.reload("SIGHUP") in (True, False)  # watcher may win
+        await until(lambda: sidecar.limits.rules[0].max == 300.0)
+        await asyncio.sleep(0.2)
+    finally:
+        await sidecar.stop()
+    records = [r for r in audit.read(settings.runtime.audit_log) if r["kind"] == "limits_reload"]
+    applied = [r["record"] for r in records if r["record"]["result"] == "applied"]
+    rejected = [r["record"] for r in records if r["record"]["result"] == "rejected"]
+    assert applied[0]["diff"]["changed"] == {"fat": {"max": [100.0, 250.0]}}
+    assert rejected and "rule 'fat' (#1): field 'action'" in rejected[0]["problems"][0]
+
+
+async def test_configmap_symlink_swap_is_picked_up(settings: Settings, tmp_path: Path) -> None:
+    conf = tmp_path / "configmap"
+    (conf / "..2026_v1").mkdir(parents=True)
+    (conf / "..2026_v1" / "limits.toml").write_text(RULE.format(100))
+    os.symlink("..2026_v1", conf / "..data")
+    os.symlink("..data/limits.toml", conf / "limits.toml")
+    sidecar = Sidecar(with_limits(settings, conf / "limits.toml"))
+    await sidecar.start()
+    try:
+        await asyncio.sleep(0.3)
+        (conf / "..2026_v2").mkdir()
+        (conf / "..2026_v2" / "limits.toml").write_text(RULE.format(999))
+        os.symlink("..2026_v2", conf / "..data_tmp")
+        os.replace(conf / "..data_tmp", conf / "..data")  # how kubelet swaps a ConfigMap
+        await until(lambda: sidecar.limits.rules[0].max == 999.0)
+    finally:
+        await sidecar.stop()
+
+
+def test_diff_rules() -> None:
+    old = parse(
+        RULE.format(1) + '[[rule]]\nname = "gone"\nmetric = "pnl"\nscope = "firm"\n'
+        'min = -5\naction = "alert"\n'
+    )
+    new = parse(
+        RULE.format(2).replace('scope = "account"', 'scope = "strategy"')
+        + '[[rule]]\nname = "new"\nmetric = "pnl"\nscope = "firm"\nmin = -5\n'
+        'action = "alert"\n'
+    )
+    assert diff_rules(old, new) == {
+        "added": ["new"],
+        "removed": ["gone"],
+        "changed": {"fat": {"max": [1.0, 2.0], "scope": ["account", "strategy"]}},
+    }
