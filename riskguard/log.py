@@ -25,19 +25,40 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+class _StderrLogger:
+    """Writes each line to whatever ``sys.stderr`` is *now*.
+
+    Binding the stream object at configure time breaks when the host swaps
+    ``sys.stderr`` later (test runners, embedding applications): writes then go to
+    a closed file and raise inside riskguard's error paths.
+    """
+
+    def msg(self, message: str | bytes) -> None:
+        """Write one rendered line."""
+        stream = sys.stderr
+        binary = getattr(stream, "buffer", None)
+        if binary is not None:
+            binary.write((message if isinstance(message, bytes) else message.encode()) + b"\n")
+        else:
+            stream.write((message.decode() if isinstance(message, bytes) else message) + "\n")
+        stream.flush()
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
+
+
 def configure(level: str = "info", stream: TextIO | None = None) -> None:
-    """Send JSON logs to ``stream`` (stderr by default) at ``level``."""
-    out = stream or sys.stderr
-    binary = getattr(out, "buffer", None)
+    """Send JSON logs to ``stream``, or to the current ``sys.stderr``, at ``level``."""
     factory: Any
-    if binary is not None:  # bytes straight from orjson, no decode/encode round trip
-        renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-        factory = structlog.BytesLoggerFactory(binary)
-    else:  # text streams (e.g. io.StringIO in tests)
+    renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
+    if stream is None:
+        factory = lambda *_args: _StderrLogger()  # noqa: E731 - structlog wants a callable
+    elif getattr(stream, "buffer", None) is not None:
+        factory = structlog.BytesLoggerFactory(stream.buffer)
+    else:  # text streams (e.g. io.StringIO)
         renderer = structlog.processors.JSONRenderer(
             serializer=lambda obj, **kw: orjson.dumps(obj, **kw).decode()
         )
-        factory = structlog.PrintLoggerFactory(out)
+        factory = structlog.PrintLoggerFactory(stream)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

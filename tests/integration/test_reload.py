@@ -30,6 +30,14 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def write(path: Path, text: str) -> None:
+    """Replace a file atomically, as editors and kubelet do (a torn read would be rejected
+    and retried on the next change, which would make the counts below inexact)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def with_limits(settings: Settings, path: Path) -> Settings:
     base = msgspec.to_builtins(settings)
     base["limits"] = str(path)
@@ -52,15 +60,15 @@ async def test_file_change_applies_and_bad_file_keeps_old_limits(
     await sidecar.start()
     try:
         await asyncio.sleep(0.3)  # let the watcher settle
-        limits.write_text(RULE.format(250))
+        write(limits, RULE.format(250))
         await until(lambda: sidecar.limits.rules[0].max == 250.0)
         assert reloads(sidecar, "applied") == 1
         good = sidecar.limits.digest
-        limits.write_text(RULE.format(250).replace('"halt"', '"explode"'))
+        write(limits, RULE.format(250).replace('"halt"', '"explode"'))
         await until(lambda: reloads(sidecar, "rejected") >= 1)
         assert sidecar.limits.digest == good  # the old limits stay in force
         assert "field 'action'" in sidecar.status()["limits"]["last_reload_error"]
-        (tmp_path / "conf" / "limits.toml").write_text(RULE.format(300))
+        write(limits, RULE.format(300))
         assert await sidecar.reloader.reload("SIGHUP") in (True, False)  # watcher may win
         await until(lambda: sidecar.limits.rules[0].max == 300.0)
         await asyncio.sleep(0.2)
