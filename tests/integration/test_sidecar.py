@@ -109,3 +109,17 @@ async def test_bad_events_land_in_the_dead_letter_topic(
     assert reasons == [b"malformed_json", b"wrong_type"]
     assert got[0].value == b"{not json"
     assert b"$.qty" in dict(got[1].headers)["riskguard.detail"]
+
+
+async def test_poison_message_at_partition_head_does_not_stop_the_partition(
+    sidecar: Sidecar, settings: Settings
+) -> None:
+    """A message that can never decode sits first in a partition: it is dead-lettered once,
+    the consumer moves past it, and later events of the same partition are applied."""
+    poison = b"\xff\xfe" + b"[" * 50_000
+    await produce(settings, poison, *RUNAWAY)  # same key: same partition, poison first
+    await wait_for(lambda: sidecar.engine.killswitch.state("strategy:smars") == "HALTED")
+    assert sidecar.bad_events == 1
+    assert sidecar.engine.events_applied == len(RUNAWAY)
+    await asyncio.sleep(0.3)
+    assert sidecar.bad_events == 1  # not re-read in a loop
