@@ -82,6 +82,7 @@ async def riskguard(bs: str, wait_ms: int, n: int, tmp: str) -> tuple[list[float
             "http.port": 0,
             "runtime.audit_log": str(Path(tmp) / f"audit-{run}.jsonl"),
             "runtime.journal": str(Path(tmp) / f"journal-{run}.jsonl"),
+            "runtime.snapshot_dir": str(Path(tmp) / f"snapshots-{run}"),
             "runtime.heartbeat_interval_ms": 100,
         },
     )

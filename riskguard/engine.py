@@ -99,11 +99,15 @@ class Engine:
         book = compile_limits(limits, self.keys)
         self.store.reset_counters(book.ci)
         self.store.reserve(self.keys)
-        self._rp = np.zeros((book.n_rows, 3))
-        self._rp[:, RP_HI] = -np.inf
-        self._rp[:, RP_LO] = np.inf
+        self.rule_peaks = np.zeros((book.n_rows, 3))
+        self.rule_peaks[:, RP_HI] = -np.inf
+        self.rule_peaks[:, RP_LO] = np.inf
         self.store.alerts.clear()
         return book
+
+    def recompile(self) -> None:
+        """Recompile the limits in force against the current key space (after a restore)."""
+        self.rulebook = self._install(self.limits)
 
     def replace_limits(self, limits: Limits) -> None:
         """Swap in new limits between batches.
@@ -149,7 +153,7 @@ class Engine:
                 s.csum,
                 self.rulebook.ri,
                 self.rulebook.rf,
-                self._rp,
+                self.rule_peaks,
                 self.rulebook.type_rows,
                 self.rulebook.exp_rows,
                 self.rulebook.feed_rows,
@@ -180,7 +184,7 @@ class Engine:
             now,
             self.rulebook.ri,
             self.rulebook.rf,
-            self._rp,
+            self.rule_peaks,
             s.si,
             s.src_last,
             s.g,
@@ -244,9 +248,9 @@ class Engine:
         out = []
         for index, rule in enumerate(self.limits.rules):
             rows = [r for r, rr in enumerate(self.rulebook.ri[:, RI_RULE]) if rr == index]
-            n = int(sum(self._rp[r, RP_N] for r in rows))
-            hi = max((self._rp[r, RP_HI] for r in rows), default=-np.inf)
-            lo = min((self._rp[r, RP_LO] for r in rows), default=np.inf)
+            n = int(sum(self.rule_peaks[r, RP_N] for r in rows))
+            hi = max((self.rule_peaks[r, RP_HI] for r in rows), default=-np.inf)
+            lo = min((self.rule_peaks[r, RP_LO] for r in rows), default=np.inf)
             if n == 0:
                 out.append(RulePeak(rule, 0, None, None, None))
                 continue

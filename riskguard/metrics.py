@@ -134,6 +134,11 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.last_snapshot = Gauge(
+            "riskguard_last_snapshot_timestamp_seconds",
+            "When the last engine snapshot was written.",
+            registry=r,
+        )
         self.broker_reachable = Gauge(
             "riskguard_broker_reachable",
             "1 while publishes to the broker succeed within the budget.",

@@ -143,6 +143,10 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     audit_log: str = "riskguard-audit.jsonl"
     #: fsynced local copy of every scope's latest state; re-asserted before consuming
     journal: str = "riskguard-journal.jsonl"
+    #: engine snapshots with the offsets they reflect; 0 disables them
+    snapshot_dir: str = "riskguard-snapshots"
+    snapshot_interval_s: float = 30.0
+    snapshot_keep: int = 3
     instance: str = ""
     log_level: str = "info"
 
@@ -174,6 +178,7 @@ ENV = {
     "RISKGUARD_HTTP_TOKEN_FILE": "http.token_file",
     "RISKGUARD_AUDIT_LOG": "runtime.audit_log",
     "RISKGUARD_JOURNAL": "runtime.journal",
+    "RISKGUARD_SNAPSHOT_DIR": "runtime.snapshot_dir",
     "RISKGUARD_LOG_LEVEL": "runtime.log_level",
 }
 

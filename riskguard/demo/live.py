@@ -135,6 +135,7 @@ async def run_demo(
                 "http.token": secrets.token_urlsafe(24),
                 "runtime.audit_log": str(Path(tmp) / "audit.jsonl"),
                 "runtime.journal": str(Path(tmp) / "journal.jsonl"),
+                "runtime.snapshot_dir": str(Path(tmp) / "snapshots"),
                 "runtime.heartbeat_interval_ms": 100,
                 "runtime.instance": "demo",
             },

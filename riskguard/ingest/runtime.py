@@ -29,11 +29,12 @@ from riskguard import __version__, log
 from riskguard.audit import AuditLog
 from riskguard.control.api import ControlApi
 from riskguard.control.publisher import ControlPublisher
-from riskguard.control.reader import ControlView, partitions, read_to_end
+from riskguard.control.reader import partitions
 from riskguard.control.records import HeartbeatRecord
 from riskguard.engine import Engine
 from riskguard.events import BadEvent, Event, decode
 from riskguard.ingest.health import BrokerWatch, Edge
+from riskguard.ingest.recovery import Snapshotter, recover
 from riskguard.ingest.reload import LimitsReloader
 from riskguard.ingest.topics import ensure_topics
 from riskguard.journal import HaltJournal
@@ -77,6 +78,8 @@ class Sidecar:
         self.consumer: AIOKafkaConsumer | None = None
         self.control: ControlPublisher | None = None
         self.applied: dict[TopicPartition, int] = {}  # next offset to apply, per partition
+        self.assigned: set[TopicPartition] = set()
+        self.snapshotter = Snapshotter(self)
         self.committed: dict[TopicPartition, int] = {}
         self.restored: list[str] = []
         self.last_poll_mono = time.monotonic()
@@ -141,52 +144,8 @@ class Sidecar:
         )
 
     async def _restore(self) -> None:
-        """Re-assert every standing halt before the first batch is consumed.
-
-        Two sources, newest decision per scope wins: the local journal (survives a
-        broker that lost its data) and the control topic (survives losing this host).
-        A state only the journal knows, or knows newer, is re-published so gates
-        learn it again.
-        """
-        k = self.settings.kafka
-        journal = self.journal.load()
-        if self.journal.unreadable:
-            self.log.warning(
-                "journal lines unreadable, skipped",
-                count=self.journal.unreadable,
-                path=str(self.journal.path),
-            )
-        reader = AIOKafkaConsumer(
-            **k.client_options(consumer=True),
-            enable_auto_commit=False,
-            client_id=f"riskguard-{self.instance}-restore",
-        )
-        await reader.start()
-        try:
-            view = await read_to_end(reader, k.control_topic, ControlView())
-        finally:
-            await reader.stop()
-        merged = {scope: rec.transition for scope, rec in view.states.items()}
-        stale: list[Transition] = []
-        for scope, tr in journal.items():
-            published = merged.get(scope)
-            if published is None or tr.decided_ns > published.decided_ns:
-                merged[scope] = tr
-                stale.append(tr)
-        for tr in merged.values():
-            if self.engine.killswitch.restore(tr):
-                self.restored.append(tr.scope)
-                self.metrics.transition(tr)
-        if stale and self.control is not None:
-            await self.control.publish(stale)
-            self.republished = sorted(t.scope for t in stale)
-            self.log.warning(
-                "re-published states the control topic had lost", scopes=self.republished
-            )
-        await asyncio.to_thread(self.journal.compact, merged)
-        if view.heartbeat is not None and view.heartbeat.last_event_ns > 0:
-            self.engine.judge_until(view.heartbeat.last_event_ns)
-        self.checks["control_topic_read"] = True
+        """Snapshot first, then standing states; see :mod:`riskguard.ingest.recovery`."""
+        await recover(self)
 
     async def run(self) -> None:
         """Run until :meth:`request_stop` (or SIGTERM via the CLI), then stop gracefully."""
@@ -209,6 +168,7 @@ class Sidecar:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.commit()
+        await self.snapshotter.final()
         if self.consumer:
             await self.consumer.stop()
         if self.control:
@@ -239,32 +199,39 @@ class Sidecar:
             self.last_poll_mono = time.monotonic()
             if batch:
                 await self._apply(batch)
+                self.snapshotter.maybe()
 
     async def _assign(self) -> None:
-        """Assign every input partition; new ones start from their beginning.
+        """Assign every input partition; each starts where the state left it.
 
-        State is rebuilt by reading input from the start of retention; breaches the
-        previous instance already judged are not decided twice (``judge_until`` and
-        the per-scope judged time). Partitions already being read keep their place.
+        That is the snapshot's offset when one was loaded, else the partition's
+        beginning (state is rebuilt by replay). Breaches the previous instance already
+        judged are not decided twice (``judge_until`` and per-scope judged times).
         """
         assert self.consumer is not None
-        k = self.settings.kafka
         tps: list[TopicPartition] = []
-        for topic in k.input_topics:
+        for topic in self.settings.kafka.input_topics:
             tps += await partitions(self.consumer, topic, timeout_s=10.0)
-        fresh = [tp for tp in tps if tp not in self.applied]
-        if not fresh:
+        if set(tps) <= self.assigned:
             return
         self.consumer.assign(tps)
-        starts = await self.consumer.beginning_offsets(fresh)
+        begin = await self.consumer.beginning_offsets(tps)
         for tp in tps:
-            self.consumer.seek(tp, starts[tp] if tp in starts else self.applied[tp])
-        for tp in fresh:
-            self.applied[tp] = starts[tp]
+            start = self.applied.get(tp, begin[tp])
+            if start < begin[tp]:
+                self.log.error(
+                    "input retention passed the snapshot: events were lost to state",
+                    partition=f"{tp.topic}/{tp.partition}",
+                    snapshot_offset=start,
+                    beginning=begin[tp],
+                )
+                start = begin[tp]
+            self.applied[tp] = start
+            self.consumer.seek(tp, start)
+        new = sorted(f"{t.topic}/{t.partition}" for t in tps if t not in self.assigned)
+        self.assigned = set(tps)
         self.checks["partitions_assigned"] = True
-        self.log.info(
-            "partitions assigned", partitions=sorted(f"{t.topic}/{t.partition}" for t in fresh)
-        )
+        self.log.info("partitions assigned", partitions=new)
 
     async def _apply(self, batch: dict[TopicPartition, Sequence[Any]]) -> None:
         started = time.perf_counter()
@@ -473,6 +440,7 @@ class Sidecar:
             "control_pending": sorted(self.control.pending) if self.control else [],
             "notifiers": self.notifier.status(),
             "restored_at_start": self.restored,
+            "snapshot": self.snapshotter.status(),
             "republished_at_start": self.republished,
             "journal": str(self.journal.path),
         }

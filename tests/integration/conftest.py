@@ -38,6 +38,7 @@ def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
             "http.token": TOKEN,
             "runtime.audit_log": str(tmp_path / "audit.jsonl"),
             "runtime.journal": str(tmp_path / "journal.jsonl"),
+            "runtime.snapshot_dir": str(tmp_path / "snapshots"),
             "runtime.heartbeat_interval_ms": 100,
             "runtime.instance": f"test-{run}",
         },

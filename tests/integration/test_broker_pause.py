@@ -37,6 +37,7 @@ async def test_broker_pause_goes_not_ready_alerts_and_recovers(tmp_path: Path) -
             "http.port": 0,
             "runtime.audit_log": str(tmp_path / "audit.jsonl"),
             "runtime.journal": str(tmp_path / "journal.jsonl"),
+            "runtime.snapshot_dir": str(tmp_path / "snapshots"),
             "runtime.heartbeat_interval_ms": 100,
             "runtime.broker_budget_ms": 1500,
         },

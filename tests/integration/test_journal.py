@@ -23,6 +23,7 @@ def settings_for(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
             "http.port": 0,
             "runtime.audit_log": str(tmp_path / "audit.jsonl"),
             "runtime.journal": str(tmp_path / "journal.jsonl"),
+            "runtime.snapshot_dir": str(tmp_path / "snapshots"),
             "runtime.heartbeat_interval_ms": 100,
         },
     )

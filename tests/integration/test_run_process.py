@@ -30,6 +30,7 @@ dead_letter_topic = "dead-{run}"
 [runtime]
 audit_log = "{tmp_path / "audit.jsonl"}"
 journal = "{tmp_path / "journal.jsonl"}"
+snapshot_dir = "{tmp_path / "snapshots"}"
 """)
     env = {
         **os.environ,

@@ -1,0 +1,192 @@
+"""Engine snapshots: the state arrays, interned keys and the input offsets they reflect.
+
+File format v1 (one file per snapshot, ``snapshot-<created_ns>.rgs``)::
+
+    b"RGSNAP\\x01\\n"                    magic and format version
+    8-byte big-endian length of META     then META: JSON (orjson)
+    the numpy arrays (``np.savez``, no pickle)
+
+META holds a sha256 of everything after it, so a torn or corrupt file is detected
+and skipped. Files are written to a temp name, fsynced and renamed, so a reader
+never sees half a snapshot. Trading states are *not* taken from a snapshot: the
+journal and control topic are authoritative for them (a resume may be newer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from riskguard.engine import Engine
+from riskguard.state.keys import LEVEL_NAMES, KeySpace
+from riskguard.state.layout import SI_STATE
+
+MAGIC = b"RGSNAP\x01\n"
+VERSION = 1
+ARRAYS = (
+    "sf",
+    "si",
+    "pf",
+    "pi",
+    "of",
+    "oi",
+    "qf",
+    "qi",
+    "src_last",
+    "g",
+    "ci",
+    "cb",
+    "clast",
+    "csum",
+)
+
+
+class SnapshotError(ValueError):
+    """A snapshot that cannot be used (corrupt, truncated, other version)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A decoded snapshot, ready to restore."""
+
+    path: Path
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        """``topic/partition`` -> next offset to apply."""
+        offsets: dict[str, int] = self.meta["offsets"]
+        return offsets
+
+
+def capture(engine: Engine, offsets: dict[str, int]) -> bytes:
+    """Serialise the engine and the offsets it reflects (call between batches)."""
+    store, keys = engine.store, engine.keys
+    buf = io.BytesIO()
+    np.savez(buf, **{name: getattr(store, name) for name in ARRAYS}, rp=engine.rule_peaks)
+    body = buf.getvalue()
+    meta = {
+        "version": VERSION,
+        "created_ns": time.time_ns(),
+        "offsets": offsets,
+        "events_applied": engine.events_applied,
+        "limits_sha256": engine.limits.digest,
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "keys": {
+            "scope_names": keys.scope_names,
+            "scope_levels": keys.scope_levels,
+            "strategy_account": [[s, a] for s, a in keys.strategy_account.items()],
+            "order_names": keys.order_names,
+            "parents": list(keys.parents),
+            "source_names": keys.source_names,
+            "pair_keys": [list(p) for p in keys.pair_keys],
+        },
+        "dup": [[list(k), v] for k, v in store.dup.items()],
+        "alerts": [list(k) for k in store.alerts],
+    }
+    head = orjson.dumps(meta)
+    return MAGIC + len(head).to_bytes(8, "big") + head + body
+
+
+def decode(data: bytes, path: Path) -> Snapshot:
+    """Check and decode a snapshot file's bytes."""
+    if not data.startswith(MAGIC):
+        raise SnapshotError(f"{path.name}: not a riskguard snapshot v{VERSION}")
+    n = int.from_bytes(data[len(MAGIC) : len(MAGIC) + 8], "big")
+    start = len(MAGIC) + 8
+    try:
+        meta = orjson.loads(data[start : start + n])
+    except orjson.JSONDecodeError as exc:
+        raise SnapshotError(f"{path.name}: unreadable header") from exc
+    body = data[start + n :]
+    if meta.get("version") != VERSION:
+        raise SnapshotError(f"{path.name}: version {meta.get('version')}, expected {VERSION}")
+    if hashlib.sha256(body).hexdigest() != meta.get("sha256"):
+        raise SnapshotError(f"{path.name}: checksum mismatch (torn or corrupt)")
+    with np.load(io.BytesIO(body), allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    return Snapshot(path, meta, arrays)
+
+
+def restore(engine: Engine, snap: Snapshot) -> None:
+    """Load ``snap`` into a freshly built engine (same limits or not)."""
+    keys, store, meta = engine.keys, engine.store, snap.meta["keys"]
+    fresh = KeySpace()
+    for name, level in zip(meta["scope_names"][1:], meta["scope_levels"][1:], strict=True):
+        fresh.scope(level, name[len(LEVEL_NAMES[level]) + 1 :])
+    for s, a in meta["strategy_account"]:
+        fresh.strategy_account[s] = a
+    fresh.order_names = list(meta["order_names"])
+    fresh.orders = {n: i for i, n in enumerate(fresh.order_names) if n is not None}
+    fresh._free_orders = [i for i, n in enumerate(fresh.order_names) if n is None]
+    for p in meta["parents"]:
+        fresh.parent(p)
+    for src in meta["source_names"]:
+        fresh.source(src)
+    for owner, sym in meta["pair_keys"]:
+        fresh.pair(owner, sym)
+    keys.__dict__.update(fresh.__dict__)
+    for name in ARRAYS:
+        setattr(store, name, snap.arrays[name].copy())
+    store.si[:, SI_STATE] = 0  # states come from the journal and control topic
+    store._scopes = len(keys.scope_names)
+    store._pairs = len(keys.pair_keys)
+    engine.recompile()  # match values -> ids of the restored key space; counters carried
+    if snap.meta["limits_sha256"] == engine.limits.digest:  # same rows: peaks, edges, dups
+        engine.rule_peaks[:] = snap.arrays["rp"]
+        for k in snap.meta["alerts"]:
+            store.alerts[(int(k[0]), int(k[1]))] = 1
+        for k, v in snap.meta["dup"]:
+            store.dup[(int(k[0]), int(k[1]), int(k[2]), int(k[3]), float(k[4]), float(k[5]))] = v
+    engine.events_applied = int(snap.meta["events_applied"])
+
+
+class SnapshotStore:
+    """A folder of snapshots: write atomically, keep the newest few, load the newest valid."""
+
+    def __init__(self, folder: str | Path, keep: int = 3) -> None:
+        self.folder = Path(folder)
+        self.keep = keep
+        self.skipped: list[str] = []
+
+    def write(self, data: bytes) -> Path:
+        """Temp file, fsync, rename, fsync the folder; then prune old snapshots."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"snapshot-{time.time_ns()}.rgs"
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        for old in self.paths()[self.keep :]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def paths(self) -> list[Path]:
+        """Snapshot files, newest first."""
+        return sorted(self.folder.glob("snapshot-*.rgs"), reverse=True)
+
+    def latest(self) -> Snapshot | None:
+        """The newest snapshot that decodes; corrupt or incompatible ones are reported."""
+        self.skipped = []
+        for path in self.paths():
+            try:
+                return decode(path.read_bytes(), path)
+            except (SnapshotError, OSError, ValueError, KeyError) as exc:
+                self.skipped.append(f"{path.name}: {exc}")
+        return None
