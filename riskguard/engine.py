@@ -17,7 +17,7 @@ from riskguard.events import BadEvent, Event
 from riskguard.killswitch import KillSwitch, Transition, transition_id
 from riskguard.limits.model import Limits, Rule
 from riskguard.state.columnar import Batch, build
-from riskguard.state.kernel import apply_batch, tick
+from riskguard.state.kernel import apply_batch, fill_alerts, fill_dups, tick
 from riskguard.state.keys import KeySpace
 from riskguard.state.layout import (
     G_JUDGED,
@@ -314,4 +314,9 @@ def warm_up() -> None:
     engine = Engine(warm_limits(), clock=lambda: 0, warm=False)
     engine.apply(warm_events())
     engine.tick(10**18)
+    store = engine.store  # the snapshot-restore loaders, on empty input
+    fill_dups(
+        store.dup, np.zeros((0, 4), dtype=np.int64), np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+    )
+    fill_alerts(store.alerts, np.zeros((0, 2), dtype=np.int64))
     _warm = True

@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 
 from riskguard.engine import Engine
+from riskguard.state.kernel import fill_alerts, fill_dups
 from riskguard.state.keys import LEVEL_NAMES, KeySpace
 from riskguard.state.layout import SI_STATE
 
@@ -143,10 +144,14 @@ def restore(engine: Engine, snap: Snapshot) -> None:
     engine.recompile()  # match values -> ids of the restored key space; counters carried
     if snap.meta["limits_sha256"] == engine.limits.digest:  # same rows: peaks, edges, dups
         engine.rule_peaks[:] = snap.arrays["rp"]
-        for k in snap.meta["alerts"]:
-            store.alerts[(int(k[0]), int(k[1]))] = 1
-        for k, v in snap.meta["dup"]:
-            store.dup[(int(k[0]), int(k[1]), int(k[2]), int(k[3]), float(k[4]), float(k[5]))] = v
+        fill_alerts(store.alerts, np.array(snap.meta["alerts"], dtype=np.int64).reshape(-1, 2))
+        dups = snap.meta["dup"]
+        fill_dups(
+            store.dup,
+            np.array([k[:4] for k, _ in dups], dtype=np.int64).reshape(-1, 4),
+            np.array([k[4:] for k, _ in dups], dtype=np.float64).reshape(-1, 2),
+            np.array([v for _, v in dups], dtype=np.int64),
+        )
     engine.events_applied = int(snap.meta["events_applied"])
 
 
