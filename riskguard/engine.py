@@ -123,8 +123,18 @@ class Engine:
         return self.rulebook.limits
 
     # applying ---------------------------------------------------------------
-    def apply(self, events: Sequence[Event], positions: Sequence[str] | None = None) -> Result:
-        """Apply events in order and return the transitions they caused."""
+    def apply(
+        self,
+        events: Sequence[Event],
+        positions: Sequence[str] | None = None,
+        wall_ns: int | None = None,
+    ) -> Result:
+        """Apply events in order and return the transitions they caused.
+
+        ``wall_ns`` is the wall-clock time of a live run (for ``consumer_lag_ms``);
+        leave it out in replays, where lag is meaningless.
+        """
+        wall = -1 if wall_ns is None or self.event_time else wall_ns
         batch, bad = build(events, self.keys, positions)
         result = Result(bad=bad)
         if len(batch) == 0:
@@ -136,6 +146,7 @@ class Engine:
             s = self.store
             nxt, n_out, n_closed = apply_batch(
                 start,
+                wall,
                 *batch.columns(),
                 s.sf,
                 s.si,

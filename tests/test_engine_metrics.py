@@ -357,3 +357,13 @@ def test_reload_keeps_unchanged_windows_and_latched_states(engine_for: Make) -> 
     e.replace_limits(parse("version = 1\n[[rule]]\n" + body))
     (tr,) = run(e, [new("b", 10 * MS), new("c", 11 * MS)])  # 5 earlier orders still counted
     assert (tr.rule, tr.value) == ("rate2", 7.0)
+
+
+def test_consumer_lag_live_only(engine_for: Make) -> None:
+    e = engine_for(rule("consumer_lag_ms", scope="firm", max=500))
+    assert e.apply([new("a", 0)], wall_ns=T0 + 400 * MS).transitions == []  # 400 ms behind
+    (tr,) = e.apply([new("b", 10 * MS)], wall_ns=T0 + 611 * MS).transitions  # 601 ms behind
+    assert (tr.scope, tr.to, tr.value) == ("firm", "HALTED", pytest.approx(601.0))
+    assert e.tick(T0 + 10**12) == []  # the clock alone never measures lag
+    replay = engine_for(rule("consumer_lag_ms", scope="firm", max=1))
+    assert replay.apply([new("a", 0)]).transitions == []  # no wall time: not evaluated

@@ -83,6 +83,7 @@ class Snapshotter:
         self.interval_s = rt.snapshot_interval_s
         self.last_mono = time.monotonic()
         self.last_path = ""
+        self.last_events = -1
         self.loaded_from = ""
         self.load_seconds = 0.0
         self._writing: asyncio.Task[Any] | None = None
@@ -102,6 +103,7 @@ class Snapshotter:
             topic, _, part = key.rpartition("/")
             s.applied[TopicPartition(topic, int(part))] = int(offset)
         self.loaded_from = snap.path.name
+        self.last_events = s.engine.events_applied
         self.load_seconds = time.perf_counter() - started
         s.log.info(
             "snapshot loaded",
@@ -121,7 +123,10 @@ class Snapshotter:
             return
         if self._writing is not None and not self._writing.done():
             return
+        if self.sidecar.engine.events_applied == self.last_events:
+            return  # nothing changed since the last snapshot
         self.last_mono = time.monotonic()
+        self.last_events = self.sidecar.engine.events_applied
         data = self._capture()  # consistent with `applied`: taken between batches
         self._writing = asyncio.create_task(self._write(data), name="snapshot-write")
 

@@ -199,7 +199,7 @@ class Sidecar:
             self.last_poll_mono = time.monotonic()
             if batch:
                 await self._apply(batch)
-                self.snapshotter.maybe()
+            self.snapshotter.maybe()  # between batches only: state and offsets agree
 
     async def _assign(self) -> None:
         """Assign every input partition; each starts where the state left it.
@@ -248,8 +248,11 @@ class Sidecar:
                     events.append(item)
                     positions.append(where)
                     raw[where] = m.value
+        result = self.engine.apply(events, positions, wall_ns=time.time_ns())
+        # Offsets advance only now that the state reflects them: the commit and
+        # snapshot tasks may run during the awaits above and must never see them early.
+        for tp, messages in batch.items():
             self.applied[tp] = messages[-1].offset + 1
-        result = self.engine.apply(events, positions)
         for bad in result.bad:
             await self._dead_letter(bad, raw.get(bad.position, b""), None)
         self.metrics.count_events(result.type_counts)

@@ -31,6 +31,7 @@ M_OPEN_ORDERS: Final = 13
 M_PARENT_OVERFILL: Final = 14
 M_DUPLICATE_ORDERS: Final = 15
 M_FEED_SILENCE: Final = 16
+M_CONSUMER_LAG: Final = 17
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,15 @@ METRICS: Final[dict[str, MetricSpec]] = {
             ("firm",),
             "milliseconds",
             "time since the last event (or, with match.source, the last heartbeat of that source)",
+        ),
+        MetricSpec(
+            "consumer_lag_ms",
+            M_CONSUMER_LAG,
+            False,
+            ("firm",),
+            "milliseconds",
+            "wall time minus the event time of each event as it is applied (live runs only; "
+            "never evaluated in replay)",
         ),
     )
 }

@@ -29,6 +29,7 @@ from numba import njit
 from riskguard.limits import vocabulary
 from riskguard.limits.vocabulary import (
     M_CANCEL_RATIO,
+    M_CONSUMER_LAG,
     M_DUPLICATE_ORDERS,
     M_FILL_NOTIONAL_RATE,
     M_MESSAGE_RATE,
@@ -164,6 +165,7 @@ def _counters(e, t, now, acc, strat, sym, side, qty, price, ci, cb, clast, csum,
 @njit(cache=True)
 def apply_batch(  # type: ignore[no-untyped-def]
     start,
+    wall,
     typ,
     ts,
     acc_c,
@@ -227,6 +229,25 @@ def apply_batch(  # type: ignore[no-untyped-def]
         # 1. feed silence, measured before this event counts as a sign of life
         for j in range(feed_rows.shape[0]):
             r = feed_rows[j]
+            if ri[r, RI_METRIC] == M_CONSUMER_LAG:  # live runs only: wall is -1 in replay
+                if wall >= 0:
+                    n_out = _check(
+                        r,
+                        FIRM,
+                        (wall - now) / 1e6,
+                        e,
+                        now,
+                        g,
+                        ri,
+                        rf,
+                        rp,
+                        si,
+                        alerts,
+                        out_i,
+                        out_f,
+                        n_out,
+                    )
+                continue
             source = ri[r, RI_SOURCE]
             last = src_last[source] if source >= 0 else g[G_LAST_ANY]
             if last < 0:
@@ -397,6 +418,8 @@ def tick(now, ri, rf, rp, si, src_last, g, feed_rows, alerts, out_i, out_f):  # 
         g[G_START] = now
     for j in range(feed_rows.shape[0]):
         r = feed_rows[j]
+        if ri[r, RI_METRIC] == M_CONSUMER_LAG:  # measured on events, not on the clock
+            continue
         source = ri[r, RI_SOURCE]
         last = src_last[source] if source >= 0 else g[G_LAST_ANY]
         if last < 0:

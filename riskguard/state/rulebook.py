@@ -19,6 +19,7 @@ from riskguard.limits.model import Limits, Rule
 from riskguard.limits.vocabulary import (
     LEVEL,
     M_CANCEL_RATIO,
+    M_CONSUMER_LAG,
     M_DRAWDOWN,
     M_DUPLICATE_ORDERS,
     M_FEED_SILENCE,
@@ -192,8 +193,9 @@ def compile_limits(limits: Limits, keys: KeySpace) -> Rulebook:
     exp_rows = np.array(
         [r for r in range(len(ri_rows)) if int(metric[r]) in EXPOSURE], dtype=np.int64
     )
-    feed_rows = np.array(
-        [r for r in range(len(ri_rows)) if int(metric[r]) == M_FEED_SILENCE], dtype=np.int64
+    feed_rows = np.array(  # checked before every event: silence, and lag in live runs
+        [r for r in range(len(ri_rows)) if int(metric[r]) in (M_FEED_SILENCE, M_CONSUMER_LAG)],
+        dtype=np.int64,
     )
     return Rulebook(limits, ri, rf, ci, type_rows, exp_rows, feed_rows, tuple(row_rule))
 
