@@ -143,12 +143,31 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     audit_log: str = "riskguard-audit.jsonl"
     #: fsynced local copy of every scope's latest state; re-asserted before consuming
     journal: str = "riskguard-journal.jsonl"
+    #: Session start (ISO 8601, e.g. "2026-11-27T00:00:00Z"). With no snapshot, input is
+    #: read from here (offsets_for_times) instead of from the beginning, and events
+    #: stamped earlier are skipped, so positions are "since session start" on any broker.
+    start_of_day: str = ""
     #: engine snapshots with the offsets they reflect; 0 disables them
     snapshot_dir: str = "riskguard-snapshots"
     snapshot_interval_s: float = 30.0
     snapshot_keep: int = 3
     instance: str = ""
     log_level: str = "info"
+
+
+def session_start_ns(text: str) -> int | None:
+    """Parse ``runtime.start_of_day`` to ns since the epoch (None when unset)."""
+    if not text:
+        return None
+    from datetime import datetime  # noqa: PLC0415 - only needed when configured
+
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise SettingsError(f"runtime.start_of_day: not an ISO 8601 time: {text!r}") from exc
+    if when.tzinfo is None:
+        raise SettingsError(f"runtime.start_of_day: give a time zone (e.g. 'Z'): {text!r}")
+    return int(when.timestamp() * 1_000_000) * 1000
 
 
 class Settings(_Redacted, frozen=True, forbid_unknown_fields=True):
@@ -179,6 +198,7 @@ ENV = {
     "RISKGUARD_AUDIT_LOG": "runtime.audit_log",
     "RISKGUARD_JOURNAL": "runtime.journal",
     "RISKGUARD_SNAPSHOT_DIR": "runtime.snapshot_dir",
+    "RISKGUARD_START_OF_DAY": "runtime.start_of_day",
     "RISKGUARD_LOG_LEVEL": "runtime.log_level",
 }
 

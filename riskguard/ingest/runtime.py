@@ -42,7 +42,7 @@ from riskguard.killswitch import Transition
 from riskguard.limits import Limits, load
 from riskguard.metrics import Metrics
 from riskguard.notify.dispatch import Notifier
-from riskguard.settings import Settings
+from riskguard.settings import Settings, session_start_ns
 from riskguard.state.layout import G_LAST_ANY
 
 READY_CHECKS = (
@@ -79,6 +79,8 @@ class Sidecar:
         self.control: ControlPublisher | None = None
         self.applied: dict[TopicPartition, int] = {}  # next offset to apply, per partition
         self.assigned: set[TopicPartition] = set()
+        self.session_start_ns = session_start_ns(settings.runtime.start_of_day)
+        self.before_session = 0
         self.snapshotter = Snapshotter(self)
         self.committed: dict[TopicPartition, int] = {}
         self.restored: list[str] = []
@@ -216,6 +218,13 @@ class Sidecar:
             return
         self.consumer.assign(tps)
         begin = await self.consumer.beginning_offsets(tps)
+        if self.session_start_ns is not None:  # start of day, where the broker can find it
+            found = await self.consumer.offsets_for_times(
+                {tp: self.session_start_ns // 1_000_000 for tp in tps if tp not in self.applied}
+            )
+            for tp, hit in found.items():
+                if hit is not None and hit.offset > begin[tp]:
+                    begin[tp] = hit.offset
         for tp in tps:
             start = self.applied.get(tp, begin[tp])
             if start < begin[tp]:
@@ -244,6 +253,8 @@ class Sidecar:
                 item = decode(m.value or b"", where)
                 if isinstance(item, BadEvent):
                     await self._dead_letter(item, m.value or b"", m.key)
+                elif self.session_start_ns is not None and item.ts < self.session_start_ns:
+                    self.before_session += 1  # yesterday's flow: not part of this session
                 else:
                     events.append(item)
                     positions.append(where)
@@ -433,6 +444,7 @@ class Sidecar:
             "standing": standing,
             "events_applied": self.engine.events_applied,
             "bad_events": self.bad_events,
+            "skipped_before_session": self.before_session,
             "last_event_ns": last if last > 0 else None,
             "limits": {
                 "last_reload_error": self.reloader.last_error or None,

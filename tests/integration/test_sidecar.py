@@ -123,3 +123,60 @@ async def test_poison_message_at_partition_head_does_not_stop_the_partition(
     assert sidecar.engine.events_applied == len(RUNAWAY)
     await asyncio.sleep(0.3)
     assert sidecar.bad_events == 1  # not re-read in a loop
+
+
+async def test_start_of_day_skips_earlier_flow(settings: Settings) -> None:
+    import msgspec  # noqa: PLC0415
+
+    session = time.time_ns() - 60 * 10**9
+    yesterday = session - 3600 * 10**9
+    old = [
+        orjson.dumps(
+            {
+                "type": "fill",
+                "ts": yesterday,
+                "order_id": f"y{i}",
+                "exec_id": f"y{i}",
+                "account": "A",
+                "strategy": "smars",
+                "symbol": "X",
+                "side": "buy",
+                "qty": 10,
+                "price": 1,
+            }
+        )
+        for i in range(5)
+    ]
+    new = [
+        orjson.dumps(
+            {
+                "type": "fill",
+                "ts": session + i,
+                "order_id": f"t{i}",
+                "exec_id": f"t{i}",
+                "account": "A",
+                "strategy": "smars",
+                "symbol": "X",
+                "side": "sell",
+                "qty": 1,
+                "price": 1,
+            }
+        )
+        for i in range(3)
+    ]
+    from riskguard.ingest.topics import ensure_topics  # noqa: PLC0415
+
+    await ensure_topics(settings.kafka)
+    await produce(settings, *old, *new)
+    base = msgspec.to_builtins(settings)
+    base["runtime"]["start_of_day"] = time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(session / 1e9)
+    )
+    sidecar = Sidecar(msgspec.convert(base, Settings), OVERFILL)
+    await sidecar.start()
+    try:
+        await wait_for(lambda: sidecar.engine.events_applied == 3)
+        assert sidecar.engine.position("account:A", "X") == -3.0  # yesterday's +50 excluded
+        assert sidecar.before_session in (0, 5)  # 0 where the broker seeks by time
+    finally:
+        await sidecar.stop()
