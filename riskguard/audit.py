@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from riskguard import log
+from riskguard import durable, log
 
 _encoder = msgspec.json.Encoder()
 
@@ -58,13 +57,7 @@ class AuditLog:
                 await asyncio.sleep(1.0)
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
-        data = b"".join(_encoder.encode(item) + b"\n" for item in batch)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        durable.append(self.path, b"".join(_encoder.encode(item) + b"\n" for item in batch))
 
     async def stop(self) -> None:
         """Write everything queued, then stop."""

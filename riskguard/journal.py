@@ -9,12 +9,12 @@ control topic does not have (or has older), so gates learn it again.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
 
+from riskguard import durable
 from riskguard.killswitch import Transition
 
 _encoder = msgspec.json.Encoder()
@@ -52,28 +52,10 @@ class HaltJournal:
     def append(self, transitions: Iterable[Transition]) -> None:
         """Append state changes (alerts are not states) and fsync before returning."""
         data = b"".join(_encoder.encode(tr) + b"\n" for tr in transitions if not tr.is_alert)
-        if not data:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if data:
+            durable.append(self.path, data)
 
     def compact(self, latest: dict[str, Transition]) -> None:
         """Rewrite the journal with one line per scope: temp file, fsync, rename."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        with tmp.open("wb") as f:
-            for tr in sorted(latest.values(), key=lambda t: t.decided_ns):
-                f.write(_encoder.encode(tr) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        ordered = sorted(latest.values(), key=lambda t: t.decided_ns)
+        durable.replace(self.path, b"".join(_encoder.encode(tr) + b"\n" for tr in ordered))

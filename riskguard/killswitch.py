@@ -12,6 +12,7 @@ writes it, and the only producer of transition records.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
@@ -204,6 +205,33 @@ def _state_name(code: int) -> State:
     name = STATE_NAMES[code]
     assert name in ("ACTIVE", "REDUCE_ONLY", "HALTED")
     return name  # type: ignore[return-value]  # narrowed by the assert above
+
+
+def system_alert(
+    rule: str,
+    metric: str,
+    firm_state: str,
+    *,
+    value: float | None = None,
+    limit: float | None = None,
+    reason: str | None = None,
+) -> Transition:
+    """An alert about riskguard itself (broker lost, limits rejected), scoped to the firm."""
+    now = time.time_ns()
+    return Transition(
+        id=transition_id("firm", now, f"ALERT:{rule}"),
+        scope="firm",
+        from_=firm_state,
+        to=firm_state,
+        kind="alert",
+        ts=now,
+        decided_ns=now,
+        rule=rule,
+        metric=metric,
+        value=value,
+        limit=limit,
+        reason=reason,
+    )
 
 
 def transition_id(scope: str, decided_ns: int, to: str) -> str:

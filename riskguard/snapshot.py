@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from riskguard import durable
 from riskguard.engine import Engine
 from riskguard.state.kernel import fill_alerts, fill_dups
 from riskguard.state.keys import LEVEL_NAMES, KeySpace
@@ -164,20 +164,9 @@ class SnapshotStore:
         self.skipped: list[str] = []
 
     def write(self, data: bytes) -> Path:
-        """Temp file, fsync, rename, fsync the folder; then prune old snapshots."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Write atomically (temp, fsync, rename), then prune old snapshots."""
         path = self.folder / f"snapshot-{time.time_ns()}.rgs"
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        durable.replace(path, data)
         for old in self.paths()[self.keep :]:
             old.unlink(missing_ok=True)
         return path

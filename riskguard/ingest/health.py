@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from riskguard.killswitch import Transition, transition_id
+from riskguard.killswitch import Transition, system_alert
 
 Edge = Literal["lost", "recovered"]
 
@@ -54,18 +54,11 @@ class BrokerWatch:
 
     def alert(self, edge: Edge, firm_state: str) -> Transition:
         """The alert for an edge (no state change: ``from`` equals ``to``)."""
-        now = time.time_ns()
         rule = "broker-unreachable" if edge == "lost" else "broker-recovered"
-        return Transition(
-            id=transition_id("firm", now, f"ALERT:{rule}"),
-            scope="firm",
-            from_=firm_state,
-            to=firm_state,
-            kind="alert",
-            ts=now,
-            decided_ns=now,
-            rule=rule,
-            metric="broker_silence_ms",
+        return system_alert(
+            rule,
+            "broker_silence_ms",
+            firm_state,
             value=round(self.silent_ms(), 1),
             limit=float(self.budget_ms),
         )

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import watchfiles
 
 from riskguard import log
-from riskguard.killswitch import Transition, transition_id
+from riskguard.killswitch import system_alert
 from riskguard.limits import Limits, LimitsError, load
 from riskguard.limits.model import Rule
 
@@ -129,19 +128,11 @@ class LimitsReloader:
             trigger=trigger,
             problems=exc.problems,
         )
-        now = time.time_ns()
-        state = s.engine.killswitch.state("firm")
         s.notifier.submit(
-            Transition(
-                id=transition_id("firm", now, "ALERT:limits-reload-rejected"),
-                scope="firm",
-                from_=state,
-                to=state,
-                kind="alert",
-                ts=now,
-                decided_ns=now,
-                rule="limits-reload-rejected",
-                metric="limits_file",
+            system_alert(
+                "limits-reload-rejected",
+                "limits_file",
+                s.engine.killswitch.state("firm"),
                 reason=f"{self.path}: " + self.last_error[:900],
             )
         )
