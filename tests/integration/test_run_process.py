@@ -21,8 +21,10 @@ def test_run_starts_serves_and_stops_on_sigterm(broker: EmbeddedBroker, tmp_path
     run = uuid.uuid4().hex[:8]
     port = free_port()
     config = tmp_path / "riskguard.toml"
+    limits = tmp_path / "limits.toml"
+    limits.write_text(LIMITS.read_text())
     config.write_text(f"""
-limits = "{LIMITS}"
+limits = "{limits}"
 [kafka]
 input_topics = ["events-{run}"]
 control_topic = "control-{run}"
@@ -31,6 +33,7 @@ dead_letter_topic = "dead-{run}"
 audit_log = "{tmp_path / "audit.jsonl"}"
 journal = "{tmp_path / "journal.jsonl"}"
 snapshot_dir = "{tmp_path / "snapshots"}"
+watch_limits = false
 """)
     env = {
         **os.environ,
@@ -64,6 +67,13 @@ snapshot_dir = "{tmp_path / "snapshots"}"
             except OSError:
                 time.sleep(0.2)
         assert ready, "riskguard run never became ready"
+        limits.write_text(LIMITS.read_text().replace("max = 500\n", "max = 750\n", 1))
+        proc.send_signal(signal.SIGHUP)  # file watching is off: only the signal reloads
+        audit_log = tmp_path / "audit.jsonl"
+        deadline = time.monotonic() + 20
+        while b"limits_reload" not in (audit_log.read_bytes() if audit_log.exists() else b""):
+            assert time.monotonic() < deadline, "SIGHUP did not reload the limits"
+            time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
@@ -83,3 +93,5 @@ snapshot_dir = "{tmp_path / "snapshots"}"
     started = next(rec for rec in logs if rec["event"] == "riskguard started")
     assert "t0ken-from-env" not in json.dumps(logs)  # the token never reaches a log line
     assert f"events-{run}" in started["settings"]
+    reload = next(rec for rec in logs if rec["event"] == "limits reloaded")
+    assert reload["trigger"] == "SIGHUP" and "order-rate" in reload["changed"]
