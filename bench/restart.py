@@ -40,15 +40,29 @@ def build_snapshot(folder: Path, events: int) -> tuple[int, int]:
 def time_to_ready(broker: EmbeddedBroker, snapshots: Path, tmp: Path) -> float:
     port = free_port()
     config = tmp / f"rg-{port}.toml"
-    config.write_text(f'limits = "{LIMITS}"\n[kafka]\ninput_topics = ["bench.events"]\n'
-                      f'[runtime]\naudit_log = "{tmp / "audit.jsonl"}"\n'
-                      f'journal = "{tmp / "journal.jsonl"}"\nsnapshot_dir = "{snapshots}"\n'
-                      "snapshot_interval_s = 0\nwatch_limits = false\n")
+    config.write_text(
+        f'limits = "{LIMITS}"\n[kafka]\ninput_topics = ["bench.events"]\n'
+        f'[runtime]\naudit_log = "{tmp / "audit.jsonl"}"\n'
+        f'journal = "{tmp / "journal.jsonl"}"\nsnapshot_dir = "{snapshots}"\n'
+        "snapshot_interval_s = 0\nwatch_limits = false\n"
+    )
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "riskguard", "run", "--config", str(config),
-                             "--http-port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "riskguard",
+            "run",
+            "--config",
+            str(config),
+            "--http-port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while True:
             try:
@@ -75,13 +89,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         applied, size = build_snapshot(t / "snapshots", n)
         with_snap = time_to_ready(broker, t / "snapshots", t)
         without = time_to_ready(broker, t / "empty", t)
-    result = {"events_in_snapshot": applied, "snapshot_bytes": size,
-              "ready_with_snapshot_s": with_snap, "ready_without_snapshot_s": without}
-    print(table([
-        ("restart to ready", "seconds"),
-        (f"with a snapshot of {applied:,} events ({size / 1e6:,.1f} MB)", f"{with_snap:.2f}"),
-        ("with no snapshot (empty input)", f"{without:.2f}"),
-    ]))
+    result = {
+        "events_in_snapshot": applied,
+        "snapshot_bytes": size,
+        "ready_with_snapshot_s": with_snap,
+        "ready_without_snapshot_s": without,
+    }
+    print(
+        table(
+            [
+                ("restart to ready", "seconds"),
+                (
+                    f"with a snapshot of {applied:,} events ({size / 1e6:,.1f} MB)",
+                    f"{with_snap:.2f}",
+                ),
+                ("with no snapshot (empty input)", f"{without:.2f}"),
+            ]
+        )
+    )
     print(f"wrote {save('restart', result)}")
     return result
 

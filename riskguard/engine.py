@@ -134,9 +134,18 @@ class Engine:
         ``wall_ns`` is the wall-clock time of a live run (for ``consumer_lag_ms``);
         leave it out in replays, where lag is meaningless.
         """
-        wall = -1 if wall_ns is None or self.event_time else wall_ns
         batch, bad = build(events, self.keys, positions)
-        result = Result(bad=bad)
+        return self.apply_columnar(batch, bad, wall_ns)
+
+    def apply_columnar(
+        self, batch: Batch, bad: list[BadEvent] | None = None, wall_ns: int | None = None
+    ) -> Result:
+        """Apply an already-built batch (``state.columnar.build`` with this engine's keys).
+
+        Split out of :meth:`apply` so benchmarks can time the kernel on its own.
+        """
+        wall = -1 if wall_ns is None or self.event_time else wall_ns
+        result = Result(bad=bad or [])
         if len(batch) == 0:
             return result
         self.store.reserve(self.keys)

@@ -1,0 +1,154 @@
+"""Kernel: state update plus rule evaluation, numba against the plain-Python reference.
+
+Events: Zipf-distributed over 10k accounts (2 strategies each) and 2k symbols, a mix
+of every event type, under limits that use every metric of the vocabulary. Columns
+are built once (outside the timing); the numba path is timed on ``apply_columnar``
+over batches, the reference on the same events one by one (a prefix, since it is
+slow), both reported in events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.common import save, table
+from riskguard.engine import Engine, warm_up
+from riskguard.events import (
+    CancelOrder,
+    Event,
+    Fill,
+    Heartbeat,
+    Mark,
+    NewOrder,
+    RejectOrder,
+    ReplaceOrder,
+)
+from riskguard.limits import Limits, parse
+from riskguard.limits.vocabulary import METRICS
+from riskguard.state.columnar import build
+from riskguard.state.reference import ReferenceModel
+
+SCOPES = {"feed_silence_ms": "firm", "consumer_lag_ms": "firm"}
+
+
+def every_metric_limits() -> Limits:
+    """One rule per metric (alert, high limits: evaluation cost without a transition storm)."""
+    lines = ["version = 1"]
+    for i, (name, spec) in enumerate(METRICS.items()):
+        scope = SCOPES.get(name, ("account", "strategy", "symbol", "firm")[i % 4])
+        lines += [
+            "[[rule]]",
+            f'name = "{name}"',
+            f'metric = "{name}"',
+            f'scope = "{scope}"',
+            'action = "alert"',
+            "max = 1e15",
+        ]
+        if spec.windowed:
+            lines.append("window_ms = 1000")
+    return parse("\n".join(lines))
+
+
+def events(n: int, seed: int = 1) -> list[Event]:
+    rng = np.random.default_rng(seed)
+    acc = np.minimum(rng.zipf(1.3, n), 10_000) - 1
+    sym = np.minimum(rng.zipf(1.3, n), 2_000) - 1
+    kind = rng.choice(7, n, p=[0.40, 0.30, 0.10, 0.05, 0.02, 0.10, 0.03])
+    strat = rng.integers(0, 2, n)
+    qty = rng.integers(1, 50, n).astype(float)
+    price = 10.0 + rng.integers(0, 100, n) / 4
+    side = rng.integers(0, 2, n)
+    order = rng.integers(0, 50_000, n)
+    out: list[Event] = []
+    t0 = 1_700_000_000_000_000_000
+    for i in range(n):
+        a = f"A{acc[i]}"
+        k = {"account": a, "strategy": f"{a}-s{strat[i]}", "symbol": f"Y{sym[i]}"}
+        ts = t0 + i * 10_000
+        oid = f"o{order[i]}"
+        s = "buy" if side[i] else "sell"
+        match kind[i]:
+            case 0:
+                out.append(NewOrder(ts=ts, order_id=oid, side=s, qty=qty[i], price=price[i], **k))
+            case 1:
+                out.append(
+                    Fill(
+                        ts=ts, order_id=oid, exec_id=str(i), side=s, qty=qty[i], price=price[i], **k
+                    )
+                )
+            case 2:
+                out.append(CancelOrder(ts=ts, order_id=oid, **k))
+            case 3:
+                out.append(
+                    ReplaceOrder(ts=ts, order_id=oid, side=s, qty=qty[i], price=price[i], **k)
+                )
+            case 4:
+                out.append(RejectOrder(ts=ts, order_id=oid, **k))
+            case 5:
+                out.append(Mark(ts=ts, symbol=k["symbol"], price=price[i]))
+            case _:
+                out.append(Heartbeat(ts=ts, source="router"))
+    return out
+
+
+def run(n: int, reference_n: int, batch: int = 100_000) -> dict[str, Any]:
+    warm_up()
+    limits = every_metric_limits()
+    evs = events(n)
+    engine = Engine(limits, event_time=True)
+    batches = [build(evs[i : i + batch], engine.keys)[0] for i in range(0, n, batch)]
+    started = time.perf_counter()
+    for b in batches:
+        engine.apply_columnar(b)
+    kernel_s = time.perf_counter() - started
+    ref = ReferenceModel(limits)
+    started = time.perf_counter()
+    for ev in evs[:reference_n]:
+        ref.apply_one(ev)
+    ref_s = time.perf_counter() - started
+    k_rate, r_rate = n / kernel_s, reference_n / ref_s
+    return {
+        "events": n,
+        "reference_events": reference_n,
+        "rules": len(limits.rules),
+        "kernel_events_per_s": k_rate,
+        "reference_events_per_s": r_rate,
+        "ratio": k_rate / r_rate,
+        "batch": batch,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    result = run(50_000, 10_000) if args.quick else run(args.events, 100_000)
+    print(
+        table(
+            [
+                ("kernel (every metric)", "events", "events/s"),
+                (
+                    "riskguard numba kernel",
+                    f"{result['events']:,}",
+                    f"{result['kernel_events_per_s']:,.0f}",
+                ),
+                (
+                    "plain-Python reference",
+                    f"{result['reference_events']:,}",
+                    f"{result['reference_events_per_s']:,.0f}",
+                ),
+                ("ratio kernel / reference", "", f"{result['ratio']:.1f}x"),
+            ]
+        )
+    )
+    print(f"wrote {save('kernel', result)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
