@@ -8,9 +8,6 @@ times process start to ``/readyz`` = 200, beside the same process with no snapsh
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -24,6 +21,7 @@ from riskguard.engine import Engine
 from riskguard.examples import LIMITS
 from riskguard.limits import load
 from riskguard.snapshot import SnapshotStore, capture
+from riskguard.testing import spawn_run
 
 
 def build_snapshot(folder: Path, events: int) -> tuple[int, int]:
@@ -46,23 +44,8 @@ def time_to_ready(broker: EmbeddedBroker, snapshots: Path, tmp: Path) -> float:
         f'journal = "{tmp / "journal.jsonl"}"\nsnapshot_dir = "{snapshots}"\n'
         "snapshot_interval_s = 0\nwatch_limits = false\n"
     )
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "riskguard",
-            "run",
-            "--config",
-            str(config),
-            "--http-port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_run(config, port, broker.bootstrap_servers)
     try:
         while True:
             try:

@@ -1,11 +1,17 @@
 """Helpers for testing code that embeds or drives riskguard (the way structlog ships
-``structlog.testing``): a controllable clock and a transition recorder.
+``structlog.testing``): a controllable clock, a transition recorder, and a way to
+start ``riskguard run`` as a real process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
 
 from riskguard.engine import Engine
 from riskguard.killswitch import Transition
@@ -38,3 +44,35 @@ def capture_transitions(engine: Engine) -> Iterator[list[Transition]]:
         yield seen
     finally:
         unsubscribe()
+
+
+def spawn_run(
+    config: str | Path,
+    http_port: int,
+    bootstrap_servers: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdout: int | IO[Any] | None = subprocess.DEVNULL,
+    stderr: int | IO[Any] | None = subprocess.DEVNULL,
+) -> subprocess.Popen[bytes]:
+    """Start ``riskguard run --config CONFIG`` as a real process (for integration tests).
+
+    Uses this interpreter, so it runs the riskguard you have installed; extra
+    environment variables in ``env`` are added to the current environment.
+    """
+    full_env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers, **(env or {})}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "riskguard",
+            "run",
+            "--config",
+            str(config),
+            "--http-port",
+            str(http_port),
+        ],
+        env=full_env,
+        stdout=stdout,
+        stderr=stderr,
+    )

@@ -45,6 +45,22 @@ def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
     )
 
 
+def local_settings(broker: EmbeddedBroker, tmp_path: Path, **overrides: object) -> Settings:
+    """Default topics on ``broker``, files under ``tmp_path``, fast heartbeats."""
+    return load_settings(
+        env={},
+        overrides={
+            "kafka.bootstrap_servers": broker.bootstrap_servers,
+            "http.port": 0,
+            "runtime.audit_log": str(tmp_path / "audit.jsonl"),
+            "runtime.journal": str(tmp_path / "journal.jsonl"),
+            "runtime.snapshot_dir": str(tmp_path / "snapshots"),
+            "runtime.heartbeat_interval_ms": 100,
+            **overrides,
+        },
+    )
+
+
 OVERFILL = parse("""
 version = 1
 [[rule]]

@@ -12,8 +12,8 @@ import msgspec
 from riskguard.broker import EmbeddedBroker
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
-from riskguard.settings import Settings, load_settings
-from tests.integration.conftest import OVERFILL
+from riskguard.settings import Settings
+from tests.integration.conftest import OVERFILL, local_settings
 from tests.integration.test_notifiers import Recorder
 
 
@@ -30,18 +30,7 @@ async def test_broker_pause_goes_not_ready_alerts_and_recovers(tmp_path: Path) -
     await recorder.start()
     broker = EmbeddedBroker()
     broker.start()
-    settings = load_settings(
-        env={},
-        overrides={
-            "kafka.bootstrap_servers": broker.bootstrap_servers,
-            "http.port": 0,
-            "runtime.audit_log": str(tmp_path / "audit.jsonl"),
-            "runtime.journal": str(tmp_path / "journal.jsonl"),
-            "runtime.snapshot_dir": str(tmp_path / "snapshots"),
-            "runtime.heartbeat_interval_ms": 100,
-            "runtime.broker_budget_ms": 1500,
-        },
-    )
+    settings = local_settings(broker, tmp_path, **{"runtime.broker_budget_ms": 1500})
     base = msgspec.to_builtins(settings)
     base["notifier"] = [{"kind": "webhook", "url": f"{recorder.url}/hook", "max_backoff_s": 0.2}]
     sidecar = Sidecar(msgspec.convert(base, Settings), OVERFILL)

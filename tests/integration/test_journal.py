@@ -11,22 +11,12 @@ from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
 from riskguard.journal import HaltJournal
 from riskguard.killswitch import Transition
-from riskguard.settings import Settings, load_settings
-from tests.integration.conftest import OVERFILL
+from riskguard.settings import Settings
+from tests.integration.conftest import OVERFILL, local_settings
 
 
 def settings_for(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
-    return load_settings(
-        env={},
-        overrides={
-            "kafka.bootstrap_servers": broker.bootstrap_servers,
-            "http.port": 0,
-            "runtime.audit_log": str(tmp_path / "audit.jsonl"),
-            "runtime.journal": str(tmp_path / "journal.jsonl"),
-            "runtime.snapshot_dir": str(tmp_path / "snapshots"),
-            "runtime.heartbeat_interval_ms": 100,
-        },
-    )
+    return local_settings(broker, tmp_path)
 
 
 async def test_halt_survives_broker_restarted_empty(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from riskguard.broker import EmbeddedBroker, free_port
 from riskguard.examples import LIMITS
+from riskguard.testing import spawn_run
 
 
 def test_run_starts_serves_and_stops_on_sigterm(broker: EmbeddedBroker, tmp_path: Path) -> None:
@@ -37,21 +37,13 @@ watch_limits = false
 """)
     env = {
         **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "RISKGUARD_HTTP_TOKEN": "t0ken-from-env",
         "RISKGUARD_LOG_LEVEL": "info",
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "riskguard",
-            "run",
-            "--config",
-            str(config),
-            "--http-port",
-            str(port),
-        ],
+    proc = spawn_run(
+        config,
+        port,
+        broker.bootstrap_servers,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

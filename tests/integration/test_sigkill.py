@@ -4,11 +4,9 @@ an uninterrupted reference run, with 0 events lost and 0 counted twice."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -25,6 +23,7 @@ from riskguard.events import encode
 from riskguard.examples import LIMITS
 from riskguard.limits import load
 from riskguard.snapshot import SnapshotStore, restore
+from riskguard.testing import spawn_run
 
 
 def status(port: int) -> dict[str, Any] | None:
@@ -37,22 +36,7 @@ def status(port: int) -> dict[str, Any] | None:
 
 
 def start(config: Path, port: int, broker: EmbeddedBroker) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "riskguard",
-            "run",
-            "--config",
-            str(config),
-            "--http-port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return spawn_run(config, port, broker.bootstrap_servers)
 
 
 def wait_applied(
