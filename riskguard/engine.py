@@ -23,6 +23,7 @@ from riskguard.state.layout import (
     G_JUDGED,
     G_LAST_ANY,
     NO,
+    NRP,
     OI_OPEN,
     PF_COST,
     PF_POS,
@@ -91,6 +92,8 @@ class Engine:
         self._out_i = np.zeros((4096, NO), dtype=np.int64)
         self._out_f = np.zeros(4096)
         self.events_applied = 0
+        self.kernel_ns = 0
+        """Time spent inside the numba kernel (``apply_batch``), for benchmarks and metrics."""
         if warm:
             warm_up()
 
@@ -99,7 +102,7 @@ class Engine:
         book = compile_limits(limits, self.keys)
         self.store.reset_counters(book.ci)
         self.store.reserve(self.keys)
-        self.rule_peaks = np.zeros((book.n_rows, 3))
+        self.rule_peaks = np.zeros((book.n_rows, NRP))
         self.rule_peaks[:, RP_HI] = -np.inf
         self.rule_peaks[:, RP_LO] = np.inf
         self.store.alerts.clear()
@@ -153,9 +156,11 @@ class Engine:
         start = 0
         while start < len(batch):
             s = self.store
+            began = time.perf_counter_ns()
             nxt, n_out, n_closed = apply_batch(
                 start,
                 wall,
+                self.rulebook.revalue_ns,
                 *batch.columns(),
                 s.sf,
                 s.si,
@@ -183,10 +188,11 @@ class Engine:
                 self._out_f,
                 closed,
             )
+            self.kernel_ns += time.perf_counter_ns() - began
             self._drain(n_out, batch, result.transitions)
-            for o in closed[:n_closed]:
-                if s.oi[o, OI_OPEN] == 0:
-                    self.keys.release_order(int(o))
+            if n_closed:
+                done = closed[:n_closed]
+                self.keys.release_orders(done[s.oi[done, OI_OPEN] == 0].tolist())
             if nxt == start:  # one event needs more output rows than the buffer holds
                 need = 8 * self.rulebook.n_rows * (int(s.si[batch.sym[start], SI_NPAIRS]) + 2)
                 self._grow_out(max(need, 2 * self._out_i.shape[0]))
@@ -197,25 +203,38 @@ class Engine:
         return result
 
     def tick(self, now_ns: int | None = None) -> list[Transition]:
-        """Check feed silence against ``now_ns`` (default: the clock) without an event."""
+        """Advance to ``now_ns`` (default: the clock) without an event.
+
+        Applies price moves queued for the next revaluation epoch, then checks feed
+        silence.
+        """
         now = self.clock() if now_ns is None else now_ns
         s = self.store
-        n_out = tick(
-            now,
-            self.rulebook.ri,
-            self.rulebook.rf,
-            self.rule_peaks,
-            s.si,
-            s.src_last,
-            s.g,
-            self.rulebook.feed_rows,
-            s.alerts,
-            self._out_i,
-            self._out_f,
-        )
+        book = self.rulebook
         out: list[Transition] = []
-        self._drain(n_out, None, out, now)
-        return out
+        while True:
+            n_out, done = tick(
+                now,
+                book.revalue_ns,
+                s.sf,
+                s.si,
+                s.pf,
+                s.pi,
+                book.ri,
+                book.rf,
+                self.rule_peaks,
+                book.exp_rows,
+                s.src_last,
+                s.g,
+                book.feed_rows,
+                s.alerts,
+                self._out_i,
+                self._out_f,
+            )
+            self._drain(n_out, None, out, now)
+            if done:
+                return out
+            self._grow_out(2 * self._out_i.shape[0])
 
     def judge_until(self, ts_ns: int) -> None:
         """Treat breaches from events at or before ``ts_ns`` as already decided.

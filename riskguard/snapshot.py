@@ -1,6 +1,7 @@
 """Engine snapshots: the state arrays, interned keys and the input offsets they reflect.
 
-File format v1 (one file per snapshot, ``snapshot-<created_ns>.rgs``)::
+File format (one file per snapshot, ``snapshot-<created_ns>.rgs``); META's
+``version`` names the array layout, and a snapshot of another layout is skipped::
 
     b"RGSNAP\\x01\\n"                    magic and format version
     8-byte big-endian length of META     then META: JSON (orjson)
@@ -31,7 +32,7 @@ from riskguard.state.keys import LEVEL_NAMES, KeySpace
 from riskguard.state.layout import SI_STATE
 
 MAGIC = b"RGSNAP\x01\n"
-VERSION = 1
+VERSION = 2  # 2: revaluation epochs (sf/si/g columns), alert-edge counts in rp
 ARRAYS = (
     "sf",
     "si",

@@ -154,6 +154,7 @@ def test_position_flip_realises_pnl_at_average_cost(engine_for: Make) -> None:
     )
     # avg cost 105; closing 20 at 120 realises 300; 10 short opened at 120
     assert e.position("firm", "X") == -10.0
+    e.tick(T0 + 200 * MS)  # the next revaluation epoch values the position at 120
     values = e.scope_values("account:A")
     assert values["realised_pnl"] == pytest.approx(300.0)
     assert values["pnl"] == pytest.approx(300.0)  # reference price = last fill (120), flat P&L
@@ -176,12 +177,13 @@ def test_gross_and_net_notional_move_with_marks(engine_for: Make) -> None:
     )
     assert e.scope_values("account:A")["gross_notional"] == 2000.0
     assert e.scope_values("firm")["net_notional"] == 0.0
-    tr = only(run(e, [mark(160.0, 3 * MS)]))  # a mark alone pushes a holder over its limit
+    # a mark alone pushes a holder over its limit (the epoch's first move: at once)
+    tr = only(run(e, [mark(160.0, 100 * MS)]))
     assert (tr.scope, tr.rule, tr.value, tr.ts) == (
         "account:A",
         "gross_notional-rule",
         2600.0,
-        T0 + 3 * MS,
+        T0 + 100 * MS,
     )
 
 
@@ -197,10 +199,10 @@ def test_pnl_floor_and_drawdown(engine_for: Make) -> None:
         rule("drawdown", scope="firm", max=300, action="alert"),
     )
     run(e, [mark(100.0), fill("a", MS, qty=100, price=100)])
-    assert run(e, [mark(104.0, 2 * MS)]) == []  # pnl +400, the peak
-    tr = only(run(e, [mark(100.5, 3 * MS)]))  # drawdown 350 from the peak
+    assert run(e, [mark(104.0, 100 * MS)]) == []  # pnl +400, the peak
+    tr = only(run(e, [mark(100.5, 200 * MS)]))  # drawdown 350 from the peak
     assert (tr.rule, tr.kind, tr.value) == ("drawdown-rule", "alert", pytest.approx(350.0))
-    halt = only(run(e, [mark(94.9, 4 * MS)]))
+    halt = only(run(e, [mark(94.9, 300 * MS)]))
     assert (halt.rule, halt.scope, halt.value) == ("pnl-rule", "account:A", pytest.approx(-510.0))
 
 
@@ -319,8 +321,13 @@ def test_capacity_grows_with_new_keys(engine_for: Make) -> None:
     assert e.scope_values("firm")["open_orders"] == 0.0
 
 
-def test_one_mark_breaching_thousands_of_holders_loses_nothing(engine_for: Make) -> None:
-    """More output than the buffer holds: the kernel pauses, drains and resumes."""
+@pytest.mark.parametrize("how", ["at-once", "queued-event", "queued-tick"])
+def test_one_mark_breaching_thousands_of_holders_loses_nothing(engine_for: Make, how: str) -> None:
+    """More output than the buffer holds: the kernel pauses, drains and resumes.
+
+    Whether the mark revalues at once (first move of its epoch) or waits for the
+    next epoch, entered by an event or by a clock tick.
+    """
     e = engine_for(
         rule("gross_notional", scope="account", max=150, action="alert"),
         rule("gross_notional", scope="strategy", max=150).replace("gross_notional-rule", "g2"),
@@ -330,7 +337,13 @@ def test_one_mark_breaching_thousands_of_holders_loses_nothing(engine_for: Make)
         [mark(100.0)]
         + [fill(f"o{i}", 1, qty=1, account=f"A{i}", strategy=f"S{i}") for i in range(3000)],
     )
-    out = run(e, [mark(200.0, MS)])
+    if how == "at-once":
+        out = run(e, [mark(200.0, 100 * MS)])
+    else:
+        assert run(e, [mark(200.0, MS)]) == []
+        out = (
+            run(e, [heartbeat("hb", 100 * MS)]) if how == "queued-event" else e.tick(T0 + 100 * MS)
+        )
     assert len(out) == 6000
     assert {t.scope for t in out if t.kind == "alert"} == {f"account:A{i}" for i in range(3000)}
     assert all(e.killswitch.state(f"strategy:S{i}") == "HALTED" for i in range(3000))

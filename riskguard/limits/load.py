@@ -17,7 +17,9 @@ from typing import Any
 from riskguard.limits.model import Limits, Rule
 from riskguard.limits.vocabulary import ACTIONS, MATCH_FIELDS, METRICS, SCOPES
 
-TOP_KEYS = frozenset({"version", "rule"})
+TOP_KEYS = frozenset({"version", "revalue_ms", "rule"})
+REVALUE_MAX_MS = 60_000
+DEFAULT_REVALUE_MS = 100
 RULE_KEYS = frozenset(
     {
         "name",
@@ -65,10 +67,15 @@ def parse(data: bytes | str, source: str = "<memory>") -> Limits:
         raise LimitsError(source, [f"TOML syntax: {exc}"]) from exc
     problems: list[str] = []
     for key in sorted(set(doc) - TOP_KEYS):
-        problems.append(f"unknown top-level key {key!r} (allowed: version, rule)")
+        problems.append(f"unknown top-level key {key!r} (allowed: version, revalue_ms, rule)")
     version = doc.get("version")
     if version != 1:
         problems.append(f"'version' must be 1, got {version!r}")
+    revalue = doc.get("revalue_ms", DEFAULT_REVALUE_MS)
+    if isinstance(revalue, bool) or not isinstance(revalue, int):
+        problems.append(f"'revalue_ms' must be an integer number of milliseconds, got {revalue!r}")
+    elif not 0 <= revalue <= REVALUE_MAX_MS:
+        problems.append(f"'revalue_ms' must be between 0 and {REVALUE_MAX_MS}, got {revalue}")
     entries = doc.get("rule", [])
     if not isinstance(entries, list):
         problems.append("'rule' must be an array of tables ([[rule]])")
@@ -86,7 +93,7 @@ def parse(data: bytes | str, source: str = "<memory>") -> Limits:
             rules.append(rule)
     if problems:
         raise LimitsError(source, problems)
-    return Limits(1, tuple(rules), source, hashlib.sha256(raw).hexdigest())
+    return Limits(1, tuple(rules), source, hashlib.sha256(raw).hexdigest(), revalue)
 
 
 def _number(v: Any) -> bool:

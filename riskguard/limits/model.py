@@ -59,6 +59,8 @@ class Limits:
     rules: tuple[Rule, ...]
     source: str = "<memory>"
     digest: str = ""
+    revalue_ms: int = 100
+    """Marks move holders' exposures at most once per symbol per this many ms (0: every mark)."""
 
     def rule(self, name: str) -> Rule:
         """The rule called ``name``; ``KeyError`` when there is none."""

@@ -9,7 +9,10 @@ Python model in :mod:`riskguard.state.reference`). For each event the kernel:
 2. updates windowed counters, orders, parents, positions and exposures;
 3. evaluates the rows whose metric the event type can move, on the event's four
    scopes (firm, account, strategy, symbol); a mark, or a fill that changes a
-   symbol's fill-derived reference price, also re-evaluates every holder;
+   symbol's fill-derived reference price, also revalues and re-evaluates every
+   holder of the symbol, at most once per revaluation epoch (``revalue_ms`` of
+   event time): later moves in the same epoch are applied together when the
+   next epoch starts (step 0, before the feed-silence check);
 4. escalates the latched state of a breaching scope (never lowers it) and writes
    one output row per transition or alert edge.
 
@@ -41,20 +44,13 @@ from riskguard.limits.vocabulary import (
     M_PRICE_DEVIATION,
     M_REJECT_RATE,
 )
-from riskguard.state import layout, primitives
+from riskguard.state import counters, layout, primitives
+from riskguard.state.counters import _close, _counters, _dups
 from riskguard.state.layout import (
-    C_CXL,
     C_DUP,
-    C_FILLN,
-    C_MSG,
-    C_NEW,
-    C_REJ,
     CI_KIND,
-    CI_LEVEL,
-    CI_WIDTH,
-    CI_WINDOW,
     FIRM,
-    G_DUP_PURGE,
+    G_EPOCH,
     G_LAST_ANY,
     G_START,
     L_ACCOUNT,
@@ -78,8 +74,8 @@ from riskguard.state.layout import (
     RI_METRIC,
     RI_MIN_ORDERS,
     RI_SOURCE,
-    RING,
     SF_REF,
+    SF_VAL,
     SI_MARK_TS,
     SI_NPAIRS,
     SI_OPEN,
@@ -94,78 +90,24 @@ from riskguard.state.layout import (
     T_REPLACE,
 )
 from riskguard.state.primitives import (
-    _advance,
     _at_level,
     _check,
+    _edge,
     _fill_pair,
+    _flush,
     _link,
     _matches,
     _pair_delta,
-    _reprice,
+    _price,
     _scope_value,
 )
-
-
-@njit(cache=True)
-def _close(o, oi, si, closed, n_closed):  # type: ignore[no-untyped-def]
-    oi[o, OI_OPEN] = 0
-    si[FIRM, SI_OPEN] -= 1
-    si[oi[o, OI_ACC], SI_OPEN] -= 1
-    si[oi[o, OI_STRAT], SI_OPEN] -= 1
-    si[oi[o, OI_SYM], SI_OPEN] -= 1
-    closed[n_closed] = o
-    return n_closed + 1
-
-
-@njit(cache=True)
-def _purge_dups(dup, ci, g):  # type: ignore[no-untyped-def]
-    """Forget duplicate-table entries older than their window before the latest event."""
-    stale = []
-    for key, seen in dup.items():
-        if seen < g[G_LAST_ANY] - ci[key[0], CI_WINDOW]:
-            stale.append(key)
-    for key in stale:
-        del dup[key]
-    g[G_DUP_PURGE] = max(4096, 2 * len(dup))
-
-
-@njit(cache=True)
-def _counters(e, t, now, acc, strat, sym, side, qty, price, ci, cb, clast, csum, dup, g):  # type: ignore[no-untyped-def]
-    for k in range(ci.shape[0]):
-        kind = ci[k, CI_KIND]
-        s = _at_level(ci[k, CI_LEVEL], acc, strat, sym)
-        b = now // ci[k, CI_WIDTH]
-        _advance(cb, clast, csum, k, s, b)
-        v = 0.0
-        if kind == C_NEW:
-            v = 1.0 if t == T_NEW else 0.0
-        elif kind == C_MSG:
-            v = 1.0 if t == T_NEW or t == T_REPLACE or t == T_CANCEL else 0.0
-        elif kind == C_REJ:
-            v = 1.0 if t == T_REJECT else 0.0
-        elif kind == C_CXL:
-            v = 1.0 if t == T_CANCEL else 0.0
-        elif kind == C_FILLN:
-            v = qty[e] * price[e] if t == T_FILL else 0.0
-        elif kind == C_DUP and t == T_NEW:
-            px = price[e] if not math.isnan(price[e]) else -1.0
-            key = (k, s, sym, np.int64(side[e]), qty[e], px)
-            prev = dup.get(key, np.int64(-1))
-            if prev >= 0 and abs(now - prev) < ci[k, CI_WINDOW]:
-                v = 1.0
-            if now > prev:
-                dup[key] = now
-                if len(dup) > g[G_DUP_PURGE]:
-                    _purge_dups(dup, ci, g)
-        if v != 0.0 and b > clast[k, s] - RING:
-            cb[k, s, b % RING] += v
-            csum[k, s] += v
 
 
 @njit(cache=True)
 def apply_batch(  # type: ignore[no-untyped-def]
     start,
     wall,
+    rw,
     typ,
     ts,
     acc_c,
@@ -216,14 +158,40 @@ def apply_batch(  # type: ignore[no-untyped-def]
     cap = out_i.shape[0]
     n_out = 0
     n_closed = 0
+    has_dups = False
+    for k in range(ci.shape[0]):
+        has_dups = has_dups or ci[k, CI_KIND] == C_DUP
     for e in range(start, n):
         t = typ[e]
         now = ts[e]
         need = 6 * nrows + 2
         if t == T_MARK or t == T_FILL:
-            need += 2 * nrows * (si[sym_c[e], SI_NPAIRS] + 1)
+            need += 2 * exp_rows.shape[0] * (si[sym_c[e], SI_NPAIRS] + 1)
         if n_out + need > cap:
             return e, n_out, n_closed
+        # 0. a new revaluation epoch applies the price moves queued in the last one
+        if rw > 0 and now // rw > g[G_EPOCH]:
+            n_out, done = _flush(
+                now,
+                rw,
+                need,
+                e,
+                g,
+                sf,
+                si,
+                pf,
+                pi,
+                ri,
+                rf,
+                rp,
+                exp_rows,
+                alerts,
+                out_i,
+                out_f,
+                n_out,
+            )
+            if not done:
+                return e, n_out, n_closed
         if g[G_START] < 0:
             g[G_START] = now
         # 1. feed silence, measured before this event counts as a sign of life
@@ -231,30 +199,19 @@ def apply_batch(  # type: ignore[no-untyped-def]
             r = feed_rows[j]
             if ri[r, RI_METRIC] == M_CONSUMER_LAG:  # live runs only: wall is -1 in replay
                 if wall >= 0:
-                    n_out = _check(
-                        r,
-                        FIRM,
-                        (wall - now) / 1e6,
-                        e,
-                        now,
-                        g,
-                        ri,
-                        rf,
-                        rp,
-                        si,
-                        alerts,
-                        out_i,
-                        out_f,
-                        n_out,
-                    )
+                    v = (wall - now) / 1e6
+                    n_out, edge = _check(r, FIRM, v, e, now, g, ri, rf, rp, si, out_i, out_f, n_out)
+                    if edge:
+                        n_out = _edge(edge, r, FIRM, v, e, rp, si, alerts, out_i, out_f, n_out)
                 continue
             source = ri[r, RI_SOURCE]
             last = src_last[source] if source >= 0 else g[G_LAST_ANY]
             if last < 0:
                 last = g[G_START]
-            n_out = _check(
-                r, FIRM, (now - last) / 1e6, e, now, g, ri, rf, rp, si, alerts, out_i, out_f, n_out
-            )
+            v = (now - last) / 1e6
+            n_out, edge = _check(r, FIRM, v, e, now, g, ri, rf, rp, si, out_i, out_f, n_out)
+            if edge:
+                n_out = _edge(edge, r, FIRM, v, e, rp, si, alerts, out_i, out_f, n_out)
         g[G_LAST_ANY] = max(g[G_LAST_ANY], now)
         if t == T_HEARTBEAT:
             src_last[src[e]] = max(src_last[src[e]], now)
@@ -266,9 +223,10 @@ def apply_batch(  # type: ignore[no-untyped-def]
             if now >= si[sym, SI_MARK_TS]:
                 si[sym, SI_MARK_TS] = now
                 si[sym, SI_PRICE_SRC] = 2
-                n_out = _reprice(
+                n_out = _price(
                     sym,
                     price[e],
+                    rw,
                     e,
                     now,
                     g,
@@ -288,7 +246,9 @@ def apply_batch(  # type: ignore[no-untyped-def]
             continue
         # 2. state
         if t != T_PARENT:
-            _counters(e, t, now, acc, strat, sym, side, qty, price, ci, cb, clast, csum, dup, g)
+            _counters(e, t, now, acc, strat, sym, qty, price, ci, cb, clast, csum)
+            if t == T_NEW and has_dups:
+                _dups(e, now, acc, strat, sym, side, qty, price, ci, cb, clast, csum, dup, g)
         o = oid[e]
         parent = pid[e]
         if t == T_PARENT:
@@ -331,9 +291,10 @@ def apply_batch(  # type: ignore[no-untyped-def]
             x = price[e]
             if si[sym, SI_PRICE_SRC] < 2 and (si[sym, SI_PRICE_SRC] == 0 or sf[sym, SF_REF] != x):
                 si[sym, SI_PRICE_SRC] = 1
-                n_out = _reprice(
+                n_out = _price(
                     sym,
                     x,
+                    rw,
                     e,
                     now,
                     g,
@@ -350,7 +311,7 @@ def apply_batch(  # type: ignore[no-untyped-def]
                     out_f,
                     n_out,
                 )
-            m = sf[sym, SF_REF]
+            m = sf[sym, SF_VAL]
             d = qty[e] * side[e]
             for p in (pr_firm[e], pr_acc[e], pr_strat[e]):
                 _link(si, pi, p)
@@ -406,14 +367,42 @@ def apply_batch(  # type: ignore[no-untyped-def]
                     v = np.nan
             else:
                 v = _scope_value(metric, sf, si, s)
-            n_out = _check(r, s, v, e, now, g, ri, rf, rp, si, alerts, out_i, out_f, n_out)
+            n_out, edge = _check(r, s, v, e, now, g, ri, rf, rp, si, out_i, out_f, n_out)
+            if edge:
+                n_out = _edge(edge, r, s, v, e, rp, si, alerts, out_i, out_f, n_out)
     return n, n_out, n_closed
 
 
 @njit(cache=True)
-def tick(now, ri, rf, rp, si, src_last, g, feed_rows, alerts, out_i, out_f):  # type: ignore[no-untyped-def]
-    """Check feed-silence rows against the clock ``now`` (no event). Returns outputs written."""
-    n_out = 0
+def tick(  # type: ignore[no-untyped-def]
+    now, rw, sf, si, pf, pi, ri, rf, rp, exp_rows, src_last, g, feed_rows, alerts, out_i, out_f
+):
+    """Advance to the clock ``now`` without an event: queued revaluations, then feed silence.
+
+    Returns (outputs written, done); not done means the output buffer was too small
+    for the queued revaluations: drain, grow and call again.
+    """
+    n_out, done = _flush(
+        now,
+        rw,
+        feed_rows.shape[0],
+        -1,
+        g,
+        sf,
+        si,
+        pf,
+        pi,
+        ri,
+        rf,
+        rp,
+        exp_rows,
+        alerts,
+        out_i,
+        out_f,
+        0,
+    )
+    if not done:
+        return n_out, False
     if g[G_START] < 0:
         g[G_START] = now
     for j in range(feed_rows.shape[0]):
@@ -424,10 +413,11 @@ def tick(now, ri, rf, rp, si, src_last, g, feed_rows, alerts, out_i, out_f):  # 
         last = src_last[source] if source >= 0 else g[G_LAST_ANY]
         if last < 0:
             last = g[G_START]
-        n_out = _check(
-            r, FIRM, (now - last) / 1e6, -1, now, g, ri, rf, rp, si, alerts, out_i, out_f, n_out
-        )
-    return n_out
+        v = (now - last) / 1e6
+        n_out, edge = _check(r, FIRM, v, -1, now, g, ri, rf, rp, si, out_i, out_f, n_out)
+        if edge:
+            n_out = _edge(edge, r, FIRM, v, -1, rp, si, alerts, out_i, out_f, n_out)
+    return n_out, True
 
 
 @njit(cache=True)
@@ -459,7 +449,7 @@ def _pin_cache_to_sources() -> str:
     index key makes any such change a cache miss, hence a recompile.
     """
     digest = hashlib.sha256()
-    for module in (layout, primitives, vocabulary):
+    for module in (layout, primitives, counters, vocabulary):
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(Path(__file__).read_bytes())
     stamp = digest.hexdigest()

@@ -114,6 +114,16 @@ class KeySpace:
             self.order_names[oid] = None
             self._free_orders.append(oid)
 
+    def release_orders(self, oids: list[int]) -> None:
+        """:meth:`release_order` for many closed orders at once (the batch path)."""
+        names, orders, free = self.order_names, self.orders, self._free_orders
+        for oid in oids:
+            name = names[oid]
+            if name is not None:
+                del orders[name]
+                names[oid] = None
+                free.append(oid)
+
     @property
     def n_orders(self) -> int:
         """Capacity needed for order arrays (highest id + 1)."""

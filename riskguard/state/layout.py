@@ -46,8 +46,9 @@ SF_GROSS: Final = 1  # sum of |position| x reference price
 SF_REAL: Final = 2  # realised P&L
 SF_COST: Final = 3  # sum of signed position x average cost
 SF_PEAK: Final = 4  # session peak of pnl (starts at 0)
-SF_REF: Final = 5  # reference price (symbol scopes only)
-NSF: Final = 6
+SF_REF: Final = 5  # symbols: latest reference price (mark, else last fill)
+SF_VAL: Final = 6  # symbols: price positions are valued at (SF_REF, applied per epoch)
+NSF: Final = 7
 
 # Per-scope integer columns (``si``).
 SI_OPEN: Final = 0  # open orders
@@ -60,7 +61,11 @@ SI_HEAD: Final = 6  # symbols: first position pair holding the symbol, -1 none
 SI_TAIL: Final = 7  # symbols: last position pair holding the symbol, -1 none
 SI_NPAIRS: Final = 8  # symbols: number of linked position pairs
 SI_JUDGED: Final = 9  # breaches from events at or before this time are already judged
-NSI: Final = 10
+SI_VAL_EPOCH: Final = 10  # symbols: revaluation epoch SF_VAL was last moved in, -1 never
+SI_PEND: Final = 11  # symbols: 1 while a price move waits for the next epoch
+SI_PEND_NEXT: Final = 12  # symbols: next pending symbol (in order of becoming pending), -1 end
+SI_SEEN: Final = 13  # flush sequence number this scope was last evaluated in
+NSI: Final = 14
 
 # Position pairs (owner scope x symbol): floats ``pf`` and integers ``pi``.
 PF_POS: Final = 0
@@ -98,7 +103,11 @@ G_START: Final = 0  # engine start (event time); -1 until set
 G_LAST_ANY: Final = 1  # latest event time seen
 G_DUP_PURGE: Final = 2  # duplicate-table size that triggers the next purge
 G_JUDGED: Final = 3  # like SI_JUDGED, for every scope (set on restart from the control topic)
-NG: Final = 4
+G_EPOCH: Final = 4  # current revaluation epoch (event time // revalue width), -1 before any
+G_PEND_HEAD: Final = 5  # first pending symbol, -1 none
+G_PEND_TAIL: Final = 6  # last pending symbol, -1 none
+G_SEQ: Final = 7  # revaluation flushes so far (stamps SI_SEEN)
+NG: Final = 8
 
 # Windowed counters: kinds, and the ring of time buckets.
 C_NEW: Final = 0
@@ -130,11 +139,13 @@ NRI: Final = 10
 RF_MAX: Final = 0
 RF_MIN: Final = 1
 NRF: Final = 2
-# Row peaks ``rp``: highest and lowest value evaluated, and the evaluation count.
+# Row peaks ``rp``: highest and lowest value evaluated, the evaluation count, and the
+# number of raised alert edges of the row (alert rows only).
 RP_HI: Final = 0
 RP_LO: Final = 1
 RP_N: Final = 2
-NRP: Final = 3
+RP_EDGES: Final = 3
+NRP: Final = 4
 
 # Decision output rows ``out_i``; value in ``out_f``.
 O_EVENT: Final = 0

@@ -10,7 +10,6 @@ benchmark. It is slow by design; never use it on the hot path.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 from riskguard.events import (
     CancelOrder,
@@ -24,122 +23,18 @@ from riskguard.events import (
     ReplaceOrder,
 )
 from riskguard.limits.model import Limits, Rule
-
-BUCKETS = 10
-RING = BUCKETS + 1
-STATES = ("ACTIVE", "REDUCE_ONLY", "HALTED")
-STRICTNESS = {"reduce_only": 1, "halt": 2}
-#: Metrics each event type can move (spelled out again here, on purpose, by name).
-FAMILY_NAMES: dict[str, frozenset[str]] = {
-    "parent": frozenset({"parent_overfill_ratio"}),
-    "new": frozenset(
-        {
-            "order_rate",
-            "message_rate",
-            "cancel_ratio",
-            "duplicate_orders",
-            "order_qty",
-            "order_notional",
-            "price_deviation",
-            "open_orders",
-        }
-    ),
-    "replace": frozenset(
-        {"message_rate", "order_qty", "order_notional", "price_deviation", "open_orders"}
-    ),
-    "cancel": frozenset({"message_rate", "cancel_ratio", "open_orders"}),
-    "reject": frozenset({"reject_rate", "open_orders"}),
-    "fill": frozenset(
-        {
-            "fill_notional_rate",
-            "position_qty",
-            "gross_notional",
-            "net_notional",
-            "pnl",
-            "drawdown",
-            "open_orders",
-            "parent_overfill_ratio",
-        }
-    ),
-}
-EXPOSURE_NAMES = frozenset({"gross_notional", "net_notional", "pnl", "drawdown"})
-COUNTED = {  # windowed metric -> (numerator kind, denominator kind)
-    "order_rate": ("new", None),
-    "message_rate": ("msg", None),
-    "reject_rate": ("rej", None),
-    "cancel_ratio": ("cxl", "new"),
-    "fill_notional_rate": ("filln", None),
-    "duplicate_orders": ("dup", None),
-}
-
-
-@dataclass
-class Book:
-    """Aggregates of one scope."""
-
-    net: float = 0.0
-    gross: float = 0.0
-    real: float = 0.0
-    cost: float = 0.0
-    peak: float = 0.0
-    open_orders: int = 0
-
-    @property
-    def pnl(self) -> float:
-        """Realised + unrealised."""
-        return self.real + self.net - self.cost
-
-
-@dataclass
-class Order:
-    """An open order."""
-
-    account: str
-    strategy: str
-    symbol: str
-    parent: str | None
-    qty: float
-    cum: float = 0.0
-
-
-@dataclass
-class Window:
-    """A ring of time buckets for one counter at one scope."""
-
-    last: int = -1
-    slots: list[float] = field(default_factory=lambda: [0.0] * RING)
-    total: float = 0.0
-
-    def advance(self, bucket: int) -> None:
-        """Move to ``bucket``, zeroing buckets that fell out."""
-        if bucket <= self.last:
-            return
-        for b in range(max(self.last + 1, bucket - RING + 1), bucket + 1):
-            self.slots[b % RING] = 0.0
-        self.last = bucket
-        total = 0.0
-        for v in self.slots:
-            total += v
-        self.total = total
-
-    def add(self, bucket: int, v: float) -> None:
-        """Count ``v`` in ``bucket`` if that bucket is still in the ring."""
-        if bucket > self.last - RING:
-            self.slots[bucket % RING] += v
-            self.total += v
-
-
-@dataclass(frozen=True)
-class RefTransition:
-    """What the reference decided (the fields the property tests compare)."""
-
-    scope: str
-    rule: str
-    from_: str
-    to: str
-    kind: str
-    ts: int
-    value: float
+from riskguard.state.reference_defs import (
+    BUCKETS,
+    COUNTED,
+    EXPOSURE_NAMES,
+    FAMILY_NAMES,
+    STATES,
+    STRICTNESS,
+    Book,
+    Order,
+    RefTransition,
+    Window,
+)
 
 
 class ReferenceModel:
@@ -152,7 +47,12 @@ class ReferenceModel:
         self.pos: dict[tuple[str, str], list[float]] = {}  # (owner, symbol) -> pos, cost, real
         self.holders: dict[str, list[str]] = {}  # symbol -> owners, in order of first fill
         self.books: dict[str, Book] = {}
-        self.ref: dict[str, float] = {}
+        self.ref: dict[str, float] = {}  # symbol -> latest reference price
+        self.val: dict[str, float] = {}  # symbol -> price positions are valued at
+        self.val_epoch: dict[str, int] = {}  # symbol -> epoch its valuation last moved in
+        self.pending: list[str] = []  # symbols with a price move queued, in queue order
+        self.epoch = -1
+        self.revalue_ns = limits.revalue_ms * 1_000_000
         self.price_src: dict[str, int] = {}
         self.mark_ts: dict[str, int] = {}
         self.orders: dict[str, Order] = {}
@@ -255,26 +155,56 @@ class ReferenceModel:
             b.cost += cost
             b.peak = max(b.peak, b.pnl)
 
-    def _reprice(self, symbol: str, price: float, ts: int) -> None:
-        move = price - self.ref.get(symbol, 0.0)
+    def _price(self, symbol: str, price: float, ts: int) -> None:
+        """A new reference price: revalue holders now, or queue it for the next epoch."""
         self.ref[symbol] = price
-        owners = self.holders.get(symbol, [])
-        for owner in owners:
+        if self.revalue_ns > 0 and self.val_epoch.get(symbol, -1) >= self.epoch:
+            if symbol not in self.pending:
+                self.pending.append(symbol)
+            return
+        self.val_epoch[symbol] = self.epoch
+        self._move(symbol)
+        self._revalued([symbol], ts)
+
+    def _move(self, symbol: str) -> None:
+        move = self.ref[symbol] - self.val.get(symbol, 0.0)
+        self.val[symbol] = self.ref[symbol]
+        for owner in self.holders.get(symbol, []):
             q = self.pos[(owner, symbol)][0]
             if q != 0.0:
                 self._delta(owner, symbol, q * move, abs(q) * move, 0.0, 0.0)
-        for owner in owners:
-            if self.pos[(owner, symbol)][0] == 0.0:
-                continue
-            for scope in (owner, symbol) if owner == "firm" else (owner,):
-                level = scope.partition(":")[0]
-                for i, rule in enumerate(self.rules):
-                    if (
-                        rule.metric in EXPOSURE_NAMES
-                        and rule.scope == level
-                        and self._matches(rule, scope)
-                    ):
-                        self._check(i, rule, scope, self._stateful(rule.metric, scope), ts)
+
+    def _revalued(self, symbols: list[str], ts: int) -> None:
+        """Exposure rules on every scope holding one of ``symbols``, once each."""
+        seen: set[str] = set()
+        for symbol in symbols:
+            for owner in self.holders.get(symbol, []):
+                if self.pos[(owner, symbol)][0] == 0.0:
+                    continue
+                for scope in (owner, symbol) if owner == "firm" else (owner,):
+                    if scope in seen:
+                        continue
+                    seen.add(scope)
+                    level = scope.partition(":")[0]
+                    for i, rule in enumerate(self.rules):
+                        if (
+                            rule.metric in EXPOSURE_NAMES
+                            and rule.scope == level
+                            and self._matches(rule, scope)
+                        ):
+                            self._check(i, rule, scope, self._stateful(rule.metric, scope), ts)
+
+    def _flush(self, now: int) -> None:
+        """Entering a new revaluation epoch applies every queued move, then evaluates."""
+        if self.revalue_ns <= 0 or now // self.revalue_ns <= self.epoch:
+            return
+        epoch = now // self.revalue_ns
+        for symbol in self.pending:
+            self.val_epoch[symbol] = epoch
+            self._move(symbol)
+        self._revalued(self.pending, now)
+        self.pending = []
+        self.epoch = epoch
 
     def _stateful(self, metric: str, scope: str) -> float:
         b = self.book(scope)
@@ -332,7 +262,7 @@ class ReferenceModel:
             if now >= self.mark_ts.get(sym, -1):
                 self.mark_ts[sym] = now
                 self.price_src[sym] = 2
-                self._reprice(sym, ev.price, now)
+                self._price(sym, ev.price, now)
             return
         scopes = self._scopes(ev)
         sym = scopes["symbol"]
@@ -373,8 +303,8 @@ class ReferenceModel:
         src = self.price_src.get(sym, 0)
         if src < 2 and (src == 0 or self.ref[sym] != ev.price):
             self.price_src[sym] = 1
-            self._reprice(sym, ev.price, ev.ts)
-        m = self.ref[sym]
+            self._price(sym, ev.price, ev.ts)
+        m = self.val[sym]
         d = ev.qty if ev.side == "buy" else -ev.qty
         for owner in ("firm", f"account:{ev.account}", f"strategy:{ev.strategy}"):
             if (owner, sym) not in self.pos:
@@ -483,7 +413,8 @@ class ReferenceModel:
             self._check(i, rule, scope, v, ev.ts)
 
     def tick(self, now: int) -> None:
-        """Feed-silence rules at time ``now``."""
+        """Advance to ``now``: queued revaluations, then feed-silence rules."""
+        self._flush(now)
         if self.start < 0:
             self.start = now
         for i, rule in enumerate(self.rules):

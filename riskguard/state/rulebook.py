@@ -132,6 +132,8 @@ class Rulebook:
     exp_rows: Array
     feed_rows: Array
     row_rule: tuple[Rule, ...]
+    revalue_ns: int
+    """Width of a revaluation epoch in ns (0: revalue holders on every price move)."""
 
     @property
     def n_rows(self) -> int:
@@ -197,7 +199,17 @@ def compile_limits(limits: Limits, keys: KeySpace) -> Rulebook:
         [r for r in range(len(ri_rows)) if int(metric[r]) in (M_FEED_SILENCE, M_CONSUMER_LAG)],
         dtype=np.int64,
     )
-    return Rulebook(limits, ri, rf, ci, type_rows, exp_rows, feed_rows, tuple(row_rule))
+    return Rulebook(
+        limits,
+        ri,
+        rf,
+        ci,
+        type_rows,
+        exp_rows,
+        feed_rows,
+        tuple(row_rule),
+        limits.revalue_ms * 1_000_000,
+    )
 
 
 def _combinations(rule: Rule, level: int, keys: KeySpace) -> list[tuple[int, int, int]]:

@@ -16,8 +16,11 @@ from numba.typed import Dict
 from riskguard.state.keys import KeySpace
 from riskguard.state.layout import (
     G_DUP_PURGE,
+    G_EPOCH,
     G_JUDGED,
     G_LAST_ANY,
+    G_PEND_HEAD,
+    G_PEND_TAIL,
     G_START,
     NCI,
     NG,
@@ -39,7 +42,10 @@ from riskguard.state.layout import (
     SI_JUDGED,
     SI_LEVEL,
     SI_MARK_TS,
+    SI_PEND_NEXT,
+    SI_SEEN,
     SI_TAIL,
+    SI_VAL_EPOCH,
 )
 
 DUP_KEY = types.Tuple(
@@ -49,6 +55,7 @@ ALERT_KEY = types.UniTuple(types.int64, 2)
 
 _SI_FILL = np.zeros(NSI, dtype=np.int64)
 _SI_FILL[[SI_ACCOUNT, SI_MARK_TS, SI_HEAD, SI_TAIL, SI_JUDGED]] = -1
+_SI_FILL[[SI_VAL_EPOCH, SI_PEND_NEXT, SI_SEEN]] = -1
 _PI_FILL = np.zeros(NPI, dtype=np.int64)
 _PI_FILL[PI_NEXT] = -1
 _OI_FILL = np.zeros(NOI, dtype=np.int64)
@@ -95,6 +102,9 @@ class StateStore:
         self.g[G_LAST_ANY] = -1
         self.g[G_DUP_PURGE] = 4096
         self.g[G_JUDGED] = -1
+        self.g[G_EPOCH] = -1
+        self.g[G_PEND_HEAD] = -1
+        self.g[G_PEND_TAIL] = -1
         self.alerts = Dict.empty(ALERT_KEY, types.int64)
         self.dup = Dict.empty(DUP_KEY, types.int64)
         self.ci = np.zeros((0, NCI), dtype=np.int64)

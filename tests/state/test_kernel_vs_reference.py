@@ -30,7 +30,7 @@ from riskguard.events import (
     ReplaceOrder,
 )
 from riskguard.killswitch import Transition
-from riskguard.limits import parse
+from riskguard.limits import Limits, parse
 from riskguard.state.reference import ReferenceModel
 from riskguard.testing import capture_transitions
 from tests.builders import MS, T0, rules_toml
@@ -225,6 +225,13 @@ RULES = [
     ),
 ]
 LIMITS = parse(rules_toml(*RULES))
+# Revaluation epochs: the default, every price move at once, and a short one that
+# queues and flushes often within a stream.
+LIMITS_BY_REVALUE = {
+    100: LIMITS,
+    0: parse(rules_toml(*RULES).replace("version = 1", "version = 1\nrevalue_ms = 0")),
+    7: parse(rules_toml(*RULES).replace("version = 1", "version = 1\nrevalue_ms = 7")),
+}
 
 
 @st.composite
@@ -252,6 +259,7 @@ def streams(draw: Any) -> tuple[list[Event | tuple[str, str]], list[int]]:
                     "parent",
                     "heartbeat",
                     "resume",
+                    "tick",
                 ]
             )
         )
@@ -299,6 +307,8 @@ def streams(draw: Any) -> tuple[list[Event | tuple[str, str]], list[int]]:
             ev = ParentOrder(ts=ts, parent_id=pid or "P0", side=side, qty=qty, **keys)
         elif kind == "heartbeat":
             ev = Heartbeat(ts=ts, source=draw(st.sampled_from(["hb1", "hb2"])))
+        elif kind == "tick":  # the live clock moves on without an event
+            ev = ("tick", str(T0 + t))
         else:
             ev = (
                 "resume",
@@ -319,17 +329,22 @@ def streams(draw: Any) -> tuple[list[Event | tuple[str, str]], list[int]]:
 
 
 def run_both(
-    stream: list[Event | tuple[str, str]], cuts: list[int]
+    stream: list[Event | tuple[str, str]], cuts: list[int], limits: Limits = LIMITS
 ) -> tuple[Engine, ReferenceModel, list[Transition]]:
     """Feed ``stream`` to both models, cutting the engine's input at ``cuts``."""
-    engine = Engine(LIMITS, event_time=True)
-    ref = ReferenceModel(LIMITS)
+    engine = Engine(limits, event_time=True)
+    ref = ReferenceModel(limits)
     bounds = [0, *cuts, len(stream)]
     with capture_transitions(engine) as seen:
         for lo, hi in itertools.pairwise(bounds):
             batch: list[Event] = []
             for item in stream[lo:hi]:
-                if isinstance(item, tuple):
+                if isinstance(item, tuple) and item[0] == "tick":
+                    engine.apply(batch)
+                    batch = []
+                    engine.tick(int(item[1]))
+                    ref.tick(int(item[1]))
+                elif isinstance(item, tuple):
                     engine.apply(batch)
                     batch = []
                     engine.killswitch.resume(item[1], "tester", "property test")
@@ -378,9 +393,11 @@ def assert_same(engine: Engine, ref: ReferenceModel, transitions: list[Transitio
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(streams())
-def test_kernel_matches_reference(case: tuple[list[Event | tuple[str, str]], list[int]]) -> None:
-    engine, ref, seen = run_both(*case)
+@given(streams(), st.sampled_from(sorted(LIMITS_BY_REVALUE)))
+def test_kernel_matches_reference(
+    case: tuple[list[Event | tuple[str, str]], list[int]], revalue_ms: int
+) -> None:
+    engine, ref, seen = run_both(*case, LIMITS_BY_REVALUE[revalue_ms])
     assert_same(engine, ref, seen)
 
 
