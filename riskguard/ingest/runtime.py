@@ -33,7 +33,9 @@ from riskguard.control.reader import partitions
 from riskguard.control.records import HeartbeatRecord
 from riskguard.engine import Engine
 from riskguard.events import BadEvent, Event, decode
+from riskguard.events import _decoder as _event_decoder
 from riskguard.ingest.health import BrokerWatch, Edge
+from riskguard.ingest.positions import Positions
 from riskguard.ingest.recovery import Snapshotter, recover
 from riskguard.ingest.reload import LimitsReloader
 from riskguard.ingest.topics import ensure_topics
@@ -245,27 +247,31 @@ class Sidecar:
     async def _apply(self, batch: dict[TopicPartition, Sequence[Any]]) -> None:
         started = time.perf_counter()
         events: list[Event] = []
-        positions: list[str] = []
-        raw: dict[str, bytes] = {}
+        where = Positions()
+        session = self.session_start_ns
         for tp, messages in batch.items():
+            where.partition(f"{tp.topic}/{tp.partition}")
             for m in messages:
-                where = f"{tp.topic}/{tp.partition}@{m.offset}"
-                item = decode(m.value or b"", where)
-                if isinstance(item, BadEvent):
-                    await self._dead_letter(item, m.value or b"", m.key)
-                elif self.session_start_ns is not None and item.ts < self.session_start_ns:
+                value = m.value or b""
+                try:  # the fast path; decode() below explains a failure
+                    item = _event_decoder.decode(value)
+                except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
+                    bad = decode(value, f"{tp.topic}/{tp.partition}@{m.offset}")
+                    assert isinstance(bad, BadEvent)
+                    await self._dead_letter(bad, value, m.key)
+                    continue
+                if session is not None and item.ts < session:
                     self.before_session += 1  # yesterday's flow: not part of this session
-                else:
-                    events.append(item)
-                    positions.append(where)
-                    raw[where] = m.value
-        result = self.engine.apply(events, positions, wall_ns=time.time_ns())
+                    continue
+                events.append(item)
+                where.add(m.offset, value)
+        result = self.engine.apply(events, where, wall_ns=time.time_ns())
         # Offsets advance only now that the state reflects them: the commit and
         # snapshot tasks may run during the awaits above and must never see them early.
         for tp, messages in batch.items():
             self.applied[tp] = messages[-1].offset + 1
         for bad in result.bad:
-            await self._dead_letter(bad, raw.get(bad.position, b""), None)
+            await self._dead_letter(bad, where.value_at(bad.position), None)
         self.metrics.count_events(result.type_counts)
         if result.transitions:
             await self.dispatch(result.transitions)

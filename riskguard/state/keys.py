@@ -51,6 +51,11 @@ class KeySpace:
         self.source_names: list[str] = []
         self.pairs: dict[tuple[int, int], int] = {}
         self.pair_keys: list[tuple[int, int]] = []
+        #: caches for the batch builder (derived, rebuilt on demand, never snapshotted):
+        #: strategy name -> (its account's name, account id, strategy id), once bound
+        self.routes: dict[str, tuple[str, int, int]] = {}
+        #: (strategy id, symbol id) -> position pair ids of (firm, account, strategy)
+        self.fill_pairs: dict[tuple[int, int], tuple[int, int, int]] = {}
 
     # scopes ---------------------------------------------------------------
     def scope(self, level: int, key: str) -> int:
