@@ -111,13 +111,17 @@ def progress(label: str, done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def run_config(tmp: Path, name: str, body: str = "") -> Path:
-    """A ``riskguard run`` config writing its audit log, journal and snapshots under ``tmp``."""
+def run_config(tmp: Path, name: str, body: str = "", runtime: str = "") -> Path:
+    """A ``riskguard run`` config writing its audit log, journal and snapshots under ``tmp``.
+
+    ``body`` goes before the ``[runtime]`` table (e.g. a ``[kafka]`` table);
+    ``runtime`` adds lines to ``[runtime]``.
+    """
     path = tmp / f"{name}.toml"
     path.write_text(
         f'limits = "{LIMITS}"\n{body}\n[runtime]\naudit_log = "{tmp / f"{name}-audit.jsonl"}"\n'
         f'journal = "{tmp / f"{name}-journal.jsonl"}"\n'
-        f'snapshot_dir = "{tmp / f"{name}-snapshots"}"\nwatch_limits = false\n'
+        f'snapshot_dir = "{tmp / f"{name}-snapshots"}"\nwatch_limits = false\n{runtime}\n'
     )
     return path
 

@@ -17,7 +17,7 @@ from riskguard.events import BadEvent, Event
 from riskguard.killswitch import KillSwitch, Transition, transition_id
 from riskguard.limits.model import Limits, Rule
 from riskguard.state.columnar import Batch, build
-from riskguard.state.kernel import apply_batch, fill_alerts, fill_dups, tick
+from riskguard.state.kernel import apply_batch, tick
 from riskguard.state.keys import KeySpace
 from riskguard.state.layout import (
     G_JUDGED,
@@ -43,6 +43,14 @@ from riskguard.state.layout import (
 )
 from riskguard.state.rulebook import Rulebook, compile_limits
 from riskguard.state.store import StateStore
+from riskguard.state.tables import (
+    clear_alerts,
+    clear_dups,
+    dump_alerts,
+    dump_dups,
+    fill_alerts,
+    fill_dups,
+)
 from riskguard.warmup import warm_events, warm_limits
 
 Clock = Callable[[], int]
@@ -105,7 +113,7 @@ class Engine:
         self.rule_peaks = np.zeros((book.n_rows, NRP))
         self.rule_peaks[:, RP_HI] = -np.inf
         self.rule_peaks[:, RP_LO] = np.inf
-        self.store.alerts.clear()
+        clear_alerts(self.store.alerts)
         return book
 
     def recompile(self) -> None:
@@ -358,4 +366,8 @@ def warm_up() -> None:
         store.dup, np.zeros((0, 4), dtype=np.int64), np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
     )
     fill_alerts(store.alerts, np.zeros((0, 2), dtype=np.int64))
+    dump_dups(store.dup)  # snapshot capture, and limits reloads
+    dump_alerts(store.alerts)
+    clear_dups(store.dup)
+    clear_alerts(store.alerts)
     _warm = True

@@ -27,12 +27,12 @@ import orjson
 
 from riskguard import durable
 from riskguard.engine import Engine
-from riskguard.state.kernel import fill_alerts, fill_dups
 from riskguard.state.keys import LEVEL_NAMES, KeySpace
 from riskguard.state.layout import SI_STATE
+from riskguard.state.tables import dump_alerts, dump_dups, fill_alerts, fill_dups
 
 MAGIC = b"RGSNAP\x01\n"
-VERSION = 2  # 2: revaluation epochs (sf/si/g columns), alert-edge counts in rp
+VERSION = 2  # 2: revaluation epochs (sf/si/g columns), alert-edge counts in rp, dups as arrays
 ARRAYS = (
     "sf",
     "si",
@@ -70,33 +70,61 @@ class Snapshot:
         return offsets
 
 
-def capture(engine: Engine, offsets: dict[str, int]) -> bytes:
-    """Serialise the engine and the offsets it reflects (call between batches)."""
+@dataclass(frozen=True)
+class Frozen:
+    """Copies of everything a snapshot holds, taken between batches."""
+
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+
+def freeze(engine: Engine, offsets: dict[str, int]) -> Frozen:
+    """Copy the engine's state and the offsets it reflects (call between batches).
+
+    Only copies: cheap enough for the event loop. :func:`serialise` does the slow
+    part (compression-free ``np.savez``, sha256, JSON) and may run in a thread.
+    """
     store, keys = engine.store, engine.keys
-    buf = io.BytesIO()
-    np.savez(buf, **{name: getattr(store, name) for name in ARRAYS}, rp=engine.rule_peaks)
-    body = buf.getvalue()
+    dup_i, dup_f, dup_seen = dump_dups(store.dup)
+    arrays = {name: getattr(store, name).copy() for name in ARRAYS}
+    arrays |= {
+        "rp": engine.rule_peaks.copy(),
+        "dup_i": dup_i,
+        "dup_f": dup_f,
+        "dup_seen": dup_seen,
+        "alerts": dump_alerts(store.alerts),
+    }
     meta = {
         "version": VERSION,
         "created_ns": time.time_ns(),
-        "offsets": offsets,
+        "offsets": dict(offsets),
         "events_applied": engine.events_applied,
         "limits_sha256": engine.limits.digest,
-        "sha256": hashlib.sha256(body).hexdigest(),
         "keys": {
-            "scope_names": keys.scope_names,
-            "scope_levels": keys.scope_levels,
-            "strategy_account": [[s, a] for s, a in keys.strategy_account.items()],
-            "order_names": keys.order_names,
+            "scope_names": list(keys.scope_names),
+            "scope_levels": list(keys.scope_levels),
+            "strategy_account": list(keys.strategy_account.items()),
+            "order_names": list(keys.order_names),
             "parents": list(keys.parents),
-            "source_names": keys.source_names,
-            "pair_keys": [list(p) for p in keys.pair_keys],
+            "source_names": list(keys.source_names),
+            "pair_keys": list(keys.pair_keys),
         },
-        "dup": [[list(k), v] for k, v in store.dup.items()],
-        "alerts": [list(k) for k in store.alerts],
     }
-    head = orjson.dumps(meta)
+    return Frozen(arrays, meta)
+
+
+def serialise(frozen: Frozen) -> bytes:
+    """The snapshot file's bytes (any thread)."""
+    buf = io.BytesIO()
+    np.savez(buf, **frozen.arrays)  # type: ignore[arg-type]  # numpy stubs: **kwargs
+    body = buf.getvalue()
+    head = orjson.dumps({**frozen.meta, "sha256": hashlib.sha256(body).hexdigest()})
     return MAGIC + len(head).to_bytes(8, "big") + head + body
+
+
+def capture(engine: Engine, offsets: dict[str, int]) -> bytes:
+    """Serialise the engine and the offsets it reflects (call between batches)."""
+    return serialise(freeze(engine, offsets))
 
 
 def decode(data: bytes, path: Path) -> Snapshot:
@@ -145,14 +173,9 @@ def restore(engine: Engine, snap: Snapshot) -> None:
     engine.recompile()  # match values -> ids of the restored key space; counters carried
     if snap.meta["limits_sha256"] == engine.limits.digest:  # same rows: peaks, edges, dups
         engine.rule_peaks[:] = snap.arrays["rp"]
-        fill_alerts(store.alerts, np.array(snap.meta["alerts"], dtype=np.int64).reshape(-1, 2))
-        dups = snap.meta["dup"]
-        fill_dups(
-            store.dup,
-            np.array([k[:4] for k, _ in dups], dtype=np.int64).reshape(-1, 4),
-            np.array([k[4:] for k, _ in dups], dtype=np.float64).reshape(-1, 2),
-            np.array([v for _, v in dups], dtype=np.int64),
-        )
+        a = snap.arrays
+        fill_alerts(store.alerts, a["alerts"])
+        fill_dups(store.dup, a["dup_i"], a["dup_f"], a["dup_seen"])
     engine.events_applied = int(snap.meta["events_applied"])
 
 

@@ -25,7 +25,7 @@ from aiokafka.structs import TopicPartition
 
 from riskguard.control.reader import ControlView, read_to_end
 from riskguard.killswitch import Transition
-from riskguard.snapshot import SnapshotStore, capture, restore
+from riskguard.snapshot import Frozen, SnapshotStore, freeze, restore, serialise
 
 if TYPE_CHECKING:
     from riskguard.ingest.runtime import Sidecar
@@ -113,9 +113,9 @@ class Snapshotter:
             seconds=round(self.load_seconds, 3),
         )
 
-    def _capture(self) -> bytes:
+    def _freeze(self) -> Frozen:
         offsets = {f"{tp.topic}/{tp.partition}": off for tp, off in self.sidecar.applied.items()}
-        return capture(self.sidecar.engine, offsets)
+        return freeze(self.sidecar.engine, offsets)
 
     def maybe(self) -> None:
         """Between batches: start a snapshot write if one is due and none is running."""
@@ -127,12 +127,12 @@ class Snapshotter:
             return  # nothing changed since the last snapshot
         self.last_mono = time.monotonic()
         self.last_events = self.sidecar.engine.events_applied
-        data = self._capture()  # consistent with `applied`: taken between batches
-        self._writing = asyncio.create_task(self._write(data), name="snapshot-write")
+        frozen = self._freeze()  # consistent with `applied`: copied between batches
+        self._writing = asyncio.create_task(self._write(frozen), name="snapshot-write")
 
-    async def _write(self, data: bytes) -> None:
-        try:
-            path = await asyncio.to_thread(self.store.write, data)
+    async def _write(self, frozen: Frozen) -> None:
+        try:  # serialising in the thread too: the event loop only paid for the copies
+            path = await asyncio.to_thread(lambda: self.store.write(serialise(frozen)))
             self.last_path = path.name
             self.sidecar.metrics.last_snapshot.set(time.time())
         except OSError as exc:
@@ -143,7 +143,7 @@ class Snapshotter:
         if self._writing is not None:
             await asyncio.gather(self._writing, return_exceptions=True)
         if self.interval_s > 0 and self.sidecar.applied:
-            await self._write(self._capture())
+            await self._write(self._freeze())
 
     def status(self) -> dict[str, Any]:
         """For ``/v1/status``."""

@@ -44,7 +44,7 @@ from riskguard.limits.vocabulary import (
     M_PRICE_DEVIATION,
     M_REJECT_RATE,
 )
-from riskguard.state import counters, layout, primitives
+from riskguard.state import counters, layout, primitives, tables
 from riskguard.state.counters import _close, _counters, _dups
 from riskguard.state.layout import (
     C_DUP,
@@ -420,25 +420,6 @@ def tick(  # type: ignore[no-untyped-def]
     return n_out, True
 
 
-@njit(cache=True)
-def fill_dups(dup, ints, floats, seen):  # type: ignore[no-untyped-def]
-    """Load duplicate-order table entries (snapshot restore) without Python-side dict calls.
-
-    Inserting into a numba typed dict from Python compiles helpers on first use
-    (0.8 s, uncached); doing it here keeps restarts fast.
-    """
-    for i in range(ints.shape[0]):
-        key = (ints[i, 0], ints[i, 1], ints[i, 2], ints[i, 3], floats[i, 0], floats[i, 1])
-        dup[key] = seen[i]
-
-
-@njit(cache=True)
-def fill_alerts(alerts, pairs):  # type: ignore[no-untyped-def]
-    """Load active alert edges (row, scope) (snapshot restore)."""
-    for i in range(pairs.shape[0]):
-        alerts[(pairs[i, 0], pairs[i, 1])] = 1
-
-
 def _pin_cache_to_sources() -> str:
     """Make the on-disk numba cache depend on every file the kernels are built from.
 
@@ -449,11 +430,20 @@ def _pin_cache_to_sources() -> str:
     index key makes any such change a cache miss, hence a recompile.
     """
     digest = hashlib.sha256()
-    for module in (layout, primitives, counters, vocabulary):
+    for module in (layout, primitives, counters, tables, vocabulary):
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(Path(__file__).read_bytes())
     stamp = digest.hexdigest()
-    for dispatcher in (apply_batch, tick, fill_dups, fill_alerts):
+    for dispatcher in (
+        apply_batch,
+        tick,
+        tables.fill_dups,
+        tables.fill_alerts,
+        tables.dump_dups,
+        tables.dump_alerts,
+        tables.clear_dups,
+        tables.clear_alerts,
+    ):
         cache = getattr(dispatcher, "_cache", None)
         original = getattr(cache, "_index_key", None)
         if cache is None or original is None:  # numba without this internal: never cache

@@ -47,6 +47,7 @@ from riskguard.state.layout import (
     SI_TAIL,
     SI_VAL_EPOCH,
 )
+from riskguard.state.tables import clear_dups
 
 DUP_KEY = types.Tuple(
     (types.int64, types.int64, types.int64, types.int64, types.float64, types.float64)
@@ -132,7 +133,7 @@ class StateStore:
             if was is not None:
                 cb[k], clast[k], csum[k] = self.cb[was], self.clast[was], self.csum[was]
         self.ci, self.cb, self.clast, self.csum = ci, cb, clast, csum
-        self.dup.clear()
+        clear_dups(self.dup)
 
     def reserve(self, keys: KeySpace) -> None:
         """Grow every array to fit ``keys`` and copy new key metadata into them."""
