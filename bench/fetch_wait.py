@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.common import save, table
+from riskguard import log
 from riskguard.broker import EmbeddedBroker
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
@@ -128,6 +129,7 @@ async def riskguard(bs: str, wait_ms: int, n: int, tmp: str) -> tuple[list[float
 
 
 async def main_async(n: int, waits: list[int]) -> dict[str, Any]:
+    log.configure(level="error")  # the trials' transitions would bury the table
     results: dict[str, Any] = {}
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         for wait in waits:
