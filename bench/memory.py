@@ -85,7 +85,7 @@ def positions(accounts: int, per_account: int = 10, symbols: int = 2_000) -> dic
     python = deep_size(engine.keys)
     k, st = engine.keys, engine.store
     pair_numpy = st.pf.nbytes + st.pi.nbytes
-    pair_python = deep_size((k.pairs, k.pair_keys, k.fill_pairs))
+    pair_python = deep_size((k.pairs, k.new_pairs))
     return {
         "breakdown_bytes_per_position": {
             "position_rows_numpy": pair_numpy / n,

@@ -18,7 +18,7 @@ from riskguard.killswitch import KillSwitch, Transition, transition_id
 from riskguard.limits.model import Limits, Rule
 from riskguard.state.columnar import Batch, build
 from riskguard.state.kernel import apply_batch, tick
-from riskguard.state.keys import KeySpace
+from riskguard.state.keys import KeySpace, pair_key
 from riskguard.state.layout import (
     G_JUDGED,
     G_LAST_ANY,
@@ -28,6 +28,8 @@ from riskguard.state.layout import (
     PF_COST,
     PF_POS,
     PF_REAL,
+    PI_OWNER,
+    PI_SYM,
     RI_RULE,
     RP_HI,
     RP_LO,
@@ -334,19 +336,20 @@ class Engine:
         y = self.keys.find_scope(f"symbol:{symbol}")
         if o is None or y is None:
             return 0.0
-        p = self.keys.pairs.get((o, y))
+        p = self.keys.pairs.get(pair_key(o, y))
         return 0.0 if p is None else float(self.store.pf[p, PF_POS])
 
     def positions(self) -> dict[tuple[str, str], tuple[float, float, float]]:
         """Every (owner scope, symbol scope) -> (position, cost basis, realised P&L)."""
-        names, pf = self.keys.scope_names, self.store.pf
+        self.store.reserve(self.keys)  # pairs interned by a batch not yet applied
+        names, pf, pi = self.keys.scope_names, self.store.pf, self.store.pi
         return {
-            (names[o], names[y]): (
+            (names[int(pi[p, PI_OWNER])], names[int(pi[p, PI_SYM])]): (
                 float(pf[p, PF_POS]),
                 float(pf[p, PF_COST]),
                 float(pf[p, PF_REAL]),
             )
-            for (o, y), p in self.keys.pairs.items()
+            for p in range(self.keys.n_pairs)
         }
 
 

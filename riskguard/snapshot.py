@@ -28,11 +28,27 @@ import orjson
 from riskguard import durable
 from riskguard.engine import Engine
 from riskguard.state.keys import LEVEL_NAMES, KeySpace
-from riskguard.state.layout import SI_STATE
+from riskguard.state.layout import (
+    NOF,
+    NOI,
+    NPF,
+    NPI,
+    NQF,
+    NQI,
+    NSF,
+    NSI,
+    PI_OWNER,
+    PI_SYM,
+    SI_STATE,
+)
 from riskguard.state.tables import dump_alerts, dump_dups, fill_alerts, fill_dups
 
 MAGIC = b"RGSNAP\x01\n"
-VERSION = 2  # 2: revaluation epochs (sf/si/g columns), alert-edge counts in rp, dups as arrays
+#: 2: revaluation epochs (sf/si/g columns), alert-edge counts in rp, dups as arrays;
+#: 3: pairs keyed by int, a strategy pair's account and firm pairs in pi
+VERSION = 3
+#: columns each array must have: a snapshot of another layout is refused, never loaded
+WIDTHS = {"sf": NSF, "si": NSI, "pf": NPF, "pi": NPI, "of": NOF, "oi": NOI, "qf": NQF, "qi": NQI}
 ARRAYS = (
     "sf",
     "si",
@@ -107,7 +123,7 @@ def freeze(engine: Engine, offsets: dict[str, int]) -> Frozen:
             "order_names": list(keys.order_names),
             "parents": list(keys.parents),
             "source_names": list(keys.source_names),
-            "pair_keys": list(keys.pair_keys),
+            "n_pairs": keys.n_pairs,
         },
     }
     return Frozen(arrays, meta)
@@ -144,6 +160,10 @@ def decode(data: bytes, path: Path) -> Snapshot:
         raise SnapshotError(f"{path.name}: checksum mismatch (torn or corrupt)")
     with np.load(io.BytesIO(body), allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
+    for name, width in WIDTHS.items():
+        a = arrays.get(name)
+        if a is None or a.ndim != 2 or a.shape[1] != width:
+            raise SnapshotError(f"{path.name}: array {name!r} does not match this version's layout")
     return Snapshot(path, meta, arrays)
 
 
@@ -162,14 +182,16 @@ def restore(engine: Engine, snap: Snapshot) -> None:
         fresh.parent(p)
     for src in meta["source_names"]:
         fresh.source(src)
-    for owner, sym in meta["pair_keys"]:
-        fresh.pair(owner, sym)
+    n_pairs = int(meta["n_pairs"])
+    pi = snap.arrays["pi"]
+    owners, syms = pi[:n_pairs, PI_OWNER].tolist(), pi[:n_pairs, PI_SYM].tolist()
+    fresh.pairs = {o << 32 | y: p for p, (o, y) in enumerate(zip(owners, syms, strict=True))}
     keys.__dict__.update(fresh.__dict__)
     for name in ARRAYS:
         setattr(store, name, snap.arrays[name].copy())
     store.si[:, SI_STATE] = 0  # states come from the journal and control topic
     store._scopes = len(keys.scope_names)
-    store._pairs = len(keys.pair_keys)
+    store._pairs = n_pairs
     engine.recompile()  # match values -> ids of the restored key space; counters carried
     if snap.meta["limits_sha256"] == engine.limits.digest:  # same rows: peaks, edges, dups
         engine.rule_peaks[:] = snap.arrays["rp"]

@@ -11,7 +11,15 @@ from riskguard.demo.scenario import TradingSim
 from riskguard.engine import Engine
 from riskguard.examples import LIMITS
 from riskguard.limits import load
-from riskguard.snapshot import SnapshotError, SnapshotStore, capture, decode, restore
+from riskguard.snapshot import (
+    SnapshotError,
+    SnapshotStore,
+    capture,
+    decode,
+    freeze,
+    restore,
+    serialise,
+)
 
 
 def stream() -> list:  # type: ignore[type-arg]
@@ -80,3 +88,15 @@ def test_keeps_only_the_newest(tmp_path: Path) -> None:
     assert len(store.paths()) == 2
     latest = store.latest()
     assert latest is not None and latest.offsets == {"e/0": 3}
+
+
+def test_a_snapshot_of_another_array_layout_is_refused(tmp_path: Path) -> None:
+    """Same format version but the wrong columns (say, a build with other layout
+    constants): loading it would index past the arrays, so it must be refused."""
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(TradingSim(seed=4).run(2_000))
+    frozen = freeze(engine, {"e/0": 1})
+    frozen.arrays["pi"] = frozen.arrays["pi"][:, :4]
+    with pytest.raises(SnapshotError, match="'pi' does not match"):
+        decode(serialise(frozen), tmp_path / "snapshot-1.rgs")
+    assert decode(capture(engine, {"e/0": 1}), tmp_path / "snapshot-2.rgs").offsets == {"e/0": 1}

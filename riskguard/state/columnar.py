@@ -28,7 +28,6 @@ from riskguard.events import (
 )
 from riskguard.state.keys import KeySpace
 from riskguard.state.layout import (
-    FIRM,
     L_ACCOUNT,
     L_STRATEGY,
     L_SYMBOL,
@@ -60,9 +59,7 @@ class Batch:
     oid: Array
     pid: Array
     src: Array
-    pr_firm: Array
-    pr_acc: Array
-    pr_strat: Array
+    pair: Array  # fills: the strategy's position pair (its account's and the firm's are in pi)
     events: list[Event]
 
     def __len__(self) -> int:
@@ -82,9 +79,7 @@ class Batch:
             self.oid,
             self.pid,
             self.src,
-            self.pr_firm,
-            self.pr_acc,
-            self.pr_strat,
+            self.pair,
         )
 
 
@@ -121,8 +116,8 @@ def build(
     lists converted once at the end (about twice as fast as writing numpy
     elements one by one), and two caches in :class:`KeySpace` so that a known
     strategy costs one lookup for its account and strategy ids (``routes``) and a
-    fill one lookup for its three position pairs (``fill_pairs``). New keys go
-    through :class:`KeySpace`'s methods.
+    fill one lookup for its strategy's position pair (the account's and the firm's
+    pairs are linked to it in the store). New keys go through :class:`KeySpace`.
     """
     typ: list[int] = []
     ts: list[int] = []
@@ -135,13 +130,11 @@ def build(
     oid: list[int] = []
     pid: list[int] = []
     src: list[int] = []
-    pr_firm: list[int] = []
-    pr_acc: list[int] = []
-    pr_strat: list[int] = []
+    pair: list[int] = []
     kept: list[Event] = []
     bad: list[BadEvent] = []
     symbols = keys.level_table(L_SYMBOL)
-    routes, fill_pairs = keys.routes, keys.fill_pairs
+    routes, pairs = keys.routes, keys.pairs
     orders, parents = keys.orders, keys.parents
     nan = float("nan")
     for j, event in enumerate(events):
@@ -156,9 +149,7 @@ def build(
             qty.append(0.0)
             oid.append(-1)
             pid.append(-1)
-            pr_firm.append(-1)
-            pr_acc.append(-1)
-            pr_strat.append(-1)
+            pair.append(-1)
             kept.append(event)
             if cls is Mark:
                 y = symbols.get(ev.symbol)
@@ -189,9 +180,7 @@ def build(
             side.append(1 if ev.side == "buy" else -1)
             qty.append(ev.qty)
             price.append(nan if ev.price is None else ev.price)
-            pr_firm.append(-1)
-            pr_acc.append(-1)
-            pr_strat.append(-1)
+            pair.append(-1)
         elif cls is Fill:
             typ.append(T_FILL)
             oid.append(orders.get(ev.order_id, -1))
@@ -200,20 +189,10 @@ def build(
             side.append(1 if ev.side == "buy" else -1)
             qty.append(ev.qty)
             price.append(ev.price)
-            three = fill_pairs.get((st, y))
-            if three is None:
-                three = fill_pairs[(st, y)] = (
-                    keys.pair(FIRM, y),
-                    keys.pair(a, y),
-                    keys.pair(st, y),
-                )
-            pr_firm.append(three[0])
-            pr_acc.append(three[1])
-            pr_strat.append(three[2])
+            p = pairs.get(st << 32 | y)
+            pair.append(keys.strategy_pair(a, st, y) if p is None else p)
         else:
-            pr_firm.append(-1)
-            pr_acc.append(-1)
-            pr_strat.append(-1)
+            pair.append(-1)
             if cls is CancelOrder or cls is RejectOrder:
                 typ.append(T_CANCEL if cls is CancelOrder else T_REJECT)
                 oid.append(orders.get(ev.order_id, -1))
@@ -258,9 +237,7 @@ def build(
         i64(oid),
         i64(pid),
         i64(src),
-        i64(pr_firm),
-        i64(pr_acc),
-        i64(pr_strat),
+        i64(pair),
         kept,
     )
     return batch, bad

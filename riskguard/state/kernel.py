@@ -65,6 +65,8 @@ from riskguard.state.layout import (
     OI_STRAT,
     OI_SYM,
     PF_POS,
+    PI_ACC_PAIR,
+    PI_FIRM_PAIR,
     QF_FILLED,
     QF_QTY,
     QI_DECLARED,
@@ -119,9 +121,7 @@ def apply_batch(  # type: ignore[no-untyped-def]
     oid,
     pid,
     src,
-    pr_firm,
-    pr_acc,
-    pr_strat,
+    pair,
     sf,
     si,
     pf,
@@ -313,7 +313,10 @@ def apply_batch(  # type: ignore[no-untyped-def]
                 )
             m = sf[sym, SF_VAL]
             d = qty[e] * side[e]
-            for p in (pr_firm[e], pr_acc[e], pr_strat[e]):
+            p_strat = pair[e]
+            p_acc = pi[p_strat, PI_ACC_PAIR]
+            p_firm = pi[p_strat, PI_FIRM_PAIR]
+            for p in (p_firm, p_acc, p_strat):
                 _link(si, pi, p)
                 q0, q1, dq, dc, dr = _fill_pair(pf, p, d, x)
                 _pair_delta(sf, pi, p, dq * m, (q1 - q0) * m, dr, dc)
@@ -354,12 +357,13 @@ def apply_batch(  # type: ignore[no-untyped-def]
                 else:
                     v = np.nan
             elif metric == M_POSITION_QTY:
+                p_strat = pair[e]  # position_qty is evaluated on fills only
                 if level == L_ACCOUNT:
-                    v = abs(pf[pr_acc[e], PF_POS])
+                    v = abs(pf[pi[p_strat, PI_ACC_PAIR], PF_POS])
                 elif level == L_STRATEGY:
-                    v = abs(pf[pr_strat[e], PF_POS])
+                    v = abs(pf[p_strat, PF_POS])
                 else:
-                    v = abs(pf[pr_firm[e], PF_POS])
+                    v = abs(pf[pi[p_strat, PI_FIRM_PAIR], PF_POS])
             elif metric == M_PARENT_OVERFILL:
                 if parent >= 0 and qi[parent, QI_DECLARED] != 0:
                     v = qf[parent, QF_FILLED] / qf[parent, QF_QTY]

@@ -32,6 +32,11 @@ def parse_scope(scope: str) -> tuple[int, str]:
     return _LEVEL_OF[level], key
 
 
+def pair_key(owner: int, symbol: int) -> int:
+    """The key of a position pair in :attr:`KeySpace.pairs` (scope ids are < 2**31)."""
+    return owner << 32 | symbol
+
+
 class KeySpace:
     """All interned keys of one engine. Not thread-safe: owned by the engine's task."""
 
@@ -49,13 +54,15 @@ class KeySpace:
         self.parents: dict[str, int] = {}
         self.sources: dict[str, int] = {}
         self.source_names: list[str] = []
-        self.pairs: dict[tuple[int, int], int] = {}
-        self.pair_keys: list[tuple[int, int]] = []
-        #: caches for the batch builder (derived, rebuilt on demand, never snapshotted):
+        #: position pairs: ``pair_key(owner, symbol)`` -> pair id. The owner and symbol of
+        #: a pair, and a strategy pair's account and firm pairs, live in the store's
+        #: ``pi`` array (an int key and one dict are ~100 bytes a pair; tuples cost 5x).
+        self.pairs: dict[int, int] = {}
+        #: pairs not yet copied into the store: (pair, owner, symbol, account pair, firm pair)
+        self.new_pairs: list[tuple[int, int, int, int, int]] = []
+        #: batch builder cache (derived, rebuilt on demand, never snapshotted):
         #: strategy name -> (its account's name, account id, strategy id), once bound
         self.routes: dict[str, tuple[str, int, int]] = {}
-        #: (strategy id, symbol id) -> position pair ids of (firm, account, strategy)
-        self.fill_pairs: dict[tuple[int, int], tuple[int, int, int]] = {}
 
     # scopes ---------------------------------------------------------------
     def scope(self, level: int, key: str) -> int:
@@ -150,11 +157,25 @@ class KeySpace:
             self.source_names.append(name)
         return sid
 
-    def pair(self, owner: int, symbol: int) -> int:
+    def pair(self, owner: int, symbol: int, account_pair: int = -1, firm_pair: int = -1) -> int:
         """The id of the position held by scope ``owner`` in symbol scope ``symbol``."""
-        key = (owner, symbol)
+        key = owner << 32 | symbol
         pid = self.pairs.get(key)
         if pid is None:
-            pid = self.pairs[key] = len(self.pair_keys)
-            self.pair_keys.append(key)
+            pid = self.pairs[key] = len(self.pairs)
+            self.new_pairs.append((pid, owner, symbol, account_pair, firm_pair))
         return pid
+
+    def strategy_pair(self, account: int, strategy: int, symbol: int) -> int:
+        """A strategy's pair in a symbol, creating it and its account's and the firm's."""
+        pid = self.pairs.get(strategy << 32 | symbol)
+        if pid is None:
+            firm = self.pair(FIRM, symbol)
+            acc = self.pair(account, symbol)
+            pid = self.pair(strategy, symbol, acc, firm)
+        return pid
+
+    @property
+    def n_pairs(self) -> int:
+        """Number of position pairs handed out."""
+        return len(self.pairs)

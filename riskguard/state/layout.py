@@ -76,7 +76,9 @@ PI_OWNER: Final = 0
 PI_SYM: Final = 1
 PI_NEXT: Final = 2
 PI_LINKED: Final = 3
-NPI: Final = 4
+PI_ACC_PAIR: Final = 4  # strategy pairs: the pair of the strategy's account in the symbol
+PI_FIRM_PAIR: Final = 5  # strategy pairs: the firm's pair in the symbol
+NPI: Final = 6
 
 # Orders: floats ``of`` and integers ``oi``.
 OF_QTY: Final = 0

@@ -33,6 +33,8 @@ from riskguard.state.layout import (
     NSF,
     NSI,
     OI_PARENT,
+    PI_ACC_PAIR,
+    PI_FIRM_PAIR,
     PI_NEXT,
     PI_OWNER,
     PI_SYM,
@@ -58,7 +60,7 @@ _SI_FILL = np.zeros(NSI, dtype=np.int64)
 _SI_FILL[[SI_ACCOUNT, SI_MARK_TS, SI_HEAD, SI_TAIL, SI_JUDGED]] = -1
 _SI_FILL[[SI_VAL_EPOCH, SI_PEND_NEXT, SI_SEEN]] = -1
 _PI_FILL = np.zeros(NPI, dtype=np.int64)
-_PI_FILL[PI_NEXT] = -1
+_PI_FILL[[PI_NEXT, PI_ACC_PAIR, PI_FIRM_PAIR]] = -1
 _OI_FILL = np.zeros(NOI, dtype=np.int64)
 _OI_FILL[OI_PARENT] = -1
 
@@ -150,14 +152,19 @@ class StateStore:
         for strategy, account in keys.new_bindings:
             self.si[strategy, SI_ACCOUNT] = account
         keys.new_bindings.clear()
-        npairs = len(keys.pair_keys)
+        npairs = keys.n_pairs
         if npairs > self._pairs:
             self.pf = _grow(self.pf, npairs, 0.0)
             self.pi = _grow(self.pi, npairs, _PI_FILL)
-            new = np.asarray(keys.pair_keys[self._pairs : npairs], dtype=np.int64)
-            self.pi[self._pairs : npairs, PI_OWNER] = new[:, 0]
-            self.pi[self._pairs : npairs, PI_SYM] = new[:, 1]
             self._pairs = npairs
+        if keys.new_pairs:
+            new = np.asarray(keys.new_pairs, dtype=np.int64)
+            rows = new[:, 0]
+            self.pi[rows, PI_OWNER] = new[:, 1]
+            self.pi[rows, PI_SYM] = new[:, 2]
+            self.pi[rows, PI_ACC_PAIR] = new[:, 3]
+            self.pi[rows, PI_FIRM_PAIR] = new[:, 4]
+            keys.new_pairs.clear()
         self.of = _grow(self.of, keys.n_orders, 0.0)
         self.oi = _grow(self.oi, keys.n_orders, _OI_FILL)
         self.qf = _grow(self.qf, len(keys.parents), 0.0)
