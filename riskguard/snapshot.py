@@ -45,7 +45,8 @@ from riskguard.state.tables import dump_alerts, dump_dups, fill_alerts, fill_dup
 
 MAGIC = b"RGSNAP\x01\n"
 #: 2: revaluation epochs (sf/si/g columns), alert-edge counts in rp, dups as arrays;
-#: 3: pairs keyed by int, a strategy pair's account and firm pairs in pi
+#: 3: pairs keyed by int, a strategy pair's account and firm pairs in pi; windowed
+#: counters have a row per scope of their level (SI_SLOT), not per scope
 VERSION = 3
 #: columns each array must have: a snapshot of another layout is refused, never loaded
 WIDTHS = {"sf": NSF, "si": NSI, "pf": NPF, "pi": NPI, "of": NOF, "oi": NOI, "qf": NQF, "qi": NQI}

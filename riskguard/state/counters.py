@@ -34,6 +34,7 @@ from riskguard.state.layout import (
     OI_SYM,
     RING,
     SI_OPEN,
+    SI_SLOT,
     T_CANCEL,
     T_FILL,
     T_NEW,
@@ -67,13 +68,16 @@ def _purge_dups(dup, ci, g):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def _counters(e, t, now, acc, strat, sym, qty, price, ci, cb, clast, csum):  # type: ignore[no-untyped-def]
-    """Advance and add to every windowed counter but the duplicate-order ones (:func:`_dups`)."""
+def _counters(e, t, now, acc, strat, sym, qty, price, si, ci, cb, clast, csum):  # type: ignore[no-untyped-def]
+    """Advance and add to every windowed counter but the duplicate-order ones (:func:`_dups`).
+
+    A counter's row for a scope is the scope's slot within its level (``SI_SLOT``).
+    """
     for k in range(ci.shape[0]):
         kind = ci[k, CI_KIND]
         if kind == C_DUP:
             continue
-        s = _at_level(ci[k, CI_LEVEL], acc, strat, sym)
+        s = si[_at_level(ci[k, CI_LEVEL], acc, strat, sym), SI_SLOT]
         b = now // ci[k, CI_WIDTH]
         _advance(cb, clast, csum, k, s, b)
         v = 0.0
@@ -93,14 +97,15 @@ def _counters(e, t, now, acc, strat, sym, qty, price, ci, cb, clast, csum):  # t
 
 
 @njit(cache=True)
-def _dups(e, now, acc, strat, sym, side, qty, price, ci, cb, clast, csum, dup, g):  # type: ignore[no-untyped-def]
+def _dups(e, now, acc, strat, sym, side, qty, price, si, ci, cb, clast, csum, dup, g):  # type: ignore[no-untyped-def]
     """Duplicate-order counters, for a new order (the only event they count or are read on)."""
     for k in range(ci.shape[0]):
         if ci[k, CI_KIND] != C_DUP:
             continue
         s = _at_level(ci[k, CI_LEVEL], acc, strat, sym)
+        row = si[s, SI_SLOT]
         b = now // ci[k, CI_WIDTH]
-        _advance(cb, clast, csum, k, s, b)
+        _advance(cb, clast, csum, k, row, b)
         px = price[e] if not math.isnan(price[e]) else -1.0
         key = (k, s, sym, np.int64(side[e]), qty[e], px)
         prev = dup.get(key, np.int64(-1))
@@ -108,6 +113,6 @@ def _dups(e, now, acc, strat, sym, side, qty, price, ci, cb, clast, csum, dup, g
             dup[key] = now
             if len(dup) > g[G_DUP_PURGE]:
                 _purge_dups(dup, ci, g)
-        if prev >= 0 and abs(now - prev) < ci[k, CI_WINDOW] and b > clast[k, s] - RING:
-            cb[k, s, b % RING] += 1.0
-            csum[k, s] += 1.0
+        if prev >= 0 and abs(now - prev) < ci[k, CI_WINDOW] and b > clast[k, row] - RING:
+            cb[k, row, b % RING] += 1.0
+            csum[k, row] += 1.0

@@ -82,6 +82,7 @@ from riskguard.state.layout import (
     SI_NPAIRS,
     SI_OPEN,
     SI_PRICE_SRC,
+    SI_SLOT,
     T_CANCEL,
     T_FILL,
     T_HEARTBEAT,
@@ -246,9 +247,9 @@ def apply_batch(  # type: ignore[no-untyped-def]
             continue
         # 2. state
         if t != T_PARENT:
-            _counters(e, t, now, acc, strat, sym, qty, price, ci, cb, clast, csum)
+            _counters(e, t, now, acc, strat, sym, qty, price, si, ci, cb, clast, csum)
             if t == T_NEW and has_dups:
-                _dups(e, now, acc, strat, sym, side, qty, price, ci, cb, clast, csum, dup, g)
+                _dups(e, now, acc, strat, sym, side, qty, price, si, ci, cb, clast, csum, dup, g)
         o = oid[e]
         parent = pid[e]
         if t == T_PARENT:
@@ -337,10 +338,11 @@ def apply_batch(  # type: ignore[no-untyped-def]
                 or metric == M_FILL_NOTIONAL_RATE
                 or metric == M_DUPLICATE_ORDERS
             ):
-                v = csum[ri[r, RI_C1], s]
+                v = csum[ri[r, RI_C1], si[s, SI_SLOT]]
             elif metric == M_CANCEL_RATIO:
-                news = csum[ri[r, RI_C2], s]
-                v = csum[ri[r, RI_C1], s] / news if news >= ri[r, RI_MIN_ORDERS] else np.nan
+                row = si[s, SI_SLOT]
+                news = csum[ri[r, RI_C2], row]
+                v = csum[ri[r, RI_C1], row] / news if news >= ri[r, RI_MIN_ORDERS] else np.nan
             elif metric == M_ORDER_QTY:
                 v = qty[e]
             elif metric == M_ORDER_NOTIONAL:

@@ -43,6 +43,11 @@ class KeySpace:
     def __init__(self) -> None:
         self.scope_names: list[str] = ["firm"]
         self.scope_levels: list[int] = [L_FIRM]
+        #: each scope's index among the scopes of its level, and the count per level:
+        #: a windowed counter is kept at one level, so it needs a row per scope of that
+        #: level only (rows for every scope of every level doubled the memory)
+        self.scope_slots: list[int] = [0]
+        self.level_counts: list[int] = [1, 0, 0, 0]
         self._by_level: tuple[dict[str, int], ...] = ({"": FIRM}, {}, {}, {})
         #: strategy scope id -> account scope id (a strategy belongs to one account)
         self.strategy_account: dict[int, int] = {}
@@ -74,6 +79,8 @@ class KeySpace:
             table[key] = sid
             self.scope_names.append(f"{LEVEL_NAMES[level]}:{key}")
             self.scope_levels.append(level)
+            self.scope_slots.append(self.level_counts[level])
+            self.level_counts[level] += 1
         return sid
 
     def scope_of(self, scope: str) -> int:

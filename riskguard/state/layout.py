@@ -65,7 +65,8 @@ SI_VAL_EPOCH: Final = 10  # symbols: revaluation epoch SF_VAL was last moved in,
 SI_PEND: Final = 11  # symbols: 1 while a price move waits for the next epoch
 SI_PEND_NEXT: Final = 12  # symbols: next pending symbol (in order of becoming pending), -1 end
 SI_SEEN: Final = 13  # flush sequence number this scope was last evaluated in
-NSI: Final = 14
+SI_SLOT: Final = 14  # index of the scope among the scopes of its level (windowed counters' row)
+NSI: Final = 15
 
 # Position pairs (owner scope x symbol): floats ``pf`` and integers ``pi``.
 PF_POS: Final = 0

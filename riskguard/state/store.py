@@ -46,6 +46,7 @@ from riskguard.state.layout import (
     SI_MARK_TS,
     SI_PEND_NEXT,
     SI_SEEN,
+    SI_SLOT,
     SI_TAIL,
     SI_VAL_EPOCH,
 )
@@ -126,7 +127,7 @@ class StateStore:
         length. New counters start empty. The duplicate-order table restarts.
         """
         old = {tuple(int(x) for x in row): k for k, row in enumerate(self.ci)}
-        cap = self.sf.shape[0]
+        cap = self.cb.shape[1]
         cb = np.zeros((ci.shape[0], cap, RING))
         clast = np.full((ci.shape[0], cap), -1, dtype=np.int64)
         csum = np.zeros((ci.shape[0], cap))
@@ -143,11 +144,14 @@ class StateStore:
         if ns > self.sf.shape[0]:
             self.sf = _grow(self.sf, ns, 0.0)
             self.si = _grow(self.si, ns, _SI_FILL)
-            self.cb = _grow(self.cb, ns, 0.0, axis=1)
-            self.clast = _grow(self.clast, ns, -1, axis=1)
-            self.csum = _grow(self.csum, ns, 0.0, axis=1)
+        rows = max(keys.level_counts)  # counters: a row per scope of the counter's level
+        if rows > self.cb.shape[1]:
+            self.cb = _grow(self.cb, rows, 0.0, axis=1)
+            self.clast = _grow(self.clast, rows, -1, axis=1)
+            self.csum = _grow(self.csum, rows, 0.0, axis=1)
         if ns > self._scopes:
             self.si[self._scopes : ns, SI_LEVEL] = keys.scope_levels[self._scopes : ns]
+            self.si[self._scopes : ns, SI_SLOT] = keys.scope_slots[self._scopes : ns]
             self._scopes = ns
         for strategy, account in keys.new_bindings:
             self.si[strategy, SI_ACCOUNT] = account
@@ -159,11 +163,11 @@ class StateStore:
             self._pairs = npairs
         if keys.new_pairs:
             new = np.asarray(keys.new_pairs, dtype=np.int64)
-            rows = new[:, 0]
-            self.pi[rows, PI_OWNER] = new[:, 1]
-            self.pi[rows, PI_SYM] = new[:, 2]
-            self.pi[rows, PI_ACC_PAIR] = new[:, 3]
-            self.pi[rows, PI_FIRM_PAIR] = new[:, 4]
+            ids = new[:, 0]
+            self.pi[ids, PI_OWNER] = new[:, 1]
+            self.pi[ids, PI_SYM] = new[:, 2]
+            self.pi[ids, PI_ACC_PAIR] = new[:, 3]
+            self.pi[ids, PI_FIRM_PAIR] = new[:, 4]
             keys.new_pairs.clear()
         self.of = _grow(self.of, keys.n_orders, 0.0)
         self.oi = _grow(self.oi, keys.n_orders, _OI_FILL)
