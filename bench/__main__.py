@@ -132,12 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(BENCHES)
     failed: list[str] = []
     seconds: dict[str, float] = {}
+    tables: list[str] = []
     for i, name in enumerate(names, 1):
         print(f"\n== [{i}/{len(names)}] {name}: {BENCHES[name]}", flush=True)
         started = time.perf_counter()
         cmd = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if args.quick else [])]
-        if subprocess.run(cmd, check=False).returncode != 0:
+        done = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, text=True)
+        print(done.stdout, end="", flush=True)  # progress goes to stderr, live
+        if done.returncode != 0:
             failed.append(name)
+        lines = [line for line in done.stdout.splitlines() if not line.startswith("wrote ")]
+        tables.append(f"{name}\n" + "\n".join(lines))
         seconds[name] = time.perf_counter() - started
     results = {name: load(name) for name in names}  # only what ran now
     rows = targets(results)
@@ -145,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n== targets{' (quick sizes: indicative only)' if args.quick else ''}\n{text}")
     save("summary", {"quick": args.quick, "targets": rows, "seconds": seconds, "failed": failed})
     if args.readme:
-        write_readme(text, args.quick)
+        write_readme("\n\n".join([text, *tables]), args.quick)
         print(f"updated {README}")
     if failed:
         print(f"benchmarks that failed: {', '.join(failed)}", file=sys.stderr)

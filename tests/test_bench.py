@@ -45,7 +45,7 @@ def test_quick_benchmarks_run_and_record_their_machine() -> None:
         "pipeline",
         "gate p99",
         "state bytes",
-        "RSS growth",
+        "RSS trend",
     ):
         assert any(n.startswith(target) for n in names), (target, names)
     assert all(row[1] != "not run" for row in summary["targets"])
