@@ -84,7 +84,7 @@ def targets(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     )
     stable = m.get("stable", {})
     add(
-        "RSS growth after 1M events, %",
+        "RSS trend after 1M events, % (least squares)",
         stable.get("growth_after_first_million_pct"),
         1.0,
         "+.2f",

@@ -171,7 +171,7 @@ def stable_stream(events: int, chunk: int = 100_000) -> dict[str, Any]:
     millions = np.array([e for e, _ in samples], dtype=float) / 1e6
     rss = np.array([r for _, r in samples], dtype=float)
     slope = float(np.polyfit(millions, rss, 1)[0]) if len(samples) > 1 else 0.0
-    growth = slope * (millions[-1] - millions[0])
+    growth = float(slope * (millions[-1] - millions[0]))
     return {
         "events": applied,
         "rss_samples": [{"events": e, "rss_bytes": r} for e, r in samples],
@@ -208,8 +208,12 @@ def report(r: dict[str, Any]) -> str:
             f"{s['rss_samples'][-1]['rss_bytes'] / 2**20:,.1f} MiB",
         ),
         (
-            "growth after the first million (target: none)",
+            "RSS trend after the first million (target: none)",
             f"{s['growth_after_first_million_pct']:+.2f}%",
+        ),
+        (
+            "RSS range over the samples",
+            f"{s['rss_range_after_first_million_bytes'] / 2**20:,.1f} MiB",
         ),
     ]
     return table(rows)
