@@ -111,17 +111,20 @@ def progress(label: str, done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def run_config(tmp: Path, name: str, body: str = "", runtime: str = "") -> Path:
+def run_config(
+    tmp: Path, name: str, body: str = "", runtime: str = "", snapshots: Path | None = None
+) -> Path:
     """A ``riskguard run`` config writing its audit log, journal and snapshots under ``tmp``.
 
     ``body`` goes before the ``[runtime]`` table (e.g. a ``[kafka]`` table);
-    ``runtime`` adds lines to ``[runtime]``.
+    ``runtime`` adds lines to ``[runtime]``; ``snapshots`` overrides the snapshot folder.
     """
     path = tmp / f"{name}.toml"
+    folder = snapshots or tmp / f"{name}-snapshots"
     path.write_text(
         f'limits = "{LIMITS}"\n{body}\n[runtime]\naudit_log = "{tmp / f"{name}-audit.jsonl"}"\n'
         f'journal = "{tmp / f"{name}-journal.jsonl"}"\n'
-        f'snapshot_dir = "{tmp / f"{name}-snapshots"}"\nwatch_limits = false\n{runtime}\n'
+        f'snapshot_dir = "{folder}"\nwatch_limits = false\n{runtime}\n'
     )
     return path
 

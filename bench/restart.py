@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import save, table
+from bench.common import run_config, save, table, wait_ready
 from riskguard.broker import EmbeddedBroker, free_port
 from riskguard.demo.scenario import TradingSim
 from riskguard.engine import Engine
@@ -37,25 +35,16 @@ def build_snapshot(folder: Path, events: int) -> tuple[int, int]:
 
 def time_to_ready(broker: EmbeddedBroker, snapshots: Path, tmp: Path) -> float:
     port = free_port()
-    config = tmp / f"rg-{port}.toml"
-    config.write_text(
-        f'limits = "{LIMITS}"\n[kafka]\ninput_topics = ["bench.events"]\n'
-        f'[runtime]\naudit_log = "{tmp / "audit.jsonl"}"\n'
-        f'journal = "{tmp / "journal.jsonl"}"\nsnapshot_dir = "{snapshots}"\n'
-        "snapshot_interval_s = 0\nwatch_limits = false\n"
+    config = run_config(
+        tmp,
+        f"rg-{port}",
+        '[kafka]\ninput_topics = ["bench.events"]\n',
+        "snapshot_interval_s = 0\n",
+        snapshots=snapshots,
     )
-    started = time.perf_counter()
     proc = spawn_run(config, port, broker.bootstrap_servers)
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return time.perf_counter() - started
-            except OSError:
-                time.sleep(0.02)
-            if proc.poll() is not None:
-                raise RuntimeError("riskguard run exited")
+        return wait_ready(port, proc)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
