@@ -125,16 +125,8 @@ class KeySpace:
             self.orders[order_id] = oid
         return oid
 
-    def release_order(self, oid: int) -> None:
-        """Forget a closed order so its id can be reused."""
-        name = self.order_names[oid]
-        if name is not None:
-            del self.orders[name]
-            self.order_names[oid] = None
-            self._free_orders.append(oid)
-
     def release_orders(self, oids: list[int]) -> None:
-        """:meth:`release_order` for many closed orders at once (the batch path)."""
+        """Forget closed orders so their ids can be reused (the ids of one batch at once)."""
         names, orders, free = self.order_names, self.orders, self._free_orders
         for oid in oids:
             name = names[oid]
