@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from riskguard.events import BadEvent, Event
-from riskguard.killswitch import KillSwitch, Transition, transition_id
+from riskguard.killswitch import KillSwitch
 from riskguard.limits.model import Limits, Rule
 from riskguard.state.columnar import Batch, build
 from riskguard.state.kernel import apply_batch, tick
@@ -41,7 +41,6 @@ from riskguard.state.layout import (
     SF_REAL,
     SI_NPAIRS,
     SI_OPEN,
-    STATE_NAMES,
 )
 from riskguard.state.rulebook import Rulebook, compile_limits
 from riskguard.state.store import StateStore
@@ -53,6 +52,7 @@ from riskguard.state.tables import (
     fill_alerts,
     fill_dups,
 )
+from riskguard.vocabulary import STATES, Transition, transition_id
 from riskguard.warmup import warm_events, warm_limits
 
 Clock = Callable[[], int]
@@ -275,11 +275,11 @@ class Engine:
                 decided = ts
             scope = names[sid]
             alert = new < 0
-            to = STATE_NAMES[old] if alert else STATE_NAMES[new]
+            to = STATES[old] if alert else STATES[new]
             tr = Transition(
                 id=transition_id(scope, decided, "ALERT:" + rule.name if alert else to),
                 scope=scope,
-                from_=STATE_NAMES[old],
+                from_=STATES[old],
                 to=to,
                 kind="alert" if alert else "auto",
                 ts=ts,

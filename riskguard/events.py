@@ -18,13 +18,14 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from riskguard.vocabulary import EVENT_TYPES, MAX_KEY_LEN
+
 SCHEMA_VERSION: Final = 1
 
 #: Largest accepted quantity and price. Anything above is a unit error or a fat
 #: finger in the *feed*, not a plausible order; such events are rejected as bad.
 MAX_QTY: Final = 1e12
 MAX_PRICE: Final = 1e12
-MAX_KEY_LEN: Final = 256
 
 Ts = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Qty = Annotated[float, msgspec.Meta(gt=0, le=MAX_QTY)]
@@ -122,16 +123,7 @@ class Heartbeat(_Event, tag="heartbeat", frozen=True):
 
 Event = ParentOrder | NewOrder | ReplaceOrder | CancelOrder | RejectOrder | Fill | Mark | Heartbeat
 
-EVENT_TYPES: Final = (
-    "parent",
-    "new",
-    "replace",
-    "cancel",
-    "reject",
-    "fill",
-    "mark",
-    "heartbeat",
-)
+assert tuple(t.__struct_config__.tag for t in Event.__args__) == EVENT_TYPES
 
 #: Stable reason codes for bad events (bounded set: safe as a Prometheus label).
 BAD_REASONS: Final = (

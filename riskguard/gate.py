@@ -36,10 +36,9 @@ from aiokafka.errors import KafkaError
 
 from riskguard.control.reader import ControlView, read_to_end
 from riskguard.control.records import StateRecord
+from riskguard.vocabulary import STATE_CODE, order_scopes
 
 __all__ = ["Gate", "Verdict"]
-
-_RANK = {"ACTIVE": 0, "REDUCE_ONLY": 1, "HALTED": 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +180,11 @@ class Gate:
         if not health:
             return health
         worst: StateRecord | None = None
-        for scope in ("firm", f"account:{account}", f"strategy:{strategy}", f"symbol:{symbol}"):
+        for scope in order_scopes(account, strategy, symbol):
             record = self.view.states.get(scope)
-            if record is not None and (worst is None or _RANK[record.state] > _RANK[worst.state]):
+            if record is not None and (
+                worst is None or STATE_CODE[record.state] > STATE_CODE[worst.state]
+            ):
                 worst = record
         if worst is None or worst.state == "ACTIVE":
             return Verdict(True, "allowed", "ACTIVE")

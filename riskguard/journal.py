@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from riskguard import durable
-from riskguard.killswitch import Transition
+from riskguard.vocabulary import Transition
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Transition)

@@ -12,57 +12,26 @@ writes it, and the only producer of transition records.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import Any
 
-import msgspec
 import numpy as np
 
-from riskguard.state.keys import KeySpace, parse_scope
-from riskguard.state.layout import (
+from riskguard.state.keys import KeySpace
+from riskguard.state.layout import FIRM, SI_JUDGED, SI_STATE
+from riskguard.vocabulary import (
+    ACTION_CODE,
     ACTIVE,
-    FIRM,
-    HALTED,
-    REDUCE_ONLY,
-    SI_JUDGED,
-    SI_STATE,
-    STATE_NAMES,
+    STATE_CODE,
+    STATES,
+    State,
+    Transition,
+    parse_scope,
+    system_alert,
+    transition_id,
 )
 
-State = Literal["ACTIVE", "REDUCE_ONLY", "HALTED"]
-STATE_OF_ACTION: Final = {"reduce_only": REDUCE_ONLY, "halt": HALTED}
-
-
-class Transition(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
-    """One kill-switch event, with the evidence for it.
-
-    ``kind`` is ``auto`` (a rule breached), ``manual`` (an operator halted or
-    resumed) or ``alert`` (an alert-action rule breached: no state change, so
-    ``from`` equals ``to``). ``ts`` is the event time of the triggering event
-    (for manual ones, the decision time); ``decided_ns`` is when riskguard
-    decided. A resume carries in ``ends`` the id of the transition it lifts.
-    """
-
-    id: str
-    scope: str
-    from_: str = msgspec.field(name="from")
-    to: str
-    kind: str
-    ts: int
-    decided_ns: int
-    rule: str | None = None
-    metric: str | None = None
-    value: float | None = None
-    limit: float | None = None
-    operator: str | None = None
-    reason: str | None = None
-    ends: str | None = None
-
-    @property
-    def is_alert(self) -> bool:
-        """True for an alert (no state change)."""
-        return self.kind == "alert"
+__all__ = ["KillSwitch", "Listener", "State", "Transition", "system_alert", "transition_id"]
 
 
 Listener = Callable[[Transition], Any]
@@ -128,22 +97,22 @@ class KillSwitch:
     ) -> Transition | None:
         """Manually escalate ``scope`` (``halt`` or ``reduce_only``). None if already there."""
         _require(operator, reason)
-        if action not in STATE_OF_ACTION:
+        if action not in ("halt", "reduce_only"):
             raise ValueError(f"action must be 'halt' or 'reduce_only', got {action!r}")
         parse_scope(scope)
         sid = self._keys.scope_of(scope)
         si = self._states()
-        old, new = int(si[sid, SI_STATE]), STATE_OF_ACTION[action]
+        old, new = int(si[sid, SI_STATE]), ACTION_CODE[action]
         if old >= new:
             return None
         si[sid, SI_STATE] = new
         now = self._clock()
         return self._emit(
             Transition(
-                id=transition_id(scope, now, STATE_NAMES[new]),
+                id=transition_id(scope, now, STATES[new]),
                 scope=self._keys.scope_names[sid],
-                from_=STATE_NAMES[old],
-                to=STATE_NAMES[new],
+                from_=STATES[old],
+                to=STATES[new],
                 kind="manual",
                 ts=now,
                 decided_ns=now,
@@ -172,7 +141,7 @@ class KillSwitch:
             Transition(
                 id=transition_id(name, now, "ACTIVE"),
                 scope=name,
-                from_=STATE_NAMES[old],
+                from_=STATES[old],
                 to="ACTIVE",
                 kind="manual",
                 ts=now,
@@ -193,7 +162,7 @@ class KillSwitch:
         sid = self._keys.scope_of(tr.scope)
         si = self._states()
         si[sid, SI_JUDGED] = max(int(si[sid, SI_JUDGED]), tr.decided_ns)
-        new = STATE_NAMES.index(tr.to)
+        new = STATE_CODE[tr.to]
         if int(si[sid, SI_STATE]) >= new:
             return False
         si[sid, SI_STATE] = new
@@ -202,41 +171,7 @@ class KillSwitch:
 
 
 def _state_name(code: int) -> State:
-    name = STATE_NAMES[code]
-    assert name in ("ACTIVE", "REDUCE_ONLY", "HALTED")
-    return name  # type: ignore[return-value]  # narrowed by the assert above
-
-
-def system_alert(
-    rule: str,
-    metric: str,
-    firm_state: str,
-    *,
-    value: float | None = None,
-    limit: float | None = None,
-    reason: str | None = None,
-) -> Transition:
-    """An alert about riskguard itself (broker lost, limits rejected), scoped to the firm."""
-    now = time.time_ns()
-    return Transition(
-        id=transition_id("firm", now, f"ALERT:{rule}"),
-        scope="firm",
-        from_=firm_state,
-        to=firm_state,
-        kind="alert",
-        ts=now,
-        decided_ns=now,
-        rule=rule,
-        metric=metric,
-        value=value,
-        limit=limit,
-        reason=reason,
-    )
-
-
-def transition_id(scope: str, decided_ns: int, to: str) -> str:
-    """A stable id for a transition: scope, decision time and target state."""
-    return f"{scope}@{decided_ns}:{to}"
+    return STATES[code]
 
 
 def _require(operator: str, reason: str) -> None:

@@ -25,8 +25,7 @@ from prometheus_client import (
 )
 
 from riskguard import __version__
-from riskguard.events import EVENT_TYPES
-from riskguard.killswitch import Transition
+from riskguard.vocabulary import EVENT_TYPES, STATE_CODE, Transition
 
 LATENCY_BUCKETS: Final = (
     0.0001,
@@ -46,7 +45,6 @@ LATENCY_BUCKETS: Final = (
     5.0,
     10.0,
 )
-STATE_VALUE: Final = {"ACTIVE": 0, "REDUCE_ONLY": 1, "HALTED": 2}
 
 
 class Metrics:
@@ -183,7 +181,7 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 self.scope_state.remove(tr.scope)
         else:
-            self.scope_state.labels(tr.scope).set(STATE_VALUE[tr.to])
+            self.scope_state.labels(tr.scope).set(STATE_CODE[tr.to])
 
     def exposition(self) -> bytes:
         """The text exposition format for ``/metrics``."""

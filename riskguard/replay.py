@@ -19,9 +19,9 @@ from typing import IO, cast
 
 from riskguard.engine import Engine, RulePeak
 from riskguard.events import BadEvent, Event, decode
-from riskguard.killswitch import Transition
 from riskguard.limits.model import Limits
 from riskguard.progress import Progress
+from riskguard.vocabulary import Transition
 
 MAX_BAD_SAMPLES = 20
 

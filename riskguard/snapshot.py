@@ -27,7 +27,7 @@ import orjson
 
 from riskguard import durable
 from riskguard.engine import Engine
-from riskguard.state.keys import LEVEL_NAMES, KeySpace
+from riskguard.state.keys import KeySpace
 from riskguard.state.layout import (
     NOF,
     NOI,
@@ -42,6 +42,7 @@ from riskguard.state.layout import (
     SI_STATE,
 )
 from riskguard.state.tables import dump_alerts, dump_dups, fill_alerts, fill_dups
+from riskguard.vocabulary import LEVELS
 
 MAGIC = b"RGSNAP\x01\n"
 #: 2: revaluation epochs (sf/si/g columns), alert-edge counts in rp, dups as arrays;
@@ -173,7 +174,7 @@ def restore(engine: Engine, snap: Snapshot) -> None:
     keys, store, meta = engine.keys, engine.store, snap.meta["keys"]
     fresh = KeySpace()
     for name, level in zip(meta["scope_names"][1:], meta["scope_levels"][1:], strict=True):
-        fresh.scope(level, name[len(LEVEL_NAMES[level]) + 1 :])
+        fresh.scope(level, name[len(LEVELS[level]) + 1 :])
     for s, a in meta["strategy_account"]:
         fresh.strategy_account[s] = a
     fresh.order_names = list(meta["order_names"])

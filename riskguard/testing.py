@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from riskguard.engine import Engine
-from riskguard.killswitch import Transition
+from riskguard.vocabulary import Transition
 
 
 class FakeClock:

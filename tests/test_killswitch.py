@@ -8,8 +8,8 @@ import pytest
 
 from riskguard.engine import Engine
 from riskguard.limits import parse
-from riskguard.state.keys import ScopeError
 from riskguard.testing import FakeClock, capture_transitions
+from riskguard.vocabulary import ScopeError
 from tests.builders import MS, T0, new
 
 Make = Callable[..., Engine]

@@ -12,10 +12,10 @@ import msgspec
 
 from riskguard import examples
 from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from riskguard.killswitch import Transition
 from riskguard.limits import LimitsError, load
 from riskguard.limits.vocabulary import describe
 from riskguard.replay import ReplayError, ReplayReport, replay
+from riskguard.vocabulary import Transition
 
 
 def _time(ns: int) -> str:

@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from riskguard import log
-from riskguard.state.keys import ScopeError, parse_scope
+from riskguard.vocabulary import ScopeError, parse_scope
 
 if TYPE_CHECKING:
     from riskguard.ingest.runtime import Sidecar

@@ -16,8 +16,8 @@ from aiokafka.errors import KafkaError
 
 from riskguard import log
 from riskguard.control.records import HeartbeatRecord, heartbeat_message, state_message
-from riskguard.killswitch import Transition
 from riskguard.metrics import Metrics
+from riskguard.vocabulary import Transition
 
 
 class ControlPublisher:

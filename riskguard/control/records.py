@@ -15,7 +15,7 @@ from typing import Final
 
 import msgspec
 
-from riskguard.killswitch import Transition
+from riskguard.vocabulary import Transition
 
 HEARTBEAT_KEY: Final = b"__heartbeat__"
 

@@ -34,9 +34,9 @@ from riskguard.demo.scenario import STRATEGIES, SYMBOLS, TradingSim
 from riskguard.events import encode
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
-from riskguard.killswitch import Transition
 from riskguard.limits import load
 from riskguard.settings import load_settings
+from riskguard.vocabulary import Transition
 
 RUNAWAY = "strategy:smars"
 MS = 1_000_000

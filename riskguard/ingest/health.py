@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from riskguard.killswitch import Transition, system_alert
+from riskguard.vocabulary import Transition, system_alert
 
 Edge = Literal["lost", "recovered"]
 

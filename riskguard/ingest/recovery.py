@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from riskguard.control.reader import ControlView, read_to_end
-from riskguard.killswitch import Transition
 from riskguard.snapshot import Frozen, SnapshotStore, freeze, restore, serialise
+from riskguard.vocabulary import Transition
 
 if TYPE_CHECKING:
     from riskguard.ingest.runtime import Sidecar

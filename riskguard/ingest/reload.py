@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import watchfiles
 
 from riskguard import log
-from riskguard.killswitch import system_alert
 from riskguard.limits import Limits, LimitsError, load
 from riskguard.limits.model import Rule
+from riskguard.vocabulary import system_alert
 
 if TYPE_CHECKING:
     from riskguard.ingest.runtime import Sidecar

@@ -40,12 +40,12 @@ from riskguard.ingest.recovery import Snapshotter, recover
 from riskguard.ingest.reload import LimitsReloader
 from riskguard.ingest.topics import ensure_topics
 from riskguard.journal import HaltJournal
-from riskguard.killswitch import Transition
 from riskguard.limits import Limits, load
 from riskguard.metrics import Metrics
 from riskguard.notify.dispatch import Notifier
 from riskguard.settings import Settings, session_start_ns
 from riskguard.state.layout import G_LAST_ANY
+from riskguard.vocabulary import Transition
 
 READY_CHECKS = (
     "limits_loaded",

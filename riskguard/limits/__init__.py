@@ -2,6 +2,7 @@
 
 from riskguard.limits.load import LimitsError, load, parse
 from riskguard.limits.model import Limits, Rule
-from riskguard.limits.vocabulary import ACTIONS, METRICS, SCOPES
+from riskguard.limits.vocabulary import METRICS, SCOPES
+from riskguard.vocabulary import ACTIONS
 
 __all__ = ["ACTIONS", "METRICS", "SCOPES", "Limits", "LimitsError", "Rule", "load", "parse"]

@@ -15,7 +15,8 @@ from types import MappingProxyType
 from typing import Any
 
 from riskguard.limits.model import Limits, Rule
-from riskguard.limits.vocabulary import ACTIONS, MATCH_FIELDS, METRICS, SCOPES
+from riskguard.limits.vocabulary import MATCH_FIELDS, METRICS, SCOPES
+from riskguard.vocabulary import ACTIONS
 
 TOP_KEYS = frozenset({"version", "revalue_ms", "rule"})
 REVALUE_MAX_MS = 60_000

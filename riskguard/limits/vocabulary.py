@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-SCOPES: Final = ("firm", "account", "strategy", "symbol")
-LEVEL: Final = {name: i for i, name in enumerate(SCOPES)}
-ACTIONS: Final = ("alert", "reduce_only", "halt")
+from riskguard.vocabulary import LEVEL_CODE, LEVELS
+
+SCOPES: Final = LEVELS
+LEVEL: Final = LEVEL_CODE
 
 # Metric codes. The numba kernel dispatches on these; keep them dense and stable.
 M_ORDER_RATE: Final = 0

@@ -17,10 +17,10 @@ import aiohttp
 import orjson
 
 from riskguard import log
-from riskguard.killswitch import Transition
 from riskguard.metrics import Metrics
 from riskguard.notify import sinks
 from riskguard.settings import NotifierSettings
+from riskguard.vocabulary import Transition
 
 
 @dataclass

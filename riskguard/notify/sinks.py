@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-from riskguard.killswitch import Transition
 from riskguard.settings import NotifierSettings
+from riskguard.vocabulary import Transition
 
 
 def _iso(ns: int) -> str:

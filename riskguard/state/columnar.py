@@ -27,7 +27,7 @@ from riskguard.events import (
     ReplaceOrder,
 )
 from riskguard.state.keys import KeySpace
-from riskguard.state.layout import (
+from riskguard.vocabulary import (
     L_ACCOUNT,
     L_STRATEGY,
     L_SYMBOL,

@@ -35,13 +35,9 @@ from riskguard.state.layout import (
     RING,
     SI_OPEN,
     SI_SLOT,
-    T_CANCEL,
-    T_FILL,
-    T_NEW,
-    T_REJECT,
-    T_REPLACE,
 )
 from riskguard.state.primitives import _advance, _at_level
+from riskguard.vocabulary import T_CANCEL, T_FILL, T_NEW, T_REJECT, T_REPLACE
 
 
 @njit(cache=True, _nrt=False)

@@ -53,8 +53,6 @@ from riskguard.state.layout import (
     G_EPOCH,
     G_LAST_ANY,
     G_START,
-    L_ACCOUNT,
-    L_STRATEGY,
     OF_CUM,
     OF_PRICE,
     OF_QTY,
@@ -83,14 +81,6 @@ from riskguard.state.layout import (
     SI_OPEN,
     SI_PRICE_SRC,
     SI_SLOT,
-    T_CANCEL,
-    T_FILL,
-    T_HEARTBEAT,
-    T_MARK,
-    T_NEW,
-    T_PARENT,
-    T_REJECT,
-    T_REPLACE,
 )
 from riskguard.state.primitives import (
     _at_level,
@@ -103,6 +93,18 @@ from riskguard.state.primitives import (
     _pair_delta,
     _price,
     _scope_value,
+)
+from riskguard.vocabulary import (
+    L_ACCOUNT,
+    L_STRATEGY,
+    T_CANCEL,
+    T_FILL,
+    T_HEARTBEAT,
+    T_MARK,
+    T_NEW,
+    T_PARENT,
+    T_REJECT,
+    T_REPLACE,
 )
 
 

@@ -8,28 +8,8 @@ so memory follows the number of open orders, not the length of the session.
 
 from __future__ import annotations
 
-from typing import Final
-
-from riskguard.state.layout import FIRM, L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL
-
-LEVEL_NAMES: Final = ("firm", "account", "strategy", "symbol")
-_LEVEL_OF: Final = {"account": L_ACCOUNT, "strategy": L_STRATEGY, "symbol": L_SYMBOL}
-
-
-class ScopeError(ValueError):
-    """A scope string that is not ``firm`` or ``account|strategy|symbol:<key>``."""
-
-
-def parse_scope(scope: str) -> tuple[int, str]:
-    """Split ``"strategy:smars"`` into ``(L_STRATEGY, "smars")``; ``"firm"`` is ``(0, "")``."""
-    if scope == "firm":
-        return L_FIRM, ""
-    level, sep, key = scope.partition(":")
-    if not sep or level not in _LEVEL_OF or not key or len(key) > 256:
-        raise ScopeError(
-            f"invalid scope {scope!r}: use 'firm', 'account:<id>', 'strategy:<id>' or 'symbol:<id>'"
-        )
-    return _LEVEL_OF[level], key
+from riskguard.state.layout import FIRM
+from riskguard.vocabulary import L_FIRM, format_scope, parse_scope
 
 
 def pair_key(owner: int, symbol: int) -> int:
@@ -77,7 +57,7 @@ class KeySpace:
         if sid is None:
             sid = len(self.scope_names)
             table[key] = sid
-            self.scope_names.append(f"{LEVEL_NAMES[level]}:{key}")
+            self.scope_names.append(format_scope(level, key))
             self.scope_levels.append(level)
             self.scope_slots.append(self.level_counts[level])
             self.level_counts[level] += 1

@@ -6,39 +6,7 @@ columns here costs nothing in the kernel and keeps ``sf[s, SF_NET]`` readable.
 
 from typing import Final
 
-# Event type codes (batch column ``typ``).
-T_PARENT: Final = 0
-T_NEW: Final = 1
-T_REPLACE: Final = 2
-T_CANCEL: Final = 3
-T_REJECT: Final = 4
-T_FILL: Final = 5
-T_MARK: Final = 6
-T_HEARTBEAT: Final = 7
-TYPE_CODE: Final = {
-    "parent": T_PARENT,
-    "new": T_NEW,
-    "replace": T_REPLACE,
-    "cancel": T_CANCEL,
-    "reject": T_REJECT,
-    "fill": T_FILL,
-    "mark": T_MARK,
-    "heartbeat": T_HEARTBEAT,
-}
-
-# Scope levels; scope id 0 is always the firm.
-L_FIRM: Final = 0
-L_ACCOUNT: Final = 1
-L_STRATEGY: Final = 2
-L_SYMBOL: Final = 3
-FIRM: Final = 0
-
-# Trading states, ordered by strictness. Actions use the same codes; alert is 0.
-ACTIVE: Final = 0
-REDUCE_ONLY: Final = 1
-HALTED: Final = 2
-A_ALERT: Final = 0
-STATE_NAMES: Final = ("ACTIVE", "REDUCE_ONLY", "HALTED")
+FIRM: Final = 0  # the firm's scope id
 
 # Per-scope float columns (``sf``).
 SF_NET: Final = 0  # sum of signed position x reference price

@@ -20,16 +20,12 @@ from riskguard.limits.vocabulary import (
     M_PNL,
 )
 from riskguard.state.layout import (
-    A_ALERT,
     FIRM,
     G_EPOCH,
     G_JUDGED,
     G_PEND_HEAD,
     G_PEND_TAIL,
     G_SEQ,
-    L_ACCOUNT,
-    L_FIRM,
-    L_STRATEGY,
     O_EVENT,
     O_FROM,
     O_ROW,
@@ -74,6 +70,7 @@ from riskguard.state.layout import (
     SI_TAIL,
     SI_VAL_EPOCH,
 )
+from riskguard.vocabulary import A_ALERT, L_ACCOUNT, L_FIRM, L_STRATEGY
 
 
 @njit(cache=True, _nrt=False)

@@ -28,13 +28,12 @@ from riskguard.state.reference_defs import (
     COUNTED,
     EXPOSURE_NAMES,
     FAMILY_NAMES,
-    STATES,
-    STRICTNESS,
     Book,
     Order,
     RefTransition,
     Window,
 )
+from riskguard.vocabulary import ACTION_CODE, STATES
 
 
 class ReferenceModel:
@@ -137,7 +136,7 @@ class ReferenceModel:
             elif not breach:
                 self.alerting.discard(key)
             return
-        target = STRICTNESS[rule.action]
+        target = ACTION_CODE[rule.action]
         if breach and current < target:
             self.state[scope] = target
             self.transitions.append(

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 
 BUCKETS = 10
 RING = BUCKETS + 1
-STATES = ("ACTIVE", "REDUCE_ONLY", "HALTED")
-STRICTNESS = {"reduce_only": 1, "halt": 2}
 #: Metrics each event type can move (spelled out again here, on purpose, by name).
 FAMILY_NAMES: dict[str, frozenset[str]] = {
     "parent": frozenset({"parent_overfill_ratio"}),

@@ -62,13 +62,8 @@ from riskguard.state.layout import (
     RI_MIN_ORDERS,
     RI_RULE,
     RI_SOURCE,
-    T_CANCEL,
-    T_FILL,
-    T_NEW,
-    T_PARENT,
-    T_REJECT,
-    T_REPLACE,
 )
+from riskguard.vocabulary import ACTION_CODE, T_CANCEL, T_FILL, T_NEW, T_PARENT, T_REJECT, T_REPLACE
 
 Array = np.ndarray[Any, Any]
 
@@ -116,7 +111,6 @@ COUNTERS: dict[int, tuple[int, int | None]] = {
     M_FILL_NOTIONAL_RATE: (C_FILLN, None),
     M_DUPLICATE_ORDERS: (C_DUP, None),
 }
-_ACTION = {"alert": 0, "reduce_only": 1, "halt": 2}
 N_TYPES = 8
 
 
@@ -168,7 +162,7 @@ def compile_limits(limits: Limits, keys: KeySpace) -> Rulebook:
             row = [0] * NRI
             row[RI_METRIC] = spec.code
             row[RI_LEVEL] = level
-            row[RI_ACTION] = _ACTION[rule.action]
+            row[RI_ACTION] = ACTION_CODE[rule.action]
             row[RI_MATCH] = match
             row[RI_MATCH_ACC] = match_acc
             row[RI_C1] = c1

@@ -1,0 +1,160 @@
+"""The trading vocabulary shared by every part of riskguard: one definition, no numpy.
+
+What a trading state, an action, a scope and an event type *are*, with the integer
+codes the numba kernel uses for them, and :class:`Transition`, the record of one
+kill-switch decision. Everything else imports these names; nothing redefines them.
+The gate (:mod:`riskguard.gate`) depends on this module and msgspec only, so a
+trading process that embeds it never loads numpy, numba or the engine.
+
+Codes are dense, ordered and stable: a state's code is its strictness (a breach can
+only raise it), an action's code is the state it leads to (``alert`` is 0: no state
+change), a level's code is its position in :data:`LEVELS`, and an event type's code
+is its position in :data:`EVENT_TYPES`. numba freezes module-level integers at
+compile time, so the kernel reads ``HALTED`` or ``T_FILL`` here at no cost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final, Literal
+
+import msgspec
+
+# Trading states, by strictness --------------------------------------------------
+State = Literal["ACTIVE", "REDUCE_ONLY", "HALTED"]
+STATES: Final[tuple[State, ...]] = ("ACTIVE", "REDUCE_ONLY", "HALTED")
+ACTIVE: Final = 0
+REDUCE_ONLY: Final = 1
+HALTED: Final = 2
+STATE_CODE: Final[dict[str, int]] = {name: code for code, name in enumerate(STATES)}
+
+# Actions a rule (or an operator) can take -----------------------------------------
+#: ``alert`` pages without a state change; the others latch the state of their name.
+ACTIONS: Final = ("alert", "reduce_only", "halt")
+A_ALERT: Final = 0
+ACTION_CODE: Final[dict[str, int]] = {"alert": A_ALERT, "reduce_only": REDUCE_ONLY, "halt": HALTED}
+
+# Scope levels ------------------------------------------------------------------------
+#: Scope levels, widest first. Scope strings are ``firm`` or ``<level>:<key>``.
+LEVELS: Final = ("firm", "account", "strategy", "symbol")
+L_FIRM: Final = 0
+L_ACCOUNT: Final = 1
+L_STRATEGY: Final = 2
+L_SYMBOL: Final = 3
+LEVEL_CODE: Final[dict[str, int]] = {name: code for code, name in enumerate(LEVELS)}
+MAX_KEY_LEN: Final = 256
+
+
+class ScopeError(ValueError):
+    """A scope string that is not ``firm`` or ``account|strategy|symbol:<key>``."""
+
+
+def parse_scope(scope: str) -> tuple[int, str]:
+    """Split ``"strategy:smars"`` into ``(L_STRATEGY, "smars")``; ``"firm"`` is ``(L_FIRM, "")``.
+
+    Raises :class:`ScopeError` for anything else (unknown level, empty or over-long key).
+    """
+    if scope == "firm":
+        return L_FIRM, ""
+    level, sep, key = scope.partition(":")
+    code = LEVEL_CODE.get(level, L_FIRM) if sep else L_FIRM
+    if code == L_FIRM or not key or len(key) > MAX_KEY_LEN:
+        raise ScopeError(
+            f"invalid scope {scope!r}: use 'firm', 'account:<id>', 'strategy:<id>' or 'symbol:<id>'"
+        )
+    return code, key
+
+
+def format_scope(level: int, key: str) -> str:
+    """The scope string of ``key`` at ``level``, e.g. ``"account:A1"``; the firm is ``"firm"``."""
+    return "firm" if level == L_FIRM else f"{LEVELS[level]}:{key}"
+
+
+def order_scopes(account: str, strategy: str, symbol: str) -> tuple[str, str, str, str]:
+    """The four scopes an order belongs to, widest first: firm, account, strategy, symbol."""
+    return ("firm", f"account:{account}", f"strategy:{strategy}", f"symbol:{symbol}")
+
+
+# Event types (wire schema) -----------------------------------------------------------
+#: Event type tags, in kernel code order (``T_*``); ``docs/events.md`` documents each.
+EVENT_TYPES: Final = ("parent", "new", "replace", "cancel", "reject", "fill", "mark", "heartbeat")
+T_PARENT: Final = 0
+T_NEW: Final = 1
+T_REPLACE: Final = 2
+T_CANCEL: Final = 3
+T_REJECT: Final = 4
+T_FILL: Final = 5
+T_MARK: Final = 6
+T_HEARTBEAT: Final = 7
+TYPE_CODE: Final[dict[str, int]] = {name: code for code, name in enumerate(EVENT_TYPES)}
+
+
+# Transitions -------------------------------------------------------------------------
+class Transition(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
+    """One kill-switch event, with the evidence for it.
+
+    ``kind`` is ``auto`` (a rule breached), ``manual`` (an operator halted or
+    resumed) or ``alert`` (an alert-action rule breached, or a system alert: no
+    state change, so ``from`` equals ``to``). ``ts`` is the event time of the
+    triggering event in ns since the epoch, UTC (for manual ones, the decision
+    time); ``decided_ns`` is when riskguard decided. A resume carries in ``ends``
+    the id of the transition it lifts. ``value`` and ``limit`` are in the metric's
+    unit (``docs/limits.md``).
+    """
+
+    id: str
+    scope: str
+    from_: str = msgspec.field(name="from")
+    to: str
+    kind: str
+    ts: int
+    decided_ns: int
+    rule: str | None = None
+    metric: str | None = None
+    value: float | None = None
+    limit: float | None = None
+    operator: str | None = None
+    reason: str | None = None
+    ends: str | None = None
+
+    @property
+    def is_alert(self) -> bool:
+        """True for an alert (no state change)."""
+        return self.kind == "alert"
+
+
+def transition_id(scope: str, decided_ns: int, to: str) -> str:
+    """A stable id for a transition: scope, decision time and target state."""
+    return f"{scope}@{decided_ns}:{to}"
+
+
+def system_alert(
+    rule: str,
+    metric: str,
+    firm_state: str,
+    *,
+    value: float | None = None,
+    limit: float | None = None,
+    reason: str | None = None,
+    now_ns: int | None = None,
+) -> Transition:
+    """An alert about riskguard itself (broker lost, limits rejected), scoped to the firm.
+
+    ``now_ns`` defaults to the wall clock.
+    """
+    if now_ns is None:
+        now_ns = time.time_ns()
+    return Transition(
+        id=transition_id("firm", now_ns, f"ALERT:{rule}"),
+        scope="firm",
+        from_=firm_state,
+        to=firm_state,
+        kind="alert",
+        ts=now_ns,
+        decided_ns=now_ns,
+        rule=rule,
+        metric=metric,
+        value=value,
+        limit=limit,
+        reason=reason,
+    )
