@@ -85,8 +85,8 @@ def positions(accounts: int, per_account: int = 10, symbols: int = 2_000) -> dic
     rss = rss_bytes() - before_rss
     keys = engine.keys.n_scopes + len(engine.keys.pairs)
     python = deep_size(engine.keys)
-    k, st = engine.keys, engine.store
-    pair_numpy = st.pf.nbytes + st.pi.nbytes
+    k = engine.keys
+    pair_numpy = engine.store.state.positions.nbytes
     pair_python = deep_size((k.pairs, k.new_pairs))
     return {
         "breakdown_bytes_per_position": {

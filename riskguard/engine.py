@@ -16,43 +16,15 @@ import numpy as np
 from riskguard.events import BadEvent, Event
 from riskguard.killswitch import KillSwitch
 from riskguard.limits.model import Limits, Rule
-from riskguard.state.columnar import Batch, build
+from riskguard.state.bundles import DECISION, OUT_COUNTS, PEAK, Output, fill_record
+from riskguard.state.columnar import build
+from riskguard.state.counters import C_DUP
 from riskguard.state.kernel import apply_batch, tick
 from riskguard.state.keys import KeySpace, pair_key
-from riskguard.state.layout import (
-    G_JUDGED,
-    G_LAST_ANY,
-    NO,
-    NRP,
-    OI_OPEN,
-    PF_COST,
-    PF_POS,
-    PF_REAL,
-    PI_OWNER,
-    PI_SYM,
-    RI_RULE,
-    RP_HI,
-    RP_LO,
-    RP_N,
-    SF_COST,
-    SF_GROSS,
-    SF_NET,
-    SF_PEAK,
-    SF_REAL,
-    SI_NPAIRS,
-    SI_OPEN,
-)
 from riskguard.state.rulebook import Rulebook, compile_limits
 from riskguard.state.store import StateStore
-from riskguard.state.tables import (
-    clear_alerts,
-    clear_dups,
-    dump_alerts,
-    dump_dups,
-    fill_alerts,
-    fill_dups,
-)
-from riskguard.vocabulary import STATES, Transition, transition_id
+from riskguard.state.tables import empty_edges
+from riskguard.vocabulary import EVENT_TYPES, STATES, Transition, transition_id
 from riskguard.warmup import warm_events, warm_limits
 
 Clock = Callable[[], int]
@@ -80,6 +52,18 @@ class RulePeak:
     utilisation: float | None
 
 
+def _output(cap: int, batch_len: int = 0) -> Output:
+    return Output(
+        decisions=np.zeros(cap, dtype=DECISION),
+        closed=np.zeros(batch_len, dtype=np.int64),
+        counts=np.zeros(1, dtype=OUT_COUNTS),
+    )
+
+
+def _peaks(rows: int) -> np.ndarray:
+    return np.repeat(fill_record(PEAK, high=-np.inf, low=np.inf), rows)
+
+
 class Engine:
     """State, rules and kill switch for one trading system. Owned by one task."""
 
@@ -97,10 +81,9 @@ class Engine:
         self.clock: Clock = clock or (self._event_clock if event_time else time.time_ns)
         self.keys = KeySpace()
         self.store = StateStore()
-        self.killswitch = KillSwitch(self.keys, lambda: self.store.si, self.clock)
+        self.killswitch = KillSwitch(self.keys, lambda: self.store.state.scopes, self.clock)
         self.rulebook = self._install(limits)
-        self._out_i = np.zeros((4096, NO), dtype=np.int64)
-        self._out_f = np.zeros(4096)
+        self._out = _output(4096)
         self.events_applied = 0
         self.kernel_ns = 0
         """Time spent inside the numba kernel (``apply_batch``), for benchmarks and metrics."""
@@ -110,12 +93,10 @@ class Engine:
     # limits -------------------------------------------------------------------
     def _install(self, limits: Limits) -> Rulebook:
         book = compile_limits(limits, self.keys)
-        self.store.reset_counters(book.ci)
+        self.store.reset_counters(book.counter_defs)
         self.store.reserve(self.keys)
-        self.rule_peaks = np.zeros((book.n_rows, NRP))
-        self.rule_peaks[:, RP_HI] = -np.inf
-        self.rule_peaks[:, RP_LO] = np.inf
-        clear_alerts(self.store.alerts)
+        self.rule_peaks = _peaks(book.n_rows)
+        self.store.state = self.store.state._replace(edges=empty_edges())
         return book
 
     def recompile(self) -> None:
@@ -139,19 +120,21 @@ class Engine:
     def apply(
         self,
         events: Sequence[Event],
-        positions: Sequence[str] | None = None,
+        origins: Sequence[str] | None = None,
         wall_ns: int | None = None,
     ) -> Result:
         """Apply events in order and return the transitions they caused.
 
-        ``wall_ns`` is the wall-clock time of a live run (for ``consumer_lag_ms``);
-        leave it out in replays, where lag is meaningless.
+        ``origins[j]`` labels where event ``j`` came from (a line number, a Kafka
+        coordinate), for the events rejected while building the batch. ``wall_ns`` is
+        the wall-clock time of a live run (for ``consumer_lag_ms``); leave it out in
+        replays, where lag is meaningless.
         """
-        batch, bad = build(events, self.keys, positions)
+        batch, bad = build(events, self.keys, origins)
         return self.apply_columnar(batch, bad, wall_ns)
 
     def apply_columnar(
-        self, batch: Batch, bad: list[BadEvent] | None = None, wall_ns: int | None = None
+        self, batch: np.ndarray, bad: list[BadEvent] | None = None, wall_ns: int | None = None
     ) -> Result:
         """Apply an already-built batch (``state.columnar.build`` with this engine's keys).
 
@@ -159,57 +142,34 @@ class Engine:
         """
         wall = -1 if wall_ns is None or self.event_time else wall_ns
         result = Result(bad=bad or [])
-        if len(batch) == 0:
+        n = len(batch)
+        if n == 0:
             return result
         self.store.reserve(self.keys)
-        closed = np.zeros(len(batch), dtype=np.int64)
+        if self._out.closed.shape[0] < n:
+            self._out = self._out._replace(closed=np.zeros(n, dtype=np.int64))
         start = 0
-        while start < len(batch):
-            s = self.store
+        while start < n:
+            self._make_room(n - start)
             began = time.perf_counter_ns()
-            nxt, n_out, n_closed = apply_batch(
+            nxt = apply_batch(
                 start,
                 wall,
-                self.rulebook.revalue_ns,
-                *batch.columns(),
-                s.sf,
-                s.si,
-                s.pf,
-                s.pi,
-                s.of,
-                s.oi,
-                s.qf,
-                s.qi,
-                s.src_last,
-                s.g,
-                s.ci,
-                s.cb,
-                s.clast,
-                s.csum,
-                self.rulebook.ri,
-                self.rulebook.rf,
+                batch,
+                self.store.state,
+                self.rulebook.rules,
                 self.rule_peaks,
-                self.rulebook.type_rows,
-                self.rulebook.exp_rows,
-                self.rulebook.feed_rows,
-                s.dup,
-                s.alerts,
-                self._out_i,
-                self._out_f,
-                closed,
+                self._out,
             )
             self.kernel_ns += time.perf_counter_ns() - began
-            self._drain(n_out, batch, result.transitions)
-            if n_closed:
-                done = closed[:n_closed]
-                self.keys.release_orders(done[s.oi[done, OI_OPEN] == 0].tolist())
+            self._drain(batch["ts"], result.transitions)
+            self._release_closed()
             if nxt == start:  # one event needs more output rows than the buffer holds
-                need = 8 * self.rulebook.n_rows * (int(s.si[batch.sym[start], SI_NPAIRS]) + 2)
-                self._grow_out(max(need, 2 * self._out_i.shape[0]))
+                self._grow_out()
             start = nxt
-        result.applied = len(batch)
-        result.type_counts = np.bincount(batch.typ, minlength=8)
-        self.events_applied += len(batch)
+        result.applied = n
+        result.type_counts = np.bincount(batch["typ"], minlength=len(EVENT_TYPES))
+        self.events_applied += n
         return result
 
     def tick(self, now_ns: int | None = None) -> list[Transition]:
@@ -219,32 +179,14 @@ class Engine:
         silence.
         """
         now = self.clock() if now_ns is None else now_ns
-        s = self.store
-        book = self.rulebook
         out: list[Transition] = []
         while True:
-            n_out, done = tick(
-                now,
-                book.revalue_ns,
-                s.sf,
-                s.si,
-                s.pf,
-                s.pi,
-                book.ri,
-                book.rf,
-                self.rule_peaks,
-                book.exp_rows,
-                s.src_last,
-                s.g,
-                book.feed_rows,
-                s.alerts,
-                self._out_i,
-                self._out_f,
-            )
-            self._drain(n_out, None, out, now)
+            self._make_room(0)
+            done = tick(now, self.store.state, self.rulebook.rules, self.rule_peaks, self._out)
+            self._drain(None, out, now)
             if done:
                 return out
-            self._grow_out(2 * self._out_i.shape[0])
+            self._grow_out()
 
     def judge_until(self, ts_ns: int) -> None:
         """Treat breaches from events at or before ``ts_ns`` as already decided.
@@ -252,27 +194,51 @@ class Engine:
         Set on restart to the event time the previous instance had reached, so
         rebuilding state by replaying input does not re-page or re-halt.
         """
-        self.store.g[G_JUDGED] = max(int(self.store.g[G_JUDGED]), ts_ns)
+        g = self.store.state.globals
+        g["judged_ns"] = max(int(g["judged_ns"][0]), ts_ns)
+
+    @property
+    def last_event_ns(self) -> int:
+        """The latest event time applied (ns since the epoch), -1 before any event."""
+        return int(self.store.state.globals["last_event_ns"][0])
 
     def _event_clock(self) -> int:
-        return max(0, int(self.store.g[G_LAST_ANY]))
+        return max(0, self.last_event_ns)
 
-    def _grow_out(self, n: int) -> None:
-        self._out_i = np.zeros((n, NO), dtype=np.int64)
-        self._out_f = np.zeros(n)
+    def _make_room(self, events: int) -> None:
+        """Size the hash tables for one kernel call over ``events`` events."""
+        dup_counters = int(np.count_nonzero(self.store.state.counters.defs["kind"] == C_DUP))
+        self.store.make_room(self._out.decisions.shape[0], events * dup_counters)
 
-    def _drain(self, n_out: int, batch: Batch | None, into: list[Transition], now: int = 0) -> None:
+    def _grow_out(self) -> None:
+        need = int(self._out.counts["need"][0])
+        cap = max(need, 2 * self._out.decisions.shape[0])
+        self._out = _output(cap, self._out.closed.shape[0])
+
+    def _release_closed(self) -> None:
+        out = self._out
+        k = int(out.counts["n_closed"][0])
+        if k:
+            done = out.closed[:k]
+            still_closed = done[self.store.state.orders["open"][done] == 0]
+            self.keys.release_orders(still_closed.tolist())
+            out.counts["n_closed"] = 0
+
+    def _drain(self, ts: np.ndarray | None, into: list[Transition], now: int = 0) -> None:
+        """Turn the output rows into :class:`Transition` records, in order, and reset them."""
+        counts = self._out.counts
+        n_out = int(counts["n"][0])
+        counts["n"] = 0
+        counts["need"] = 0
         if n_out == 0:
             return
         decided = self.clock()
         names = self.keys.scope_names
-        for k in range(n_out):
-            e, r, sid, old, new = (int(x) for x in self._out_i[k])
+        for e, r, sid, old, new, value in self._out.decisions[:n_out].tolist():
             rule = self.rulebook.row_rule[r]
-            value = float(self._out_f[k])
-            ts = int(batch.ts[e]) if batch is not None and e >= 0 else now
+            t = int(ts[e]) if ts is not None and e >= 0 else now
             if self.event_time:
-                decided = ts
+                decided = t
             scope = names[sid]
             alert = new < 0
             to = STATES[old] if alert else STATES[new]
@@ -282,7 +248,7 @@ class Engine:
                 from_=STATES[old],
                 to=to,
                 kind="alert" if alert else "auto",
-                ts=ts,
+                ts=t,
                 decided_ns=decided,
                 rule=rule.name,
                 metric=rule.metric,
@@ -295,39 +261,33 @@ class Engine:
     def peaks(self) -> list[RulePeak]:
         """Per rule (file order): extremes seen and peak utilisation of the limit."""
         out = []
+        p = self.rule_peaks
+        rule_of_row = self.rulebook.rules.rows["rule"]
         for index, rule in enumerate(self.limits.rules):
-            rows = [r for r, rr in enumerate(self.rulebook.ri[:, RI_RULE]) if rr == index]
-            n = int(sum(self.rule_peaks[r, RP_N] for r in rows))
-            hi = max((self.rule_peaks[r, RP_HI] for r in rows), default=-np.inf)
-            lo = min((self.rule_peaks[r, RP_LO] for r in rows), default=np.inf)
+            rows = p[rule_of_row == index]
+            n = int(rows["evaluations"].sum())
             if n == 0:
                 out.append(RulePeak(rule, 0, None, None, None))
                 continue
-            util = max(rule.utilisation(float(hi)), rule.utilisation(float(lo)))
-            out.append(RulePeak(rule, n, float(hi), float(lo), None if util == -np.inf else util))
+            hi, lo = float(rows["high"].max()), float(rows["low"].min())
+            util = max(rule.utilisation(hi), rule.utilisation(lo))
+            out.append(RulePeak(rule, n, hi, lo, None if util == -np.inf else util))
         return out
 
     def scope_values(self, scope: str) -> dict[str, float]:
         """Current stateful metrics of one scope (zeros for a scope never seen)."""
         sid = self.keys.find_scope(scope)
         if sid is None:
-            return {
-                "open_orders": 0.0,
-                "gross_notional": 0.0,
-                "net_notional": 0.0,
-                "pnl": 0.0,
-                "drawdown": 0.0,
-                "realised_pnl": 0.0,
-            }
-        sf, si = self.store.sf, self.store.si
-        pnl = sf[sid, SF_REAL] + sf[sid, SF_NET] - sf[sid, SF_COST]
+            return dict.fromkeys(SCOPE_VALUES, 0.0)
+        sc = self.store.state.scopes[sid]
+        pnl = float(sc["realised_pnl"] + sc["net_notional"] - sc["cost_basis"])
         return {
-            "open_orders": float(si[sid, SI_OPEN]),
-            "gross_notional": float(sf[sid, SF_GROSS]),
-            "net_notional": float(sf[sid, SF_NET]),
-            "pnl": float(pnl),
-            "drawdown": float(sf[sid, SF_PEAK] - pnl),
-            "realised_pnl": float(sf[sid, SF_REAL]),
+            "open_orders": float(sc["open_orders"]),
+            "gross_notional": float(sc["gross_notional"]),
+            "net_notional": float(sc["net_notional"]),
+            "pnl": pnl,
+            "drawdown": float(sc["peak_pnl"]) - pnl,
+            "realised_pnl": float(sc["realised_pnl"]),
         }
 
     def position(self, owner: str, symbol: str) -> float:
@@ -337,22 +297,23 @@ class Engine:
         if o is None or y is None:
             return 0.0
         p = self.keys.pairs.get(pair_key(o, y))
-        return 0.0 if p is None else float(self.store.pf[p, PF_POS])
+        return 0.0 if p is None else float(self.store.state.positions["qty"][p])
 
     def positions(self) -> dict[tuple[str, str], tuple[float, float, float]]:
         """Every (owner scope, symbol scope) -> (position, cost basis, realised P&L)."""
         self.store.reserve(self.keys)  # pairs interned by a batch not yet applied
-        names, pf, pi = self.keys.scope_names, self.store.pf, self.store.pi
+        names = self.keys.scope_names
+        pos = self.store.state.positions[: self.keys.n_pairs]
         return {
-            (names[int(pi[p, PI_OWNER])], names[int(pi[p, PI_SYM])]): (
-                float(pf[p, PF_POS]),
-                float(pf[p, PF_COST]),
-                float(pf[p, PF_REAL]),
-            )
-            for p in range(self.keys.n_pairs)
+            (names[owner], names[symbol]): (qty, cost, realised)
+            for qty, cost, realised, owner, symbol in pos[
+                ["qty", "cost", "realised", "owner", "symbol"]
+            ].tolist()
         }
 
 
+SCOPE_VALUES = ("open_orders", "gross_notional", "net_notional", "pnl", "drawdown", "realised_pnl")
+"""The keys of :meth:`Engine.scope_values`."""
 _warm = False
 
 
@@ -364,13 +325,6 @@ def warm_up() -> None:
     engine = Engine(warm_limits(), clock=lambda: 0, warm=False)
     engine.apply(warm_events())
     engine.tick(10**18)
-    store = engine.store  # the snapshot-restore loaders, on empty input
-    fill_dups(
-        store.dup, np.zeros((0, 4), dtype=np.int64), np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
-    )
-    fill_alerts(store.alerts, np.zeros((0, 2), dtype=np.int64))
-    dump_dups(store.dup)  # snapshot capture, and limits reloads
-    dump_alerts(store.alerts)
-    clear_dups(store.dup)
-    clear_alerts(store.alerts)
+    store = engine.store  # the table rehashes, on a forced resize
+    store.make_room(4 * store.state.edges.keys.shape[0], 4 * store.state.dups.slots.shape[0])
     _warm = True

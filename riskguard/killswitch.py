@@ -5,7 +5,7 @@ resume with an operator name and a reason lowers it, back to ACTIVE. Every
 change is a :class:`Transition` carrying its evidence. Applying the same change
 twice does nothing and returns ``None``: transitions are idempotent.
 
-The state itself lives in the engine's state array (column ``SI_STATE``) so the
+The state itself lives in the engine's scopes bundle (``Scopes.state``) so the
 numba kernel can escalate mid-batch; this class is the only Python code that
 writes it, and the only producer of transition records.
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from riskguard.state.bundles import FIRM
 from riskguard.state.keys import KeySpace
-from riskguard.state.layout import FIRM, SI_JUDGED, SI_STATE
 from riskguard.vocabulary import (
     ACTION_CODE,
     ACTIVE,
@@ -26,6 +26,7 @@ from riskguard.vocabulary import (
     STATES,
     State,
     Transition,
+    order_scopes,
     parse_scope,
     system_alert,
     transition_id,
@@ -41,10 +42,11 @@ class KillSwitch:
     """Per-scope latched trading states over the engine's state array."""
 
     def __init__(
-        self, keys: KeySpace, states: Callable[[], np.ndarray[Any, Any]], clock: Callable[[], int]
+        self, keys: KeySpace, scopes: Callable[[], np.ndarray], clock: Callable[[], int]
     ) -> None:
+        """``scopes`` returns the engine's live SCOPE records (the array is replaced on growth)."""
         self._keys = keys
-        self._states = states  # returns the live si array (it is reallocated on growth)
+        self._scopes = scopes
         self._clock = clock
         self._standing: dict[str, Transition] = {}
         self._listeners: list[Listener] = []
@@ -55,16 +57,16 @@ class KillSwitch:
         sid = self._keys.find_scope(scope)
         if sid is None:
             return "ACTIVE"
-        return _state_name(int(self._states()[sid, SI_STATE]))
+        return _state_name(int(self._scopes()["state"][sid]))
 
     def effective(self, account: str, strategy: str, symbol: str) -> State:
         """The strictest state over firm, account, strategy and symbol for one order."""
-        si = self._states()
-        worst = int(si[FIRM, SI_STATE])
-        for scope in (f"account:{account}", f"strategy:{strategy}", f"symbol:{symbol}"):
+        state = self._scopes()["state"]
+        worst = int(state[FIRM])
+        for scope in order_scopes(account, strategy, symbol)[1:]:
             sid = self._keys.find_scope(scope)
             if sid is not None:
-                worst = max(worst, int(si[sid, SI_STATE]))
+                worst = max(worst, int(state[sid]))
         return _state_name(worst)
 
     def standing(self) -> dict[str, Transition]:
@@ -101,11 +103,11 @@ class KillSwitch:
             raise ValueError(f"action must be 'halt' or 'reduce_only', got {action!r}")
         parse_scope(scope)
         sid = self._keys.scope_of(scope)
-        si = self._states()
-        old, new = int(si[sid, SI_STATE]), ACTION_CODE[action]
+        state = self._scopes()["state"]
+        old, new = int(state[sid]), ACTION_CODE[action]
         if old >= new:
             return None
-        si[sid, SI_STATE] = new
+        state[sid] = new
         now = self._clock()
         return self._emit(
             Transition(
@@ -126,15 +128,15 @@ class KillSwitch:
         _require(operator, reason)
         parse_scope(scope)
         sid = self._keys.find_scope(scope)
-        si = self._states()
-        if sid is None or int(si[sid, SI_STATE]) == ACTIVE:
+        state, judged = self._scopes()["state"], self._scopes()["judged_ns"]
+        if sid is None or int(state[sid]) == ACTIVE:
             return None
-        old = int(si[sid, SI_STATE])
-        si[sid, SI_STATE] = ACTIVE
+        old = int(state[sid])
+        state[sid] = ACTIVE
         now = self._clock()
         # Breaches evidenced by events up to now were judged by this person: only newer
         # events may halt the scope again (late events from a lagging partition may not).
-        si[sid, SI_JUDGED] = max(int(si[sid, SI_JUDGED]), now)
+        judged[sid] = max(int(judged[sid]), now)
         name = self._keys.scope_names[sid]
         lifted = self._standing.get(name)
         return self._emit(
@@ -160,12 +162,12 @@ class KillSwitch:
         to the resume that ended it, decides nothing twice. True if the state changed.
         """
         sid = self._keys.scope_of(tr.scope)
-        si = self._states()
-        si[sid, SI_JUDGED] = max(int(si[sid, SI_JUDGED]), tr.decided_ns)
+        state, judged = self._scopes()["state"], self._scopes()["judged_ns"]
+        judged[sid] = max(int(judged[sid]), tr.decided_ns)
         new = STATE_CODE[tr.to]
-        if int(si[sid, SI_STATE]) >= new:
+        if int(state[sid]) >= new:
             return False
-        si[sid, SI_STATE] = new
+        state[sid] = new
         self._standing[tr.scope] = tr
         return True
 

@@ -27,46 +27,15 @@ import orjson
 
 from riskguard import durable
 from riskguard.engine import Engine
-from riskguard.state.keys import KeySpace
-from riskguard.state.layout import (
-    NOF,
-    NOI,
-    NPF,
-    NPI,
-    NQF,
-    NQI,
-    NSF,
-    NSI,
-    PI_OWNER,
-    PI_SYM,
-    SI_STATE,
-)
-from riskguard.state.tables import dump_alerts, dump_dups, fill_alerts, fill_dups
-from riskguard.vocabulary import LEVELS
+from riskguard.state.bundles import PEAK
+from riskguard.state.store import LayoutError, check_layout
 
 MAGIC = b"RGSNAP\x01\n"
 #: 2: revaluation epochs (sf/si/g columns), alert-edge counts in rp, dups as arrays;
 #: 3: pairs keyed by int, a strategy pair's account and firm pairs in pi; windowed
-#: counters have a row per scope of their level (SI_SLOT), not per scope
-VERSION = 3
-#: columns each array must have: a snapshot of another layout is refused, never loaded
-WIDTHS = {"sf": NSF, "si": NSI, "pf": NPF, "pi": NPI, "of": NOF, "oi": NOI, "qf": NQF, "qi": NQI}
-ARRAYS = (
-    "sf",
-    "si",
-    "pf",
-    "pi",
-    "of",
-    "oi",
-    "qf",
-    "qi",
-    "src_last",
-    "g",
-    "ci",
-    "cb",
-    "clast",
-    "csum",
-)
+#: counters have a row per scope of their level (SI_SLOT), not per scope;
+#: 4: named state bundles ("state.<bundle>.<field>"), hash tables as arrays
+VERSION = 4
 
 
 class SnapshotError(ValueError):
@@ -102,31 +71,15 @@ def freeze(engine: Engine, offsets: dict[str, int]) -> Frozen:
     Only copies: cheap enough for the event loop. :func:`serialise` does the slow
     part (compression-free ``np.savez``, sha256, JSON) and may run in a thread.
     """
-    store, keys = engine.store, engine.keys
-    dup_i, dup_f, dup_seen = dump_dups(store.dup)
-    arrays = {name: getattr(store, name).copy() for name in ARRAYS}
-    arrays |= {
-        "rp": engine.rule_peaks.copy(),
-        "dup_i": dup_i,
-        "dup_f": dup_f,
-        "dup_seen": dup_seen,
-        "alerts": dump_alerts(store.alerts),
-    }
+    arrays = {f"state.{name}": a.copy() for name, a in engine.store.export().items()}
+    arrays["peaks"] = engine.rule_peaks.copy()
     meta = {
         "version": VERSION,
         "created_ns": time.time_ns(),
         "offsets": dict(offsets),
         "events_applied": engine.events_applied,
         "limits_sha256": engine.limits.digest,
-        "keys": {
-            "scope_names": list(keys.scope_names),
-            "scope_levels": list(keys.scope_levels),
-            "strategy_account": list(keys.strategy_account.items()),
-            "order_names": list(keys.order_names),
-            "parents": list(keys.parents),
-            "source_names": list(keys.source_names),
-            "n_pairs": keys.n_pairs,
-        },
+        "keys": engine.keys.export(),
     }
     return Frozen(arrays, meta)
 
@@ -162,44 +115,42 @@ def decode(data: bytes, path: Path) -> Snapshot:
         raise SnapshotError(f"{path.name}: checksum mismatch (torn or corrupt)")
     with np.load(io.BytesIO(body), allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
-    for name, width in WIDTHS.items():
-        a = arrays.get(name)
-        if a is None or a.ndim != 2 or a.shape[1] != width:
-            raise SnapshotError(f"{path.name}: array {name!r} does not match this version's layout")
+    try:
+        check_layout(_part(arrays, "state."))
+    except LayoutError as exc:
+        raise SnapshotError(f"{path.name}: {exc}") from exc
+    peaks = arrays.get("peaks")
+    if peaks is None or peaks.dtype != PEAK:
+        raise SnapshotError(f"{path.name}: array 'peaks' does not match this version's layout")
     return Snapshot(path, meta, arrays)
 
 
+def _part(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 def restore(engine: Engine, snap: Snapshot) -> None:
-    """Load ``snap`` into a freshly built engine (same limits or not)."""
-    keys, store, meta = engine.keys, engine.store, snap.meta["keys"]
-    fresh = KeySpace()
-    for name, level in zip(meta["scope_names"][1:], meta["scope_levels"][1:], strict=True):
-        fresh.scope(level, name[len(LEVELS[level]) + 1 :])
-    for s, a in meta["strategy_account"]:
-        fresh.strategy_account[s] = a
-    fresh.order_names = list(meta["order_names"])
-    fresh.orders = {n: i for i, n in enumerate(fresh.order_names) if n is not None}
-    fresh._free_orders = [i for i, n in enumerate(fresh.order_names) if n is None]
-    for p in meta["parents"]:
-        fresh.parent(p)
-    for src in meta["source_names"]:
-        fresh.source(src)
-    n_pairs = int(meta["n_pairs"])
-    pi = snap.arrays["pi"]
-    owners, syms = pi[:n_pairs, PI_OWNER].tolist(), pi[:n_pairs, PI_SYM].tolist()
-    fresh.pairs = {o << 32 | y: p for p, (o, y) in enumerate(zip(owners, syms, strict=True))}
-    keys.__dict__.update(fresh.__dict__)
-    for name in ARRAYS:
-        setattr(store, name, snap.arrays[name].copy())
-    store.si[:, SI_STATE] = 0  # states come from the journal and control topic
-    store._scopes = len(keys.scope_names)
-    store._pairs = n_pairs
+    """Load ``snap`` into a freshly built engine (same limits or not).
+
+    Trading states are not restored (the journal and control topic hold them); peaks,
+    alert edges and the duplicate-order table are kept only when the limits are the
+    same as when the snapshot was taken (their rows would not line up otherwise).
+    Raises :class:`SnapshotError` when the snapshot does not fit this build.
+    """
+    state = _part(snap.arrays, "state.")
+    try:
+        check_layout(state)
+        positions = state["positions"]
+        engine.keys.load(snap.meta["keys"], positions["owner"], positions["symbol"])
+    except (LayoutError, KeyError, TypeError, ValueError) as exc:
+        raise SnapshotError(f"{snap.path.name}: {exc}") from exc
+    engine.store.load(state, engine.keys)
+    engine.store.state.scopes["state"] = 0  # states come from the journal and control topic
+    saved = engine.store.state
     engine.recompile()  # match values -> ids of the restored key space; counters carried
     if snap.meta["limits_sha256"] == engine.limits.digest:  # same rows: peaks, edges, dups
-        engine.rule_peaks[:] = snap.arrays["rp"]
-        a = snap.arrays
-        fill_alerts(store.alerts, a["alerts"])
-        fill_dups(store.dup, a["dup_i"], a["dup_f"], a["dup_seen"])
+        engine.rule_peaks = np.array(snap.arrays["peaks"])
+        engine.store.state = engine.store.state._replace(edges=saved.edges, dups=saved.dups)
     engine.events_applied = int(snap.meta["events_applied"])
 
 

@@ -91,12 +91,13 @@ def test_keeps_only_the_newest(tmp_path: Path) -> None:
 
 
 def test_a_snapshot_of_another_array_layout_is_refused(tmp_path: Path) -> None:
-    """Same format version but the wrong columns (say, a build with other layout
-    constants): loading it would index past the arrays, so it must be refused."""
+    """Same format version but other record fields (say, a build with another layout):
+    loading it would read the wrong fields, so it must be refused."""
     engine = Engine(load(LIMITS), event_time=True)
     engine.apply(TradingSim(seed=4).run(2_000))
     frozen = freeze(engine, {"e/0": 1})
-    frozen.arrays["pi"] = frozen.arrays["pi"][:, :4]
-    with pytest.raises(SnapshotError, match="'pi' does not match"):
+    positions = frozen.arrays["state.positions"]
+    frozen.arrays["state.positions"] = positions[list(positions.dtype.names[:4])].copy()
+    with pytest.raises(SnapshotError, match="'positions' does not match"):
         decode(serialise(frozen), tmp_path / "snapshot-1.rgs")
     assert decode(capture(engine, {"e/0": 1}), tmp_path / "snapshot-2.rgs").offsets == {"e/0": 1}

@@ -44,7 +44,6 @@ from riskguard.limits import Limits, load
 from riskguard.metrics import Metrics
 from riskguard.notify.dispatch import Notifier
 from riskguard.settings import Settings, session_start_ns
-from riskguard.state.layout import G_LAST_ANY
 from riskguard.vocabulary import Transition
 
 READY_CHECKS = (
@@ -377,7 +376,7 @@ class Sidecar:
                         instance=self.instance,
                         ready=ready,
                         interval_ms=rt.heartbeat_interval_ms,
-                        last_event_ns=int(self.engine.store.g[G_LAST_ANY]),
+                        last_event_ns=self.engine.last_event_ns,
                         events_applied=self.engine.events_applied,
                     )
                 )
@@ -405,7 +404,7 @@ class Sidecar:
             transitions = self.engine.tick(now)
             if transitions:
                 await self.dispatch(transitions)
-            last = int(self.engine.store.g[G_LAST_ANY])
+            last = self.engine.last_event_ns
             if last > 0:
                 self.metrics.event_lag.set(max(0.0, (now - last) / 1e9))
 
@@ -441,7 +440,7 @@ class Sidecar:
             scope: msgspec.to_builtins(tr)
             for scope, tr in self.engine.killswitch.standing().items()
         }
-        last = int(self.engine.store.g[G_LAST_ANY])
+        last = self.engine.last_event_ns
         return {
             "instance": self.instance,
             "version": __version__,

@@ -10,7 +10,6 @@ what is already known (a strategy seen under a second account) become
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from riskguard.events import (
     RejectOrder,
     ReplaceOrder,
 )
+from riskguard.state.bundles import EVENT
 from riskguard.state.keys import KeySpace
 from riskguard.vocabulary import (
     L_ACCOUNT,
@@ -42,45 +42,6 @@ from riskguard.vocabulary import (
 )
 
 Array = np.ndarray[Any, Any]
-
-
-@dataclass(slots=True)
-class Batch:
-    """Columns of one batch; ``-1`` marks an id that does not apply to the event."""
-
-    typ: Array
-    ts: Array
-    acc: Array
-    strat: Array
-    sym: Array
-    side: Array
-    qty: Array
-    price: Array
-    oid: Array
-    pid: Array
-    src: Array
-    pair: Array  # fills: the strategy's position pair (its account's and the firm's are in pi)
-    events: list[Event]
-
-    def __len__(self) -> int:
-        return int(self.typ.shape[0])
-
-    def columns(self) -> tuple[Array, ...]:
-        """The arrays in kernel argument order."""
-        return (
-            self.typ,
-            self.ts,
-            self.acc,
-            self.strat,
-            self.sym,
-            self.side,
-            self.qty,
-            self.price,
-            self.oid,
-            self.pid,
-            self.src,
-            self.pair,
-        )
 
 
 def _route(keys: KeySpace, account: str, strategy: str) -> tuple[str, int, int] | None:
@@ -107,9 +68,12 @@ def _conflict(keys: KeySpace, ev: Any, where: str | int) -> BadEvent:
 
 
 def build(
-    events: Sequence[Event], keys: KeySpace, positions: Sequence[str] | None = None
-) -> tuple[Batch, list[BadEvent]]:
-    """Intern ``events`` into ``keys`` and return the batch plus events rejected here.
+    events: Sequence[Event], keys: KeySpace, origins: Sequence[str] | None = None
+) -> tuple[Array, list[BadEvent]]:
+    """Intern ``events`` into ``keys``; return the batch (EVENT records) and events rejected here.
+
+    ``origins[j]`` says where event ``j`` came from (``"line 12"``, a Kafka coordinate);
+    it labels the events rejected here (else their index is used).
 
     The per-event Python work of the whole pipeline happens here, so the loop is
     written for speed: one branch per event type (most frequent first), Python
@@ -131,7 +95,6 @@ def build(
     pid: list[int] = []
     src: list[int] = []
     pair: list[int] = []
-    kept: list[Event] = []
     bad: list[BadEvent] = []
     symbols = keys.level_table(L_SYMBOL)
     routes, pairs = keys.routes, keys.pairs
@@ -150,7 +113,6 @@ def build(
             oid.append(-1)
             pid.append(-1)
             pair.append(-1)
-            kept.append(event)
             if cls is Mark:
                 y = symbols.get(ev.symbol)
                 sym.append(keys.scope(L_SYMBOL, ev.symbol) if y is None else y)
@@ -165,7 +127,7 @@ def build(
         if route is None or route[0] != ev.account:
             route = _route(keys, ev.account, ev.strategy)
             if route is None:
-                bad.append(_conflict(keys, ev, positions[j] if positions is not None else j))
+                bad.append(_conflict(keys, ev, origins[j] if origins is not None else j))
                 continue
         a, st = route[1], route[2]
         y = symbols.get(ev.symbol)
@@ -220,24 +182,22 @@ def build(
         strat.append(st)
         sym.append(y)
         src.append(-1)
-        kept.append(event)
 
-    def i64(values: list[int]) -> Array:
-        return np.array(values, dtype=np.int64)
-
-    batch = Batch(
-        np.array(typ, dtype=np.int8),
-        i64(ts),
-        i64(acc),
-        i64(strat),
-        i64(sym),
-        np.array(side, dtype=np.int8),
-        np.array(qty, dtype=np.float64),
-        np.array(price, dtype=np.float64),
-        i64(oid),
-        i64(pid),
-        i64(src),
-        i64(pair),
-        kept,
-    )
+    batch = np.empty(len(typ), dtype=EVENT)
+    columns = {
+        "typ": typ,
+        "side": side,
+        "ts": ts,
+        "account": acc,
+        "strategy": strat,
+        "symbol": sym,
+        "qty": qty,
+        "price": price,
+        "order": oid,
+        "parent": pid,
+        "source": src,
+        "pair": pair,
+    }
+    for name, values in columns.items():
+        batch[name] = values
     return batch, bad

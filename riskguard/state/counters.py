@@ -1,10 +1,8 @@
 """Windowed counters and order bookkeeping used by the kernel's per-event loop.
 
-Counters are rings of time buckets per (counter, scope); see
-:mod:`riskguard.state.layout` for the columns. The duplicate-order counters use
-a typed dict and are kept apart from the others: a numba function holding a
-reference-counted object pays atomic reference counting on every call, and the
-plain counters run for every event.
+A windowed counter is a ring of ``RING`` time buckets per (counter, scope row): see
+:class:`riskguard.state.bundles.Counters`. Counting happens in event time; an event
+older than the ring is not counted.
 """
 
 from __future__ import annotations
@@ -14,68 +12,65 @@ import math
 import numpy as np
 from numba import njit
 
-from riskguard.state.layout import (
-    C_CXL,
-    C_DUP,
-    C_FILLN,
-    C_MSG,
-    C_NEW,
-    C_REJ,
-    CI_KIND,
-    CI_LEVEL,
-    CI_WIDTH,
-    CI_WINDOW,
-    FIRM,
-    G_DUP_PURGE,
-    G_LAST_ANY,
-    OI_ACC,
-    OI_OPEN,
-    OI_STRAT,
-    OI_SYM,
-    RING,
-    SI_OPEN,
-    SI_SLOT,
-)
-from riskguard.state.primitives import _advance, _at_level
+from riskguard.state.bundles import FIRM, RING
+from riskguard.state.primitives import at_level
+from riskguard.state.tables import dup_put, dup_seen, purge_dups
 from riskguard.vocabulary import T_CANCEL, T_FILL, T_NEW, T_REJECT, T_REPLACE
 
-
-@njit(cache=True, _nrt=False)
-def _close(o, oi, si, closed, n_closed):  # type: ignore[no-untyped-def]
-    oi[o, OI_OPEN] = 0
-    si[FIRM, SI_OPEN] -= 1
-    si[oi[o, OI_ACC], SI_OPEN] -= 1
-    si[oi[o, OI_STRAT], SI_OPEN] -= 1
-    si[oi[o, OI_SYM], SI_OPEN] -= 1
-    closed[n_closed] = o
-    return n_closed + 1
-
-
-@njit(cache=True)
-def _purge_dups(dup, ci, g):  # type: ignore[no-untyped-def]
-    """Forget duplicate-table entries older than their window before the latest event."""
-    stale = []
-    for key, seen in dup.items():
-        if seen < g[G_LAST_ANY] - ci[key[0], CI_WINDOW]:
-            stale.append(key)
-    for key in stale:
-        del dup[key]
-    g[G_DUP_PURGE] = max(4096, 2 * len(dup))
+# Counter kinds (Counters.kind).
+C_NEW = 0  # new orders
+C_MSG = 1  # new + replace + cancel messages
+C_REJ = 2  # rejects
+C_CXL = 3  # cancels
+C_FILLN = 4  # fill notional (qty x price)
+C_DUP = 5  # new orders identical to a recent one
 
 
 @njit(cache=True, _nrt=False)
-def _counters(e, t, now, acc, strat, sym, qty, price, si, ci, cb, clast, csum):  # type: ignore[no-untyped-def]
-    """Advance and add to every windowed counter but the duplicate-order ones (:func:`_dups`).
+def advance(c, k, row, b):  # type: ignore[no-untyped-def]
+    """Move counter ``k`` of scope row ``row`` forward to bucket ``b``, clearing expired ones."""
+    last = c.last_bucket[k, row]
+    if b <= last:
+        return
+    steps = b - last
+    if steps >= RING:
+        for j in range(RING):
+            c.buckets[k, row, j] = 0.0
+    else:
+        for j in range(1, steps + 1):
+            c.buckets[k, row, (last + j) % RING] = 0.0
+    c.last_bucket[k, row] = b
+    tot = 0.0
+    for j in range(RING):
+        tot += c.buckets[k, row, j]
+    c.total[k, row] = tot
 
-    A counter's row for a scope is the scope's slot within its level (``SI_SLOT``).
+
+@njit(cache=True, _nrt=False)
+def _add(c, k, row, b, v):  # type: ignore[no-untyped-def]
+    """Count ``v`` in bucket ``b`` if the ring still holds it."""
+    if v != 0.0 and b > c.last_bucket[k, row] - RING:
+        c.buckets[k, row, b % RING] += v
+        c.total[k, row] += v
+
+
+@njit(cache=True, _nrt=False)
+def count(batch, e, st):  # type: ignore[no-untyped-def]
+    """Advance and add to every windowed counter but the duplicate-order ones (:func:`count_dups`).
+
+    A counter's row for a scope is the scope's slot within its level.
     """
-    for k in range(ci.shape[0]):
-        kind = ci[k, CI_KIND]
+    c = st.counters
+    ev = batch[e]
+    t = ev.typ
+    for k in range(c.defs.shape[0]):
+        kind = c.defs[k].kind
         if kind == C_DUP:
             continue
-        s = si[_at_level(ci[k, CI_LEVEL], acc, strat, sym), SI_SLOT]
-        b = now // ci[k, CI_WIDTH]
-        _advance(cb, clast, csum, k, s, b)
+        s = at_level(c.defs[k].level, ev.account, ev.strategy, ev.symbol)
+        row = st.scopes[s].slot
+        b = ev.ts // c.defs[k].width_ns
+        advance(c, k, row, b)
         v = 0.0
         if kind == C_NEW:
             v = 1.0 if t == T_NEW else 0.0
@@ -86,29 +81,48 @@ def _counters(e, t, now, acc, strat, sym, qty, price, si, ci, cb, clast, csum): 
         elif kind == C_CXL:
             v = 1.0 if t == T_CANCEL else 0.0
         elif kind == C_FILLN:
-            v = qty[e] * price[e] if t == T_FILL else 0.0
-        if v != 0.0 and b > clast[k, s] - RING:
-            cb[k, s, b % RING] += v
-            csum[k, s] += v
+            v = ev.qty * ev.price if t == T_FILL else 0.0
+        _add(c, k, row, b, v)
 
 
-@njit(cache=True)
-def _dups(e, now, acc, strat, sym, side, qty, price, si, ci, cb, clast, csum, dup, g):  # type: ignore[no-untyped-def]
-    """Duplicate-order counters, for a new order (the only event they count or are read on)."""
-    for k in range(ci.shape[0]):
-        if ci[k, CI_KIND] != C_DUP:
+@njit(cache=True, _nrt=False)
+def count_dups(batch, e, st):  # type: ignore[no-untyped-def]
+    """Duplicate-order counters, for a new order (the only event they count or are read on).
+
+    A new order counts once for each earlier identical new order of the same scope key
+    (symbol, side, qty, price) seen less than the window before it.
+    """
+    c, d = st.counters, st.dups
+    ev = batch[e]
+    now = ev.ts
+    sym = ev.symbol
+    side = np.int64(ev.side)
+    px = ev.price if not math.isnan(ev.price) else -1.0
+    for k in range(c.defs.shape[0]):
+        if c.defs[k].kind != C_DUP:
             continue
-        s = _at_level(ci[k, CI_LEVEL], acc, strat, sym)
-        row = si[s, SI_SLOT]
-        b = now // ci[k, CI_WIDTH]
-        _advance(cb, clast, csum, k, row, b)
-        px = price[e] if not math.isnan(price[e]) else -1.0
-        key = (k, s, sym, np.int64(side[e]), qty[e], px)
-        prev = dup.get(key, np.int64(-1))
+        s = at_level(c.defs[k].level, ev.account, ev.strategy, sym)
+        row = st.scopes[s].slot
+        b = now // c.defs[k].width_ns
+        advance(c, k, row, b)
+        prev = dup_seen(d, k, s, sym, side, ev.qty, px)
         if now > prev:
-            dup[key] = now
-            if len(dup) > g[G_DUP_PURGE]:
-                _purge_dups(dup, ci, g)
-        if prev >= 0 and abs(now - prev) < ci[k, CI_WINDOW] and b > clast[k, row] - RING:
-            cb[k, row, b % RING] += 1.0
-            csum[k, row] += 1.0
+            dup_put(d, k, s, sym, side, ev.qty, px, now)
+            if d.counts[0].live > d.counts[0].purge_at:
+                purge_dups(d, c.defs, st.globals[0].last_event_ns)
+        if prev >= 0 and abs(now - prev) < c.defs[k].window_ns:
+            _add(c, k, row, b, 1.0)
+
+
+@njit(cache=True, _nrt=False)
+def close_order(o, st, out):  # type: ignore[no-untyped-def]
+    """Mark order ``o`` closed, take it off its scopes' open counts, list it for recycling."""
+    order, sc = st.orders[o], st.scopes
+    order.open = 0
+    sc[FIRM].open_orders -= 1
+    sc[order.account].open_orders -= 1
+    sc[order.strategy].open_orders -= 1
+    sc[order.symbol].open_orders -= 1
+    counts = out.counts[0]
+    out.closed[counts.n_closed] = o
+    counts.n_closed += 1

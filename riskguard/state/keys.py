@@ -8,8 +8,12 @@ so memory follows the number of open orders, not the length of the session.
 
 from __future__ import annotations
 
-from riskguard.state.layout import FIRM
-from riskguard.vocabulary import L_FIRM, format_scope, parse_scope
+from typing import Any
+
+import numpy as np
+
+from riskguard.state.bundles import FIRM
+from riskguard.vocabulary import L_FIRM, LEVELS, format_scope, parse_scope
 
 
 def pair_key(owner: int, symbol: int) -> int:
@@ -158,3 +162,46 @@ class KeySpace:
     def n_pairs(self) -> int:
         """Number of position pairs handed out."""
         return len(self.pairs)
+
+    # snapshots -------------------------------------------------------------
+    def export(self) -> dict[str, Any]:
+        """Every interned key, as JSON-able lists (position pairs live in the state arrays)."""
+        return {
+            "scope_names": list(self.scope_names),
+            "scope_levels": list(self.scope_levels),
+            "strategy_account": [list(item) for item in self.strategy_account.items()],
+            "order_names": list(self.order_names),
+            "parents": list(self.parents),
+            "source_names": list(self.source_names),
+            "n_pairs": self.n_pairs,
+        }
+
+    def load(
+        self, exported: dict[str, Any], pair_owner: np.ndarray, pair_symbol: np.ndarray
+    ) -> None:
+        """Replace every key with ``exported`` (from :meth:`export`), in place.
+
+        ``pair_owner`` and ``pair_symbol`` are the owner and symbol scope ids of each
+        position pair (``Positions.owner`` / ``.symbol`` of the same snapshot). Raises
+        ``KeyError``, ``TypeError`` or ``ValueError`` on a malformed export; the key space
+        is left unchanged then.
+        """
+        fresh = KeySpace()
+        names, levels = exported["scope_names"], exported["scope_levels"]
+        for name, level in zip(names[1:], levels[1:], strict=True):
+            fresh.scope(int(level), name[len(LEVELS[level]) + 1 :])
+        for strategy, account in exported["strategy_account"]:
+            fresh.strategy_account[int(strategy)] = int(account)
+        fresh.order_names = list(exported["order_names"])
+        fresh.orders = {n: i for i, n in enumerate(fresh.order_names) if n is not None}
+        fresh._free_orders = [i for i, n in enumerate(fresh.order_names) if n is None]
+        for parent in exported["parents"]:
+            fresh.parent(parent)
+        for source in exported["source_names"]:
+            fresh.source(source)
+        n = int(exported["n_pairs"])
+        owners, symbols = pair_owner[:n].tolist(), pair_symbol[:n].tolist()
+        fresh.pairs = {o << 32 | y: p for p, (o, y) in enumerate(zip(owners, symbols, strict=True))}
+        if len(fresh.pairs) != n:
+            raise ValueError("position pairs in the snapshot are not distinct")
+        self.__dict__.update(fresh.__dict__)

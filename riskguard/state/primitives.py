@@ -1,8 +1,8 @@
-"""Building blocks of the numba kernel: counters, positions, rule checks.
+"""Building blocks of the numba kernel: positions, exposures, rule judgement, revaluation.
 
-Each function is ``@njit(cache=True)`` and works on the state arrays laid out in
-:mod:`riskguard.state.layout`. The event loop that strings them together is in
-:mod:`riskguard.state.kernel`.
+Every function is ``@njit(cache=True, _nrt=False)`` over the records and bundles of
+:mod:`riskguard.state.bundles`: no reference counting, no allocation. The event loop
+that strings them together is in :mod:`riskguard.state.kernel`.
 """
 
 from __future__ import annotations
@@ -19,115 +19,60 @@ from riskguard.limits.vocabulary import (
     M_OPEN_ORDERS,
     M_PNL,
 )
-from riskguard.state.layout import (
-    FIRM,
-    G_EPOCH,
-    G_JUDGED,
-    G_PEND_HEAD,
-    G_PEND_TAIL,
-    G_SEQ,
-    O_EVENT,
-    O_FROM,
-    O_ROW,
-    O_SCOPE,
-    O_TO,
-    PF_COST,
-    PF_POS,
-    PF_REAL,
-    PI_LINKED,
-    PI_NEXT,
-    PI_OWNER,
-    PI_SYM,
-    RF_MAX,
-    RF_MIN,
-    RI_ACTION,
-    RI_LEVEL,
-    RI_MATCH,
-    RI_MATCH_ACC,
-    RI_METRIC,
-    RING,
-    RP_EDGES,
-    RP_HI,
-    RP_LO,
-    RP_N,
-    SF_COST,
-    SF_GROSS,
-    SF_NET,
-    SF_PEAK,
-    SF_REAL,
-    SF_REF,
-    SF_VAL,
-    SI_ACCOUNT,
-    SI_HEAD,
-    SI_JUDGED,
-    SI_LEVEL,
-    SI_NPAIRS,
-    SI_OPEN,
-    SI_PEND,
-    SI_PEND_NEXT,
-    SI_SEEN,
-    SI_STATE,
-    SI_TAIL,
-    SI_VAL_EPOCH,
-)
+from riskguard.state.bundles import FIRM
+from riskguard.state.tables import edge_add, edge_remove
 from riskguard.vocabulary import A_ALERT, L_ACCOUNT, L_FIRM, L_STRATEGY
 
 
 @njit(cache=True, _nrt=False)
-def _at_level(level, acc, strat, sym):  # type: ignore[no-untyped-def]
+def at_level(level, account, strategy, symbol):  # type: ignore[no-untyped-def]
+    """The scope id of an event's scope at ``level``."""
     if level == L_FIRM:
         return FIRM
     if level == L_ACCOUNT:
-        return acc
+        return account
     if level == L_STRATEGY:
-        return strat
-    return sym
+        return strategy
+    return symbol
+
+
+# positions and exposure ------------------------------------------------------------------
+@njit(cache=True, _nrt=False)
+def _scope_delta(sc, s, dnet, dgross, dreal, dcost):  # type: ignore[no-untyped-def]
+    r = sc[s]
+    r.net_notional += dnet
+    r.gross_notional += dgross
+    r.realised_pnl += dreal
+    r.cost_basis += dcost
+    r.peak_pnl = max(r.peak_pnl, pnl_of(sc, s))
 
 
 @njit(cache=True, _nrt=False)
-def _advance(cb, clast, csum, k, s, b):  # type: ignore[no-untyped-def]
-    """Move counter ``k`` of scope ``s`` forward to bucket ``b``, clearing expired buckets."""
-    last = clast[k, s]
-    if b <= last:
-        return
-    steps = b - last
-    if steps >= RING:
-        for j in range(RING):
-            cb[k, s, j] = 0.0
-    else:
-        for j in range(1, steps + 1):
-            cb[k, s, (last + j) % RING] = 0.0
-    clast[k, s] = b
-    tot = 0.0
-    for j in range(RING):
-        tot += cb[k, s, j]
-    csum[k, s] = tot
+def pnl_of(sc, s):  # type: ignore[no-untyped-def]
+    """Realised + unrealised P&L of scope ``s`` (currency)."""
+    r = sc[s]
+    return r.realised_pnl + r.net_notional - r.cost_basis
 
 
 @njit(cache=True, _nrt=False)
-def _scope_delta(sf, s, dnet, dgross, dreal, dcost):  # type: ignore[no-untyped-def]
-    sf[s, SF_NET] += dnet
-    sf[s, SF_GROSS] += dgross
-    sf[s, SF_REAL] += dreal
-    sf[s, SF_COST] += dcost
-    pnl = sf[s, SF_REAL] + sf[s, SF_NET] - sf[s, SF_COST]
-    sf[s, SF_PEAK] = max(sf[s, SF_PEAK], pnl)
-
-
-@njit(cache=True, _nrt=False)
-def _pair_delta(sf, pi, p, dnet, dgross, dreal, dcost):  # type: ignore[no-untyped-def]
-    """Apply a change of pair ``p`` to its owner scope, and the firm's pairs to the symbol."""
-    owner = pi[p, PI_OWNER]
-    _scope_delta(sf, owner, dnet, dgross, dreal, dcost)
+def pair_delta(st, p, dnet, dgross, dreal, dcost):  # type: ignore[no-untyped-def]
+    """Apply a change of pair ``p`` to its owner scope (and, for the firm's, to the symbol)."""
+    owner = st.positions[p].owner
+    _scope_delta(st.scopes, owner, dnet, dgross, dreal, dcost)
     if owner == FIRM:
-        _scope_delta(sf, pi[p, PI_SYM], dnet, dgross, dreal, dcost)
+        _scope_delta(st.scopes, st.positions[p].symbol, dnet, dgross, dreal, dcost)
 
 
 @njit(cache=True, _nrt=False)
-def _fill_pair(pf, p, d, x):  # type: ignore[no-untyped-def]
-    """Average-cost position update; returns (old |pos|, new |pos|, d pos, d cost, d realised)."""
-    q = pf[p, PF_POS]
-    c = pf[p, PF_COST]
+def fill_pair(pos, p, d, x):  # type: ignore[no-untyped-def]
+    """Average-cost update of pair ``p`` by a fill of signed qty ``d`` at price ``x``.
+
+    Returns (old |qty|, new |qty|, d qty, d cost, d realised). A fill that crosses zero
+    closes the old position at its average cost and opens the rest at ``x``.
+    """
+    rec = pos[p]
+    q = rec.qty
+    c = rec.cost
     dr = 0.0
     if q == 0.0 or (q > 0.0) == (d > 0.0):
         nq = q + d
@@ -145,244 +90,219 @@ def _fill_pair(pf, p, d, x):  # type: ignore[no-untyped-def]
         else:
             nq = q + d
             nc = x * nq
-    pf[p, PF_POS] = nq
-    pf[p, PF_COST] = nc
-    pf[p, PF_REAL] += dr
+    rec.qty = nq
+    rec.cost = nc
+    rec.realised += dr
     return abs(q), abs(nq), nq - q, nc - c, dr
 
 
 @njit(cache=True, _nrt=False)
-def _link(si, pi, p):  # type: ignore[no-untyped-def]
-    """Append pair ``p`` to its symbol's list the first time it holds a position."""
-    if pi[p, PI_LINKED] != 0:
+def link_holder(st, p):  # type: ignore[no-untyped-def]
+    """Append pair ``p`` to its symbol's holder list the first time it holds a position."""
+    rec = st.positions[p]
+    if rec.linked != 0:
         return
-    pi[p, PI_LINKED] = 1
-    y = pi[p, PI_SYM]
-    tail = si[y, SI_TAIL]
+    rec.linked = 1
+    sym = st.symbols[rec.symbol]
+    tail = sym.last_holder
     if tail < 0:
-        si[y, SI_HEAD] = p
+        sym.first_holder = p
     else:
-        pi[tail, PI_NEXT] = p
-    si[y, SI_TAIL] = p
-    si[y, SI_NPAIRS] += 1
+        st.positions[tail].next_holder = p
+    sym.last_holder = p
+    sym.n_holders += 1
 
 
 @njit(cache=True, _nrt=False)
-def _scope_value(metric, sf, si, s):  # type: ignore[no-untyped-def]
+def scope_value(metric, sc, s):  # type: ignore[no-untyped-def]
+    """A stateful metric of scope ``s`` (exposure, P&L, open orders); NaN for others."""
     if metric == M_GROSS_NOTIONAL:
-        return sf[s, SF_GROSS]
+        return sc[s].gross_notional
     if metric == M_NET_NOTIONAL:
-        return sf[s, SF_NET]
-    pnl = sf[s, SF_REAL] + sf[s, SF_NET] - sf[s, SF_COST]
+        return sc[s].net_notional
     if metric == M_PNL:
-        return pnl
+        return pnl_of(sc, s)
     if metric == M_DRAWDOWN:
-        return sf[s, SF_PEAK] - pnl
+        return sc[s].peak_pnl - pnl_of(sc, s)
     if metric == M_OPEN_ORDERS:
-        return float(si[s, SI_OPEN])
+        return float(sc[s].open_orders)
     return np.nan
 
 
+# judging --------------------------------------------------------------------------------
 @njit(cache=True, _nrt=False)
-def _matches(ri, si, r, s):  # type: ignore[no-untyped-def]
-    m = ri[r, RI_MATCH]
-    if m >= 0 and m != s:
+def matches(rules, sc, r, s):  # type: ignore[no-untyped-def]
+    """Whether row ``r`` applies to scope ``s`` (its match list, and a strategy's account)."""
+    row = rules.rows[r]
+    if row.match >= 0 and row.match != s:
         return False
-    ma = ri[r, RI_MATCH_ACC]
-    return not (ma >= 0 and si[s, SI_ACCOUNT] != ma)
+    return not (row.match_account >= 0 and sc[s].account != row.match_account)
 
 
 @njit(cache=True, _nrt=False)
-def _check(r, s, v, e, now, g, ri, rf, rp, si, out_i, out_f, n_out):  # type: ignore[no-untyped-def]
-    """Record ``v`` for row ``r`` at scope ``s``; escalate the scope on a breach.
+def judge(r, s, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """Record value ``v`` of row ``r`` at scope ``s`` (event ``e``, event time ``now``).
 
-    A breach evidenced by an event at or before the scope's *judged* time (an
-    operator resumed after it, or the previous instance already decided it) is
-    recorded in the peaks but changes nothing.
-
-    Returns (outputs, edge). ``edge`` is 1 when an alert row breached and 2 when
-    an alert row that has raised edges did not: the caller then settles the edge
-    with :func:`_edge`. That part is kept apart because it needs the typed dict,
-    and a numba function holding reference-counted objects pays an atomic
-    increment and decrement per array argument on every call; this one is
-    compiled without reference counting and runs once per rule per event.
+    NaN means the metric does not apply: nothing is recorded. A breach escalates the
+    scope's latched state to the row's action if that is stricter, writing one output
+    row; an alert row writes one when its edge is raised and re-arms once a value is
+    back within the limit. A breach evidenced by an event at or before the scope's
+    judged time (an operator resumed after it, or the previous instance decided it)
+    is recorded in the peaks but changes nothing.
     """
-    if math.isnan(v):  # the metric does not apply to this event
-        return n_out, 0
-    rp[r, RP_N] += 1.0
-    rp[r, RP_HI] = max(rp[r, RP_HI], v)
-    rp[r, RP_LO] = min(rp[r, RP_LO], v)
-    breach = (v > rf[r, RF_MAX] or v < rf[r, RF_MIN]) and now > max(g[G_JUDGED], si[s, SI_JUDGED])
-    action = ri[r, RI_ACTION]
-    if action == A_ALERT:
+    if math.isnan(v):
+        return
+    peak = peaks[r]
+    peak.evaluations += 1.0
+    peak.high = max(peak.high, v)
+    peak.low = min(peak.low, v)
+    row = rules.rows[r]
+    scope = st.scopes[s]
+    breach = (v > row.upper or v < row.lower) and now > max(
+        st.globals[0].judged_ns, scope.judged_ns
+    )
+    if row.action == A_ALERT:
         if breach:
-            return n_out, 1
-        return n_out, 2 if rp[r, RP_EDGES] > 0.0 else 0
-    if breach and si[s, SI_STATE] < action:
-        out_i[n_out, O_EVENT] = e
-        out_i[n_out, O_ROW] = r
-        out_i[n_out, O_SCOPE] = s
-        out_i[n_out, O_FROM] = si[s, SI_STATE]
-        out_i[n_out, O_TO] = action
-        out_f[n_out] = v
-        si[s, SI_STATE] = action
-        n_out += 1
-    return n_out, 0
-
-
-@njit(cache=True)
-def _edge(edge, r, s, v, e, rp, si, alerts, out_i, out_f, n_out):  # type: ignore[no-untyped-def]
-    """Raise (``edge`` 1) or clear (2) the alert edge of row ``r`` at scope ``s``.
-
-    An alert fires once when its edge is raised and again only after a check
-    without a breach cleared it. ``rp[r, RP_EDGES]`` counts the row's raised edges.
-    """
-    key = (r, s)
-    if edge == 1:
-        if key not in alerts:
-            alerts[key] = 1
-            rp[r, RP_EDGES] += 1.0
-            out_i[n_out, O_EVENT] = e
-            out_i[n_out, O_ROW] = r
-            out_i[n_out, O_SCOPE] = s
-            out_i[n_out, O_FROM] = si[s, SI_STATE]
-            out_i[n_out, O_TO] = -1
-            out_f[n_out] = v
-            n_out += 1
-    elif key in alerts:
-        del alerts[key]
-        rp[r, RP_EDGES] -= 1.0
-    return n_out
+            if edge_add(st.edges, r << 32 | s):
+                peak.edges += 1.0
+                emit(out, e, r, s, scope.state, -1, v)
+        elif peak.edges > 0.0 and edge_remove(st.edges, r << 32 | s):
+            peak.edges -= 1.0
+        return
+    if breach and scope.state < row.action:
+        emit(out, e, r, s, scope.state, row.action, v)
+        scope.state = row.action
 
 
 @njit(cache=True, _nrt=False)
-def _move(y, sf, si, pf, pi):  # type: ignore[no-untyped-def]
+def emit(out, e, r, s, old, new, v):  # type: ignore[no-untyped-def]
+    """Write one output row (``new`` -1: an alert)."""
+    counts = out.counts[0]
+    d = out.decisions[counts.n]
+    d.event = e
+    d.row = r
+    d.scope = s
+    d.from_state = old
+    d.to_state = new
+    d.value = v
+    counts.n += 1
+
+
+# revaluation ----------------------------------------------------------------------------
+@njit(cache=True, _nrt=False)
+def rows_for_price_move(st, rules, y):  # type: ignore[no-untyped-def]
+    """Output rows a revaluation of symbol ``y`` may write (two per exposure row per holder)."""
+    return 2 * rules.exposure_rows.shape[0] * (st.symbols[y].n_holders + 1)
+
+
+@njit(cache=True, _nrt=False)
+def _move(st, y):  # type: ignore[no-untyped-def]
     """Value every holder of symbol ``y`` at its latest reference price."""
-    dm = sf[y, SF_REF] - sf[y, SF_VAL]
-    sf[y, SF_VAL] = sf[y, SF_REF]
-    p = si[y, SI_HEAD]
+    sym = st.symbols[y]
+    dm = sym.ref_price - sym.val_price
+    sym.val_price = sym.ref_price
+    p = sym.first_holder
     while p >= 0:
-        q = pf[p, PF_POS]
+        q = st.positions[p].qty
         if q != 0.0:
-            _pair_delta(sf, pi, p, q * dm, abs(q) * dm, 0.0, 0.0)
-        p = pi[p, PI_NEXT]
+            pair_delta(st, p, q * dm, abs(q) * dm, 0.0, 0.0)
+        p = st.positions[p].next_holder
 
 
-@njit(cache=True)
-def _holders(y, seq, e, now, g, sf, si, pf, pi, ri, rf, rp, exp_rows, alerts, out_i, out_f, n_out):  # type: ignore[no-untyped-def]
-    """Evaluate exposure rows on each scope holding ``y``, once per revaluation ``seq``."""
-    p = si[y, SI_HEAD]
+@njit(cache=True, _nrt=False)
+def _judge_holders(y, seq, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """Exposure rows on each scope holding ``y``, once per revaluation ``seq``."""
+    sc, pos = st.scopes, st.positions
+    p = st.symbols[y].first_holder
     while p >= 0:
-        if pf[p, PF_POS] != 0.0:
-            owner = pi[p, PI_OWNER]
+        if pos[p].qty != 0.0:
+            owner = pos[p].owner
             for s in (owner, y):
-                if (s == y and owner != FIRM) or si[s, SI_SEEN] == seq:
+                if (s == y and owner != FIRM) or sc[s].seen_seq == seq:
                     continue
-                si[s, SI_SEEN] = seq
-                for j in range(exp_rows.shape[0]):
-                    r = exp_rows[j]
-                    if ri[r, RI_LEVEL] != si[s, SI_LEVEL] or not _matches(ri, si, r, s):
+                sc[s].seen_seq = seq
+                for j in range(rules.exposure_rows.shape[0]):
+                    r = rules.exposure_rows[j]
+                    if rules.rows[r].level != sc[s].level or not matches(rules, sc, r, s):
                         continue
-                    v = _scope_value(ri[r, RI_METRIC], sf, si, s)
-                    n_out, edge = _check(r, s, v, e, now, g, ri, rf, rp, si, out_i, out_f, n_out)
-                    if edge:
-                        n_out = _edge(edge, r, s, v, e, rp, si, alerts, out_i, out_f, n_out)
-        p = pi[p, PI_NEXT]
-    return n_out
+                    v = scope_value(rules.rows[r].metric, sc, s)
+                    judge(r, s, v, e, now, st, rules, peaks, out)
+        p = pos[p].next_holder
 
 
-@njit(cache=True)
-def _price(y, px, rw, e, now, g, sf, si, pf, pi, ri, rf, rp, exp_rows, alerts, out_i, out_f, n_out):  # type: ignore[no-untyped-def]
+@njit(cache=True, _nrt=False)
+def price_move(y, px, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Symbol ``y`` has a new reference price: revalue its holders now, or at the next epoch.
 
-    The first price move of a symbol in a revaluation epoch (``rw`` ns of event
-    time) is applied at once; later ones in the same epoch only update the
-    reference price and queue the symbol for :func:`_flush` at the start of the
-    next epoch, so a symbol's holders are revalued at most once per epoch however
-    fast it is marked.
+    The first price move of a symbol in a revaluation epoch (``rules.revalue_ns`` of
+    event time) is applied at once; later ones in the same epoch only update the
+    reference price and queue the symbol for :func:`flush` at the start of the next
+    epoch, so a symbol's holders are revalued at most once per epoch.
     """
-    sf[y, SF_REF] = px
-    if rw > 0 and si[y, SI_VAL_EPOCH] >= g[G_EPOCH]:
-        if si[y, SI_PEND] == 0:
-            si[y, SI_PEND] = 1
-            si[y, SI_PEND_NEXT] = -1
-            tail = g[G_PEND_TAIL]
+    sym, g = st.symbols[y], st.globals[0]
+    sym.ref_price = px
+    if rules.revalue_ns > 0 and sym.val_epoch >= g.epoch:
+        if sym.pending == 0:
+            sym.pending = 1
+            sym.next_pending = -1
+            tail = g.last_pending
             if tail < 0:
-                g[G_PEND_HEAD] = y
+                g.first_pending = y
             else:
-                si[tail, SI_PEND_NEXT] = y
-            g[G_PEND_TAIL] = y
-        return n_out
-    si[y, SI_VAL_EPOCH] = g[G_EPOCH]
-    _move(y, sf, si, pf, pi)
-    if exp_rows.shape[0] == 0:
-        return n_out
-    g[G_SEQ] += 1
-    return _holders(
-        y, g[G_SEQ], e, now, g, sf, si, pf, pi, ri, rf, rp, exp_rows, alerts, out_i, out_f, n_out
-    )
+                st.symbols[tail].next_pending = y
+            g.last_pending = y
+        return
+    sym.val_epoch = g.epoch
+    _move(st, y)
+    if rules.exposure_rows.shape[0] == 0:
+        return
+    g.flush_seq += 1
+    _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out)
 
 
-@njit(cache=True)
-def _flush(now, rw, extra, e, g, sf, si, pf, pi, ri, rf, rp, exp_rows, alerts, out_i, out_f, n_out):  # type: ignore[no-untyped-def]
-    """Enter the revaluation epoch of ``now``: apply every queued price, then evaluate.
+@njit(cache=True, _nrt=False)
+def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """Enter the revaluation epoch of ``now``: apply every queued price, then judge.
 
-    All queued symbols are moved first and each holding scope is evaluated once
-    after, so a scope holding several of them is never judged half-revalued.
-    Returns (outputs, done). Not done means the output buffer (keeping ``extra``
-    rows spare) could overflow: nothing was changed; drain and call again.
+    All queued symbols are moved first and each holding scope is judged once after, so a
+    scope holding several of them is never judged half-revalued. Returns False, having
+    changed nothing and set ``out.need``, when the output buffer (keeping ``spare`` rows
+    for the caller) could overflow.
     """
-    if rw <= 0:
-        return n_out, True
+    rw = rules.revalue_ns
+    g, sy = st.globals[0], st.symbols
+    if rw <= 0 or now // rw <= g.epoch:
+        return True
     ep = now // rw
-    if ep <= g[G_EPOCH]:
-        return n_out, True
-    head = g[G_PEND_HEAD]
+    head = g.first_pending
     if head >= 0:
-        nexp = exp_rows.shape[0]
-        need = extra
+        need = spare
         y = head
         while y >= 0:
-            need += 2 * nexp * (si[y, SI_NPAIRS] + 1)
-            y = si[y, SI_PEND_NEXT]
-        if n_out + need > out_i.shape[0]:
-            return n_out, False
+            need += rows_for_price_move(st, rules, y)
+            y = sy[y].next_pending
+        counts = out.counts[0]
+        if counts.n + need > out.decisions.shape[0]:
+            counts.need = need
+            return False
         y = head
         while y >= 0:
-            si[y, SI_VAL_EPOCH] = ep
-            _move(y, sf, si, pf, pi)
-            y = si[y, SI_PEND_NEXT]
-        if nexp > 0:
-            g[G_SEQ] += 1
+            sy[y].val_epoch = ep
+            _move(st, y)
+            y = sy[y].next_pending
+        if rules.exposure_rows.shape[0] > 0:
+            g.flush_seq += 1
             y = head
             while y >= 0:
-                n_out = _holders(
-                    y,
-                    g[G_SEQ],
-                    e,
-                    now,
-                    g,
-                    sf,
-                    si,
-                    pf,
-                    pi,
-                    ri,
-                    rf,
-                    rp,
-                    exp_rows,
-                    alerts,
-                    out_i,
-                    out_f,
-                    n_out,
-                )
-                y = si[y, SI_PEND_NEXT]
+                _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out)
+                y = sy[y].next_pending
         y = head
         while y >= 0:
-            nxt = si[y, SI_PEND_NEXT]
-            si[y, SI_PEND] = 0
-            si[y, SI_PEND_NEXT] = -1
+            nxt = sy[y].next_pending
+            sy[y].pending = 0
+            sy[y].next_pending = -1
             y = nxt
-        g[G_PEND_HEAD] = -1
-        g[G_PEND_TAIL] = -1
-    g[G_EPOCH] = ep
-    return n_out, True
+        g.first_pending = -1
+        g.last_pending = -1
+    g.epoch = ep
+    return True

@@ -38,32 +38,19 @@ from riskguard.limits.vocabulary import (
     M_REJECT_RATE,
     METRICS,
 )
+from riskguard.state.bundles import COUNTER, NBUCKETS, RULE, Rules
+from riskguard.state.counters import C_CXL, C_DUP, C_FILLN, C_MSG, C_NEW, C_REJ
 from riskguard.state.keys import KeySpace
-from riskguard.state.layout import (
-    C_CXL,
-    C_DUP,
-    C_FILLN,
-    C_MSG,
-    C_NEW,
-    C_REJ,
-    NBUCKETS,
-    NCI,
-    NRF,
-    NRI,
-    RF_MAX,
-    RF_MIN,
-    RI_ACTION,
-    RI_C1,
-    RI_C2,
-    RI_LEVEL,
-    RI_MATCH,
-    RI_MATCH_ACC,
-    RI_METRIC,
-    RI_MIN_ORDERS,
-    RI_RULE,
-    RI_SOURCE,
+from riskguard.vocabulary import (
+    ACTION_CODE,
+    EVENT_TYPES,
+    T_CANCEL,
+    T_FILL,
+    T_NEW,
+    T_PARENT,
+    T_REJECT,
+    T_REPLACE,
 )
-from riskguard.vocabulary import ACTION_CODE, T_CANCEL, T_FILL, T_NEW, T_PARENT, T_REJECT, T_REPLACE
 
 Array = np.ndarray[Any, Any]
 
@@ -111,7 +98,6 @@ COUNTERS: dict[int, tuple[int, int | None]] = {
     M_FILL_NOTIONAL_RATE: (C_FILLN, None),
     M_DUPLICATE_ORDERS: (C_DUP, None),
 }
-N_TYPES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,20 +105,15 @@ class Rulebook:
     """Kernel-ready rows for one :class:`Limits`. ``row_rule[r]`` is row ``r``'s rule."""
 
     limits: Limits
-    ri: Array
-    rf: Array
-    ci: Array
-    type_rows: Array
-    exp_rows: Array
-    feed_rows: Array
+    rules: Rules
     row_rule: tuple[Rule, ...]
-    revalue_ns: int
-    """Width of a revaluation epoch in ns (0: revalue holders on every price move)."""
+    counter_defs: Array
+    """COUNTER records: the windowed counters the rows read."""
 
     @property
     def n_rows(self) -> int:
         """Number of compiled rows."""
-        return int(self.ri.shape[0])
+        return int(self.rules.rows.shape[0])
 
 
 def compile_limits(limits: Limits, keys: KeySpace) -> Rulebook:
@@ -145,8 +126,7 @@ def compile_limits(limits: Limits, keys: KeySpace) -> Rulebook:
             counters[key] = len(counters)
         return counters[key]
 
-    ri_rows: list[list[int]] = []
-    rf_rows: list[list[float]] = []
+    rows: list[tuple[Any, ...]] = []
     row_rule: list[Rule] = []
     for index, rule in enumerate(limits.rules):
         spec = METRICS[rule.metric]
@@ -159,51 +139,42 @@ def compile_limits(limits: Limits, keys: KeySpace) -> Rulebook:
             if den is not None:
                 c2 = counter(den, level, rule.window_ms)
         for match, match_acc, source in _combinations(rule, level, keys):
-            row = [0] * NRI
-            row[RI_METRIC] = spec.code
-            row[RI_LEVEL] = level
-            row[RI_ACTION] = ACTION_CODE[rule.action]
-            row[RI_MATCH] = match
-            row[RI_MATCH_ACC] = match_acc
-            row[RI_C1] = c1
-            row[RI_C2] = c2
-            row[RI_MIN_ORDERS] = rule.min_orders
-            row[RI_RULE] = index
-            row[RI_SOURCE] = source
-            ri_rows.append(row)
-            bounds = [0.0] * NRF
-            bounds[RF_MAX] = rule.upper
-            bounds[RF_MIN] = rule.lower
-            rf_rows.append(bounds)
+            row = {
+                "metric": spec.code,
+                "level": level,
+                "action": ACTION_CODE[rule.action],
+                "match": match,
+                "match_account": match_acc,
+                "counter": c1,
+                "counter2": c2,
+                "min_orders": rule.min_orders,
+                "rule": index,
+                "source": source,
+                "upper": rule.upper,
+                "lower": rule.lower,
+            }
+            rows.append(tuple(row[name] for name in RULE.names or ()))
             row_rule.append(rule)
-    ri = np.array(ri_rows, dtype=np.int64).reshape(len(ri_rows), NRI)
-    rf = np.array(rf_rows, dtype=np.float64).reshape(len(rf_rows), NRF)
-    ci = np.zeros((len(counters), NCI), dtype=np.int64)
-    for (kind, level, window_ns), k in counters.items():
-        ci[k] = (kind, level, -(-window_ns // NBUCKETS), window_ns)
-    metric = ri[:, RI_METRIC]
-    type_rows = np.full((N_TYPES, max(1, len(ri_rows))), -1, dtype=np.int64)
+    n = len(row_rule)
+    compiled_rows = np.array(rows, dtype=RULE)
+    metric = compiled_rows["metric"]
+    by_type = np.full((len(EVENT_TYPES), max(1, n)), -1, dtype=np.int64)
     for t, fam in FAMILY.items():
-        rows = [r for r in range(len(ri_rows)) if int(metric[r]) in fam]
-        type_rows[t, : len(rows)] = rows
-    exp_rows = np.array(
-        [r for r in range(len(ri_rows)) if int(metric[r]) in EXPOSURE], dtype=np.int64
+        moved = [r for r in range(n) if int(metric[r]) in fam]
+        by_type[t, : len(moved)] = moved
+    exposure = [r for r in range(n) if int(metric[r]) in EXPOSURE]
+    feed = [r for r in range(n) if int(metric[r]) in (M_FEED_SILENCE, M_CONSUMER_LAG)]
+    defs = np.zeros(len(counters), dtype=COUNTER)
+    for (kind, level, window_ns), k in counters.items():
+        defs[k] = (kind, level, -(-window_ns // NBUCKETS), window_ns)
+    compiled = Rules(
+        rows=compiled_rows,
+        by_type=by_type,
+        exposure_rows=np.array(exposure, dtype=np.int64),
+        feed_rows=np.array(feed, dtype=np.int64),
+        revalue_ns=limits.revalue_ms * 1_000_000,
     )
-    feed_rows = np.array(  # checked before every event: silence, and lag in live runs
-        [r for r in range(len(ri_rows)) if int(metric[r]) in (M_FEED_SILENCE, M_CONSUMER_LAG)],
-        dtype=np.int64,
-    )
-    return Rulebook(
-        limits,
-        ri,
-        rf,
-        ci,
-        type_rows,
-        exp_rows,
-        feed_rows,
-        tuple(row_rule),
-        limits.revalue_ms * 1_000_000,
-    )
+    return Rulebook(limits, compiled, tuple(row_rule), defs)
 
 
 def _combinations(rule: Rule, level: int, keys: KeySpace) -> list[tuple[int, int, int]]:

@@ -1,10 +1,13 @@
-"""Compiled helpers for the two typed-dict tables: duplicate orders and alert edges.
+"""Hash tables in numpy arrays for the kernel: raised alert edges and recent new orders.
 
-Touching a numba typed dict from Python (inserting, iterating, clearing)
-compiles helpers on first use, uncached: 0.8 s at a restore, seconds at the
-first snapshot, stalling the event loop. Every access from Python goes through
-these cached functions instead. Their compiled code is keyed to the kernel
-sources (see :mod:`riskguard.state.kernel`), which re-exports them.
+Open addressing with linear probing over power-of-two arrays. The kernel only inserts,
+looks up and deletes (no allocation, so everything compiles with ``_nrt=False`` and a
+call costs no reference counting); the engine keeps each table at most half full
+before a kernel call with :func:`ensure_edges` / :func:`ensure_dups`, which rehash
+into larger arrays (dropping deleted slots) when needed.
+
+Deleted slots are tombstones: lookups probe past them, inserts reuse the first one
+they meet. ``used`` counts live and deleted slots, so load factor bounds probe length.
 """
 
 from __future__ import annotations
@@ -12,66 +15,187 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from riskguard.state.bundles import DUP, TABLE, Dups, Edges, fill_record
 
-@njit(cache=True)
-def fill_dups(dup, ints, floats, seen):  # type: ignore[no-untyped-def]
-    """Load duplicate-order table entries (snapshot restore) without Python-side dict calls.
-
-    Inserting into a numba typed dict from Python compiles helpers on first use
-    (0.8 s, uncached); doing it here keeps restarts fast.
-    """
-    for i in range(ints.shape[0]):
-        key = (ints[i, 0], ints[i, 1], ints[i, 2], ints[i, 3], floats[i, 0], floats[i, 1])
-        dup[key] = seen[i]
-
-
-@njit(cache=True)
-def fill_alerts(alerts, pairs):  # type: ignore[no-untyped-def]
-    """Load active alert edges (row, scope) (snapshot restore)."""
-    for i in range(pairs.shape[0]):
-        alerts[(pairs[i, 0], pairs[i, 1])] = 1
+EMPTY = -1
+DELETED = -2
+#: Dups.state values
+FREE = 0
+LIVE = 1
+GONE = 2
+MIN_CAP = 64
+DUP_PURGE_MIN = 4096
+"""Duplicate-order entries are purged of stale ones only beyond this many live entries."""
 
 
-@njit(cache=True)
-def dump_dups(dup):  # type: ignore[no-untyped-def]
-    """The duplicate-order table as arrays (snapshots), without Python-side dict iteration.
-
-    Iterating a numba typed dict from Python compiles helpers on first use: a
-    multi-second stall of the event loop at the first snapshot, measured by the
-    latency bench. This runs compiled and cached.
-    """
-    n = len(dup)
-    ints = np.empty((n, 4), dtype=np.int64)
-    floats = np.empty((n, 2))
-    seen = np.empty(n, dtype=np.int64)
-    for i, (key, value) in enumerate(dup.items()):
-        ints[i, 0] = key[0]
-        ints[i, 1] = key[1]
-        ints[i, 2] = key[2]
-        ints[i, 3] = key[3]
-        floats[i, 0] = key[4]
-        floats[i, 1] = key[5]
-        seen[i] = value
-    return ints, floats, seen
+@njit(cache=True, _nrt=False)
+def _mix(x):  # type: ignore[no-untyped-def]
+    """splitmix64 finaliser: a well-spread 64-bit hash of an int64."""
+    z = np.uint64(x) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
-def dump_alerts(alerts):  # type: ignore[no-untyped-def]
-    """The raised alert edges (row, scope) as an array (snapshots)."""
-    out = np.empty((len(alerts), 2), dtype=np.int64)
-    for i, key in enumerate(alerts):
-        out[i, 0] = key[0]
-        out[i, 1] = key[1]
-    return out
+# alert edges ------------------------------------------------------------------------
+@njit(cache=True, _nrt=False)
+def _edge_slot(keys, key):  # type: ignore[no-untyped-def]
+    """Slot holding ``key``, else ``-(insert slot) - 1`` (first deleted or empty slot met)."""
+    mask = keys.shape[0] - 1
+    i = np.int64(_mix(key) & np.uint64(mask))
+    free = np.int64(-1)
+    while True:
+        k = keys[i]
+        if k == key:
+            return i
+        if k == EMPTY:
+            return -(i if free < 0 else free) - 1
+        if k == DELETED and free < 0:
+            free = i
+        i = (i + 1) & mask
 
 
-@njit(cache=True)
-def clear_dups(dup):  # type: ignore[no-untyped-def]
-    """Empty the duplicate-order table (compiled: see :func:`dump_dups`)."""
-    dup.clear()
+@njit(cache=True, _nrt=False)
+def edge_add(edges, key):  # type: ignore[no-untyped-def]
+    """Insert ``key``; True when it was not there (an edge is raised)."""
+    i = _edge_slot(edges.keys, key)
+    if i >= 0:
+        return False
+    i = -i - 1
+    counts = edges.counts[0]
+    if edges.keys[i] == EMPTY:
+        counts.used += 1
+    edges.keys[i] = key
+    counts.live += 1
+    return True
 
 
-@njit(cache=True)
-def clear_alerts(alerts):  # type: ignore[no-untyped-def]
-    """Forget every raised alert edge (compiled: see :func:`dump_dups`)."""
-    alerts.clear()
+@njit(cache=True, _nrt=False)
+def edge_remove(edges, key):  # type: ignore[no-untyped-def]
+    """Delete ``key``; True when it was there (an edge is cleared)."""
+    i = _edge_slot(edges.keys, key)
+    if i < 0:
+        return False
+    edges.keys[i] = DELETED
+    edges.counts[0].live -= 1
+    return True
+
+
+@njit(cache=True, _nrt=False)
+def _copy_edges(old, new):  # type: ignore[no-untyped-def]
+    for k in old:
+        if k >= 0:
+            edge_add(new, k)
+
+
+def empty_edges(cap: int = MIN_CAP) -> Edges:
+    """An empty edge set with ``cap`` slots (a power of two)."""
+    return Edges(np.full(cap, EMPTY, dtype=np.int64), fill_record(TABLE))
+
+
+def ensure_edges(edges: Edges, extra: int) -> Edges:
+    """``edges``, or a rehashed copy, with room for ``extra`` inserts at half load at most."""
+    cap = edges.keys.shape[0]
+    counts = edges.counts[0]
+    if 2 * (int(counts["used"]) + extra) <= cap:
+        return edges
+    fresh = empty_edges(max(cap, _pow2(2 * (int(counts["live"]) + extra))))
+    _copy_edges(edges.keys, fresh)
+    return fresh
+
+
+def _pow2(n: int) -> int:
+    return max(MIN_CAP, 1 << max(0, n - 1).bit_length())
+
+
+# duplicate orders ----------------------------------------------------------------------
+@njit(cache=True, _nrt=False)
+def _dup_slot(slots, counter, scope, symbol, side, qty, price):  # type: ignore[no-untyped-def]
+    """Slot holding the key, else ``-(insert slot) - 1``."""
+    mask = slots.shape[0] - 1
+    h = _mix(counter) ^ _mix(scope << 1) ^ _mix(symbol << 2) ^ _mix(side + 7)
+    h ^= _mix(np.int64(qty * 1e6)) ^ _mix(np.int64(price * 1e6) + 3)
+    i = np.int64(h & np.uint64(mask))
+    free = np.int64(-1)
+    while True:
+        d = slots[i]
+        if d.state == FREE:
+            return -(i if free < 0 else free) - 1
+        if d.state == GONE:
+            if free < 0:
+                free = i
+        elif (
+            d.counter == counter
+            and d.scope == scope
+            and d.symbol == symbol
+            and d.side == side
+            and d.qty == qty
+            and d.price == price
+        ):
+            return i
+        i = (i + 1) & mask
+
+
+@njit(cache=True, _nrt=False)
+def dup_seen(dups, counter, scope, symbol, side, qty, price):  # type: ignore[no-untyped-def]
+    """When an identical new order was last seen (ns), -1 never."""
+    i = _dup_slot(dups.slots, counter, scope, symbol, side, qty, price)
+    return dups.slots[i].seen_ns if i >= 0 else np.int64(-1)
+
+
+@njit(cache=True, _nrt=False)
+def dup_put(dups, counter, scope, symbol, side, qty, price, seen_ns):  # type: ignore[no-untyped-def]
+    """Insert or update the key with ``seen_ns``."""
+    i = _dup_slot(dups.slots, counter, scope, symbol, side, qty, price)
+    if i < 0:
+        i = -i - 1
+        d = dups.slots[i]
+        counts = dups.counts[0]
+        if d.state == FREE:
+            counts.used += 1
+        d.state = LIVE
+        d.counter = counter
+        d.scope = scope
+        d.symbol = symbol
+        d.side = side
+        d.qty = qty
+        d.price = price
+        counts.live += 1
+    dups.slots[i].seen_ns = seen_ns
+
+
+@njit(cache=True, _nrt=False)
+def purge_dups(dups, counter_defs, latest_ns):  # type: ignore[no-untyped-def]
+    """Delete entries older than their counter's window before ``latest_ns``."""
+    counts = dups.counts[0]
+    for i in range(dups.slots.shape[0]):
+        d = dups.slots[i]
+        if d.state == LIVE and d.seen_ns < latest_ns - counter_defs[d.counter].window_ns:
+            d.state = GONE
+            counts.live -= 1
+    counts.purge_at = max(DUP_PURGE_MIN, 2 * counts.live)
+
+
+@njit(cache=True, _nrt=False)
+def _copy_dups(old, new):  # type: ignore[no-untyped-def]
+    for i in range(old.shape[0]):
+        d = old[i]
+        if d.state == LIVE:
+            dup_put(new, d.counter, d.scope, d.symbol, d.side, d.qty, d.price, d.seen_ns)
+
+
+def empty_dups(cap: int = MIN_CAP, purge_at: int = DUP_PURGE_MIN) -> Dups:
+    """An empty duplicate-order table with ``cap`` slots (a power of two)."""
+    return Dups(np.zeros(cap, dtype=DUP), fill_record(TABLE, purge_at=purge_at))
+
+
+def ensure_dups(dups: Dups, extra: int) -> Dups:
+    """``dups``, or a rehashed copy, with room for ``extra`` inserts at half load at most."""
+    cap = dups.slots.shape[0]
+    counts = dups.counts[0]
+    if 2 * (int(counts["used"]) + extra) <= cap:
+        return dups
+    live = int(counts["live"])
+    fresh = empty_dups(max(cap, _pow2(2 * (live + extra))), int(counts["purge_at"]))
+    _copy_dups(dups.slots, fresh)
+    return fresh
