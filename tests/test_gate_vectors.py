@@ -102,35 +102,31 @@ def test_vectors_are_well_formed() -> None:
             assert query["side"] in ("buy", "sell"), (case["name"], query)
 
 
+def strategy_s1(to: str, from_: str, decided_ms: int, **evidence: Any) -> Transition:
+    """A transition of ``strategy:s1`` decided ``decided_ms`` after the epoch."""
+    decided_ns = EPOCH_NS + decided_ms * MS
+    ts = decided_ns - MS if evidence.get("kind") == "auto" else decided_ns
+    tr_id = f"strategy:s1@{decided_ns}:{to}"
+    return Transition(
+        id=tr_id, scope="strategy:s1", from_=from_, to=to, ts=ts, decided_ns=decided_ns, **evidence
+    )
+
+
 def test_vectors_hold_what_riskguard_writes() -> None:
     """Byte for byte, riskguard's own encoder produces records the vectors use."""
     on_topic = {(r["key"].encode(), value_bytes(r)) for case in CASES for r in case["records"]}
-    halt_ns = EPOCH_NS + 100 * MS
-    halt = Transition(
-        id=f"strategy:s1@{halt_ns}:HALTED",
-        scope="strategy:s1",
-        from_="ACTIVE",
-        to="HALTED",
+    halt = strategy_s1(
+        "HALTED",
+        "ACTIVE",
+        100,
         kind="auto",
-        ts=halt_ns - MS,
-        decided_ns=halt_ns,
         rule="smars-overfill",
         metric="parent_overfill_ratio",
         value=1.5,
         limit=1.0,
     )
-    resume_ns = EPOCH_NS + 200 * MS
-    resume = Transition(
-        id=f"strategy:s1@{resume_ns}:ACTIVE",
-        scope="strategy:s1",
-        from_="HALTED",
-        to="ACTIVE",
-        kind="manual",
-        ts=resume_ns,
-        decided_ns=resume_ns,
-        operator="ops",
-        reason="limit review",
-        ends=halt.id,
+    resume = strategy_s1(
+        "ACTIVE", "HALTED", 200, kind="manual", operator="ops", reason="limit review", ends=halt.id
     )
     beat = HeartbeatRecord(
         ts=EPOCH_NS,
