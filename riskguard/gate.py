@@ -19,7 +19,8 @@ Usage in an order router (asyncio)::
             send_order()
 
 ``allows`` never blocks and never does I/O; the topic is followed by a background
-task on the running event loop.
+task on the running event loop. The record format and the exact decision rules are
+the public contract in ``docs/control-topic.md``.
 """
 
 from __future__ import annotations
@@ -27,31 +28,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from riskguard.control.reader import ControlView, read_to_end
-from riskguard.control.records import StateRecord
-from riskguard.vocabulary import STATE_CODE, order_scopes
+from riskguard.control import decision
+from riskguard.control.decision import Verdict
+from riskguard.control.reader import read_to_end
+from riskguard.control.view import ControlView, Instant
 
 __all__ = ["Gate", "Verdict"]
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The answer to one ``allows`` call. Truthy when the order may be sent."""
-
-    allowed: bool
-    reason: str
-    state: Literal["ACTIVE", "REDUCE_ONLY", "HALTED", "UNKNOWN"]
-    scope: str | None = None
-
-    def __bool__(self) -> bool:
-        return self.allowed
 
 
 class Gate:
@@ -79,17 +67,22 @@ class Gate:
             **options,
         )
         self._task: asyncio.Task[None] | None = None
-        self._fresh_until = 0.0  # monotonic deadline of the current heartbeat
         self.last_error = ""
 
     async def start(self, timeout_s: float = 10.0) -> None:
-        """Read the control topic to its end, then follow it in the background."""
+        """Read the control topic to its end, then follow it in the background.
+
+        Until the end is reached ``allows`` refuses (no heartbeat yet): a heartbeat
+        read before a later halt never lets an order through. Raises ``TimeoutError``
+        when the topic is missing or cannot be read to its end within ``timeout_s``.
+        """
         await self._consumer.start()
-        await read_to_end(self._consumer, self.topic, self.view, timeout_s)
+        view = ControlView()
+        await read_to_end(self._consumer, self.topic, view, timeout_s)
+        self.view = view
         now = time.time_ns()
         for scope in self.view.states:
             self.seen_ns[scope] = now
-        self._note_heartbeat()
         self._task = asyncio.create_task(self._follow(), name="riskguard-gate")
 
     async def stop(self) -> None:
@@ -122,38 +115,16 @@ class Gate:
                 now = time.time_ns()
                 for record in changed:
                     self.seen_ns[record.scope] = now
-                self._note_heartbeat()
-
-    def _note_heartbeat(self) -> None:
-        """A heartbeat is fresh for the timeout, less the age it already had when read.
-
-        The age uses riskguard's own timestamp, so replaying an old heartbeat from the
-        topic after a restart never makes a silent riskguard look alive.
-        """
-        hb = self.view.heartbeat
-        if hb is None:
-            return
-        age_ms = max(0.0, (time.time_ns() - hb.ts) / 1e6)
-        remaining_ms = self.heartbeat_timeout_ms - age_ms
-        self._fresh_until = self.view.heartbeat_seen_mono + remaining_ms / 1000
 
     # the question -----------------------------------------------------------
     def health(self) -> Verdict:
-        """Whether riskguard is alive and ready (the fail-closed part of ``allows``)."""
-        hb = self.view.heartbeat
-        if hb is None:
-            return Verdict(False, "fail closed: no heartbeat from riskguard yet", "UNKNOWN")
-        if time.monotonic() >= self._fresh_until:
-            silent_ms = (time.time_ns() - hb.ts) / 1e6
-            return Verdict(
-                False,
-                f"fail closed: riskguard silent for {silent_ms:,.0f} ms "
-                f"(timeout {self.heartbeat_timeout_ms} ms)",
-                "UNKNOWN",
-            )
-        if not hb.ready:
-            return Verdict(False, f"fail closed: riskguard {hb.instance} is not ready", "UNKNOWN")
-        return Verdict(True, "riskguard alive", "ACTIVE")
+        """Whether riskguard is alive and ready (the fail-closed part of ``allows``).
+
+        A heartbeat is fresh for ``heartbeat_timeout_ms`` less the age it already had
+        when read, by riskguard's own timestamp, so replaying an old heartbeat from the
+        topic after a restart never makes a silent riskguard look alive.
+        """
+        return decision.health(self.view, self.heartbeat_timeout_ms, Instant.now())
 
     def state(self, scope: str) -> str:
         """The published state of one scope (ACTIVE if never published)."""
@@ -171,36 +142,18 @@ class Gate:
         """May this order be sent? Checks firm, account, strategy and symbol.
 
         HALTED anywhere refuses. REDUCE_ONLY anywhere allows only orders that reduce
-        the position (``reduces_position=True``). ``side`` is validated and kept in the
-        signature for per-side rules.
+        the position (``reduces_position=True``); a state this gate does not know
+        refuses. ``side`` is validated and kept in the signature for per-side rules.
+        Raises ``ValueError`` when ``side`` is not ``"buy"`` or ``"sell"``. The rules
+        are those of ``docs/control-topic.md`` (:func:`riskguard.control.decision.allows`).
         """
-        if side not in ("buy", "sell"):
-            raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
-        health = self.health()
-        if not health:
-            return health
-        worst: StateRecord | None = None
-        for scope in order_scopes(account, strategy, symbol):
-            record = self.view.states.get(scope)
-            if record is not None and (
-                worst is None or STATE_CODE[record.state] > STATE_CODE[worst.state]
-            ):
-                worst = record
-        if worst is None or worst.state == "ACTIVE":
-            return Verdict(True, "allowed", "ACTIVE")
-        why = _evidence(worst)
-        if worst.state == "REDUCE_ONLY" and reduces_position:
-            return Verdict(
-                True,
-                f"{worst.scope} is REDUCE_ONLY; order reduces position",
-                "REDUCE_ONLY",
-                worst.scope,
-            )
-        return Verdict(False, f"{worst.scope} is {worst.state} ({why})", worst.state, worst.scope)  # type: ignore[arg-type]
-
-
-def _evidence(record: StateRecord) -> str:
-    tr = record.transition
-    if tr.kind == "manual":
-        return f"by {tr.operator}: {tr.reason}"
-    return f"rule {tr.rule}: {tr.metric} {tr.value:.6g} vs limit {tr.limit:.6g}"
+        return decision.allows(
+            self.view,
+            self.heartbeat_timeout_ms,
+            Instant.now(),
+            account,
+            strategy,
+            symbol,
+            side,
+            reduces_position,
+        )

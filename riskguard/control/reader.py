@@ -1,52 +1,20 @@
 """Read the control topic: the standing state of every scope, and riskguard's pulse.
 
 Used by the sidecar on start (to re-assert halts latched before a restart) and by
-the gate (to answer ``allows``). The view keeps the latest record per scope.
+the gate (to answer ``allows``). The view (:mod:`riskguard.control.view`, re-exported
+here) keeps the latest record per scope.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from riskguard.control.records import HeartbeatRecord, StateRecord, decode_record
+from riskguard.control.view import ControlView
 
-
-@dataclass
-class ControlView:
-    """Latest state per scope plus the latest heartbeat, as read from the topic."""
-
-    states: dict[str, StateRecord] = field(default_factory=dict)
-    heartbeat: HeartbeatRecord | None = None
-    heartbeat_seen_mono: float = 0.0  # local monotonic time the heartbeat was read
-    records: int = 0
-    unreadable: int = 0
-
-    def apply(self, values: Iterable[bytes | None]) -> list[StateRecord]:
-        """Fold messages in offset order; returns the state records among them."""
-        changed = []
-        for value in values:
-            record = decode_record(value)
-            if record is None:
-                self.unreadable += value is not None
-                continue
-            self.records += 1
-            if isinstance(record, HeartbeatRecord):
-                self.heartbeat = record
-                self.heartbeat_seen_mono = time.monotonic()
-            else:
-                self.states[record.scope] = record
-                changed.append(record)
-        return changed
-
-    def standing(self) -> dict[str, StateRecord]:
-        """Scopes whose latest state is not ACTIVE."""
-        return {s: r for s, r in self.states.items() if r.state != "ACTIVE"}
+__all__ = ["ControlView", "partitions", "read_to_end"]
 
 
 async def partitions(

@@ -3,10 +3,12 @@
 * key ``<scope>`` (e.g. ``strategy:smars``): a :class:`StateRecord` with the
   scope's current state and the transition that set it. A trading system that
   starts late reads the topic from the beginning and knows every standing halt.
-* key ``__heartbeat__``: a :class:`HeartbeatRecord`, at least every 500 ms. Gates
-  fail closed when it stops or says riskguard is not ready.
+* key ``__heartbeat__``: a :class:`HeartbeatRecord`, every
+  ``runtime.heartbeat_interval_ms`` (250 ms by default) while riskguard's loop is
+  healthy. Gates fail closed when it stops or says riskguard is not ready.
 
-The gate imports only this module (and msgspec), never the engine.
+``docs/control-topic.md`` is the public contract for these records (fields, types,
+units, forward compatibility). The gate needs this module and msgspec, never the engine.
 """
 
 from __future__ import annotations

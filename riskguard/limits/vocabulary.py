@@ -1,4 +1,12 @@
-"""Metric vocabulary v1: names, integer codes used by the kernels, and their rules of use.
+"""Metric vocabulary v1: the one metric spec. Names, kernel codes, and their rules of use.
+
+Each :class:`MetricSpec` says what a limits file may say about a metric and when
+riskguard evaluates it: the event types that move it, whether a price move revalues
+it (exposure), which counters a windowed metric reads, whether it is checked before
+every event. The rulebook, the reference model and the "evaluated on" column of
+``docs/limits.md`` (checked by ``tests/limits/test_metric_spec.py``) all follow from here;
+:func:`metrics_moved_by`, :data:`EXPOSURE_METRICS`, :data:`EVERY_EVENT_METRICS` and
+:data:`COUNTER_CODES` are the derived tables.
 
 The codes are part of the compiled form only; the limits file speaks in names.
 Definitions live in ``docs/limits.md``; ``describe()`` renders them for the CLI.
@@ -6,10 +14,11 @@ Definitions live in ``docs/limits.md``; ``describe()`` renders them for the CLI.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from riskguard.vocabulary import LEVEL_CODE, LEVELS
+from riskguard.vocabulary import EVENT_TYPES, LEVEL_CODE, LEVELS, TYPE_CODE
 
 SCOPES: Final = LEVELS
 LEVEL: Final = LEVEL_CODE
@@ -34,10 +43,26 @@ M_DUPLICATE_ORDERS: Final = 15
 M_FEED_SILENCE: Final = 16
 M_CONSUMER_LAG: Final = 17
 
+#: Counter kinds a windowed metric counts in its window; a kind's code is its index
+#: (the kernel's ``C_*``). new orders; messages (new + replace + cancel); rejects;
+#: cancels; fill notional; duplicate new orders.
+COUNTER_KINDS: Final = ("new", "msg", "rej", "cxl", "filln", "dup")
+COUNTER_CODE: Final[dict[str, int]] = {kind: code for code, kind in enumerate(COUNTER_KINDS)}
+
 
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
-    """One metric of the vocabulary: what a limits file may say about it."""
+    """One metric of the vocabulary: what a limits file may say about it, and when it moves.
+
+    ``evaluated_on``: the event types (names from :data:`riskguard.vocabulary.EVENT_TYPES`,
+    in that order) after which the metric is evaluated on the event's own scopes.
+    ``exposure``: a price move (a mark, or a fill at a new price) revalues it for every
+    scope holding the symbol. ``counters``: for a windowed metric, its (numerator,
+    denominator or None) counter kinds from :data:`COUNTER_KINDS`; None otherwise.
+    ``every_event``: evaluated before every event of any type, before that event
+    counts (the feed rows); ``on_tick`` also on the clock tick; ``live_only``
+    never in a replay. Raises ``ValueError`` when these disagree with each other.
+    """
 
     name: str
     code: int
@@ -45,6 +70,33 @@ class MetricSpec:
     scopes: tuple[str, ...]
     unit: str
     definition: str
+    evaluated_on: tuple[str, ...] = ()
+    exposure: bool = False
+    counters: tuple[str, str | None] | None = None
+    every_event: bool = False
+    on_tick: bool = False
+    live_only: bool = False
+
+    def __post_init__(self) -> None:
+        if list(self.evaluated_on) != sorted(set(self.evaluated_on), key=_type_order):
+            raise ValueError(
+                f"{self.name}: evaluated_on must be distinct event types in the order "
+                f"of EVENT_TYPES {EVENT_TYPES}, got {self.evaluated_on}"
+            )
+        if self.windowed != (self.counters is not None):
+            raise ValueError(f"{self.name}: a metric has counters exactly when it is windowed")
+        if self.counters is not None and any(
+            kind not in COUNTER_CODE for kind in self.counters if kind is not None
+        ):
+            raise ValueError(f"{self.name}: counter kinds must come from {COUNTER_KINDS}")
+        if (self.on_tick or self.live_only) and not self.every_event:
+            raise ValueError(f"{self.name}: on_tick and live_only apply to every_event metrics")
+
+
+def _type_order(event_type: str) -> int:
+    if event_type not in TYPE_CODE:
+        raise ValueError(f"unknown event type {event_type!r}; expected one of {EVENT_TYPES}")
+    return TYPE_CODE[event_type]
 
 
 _ALL: Final = SCOPES
@@ -52,7 +104,16 @@ _ALL: Final = SCOPES
 METRICS: Final[dict[str, MetricSpec]] = {
     m.name: m
     for m in (
-        MetricSpec("order_rate", M_ORDER_RATE, True, _ALL, "orders", "new orders in the window"),
+        MetricSpec(
+            "order_rate",
+            M_ORDER_RATE,
+            True,
+            _ALL,
+            "orders",
+            "new orders in the window",
+            evaluated_on=("new",),
+            counters=("new", None),
+        ),
         MetricSpec(
             "message_rate",
             M_MESSAGE_RATE,
@@ -60,8 +121,19 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "messages",
             "new + replace + cancel messages in the window",
+            evaluated_on=("new", "replace", "cancel"),
+            counters=("msg", None),
         ),
-        MetricSpec("reject_rate", M_REJECT_RATE, True, _ALL, "rejects", "rejects in the window"),
+        MetricSpec(
+            "reject_rate",
+            M_REJECT_RATE,
+            True,
+            _ALL,
+            "rejects",
+            "rejects in the window",
+            evaluated_on=("reject",),
+            counters=("rej", None),
+        ),
         MetricSpec(
             "cancel_ratio",
             M_CANCEL_RATIO,
@@ -69,6 +141,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "ratio",
             "cancels / new orders in the window, once new orders >= min_orders",
+            evaluated_on=("new", "cancel"),
+            counters=("cxl", "new"),
         ),
         MetricSpec(
             "fill_notional_rate",
@@ -77,6 +151,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "currency",
             "sum of fill qty x fill price in the window",
+            evaluated_on=("fill",),
+            counters=("filln", None),
         ),
         MetricSpec(
             "order_qty",
@@ -85,6 +161,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "quantity",
             "quantity of each new or replaced order (fat finger)",
+            evaluated_on=("new", "replace"),
         ),
         MetricSpec(
             "order_notional",
@@ -93,6 +170,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "currency",
             "qty x price (reference price for market orders) of each new/replace",
+            evaluated_on=("new", "replace"),
         ),
         MetricSpec(
             "price_deviation",
@@ -101,6 +179,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "ratio",
             "|limit price - reference price| / reference price of each new/replace",
+            evaluated_on=("new", "replace"),
         ),
         MetricSpec(
             "position_qty",
@@ -109,6 +188,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "quantity",
             "largest |net position| in one symbol",
+            evaluated_on=("fill",),
         ),
         MetricSpec(
             "gross_notional",
@@ -117,6 +197,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "currency",
             "sum over symbols of |position| x reference price",
+            evaluated_on=("fill",),
+            exposure=True,
         ),
         MetricSpec(
             "net_notional",
@@ -125,6 +207,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "currency",
             "sum over symbols of signed position x reference price",
+            evaluated_on=("fill",),
+            exposure=True,
         ),
         MetricSpec(
             "pnl",
@@ -133,6 +217,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "currency",
             "realised (average cost) + unrealised P&L since session start",
+            evaluated_on=("fill",),
+            exposure=True,
         ),
         MetricSpec(
             "drawdown",
@@ -141,6 +227,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "currency",
             "session peak P&L - current P&L (peak starts at 0)",
+            evaluated_on=("fill",),
+            exposure=True,
         ),
         MetricSpec(
             "open_orders",
@@ -149,6 +237,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "orders",
             "orders sent and not yet filled, cancelled or rejected",
+            evaluated_on=("new", "replace", "cancel", "reject", "fill"),
         ),
         MetricSpec(
             "parent_overfill_ratio",
@@ -157,6 +246,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "ratio",
             "largest filled child qty / parent qty over the scope's parents",
+            evaluated_on=("parent", "fill"),
         ),
         MetricSpec(
             "duplicate_orders",
@@ -166,6 +256,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
             "orders",
             "new orders identical (symbol, side, qty, price) to an earlier new "
             "order of the same scope key within the window",
+            evaluated_on=("new",),
+            counters=("dup", None),
         ),
         MetricSpec(
             "feed_silence_ms",
@@ -174,6 +266,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
             ("firm",),
             "milliseconds",
             "time since the last event (or, with match.source, the last heartbeat of that source)",
+            every_event=True,
+            on_tick=True,
         ),
         MetricSpec(
             "consumer_lag_ms",
@@ -183,11 +277,49 @@ METRICS: Final[dict[str, MetricSpec]] = {
             "milliseconds",
             "wall time minus the event time of each event as it is applied (live runs only; "
             "never evaluated in replay)",
+            every_event=True,
+            live_only=True,
         ),
     )
 }
 
 BY_CODE: Final = {m.code: m for m in METRICS.values()}
+
+#: Metrics a price move revalues for every scope holding the symbol.
+EXPOSURE_METRICS: Final = frozenset(m.name for m in METRICS.values() if m.exposure)
+#: Metrics evaluated before every event, whatever its type (the feed rows).
+EVERY_EVENT_METRICS: Final = frozenset(m.name for m in METRICS.values() if m.every_event)
+#: Per windowed metric: its (numerator, denominator or None) counter-kind codes.
+COUNTER_CODES: Final[dict[str, tuple[int, int | None]]] = {
+    m.name: (
+        COUNTER_CODE[m.counters[0]],
+        None if m.counters[1] is None else COUNTER_CODE[m.counters[1]],
+    )
+    for m in METRICS.values()
+    if m.counters is not None
+}
+
+
+def metrics_moved_by(event_type: str) -> frozenset[str]:
+    """Names of the metrics evaluated on an event of ``event_type`` (its own scopes).
+
+    Empty for ``mark`` and ``heartbeat``: a mark moves exposure metrics through
+    revaluation (:data:`EXPOSURE_METRICS`), and the feed rows
+    (:data:`EVERY_EVENT_METRICS`) are checked before every event. Raises
+    ``ValueError`` for a type not in :data:`riskguard.vocabulary.EVENT_TYPES`.
+    """
+    _type_order(event_type)
+    return _MOVED_BY[event_type]
+
+
+def codes(names: Iterable[str]) -> frozenset[int]:
+    """The metric codes (``M_*``) of metric ``names``; ``KeyError`` for an unknown name."""
+    return frozenset(METRICS[name].code for name in names)
+
+
+_MOVED_BY: Final = {
+    t: frozenset(m.name for m in METRICS.values() if t in m.evaluated_on) for t in EVENT_TYPES
+}
 
 #: Which match fields a rule at each scope may use. A strategy belongs to one
 #: account, so a strategy-scope rule may select strategies by account.

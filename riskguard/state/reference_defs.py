@@ -1,55 +1,28 @@
 """Definitions the plain-Python reference model is written with (see :mod:`.reference`).
 
-Spelled out by name, on purpose, rather than imported from the kernel's tables.
+Which events move which metric, the exposure metrics and the counter kinds are taken
+by name from the one metric spec (:mod:`riskguard.limits.vocabulary`), never from the
+kernel's compiled tables: the property tests then compare two implementations of one
+spec, and ``tests/limits/test_metric_spec.py`` checks that spec against the docs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from riskguard.limits.vocabulary import EXPOSURE_METRICS, METRICS, metrics_moved_by
+from riskguard.vocabulary import EVENT_TYPES
+
 BUCKETS = 10
 RING = BUCKETS + 1
-#: Metrics each event type can move (spelled out again here, on purpose, by name).
+#: Metrics each event type moves, for the types that move any (by name).
 FAMILY_NAMES: dict[str, frozenset[str]] = {
-    "parent": frozenset({"parent_overfill_ratio"}),
-    "new": frozenset(
-        {
-            "order_rate",
-            "message_rate",
-            "cancel_ratio",
-            "duplicate_orders",
-            "order_qty",
-            "order_notional",
-            "price_deviation",
-            "open_orders",
-        }
-    ),
-    "replace": frozenset(
-        {"message_rate", "order_qty", "order_notional", "price_deviation", "open_orders"}
-    ),
-    "cancel": frozenset({"message_rate", "cancel_ratio", "open_orders"}),
-    "reject": frozenset({"reject_rate", "open_orders"}),
-    "fill": frozenset(
-        {
-            "fill_notional_rate",
-            "position_qty",
-            "gross_notional",
-            "net_notional",
-            "pnl",
-            "drawdown",
-            "open_orders",
-            "parent_overfill_ratio",
-        }
-    ),
+    t: metrics_moved_by(t) for t in EVENT_TYPES if metrics_moved_by(t)
 }
-EXPOSURE_NAMES = frozenset({"gross_notional", "net_notional", "pnl", "drawdown"})
-COUNTED = {  # windowed metric -> (numerator kind, denominator kind)
-    "order_rate": ("new", None),
-    "message_rate": ("msg", None),
-    "reject_rate": ("rej", None),
-    "cancel_ratio": ("cxl", "new"),
-    "fill_notional_rate": ("filln", None),
-    "duplicate_orders": ("dup", None),
+EXPOSURE_NAMES = EXPOSURE_METRICS
+#: windowed metric -> (numerator kind, denominator kind or None)
+COUNTED: dict[str, tuple[str, str | None]] = {
+    m.name: m.counters for m in METRICS.values() if m.counters is not None
 }
 
 
