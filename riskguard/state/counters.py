@@ -12,18 +12,19 @@ import math
 import numpy as np
 from numba import njit
 
+from riskguard.limits.vocabulary import COUNTER_CODE
 from riskguard.state.bundles import FIRM, RING
 from riskguard.state.primitives import at_level
 from riskguard.state.tables import dup_put, dup_seen, purge_dups
 from riskguard.vocabulary import T_CANCEL, T_FILL, T_NEW, T_REJECT, T_REPLACE
 
-# Counter kinds (Counters.kind).
-C_NEW = 0  # new orders
-C_MSG = 1  # new + replace + cancel messages
-C_REJ = 2  # rejects
-C_CXL = 3  # cancels
-C_FILLN = 4  # fill notional (qty x price)
-C_DUP = 5  # new orders identical to a recent one
+# Counter kind codes (COUNTER.kind), named once in the metric vocabulary.
+C_NEW = COUNTER_CODE["new"]  # new orders
+C_MSG = COUNTER_CODE["msg"]  # new + replace + cancel messages
+C_REJ = COUNTER_CODE["rej"]  # rejects
+C_CXL = COUNTER_CODE["cxl"]  # cancels
+C_FILLN = COUNTER_CODE["filln"]  # fill notional (qty x price)
+C_DUP = COUNTER_CODE["dup"]  # new orders identical to a recent one
 
 
 @njit(cache=True, _nrt=False)

@@ -17,86 +17,31 @@ import numpy as np
 
 from riskguard.limits.model import Limits, Rule
 from riskguard.limits.vocabulary import (
+    COUNTER_CODES,
+    EVERY_EVENT_METRICS,
+    EXPOSURE_METRICS,
     LEVEL,
-    M_CANCEL_RATIO,
-    M_CONSUMER_LAG,
-    M_DRAWDOWN,
-    M_DUPLICATE_ORDERS,
-    M_FEED_SILENCE,
-    M_FILL_NOTIONAL_RATE,
-    M_GROSS_NOTIONAL,
-    M_MESSAGE_RATE,
-    M_NET_NOTIONAL,
-    M_OPEN_ORDERS,
-    M_ORDER_NOTIONAL,
-    M_ORDER_QTY,
-    M_ORDER_RATE,
-    M_PARENT_OVERFILL,
-    M_PNL,
-    M_POSITION_QTY,
-    M_PRICE_DEVIATION,
-    M_REJECT_RATE,
     METRICS,
+    codes,
+    metrics_moved_by,
 )
 from riskguard.state.bundles import COUNTER, NBUCKETS, RULE, Rules
-from riskguard.state.counters import C_CXL, C_DUP, C_FILLN, C_MSG, C_NEW, C_REJ
 from riskguard.state.keys import KeySpace
-from riskguard.vocabulary import (
-    ACTION_CODE,
-    EVENT_TYPES,
-    T_CANCEL,
-    T_FILL,
-    T_NEW,
-    T_PARENT,
-    T_REJECT,
-    T_REPLACE,
-)
+from riskguard.vocabulary import ACTION_CODE, EVENT_TYPES, TYPE_CODE
 
 Array = np.ndarray[Any, Any]
 
-#: Metrics each event type can move, evaluated on the event's own scopes.
+#: Metric codes each event type moves, on the event's own scopes (from the metric spec).
 FAMILY: dict[int, frozenset[int]] = {
-    T_PARENT: frozenset({M_PARENT_OVERFILL}),
-    T_NEW: frozenset(
-        {
-            M_ORDER_RATE,
-            M_MESSAGE_RATE,
-            M_CANCEL_RATIO,
-            M_DUPLICATE_ORDERS,
-            M_ORDER_QTY,
-            M_ORDER_NOTIONAL,
-            M_PRICE_DEVIATION,
-            M_OPEN_ORDERS,
-        }
-    ),
-    T_REPLACE: frozenset(
-        {M_MESSAGE_RATE, M_ORDER_QTY, M_ORDER_NOTIONAL, M_PRICE_DEVIATION, M_OPEN_ORDERS}
-    ),
-    T_CANCEL: frozenset({M_MESSAGE_RATE, M_CANCEL_RATIO, M_OPEN_ORDERS}),
-    T_REJECT: frozenset({M_REJECT_RATE, M_OPEN_ORDERS}),
-    T_FILL: frozenset(
-        {
-            M_FILL_NOTIONAL_RATE,
-            M_POSITION_QTY,
-            M_GROSS_NOTIONAL,
-            M_NET_NOTIONAL,
-            M_PNL,
-            M_DRAWDOWN,
-            M_OPEN_ORDERS,
-            M_PARENT_OVERFILL,
-        }
-    ),
+    TYPE_CODE[t]: codes(metrics_moved_by(t)) for t in EVENT_TYPES if metrics_moved_by(t)
 }
-#: Metrics a price change moves for every scope holding the symbol.
-EXPOSURE = frozenset({M_GROSS_NOTIONAL, M_NET_NOTIONAL, M_PNL, M_DRAWDOWN})
-#: Counter kinds per windowed metric: (numerator, denominator or None).
+#: Metric codes a price change moves for every scope holding the symbol.
+EXPOSURE = codes(EXPOSURE_METRICS)
+#: Metric codes judged before every event (feed silence, consumer lag).
+FEED = codes(EVERY_EVENT_METRICS)
+#: Counter kind codes per windowed metric code: (numerator, denominator or None).
 COUNTERS: dict[int, tuple[int, int | None]] = {
-    M_ORDER_RATE: (C_NEW, None),
-    M_MESSAGE_RATE: (C_MSG, None),
-    M_REJECT_RATE: (C_REJ, None),
-    M_CANCEL_RATIO: (C_CXL, C_NEW),
-    M_FILL_NOTIONAL_RATE: (C_FILLN, None),
-    M_DUPLICATE_ORDERS: (C_DUP, None),
+    METRICS[m].code: kinds for m, kinds in COUNTER_CODES.items()
 }
 
 
@@ -163,7 +108,7 @@ def compile_limits(limits: Limits, keys: KeySpace) -> Rulebook:
         moved = [r for r in range(n) if int(metric[r]) in fam]
         by_type[t, : len(moved)] = moved
     exposure = [r for r in range(n) if int(metric[r]) in EXPOSURE]
-    feed = [r for r in range(n) if int(metric[r]) in (M_FEED_SILENCE, M_CONSUMER_LAG)]
+    feed = [r for r in range(n) if int(metric[r]) in FEED]
     defs = np.zeros(len(counters), dtype=COUNTER)
     for (kind, level, window_ns), k in counters.items():
         defs[k] = (kind, level, -(-window_ns // NBUCKETS), window_ns)

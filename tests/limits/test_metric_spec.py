@@ -10,16 +10,11 @@ import pytest
 from riskguard.limits.vocabulary import (
     COUNTER_CODES,
     COUNTER_KINDS,
-    EVERY_EVENT_METRICS,
-    EXPOSURE_METRICS,
-    M_CONSUMER_LAG,
-    M_FEED_SILENCE,
     METRICS,
     MetricSpec,
-    codes,
     metrics_moved_by,
 )
-from riskguard.vocabulary import EVENT_TYPES, TYPE_CODE
+from riskguard.vocabulary import EVENT_TYPES
 
 LIMITS_MD = Path(__file__).resolve().parents[2] / "docs" / "limits.md"
 HEADER = "| metric | window | definition | evaluated on |"
@@ -137,15 +132,3 @@ def test_inconsistent_spec_is_refused(fields: dict[str, object], message: str) -
     }
     with pytest.raises(ValueError, match=message):
         MetricSpec(**{**base, **fields})  # type: ignore[arg-type]
-
-
-def test_spec_matches_the_rulebook_tables_temporary() -> None:
-    """TEMPORARY, until the rulebook derives its tables from the spec: same sets as today's."""
-    from riskguard.state import reference_defs, rulebook  # noqa: PLC0415
-
-    family = {TYPE_CODE[t]: codes(metrics_moved_by(t)) for t in EVENT_TYPES if metrics_moved_by(t)}
-    assert family == rulebook.FAMILY
-    assert codes(EXPOSURE_METRICS) == rulebook.EXPOSURE
-    assert {METRICS[m].code: c for m, c in COUNTER_CODES.items()} == rulebook.COUNTERS
-    assert codes(EVERY_EVENT_METRICS) == {M_FEED_SILENCE, M_CONSUMER_LAG}
-    assert {TYPE_CODE[t]: codes(f) for t, f in reference_defs.FAMILY_NAMES.items()} == family
