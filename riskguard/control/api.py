@@ -14,17 +14,17 @@ from __future__ import annotations
 import hmac
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import orjson
 from aiohttp import web
 
 from riskguard import log
+from riskguard.ingest.ports import OperatorDesk, Probes
+from riskguard.metrics import Metrics
+from riskguard.settings import HttpSettings
 from riskguard.vocabulary import ScopeError, parse_scope
-
-if TYPE_CHECKING:
-    from riskguard.ingest.runtime import Sidecar
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_TEXT = 500
@@ -51,11 +51,25 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 class ControlApi:
-    """Routes over one :class:`~riskguard.ingest.runtime.Sidecar`."""
+    """Routes over one sidecar's parts, seen through narrow interfaces.
 
-    def __init__(self, sidecar: Sidecar) -> None:
-        self.sidecar = sidecar
-        self.http = sidecar.settings.http
+    ``desk`` takes manual actions, ``probes`` answers ``/livez`` and ``/readyz``,
+    ``status`` builds the ``/v1/status`` body, ``metrics`` serves ``/metrics``.
+    """
+
+    def __init__(
+        self,
+        http: HttpSettings,
+        desk: OperatorDesk,
+        probes: Probes,
+        status: Callable[[], dict[str, Any]],
+        metrics: Metrics,
+    ) -> None:
+        self.http = http
+        self.desk = desk
+        self.probes = probes
+        self._status = status
+        self._metrics = metrics
         self.token = self.http.resolved_token()
         self._log = log.get("api")
         self.app = web.Application(middlewares=[_errors], client_max_size=self.http.max_body_bytes)
@@ -73,7 +87,11 @@ class ControlApi:
         self.port = self.http.port
 
     async def start(self) -> str:
-        """Serve; returns the base URL (the port is resolved when configured as 0)."""
+        """Serve; returns the base URL (the port is resolved when configured as 0).
+
+        Raises :class:`OSError` when the address cannot be bound, and
+        :class:`ssl.SSLError` or :class:`OSError` for an unusable TLS certificate or key.
+        """
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         context = None
@@ -145,8 +163,8 @@ class ControlApi:
         if bad:
             return bad
         act = action or body["action"]
-        tr = await self.sidecar.manual(act, body["scope"], body["operator"], body["reason"])
-        state = self.sidecar.engine.killswitch.state(body["scope"])
+        tr = await self.desk.manual(act, body["scope"], body["operator"], body["reason"])
+        state = self.desk.state(body["scope"])
         return _json(
             {
                 "changed": tr is not None,
@@ -167,21 +185,21 @@ class ControlApi:
     # read-only --------------------------------------------------------------
     async def status(self, _request: web.Request) -> web.Response:
         """Standing scopes with evidence, and health."""
-        return _json(self.sidecar.status())
+        return _json(self._status())
 
     async def metrics(self, _request: web.Request) -> web.Response:
         """Prometheus text exposition."""
         return web.Response(
-            body=self.sidecar.metrics.exposition(), content_type="text/plain", charset="utf-8"
+            body=self._metrics.exposition(), content_type="text/plain", charset="utf-8"
         )
 
     async def livez(self, _request: web.Request) -> web.Response:
         """Alive: the process answers and the consume loop is not stalled."""
-        ok = self.sidecar.healthy()
+        ok = self.probes.healthy()
         return _json({"live": ok}, 200 if ok else 503)
 
     async def readyz(self, _request: web.Request) -> web.Response:
         """Ready: limits loaded, kernels warm, control topic read, partitions assigned."""
-        checks = {**self.sidecar.checks, "loop_healthy": self.sidecar.healthy()}
+        checks = dict(self.probes.readiness())
         ok = all(checks.values())
         return _json({"ready": ok, "checks": checks}, 200 if ok else 503)

@@ -1,4 +1,8 @@
-"""Detect an unreachable broker from riskguard's own writes.
+"""Health: readiness checks, loop liveness, heartbeats, and broker reachability.
+
+Ready means every check in :data:`READY_CHECKS` passed and the consume loop is
+alive (it polled within ``runtime.stall_budget_ms``). Heartbeats go to the control
+topic only while the loop is alive, so a gate fails closed on a stalled riskguard.
 
 aiokafka's ``getmany`` just returns empty batches while the broker is down, which
 looks exactly like a quiet market. The heartbeat, published every 250 ms with a
@@ -10,12 +14,29 @@ automatic once a publish succeeds again.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
+from riskguard import log
+from riskguard.control.records import HeartbeatRecord
+from riskguard.engine import Engine
+from riskguard.ingest.ports import HeartbeatChannel, TransitionSink
+from riskguard.metrics import Metrics
+from riskguard.settings import RuntimeSettings
 from riskguard.vocabulary import Transition, system_alert
 
 Edge = Literal["lost", "recovered"]
+
+READY_CHECKS = (
+    "limits_loaded",
+    "kernels_warm",
+    "control_topic_read",
+    "partitions_assigned",
+    "broker_reachable",
+)
 
 
 class BrokerWatch:
@@ -62,3 +83,111 @@ class BrokerWatch:
             value=round(self.silent_ms(), 1),
             limit=float(self.budget_ms),
         )
+
+
+class Liveness:
+    """Whether the consume loop is alive: it polled the broker within the stall budget."""
+
+    def __init__(self, stall_budget_ms: int) -> None:
+        self.budget_s = stall_budget_ms / 1000
+        self.last_poll_mono = time.monotonic()
+
+    def polled(self) -> None:
+        """The consume loop just got an answer from ``getmany`` (maybe empty)."""
+        self.last_poll_mono = time.monotonic()
+
+    def healthy(self) -> bool:
+        """The consume loop polled recently (it is not stalled)."""
+        return time.monotonic() - self.last_poll_mono < self.budget_s
+
+
+@dataclass(eq=False)
+class Health:
+    """Readiness of one sidecar, its heartbeats, and the broker watch.
+
+    Implements :class:`~riskguard.ingest.ports.Probes`. Checks start failed except
+    those true by construction (limits loaded, kernels warm, broker reachable);
+    the lifecycle marks the others with :meth:`passed`.
+    """
+
+    runtime: RuntimeSettings
+    instance: str
+    engine: Engine
+    outbox: TransitionSink
+    """Where broker alerts go."""
+    metrics: Metrics
+    checks: dict[str, bool] = field(init=False)
+    """Each of :data:`READY_CHECKS`: passed or not."""
+    liveness: Liveness = field(init=False)
+    broker: BrokerWatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.checks = dict.fromkeys(READY_CHECKS, False)
+        self.checks["limits_loaded"] = self.checks["kernels_warm"] = True
+        self.checks["broker_reachable"] = True
+        self.liveness = Liveness(self.runtime.stall_budget_ms)
+        self.broker = BrokerWatch(self.runtime.broker_budget_ms)
+        self._log = log.get("sidecar")
+
+    def passed(self, check: str) -> None:
+        """Mark one of :data:`READY_CHECKS` as passed. Raises :class:`KeyError` for another."""
+        if check not in self.checks:
+            raise KeyError(f"unknown readiness check {check!r}")
+        self.checks[check] = True
+
+    def healthy(self) -> bool:
+        """The consume loop polled recently (it is not stalled)."""
+        return self.liveness.healthy()
+
+    def ready(self) -> bool:
+        """Every readiness check passes and the loop is healthy."""
+        return all(self.checks.values()) and self.healthy()
+
+    def readiness(self) -> Mapping[str, bool]:
+        """Every check by name, plus ``loop_healthy`` (for ``/readyz`` and the status)."""
+        return {**self.checks, "loop_healthy": self.healthy()}
+
+    async def heartbeats(self, channel: HeartbeatChannel) -> None:
+        """Forever: publish a heartbeat each interval while the loop is alive.
+
+        Each publish result feeds the broker watch; the ``riskguard_ready`` gauge is
+        refreshed on the same beat.
+        """
+        interval_ms = self.runtime.heartbeat_interval_ms
+        while True:
+            ready = self.ready()
+            self.metrics.ready.set(1 if ready else 0)
+            if self.healthy():
+                ok = await channel.heartbeat(
+                    HeartbeatRecord(
+                        ts=time.time_ns(),
+                        instance=self.instance,
+                        ready=ready,
+                        interval_ms=interval_ms,
+                        last_event_ns=self.engine.last_event_ns,
+                        events_applied=self.engine.events_applied,
+                    )
+                )
+                await self._broker_edge(self.broker.observe(ok))
+            await asyncio.sleep(interval_ms / 1000)
+
+    async def watch_broker(self) -> None:
+        """Forever, every tick: has the broker taken nothing for the budget?
+
+        Independent of the heartbeat, so a publish stuck on its own timeout cannot
+        delay the detection.
+        """
+        while True:
+            await asyncio.sleep(self.runtime.tick_interval_ms / 1000)
+            await self._broker_edge(self.broker.check())
+
+    async def _broker_edge(self, edge: Edge | None) -> None:
+        """Not ready (and alert) when the broker has taken nothing for the budget."""
+        self.checks["broker_reachable"] = self.broker.reachable
+        self.metrics.broker_reachable.set(1 if self.broker.reachable else 0)
+        if edge is None:
+            return
+        alert = self.broker.alert(edge, self.engine.killswitch.state("firm"))
+        log_at = self._log.error if edge == "lost" else self._log.warning
+        log_at(f"broker {edge}", silent_ms=alert.value, budget_ms=self.broker.budget_ms)
+        await self.outbox.send([alert])

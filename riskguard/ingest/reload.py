@@ -10,6 +10,9 @@ log records the diff of the rules.
 The directory is watched, not the file: Kubernetes updates a ConfigMap by swapping
 a ``..data`` symlink, which never touches the file's own inode. A change is
 acted on only when the file's digest differs, so unrelated events are harmless.
+
+Written against narrow interfaces (:mod:`riskguard.ingest.ports`), not the sidecar;
+the rejection alert goes out through the outbox like every other transition.
 """
 
 from __future__ import annotations
@@ -17,17 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import watchfiles
 
 from riskguard import log
+from riskguard.audit import AuditLog
+from riskguard.ingest.ports import LimitsOwner, ScopeStates, TransitionSink
 from riskguard.limits import Limits, LimitsError, load
 from riskguard.limits.model import Rule
+from riskguard.metrics import Metrics
 from riskguard.vocabulary import system_alert
-
-if TYPE_CHECKING:
-    from riskguard.ingest.runtime import Sidecar
 
 
 def diff_rules(old: Limits, new: Limits) -> dict[str, Any]:
@@ -62,34 +65,53 @@ def _plain(rule: Rule) -> dict[str, Any]:
 
 
 class LimitsReloader:
-    """Validates and swaps limits for one sidecar."""
+    """Validates the limits file and swaps it into ``owner`` (the engine).
 
-    def __init__(self, sidecar: Sidecar, path: str) -> None:
-        self.sidecar = sidecar
+    ``states`` gives the firm's state for the rejection alert, which goes to
+    ``outbox``; every reload, applied or rejected, is audited and counted.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        owner: LimitsOwner,
+        states: ScopeStates,
+        outbox: TransitionSink,
+        audit: AuditLog,
+        metrics: Metrics,
+    ) -> None:
         self.path = Path(path)
+        self.owner = owner
+        self.states = states
+        self.outbox = outbox
+        self.audit = audit
+        self.metrics = metrics
         self._log = log.get("limits")
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.last_error = ""
 
     async def reload(self, trigger: str) -> bool:
-        """Try to load the file; True when new limits were swapped in."""
+        """Try to load the file; True when new limits were swapped in.
+
+        A bad file is never raised: it is logged, counted, audited and alerted, and
+        the old limits stay in force (False, as when the file did not change).
+        """
         async with self._lock:
-            s = self.sidecar
             try:
                 new = await asyncio.to_thread(load, self.path)
             except LimitsError as exc:
-                return self._rejected(trigger, exc)
-            old = s.limits
+                await self._rejected(trigger, exc)
+                return False
+            old = self.owner.limits
             if new.digest == old.digest:
                 return False
             diff = diff_rules(old, new)
-            s.engine.replace_limits(new)
-            s.limits = new
+            self.owner.replace_limits(new)
             self.last_error = ""
-            s.metrics.limits_rules.set(len(new.rules))
-            s.metrics.limits_reloads.labels("applied").inc()
-            s.audit.record(
+            self.metrics.limits_rules.set(len(new.rules))
+            self.metrics.limits_reloads.labels("applied").inc()
+            self.audit.record(
                 "limits_reload",
                 {
                     "trigger": trigger,
@@ -109,18 +131,17 @@ class LimitsReloader:
             )
             return True
 
-    def _rejected(self, trigger: str, exc: LimitsError) -> bool:
-        s = self.sidecar
+    async def _rejected(self, trigger: str, exc: LimitsError) -> None:
         self.last_error = "; ".join(exc.problems)
-        s.metrics.limits_reloads.labels("rejected").inc()
-        s.audit.record(
+        self.metrics.limits_reloads.labels("rejected").inc()
+        self.audit.record(
             "limits_reload",
             {
                 "trigger": trigger,
                 "result": "rejected",
                 "path": str(self.path),
                 "problems": exc.problems,
-                "kept_sha256": s.limits.digest,
+                "kept_sha256": self.owner.limits.digest,
             },
         )
         self._log.error(
@@ -128,19 +149,21 @@ class LimitsReloader:
             trigger=trigger,
             problems=exc.problems,
         )
-        s.notifier.submit(
-            system_alert(
-                "limits-reload-rejected",
-                "limits_file",
-                s.engine.killswitch.state("firm"),
-                reason=f"{self.path}: " + self.last_error[:900],
-            )
+        alert = system_alert(
+            "limits-reload-rejected",
+            "limits_file",
+            self.states.state("firm"),
+            reason=f"{self.path}: " + self.last_error[:900],
         )
-        return False
+        await self.outbox.send([alert])
 
-    def start_watching(self) -> None:
-        """Watch the file's directory in the background."""
+    def start_watching(self) -> bool:
+        """Watch the file's directory in the background; False (no watch) when the
+        limits did not come from a real file."""
+        if not self.path.is_file():
+            return False
         self._task = asyncio.create_task(self._watch(), name="limits-watch")
+        return True
 
     async def _watch(self) -> None:
         folder = self.path.parent
@@ -148,7 +171,7 @@ class LimitsReloader:
             await self.reload("file-change")
 
     async def stop(self) -> None:
-        """Stop watching."""
+        """Stop watching (nothing to do when not watching)."""
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,156 @@
+"""Checkpointing: the input offsets the engine's state reflects, commits, snapshots.
+
+``applied`` holds, per input partition, the next offset to apply. It advances only
+after a batch's events are in the engine's state, so a commit or a snapshot taken
+during a batch's awaits never claims events the state does not reflect yet.
+
+Snapshots (engine state plus ``applied``) are written every
+``runtime.snapshot_interval_s``, strictly between batches, and once more on a
+graceful stop; the newest valid one is loaded on start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from riskguard import log
+from riskguard.engine import Engine
+from riskguard.metrics import Metrics
+from riskguard.settings import RuntimeSettings
+from riskguard.snapshot import Frozen, SnapshotStore, freeze, restore, serialise
+
+
+class Checkpoints:
+    """Applied and committed offsets of the input, and snapshots of one engine."""
+
+    def __init__(self, runtime: RuntimeSettings, engine: Engine, metrics: Metrics) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.store = SnapshotStore(runtime.snapshot_dir, keep=runtime.snapshot_keep)
+        self.interval_s = runtime.snapshot_interval_s
+        self._applied: dict[TopicPartition, int] = {}  # next offset to apply, per partition
+        self._committed: dict[TopicPartition, int] = {}
+        self._log = log.get("sidecar")
+        self.last_mono = time.monotonic()
+        self.last_path = ""
+        self.last_events = -1
+        self.loaded_from = ""
+        self.load_seconds = 0.0
+        self._writing: asyncio.Task[Any] | None = None
+
+    # offsets ------------------------------------------------------------------
+    @property
+    def applied(self) -> Mapping[TopicPartition, int]:
+        """The next offset to apply, per input partition (read-only view)."""
+        return self._applied
+
+    def start_at(self, tp: TopicPartition, offset: int) -> None:
+        """Where partition ``tp`` starts once assigned (its events before are in state)."""
+        self._applied[tp] = offset
+
+    def advance(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        """A consumed batch is in the engine's state: move past its last messages.
+
+        ``batch`` maps a partition to its messages (each with an ``offset``), as
+        ``AIOKafkaConsumer.getmany`` returns them.
+        """
+        for tp, messages in batch.items():
+            self._applied[tp] = messages[-1].offset + 1
+
+    async def commit(self, consumer: AIOKafkaConsumer | None) -> None:
+        """Commit the applied offsets not committed yet (never beyond what state reflects).
+
+        A failed commit is logged and tried again next time; nothing is raised.
+        """
+        todo = {
+            tp: OffsetAndMetadata(off, "")
+            for tp, off in self._applied.items()
+            if self._committed.get(tp) != off
+        }
+        if not todo or consumer is None:
+            return
+        try:
+            await consumer.commit(todo)
+            self._committed.update({tp: meta.offset for tp, meta in todo.items()})
+        except KafkaError as exc:
+            self._log.warning("commit failed", error=repr(exc))
+
+    # snapshots ----------------------------------------------------------------
+    def load(self) -> None:
+        """Restore the newest valid snapshot, if any, and the offsets it reflects.
+
+        Corrupt or incompatible snapshots are logged and skipped, never half-loaded;
+        with none, state is rebuilt by replaying input.
+        """
+        started = time.perf_counter()
+        snap = self.store.latest()
+        for reason in self.store.skipped:
+            self._log.error("snapshot skipped", reason=reason)
+        if snap is None:
+            self._log.info("no usable snapshot: rebuilding state from the start of input")
+            return
+        restore(self.engine, snap)
+        for key, offset in snap.offsets.items():
+            topic, _, part = key.rpartition("/")
+            self._applied[TopicPartition(topic, int(part))] = int(offset)
+        self.loaded_from = snap.path.name
+        self.last_events = self.engine.events_applied
+        self.load_seconds = time.perf_counter() - started
+        self._log.info(
+            "snapshot loaded",
+            snapshot=snap.path.name,
+            offsets=snap.offsets,
+            events_applied=self.engine.events_applied,
+            seconds=round(self.load_seconds, 3),
+        )
+
+    def _freeze(self) -> Frozen:
+        offsets = {f"{tp.topic}/{tp.partition}": off for tp, off in self._applied.items()}
+        return freeze(self.engine, offsets)
+
+    def maybe_snapshot(self) -> None:
+        """Between batches: start a snapshot write if one is due and none is running."""
+        if self.interval_s <= 0 or time.monotonic() - self.last_mono < self.interval_s:
+            return
+        if self._writing is not None and not self._writing.done():
+            return
+        if self.engine.events_applied == self.last_events:
+            return  # nothing changed since the last snapshot
+        self.last_mono = time.monotonic()
+        self.last_events = self.engine.events_applied
+        frozen = self._freeze()  # consistent with `applied`: copied between batches
+        self._writing = asyncio.create_task(self._write(frozen), name="snapshot-write")
+
+    async def _write(self, frozen: Frozen) -> None:
+        try:  # serialising in the thread too: the event loop only paid for the copies
+            path = await asyncio.to_thread(lambda: self.store.write(serialise(frozen)))
+            self.last_path = path.name
+            self.metrics.last_snapshot.set(time.time())
+        except OSError as exc:
+            self._log.error("snapshot write failed", error=str(exc))
+
+    async def final(self) -> None:
+        """On graceful stop: wait for a write in flight, then write the final state.
+
+        A failed write is logged; nothing is raised.
+        """
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
+        if self.interval_s > 0 and self._applied:
+            await self._write(self._freeze())
+
+    def status(self) -> dict[str, Any]:
+        """For ``/v1/status``: last snapshot written, the one loaded, and the folder."""
+        return {
+            "last_written": self.last_path or None,
+            "loaded_from": self.loaded_from or None,
+            "load_seconds": round(self.load_seconds, 3),
+            "dir": str(self.store.folder),
+        }

@@ -1,0 +1,265 @@
+"""The consume step: fetch, decode, apply to the engine, dead-letter, hand out transitions.
+
+Hot path (one task): ``getmany`` -> decode -> ``Engine.apply`` -> advance the
+applied offsets -> the outbox (control topic first, awaited). The engine is
+driven by exactly two things, both here: input batches and the clock tick.
+
+Every partition of every input topic is assigned by hand: a kill switch must see
+the whole firm's flow, and a consumer group would split partitions between
+instances (silently breaking firm-wide limits) and stall starts on rebalances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from riskguard import log
+from riskguard.control.reader import partitions
+from riskguard.engine import Engine
+from riskguard.events import BadEvent, Event, decode
+from riskguard.events import _decoder as _event_decoder
+from riskguard.ingest.checkpoint import Checkpoints
+from riskguard.ingest.coordinates import Coordinates
+from riskguard.ingest.health import Liveness
+from riskguard.ingest.ports import TransitionSink
+from riskguard.metrics import Metrics
+from riskguard.settings import KafkaSettings
+
+Batch = Mapping[TopicPartition, Sequence[Any]]
+"""One ``getmany`` result: per partition, its messages in offset order."""
+
+
+class DeadLetters:
+    """Counts, logs and forwards bad events to the dead-letter topic."""
+
+    def __init__(self, topic: str, metrics: Metrics) -> None:
+        self.topic = topic
+        self.metrics = metrics
+        self.count = 0
+        self._producer: AIOKafkaProducer | None = None
+        self._log = log.get("sidecar")
+
+    def open(self, producer: AIOKafkaProducer) -> None:
+        """Forward through ``producer`` from now on (before that, bad events are only
+        counted and logged)."""
+        self._producer = producer
+
+    async def send(self, bad: BadEvent, value: bytes, key: bytes | None) -> None:
+        """Count, log and forward one bad event; a failed send is logged, never raised."""
+        self.count += 1
+        self.metrics.bad_events.labels(bad.reason).inc()
+        self._log.warning(
+            "bad event", reason=bad.reason, detail=bad.detail[:300], position=bad.position
+        )
+        if self._producer is None:
+            return
+        headers = [
+            ("riskguard.reason", bad.reason.encode()),
+            ("riskguard.detail", bad.detail[:1000].encode()),
+            ("riskguard.position", bad.position.encode()),
+        ]
+        try:
+            await self._producer.send(self.topic, value, key=key, headers=headers)
+        except KafkaError as exc:  # counted and logged above; the event itself is in the log
+            self._log.error("dead-letter publish failed", error=repr(exc), position=bad.position)
+
+
+@dataclass(eq=False)
+class ConsumeLoop:
+    """Drives one engine from the input topics and the clock.
+
+    Reads and advances offsets through ``checkpoints``, reports every poll to
+    ``liveness``, and hands every transition to ``outbox``.
+    """
+
+    kafka: KafkaSettings
+    engine: Engine
+    outbox: TransitionSink
+    checkpoints: Checkpoints
+    liveness: Liveness
+    metrics: Metrics
+    session_start_ns: int | None = None
+    """Events stamped earlier are skipped (ns since the epoch); None skips nothing."""
+    dead_letters: DeadLetters = field(init=False)
+    assigned: set[TopicPartition] = field(init=False, default_factory=set)
+    """The input partitions assigned."""
+    before_session: int = field(init=False, default=0)
+    """Events skipped because they were stamped before the session start."""
+
+    def __post_init__(self) -> None:
+        self.dead_letters = DeadLetters(self.kafka.dead_letter_topic, self.metrics)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._fetching = False
+        self._log = log.get("sidecar")
+
+    def open(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        """Consume with ``consumer`` (started, no subscription); dead-letter with ``producer``."""
+        self._consumer = consumer
+        self.dead_letters.open(producer)
+
+    def _require_consumer(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("the consume loop has no consumer yet: call open() first")
+        return self._consumer
+
+    # assignment ----------------------------------------------------------------
+    async def assign(self) -> list[str]:
+        """Assign every input partition; each starts where the state left it.
+
+        That is the snapshot's offset when one was loaded, else the session start
+        (``offsets_for_times``) or the partition's beginning (state is rebuilt by
+        replay). Breaches the previous instance already judged are not decided twice
+        (``judge_until`` and per-scope judged times). Returns the partitions newly
+        assigned (``"topic/partition"``), empty when nothing changed.
+
+        Raises :class:`RuntimeError` before :meth:`open`, and aiokafka's
+        ``KafkaError`` or :class:`TimeoutError` when the broker cannot say which
+        partitions there are.
+        """
+        consumer = self._require_consumer()
+        tps: list[TopicPartition] = []
+        for topic in self.kafka.input_topics:
+            tps += await partitions(consumer, topic, timeout_s=10.0)
+        if set(tps) <= self.assigned:
+            return []
+        consumer.assign(tps)
+        begin = await consumer.beginning_offsets(tps)
+        applied = self.checkpoints.applied
+        if self.session_start_ns is not None:  # start of day, where the broker can find it
+            found = await consumer.offsets_for_times(
+                {tp: self.session_start_ns // 1_000_000 for tp in tps if tp not in applied}
+            )
+            for tp, hit in found.items():
+                if hit is not None and hit.offset > begin[tp]:
+                    begin[tp] = hit.offset
+        for tp in tps:
+            start = applied.get(tp, begin[tp])
+            if start < begin[tp]:
+                self._log.error(
+                    "input retention passed the snapshot: events were lost to state",
+                    partition=f"{tp.topic}/{tp.partition}",
+                    snapshot_offset=start,
+                    beginning=begin[tp],
+                )
+                start = begin[tp]
+            self.checkpoints.start_at(tp, start)
+            consumer.seek(tp, start)
+        new = sorted(f"{t.topic}/{t.partition}" for t in tps if t not in self.assigned)
+        self.assigned = set(tps)
+        self._log.info("partitions assigned", partitions=new)
+        return new
+
+    # the loop ------------------------------------------------------------------
+    def start(self, stop: asyncio.Event) -> None:
+        """Run the consume loop in a task until ``stop`` is set.
+
+        Raises :class:`RuntimeError` before :meth:`open`.
+        """
+        self._require_consumer()
+        self._task = asyncio.create_task(self._run(stop), name="consume")
+
+    async def finish(self) -> None:
+        """After ``stop`` was set: finish the batch in hand, then return.
+
+        A loop waiting on the broker has nothing in hand and is cancelled at once.
+        """
+        if self._task is None:
+            return
+        if self._fetching:
+            self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self, stop: asyncio.Event) -> None:
+        consumer = self._require_consumer()
+        while not stop.is_set():
+            self._fetching = True
+            try:
+                batch = await consumer.getmany(timeout_ms=100, max_records=self.kafka.max_records)
+            except KafkaError as exc:
+                self._log.error("fetch failed", error=repr(exc))
+                await asyncio.sleep(0.2)
+                continue
+            finally:
+                self._fetching = False
+            self.liveness.polled()
+            if batch:
+                await self.apply(batch)
+            self.checkpoints.maybe_snapshot()  # between batches only: state and offsets agree
+
+    async def apply(self, batch: Batch) -> None:
+        """Decode and apply one batch, then advance offsets and send transitions out.
+
+        Bad events go to the dead-letter topic and never stop the batch; events
+        stamped before the session start are counted and skipped. Raises
+        :class:`RuntimeError` before :meth:`open`.
+        """
+        consumer = self._require_consumer()
+        started = time.perf_counter()
+        events, where = await self._decode(batch)
+        result = self.engine.apply(events, where, wall_ns=time.time_ns())
+        # Offsets advance only now that the state reflects them: the commit and
+        # snapshot tasks may run during the awaits above and must never see them early.
+        self.checkpoints.advance(batch)
+        for bad in result.bad:
+            await self.dead_letters.send(bad, where.value_at(bad.position), None)
+        self.metrics.count_events(result.type_counts)
+        if result.transitions:
+            await self.outbox.send(result.transitions)
+        if events:
+            self.metrics.last_event.set(max(e.ts for e in events[-64:]) / 1e9)
+        applied = self.checkpoints.applied
+        for tp in batch:
+            high = consumer.highwater(tp)
+            if high is not None:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, high - applied[tp])
+                )
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _decode(self, batch: Batch) -> tuple[list[Event], Coordinates]:
+        """The batch's good events of this session, and where each came from."""
+        events: list[Event] = []
+        where = Coordinates()
+        session = self.session_start_ns
+        for tp, messages in batch.items():
+            label = f"{tp.topic}/{tp.partition}"
+            where.partition(label)
+            for m in messages:
+                value = m.value or b""
+                try:  # the fast path; decode() below explains a failure
+                    item = _event_decoder.decode(value)
+                except (msgspec.DecodeError, UnicodeDecodeError, ValueError):
+                    bad = decode(value, f"{label}@{m.offset}")
+                    assert isinstance(bad, BadEvent)
+                    await self.dead_letters.send(bad, value, m.key)
+                    continue
+                if session is not None and item.ts < session:
+                    self.before_session += 1  # yesterday's flow: not part of this session
+                    continue
+                events.append(item)
+                where.add(m.offset, value)
+        return events, where
+
+    # the clock -----------------------------------------------------------------
+    async def clock(self, interval_ms: int) -> None:
+        """Forever: tick the engine's clock every ``interval_ms`` (time-based rules),
+        send what it decides, and track event lag."""
+        while True:
+            await asyncio.sleep(interval_ms / 1000)
+            now = time.time_ns()
+            transitions = self.engine.tick(now)
+            if transitions:
+                await self.outbox.send(transitions)
+            last = self.engine.last_event_ns
+            if last > 0:
+                self.metrics.event_lag.set(max(0.0, (now - last) / 1e9))

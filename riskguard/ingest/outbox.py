@@ -1,0 +1,117 @@
+"""The outbox: the one place a transition leaves riskguard, always in the same order.
+
+1. the control topic (``acks=all``, awaited: gates learn the state first);
+2. the local journal (fsynced, in a thread; survives broker data loss);
+3. metrics;
+4. the audit log (queued);
+5. the notifiers (queued per sink);
+6. the log.
+
+Automatic transitions and alerts from the engine, operators' manual actions,
+system alerts (broker lost or back, limits file rejected) and states re-asserted
+at start all go through here; nothing else writes to those outlets for a
+transition. Alerts are not states: the control topic and the journal skip them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from riskguard import log
+from riskguard.audit import AuditLog
+from riskguard.control.publisher import ControlPublisher
+from riskguard.journal import HaltJournal
+from riskguard.metrics import Metrics
+from riskguard.notify.dispatch import Notifier
+from riskguard.vocabulary import Transition
+
+
+class OutboxNotOpenError(RuntimeError):
+    """A state change was sent before the control topic's producer was started."""
+
+
+class Outbox:
+    """Sends transitions out through every outlet, in a fixed order.
+
+    Implements :class:`~riskguard.ingest.ports.TransitionSink` and
+    :class:`~riskguard.ingest.ports.Reassertion`. State changes need the control
+    topic: :meth:`open` it once the producer has started.
+    """
+
+    def __init__(
+        self, journal: HaltJournal, metrics: Metrics, audit: AuditLog, notifier: Notifier
+    ) -> None:
+        self.journal = journal
+        self.metrics = metrics
+        self.audit = audit
+        self.notifier = notifier
+        self._control: ControlPublisher | None = None
+        self._log = log.get("sidecar")
+
+    def open(self, control: ControlPublisher) -> None:
+        """Start sending state changes to the control topic through ``control``."""
+        self._control = control
+
+    def _publisher(self) -> ControlPublisher:
+        if self._control is None:
+            raise OutboxNotOpenError("the control topic is not open yet: riskguard is starting")
+        return self._control
+
+    async def send(self, transitions: Sequence[Transition]) -> None:
+        """Send transitions and alerts out: control topic, journal, metrics, audit,
+        notifiers, log.
+
+        A control publish that fails stays pending and is retried
+        (:meth:`retry_pending`); a journal write that fails is logged (the control
+        topic still has the state). Raises :class:`OutboxNotOpenError` for a state change
+        sent before :meth:`open`, before anything went out.
+        """
+        items = list(transitions)
+        if any(not tr.is_alert for tr in items):
+            await self._publisher().publish(items)
+            try:
+                await asyncio.to_thread(self.journal.append, items)
+            except OSError as exc:  # the control topic still has it; say so loudly
+                self._log.error("journal write failed", path=str(self.journal.path), error=str(exc))
+        for tr in items:
+            self.metrics.transition(tr)
+            self.audit.record("transition", tr)
+            self.notifier.submit(tr)
+            self._log.warning(
+                "transition",
+                scope=tr.scope,
+                from_state=tr.from_,
+                to=tr.to,
+                kind=tr.kind,
+                rule=tr.rule,
+                value=tr.value,
+                limit=tr.limit,
+                operator=tr.operator,
+                reason=tr.reason,
+                id=tr.id,
+            )
+
+    async def reassert(
+        self, restored: Sequence[Transition], republish: Sequence[Transition]
+    ) -> None:
+        """States put back at start: re-publish those the control topic lost, count all.
+
+        They were journalled, audited and notified when first decided, so only the
+        control topic (for ``republish``) and the state metrics hear of them again.
+        Raises :class:`OutboxNotOpenError` when there is something to re-publish before
+        :meth:`open`.
+        """
+        if republish:
+            await self._publisher().publish(list(republish))
+        for tr in restored:
+            self.metrics.transition(tr)
+
+    async def retry_pending(self) -> None:
+        """Re-send the control publishes that failed (newest state per scope)."""
+        if self._control is not None:
+            await self._control.retry_pending()
+
+    def pending(self) -> list[str]:
+        """Scopes whose latest state the control topic has not acknowledged yet."""
+        return sorted(self._control.pending) if self._control is not None else []

@@ -1,0 +1,115 @@
+"""The narrow interfaces the sidecar's parts are written against.
+
+Recovery, limits reload, the operators' API, manual actions and health see each
+other only through these Protocols, never through
+:class:`~riskguard.ingest.runtime.Sidecar`. This module imports nothing of the
+runtime, so no part can form an import cycle through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from riskguard.control.records import HeartbeatRecord
+from riskguard.limits import Limits
+from riskguard.vocabulary import State, Transition
+
+
+class TransitionSink(Protocol):
+    """Where transitions and system alerts go out (the outbox)."""
+
+    async def send(self, transitions: Sequence[Transition]) -> None:
+        """Send state changes and alerts out, in order, through every outlet."""
+        ...
+
+
+class Reassertion(Protocol):
+    """Where states restored at start go back out (the outbox)."""
+
+    async def reassert(
+        self, restored: Sequence[Transition], republish: Sequence[Transition]
+    ) -> None:
+        """Re-publish ``republish`` to the control topic; count every ``restored`` state."""
+        ...
+
+
+class ScopeStates(Protocol):
+    """Reads trading states (the kill switch)."""
+
+    def state(self, scope: str) -> State:
+        """The latched trading state of ``scope`` (``"ACTIVE"`` for one never seen)."""
+        ...
+
+
+class StandingStates(Protocol):
+    """Re-asserts states decided earlier (the kill switch)."""
+
+    def restore(self, tr: Transition) -> bool:
+        """Latch the state ``tr`` leads to; True when that changed the scope's state."""
+        ...
+
+
+class Recoverable(Protocol):
+    """The engine as recovery sees it."""
+
+    @property
+    def killswitch(self) -> StandingStates:
+        """Where standing states are re-asserted."""
+        ...
+
+    def judge_until(self, ts_ns: int) -> None:
+        """Treat breaches from events at or before ``ts_ns`` (ns) as already judged."""
+        ...
+
+
+class LimitsOwner(Protocol):
+    """Holds the limits in force and swaps them (the engine)."""
+
+    @property
+    def limits(self) -> Limits:
+        """The limits in force."""
+        ...
+
+    def replace_limits(self, limits: Limits) -> None:
+        """Swap in validated limits between two batches."""
+        ...
+
+
+class HeartbeatChannel(Protocol):
+    """Where heartbeats are published (the control topic's publisher)."""
+
+    async def heartbeat(self, record: HeartbeatRecord) -> bool:
+        """Publish one heartbeat; False when the broker did not take it."""
+        ...
+
+
+class OperatorDesk(Protocol):
+    """Operators' manual actions, as the control API uses them."""
+
+    async def manual(
+        self, action: str, scope: str, operator: str, reason: str
+    ) -> Transition | None:
+        """``halt``, ``reduce_only`` or ``resume`` a scope; None when nothing changed.
+
+        Raises :class:`ValueError` for an empty operator or reason or an unknown
+        action, :class:`~riskguard.vocabulary.ScopeError` (a ``ValueError``) for a
+        malformed scope; nothing changes then.
+        """
+        ...
+
+    def state(self, scope: str) -> State:
+        """The trading state of ``scope`` after the action."""
+        ...
+
+
+class Probes(Protocol):
+    """Liveness and readiness, as the control API reports them."""
+
+    def healthy(self) -> bool:
+        """The consume loop polled within its stall budget."""
+        ...
+
+    def readiness(self) -> Mapping[str, bool]:
+        """Every readiness check by name, plus ``loop_healthy``."""
+        ...
