@@ -16,17 +16,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import save, table
+from riskguard import events as wire
 from riskguard.engine import Engine, warm_up
-from riskguard.events import (
-    CancelOrder,
-    Event,
-    Fill,
-    Heartbeat,
-    Mark,
-    NewOrder,
-    RejectOrder,
-    ReplaceOrder,
-)
 from riskguard.limits import Limits, parse
 from riskguard.limits.vocabulary import METRICS
 from riskguard.state.columnar import build
@@ -53,7 +44,7 @@ def every_metric_limits() -> Limits:
     return parse("\n".join(lines))
 
 
-def events(n: int, seed: int = 1) -> list[Event]:
+def events(n: int, seed: int = 1) -> list[wire.Event]:
     rng = np.random.default_rng(seed)
     acc = np.minimum(rng.zipf(1.3, n), 10_000) - 1
     sym = np.minimum(rng.zipf(1.3, n), 2_000) - 1
@@ -63,7 +54,7 @@ def events(n: int, seed: int = 1) -> list[Event]:
     price = 10.0 + rng.integers(0, 100, n) / 4
     side = rng.integers(0, 2, n)
     order = rng.integers(0, 50_000, n)
-    out: list[Event] = []
+    out: list[wire.Event] = []
     t0 = 1_700_000_000_000_000_000
     for i in range(n):
         a = f"A{acc[i]}"
@@ -73,25 +64,27 @@ def events(n: int, seed: int = 1) -> list[Event]:
         s = "buy" if side[i] else "sell"
         match kind[i]:
             case 0:
-                out.append(NewOrder(ts=ts, order_id=oid, side=s, qty=qty[i], price=price[i], **k))
+                out.append(
+                    wire.NewOrder(ts=ts, order_id=oid, side=s, qty=qty[i], price=price[i], **k)
+                )
             case 1:
                 out.append(
-                    Fill(
+                    wire.Fill(
                         ts=ts, order_id=oid, exec_id=str(i), side=s, qty=qty[i], price=price[i], **k
                     )
                 )
             case 2:
-                out.append(CancelOrder(ts=ts, order_id=oid, **k))
+                out.append(wire.CancelOrder(ts=ts, order_id=oid, **k))
             case 3:
                 out.append(
-                    ReplaceOrder(ts=ts, order_id=oid, side=s, qty=qty[i], price=price[i], **k)
+                    wire.ReplaceOrder(ts=ts, order_id=oid, side=s, qty=qty[i], price=price[i], **k)
                 )
             case 4:
-                out.append(RejectOrder(ts=ts, order_id=oid, **k))
+                out.append(wire.RejectOrder(ts=ts, order_id=oid, **k))
             case 5:
-                out.append(Mark(ts=ts, symbol=k["symbol"], price=price[i]))
+                out.append(wire.Mark(ts=ts, symbol=k["symbol"], price=price[i]))
             case _:
-                out.append(Heartbeat(ts=ts, source="router"))
+                out.append(wire.Heartbeat(ts=ts, source="router"))
     return out
 
 

@@ -6,17 +6,7 @@ The engine runs them through a throwaway instance at start-up so numba compiles
 
 from __future__ import annotations
 
-from riskguard.events import (
-    CancelOrder,
-    Event,
-    Fill,
-    Heartbeat,
-    Mark,
-    NewOrder,
-    ParentOrder,
-    RejectOrder,
-    ReplaceOrder,
-)
+from riskguard import events as wire
 from riskguard.limits import Limits, parse
 from riskguard.limits.vocabulary import METRICS
 
@@ -40,19 +30,19 @@ def warm_limits() -> Limits:
     return parse("\n".join(lines), source="<warm-up>")
 
 
-def warm_events() -> list[Event]:
+def warm_events() -> list[wire.Event]:
     """Every event type, including a reducing fill and a replace and cancel."""
     k = {"account": "A", "strategy": "S", "symbol": "X"}
     return [
-        Heartbeat(ts=1, source="w"),
-        Mark(ts=2, symbol="X", price=10.0),
-        ParentOrder(ts=3, parent_id="P", side="buy", qty=10.0, **k),
-        NewOrder(ts=4, order_id="o1", side="buy", qty=5.0, price=10.0, parent_id="P", **k),
-        NewOrder(ts=4, order_id="o2", side="buy", qty=5.0, price=None, **k),
-        ReplaceOrder(ts=5, order_id="o1", side="buy", qty=6.0, price=10.5, **k),
-        Fill(ts=6, order_id="o1", exec_id="e1", side="buy", qty=6.0, price=10.0, **k),
-        Fill(ts=7, order_id="o2", exec_id="e2", side="sell", qty=2.0, price=11.0, **k),
-        CancelOrder(ts=8, order_id="o2", **k),
-        RejectOrder(ts=9, order_id="o3", **k),
-        Mark(ts=10, symbol="X", price=9.0),
+        wire.Heartbeat(ts=1, source="w"),
+        wire.Mark(ts=2, symbol="X", price=10.0),
+        wire.ParentOrder(ts=3, parent_id="P", side="buy", qty=10.0, **k),
+        wire.NewOrder(ts=4, order_id="o1", side="buy", qty=5.0, price=10.0, parent_id="P", **k),
+        wire.NewOrder(ts=4, order_id="o2", side="buy", qty=5.0, price=None, **k),
+        wire.ReplaceOrder(ts=5, order_id="o1", side="buy", qty=6.0, price=10.5, **k),
+        wire.Fill(ts=6, order_id="o1", exec_id="e1", side="buy", qty=6.0, price=10.0, **k),
+        wire.Fill(ts=7, order_id="o2", exec_id="e2", side="sell", qty=2.0, price=11.0, **k),
+        wire.CancelOrder(ts=8, order_id="o2", **k),
+        wire.RejectOrder(ts=9, order_id="o3", **k),
+        wire.Mark(ts=10, symbol="X", price=9.0),
     ]

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from riskguard.events import (
-    CancelOrder,
-    Fill,
-    Heartbeat,
-    Mark,
-    NewOrder,
-    ParentOrder,
-    RejectOrder,
-    ReplaceOrder,
-)
+from riskguard import events as wire
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -27,39 +18,41 @@ def rules_toml(*rules: str) -> str:
 K = {"account": "A", "strategy": "S", "symbol": "X"}
 
 
-def new(oid: str, t: int = 0, qty: float = 10, price: float | None = 100.0, **kw: Any) -> NewOrder:
+def new(
+    oid: str, t: int = 0, qty: float = 10, price: float | None = 100.0, **kw: Any
+) -> wire.NewOrder:
     args: dict[str, Any] = {**K, "side": "buy", **kw}
-    return NewOrder(ts=T0 + t, order_id=oid, qty=qty, price=price, **args)
+    return wire.NewOrder(ts=T0 + t, order_id=oid, qty=qty, price=price, **args)
 
 
-def fill(oid: str, t: int = 0, qty: float = 10, price: float = 100.0, **kw: Any) -> Fill:
+def fill(oid: str, t: int = 0, qty: float = 10, price: float = 100.0, **kw: Any) -> wire.Fill:
     args: dict[str, Any] = {**K, "side": "buy", "exec_id": f"x-{oid}-{t}", **kw}
-    return Fill(ts=T0 + t, order_id=oid, qty=qty, price=price, **args)
+    return wire.Fill(ts=T0 + t, order_id=oid, qty=qty, price=price, **args)
 
 
-def cancel(oid: str, t: int = 0, **kw: Any) -> CancelOrder:
-    return CancelOrder(ts=T0 + t, order_id=oid, **{**K, **kw})
+def cancel(oid: str, t: int = 0, **kw: Any) -> wire.CancelOrder:
+    return wire.CancelOrder(ts=T0 + t, order_id=oid, **{**K, **kw})
 
 
-def reject(oid: str, t: int = 0, **kw: Any) -> RejectOrder:
-    return RejectOrder(ts=T0 + t, order_id=oid, **{**K, **kw})
+def reject(oid: str, t: int = 0, **kw: Any) -> wire.RejectOrder:
+    return wire.RejectOrder(ts=T0 + t, order_id=oid, **{**K, **kw})
 
 
 def replace(
     oid: str, t: int = 0, qty: float = 10, price: float | None = 100.0, **kw: Any
-) -> ReplaceOrder:
+) -> wire.ReplaceOrder:
     args: dict[str, Any] = {**K, "side": "buy", **kw}
-    return ReplaceOrder(ts=T0 + t, order_id=oid, qty=qty, price=price, **args)
+    return wire.ReplaceOrder(ts=T0 + t, order_id=oid, qty=qty, price=price, **args)
 
 
-def mark(price: float, t: int = 0, symbol: str = "X") -> Mark:
-    return Mark(ts=T0 + t, symbol=symbol, price=price)
+def mark(price: float, t: int = 0, symbol: str = "X") -> wire.Mark:
+    return wire.Mark(ts=T0 + t, symbol=symbol, price=price)
 
 
-def parent(pid: str, qty: float, t: int = 0, **kw: Any) -> ParentOrder:
+def parent(pid: str, qty: float, t: int = 0, **kw: Any) -> wire.ParentOrder:
     args: dict[str, Any] = {**K, "side": "buy", **kw}
-    return ParentOrder(ts=T0 + t, parent_id=pid, qty=qty, **args)
+    return wire.ParentOrder(ts=T0 + t, parent_id=pid, qty=qty, **args)
 
 
-def heartbeat(source: str, t: int = 0) -> Heartbeat:
-    return Heartbeat(ts=T0 + t, source=source)
+def heartbeat(source: str, t: int = 0) -> wire.Heartbeat:
+    return wire.Heartbeat(ts=T0 + t, source=source)

@@ -19,15 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from riskguard.events import (
-    CancelOrder,
-    Event,
-    Fill,
-    Heartbeat,
-    Mark,
-    NewOrder,
-    ParentOrder,
-)
+from riskguard import events as wire
 
 SYMBOLS = (
     "AAPL",
@@ -120,19 +112,19 @@ class TradingSim:
         """True once the runaway has started."""
         return self.runaway_at_ns is not None and self._now >= self.runaway_at_ns
 
-    def step(self, now_ns: int | None = None) -> list[Event]:
+    def step(self, now_ns: int | None = None) -> list[wire.Event]:
         """Advance one step (to ``now_ns`` when live) and return its events, in order."""
         self._now = now_ns if now_ns is not None else self._now + self.step_ms * MS
         now = self._now
-        out: list[Event] = []
+        out: list[wire.Event] = []
         if now - self._last_hb >= 250 * MS:
             self._last_hb = now
-            out.append(Heartbeat(ts=now, source=ROUTER))
+            out.append(wire.Heartbeat(ts=now, source=ROUTER))
         if now - self._last_mark >= 100 * MS:
             self._last_mark = now
             for s in self._rng.sample(SYMBOLS, 6):
                 self._prices[s] = round(self._prices[s] * self._rng.uniform(0.998, 1.002), 2)
-                out.append(Mark(ts=now, symbol=s, price=self._prices[s]))
+                out.append(wire.Mark(ts=now, symbol=s, price=self._prices[s]))
         for strategy, (account, pqty, _, concurrent) in STRATEGIES.items():
             live = [p for p in self._parents if p.strategy == strategy]
             if len(live) < concurrent and self._rng.random() < 0.2:
@@ -140,7 +132,7 @@ class TradingSim:
                 p = _Parent(self._id("P"), strategy, self._rng.choice(SYMBOLS), side, float(pqty))
                 self._parents.append(p)
                 out.append(
-                    ParentOrder(
+                    wire.ParentOrder(
                         ts=now,
                         parent_id=p.pid,
                         account=account,
@@ -154,7 +146,7 @@ class TradingSim:
             out += self._work(p, now)
         return out
 
-    def _work(self, p: _Parent, now: int) -> list[Event]:
+    def _work(self, p: _Parent, now: int) -> list[wire.Event]:
         account, _, child, _ = STRATEGIES[p.strategy]
         rogue = p.strategy == "smars" and self.runaway
         if not rogue and (p.filled >= p.qty or self._rng.random() > self.activity):
@@ -176,16 +168,16 @@ class TradingSim:
         if rogue:
             self.stats.runaway_orders += 1
         oid = self._id("O")
-        out: list[Event] = [
-            NewOrder(
+        out: list[wire.Event] = [
+            wire.NewOrder(
                 ts=now, order_id=oid, side=p.side, qty=qty, price=limit, parent_id=p.pid, **keys
             )
         ]
         if self._rng.random() < 0.15 and not rogue:
-            out.append(CancelOrder(ts=now + self.exec_delay_ms * MS, order_id=oid, **keys))
+            out.append(wire.CancelOrder(ts=now + self.exec_delay_ms * MS, order_id=oid, **keys))
             return out
         out.append(
-            Fill(
+            wire.Fill(
                 ts=now + MS,
                 order_id=oid,
                 exec_id=self._id("E"),
@@ -205,9 +197,9 @@ class TradingSim:
         self._parents = [p for p in self._parents if p.strategy != "smars"]
         self.runaway_at_ns = at_ns
 
-    def run(self, duration_ms: int) -> list[Event]:
+    def run(self, duration_ms: int) -> list[wire.Event]:
         """All events of the next ``duration_ms`` milliseconds."""
-        out: list[Event] = []
+        out: list[wire.Event] = []
         for _ in range(duration_ms // self.step_ms):
             out += self.step()
         return out

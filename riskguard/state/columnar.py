@@ -14,17 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from riskguard.events import (
-    BadEvent,
-    CancelOrder,
-    Event,
-    Fill,
-    Heartbeat,
-    Mark,
-    NewOrder,
-    RejectOrder,
-    ReplaceOrder,
-)
+from riskguard import events as wire
 from riskguard.state.bundles import EVENT
 from riskguard.state.keys import KeySpace
 from riskguard.vocabulary import (
@@ -57,9 +47,9 @@ def _route(keys: KeySpace, account: str, strategy: str) -> tuple[str, int, int] 
     return route
 
 
-def _conflict(keys: KeySpace, ev: Any, where: str | int) -> BadEvent:
+def _conflict(keys: KeySpace, ev: Any, where: str | int) -> wire.BadEvent:
     owner = keys.strategy_account[keys.scope(L_STRATEGY, ev.strategy)]
-    return BadEvent(
+    return wire.BadEvent(
         "strategy_account_conflict",
         f"strategy {ev.strategy!r} belongs to {keys.scope_names[owner]}, "
         f"not account {ev.account!r}",
@@ -68,8 +58,8 @@ def _conflict(keys: KeySpace, ev: Any, where: str | int) -> BadEvent:
 
 
 def build(
-    events: Sequence[Event], keys: KeySpace, origins: Sequence[str] | None = None
-) -> tuple[Array, list[BadEvent]]:
+    events: Sequence[wire.Event], keys: KeySpace, origins: Sequence[str] | None = None
+) -> tuple[Array, list[wire.BadEvent]]:
     """Intern ``events`` into ``keys``; return the batch (EVENT records) and events rejected here.
 
     ``origins[j]`` says where event ``j`` came from (``"line 12"``, a Kafka coordinate);
@@ -95,7 +85,7 @@ def build(
     pid: list[int] = []
     src: list[int] = []
     pair: list[int] = []
-    bad: list[BadEvent] = []
+    bad: list[wire.BadEvent] = []
     symbols = keys.level_table(L_SYMBOL)
     routes, pairs = keys.routes, keys.pairs
     orders, parents = keys.orders, keys.parents
@@ -103,8 +93,8 @@ def build(
     for j, event in enumerate(events):
         cls = type(event)
         ev: Any = event  # dispatch on ``cls`` below; every branch reads only its own fields
-        if cls is Mark or cls is Heartbeat:
-            typ.append(T_MARK if cls is Mark else T_HEARTBEAT)
+        if cls is wire.Mark or cls is wire.Heartbeat:
+            typ.append(T_MARK if cls is wire.Mark else T_HEARTBEAT)
             ts.append(ev.ts)
             acc.append(-1)
             strat.append(-1)
@@ -113,7 +103,7 @@ def build(
             oid.append(-1)
             pid.append(-1)
             pair.append(-1)
-            if cls is Mark:
+            if cls is wire.Mark:
                 y = symbols.get(ev.symbol)
                 sym.append(keys.scope(L_SYMBOL, ev.symbol) if y is None else y)
                 price.append(ev.price)
@@ -133,7 +123,7 @@ def build(
         y = symbols.get(ev.symbol)
         if y is None:
             y = keys.scope(L_SYMBOL, ev.symbol)
-        if cls is NewOrder:
+        if cls is wire.NewOrder:
             typ.append(T_NEW)
             o = orders.get(ev.order_id)
             oid.append(keys.order(ev.order_id) if o is None else o)
@@ -143,7 +133,7 @@ def build(
             qty.append(ev.qty)
             price.append(nan if ev.price is None else ev.price)
             pair.append(-1)
-        elif cls is Fill:
+        elif cls is wire.Fill:
             typ.append(T_FILL)
             oid.append(orders.get(ev.order_id, -1))
             p = ev.parent_id
@@ -155,14 +145,14 @@ def build(
             pair.append(keys.strategy_pair(a, st, y) if p is None else p)
         else:
             pair.append(-1)
-            if cls is CancelOrder or cls is RejectOrder:
-                typ.append(T_CANCEL if cls is CancelOrder else T_REJECT)
+            if cls is wire.CancelOrder or cls is wire.RejectOrder:
+                typ.append(T_CANCEL if cls is wire.CancelOrder else T_REJECT)
                 oid.append(orders.get(ev.order_id, -1))
                 pid.append(-1)
                 side.append(0)
                 qty.append(0.0)
                 price.append(nan)
-            elif cls is ReplaceOrder:
+            elif cls is wire.ReplaceOrder:
                 typ.append(T_REPLACE)
                 oid.append(orders.get(ev.order_id, -1))
                 pid.append(-1)

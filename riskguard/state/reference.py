@@ -11,17 +11,7 @@ from __future__ import annotations
 
 import math
 
-from riskguard.events import (
-    CancelOrder,
-    Event,
-    Fill,
-    Heartbeat,
-    Mark,
-    NewOrder,
-    ParentOrder,
-    RejectOrder,
-    ReplaceOrder,
-)
+from riskguard import events as wire
 from riskguard.limits.model import Limits, Rule
 from riskguard.state.reference_defs import (
     BUCKETS,
@@ -93,8 +83,8 @@ class ReferenceModel:
         """Net position of ``owner`` in ``symbol``."""
         return self.pos.get((owner, f"symbol:{symbol}"), [0.0])[0]
 
-    def _scopes(self, ev: Event) -> dict[str, str]:
-        if isinstance(ev, Mark | Heartbeat):
+    def _scopes(self, ev: wire.Event) -> dict[str, str]:
+        if isinstance(ev, wire.Mark | wire.Heartbeat):
             return {"firm": "firm"}
         return {
             "firm": "firm",
@@ -236,14 +226,14 @@ class ReferenceModel:
             self.book(s).open_orders -= 1
 
     # the event loop -------------------------------------------------------------
-    def apply(self, events: list[Event]) -> None:
+    def apply(self, events: list[wire.Event]) -> None:
         """Apply events in order."""
         for ev in events:
             self.apply_one(ev)
 
-    def apply_one(self, ev: Event) -> None:
+    def apply_one(self, ev: wire.Event) -> None:
         """Apply one event."""
-        if not isinstance(ev, Mark | Heartbeat):
+        if not isinstance(ev, wire.Mark | wire.Heartbeat):
             owner = self.strategy_account.setdefault(ev.strategy, ev.account)
             if owner != ev.account:
                 self.bad += 1
@@ -253,10 +243,10 @@ class ReferenceModel:
             self.start = now
         self.tick(now)
         self.last_any = max(self.last_any, now)
-        if isinstance(ev, Heartbeat):
+        if isinstance(ev, wire.Heartbeat):
             self.heard[ev.source] = max(self.heard.get(ev.source, -1), now)
             return
-        if isinstance(ev, Mark):
+        if isinstance(ev, wire.Mark):
             sym = f"symbol:{ev.symbol}"
             if now >= self.mark_ts.get(sym, -1):
                 self.mark_ts[sym] = now
@@ -265,27 +255,27 @@ class ReferenceModel:
             return
         scopes = self._scopes(ev)
         sym = scopes["symbol"]
-        if not isinstance(ev, ParentOrder):
+        if not isinstance(ev, wire.ParentOrder):
             self._count(ev, scopes)
         parent = getattr(ev, "parent_id", None)
-        if isinstance(ev, ParentOrder):
+        if isinstance(ev, wire.ParentOrder):
             self.parents.setdefault(ev.parent_id, [None, 0.0])[0] = ev.qty
-        elif isinstance(ev, NewOrder):
+        elif isinstance(ev, wire.NewOrder):
             if ev.parent_id is not None:
                 self.parents.setdefault(ev.parent_id, [None, 0.0])
             if ev.order_id in self.orders:
                 self._close(ev.order_id)
             self._open(ev.order_id, Order(ev.account, ev.strategy, ev.symbol, ev.parent_id, ev.qty))
-        elif isinstance(ev, ReplaceOrder):
+        elif isinstance(ev, wire.ReplaceOrder):
             order = self.orders.get(ev.order_id)
             if order is not None:
                 order.qty = ev.qty
                 if order.cum >= ev.qty:
                     self._close(ev.order_id)
-        elif isinstance(ev, CancelOrder | RejectOrder):
+        elif isinstance(ev, wire.CancelOrder | wire.RejectOrder):
             if ev.order_id in self.orders:
                 self._close(ev.order_id)
-        elif isinstance(ev, Fill):
+        elif isinstance(ev, wire.Fill):
             self._fill(ev, sym)
             order = self.orders.get(ev.order_id)
             if parent is None and order is not None:
@@ -298,7 +288,7 @@ class ReferenceModel:
                     self._close(ev.order_id)
         self._evaluate(ev, scopes, parent)
 
-    def _fill(self, ev: Fill, sym: str) -> None:
+    def _fill(self, ev: wire.Fill, sym: str) -> None:
         src = self.price_src.get(sym, 0)
         if src < 2 and (src == 0 or self.ref[sym] != ev.price):
             self.price_src[sym] = 1
@@ -329,7 +319,7 @@ class ReferenceModel:
             p[0], p[1], p[2] = nq, nc, p[2] + realised
             self._delta(owner, sym, (nq - q) * m, (abs(nq) - abs(q)) * m, realised, nc - c)
 
-    def _count(self, ev: Event, scopes: dict[str, str]) -> None:
+    def _count(self, ev: wire.Event, scopes: dict[str, str]) -> None:
         for kind, level, window in self.counters:
             scope = scopes[level]
             width = -(-window // BUCKETS)
@@ -338,16 +328,20 @@ class ReferenceModel:
             w.advance(bucket)
             v = 0.0
             if kind == "new":
-                v = 1.0 if isinstance(ev, NewOrder) else 0.0
+                v = 1.0 if isinstance(ev, wire.NewOrder) else 0.0
             elif kind == "msg":
-                v = 1.0 if isinstance(ev, NewOrder | ReplaceOrder | CancelOrder) else 0.0
+                v = (
+                    1.0
+                    if isinstance(ev, wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder)
+                    else 0.0
+                )
             elif kind == "rej":
-                v = 1.0 if isinstance(ev, RejectOrder) else 0.0
+                v = 1.0 if isinstance(ev, wire.RejectOrder) else 0.0
             elif kind == "cxl":
-                v = 1.0 if isinstance(ev, CancelOrder) else 0.0
+                v = 1.0 if isinstance(ev, wire.CancelOrder) else 0.0
             elif kind == "filln":
-                v = ev.qty * ev.price if isinstance(ev, Fill) else 0.0
-            elif kind == "dup" and isinstance(ev, NewOrder):
+                v = ev.qty * ev.price if isinstance(ev, wire.Fill) else 0.0
+            elif kind == "dup" and isinstance(ev, wire.NewOrder):
                 key = (
                     (kind, level),
                     window,
@@ -375,7 +369,7 @@ class ReferenceModel:
         w = self.windows.get(key)
         return w.total if w else 0.0
 
-    def _evaluate(self, ev: Event, scopes: dict[str, str], parent: str | None) -> None:
+    def _evaluate(self, ev: wire.Event, scopes: dict[str, str], parent: str | None) -> None:
         family = FAMILY_NAMES[ev.__struct_config__.tag]  # type: ignore[index]
         sym = scopes["symbol"]
         for i, rule in enumerate(self.rules):

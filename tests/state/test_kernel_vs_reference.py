@@ -17,18 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from riskguard import events as wire
 from riskguard.engine import Engine
-from riskguard.events import (
-    CancelOrder,
-    Event,
-    Fill,
-    Heartbeat,
-    Mark,
-    NewOrder,
-    ParentOrder,
-    RejectOrder,
-    ReplaceOrder,
-)
 from riskguard.killswitch import Transition
 from riskguard.limits import Limits, parse
 from riskguard.state.reference import ReferenceModel
@@ -235,10 +225,10 @@ LIMITS_BY_REVALUE = {
 
 
 @st.composite
-def streams(draw: Any) -> tuple[list[Event | tuple[str, str]], list[int]]:
+def streams(draw: Any) -> tuple[list[wire.Event | tuple[str, str]], list[int]]:
     n = draw(st.integers(1, 120))
     t = 0
-    out: list[Event | tuple[str, str]] = []
+    out: list[wire.Event | tuple[str, str]] = []
     for _ in range(n):
         t += draw(st.sampled_from([0, 1, 2, 5, 10, 40])) * MS
         ts = T0 + t - draw(st.sampled_from([0, 0, 0, 3 * MS, 60 * MS]))
@@ -273,9 +263,9 @@ def streams(draw: Any) -> tuple[list[Event | tuple[str, str]], list[int]]:
         qty = float(draw(st.sampled_from([1, 5, 10, 20, 45])))
         price = draw(st.sampled_from(PRICES))
         pid = draw(st.sampled_from([None, "P0", "P1"]))
-        ev: Event | tuple[str, str]
+        ev: wire.Event | tuple[str, str]
         if kind == "new":
-            ev = NewOrder(
+            ev = wire.NewOrder(
                 ts=ts,
                 order_id=oid,
                 side=side,
@@ -285,7 +275,7 @@ def streams(draw: Any) -> tuple[list[Event | tuple[str, str]], list[int]]:
                 **keys,
             )
         elif kind == "fill":
-            ev = Fill(
+            ev = wire.Fill(
                 ts=ts,
                 order_id=oid,
                 exec_id=f"e{len(out)}",
@@ -296,17 +286,17 @@ def streams(draw: Any) -> tuple[list[Event | tuple[str, str]], list[int]]:
                 **keys,
             )
         elif kind == "cancel":
-            ev = CancelOrder(ts=ts, order_id=oid, **keys)
+            ev = wire.CancelOrder(ts=ts, order_id=oid, **keys)
         elif kind == "reject":
-            ev = RejectOrder(ts=ts, order_id=oid, **keys)
+            ev = wire.RejectOrder(ts=ts, order_id=oid, **keys)
         elif kind == "replace":
-            ev = ReplaceOrder(ts=ts, order_id=oid, side=side, qty=qty, price=price, **keys)
+            ev = wire.ReplaceOrder(ts=ts, order_id=oid, side=side, qty=qty, price=price, **keys)
         elif kind == "mark":
-            ev = Mark(ts=ts, symbol=keys["symbol"], price=price)
+            ev = wire.Mark(ts=ts, symbol=keys["symbol"], price=price)
         elif kind == "parent":
-            ev = ParentOrder(ts=ts, parent_id=pid or "P0", side=side, qty=qty, **keys)
+            ev = wire.ParentOrder(ts=ts, parent_id=pid or "P0", side=side, qty=qty, **keys)
         elif kind == "heartbeat":
-            ev = Heartbeat(ts=ts, source=draw(st.sampled_from(["hb1", "hb2"])))
+            ev = wire.Heartbeat(ts=ts, source=draw(st.sampled_from(["hb1", "hb2"])))
         elif kind == "tick":  # the live clock moves on without an event
             ev = ("tick", str(T0 + t))
         else:
@@ -329,7 +319,7 @@ def streams(draw: Any) -> tuple[list[Event | tuple[str, str]], list[int]]:
 
 
 def run_both(
-    stream: list[Event | tuple[str, str]], cuts: list[int], limits: Limits = LIMITS
+    stream: list[wire.Event | tuple[str, str]], cuts: list[int], limits: Limits = LIMITS
 ) -> tuple[Engine, ReferenceModel, list[Transition]]:
     """Feed ``stream`` to both models, cutting the engine's input at ``cuts``."""
     engine = Engine(limits, event_time=True)
@@ -337,7 +327,7 @@ def run_both(
     bounds = [0, *cuts, len(stream)]
     with capture_transitions(engine) as seen:
         for lo, hi in itertools.pairwise(bounds):
-            batch: list[Event] = []
+            batch: list[wire.Event] = []
             for item in stream[lo:hi]:
                 if isinstance(item, tuple) and item[0] == "tick":
                     engine.apply(batch)
@@ -395,7 +385,7 @@ def assert_same(engine: Engine, ref: ReferenceModel, transitions: list[Transitio
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams(), st.sampled_from(sorted(LIMITS_BY_REVALUE)))
 def test_kernel_matches_reference(
-    case: tuple[list[Event | tuple[str, str]], list[int]], revalue_ms: int
+    case: tuple[list[wire.Event | tuple[str, str]], list[int]], revalue_ms: int
 ) -> None:
     engine, ref, seen = run_both(*case, LIMITS_BY_REVALUE[revalue_ms])
     assert_same(engine, ref, seen)
@@ -404,17 +394,17 @@ def test_kernel_matches_reference(
 @pytest.mark.parametrize("split", [1, 7, 1000])
 def test_batching_does_not_change_results(split: int) -> None:
     """One long deterministic stream, cut three ways, gives identical transitions."""
-    stream: list[Event] = []
+    stream: list[wire.Event] = []
     t = 0
     for i in range(3000):
         t += (i % 7) * MS
         s = f"S{i % 4}"
         keys = {"account": STRATEGIES[s], "strategy": s, "symbol": SYMBOLS[i % 3]}
         if i % 5 == 4:
-            stream.append(Mark(ts=T0 + t, symbol=SYMBOLS[i % 3], price=PRICES[i % 5]))
+            stream.append(wire.Mark(ts=T0 + t, symbol=SYMBOLS[i % 3], price=PRICES[i % 5]))
         elif i % 3 == 0:
             stream.append(
-                NewOrder(
+                wire.NewOrder(
                     ts=T0 + t,
                     order_id=f"o{i % 11}",
                     side="buy",
@@ -425,7 +415,7 @@ def test_batching_does_not_change_results(split: int) -> None:
             )
         else:
             stream.append(
-                Fill(
+                wire.Fill(
                     ts=T0 + t,
                     order_id=f"o{i % 11}",
                     exec_id=str(i),
