@@ -133,7 +133,9 @@ def class_archive(java: str, jvm_options: Sequence[str], jars: Sequence[Path]) -
     folder = cache_dir()
     if not os.access(folder, os.W_OK):
         return None
-    key = "\n".join([os.path.realpath(java), *jvm_options, *(j.name for j in jars)])
+    binary = os.path.realpath(java)
+    built = os.stat(binary).st_mtime_ns  # a JDK update makes a new archive
+    key = "\n".join([binary, str(built), *jvm_options, *(j.name for j in jars)])
     return folder / f"classes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsa"
 
 

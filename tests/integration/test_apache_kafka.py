@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import shutil
 import signal
 import socket
 import struct
@@ -25,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
 from riskguard.apache_kafka import ApacheKafkaBroker
-from riskguard.broker import free_port
+from riskguard.broker import BrokerError, free_port
 from riskguard.cli.common import EXIT_USAGE
 from riskguard.control.reader import ControlView, read_to_end
 from riskguard.control.records import HEARTBEAT_KEY, StateRecord, decode_record
@@ -396,6 +397,62 @@ async def test_gate_finds_the_control_topic_unpatched(apache_kafka: ApacheKafkaB
         await gate.start(timeout_s=3.0)  # TimeoutError: "topic ... not found within 3.0 s"
     finally:
         await gate.stop()
+
+
+# the broker itself ---------------------------------------------------------------
+def test_a_broker_that_cannot_start_says_why(kafka_jars: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        broker = ApacheKafkaBroker(port=taken.getsockname()[1])
+        started = time.monotonic()
+        with pytest.raises(BrokerError, match="Address already in use") as caught:
+            broker.start(timeout_s=60)
+    assert time.monotonic() - started < 60
+    assert "during start-up; its log ends:" in str(caught.value)
+    assert not broker.running() and broker.log_path is None  # stopped, data removed
+
+
+def test_the_jvm_dies_with_the_process_that_started_it(kafka_jars: Path) -> None:
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\n"
+            "from riskguard.apache_kafka import ApacheKafkaBroker\n"
+            "b = ApacheKafkaBroker()\n"
+            "b.start()\n"
+            "print(b.pid, b.log_path.parent, flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert starter.stdout is not None
+        pid_text, data = starter.stdout.readline().split()
+        jvm = int(pid_text)
+        assert _alive(jvm)
+        starter.kill()  # no atexit, no finally: only PR_SET_PDEATHSIG is left
+        starter.wait()
+        deadline = time.monotonic() + 15
+        while _alive(jvm):
+            assert time.monotonic() < deadline, f"JVM {jvm} outlived its parent"
+            time.sleep(0.1)
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Running, i.e. not gone and not a zombie waiting for a reaper."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 # the command -------------------------------------------------------------------
