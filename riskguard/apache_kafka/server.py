@@ -178,6 +178,7 @@ class ApacheKafkaBroker:
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._dumping: tuple[Path, Path] | None = None  # (archive, where the JVM writes it)
+        self._served = False  # only a JVM that served leaves a representative archive
 
     # addresses ---------------------------------------------------------------
     @property
@@ -215,12 +216,20 @@ class ApacheKafkaBroker:
         """True while the JVM is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the broker's log ("" before it starts)."""
+    def log_tail(self, lines: int = 30) -> str:
+        """Its ERROR lines (up to 10, with the exception line after each), then the
+        last ``lines`` lines of the broker's log ("" before it starts)."""
         path = self.log_path
         if path is None or not path.exists():
             return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
+        errors = [
+            f"{line}\n  {text[i + 1] if i + 1 < len(text) else ''}".rstrip()
+            for i, line in enumerate(text)
+            if " ERROR " in line
+        ][:10]
+        head = "errors:\n" + "\n".join(errors) + "\nlast lines:\n" if errors else ""
+        return head + "\n".join(text[-lines:])
 
     # lifecycle ---------------------------------------------------------------
     def start(self, timeout_s: float = 90.0) -> str:
@@ -299,7 +308,8 @@ class ApacheKafkaBroker:
         config.write_text(self._properties(self._dir))
         self.cluster_id = _cluster_id()
         archive = class_archive(java, self.jvm_options, jars)
-        use = [f"-XX:SharedArchiveFile={archive}"] if archive and archive.is_file() else []
+        quiet = "-Xlog:cds*=off"  # its notes on skipped classes would bury Kafka's own log
+        use = [f"-XX:SharedArchiveFile={archive}", quiet] if archive and archive.is_file() else []
         # "--opt=value": a random cluster id may begin with "-"
         fmt = ["kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}"]
         fmt += [f"--config={config}"]
@@ -324,7 +334,7 @@ class ApacheKafkaBroker:
                 if time.time() - stale.stat().st_mtime > 3600:
                     stale.unlink(missing_ok=True)
             self._dumping = archive, archive.with_suffix(f".{os.getpid()}-{id(self)}.tmp")
-            use = [f"-XX:ArchiveClassesAtExit={self._dumping[1]}"]
+            use = [f"-XX:ArchiveClassesAtExit={self._dumping[1]}", quiet]
         on_main = threading.current_thread() is threading.main_thread()
         with (self._dir / "kafka.log").open("wb") as log:
             self._proc = subprocess.Popen(
@@ -347,7 +357,7 @@ class ApacheKafkaBroker:
             if self._proc.poll() is not None:
                 raise BrokerError(
                     f"Apache Kafka exited with {self._proc.returncode} during start-up; "
-                    f"its log ends:\n{self.log_tail()}"
+                    f"its log:\n{self.log_tail()}"
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
@@ -358,11 +368,12 @@ class ApacheKafkaBroker:
                 continue
             last_error = _serves(self.bootstrap_servers)
             if not last_error:
+                self._served = True
                 return
             time.sleep(0.2)
         raise BrokerError(
             f"Apache Kafka did not serve requests on {self.bootstrap_servers} in time "
-            f"({last_error}); its log ends:\n{self.log_tail()}"
+            f"({last_error}); its log:\n{self.log_tail()}"
         )
 
     def stop(self, timeout_s: float = 20.0) -> None:
@@ -381,9 +392,10 @@ class ApacheKafkaBroker:
         dumping, self._dumping = self._dumping, None
         if dumping is not None:
             archive, written = dumping
-            if written.is_file() and written.stat().st_size > 0:
+            if self._served and written.is_file() and written.stat().st_size > 0:
                 written.replace(archive)  # atomic: a concurrent start maps a whole file
             written.unlink(missing_ok=True)
+        self._served = False
         data, self._dir = self._dir, None
         if data is not None:
             shutil.rmtree(data, ignore_errors=True)

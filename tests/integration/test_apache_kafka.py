@@ -409,7 +409,7 @@ def test_a_broker_that_cannot_start_says_why(kafka_jars: Path) -> None:
         with pytest.raises(BrokerError, match="Address already in use") as caught:
             broker.start(timeout_s=60)
     assert time.monotonic() - started < 60
-    assert "during start-up; its log ends:" in str(caught.value)
+    assert "during start-up; its log:\nerrors:" in str(caught.value)
     assert not broker.running() and broker.log_path is None  # stopped, data removed
 
 
