@@ -23,6 +23,7 @@ from typing import Any
 
 from riskguard import audit, log
 from riskguard.apache_kafka.dist import kafka_version
+from riskguard.apache_kafka.server import ApacheKafkaBroker
 from riskguard.broker import BROKER_KINDS, BrokerError, make_broker
 from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from riskguard.limits import LimitsError
@@ -108,16 +109,18 @@ def cmd_broker(args: argparse.Namespace) -> int:
     try:
         broker = make_broker(args.kind, port=args.port)
         address = broker.start()
-        if args.kind == "tansu":
+        kafka = broker if isinstance(broker, ApacheKafkaBroker) else None
+        if kafka is None:
             print(f"embedded broker (Tansu, in memory) listening on {address}")
         else:
             print(f"Apache Kafka {kafka_version()} (KRaft, one node) listening on {address}")
-            print(f"  data and log (deleted on stop): {getattr(broker, 'log_path', '')}")
+            print(f"  data and log (deleted on stop): {kafka.log_path}")
         print(f"  export KAFKA_BOOTSTRAP_SERVERS={address}")
         print("Ctrl-C to stop; all topics are lost on stop.", flush=True)
         while not stop.wait(0.5):
             if not broker.running():
-                print("riskguard broker: the broker exited unexpectedly", file=sys.stderr)
+                tail = f"; its log:\n{kafka.log_tail()}" if kafka else ""
+                print(f"riskguard broker: the broker exited unexpectedly{tail}", file=sys.stderr)
                 return EXIT_FAILED
     except BrokerError as exc:
         print(f"riskguard broker: {exc}", file=sys.stderr)

@@ -394,7 +394,7 @@ async def test_gate_finds_the_control_topic_unpatched(apache_kafka: ApacheKafkaB
         await p.stop()
     gate = Gate(apache_kafka.bootstrap_servers, topic)
     try:
-        await gate.start(timeout_s=3.0)  # TimeoutError: "topic ... not found within 3.0 s"
+        await gate.start(timeout_s=1.5)  # TimeoutError: "topic ... not found within 1.5 s"
     finally:
         await gate.stop()
 
@@ -402,8 +402,7 @@ async def test_gate_finds_the_control_topic_unpatched(apache_kafka: ApacheKafkaB
 # the broker itself ---------------------------------------------------------------
 def test_a_broker_that_cannot_start_says_why(kafka_jars: Path) -> None:
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: Kafka cannot bind it either
         broker = ApacheKafkaBroker(port=taken.getsockname()[1])
         started = time.monotonic()
         with pytest.raises(BrokerError, match="Address already in use") as caught:
