@@ -2,7 +2,9 @@
 
 For the demo and the tests only: it keeps everything in memory, so a restart loses
 all topics. Production runs Apache Kafka; nothing in riskguard depends on this
-broker beyond the Kafka protocol.
+broker beyond the Kafka protocol. :func:`make_broker` also offers a real single-node
+Apache Kafka (``kind="apache-kafka"``, needs Java 17+; see :mod:`riskguard.apache_kafka`);
+Tansu stays the default, since it needs nothing beyond ``pip install``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,47 @@ import time
 from collections import deque
 from threading import Thread
 from types import TracebackType
+from typing import Literal, Protocol
+
+#: Brokers riskguard can start for tests and local work; the first is the default.
+BROKER_KINDS: tuple[str, ...] = ("tansu", "apache-kafka")
+BrokerKind = Literal["tansu", "apache-kafka"]
 
 
 class BrokerError(RuntimeError):
     """The broker binary is missing or did not start."""
+
+
+class Broker(Protocol):
+    """What the CLI and tests need of a broker they start."""
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port`` for Kafka clients."""
+        ...
+
+    def start(self, timeout_s: float = ...) -> str:
+        """Start and wait until it serves; returns the address."""
+        ...
+
+    def running(self) -> bool:
+        """True while its process is alive."""
+        ...
+
+    def stop(self) -> None:
+        """Stop it and release everything it holds."""
+        ...
+
+
+def make_broker(kind: BrokerKind = "tansu", port: int = 0) -> Broker:
+    """A not yet started broker of ``kind`` on 127.0.0.1:``port`` (0: a free port)."""
+    if kind == "apache-kafka":
+        from riskguard.apache_kafka import ApacheKafkaBroker  # noqa: PLC0415 - needs Java
+
+        return ApacheKafkaBroker(port=port)
+    if kind == "tansu":
+        return EmbeddedBroker(port=port)
+    raise ValueError(f"unknown broker kind {kind!r}: one of {', '.join(BROKER_KINDS)}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -71,6 +110,10 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         """The broker's process id while it runs."""
         return self._proc.pid if self._proc else None
+
+    def running(self) -> bool:
+        """True while the broker process is alive."""
+        return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout_s: float = 15.0) -> str:
         """Start the broker and wait until it accepts connections. Returns the address."""

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,17 +22,22 @@ from pathlib import Path
 from typing import Any
 
 from riskguard import audit, log
-from riskguard.broker import BrokerError, EmbeddedBroker
+from riskguard.apache_kafka.dist import kafka_version
+from riskguard.apache_kafka.server import ApacheKafkaBroker
+from riskguard.broker import BROKER_KINDS, BrokerError, make_broker
 from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from riskguard.limits import LimitsError
-from riskguard.settings import SettingsError, load_settings
+from riskguard.settings import Settings, SettingsError, load_settings
 
 DEFAULT_URL = "http://127.0.0.1:8321"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the sidecar until SIGTERM or SIGINT."""
-    from riskguard.ingest.runtime import Sidecar  # noqa: PLC0415 - heavy, only for `run`
+    from aiokafka.errors import KafkaError  # noqa: PLC0415 - heavy, only for `run`
+
+    from riskguard.ingest.runtime import Sidecar  # noqa: PLC0415
 
     try:
         settings = load_settings(
@@ -61,7 +67,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
-        await sidecar.start()
+        try:
+            await sidecar.start()
+        except (KafkaError, TimeoutError) as exc:  # unreachable broker, refused login, ...
+            raise StartFailedError(kafka_problem(settings, exc)) from exc
         await sidecar.run()
 
     try:
@@ -69,24 +78,81 @@ def cmd_run(args: argparse.Namespace) -> int:
     except LimitsError as exc:
         print(f"riskguard run: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StartFailedError as exc:
+        print(f"riskguard run: {exc}", file=sys.stderr)
+        return EXIT_USAGE  # like any unreachable service
     return EXIT_OK
 
 
+class StartFailedError(Exception):
+    """The sidecar could not start on its Kafka cluster; the message says where and how."""
+
+
+def kafka_problem(settings: Settings, exc: BaseException) -> str:
+    """One line naming the cluster, the security settings (never the password) and the error.
+
+    aiokafka logs the broker's own reason (e.g. ``SaslAuthenticationFailed ... invalid
+    credentials``) just before; its exception keeps only "Unable to bootstrap".
+    """
+    k = settings.kafka
+    login = f", {k.sasl_mechanism} as {k.sasl_plain_username!r}" if k.sasl_mechanism else ""
+    return f"cannot start on Kafka at {k.bootstrap_servers} ({k.security_protocol}{login}): {exc}"
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
-    """Run the bundled Kafka-compatible broker in the foreground."""
+    """Run a broker in the foreground until SIGINT/SIGTERM (or fetch Kafka's jars)."""
+    if args.fetch:
+        return _fetch_kafka(args.kind)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    broker = None
     try:
-        broker = EmbeddedBroker(port=args.port)
+        broker = make_broker(args.kind, port=args.port)
         address = broker.start()
+        kafka = broker if isinstance(broker, ApacheKafkaBroker) else None
+        if kafka is None:
+            print(f"embedded broker (Tansu, in memory) listening on {address}")
+        else:
+            print(f"Apache Kafka {kafka_version()} (KRaft, one node) listening on {address}")
+            print(f"  data and log (deleted on stop): {kafka.log_path}")
+        print(f"  export KAFKA_BOOTSTRAP_SERVERS={address}")
+        print("Ctrl-C to stop; all topics are lost on stop.", flush=True)
+        while not stop.wait(0.5):
+            if not broker.running():
+                tail = f"; its log:\n{kafka.log_tail()}" if kafka else ""
+                print(f"riskguard broker: the broker exited unexpectedly{tail}", file=sys.stderr)
+                return EXIT_FAILED
     except BrokerError as exc:
         print(f"riskguard broker: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"embedded broker (Tansu, in memory) listening on {address}")
-    print(f"  export KAFKA_BOOTSTRAP_SERVERS={address}")
-    print("Ctrl-C to stop; all topics are lost on stop.", flush=True)
-    try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
-        broker.stop()
+        if broker is not None:
+            broker.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return EXIT_OK
+
+
+def _fetch_kafka(kind: str) -> int:
+    """``--fetch``: Kafka's jars into the cache. Without Java or Maven: say so, exit 0."""
+    if kind != "apache-kafka":
+        print("riskguard broker: --fetch goes with --kind apache-kafka", file=sys.stderr)
+        return EXIT_USAGE
+    from riskguard.apache_kafka import KafkaUnavailableError, fetch  # noqa: PLC0415
+
+    try:
+        home = fetch()
+    except KafkaUnavailableError as exc:  # optional: Tansu needs none of it
+        print(
+            f"riskguard broker: Apache Kafka not fetched ({exc}). Its tests will skip "
+            "(and fail where CI is set); everything else works on Tansu.",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    except BrokerError as exc:
+        print(f"riskguard broker: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Apache Kafka {kafka_version()} jars in {home}")
     return EXIT_OK
 
 
@@ -202,8 +268,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     r.add_argument("--http-port", type=int, help="API port (default 8321)")
     r.set_defaults(func=cmd_run)
 
-    b = sub.add_parser("broker", help="run the bundled Kafka-compatible broker (demo, tests)")
+    b = sub.add_parser(
+        "broker", help="run a local broker: bundled Tansu, or Apache Kafka (Java 17+)"
+    )
     b.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: free)")
+    b.add_argument(
+        "--kind",
+        choices=BROKER_KINDS,
+        default="tansu",
+        help="tansu (bundled, in memory; the default) or apache-kafka (one KRaft node)",
+    )
+    b.add_argument(
+        "--fetch",
+        action="store_true",
+        help="with --kind apache-kafka: fetch its jars through Maven and exit "
+        "(without Java or Maven: say so and exit 0; Apache Kafka is optional)",
+    )
     b.set_defaults(func=cmd_broker)
 
     for name, func, text in (

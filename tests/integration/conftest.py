@@ -13,6 +13,13 @@ from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import Limits, parse
 from riskguard.settings import Settings, load_settings
 
+# Apache Kafka (KRaft, one node) beside Tansu: skips without Java/Maven, fails where CI is set.
+from tests.integration.apache_kafka_fixtures import (  # noqa: F401 - fixtures
+    apache_kafka,
+    kafka_jars,
+    kafka_metadata_workaround,
+)
+
 TOKEN = "test-token-" + "x" * 24
 
 

@@ -1,0 +1,127 @@
+"""Apache Kafka fixtures: one KRaft node per session, beside the Tansu broker.
+
+The node starts when Java 17+ is installed and the jars are fetched (or Maven is
+there to fetch them now). Otherwise the tests that use it skip, saying how to enable
+them, except where the ``CI`` environment variable is set: there a missing Apache
+Kafka fails them, so CI can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+import riskguard.control.reader
+import riskguard.ingest.runtime
+from riskguard.apache_kafka import (
+    HOW_TO_ENABLE,
+    ApacheKafkaBroker,
+    KafkaUnavailableError,
+    fetch,
+    java_binary,
+)
+from riskguard.settings import Settings, load_settings
+
+SCRAM_USER = "riskguard"
+SCRAM_PASSWORD = "scram-" + uuid.uuid4().hex
+
+
+def in_ci() -> bool:
+    """``CI`` is set to anything but an explicit no (``.ci/run`` sets it)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def kafka_jars() -> Path:
+    """Java is there and the Kafka jars are cached (fetched now if Maven is there).
+
+    Skips when they cannot be had, or fails where ``CI`` is set. Returns the cache.
+    """
+    try:
+        java_binary()
+        return fetch()  # no-op when the jars are cached
+    except KafkaUnavailableError as exc:
+        message = f"Apache Kafka unavailable: {exc}"
+        if in_ci():
+            pytest.fail(f"{message} (CI is set: these tests may not skip)", pytrace=False)
+        pytest.skip(f"{message}. To enable these tests: {HOW_TO_ENABLE}")
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(kafka_jars: Path) -> Iterator[ApacheKafkaBroker]:
+    """A single-node Apache Kafka with a SCRAM listener (user ``SCRAM_USER``)."""
+    broker = ApacheKafkaBroker(scram_users={SCRAM_USER: SCRAM_PASSWORD})
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def kafka_settings(bootstrap_servers: str, tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a sidecar on Apache Kafka: topics unique to the call, the
+    idempotent producer on (Apache Kafka's default), fast heartbeats and commits."""
+    run = uuid.uuid4().hex[:8]
+    return load_settings(
+        env={},
+        overrides={
+            "kafka.bootstrap_servers": bootstrap_servers,
+            "kafka.input_topics": [f"events-{run}"],
+            "kafka.group_id": f"riskguard-{run}",
+            "kafka.control_topic": f"control-{run}",
+            "kafka.dead_letter_topic": f"dead-{run}",
+            "kafka.idempotent_producer": True,
+            "http.port": 0,
+            "runtime.audit_log": str(tmp_path / "audit.jsonl"),
+            "runtime.journal": str(tmp_path / "journal.jsonl"),
+            "runtime.snapshot_dir": str(tmp_path / "snapshots"),
+            "runtime.heartbeat_interval_ms": 100,
+            "runtime.commit_interval_ms": 200,
+            "runtime.instance": f"kafka-{run}",
+            **overrides,
+        },
+    )
+
+
+async def partitions_refreshing_metadata(
+    consumer: AIOKafkaConsumer, topic: str, timeout_s: float
+) -> list[TopicPartition]:
+    """``riskguard.control.reader.partitions`` plus the metadata request it lacks.
+
+    WORKAROUND for a riskguard bug on Apache Kafka (riskguard/control/reader.py, not
+    ours to edit now): ``partitions()`` waits for ``consumer.partitions_for_topic()``
+    and calls ``consumer.topics()`` to refresh it, but aiokafka's ``topics()`` fills a
+    throwaway ``ClusterMetadata``, never the consumer's own. Tansu answers the
+    consumer's bootstrap metadata request (an empty topic list) with every topic, so
+    it works there; Apache Kafka answers it, as the protocol says, with no topic, so
+    ``Sidecar.start()`` and ``Gate.start()`` time out ("topic ... not found within
+    10 s"). Here the consumer tracks the topic and refreshes its own metadata.
+    Remove with the fix; ``test_gate_finds_the_control_topic_unpatched`` (a strict
+    xfail) starts passing, i.e. failing, when the bug is fixed.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        if loop.time() > deadline:
+            raise TimeoutError(f"topic {topic!r} not found within {timeout_s} s")
+        await consumer._client.add_topic(topic)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def kafka_metadata_workaround(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patch riskguard's partition lookup for one test (see the function above)."""
+    fixed = partitions_refreshing_metadata
+    monkeypatch.setattr(riskguard.control.reader, "partitions", fixed)
+    monkeypatch.setattr(riskguard.ingest.runtime, "partitions", fixed)
