@@ -18,11 +18,9 @@ import time
 from collections import deque
 from threading import Thread
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Protocol
 
 #: Brokers riskguard can start for tests and local work; the first is the default.
-BROKER_KINDS: tuple[str, ...] = ("tansu", "apache-kafka")
-BrokerKind = Literal["tansu", "apache-kafka"]
 
 
 class BrokerError(RuntimeError):
@@ -48,17 +46,6 @@ class Broker(Protocol):
     def stop(self) -> None:
         """Stop it and release everything it holds."""
         ...
-
-
-def make_broker(kind: BrokerKind = "tansu", port: int = 0) -> Broker:
-    """A not yet started broker of ``kind`` on 127.0.0.1:``port`` (0: a free port)."""
-    if kind == "apache-kafka":
-        from riskguard.apache_kafka import ApacheKafkaBroker  # noqa: PLC0415 - needs Java
-
-        return ApacheKafkaBroker(port=port)
-    if kind == "tansu":
-        return EmbeddedBroker(port=port)
-    raise ValueError(f"unknown broker kind {kind!r}: one of {', '.join(BROKER_KINDS)}")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

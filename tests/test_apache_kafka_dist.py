@@ -24,7 +24,8 @@ from riskguard.apache_kafka import (
     kafka_version,
 )
 from riskguard.apache_kafka.dist import POM, java_major
-from riskguard.broker import EmbeddedBroker, make_broker
+from riskguard.broker import EmbeddedBroker
+from riskguard.brokers import make_broker
 from riskguard.cli import main
 from tests.integration.apache_kafka_fixtures import in_ci
 

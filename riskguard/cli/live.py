@@ -24,7 +24,8 @@ from typing import Any
 from riskguard import audit, log
 from riskguard.apache_kafka.dist import kafka_version
 from riskguard.apache_kafka.server import ApacheKafkaBroker
-from riskguard.broker import BROKER_KINDS, BrokerError, make_broker
+from riskguard.broker import BrokerError
+from riskguard.brokers import BROKER_KINDS, make_broker
 from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from riskguard.limits import LimitsError
 from riskguard.settings import Settings, SettingsError, load_settings

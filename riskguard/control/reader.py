@@ -20,16 +20,25 @@ __all__ = ["ControlView", "partitions", "read_to_end"]
 async def partitions(
     consumer: AIOKafkaConsumer, topic: str, timeout_s: float
 ) -> list[TopicPartition]:
-    """The topic's partitions (waits for metadata up to ``timeout_s``)."""
+    """The topic's partitions, waiting for its metadata up to ``timeout_s``.
+
+    The consumer is made to track the topic and refresh its own metadata. (aiokafka's
+    ``consumer.topics()`` fills a throwaway copy; Tansu happens to answer a consumer's
+    first metadata request with every topic, Apache Kafka, as the protocol says, with
+    none, so waiting on ``topics()`` never ended there.) Raises ``TimeoutError`` when
+    the topic does not appear in time.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
+    client = consumer._client  # aiokafka has no public call for this on a consumer
     while True:
         found = consumer.partitions_for_topic(topic)
         if found:
             return [TopicPartition(topic, p) for p in sorted(found)]
         if loop.time() > deadline:
             raise TimeoutError(f"topic {topic!r} not found within {timeout_s} s")
-        await consumer.topics()  # refreshes cluster metadata
+        await client.add_topic(topic)
+        await client.force_metadata_update()
         await asyncio.sleep(0.05)
 
 

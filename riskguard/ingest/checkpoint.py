@@ -51,6 +51,11 @@ class Checkpoints:
         """The next offset to apply, per input partition (read-only view)."""
         return self._applied
 
+    @property
+    def committed(self) -> Mapping[TopicPartition, int]:
+        """The offset last committed to the consumer group, per input partition."""
+        return self._committed
+
     def start_at(self, tp: TopicPartition, offset: int) -> None:
         """Where partition ``tp`` starts once assigned (its events before are in state)."""
         self._applied[tp] = offset

@@ -8,7 +8,6 @@ Kafka fails them, so CI can never pass by skipping.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -16,10 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-import riskguard.control.reader
-import riskguard.ingest.runtime
 from riskguard.apache_kafka import (
     HOW_TO_ENABLE,
     ApacheKafkaBroker,
@@ -88,40 +84,3 @@ def kafka_settings(bootstrap_servers: str, tmp_path: Path, **overrides: Any) -> 
             **overrides,
         },
     )
-
-
-async def partitions_refreshing_metadata(
-    consumer: AIOKafkaConsumer, topic: str, timeout_s: float
-) -> list[TopicPartition]:
-    """``riskguard.control.reader.partitions`` plus the metadata request it lacks.
-
-    WORKAROUND for a riskguard bug on Apache Kafka (riskguard/control/reader.py, not
-    ours to edit now): ``partitions()`` waits for ``consumer.partitions_for_topic()``
-    and calls ``consumer.topics()`` to refresh it, but aiokafka's ``topics()`` fills a
-    throwaway ``ClusterMetadata``, never the consumer's own. Tansu answers the
-    consumer's bootstrap metadata request (an empty topic list) with every topic, so
-    it works there; Apache Kafka answers it, as the protocol says, with no topic, so
-    ``Sidecar.start()`` and ``Gate.start()`` time out ("topic ... not found within
-    10 s"). Here the consumer tracks the topic and refreshes its own metadata.
-    Remove with the fix; ``test_gate_finds_the_control_topic_unpatched`` (a strict
-    xfail) starts passing, i.e. failing, when the bug is fixed.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return [TopicPartition(topic, p) for p in sorted(found)]
-        if loop.time() > deadline:
-            raise TimeoutError(f"topic {topic!r} not found within {timeout_s} s")
-        await consumer._client.add_topic(topic)
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-def kafka_metadata_workaround(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Patch riskguard's partition lookup for one test (see the function above)."""
-    fixed = partitions_refreshing_metadata
-    monkeypatch.setattr(riskguard.control.reader, "partitions", fixed)
-    monkeypatch.setattr(riskguard.ingest.runtime, "partitions", fixed)

@@ -17,7 +17,6 @@ from riskguard.settings import Settings, load_settings
 from tests.integration.apache_kafka_fixtures import (  # noqa: F401 - fixtures
     apache_kafka,
     kafka_jars,
-    kafka_metadata_workaround,
 )
 
 TOKEN = "test-token-" + "x" * 24
