@@ -1,8 +1,9 @@
 """The engine: apply a batch of events -> update state -> evaluate rules -> transitions.
 
-Pure and replayable: no I/O, the clock is injected, and the same events give
-the same transitions however they are cut into batches. The live sidecar and
-``riskguard replay`` both drive this one class.
+Pure and replayable: no I/O, the clock is injected, and the same events give the same
+transitions however they are cut into batches. The live sidecar and ``riskguard
+replay`` both drive this one class. Inspection (positions, values, peaks) is in
+:mod:`riskguard.inspection`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,28 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from riskguard.events import BadEvent, Event
+from riskguard.inspection import Inspection, RulePeak
 from riskguard.killswitch import KillSwitch
-from riskguard.limits.model import Limits, Rule
-from riskguard.state.bundles import DECISION, OUT_COUNTS, PEAK, Output, fill_record
-from riskguard.state.columnar import build
+from riskguard.limits.model import Limits
+from riskguard.settings import EngineSettings
+from riskguard.state.bundles import (
+    CLOSED,
+    DECISION,
+    N_BUSTED,
+    N_DUPLICATE,
+    N_LATE,
+    N_REUSED,
+    N_SKEWED,
+    NOTE,
+    OUT_COUNTS,
+    PEAK,
+    Output,
+    fill_record,
+)
+from riskguard.state.columnar import Built, build
 from riskguard.state.counters import C_DUP
-from riskguard.state.kernel import apply_batch, tick
-from riskguard.state.keys import KeySpace, pair_key
+from riskguard.state.kernel import apply_batch, settle, tick
+from riskguard.state.keys import KeySpace
 from riskguard.state.rulebook import Rulebook, compile_limits
 from riskguard.state.store import StateStore
 from riskguard.state.tables import empty_edges
@@ -28,6 +44,20 @@ from riskguard.vocabulary import EVENT_TYPES, STATES, Transition, transition_id
 from riskguard.warmup import warm_events, warm_limits
 
 Clock = Callable[[], int]
+__all__ = ["Engine", "Result", "RulePeak", "Skewed", "warm_up"]
+
+
+@dataclass(frozen=True, slots=True)
+class Skewed:
+    """An event stamped too far ahead of the clock (applied at the corrected time)."""
+
+    origin: str
+    """Where it came from (a line number, a Kafka coordinate)."""
+    key: str
+    """Whose clock it is: ``source:<name>`` for a heartbeat, else its account, or symbol."""
+    skew_ns: int
+    ts: int
+    """Its own (uncorrected) timestamp."""
 
 
 @dataclass(slots=True)
@@ -37,34 +67,31 @@ class Result:
     applied: int = 0
     transitions: list[Transition] = field(default_factory=list)
     bad: list[BadEvent] = field(default_factory=list)
-    #: events applied per type code (index = position in ``events.EVENT_TYPES``)
-    type_counts: np.ndarray = field(default_factory=lambda: np.zeros(8, dtype=np.int64))
-
-
-@dataclass(frozen=True, slots=True)
-class RulePeak:
-    """Highest and lowest value a rule saw, and how close it came to its limit."""
-
-    rule: Rule
-    evaluations: int
-    high: float | None
-    low: float | None
-    utilisation: float | None
+    duplicates: int = 0
+    """Redeliveries recognised and not applied again (docs/events.md, Redelivery)."""
+    skewed: list[Skewed] = field(default_factory=list)
+    late: int = 0
+    """Events beyond the lateness bound, counted in windows as now."""
+    #: events applied per type code (index = position in ``EVENT_TYPES``)
+    type_counts: np.ndarray = field(
+        default_factory=lambda: np.zeros(len(EVENT_TYPES), dtype=np.int64)
+    )
 
 
 def _output(cap: int, batch_len: int = 0) -> Output:
     return Output(
         decisions=np.zeros(cap, dtype=DECISION),
-        closed=np.zeros(batch_len, dtype=np.int64),
+        notes=np.zeros(2 * batch_len, dtype=NOTE),
+        closed=np.zeros(batch_len, dtype=CLOSED),
         counts=np.zeros(1, dtype=OUT_COUNTS),
     )
 
 
 def _peaks(rows: int) -> np.ndarray:
-    return np.repeat(fill_record(PEAK, high=-np.inf, low=np.inf), rows)
+    return np.repeat(fill_record(PEAK, high=-np.inf, low=np.inf, high_scope=-1, low_scope=-1), rows)
 
 
-class Engine:
+class Engine(Inspection):
     """State, rules and kill switch for one trading system. Owned by one task."""
 
     def __init__(
@@ -74,10 +101,13 @@ class Engine:
         *,
         warm: bool = True,
         event_time: bool = False,
+        settings: EngineSettings | None = None,
     ) -> None:
         """``event_time=True`` (replay) makes the latest event time the clock, and
-        stamps each automatic decision with its triggering event's time."""
+        stamps each automatic decision with its triggering event's time. ``settings``
+        bound clock skew, lateness and the redelivery memory (defaults: EngineSettings)."""
         self.event_time = event_time
+        self.settings = settings or EngineSettings()
         self.clock: Clock = clock or (self._event_clock if event_time else time.time_ns)
         self.keys = KeySpace()
         self.store = StateStore()
@@ -92,7 +122,12 @@ class Engine:
 
     # limits -------------------------------------------------------------------
     def _install(self, limits: Limits) -> Rulebook:
-        book = compile_limits(limits, self.keys)
+        book = compile_limits(
+            limits,
+            self.keys,
+            skew_ns=self.settings.skew_ns,
+            lateness_ns=self.settings.lateness_ns,
+        )
         self.store.reset_counters(book.counter_defs)
         self.store.reserve(self.keys)
         self.rule_peaks = _peaks(book.n_rows)
@@ -126,28 +161,29 @@ class Engine:
         """Apply events in order and return the transitions they caused.
 
         ``origins[j]`` labels where event ``j`` came from (a line number, a Kafka
-        coordinate), for the events rejected while building the batch. ``wall_ns`` is
-        the wall-clock time of a live run (for ``consumer_lag_ms``); leave it out in
-        replays, where lag is meaningless.
+        coordinate), for bad and skewed events. ``wall_ns`` is the wall-clock time of a
+        live run: it bounds event time (clock skew) and gives ``consumer_lag_ms``; leave
+        it out in replays.
         """
-        batch, bad = build(events, self.keys, origins)
-        return self.apply_columnar(batch, bad, wall_ns)
+        return self.apply_columnar(build(events, self.keys, origins), origins, wall_ns)
 
     def apply_columnar(
-        self, batch: np.ndarray, bad: list[BadEvent] | None = None, wall_ns: int | None = None
+        self, built: Built, origins: Sequence[str] | None = None, wall_ns: int | None = None
     ) -> Result:
         """Apply an already-built batch (``state.columnar.build`` with this engine's keys).
 
         Split out of :meth:`apply` so benchmarks can time the kernel on its own.
         """
+        batch = built.batch
         wall = -1 if wall_ns is None or self.event_time else wall_ns
-        result = Result(bad=bad or [])
+        result = Result(bad=list(built.bad), duplicates=built.duplicates)
         n = len(batch)
         if n == 0:
             return result
         self.store.reserve(self.keys)
         if self._out.closed.shape[0] < n:
-            self._out = self._out._replace(closed=np.zeros(n, dtype=np.int64))
+            self._out = _output(self._out.decisions.shape[0], n)
+        skipped = 0
         start = 0
         while start < n:
             self._make_room(n - start)
@@ -162,14 +198,16 @@ class Engine:
                 self._out,
             )
             self.kernel_ns += time.perf_counter_ns() - began
-            self._drain(batch["ts"], result.transitions)
-            self._release_closed()
+            self._drain(result.transitions)
+            skipped += self._read_notes(built, origins, result)
+            self._remember_closed()
             if nxt == start:  # one event needs more output rows than the buffer holds
                 self._grow_out()
             start = nxt
-        result.applied = n
+        self.store.forget(self.keys, self.settings.horizon_ns, self.settings.dedupe_max_ids)
+        result.applied = n - skipped
         result.type_counts = np.bincount(batch["typ"], minlength=len(EVENT_TYPES))
-        self.events_applied += n
+        self.events_applied += result.applied
         return result
 
     def tick(self, now_ns: int | None = None) -> list[Transition]:
@@ -183,7 +221,20 @@ class Engine:
         while True:
             self._make_room(0)
             done = tick(now, self.store.state, self.rulebook.rules, self.rule_peaks, self._out)
-            self._drain(None, out, now)
+            self._drain(out)
+            if done:
+                return out
+            self._grow_out()
+
+    def settle(self) -> list[Transition]:
+        """End of a stream (a replay's last line): apply the price moves and own-price lots
+        still waiting for the next revaluation epoch, and judge their holders, as the next
+        event or clock tick would have. No time passes for feed silence."""
+        out: list[Transition] = []
+        while True:
+            self._make_room(0)
+            done = settle(self.store.state, self.rulebook.rules, self.rule_peaks, self._out)
+            self._drain(out)
             if done:
                 return out
             self._grow_out()
@@ -199,7 +250,7 @@ class Engine:
 
     @property
     def last_event_ns(self) -> int:
-        """The latest event time applied (ns since the epoch), -1 before any event."""
+        """The engine's clock: the latest (corrected) event time applied, -1 before any."""
         return int(self.store.state.globals["last_event_ns"][0])
 
     def _event_clock(self) -> int:
@@ -215,17 +266,68 @@ class Engine:
         cap = max(need, 2 * self._out.decisions.shape[0])
         self._out = _output(cap, self._out.closed.shape[0])
 
-    def _release_closed(self) -> None:
-        out = self._out
-        k = int(out.counts["n_closed"][0])
+    def _remember_closed(self) -> None:
+        """Orders that stopped working: remembered until the redelivery horizon."""
+        counts = self._out.counts
+        k = int(counts["n_closed"][0])
         if k:
-            done = out.closed[:k]
-            still_closed = done[self.store.state.orders["open"][done] == 0]
-            self.keys.release_orders(still_closed.tolist())
-            out.counts["n_closed"] = 0
+            self.keys.closed_orders.extend((ns, oid) for oid, ns in self._out.closed[:k].tolist())
+            counts["n_closed"] = 0
 
-    def _drain(self, ts: np.ndarray | None, into: list[Transition], now: int = 0) -> None:
-        """Turn the output rows into :class:`Transition` records, in order, and reset them."""
+    def _read_notes(self, built: Built, origins: Sequence[str] | None, into: Result) -> int:
+        """Turn the kernel's notes into counts, bad events and skew reports.
+
+        Returns how many events were not applied (redeliveries and bad events).
+        """
+        counts = self._out.counts
+        k = int(counts["n_notes"][0])
+        counts["n_notes"] = 0
+        skipped = 0
+        for e, kind, value in self._out.notes[:k].tolist():
+            j = built.index[e]
+            where = origins[j] if origins is not None else f"event {j}"
+            if kind == N_DUPLICATE:
+                into.duplicates += 1
+                skipped += 1
+            elif kind == N_LATE:
+                into.late += 1
+            elif kind == N_SKEWED:
+                into.skewed.append(
+                    Skewed(where, self._whose(built, e), value, int(built.batch["ts"][e]))
+                )
+            elif kind == N_REUSED:
+                skipped += 1
+                oid = int(built.batch["order"][e])
+                into.bad.append(
+                    BadEvent(
+                        "order_id_reused",
+                        f"new order {self.keys.order_names[oid]!r} reuses the id of a working "
+                        "order with other fields",
+                        where,
+                    )
+                )
+            elif kind == N_BUSTED:
+                skipped += 1
+                into.bad.append(
+                    BadEvent(
+                        "exec_busted",
+                        "correction or bust of an execution that was already busted",
+                        where,
+                    )
+                )
+        return skipped
+
+    def _whose(self, built: Built, e: int) -> str:
+        rec = built.batch[e]
+        names = self.keys.scope_names
+        if rec["source"] >= 0:
+            return f"source:{self.keys.source_names[int(rec['source'])]}"
+        if rec["account"] >= 0:
+            return names[int(rec["account"])]
+        return names[int(rec["symbol"])]
+
+    def _drain(self, into: list[Transition]) -> None:
+        """Turn the decisions into :class:`Transition` records, in order, and reset them."""
         counts = self._out.counts
         n_out = int(counts["n"][0])
         counts["n"] = 0
@@ -234,11 +336,10 @@ class Engine:
             return
         decided = self.clock()
         names = self.keys.scope_names
-        for e, r, sid, old, new, value in self._out.decisions[:n_out].tolist():
+        for _e, r, sid, old, new, value, ts in self._out.decisions[:n_out].tolist():
             rule = self.rulebook.row_rule[r]
-            t = int(ts[e]) if ts is not None and e >= 0 else now
             if self.event_time:
-                decided = t
+                decided = ts
             scope = names[sid]
             alert = new < 0
             to = STATES[old] if alert else STATES[new]
@@ -248,7 +349,7 @@ class Engine:
                 from_=STATES[old],
                 to=to,
                 kind="alert" if alert else "auto",
-                ts=t,
+                ts=ts,
                 decided_ns=decided,
                 rule=rule.name,
                 metric=rule.metric,
@@ -257,63 +358,7 @@ class Engine:
             )
             into.append(self.killswitch.record(tr))
 
-    # inspecting -------------------------------------------------------------
-    def peaks(self) -> list[RulePeak]:
-        """Per rule (file order): extremes seen and peak utilisation of the limit."""
-        out = []
-        p = self.rule_peaks
-        rule_of_row = self.rulebook.rules.rows["rule"]
-        for index, rule in enumerate(self.limits.rules):
-            rows = p[rule_of_row == index]
-            n = int(rows["evaluations"].sum())
-            if n == 0:
-                out.append(RulePeak(rule, 0, None, None, None))
-                continue
-            hi, lo = float(rows["high"].max()), float(rows["low"].min())
-            util = max(rule.utilisation(hi), rule.utilisation(lo))
-            out.append(RulePeak(rule, n, hi, lo, None if util == -np.inf else util))
-        return out
 
-    def scope_values(self, scope: str) -> dict[str, float]:
-        """Current stateful metrics of one scope (zeros for a scope never seen)."""
-        sid = self.keys.find_scope(scope)
-        if sid is None:
-            return dict.fromkeys(SCOPE_VALUES, 0.0)
-        sc = self.store.state.scopes[sid]
-        pnl = float(sc["realised_pnl"] + sc["net_notional"] - sc["cost_basis"])
-        return {
-            "open_orders": float(sc["open_orders"]),
-            "gross_notional": float(sc["gross_notional"]),
-            "net_notional": float(sc["net_notional"]),
-            "pnl": pnl,
-            "drawdown": float(sc["peak_pnl"]) - pnl,
-            "realised_pnl": float(sc["realised_pnl"]),
-        }
-
-    def position(self, owner: str, symbol: str) -> float:
-        """Net position of scope ``owner`` (``firm``, ``account:X``, ``strategy:X``) in a symbol."""
-        o = self.keys.find_scope(owner)
-        y = self.keys.find_scope(f"symbol:{symbol}")
-        if o is None or y is None:
-            return 0.0
-        p = self.keys.pairs.get(pair_key(o, y))
-        return 0.0 if p is None else float(self.store.state.positions["qty"][p])
-
-    def positions(self) -> dict[tuple[str, str], tuple[float, float, float]]:
-        """Every (owner scope, symbol scope) -> (position, cost basis, realised P&L)."""
-        self.store.reserve(self.keys)  # pairs interned by a batch not yet applied
-        names = self.keys.scope_names
-        pos = self.store.state.positions[: self.keys.n_pairs]
-        return {
-            (names[owner], names[symbol]): (qty, cost, realised)
-            for qty, cost, realised, owner, symbol in pos[
-                ["qty", "cost", "realised", "owner", "symbol"]
-            ].tolist()
-        }
-
-
-SCOPE_VALUES = ("open_orders", "gross_notional", "net_notional", "pnl", "drawdown", "realised_pnl")
-"""The keys of :meth:`Engine.scope_values`."""
 _warm = False
 
 

@@ -21,15 +21,21 @@ import msgspec
 from riskguard.vocabulary import EVENT_TYPES, MAX_KEY_LEN
 
 SCHEMA_VERSION: Final = 1
+SCHEMA_MINOR: Final = 1
+"""v1.1 (additive): a fill's ``exec_type``, ``ref_exec_id`` and ``fee``; prices of any sign."""
 
-#: Largest accepted quantity and price. Anything above is a unit error or a fat
+#: Largest accepted quantity, |price| and |fee|. Anything above is a unit error or a fat
 #: finger in the *feed*, not a plausible order; such events are rejected as bad.
 MAX_QTY: Final = 1e12
 MAX_PRICE: Final = 1e12
+MAX_FEE: Final = 1e15
 
 Ts = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Qty = Annotated[float, msgspec.Meta(gt=0, le=MAX_QTY)]
-Price = Annotated[float, msgspec.Meta(gt=0, le=MAX_PRICE)]
+#: Prices may be zero or negative (front-month crude settled at -37.63 on 20 April 2020;
+#: spreads, power and some commodities trade below zero); quantities stay positive.
+Price = Annotated[float, msgspec.Meta(ge=-MAX_PRICE, le=MAX_PRICE)]
+Fee = Annotated[float, msgspec.Meta(ge=-MAX_FEE, le=MAX_FEE)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LEN)]
 Side = Literal["buy", "sell"]
 
@@ -94,18 +100,45 @@ class RejectOrder(_Event, tag="reject", frozen=True):
     symbol: Key
 
 
-class Fill(_Event, tag="fill", frozen=True):
-    """An execution. ``parent_id`` ties it to a parent even after the child closed."""
+ExecType = Literal["trade", "correct", "bust"]
+
+
+class Fill(_Event, tag="fill", frozen=True, omit_defaults=True):
+    """An execution. ``parent_id`` ties it to a parent even after the child closed.
+
+    v1.1: ``exec_type`` is ``"trade"`` (the default), ``"correct"`` or ``"bust"`` (FIX
+    ExecType F, G, H); a correction or bust names the original execution of the same
+    account in ``ref_exec_id`` (FIX ExecRefID). A correction's ``qty`` and ``price`` (and
+    ``fee`` when given) replace the original's; a bust reverses it, and its own ``side``,
+    ``qty`` and ``price`` are optional and ignored. ``fee`` is a cost in the currency of
+    qty x price (negative for a rebate). Decoding raises (as a bad event) when a trade or
+    correction lacks ``side``, ``qty`` or ``price``, or when ``ref_exec_id`` is missing
+    on a correction or bust or given on a trade.
+    """
 
     order_id: Key
     exec_id: Key
     account: Key
     strategy: Key
     symbol: Key
-    side: Side
-    qty: Qty
-    price: Price
+    side: Side | None = None
+    qty: Qty | None = None
+    price: Price | None = None
     parent_id: Key | None = None
+    exec_type: ExecType = "trade"
+    ref_exec_id: Key | None = None
+    fee: Fee | None = None
+
+    def __post_init__(self) -> None:
+        if self.exec_type != "bust":
+            for name in ("side", "qty", "price"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"Object missing required field `{name}`")
+        if self.exec_type == "trade":
+            if self.ref_exec_id is not None:
+                raise ValueError("`ref_exec_id` is only for a correction or bust")
+        elif self.ref_exec_id is None:
+            raise ValueError(f"Object missing required field `ref_exec_id` (a {self.exec_type})")
 
 
 class Mark(_Event, tag="mark", frozen=True):
@@ -136,7 +169,8 @@ BAD_REASONS: Final = (
     "wrong_type",
     "out_of_range",
     "invalid_value",
-    "strategy_account_conflict",
+    "order_id_reused",
+    "unknown_exec_ref",
 )
 
 

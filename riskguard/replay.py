@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
-from riskguard.engine import Engine, RulePeak
+from riskguard.engine import Engine, Result, Skewed
 from riskguard.events import BadEvent, Event, decode
+from riskguard.inspection import RulePeak
 from riskguard.limits.model import Limits
 from riskguard.progress import Progress
+from riskguard.settings import EngineSettings
 from riskguard.vocabulary import Transition
 
 MAX_BAD_SAMPLES = 20
@@ -42,6 +44,15 @@ class ReplayReport:
     bad_samples: list[BadEvent] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
     peaks: list[RulePeak] = field(default_factory=list)
+    duplicates: int = 0
+    """Redeliveries recognised and not applied again (docs/events.md, Redelivery)."""
+    skewed: int = 0
+    """Events stamped too far ahead of the clock, applied at the corrected time."""
+    skew_by_key: dict[str, int] = field(default_factory=dict)
+    """The largest skew (ns) seen per key (``source:<name>``, an account or a symbol)."""
+    skew_samples: list[Skewed] = field(default_factory=list)
+    late: int = 0
+    """Events beyond the lateness bound, counted in windows as now."""
     elapsed_s: float = 0.0
 
     @property
@@ -55,6 +66,20 @@ class ReplayReport:
         self.bad_by_reason[bad.reason] += 1
         if len(self.bad_samples) < MAX_BAD_SAMPLES:
             self.bad_samples.append(bad)
+
+    def add(self, result: Result) -> None:
+        """Fold one batch's result into the report."""
+        self.applied += result.applied
+        self.transitions += result.transitions
+        for bad in result.bad:
+            self.add_bad(bad)
+        self.duplicates += result.duplicates
+        self.late += result.late
+        for skew in result.skewed:
+            self.skewed += 1
+            self.skew_by_key[skew.key] = max(self.skew_by_key.get(skew.key, 0), skew.skew_ns)
+            if len(self.skew_samples) < MAX_BAD_SAMPLES:
+                self.skew_samples.append(skew)
 
 
 def _open(path: Path) -> tuple[IO[bytes], int | None]:
@@ -84,11 +109,16 @@ def replay(
     batch_size: int = 8192,
     on_transition: Callable[[Transition], object] | None = None,
     progress: bool | None = None,
+    settings: EngineSettings | None = None,
 ) -> ReplayReport:
-    """Replay the file at ``path`` under ``limits``; raises :class:`ReplayError` if unreadable."""
+    """Replay the file at ``path`` under ``limits``; raises :class:`ReplayError` if unreadable.
+
+    ``settings`` bound clock skew, lateness and the redelivery memory (defaults as a
+    live run's ``[engine]`` section).
+    """
     p = Path(path)
     report = ReplayReport(source=str(p))
-    engine = Engine(limits, event_time=True)
+    engine = Engine(limits, event_time=True, settings=settings)
     if on_transition is not None:
         engine.killswitch.subscribe(on_transition)
     stream, size = _open(p)
@@ -99,11 +129,7 @@ def replay(
     positions: list[str] = []
 
     def flush() -> None:
-        result = engine.apply(events, positions)
-        report.applied += result.applied
-        report.transitions += result.transitions
-        for bad in result.bad:
-            report.add_bad(bad)
+        report.add(engine.apply(events, positions))
         events.clear()
         positions.clear()
 
@@ -123,6 +149,7 @@ def replay(
                 flush()
                 meter.update(done_bytes, number)
         flush()
+    report.transitions += engine.settle()
     meter.done(done_bytes, report.lines)
     report.elapsed_s = time.perf_counter() - started
     report.peaks = engine.peaks()

@@ -155,6 +155,44 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     log_level: str = "info"
 
 
+class EngineSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
+    """How the engine treats other people's timestamps and redeliveries (docs/events.md)."""
+
+    #: An event stamped more than this ahead of the clock is skewed: applied at the
+    #: corrected time (live: the wall clock; replay: the latest trusted event time).
+    max_clock_skew_ms: int = 5_000
+    #: An event more than this behind the clock counts in windows as now, not in its own.
+    max_lateness_ms: int = 1_000
+    #: How long (event time) a closed order and an execution are remembered, so that a
+    #: redelivered new, cancel, replace or fill changes nothing and a bust finds its
+    #: execution. 6 h covers a trading session's busts and any Kafka redelivery.
+    dedupe_horizon_s: float = 21_600.0
+    #: At most this many closed orders and this many executions are remembered (the
+    #: oldest go first), whatever the horizon.
+    dedupe_max_ids: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_clock_skew_ms < 0 or self.max_lateness_ms < 0:
+            raise ValueError("max_clock_skew_ms and max_lateness_ms must be >= 0")
+        if self.dedupe_horizon_s < 0 or self.dedupe_max_ids < 1:
+            raise ValueError("dedupe_horizon_s must be >= 0 and dedupe_max_ids >= 1")
+
+    @property
+    def skew_ns(self) -> int:
+        """``max_clock_skew_ms`` in ns."""
+        return self.max_clock_skew_ms * 1_000_000
+
+    @property
+    def lateness_ns(self) -> int:
+        """``max_lateness_ms`` in ns."""
+        return self.max_lateness_ms * 1_000_000
+
+    @property
+    def horizon_ns(self) -> int:
+        """``dedupe_horizon_s`` in ns."""
+        return int(self.dedupe_horizon_s * 1e9)
+
+
 def session_start_ns(text: str) -> int | None:
     """Parse ``runtime.start_of_day`` to ns since the epoch (None when unset)."""
     if not text:
@@ -177,6 +215,7 @@ class Settings(_Redacted, frozen=True, forbid_unknown_fields=True):
     kafka: KafkaSettings = KafkaSettings()
     http: HttpSettings = HttpSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    engine: EngineSettings = EngineSettings()
     notifier: tuple[NotifierSettings, ...] = ()
 
 

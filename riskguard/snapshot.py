@@ -34,8 +34,10 @@ MAGIC = b"RGSNAP\x01\n"
 #: 2: revaluation epochs (sf/si/g columns), alert-edge counts in rp, dups as arrays;
 #: 3: pairs keyed by int, a strategy pair's account and firm pairs in pi; windowed
 #: counters have a row per scope of their level (SI_SLOT), not per scope;
-#: 4: named state bundles ("state.<bundle>.<field>"), hash tables as arrays
-VERSION = 4
+#: 4: named state bundles ("state.<bundle>.<field>"), hash tables as arrays;
+#: 5: wire schema v1.1 state (executions, order lifecycle, fees, lot valuation) and the
+#: redelivery memory (closed orders, executions) in the keys
+VERSION = 5
 
 
 class SnapshotError(ValueError):

@@ -6,6 +6,8 @@ The engine runs them through a throwaway instance at start-up so numba compiles
 
 from __future__ import annotations
 
+from typing import Any
+
 from riskguard import events as wire
 from riskguard.limits import Limits, parse
 from riskguard.limits.vocabulary import METRICS
@@ -31,18 +33,37 @@ def warm_limits() -> Limits:
 
 
 def warm_events() -> list[wire.Event]:
-    """Every event type, including a reducing fill and a replace and cancel."""
-    k = {"account": "A", "strategy": "S", "symbol": "X"}
+    """Every event type and kernel path: fees, a correction and a bust, a fill before its
+    new, a cancel before its new, redeliveries, a second account, a skewed heartbeat."""
+    k: dict[str, Any] = {"account": "A", "strategy": "S", "symbol": "X"}
+    k2: dict[str, Any] = {"account": "B", "strategy": "S", "symbol": "X"}
     return [
         wire.Heartbeat(ts=1, source="w"),
         wire.Mark(ts=2, symbol="X", price=10.0),
+        wire.Mark(ts=2, symbol="X", price=10.0),
         wire.ParentOrder(ts=3, parent_id="P", side="buy", qty=10.0, **k),
+        wire.NewOrder(ts=4, order_id="o1", side="buy", qty=5.0, price=10.0, parent_id="P", **k),
         wire.NewOrder(ts=4, order_id="o1", side="buy", qty=5.0, price=10.0, parent_id="P", **k),
         wire.NewOrder(ts=4, order_id="o2", side="buy", qty=5.0, price=None, **k),
         wire.ReplaceOrder(ts=5, order_id="o1", side="buy", qty=6.0, price=10.5, **k),
-        wire.Fill(ts=6, order_id="o1", exec_id="e1", side="buy", qty=6.0, price=10.0, **k),
-        wire.Fill(ts=7, order_id="o2", exec_id="e2", side="sell", qty=2.0, price=11.0, **k),
+        wire.Fill(ts=6, order_id="o1", exec_id="e1", side="buy", qty=6.0, price=10.0, fee=0.1, **k),
+        wire.Fill(ts=7, order_id="o2", exec_id="e2", side="sell", qty=2.0, price=-1.0, **k2),
+        wire.Fill(
+            ts=7,
+            order_id="o2",
+            exec_id="e3",
+            exec_type="correct",
+            ref_exec_id="e2",
+            side="sell",
+            qty=1.0,
+            price=11.0,
+            **k2,
+        ),
+        wire.Fill(ts=7, order_id="o2", exec_id="e4", exec_type="bust", ref_exec_id="e2", **k2),
         wire.CancelOrder(ts=8, order_id="o2", **k),
         wire.RejectOrder(ts=9, order_id="o3", **k),
+        wire.Fill(ts=9, order_id="o4", exec_id="e5", side="buy", qty=1.0, price=9.0, **k),
+        wire.NewOrder(ts=9, order_id="o4", side="buy", qty=2.0, price=9.0, **k),
         wire.Mark(ts=10, symbol="X", price=9.0),
+        wire.Heartbeat(ts=10**15, source="w"),
     ]

@@ -300,13 +300,13 @@ def test_match_limits_a_rule_to_named_keys(engine_for: Make) -> None:
     ]
 
 
-def test_strategy_under_a_second_account_is_a_bad_event(engine_for: Make) -> None:
-    e = engine_for(rule("order_qty", max=10))
+def test_a_strategy_may_trade_in_a_second_account(engine_for: Make) -> None:
+    """Issue 10 (case 14): a strategy under a second account is applied, not rejected."""
+    e = engine_for(rule("open_orders", max=10))
     result = e.apply([new("a", 0), new("b", 0, account="OTHER"), new("c", 0)])
-    assert result.applied == 2
-    (bad,) = result.bad
-    assert bad.reason == "strategy_account_conflict" and "account:A" in bad.detail
-    assert bad.position == "event 1"
+    assert result.applied == 3 and result.bad == []
+    assert e.scope_values("strategy:S")["open_orders"] == 3.0  # across both accounts
+    assert e.scope_values("account:OTHER")["open_orders"] == 1.0
 
 
 def test_capacity_grows_with_new_keys(engine_for: Make) -> None:
@@ -349,12 +349,18 @@ def test_one_mark_breaching_thousands_of_holders_loses_nothing(engine_for: Make,
     assert all(e.killswitch.state(f"strategy:S{i}") == "HALTED" for i in range(3000))
 
 
-def test_order_ids_are_recycled_without_mixing_state(engine_for: Make) -> None:
-    e = engine_for(rule("open_orders", scope="firm", max=1e9))
+def test_order_ids_are_recycled_without_mixing_state() -> None:
+    """Closed orders are remembered for the redelivery horizon, then their ids reused."""
+    from riskguard.limits import parse  # noqa: PLC0415
+    from riskguard.settings import EngineSettings  # noqa: PLC0415
+
+    limits = parse("version = 1\n[[rule]]\n" + rule("open_orders", scope="firm", max=1e9))
+    e = Engine(limits, event_time=True, settings=EngineSettings(dedupe_horizon_s=0.0005))
     for round_ in range(5):
         run(e, [new(f"r{round_}-{i}", round_ * MS) for i in range(100)])
         run(e, [cancel(f"r{round_}-{i}", round_ * MS + 1) for i in range(100)])
-    assert e.keys.n_orders == 100  # ids reused, not grown to 500
+    # each round's ids are free once the next round is past the 0.5 ms horizon
+    assert e.keys.n_orders == 200  # reused, not grown to 500
     run(e, [new("x", 10 * MS), fill("x", 10 * MS, qty=4), cancel("r0-1", 11 * MS)])
     assert e.scope_values("firm")["open_orders"] == 1.0
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from riskguard import events as wire
 
@@ -154,7 +154,7 @@ class TradingSim:
                 self._parents.remove(p)
             return []
         qty = float(min(child, p.qty - p.filled)) if not rogue else float(child)
-        keys = {"account": account, "strategy": p.strategy, "symbol": p.symbol}
+        keys: dict[str, Any] = {"account": account, "strategy": p.strategy, "symbol": p.symbol}
         px = self._prices[p.symbol]
         limit = round(px * (1.001 if p.side == "buy" else 0.999), 2)
         if self.gate is not None and not self.gate(account, p.strategy, p.symbol, p.side, False):

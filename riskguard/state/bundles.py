@@ -37,6 +37,48 @@ I8, I64, F64 = np.int8, np.int64, np.float64
 
 FIRM = 0
 """The firm's scope id."""
+QTY_DECIMALS = 9
+"""Quantity sums (positions, an order's or a parent's filled quantity) are rounded to
+this many decimals while below QTY_EXACT_BELOW units, so decimal fills add up exactly
+(ten fills of 0.1 are 1.0, not 0.9999999999999999): the sum is the float64 nearest to
+the decimal sum, as if it had been written out in decimal."""
+QTY_EXACT_BELOW = 1e6
+"""Up to here a float64 holds 9 decimals exactly enough to round them; above, float
+precision (about 1e-16 relative) and QTY_RTOL apply."""
+QTY_RTOL = 1e-9
+"""Quantities within this fraction of each other are equal (float sums of decimal fills):
+a fill that brings an order, a parent or a position within it of its target lands on it
+exactly. 1e-9 is far below any lot size relative to its order (one satoshi in 10 BTC is
+1e-9) and far above float error (about 1e-16 per addition)."""
+
+# ORDER.status
+O_FREE = 0  # not tracked
+O_OPEN = 1  # working
+O_CLOSED = 2  # filled, cancelled, rejected or replaced below its fills; kept for redeliveries
+O_PENDING = 3  # seen only through fills or a replace: its new has not arrived yet
+# ORDER.flags
+F_NEW = 1  # its new arrived
+F_CANCELLED = 2  # a cancel was applied
+F_REJECTED = 4  # a reject was applied
+F_REPLACED = 8  # a replace was applied
+# EXEC.status
+X_FREE = 0
+X_APPLIED = 1
+X_BUSTED = 2
+# EVENT.exec_type
+E_TRADE = 0
+E_CORRECT = 1
+E_BUST = 2
+# NOTE.kind
+N_DUPLICATE = 1  # a redelivery: not applied again
+N_SKEWED = 2  # stamped too far ahead: applied at the corrected time (value: skew ns)
+N_LATE = 3  # beyond the lateness bound: counted in windows as now (value: lateness ns)
+N_REUSED = 4  # bad: a new reusing the id of a working order with other fields
+N_BUSTED = 5  # bad: a correction or bust of an execution already busted
+JUMP_CONFIRM = 3
+"""Replay: this many events in a row stamped too far ahead mean the feed jumped (a gap)."""
+MARK_RING = 4
+"""Distinct prices remembered for the latest mark time of a symbol (mark redeliveries)."""
 NBUCKETS = 10
 """Buckets a windowed counter's window is cut into (bucket width = ceil(window / 10))."""
 RING = NBUCKETS + 1
@@ -54,8 +96,11 @@ SCOPE = np.dtype(
         ("gross_notional", F64),  # sum of |position| x valuation price
         ("realised_pnl", F64),  # realised P&L (average cost)
         ("cost_basis", F64),  # sum of signed position x average cost
+        ("fees", F64),  # fees paid (negative: rebates), in the currency of qty x price
         ("peak_pnl", F64),  # session high of pnl (starts at 0)
         ("seen_seq", I64),  # revaluation flush this scope was last judged in, -1 never
+        ("dirty", I64),  # 1 while its peak waits for the next consistent revaluation
+        ("next_dirty", I64),  # next scope waiting, -1 end
     ]
 )
 """Per scope id: kill-switch state and the scope's aggregates."""
@@ -70,8 +115,13 @@ SYMBOL = np.dtype(
         ("last_holder", I64),  # last pair holding the symbol, -1 none
         ("n_holders", I64),  # pairs in the holder list
         ("val_epoch", I64),  # revaluation epoch val_price last moved in, -1 never
-        ("pending", I64),  # 1 while a price move waits for the next epoch
+        ("pending", I64),  # 1 while a price move (or a lot at its own price) waits
         ("next_pending", I64),  # next waiting symbol (queue order), -1 end
+        ("mark_px0", F64),  # the distinct prices applied at mark_ns (MARK_RING of them)
+        ("mark_px1", F64),
+        ("mark_px2", F64),
+        ("mark_px3", F64),
+        ("n_mark_px", I64),  # how many of them are set
     ]
 )
 """Per scope id, meaningful for symbols: prices, holders (a linked list through
@@ -82,31 +132,62 @@ POSITION = np.dtype(
         ("qty", F64),  # signed net position (long > 0), instrument units
         ("cost", F64),  # signed position x average cost
         ("realised", F64),  # realised P&L of this pair
+        ("value", F64),  # signed position at valuation prices (qty x price per lot)
+        ("gross", F64),  # |position| at valuation prices: sum of |qty x price| per lot
         ("owner", I64),  # owner scope id (firm, account or strategy)
         ("symbol", I64),  # symbol scope id
         ("next_holder", I64),  # next pair in the symbol's holder list, -1 end
         ("linked", I64),  # 1 once in the holder list
-        ("account_pair", I64),  # strategy pairs: the account's pair in the symbol, else -1
-        ("firm_pair", I64),  # strategy pairs: the firm's pair in the symbol, else -1
+        ("firm_pair", I64),  # account and strategy pairs: the firm's pair in the symbol
     ]
 )
-"""Per pair id: one owner's position in one symbol. A strategy's pair links its
-account's and the firm's pairs in the same symbol, so a fill updates all three."""
+"""Per pair id: one owner's position in one symbol. Account and strategy pairs link the
+firm's pair in the same symbol; a fill names its account's and strategy's pairs."""
 
 ORDER = np.dtype(
     [
-        ("open", I64),  # 1 while the order is working
+        ("status", I64),  # O_FREE, O_OPEN, O_CLOSED or O_PENDING
+        ("flags", I64),  # F_NEW | F_CANCELLED | F_REJECTED | F_REPLACED
         ("account", I64),  # scope ids of the order's account, strategy and symbol
         ("strategy", I64),
         ("symbol", I64),
-        ("parent", I64),  # parent id, -1 none
+        ("parent", I64),  # parent id of its new, -1 none
         ("side", I64),  # +1 buy, -1 sell
-        ("qty", F64),  # order quantity (a replace sets the new total)
+        ("qty", F64),  # working quantity (a replace sets the new total)
         ("cum_qty", F64),  # filled so far
-        ("price", F64),  # limit price, NaN for a market order
+        ("price", F64),  # working limit price, NaN for a market order
+        ("new_qty", F64),  # its new's qty and price: what a redelivered new must equal
+        ("new_price", F64),
+        ("replace_ns", I64),  # event time of the latest applied replace, -1 none
+        ("replace_qty", F64),
+        ("replace_price", F64),
+        ("unattributed", F64),  # fill qty not yet credited to a parent (new not seen)
+        ("closed_ns", I64),  # when it closed (or was first seen, pending), -1 open/free
+        ("serial", I64),  # distinguishes reuses of the same id
     ]
 )
-"""Per order id (ids are recycled once an order closes)."""
+"""Per order id. Closed orders are remembered for the redelivery horizon (a redelivered
+new, cancel or replace must change nothing), then their ids are recycled."""
+
+EXEC = np.dtype(
+    [
+        ("status", I64),  # X_FREE, X_APPLIED or X_BUSTED
+        ("order", I64),  # order id and its serial then (the id may be reused since)
+        ("serial", I64),
+        ("parent", I64),  # parent credited, -1 none
+        ("account", I64),  # scope ids of its account, strategy and symbol
+        ("strategy", I64),
+        ("symbol", I64),
+        ("account_pair", I64),  # the account's and strategy's pairs it moved
+        ("strategy_pair", I64),
+        ("side", I64),  # +1 buy, -1 sell
+        ("qty", F64),  # effective qty, price and fee (after corrections)
+        ("price", F64),
+        ("fee", F64),
+        ("count_ns", I64),  # the time its fill notional was counted at
+    ]
+)
+"""Per execution id (an (account, exec_id) pair): what a correction or bust reverses."""
 
 PARENT = np.dtype(
     [
@@ -129,6 +210,10 @@ GLOBALS = np.dtype(
         ("first_pending", I64),  # first symbol waiting for the next epoch, -1 none
         ("last_pending", I64),  # last symbol waiting, -1 none
         ("flush_seq", I64),  # revaluation flushes so far (stamps SCOPE.seen_seq)
+        ("first_dirty", I64),  # first scope whose peak waits for consistency, -1 none
+        ("feed_ns", I64),  # time the feed rows were last judged at, -1 never
+        ("ahead_run", I64),  # events in a row stamped too far ahead (replay), to follow a jump
+        ("order_serial", I64),  # serials handed to orders so far
     ]
 )
 """Engine-wide values: a 1-record array (``g[0].last_event_ns``)."""
@@ -190,6 +275,8 @@ PEAK = np.dtype(
         ("low", F64),  # lowest value recorded (+inf none)
         ("evaluations", F64),  # values recorded
         ("edges", F64),  # alert rows: raised edges of the row right now
+        ("high_scope", I64),  # scope id that reached high / low, -1 none
+        ("low_scope", I64),
     ]
 )
 """Per rule row: what the row has seen (replay summaries, status)."""
@@ -202,14 +289,28 @@ DECISION = np.dtype(
         ("from_state", I64),
         ("to_state", I64),  # -1 for an alert (no state change)
         ("value", F64),  # the metric's value
+        ("ts", I64),  # the triggering event's (corrected) time, or the tick's
     ]
 )
 """One kernel decision: a transition or an alert edge."""
+
+NOTE = np.dtype(
+    [
+        ("event", I64),  # index of the event in the batch
+        ("kind", I64),  # N_DUPLICATE, N_SKEWED, N_LATE, N_REUSED, N_BUSTED
+        ("value", I64),  # skew or lateness in ns, else 0
+    ]
+)
+"""Something the kernel noticed about an event: a redelivery, a clock problem, a bad event."""
+
+CLOSED = np.dtype([("order", I64), ("closed_ns", I64)])
+"""An order that closed (or was first seen, pending): recycled after the horizon."""
 
 OUT_COUNTS = np.dtype(
     [
         ("n", I64),  # decisions written
         ("n_closed", I64),  # orders closed
+        ("n_notes", I64),  # notes written
         ("need", I64),  # rows the next step needs, when the kernel stopped early; else 0
     ]
 )
@@ -227,7 +328,11 @@ EVENT = np.dtype(
         ("order", I64),  # order id
         ("parent", I64),  # parent id
         ("source", I64),  # heartbeat source id
-        ("pair", I64),  # fills: the strategy's position pair
+        ("account_pair", I64),  # fills: the account's and the strategy's position pairs
+        ("strategy_pair", I64),
+        ("exec", I64),  # fills: execution id; corrections and busts: the one they refer to
+        ("exec_type", I8),  # E_TRADE, E_CORRECT or E_BUST
+        ("fee", F64),  # fills: fee (NaN none: a correction keeps the original's)
     ]
 )
 """One event of a batch, as interned ids and numbers."""
@@ -268,6 +373,7 @@ class State(NamedTuple):
     orders: Array  #: ORDER (order capacity,)
     parents: Array  #: PARENT (parent capacity,)
     sources: Array  #: SOURCE (source capacity,)
+    execs: Array  #: EXEC (execution capacity,)
     globals: Array  #: GLOBALS (1,)
     counters: Counters
     edges: Edges
@@ -282,13 +388,16 @@ class Rules(NamedTuple):
     exposure_rows: Array  #: int64: rows a price move re-judges for every holder
     feed_rows: Array  #: int64: rows judged before every event (silence, lag)
     revalue_ns: int  #: width of a revaluation epoch in ns (0: every price move)
+    skew_ns: int  #: an event stamped more than this ahead of the clock is skewed
+    lateness_ns: int  #: an event more than this behind the clock counts in windows as now
 
 
 class Output(NamedTuple):
-    """The kernel's decisions, and the orders that closed (their ids can be recycled)."""
+    """The kernel's decisions and notes, and the orders that closed."""
 
     decisions: Array  #: DECISION (cap,)
-    closed: Array  #: int64 (batch length,): order ids closed
+    notes: Array  #: NOTE (2 x batch length,)
+    closed: Array  #: CLOSED (batch length,)
     counts: Array  #: OUT_COUNTS (1,)
 
 
@@ -302,7 +411,7 @@ def fill_record(dtype: np.dtype[Any], **values: Any) -> Array:
 
 #: fill of each per-id record type: what an id that was never written holds
 FILLS: dict[str, Array] = {
-    "scopes": fill_record(SCOPE, account=-1, judged_ns=-1, seen_seq=-1),
+    "scopes": fill_record(SCOPE, account=-1, judged_ns=-1, seen_seq=-1, next_dirty=-1),
     "symbols": fill_record(
         SYMBOL,
         mark_ns=-1,
@@ -311,10 +420,11 @@ FILLS: dict[str, Array] = {
         val_epoch=-1,
         next_pending=-1,
     ),
-    "positions": fill_record(POSITION, next_holder=-1, account_pair=-1, firm_pair=-1),
-    "orders": fill_record(ORDER, parent=-1),
+    "positions": fill_record(POSITION, next_holder=-1, firm_pair=-1),
+    "orders": fill_record(ORDER, parent=-1, replace_ns=-1, closed_ns=-1),
     "parents": fill_record(PARENT),
     "sources": fill_record(SOURCE, last_heard_ns=-1),
+    "execs": fill_record(EXEC, order=-1, parent=-1),
 }
 
 

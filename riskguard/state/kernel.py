@@ -47,17 +47,25 @@ from riskguard.limits.vocabulary import (
     M_PRICE_DEVIATION,
     M_REJECT_RATE,
 )
-from riskguard.state import bundles, counters, primitives, tables
-from riskguard.state.bundles import FIRM
-from riskguard.state.counters import C_DUP, close_order, count, count_dups
+from riskguard.state import bundles, counters, lifecycle, primitives, tables
+from riskguard.state.bundles import (
+    E_TRADE,
+    FIRM,
+    JUMP_CONFIRM,
+    MARK_RING,
+    N_DUPLICATE,
+    N_LATE,
+    N_SKEWED,
+    QTY_RTOL,
+)
+from riskguard.state.counters import C_DUP, count, count_dups
+from riskguard.state.lifecycle import on_amend, on_cancel_or_reject, on_new, on_replace, on_trade
 from riskguard.state.primitives import (
     at_level,
-    fill_pair,
     flush,
     judge,
-    link_holder,
     matches,
-    pair_delta,
+    note,
     price_move,
     rows_for_price_move,
     scope_value,
@@ -86,14 +94,39 @@ def rows_for_event(ev, st, rules):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
+def _corrected(raw, wall, g, rules):  # type: ignore[no-untyped-def]
+    """(corrected time, skew ns) for an event stamped ``raw`` (skew 0: on time).
+
+    Live (``wall`` >= 0): an event stamped more than ``skew_ns`` ahead of the wall clock
+    is skewed and taken at the wall clock (never before the engine's clock). Replay: an
+    event more than ``skew_ns`` ahead of the clock (the latest trusted event time) is
+    skewed and taken at the clock, unless it is the JUMP_CONFIRM-th such event in a row:
+    then the feed really jumped (a gap in the session) and the clock follows.
+    """
+    clock = g.last_event_ns
+    if clock < 0:
+        return raw, 0
+    if wall >= 0:
+        if raw > wall + rules.skew_ns:
+            return max(clock, wall), raw - wall
+        return raw, 0
+    if raw > clock + rules.skew_ns and g.ahead_run + 1 < JUMP_CONFIRM:
+        return clock, raw - clock
+    return raw, 0
+
+
+@njit(cache=True, _nrt=False)
 def _feed(e, now, wall, st, rules, peaks, out):  # type: ignore[no-untyped-def]
-    """Feed rows before an event (``e`` >= 0) or on a clock tick (``e`` -1).
+    """Feed rows when time moves forward: before an event (``e`` >= 0) or on a tick (-1).
 
     Silence is measured from the last event (or the named source's last heartbeat; a
-    source never heard from counts from the start). Consumer lag (wall time minus event
-    time) is measured on events of live runs only (``wall`` -1 in replay).
+    source never heard from counts from the start), only when ``now`` is past the last
+    time the feed rows were judged: a late or redelivered event never measures a
+    silence. Consumer lag (wall time minus event time) is measured on every event of a
+    live run (``wall`` -1 in replay).
     """
     g = st.globals[0]
+    forward = now > g.feed_ns
     for j in range(rules.feed_rows.shape[0]):
         r = rules.feed_rows[j]
         row = rules.rows[r]
@@ -101,79 +134,55 @@ def _feed(e, now, wall, st, rules, peaks, out):  # type: ignore[no-untyped-def]
             if e >= 0 and wall >= 0:
                 judge(r, FIRM, (wall - now) / 1e6, e, now, st, rules, peaks, out)
             continue
+        if not forward:
+            continue
         last = st.sources[row.source].last_heard_ns if row.source >= 0 else g.last_event_ns
         if last < 0:
             last = g.start_ns
         judge(r, FIRM, (now - last) / 1e6, e, now, st, rules, peaks, out)
+    if forward:
+        g.feed_ns = now
 
 
 @njit(cache=True, _nrt=False)
-def _orders(ev, st, out):  # type: ignore[no-untyped-def]
-    """Order lifecycle and parents for event ``ev``; returns the fill's parent id (or -1)."""
-    t = ev.typ
-    o = ev.order
-    parent = ev.parent
-    sc = st.scopes
-    if t == T_PARENT:
-        st.parents[parent].qty = ev.qty
-        st.parents[parent].declared = 1
-    elif t == T_NEW:
-        order = st.orders[o]
-        if order.open != 0:
-            close_order(o, st, out)
-        order.open = 1
-        order.account = ev.account
-        order.strategy = ev.strategy
-        order.symbol = ev.symbol
-        order.parent = parent
-        order.side = ev.side
-        order.qty = ev.qty
-        order.cum_qty = 0.0
-        order.price = ev.price
-        sc[FIRM].open_orders += 1
-        sc[ev.account].open_orders += 1
-        sc[ev.strategy].open_orders += 1
-        sc[ev.symbol].open_orders += 1
-    elif t == T_REPLACE:
-        if o >= 0 and st.orders[o].open != 0:
-            order = st.orders[o]
-            order.qty = ev.qty
-            order.price = ev.price
-            if order.cum_qty >= ev.qty:
-                close_order(o, st, out)
-    elif t == T_CANCEL or t == T_REJECT:
-        if o >= 0 and st.orders[o].open != 0:
-            close_order(o, st, out)
-    elif t == T_FILL:
-        if o >= 0 and st.orders[o].open != 0:
-            order = st.orders[o]
-            if parent < 0:
-                parent = order.parent
-            order.cum_qty += ev.qty
-            if order.cum_qty >= order.qty:
-                close_order(o, st, out)
-        if parent >= 0:
-            st.parents[parent].filled += ev.qty
-    return parent
+def _mark(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """A mark: older than the symbol's last applied mark is ignored; at the same time, a
+    price already applied at that time is a redelivery, another price replaces it."""
+    sym = st.symbols[ev.symbol]
+    px = ev.price
+    if now < sym.mark_ns:
+        return
+    if now == sym.mark_ns:
+        ring = (sym.mark_px0, sym.mark_px1, sym.mark_px2, sym.mark_px3)
+        for i in range(min(sym.n_mark_px, MARK_RING)):
+            if ring[i] == px:
+                note(out, e, N_DUPLICATE, 0)
+                return
+        slot = sym.n_mark_px % MARK_RING
+        sym.n_mark_px += 1
+    else:
+        slot = 0
+        sym.n_mark_px = 1
+    if slot == 0:
+        sym.mark_px0 = px
+    elif slot == 1:
+        sym.mark_px1 = px
+    elif slot == 2:
+        sym.mark_px2 = px
+    else:
+        sym.mark_px3 = px
+    sym.mark_ns = now
+    sym.price_source = 2
+    price_move(ev.symbol, px, e, now, st, rules, peaks, out)
 
 
 @njit(cache=True, _nrt=False)
-def _fill(ev, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
-    """A fill: the symbol's fill-derived price, then the firm's, account's, strategy's pairs."""
-    y = ev.symbol
-    x = ev.price
-    sym = st.symbols[y]
-    if sym.price_source < 2 and (sym.price_source == 0 or sym.ref_price != x):
+def _fill_price(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """A trade moves the symbol's fill-derived reference price (no mark yet)."""
+    sym = st.symbols[ev.symbol]
+    if sym.price_source < 2 and (sym.price_source == 0 or sym.ref_price != ev.price):
         sym.price_source = 1
-        price_move(y, x, e, ev.ts, st, rules, peaks, out)
-    m = sym.val_price
-    d = ev.qty * ev.side
-    p_strat = ev.pair
-    pos = st.positions
-    for p in (pos[p_strat].firm_pair, pos[p_strat].account_pair, p_strat):
-        link_holder(st, p)
-        q0, q1, dq, dc, dr = fill_pair(pos, p, d, x)
-        pair_delta(st, p, dq * m, (q1 - q0) * m, dr, dc)
+        price_move(ev.symbol, ev.price, e, now, st, rules, peaks, out)
 
 
 @njit(cache=True, _nrt=False)
@@ -200,35 +209,60 @@ def _value(r, s, parent, ev, st, rules):  # type: ignore[no-untyped-def]
         return ev.qty
     if metric == M_ORDER_NOTIONAL:
         if not math.isnan(px):
-            return ev.qty * px
-        return ev.qty * sym.ref_price if sym.price_source > 0 else np.nan
+            return ev.qty * abs(px)
+        return ev.qty * abs(sym.ref_price) if sym.price_source > 0 else np.nan
     if metric == M_PRICE_DEVIATION:
-        if not math.isnan(px) and sym.price_source > 0:
-            return abs(px - sym.ref_price) / sym.ref_price
+        if not math.isnan(px) and sym.price_source > 0 and sym.ref_price != 0.0:
+            return abs(px - sym.ref_price) / abs(sym.ref_price)
         return np.nan
     if metric == M_POSITION_QTY:  # evaluated on fills only
         pos = st.positions
-        p = ev.pair
         if row.level == L_ACCOUNT:
-            return abs(pos[pos[p].account_pair].qty)
+            return abs(pos[ev.account_pair].qty)
         if row.level == L_STRATEGY:
-            return abs(pos[p].qty)
-        return abs(pos[pos[p].firm_pair].qty)
+            return abs(pos[ev.strategy_pair].qty)
+        return abs(pos[pos[ev.account_pair].firm_pair].qty)
     if metric == M_PARENT_OVERFILL:
         if parent >= 0 and st.parents[parent].declared != 0:
-            return st.parents[parent].filled / st.parents[parent].qty
+            pa = st.parents[parent]
+            if abs(pa.filled - pa.qty) <= QTY_RTOL * pa.qty:
+                return 1.0
+            return pa.filled / pa.qty
         return np.nan
     return scope_value(metric, st.scopes, s)
+
+
+@njit(cache=True, _nrt=False)
+def _order_event(ev, e, now, at, st, rules, out):  # type: ignore[no-untyped-def]
+    """Lifecycle of an order event; returns the parent it credits, or -2 when not applied."""
+    t = ev.typ
+    if t == T_PARENT:
+        pa = st.parents[ev.parent]
+        if pa.declared != 0 and pa.qty == ev.qty:
+            note(out, e, N_DUPLICATE, 0)  # a redelivered parent changes nothing
+            return -2
+        pa.qty = ev.qty
+        pa.declared = 1
+        return ev.parent
+    if t == T_NEW:
+        return ev.parent if on_new(ev, e, now, st, out) else -2
+    if t == T_REPLACE:
+        return -1 if on_replace(ev, e, now, st, out) else -2
+    if t == T_CANCEL or t == T_REJECT:
+        return -1 if on_cancel_or_reject(ev, e, now, st, out) else -2
+    if ev.exec_type == E_TRADE:
+        return on_trade(ev, now, at, st, rules, out)
+    return on_amend(ev, e, st, rules, out)
 
 
 @njit(cache=True, _nrt=False)
 def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Apply events ``start..`` of ``batch``; returns the index of the next event to apply.
 
-    ``batch`` is an EVENT record array; ``wall`` the wall clock in ns (live runs, for
-    consumer lag) or -1. A return value less than the batch length means the output
-    might not fit the next event (``out.counts[0].need`` says how many decisions it
-    needs): drain it and call again from there.
+    ``batch`` is an EVENT record array; ``wall`` the wall clock in ns (live runs: it
+    bounds event time and gives consumer lag) or -1. A return value less than the batch
+    length means the output might not fit the next event (``out.counts[0].need`` says
+    how many decisions it needs): drain it and call again from there.
     """
     n = batch.shape[0]
     cap = out.decisions.shape[0]
@@ -240,35 +274,52 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
     for e in range(start, n):
         ev = batch[e]
         t = ev.typ
-        now = ev.ts
         need = rows_for_event(ev, st, rules)
         if counts.n + need > cap:
             counts.need = need
             return e
+        now, skew = _corrected(ev.ts, wall, g, rules)
         if not flush(now, need, e, st, rules, peaks, out):
             return e
+        if skew > 0:
+            g.ahead_run += 1
+            note(out, e, N_SKEWED, skew)
+        else:
+            g.ahead_run = 0
         if g.start_ns < 0:
             g.start_ns = now
+        clock = g.last_event_ns
         _feed(e, now, wall, st, rules, peaks, out)
-        g.last_event_ns = max(g.last_event_ns, now)
+        g.last_event_ns = max(clock, now)
         if t == T_HEARTBEAT:
             src = st.sources[ev.source]
             src.last_heard_ns = max(src.last_heard_ns, now)
             continue
         if t == T_MARK:
-            sym = st.symbols[ev.symbol]
-            if now >= sym.mark_ns:
-                sym.mark_ns = now
-                sym.price_source = 2
-                price_move(ev.symbol, ev.price, e, now, st, rules, peaks, out)
+            _mark(ev, e, now, st, rules, peaks, out)
             continue
-        if t != T_PARENT:
-            count(batch, e, st)
+        at = now
+        late = clock - now
+        if late > rules.lateness_ns:
+            at = clock
+        parent = -1
+        if t == T_FILL and ev.exec_type == E_TRADE:
+            _fill_price(ev, e, now, st, rules, peaks, out)
+        if t != T_PARENT and t != T_FILL:
+            parent = _order_event(ev, e, now, at, st, rules, out)
+            if parent == -2:
+                continue
+            count(batch, e, at, st)
             if t == T_NEW and has_dups:
-                count_dups(batch, e, st)
-        parent = _orders(ev, st, out)
-        if t == T_FILL:
-            _fill(ev, e, st, rules, peaks, out)
+                count_dups(batch, e, now, at, st)
+        else:
+            if t == T_FILL and ev.exec_type == E_TRADE:
+                count(batch, e, at, st)
+            parent = _order_event(ev, e, now, at, st, rules, out)
+            if parent == -2:
+                continue
+        if late > rules.lateness_ns:
+            note(out, e, N_LATE, late)
         for j in range(rules.by_type.shape[1]):
             r = rules.by_type[t, j]
             if r < 0:
@@ -296,6 +347,21 @@ def tick(now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     return True
 
 
+@njit(cache=True, _nrt=False)
+def settle(st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """End of a stream: enter the next revaluation epoch, so queued moves apply now.
+
+    Unlike :func:`tick`, no time passes for the feed rows. Returns False when the
+    output was too small (``out.counts[0].need`` set): drain, grow and call again.
+    """
+    rw = rules.revalue_ns
+    g = st.globals[0]
+    if rw <= 0 or g.first_pending < 0:
+        return True
+    now = max(g.last_event_ns, (g.epoch + 1) * rw)
+    return flush(now, 0, -1, st, rules, peaks, out)
+
+
 def _pin_cache_to_sources() -> str:
     """Make the on-disk numba cache depend on every file the kernels are built from.
 
@@ -308,12 +374,12 @@ def _pin_cache_to_sources() -> str:
     those sources: another build's files are never even opened.
     """
     digest = hashlib.sha256()
-    modules = (bundles, primitives, counters, tables, vocabulary, metric_vocabulary)
+    modules = (bundles, primitives, counters, lifecycle, tables, vocabulary, metric_vocabulary)
     for module in modules:
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(Path(__file__).read_bytes())
     stamp = digest.hexdigest()[:16]
-    for module in (primitives, counters, tables, sys.modules[__name__]):
+    for module in (primitives, counters, lifecycle, tables, sys.modules[__name__]):
         for dispatcher in vars(module).values():
             cache = getattr(dispatcher, "_cache", None)
             files = getattr(cache, "_cache_file", None)

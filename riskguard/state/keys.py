@@ -1,19 +1,24 @@
-"""Interning of string keys to dense integer ids.
+"""Interning of string keys to dense integer ids, and how long each is remembered.
 
-Accounts, strategies and symbols share one *scope id* space (id 0 is the firm),
-so every per-scope statistic and the kill-switch state live in one array each.
-Orders are interned separately and their ids are recycled once an order closes,
-so memory follows the number of open orders, not the length of the session.
+Accounts, strategies and symbols share one *scope id* space (id 0 is the firm), so
+every per-scope statistic and the kill-switch state live in one array each. Orders and
+executions are interned separately, and their ids are recycled once they are past the
+redelivery horizon (:meth:`riskguard.state.store.StateStore.forget`), so memory follows
+the horizon, not the length of the session.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import numpy as np
 
 from riskguard.state.bundles import FIRM
 from riskguard.vocabulary import L_FIRM, LEVELS, format_scope, parse_scope
+
+ExecKey = tuple[int, str]
+"""An execution's key: (account scope id, exec_id)."""
 
 
 def pair_key(owner: int, symbol: int) -> int:
@@ -33,25 +38,31 @@ class KeySpace:
         self.scope_slots: list[int] = [0]
         self.level_counts: list[int] = [1, 0, 0, 0]
         self._by_level: tuple[dict[str, int], ...] = ({"": FIRM}, {}, {}, {})
-        #: strategy scope id -> account scope id (a strategy belongs to one account)
+        #: strategy scope id -> the account it first traded in (its *home* account: where
+        #: a strategy rule's ``match.account`` looks; a strategy may trade in several)
         self.strategy_account: dict[int, int] = {}
         #: bindings not yet copied into the state arrays (drained by the store)
         self.new_bindings: list[tuple[int, int]] = []
         self.orders: dict[str, int] = {}
         self.order_names: list[str | None] = []
         self._free_orders: list[int] = []
+        #: executions: (account id, exec_id) -> execution id
+        self.execs: dict[ExecKey, int] = {}
+        self.exec_keys: list[ExecKey | None] = []
+        self._free_execs: list[int] = []
+        #: (event time ns, execution id) in the order they were interned
+        self.exec_times: deque[tuple[int, int]] = deque()
+        #: (time ns, order id) each time an order stopped working (or was first seen
+        #: only through a fill, cancel, reject or replace), oldest first
+        self.closed_orders: deque[tuple[int, int]] = deque()
         self.parents: dict[str, int] = {}
         self.sources: dict[str, int] = {}
         self.source_names: list[str] = []
-        #: position pairs: ``pair_key(owner, symbol)`` -> pair id. The owner and symbol of
-        #: a pair, and a strategy pair's account and firm pairs, live in the store's
-        #: ``pi`` array (an int key and one dict are ~100 bytes a pair; tuples cost 5x).
+        #: position pairs: ``pair_key(owner, symbol)`` -> pair id. Owner, symbol and the
+        #: firm's pair in the same symbol live in the POSITION records.
         self.pairs: dict[int, int] = {}
-        #: pairs not yet copied into the store: (pair, owner, symbol, account pair, firm pair)
-        self.new_pairs: list[tuple[int, int, int, int, int]] = []
-        #: batch builder cache (derived, rebuilt on demand, never snapshotted):
-        #: strategy name -> (its account's name, account id, strategy id), once bound
-        self.routes: dict[str, tuple[str, int, int]] = {}
+        #: pairs not yet copied into the store: (pair, owner, symbol, firm pair)
+        self.new_pairs: list[tuple[int, int, int, int]] = []
 
     # scopes ---------------------------------------------------------------
     def scope(self, level: int, key: str) -> int:
@@ -68,7 +79,10 @@ class KeySpace:
         return sid
 
     def scope_of(self, scope: str) -> int:
-        """The scope id of a scope string such as ``"account:A1"`` (created on first use)."""
+        """The scope id of a scope string such as ``"account:A1"`` (created on first use).
+
+        Raises :class:`riskguard.vocabulary.ScopeError` for a malformed scope string.
+        """
         level, key = parse_scope(scope)
         return self.scope(level, key)
 
@@ -77,18 +91,18 @@ class KeySpace:
         return self._by_level[level]
 
     def find_scope(self, scope: str) -> int | None:
-        """The scope id of a scope string, or None when that key was never seen."""
+        """The scope id of a scope string, or None when that key was never seen.
+
+        Raises :class:`riskguard.vocabulary.ScopeError` for a malformed scope string.
+        """
         level, key = parse_scope(scope)
         return self._by_level[level].get(key)
 
-    def bind_strategy(self, strategy: int, account: int) -> bool:
-        """Record that ``strategy`` belongs to ``account``; False if it belongs elsewhere."""
-        owner = self.strategy_account.get(strategy)
-        if owner is None:
+    def bind_strategy(self, strategy: int, account: int) -> None:
+        """Record ``strategy``'s home account (the first it traded in); later calls keep it."""
+        if strategy not in self.strategy_account:
             self.strategy_account[strategy] = account
             self.new_bindings.append((strategy, account))
-            return True
-        return owner == account
 
     @property
     def n_scopes(self) -> int:
@@ -110,7 +124,7 @@ class KeySpace:
         return oid
 
     def release_orders(self, oids: list[int]) -> None:
-        """Forget closed orders so their ids can be reused (the ids of one batch at once)."""
+        """Forget orders past the horizon so their ids can be reused."""
         names, orders, free = self.order_names, self.orders, self._free_orders
         for oid in oids:
             name = names[oid]
@@ -121,8 +135,35 @@ class KeySpace:
 
     @property
     def n_orders(self) -> int:
-        """Capacity needed for order arrays (highest id + 1)."""
+        """Capacity needed for order records (highest id + 1)."""
         return len(self.order_names)
+
+    # executions -----------------------------------------------------------------
+    def execution(self, key: ExecKey, ts: int) -> int:
+        """A new id for execution ``key`` (account id, exec_id), stamped ``ts`` for the horizon."""
+        if self._free_execs:
+            eid = self._free_execs.pop()
+            self.exec_keys[eid] = key
+        else:
+            eid = len(self.exec_keys)
+            self.exec_keys.append(key)
+        self.execs[key] = eid
+        self.exec_times.append((ts, eid))
+        return eid
+
+    def release_execs(self, eids: list[int]) -> None:
+        """Forget executions past the horizon so their ids can be reused."""
+        for eid in eids:
+            key = self.exec_keys[eid]
+            if key is not None:
+                del self.execs[key]
+                self.exec_keys[eid] = None
+                self._free_execs.append(eid)
+
+    @property
+    def n_execs(self) -> int:
+        """Capacity needed for execution records (highest id + 1)."""
+        return len(self.exec_keys)
 
     # parents, sources, pairs ---------------------------------------------
     def parent(self, parent_id: str) -> int:
@@ -140,23 +181,18 @@ class KeySpace:
             self.source_names.append(name)
         return sid
 
-    def pair(self, owner: int, symbol: int, account_pair: int = -1, firm_pair: int = -1) -> int:
-        """The id of the position held by scope ``owner`` in symbol scope ``symbol``."""
+    def _pair(self, owner: int, symbol: int, firm_pair: int) -> int:
         key = owner << 32 | symbol
         pid = self.pairs.get(key)
         if pid is None:
             pid = self.pairs[key] = len(self.pairs)
-            self.new_pairs.append((pid, owner, symbol, account_pair, firm_pair))
+            self.new_pairs.append((pid, owner, symbol, firm_pair))
         return pid
 
-    def strategy_pair(self, account: int, strategy: int, symbol: int) -> int:
-        """A strategy's pair in a symbol, creating it and its account's and the firm's."""
-        pid = self.pairs.get(strategy << 32 | symbol)
-        if pid is None:
-            firm = self.pair(FIRM, symbol)
-            acc = self.pair(account, symbol)
-            pid = self.pair(strategy, symbol, acc, firm)
-        return pid
+    def holding(self, owner: int, symbol: int) -> int:
+        """The position pair of an account or strategy ``owner`` in ``symbol`` (and the firm's)."""
+        firm = self._pair(FIRM, symbol, -1)
+        return self._pair(owner, symbol, firm)
 
     @property
     def n_pairs(self) -> int:
@@ -165,12 +201,15 @@ class KeySpace:
 
     # snapshots -------------------------------------------------------------
     def export(self) -> dict[str, Any]:
-        """Every interned key, as JSON-able lists (position pairs live in the state arrays)."""
+        """Every interned key, as JSON-able lists (pairs' owners live in the state records)."""
         return {
             "scope_names": list(self.scope_names),
             "scope_levels": list(self.scope_levels),
             "strategy_account": [list(item) for item in self.strategy_account.items()],
             "order_names": list(self.order_names),
+            "exec_keys": [None if k is None else list(k) for k in self.exec_keys],
+            "exec_times": [list(item) for item in self.exec_times],
+            "closed_orders": [list(item) for item in self.closed_orders],
             "parents": list(self.parents),
             "source_names": list(self.source_names),
             "n_pairs": self.n_pairs,
@@ -182,9 +221,9 @@ class KeySpace:
         """Replace every key with ``exported`` (from :meth:`export`), in place.
 
         ``pair_owner`` and ``pair_symbol`` are the owner and symbol scope ids of each
-        position pair (``Positions.owner`` / ``.symbol`` of the same snapshot). Raises
-        ``KeyError``, ``TypeError`` or ``ValueError`` on a malformed export; the key space
-        is left unchanged then.
+        position pair (``POSITION`` fields of the same snapshot). Raises ``KeyError``,
+        ``TypeError`` or ``ValueError`` on a malformed export; the key space is left
+        unchanged then.
         """
         fresh = KeySpace()
         names, levels = exported["scope_names"], exported["scope_levels"]
@@ -195,6 +234,13 @@ class KeySpace:
         fresh.order_names = list(exported["order_names"])
         fresh.orders = {n: i for i, n in enumerate(fresh.order_names) if n is not None}
         fresh._free_orders = [i for i, n in enumerate(fresh.order_names) if n is None]
+        fresh.exec_keys = [
+            None if k is None else (int(k[0]), str(k[1])) for k in exported["exec_keys"]
+        ]
+        fresh.execs = {k: i for i, k in enumerate(fresh.exec_keys) if k is not None}
+        fresh._free_execs = [i for i, k in enumerate(fresh.exec_keys) if k is None]
+        fresh.exec_times = deque((int(t), int(i)) for t, i in exported["exec_times"])
+        fresh.closed_orders = deque((int(t), int(i)) for t, i in exported["closed_orders"])
         for parent in exported["parents"]:
             fresh.parent(parent)
         for source in exported["source_names"]:

@@ -1,8 +1,17 @@
-"""Building blocks of the numba kernel: positions, exposures, rule judgement, revaluation.
+"""Building blocks of the numba kernel: positions, exposures, judging, revaluation.
 
 Every function is ``@njit(cache=True, _nrt=False)`` over the records and bundles of
 :mod:`riskguard.state.bundles`: no reference counting, no allocation. The event loop
 that strings them together is in :mod:`riskguard.state.kernel`.
+
+Valuation. Each position pair carries its ``value`` (signed qty x valuation price, per
+lot) and ``gross`` (|qty x price| per lot); a scope's net and gross notional are the sums
+over its pairs. With ``revalue_ms`` 0 every lot is valued at the symbol's latest
+reference price at once. With ``revalue_ms`` > 0 holders are revalued once per epoch,
+and a fill's own quantity is valued at its own price until then (never at a stale price
+it did not trade at), so the lag can delay exposure but never invent P&L. A scope's
+session high of P&L is raised only at consistent moments (no revaluation waiting), so
+it never records P&L that did not exist (docs/limits.md, Revaluation).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from riskguard.limits.vocabulary import (
     M_OPEN_ORDERS,
     M_PNL,
 )
-from riskguard.state.bundles import FIRM
+from riskguard.state.bundles import FIRM, QTY_EXACT_BELOW, QTY_RTOL
 from riskguard.state.tables import edge_add, edge_remove
 from riskguard.vocabulary import A_ALERT, L_ACCOUNT, L_FIRM, L_STRATEGY
 
@@ -36,64 +45,121 @@ def at_level(level, account, strategy, symbol):  # type: ignore[no-untyped-def]
     return symbol
 
 
+@njit(cache=True, _nrt=False)
+def snap(x):  # type: ignore[no-untyped-def]
+    """A quantity sum rounded to QTY_DECIMALS decimals (while below QTY_EXACT_BELOW)."""
+    if abs(x) >= QTY_EXACT_BELOW:
+        return x
+    return math.floor(x * 1e9 + 0.5) / 1e9
+
+
+@njit(cache=True, _nrt=False)
+def near(a, b):  # type: ignore[no-untyped-def]
+    """Whether quantities ``a`` and ``b`` are equal within QTY_RTOL of the larger."""
+    return abs(a - b) <= QTY_RTOL * max(abs(a), abs(b))
+
+
 # positions and exposure ------------------------------------------------------------------
 @njit(cache=True, _nrt=False)
-def _scope_delta(sc, s, dnet, dgross, dreal, dcost):  # type: ignore[no-untyped-def]
-    r = sc[s]
-    r.net_notional += dnet
-    r.gross_notional += dgross
-    r.realised_pnl += dreal
-    r.cost_basis += dcost
-    r.peak_pnl = max(r.peak_pnl, pnl_of(sc, s))
-
-
-@njit(cache=True, _nrt=False)
 def pnl_of(sc, s):  # type: ignore[no-untyped-def]
-    """Realised + unrealised P&L of scope ``s`` (currency)."""
+    """Realised + unrealised P&L of scope ``s``, net of fees (currency)."""
     r = sc[s]
-    return r.realised_pnl + r.net_notional - r.cost_basis
+    return r.realised_pnl + r.net_notional - r.cost_basis - r.fees
 
 
 @njit(cache=True, _nrt=False)
-def pair_delta(st, p, dnet, dgross, dreal, dcost):  # type: ignore[no-untyped-def]
-    """Apply a change of pair ``p`` to its owner scope (and, for the firm's, to the symbol)."""
+def _raise_peak(st, s, consistent):  # type: ignore[no-untyped-def]
+    """Raise the session high of scope ``s`` now, or once the valuation is consistent."""
+    sc = st.scopes
+    if consistent:
+        sc[s].peak_pnl = max(sc[s].peak_pnl, pnl_of(sc, s))
+    elif sc[s].dirty == 0:
+        g = st.globals[0]
+        sc[s].dirty = 1
+        sc[s].next_dirty = g.first_dirty
+        g.first_dirty = s
+
+
+@njit(cache=True, _nrt=False)
+def settle_peaks(st):  # type: ignore[no-untyped-def]
+    """Valuation is consistent again: raise the highs of every scope that waited."""
+    sc = st.scopes
+    g = st.globals[0]
+    s = g.first_dirty
+    while s >= 0:
+        nxt = sc[s].next_dirty
+        sc[s].peak_pnl = max(sc[s].peak_pnl, pnl_of(sc, s))
+        sc[s].dirty = 0
+        sc[s].next_dirty = -1
+        s = nxt
+    g.first_dirty = -1
+
+
+@njit(cache=True, _nrt=False)
+def _scope_delta(st, s, d, consistent):  # type: ignore[no-untyped-def]
+    """Add ``d`` = (net, gross, realised, cost, fees) changes to scope ``s``."""
+    r = st.scopes[s]
+    r.net_notional += d[0]
+    r.gross_notional += d[1]
+    r.realised_pnl += d[2]
+    r.cost_basis += d[3]
+    r.fees += d[4]
+    _raise_peak(st, s, consistent)
+
+
+@njit(cache=True, _nrt=False)
+def pair_delta(st, p, d, consistent):  # type: ignore[no-untyped-def]
+    """Apply a change of pair ``p`` to its owner scope (and, for the firm's, its symbol)."""
     owner = st.positions[p].owner
-    _scope_delta(st.scopes, owner, dnet, dgross, dreal, dcost)
+    _scope_delta(st, owner, d, consistent)
     if owner == FIRM:
-        _scope_delta(st.scopes, st.positions[p].symbol, dnet, dgross, dreal, dcost)
+        _scope_delta(st, st.positions[p].symbol, d, consistent)
 
 
 @njit(cache=True, _nrt=False)
-def fill_pair(pos, p, d, x):  # type: ignore[no-untyped-def]
-    """Average-cost update of pair ``p`` by a fill of signed qty ``d`` at price ``x``.
+def trade_pair(st, p, d, x, w, fee, consistent):  # type: ignore[no-untyped-def]
+    """Pair ``p`` trades signed qty ``d`` at price ``x``; the lot is valued at ``w``.
 
-    Returns (old |qty|, new |qty|, d qty, d cost, d realised). A fill that crosses zero
-    closes the old position at its average cost and opens the rest at ``x``.
+    Average cost: a fill that crosses zero closes the old position at its average cost
+    (realising P&L) and opens the rest at ``x``. Quantities within QTY_RTOL of closing
+    the position close it exactly (no dust). Valuation per lot: an increase adds
+    ``d x w``; a reduction keeps the remaining lots' valuation pro rata; a flip values
+    the new position at ``w``. The change is applied to the owner scope (with ``fee``).
     """
-    rec = pos[p]
-    q = rec.qty
-    c = rec.cost
+    pos = st.positions[p]
+    q, c, v0, g0 = pos.qty, pos.cost, pos.value, pos.gross
     dr = 0.0
     if q == 0.0 or (q > 0.0) == (d > 0.0):
-        nq = q + d
+        nq = snap(q + d)
         nc = c + d * x
+        v1 = v0 + d * w
+        g1 = g0 + abs(d * w)
+    elif near(abs(d), abs(q)):
+        avg = c / q
+        dr = abs(q) * (x - avg) if q > 0.0 else abs(q) * (avg - x)
+        nq = 0.0
+        nc = 0.0
+        v1 = 0.0
+        g1 = 0.0
     else:
         avg = c / q
         k = min(abs(d), abs(q))
         dr = k * (x - avg) if q > 0.0 else k * (avg - x)
+        nq = snap(q + d)
         if abs(d) < abs(q):
-            nq = q + d
             nc = avg * nq
-        elif abs(d) == abs(q):
-            nq = 0.0
-            nc = 0.0
+            v1 = v0 * (nq / q)
+            g1 = g0 * (nq / q)
         else:
-            nq = q + d
             nc = x * nq
-    rec.qty = nq
-    rec.cost = nc
-    rec.realised += dr
-    return abs(q), abs(nq), nq - q, nc - c, dr
+            v1 = nq * w
+            g1 = abs(nq * w)
+    pos.qty = nq
+    pos.cost = nc
+    pos.realised += dr
+    pos.value = v1
+    pos.gross = g1
+    pair_delta(st, p, (v1 - v0, g1 - g0, dr, nc - c, fee), consistent)
 
 
 @njit(cache=True, _nrt=False)
@@ -123,7 +189,7 @@ def scope_value(metric, sc, s):  # type: ignore[no-untyped-def]
     if metric == M_PNL:
         return pnl_of(sc, s)
     if metric == M_DRAWDOWN:
-        return sc[s].peak_pnl - pnl_of(sc, s)
+        return max(0.0, sc[s].peak_pnl - pnl_of(sc, s))
     if metric == M_OPEN_ORDERS:
         return float(sc[s].open_orders)
     return np.nan
@@ -141,21 +207,25 @@ def matches(rules, sc, r, s):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, _nrt=False)
 def judge(r, s, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
-    """Record value ``v`` of row ``r`` at scope ``s`` (event ``e``, event time ``now``).
+    """Record value ``v`` of row ``r`` at scope ``s`` (event ``e``, corrected time ``now``).
 
     NaN means the metric does not apply: nothing is recorded. A breach escalates the
-    scope's latched state to the row's action if that is stricter, writing one output
-    row; an alert row writes one when its edge is raised and re-arms once a value is
-    back within the limit. A breach evidenced by an event at or before the scope's
-    judged time (an operator resumed after it, or the previous instance decided it)
-    is recorded in the peaks but changes nothing.
+    scope's latched state to the row's action if that is stricter, writing one decision;
+    an alert row writes one when its edge is raised and re-arms once a value is back
+    within the limit. A breach evidenced by an event at or before the scope's judged
+    time (an operator resumed after it, or the previous instance decided it) is recorded
+    in the peaks but changes nothing.
     """
     if math.isnan(v):
         return
     peak = peaks[r]
     peak.evaluations += 1.0
-    peak.high = max(peak.high, v)
-    peak.low = min(peak.low, v)
+    if v > peak.high:
+        peak.high = v
+        peak.high_scope = s
+    if v < peak.low:
+        peak.low = v
+        peak.low_scope = s
     row = rules.rows[r]
     scope = st.scopes[s]
     breach = (v > row.upper or v < row.lower) and now > max(
@@ -165,18 +235,18 @@ def judge(r, s, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-de
         if breach:
             if edge_add(st.edges, r << 32 | s):
                 peak.edges += 1.0
-                emit(out, e, r, s, scope.state, -1, v)
+                emit(out, e, r, s, scope.state, -1, v, now)
         elif peak.edges > 0.0 and edge_remove(st.edges, r << 32 | s):
             peak.edges -= 1.0
         return
     if breach and scope.state < row.action:
-        emit(out, e, r, s, scope.state, row.action, v)
+        emit(out, e, r, s, scope.state, row.action, v, now)
         scope.state = row.action
 
 
 @njit(cache=True, _nrt=False)
-def emit(out, e, r, s, old, new, v):  # type: ignore[no-untyped-def]
-    """Write one output row (``new`` -1: an alert)."""
+def emit(out, e, r, s, old, new, v, ts):  # type: ignore[no-untyped-def]
+    """Write one decision (``new`` -1: an alert)."""
     counts = out.counts[0]
     d = out.decisions[counts.n]
     d.event = e
@@ -185,28 +255,67 @@ def emit(out, e, r, s, old, new, v):  # type: ignore[no-untyped-def]
     d.from_state = old
     d.to_state = new
     d.value = v
+    d.ts = ts
     counts.n += 1
+
+
+@njit(cache=True, _nrt=False)
+def note(out, e, kind, value):  # type: ignore[no-untyped-def]
+    """Write one note about event ``e``."""
+    counts = out.counts[0]
+    n = out.notes[counts.n_notes]
+    n.event = e
+    n.kind = kind
+    n.value = value
+    counts.n_notes += 1
 
 
 # revaluation ----------------------------------------------------------------------------
 @njit(cache=True, _nrt=False)
 def rows_for_price_move(st, rules, y):  # type: ignore[no-untyped-def]
-    """Output rows a revaluation of symbol ``y`` may write (two per exposure row per holder)."""
+    """Decisions a revaluation of symbol ``y`` may write (two per exposure row per holder)."""
     return 2 * rules.exposure_rows.shape[0] * (st.symbols[y].n_holders + 1)
 
 
 @njit(cache=True, _nrt=False)
-def _move(st, y):  # type: ignore[no-untyped-def]
+def consistent(st, rules):  # type: ignore[no-untyped-def]
+    """Whether every lot is valued at its symbol's latest reference price right now."""
+    return rules.revalue_ns <= 0 or st.globals[0].first_pending < 0
+
+
+@njit(cache=True, _nrt=False)
+def queue(st, y):  # type: ignore[no-untyped-def]
+    """Queue symbol ``y`` for revaluation at the start of the next epoch."""
+    sym, g = st.symbols[y], st.globals[0]
+    if sym.pending != 0:
+        return
+    sym.pending = 1
+    sym.next_pending = -1
+    tail = g.last_pending
+    if tail < 0:
+        g.first_pending = y
+    else:
+        st.symbols[tail].next_pending = y
+    g.last_pending = y
+
+
+@njit(cache=True, _nrt=False)
+def _move(st, y, ok):  # type: ignore[no-untyped-def]
     """Value every holder of symbol ``y`` at its latest reference price."""
     sym = st.symbols[y]
-    dm = sym.ref_price - sym.val_price
-    sym.val_price = sym.ref_price
+    m = sym.ref_price
+    sym.val_price = m
     p = sym.first_holder
     while p >= 0:
-        q = st.positions[p].qty
-        if q != 0.0:
-            pair_delta(st, p, q * dm, abs(q) * dm, 0.0, 0.0)
-        p = st.positions[p].next_holder
+        pos = st.positions[p]
+        if pos.qty != 0.0 or pos.value != 0.0:
+            v1 = pos.qty * m
+            g1 = abs(v1)
+            d = (v1 - pos.value, g1 - pos.gross, 0.0, 0.0, 0.0)
+            pos.value = v1
+            pos.gross = g1
+            pair_delta(st, p, d, ok)
+        p = pos.next_holder
 
 
 @njit(cache=True, _nrt=False)
@@ -241,19 +350,11 @@ def price_move(y, px, e, now, st, rules, peaks, out):  # type: ignore[no-untyped
     """
     sym, g = st.symbols[y], st.globals[0]
     sym.ref_price = px
-    if rules.revalue_ns > 0 and sym.val_epoch >= g.epoch:
-        if sym.pending == 0:
-            sym.pending = 1
-            sym.next_pending = -1
-            tail = g.last_pending
-            if tail < 0:
-                g.first_pending = y
-            else:
-                st.symbols[tail].next_pending = y
-            g.last_pending = y
+    if rules.revalue_ns > 0 and (sym.val_epoch >= g.epoch or sym.pending != 0):
+        queue(st, y)
         return
     sym.val_epoch = g.epoch
-    _move(st, y)
+    _move(st, y, consistent(st, rules))
     if rules.exposure_rows.shape[0] == 0:
         return
     g.flush_seq += 1
@@ -264,10 +365,11 @@ def price_move(y, px, e, now, st, rules, peaks, out):  # type: ignore[no-untyped
 def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Enter the revaluation epoch of ``now``: apply every queued price, then judge.
 
-    All queued symbols are moved first and each holding scope is judged once after, so a
-    scope holding several of them is never judged half-revalued. Returns False, having
-    changed nothing and set ``out.need``, when the output buffer (keeping ``spare`` rows
-    for the caller) could overflow.
+    All queued symbols are moved first, the session highs that waited for a consistent
+    valuation are raised, and then each holding scope is judged once, so a scope holding
+    several of them is never judged half-revalued. Returns False, having changed nothing
+    and set ``out.counts.need``, when the decisions (keeping ``spare`` for the caller)
+    could overflow.
     """
     rw = rules.revalue_ns
     g, sy = st.globals[0], st.symbols
@@ -288,8 +390,9 @@ def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
         y = head
         while y >= 0:
             sy[y].val_epoch = ep
-            _move(st, y)
+            _move(st, y, False)
             y = sy[y].next_pending
+        settle_peaks(st)
         if rules.exposure_rows.shape[0] > 0:
             g.flush_seq += 1
             y = head
@@ -304,5 +407,7 @@ def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
             y = nxt
         g.first_pending = -1
         g.last_pending = -1
+    else:
+        settle_peaks(st)
     g.epoch = ep
     return True

@@ -1,10 +1,10 @@
 """Plain-Python reference model of the kernel: dicts and objects, one event at a time.
 
-It shares no code with the numba path beyond the limits model and the metric
-vocabulary, and spells every definition out the obvious way. The property tests
-drive both with random streams and require equal positions, exposures, P&L,
-open orders, rule peaks and transitions. It is also the baseline of the kernel
-benchmark. It is slow by design; never use it on the hot path.
+It shares no code with the numba path beyond the limits model, the metric spec and the
+engine settings, and spells every rule out the obvious way (docs/events.md and
+docs/limits.md). The property tests drive both with random streams and require equal
+positions, exposures, P&L, open orders, rule peaks and transitions. It is also the
+baseline of the kernel benchmark. It is slow by design; never use it on the hot path.
 """
 
 from __future__ import annotations
@@ -13,67 +13,78 @@ import math
 
 from riskguard import events as wire
 from riskguard.limits.model import Limits, Rule
+from riskguard.settings import EngineSettings
 from riskguard.state.reference_defs import (
-    BUCKETS,
     COUNTED,
     EXPOSURE_NAMES,
-    FAMILY_NAMES,
+    JUMP_CONFIRM,
+    MARK_RING,
     Book,
+    Execution,
+    Lot,
     Order,
     RefTransition,
     Window,
+    near,
+    snap,
 )
+from riskguard.state.reference_orders import ReferenceOrders
 from riskguard.vocabulary import ACTION_CODE, STATES
 
 
-class ReferenceModel:
+class ReferenceModel(ReferenceOrders):
     """The semantics of :mod:`riskguard.state.kernel`, written for reading, not speed."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, settings: EngineSettings | None = None) -> None:
+        cfg = settings or EngineSettings()
         self.rules = limits.rules
+        self.skew_ns, self.lateness_ns = cfg.skew_ns, cfg.lateness_ns
+        self.revalue_ns = limits.revalue_ms * 1_000_000
         self.state: dict[str, int] = {}
-        self.strategy_account: dict[str, str] = {}
-        self.pos: dict[tuple[str, str], list[float]] = {}  # (owner, symbol) -> pos, cost, real
+        self.home: dict[str, str] = {}  # strategy -> the account it first traded in
+        self.lots: dict[tuple[str, str], Lot] = {}  # (owner scope, symbol scope)
         self.holders: dict[str, list[str]] = {}  # symbol -> owners, in order of first fill
         self.books: dict[str, Book] = {}
         self.ref: dict[str, float] = {}  # symbol -> latest reference price
-        self.val: dict[str, float] = {}  # symbol -> price positions are valued at
-        self.val_epoch: dict[str, int] = {}  # symbol -> epoch its valuation last moved in
-        self.pending: list[str] = []  # symbols with a price move queued, in queue order
+        self.val: dict[str, float] = {}  # symbol -> its valuation price
+        self.val_epoch: dict[str, int] = {}
+        self.pending: list[str] = []  # symbols waiting for the next epoch, in queue order
+        self.dirty: list[str] = []  # scopes whose session high waits for consistency
         self.epoch = -1
-        self.revalue_ns = limits.revalue_ms * 1_000_000
         self.price_src: dict[str, int] = {}
-        self.mark_ts: dict[str, int] = {}
+        self.mark_ns: dict[str, int] = {}
+        self.mark_prices: dict[str, list[float]] = {}
         self.orders: dict[str, Order] = {}
+        self.serial = 0
+        self.seen_execs: set[tuple[str, str]] = set()
+        self.execs: dict[tuple[str, str], Execution] = {}
         self.parents: dict[str, list[float | None]] = {}  # id -> [declared qty, filled]
         self.windows: dict[tuple[str, str, int, str], Window] = {}
         self.counters: list[tuple[str, str, int]] = []
         self.dup: dict[tuple[tuple[str, str], int, str, str, str, float, float], int] = {}
         self.dup_purge_at = 4096
         self.alerting: set[tuple[int, str, str | None]] = set()
-        self.start = -1
-        self.last_any = -1
+        self.start = self.last_any = self.feed_ns = -1
+        self.ahead_run = 0
         self.heard: dict[str, int] = {}
         self.transitions: list[RefTransition] = []
         self.peaks: dict[str, list[float]] = {r.name: [0, -math.inf, math.inf] for r in self.rules}
-        self.bad = 0
+        self.bad: list[str] = []  # reasons
+        self.duplicates = self.skewed = self.late = 0
         self.judged: dict[str, int] = {}  # scope -> resumed at (event time)
         for rule in self.rules:
-            kinds = COUNTED.get(rule.metric)
-            if kinds:
-                for kind in kinds:
-                    if kind is None:
-                        continue
-                    key = (kind, rule.scope, (rule.window_ms or 0) * 1_000_000)
-                    if key not in self.counters:
-                        self.counters.append(key)
+            for kind in COUNTED.get(rule.metric, ()):
+                if kind is None:
+                    continue
+                key = (kind, rule.scope, (rule.window_ms or 0) * 1_000_000)
+                if key not in self.counters:
+                    self.counters.append(key)
 
-    # helpers ------------------------------------------------------------------
+    # inspection -----------------------------------------------------------------------
     def resume(self, scope: str) -> None:
         """An operator lowers ``scope`` to ACTIVE at the latest event time (no-op if ACTIVE)."""
-        if not self.state.pop(scope, 0):
-            return
-        self.judged[scope] = max(self.judged.get(scope, -1), self.last_any)
+        if self.state.pop(scope, 0):
+            self.judged[scope] = max(self.judged.get(scope, -1), self.last_any)
 
     def book(self, scope: str) -> Book:
         """The aggregates of ``scope`` (created empty)."""
@@ -81,25 +92,17 @@ class ReferenceModel:
 
     def position(self, owner: str, symbol: str) -> float:
         """Net position of ``owner`` in ``symbol``."""
-        return self.pos.get((owner, f"symbol:{symbol}"), [0.0])[0]
+        lot = self.lots.get((owner, f"symbol:{symbol}"))
+        return lot.qty if lot else 0.0
 
-    def _scopes(self, ev: wire.Event) -> dict[str, str]:
-        if isinstance(ev, wire.Mark | wire.Heartbeat):
-            return {"firm": "firm"}
-        return {
-            "firm": "firm",
-            "account": f"account:{ev.account}",
-            "strategy": f"strategy:{ev.strategy}",
-            "symbol": f"symbol:{ev.symbol}",
-        }
-
+    # judging --------------------------------------------------------------------------
     def _matches(self, rule: Rule, scope: str) -> bool:
         key = scope.partition(":")[2]
         own = rule.match.get(rule.scope)
         if own and key not in own:
             return False
         accounts = rule.match.get("account") if rule.scope == "strategy" else None
-        return not (accounts and self.strategy_account.get(key) not in accounts)
+        return not (accounts and self.home.get(key) not in accounts)
 
     def _check(
         self, index: int, rule: Rule, scope: str, value: float, ts: int, source: str | None = None
@@ -133,42 +136,73 @@ class ReferenceModel:
                 RefTransition(scope, rule.name, STATES[current], STATES[target], "auto", ts, value)
             )
 
-    def _delta(
-        self, owner: str, symbol: str, net: float, gross: float, real: float, cost: float
-    ) -> None:
+    def _stateful(self, metric: str, scope: str) -> float:
+        b = self.book(scope)
+        return {
+            "gross_notional": b.gross,
+            "net_notional": b.net,
+            "pnl": b.pnl,
+            "drawdown": max(0.0, b.peak - b.pnl),
+            "open_orders": float(b.open_orders),
+        }.get(metric, math.nan)
+
+    # valuation ------------------------------------------------------------------------
+    def _consistent(self) -> bool:
+        return self.revalue_ns <= 0 or not self.pending
+
+    def _delta(self, owner: str, symbol: str, d: tuple[float, ...]) -> None:
+        consistent = self._consistent()
         for scope in (owner, symbol) if owner == "firm" else (owner,):
             b = self.book(scope)
-            b.net += net
-            b.gross += gross
-            b.real += real
-            b.cost += cost
+            b.net += d[0]
+            b.gross += d[1]
+            b.real += d[2]
+            b.cost += d[3]
+            b.fees += d[4]
+            if consistent:
+                b.peak = max(b.peak, b.pnl)
+            elif scope not in self.dirty:
+                self.dirty.append(scope)
+
+    def _settle_peaks(self) -> None:
+        for scope in self.dirty:
+            b = self.book(scope)
             b.peak = max(b.peak, b.pnl)
+        self.dirty = []
+
+    def _queue(self, symbol: str) -> None:
+        if symbol not in self.pending:
+            self.pending.append(symbol)
 
     def _price(self, symbol: str, price: float, ts: int) -> None:
         """A new reference price: revalue holders now, or queue it for the next epoch."""
         self.ref[symbol] = price
-        if self.revalue_ns > 0 and self.val_epoch.get(symbol, -1) >= self.epoch:
-            if symbol not in self.pending:
-                self.pending.append(symbol)
+        if self.revalue_ns > 0 and (
+            self.val_epoch.get(symbol, -1) >= self.epoch or symbol in self.pending
+        ):
+            self._queue(symbol)
             return
         self.val_epoch[symbol] = self.epoch
         self._move(symbol)
         self._revalued([symbol], ts)
 
     def _move(self, symbol: str) -> None:
-        move = self.ref[symbol] - self.val.get(symbol, 0.0)
-        self.val[symbol] = self.ref[symbol]
+        m = self.ref[symbol]
+        self.val[symbol] = m
         for owner in self.holders.get(symbol, []):
-            q = self.pos[(owner, symbol)][0]
-            if q != 0.0:
-                self._delta(owner, symbol, q * move, abs(q) * move, 0.0, 0.0)
+            lot = self.lots[(owner, symbol)]
+            if lot.qty != 0.0 or lot.value != 0.0:
+                v1 = lot.qty * m
+                d = (v1 - lot.value, abs(v1) - lot.gross, 0.0, 0.0, 0.0)
+                lot.value, lot.gross = v1, abs(v1)
+                self._delta(owner, symbol, d)
 
     def _revalued(self, symbols: list[str], ts: int) -> None:
         """Exposure rules on every scope holding one of ``symbols``, once each."""
         seen: set[str] = set()
         for symbol in symbols:
             for owner in self.holders.get(symbol, []):
-                if self.pos[(owner, symbol)][0] == 0.0:
+                if self.lots[(owner, symbol)].qty == 0.0:
                     continue
                 for scope in (owner, symbol) if owner == "firm" else (owner,):
                     if scope in seen:
@@ -184,237 +218,178 @@ class ReferenceModel:
                             self._check(i, rule, scope, self._stateful(rule.metric, scope), ts)
 
     def _flush(self, now: int) -> None:
-        """Entering a new revaluation epoch applies every queued move, then evaluates."""
+        """Entering a new revaluation epoch applies every queued move, then judges."""
         if self.revalue_ns <= 0 or now // self.revalue_ns <= self.epoch:
             return
         epoch = now // self.revalue_ns
-        for symbol in self.pending:
+        queued = self.pending
+        for symbol in queued:
             self.val_epoch[symbol] = epoch
             self._move(symbol)
-        self._revalued(self.pending, now)
+        self._settle_peaks()
+        self._revalued(queued, now)
         self.pending = []
         self.epoch = epoch
 
-    def _stateful(self, metric: str, scope: str) -> float:
-        b = self.book(scope)
-        return {
-            "gross_notional": b.gross,
-            "net_notional": b.net,
-            "pnl": b.pnl,
-            "drawdown": b.peak - b.pnl,
-            "open_orders": float(b.open_orders),
-        }.get(metric, math.nan)
+    def _trade(self, x: Execution, d: float, price: float, fee: float) -> None:
+        """Book signed qty ``d`` at ``price`` on the execution's firm, account, strategy lots."""
+        sym = f"symbol:{x.symbol}"
+        w = self.val.get(sym, 0.0)
+        if self.revalue_ns > 0 and w != price:
+            w = price  # the lot is valued at its own price until the next epoch
+            self._queue(sym)
+        for owner in ("firm", f"account:{x.account}", f"strategy:{x.strategy}"):
+            if (owner, sym) not in self.lots:
+                self.lots[(owner, sym)] = Lot()
+                self.holders.setdefault(sym, []).append(owner)
+        for owner in ("firm", f"account:{x.account}", f"strategy:{x.strategy}"):
+            lot = self.lots[(owner, sym)]
+            q, c, v0, g0 = lot.qty, lot.cost, lot.value, lot.gross
+            real = 0.0
+            if q == 0.0 or (q > 0.0) == (d > 0.0):
+                nq, nc, v1, g1 = snap(q + d), c + d * price, v0 + d * w, g0 + abs(d * w)
+            elif near(abs(d), abs(q)):
+                avg = c / q
+                real = abs(q) * (price - avg) * (1.0 if q > 0.0 else -1.0)
+                nq = nc = v1 = g1 = 0.0
+            else:
+                avg = c / q
+                real = min(abs(d), abs(q)) * (price - avg) * (1.0 if q > 0.0 else -1.0)
+                nq = snap(q + d)
+                if abs(d) < abs(q):
+                    nc, v1, g1 = avg * nq, v0 * (nq / q), g0 * (nq / q)
+                else:
+                    nc, v1, g1 = price * nq, nq * w, abs(nq * w)
+            lot.qty, lot.cost, lot.real, lot.value, lot.gross = nq, nc, lot.real + real, v1, g1
+            self._delta(owner, sym, (v1 - v0, g1 - g0, real, nc - c, fee))
 
-    def _open(self, oid: str, order: Order) -> None:
-        self.orders[oid] = order
-        for s in (
-            "firm",
-            f"account:{order.account}",
-            f"strategy:{order.strategy}",
-            f"symbol:{order.symbol}",
-        ):
-            self.book(s).open_orders += 1
-
-    def _close(self, oid: str) -> None:
-        order = self.orders.pop(oid)
-        for s in (
-            "firm",
-            f"account:{order.account}",
-            f"strategy:{order.strategy}",
-            f"symbol:{order.symbol}",
-        ):
-            self.book(s).open_orders -= 1
-
-    # the event loop -------------------------------------------------------------
-    def apply(self, events: list[wire.Event]) -> None:
-        """Apply events in order."""
+    # the event loop -------------------------------------------------------------------
+    def apply(self, events: list[wire.Event], wall: int = -1) -> None:
+        """Apply events in order (``wall``: the wall clock of a live run, -1 in replay)."""
         for ev in events:
-            self.apply_one(ev)
+            self.apply_one(ev, wall)
 
-    def apply_one(self, ev: wire.Event) -> None:
+    def _corrected(self, raw: int, wall: int) -> tuple[int, int]:
+        clock = self.last_any
+        if clock < 0:
+            return raw, 0
+        if wall >= 0:
+            return (max(clock, wall), raw - wall) if raw > wall + self.skew_ns else (raw, 0)
+        if raw > clock + self.skew_ns and self.ahead_run + 1 < JUMP_CONFIRM:
+            return clock, raw - clock
+        return raw, 0
+
+    def apply_one(self, ev: wire.Event, wall: int = -1) -> None:
         """Apply one event."""
-        if not isinstance(ev, wire.Mark | wire.Heartbeat):
-            owner = self.strategy_account.setdefault(ev.strategy, ev.account)
-            if owner != ev.account:
-                self.bad += 1
+        if isinstance(ev, wire.Fill):
+            key = (ev.account, ev.exec_id)
+            if key in self.seen_execs:
+                self.duplicates += 1
                 return
-        now = ev.ts
+            if ev.exec_type != "trade" and (ev.account, ev.ref_exec_id) not in self.execs:
+                self.bad.append("unknown_exec_ref")
+                return
+            self.seen_execs.add(key)
+        if not isinstance(ev, wire.Mark | wire.Heartbeat):
+            self.home.setdefault(ev.strategy, ev.account)
+        now, skew = self._corrected(ev.ts, wall)
+        self._flush(now)
+        if skew > 0:
+            self.ahead_run += 1
+            self.skewed += 1
+        else:
+            self.ahead_run = 0
         if self.start < 0:
             self.start = now
-        self.tick(now)
-        self.last_any = max(self.last_any, now)
+        clock = self.last_any
+        self._feed(now, wall, True)
+        self.last_any = max(clock, now)
         if isinstance(ev, wire.Heartbeat):
             self.heard[ev.source] = max(self.heard.get(ev.source, -1), now)
             return
         if isinstance(ev, wire.Mark):
-            sym = f"symbol:{ev.symbol}"
-            if now >= self.mark_ts.get(sym, -1):
-                self.mark_ts[sym] = now
-                self.price_src[sym] = 2
-                self._price(sym, ev.price, now)
+            self._mark(ev, now)
             return
-        scopes = self._scopes(ev)
-        sym = scopes["symbol"]
-        if not isinstance(ev, wire.ParentOrder):
-            self._count(ev, scopes)
-        parent = getattr(ev, "parent_id", None)
+        at = now if clock - now <= self.lateness_ns else clock
+        if isinstance(ev, wire.Fill) and ev.exec_type == "trade":
+            assert ev.price is not None
+            sym = f"symbol:{ev.symbol}"
+            src = self.price_src.get(sym, 0)
+            if src < 2 and (src == 0 or self.ref[sym] != ev.price):
+                self.price_src[sym] = 1
+                self._price(sym, ev.price, now)
+        scopes = {
+            "firm": "firm",
+            "account": f"account:{ev.account}",
+            "strategy": f"strategy:{ev.strategy}",
+            "symbol": f"symbol:{ev.symbol}",
+        }
         if isinstance(ev, wire.ParentOrder):
-            self.parents.setdefault(ev.parent_id, [None, 0.0])[0] = ev.qty
-        elif isinstance(ev, wire.NewOrder):
-            if ev.parent_id is not None:
-                self.parents.setdefault(ev.parent_id, [None, 0.0])
-            if ev.order_id in self.orders:
-                self._close(ev.order_id)
-            self._open(ev.order_id, Order(ev.account, ev.strategy, ev.symbol, ev.parent_id, ev.qty))
-        elif isinstance(ev, wire.ReplaceOrder):
-            order = self.orders.get(ev.order_id)
-            if order is not None:
-                order.qty = ev.qty
-                if order.cum >= ev.qty:
-                    self._close(ev.order_id)
-        elif isinstance(ev, wire.CancelOrder | wire.RejectOrder):
-            if ev.order_id in self.orders:
-                self._close(ev.order_id)
+            declared = self.parents.setdefault(ev.parent_id, [None, 0.0])
+            if declared[0] == ev.qty:
+                self.duplicates += 1  # a redelivered parent changes nothing
+                return
+            declared[0] = ev.qty
+            parent: str | None = ev.parent_id
         elif isinstance(ev, wire.Fill):
-            self._fill(ev, sym)
-            order = self.orders.get(ev.order_id)
-            if parent is None and order is not None:
-                parent = order.parent
-            if parent is not None:
-                self.parents.setdefault(parent, [None, 0.0])[1] += ev.qty  # type: ignore[operator]
-            if order is not None:
-                order.cum += ev.qty
-                if order.cum >= order.qty:
-                    self._close(ev.order_id)
-        self._evaluate(ev, scopes, parent)
-
-    def _fill(self, ev: wire.Fill, sym: str) -> None:
-        src = self.price_src.get(sym, 0)
-        if src < 2 and (src == 0 or self.ref[sym] != ev.price):
-            self.price_src[sym] = 1
-            self._price(sym, ev.price, ev.ts)
-        m = self.val[sym]
-        d = ev.qty if ev.side == "buy" else -ev.qty
-        for owner in ("firm", f"account:{ev.account}", f"strategy:{ev.strategy}"):
-            if (owner, sym) not in self.pos:
-                self.pos[(owner, sym)] = [0.0, 0.0, 0.0]
-                self.holders.setdefault(sym, []).append(owner)
-            p = self.pos[(owner, sym)]
-            q, c = p[0], p[1]
-            realised = 0.0
-            if q == 0.0 or (q > 0.0) == (d > 0.0):
-                nq, nc = q + d, c + d * ev.price
+            if ev.exec_type == "trade":
+                self._count(ev, scopes, now, at)
+                parent = self._on_trade(ev, at)
             else:
-                avg = c / q
-                closing = min(abs(d), abs(q))
-                realised = closing * (ev.price - avg) * (1.0 if q > 0.0 else -1.0)
-                if abs(d) < abs(q):
-                    nq = q + d
-                    nc = avg * nq
-                elif abs(d) == abs(q):
-                    nq = nc = 0.0
-                else:
-                    nq = q + d
-                    nc = ev.price * nq
-            p[0], p[1], p[2] = nq, nc, p[2] + realised
-            self._delta(owner, sym, (nq - q) * m, (abs(nq) - abs(q)) * m, realised, nc - c)
+                applied, parent = self._on_amend(ev)
+                if not applied:
+                    return
+        else:
+            applied, parent = self._order_event(ev, now)
+            if not applied:
+                return
+            self._count(ev, scopes, now, at)
+        if clock - now > self.lateness_ns:
+            self.late += 1
+        self._evaluate(ev, scopes, parent, now)
 
-    def _count(self, ev: wire.Event, scopes: dict[str, str]) -> None:
-        for kind, level, window in self.counters:
-            scope = scopes[level]
-            width = -(-window // BUCKETS)
-            bucket = ev.ts // width
-            w = self.windows.setdefault((kind, level, window, scope), Window())
-            w.advance(bucket)
-            v = 0.0
-            if kind == "new":
-                v = 1.0 if isinstance(ev, wire.NewOrder) else 0.0
-            elif kind == "msg":
-                v = (
-                    1.0
-                    if isinstance(ev, wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder)
-                    else 0.0
-                )
-            elif kind == "rej":
-                v = 1.0 if isinstance(ev, wire.RejectOrder) else 0.0
-            elif kind == "cxl":
-                v = 1.0 if isinstance(ev, wire.CancelOrder) else 0.0
-            elif kind == "filln":
-                v = ev.qty * ev.price if isinstance(ev, wire.Fill) else 0.0
-            elif kind == "dup" and isinstance(ev, wire.NewOrder):
-                key = (
-                    (kind, level),
-                    window,
-                    scope,
-                    ev.symbol,
-                    ev.side,
-                    ev.qty,
-                    -1.0 if ev.price is None else ev.price,
-                )
-                prev = self.dup.get(key, -1)
-                if prev >= 0 and abs(ev.ts - prev) < window:
-                    v = 1.0
-                if ev.ts > prev:
-                    self.dup[key] = ev.ts
-                    if len(self.dup) > self.dup_purge_at:
-                        self.dup = {
-                            k: t for k, t in self.dup.items() if not t < self.last_any - k[1]
-                        }
-                        self.dup_purge_at = max(4096, 2 * len(self.dup))
-            if v != 0.0:
-                w.add(bucket, v)
-
-    def _window(self, kind: str, rule: Rule, scope: str) -> float:
-        key = (kind, rule.scope, (rule.window_ms or 0) * 1_000_000, scope)
-        w = self.windows.get(key)
-        return w.total if w else 0.0
-
-    def _evaluate(self, ev: wire.Event, scopes: dict[str, str], parent: str | None) -> None:
-        family = FAMILY_NAMES[ev.__struct_config__.tag]  # type: ignore[index]
-        sym = scopes["symbol"]
+    def _feed(self, now: int, wall: int, event: bool) -> None:
+        forward = now > self.feed_ns
         for i, rule in enumerate(self.rules):
-            if rule.metric not in family:
+            if rule.metric == "consumer_lag_ms":
+                if event and wall >= 0:
+                    self._check(i, rule, "firm", (wall - now) / 1e6, now)
                 continue
-            scope = scopes[rule.scope]
-            if not self._matches(rule, scope):
-                continue
-            m = rule.metric
-            qty = getattr(ev, "qty", 0.0)
-            price = getattr(ev, "price", None)
-            ref = self.ref.get(sym) if self.price_src.get(sym, 0) > 0 else None
-            if m in COUNTED and m != "cancel_ratio":
-                v = self._window(COUNTED[m][0], rule, scope)
-            elif m == "cancel_ratio":
-                news = self._window("new", rule, scope)
-                cxl = self._window("cxl", rule, scope)
-                v = cxl / news if news >= rule.min_orders else math.nan
-            elif m == "order_qty":
-                v = qty
-            elif m == "order_notional":
-                px = price if price is not None else ref
-                v = qty * px if px is not None else math.nan
-            elif m == "price_deviation":
-                v = abs(price - ref) / ref if price is not None and ref is not None else math.nan
-            elif m == "position_qty":
-                owner = "firm" if rule.scope in ("firm", "symbol") else scope
-                v = abs(self.pos[(owner, sym)][0])
-            elif m == "parent_overfill_ratio":
-                p = self.parents.get(parent) if parent is not None else None
-                v = p[1] / p[0] if p is not None and p[0] is not None else math.nan  # type: ignore[operator]
-            else:
-                v = self._stateful(m, scope)
-            self._check(i, rule, scope, v, ev.ts)
-
-    def tick(self, now: int) -> None:
-        """Advance to ``now``: queued revaluations, then feed-silence rules."""
-        self._flush(now)
-        if self.start < 0:
-            self.start = now
-        for i, rule in enumerate(self.rules):
-            if rule.metric != "feed_silence_ms":
+            if rule.metric != "feed_silence_ms" or not forward:
                 continue
             for source in rule.match.get("source") or (None,):
                 last = self.heard.get(source, -1) if source is not None else self.last_any
                 if last < 0:
                     last = self.start
                 self._check(i, rule, "firm", (now - last) / 1e6, now, source)
+        if forward:
+            self.feed_ns = now
+
+    def _mark(self, ev: wire.Mark, now: int) -> None:
+        sym = f"symbol:{ev.symbol}"
+        last = self.mark_ns.get(sym, -1)
+        if now < last:
+            return
+        seen = self.mark_prices.setdefault(sym, [])
+        if now == last:
+            if ev.price in seen[-MARK_RING:]:
+                self.duplicates += 1
+                return
+            seen.append(ev.price)
+        else:
+            seen[:] = [ev.price]
+        self.mark_ns[sym] = now
+        self.price_src[sym] = 2
+        self._price(sym, ev.price, now)
+
+    def tick(self, now: int) -> None:
+        """Advance to ``now`` without an event: queued revaluations, then feed silence."""
+        self._flush(now)
+        if self.start < 0:
+            self.start = now
+        self._feed(now, -1, False)
+
+    def settle(self) -> None:
+        """End of the stream: apply what waits for the next revaluation epoch."""
+        if self.revalue_ns > 0 and self.pending:
+            self._flush(max(self.last_any, (self.epoch + 1) * self.revalue_ns))

@@ -4,10 +4,12 @@ Which events move which metric, the exposure metrics and the counter kinds are t
 by name from the one metric spec (:mod:`riskguard.limits.vocabulary`), never from the
 kernel's compiled tables: the property tests then compare two implementations of one
 spec, and ``tests/limits/test_metric_spec.py`` checks that spec against the docs.
+Everything else here is spelled out the obvious way, sharing no code with the kernel.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from riskguard.limits.vocabulary import EXPOSURE_METRICS, METRICS, metrics_moved_by
@@ -15,6 +17,9 @@ from riskguard.vocabulary import EVENT_TYPES
 
 BUCKETS = 10
 RING = BUCKETS + 1
+JUMP_CONFIRM = 3  # replay: this many events in a row stamped too far ahead follow a jump
+MARK_RING = 4  # distinct prices remembered at a symbol's latest mark time
+QTY_RTOL = 1e-9  # quantities this close (relative) are equal
 #: Metrics each event type moves, for the types that move any (by name).
 FAMILY_NAMES: dict[str, frozenset[str]] = {
     t: metrics_moved_by(t) for t in EVENT_TYPES if metrics_moved_by(t)
@@ -26,6 +31,16 @@ COUNTED: dict[str, tuple[str, str | None]] = {
 }
 
 
+def snap(x: float) -> float:
+    """A quantity sum rounded to 9 decimals below a million units (decimal fills add up)."""
+    return x if abs(x) >= 1e6 else math.floor(x * 1e9 + 0.5) / 1e9
+
+
+def near(a: float, b: float) -> bool:
+    """Quantities equal within QTY_RTOL of the larger."""
+    return abs(a - b) <= QTY_RTOL * max(abs(a), abs(b))
+
+
 @dataclass
 class Book:
     """Aggregates of one scope."""
@@ -34,25 +49,68 @@ class Book:
     gross: float = 0.0
     real: float = 0.0
     cost: float = 0.0
+    fees: float = 0.0
     peak: float = 0.0
     open_orders: int = 0
 
     @property
     def pnl(self) -> float:
-        """Realised + unrealised."""
-        return self.real + self.net - self.cost
+        """Realised + unrealised, net of fees."""
+        return self.real + self.net - self.cost - self.fees
+
+
+@dataclass
+class Lot:
+    """One owner's position in one symbol, with its valuation."""
+
+    qty: float = 0.0
+    cost: float = 0.0
+    real: float = 0.0
+    value: float = 0.0  # signed qty x valuation price, per lot
+    gross: float = 0.0  # |qty x price| per lot
 
 
 @dataclass
 class Order:
-    """An open order."""
+    """What is known of one order id (working, closed, or seen before its new)."""
 
+    status: str  # "open", "closed", "pending"
     account: str
     strategy: str
     symbol: str
-    parent: str | None
-    qty: float
+    side: int
+    serial: int
+    parent: str | None = None
+    has_new: bool = False
+    cancelled: bool = False
+    rejected: bool = False
+    replaced: bool = False
+    qty: float = 0.0
     cum: float = 0.0
+    new_qty: float = 0.0
+    new_price: float | None = None
+    replace_ns: int = -1
+    replace_qty: float = 0.0
+    replace_price: float | None = None
+    unattributed: float = 0.0
+
+
+@dataclass
+class Execution:
+    """An applied execution: what a correction or bust reverses."""
+
+    order: str
+    serial: int
+    parent: str | None
+    account: str
+    strategy: str
+    symbol: str
+    side: int
+    qty: float
+    price: float
+    fee: float
+    count_ns: int
+    busted: bool = False
 
 
 @dataclass
@@ -76,10 +134,17 @@ class Window:
         self.total = total
 
     def add(self, bucket: int, v: float) -> None:
-        """Count ``v`` in ``bucket`` if that bucket is still in the ring."""
-        if bucket > self.last - RING:
+        """Count ``v`` in ``bucket``, or in the oldest bucket still in the ring if older."""
+        if v != 0.0:
+            bucket = max(bucket, self.last - RING + 1)
             self.slots[bucket % RING] += v
             self.total += v
+
+    def take_back(self, bucket: int, v: float) -> None:
+        """Remove ``v`` from ``bucket`` if the ring still holds it."""
+        if bucket > self.last - RING:
+            self.slots[bucket % RING] -= v
+            self.total -= v
 
 
 @dataclass(frozen=True)

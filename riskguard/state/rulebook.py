@@ -61,8 +61,18 @@ class Rulebook:
         return int(self.rules.rows.shape[0])
 
 
-def compile_limits(limits: Limits, keys: KeySpace) -> Rulebook:
-    """Compile ``limits``, interning every match value into ``keys``."""
+def compile_limits(
+    limits: Limits,
+    keys: KeySpace,
+    *,
+    skew_ns: int = 5_000_000_000,
+    lateness_ns: int = 1_000_000_000,
+) -> Rulebook:
+    """Compile ``limits``, interning every match value into ``keys``.
+
+    ``skew_ns`` and ``lateness_ns`` are the engine's time bounds (process settings,
+    ``[engine]``), carried in :class:`Rules` for the kernel.
+    """
     counters: dict[tuple[int, int, int], int] = {}
 
     def counter(kind: int, level: int, window_ms: int) -> int:
@@ -118,6 +128,8 @@ def compile_limits(limits: Limits, keys: KeySpace) -> Rulebook:
         exposure_rows=np.array(exposure, dtype=np.int64),
         feed_rows=np.array(feed, dtype=np.int64),
         revalue_ns=limits.revalue_ms * 1_000_000,
+        skew_ns=skew_ns,
+        lateness_ns=lateness_ns,
     )
     return Rulebook(limits, compiled, tuple(row_rule), defs)
 

@@ -15,6 +15,8 @@ from riskguard.state.bundles import (
     COUNTER,
     FILLS,
     GLOBALS,
+    O_CLOSED,
+    O_PENDING,
     RING,
     Array,
     Counters,
@@ -112,8 +114,7 @@ class StateStore:
             ids = new[:, 0]
             positions["owner"][ids] = new[:, 1]
             positions["symbol"][ids] = new[:, 2]
-            positions["account_pair"][ids] = new[:, 3]
-            positions["firm_pair"][ids] = new[:, 4]
+            positions["firm_pair"][ids] = new[:, 3]
             keys.new_pairs.clear()
         self.state = st._replace(
             scopes=scopes,
@@ -122,8 +123,38 @@ class StateStore:
             orders=grown("orders", st.orders, keys.n_orders),
             parents=grown("parents", st.parents, len(keys.parents)),
             sources=grown("sources", st.sources, len(keys.source_names)),
+            execs=grown("execs", st.execs, keys.n_execs),
             counters=c,
         )
+
+    def forget(self, keys: KeySpace, horizon_ns: int, max_ids: int) -> None:
+        """Recycle orders and executions past the redelivery horizon.
+
+        An order that stopped working (filled, cancelled, rejected, or only seen through
+        a fill) more than ``horizon_ns`` of event time before the clock, or beyond the
+        ``max_ids`` most recent ones, is forgotten: a redelivery of its events after that
+        is taken as new. Executions likewise, from when they were first seen: a
+        correction or bust after that is an unknown reference.
+        """
+        clock = int(self.state.globals["last_event_ns"][0])
+        cutoff = clock - horizon_ns
+        orders = self.state.orders
+        closed = keys.closed_orders
+        forgotten = []
+        while closed and (closed[0][0] < cutoff or len(closed) > max_ids):
+            at, oid = closed.popleft()
+            rec = orders[oid]
+            if rec["status"] in (O_CLOSED, O_PENDING) and rec["closed_ns"] == at:
+                orders[oid] = FILLS["orders"][0]
+                forgotten.append(oid)
+        keys.release_orders(forgotten)
+        times = keys.exec_times
+        gone = []
+        while times and (times[0][0] < cutoff or len(times) > max_ids):
+            gone.append(times.popleft()[1])
+        if gone:
+            self.state.execs[gone] = FILLS["execs"][0]
+            keys.release_execs(gone)
 
     def make_room(self, alert_edges: int, new_orders: int) -> None:
         """Size the hash tables for ``alert_edges`` more raised edges and ``new_orders`` inserts."""

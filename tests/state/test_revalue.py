@@ -82,10 +82,14 @@ def test_a_holder_of_two_waiting_symbols_is_judged_once_fully_revalued() -> None
     assert e.killswitch.state("account:A") == "ACTIVE"
 
 
-def test_fills_are_valued_at_the_epoch_price_until_it_moves() -> None:
+def test_a_fill_is_valued_at_its_own_price_until_the_epoch_moves() -> None:
+    """Issue 10: a fill valued at a stale epoch price invented P&L (case 11). Until the
+    next epoch the new lot is valued at its own fill price, never at one it did not
+    trade at; the old lot keeps the epoch's price."""
     e = engine(GROSS)
     e.apply([fill("a", 0, qty=10, price=100.0), fill("b", 5 * MS, qty=5, price=110.0)])
-    assert gross(e) == 1500.0  # both valued at 100, the epoch's price
+    assert gross(e) == 1550.0  # 10 at 100 (the epoch's price) + 5 at 110 (its own)
+    assert e.scope_values("account:A")["pnl"] == 0.0  # no P&L that did not exist
     e.tick(T0 + 100 * MS)
     assert gross(e) == 1650.0  # now at the last fill, 110
     assert e.killswitch.state("account:A") == "HALTED"
