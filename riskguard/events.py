@@ -31,7 +31,9 @@ MAX_PRICE: Final = 1e12
 MAX_FEE: Final = 1e15
 
 Ts = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-Qty = Annotated[float, msgspec.Meta(gt=0, le=MAX_QTY)]
+#: Quantities carry at most 9 decimals (riskguard rounds them there); the smallest is 1e-9.
+MIN_QTY: Final = 1e-9
+Qty = Annotated[float, msgspec.Meta(ge=MIN_QTY, le=MAX_QTY)]
 #: Prices may be zero or negative (front-month crude settled at -37.63 on 20 April 2020;
 #: spreads, power and some commodities trade below zero); quantities stay positive.
 Price = Annotated[float, msgspec.Meta(ge=-MAX_PRICE, le=MAX_PRICE)]

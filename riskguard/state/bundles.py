@@ -92,6 +92,7 @@ SCOPE = np.dtype(
         ("state", I64),  # latched trading state (ACTIVE, REDUCE_ONLY, HALTED)
         ("judged_ns", I64),  # breaches from events at or before this time are already judged
         ("open_orders", I64),  # orders sent and not yet closed
+        ("n_lots", I64),  # positions it holds (non-zero pairs): at 0 its exposure is exactly 0
         ("net_notional", F64),  # sum of signed position x valuation price
         ("gross_notional", F64),  # sum of |position| x valuation price
         ("realised_pnl", F64),  # realised P&L (average cost)

@@ -6,6 +6,8 @@ decisions are taken here because they need only the interned keys, in stream ord
 
 - a trade whose ``(account, exec_id)`` was already applied (within the redelivery
   horizon) is a redelivery: counted, not applied again;
+- quantities are rounded to 9 decimals (below a million units), like every sum of them
+  in the kernel, so that decimal quantities add up exactly;
 - a correction or bust must name an execution of the same account that is known
   (``unknown_exec_ref`` otherwise); its own ``exec_id`` is remembered like any other,
   so a redelivered correction is a redelivery too.
@@ -171,7 +173,7 @@ def build(
         s = getattr(ev, "side", None)
         side.append(0 if s is None else 1 if s == "buy" else -1)
         q = getattr(ev, "qty", None)
-        qty.append(nan if q is None else q)
+        qty.append(nan if q is None else q if q >= 1e6 else math.floor(q * 1e9 + 0.5) / 1e9)
         px = getattr(ev, "price", None)
         price.append(nan if px is None else px)
         ts.append(ev.ts)

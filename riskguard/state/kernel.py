@@ -56,7 +56,6 @@ from riskguard.state.bundles import (
     N_DUPLICATE,
     N_LATE,
     N_SKEWED,
-    QTY_RTOL,
 )
 from riskguard.state.counters import C_DUP, count, count_dups
 from riskguard.state.lifecycle import on_amend, on_cancel_or_reject, on_new, on_replace, on_trade
@@ -65,6 +64,7 @@ from riskguard.state.primitives import (
     flush,
     judge,
     matches,
+    near,
     note,
     price_move,
     rows_for_price_move,
@@ -225,7 +225,7 @@ def _value(r, s, parent, ev, st, rules):  # type: ignore[no-untyped-def]
     if metric == M_PARENT_OVERFILL:
         if parent >= 0 and st.parents[parent].declared != 0:
             pa = st.parents[parent]
-            if abs(pa.filled - pa.qty) <= QTY_RTOL * pa.qty:
+            if near(pa.filled, pa.qty):
                 return 1.0
             return pa.filled / pa.qty
         return np.nan

@@ -39,7 +39,6 @@ from riskguard.state.bundles import (
     O_FREE,
     O_OPEN,
     O_PENDING,
-    QTY_RTOL,
     X_APPLIED,
     X_BUSTED,
 )
@@ -104,7 +103,7 @@ def _credit(st, parent, qty):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, _nrt=False)
 def _filled(od):  # type: ignore[no-untyped-def]
-    """Whether ``od``'s fills reach its quantity (within QTY_RTOL, then exactly)."""
+    """Whether ``od``'s fills reach its quantity (``near`` it counts, then exactly)."""
     if od.cum_qty >= od.qty or near(od.cum_qty, od.qty):
         od.cum_qty = max(od.cum_qty, od.qty)
         return True
@@ -255,8 +254,6 @@ def _unfill(st, x, qty):  # type: ignore[no-untyped-def]
         od.cum_qty = max(0.0, snap(od.cum_qty - qty))
         if x.parent < 0:
             od.unattributed = max(0.0, snap(od.unattributed - qty))
-        if od.cum_qty <= QTY_RTOL * od.qty:
-            od.cum_qty = 0.0
 
 
 @njit(cache=True, _nrt=False)

@@ -55,8 +55,12 @@ def snap(x):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, _nrt=False)
 def near(a, b):  # type: ignore[no-untyped-def]
-    """Whether quantities ``a`` and ``b`` are equal within QTY_RTOL of the larger."""
-    return abs(a - b) <= QTY_RTOL * max(abs(a), abs(b))
+    """Whether quantities ``a`` and ``b`` are equal: exactly below QTY_EXACT_BELOW (sums
+    there are exact decimals), within QTY_RTOL of the larger above it."""
+    big = max(abs(a), abs(b))
+    if big < QTY_EXACT_BELOW:
+        return a == b
+    return abs(a - b) <= QTY_RTOL * big
 
 
 # positions and exposure ------------------------------------------------------------------
@@ -96,24 +100,34 @@ def settle_peaks(st):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def _scope_delta(st, s, d, consistent):  # type: ignore[no-untyped-def]
-    """Add ``d`` = (net, gross, realised, cost, fees) changes to scope ``s``."""
+def _scope_delta(st, s, d, lots, consistent):  # type: ignore[no-untyped-def]
+    """Add ``d`` = (net, gross, realised, cost, fees) changes and ``lots`` positions to ``s``.
+
+    A scope left with no position has no exposure: its net, gross and cost basis are set
+    to exactly zero, not to the rounding residue of the changes that flattened it.
+    """
     r = st.scopes[s]
-    r.net_notional += d[0]
-    r.gross_notional += d[1]
+    r.n_lots += lots
     r.realised_pnl += d[2]
-    r.cost_basis += d[3]
     r.fees += d[4]
+    if r.n_lots == 0:
+        r.net_notional = 0.0
+        r.gross_notional = 0.0
+        r.cost_basis = 0.0
+    else:
+        r.net_notional += d[0]
+        r.gross_notional += d[1]
+        r.cost_basis += d[3]
     _raise_peak(st, s, consistent)
 
 
 @njit(cache=True, _nrt=False)
-def pair_delta(st, p, d, consistent):  # type: ignore[no-untyped-def]
+def pair_delta(st, p, d, lots, consistent):  # type: ignore[no-untyped-def]
     """Apply a change of pair ``p`` to its owner scope (and, for the firm's, its symbol)."""
     owner = st.positions[p].owner
-    _scope_delta(st, owner, d, consistent)
+    _scope_delta(st, owner, d, lots, consistent)
     if owner == FIRM:
-        _scope_delta(st, st.positions[p].symbol, d, consistent)
+        _scope_delta(st, st.positions[p].symbol, d, lots, consistent)
 
 
 @njit(cache=True, _nrt=False)
@@ -159,7 +173,8 @@ def trade_pair(st, p, d, x, w, fee, consistent):  # type: ignore[no-untyped-def]
     pos.realised += dr
     pos.value = v1
     pos.gross = g1
-    pair_delta(st, p, (v1 - v0, g1 - g0, dr, nc - c, fee), consistent)
+    lots = (1 if q == 0.0 and nq != 0.0 else 0) - (1 if q != 0.0 and nq == 0.0 else 0)
+    pair_delta(st, p, (v1 - v0, g1 - g0, dr, nc - c, fee), lots, consistent)
 
 
 @njit(cache=True, _nrt=False)
@@ -314,7 +329,7 @@ def _move(st, y, ok):  # type: ignore[no-untyped-def]
             d = (v1 - pos.value, g1 - pos.gross, 0.0, 0.0, 0.0)
             pos.value = v1
             pos.gross = g1
-            pair_delta(st, p, d, ok)
+            pair_delta(st, p, d, 0, ok)
         p = pos.next_holder
 
 

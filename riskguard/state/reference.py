@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import msgspec
+
 from riskguard import events as wire
 from riskguard.limits.model import Limits, Rule
 from riskguard.settings import EngineSettings
@@ -150,15 +152,19 @@ class ReferenceModel(ReferenceOrders):
     def _consistent(self) -> bool:
         return self.revalue_ns <= 0 or not self.pending
 
-    def _delta(self, owner: str, symbol: str, d: tuple[float, ...]) -> None:
+    def _delta(self, owner: str, symbol: str, d: tuple[float, ...], lots: int = 0) -> None:
         consistent = self._consistent()
         for scope in (owner, symbol) if owner == "firm" else (owner,):
             b = self.book(scope)
-            b.net += d[0]
-            b.gross += d[1]
+            b.lots += lots
             b.real += d[2]
-            b.cost += d[3]
             b.fees += d[4]
+            if b.lots == 0:  # no position, no exposure: exactly zero, not a residue
+                b.net = b.gross = b.cost = 0.0
+            else:
+                b.net += d[0]
+                b.gross += d[1]
+                b.cost += d[3]
             if consistent:
                 b.peak = max(b.peak, b.pnl)
             elif scope not in self.dirty:
@@ -261,7 +267,8 @@ class ReferenceModel(ReferenceOrders):
                 else:
                     nc, v1, g1 = price * nq, nq * w, abs(nq * w)
             lot.qty, lot.cost, lot.real, lot.value, lot.gross = nq, nc, lot.real + real, v1, g1
-            self._delta(owner, sym, (v1 - v0, g1 - g0, real, nc - c, fee))
+            lots = (q == 0.0 and nq != 0.0) - (q != 0.0 and nq == 0.0)
+            self._delta(owner, sym, (v1 - v0, g1 - g0, real, nc - c, fee), lots)
 
     # the event loop -------------------------------------------------------------------
     def apply(self, events: list[wire.Event], wall: int = -1) -> None:
@@ -281,6 +288,9 @@ class ReferenceModel(ReferenceOrders):
 
     def apply_one(self, ev: wire.Event, wall: int = -1) -> None:
         """Apply one event."""
+        qty = getattr(ev, "qty", None)
+        if qty is not None:
+            ev = msgspec.structs.replace(ev, qty=snap(qty))  # quantities carry 9 decimals
         if isinstance(ev, wire.Fill):
             key = (ev.account, ev.exec_id)
             if key in self.seen_execs:

@@ -37,8 +37,9 @@ def snap(x: float) -> float:
 
 
 def near(a: float, b: float) -> bool:
-    """Quantities equal within QTY_RTOL of the larger."""
-    return abs(a - b) <= QTY_RTOL * max(abs(a), abs(b))
+    """Quantities equal: exactly below a million units, within QTY_RTOL of the larger above."""
+    big = max(abs(a), abs(b))
+    return a == b if big < 1e6 else abs(a - b) <= QTY_RTOL * big
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Book:
     fees: float = 0.0
     peak: float = 0.0
     open_orders: int = 0
+    lots: int = 0  # positions held: at 0 the exposure is exactly 0
 
     @property
     def pnl(self) -> float:

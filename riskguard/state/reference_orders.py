@@ -16,7 +16,6 @@ from riskguard.state.reference_defs import (
     BUCKETS,
     COUNTED,
     FAMILY_NAMES,
-    QTY_RTOL,
     Book,
     Execution,
     Order,
@@ -235,8 +234,6 @@ class ReferenceOrders:
             o.cum = max(0.0, snap(o.cum - x.qty))
             if x.parent is None:
                 o.unattributed = max(0.0, snap(o.unattributed - x.qty))
-            if o.cum <= QTY_RTOL * o.qty:
-                o.cum = 0.0
 
     def _on_amend(self, ev: wire.Fill) -> tuple[bool, str | None]:
         assert ev.ref_exec_id is not None
@@ -347,7 +344,7 @@ class ReferenceOrders:
             if p is None or p[0] is None:
                 return math.nan
             declared, filled = p[0], p[1]
-            if abs(filled - declared) <= QTY_RTOL * declared:  # type: ignore[operator]
+            if near(filled, declared):  # type: ignore[arg-type]
                 return 1.0
             return filled / declared  # type: ignore[operator]
         return self._stateful(m, scope)
