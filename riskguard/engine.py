@@ -22,8 +22,11 @@ from riskguard.settings import EngineSettings
 from riskguard.state.bundles import (
     CLOSED,
     DECISION,
+    N_AHEAD,
     N_BUSTED,
     N_DUPLICATE,
+    N_JUMP,
+    N_KEPT,
     N_LATE,
     N_REUSED,
     N_SKEWED,
@@ -72,6 +75,8 @@ class Result:
     skewed: list[Skewed] = field(default_factory=list)
     late: int = 0
     """Events beyond the lateness bound, counted in windows as now."""
+    jumps: int = 0
+    """Replay: gaps in event time the clock followed (three events in a row ahead)."""
     #: events applied per type code (index = position in ``EVENT_TYPES``)
     type_counts: np.ndarray = field(
         default_factory=lambda: np.zeros(len(EVENT_TYPES), dtype=np.int64)
@@ -114,6 +119,7 @@ class Engine(Inspection):
         self.killswitch = KillSwitch(self.keys, lambda: self.store.state.scopes, self.clock)
         self.rulebook = self._install(limits)
         self._out = _output(4096)
+        self._ahead: list[Skewed] = []  # replay: ahead of the clock, skewed unless a jump
         self.events_applied = 0
         self.kernel_ns = 0
         """Time spent inside the numba kernel (``apply_batch``), for benchmarks and metrics."""
@@ -239,6 +245,12 @@ class Engine(Inspection):
                 return out
             self._grow_out()
 
+    def unsettled_skew(self) -> list[Skewed]:
+        """Replay, end of stream: events still ahead of the clock (no event came back on
+        time, and too few for a jump), reported as skewed; forgets them."""
+        ahead, self._ahead = self._ahead, []
+        return ahead
+
     def judge_until(self, ts_ns: int) -> None:
         """Treat breaches from events at or before ``ts_ns`` as already decided.
 
@@ -291,10 +303,16 @@ class Engine(Inspection):
                 skipped += 1
             elif kind == N_LATE:
                 into.late += 1
-            elif kind == N_SKEWED:
-                into.skewed.append(
-                    Skewed(where, self._whose(built, e), value, int(built.batch["ts"][e]))
-                )
+            elif kind in (N_SKEWED, N_AHEAD):
+                ts = int(built.batch["ts"][e])
+                skew = Skewed(where, self._whose(built, e), value, ts)
+                (into.skewed if kind == N_SKEWED else self._ahead).append(skew)
+            elif kind == N_KEPT:
+                into.skewed += self._ahead
+                self._ahead.clear()
+            elif kind == N_JUMP:
+                into.jumps += 1
+                self._ahead.clear()
             elif kind == N_REUSED:
                 skipped += 1
                 oid = int(built.batch["order"][e])

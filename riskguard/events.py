@@ -173,6 +173,7 @@ BAD_REASONS: Final = (
     "invalid_value",
     "order_id_reused",
     "unknown_exec_ref",
+    "exec_busted",
 )
 
 

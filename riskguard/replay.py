@@ -53,6 +53,8 @@ class ReplayReport:
     skew_samples: list[Skewed] = field(default_factory=list)
     late: int = 0
     """Events beyond the lateness bound, counted in windows as now."""
+    jumps: int = 0
+    """Gaps in event time the clock followed (three events in a row far ahead)."""
     elapsed_s: float = 0.0
 
     @property
@@ -75,7 +77,12 @@ class ReplayReport:
             self.add_bad(bad)
         self.duplicates += result.duplicates
         self.late += result.late
-        for skew in result.skewed:
+        self.jumps += result.jumps
+        self.add_skewed(result.skewed)
+
+    def add_skewed(self, skewed: list[Skewed]) -> None:
+        """Count skewed events, keeping the worst skew per key and the first few."""
+        for skew in skewed:
             self.skewed += 1
             self.skew_by_key[skew.key] = max(self.skew_by_key.get(skew.key, 0), skew.skew_ns)
             if len(self.skew_samples) < MAX_BAD_SAMPLES:
@@ -150,6 +157,7 @@ def replay(
                 meter.update(done_bytes, number)
         flush()
     report.transitions += engine.settle()
+    report.add_skewed(engine.unsettled_skew())
     meter.done(done_bytes, report.lines)
     report.elapsed_s = time.perf_counter() - started
     report.peaks = engine.peaks()

@@ -7,6 +7,7 @@ from a file or the environment, and are redacted in every repr.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -172,10 +173,15 @@ class EngineSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     dedupe_max_ids: int = 1_000_000
 
     def __post_init__(self) -> None:
-        if self.max_clock_skew_ms < 0 or self.max_lateness_ms < 0:
-            raise ValueError("max_clock_skew_ms and max_lateness_ms must be >= 0")
-        if self.dedupe_horizon_s < 0 or self.dedupe_max_ids < 1:
-            raise ValueError("dedupe_horizon_s must be >= 0 and dedupe_max_ids >= 1")
+        day_ms = 86_400_000
+        if not 0 <= self.max_clock_skew_ms <= day_ms:
+            raise ValueError(f"max_clock_skew_ms must be between 0 and {day_ms}")
+        if not 0 <= self.max_lateness_ms <= day_ms:
+            raise ValueError(f"max_lateness_ms must be between 0 and {day_ms}")
+        if not (math.isfinite(self.dedupe_horizon_s) and 0 <= self.dedupe_horizon_s <= 7 * 86_400):
+            raise ValueError("dedupe_horizon_s must be a finite number of seconds, 0 to 604800")
+        if not 1 <= self.dedupe_max_ids <= 100_000_000:
+            raise ValueError("dedupe_max_ids must be between 1 and 100000000")
 
     @property
     def skew_ns(self) -> int:

@@ -27,6 +27,7 @@ from riskguard.apache_kafka.server import ApacheKafkaBroker
 from riskguard.broker import BrokerError
 from riskguard.brokers import BROKER_KINDS, make_broker
 from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from riskguard.evidence import sentence
 from riskguard.limits import LimitsError
 from riskguard.settings import Settings, SettingsError, load_settings
 
@@ -240,7 +241,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         why = (
             f"by {tr.get('operator')}: {tr.get('reason')}"
             if tr.get("kind") == "manual"
-            else f"rule {tr.get('rule')}: {tr.get('value')} vs {tr.get('limit')}"
+            else sentence(
+                tr.get("rule"), tr.get("metric"), tr.get("value"), tr.get("limit"), tr.get("reason")
+            )
         )
         print(f"  {scope:<28} {tr['to']:<12} {why}")
     return EXIT_OK

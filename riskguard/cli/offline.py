@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,39 +13,76 @@ import msgspec
 
 from riskguard import examples
 from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from riskguard.evidence import number, ratio, versus
+from riskguard.inspection import RulePeak
 from riskguard.limits import LimitsError, load
 from riskguard.limits.vocabulary import describe
 from riskguard.replay import ReplayError, ReplayReport, replay
+from riskguard.settings import EngineSettings
+from riskguard.state.bundles import JUMP_CONFIRM
 from riskguard.vocabulary import Transition
+
+#: How many keys (worst skew first) and skewed events the summary lists.
+SHOWN_SKEW_KEYS = 10
+SHOWN_SKEW_SAMPLES = 5
 
 
 def _time(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _num(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:,.6g}" if abs(v) < 1e6 else f"{v:,.0f}"
-
-
 def format_transition(tr: Transition) -> str:
-    """One human-readable line for a transition."""
+    """One human-readable line for a transition (the value with enough digits to differ
+    from its limit, :func:`riskguard.evidence.versus`)."""
     change = f"ALERT ({tr.to})" if tr.is_alert else f"{tr.from_} -> {tr.to}"
-    why = f"{tr.rule}  {_num(tr.value)} vs limit {_num(tr.limit)}" if tr.rule else ""
+    why = ""
+    if tr.rule:
+        value, limit = versus(tr.value, tr.limit)
+        why = f"{tr.rule}  {value} vs limit {limit}"
     if tr.operator:
         why = f"by {tr.operator}: {tr.reason}"
     return f"{_time(tr.ts)}  {tr.scope:<24} {change:<26} {why}"
 
 
-def print_summary(report: ReplayReport, out: TextIO) -> None:
-    """The end-of-replay summary: counts, bad events, and per-rule peaks."""
+def peak_row(p: RulePeak) -> tuple[str, str, str, str]:
+    """(peak, limit, ratio, scope) of a rule for the peaks table, all from one side.
+
+    For a two-sided band the side that came closer to its limit is shown: its extreme
+    value, that side's limit, the ratio of the two and the scope that reached it.
+    Before any evaluation: ``-`` for all but the limit.
+    """
+    r = p.rule
+    value, scope = p.worst
+    if value is None or p.high is None or p.low is None:
+        return "-", number(r.min if r.max is None else r.max), "-", "-"
+    low_side = r.utilisation(p.low) > r.utilisation(p.high)  # as RulePeak.worst chooses
+    if low_side:
+        limit = r.min if r.min is not None else r.max
+    else:
+        limit = r.max if r.max is not None else r.min
+    util = r.utilisation(value)
+    shown_value, shown_limit = versus(value, limit)
+    return shown_value, shown_limit, ratio(None if util == -math.inf else util), scope or "-"
+
+
+def _ms(ns: int) -> str:
+    return f"{number(ns / 1e6)} ms"
+
+
+def print_summary(
+    report: ReplayReport, out: TextIO, settings: EngineSettings | None = None
+) -> None:
+    """The end-of-replay summary: counts (bad, duplicate, skewed and late events) and
+    per-rule peaks. ``settings`` are the engine settings the replay ran with (for the
+    bounds the summary quotes; default :class:`EngineSettings`)."""
+    cfg = settings or EngineSettings()
     halts = sum(1 for t in report.transitions if t.to == "HALTED" and not t.is_alert)
     reduces = sum(1 for t in report.transitions if t.to == "REDUCE_ONLY" and not t.is_alert)
     alerts = sum(1 for t in report.transitions if t.is_alert)
     w = out.write
     w(f"\nreplay of {report.source}\n")
     w(f"  lines read     {report.lines:,}\n  events applied {report.applied:,}\n")
+    w(f"  duplicates     {report.duplicates:,}  (redeliveries, not applied again)\n")
     w(f"  bad events     {report.bad:,}\n")
     for reason, n in report.bad_by_reason.most_common():
         w(f"    {reason:<28} {n:,}\n")
@@ -52,18 +90,46 @@ def print_summary(report: ReplayReport, out: TextIO) -> None:
         w(f"    {bad.position}: {bad.reason}: {bad.detail}\n")
     if report.bad > len(report.bad_samples):
         w(f"    ... and {report.bad - len(report.bad_samples):,} more\n")
+    w(
+        f"  skewed         {report.skewed:,}  (stamped over {cfg.max_clock_skew_ms:,} ms ahead "
+        "of the clock; applied at the clock)\n"
+    )
+    worst = sorted(report.skew_by_key.items(), key=lambda kv: (-kv[1], kv[0]))
+    if worst:
+        w("    worst skew per key:\n")
+    for key, skew in worst[:SHOWN_SKEW_KEYS]:
+        w(f"      {key:<26} {_ms(skew)} ahead\n")
+    if len(worst) > SHOWN_SKEW_KEYS:
+        w(f"      ... and {len(worst) - SHOWN_SKEW_KEYS:,} more keys\n")
+    samples = report.skew_samples[:SHOWN_SKEW_SAMPLES]
+    if samples:
+        w("    first skewed events:\n")
+    for s in samples:
+        w(f"      {s.origin}: {s.key} stamped {_time(s.ts)}, {_ms(s.skew_ns)} ahead\n")
+    if report.skewed > len(samples) > 0:
+        w(f"      ... and {report.skewed - len(samples):,} more skewed events\n")
+    w(
+        f"  late           {report.late:,}  (over {cfg.max_lateness_ms:,} ms behind the clock; "
+        "counted in windows as now)\n"
+    )
+    if report.jumps:
+        w(
+            f"  clock jumps    {report.jumps:,}  (gaps in event time followed: "
+            f"{JUMP_CONFIRM} events in a row far ahead)\n"
+        )
     w(f"  transitions    {halts} halt, {reduces} reduce-only, {alerts} alert\n")
     w(f"  elapsed        {report.elapsed_s:.2f} s ({report.events_per_s:,.0f} events/s)\n")
     w("\nrule peaks (peak / limit: 1.00 is at the limit, above it breaches)\n")
-    w(f"  {'rule':<22} {'metric':<22} {'evaluated':>10} {'peak':>14} {'limit':>14} {'ratio':>7}\n")
+    w(
+        f"  {'rule':<22} {'metric':<22} {'evaluated':>10} {'peak':>14} {'limit':>14} "
+        f"{'ratio':>7}  reached by\n"
+    )
     for p in report.peaks:
         r = p.rule
-        peak = p.low if r.max is None else p.high
-        limit = r.min if r.max is None else r.max
-        ratio = "-" if p.utilisation is None else f"{p.utilisation:.2f}"
+        peak, limit, util, scope = peak_row(p)
         w(
-            f"  {r.name:<22} {r.metric:<22} {p.evaluations:>10,} {_num(peak):>14} "
-            f"{_num(limit):>14} {ratio:>7}\n"
+            f"  {r.name:<22} {r.metric:<22} {p.evaluations:>10,} {peak:>14} "
+            f"{limit:>14} {util:>7}  {scope}\n"
         )
 
 
@@ -90,6 +156,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: The largest bound in ms (or s, for the horizon) the engine can hold as int64 ns.
+_MAX_MS = (2**63 - 1) // 1_000_000
+_MAX_S = _MAX_MS // 1000
+
+
+def engine_settings(args: argparse.Namespace) -> EngineSettings | str:
+    """The :class:`EngineSettings` of the ``--max-clock-skew-ms``, ``--max-lateness-ms``,
+    ``--dedupe-horizon-s`` and ``--dedupe-max-ids`` flags, or a one-line problem."""
+    for flag, value, top in (
+        ("--max-clock-skew-ms", args.max_clock_skew_ms, _MAX_MS),
+        ("--max-lateness-ms", args.max_lateness_ms, _MAX_MS),
+        ("--dedupe-horizon-s", args.dedupe_horizon_s, _MAX_S),
+    ):
+        if not (math.isfinite(value) and 0 <= value <= top):
+            return f"{flag} must be a number from 0 to {top:,}, got {value}"
+    if args.dedupe_max_ids < 1:
+        return f"--dedupe-max-ids must be at least 1, got {args.dedupe_max_ids}"
+    return EngineSettings(
+        max_clock_skew_ms=args.max_clock_skew_ms,
+        max_lateness_ms=args.max_lateness_ms,
+        dedupe_horizon_s=args.dedupe_horizon_s,
+        dedupe_max_ids=args.dedupe_max_ids,
+    )
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay a recorded session through the engine."""
     if args.example:
@@ -100,6 +191,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print("riskguard replay: give EVENTS and --limits FILE (or --example)", file=sys.stderr)
             return EXIT_USAGE
         events_path, limits_path = Path(args.events), Path(args.limits)
+    settings = engine_settings(args)
+    if isinstance(settings, str):
+        print(f"riskguard replay: {settings}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         limits = load(limits_path)
     except LimitsError as exc:
@@ -124,12 +219,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
             on_transition=show,
             progress=args.progress,
             batch_size=args.batch_size,
+            settings=settings,
         )
     except ReplayError as exc:
         print(f"riskguard replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
     out.flush()
-    print_summary(report, sys.stderr if jsonl else out)
+    print_summary(report, sys.stderr if jsonl else out, settings)
     return EXIT_OK
 
 
@@ -157,6 +253,38 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     r.add_argument("--quiet-alerts", action="store_true", help="table: hide alert lines")
     r.add_argument("--batch-size", type=int, default=8192, help=argparse.SUPPRESS)
+    engine = EngineSettings()
+    r.add_argument(
+        "--max-clock-skew-ms",
+        type=int,
+        default=engine.max_clock_skew_ms,
+        metavar="MS",
+        help="an event stamped more than this ahead of the latest trusted event time is "
+        "applied at that time (default %(default)s; docs/events.md, Clock skew)",
+    )
+    r.add_argument(
+        "--max-lateness-ms",
+        type=int,
+        default=engine.max_lateness_ms,
+        metavar="MS",
+        help="an event more than this behind the clock counts in windows as now "
+        "(default %(default)s)",
+    )
+    r.add_argument(
+        "--dedupe-horizon-s",
+        type=float,
+        default=engine.dedupe_horizon_s,
+        metavar="S",
+        help="event time for which closed orders and executions are remembered, to "
+        "recognise redeliveries and find a bust's execution (default %(default)s)",
+    )
+    r.add_argument(
+        "--dedupe-max-ids",
+        type=int,
+        default=engine.dedupe_max_ids,
+        metavar="N",
+        help="at most this many closed orders and executions are remembered (default %(default)s)",
+    )
     prog = r.add_mutually_exclusive_group()
     prog.add_argument(
         "--progress",

@@ -14,6 +14,7 @@ from typing import Literal
 
 from riskguard.control.records import StateRecord
 from riskguard.control.view import ControlView, Instant
+from riskguard.evidence import evidence
 from riskguard.vocabulary import STATE_CODE, STATES, order_scopes
 
 __all__ = ["Verdict", "allows", "health", "heartbeat_age_ns"]
@@ -132,11 +133,4 @@ def _rank(record: StateRecord) -> int:
 
 
 def _evidence(record: StateRecord) -> str:
-    tr = record.transition
-    if tr.kind == "manual":
-        return f"by {tr.operator}: {tr.reason}"
-    return f"rule {tr.rule}: {tr.metric} {_number(tr.value)} vs limit {_number(tr.limit)}"
-
-
-def _number(x: float | None) -> str:
-    return "?" if x is None else f"{x:.6g}"
+    return evidence(record.transition)

@@ -32,6 +32,7 @@ from riskguard import examples
 from riskguard.broker import EmbeddedBroker
 from riskguard.demo.scenario import STRATEGIES, SYMBOLS, TradingSim
 from riskguard.events import encode
+from riskguard.evidence import evidence
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import load
@@ -242,8 +243,7 @@ def _follow(report: DemoReport, gate: Gate, seen: int, line: Callable[[str], Non
         if tr.scope == RUNAWAY and tr.to == "HALTED" and trial and trial.halt is None:
             trial.halt = tr
             line(
-                f"HALT decided: {tr.scope} {tr.from_} -> {tr.to} on rule {tr.rule} "
-                f"({tr.metric} {tr.value:.3g} > {tr.limit:.3g}); "
+                f"HALT decided: {tr.scope} {tr.from_} -> {tr.to} ({evidence(tr)}); "
                 f"{(tr.decided_ns - tr.ts) / MS:.2f} ms after the offending event"
             )
         elif not tr.is_alert and tr.kind != "manual":

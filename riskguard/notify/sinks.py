@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from riskguard.evidence import evidence
 from riskguard.settings import NotifierSettings
 from riskguard.vocabulary import Transition
 
@@ -24,15 +25,13 @@ def _iso(ns: int) -> str:
 
 
 def summary(tr: Transition) -> str:
-    """One line a person reads on a phone."""
+    """One line a person reads on a phone: the scope, what happened and why (the value
+    with enough digits to differ from its limit, :func:`riskguard.evidence.evidence`)."""
     if tr.kind == "manual":
         verb = "RESUMED" if tr.to == "ACTIVE" else tr.to
         return f"riskguard: {tr.scope} {verb} by {tr.operator}: {tr.reason}"
     what = "ALERT" if tr.is_alert else tr.to
-    return (
-        f"riskguard: {tr.scope} {what} - rule {tr.rule} ({tr.metric}) "
-        f"value {tr.value:.6g} vs limit {tr.limit:.6g}"
-    )
+    return f"riskguard: {tr.scope} {what} - {evidence(tr)}"
 
 
 def severity(tr: Transition) -> str:

@@ -75,6 +75,9 @@ N_SKEWED = 2  # stamped too far ahead: applied at the corrected time (value: ske
 N_LATE = 3  # beyond the lateness bound: counted in windows as now (value: lateness ns)
 N_REUSED = 4  # bad: a new reusing the id of a working order with other fields
 N_BUSTED = 5  # bad: a correction or bust of an execution already busted
+N_AHEAD = 6  # replay: stamped too far ahead of the clock, skewed unless the feed jumped
+N_KEPT = 7  # replay: the events noted ahead were skewed after all (value: how many)
+N_JUMP = 8  # replay: the feed jumped (a gap): the clock follows (value: the gap in ns)
 JUMP_CONFIRM = 3
 """Replay: this many events in a row stamped too far ahead mean the feed jumped (a gap)."""
 MARK_RING = 4
@@ -298,7 +301,7 @@ DECISION = np.dtype(
 NOTE = np.dtype(
     [
         ("event", I64),  # index of the event in the batch
-        ("kind", I64),  # N_DUPLICATE, N_SKEWED, N_LATE, N_REUSED, N_BUSTED
+        ("kind", I64),  # N_DUPLICATE, N_SKEWED, N_LATE, N_REUSED, N_BUSTED, N_AHEAD...
         ("value", I64),  # skew or lateness in ns, else 0
     ]
 )

@@ -53,7 +53,10 @@ from riskguard.state.bundles import (
     FIRM,
     JUMP_CONFIRM,
     MARK_RING,
+    N_AHEAD,
     N_DUPLICATE,
+    N_JUMP,
+    N_KEPT,
     N_LATE,
     N_SKEWED,
 )
@@ -93,26 +96,34 @@ def rows_for_event(ev, st, rules):  # type: ignore[no-untyped-def]
     return need
 
 
+ON_TIME = 0
+SKEWED = 1
+AHEAD = 2
+JUMP = 3
+
+
 @njit(cache=True, _nrt=False)
 def _corrected(raw, wall, g, rules):  # type: ignore[no-untyped-def]
-    """(corrected time, skew ns) for an event stamped ``raw`` (skew 0: on time).
+    """(corrected time, skew ns, verdict) for an event stamped ``raw``.
 
     Live (``wall`` >= 0): an event stamped more than ``skew_ns`` ahead of the wall clock
-    is skewed and taken at the wall clock (never before the engine's clock). Replay: an
+    is SKEWED and taken at the wall clock (never before the engine's clock). Replay: an
     event more than ``skew_ns`` ahead of the clock (the latest trusted event time) is
-    skewed and taken at the clock, unless it is the JUMP_CONFIRM-th such event in a row:
-    then the feed really jumped (a gap in the session) and the clock follows.
+    AHEAD and taken at the clock, unless it is the JUMP_CONFIRM-th such event in a row:
+    then the feed really jumped (a gap in the session, JUMP) and the clock follows. The
+    events ahead before a jump are not reported as skewed; those followed by an event
+    back on time are.
     """
     clock = g.last_event_ns
-    if clock < 0:
-        return raw, 0
     if wall >= 0:
         if raw > wall + rules.skew_ns:
-            return max(clock, wall), raw - wall
-        return raw, 0
-    if raw > clock + rules.skew_ns and g.ahead_run + 1 < JUMP_CONFIRM:
-        return clock, raw - clock
-    return raw, 0
+            return max(clock, wall), raw - wall, SKEWED
+        return raw, 0, ON_TIME
+    if clock < 0 or raw <= clock + rules.skew_ns:
+        return raw, 0, ON_TIME
+    if g.ahead_run + 1 < JUMP_CONFIRM:
+        return clock, raw - clock, AHEAD
+    return raw, raw - clock, JUMP
 
 
 @njit(cache=True, _nrt=False)
@@ -278,13 +289,19 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
         if counts.n + need > cap:
             counts.need = need
             return e
-        now, skew = _corrected(ev.ts, wall, g, rules)
+        now, skew, verdict = _corrected(ev.ts, wall, g, rules)
         if not flush(now, need, e, st, rules, peaks, out):
             return e
-        if skew > 0:
-            g.ahead_run += 1
+        if verdict == SKEWED:
             note(out, e, N_SKEWED, skew)
-        else:
+        elif verdict == AHEAD:
+            g.ahead_run += 1
+            note(out, e, N_AHEAD, skew)
+        elif verdict == JUMP:
+            g.ahead_run = 0
+            note(out, e, N_JUMP, skew)
+        elif g.ahead_run > 0:
+            note(out, e, N_KEPT, g.ahead_run)
             g.ahead_run = 0
         if g.start_ns < 0:
             g.start_ns = now

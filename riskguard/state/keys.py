@@ -49,6 +49,9 @@ class KeySpace:
         #: executions: (account id, exec_id) -> execution id
         self.execs: dict[ExecKey, int] = {}
         self.exec_keys: list[ExecKey | None] = []
+        #: per execution id: (strategy id, symbol id) of a trade, None for the id of a
+        #: correction or bust (remembered only so that its redelivery is recognised)
+        self.exec_trade: list[tuple[int, int] | None] = []
         self._free_execs: list[int] = []
         #: (event time ns, execution id) in the order they were interned
         self.exec_times: deque[tuple[int, int]] = deque()
@@ -63,6 +66,9 @@ class KeySpace:
         self.pairs: dict[int, int] = {}
         #: pairs not yet copied into the store: (pair, owner, symbol, firm pair)
         self.new_pairs: list[tuple[int, int, int, int]] = []
+        #: batch builder cache (derived, rebuilt on demand, never snapshotted):
+        #: (account name, strategy name) -> (account id, strategy id)
+        self.routes: dict[tuple[str, str], tuple[int, int]] = {}
 
     # scopes ---------------------------------------------------------------
     def scope(self, level: int, key: str) -> int:
@@ -139,14 +145,20 @@ class KeySpace:
         return len(self.order_names)
 
     # executions -----------------------------------------------------------------
-    def execution(self, key: ExecKey, ts: int) -> int:
-        """A new id for execution ``key`` (account id, exec_id), stamped ``ts`` for the horizon."""
+    def execution(self, key: ExecKey, ts: int, trade: tuple[int, int] | None) -> int:
+        """A new id for execution ``key`` (account id, exec_id), stamped ``ts`` for the horizon.
+
+        ``trade`` is the (strategy id, symbol id) of a trade; None for a correction's or a
+        bust's own id.
+        """
         if self._free_execs:
             eid = self._free_execs.pop()
             self.exec_keys[eid] = key
+            self.exec_trade[eid] = trade
         else:
             eid = len(self.exec_keys)
             self.exec_keys.append(key)
+            self.exec_trade.append(trade)
         self.execs[key] = eid
         self.exec_times.append((ts, eid))
         return eid
@@ -158,6 +170,7 @@ class KeySpace:
             if key is not None:
                 del self.execs[key]
                 self.exec_keys[eid] = None
+                self.exec_trade[eid] = None
                 self._free_execs.append(eid)
 
     @property
@@ -208,6 +221,7 @@ class KeySpace:
             "strategy_account": [list(item) for item in self.strategy_account.items()],
             "order_names": list(self.order_names),
             "exec_keys": [None if k is None else list(k) for k in self.exec_keys],
+            "exec_trade": [None if t is None else list(t) for t in self.exec_trade],
             "exec_times": [list(item) for item in self.exec_times],
             "closed_orders": [list(item) for item in self.closed_orders],
             "parents": list(self.parents),
@@ -237,6 +251,11 @@ class KeySpace:
         fresh.exec_keys = [
             None if k is None else (int(k[0]), str(k[1])) for k in exported["exec_keys"]
         ]
+        fresh.exec_trade = [
+            None if t is None else (int(t[0]), int(t[1])) for t in exported["exec_trade"]
+        ]
+        if len(fresh.exec_trade) != len(fresh.exec_keys):
+            raise ValueError("execution keys and their trades differ in length")
         fresh.execs = {k: i for i, k in enumerate(fresh.exec_keys) if k is not None}
         fresh._free_execs = [i for i, k in enumerate(fresh.exec_keys) if k is None]
         fresh.exec_times = deque((int(t), int(i)) for t, i in exported["exec_times"])

@@ -72,7 +72,7 @@ class ReferenceModel(ReferenceOrders):
         self.transitions: list[RefTransition] = []
         self.peaks: dict[str, list[float]] = {r.name: [0, -math.inf, math.inf] for r in self.rules}
         self.bad: list[str] = []  # reasons
-        self.duplicates = self.skewed = self.late = 0
+        self.duplicates = self.skewed = self.late = self.jumps = 0
         self.judged: dict[str, int] = {}  # scope -> resumed at (event time)
         for rule in self.rules:
             for kind in COUNTED.get(rule.metric, ()):
@@ -276,38 +276,46 @@ class ReferenceModel(ReferenceOrders):
         for ev in events:
             self.apply_one(ev, wall)
 
-    def _corrected(self, raw: int, wall: int) -> tuple[int, int]:
+    def _corrected(self, raw: int, wall: int) -> tuple[int, str]:
+        """(corrected time, verdict): on time, skewed (live), ahead or jump (replay)."""
         clock = self.last_any
-        if clock < 0:
-            return raw, 0
         if wall >= 0:
-            return (max(clock, wall), raw - wall) if raw > wall + self.skew_ns else (raw, 0)
-        if raw > clock + self.skew_ns and self.ahead_run + 1 < JUMP_CONFIRM:
-            return clock, raw - clock
-        return raw, 0
+            return (max(clock, wall), "skewed") if raw > wall + self.skew_ns else (raw, "")
+        if clock < 0 or raw <= clock + self.skew_ns:
+            return raw, ""
+        if self.ahead_run + 1 < JUMP_CONFIRM:
+            return clock, "ahead"
+        return raw, "jump"
 
     def apply_one(self, ev: wire.Event, wall: int = -1) -> None:
         """Apply one event."""
         qty = getattr(ev, "qty", None)
         if qty is not None:
             ev = msgspec.structs.replace(ev, qty=snap(qty))  # quantities carry 9 decimals
+        if not isinstance(ev, wire.Mark | wire.Heartbeat):
+            self.home.setdefault(ev.strategy, ev.account)
         if isinstance(ev, wire.Fill):
             key = (ev.account, ev.exec_id)
             if key in self.seen_execs:
                 self.duplicates += 1
                 return
-            if ev.exec_type != "trade" and (ev.account, ev.ref_exec_id) not in self.execs:
-                self.bad.append("unknown_exec_ref")
-                return
+            if ev.exec_type != "trade":
+                x = self.execs.get((ev.account, ev.ref_exec_id or ""))
+                if x is None or (x.strategy, x.symbol) != (ev.strategy, ev.symbol):
+                    self.bad.append("unknown_exec_ref")
+                    return
             self.seen_execs.add(key)
-        if not isinstance(ev, wire.Mark | wire.Heartbeat):
-            self.home.setdefault(ev.strategy, ev.account)
-        now, skew = self._corrected(ev.ts, wall)
+        now, verdict = self._corrected(ev.ts, wall)
         self._flush(now)
-        if skew > 0:
-            self.ahead_run += 1
+        if verdict == "skewed":
             self.skewed += 1
+        elif verdict == "ahead":
+            self.ahead_run += 1
+        elif verdict == "jump":
+            self.ahead_run = 0  # the events ahead were a gap, not skew
+            self.jumps += 1
         else:
+            self.skewed += self.ahead_run  # ahead, then back on time: they were skewed
             self.ahead_run = 0
         if self.start < 0:
             self.start = now

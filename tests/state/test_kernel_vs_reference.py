@@ -364,6 +364,7 @@ def run_both(
         total.duplicates += r.duplicates
         total.skewed += r.skewed
         total.late += r.late
+        total.jumps += r.jumps
 
     with capture_transitions(engine) as seen:
         for lo, hi in itertools.pairwise(bounds):
@@ -383,6 +384,7 @@ def run_both(
                     batch.append(item)
                     ref.apply_one(item)
             apply(batch)
+    total.skewed += engine.unsettled_skew()  # still ahead at the end: skewed
     return engine, ref, seen, total
 
 
@@ -400,10 +402,11 @@ def assert_same(
     assert got == want
     values = [t.value for t in transitions if t.kind != "manual"]
     assert all(close(a, b.value) for a, b in zip(values, ref.transitions, strict=True))
-    assert (total.duplicates, len(total.skewed), total.late) == (
+    assert (total.duplicates, len(total.skewed), total.late, total.jumps) == (
         ref.duplicates,
-        ref.skewed,
+        ref.skewed + ref.ahead_run,
         ref.late,
+        ref.jumps,
     )
     assert sorted(b.reason for b in total.bad) == sorted(ref.bad)
     positions = engine.positions()
