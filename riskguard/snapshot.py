@@ -112,7 +112,10 @@ def decode(data: bytes, path: Path) -> Snapshot:
         raise SnapshotError(f"{path.name}: unreadable header") from exc
     body = data[start + n :]
     if meta.get("version") != VERSION:
-        raise SnapshotError(f"{path.name}: version {meta.get('version')}, expected {VERSION}")
+        raise SnapshotError(
+            f"{path.name}: snapshot format v{meta.get('version')} is from another riskguard "
+            f"version (this one reads v{VERSION}); state is rebuilt by replaying input instead"
+        )
     if hashlib.sha256(body).hexdigest() != meta.get("sha256"):
         raise SnapshotError(f"{path.name}: checksum mismatch (torn or corrupt)")
     with np.load(io.BytesIO(body), allow_pickle=False) as npz:

@@ -72,11 +72,6 @@ def _where(origins: Sequence[str] | None, j: int) -> str:
     return origins[j] if origins is not None else f"event {j}"
 
 
-def _q(q: float, floor: Any = math.floor) -> float:
-    """A quantity rounded to 9 decimals below a million units (as the kernel's sums are)."""
-    return q if q >= 1e6 else float(floor(q * 1e9 + 0.5) / 1e9)
-
-
 class _Router:
     """Scope ids of an event's account, strategy and symbol: one dict lookup when known."""
 
@@ -85,12 +80,13 @@ class _Router:
         self.routes = keys.routes
         self.symbols = keys.level_table(L_SYMBOL)
 
-    def route(self, account: str, strategy: str) -> tuple[int, int]:
+    def route(self, account: str, strategy: str) -> tuple[str, int, int]:
+        """(account, account id, strategy id), cached by strategy for the next event."""
         keys = self.keys
         a = keys.scope(L_ACCOUNT, account)
         st = keys.scope(L_STRATEGY, strategy)
         keys.bind_strategy(st, a)  # its home account: where a strategy rule's match looks
-        r = self.routes[(account, strategy)] = (a, st)
+        r = self.routes[strategy] = (account, a, st)
         return r
 
     def symbol(self, symbol: str) -> int:
@@ -119,6 +115,7 @@ def build(
     pairs, orders, parents, execs = keys.pairs, keys.orders, keys.parents, keys.execs
     exec_trade = keys.exec_trade
     nan = math.nan
+    floor = math.floor  # quantities are rounded to 9 decimals below a million units
     for j, event in enumerate(events):
         cls = type(event)
         ev: Any = event  # dispatch on ``cls`` below; every branch reads only its own fields
@@ -134,8 +131,10 @@ def build(
             add(row(T_HEARTBEAT, 0, ev.ts, -1, -1, -1, 0.0, nan, -1, -1, src, -1, -1, -1, 0, nan))
             index.append(j)
             continue
-        r = routes.get((ev.account, ev.strategy))
-        a, st = router.route(ev.account, ev.strategy) if r is None else r
+        r = routes.get(ev.strategy)
+        if r is None or r[0] != ev.account:  # a strategy may trade in several accounts
+            r = router.route(ev.account, ev.strategy)
+        a, st = r[1], r[2]
         y = symbols.get(ev.symbol)
         if y is None:
             y = router.symbol(ev.symbol)
@@ -145,7 +144,8 @@ def build(
             if pid is None:
                 pid = keys.parent(p)
             side = 1 if ev.side == "buy" else -1
-            q = _q(ev.qty)
+            q = ev.qty
+            q = q if q >= 1e6 else floor(q * 1e9 + 0.5) / 1e9
             add(row(T_PARENT, side, ev.ts, a, st, y, q, nan, -1, pid, -1, -1, -1, -1, 0, nan))
             index.append(j)
             continue
@@ -161,7 +161,9 @@ def build(
             t = T_NEW if cls is wire.NewOrder else T_REPLACE
             side = 1 if ev.side == "buy" else -1
             px = nan if ev.price is None else ev.price
-            add(row(t, side, ev.ts, a, st, y, _q(ev.qty), px, o, pid, -1, -1, -1, -1, 0, nan))
+            q = ev.qty
+            q = q if q >= 1e6 else floor(q * 1e9 + 0.5) / 1e9
+            add(row(t, side, ev.ts, a, st, y, q, px, o, pid, -1, -1, -1, -1, 0, nan))
             index.append(j)
             continue
         if cls is not wire.Fill:  # cancel or reject
@@ -195,7 +197,8 @@ def build(
             if pid is None:
                 pid = keys.parent(ev.parent_id)
         side = 0 if ev.side is None else 1 if ev.side == "buy" else -1
-        q = nan if ev.qty is None else _q(ev.qty)
+        q = ev.qty
+        q = nan if q is None else q if q >= 1e6 else floor(q * 1e9 + 0.5) / 1e9
         px = nan if ev.price is None else ev.price
         fee = nan if ev.fee is None else ev.fee
         add(row(T_FILL, side, ev.ts, a, st, y, q, px, o, pid, -1, pa, ps, x, e_type, fee))

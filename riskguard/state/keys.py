@@ -67,8 +67,8 @@ class KeySpace:
         #: pairs not yet copied into the store: (pair, owner, symbol, firm pair)
         self.new_pairs: list[tuple[int, int, int, int]] = []
         #: batch builder cache (derived, rebuilt on demand, never snapshotted):
-        #: (account name, strategy name) -> (account id, strategy id)
-        self.routes: dict[tuple[str, str], tuple[int, int]] = {}
+        #: strategy name -> (the account it last traded in, account id, strategy id)
+        self.routes: dict[str, tuple[str, int, int]] = {}
 
     # scopes ---------------------------------------------------------------
     def scope(self, level: int, key: str) -> int:
