@@ -6,6 +6,16 @@
 * key ``__heartbeat__``: a :class:`HeartbeatRecord`, every
   ``runtime.heartbeat_interval_ms`` (250 ms by default) while riskguard's loop is
   healthy. Gates fail closed when it stops or says riskguard is not ready.
+* key ``cancel:<scope>:<part>``: a :class:`CancelRecord`, one part of the list of working
+  orders riskguard asks the trading system to cancel when ``<scope>`` is halted (or set
+  reduce-only: only the orders that would increase the position). A gate delivers a part
+  while the halt it names (``halt_id``) is the scope's standing transition.
+* key ``__rules__``: a :class:`RulesRecord`, the per-order rules of the limits in force,
+  for the gate's pre-trade ``check()``; re-published on every limits reload.
+* key ``mark:<symbol>``: a :class:`MarkRecord`, the reference price riskguard values the
+  symbol at (throttled per symbol).
+* key ``position:<scope>:<symbol>``: a :class:`PositionRecord`, riskguard's net position of
+  a REDUCE_ONLY scope in a symbol (the gate refuses orders that would increase it).
 
 ``docs/control-topic.md`` is the public contract for these records (fields, types,
 units, forward compatibility). The gate needs this module and msgspec, never the engine.
@@ -43,7 +53,91 @@ class HeartbeatRecord(msgspec.Struct, frozen=True, tag="heartbeat", tag_field="t
     v: int = 1
 
 
-Record = StateRecord | HeartbeatRecord
+CANCEL_PART_MAX: Final = 500
+"""Orders per cancel record: a large scope's list is split into bounded parts."""
+
+
+class CancelOrder(msgspec.Struct, frozen=True):
+    """One working order riskguard asks to cancel. ``open_qty`` = quantity not yet filled."""
+
+    order_id: str
+    account: str
+    strategy: str
+    symbol: str
+    side: str
+    open_qty: float
+
+
+class CancelRecord(msgspec.Struct, frozen=True, tag="cancel", tag_field="type"):
+    """Part ``part`` of ``parts`` of the cancel request of one halt (or reduce-only).
+
+    ``halt_id`` is the ``id`` of the transition that asked for it; ``kind`` is ``"halt"``
+    or ``"reduce_only"``; ``reason`` is the transition's evidence in words; ``ts`` is when
+    riskguard asked (ns). ``orders`` may be empty (nothing was working).
+    """
+
+    halt_id: str
+    scope: str
+    kind: str
+    reason: str
+    part: int
+    parts: int
+    orders: tuple[CancelOrder, ...]
+    ts: int
+    v: int = 1
+
+
+class RuleRecord(msgspec.Struct, frozen=True):
+    """One per-order rule (``order_qty``, ``order_notional`` or ``price_deviation``).
+
+    ``match`` maps a match field (``account``, ``strategy``, ``symbol``) to the keys the
+    rule is limited to (absent: every key at its scope). ``max``/``min``: the bounds.
+    """
+
+    name: str
+    metric: str
+    scope: str
+    action: str
+    match: dict[str, tuple[str, ...]] = {}
+    max: float | None = None
+    min: float | None = None
+
+
+class RulesRecord(msgspec.Struct, frozen=True, tag="rules", tag_field="type"):
+    """The per-order rules of the limits in force (``limits_sha256``), for pre-trade checks."""
+
+    limits_sha256: str
+    rules: tuple[RuleRecord, ...]
+    ts: int
+    v: int = 1
+
+
+class MarkRecord(msgspec.Struct, frozen=True, tag="mark", tag_field="type"):
+    """The reference price of ``symbol`` riskguard values positions at, as of ``ts``."""
+
+    symbol: str
+    price: float
+    ts: int
+    v: int = 1
+
+
+class PositionRecord(msgspec.Struct, frozen=True, tag="position", tag_field="type"):
+    """riskguard's net position (long > 0) of ``scope`` in ``symbol``, as of ``ts``.
+
+    Published for REDUCE_ONLY scopes (``firm``, ``account:<id>``, ``strategy:<id>``; a
+    ``symbol:<id>`` scope's position is the firm's in that symbol).
+    """
+
+    scope: str
+    symbol: str
+    qty: float
+    ts: int
+    v: int = 1
+
+
+RULES_KEY: Final = b"__rules__"
+
+Record = StateRecord | HeartbeatRecord | CancelRecord | RulesRecord | MarkRecord | PositionRecord
 _decoder: Final = msgspec.json.Decoder(Record)
 _encoder: Final = msgspec.json.Encoder()
 
@@ -56,6 +150,26 @@ def state_message(tr: Transition) -> tuple[bytes, bytes]:
 def heartbeat_message(hb: HeartbeatRecord) -> tuple[bytes, bytes]:
     """Key and value of a heartbeat message."""
     return HEARTBEAT_KEY, _encoder.encode(hb)
+
+
+def cancel_key(scope: str, part: int) -> bytes:
+    """Compaction key of part ``part`` of a scope's latest cancel request."""
+    return f"cancel:{scope}:{part}".encode()
+
+
+def mark_key(symbol: str) -> bytes:
+    """Compaction key of a symbol's mark."""
+    return f"mark:{symbol}".encode()
+
+
+def position_key(scope: str, symbol: str) -> bytes:
+    """Compaction key of a scope's position in a symbol."""
+    return f"position:{scope}:{symbol}".encode()
+
+
+def encode_record(record: Record) -> bytes:
+    """The value bytes of any record."""
+    return _encoder.encode(record)
 
 
 def decode_record(value: bytes | None) -> Record | None:

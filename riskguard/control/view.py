@@ -67,7 +67,7 @@ class ControlView:
                 # old heartbeat by its true age, never a new one as already old
                 self.heartbeat_read = read_at
                 self.heartbeat = record
-            else:
+            elif isinstance(record, StateRecord):
                 self.states[record.scope] = record
                 changed.append(record)
         return changed
