@@ -93,7 +93,7 @@ def run(n: int, reference_n: int, batch: int = 100_000) -> dict[str, Any]:
     limits = every_metric_limits()
     evs = events(n)
     engine = Engine(limits, event_time=True)
-    batches = [build(evs[i : i + batch], engine.keys)[0] for i in range(0, n, batch)]
+    batches = [build(evs[i : i + batch], engine.keys) for i in range(0, n, batch)]
     started = time.perf_counter()
     for b in batches:
         engine.apply_columnar(b)

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -44,15 +45,24 @@ MAX_RECORDS = 500
 
 
 def flow(n: int) -> list[tuple[bytes, bytes]]:
-    """``n`` (key, value) records of normal simulated flow, keyed by account."""
-    sim = TradingSim(seed=5, activity=0.6, start_ns=time.time_ns())
+    """``n`` (key, value) records of normal simulated flow, keyed by account.
+
+    Stamped so that the last event is a second before now: a backlog, as the sidecar
+    would find it after a pause, never stamped ahead of the wall clock (which would
+    measure the clock-skew path instead).
+    """
+    sim = TradingSim(seed=5, activity=0.6, start_ns=0)
     sim.runaway_at_ns = None
+    events = []
+    while len(events) < n:
+        events += sim.run(5_000)
+    events = events[:n]
+    shift = time.time_ns() - 1_000_000_000 - events[-1].ts
     out: list[tuple[bytes, bytes]] = []
-    while len(out) < n:
-        for ev in sim.run(5_000):
-            key = getattr(ev, "account", None) or getattr(ev, "symbol", None) or "firm"
-            out.append((key.encode(), encode(ev)))
-    return out[:n]
+    for ev in events:
+        key = getattr(ev, "account", None) or getattr(ev, "symbol", None) or "firm"
+        out.append((key.encode(), encode(msgspec.structs.replace(ev, ts=ev.ts + shift))))
+    return out
 
 
 async def produce(bs: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
@@ -133,7 +143,8 @@ async def riskguard(bs: str, topic: str, n: int, tmp: Path) -> tuple[float, int]
         while not sidecar.assigned:
             await asyncio.sleep(0.001)
         started = time.perf_counter()
-        while sidecar.engine.events_applied < n:
+        # every offset consumed: events applied, redeliveries and bad events all count
+        while sum(sidecar.checkpoints.applied.values()) < n:
             await asyncio.sleep(0.002)
         elapsed = time.perf_counter() - started
         bad = sidecar.bad_events

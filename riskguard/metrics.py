@@ -46,6 +46,24 @@ LATENCY_BUCKETS: Final = (
     10.0,
 )
 
+#: Clock skew is only reported beyond ``engine.max_clock_skew_ms`` (5 s by default,
+#: settable down to 0); real faults range from a second (NTP step) to hours (a wrong
+#: time zone) or a day (a wrong date).
+SKEW_BUCKETS: Final = (
+    0.01,
+    0.1,
+    1.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4 * 3600.0,
+    24 * 3600.0,
+)
+
 
 class Metrics:
     """Every metric the sidecar exports, on its own registry."""
@@ -60,6 +78,38 @@ class Metrics:
             "riskguard_bad_events_total",
             "Events rejected and sent to the dead-letter topic, by reason.",
             ["reason"],
+            registry=r,
+        )
+        self.duplicate_events = Counter(
+            "riskguard_duplicate_events_total",
+            "Redelivered events recognised and not applied again (docs/events.md, Redelivery).",
+            registry=r,
+        )
+        self.skewed_events = Counter(
+            "riskguard_skewed_events_total",
+            "Events stamped more than engine.max_clock_skew_ms ahead of the wall clock, "
+            "applied at the wall clock.",
+            registry=r,
+        )
+        self.late_events = Counter(
+            "riskguard_late_events_total",
+            "Events more than engine.max_lateness_ms behind the engine's clock, counted in "
+            "rate windows as now.",
+            registry=r,
+        )
+        # A histogram, not a gauge of the last or largest skew: nothing is lost between
+        # scrapes, instances aggregate, the buckets show how far ahead clocks run, and a
+        # gauge would keep showing an old skew long after the clock was fixed. One
+        # observation per batch and key (the key's furthest-ahead event), not per event:
+        # a producer whose clock stays fast makes every one of its events skewed, and the
+        # hot path then pays per key, not per event (riskguard_skewed_events_total counts
+        # events). Which key: /v1/status and the clock-skew alert (keys are accounts and
+        # sources, unbounded, so not a label).
+        self.clock_skew = Histogram(
+            "riskguard_clock_skew_seconds",
+            "Per applied batch and key (heartbeat source, account or symbol), how far ahead "
+            "of the wall clock its furthest-ahead skewed event was stamped.",
+            buckets=SKEW_BUCKETS,
             registry=r,
         )
         self.decision_latency = Histogram(

@@ -7,8 +7,10 @@ import re
 import tomllib
 from pathlib import Path
 
+import msgspec
+
 from riskguard.metrics import Metrics
-from riskguard.settings import load_settings
+from riskguard.settings import EngineSettings, load_settings
 
 OPS = Path(__file__).resolve().parents[1] / "ops"
 
@@ -45,3 +47,9 @@ def test_example_settings_load() -> None:
     assert data["kafka"]["request_timeout_ms"] <= 2000
     settings = load_settings(OPS / "riskguard.toml", env={})
     assert len(settings.notifier) == 3 and settings.http.host == "127.0.0.1"
+
+
+def test_example_settings_show_every_engine_setting_at_its_default() -> None:
+    data = tomllib.loads((OPS / "riskguard.toml").read_text())
+    defaults = msgspec.to_builtins(EngineSettings())
+    assert data["engine"] == defaults

@@ -29,6 +29,7 @@ from riskguard.events import BadEvent, Event, decode
 from riskguard.events import _decoder as _event_decoder
 from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.ingest.coordinates import Coordinates
+from riskguard.ingest.flow import FlowReport
 from riskguard.ingest.health import Liveness
 from riskguard.ingest.ports import TransitionSink
 from riskguard.metrics import Metrics
@@ -90,6 +91,8 @@ class ConsumeLoop:
     session_start_ns: int | None = None
     """Events stamped earlier are skipped (ns since the epoch); None skips nothing."""
     dead_letters: DeadLetters = field(init=False)
+    flow: FlowReport = field(init=False)
+    """Duplicates, skewed and late events seen, and the clock-skew alerts."""
     assigned: set[TopicPartition] = field(init=False, default_factory=set)
     """The input partitions assigned."""
     before_session: int = field(init=False, default=0)
@@ -97,6 +100,9 @@ class ConsumeLoop:
 
     def __post_init__(self) -> None:
         self.dead_letters = DeadLetters(self.kafka.dead_letter_topic, self.metrics)
+        self.flow = FlowReport(
+            self.metrics, self.engine.killswitch, self.engine.settings.max_clock_skew_ms
+        )
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._fetching = False
@@ -199,22 +205,27 @@ class ConsumeLoop:
     async def apply(self, batch: Batch) -> None:
         """Decode and apply one batch, then advance offsets and send transitions out.
 
-        Bad events go to the dead-letter topic and never stop the batch; events
-        stamped before the session start are counted and skipped. Raises
+        Bad events (undecodable, or refused by the engine) go to the dead-letter
+        topic and never stop the batch; events stamped before the session start are
+        counted and skipped. Redeliveries, skewed and late events are counted
+        (:class:`~riskguard.ingest.flow.FlowReport`); skewed ones raise a rate-limited
+        ``clock-skew`` system alert after the batch's transitions. Raises
         :class:`RuntimeError` before :meth:`open`.
         """
         consumer = self._require_consumer()
         started = time.perf_counter()
         events, where = await self._decode(batch)
-        result = self.engine.apply(events, where, wall_ns=time.time_ns())
+        wall_ns = time.time_ns()
+        result = self.engine.apply(events, where, wall_ns=wall_ns)
         # Offsets advance only now that the state reflects them: the commit and
         # snapshot tasks may run during the awaits above and must never see them early.
         self.checkpoints.advance(batch)
         for bad in result.bad:
-            await self.dead_letters.send(bad, where.value_at(bad.position), None)
+            await self.dead_letters.send(bad, *where.message_at(bad.position))
         self.metrics.count_events(result.type_counts)
-        if result.transitions:
-            await self.outbox.send(result.transitions)
+        alerts = self.flow.record(result, wall_ns)
+        if result.transitions or alerts:  # state changes first: gates hear of them first
+            await self.outbox.send([*result.transitions, *alerts])
         if events:
             self.metrics.last_event.set(max(e.ts for e in events[-64:]) / 1e9)
         applied = self.checkpoints.applied
@@ -247,7 +258,7 @@ class ConsumeLoop:
                     self.before_session += 1  # yesterday's flow: not part of this session
                     continue
                 events.append(item)
-                where.add(m.offset, value)
+                where.add(m.offset, value, m.key)
         return events, where
 
     # the clock -----------------------------------------------------------------

@@ -22,15 +22,17 @@ class Coordinates(Sequence[str]):
         self._labels: list[tuple[int, str]] = []  # (first event index, "topic/partition")
         self._offsets: list[int] = []
         self._values: list[bytes] = []
+        self._keys: list[bytes | None] = []
 
     def partition(self, label: str) -> None:
         """Start the events of partition ``label`` (``"topic/partition"``)."""
         self._labels.append((len(self._offsets), label))
 
-    def add(self, offset: int, value: bytes) -> None:
-        """The next event: its offset in the current partition and its raw value."""
+    def add(self, offset: int, value: bytes, key: bytes | None = None) -> None:
+        """The next event: its offset in the current partition, its raw value and key."""
         self._offsets.append(offset)
         self._values.append(value)
+        self._keys.append(key)
 
     def __len__(self) -> int:
         return len(self._offsets)
@@ -51,7 +53,23 @@ class Coordinates(Sequence[str]):
 
         ``b""`` when no event of the batch has that coordinate.
         """
-        for j in range(len(self._offsets)):
-            if self[j] == coordinate:
-                return self._values[j]
-        return b""
+        return self.message_at(coordinate)[0]
+
+    def message_at(self, coordinate: str) -> tuple[bytes, bytes | None]:
+        """The raw value and key of the event at ``coordinate`` (``"topic/partition@offset"``).
+
+        ``(b"", None)`` when no event of the batch has that coordinate. Looks only
+        through that partition's events, without formatting any coordinate.
+        """
+        label, sep, off = coordinate.rpartition("@")
+        if not sep or not off.isdigit():
+            return b"", None
+        offset = int(off)
+        ends = [first for first, _ in self._labels[1:]] + [len(self._offsets)]
+        for (first, lab), end in zip(self._labels, ends, strict=True):
+            if lab != label:
+                continue
+            for j in range(first, end):
+                if self._offsets[j] == offset:
+                    return self._values[j], self._keys[j]
+        return b"", None

@@ -4,7 +4,9 @@
 together, and :meth:`Sidecar.status` assembling their reports:
 
 - :class:`~riskguard.ingest.consume.ConsumeLoop`: fetch, decode, apply to the
-  engine, dead letters; the engine's clock tick (the hot path, one task);
+  engine, dead letters; the engine's clock tick (the hot path, one task); its
+  :class:`~riskguard.ingest.flow.FlowReport` counts redeliveries, clock skew and
+  late events, and raises the clock-skew alerts;
 - :class:`~riskguard.ingest.outbox.Outbox`: the one place a transition goes out
   (control topic awaited, then journal, metrics, audit, notifiers, log);
 - :class:`~riskguard.ingest.checkpoint.Checkpoints`: applied and committed
@@ -70,7 +72,8 @@ class Sidecar:
         self.settings = settings
         self.log = log.get("sidecar")
         self.metrics = Metrics()
-        self.engine = Engine(limits or load(settings.limits))  # warm before events
+        # warm before events; settings.engine bounds clock skew, lateness, redelivery memory
+        self.engine = Engine(limits or load(settings.limits), settings=settings.engine)
         self.metrics.limits_rules.set(len(self.limits.rules))
         self.instance = rt.instance or f"{socket.gethostname()}-{os.getpid()}"
         self.audit = AuditLog(rt.audit_log)
@@ -277,6 +280,7 @@ class Sidecar:
             "events_applied": self.engine.events_applied,
             "bad_events": self.bad_events,
             "skipped_before_session": self.before_session,
+            "flow": self.intake.flow.status(),
             "last_event_ns": last if last > 0 else None,
             "limits": {
                 "last_reload_error": self.reloader.last_error or None,
