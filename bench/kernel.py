@@ -19,7 +19,7 @@ from bench.common import save, table
 from riskguard import events as wire
 from riskguard.engine import Engine, warm_up
 from riskguard.limits import Limits, parse
-from riskguard.limits.vocabulary import METRICS
+from riskguard.limits.vocabulary import LISTED_METRICS, METRICS
 from riskguard.state.columnar import build
 from riskguard.state.reference import ReferenceModel
 
@@ -30,7 +30,11 @@ def every_metric_limits() -> Limits:
     """One rule per metric (alert, high limits: evaluation cost without a transition storm)."""
     lines = ["version = 1"]
     for i, (name, spec) in enumerate(METRICS.items()):
+        if name in LISTED_METRICS:
+            continue
         scope = SCOPES.get(name, ("account", "strategy", "symbol", "firm")[i % 4])
+        if scope not in spec.scopes:
+            scope = spec.scopes[0]
         lines += [
             "[[rule]]",
             f'name = "{name}"',
@@ -41,6 +45,7 @@ def every_metric_limits() -> Limits:
         ]
         if spec.windowed:
             lines.append("window_ms = 1000")
+    lines += ["[[restricted]]", 'symbols = ["none-such"]', 'reason = "bench"', 'action = "alert"']
     return parse("\n".join(lines))
 
 

@@ -14,36 +14,34 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from riskguard.decisions import Decisions
 from riskguard.events import BadEvent, Event
 from riskguard.inspection import Inspection, RulePeak
 from riskguard.killswitch import KillSwitch
+from riskguard.limits.load import LimitsError
 from riskguard.limits.model import Limits
 from riskguard.settings import EngineSettings
-from riskguard.state.bundles import (
-    CLOSED,
-    DECISION,
+from riskguard.state.bundles import CLOSED, DECISION, NOTE, OUT_COUNTS, PEAK, Output, fill_record
+from riskguard.state.codes import (
     N_AHEAD,
     N_BUSTED,
     N_DUPLICATE,
     N_JUMP,
     N_KEPT,
     N_LATE,
+    N_NOPRICE,
+    N_REFDATA,
     N_REUSED,
     N_SKEWED,
-    NOTE,
-    OUT_COUNTS,
-    PEAK,
-    Output,
-    fill_record,
 )
 from riskguard.state.columnar import Built, build
 from riskguard.state.counters import C_DUP
 from riskguard.state.kernel import apply_batch, settle, tick
 from riskguard.state.keys import KeySpace
-from riskguard.state.rulebook import Rulebook, compile_limits
+from riskguard.state.rulebook import Rulebook, compile_limits, restricted_symbols
 from riskguard.state.store import StateStore
 from riskguard.state.tables import empty_edges
-from riskguard.vocabulary import EVENT_TYPES, STATES, Transition, transition_id
+from riskguard.vocabulary import EVENT_TYPES, Transition
 from riskguard.warmup import warm_events, warm_limits
 
 Clock = Callable[[], int]
@@ -96,7 +94,7 @@ def _peaks(rows: int) -> np.ndarray:
     return np.repeat(fill_record(PEAK, high=-np.inf, low=np.inf, high_scope=-1, low_scope=-1), rows)
 
 
-class Engine(Inspection):
+class Engine(Inspection, Decisions):
     """State, rules and kill switch for one trading system. Owned by one task."""
 
     def __init__(
@@ -114,8 +112,11 @@ class Engine(Inspection):
         self.event_time = event_time
         self.settings = settings or EngineSettings()
         self.clock: Clock = clock or (self._event_clock if event_time else time.time_ns)
-        self.keys = KeySpace()
+        self.keys = KeySpace(limits.base_currency)
         self.store = StateStore()
+        #: raised alert and warning edges -> the id of the alert that raised them, so that
+        #: its resolve can name it: (row, scope or pair, edge bit) -> transition id
+        self._raised: dict[tuple[int, int, int], str] = {}
         self.killswitch = KillSwitch(self.keys, lambda: self.store.state.scopes, self.clock)
         self.rulebook = self._install(limits)
         self._out = _output(4096)
@@ -136,8 +137,12 @@ class Engine(Inspection):
         )
         self.store.reset_counters(book.counter_defs)
         self.store.reserve(self.keys)
+        flags = self.store.state.symbols["restricted"]
+        flags[:] = 0
+        flags[restricted_symbols(book)] = 1
         self.rule_peaks = _peaks(book.n_rows)
         self.store.state = self.store.state._replace(edges=empty_edges())
+        self._raised = {}
         return book
 
     def recompile(self) -> None:
@@ -149,7 +154,18 @@ class Engine(Inspection):
 
         Latched states and judged times are untouched; windows whose kind, scope and
         length did not change keep their counts; rule peaks and alert edges restart.
+        Raises :class:`LimitsError` (nothing changes) for another ``base_currency``: every
+        amount held is in the old one, so that takes a restart.
         """
+        if limits.base_currency != self.keys.base_currency:
+            raise LimitsError(
+                limits.source,
+                [
+                    f"'base_currency' {limits.base_currency!r} differs from "
+                    f"{self.keys.base_currency!r} in force: every amount held is in it; "
+                    "restart riskguard to change it"
+                ],
+            )
         self.rulebook = self._install(limits)
 
     @property
@@ -211,6 +227,7 @@ class Engine(Inspection):
                 self._grow_out()
             start = nxt
         self.store.forget(self.keys, self.settings.horizon_ns, self.settings.dedupe_max_ids)
+        result.transitions += self._unpriced_currencies()
         result.applied = n - skipped
         result.type_counts = np.bincount(batch["typ"], minlength=len(EVENT_TYPES))
         self.events_applied += result.applied
@@ -333,6 +350,9 @@ class Engine(Inspection):
                         where,
                     )
                 )
+            elif kind in (N_REFDATA, N_NOPRICE):
+                skipped += 1
+                into.bad.append(self._refused(built, e, kind, where))
         return skipped
 
     def _whose(self, built: Built, e: int) -> str:
@@ -343,38 +363,6 @@ class Engine(Inspection):
         if rec["account"] >= 0:
             return names[int(rec["account"])]
         return names[int(rec["symbol"])]
-
-    def _drain(self, into: list[Transition]) -> None:
-        """Turn the decisions into :class:`Transition` records, in order, and reset them."""
-        counts = self._out.counts
-        n_out = int(counts["n"][0])
-        counts["n"] = 0
-        counts["need"] = 0
-        if n_out == 0:
-            return
-        decided = self.clock()
-        names = self.keys.scope_names
-        for _e, r, sid, old, new, value, ts in self._out.decisions[:n_out].tolist():
-            rule = self.rulebook.row_rule[r]
-            if self.event_time:
-                decided = ts
-            scope = names[sid]
-            alert = new < 0
-            to = STATES[old] if alert else STATES[new]
-            tr = Transition(
-                id=transition_id(scope, decided, "ALERT:" + rule.name if alert else to),
-                scope=scope,
-                from_=STATES[old],
-                to=to,
-                kind="alert" if alert else "auto",
-                ts=ts,
-                decided_ns=decided,
-                rule=rule.name,
-                metric=rule.metric,
-                value=value,
-                limit=rule.limit_for(value),
-            )
-            into.append(self.killswitch.record(tr))
 
 
 _warm = False

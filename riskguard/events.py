@@ -21,8 +21,9 @@ import msgspec
 from riskguard.vocabulary import EVENT_TYPES, MAX_KEY_LEN
 
 SCHEMA_VERSION: Final = 1
-SCHEMA_MINOR: Final = 1
-"""v1.1 (additive): a fill's ``exec_type``, ``ref_exec_id`` and ``fee``; prices of any sign."""
+SCHEMA_MINOR: Final = 2
+"""v1.1 (additive): a fill's ``exec_type``, ``ref_exec_id`` and ``fee``; prices of any sign.
+v1.2 (additive): ``instrument``, ``fx`` and ``position`` events; ``venue`` on orders and fills."""
 
 #: Largest accepted quantity, |price| and |fee|. Anything above is a unit error or a fat
 #: finger in the *feed*, not a plausible order; such events are rejected as bad.
@@ -40,6 +41,12 @@ Price = Annotated[float, msgspec.Meta(ge=-MAX_PRICE, le=MAX_PRICE)]
 Fee = Annotated[float, msgspec.Meta(ge=-MAX_FEE, le=MAX_FEE)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LEN)]
 Side = Literal["buy", "sell"]
+#: ISO 10383 market identifier code, e.g. XNAS
+Mic = Annotated[str, msgspec.Meta(pattern="^[A-Z0-9]{4}$")]
+#: ISO 4217 currency code, e.g. EUR
+Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
+Positive = Annotated[float, msgspec.Meta(gt=0, le=MAX_PRICE)]
+SignedQty = Annotated[float, msgspec.Meta(ge=-MAX_QTY, le=MAX_QTY)]
 
 
 class _Event(msgspec.Struct, tag_field="type", frozen=True, gc=False):
@@ -59,7 +66,7 @@ class ParentOrder(_Event, tag="parent", frozen=True):
     qty: Qty
 
 
-class NewOrder(_Event, tag="new", frozen=True):
+class NewOrder(_Event, tag="new", frozen=True, omit_defaults=True):
     """A child or standalone order sent to market. ``price`` is None for a market order."""
 
     order_id: Key
@@ -70,9 +77,10 @@ class NewOrder(_Event, tag="new", frozen=True):
     qty: Qty
     price: Price | None
     parent_id: Key | None = None
+    venue: Mic | None = None
 
 
-class ReplaceOrder(_Event, tag="replace", frozen=True):
+class ReplaceOrder(_Event, tag="replace", frozen=True, omit_defaults=True):
     """New values for an open order; ``qty`` is the new total quantity, fills included."""
 
     order_id: Key
@@ -82,6 +90,7 @@ class ReplaceOrder(_Event, tag="replace", frozen=True):
     side: Side
     qty: Qty
     price: Price | None
+    venue: Mic | None = None
 
 
 class CancelOrder(_Event, tag="cancel", frozen=True):
@@ -130,6 +139,7 @@ class Fill(_Event, tag="fill", frozen=True, omit_defaults=True):
     exec_type: ExecType = "trade"
     ref_exec_id: Key | None = None
     fee: Fee | None = None
+    venue: Mic | None = None
 
     def __post_init__(self) -> None:
         if self.exec_type != "bust":
@@ -156,7 +166,56 @@ class Heartbeat(_Event, tag="heartbeat", frozen=True):
     source: Key
 
 
-Event = ParentOrder | NewOrder | ReplaceOrder | CancelOrder | RejectOrder | Fill | Mark | Heartbeat
+class Instrument(_Event, tag="instrument", frozen=True, omit_defaults=True):
+    """Reference data of a symbol (v1.2): notional = qty x price x ``multiplier`` in
+    ``currency`` (default: the limits' base currency). Send it before the symbol trades;
+    a change of multiplier or currency while positions or orders are open is refused."""
+
+    symbol: Key
+    multiplier: Positive = 1.0
+    currency: Currency | None = None
+    tick_size: Positive | None = None
+    venue: Mic | None = None
+
+
+class Fx(_Event, tag="fx", frozen=True):
+    """An exchange rate (v1.2): ``rate`` units of the base currency per unit of ``currency``."""
+
+    currency: Currency
+    rate: Positive
+
+
+PositionKind = Literal["open", "broker"]
+
+
+class Position(_Event, tag="position", frozen=True, omit_defaults=True):
+    """A position (v1.2; long > 0). ``kind = "open"`` sets the opening position of the key
+    (start of day, a carried book) at ``price`` (its average cost; default the reference
+    price): the session's fills move it from there. ``kind = "broker"`` is the broker's or
+    venue's view of it: it changes nothing in riskguard's book and feeds reconciliation
+    (``position_break_qty``). Without ``strategy`` the key is the account's position."""
+
+    account: Key
+    symbol: Key
+    qty: SignedQty
+    kind: PositionKind
+    strategy: Key | None = None
+    price: Price | None = None
+
+
+Event = (
+    ParentOrder
+    | NewOrder
+    | ReplaceOrder
+    | CancelOrder
+    | RejectOrder
+    | Fill
+    | Mark
+    | Heartbeat
+    | Instrument
+    | Fx
+    | Position
+)
 
 assert tuple(t.__struct_config__.tag for t in Event.__args__) == EVENT_TYPES
 

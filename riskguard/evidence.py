@@ -19,7 +19,16 @@ from typing import Final
 
 from riskguard.vocabulary import Transition
 
-__all__ = ["MAX_DIGITS", "MIN_DIGITS", "evidence", "number", "ratio", "sentence", "versus"]
+__all__ = [
+    "MAX_DIGITS",
+    "MIN_DIGITS",
+    "evidence",
+    "number",
+    "percent",
+    "ratio",
+    "sentence",
+    "versus",
+]
 
 MIN_DIGITS: Final = 6
 """Significant digits shown when they suffice."""
@@ -111,9 +120,35 @@ def sentence(
     return text
 
 
+def percent(level: float) -> str:
+    """A warning level as people say it: 0.75 -> ``75%``, 0.125 -> ``12.5%``."""
+    return f"{number(level * 100.0)}%"
+
+
 def evidence(tr: Transition) -> str:
-    """Why ``tr`` happened, in one line: ``by OPERATOR: REASON`` for an operator's
-    decision, else :func:`sentence` of its rule, metric, value, limit and reason."""
+    """Why ``tr`` happened, in one line.
+
+    ``by OPERATOR: REASON`` for an operator's decision; for a warning level ``rule R:
+    metric V reached 75% of limit L``; for a resolve, the value it is back to; for an
+    order in a restricted symbol, the symbol and the list's reason; else
+    :func:`sentence` of its rule, metric, value, limit and reason. A per-position value
+    names its symbol (``... in symbol ES``).
+    """
     if tr.kind == "manual":
         return f"by {tr.operator}: {tr.reason}"
+    where = f" in symbol {tr.symbol}" if tr.symbol and tr.metric != "restricted" else ""
+    if tr.metric == "restricted":
+        return f"rule {tr.rule}: order or fill in restricted symbol {tr.symbol}; {tr.reason}"
+    if tr.kind == "resolve":
+        v, lim = versus(tr.value, tr.limit)
+        below = f"the {percent(tr.level)} warning" if tr.level is not None else "the limit"
+        return f"rule {tr.rule}: {tr.metric} back to {v}{where}, below {below} of limit {lim}"
+    if tr.level is not None:
+        v, lim = versus(tr.value, tr.limit)
+        text = f"rule {tr.rule}: {tr.metric} {v}{where} reached {percent(tr.level)} of limit {lim}"
+        return text + (f"; {tr.reason}" if tr.reason else "")
+    if where:
+        return sentence(tr.rule, tr.metric, tr.value, tr.limit, tr.reason).replace(
+            " vs limit", f"{where} vs limit", 1
+        )
     return sentence(tr.rule, tr.metric, tr.value, tr.limit, tr.reason)

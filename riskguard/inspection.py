@@ -14,6 +14,7 @@ import numpy as np
 
 from riskguard.limits.model import Rule
 from riskguard.state.keys import pair_key
+from riskguard.state.reference_defs import money
 
 if TYPE_CHECKING:
     from riskguard.state.keys import KeySpace
@@ -28,6 +29,9 @@ SCOPE_VALUES: Final = (
     "drawdown",
     "realised_pnl",
     "fees",
+    "potential_gross_notional",
+    "open_order_notional",
+    "unvalued",
 )
 """The keys of :meth:`Inspection.scope_values`."""
 
@@ -95,24 +99,32 @@ class Inspection:
     def scope_values(self, scope: str) -> dict[str, float]:
         """Current stateful metrics of one scope (zeros for a scope never seen).
 
-        Keys: :data:`SCOPE_VALUES`; money in the currency of qty x price; ``pnl`` is
+        Keys: :data:`SCOPE_VALUES`; money in the limits' base currency, rounded as it is
+        judged (:func:`riskguard.state.reference_defs.money`); ``pnl`` is
         realised + unrealised - fees, ``drawdown`` the session high of pnl minus pnl.
-        Raises :class:`riskguard.vocabulary.ScopeError` for a malformed scope string.
+        ``unvalued`` counts the scope's positions and working orders in a currency with
+        no exchange rate yet: while it is above 0 every money value is NaN (unknown,
+        never a partial sum). Raises :class:`riskguard.vocabulary.ScopeError` for a
+        malformed scope string.
         """
         sid = self.keys.find_scope(scope)
         if sid is None:
             return dict.fromkeys(SCOPE_VALUES, 0.0)
         sc = self.store.state.scopes[sid]
         pnl = float(sc["realised_pnl"] + sc["net_notional"] - sc["cost_basis"] - sc["fees"])
-        return {
-            "open_orders": float(sc["open_orders"]),
+        unvalued = int(sc["n_unknown"])
+        amounts = {
             "gross_notional": float(sc["gross_notional"]),
             "net_notional": float(sc["net_notional"]),
             "pnl": pnl,
             "drawdown": max(0.0, float(sc["peak_pnl"]) - pnl),
             "realised_pnl": float(sc["realised_pnl"]),
             "fees": float(sc["fees"]),
+            "potential_gross_notional": float(sc["potential"]),
+            "open_order_notional": float(sc["open_notional"]),
         }
+        amounts = {k: math.nan if unvalued else money(v) for k, v in amounts.items()}
+        return {"open_orders": float(sc["open_orders"]), **amounts, "unvalued": float(unvalued)}
 
     def position(self, owner: str, symbol: str) -> float:
         """Net position of scope ``owner`` (``firm``, ``account:X``, ``strategy:X``) in a symbol.
@@ -127,13 +139,32 @@ class Inspection:
         return 0.0 if p is None else float(self.store.state.positions["qty"][p])
 
     def positions(self) -> dict[tuple[str, str], tuple[float, float, float]]:
-        """Every (owner scope, symbol scope) -> (position, cost basis, realised P&L)."""
+        """Every (owner scope, symbol scope) that held a position or worked an order ->
+        (position, cost basis, realised P&L), money in the symbol's currency x multiplier."""
         self.store.reserve(self.keys)  # pairs interned by a batch not yet applied
         names = self.keys.scope_names
         pos = self.store.state.positions[: self.keys.n_pairs]
         return {
             (names[owner], names[symbol]): (qty, cost, realised)
-            for qty, cost, realised, owner, symbol in pos[
-                ["qty", "cost", "realised", "owner", "symbol"]
+            for qty, cost, realised, owner, symbol, linked in pos[
+                ["qty", "cost", "realised", "owner", "symbol", "linked"]
             ].tolist()
+            if linked
         }
+
+    def book(self, owner: str, symbol: str) -> dict[str, float] | None:
+        """One position pair in full (None: never held nor worked): ``qty``, ``cost``,
+        ``realised``, ``value``, ``gross``, ``fees``, ``potential``, ``open`` (money in the
+        symbol's currency x multiplier), ``buy_work``, ``sell_work`` (quantities) and
+        ``broker`` (NaN until the broker reported it)."""
+        o = self.keys.find_scope(owner)
+        y = self.keys.find_scope(f"symbol:{symbol}")
+        p = None if o is None or y is None else self.keys.pairs.get(pair_key(o, y))
+        if p is None:
+            return None
+        self.store.reserve(self.keys)
+        rec = self.store.state.positions[p]
+        fields = ("qty", "cost", "realised", "value", "gross", "fees", "potential", "open")
+        out = {f: float(rec[f]) for f in (*fields, "buy_work", "sell_work")}
+        out["broker"] = float(rec["broker"]) if rec["has_broker"] else math.nan
+        return out

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from riskguard.state.bundles import FIRM
+from riskguard.state.codes import FIRM
 from riskguard.state.keys import KeySpace
 from riskguard.vocabulary import (
     ACTION_CODE,

@@ -218,7 +218,9 @@ class Metrics:
 
     def transition(self, tr: Transition) -> None:
         """Count a transition and track the standing state of its scope."""
-        if tr.is_alert:
+        if tr.kind == "resolve":
+            action = "resolve"
+        elif tr.is_alert:
             action = "alert"
         elif tr.to == "ACTIVE":
             action = "resume"

@@ -35,12 +35,14 @@ A_ALERT: Final = 0
 ACTION_CODE: Final[dict[str, int]] = {"alert": A_ALERT, "reduce_only": REDUCE_ONLY, "halt": HALTED}
 
 # Scope levels ------------------------------------------------------------------------
-#: Scope levels, widest first. Scope strings are ``firm`` or ``<level>:<key>``.
-LEVELS: Final = ("firm", "account", "strategy", "symbol")
+#: Scope levels, widest first. Scope strings are ``firm`` or ``<level>:<key>``. A venue is
+#: an ISO 10383 MIC; a venue scope covers the orders sent to that venue.
+LEVELS: Final = ("firm", "account", "strategy", "symbol", "venue")
 L_FIRM: Final = 0
 L_ACCOUNT: Final = 1
 L_STRATEGY: Final = 2
 L_SYMBOL: Final = 3
+L_VENUE: Final = 4
 LEVEL_CODE: Final[dict[str, int]] = {name: code for code, name in enumerate(LEVELS)}
 MAX_KEY_LEN: Final = 256
 
@@ -52,6 +54,8 @@ class ScopeError(ValueError):
 def parse_scope(scope: str) -> tuple[int, str]:
     """Split ``"strategy:smars"`` into ``(L_STRATEGY, "smars")``; ``"firm"`` is ``(L_FIRM, "")``.
 
+    Levels: firm, account, strategy, symbol, venue.
+
     Raises :class:`ScopeError` for anything else (unknown level, empty or over-long key).
     """
     if scope == "firm":
@@ -60,7 +64,8 @@ def parse_scope(scope: str) -> tuple[int, str]:
     code = LEVEL_CODE.get(level, L_FIRM) if sep else L_FIRM
     if code == L_FIRM or not key or len(key) > MAX_KEY_LEN:
         raise ScopeError(
-            f"invalid scope {scope!r}: use 'firm', 'account:<id>', 'strategy:<id>' or 'symbol:<id>'"
+            f"invalid scope {scope!r}: use 'firm', 'account:<id>', 'strategy:<id>', "
+            "'symbol:<id>' or 'venue:<MIC>'"
         )
     return code, key
 
@@ -70,14 +75,31 @@ def format_scope(level: int, key: str) -> str:
     return "firm" if level == L_FIRM else f"{LEVELS[level]}:{key}"
 
 
-def order_scopes(account: str, strategy: str, symbol: str) -> tuple[str, str, str, str]:
-    """The four scopes an order belongs to, widest first: firm, account, strategy, symbol."""
-    return ("firm", f"account:{account}", f"strategy:{strategy}", f"symbol:{symbol}")
+def order_scopes(
+    account: str, strategy: str, symbol: str, venue: str | None = None
+) -> tuple[str, ...]:
+    """The scopes an order belongs to, widest first: firm, account, strategy, symbol, and
+    its venue's when it names one."""
+    scopes = ("firm", f"account:{account}", f"strategy:{strategy}", f"symbol:{symbol}")
+    return scopes if venue is None else (*scopes, f"venue:{venue}")
 
 
 # Event types (wire schema) -----------------------------------------------------------
 #: Event type tags, in kernel code order (``T_*``); ``docs/events.md`` documents each.
-EVENT_TYPES: Final = ("parent", "new", "replace", "cancel", "reject", "fill", "mark", "heartbeat")
+#: v1.2 adds reference data (``instrument``, ``fx``) and ``position`` observations.
+EVENT_TYPES: Final = (
+    "parent",
+    "new",
+    "replace",
+    "cancel",
+    "reject",
+    "fill",
+    "mark",
+    "heartbeat",
+    "instrument",
+    "fx",
+    "position",
+)
 T_PARENT: Final = 0
 T_NEW: Final = 1
 T_REPLACE: Final = 2
@@ -86,6 +108,9 @@ T_REJECT: Final = 4
 T_FILL: Final = 5
 T_MARK: Final = 6
 T_HEARTBEAT: Final = 7
+T_INSTRUMENT: Final = 8
+T_FX: Final = 9
+T_POSITION: Final = 10
 TYPE_CODE: Final[dict[str, int]] = {name: code for code, name in enumerate(EVENT_TYPES)}
 
 
@@ -94,8 +119,11 @@ class Transition(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     """One kill-switch event, with the evidence for it.
 
     ``kind`` is ``auto`` (a rule breached), ``manual`` (an operator halted or
-    resumed) or ``alert`` (an alert-action rule breached, or a system alert: no
-    state change, so ``from`` equals ``to``). ``ts`` is the event time of the
+    resumed), ``alert`` (an alert-action rule breached, a warning level was crossed,
+    or a system alert: no state change, so ``from`` equals ``to``) or ``resolve`` (an
+    alert re-armed: ``ends`` names the alert it resolves). ``level`` is the warning
+    level (a fraction of the limit) of a warning and its resolve; ``symbol`` the symbol
+    a per-position metric was measured in (or a restricted order's). ``ts`` is the event time of the
     triggering event in ns since the epoch, UTC (for manual ones, the decision
     time); ``decided_ns`` is when riskguard decided. A resume carries in ``ends``
     the id of the transition it lifts. ``value`` and ``limit`` are in the metric's
@@ -113,14 +141,16 @@ class Transition(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     metric: str | None = None
     value: float | None = None
     limit: float | None = None
+    level: float | None = None
+    symbol: str | None = None
     operator: str | None = None
     reason: str | None = None
     ends: str | None = None
 
     @property
     def is_alert(self) -> bool:
-        """True for an alert (no state change)."""
-        return self.kind == "alert"
+        """True for an alert or its resolve (no state change)."""
+        return self.kind in ("alert", "resolve")
 
 
 def transition_id(scope: str, decided_ns: int, to: str) -> str:

@@ -10,13 +10,16 @@ from typing import Any
 
 from riskguard import events as wire
 from riskguard.limits import Limits, parse
-from riskguard.limits.vocabulary import METRICS
+from riskguard.limits.vocabulary import LISTED_METRICS, METRICS
 
 
 def warm_limits() -> Limits:
-    """One alert rule per metric, with match fields, so every row kind compiles."""
+    """One alert rule per metric (with warning levels), with match fields, and a restricted
+    list, so every row kind compiles."""
     lines = ["version = 1"]
     for name, spec in METRICS.items():
+        if name in LISTED_METRICS:
+            continue
         lines += [
             "[[rule]]",
             f'name = "warm-{name}"',
@@ -29,15 +32,27 @@ def warm_limits() -> Limits:
             lines.append("window_ms = 1000")
         if name == "feed_silence_ms":
             lines.append('match = { source = "w" }')
+        elif spec.by_event:
+            lines.append('match = { side = "buy", venue = "XWRM" }')
+        lines.append("warn_at = [0.5, 0.9]")
+    lines += ["[[restricted]]", 'symbols = ["Y"]', 'reason = "warm-up"', 'action = "alert"']
     return parse("\n".join(lines), source="<warm-up>")
 
 
 def warm_events() -> list[wire.Event]:
     """Every event type and kernel path: fees, a correction and a bust, a fill before its
-    new, a cancel before its new, redeliveries, a second account, a skewed heartbeat."""
+    new, a cancel before its new, redeliveries, a second account, reference data in
+    another currency, opening and broker positions, a restricted symbol, a venue, a
+    skewed heartbeat."""
     k: dict[str, Any] = {"account": "A", "strategy": "S", "symbol": "X"}
     k2: dict[str, Any] = {"account": "B", "strategy": "S", "symbol": "X"}
+    ky: dict[str, Any] = {"account": "A", "strategy": "S", "symbol": "Y"}
     return [
+        wire.Instrument(ts=1, symbol="Y", multiplier=50.0, currency="EUR"),
+        wire.Position(ts=1, account="A", symbol="Y", qty=2.0, kind="open", price=5.0),
+        wire.Fx(ts=1, currency="EUR", rate=1.1),
+        wire.Position(ts=1, account="A", strategy="S", symbol="Y", qty=1.0, kind="broker"),
+        wire.NewOrder(ts=1, order_id="y1", side="buy", qty=1.0, price=5.0, venue="XWRM", **ky),
         wire.Heartbeat(ts=1, source="w"),
         wire.Mark(ts=2, symbol="X", price=10.0),
         wire.Mark(ts=2, symbol="X", price=10.0),

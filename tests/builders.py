@@ -56,3 +56,42 @@ def parent(pid: str, qty: float, t: int = 0, **kw: Any) -> wire.ParentOrder:
 
 def heartbeat(source: str, t: int = 0) -> wire.Heartbeat:
     return wire.Heartbeat(ts=T0 + t, source=source)
+
+
+def instrument(
+    symbol: str, multiplier: float = 1.0, currency: str | None = None, t: int = 0
+) -> wire.Instrument:
+    return wire.Instrument(ts=T0 + t, symbol=symbol, multiplier=multiplier, currency=currency)
+
+
+def fx(currency: str, rate: float, t: int = 0) -> wire.Fx:
+    return wire.Fx(ts=T0 + t, currency=currency, rate=rate)
+
+
+def position(
+    qty: float, kind: str = "open", t: int = 0, price: float | None = None, **kw: Any
+) -> wire.Position:
+    args: dict[str, Any] = {**K, **kw}
+    return wire.Position(ts=T0 + t, qty=qty, kind=kind, price=price, **args)  # type: ignore[arg-type]
+
+
+def bust(oid: str, ref_exec_id: str, t: int = 0, **kw: Any) -> wire.Fill:
+    """A bust (FIX ExecType H) of execution ``ref_exec_id``."""
+    args: dict[str, Any] = {**K, "exec_id": f"bust-{ref_exec_id}-{t}", **kw}
+    return wire.Fill(ts=T0 + t, order_id=oid, exec_type="bust", ref_exec_id=ref_exec_id, **args)
+
+
+def correct(
+    oid: str, ref_exec_id: str, t: int = 0, qty: float = 10, price: float = 100.0, **kw: Any
+) -> wire.Fill:
+    """A correction (FIX ExecType G) of execution ``ref_exec_id`` to ``qty`` at ``price``."""
+    args: dict[str, Any] = {**K, "side": "buy", "exec_id": f"corr-{ref_exec_id}-{t}", **kw}
+    return wire.Fill(
+        ts=T0 + t,
+        order_id=oid,
+        exec_type="correct",
+        ref_exec_id=ref_exec_id,
+        qty=qty,
+        price=price,
+        **args,
+    )

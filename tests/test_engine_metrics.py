@@ -262,7 +262,12 @@ def test_alerts_fire_on_the_edge_and_rearm(engine_for: Make) -> None:
     out = run(
         e, [new("a", 0, qty=11), new("b", 0, qty=12), new("c", 0, qty=5), new("d", 0, qty=13)]
     )
-    assert [t.value for t in out] == [11.0, 13.0]  # once per excursion above the limit
+    alerts = [t for t in out if t.kind == "alert"]
+    assert [t.value for t in alerts] == [11.0, 13.0]  # once per excursion above the limit
+    # the order of 5 re-arms it (rearm 0: as soon as a value is within): the first alert
+    # is resolved, so a pager closes it
+    resolves = [t for t in out if t.kind == "resolve"]
+    assert [(t.value, t.ends) for t in resolves] == [(5.0, alerts[0].id)]
 
 
 def test_escalation_only_goes_up(engine_for: Make) -> None:

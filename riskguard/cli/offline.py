@@ -13,13 +13,13 @@ import msgspec
 
 from riskguard import examples
 from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from riskguard.evidence import number, ratio, versus
+from riskguard.evidence import number, percent, ratio, versus
 from riskguard.inspection import RulePeak
 from riskguard.limits import LimitsError, load
 from riskguard.limits.vocabulary import describe
 from riskguard.replay import ReplayError, ReplayReport, replay
 from riskguard.settings import EngineSettings
-from riskguard.state.bundles import JUMP_CONFIRM
+from riskguard.state.codes import JUMP_CONFIRM
 from riskguard.vocabulary import Transition
 
 #: How many keys (worst skew first) and skewed events the summary lists.
@@ -35,10 +35,16 @@ def format_transition(tr: Transition) -> str:
     """One human-readable line for a transition (the value with enough digits to differ
     from its limit, :func:`riskguard.evidence.versus`)."""
     change = f"ALERT ({tr.to})" if tr.is_alert else f"{tr.from_} -> {tr.to}"
+    if tr.kind == "resolve":
+        change = f"RESOLVED ({tr.to})"
+    elif tr.level is not None:
+        change = f"WARNING {percent(tr.level)} ({tr.to})"
     why = ""
     if tr.rule:
         value, limit = versus(tr.value, tr.limit)
         why = f"{tr.rule}  {value} vs limit {limit}"
+        if tr.symbol:
+            why += f"  ({tr.symbol})"
     if tr.operator:
         why = f"by {tr.operator}: {tr.reason}"
     return f"{_time(tr.ts)}  {tr.scope:<24} {change:<26} {why}"

@@ -8,17 +8,31 @@ rule (by name and position) and the field, and nothing is half-accepted.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
+import re
 import tomllib
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from riskguard.limits.model import Limits, Rule
-from riskguard.limits.vocabulary import MATCH_FIELDS, METRICS, SCOPES
+from riskguard.limits.vocabulary import (
+    EVENT_MATCH_FIELDS,
+    LISTED_METRICS,
+    MATCH_FIELDS,
+    METRICS,
+    SCOPES,
+)
 from riskguard.vocabulary import ACTIONS
 
-TOP_KEYS = frozenset({"version", "revalue_ms", "rule"})
+TOP_KEYS = frozenset({"version", "revalue_ms", "base_currency", "rule", "restricted"})
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+MIC = re.compile(r"^[A-Z0-9]{4}$")
+MAX_WARN_LEVELS = 4
+RESTRICTED_KEYS = frozenset(
+    {"name", "symbols", "reason", "accounts", "strategies", "action", "description"}
+)
 REVALUE_MAX_MS = 60_000
 DEFAULT_REVALUE_MS = 100
 RULE_KEYS = frozenset(
@@ -33,6 +47,8 @@ RULE_KEYS = frozenset(
         "action",
         "min_orders",
         "description",
+        "warn_at",
+        "rearm",
     }
 )
 MAX_WINDOW_MS = 24 * 3600 * 1000
@@ -68,7 +84,8 @@ def parse(data: bytes | str, source: str = "<memory>") -> Limits:
         raise LimitsError(source, [f"TOML syntax: {exc}"]) from exc
     problems: list[str] = []
     for key in sorted(set(doc) - TOP_KEYS):
-        problems.append(f"unknown top-level key {key!r} (allowed: version, revalue_ms, rule)")
+        allowed = ", ".join(sorted(TOP_KEYS))
+        problems.append(f"unknown top-level key {key!r} (allowed: {allowed})")
     version = doc.get("version")
     if version != 1:
         problems.append(f"'version' must be 1, got {version!r}")
@@ -77,10 +94,17 @@ def parse(data: bytes | str, source: str = "<memory>") -> Limits:
         problems.append(f"'revalue_ms' must be an integer number of milliseconds, got {revalue!r}")
     elif not 0 <= revalue <= REVALUE_MAX_MS:
         problems.append(f"'revalue_ms' must be between 0 and {REVALUE_MAX_MS}, got {revalue}")
+    base = doc.get("base_currency", "USD")
+    if not isinstance(base, str) or not CURRENCY.match(base):
+        problems.append(f"'base_currency' must be an ISO 4217 code such as 'USD', got {base!r}")
     entries = doc.get("rule", [])
     if not isinstance(entries, list):
         problems.append("'rule' must be an array of tables ([[rule]])")
         entries = []
+    listed = doc.get("restricted", [])
+    if not isinstance(listed, list):
+        problems.append("'restricted' must be an array of tables ([[restricted]])")
+        listed = []
     rules: list[Rule] = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(entries, 1):
@@ -92,9 +116,29 @@ def parse(data: bytes | str, source: str = "<memory>") -> Limits:
         rule = _rule(entry, i, problems)
         if rule is not None:
             rules.append(rule)
+    restricted: list[Rule] = []
+    for i, entry in enumerate(listed, 1):
+        item = _restricted(entry, i, problems)
+        if item is None:
+            continue
+        if item.name in seen:
+            problems.append(
+                f"restricted {item.name!r} (#{i}): field 'name': "
+                f"the name of rule #{seen[item.name]}"
+            )
+        seen[item.name] = i
+        restricted.append(item)
     if problems:
         raise LimitsError(source, problems)
-    return Limits(1, tuple(rules), source, hashlib.sha256(raw).hexdigest(), revalue)
+    return Limits(
+        1,
+        tuple(rules),
+        source,
+        hashlib.sha256(raw).hexdigest(),
+        revalue,
+        base_currency=str(base),
+        restricted=tuple(restricted),
+    )
 
 
 def _number(v: Any) -> bool:
@@ -118,8 +162,12 @@ def _rule(entry: Any, i: int, problems: list[str]) -> Rule | None:
         bad("name", "required, a non-empty string")
     metric = entry.get("metric")
     spec = METRICS.get(metric) if isinstance(metric, str) else None
-    if spec is None:
-        bad("metric", f"unknown metric {metric!r} (one of: {', '.join(METRICS)})")
+    if metric in LISTED_METRICS:
+        spec = None
+        bad("metric", f"{metric!r} comes from [[{metric}]] entries, not from a [[rule]]")
+    elif spec is None:
+        names = ", ".join(m for m in METRICS if m not in LISTED_METRICS)
+        bad("metric", f"unknown metric {metric!r} (one of: {names})")
     scope = entry.get("scope")
     if scope not in SCOPES:
         bad("scope", f"must be one of {', '.join(SCOPES)}, got {scope!r}")
@@ -158,6 +206,10 @@ def _rule(entry: Any, i: int, problems: list[str]) -> Rule | None:
     if not isinstance(description, str):
         bad("description", "must be a string")
     match = _match(entry.get("match"), scope, metric, bad)
+    warn_at = _warn_at(entry.get("warn_at"), hi, lo, bad)
+    rearm = entry.get("rearm")
+    if rearm is not None and (not _number(rearm) or not 0 <= rearm < 1):
+        bad("rearm", f"must be a fraction of the limit, 0 up to (not including) 1, got {rearm!r}")
     if len(problems) > before:
         return None
     assert isinstance(name, str) and isinstance(metric, str)
@@ -172,6 +224,94 @@ def _rule(entry: Any, i: int, problems: list[str]) -> Rule | None:
         match=match,
         min_orders=int(min_orders),
         description=description,
+        warn_at=warn_at,
+        rearm=None if rearm is None else float(rearm),
+    )
+
+
+def _warn_at(raw: Any, hi: Any, lo: Any, bad: Any) -> tuple[float, ...]:
+    """Validated warning levels: ascending fractions in (0, 1), at most MAX_WARN_LEVELS."""
+    if raw is None:
+        return ()
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(_number(f) and 0 < f < 1 for f in raw)
+        or len(raw) > MAX_WARN_LEVELS
+    ):
+        bad(
+            "warn_at",
+            f"must be a list of 1 to {MAX_WARN_LEVELS} fractions of the limit between 0 and 1, "
+            f"e.g. [0.5, 0.75, 0.9], got {raw!r}",
+        )
+        return ()
+    if any(b <= a for a, b in itertools.pairwise(raw)):
+        bad("warn_at", f"levels must be strictly ascending, got {raw!r}")
+        return ()
+    upper = _number(hi) and hi > 0
+    lower = _number(lo) and lo < 0
+    if not (upper or lower):
+        bad("warn_at", "needs a positive 'max' or a negative 'min': levels are fractions of it")
+        return ()
+    return tuple(float(f) for f in raw)
+
+
+def _strings(v: Any) -> list[str] | None:
+    values = [v] if isinstance(v, str) else v
+    if not isinstance(values, list) or not values:
+        return None
+    if not all(isinstance(x, str) and x for x in values):
+        return None
+    return list(dict.fromkeys(values))
+
+
+def _restricted(entry: Any, i: int, problems: list[str]) -> Rule | None:
+    """One [[restricted]] entry, as a rule of metric ``restricted`` at strategy scope."""
+    if not isinstance(entry, dict):
+        problems.append(f"restricted #{i}: must be a table")
+        return None
+    name = entry.get("name", f"restricted-{i}")
+    label = f"restricted {name!r} (#{i})"
+    before = len(problems)
+
+    def bad(fld: str, msg: str) -> None:
+        problems.append(f"{label}: field {fld!r}: {msg}")
+
+    for key in sorted(set(entry) - RESTRICTED_KEYS):
+        bad(key, f"unknown field (allowed: {', '.join(sorted(RESTRICTED_KEYS))})")
+    if not isinstance(name, str) or not name.strip():
+        bad("name", "must be a non-empty string")
+    symbols = _strings(entry.get("symbols"))
+    if symbols is None:
+        bad("symbols", "required, a non-empty list of symbols")
+    reason = entry.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        bad("reason", "required: why these symbols are restricted (shown in the evidence)")
+    match: dict[str, tuple[str, ...]] = {"symbol": tuple(symbols or ())}
+    for fld, key in (("accounts", "account"), ("strategies", "strategy")):
+        if fld in entry:
+            values = _strings(entry[fld])
+            if values is None:
+                bad(fld, "must be a non-empty list of names")
+            else:
+                match[key] = tuple(values)
+    action = entry.get("action", "halt")
+    if action not in ACTIONS:
+        bad("action", f"must be one of {', '.join(ACTIONS)}, got {action!r}")
+    description = entry.get("description", "")
+    if not isinstance(description, str):
+        bad("description", "must be a string")
+    if len(problems) > before:
+        return None
+    return Rule(
+        name=str(name),
+        metric="restricted",
+        scope="strategy",
+        action=str(action),
+        max=0.0,
+        match=MappingProxyType(match),
+        description=description,
+        reason=str(reason),
     )
 
 
@@ -184,8 +324,19 @@ def _match(raw: Any, scope: Any, metric: Any, bad: Any) -> MappingProxyType[str,
     allowed = MATCH_FIELDS.get(scope, ()) if isinstance(scope, str) else ()
     if metric == "feed_silence_ms":
         allowed = ("source",)
+    spec = METRICS.get(metric) if isinstance(metric, str) else None
+    if spec is not None and spec.by_event:
+        allowed = tuple(dict.fromkeys((*allowed, *EVENT_MATCH_FIELDS)))
     out: dict[str, tuple[str, ...]] = {}
     for key, value in raw.items():
+        if key not in allowed and key in EVENT_MATCH_FIELDS:
+            per_event = ", ".join(m.name for m in METRICS.values() if m.by_event)
+            bad(
+                f"match.{key}",
+                f"selects orders and fills, so it applies only to metrics measured per order "
+                f"or fill ({per_event}), not to {metric!r}",
+            )
+            continue
         if key not in allowed:
             what = ", ".join(allowed) if allowed else "none"
             bad(f"match.{key}", f"not a match field for scope {scope!r} (allowed: {what})")
@@ -197,6 +348,12 @@ def _match(raw: Any, scope: Any, metric: Any, bad: Any) -> MappingProxyType[str,
             or not all(isinstance(v, str) and v for v in values)
         ):
             bad(f"match.{key}", "must be a non-empty string or a non-empty list of them")
+            continue
+        if key == "side" and not set(values) <= {"buy", "sell"}:
+            bad("match.side", f"must be 'buy' or 'sell', got {value!r}")
+            continue
+        if key == "venue" and not all(MIC.match(v) for v in values):
+            bad("match.venue", f"must be ISO 10383 MICs (4 capitals or digits), got {value!r}")
             continue
         out[key] = tuple(dict.fromkeys(values))
     return MappingProxyType(out)

@@ -22,6 +22,36 @@ class Rule:
     match: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     min_orders: int = 1
     description: str = ""
+    warn_at: tuple[float, ...] = ()
+    """Warning levels, ascending fractions of the limit (of ``max``; of ``min`` for a rule
+    with only a lower bound): one alert per level crossed."""
+    rearm: float | None = None
+    """Fraction of the limit's magnitude the value must fall back below a level before its
+    alert re-arms. None: 0.05 for warning levels, 0 for the rule's own alert."""
+    reason: str = ""
+    """Restricted-list entries: why the symbols are restricted (shown in the evidence)."""
+
+    WARN_REARM = 0.05
+    """Default re-arm of warning levels (docs/limits.md, Warnings)."""
+
+    @property
+    def warn_rearm(self) -> float:
+        """The re-arm fraction of this rule's warning levels."""
+        return self.WARN_REARM if self.rearm is None else self.rearm
+
+    @property
+    def alert_rearm(self) -> float:
+        """The re-arm fraction of this rule's own alert (``action = "alert"``)."""
+        return 0.0 if self.rearm is None else self.rearm
+
+    def event_filter(self, name: str) -> tuple[str, ...]:
+        """The ``match.side`` / ``match.venue`` values selecting events (empty: every event).
+
+        A venue-scope rule's ``match.venue`` names its own scopes instead.
+        """
+        if name == "venue" and self.scope == "venue":
+            return ()
+        return self.match.get(name, ())
 
     @property
     def upper(self) -> float:
@@ -61,10 +91,20 @@ class Limits:
     digest: str = ""
     revalue_ms: int = 100
     """Marks move holders' exposures at most once per symbol per this many ms (0: every mark)."""
+    base_currency: str = "USD"
+    """ISO 4217 code every notional, P&L and fee is converted to."""
+    restricted: tuple[Rule, ...] = ()
+    """Restricted-list entries, as rules of metric ``restricted`` (``match.symbol`` the
+    symbols; ``match.account`` / ``match.strategy`` optional filters; ``reason``)."""
+
+    @property
+    def all_rules(self) -> tuple[Rule, ...]:
+        """The [[rule]] entries, then the [[restricted]] entries."""
+        return self.rules + self.restricted
 
     def rule(self, name: str) -> Rule:
         """The rule called ``name``; ``KeyError`` when there is none."""
-        for r in self.rules:
+        for r in self.all_rules:
             if r.name == name:
                 return r
         raise KeyError(name)

@@ -42,11 +42,16 @@ M_PARENT_OVERFILL: Final = 14
 M_DUPLICATE_ORDERS: Final = 15
 M_FEED_SILENCE: Final = 16
 M_CONSUMER_LAG: Final = 17
+M_OPEN_ORDER_NOTIONAL: Final = 18
+M_POTENTIAL_GROSS: Final = 19
+M_POSITION_BREAK: Final = 20
+M_FILL_COUNT: Final = 21
+M_RESTRICTED: Final = 22
 
 #: Counter kinds a windowed metric counts in its window; a kind's code is its index
 #: (the kernel's ``C_*``). new orders; messages (new + replace + cancel); rejects;
-#: cancels; fill notional; duplicate new orders.
-COUNTER_KINDS: Final = ("new", "msg", "rej", "cxl", "filln", "dup")
+#: cancels; fill notional; duplicate new orders; executions.
+COUNTER_KINDS: Final = ("new", "msg", "rej", "cxl", "filln", "dup", "fills")
 COUNTER_CODE: Final[dict[str, int]] = {kind: code for code, kind in enumerate(COUNTER_KINDS)}
 
 
@@ -61,7 +66,12 @@ class MetricSpec:
     denominator or None) counter kinds from :data:`COUNTER_KINDS`; None otherwise.
     ``every_event``: evaluated before every event of any type, before that event
     counts (the feed rows); ``on_tick`` also on the clock tick; ``live_only``
-    never in a replay. Raises ``ValueError`` when these disagree with each other.
+    never in a replay. ``by_event``: measured per order or fill, so a rule may select
+    events by ``match.side`` and ``match.venue``. ``per_position``: the value is that of
+    one position (one symbol), and alert edges are kept per position. ``listed``: it comes
+    from its own section of the limits file (``[[restricted]]``), not from a ``[[rule]]``,
+    and the kernel judges it apart, only in the symbols listed. Raises
+    ``ValueError`` when these disagree with each other.
     """
 
     name: str
@@ -76,6 +86,9 @@ class MetricSpec:
     every_event: bool = False
     on_tick: bool = False
     live_only: bool = False
+    by_event: bool = False
+    per_position: bool = False
+    listed: bool = False
 
     def __post_init__(self) -> None:
         if list(self.evaluated_on) != sorted(set(self.evaluated_on), key=_type_order):
@@ -91,6 +104,10 @@ class MetricSpec:
             raise ValueError(f"{self.name}: counter kinds must come from {COUNTER_KINDS}")
         if (self.on_tick or self.live_only) and not self.every_event:
             raise ValueError(f"{self.name}: on_tick and live_only apply to every_event metrics")
+        if self.windowed and not self.by_event:
+            raise ValueError(f"{self.name}: windowed metrics count events (by_event)")
+        if "venue" in self.scopes and not (self.by_event or self.name == "open_orders"):
+            raise ValueError(f"{self.name}: only order and fill counts exist per venue")
 
 
 def _type_order(event_type: str) -> int:
@@ -99,7 +116,11 @@ def _type_order(event_type: str) -> int:
     return TYPE_CODE[event_type]
 
 
-_ALL: Final = SCOPES
+#: Positions are not kept per venue (a buy on one venue and a sell on another net out),
+#: so position and money metrics exist at every level but venue.
+_ALL: Final = ("firm", "account", "strategy", "symbol")
+_ORDERS: Final = SCOPES
+_ORDER_EVENTS: Final = ("new", "replace", "cancel", "reject", "fill")
 
 METRICS: Final[dict[str, MetricSpec]] = {
     m.name: m
@@ -108,79 +129,88 @@ METRICS: Final[dict[str, MetricSpec]] = {
             "order_rate",
             M_ORDER_RATE,
             True,
-            _ALL,
+            _ORDERS,
             "orders",
             "new orders in the window",
             evaluated_on=("new",),
             counters=("new", None),
+            by_event=True,
         ),
         MetricSpec(
             "message_rate",
             M_MESSAGE_RATE,
             True,
-            _ALL,
+            _ORDERS,
             "messages",
             "new + replace + cancel messages in the window",
             evaluated_on=("new", "replace", "cancel"),
             counters=("msg", None),
+            by_event=True,
         ),
         MetricSpec(
             "reject_rate",
             M_REJECT_RATE,
             True,
-            _ALL,
+            _ORDERS,
             "rejects",
             "rejects in the window",
             evaluated_on=("reject",),
             counters=("rej", None),
+            by_event=True,
         ),
         MetricSpec(
             "cancel_ratio",
             M_CANCEL_RATIO,
             True,
-            _ALL,
+            _ORDERS,
             "ratio",
             "cancels / new orders in the window, once new orders >= min_orders",
             evaluated_on=("new", "cancel"),
             counters=("cxl", "new"),
+            by_event=True,
         ),
         MetricSpec(
             "fill_notional_rate",
             M_FILL_NOTIONAL_RATE,
             True,
-            _ALL,
+            _ORDERS,
             "currency",
-            "sum of fill qty x |fill price| in the window",
+            "sum of fill qty x |fill price| x multiplier x FX rate in the window",
             evaluated_on=("fill",),
             counters=("filln", None),
+            by_event=True,
         ),
         MetricSpec(
             "order_qty",
             M_ORDER_QTY,
             False,
-            _ALL,
+            _ORDERS,
             "quantity",
             "quantity of each new or replaced order (fat finger)",
             evaluated_on=("new", "replace"),
+            by_event=True,
         ),
         MetricSpec(
             "order_notional",
             M_ORDER_NOTIONAL,
             False,
-            _ALL,
+            _ORDERS,
             "currency",
-            "qty x |price| (reference price for market orders) of each new/replace",
+            "qty x |price| x multiplier x FX rate (reference price for market orders) "
+            "of each new/replace",
             evaluated_on=("new", "replace"),
+            by_event=True,
         ),
         MetricSpec(
             "price_deviation",
             M_PRICE_DEVIATION,
             False,
-            _ALL,
+            _ORDERS,
             "ratio",
             "|limit price - reference price| / |reference price| of each new/replace "
             "(not evaluated at a zero reference)",
             evaluated_on=("new", "replace"),
+            by_event=True,
         ),
         MetricSpec(
             "position_qty",
@@ -189,7 +219,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "quantity",
             "largest |net position| in one symbol",
-            evaluated_on=("fill",),
+            evaluated_on=("fill", "position"),
+            per_position=True,
         ),
         MetricSpec(
             "gross_notional",
@@ -197,8 +228,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
             False,
             _ALL,
             "currency",
-            "sum over symbols of |position x valuation price|",
-            evaluated_on=("fill",),
+            "sum over symbols of |position x valuation price x multiplier x FX rate|",
+            evaluated_on=("fill", "position"),
             exposure=True,
         ),
         MetricSpec(
@@ -207,8 +238,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
             False,
             _ALL,
             "currency",
-            "sum over symbols of signed position x valuation price",
-            evaluated_on=("fill",),
+            "sum over symbols of signed position x valuation price x multiplier x FX rate",
+            evaluated_on=("fill", "position"),
             exposure=True,
         ),
         MetricSpec(
@@ -218,7 +249,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "currency",
             "realised (average cost) + unrealised P&L - fees since session start",
-            evaluated_on=("fill",),
+            evaluated_on=("fill", "position"),
             exposure=True,
         ),
         MetricSpec(
@@ -228,17 +259,17 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "currency",
             "session high of net P&L - current net P&L (the high starts at 0; never below 0)",
-            evaluated_on=("fill",),
+            evaluated_on=("fill", "position"),
             exposure=True,
         ),
         MetricSpec(
             "open_orders",
             M_OPEN_ORDERS,
             False,
-            _ALL,
+            _ORDERS,
             "orders",
             "orders sent and not yet filled, cancelled or rejected",
-            evaluated_on=("new", "replace", "cancel", "reject", "fill"),
+            evaluated_on=_ORDER_EVENTS,
         ),
         MetricSpec(
             "parent_overfill_ratio",
@@ -253,12 +284,68 @@ METRICS: Final[dict[str, MetricSpec]] = {
             "duplicate_orders",
             M_DUPLICATE_ORDERS,
             True,
-            _ALL,
+            _ORDERS,
             "orders",
             "new orders identical (symbol, side, qty, price) to an earlier new "
             "order of the same scope key within the window",
             evaluated_on=("new",),
             counters=("dup", None),
+            by_event=True,
+        ),
+        MetricSpec(
+            "open_order_notional",
+            M_OPEN_ORDER_NOTIONAL,
+            False,
+            _ALL,
+            "currency",
+            "sum over working orders of remaining qty x |limit price| x multiplier x FX rate "
+            "(market orders at the valuation price)",
+            evaluated_on=_ORDER_EVENTS,
+            exposure=True,
+        ),
+        MetricSpec(
+            "potential_gross_notional",
+            M_POTENTIAL_GROSS,
+            False,
+            _ALL,
+            "currency",
+            "gross notional if every working order filled, worst side per symbol: "
+            "max(|position + working buys|, |position - working sells|) x price",
+            evaluated_on=(*_ORDER_EVENTS, "position"),
+            exposure=True,
+        ),
+        MetricSpec(
+            "position_break_qty",
+            M_POSITION_BREAK,
+            False,
+            ("account", "strategy"),
+            "quantity",
+            "largest |riskguard position - broker position| in one symbol (symbols the "
+            "broker reported)",
+            evaluated_on=("fill", "position"),
+            per_position=True,
+        ),
+        MetricSpec(
+            "fill_count",
+            M_FILL_COUNT,
+            True,
+            _ORDERS,
+            "executions",
+            "executions in the window (RTS 6 Art. 15(3) repeated executions)",
+            evaluated_on=("fill",),
+            counters=("fills", None),
+            by_event=True,
+        ),
+        MetricSpec(
+            "restricted",
+            M_RESTRICTED,
+            False,
+            ("firm", "account", "strategy"),
+            "orders",
+            "1 for a new, replace or trade in a symbol on the restricted list "
+            "([[restricted]] entries, not [[rule]]s)",
+            evaluated_on=("new", "replace", "fill"),
+            listed=True,
         ),
         MetricSpec(
             "feed_silence_ms",
@@ -302,7 +389,8 @@ COUNTER_CODES: Final[dict[str, tuple[int, int | None]]] = {
 
 
 def metrics_moved_by(event_type: str) -> frozenset[str]:
-    """Names of the metrics evaluated on an event of ``event_type`` (its own scopes).
+    """Names of the metrics evaluated on an event of ``event_type`` (its own scopes),
+    listed metrics (judged apart) left out.
 
     Empty for ``mark`` and ``heartbeat``: a mark moves exposure metrics through
     revaluation (:data:`EXPOSURE_METRICS`), and the feed rows
@@ -319,7 +407,8 @@ def codes(names: Iterable[str]) -> frozenset[int]:
 
 
 _MOVED_BY: Final = {
-    t: frozenset(m.name for m in METRICS.values() if t in m.evaluated_on) for t in EVENT_TYPES
+    t: frozenset(m.name for m in METRICS.values() if t in m.evaluated_on and not m.listed)
+    for t in EVENT_TYPES
 }
 
 #: Which match fields a rule at each scope may use. A strategy belongs to one
@@ -329,7 +418,13 @@ MATCH_FIELDS: Final = {
     "account": ("account",),
     "strategy": ("strategy", "account"),
     "symbol": ("symbol",),
+    "venue": ("venue",),
 }
+#: Match fields selecting events rather than scopes: allowed for ``by_event`` metrics at
+#: any scope (a venue-scope rule names its venues with ``match.venue`` as its own key).
+EVENT_MATCH_FIELDS: Final = ("side", "venue")
+#: Metrics that come from their own section of the limits file, never from a [[rule]].
+LISTED_METRICS: Final = frozenset(m.name for m in METRICS.values() if m.listed)
 
 
 def describe() -> str:

@@ -1,9 +1,10 @@
 """Payloads for each alert sink. Pure functions of a transition: easy to test and reuse.
 
-* PagerDuty Events API v2: ``dedup_key`` is the halt's transition id; a resume
-  *resolves* the incident it ends.
+* PagerDuty Events API v2: ``dedup_key`` is the halt's (or alert's) transition id; a
+  resume, or an alert's resolve (it re-armed), *resolves* the incident it ends.
 * Slack incoming webhook: one readable line.
-* Alertmanager ``POST /api/v2/alerts``: a firing alert per halt, ``endsAt`` on resume.
+* Alertmanager ``POST /api/v2/alerts``: a firing alert per halt or alert, ``endsAt`` on
+  resume or resolve.
 * Generic JSON webhook: the transition itself (can be the trading system's own
   kill endpoint).
 """
@@ -30,8 +31,13 @@ def summary(tr: Transition) -> str:
     if tr.kind == "manual":
         verb = "RESUMED" if tr.to == "ACTIVE" else tr.to
         return f"riskguard: {tr.scope} {verb} by {tr.operator}: {tr.reason}"
-    what = "ALERT" if tr.is_alert else tr.to
+    what = "RESOLVED" if tr.kind == "resolve" else "ALERT" if tr.is_alert else tr.to
     return f"riskguard: {tr.scope} {what} - {evidence(tr)}"
+
+
+def _ends(tr: Transition) -> bool:
+    """True for a transition that ends an earlier one: a resume, or an alert's resolve."""
+    return tr.kind == "resolve" or (tr.to == "ACTIVE" and not tr.is_alert)
 
 
 def severity(tr: Transition) -> str:
@@ -43,7 +49,7 @@ def severity(tr: Transition) -> str:
 
 def pagerduty(tr: Transition, routing_key: str, source: str) -> dict[str, Any] | None:
     """Events API v2 body, or None when nothing should be sent."""
-    if tr.to == "ACTIVE" and not tr.is_alert:
+    if _ends(tr):
         if not tr.ends:
             return None
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": tr.ends}
@@ -66,19 +72,19 @@ def pagerduty(tr: Transition, routing_key: str, source: str) -> dict[str, Any] |
 
 def slack(tr: Transition) -> dict[str, Any]:
     """Incoming-webhook body."""
-    icon = ":rotating_light:" if tr.to == "HALTED" else ":warning:"
-    if tr.to == "ACTIVE" and not tr.is_alert:
+    icon = ":rotating_light:" if tr.to == "HALTED" and not tr.is_alert else ":warning:"
+    if _ends(tr):
         icon = ":white_check_mark:"
     return {"text": f"{icon} {summary(tr)}"}
 
 
 def alertmanager(tr: Transition, source: str) -> list[dict[str, Any]]:
     """``/api/v2/alerts`` body: the alert for a halt, or its end on resume."""
-    alert_id = tr.ends if (tr.to == "ACTIVE" and tr.ends) else tr.id
+    alert_id = tr.ends if (_ends(tr) and tr.ends) else tr.id
     labels = {
         "alertname": "RiskguardHalt" if not tr.is_alert else "RiskguardLimitAlert",
         "scope": tr.scope,
-        "severity": severity(tr),
+        "severity": "warning" if tr.kind == "resolve" else severity(tr),
         "instance": source,
         "halt_id": alert_id,
     }
@@ -87,9 +93,10 @@ def alertmanager(tr: Transition, source: str) -> list[dict[str, Any]]:
         "annotations": {"summary": summary(tr), "rule": tr.rule or "manual"},
         "startsAt": _iso(tr.decided_ns),
     }
-    if tr.to == "ACTIVE" and not tr.is_alert:
+    if _ends(tr):
         body["endsAt"] = _iso(tr.decided_ns)
-        labels["severity"] = "critical"  # same label set as the firing alert it ends
+        if tr.kind != "resolve":
+            labels["severity"] = "critical"  # same label set as the firing alert it ends
     return [body]
 
 

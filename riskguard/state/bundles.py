@@ -35,72 +35,25 @@ import numpy as np
 Array = np.ndarray[Any, Any]
 I8, I64, F64 = np.int8, np.int64, np.float64
 
-FIRM = 0
-"""The firm's scope id."""
-QTY_DECIMALS = 9
-"""Quantity sums (positions, an order's or a parent's filled quantity) are rounded to
-this many decimals while below QTY_EXACT_BELOW units, so decimal fills add up exactly
-(ten fills of 0.1 are 1.0, not 0.9999999999999999): the sum is the float64 nearest to
-the decimal sum, as if it had been written out in decimal."""
-QTY_EXACT_BELOW = 1e6
-"""Up to here a float64 holds 9 decimals exactly enough to round them; above, float
-precision (about 1e-16 relative) and QTY_RTOL apply."""
-QTY_RTOL = 1e-9
-"""Quantities within this fraction of each other are equal (float sums of decimal fills):
-a fill that brings an order, a parent or a position within it of its target lands on it
-exactly. 1e-9 is far below any lot size relative to its order (one satoshi in 10 BTC is
-1e-9) and far above float error (about 1e-16 per addition)."""
-
-# ORDER.status
-O_FREE = 0  # not tracked
-O_OPEN = 1  # working
-O_CLOSED = 2  # filled, cancelled, rejected or replaced below its fills; kept for redeliveries
-O_PENDING = 3  # seen only through fills or a replace: its new has not arrived yet
-# ORDER.flags
-F_NEW = 1  # its new arrived
-F_CANCELLED = 2  # a cancel was applied
-F_REJECTED = 4  # a reject was applied
-F_REPLACED = 8  # a replace was applied
-# EXEC.status
-X_FREE = 0
-X_APPLIED = 1
-X_BUSTED = 2
-# EVENT.exec_type
-E_TRADE = 0
-E_CORRECT = 1
-E_BUST = 2
-# NOTE.kind
-N_DUPLICATE = 1  # a redelivery: not applied again
-N_SKEWED = 2  # stamped too far ahead: applied at the corrected time (value: skew ns)
-N_LATE = 3  # beyond the lateness bound: counted in windows as now (value: lateness ns)
-N_REUSED = 4  # bad: a new reusing the id of a working order with other fields
-N_BUSTED = 5  # bad: a correction or bust of an execution already busted
-N_AHEAD = 6  # replay: stamped too far ahead of the clock, skewed unless the feed jumped
-N_KEPT = 7  # replay: the events noted ahead were skewed after all (value: how many)
-N_JUMP = 8  # replay: the feed jumped (a gap): the clock follows (value: the gap in ns)
-JUMP_CONFIRM = 3
-"""Replay: this many events in a row stamped too far ahead mean the feed jumped (a gap)."""
-MARK_RING = 4
-"""Distinct prices remembered for the latest mark time of a symbol (mark redeliveries)."""
-NBUCKETS = 10
-"""Buckets a windowed counter's window is cut into (bucket width = ceil(window / 10))."""
-RING = NBUCKETS + 1
-"""Buckets kept per counter: the current one plus ``NBUCKETS`` before it."""
 
 SCOPE = np.dtype(
     [
-        ("level", I64),  # L_FIRM, L_ACCOUNT, L_STRATEGY or L_SYMBOL
+        ("level", I64),  # L_FIRM, L_ACCOUNT, L_STRATEGY, L_SYMBOL or L_VENUE
         ("slot", I64),  # index among the scopes of its level (a windowed counter's row)
         ("account", I64),  # strategies: the scope id of the owning account, else -1
         ("state", I64),  # latched trading state (ACTIVE, REDUCE_ONLY, HALTED)
         ("judged_ns", I64),  # breaches from events at or before this time are already judged
         ("open_orders", I64),  # orders sent and not yet closed
         ("n_lots", I64),  # positions it holds (non-zero pairs): at 0 its exposure is exactly 0
+        ("n_unknown", I64),  # of those, in a currency with no exchange rate yet
+        # money is in the base currency: qty x price x multiplier x rate
         ("net_notional", F64),  # sum of signed position x valuation price
-        ("gross_notional", F64),  # sum of |position| x valuation price
+        ("gross_notional", F64),  # sum of |position x valuation price|
+        ("potential", F64),  # gross if every working order filled (worst side per symbol)
+        ("open_notional", F64),  # notional of working orders (market orders at the price)
         ("realised_pnl", F64),  # realised P&L (average cost)
         ("cost_basis", F64),  # sum of signed position x average cost
-        ("fees", F64),  # fees paid (negative: rebates), in the currency of qty x price
+        ("fees", F64),  # fees paid (negative: rebates)
         ("peak_pnl", F64),  # session high of pnl (starts at 0)
         ("seen_seq", I64),  # revaluation flush this scope was last judged in, -1 never
         ("dirty", I64),  # 1 while its peak waits for the next consistent revaluation
@@ -126,6 +79,14 @@ SYMBOL = np.dtype(
         ("mark_px2", F64),
         ("mark_px3", F64),
         ("n_mark_px", I64),  # how many of them are set
+        ("multiplier", F64),  # contract size: notional = qty x price x multiplier
+        ("currency", I64),  # currency id of its prices (0: the base currency)
+        ("next_in_currency", I64),  # next symbol priced in the same currency, -1 end
+        ("in_currency", I64),  # 1 once linked into its currency's list
+        ("restricted", I64),  # 1 when a restricted-list entry names it (set per limits)
+        ("ref_exec", I64),  # execution whose trade set the fill-derived ref_price, -1 none
+        ("prev_ref", F64),  # the fill-derived reference price before that trade
+        ("has_prev", I64),  # 1 when prev_ref is set
     ]
 )
 """Per scope id, meaningful for symbols: prices, holders (a linked list through
@@ -136,8 +97,19 @@ POSITION = np.dtype(
         ("qty", F64),  # signed net position (long > 0), instrument units
         ("cost", F64),  # signed position x average cost
         ("realised", F64),  # realised P&L of this pair
+        # money of a pair is in its symbol's currency (x multiplier); scopes hold base money
         ("value", F64),  # signed position at valuation prices (qty x price per lot)
         ("gross", F64),  # |position| at valuation prices: sum of |qty x price| per lot
+        ("fees", F64),  # fees of its fills
+        ("buy_work", F64),  # working buy quantity of its orders
+        ("sell_work", F64),  # working sell quantity
+        ("potential", F64),  # gross + (max(|qty + buys|, |qty - sells|) - |qty|) x price
+        ("mkt_work", F64),  # working quantity of its market orders (both sides)
+        ("lim_money", F64),  # sum of working qty x |limit price| x multiplier (limit orders)
+        ("open", F64),  # open order notional: lim_money + mkt_work x |valuation price|
+        ("broker", F64),  # the broker's position (kind broker), when has_broker
+        ("has_broker", I64),
+        ("unknown", I64),  # 1 while counted in its scopes' n_unknown
         ("owner", I64),  # owner scope id (firm, account or strategy)
         ("symbol", I64),  # symbol scope id
         ("next_holder", I64),  # next pair in the symbol's holder list, -1 end
@@ -155,6 +127,9 @@ ORDER = np.dtype(
         ("account", I64),  # scope ids of the order's account, strategy and symbol
         ("strategy", I64),
         ("symbol", I64),
+        ("venue", I64),  # venue scope id, -1 none
+        ("account_pair", I64),  # the account's and the strategy's pairs in the symbol
+        ("strategy_pair", I64),
         ("parent", I64),  # parent id of its new, -1 none
         ("side", I64),  # +1 buy, -1 sell
         ("qty", F64),  # working quantity (a replace sets the new total)
@@ -168,6 +143,8 @@ ORDER = np.dtype(
         ("unattributed", F64),  # fill qty not yet credited to a parent (new not seen)
         ("closed_ns", I64),  # when it closed (or was first seen, pending), -1 open/free
         ("serial", I64),  # distinguishes reuses of the same id
+        ("working", F64),  # working quantity counted in its pairs' buy/sell_work
+        ("work_px", F64),  # the limit price it is counted at there (NaN: a market order)
     ]
 )
 """Per order id. Closed orders are remembered for the redelivery horizon (a redelivered
@@ -184,11 +161,14 @@ EXEC = np.dtype(
         ("symbol", I64),
         ("account_pair", I64),  # the account's and strategy's pairs it moved
         ("strategy_pair", I64),
+        ("venue", I64),  # venue scope id, -1 none
         ("side", I64),  # +1 buy, -1 sell
         ("qty", F64),  # effective qty, price and fee (after corrections)
         ("price", F64),
         ("fee", F64),
         ("count_ns", I64),  # the time its fill notional was counted at
+        ("counted", F64),  # the fill notional counted then (base money)
+        ("stated", F64),  # opening positions: the price as stated (NaN: the reference)
     ]
 )
 """Per execution id (an (account, exec_id) pair): what a correction or bust reverses."""
@@ -204,6 +184,16 @@ PARENT = np.dtype(
 
 SOURCE = np.dtype([("last_heard_ns", I64)])  # latest heartbeat's event time, -1 never
 """Per heartbeat source id."""
+
+CURRENCY = np.dtype(
+    [
+        ("rate", F64),  # units of the base currency per unit
+        ("known", I64),  # 1 once a rate arrived (the base currency: always)
+        ("first_symbol", I64),  # symbols priced in it (a list through SYMBOL.next_in_currency)
+        ("noted", I64),  # 1: a position or order in it met no rate (kernel); 2: alerted
+    ]
+)
+"""Per currency id (id 0: the limits' base currency, rate 1)."""
 
 GLOBALS = np.dtype(
     [
@@ -226,6 +216,8 @@ COUNTER = np.dtype(
     [
         ("kind", I64),  # counter kind code (C_* in riskguard.state.counters)
         ("level", I64),  # scope level counted at
+        ("side", I64),  # only events of this side (+1 buy, -1 sell), 0 any
+        ("venue", I64),  # only events to this venue scope id, -1 any
         ("width_ns", I64),  # bucket width
         ("window_ns", I64),  # window length
     ]
@@ -267,8 +259,20 @@ RULE = np.dtype(
         ("min_orders", I64),  # cancel_ratio: evaluated once new orders >= this
         ("rule", I64),  # index of the rule in the limits file
         ("source", I64),  # feed_silence rows: heartbeat source id, -1 any event
+        ("side", I64),  # event filter: only orders/fills of this side, 0 any
+        ("venue", I64),  # event filter: only orders/fills to this venue scope id, -1 any
+        ("symbol", I64),  # event filter (restricted lists): only this symbol scope id, -1 any
+        ("event_account", I64),  # event filter (restricted lists): this account, -1 any
         ("upper", F64),  # breach when value > upper (+inf: none)
         ("lower", F64),  # breach when value < lower (-inf: none)
+        ("warn0", F64),  # warning levels, fractions of the limit (NaN: none), ascending
+        ("warn1", F64),
+        ("warn2", F64),
+        ("warn3", F64),
+        ("rearm", F64),  # an alert row's edge re-arms this fraction of the limit below it
+        ("warn_rearm", F64),  # a warning level re-arms this fraction of the limit below it
+        ("per_pair", I64),  # 1: judged per position (one symbol), edges keyed by the pair
+        ("warns", I64),  # 1 when the row has warning levels or is an alert (edge table)
     ]
 )
 """Per compiled rule row (a rule with a multi-value ``match`` has one row per value)."""
@@ -278,7 +282,7 @@ PEAK = np.dtype(
         ("high", F64),  # highest value recorded (-inf none)
         ("low", F64),  # lowest value recorded (+inf none)
         ("evaluations", F64),  # values recorded
-        ("edges", F64),  # alert rows: raised edges of the row right now
+        ("edges", F64),  # raised alert and warning edges of the row right now
         ("high_scope", I64),  # scope id that reached high / low, -1 none
         ("low_scope", I64),
     ]
@@ -291,9 +295,12 @@ DECISION = np.dtype(
         ("row", I64),  # rule row
         ("scope", I64),  # scope id
         ("from_state", I64),
-        ("to_state", I64),  # -1 for an alert (no state change)
+        ("to_state", I64),  # TO_ALERT (-1): an alert; TO_RESOLVE (-2): an alert re-armed
         ("value", F64),  # the metric's value
         ("ts", I64),  # the triggering event's (corrected) time, or the tick's
+        ("level", F64),  # a warning's level (fraction of the limit), NaN for others
+        ("edge", I64),  # the edge bit raised or re-armed (alerts and resolves)
+        ("pair", I64),  # per-position metrics: the position pair measured, else -1
     ]
 )
 """One kernel decision: a transition or an alert edge."""
@@ -335,8 +342,11 @@ EVENT = np.dtype(
         ("account_pair", I64),  # fills: the account's and the strategy's position pairs
         ("strategy_pair", I64),
         ("exec", I64),  # fills: execution id; corrections and busts: the one they refer to
-        ("exec_type", I8),  # E_TRADE, E_CORRECT or E_BUST
+        ("subtype", I8),  # fills: E_TRADE, E_CORRECT, E_BUST; positions: P_OPEN, P_BROKER
         ("fee", F64),  # fills: fee (NaN none: a correction keeps the original's)
+        ("venue", I64),  # venue scope id, -1 none
+        ("currency", I64),  # instrument and fx events: currency id
+        ("factor", F64),  # instrument: multiplier; fx: rate
     ]
 )
 """One event of a batch, as interned ids and numbers."""
@@ -355,9 +365,11 @@ class Counters(NamedTuple):
 
 
 class Edges(NamedTuple):
-    """Raised alert edges: an open-addressing set of ``row << 32 | scope`` keys."""
+    """Raised alert and warning edges: an open-addressing map ``row << 32 | scope`` -> bits
+    (warning levels 0..3, and EDGE_ALERT for an alert row's own breach)."""
 
     keys: Array  #: int64 (cap,), cap a power of two; -1 empty, -2 deleted
+    vals: Array  #: int64 (cap,): the raised bits of the key
     counts: Array  #: TABLE (1,)
 
 
@@ -378,7 +390,9 @@ class State(NamedTuple):
     parents: Array  #: PARENT (parent capacity,)
     sources: Array  #: SOURCE (source capacity,)
     execs: Array  #: EXEC (execution capacity,)
+    currencies: Array  #: CURRENCY (currency capacity,)
     globals: Array  #: GLOBALS (1,)
+    ahead: Array  #: EVENT (JUMP_CONFIRM,): replay, the events counted while ahead of the clock
     counters: Counters
     edges: Edges
     dups: Dups
@@ -391,6 +405,7 @@ class Rules(NamedTuple):
     by_type: Array  #: int64 (N event types, n rows): rows each event type moves, -1 padded
     exposure_rows: Array  #: int64: rows a price move re-judges for every holder
     feed_rows: Array  #: int64: rows judged before every event (silence, lag)
+    restricted_rows: Array  #: int64: restricted-list rows, judged in flagged symbols only
     revalue_ns: int  #: width of a revaluation epoch in ns (0: every price move)
     skew_ns: int  #: an event stamped more than this ahead of the clock is skewed
     lateness_ns: int  #: an event more than this behind the clock counts in windows as now
@@ -423,12 +438,25 @@ FILLS: dict[str, Array] = {
         last_holder=-1,
         val_epoch=-1,
         next_pending=-1,
+        multiplier=1.0,
+        next_in_currency=-1,
+        ref_exec=-1,
     ),
     "positions": fill_record(POSITION, next_holder=-1, firm_pair=-1),
-    "orders": fill_record(ORDER, parent=-1, replace_ns=-1, closed_ns=-1),
+    "orders": fill_record(
+        ORDER,
+        parent=-1,
+        replace_ns=-1,
+        closed_ns=-1,
+        venue=-1,
+        account_pair=-1,
+        strategy_pair=-1,
+        work_px=np.nan,
+    ),
     "parents": fill_record(PARENT),
     "sources": fill_record(SOURCE, last_heard_ns=-1),
-    "execs": fill_record(EXEC, order=-1, parent=-1),
+    "execs": fill_record(EXEC, order=-1, parent=-1, venue=-1, stated=np.nan),
+    "currencies": fill_record(CURRENCY, rate=1.0, first_symbol=-1),
 }
 
 

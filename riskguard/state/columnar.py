@@ -10,7 +10,12 @@ decisions are taken here because they need only the interned keys, in stream ord
   in the kernel, so that decimal quantities add up exactly;
 - a correction or bust must name an execution of the same account that is known
   (``unknown_exec_ref`` otherwise); its own ``exec_id`` is remembered like any other,
-  so a redelivered correction is a redelivery too.
+  so a redelivered correction is a redelivery too;
+- an exchange rate for the base currency other than 1 is bad (``fx_base_currency``).
+
+New orders, replaces and fills carry their account's and strategy's position pairs (a
+working order counts in them); an ``open`` position carries the execution id of its
+key's opening position (:meth:`riskguard.state.keys.KeySpace.opening`).
 """
 
 from __future__ import annotations
@@ -24,24 +29,30 @@ from typing import Any
 import numpy as np
 
 from riskguard import events as wire
-from riskguard.state.bundles import E_BUST, E_CORRECT, E_TRADE, EVENT
+from riskguard.state.bundles import EVENT
+from riskguard.state.codes import E_BUST, E_CORRECT, E_TRADE, P_BROKER, P_OPEN
 from riskguard.state.keys import KeySpace
 from riskguard.vocabulary import (
     L_ACCOUNT,
     L_STRATEGY,
     L_SYMBOL,
+    L_VENUE,
     T_CANCEL,
     T_FILL,
+    T_FX,
     T_HEARTBEAT,
+    T_INSTRUMENT,
     T_MARK,
     T_NEW,
     T_PARENT,
+    T_POSITION,
     T_REJECT,
     T_REPLACE,
 )
 
 Array = np.ndarray[Any, Any]
 _EXEC_TYPE = {"trade": E_TRADE, "correct": E_CORRECT, "bust": E_BUST}
+_POSITION_KIND = {"open": P_OPEN, "broker": P_BROKER}
 _CODE = {np.dtype(np.int8): "b", np.dtype(np.int64): "q", np.dtype(np.float64): "d"}
 #: one EVENT record as bytes: packing each row and joining them was half the cost of
 #: building a list of tuples for numpy to convert (measured: 216 vs 750 ns per event)
@@ -92,6 +103,22 @@ class _Router:
     def symbol(self, symbol: str) -> int:
         return self.keys.scope(L_SYMBOL, symbol)
 
+    def venue(self, mic: str | None) -> int:
+        return -1 if mic is None else self.keys.scope(L_VENUE, mic)
+
+    def pairs(self, a: int, st: int, y: int) -> tuple[int, int]:
+        """The account's and the strategy's (-1: none) position pairs in symbol ``y``."""
+        pairs, keys = self.keys.pairs, self.keys
+        pa = pairs.get(a << 32 | y)
+        if pa is None:
+            pa = keys.holding(a, y)
+        if st < 0:
+            return pa, -1
+        ps = pairs.get(st << 32 | y)
+        if ps is None:
+            ps = keys.holding(st, y)
+        return pa, ps
+
 
 def build(
     events: Sequence[wire.Event], keys: KeySpace, origins: Sequence[str] | None = None
@@ -123,13 +150,21 @@ def build(
             y = symbols.get(ev.symbol)
             if y is None:
                 y = router.symbol(ev.symbol)
-            add(row(T_MARK, 0, ev.ts, -1, -1, y, 0.0, ev.price, -1, -1, -1, -1, -1, -1, 0, nan))
+            add(row(T_MARK, 0, ev.ts, -1, -1, y, 0.0, ev.price, *_NO_IDS, 0, nan, -1, -1, nan))
             index.append(j)
             continue
         if cls is wire.Heartbeat:
             src = keys.source(ev.source)
-            add(row(T_HEARTBEAT, 0, ev.ts, -1, -1, -1, 0.0, nan, -1, -1, src, -1, -1, -1, 0, nan))
+            add(row(T_HEARTBEAT, 0, ev.ts, -1, -1, -1, 0.0, nan, -1, -1, src, -1, -1, -1, *_NONE))
             index.append(j)
+            continue
+        if cls is wire.Instrument or cls is wire.Fx or cls is wire.Position:
+            rec = _reference(ev, keys, router, _where(origins, j))
+            if isinstance(rec, wire.BadEvent):
+                out.bad.append(rec)
+            else:
+                add(rec)
+                index.append(j)
             continue
         r = routes.get(ev.strategy)
         if r is None or r[0] != ev.account:  # a strategy may trade in several accounts
@@ -146,7 +181,7 @@ def build(
             side = 1 if ev.side == "buy" else -1
             q = ev.qty
             q = q if q >= 1e6 else floor(q * 1e9 + 0.5) / 1e9
-            add(row(T_PARENT, side, ev.ts, a, st, y, q, nan, -1, pid, -1, -1, -1, -1, 0, nan))
+            add(row(T_PARENT, side, ev.ts, a, st, y, q, nan, -1, pid, -1, -1, -1, -1, *_NONE))
             index.append(j)
             continue
         o = orders.get(ev.order_id)
@@ -163,12 +198,17 @@ def build(
             px = nan if ev.price is None else ev.price
             q = ev.qty
             q = q if q >= 1e6 else floor(q * 1e9 + 0.5) / 1e9
-            add(row(t, side, ev.ts, a, st, y, q, px, o, pid, -1, -1, -1, -1, 0, nan))
+            pa = pairs.get(a << 32 | y)
+            ps = pairs.get(st << 32 | y)
+            if pa is None or ps is None:
+                pa, ps = router.pairs(a, st, y)
+            v = -1 if ev.venue is None else router.venue(ev.venue)
+            add(row(t, side, ev.ts, a, st, y, q, px, o, pid, -1, pa, ps, -1, 0, nan, v, -1, nan))
             index.append(j)
             continue
         if cls is not wire.Fill:  # cancel or reject
             t = T_CANCEL if cls is wire.CancelOrder else T_REJECT
-            add(row(t, 0, ev.ts, a, st, y, nan, nan, o, -1, -1, -1, -1, -1, 0, nan))
+            add(row(t, 0, ev.ts, a, st, y, nan, nan, o, -1, -1, -1, -1, -1, *_NONE))
             index.append(j)
             continue
         key = (a, ev.exec_id)
@@ -201,10 +241,56 @@ def build(
         q = nan if q is None else q if q >= 1e6 else floor(q * 1e9 + 0.5) / 1e9
         px = nan if ev.price is None else ev.price
         fee = nan if ev.fee is None else ev.fee
-        add(row(T_FILL, side, ev.ts, a, st, y, q, px, o, pid, -1, pa, ps, x, e_type, fee))
+        v = -1 if ev.venue is None else router.venue(ev.venue)
+        add(
+            row(
+                T_FILL, side, ev.ts, a, st, y, q, px, o, pid, -1, pa, ps, x, e_type, fee, v, -1, 0.0
+            )
+        )
         index.append(j)
     out.batch = np.frombuffer(bytearray(b"".join(rows)), dtype=EVENT)
     return out
+
+
+_NO_IDS = (-1, -1, -1, -1, -1, -1)
+"""order, parent, source, account pair, strategy pair, exec: none"""
+_NONE = (0, math.nan, -1, -1, math.nan)
+"""subtype, fee, venue, currency, factor: none"""
+
+
+def _reference(ev: Any, keys: KeySpace, router: _Router, where: str) -> bytes | wire.BadEvent:
+    """The record of an ``instrument``, ``fx`` or ``position`` event (v1.2)."""
+    nan = math.nan
+    if type(ev) is wire.Instrument:
+        y = router.symbol(ev.symbol)
+        c = keys.currency(ev.currency)
+        m = ev.multiplier
+        return _ROW.pack(T_INSTRUMENT, 0, ev.ts, -1, -1, y, 0.0, nan, *_NO_IDS, 0, nan, -1, c, m)
+    if type(ev) is wire.Fx:
+        c = keys.currency(ev.currency)
+        if c == 0 and ev.rate != 1.0:
+            return wire.BadEvent(
+                "fx_base_currency",
+                f"rate {ev.rate} for {ev.currency}, the base currency (its rate is 1)",
+                where,
+            )
+        return _ROW.pack(T_FX, 0, ev.ts, -1, -1, -1, 0.0, nan, *_NO_IDS, 0, nan, -1, c, ev.rate)
+    a = keys.scope(L_ACCOUNT, ev.account)
+    st = -1
+    if ev.strategy is not None:
+        st = keys.scope(L_STRATEGY, ev.strategy)
+        keys.bind_strategy(st, a)
+    y = router.symbol(ev.symbol)
+    pa, ps = router.pairs(a, st, y)
+    kind = _POSITION_KIND[ev.kind]
+    x = keys.opening(a, st, y) if kind == P_OPEN else -1
+    q = ev.qty
+    q = q if abs(q) >= 1e6 else math.floor(q * 1e9 + 0.5) / 1e9
+    px = nan if ev.price is None else ev.price
+    side = 1 if q > 0 else -1 if q < 0 else 0
+    return _ROW.pack(
+        T_POSITION, side, ev.ts, a, st, y, q, px, -1, -1, -1, pa, ps, x, kind, nan, -1, -1, nan
+    )
 
 
 def _unknown_ref(ev: Any, ref: int | None, keys: KeySpace, where: str) -> wire.BadEvent:

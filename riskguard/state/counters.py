@@ -6,6 +6,12 @@ in the bucket of its own (corrected) time while it is within the lateness bound 
 clock, else in the bucket of the clock ("as now"); a bucket older than the ring is
 replaced by the oldest bucket the ring still holds. A kill switch errs towards counting:
 no event is ever left out of a window.
+
+A counter may be limited to one side or one venue (a rule's ``match.side`` /
+``match.venue``): other events advance its window but add nothing. Money is in the base
+currency: a fill counts qty x |price| x multiplier x rate; a fill in a currency with no
+rate yet adds nothing to fill-notional windows (the engine raises a system alert for the
+currency; docs/limits.md, Currencies).
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ import numpy as np
 from numba import njit
 
 from riskguard.limits.vocabulary import COUNTER_CODE
-from riskguard.state.bundles import FIRM, O_CLOSED, O_OPEN, RING
-from riskguard.state.primitives import at_level
+from riskguard.state.codes import FIRM, O_CLOSED, O_OPEN, RING, X_APPLIED
+from riskguard.state.judging import at_level
 from riskguard.state.tables import dup_put, dup_seen, purge_dups
 from riskguard.vocabulary import T_CANCEL, T_FILL, T_NEW, T_REJECT, T_REPLACE
 
@@ -28,6 +34,24 @@ C_REJ = COUNTER_CODE["rej"]  # rejects
 C_CXL = COUNTER_CODE["cxl"]  # cancels
 C_FILLN = COUNTER_CODE["filln"]  # fill notional (qty x price)
 C_DUP = COUNTER_CODE["dup"]  # new orders identical to a recent one
+C_FILLS = COUNTER_CODE["fills"]  # executions
+
+
+@njit(cache=True, _nrt=False)
+def fill_money(st, y, qty, price):  # type: ignore[no-untyped-def]
+    """qty x |price| x multiplier of symbol ``y``, in base money; 0 while its currency has
+    no rate (never valued at 1)."""
+    sym = st.symbols[y]
+    cur = st.currencies[sym.currency]
+    if cur.known == 0:
+        return 0.0
+    return qty * abs(price) * sym.multiplier * cur.rate
+
+
+@njit(cache=True, _nrt=False)
+def _wanted(d, side, venue):  # type: ignore[no-untyped-def]
+    """Whether counter definition ``d`` counts an event of ``side`` to ``venue``."""
+    return (d.side == 0 or d.side == side) and (d.venue < 0 or d.venue == venue)
 
 
 @njit(cache=True, _nrt=False)
@@ -61,39 +85,49 @@ def _add(c, k, row, b, v):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, _nrt=False)
 def refill(x, st, sign):  # type: ignore[no-untyped-def]
-    """Add (``sign`` +1) or take back (-1) execution ``x``'s notional in the fill-notional
-    windows, in the bucket it was counted in, while the ring still holds that bucket."""
+    """Add (``sign`` +1) or take back (-1) execution ``x`` in the fill windows (its
+    notional, or one execution), in the bucket it was counted in, while the ring still
+    holds that bucket."""
     c = st.counters
     for k in range(c.defs.shape[0]):
-        if c.defs[k].kind != C_FILLN:
+        d = c.defs[k]
+        if (d.kind != C_FILLN and d.kind != C_FILLS) or not _wanted(d, x.side, x.venue):
             continue
-        s = at_level(c.defs[k].level, x.account, x.strategy, x.symbol)
+        s = at_level(d.level, x.account, x.strategy, x.symbol, x.venue)
+        if s < 0:
+            continue
         row = st.scopes[s].slot
-        b = x.count_ns // c.defs[k].width_ns
+        b = x.count_ns // d.width_ns
         if b > c.last_bucket[k, row] - RING:
-            v = sign * x.qty * abs(x.price)
+            v = sign * (x.counted if d.kind == C_FILLN else 1.0)
             c.buckets[k, row, b % RING] += v
             c.total[k, row] += v
 
 
 @njit(cache=True, _nrt=False)
-def count(batch, e, at, st):  # type: ignore[no-untyped-def]
+def count(ev, side, venue, at, st):  # type: ignore[no-untyped-def]
     """Advance and add to every windowed counter but the duplicate-order ones (:func:`count_dups`).
 
-    ``at`` is the time the event counts at. A counter's row for a scope is the scope's
-    slot within its level. A fill counts qty x |price| (a notional is a magnitude).
+    ``side`` and ``venue`` are the event's (a cancel's or reject's: its order's); ``at``
+    is the time it counts at. A counter's row for a scope is the scope's slot within its
+    level; a venue counter skips events with no venue. A fill counts qty x |price| x
+    multiplier x rate (a notional is a magnitude; :func:`fill_money`).
     """
     c = st.counters
-    ev = batch[e]
     t = ev.typ
     for k in range(c.defs.shape[0]):
-        kind = c.defs[k].kind
+        d = c.defs[k]
+        kind = d.kind
         if kind == C_DUP:
             continue
-        s = at_level(c.defs[k].level, ev.account, ev.strategy, ev.symbol)
+        s = at_level(d.level, ev.account, ev.strategy, ev.symbol, venue)
+        if s < 0:
+            continue
         row = st.scopes[s].slot
-        b = at // c.defs[k].width_ns
+        b = at // d.width_ns
         advance(c, k, row, b)
+        if not _wanted(d, side, venue):
+            continue
         v = 0.0
         if kind == C_NEW:
             v = 1.0 if t == T_NEW else 0.0
@@ -104,12 +138,14 @@ def count(batch, e, at, st):  # type: ignore[no-untyped-def]
         elif kind == C_CXL:
             v = 1.0 if t == T_CANCEL else 0.0
         elif kind == C_FILLN:
-            v = ev.qty * abs(ev.price) if t == T_FILL else 0.0
+            v = fill_money(st, ev.symbol, ev.qty, ev.price) if t == T_FILL else 0.0
+        elif kind == C_FILLS:
+            v = 1.0 if t == T_FILL else 0.0
         _add(c, k, row, b, v)
 
 
 @njit(cache=True, _nrt=False)
-def count_dups(batch, e, now, at, st):  # type: ignore[no-untyped-def]
+def count_dups(ev, venue, now, at, st):  # type: ignore[no-untyped-def]
     """Duplicate-order counters, for a new order (the only event they count or are read on).
 
     A new order counts once for each earlier identical new order of the same scope key
@@ -117,14 +153,15 @@ def count_dups(batch, e, now, at, st):  # type: ignore[no-untyped-def]
     corrected time; ``at``: the time it counts at).
     """
     c, d = st.counters, st.dups
-    ev = batch[e]
     sym = ev.symbol
     side = np.int64(ev.side)
     px = ev.price if not math.isnan(ev.price) else -1.0
     for k in range(c.defs.shape[0]):
         if c.defs[k].kind != C_DUP:
             continue
-        s = at_level(c.defs[k].level, ev.account, ev.strategy, sym)
+        s = at_level(c.defs[k].level, ev.account, ev.strategy, sym, venue)
+        if s < 0 or not _wanted(c.defs[k], side, venue):
+            continue
         row = st.scopes[s].slot
         b = at // c.defs[k].width_ns
         advance(c, k, row, b)
@@ -147,6 +184,8 @@ def open_order(o, st):  # type: ignore[no-untyped-def]
     sc[order.account].open_orders += 1
     sc[order.strategy].open_orders += 1
     sc[order.symbol].open_orders += 1
+    if order.venue >= 0:
+        sc[order.venue].open_orders += 1
 
 
 @njit(cache=True, _nrt=False)
@@ -158,6 +197,8 @@ def close_order(o, now, st, out):  # type: ignore[no-untyped-def]
         sc[order.account].open_orders -= 1
         sc[order.strategy].open_orders -= 1
         sc[order.symbol].open_orders -= 1
+        if order.venue >= 0:
+            sc[order.venue].open_orders -= 1
     retire(o, O_CLOSED, now, st, out)
 
 
@@ -172,3 +213,78 @@ def retire(o, status, now, st, out):  # type: ignore[no-untyped-def]
     rec.order = o
     rec.closed_ns = now
     counts.n_closed += 1
+
+
+@njit(cache=True, _nrt=False)
+def remember_ahead(st, slot, ev, t, side, venue, at):  # type: ignore[no-untyped-def]
+    """Replay: event ``ev`` (type ``t``), stamped ahead of the clock, counted at ``at``:
+    kept in ``st.ahead[slot]`` in case the feed turns out to have jumped."""
+    rec = st.ahead[slot]
+    rec.typ = t
+    rec.side = side
+    rec.venue = venue
+    rec.ts = at
+    rec.account = ev.account
+    rec.strategy = ev.strategy
+    rec.symbol = ev.symbol
+    rec.exec = ev.exec
+    rec.subtype = ev.subtype
+
+
+@njit(cache=True, _nrt=False)
+def forget_ahead(st, slot):  # type: ignore[no-untyped-def]
+    """Event ``slot`` ahead of the clock was not counted (a redelivery, a bad event...)."""
+    st.ahead[slot].typ = -1
+
+
+@njit(cache=True, _nrt=False)
+def recount_ahead(st, n, now):  # type: ignore[no-untyped-def]
+    """Replay: the feed jumped (JUMP_CONFIRM events in a row ahead of the clock). The
+    ``n`` events before this one were taken at the old clock; their counts move from
+    the bucket they were counted in (while the ring holds it) to the bucket of ``now``,
+    so a gap never drops events from a window. Duplicate-order counters are left as they
+    were counted. A fill's execution is re-stamped, so a later bust takes it back from
+    where it now is."""
+    c = st.counters
+    for i in range(n):
+        rec = st.ahead[i]
+        t = rec.typ
+        if t < 0:
+            continue
+        fill = t == T_FILL
+        x = st.execs[rec.exec] if fill else st.execs[0]
+        if fill and (x.status != X_APPLIED or x.count_ns != rec.ts):
+            continue  # busted or corrected since: its counts were already taken back
+        for k in range(c.defs.shape[0]):
+            d = c.defs[k]
+            if d.kind == C_DUP or not _wanted(d, rec.side, rec.venue):
+                continue
+            s = at_level(d.level, rec.account, rec.strategy, rec.symbol, rec.venue)
+            if s < 0:
+                continue
+            v = 0.0
+            if d.kind == C_NEW:
+                v = 1.0 if t == T_NEW else 0.0
+            elif d.kind == C_MSG:
+                v = 1.0 if t == T_NEW or t == T_REPLACE or t == T_CANCEL else 0.0
+            elif d.kind == C_REJ:
+                v = 1.0 if t == T_REJECT else 0.0
+            elif d.kind == C_CXL:
+                v = 1.0 if t == T_CANCEL else 0.0
+            elif d.kind == C_FILLN:
+                v = x.counted if fill else 0.0
+            elif d.kind == C_FILLS:
+                v = 1.0 if fill else 0.0
+            if v == 0.0:
+                continue
+            row = st.scopes[s].slot
+            old = rec.ts // d.width_ns
+            if old > c.last_bucket[k, row] - RING:
+                c.buckets[k, row, old % RING] -= v
+                c.total[k, row] -= v
+            b = now // d.width_ns
+            advance(c, k, row, b)
+            _add(c, k, row, b, v)
+        if fill:
+            x.count_ns = now
+        rec.typ = -1

@@ -7,11 +7,14 @@ is cut into batches (the property tests check this against the plain-Python mode
 0. enters the event's revaluation epoch, applying price moves queued in the last one;
 1. checks the feed rows (silence: the gap since the last event, or since the last
    heartbeat of a named source; consumer lag in live runs), then advances the clock;
-2. updates windowed counters, orders, parents, positions and exposures;
-3. judges the rows whose metric the event type can move, on the event's four scopes
-   (firm, account, strategy, symbol); a mark, or a fill that changes a symbol's
-   fill-derived reference price, also revalues and re-judges every holder of the
-   symbol, at most once per revaluation epoch (``revalue_ms`` of event time);
+2. updates windowed counters, orders, parents, positions, working quantities and
+   exposures, or applies reference data (contract size, currency, exchange rates);
+3. judges the rows whose metric the event type can move, on the event's own scopes
+   (firm, account, strategy, symbol, and its venue's), then the restricted list; a
+   mark, or a fill that changes a symbol's fill-derived reference price, also revalues
+   and re-judges every holder of the symbol, at most once per revaluation epoch
+   (``revalue_ms`` of event time), and an exchange-rate move every holder of a symbol
+   priced in that currency;
 4. escalates the latched state of a breaching scope (never lowers it) and writes one
    output row per transition or alert edge.
 
@@ -22,11 +25,7 @@ nothing is dropped.
 
 from __future__ import annotations
 
-import hashlib
-import math
-import os
 import sys
-from pathlib import Path
 
 import numpy as np
 from numba import njit
@@ -34,21 +33,22 @@ from numba import njit
 from riskguard import vocabulary
 from riskguard.limits import vocabulary as metric_vocabulary
 from riskguard.limits.vocabulary import (
-    M_CANCEL_RATIO,
     M_CONSUMER_LAG,
-    M_DUPLICATE_ORDERS,
-    M_FILL_NOTIONAL_RATE,
-    M_MESSAGE_RATE,
-    M_ORDER_NOTIONAL,
-    M_ORDER_QTY,
-    M_ORDER_RATE,
-    M_PARENT_OVERFILL,
-    M_POSITION_QTY,
-    M_PRICE_DEVIATION,
-    M_REJECT_RATE,
 )
-from riskguard.state import bundles, counters, lifecycle, primitives, tables
-from riskguard.state.bundles import (
+from riskguard.state import (
+    bundles,
+    codes,
+    counters,
+    judging,
+    lifecycle,
+    quantities,
+    revaluation,
+    tables,
+    valuation,
+    values,
+)
+from riskguard.state.cache import pin_cache_to_sources
+from riskguard.state.codes import (
     E_TRADE,
     FIRM,
     JUMP_CONFIRM,
@@ -59,29 +59,45 @@ from riskguard.state.bundles import (
     N_KEPT,
     N_LATE,
     N_SKEWED,
+    O_FREE,
 )
-from riskguard.state.counters import C_DUP, count, count_dups
-from riskguard.state.lifecycle import on_amend, on_cancel_or_reject, on_new, on_replace, on_trade
-from riskguard.state.primitives import (
-    at_level,
+from riskguard.state.counters import (
+    C_DUP,
+    count,
+    count_dups,
+    forget_ahead,
+    recount_ahead,
+    remember_ahead,
+)
+from riskguard.state.judging import at_level, judge, matches, note
+from riskguard.state.lifecycle import (
+    on_amend,
+    on_cancel_or_reject,
+    on_instrument,
+    on_new,
+    on_position,
+    on_replace,
+    on_trade,
+)
+from riskguard.state.revaluation import (
     flush,
-    judge,
-    matches,
-    near,
-    note,
+    fx_move,
     price_move,
+    rows_for_fx,
     rows_for_price_move,
-    scope_value,
+    trade_reference,
 )
+from riskguard.state.values import pair_at, value_of
 from riskguard.vocabulary import (
-    L_ACCOUNT,
-    L_STRATEGY,
     T_CANCEL,
     T_FILL,
+    T_FX,
     T_HEARTBEAT,
+    T_INSTRUMENT,
     T_MARK,
     T_NEW,
     T_PARENT,
+    T_POSITION,
     T_REJECT,
     T_REPLACE,
 )
@@ -89,10 +105,13 @@ from riskguard.vocabulary import (
 
 @njit(cache=True, _nrt=False)
 def rows_for_event(ev, st, rules):  # type: ignore[no-untyped-def]
-    """Decisions event ``ev`` may write at most (its own rows, plus a revaluation)."""
+    """Decisions event ``ev`` may write at most: per row a transition or alert edge and
+    each warning level, plus a revaluation (marks, fills, positions) or an FX move."""
     need = 6 * rules.rows.shape[0] + 2
-    if ev.typ == T_MARK or ev.typ == T_FILL:
+    if ev.typ == T_MARK or ev.typ == T_FILL or ev.typ == T_POSITION:
         need += rows_for_price_move(st, rules, ev.symbol)
+    elif ev.typ == T_FX:
+        need += rows_for_fx(st, rules, ev.currency)
     return need
 
 
@@ -143,14 +162,14 @@ def _feed(e, now, wall, st, rules, peaks, out):  # type: ignore[no-untyped-def]
         row = rules.rows[r]
         if row.metric == M_CONSUMER_LAG:
             if e >= 0 and wall >= 0:
-                judge(r, FIRM, (wall - now) / 1e6, e, now, st, rules, peaks, out)
+                judge(r, FIRM, -1, (wall - now) / 1e6, e, now, st, rules, peaks, out)
             continue
         if not forward:
             continue
         last = st.sources[row.source].last_heard_ns if row.source >= 0 else g.last_event_ns
         if last < 0:
             last = g.start_ns
-        judge(r, FIRM, (now - last) / 1e6, e, now, st, rules, peaks, out)
+        judge(r, FIRM, -1, (now - last) / 1e6, e, now, st, rules, peaks, out)
     if forward:
         g.feed_ns = now
 
@@ -188,63 +207,7 @@ def _mark(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def _fill_price(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
-    """A trade moves the symbol's fill-derived reference price (no mark yet)."""
-    sym = st.symbols[ev.symbol]
-    if sym.price_source < 2 and (sym.price_source == 0 or sym.ref_price != ev.price):
-        sym.price_source = 1
-        price_move(ev.symbol, ev.price, e, now, st, rules, peaks, out)
-
-
-@njit(cache=True, _nrt=False)
-def _value(r, s, parent, ev, st, rules):  # type: ignore[no-untyped-def]
-    """Value of row ``r``'s metric for event ``ev`` at scope ``s``; NaN when it does not apply."""
-    row = rules.rows[r]
-    metric = row.metric
-    c = st.counters
-    px = ev.price
-    sym = st.symbols[ev.symbol]
-    if (
-        metric == M_ORDER_RATE
-        or metric == M_MESSAGE_RATE
-        or metric == M_REJECT_RATE
-        or metric == M_FILL_NOTIONAL_RATE
-        or metric == M_DUPLICATE_ORDERS
-    ):
-        return c.total[row.counter, st.scopes[s].slot]
-    if metric == M_CANCEL_RATIO:
-        slot = st.scopes[s].slot
-        news = c.total[row.counter2, slot]
-        return c.total[row.counter, slot] / news if news >= row.min_orders else np.nan
-    if metric == M_ORDER_QTY:
-        return ev.qty
-    if metric == M_ORDER_NOTIONAL:
-        if not math.isnan(px):
-            return ev.qty * abs(px)
-        return ev.qty * abs(sym.ref_price) if sym.price_source > 0 else np.nan
-    if metric == M_PRICE_DEVIATION:
-        if not math.isnan(px) and sym.price_source > 0 and sym.ref_price != 0.0:
-            return abs(px - sym.ref_price) / abs(sym.ref_price)
-        return np.nan
-    if metric == M_POSITION_QTY:  # evaluated on fills only
-        pos = st.positions
-        if row.level == L_ACCOUNT:
-            return abs(pos[ev.account_pair].qty)
-        if row.level == L_STRATEGY:
-            return abs(pos[ev.strategy_pair].qty)
-        return abs(pos[pos[ev.account_pair].firm_pair].qty)
-    if metric == M_PARENT_OVERFILL:
-        if parent >= 0 and st.parents[parent].declared != 0:
-            pa = st.parents[parent]
-            if near(pa.filled, pa.qty):
-                return 1.0
-            return pa.filled / pa.qty
-        return np.nan
-    return scope_value(metric, st.scopes, s)
-
-
-@njit(cache=True, _nrt=False)
-def _order_event(ev, e, now, at, st, rules, out):  # type: ignore[no-untyped-def]
+def _order_event(ev, e, venue, now, at, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Lifecycle of an order event; returns the parent it credits, or -2 when not applied."""
     t = ev.typ
     if t == T_PARENT:
@@ -256,14 +219,69 @@ def _order_event(ev, e, now, at, st, rules, out):  # type: ignore[no-untyped-def
         pa.declared = 1
         return ev.parent
     if t == T_NEW:
-        return ev.parent if on_new(ev, e, now, st, out) else -2
+        return ev.parent if on_new(ev, e, now, st, rules, out) else -2
     if t == T_REPLACE:
-        return -1 if on_replace(ev, e, now, st, out) else -2
+        return -1 if on_replace(ev, e, now, st, rules, out) else -2
     if t == T_CANCEL or t == T_REJECT:
-        return -1 if on_cancel_or_reject(ev, e, now, st, out) else -2
-    if ev.exec_type == E_TRADE:
-        return on_trade(ev, now, at, st, rules, out)
-    return on_amend(ev, e, st, rules, out)
+        return -1 if on_cancel_or_reject(ev, e, now, st, rules, out) else -2
+    if ev.subtype == E_TRADE:
+        return on_trade(ev, venue, now, at, st, rules, out)
+    return on_amend(ev, e, now, st, rules, peaks, out)
+
+
+@njit(cache=True, _nrt=False)
+def _judge_event(ev, e, t, side, venue, parent, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """The rows event ``ev`` (type ``t``) moves, on its own scopes; then the restricted
+    list, for an order or trade in a restricted symbol."""
+    for j in range(rules.by_type.shape[1]):
+        r = rules.by_type[t, j]
+        if r < 0:
+            break
+        row = rules.rows[r]
+        if (row.side != 0 and row.side != side) or (row.venue >= 0 and row.venue != venue):
+            continue
+        s = at_level(row.level, ev.account, ev.strategy, ev.symbol, venue)
+        if s < 0 or not matches(rules, st.scopes, r, s):
+            continue
+        p = pair_at(row.level, ev, st) if row.per_pair != 0 else -1
+        v = value_of(r, s, p, parent, ev, st, rules)
+        judge(r, s, p, v, e, now, st, rules, peaks, out)
+    order = t == T_NEW or t == T_REPLACE or (t == T_FILL and ev.subtype == E_TRADE)
+    if not order or st.symbols[ev.symbol].restricted == 0:
+        return
+    for j in range(rules.restricted_rows.shape[0]):
+        r = rules.restricted_rows[j]
+        row = rules.rows[r]
+        if row.symbol != ev.symbol or (row.event_account >= 0 and row.event_account != ev.account):
+            continue
+        s = at_level(row.level, ev.account, ev.strategy, ev.symbol, venue)
+        if s >= 0 and matches(rules, st.scopes, r, s):
+            judge(r, s, -1, 1.0, e, now, st, rules, peaks, out)
+
+
+@njit(cache=True, _nrt=False)
+def _reference_data(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """An instrument or exchange-rate event; returns whether it is applied."""
+    if ev.typ == T_INSTRUMENT:
+        return on_instrument(ev, e, st, out)
+    fx_move(ev.currency, ev.factor, e, now, st, rules, peaks, out)
+    return True
+
+
+@njit(cache=True, _nrt=False)
+def _side_venue(ev, t, st):  # type: ignore[no-untyped-def]
+    """An event's side and venue scope id; a cancel's, reject's, replace's or fill's
+    missing ones are its order's."""
+    side = np.int64(ev.side)
+    venue = ev.venue
+    order = t == T_CANCEL or t == T_REJECT or t == T_REPLACE or t == T_FILL
+    if order and (side == 0 or venue < 0) and st.orders[ev.order].status != O_FREE:
+        od = st.orders[ev.order]
+        if side == 0:
+            side = od.side
+        if venue < 0:
+            venue = od.venue
+    return side, venue
 
 
 @njit(cache=True, _nrt=False)
@@ -294,10 +312,13 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
             return e
         if verdict == SKEWED:
             note(out, e, N_SKEWED, skew)
-        elif verdict == AHEAD:
+        jumped = 0
+        if verdict == AHEAD:
             g.ahead_run += 1
+            forget_ahead(st, g.ahead_run - 1)
             note(out, e, N_AHEAD, skew)
         elif verdict == JUMP:
+            jumped = g.ahead_run
             g.ahead_run = 0
             note(out, e, N_JUMP, skew)
         elif g.ahead_run > 0:
@@ -308,6 +329,8 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
         clock = g.last_event_ns
         _feed(e, now, wall, st, rules, peaks, out)
         g.last_event_ns = max(clock, now)
+        if jumped > 0:
+            recount_ahead(st, jumped, now)
         if t == T_HEARTBEAT:
             src = st.sources[ev.source]
             src.last_heard_ns = max(src.last_heard_ns, now)
@@ -315,36 +338,40 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
         if t == T_MARK:
             _mark(ev, e, now, st, rules, peaks, out)
             continue
+        if t == T_INSTRUMENT or t == T_FX:
+            _reference_data(ev, e, now, st, rules, peaks, out)
+            continue
         at = now
         late = clock - now
         if late > rules.lateness_ns:
             at = clock
+        side, venue = _side_venue(ev, t, st)
         parent = -1
-        if t == T_FILL and ev.exec_type == E_TRADE:
-            _fill_price(ev, e, now, st, rules, peaks, out)
-        if t != T_PARENT and t != T_FILL:
-            parent = _order_event(ev, e, now, at, st, rules, out)
+        if t == T_POSITION:
+            if not on_position(ev, e, now, st, rules, peaks, out):
+                continue
+        elif t != T_PARENT and t != T_FILL:
+            parent = _order_event(ev, e, venue, now, at, st, rules, peaks, out)
             if parent == -2:
                 continue
-            count(batch, e, at, st)
+            side, venue = _side_venue(ev, t, st)
+            count(ev, side, venue, at, st)
+            if verdict == AHEAD:
+                remember_ahead(st, g.ahead_run - 1, ev, t, side, venue, at)
             if t == T_NEW and has_dups:
-                count_dups(batch, e, now, at, st)
+                count_dups(ev, venue, now, at, st)
         else:
-            if t == T_FILL and ev.exec_type == E_TRADE:
-                count(batch, e, at, st)
-            parent = _order_event(ev, e, now, at, st, rules, out)
+            if t == T_FILL and ev.subtype == E_TRADE:
+                trade_reference(ev.symbol, ev.exec, ev.price, e, now, st, rules, peaks, out)
+                count(ev, side, venue, at, st)
+                if verdict == AHEAD:
+                    remember_ahead(st, g.ahead_run - 1, ev, t, side, venue, at)
+            parent = _order_event(ev, e, venue, now, at, st, rules, peaks, out)
             if parent == -2:
                 continue
         if late > rules.lateness_ns:
             note(out, e, N_LATE, late)
-        for j in range(rules.by_type.shape[1]):
-            r = rules.by_type[t, j]
-            if r < 0:
-                break
-            s = at_level(rules.rows[r].level, ev.account, ev.strategy, ev.symbol)
-            if matches(rules, st.scopes, r, s):
-                v = _value(r, s, parent, ev, st, rules)
-                judge(r, s, v, e, now, st, rules, peaks, out)
+        _judge_event(ev, e, t, side, venue, parent, now, st, rules, peaks, out)
     return n
 
 
@@ -379,37 +406,31 @@ def settle(st, rules, peaks, out):  # type: ignore[no-untyped-def]
     return flush(now, 0, -1, st, rules, peaks, out)
 
 
-def _pin_cache_to_sources() -> str:
-    """Make the on-disk numba cache depend on every file the kernels are built from.
-
-    numba keys its cache on the jitted function's own file stamp only: an edit to a
-    helper in ``primitives.py``, a record field in ``bundles.py`` or a metric code would
-    otherwise leave a stale compiled kernel in use (we hit exactly that). Worse, numba
-    unpickles a function's index file before checking its stamp, so an index written by
-    another build that names a class this build no longer has crashes the process. Each
-    jitted function's index and data files are therefore named after a digest of all
-    those sources: another build's files are never even opened.
-    """
-    digest = hashlib.sha256()
-    modules = (bundles, primitives, counters, lifecycle, tables, vocabulary, metric_vocabulary)
-    for module in modules:
-        digest.update(Path(str(module.__file__)).read_bytes())
-    digest.update(Path(__file__).read_bytes())
-    stamp = digest.hexdigest()[:16]
-    for module in (primitives, counters, lifecycle, tables, sys.modules[__name__]):
-        for dispatcher in vars(module).values():
-            cache = getattr(dispatcher, "_cache", None)
-            files = getattr(cache, "_cache_file", None)
-            if cache is None or not hasattr(cache, "_impl"):
-                continue
-            if files is None or not hasattr(files, "_index_name"):
-                cache.disable()  # a numba without these internals: never trust its cache
-                continue
-            base = f"{cache._impl.filename_base}-{stamp}"
-            files._index_name = f"{base}.nbi"
-            files._index_path = os.path.join(files._cache_path, files._index_name)
-            files._data_name_pattern = f"{base}.{{number:d}}.nbc"
-    return stamp
-
-
-SOURCE_STAMP = _pin_cache_to_sources()
+SOURCE_STAMP = pin_cache_to_sources(
+    sources=(
+        bundles,
+        codes,
+        quantities,
+        judging,
+        valuation,
+        revaluation,
+        counters,
+        lifecycle,
+        tables,
+        values,
+        vocabulary,
+        metric_vocabulary,
+        sys.modules[__name__],
+    ),
+    jitted=(
+        quantities,
+        judging,
+        valuation,
+        revaluation,
+        counters,
+        lifecycle,
+        tables,
+        values,
+        sys.modules[__name__],
+    ),
+)

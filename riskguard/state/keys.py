@@ -1,7 +1,8 @@
 """Interning of string keys to dense integer ids, and how long each is remembered.
 
-Accounts, strategies and symbols share one *scope id* space (id 0 is the firm), so
-every per-scope statistic and the kill-switch state live in one array each. Orders and
+Accounts, strategies, symbols and venues share one *scope id* space (id 0 is the firm),
+so every per-scope statistic and the kill-switch state live in one array each.
+Currencies have their own ids (0: the limits' base currency). Orders and
 executions are interned separately, and their ids are recycled once they are past the
 redelivery horizon (:meth:`riskguard.state.store.StateStore.forget`), so memory follows
 the horizon, not the length of the session.
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from riskguard.state.bundles import FIRM
+from riskguard.state.codes import FIRM
 from riskguard.vocabulary import L_FIRM, LEVELS, format_scope, parse_scope
 
 ExecKey = tuple[int, str]
@@ -29,15 +30,18 @@ def pair_key(owner: int, symbol: int) -> int:
 class KeySpace:
     """All interned keys of one engine. Not thread-safe: owned by the engine's task."""
 
-    def __init__(self) -> None:
+    def __init__(self, base_currency: str = "USD") -> None:
         self.scope_names: list[str] = ["firm"]
         self.scope_levels: list[int] = [L_FIRM]
+        #: ISO 4217 codes by currency id; id 0 is the base currency every amount is kept in
+        self.currency_names: list[str] = [base_currency]
+        self.currencies: dict[str, int] = {base_currency: 0}
         #: each scope's index among the scopes of its level, and the count per level:
         #: a windowed counter is kept at one level, so it needs a row per scope of that
         #: level only (rows for every scope of every level doubled the memory)
         self.scope_slots: list[int] = [0]
-        self.level_counts: list[int] = [1, 0, 0, 0]
-        self._by_level: tuple[dict[str, int], ...] = ({"": FIRM}, {}, {}, {})
+        self.level_counts: list[int] = [1] + [0] * (len(LEVELS) - 1)
+        self._by_level: tuple[dict[str, int], ...] = ({"": FIRM}, *({} for _ in LEVELS[1:]))
         #: strategy scope id -> the account it first traded in (its *home* account: where
         #: a strategy rule's ``match.account`` looks; a strategy may trade in several)
         self.strategy_account: dict[int, int] = {}
@@ -144,12 +148,41 @@ class KeySpace:
         """Capacity needed for order records (highest id + 1)."""
         return len(self.order_names)
 
+    # currencies -----------------------------------------------------------------
+    @property
+    def base_currency(self) -> str:
+        """The ISO 4217 code of currency id 0."""
+        return self.currency_names[0]
+
+    def currency(self, code: str | None) -> int:
+        """The id of currency ``code`` (None: the base currency, id 0), created on first use."""
+        if code is None:
+            return 0
+        cid = self.currencies.get(code)
+        if cid is None:
+            cid = self.currencies[code] = len(self.currency_names)
+            self.currency_names.append(code)
+        return cid
+
     # executions -----------------------------------------------------------------
-    def execution(self, key: ExecKey, ts: int, trade: tuple[int, int] | None) -> int:
+    def opening(self, account: int, strategy: int, symbol: int) -> int:
+        """The execution id of the opening position of a key (an ``open`` position event):
+        one per (account, strategy or -1, symbol), never forgotten (a re-sent opening
+        position must replace it, however late)."""
+        key = (-1 - account, f"{strategy}/{symbol}")
+        eid = self.execs.get(key)
+        if eid is None:
+            eid = self.execution(key, 0, (strategy, symbol), expires=False)
+        return eid
+
+    def execution(
+        self, key: ExecKey, ts: int, trade: tuple[int, int] | None, *, expires: bool = True
+    ) -> int:
         """A new id for execution ``key`` (account id, exec_id), stamped ``ts`` for the horizon.
 
         ``trade`` is the (strategy id, symbol id) of a trade; None for a correction's or a
-        bust's own id.
+        bust's own id. ``expires=False``: never forgotten (opening positions, whose keys
+        have a negative account part so that no execution report can name them).
         """
         if self._free_execs:
             eid = self._free_execs.pop()
@@ -160,7 +193,8 @@ class KeySpace:
             self.exec_keys.append(key)
             self.exec_trade.append(trade)
         self.execs[key] = eid
-        self.exec_times.append((ts, eid))
+        if expires:
+            self.exec_times.append((ts, eid))
         return eid
 
     def release_execs(self, eids: list[int]) -> None:
@@ -226,6 +260,7 @@ class KeySpace:
             "closed_orders": [list(item) for item in self.closed_orders],
             "parents": list(self.parents),
             "source_names": list(self.source_names),
+            "currency_names": list(self.currency_names),
             "n_pairs": self.n_pairs,
         }
 
@@ -239,7 +274,10 @@ class KeySpace:
         ``TypeError`` or ``ValueError`` on a malformed export; the key space is left
         unchanged then.
         """
-        fresh = KeySpace()
+        currencies = exported["currency_names"]
+        fresh = KeySpace(str(currencies[0]))
+        for code in currencies[1:]:
+            fresh.currency(str(code))
         names, levels = exported["scope_names"], exported["scope_levels"]
         for name, level in zip(names[1:], levels[1:], strict=True):
             fresh.scope(int(level), name[len(LEVELS[level]) + 1 :])

@@ -16,7 +16,16 @@ no rate, count or rule moves). The rules (``docs/events.md``, "Order lifecycle" 
   the latest applied replace of its order, or identical to it, is a redelivery.
 - Fills always move positions (fills are facts). A correction replaces its execution's
   qty, price and fee; a bust reverses it (positions, fees, parent fills, the order's
-  filled qty and the fill-notional window while the window still holds it).
+  filled qty and the fill windows while the window still holds it).
+- A working order's remaining quantity counts in its pairs' working buys or sells (and
+  open notional) from when it opens until it fills, is cancelled or rejected; a replace
+  moves it (docs/limits.md, open_order_notional and potential_gross_notional).
+- An ``open`` position is booked like a trade of the whole quantity at its price (its
+  average cost, default the reference price) on the key's pairs; a later ``open`` for
+  the same key replaces it. A ``broker`` position only records the broker's view.
+- An ``instrument`` sets a symbol's contract size and currency before it trades: once
+  the symbol is held or worked a change is refused (a bad event; unchanged values are
+  accepted), so every booked amount stays in one unit.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import math
 
 from numba import njit
 
-from riskguard.state.bundles import (
+from riskguard.state.codes import (
     E_BUST,
     E_CORRECT,
     F_CANCELLED,
@@ -34,24 +43,28 @@ from riskguard.state.bundles import (
     F_REPLACED,
     N_BUSTED,
     N_DUPLICATE,
+    N_NOPRICE,
+    N_REFDATA,
     N_REUSED,
     O_CLOSED,
     O_FREE,
     O_OPEN,
     O_PENDING,
+    P_BROKER,
     X_APPLIED,
     X_BUSTED,
 )
-from riskguard.state.counters import close_order, open_order, refill, retire
-from riskguard.state.primitives import (
+from riskguard.state.counters import close_order, fill_money, open_order, refill, retire
+from riskguard.state.judging import note
+from riskguard.state.quantities import near, snap
+from riskguard.state.revaluation import (
+    amend_reference,
     consistent,
     link_holder,
-    near,
-    note,
     queue,
-    snap,
-    trade_pair,
+    trade_reference,
 )
+from riskguard.state.valuation import trade_pair, work_pair
 from riskguard.vocabulary import T_CANCEL
 
 
@@ -90,6 +103,45 @@ def _bind(od, ev, st):  # type: ignore[no-untyped-def]
     od.price = math.nan
     od.replace_ns = -1
     od.unattributed = 0.0
+    od.venue = ev.venue
+    od.account_pair = ev.account_pair
+    od.strategy_pair = ev.strategy_pair
+    od.working = 0.0
+    od.work_px = math.nan
+
+
+@njit(cache=True, _nrt=False)
+def _work(st, od, p, dq, px, ok):  # type: ignore[no-untyped-def]
+    """Count ``dq`` more working quantity of order ``od`` at limit ``px`` (NaN: market)."""
+    if p < 0:
+        return
+    market = math.isnan(px)
+    money = 0.0 if market else dq * abs(px) * st.symbols[st.positions[p].symbol].multiplier
+    work_pair(st, p, od.side, dq, market, money, ok)
+
+
+@njit(cache=True, _nrt=False)
+def rework(o, st, rules):  # type: ignore[no-untyped-def]
+    """Bring order ``o``'s counted working quantity in line with its state: its remainder
+    (qty - filled) at its limit while it works, nothing once it stops working."""
+    od = st.orders[o]
+    target = max(0.0, snap(od.qty - od.cum_qty)) if od.status == O_OPEN else 0.0
+    if target == od.working and _same_price(od.price, od.work_px):
+        return
+    if od.account_pair < 0:
+        return
+    ok = consistent(st, rules)
+    firm = st.positions[od.account_pair].firm_pair
+    if od.working > 0.0:
+        for p in (firm, od.account_pair, od.strategy_pair):
+            _work(st, od, p, -od.working, od.work_px, ok)
+    if target > 0.0:
+        for p in (firm, od.account_pair, od.strategy_pair):
+            if p >= 0:
+                link_holder(st, p)
+                _work(st, od, p, target, od.price, ok)
+    od.working = target
+    od.work_px = od.price
 
 
 @njit(cache=True, _nrt=False)
@@ -111,7 +163,7 @@ def _filled(od):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def on_new(ev, e, now, st, out):  # type: ignore[no-untyped-def]
+def on_new(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     """A ``new``; returns whether it is applied (counted, rules judged)."""
     od = st.orders[ev.order]
     status = od.status
@@ -127,6 +179,9 @@ def on_new(ev, e, now, st, out):  # type: ignore[no-untyped-def]
         _bind(od, ev, st)
     od.flags |= F_NEW
     od.parent = ev.parent
+    od.venue = ev.venue
+    od.account_pair = ev.account_pair
+    od.strategy_pair = ev.strategy_pair
     od.new_qty = ev.qty
     od.new_price = ev.price
     if od.flags & F_REPLACED == 0:
@@ -142,11 +197,12 @@ def on_new(ev, e, now, st, out):  # type: ignore[no-untyped-def]
         close_order(ev.order, now, st, out)
     else:
         open_order(ev.order, st)
+    rework(ev.order, st, rules)
     return True
 
 
 @njit(cache=True, _nrt=False)
-def on_replace(ev, e, now, st, out):  # type: ignore[no-untyped-def]
+def on_replace(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     """A ``replace`` (``qty`` is the new total, fills included); returns whether applied."""
     od = st.orders[ev.order]
     if od.status != O_FREE and od.flags & F_REPLACED:
@@ -166,11 +222,12 @@ def on_replace(ev, e, now, st, out):  # type: ignore[no-untyped-def]
     od.price = ev.price
     if od.status == O_OPEN and _filled(od):
         close_order(ev.order, now, st, out)
+    rework(ev.order, st, rules)
     return True
 
 
 @njit(cache=True, _nrt=False)
-def on_cancel_or_reject(ev, e, now, st, out):  # type: ignore[no-untyped-def]
+def on_cancel_or_reject(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     """A confirmed ``cancel`` or a ``reject``; returns whether applied."""
     od = st.orders[ev.order]
     flag = F_CANCELLED if ev.typ == T_CANCEL else F_REJECTED
@@ -182,12 +239,15 @@ def on_cancel_or_reject(ev, e, now, st, out):  # type: ignore[no-untyped-def]
     od.flags |= flag
     if od.status != O_CLOSED:
         close_order(ev.order, now, st, out)
+    rework(ev.order, st, rules)
     return True
 
 
 @njit(cache=True, _nrt=False)
 def _book(st, rules, x, d, price, fee):  # type: ignore[no-untyped-def]
-    """Trade signed qty ``d`` at ``price`` on an execution's account, strategy, firm pairs.
+    """Trade signed qty ``d`` at ``price`` on an execution's firm, account and strategy
+    pairs (an opening position without a strategy has no strategy pair); ``fee`` is in the
+    symbol's currency.
 
     With revaluation epochs, the lot is valued at its own price until the next epoch
     whenever the symbol's valuation price differs (never at a price it did not trade at).
@@ -198,19 +258,20 @@ def _book(st, rules, x, d, price, fee):  # type: ignore[no-untyped-def]
         w = price
         queue(st, y)
     ok = consistent(st, rules)
+    m = st.symbols[y].multiplier
     p_acc = x.account_pair
     p_strat = x.strategy_pair
     p_firm = st.positions[p_acc].firm_pair
     for p in (p_firm, p_acc, p_strat):
-        link_holder(st, p)
-    trade_pair(st, p_firm, d, price, w, fee, ok)
-    trade_pair(st, p_acc, d, price, w, fee, ok)
-    trade_pair(st, p_strat, d, price, w, fee, ok)
+        if p >= 0:
+            link_holder(st, p)
+            trade_pair(st, p, d, price * m, w * m, fee, ok)
 
 
 @njit(cache=True, _nrt=False)
-def on_trade(ev, now, at, st, rules, out):  # type: ignore[no-untyped-def]
-    """A new execution: order and parent fills, then positions; returns the parent credited."""
+def on_trade(ev, venue, now, at, st, rules, out):  # type: ignore[no-untyped-def]
+    """A new execution (to ``venue``, -1 none): order and parent fills, then positions and
+    the order's working quantity; returns the parent credited."""
     od = st.orders[ev.order]
     if od.status == O_FREE:
         _bind(od, ev, st)
@@ -235,12 +296,15 @@ def on_trade(ev, now, at, st, rules, out):  # type: ignore[no-untyped-def]
     x.symbol = ev.symbol
     x.account_pair = ev.account_pair
     x.strategy_pair = ev.strategy_pair
+    x.venue = venue
     x.side = ev.side
     x.qty = ev.qty
     x.price = ev.price
     x.fee = 0.0 if math.isnan(ev.fee) else ev.fee
     x.count_ns = at
+    x.counted = fill_money(st, ev.symbol, ev.qty, ev.price)
     _book(st, rules, x, ev.qty * ev.side, ev.price, x.fee)
+    rework(ev.order, st, rules)
     return parent
 
 
@@ -257,8 +321,13 @@ def _unfill(st, x, qty):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def on_amend(ev, e, st, rules, out):  # type: ignore[no-untyped-def]
-    """A correction or bust of execution ``ev.exec``; returns the parent (-2: not applied)."""
+def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """A correction or bust of execution ``ev.exec``; returns the parent (-2: not applied).
+
+    The execution is reversed, the reference price follows it if its trade set it
+    (:func:`riskguard.state.revaluation.amend_reference`), then a correction is booked
+    again with its new values.
+    """
     x = st.execs[ev.exec]
     if x.status != X_APPLIED:
         note(out, e, N_BUSTED, 0)
@@ -266,14 +335,19 @@ def on_amend(ev, e, st, rules, out):  # type: ignore[no-untyped-def]
     _book(st, rules, x, -x.qty * x.side, x.price, -x.fee)
     refill(x, st, -1.0)
     _unfill(st, x, x.qty)
-    if ev.exec_type == E_BUST:
+    bust = ev.subtype == E_BUST
+    px = x.price if bust else ev.price
+    amend_reference(x.symbol, ev.exec, bust, px, e, now, st, rules, peaks, out)
+    if bust:
         x.status = X_BUSTED
+        _rework_exec(x, st, rules)
         return x.parent
-    if ev.exec_type == E_CORRECT:
+    if ev.subtype == E_CORRECT:  # a correction: booked again with its new values
         x.qty = ev.qty
         x.price = ev.price
         if not math.isnan(ev.fee):
             x.fee = ev.fee
+        x.counted = fill_money(st, x.symbol, x.qty, x.price)
         _book(st, rules, x, x.qty * x.side, x.price, x.fee)
         refill(x, st, 1.0)
         if x.parent >= 0:
@@ -283,4 +357,97 @@ def on_amend(ev, e, st, rules, out):  # type: ignore[no-untyped-def]
             od.cum_qty = snap(od.cum_qty + x.qty)
             if x.parent < 0:
                 od.unattributed = snap(od.unattributed + x.qty)
+    _rework_exec(x, st, rules)
     return x.parent
+
+
+@njit(cache=True, _nrt=False)
+def _rework_exec(x, st, rules):  # type: ignore[no-untyped-def]
+    """After a correction or bust: its order's working quantity, if it is still that order."""
+    if x.order >= 0 and st.orders[x.order].serial == x.serial:
+        rework(x.order, st, rules)
+
+
+@njit(cache=True, _nrt=False)
+def on_position(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """A ``position`` event (``ev.exec``: the opening execution of its key); returns
+    whether it is applied.
+
+    ``broker``: records the broker's position of the key's pair (its strategy's if it
+    names one, else its account's). ``open``: books the opening position as a trade of the
+    whole quantity at its price (default: the reference price; none yet is a bad event),
+    replacing the key's earlier opening position if any; the same quantity at the same
+    stated price again is a redelivery. Without a mark, the opening price serves as the
+    reference price, like a fill's.
+    """
+    if ev.subtype == P_BROKER:
+        p = ev.strategy_pair if ev.strategy_pair >= 0 else ev.account_pair
+        pos = st.positions[p]
+        pos.broker = ev.qty
+        pos.has_broker = 1
+        return True
+    y = ev.symbol
+    sym = st.symbols[y]
+    price = ev.price
+    if math.isnan(price):
+        if sym.price_source == 0:
+            note(out, e, N_NOPRICE, 0)
+            return False
+        price = sym.ref_price
+    x = st.execs[ev.exec]
+    if x.status == X_APPLIED:
+        if x.qty * x.side == ev.qty and _same_price(x.stated, ev.price):
+            note(out, e, N_DUPLICATE, 0)
+            return False
+        _book(st, rules, x, -x.qty * x.side, x.price, 0.0)
+    trade_reference(y, ev.exec, price, e, now, st, rules, peaks, out)
+    x.status = X_APPLIED
+    x.order = -1
+    x.parent = -1
+    x.account = ev.account
+    x.strategy = ev.strategy
+    x.symbol = y
+    x.account_pair = ev.account_pair
+    x.strategy_pair = ev.strategy_pair
+    x.side = 1 if ev.qty >= 0.0 else -1
+    x.qty = abs(ev.qty)
+    x.price = price
+    x.fee = 0.0
+    x.count_ns = now
+    x.counted = 0.0
+    x.stated = ev.price
+    _book(st, rules, x, ev.qty, price, 0.0)
+    return True
+
+
+@njit(cache=True, _nrt=False)
+def on_instrument(ev, e, st, out):  # type: ignore[no-untyped-def]
+    """Reference data of symbol ``ev.symbol``: contract size ``ev.factor``, currency id
+    ``ev.currency``; returns whether applied (a change once it is held or worked is not)."""
+    y = ev.symbol
+    sym = st.symbols[y]
+    c = ev.currency
+    if sym.multiplier == ev.factor and sym.currency == c:
+        return True
+    if sym.first_holder >= 0 or st.scopes[y].open_orders > 0:
+        note(out, e, N_REFDATA, 0)
+        return False
+    if sym.currency != c and sym.in_currency != 0:  # leave the old currency's list
+        cur = st.currencies[sym.currency]
+        if cur.first_symbol == y:
+            cur.first_symbol = sym.next_in_currency
+        else:
+            k = cur.first_symbol
+            while st.symbols[k].next_in_currency != y:
+                k = st.symbols[k].next_in_currency
+            st.symbols[k].next_in_currency = sym.next_in_currency
+        sym.next_in_currency = -1
+        sym.in_currency = 0
+    if c != 0 and sym.in_currency == 0:
+        cur = st.currencies[c]
+        sym.next_in_currency = cur.first_symbol
+        cur.first_symbol = y
+        sym.in_currency = 1
+    sym.currency = c
+    sym.multiplier = ev.factor
+    return True

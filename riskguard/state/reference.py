@@ -10,6 +10,7 @@ baseline of the kernel benchmark. It is slow by design; never use it on the hot 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import msgspec
 
@@ -18,7 +19,6 @@ from riskguard.limits.model import Limits, Rule
 from riskguard.settings import EngineSettings
 from riskguard.state.reference_defs import (
     COUNTED,
-    EXPOSURE_NAMES,
     JUMP_CONFIRM,
     MARK_RING,
     Book,
@@ -27,19 +27,40 @@ from riskguard.state.reference_defs import (
     Order,
     RefTransition,
     Window,
-    near,
     snap,
 )
-from riskguard.state.reference_orders import ReferenceOrders
+from riskguard.state.reference_money import ReferenceMoney
+from riskguard.state.reference_orders import Counter, ReferenceOrders
 from riskguard.vocabulary import ACTION_CODE, STATES
 
+EdgeKey = tuple[int, str, Any, Any]
+"""(rule index, scope, source or venue filter or restricted symbol, position or None)"""
 
-class ReferenceModel(ReferenceOrders):
+
+def utilisation(rule: Rule, v: float) -> float:
+    """How far ``v`` has come towards the limit (1.0 at it), as warning levels count it."""
+    u = -math.inf
+    if rule.upper > 0.0 and not math.isinf(rule.upper):
+        u = v / rule.upper
+    if rule.lower < 0.0 and not math.isinf(rule.lower):
+        u = max(u, v / rule.lower)
+    return u
+
+
+class ReferenceModel(ReferenceOrders, ReferenceMoney):
     """The semantics of :mod:`riskguard.state.kernel`, written for reading, not speed."""
 
     def __init__(self, limits: Limits, settings: EngineSettings | None = None) -> None:
         cfg = settings or EngineSettings()
-        self.rules = limits.rules
+        self.rules = limits.all_rules
+        self.base = limits.base_currency
+        self.rates: dict[str, float] = {self.base: 1.0}  # known rates, base units per unit
+        self.multiplier: dict[str, float] = {}  # symbol scope -> contract size
+        self.currency: dict[str, str] = {}  # symbol scope -> currency of its prices
+        self.in_currency: dict[str, list[str]] = {}  # currency -> symbols, newest first
+        self.noted: set[str] = set()  # currencies met without a rate
+        self.broker: dict[tuple[str, str], float] = {}  # (owner, symbol scope) -> broker qty
+        self.openings: dict[tuple[str, str | None, str], Execution] = {}
         self.skew_ns, self.lateness_ns = cfg.skew_ns, cfg.lateness_ns
         self.revalue_ns = limits.revalue_ms * 1_000_000
         self.state: dict[str, int] = {}
@@ -61,13 +82,16 @@ class ReferenceModel(ReferenceOrders):
         self.seen_execs: set[tuple[str, str]] = set()
         self.execs: dict[tuple[str, str], Execution] = {}
         self.parents: dict[str, list[float | None]] = {}  # id -> [declared qty, filled]
-        self.windows: dict[tuple[str, str, int, str], Window] = {}
-        self.counters: list[tuple[str, str, int]] = []
-        self.dup: dict[tuple[tuple[str, str], int, str, str, str, float, float], int] = {}
+        self.windows: dict[tuple[Counter, str], Window] = {}
+        self.counters: list[Counter] = []
+        self.dup: dict[tuple[Counter, str, str, str, float, float], int] = {}
         self.dup_purge_at = 4096
-        self.alerting: set[tuple[int, str, str | None]] = set()
+        self.edges: dict[EdgeKey, int] = {}  # raised warning levels (bits) and alert (16)
         self.start = self.last_any = self.feed_ns = -1
         self.ahead_run = 0
+        self.ahead_items: list[Any] = []  # replay: events counted while ahead of the clock
+        self.ref_exec: dict[str, Any] = {}  # symbol -> the trade that set its fill price
+        self.prev_ref: dict[str, float | None] = {}  # symbol -> the fill price before it
         self.heard: dict[str, int] = {}
         self.transitions: list[RefTransition] = []
         self.peaks: dict[str, list[float]] = {r.name: [0, -math.inf, math.inf] for r in self.rules}
@@ -75,12 +99,15 @@ class ReferenceModel(ReferenceOrders):
         self.duplicates = self.skewed = self.late = self.jumps = 0
         self.judged: dict[str, int] = {}  # scope -> resumed at (event time)
         for rule in self.rules:
-            for kind in COUNTED.get(rule.metric, ()):
-                if kind is None:
-                    continue
-                key = (kind, rule.scope, (rule.window_ms or 0) * 1_000_000)
-                if key not in self.counters:
-                    self.counters.append(key)
+            sides = rule.event_filter("side")
+            side = 0 if len(sides) != 1 else 1 if sides[0] == "buy" else -1
+            for venue in rule.event_filter("venue") or (None,):
+                for kind in COUNTED.get(rule.metric, ()):
+                    if kind is None:
+                        continue
+                    key = (kind, rule.scope, (rule.window_ms or 0) * 1_000_000, side, venue)
+                    if key not in self.counters:
+                        self.counters.append(key)
 
     # inspection -----------------------------------------------------------------------
     def resume(self, scope: str) -> None:
@@ -107,168 +134,88 @@ class ReferenceModel(ReferenceOrders):
         return not (accounts and self.home.get(key) not in accounts)
 
     def _check(
-        self, index: int, rule: Rule, scope: str, value: float, ts: int, source: str | None = None
+        self,
+        index: int,
+        rule: Rule,
+        scope: str,
+        value: float,
+        ts: int,
+        source: Any = None,
+        pair: tuple[str, str] | None = None,
     ) -> None:
+        """Judge ``value``: peaks, warning levels and alert edges, then escalation.
+
+        ``source`` tells apart the rows of one rule that judge the same scope (a heartbeat
+        source, a venue filter, a restricted symbol); ``pair`` is the position a
+        per-position metric measured (its edges are kept per position).
+        """
         if math.isnan(value):
             return
         peak = self.peaks[rule.name]
         peak[0] += 1
         peak[1] = max(peak[1], value)
         peak[2] = min(peak[2], value)
-        breach = value > rule.upper or value < rule.lower
-        if ts <= self.judged.get(scope, -1):
-            breach = False  # an operator resumed after this evidence: already judged
-        current = self.state.get(scope, 0)
+        live = ts > self.judged.get(scope, -1)  # else an operator resumed after this evidence
+        current = STATES[self.state.get(scope, 0)]
+        symbol = pair[1].partition(":")[2] if pair else None
+        if rule.metric == "restricted":
+            symbol = str(source[0]).partition(":")[2]
+        if rule.warn_at or rule.action == "alert":
+            self._edges(index, rule, scope, value, ts, live, (source, pair), current, symbol)
         if rule.action == "alert":
-            key = (index, scope, source)
-            if breach and key not in self.alerting:
-                self.alerting.add(key)
-                self.transitions.append(
-                    RefTransition(
-                        scope, rule.name, STATES[current], STATES[current], "alert", ts, value
-                    )
-                )
-            elif not breach:
-                self.alerting.discard(key)
             return
         target = ACTION_CODE[rule.action]
-        if breach and current < target:
+        breach = value > rule.upper or value < rule.lower
+        if breach and live and self.state.get(scope, 0) < target:
             self.state[scope] = target
             self.transitions.append(
-                RefTransition(scope, rule.name, STATES[current], STATES[target], "auto", ts, value)
+                RefTransition(
+                    scope, rule.name, current, STATES[target], "auto", ts, value, None, symbol
+                )
             )
 
-    def _stateful(self, metric: str, scope: str) -> float:
-        b = self.book(scope)
-        return {
-            "gross_notional": b.gross,
-            "net_notional": b.net,
-            "pnl": b.pnl,
-            "drawdown": max(0.0, b.peak - b.pnl),
-            "open_orders": float(b.open_orders),
-        }.get(metric, math.nan)
-
-    # valuation ------------------------------------------------------------------------
-    def _consistent(self) -> bool:
-        return self.revalue_ns <= 0 or not self.pending
-
-    def _delta(self, owner: str, symbol: str, d: tuple[float, ...], lots: int = 0) -> None:
-        consistent = self._consistent()
-        for scope in (owner, symbol) if owner == "firm" else (owner,):
-            b = self.book(scope)
-            b.lots += lots
-            b.real += d[2]
-            b.fees += d[4]
-            if b.lots == 0:  # no position, no exposure: exactly zero, not a residue
-                b.net = b.gross = b.cost = 0.0
-            else:
-                b.net += d[0]
-                b.gross += d[1]
-                b.cost += d[3]
-            if consistent:
-                b.peak = max(b.peak, b.pnl)
-            elif scope not in self.dirty:
-                self.dirty.append(scope)
-
-    def _settle_peaks(self) -> None:
-        for scope in self.dirty:
-            b = self.book(scope)
-            b.peak = max(b.peak, b.pnl)
-        self.dirty = []
-
-    def _queue(self, symbol: str) -> None:
-        if symbol not in self.pending:
-            self.pending.append(symbol)
-
-    def _price(self, symbol: str, price: float, ts: int) -> None:
-        """A new reference price: revalue holders now, or queue it for the next epoch."""
-        self.ref[symbol] = price
-        if self.revalue_ns > 0 and (
-            self.val_epoch.get(symbol, -1) >= self.epoch or symbol in self.pending
-        ):
-            self._queue(symbol)
-            return
-        self.val_epoch[symbol] = self.epoch
-        self._move(symbol)
-        self._revalued([symbol], ts)
-
-    def _move(self, symbol: str) -> None:
-        m = self.ref[symbol]
-        self.val[symbol] = m
-        for owner in self.holders.get(symbol, []):
-            lot = self.lots[(owner, symbol)]
-            if lot.qty != 0.0 or lot.value != 0.0:
-                v1 = lot.qty * m
-                d = (v1 - lot.value, abs(v1) - lot.gross, 0.0, 0.0, 0.0)
-                lot.value, lot.gross = v1, abs(v1)
-                self._delta(owner, symbol, d)
-
-    def _revalued(self, symbols: list[str], ts: int) -> None:
-        """Exposure rules on every scope holding one of ``symbols``, once each."""
-        seen: set[str] = set()
-        for symbol in symbols:
-            for owner in self.holders.get(symbol, []):
-                if self.lots[(owner, symbol)].qty == 0.0:
-                    continue
-                for scope in (owner, symbol) if owner == "firm" else (owner,):
-                    if scope in seen:
-                        continue
-                    seen.add(scope)
-                    level = scope.partition(":")[0]
-                    for i, rule in enumerate(self.rules):
-                        if (
-                            rule.metric in EXPOSURE_NAMES
-                            and rule.scope == level
-                            and self._matches(rule, scope)
-                        ):
-                            self._check(i, rule, scope, self._stateful(rule.metric, scope), ts)
-
-    def _flush(self, now: int) -> None:
-        """Entering a new revaluation epoch applies every queued move, then judges."""
-        if self.revalue_ns <= 0 or now // self.revalue_ns <= self.epoch:
-            return
-        epoch = now // self.revalue_ns
-        queued = self.pending
-        for symbol in queued:
-            self.val_epoch[symbol] = epoch
-            self._move(symbol)
-        self._settle_peaks()
-        self._revalued(queued, now)
-        self.pending = []
-        self.epoch = epoch
-
-    def _trade(self, x: Execution, d: float, price: float, fee: float) -> None:
-        """Book signed qty ``d`` at ``price`` on the execution's firm, account, strategy lots."""
-        sym = f"symbol:{x.symbol}"
-        w = self.val.get(sym, 0.0)
-        if self.revalue_ns > 0 and w != price:
-            w = price  # the lot is valued at its own price until the next epoch
-            self._queue(sym)
-        for owner in ("firm", f"account:{x.account}", f"strategy:{x.strategy}"):
-            if (owner, sym) not in self.lots:
-                self.lots[(owner, sym)] = Lot()
-                self.holders.setdefault(sym, []).append(owner)
-        for owner in ("firm", f"account:{x.account}", f"strategy:{x.strategy}"):
-            lot = self.lots[(owner, sym)]
-            q, c, v0, g0 = lot.qty, lot.cost, lot.value, lot.gross
-            real = 0.0
-            if q == 0.0 or (q > 0.0) == (d > 0.0):
-                nq, nc, v1, g1 = snap(q + d), c + d * price, v0 + d * w, g0 + abs(d * w)
-            elif near(abs(d), abs(q)):
-                avg = c / q
-                real = abs(q) * (price - avg) * (1.0 if q > 0.0 else -1.0)
-                nq = nc = v1 = g1 = 0.0
-            else:
-                avg = c / q
-                real = min(abs(d), abs(q)) * (price - avg) * (1.0 if q > 0.0 else -1.0)
-                nq = snap(q + d)
-                if abs(d) < abs(q):
-                    nc, v1, g1 = avg * nq, v0 * (nq / q), g0 * (nq / q)
-                else:
-                    nc, v1, g1 = price * nq, nq * w, abs(nq * w)
-            lot.qty, lot.cost, lot.real, lot.value, lot.gross = nq, nc, lot.real + real, v1, g1
-            lots = (q == 0.0 and nq != 0.0) - (q != 0.0 and nq == 0.0)
-            self._delta(owner, sym, (v1 - v0, g1 - g0, real, nc - c, fee), lots)
+    def _edges(
+        self,
+        index: int,
+        rule: Rule,
+        scope: str,
+        v: float,
+        ts: int,
+        live: bool,
+        where: tuple[Any, Any],
+        state: str,
+        symbol: str | None,
+    ) -> None:
+        key = (index, scope, *where)
+        bits = self.edges.get(key, 0)
+        u = utilisation(rule, v)
+        emitted: list[tuple[str, float | None]] = []
+        for k, f in enumerate(rule.warn_at):
+            bit = 1 << k
+            if bits & bit:
+                if u < f - rule.warn_rearm:
+                    bits &= ~bit
+                    emitted.append(("resolve", f))
+            elif live and u >= f:
+                bits |= bit
+                emitted.append(("alert", f))
+        if rule.action == "alert":
+            breach = v > rule.upper or v < rule.lower
+            if bits & 16:
+                if not breach and (rule.alert_rearm <= 0.0 or u < 1.0 - rule.alert_rearm):
+                    bits &= ~16
+                    emitted.append(("resolve", None))
+            elif breach and live:
+                bits |= 16
+                emitted.append(("alert", None))
+        for kind, level in emitted:
+            self.transitions.append(
+                RefTransition(scope, rule.name, state, state, kind, ts, v, level, symbol)
+            )
+        if bits:
+            self.edges[key] = bits
+        else:
+            self.edges.pop(key, None)
 
     # the event loop -------------------------------------------------------------------
     def apply(self, events: list[wire.Event], wall: int = -1) -> None:
@@ -292,8 +239,12 @@ class ReferenceModel(ReferenceOrders):
         qty = getattr(ev, "qty", None)
         if qty is not None:
             ev = msgspec.structs.replace(ev, qty=snap(qty))  # quantities carry 9 decimals
-        if not isinstance(ev, wire.Mark | wire.Heartbeat):
-            self.home.setdefault(ev.strategy, ev.account)
+        strategy = getattr(ev, "strategy", None)
+        if strategy is not None:
+            self.home.setdefault(strategy, getattr(ev, "account", ""))
+        if isinstance(ev, wire.Fx) and ev.currency == self.base and ev.rate != 1.0:
+            self.bad.append("fx_base_currency")
+            return
         if isinstance(ev, wire.Fill):
             key = (ev.account, ev.exec_id)
             if key in self.seen_execs:
@@ -309,9 +260,12 @@ class ReferenceModel(ReferenceOrders):
         self._flush(now)
         if verdict == "skewed":
             self.skewed += 1
-        elif verdict == "ahead":
+        jumped: list[Any] = []
+        if verdict == "ahead":
             self.ahead_run += 1
+            self.ahead_items = [*self.ahead_items[: self.ahead_run - 1], None]
         elif verdict == "jump":
+            jumped = self.ahead_items[: self.ahead_run]
             self.ahead_run = 0  # the events ahead were a gap, not skew
             self.jumps += 1
         else:
@@ -322,49 +276,134 @@ class ReferenceModel(ReferenceOrders):
         clock = self.last_any
         self._feed(now, wall, True)
         self.last_any = max(clock, now)
+        if jumped:
+            self._recount(jumped, now)
         if isinstance(ev, wire.Heartbeat):
             self.heard[ev.source] = max(self.heard.get(ev.source, -1), now)
             return
         if isinstance(ev, wire.Mark):
             self._mark(ev, now)
             return
+        if isinstance(ev, wire.Instrument):
+            self._instrument(ev)
+            return
+        if isinstance(ev, wire.Fx):
+            self._fx(ev.currency, ev.rate, now)
+            return
         at = now if clock - now <= self.lateness_ns else clock
         if isinstance(ev, wire.Fill) and ev.exec_type == "trade":
             assert ev.price is not None
-            sym = f"symbol:{ev.symbol}"
-            src = self.price_src.get(sym, 0)
-            if src < 2 and (src == 0 or self.ref[sym] != ev.price):
-                self.price_src[sym] = 1
-                self._price(sym, ev.price, now)
-        scopes = {
+            self._trade_reference(f"symbol:{ev.symbol}", (ev.account, ev.exec_id), ev.price, now)
+        venue, side = self._venue_side(ev)
+        scopes: dict[str, str | None] = {
             "firm": "firm",
             "account": f"account:{ev.account}",
-            "strategy": f"strategy:{ev.strategy}",
+            "strategy": None if ev.strategy is None else f"strategy:{ev.strategy}",
             "symbol": f"symbol:{ev.symbol}",
+            "venue": None if venue is None else f"venue:{venue}",
         }
-        if isinstance(ev, wire.ParentOrder):
+        if isinstance(ev, wire.Position):
+            if not self._position(ev, now):
+                return
+            parent: str | None = None
+        elif isinstance(ev, wire.ParentOrder):
             declared = self.parents.setdefault(ev.parent_id, [None, 0.0])
             if declared[0] == ev.qty:
                 self.duplicates += 1  # a redelivered parent changes nothing
                 return
             declared[0] = ev.qty
-            parent: str | None = ev.parent_id
+            parent = ev.parent_id
         elif isinstance(ev, wire.Fill):
             if ev.exec_type == "trade":
-                self._count(ev, scopes, now, at)
-                parent = self._on_trade(ev, at)
+                self._count(ev, scopes, side, venue, now, at)
+                if verdict == "ahead":
+                    self.ahead_items[-1] = (ev, dict(scopes), side, venue, at)
+                parent = self._on_trade(ev, venue, at)
             else:
-                applied, parent = self._on_amend(ev)
+                applied, parent = self._on_amend(ev, now)
                 if not applied:
                     return
         else:
             applied, parent = self._order_event(ev, now)
             if not applied:
                 return
-            self._count(ev, scopes, now, at)
+            venue, side = self._venue_side(ev)
+            scopes["venue"] = None if venue is None else f"venue:{venue}"
+            self._count(ev, scopes, side, venue, now, at)
+            if verdict == "ahead":
+                self.ahead_items[-1] = (ev, dict(scopes), side, venue, at)
         if clock - now > self.lateness_ns:
             self.late += 1
-        self._evaluate(ev, scopes, parent, now)
+        self._evaluate(ev, scopes, side, venue, parent, now)
+
+    def _venue_side(self, ev: Any) -> tuple[str | None, int]:
+        """An event's venue and side (+1 buy, -1 sell, 0 none); a cancel's, reject's,
+        replace's or fill's missing ones are its order's."""
+        side = {"buy": 1, "sell": -1}.get(getattr(ev, "side", None) or "", 0)
+        if isinstance(ev, wire.Position):
+            side = 1 if ev.qty > 0 else -1 if ev.qty < 0 else 0
+        venue = getattr(ev, "venue", None)
+        if isinstance(ev, wire.CancelOrder | wire.RejectOrder | wire.ReplaceOrder | wire.Fill):
+            o = self.orders.get(ev.order_id)
+            if o is not None and (side == 0 or venue is None):
+                side = side or o.side
+                venue = venue if venue is not None else o.venue
+        return venue, side
+
+    def _instrument(self, ev: wire.Instrument) -> None:
+        sym = f"symbol:{ev.symbol}"
+        code = ev.currency or self.base
+        old = self.currency.get(sym, self.base)
+        if self._mult(sym) == ev.multiplier and old == code:
+            return
+        if self.holders.get(sym) or self.book(sym).open_orders > 0:
+            self.bad.append("refdata_changed")
+            return
+        if old != code and sym in self.in_currency.get(old, []):
+            self.in_currency[old].remove(sym)
+        if code != self.base and sym not in self.in_currency.get(code, []):
+            self.in_currency.setdefault(code, []).insert(0, sym)
+        self.currency[sym] = code
+        self.multiplier[sym] = ev.multiplier
+
+    def _position(self, ev: wire.Position, now: int) -> bool:
+        """An opening or broker position; whether it is applied."""
+        sym = f"symbol:{ev.symbol}"
+        if ev.kind == "broker":
+            owner = f"strategy:{ev.strategy}" if ev.strategy else f"account:{ev.account}"
+            self.broker[(owner, sym)] = ev.qty
+            return True
+        price = ev.price
+        if price is None:
+            if self.price_src.get(sym, 0) == 0:
+                self.bad.append("no_price")
+                return False
+            price = self.ref[sym]
+        key = (ev.account, ev.strategy, ev.symbol)
+        x = self.openings.get(key)
+        if x is not None:
+            if x.qty * x.side == ev.qty and x.stated == ev.price:
+                self.duplicates += 1
+                return False
+            self._book_trade(x.account, x.strategy or None, x.symbol, -x.qty * x.side, x.price, 0.0)
+        self._trade_reference(sym, ("open", *key), price, now)
+        side = 1 if ev.qty >= 0.0 else -1
+        self.openings[key] = Execution(
+            "",
+            0,
+            None,
+            ev.account,
+            ev.strategy or "",
+            ev.symbol,
+            side,
+            abs(ev.qty),
+            price,
+            0.0,
+            now,
+            stated=ev.price,
+        )
+        self._book_trade(ev.account, ev.strategy, ev.symbol, ev.qty, price, 0.0)
+        return True
 
     def _feed(self, now: int, wall: int, event: bool) -> None:
         forward = now > self.feed_ns

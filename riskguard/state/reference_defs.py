@@ -36,6 +36,15 @@ def snap(x: float) -> float:
     return x if abs(x) >= 1e6 else math.floor(x * 1e9 + 0.5) / 1e9
 
 
+def money(x: float) -> float:
+    """Money as it is judged: rounded to 6 decimals, half away from zero, below 1e9 units."""
+    if math.isnan(x) or abs(x) >= 1e9:
+        return x
+    if x < 0.0:
+        return -(math.floor(-x * 1e6 + 0.5) / 1e6)
+    return math.floor(x * 1e6 + 0.5) / 1e6
+
+
 def near(a: float, b: float) -> bool:
     """Quantities equal: exactly below a million units, within QTY_RTOL of the larger above."""
     big = max(abs(a), abs(b))
@@ -44,7 +53,7 @@ def near(a: float, b: float) -> bool:
 
 @dataclass
 class Book:
-    """Aggregates of one scope."""
+    """Aggregates of one scope, in the base currency."""
 
     net: float = 0.0
     gross: float = 0.0
@@ -52,8 +61,11 @@ class Book:
     cost: float = 0.0
     fees: float = 0.0
     peak: float = 0.0
+    potential: float = 0.0
+    open_notional: float = 0.0
     open_orders: int = 0
     lots: int = 0  # positions held: at 0 the exposure is exactly 0
+    unknown: int = 0  # lots or working orders in a currency with no rate: money unknown
 
     @property
     def pnl(self) -> float:
@@ -63,13 +75,23 @@ class Book:
 
 @dataclass
 class Lot:
-    """One owner's position in one symbol, with its valuation."""
+    """One owner's position in one symbol, with its valuation (money in the symbol's
+    currency, x its multiplier) and the working orders of the owner in it."""
 
     qty: float = 0.0
     cost: float = 0.0
     real: float = 0.0
     value: float = 0.0  # signed qty x valuation price, per lot
     gross: float = 0.0  # |qty x price| per lot
+    fees: float = 0.0
+    buys: float = 0.0  # working buy quantity
+    sells: float = 0.0  # working sell quantity
+    market: float = 0.0  # of which market orders
+    limit_money: float = 0.0  # working qty x |limit| x multiplier of its limit orders
+    potential: float = 0.0
+    open: float = 0.0
+    broker: float | None = None  # the broker's position, once reported
+    unknown: bool = False  # counted in its scopes' unknown
 
 
 @dataclass
@@ -95,6 +117,11 @@ class Order:
     replace_qty: float = 0.0
     replace_price: float | None = None
     unattributed: float = 0.0
+    venue: str | None = None
+    pairs: tuple[str, str, str] = ("", "", "")  # its new's account, strategy, symbol
+    price: float | None = None  # working limit price (None: market)
+    working: float = 0.0  # remaining qty counted in its lots' working quantities
+    work_px: float | None = None  # the limit it is counted at there
 
 
 @dataclass
@@ -113,6 +140,9 @@ class Execution:
     fee: float
     count_ns: int
     busted: bool = False
+    venue: str | None = None
+    counted: float = 0.0  # fill notional counted in windows (base money)
+    stated: float | None = None  # opening positions: the price as stated
 
 
 @dataclass
@@ -160,3 +190,5 @@ class RefTransition:
     kind: str
     ts: int
     value: float
+    level: float | None = None
+    symbol: str | None = None

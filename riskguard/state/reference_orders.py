@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from riskguard import events as wire
 from riskguard.limits.model import Rule
+from riskguard.limits.vocabulary import METRICS
 from riskguard.state.reference_defs import (
     BUCKETS,
     COUNTED,
@@ -20,11 +21,14 @@ from riskguard.state.reference_defs import (
     Execution,
     Order,
     Window,
+    money,
     near,
     snap,
 )
 
 OrderEvent = wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder | wire.RejectOrder
+Counter = tuple[str, str, int, int, str | None]
+"""(kind, level, window ns, side filter 0/+1/-1, venue filter or None)"""
 
 
 def _same_price(a: float | None, b: float | None) -> bool:
@@ -39,9 +43,14 @@ class ReferenceOrders:
     serial: int
     execs: dict[tuple[str, str], Execution]
     parents: dict[str, list[float | None]]
-    windows: dict[tuple[str, str, int, str], Window]
-    counters: list[tuple[str, str, int]]
-    dup: dict[tuple[tuple[str, str], int, str, str, str, float, float], int]
+    windows: dict[tuple[Counter, str], Window]
+    counters: list[Counter]
+    dup: dict[tuple[Counter, str, str, str, float, float], int]
+    broker: dict[tuple[str, str], float]
+    rates: dict[str, float]
+    multiplier: dict[str, float]
+    currency: dict[str, str]
+    base: str
     dup_purge_at: int
     last_any: int
     duplicates: int
@@ -54,7 +63,25 @@ class ReferenceOrders:
 
         def book(self, scope: str) -> Book: ...
 
-        def _trade(self, x: Execution, d: float, price: float, fee: float) -> None: ...
+        def _book_trade(
+            self,
+            account: str,
+            strategy: str | None,
+            symbol: str,
+            d: float,
+            price: float,
+            fee: float,
+        ) -> None: ...
+
+        def _work(
+            self,
+            account: str,
+            strategy: str,
+            symbol: str,
+            side: int,
+            dq: float,
+            px: float | None,
+        ) -> None: ...
 
         def _check(
             self,
@@ -63,7 +90,16 @@ class ReferenceOrders:
             scope: str,
             value: float,
             ts: int,
-            source: str | None = None,
+            source: Any = None,
+            pair: tuple[str, str] | None = None,
+        ) -> None: ...
+
+        def _rate(self, symbol: str) -> float: ...
+
+        def _mult(self, symbol: str) -> float: ...
+
+        def _amend_reference(
+            self, sym: str, key: Any, bust: bool, price: float, now: int
         ) -> None: ...
 
         def _matches(self, rule: Rule, scope: str) -> bool: ...
@@ -75,11 +111,32 @@ class ReferenceOrders:
         self.serial += 1
         side = 0 if getattr(ev, "side", None) is None else 1 if ev.side == "buy" else -1
         order = Order("free", ev.account, ev.strategy, ev.symbol, side, self.serial)
+        order.venue = getattr(ev, "venue", None)
+        order.pairs = (ev.account, ev.strategy, ev.symbol)
         self.orders[ev.order_id] = order
         return order
 
     def _scopes_of(self, o: Order) -> tuple[str, ...]:
-        return ("firm", f"account:{o.account}", f"strategy:{o.strategy}", f"symbol:{o.symbol}")
+        scopes = ("firm", f"account:{o.account}", f"strategy:{o.strategy}", f"symbol:{o.symbol}")
+        return scopes if o.venue is None else (*scopes, f"venue:{o.venue}")
+
+    def _rework(self, o: Order) -> None:
+        """Count the order's remainder at its limit in its lots while it works, else nothing."""
+        target = max(0.0, snap(o.qty - o.cum)) if o.status == "open" else 0.0
+        if target == o.working and o.price == o.work_px:
+            return
+        account, strategy, symbol = o.pairs
+        if o.working > 0.0:
+            self._work(account, strategy, symbol, o.side, -o.working, o.work_px)
+        if target > 0.0:
+            self._work(account, strategy, symbol, o.side, target, o.price)
+        o.working, o.work_px = target, o.price
+
+    def _fill_money(self, symbol: str, qty: float, price: float) -> float:
+        """qty x |price| x multiplier x rate; 0 while the currency has no rate."""
+        sym = f"symbol:{symbol}"
+        rate = self._rate(sym)
+        return 0.0 if math.isnan(rate) else qty * abs(price) * self._mult(sym) * rate
 
     def _open(self, o: Order) -> None:
         o.status = "open"
@@ -131,9 +188,12 @@ class ReferenceOrders:
                 o = self._bind(ev)
             o.has_new = True
             o.parent = ev.parent_id
+            o.venue = ev.venue
+            o.pairs = (ev.account, ev.strategy, ev.symbol)
             o.new_qty, o.new_price = ev.qty, ev.price
             if not o.replaced:
                 o.qty = ev.qty
+                o.price = ev.price
             if o.unattributed > 0.0 and ev.parent_id is not None:
                 self._credit(ev.parent_id, o.unattributed)
                 o.unattributed = 0.0
@@ -144,6 +204,7 @@ class ReferenceOrders:
                 self._close(o)
             else:
                 self._open(o)
+            self._rework(o)
             return True, ev.parent_id
         if isinstance(ev, wire.ReplaceOrder):
             if o is not None and o.replaced:
@@ -158,8 +219,10 @@ class ReferenceOrders:
             o.replaced = True
             o.replace_ns, o.replace_qty, o.replace_price = now, ev.qty, ev.price
             o.qty = ev.qty
+            o.price = ev.price
             if o.status == "open" and self._filled(o):
                 self._close(o)
+            self._rework(o)
             return True, None
         cancel = isinstance(ev, wire.CancelOrder)
         if o is not None and (o.cancelled if cancel else o.rejected):
@@ -173,10 +236,11 @@ class ReferenceOrders:
             o.rejected = True
         if o.status != "closed":
             self._close(o)
+        self._rework(o)
         return True, None
 
     # executions ---------------------------------------------------------------------
-    def _on_trade(self, ev: wire.Fill, at: int) -> str | None:
+    def _on_trade(self, ev: wire.Fill, venue: str | None, at: int) -> str | None:
         assert ev.qty is not None and ev.price is not None
         o = self.orders.get(ev.order_id)
         if o is None:
@@ -205,25 +269,38 @@ class ReferenceOrders:
             ev.price,
             0.0 if ev.fee is None else ev.fee,
             at,
+            venue=venue,
+            counted=self._fill_money(ev.symbol, ev.qty, ev.price),
         )
         self.execs[(ev.account, ev.exec_id)] = x
-        self._trade(x, ev.qty * side, ev.price, x.fee)
+        self._book_trade(x.account, x.strategy, x.symbol, ev.qty * side, ev.price, x.fee)
+        self._rework(o)
         return parent
 
     def _refill(self, x: Execution, sign: float) -> None:
-        """Add or take back ``x``'s notional in the buckets still holding its time."""
+        """Add or take back ``x`` (its notional, or one execution) in the buckets still
+        holding its time."""
         scopes = {
             "firm": "firm",
             "account": f"account:{x.account}",
             "strategy": f"strategy:{x.strategy}",
             "symbol": f"symbol:{x.symbol}",
+            "venue": None if x.venue is None else f"venue:{x.venue}",
         }
-        for kind, level, window in self.counters:
-            if kind != "filln":
+        for counter in self.counters:
+            kind, level, window, side, venue = counter
+            if kind not in ("filln", "fills") or not _wanted(side, venue, x.side, x.venue):
                 continue
-            w = self.windows.get((kind, level, window, scopes[level]))
+            scope = scopes[level]
+            w = self.windows.get((counter, scope)) if scope is not None else None
             if w is not None:
-                w.take_back(x.count_ns // -(-window // BUCKETS), -sign * x.qty * abs(x.price))
+                v = x.counted if kind == "filln" else 1.0
+                w.take_back(x.count_ns // -(-window // BUCKETS), -sign * v)
+
+    def _rework_exec(self, x: Execution) -> None:
+        o = self.orders.get(x.order)
+        if o is not None and o.serial == x.serial:
+            self._rework(o)
 
     def _unfill(self, x: Execution) -> None:
         if x.parent is not None:
@@ -235,23 +312,29 @@ class ReferenceOrders:
             if x.parent is None:
                 o.unattributed = max(0.0, snap(o.unattributed - x.qty))
 
-    def _on_amend(self, ev: wire.Fill) -> tuple[bool, str | None]:
+    def _on_amend(self, ev: wire.Fill, now: int) -> tuple[bool, str | None]:
         assert ev.ref_exec_id is not None
         x = self.execs[(ev.account, ev.ref_exec_id)]
         if x.busted:
             self.bad.append("exec_busted")
             return False, None
-        self._trade(x, -x.qty * x.side, x.price, -x.fee)
+        self._book_trade(x.account, x.strategy, x.symbol, -x.qty * x.side, x.price, -x.fee)
         self._refill(x, -1.0)
         self._unfill(x)
-        if ev.exec_type == "bust":
+        bust = ev.exec_type == "bust"
+        px = x.price if bust else float(ev.price)  # type: ignore[arg-type]
+        key = (ev.account, ev.ref_exec_id)
+        self._amend_reference(f"symbol:{x.symbol}", key, bust, px, now)
+        if bust:
             x.busted = True
+            self._rework_exec(x)
             return True, x.parent
         assert ev.qty is not None and ev.price is not None
         x.qty, x.price = ev.qty, ev.price
         if ev.fee is not None:
             x.fee = ev.fee
-        self._trade(x, x.qty * x.side, x.price, x.fee)
+        x.counted = self._fill_money(x.symbol, x.qty, x.price)
+        self._book_trade(x.account, x.strategy, x.symbol, x.qty * x.side, x.price, x.fee)
         self._refill(x, 1.0)
         if x.parent is not None:
             self._credit(x.parent, x.qty)
@@ -260,15 +343,72 @@ class ReferenceOrders:
             o.cum = snap(o.cum + x.qty)
             if x.parent is None:
                 o.unattributed = snap(o.unattributed + x.qty)
+        self._rework_exec(x)
         return True, x.parent
 
+    def _recount(self, items: list[Any], now: int) -> None:
+        """The feed jumped: move what the events ahead of the clock counted (at the old
+        clock) to the bucket of ``now``; duplicate-order counts stay where they are."""
+        for item in items:
+            if item is None:
+                continue
+            ev, scopes, side, venue, at = item
+            fill = isinstance(ev, wire.Fill)
+            x = self.execs.get((ev.account, ev.exec_id)) if fill else None
+            if fill and (x is None or x.busted or x.count_ns != at):
+                continue
+            for counter in self.counters:
+                kind, level, window, side_f, venue_f = counter
+                scope = scopes[level]
+                if kind == "dup" or scope is None or not _wanted(side_f, venue_f, side, venue):
+                    continue
+                v = 0.0
+                if kind == "new":
+                    v = 1.0 if isinstance(ev, wire.NewOrder) else 0.0
+                elif kind == "msg":
+                    messages = wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder
+                    v = 1.0 if isinstance(ev, messages) else 0.0
+                elif kind == "rej":
+                    v = 1.0 if isinstance(ev, wire.RejectOrder) else 0.0
+                elif kind == "cxl":
+                    v = 1.0 if isinstance(ev, wire.CancelOrder) else 0.0
+                elif kind == "filln" and x is not None:
+                    v = x.counted
+                elif kind == "fills":
+                    v = 1.0 if fill else 0.0
+                if v == 0.0:
+                    continue
+                width = -(-window // BUCKETS)
+                w = self.windows.setdefault((counter, scope), Window())
+                w.take_back(at // width, v)
+                w.advance(now // width)
+                w.add(now // width, v)
+            if x is not None:
+                x.count_ns = now
+
     # windows --------------------------------------------------------------------------
-    def _count(self, ev: wire.Event, scopes: dict[str, str], now: int, at: int) -> None:
-        for kind, level, window in self.counters:
+    def _count(
+        self,
+        ev: wire.Event,
+        scopes: dict[str, str | None],
+        side: int,
+        venue: str | None,
+        now: int,
+        at: int,
+    ) -> None:
+        for counter in self.counters:
+            kind, level, window, side_f, venue_f = counter
             scope = scopes[level]
+            if scope is None:
+                continue
+            wanted = _wanted(side_f, venue_f, side, venue)
+            if kind == "dup" and (not isinstance(ev, wire.NewOrder) or not wanted):
+                continue
             bucket = at // -(-window // BUCKETS)
-            w = self.windows.setdefault((kind, level, window, scope), Window())
+            w = self.windows.setdefault((counter, scope), Window())
             w.advance(bucket)
+            if not wanted:
+                continue
             v = 0.0
             if kind == "new":
                 v = 1.0 if isinstance(ev, wire.NewOrder) else 0.0
@@ -281,64 +421,124 @@ class ReferenceOrders:
                 v = 1.0 if isinstance(ev, wire.CancelOrder) else 0.0
             elif kind == "filln" and isinstance(ev, wire.Fill):
                 assert ev.qty is not None and ev.price is not None
-                v = ev.qty * abs(ev.price)
+                v = self._fill_money(ev.symbol, ev.qty, ev.price)
+            elif kind == "fills":
+                v = 1.0 if isinstance(ev, wire.Fill) else 0.0
             elif kind == "dup" and isinstance(ev, wire.NewOrder):
-                v = self._dup(ev, level, window, scope, now)
+                v = self._dup(ev, counter, scope, now)
             w.add(bucket, v)
 
-    def _dup(self, ev: wire.NewOrder, level: str, window: int, scope: str, now: int) -> float:
+    def _dup(self, ev: wire.NewOrder, counter: Counter, scope: str, now: int) -> float:
         px = -1.0 if ev.price is None else ev.price
-        key = (("dup", level), window, scope, ev.symbol, ev.side, ev.qty, px)
+        key = (counter, scope, ev.symbol, ev.side, ev.qty, px)
         prev = self.dup.get(key, -1)
         if now > prev:
             self.dup[key] = now
             if len(self.dup) > self.dup_purge_at:
-                self.dup = {k: t for k, t in self.dup.items() if not t < self.last_any - k[1]}
+                self.dup = {k: t for k, t in self.dup.items() if not t < self.last_any - k[0][2]}
                 self.dup_purge_at = max(4096, 2 * len(self.dup))
-        return 1.0 if prev >= 0 and abs(now - prev) < window else 0.0
+        return 1.0 if prev >= 0 and abs(now - prev) < counter[2] else 0.0
 
-    def _window(self, kind: str, rule: Rule, scope: str) -> float:
-        key = (kind, rule.scope, (rule.window_ms or 0) * 1_000_000, scope)
-        w = self.windows.get(key)
+    def _window(self, kind: str, rule: Rule, scope: str, venue: str | None) -> float:
+        sides = rule.event_filter("side")
+        side = 0 if len(sides) != 1 else 1 if sides[0] == "buy" else -1
+        counter = (kind, rule.scope, (rule.window_ms or 0) * 1_000_000, side, venue)
+        w = self.windows.get((counter, scope))
         return w.total if w else 0.0
 
     # rule values ----------------------------------------------------------------------
     def _evaluate(
-        self, ev: wire.Event, scopes: dict[str, str], parent: str | None, now: int
+        self,
+        ev: wire.Event,
+        scopes: dict[str, str | None],
+        side: int,
+        venue: str | None,
+        parent: str | None,
+        now: int,
     ) -> None:
         family = FAMILY_NAMES[ev.__struct_config__.tag]  # type: ignore[index]
         sym = scopes["symbol"]
+        assert sym is not None
         for i, rule in enumerate(self.rules):
             if rule.metric not in family:
                 continue
+            sides = rule.event_filter("side")
+            if len(sides) == 1 and side != (1 if sides[0] == "buy" else -1):
+                continue
+            venues = rule.event_filter("venue")
+            if venues and venue not in venues:
+                continue
             scope = scopes[rule.scope]
-            if self._matches(rule, scope):
-                self._check(i, rule, scope, self._value(rule, ev, scope, sym, parent), now)
+            if scope is None or not self._matches(rule, scope):
+                continue
+            pair = None
+            if METRICS[rule.metric].per_position:
+                owner = scope if rule.scope in ("account", "strategy") else "firm"
+                pair = (owner, sym)
+            v = self._value(rule, ev, scope, sym, parent, pair, venue if venues else None)
+            self._check(i, rule, scope, v, now, venue if venues else None, pair)
+        trade = isinstance(ev, wire.Fill) and ev.exec_type == "trade"
+        if not (trade or isinstance(ev, wire.NewOrder | wire.ReplaceOrder)):
+            return
+        order: Any = ev
+        for i, rule in enumerate(self.rules):
+            if rule.metric != "restricted" or order.symbol not in rule.match["symbol"]:
+                continue
+            accounts = rule.match.get("account")
+            strategies = rule.match.get("strategy")
+            if accounts and order.account not in accounts:
+                continue
+            if strategies and order.strategy not in strategies:
+                continue
+            scope = scopes["strategy"]
+            assert scope is not None
+            self._check(i, rule, scope, 1.0, now, (sym, order.account if accounts else None))
 
-    def _value(self, rule: Rule, ev: wire.Event, scope: str, sym: str, parent: str | None) -> float:
+    def _value(
+        self,
+        rule: Rule,
+        ev: wire.Event,
+        scope: str,
+        sym: str,
+        parent: str | None,
+        pair: tuple[str, str] | None,
+        venue: str | None,
+    ) -> float:
         m = rule.metric
         qty = getattr(ev, "qty", None)
         price = getattr(ev, "price", None)
         ref = self.ref.get(sym) if self.price_src.get(sym, 0) > 0 else None
+        if m == "fill_notional_rate":
+            return money(self._window("filln", rule, scope, venue))
         if m in COUNTED and m != "cancel_ratio":
-            return self._window(COUNTED[m][0], rule, scope)
+            return self._window(COUNTED[m][0], rule, scope, venue)
         if m == "cancel_ratio":
-            news = self._window("new", rule, scope)
-            cxl = self._window("cxl", rule, scope)
+            news = self._window("new", rule, scope, venue)
+            cxl = self._window("cxl", rule, scope, venue)
             return cxl / news if news >= rule.min_orders else math.nan
         if m == "order_qty":
             return float(qty)  # type: ignore[arg-type]
         if m == "order_notional":
+            rate = self._rate(sym)
+            if math.isnan(rate):
+                return math.nan
+            size = qty * self._mult(sym) * rate  # type: ignore[operator]
             px = price if price is not None else ref
-            return float(qty * abs(px)) if px is not None else math.nan
+            return money(float(size * abs(px))) if px is not None else math.nan
         if m == "price_deviation":
             if price is None or ref is None or ref == 0.0:
                 return math.nan
             return float(abs(price - ref) / abs(ref))
         if m == "position_qty":
-            owner = "firm" if rule.scope in ("firm", "symbol") else scope
-            lot = self.lots.get((owner, sym))
+            assert pair is not None
+            lot = self.lots.get(pair)
             return abs(lot.qty) if lot is not None else 0.0
+        if m == "position_break_qty":
+            assert pair is not None
+            if pair not in self.broker:
+                return math.nan
+            lot = self.lots.get(pair)
+            return abs(snap((lot.qty if lot else 0.0) - self.broker[pair]))
         if m == "parent_overfill_ratio":
             p = self.parents.get(parent) if parent is not None else None
             if p is None or p[0] is None:
@@ -348,3 +548,8 @@ class ReferenceOrders:
                 return 1.0
             return filled / declared  # type: ignore[operator]
         return self._stateful(m, scope)
+
+
+def _wanted(side_f: int, venue_f: str | None, side: int, venue: str | None) -> bool:
+    """Whether a counter limited to side ``side_f`` / venue ``venue_f`` counts an event."""
+    return side_f in (0, side) and (venue_f is None or venue_f == venue)

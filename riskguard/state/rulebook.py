@@ -4,7 +4,11 @@ A rule whose ``match`` lists several values becomes one row per combination, so
 the kernel only ever compares one scope id per row. Windowed metrics share
 counters when they count the same thing at the same level over the same window.
 Match values are interned up front: a rule may name a strategy that has not
-traded yet, and must apply from its first event.
+traded yet, and must apply from its first event. ``match.side`` and ``match.venue`` of a
+metric measured per order or fill select events: they become the row's event filter and
+its counters' (a counter limited to one side or venue counts only those events).
+Restricted-list entries become rows of metric ``restricted``, one per symbol, judged
+only for events in a symbol flagged restricted (``Rules.restricted_rows``).
 """
 
 from __future__ import annotations
@@ -25,9 +29,19 @@ from riskguard.limits.vocabulary import (
     codes,
     metrics_moved_by,
 )
-from riskguard.state.bundles import COUNTER, NBUCKETS, RULE, Rules
+from riskguard.state.bundles import COUNTER, RULE, Rules
+from riskguard.state.codes import MAX_WARN, NBUCKETS
 from riskguard.state.keys import KeySpace
-from riskguard.vocabulary import ACTION_CODE, EVENT_TYPES, TYPE_CODE
+from riskguard.vocabulary import (
+    A_ALERT,
+    ACTION_CODE,
+    EVENT_TYPES,
+    L_ACCOUNT,
+    L_STRATEGY,
+    L_SYMBOL,
+    L_VENUE,
+    TYPE_CODE,
+)
 
 Array = np.ndarray[Any, Any]
 
@@ -73,31 +87,35 @@ def compile_limits(
     ``skew_ns`` and ``lateness_ns`` are the engine's time bounds (process settings,
     ``[engine]``), carried in :class:`Rules` for the kernel.
     """
-    counters: dict[tuple[int, int, int], int] = {}
+    counters: dict[tuple[int, int, int, int, int], int] = {}
 
-    def counter(kind: int, level: int, window_ms: int) -> int:
-        key = (kind, level, window_ms * 1_000_000)
+    def counter(kind: int, level: int, window_ms: int, side: int, venue: int) -> int:
+        key = (kind, level, window_ms * 1_000_000, side, venue)
         if key not in counters:
             counters[key] = len(counters)
         return counters[key]
 
     rows: list[tuple[Any, ...]] = []
     row_rule: list[Rule] = []
-    for index, rule in enumerate(limits.rules):
+    for index, rule in enumerate(limits.all_rules):
         spec = METRICS[rule.metric]
         level = LEVEL[rule.scope]
-        c1 = c2 = -1
-        if spec.windowed:
-            assert rule.window_ms is not None
-            num, den = COUNTERS[spec.code]
-            c1 = counter(num, level, rule.window_ms)
-            if den is not None:
-                c2 = counter(den, level, rule.window_ms)
-        for match, match_acc, source in _combinations(rule, level, keys):
+        sides = rule.event_filter("side")
+        side = 0 if len(sides) != 1 else 1 if sides[0] == "buy" else -1
+        warn = [*rule.warn_at, *[np.nan] * (MAX_WARN - len(rule.warn_at))]
+        for match, match_acc, source, venue, symbol, event_acc in _combinations(rule, keys):
+            c1 = c2 = -1
+            if spec.windowed:
+                assert rule.window_ms is not None
+                num, den = COUNTERS[spec.code]
+                c1 = counter(num, level, rule.window_ms, side, venue)
+                if den is not None:
+                    c2 = counter(den, level, rule.window_ms, side, venue)
+            action = ACTION_CODE[rule.action]
             row = {
                 "metric": spec.code,
                 "level": level,
-                "action": ACTION_CODE[rule.action],
+                "action": action,
                 "match": match,
                 "match_account": match_acc,
                 "counter": c1,
@@ -105,8 +123,20 @@ def compile_limits(
                 "min_orders": rule.min_orders,
                 "rule": index,
                 "source": source,
+                "side": side,
+                "venue": venue,
+                "symbol": symbol,
+                "event_account": event_acc,
                 "upper": rule.upper,
                 "lower": rule.lower,
+                "warn0": warn[0],
+                "warn1": warn[1],
+                "warn2": warn[2],
+                "warn3": warn[3],
+                "rearm": rule.alert_rearm,
+                "warn_rearm": rule.warn_rearm,
+                "per_pair": int(spec.per_position),
+                "warns": int(bool(rule.warn_at) or action == A_ALERT),
             }
             rows.append(tuple(row[name] for name in RULE.names or ()))
             row_rule.append(rule)
@@ -119,14 +149,16 @@ def compile_limits(
         by_type[t, : len(moved)] = moved
     exposure = [r for r in range(n) if int(metric[r]) in EXPOSURE]
     feed = [r for r in range(n) if int(metric[r]) in FEED]
+    restricted = [r for r in range(n) if row_rule[r].metric == "restricted"]
     defs = np.zeros(len(counters), dtype=COUNTER)
-    for (kind, level, window_ns), k in counters.items():
-        defs[k] = (kind, level, -(-window_ns // NBUCKETS), window_ns)
+    for (kind, level, window_ns, side, venue), k in counters.items():
+        defs[k] = (kind, level, side, venue, -(-window_ns // NBUCKETS), window_ns)
     compiled = Rules(
         rows=compiled_rows,
         by_type=by_type,
         exposure_rows=np.array(exposure, dtype=np.int64),
         feed_rows=np.array(feed, dtype=np.int64),
+        restricted_rows=np.array(restricted, dtype=np.int64),
         revalue_ns=limits.revalue_ms * 1_000_000,
         skew_ns=skew_ns,
         lateness_ns=lateness_ns,
@@ -134,13 +166,33 @@ def compile_limits(
     return Rulebook(limits, compiled, tuple(row_rule), defs)
 
 
-def _combinations(rule: Rule, level: int, keys: KeySpace) -> list[tuple[int, int, int]]:
-    """(match scope id, match account id, source id) for each row of ``rule``."""
+def restricted_symbols(book: Rulebook) -> list[int]:
+    """Scope ids of the symbols the restricted list names."""
+    rows = book.rules.rows
+    return sorted({int(rows["symbol"][r]) for r in book.rules.restricted_rows.tolist()})
+
+
+Combination = tuple[int, int, int, int, int, int]
+
+
+def _combinations(rule: Rule, keys: KeySpace) -> list[Combination]:
+    """(match scope id, match account id, source id, venue filter id, symbol filter id,
+    event account filter id) for each row of ``rule``."""
     if rule.metric == "feed_silence_ms":
         sources = rule.match.get("source")
-        return [(-1, -1, keys.source(s)) for s in sources] if sources else [(-1, -1, -1)]
+        if not sources:
+            return [(-1, -1, -1, -1, -1, -1)]
+        return [(-1, -1, keys.source(s), -1, -1, -1) for s in sources]
+    if rule.metric == "restricted":
+        symbol_ids = [keys.scope(L_SYMBOL, v) for v in rule.match["symbol"]]
+        account_ids = [keys.scope(L_ACCOUNT, v) for v in rule.match.get("account", ())] or [-1]
+        strategy_ids = [keys.scope(L_STRATEGY, v) for v in rule.match.get("strategy", ())] or [-1]
+        combos = itertools.product(symbol_ids, account_ids, strategy_ids)
+        return [(st, -1, -1, -1, y, a) for y, a, st in combos]
+    level = LEVEL[rule.scope]
     own = rule.match.get(rule.scope, ())
     accounts = rule.match.get("account", ()) if rule.scope == "strategy" else ()
     own_ids = [keys.scope(level, v) for v in own] or [-1]
-    acc_ids = [keys.scope(LEVEL["account"], v) for v in accounts] or [-1]
-    return [(m, a, -1) for m, a in itertools.product(own_ids, acc_ids)]
+    acc_ids = [keys.scope(L_ACCOUNT, v) for v in accounts] or [-1]
+    venue_ids = [keys.scope(L_VENUE, v) for v in rule.event_filter("venue")] or [-1]
+    return [(m, a, -1, v, -1, -1) for m, a, v in itertools.product(own_ids, acc_ids, venue_ids)]

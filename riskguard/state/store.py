@@ -13,11 +13,9 @@ import numpy as np
 
 from riskguard.state.bundles import (
     COUNTER,
+    EVENT,
     FILLS,
     GLOBALS,
-    O_CLOSED,
-    O_PENDING,
-    RING,
     Array,
     Counters,
     State,
@@ -25,6 +23,7 @@ from riskguard.state.bundles import (
     grown,
     records,
 )
+from riskguard.state.codes import JUMP_CONFIRM, O_CLOSED, O_PENDING, RING
 from riskguard.state.keys import KeySpace
 from riskguard.state.tables import empty_dups, empty_edges, ensure_dups, ensure_edges
 
@@ -63,11 +62,13 @@ class StateStore:
         self.state = State(
             **per_id,
             globals=_globals(),
+            ahead=fill_record(EVENT, typ=-1).repeat(JUMP_CONFIRM),
             counters=_counters(np.zeros(0, dtype=COUNTER), capacity),
             edges=empty_edges(),
             dups=empty_dups(),
         )
         self._scopes = 1  # scope 0 (the firm) is laid out by the fill values
+        self.state.currencies["known"][0] = 1  # the base currency: rate 1, always known
 
     def reset_counters(self, defs: Array) -> None:
         """Install counter definitions ``defs`` (COUNTER records).
@@ -124,6 +125,7 @@ class StateStore:
             parents=grown("parents", st.parents, len(keys.parents)),
             sources=grown("sources", st.sources, len(keys.source_names)),
             execs=grown("execs", st.execs, keys.n_execs),
+            currencies=grown("currencies", st.currencies, len(keys.currency_names)),
             counters=c,
         )
 

@@ -56,41 +56,43 @@ def _edge_slot(keys, key):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def edge_add(edges, key):  # type: ignore[no-untyped-def]
-    """Insert ``key``; True when it was not there (an edge is raised)."""
+def edge_get(edges, key):  # type: ignore[no-untyped-def]
+    """The raised bits of ``key`` (0: none)."""
     i = _edge_slot(edges.keys, key)
-    if i >= 0:
-        return False
-    i = -i - 1
-    counts = edges.counts[0]
-    if edges.keys[i] == EMPTY:
-        counts.used += 1
-    edges.keys[i] = key
-    counts.live += 1
-    return True
+    return edges.vals[i] if i >= 0 else np.int64(0)
 
 
 @njit(cache=True, _nrt=False)
-def edge_remove(edges, key):  # type: ignore[no-untyped-def]
-    """Delete ``key``; True when it was there (an edge is cleared)."""
+def edge_put(edges, key, bits):  # type: ignore[no-untyped-def]
+    """Set the raised bits of ``key``; 0 deletes it."""
     i = _edge_slot(edges.keys, key)
+    counts = edges.counts[0]
+    if bits == 0:
+        if i >= 0:
+            edges.keys[i] = DELETED
+            edges.vals[i] = 0
+            counts.live -= 1
+        return
     if i < 0:
-        return False
-    edges.keys[i] = DELETED
-    edges.counts[0].live -= 1
-    return True
+        i = -i - 1
+        if edges.keys[i] == EMPTY:
+            counts.used += 1
+        edges.keys[i] = key
+        counts.live += 1
+    edges.vals[i] = bits
 
 
 @njit(cache=True, _nrt=False)
 def _copy_edges(old, new):  # type: ignore[no-untyped-def]
-    for k in old:
-        if k >= 0:
-            edge_add(new, k)
+    for i in range(old.keys.shape[0]):
+        if old.keys[i] >= 0:
+            edge_put(new, old.keys[i], old.vals[i])
 
 
 def empty_edges(cap: int = MIN_CAP) -> Edges:
     """An empty edge set with ``cap`` slots (a power of two)."""
-    return Edges(np.full(cap, EMPTY, dtype=np.int64), fill_record(TABLE))
+    keys = np.full(cap, EMPTY, dtype=np.int64)
+    return Edges(keys, np.zeros(cap, dtype=np.int64), fill_record(TABLE))
 
 
 def ensure_edges(edges: Edges, extra: int) -> Edges:
@@ -100,7 +102,7 @@ def ensure_edges(edges: Edges, extra: int) -> Edges:
     if 2 * (int(counts["used"]) + extra) <= cap:
         return edges
     fresh = empty_edges(max(cap, _pow2(2 * (int(counts["live"]) + extra))))
-    _copy_edges(edges.keys, fresh)
+    _copy_edges(edges, fresh)
     return fresh
 
 

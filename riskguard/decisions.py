@@ -1,0 +1,182 @@
+"""From the kernel's output to what people read: transitions, alerts, resolves, refusals.
+
+A mix-in of :class:`riskguard.engine.Engine`: each kernel decision becomes a
+:class:`~riskguard.vocabulary.Transition` (a state change, an alert, a warning level
+crossed, or a resolve naming the alert it ends), recorded by the kill switch; refused
+reference data becomes a bad event; a currency met without a rate becomes a system alert.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from riskguard.events import BadEvent
+from riskguard.limits.model import Rule
+from riskguard.state.codes import N_REFDATA, TO_ALERT, TO_RESOLVE
+from riskguard.vocabulary import STATES, Transition, system_alert, transition_id
+
+if TYPE_CHECKING:
+    from riskguard.killswitch import KillSwitch
+    from riskguard.state.bundles import Output
+    from riskguard.state.columnar import Built
+    from riskguard.state.keys import KeySpace
+    from riskguard.state.rulebook import Rulebook
+    from riskguard.state.store import StateStore
+
+
+class Decisions:
+    """Reading the kernel's decisions (see :class:`riskguard.engine.Engine`)."""
+
+    keys: KeySpace
+    store: StateStore
+    rulebook: Rulebook
+    killswitch: KillSwitch
+    clock: Callable[[], int]
+    event_time: bool
+    _out: Output
+    _raised: dict[tuple[int, int, int], str]
+
+    def _refused(self, built: Built, e: int, kind: int, where: str) -> BadEvent:
+        symbol = self.keys.scope_names[int(built.batch["symbol"][e])]
+        if kind == N_REFDATA:
+            return BadEvent(
+                "refdata_changed",
+                f"instrument event changes the contract size or currency of {symbol}, which "
+                "is already held or worked this session; reference data must come first",
+                where,
+            )
+        return BadEvent(
+            "no_price",
+            f"opening position in {symbol} has no price, and no mark or fill has priced the "
+            "symbol yet: give its average cost in 'price', or send a mark first",
+            where,
+        )
+
+    def _unpriced_currencies(self) -> list[Transition]:
+        """A system alert for each currency a position or order met without a rate."""
+        cur = self.store.state.currencies
+        noted = np.flatnonzero(cur["noted"] == 1)
+        alerts = []
+        for c in noted.tolist():
+            cur["noted"][c] = 2
+            code = self.keys.currency_names[c]
+            symbols = self._symbols_in(c)
+            alerts.append(
+                self.killswitch.record(
+                    system_alert(
+                        "fx-rate-missing",
+                        "fx_rate",
+                        self.killswitch.state("firm"),
+                        reason=(
+                            f"no {code} exchange rate yet: positions and orders in {symbols} "
+                            f"are not valued, and every money metric of the scopes holding "
+                            f"them is unknown (not evaluated) until an fx event for {code} "
+                            "arrives"
+                        ),
+                        now_ns=self.clock(),
+                    )
+                )
+            )
+        return alerts
+
+    def _symbols_in(self, c: int) -> str:
+        sym = self.store.state.symbols
+        names: list[str] = []
+        y = int(self.store.state.currencies["first_symbol"][c])
+        while y >= 0 and len(names) < 10:
+            names.append(self.keys.scope_names[y].partition(":")[2])
+            y = int(sym["next_in_currency"][y])
+        return ", ".join(names)
+
+    def _drain(self, into: list[Transition]) -> None:
+        """Turn the decisions into :class:`Transition` records, in order, and reset them."""
+        counts = self._out.counts
+        n_out = int(counts["n"][0])
+        counts["n"] = 0
+        counts["need"] = 0
+        if n_out == 0:
+            return
+        decided = self.clock()
+        names = self.keys.scope_names
+        rows = self.rulebook.rules.rows
+        positions = self.store.state.positions
+        for _e, r, sid, old, new, value, ts, level, edge, pair in self._out.decisions[
+            :n_out
+        ].tolist():
+            rule = self.rulebook.row_rule[r]
+            if self.event_time:
+                decided = ts
+            scope = names[sid]
+            symbol = None
+            if pair >= 0:
+                symbol = names[int(positions["symbol"][pair])].partition(":")[2]
+            elif rule.metric == "restricted":
+                symbol = names[int(rows["symbol"][r])].partition(":")[2]
+            warn = not math.isnan(level)  # a warning level
+            key = (r, pair if pair >= 0 else sid, edge)
+            if new == TO_ALERT:
+                tag = f"WARN{level:g}:" if warn else "ALERT:"
+                what = f"{tag}{rule.name}" + (f":{symbol}" if symbol else "")
+                tr = Transition(
+                    id=transition_id(scope, decided, what),
+                    scope=scope,
+                    from_=STATES[old],
+                    to=STATES[old],
+                    kind="alert",
+                    ts=ts,
+                    decided_ns=decided,
+                    rule=rule.name,
+                    metric=rule.metric,
+                    value=value,
+                    limit=rule.limit_for(value) if not warn else self._bound(rule),
+                    level=level if warn else None,
+                    symbol=symbol,
+                    reason=rule.reason or None,
+                )
+                self._raised[key] = tr.id
+            elif new == TO_RESOLVE:
+                ends = self._raised.pop(key, None)
+                tr = Transition(
+                    id=transition_id(scope, decided, f"RESOLVE:{ends or rule.name}"),
+                    scope=scope,
+                    from_=STATES[old],
+                    to=STATES[old],
+                    kind="resolve",
+                    ts=ts,
+                    decided_ns=decided,
+                    rule=rule.name,
+                    metric=rule.metric,
+                    value=value,
+                    limit=self._bound(rule),
+                    level=level if warn else None,
+                    symbol=symbol,
+                    ends=ends,
+                )
+            else:
+                tr = Transition(
+                    id=transition_id(scope, decided, STATES[new]),
+                    scope=scope,
+                    from_=STATES[old],
+                    to=STATES[new],
+                    kind="auto",
+                    ts=ts,
+                    decided_ns=decided,
+                    rule=rule.name,
+                    metric=rule.metric,
+                    value=value,
+                    limit=rule.limit_for(value),
+                    symbol=symbol,
+                    reason=rule.reason or None,
+                )
+            into.append(self.killswitch.record(tr))
+
+    @staticmethod
+    def _bound(rule: Rule) -> float:
+        """The bound warning levels are fractions of: ``max`` if positive, else ``min``."""
+        if rule.max is not None and rule.max > 0:
+            return rule.max
+        return rule.lower

@@ -1,0 +1,44 @@
+"""Quantity and money arithmetic of the kernel: decimal sums that add up, equality of
+quantities, money as it is judged.
+
+numba helpers (``@njit(cache=True, _nrt=False)``); the reference model spells the same
+rules out in :mod:`riskguard.state.reference_defs`. See QTY_DECIMALS, QTY_EXACT_BELOW,
+QTY_RTOL, MONEY_DECIMALS and MONEY_EXACT_BELOW in :mod:`riskguard.state.codes`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from riskguard.state.codes import MONEY_EXACT_BELOW, QTY_EXACT_BELOW, QTY_RTOL
+
+
+@njit(cache=True, _nrt=False)
+def snap(x):  # type: ignore[no-untyped-def]
+    """A quantity sum rounded to QTY_DECIMALS decimals (while below QTY_EXACT_BELOW)."""
+    if abs(x) >= QTY_EXACT_BELOW:
+        return x
+    return math.floor(x * 1e9 + 0.5) / 1e9
+
+
+@njit(cache=True, _nrt=False)
+def near(a, b):  # type: ignore[no-untyped-def]
+    """Whether quantities ``a`` and ``b`` are equal: exactly below QTY_EXACT_BELOW (sums
+    there are exact decimals), within QTY_RTOL of the larger above it."""
+    big = max(abs(a), abs(b))
+    if big < QTY_EXACT_BELOW:
+        return a == b
+    return abs(a - b) <= QTY_RTOL * big
+
+
+@njit(cache=True, _nrt=False)
+def money(x):  # type: ignore[no-untyped-def]
+    """A money value as it is judged: rounded to MONEY_DECIMALS decimals (half away from
+    zero) while below MONEY_EXACT_BELOW; NaN stays NaN."""
+    if math.isnan(x) or abs(x) >= MONEY_EXACT_BELOW:
+        return x
+    if x < 0.0:
+        return -(math.floor(-x * 1e6 + 0.5) / 1e6)
+    return math.floor(x * 1e6 + 0.5) / 1e6
