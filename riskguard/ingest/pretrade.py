@@ -132,7 +132,12 @@ class PreTradeFeed:
         self._publisher = publisher
 
     def _transition(self, tr: Transition) -> None:
-        if tr.to == "REDUCE_ONLY" and not tr.is_alert:
+        """Any state change of a scope ends what was published for it; entering
+        REDUCE_ONLY wakes the task for the scope's positions."""
+        if tr.is_alert:
+            return
+        self._positions.pop(tr.scope, None)
+        if tr.to == "REDUCE_ONLY":
             self._wake.set()
 
     # publishing ------------------------------------------------------------------
