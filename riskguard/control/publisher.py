@@ -6,10 +6,10 @@ that could not be published stays pending, with the messages that follow it (its
 cancel request), and is re-sent every second until the broker takes it; the
 newest state per scope wins, which is what a compacted topic keeps anyway.
 
-In one publish the state records of all its transitions are handed to the
-producer first, then each transition's following messages (its cancel request,
-built only then, so a large request never delays a halt's state record); all are
-awaited together.
+In one publish the state records of all its transitions are sent and acknowledged
+first; only then is each transition's following messages (its cancel request) built
+and sent, and awaited in turn: building and sending a large request never delays a
+halt's state record.
 """
 
 from __future__ import annotations
@@ -48,24 +48,32 @@ class ControlPublisher:
         self.pending_follow: dict[str, Sequence[Message]] = {}
         self._log = log.get("control")
         self.last_ok_mono = time.monotonic()
+        self._in_flight = 0
+        self._quiet = asyncio.Event()  # set while no transition is being published
+        self._quiet.set()
 
     async def publish(self, transitions: list[Transition], follow: Follow | None = None) -> bool:
         """Publish state changes (alerts are skipped). True when all were acknowledged.
 
         ``follow(tr)`` gives the messages to publish after ``tr``'s state record (its
-        cancel request); it is called once per state change, after every state record
-        of the publish was handed to the producer. A failed publish keeps each
+        cancel request); it is called once per state change, after the broker
+        acknowledged every state record of the publish. A failed publish keeps each
         transition and its messages pending (:meth:`retry_pending`).
         """
         items = [tr for tr in transitions if not tr.is_alert]
         if not items:
             return True
         built: dict[str, Sequence[Message]] = {}
+        self._in_flight += 1
+        self._quiet.clear()  # gate data waits: nothing of it between a state and its request
         try:
-            futures = []
+            states = []
             for tr in items:
                 key, value = state_message(tr)
-                futures.append(await self.producer.send(self.topic, value, key=key))
+                states.append(await self.producer.send(self.topic, value, key=key))
+            await asyncio.gather(*states)  # on the topic: gates refuse from now on
+            acked = time.time_ns()
+            futures = []
             for tr in items:
                 built[tr.id] = follow(tr) if follow is not None else ()
                 for key, value in built[tr.id]:
@@ -88,14 +96,17 @@ class ControlPublisher:
                 scopes=[t.scope for t in items],
             )
             return False
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._quiet.set()
         self.last_ok_mono = time.monotonic()
         for tr in items:
             if self.pending.get(tr.scope) is tr:
                 del self.pending[tr.scope]
                 self.pending_follow.pop(tr.id, None)
-        now = time.time_ns()
         for tr in items:
-            self.metrics.decision_latency.observe(max(0, now - tr.ts) / 1e9)
+            self.metrics.decision_latency.observe(max(0, acked - tr.ts) / 1e9)
         return True
 
     async def retry_pending(self) -> None:
@@ -108,10 +119,13 @@ class ControlPublisher:
 
     async def publish_records(self, messages: Sequence[Message]) -> bool:
         """Publish gate data (rules, marks, positions) in chunks of :data:`CHUNK`, each
-        awaited. True when the broker took every message; False (logged at warning,
-        counted) at the first chunk it did not take: the caller sends it again later."""
+        awaited, and none while a transition is being published (transitions and their
+        cancel requests go first). True when the broker took every message; False
+        (logged at warning, counted) at the first chunk it did not take: the caller
+        sends it again later."""
         try:
             for start in range(0, len(messages), CHUNK):
+                await self._quiet.wait()
                 futures = [
                     await self.producer.send(self.topic, value, key=key)
                     for key, value in messages[start : start + CHUNK]

@@ -15,6 +15,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from riskguard import audit
+from riskguard.broker import EmbeddedBroker
 from riskguard.control.reader import partitions
 from riskguard.control.records import (
     CANCEL_PART_MAX,
@@ -27,7 +28,7 @@ from riskguard.ingest.runtime import Sidecar
 from riskguard.ingest.topics import ensure_topics
 from riskguard.limits import Limits, parse
 from riskguard.settings import Settings
-from tests.integration.conftest import OVERFILL
+from tests.integration.conftest import OVERFILL, local_settings
 from tests.integration.test_notifiers import Recorder, recorder, with_sinks
 
 __all__ = ["control_records", "ev", "eventually", "produce", "recorder", "until"]
@@ -139,10 +140,10 @@ async def test_a_halt_names_every_working_order_of_its_scope_and_only_those(
     finally:
         await sidecar.stop()
     (part,) = cancels_of(records, tr.id)
-    keys = [k for k, _ in records]
+    keys = [k for k, _ in records if k != "__heartbeat__"]
     state_at = keys.index("strategy:smars")
     assert keys[state_at + 1] == "cancel:strategy:smars:0"  # right after the state record
-    assert isinstance(records[state_at][1], StateRecord)
+    assert [r for k, r in records if k == "strategy:smars"] == [StateRecord(tr.scope, tr.to, tr)]
     assert (part.scope, part.kind, part.part, part.parts) == ("strategy:smars", "halt", 0, 1)
     assert part.reason == "by alice: runaway"
     by_id = {o.order_id: o for o in part.orders}
@@ -217,7 +218,7 @@ async def test_a_firm_halt_over_many_orders_is_split_into_bounded_parts(
     assert all(len(p.orders) <= CANCEL_PART_MAX for p in parts)
     named = [o.order_id for p in parts for o in p.orders]
     assert sorted(named) == sorted(f"o{i}" for i in range(n))
-    keys = [k for k, _ in records]
+    keys = [k for k, _ in records if k != "__heartbeat__"]
     state_at = keys.index("firm")
     assert keys[state_at + 1 : state_at + 4] == [f"cancel:firm:{i}" for i in range(3)]
 
@@ -308,3 +309,30 @@ async def test_an_order_opened_in_a_halted_scope_after_the_halt_is_named(
     )
     assert "fine" not in incident["reason"]
     assert "1 of them opened in a halted scope after its halt" in incident["reason"]
+
+
+async def test_a_request_the_broker_did_not_take_goes_out_with_its_halt_later(
+    tmp_path: Path,
+) -> None:
+    broker = EmbeddedBroker()
+    broker.start()
+    settings = local_settings(broker, tmp_path, **{"runtime.commit_interval_ms": 200})
+    sidecar = await started(settings)
+    try:
+        await produce(settings, order("w1"), order("w2", account="B"))
+        await until(lambda: sidecar.engine.events_applied == 2)
+        broker.pause()
+        try:
+            tr = await sidecar.manual("halt", "account:A", "alice", "broker trouble")
+            assert tr is not None and sidecar.outbox.pending() == ["account:A"]
+        finally:
+            broker.resume()
+        await until(lambda: sidecar.outbox.pending() == [], timeout=30)
+        records = await control_records(settings)
+    finally:
+        await sidecar.stop()
+        broker.stop()
+    (part,) = cancels_of(records, tr.id)
+    assert [o.order_id for o in part.orders] == ["w1"]
+    keys = [k for k, _ in records if k != "__heartbeat__"]
+    assert keys.index("cancel:account:A:0") > keys.index("account:A")
