@@ -146,8 +146,7 @@ class Overdue:
     order: WorkingOrder
     request: Request
     late: bool
-    key: tuple[int, int]
-    """(order id, serial): the order, whatever its id becomes later."""
+    """Opened in the halted scope after the halt."""
 
     def describe(self) -> str:
         """``o7 (A/smars RSHYY buy 100; halt of strategy:smars)`` for an alert."""
@@ -259,7 +258,7 @@ class CancelTracker:
             for i, key in enumerate(pairs):
                 if key not in seen:
                     seen.add(key)
-                    overdue.append(Overdue(req.orders[i], req, bool(req.late[i]), key))
+                    overdue.append(Overdue(req.orders[i], req, bool(req.late[i])))
         self.overdue = overdue
         self.metrics.cancel_incomplete.set(len(overdue))
         return self._alerts(overdue, seen, now)
