@@ -39,8 +39,18 @@ never more than this queued ahead of a halt's state record."""
 class ControlPublisher:
     """Owns the control topic's producer side."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        metrics: Metrics,
+        data_producer: AIOKafkaProducer | None = None,
+    ) -> None:
+        """``data_producer`` (default: ``producer``) sends the gate data
+        (:meth:`publish_records`): on a producer of its own, a batch of it in flight
+        never holds a transition's state record back."""
         self.producer = producer
+        self.data_producer = data_producer or producer
         self.topic = topic
         self.metrics = metrics
         self.pending: dict[str, Transition] = {}
@@ -127,7 +137,7 @@ class ControlPublisher:
             for start in range(0, len(messages), CHUNK):
                 await self._quiet.wait()
                 futures = [
-                    await self.producer.send(self.topic, value, key=key)
+                    await self.data_producer.send(self.topic, value, key=key)
                     for key, value in messages[start : start + CHUNK]
                 ]
                 await asyncio.gather(*futures)

@@ -116,6 +116,9 @@ class Sidecar:
         self.api_url = ""
         self.recovered = Recovered()
         self.producer: AIOKafkaProducer | None = None
+        #: the gates' data (rules, marks, positions) goes through its own producer, so a
+        #: batch of marks in flight never holds a halt's state record back
+        self.data_producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -131,15 +134,19 @@ class Sidecar:
         client_id = f"riskguard-{self.instance}"
         self.api_url = await self.api.start()  # /livez and /readyz answer during start-up
         await ensure_topics(k)
-        self.producer = AIOKafkaProducer(
+        options = {
             **k.client_options(),
-            acks="all",
-            linger_ms=0,
-            enable_idempotence=k.idempotent_producer,
-            client_id=client_id,
-        )
+            "acks": "all",
+            "linger_ms": 0,
+            "enable_idempotence": k.idempotent_producer,
+        }
+        self.producer = AIOKafkaProducer(**options, client_id=client_id)
         await self.producer.start()
-        control = ControlPublisher(self.producer, k.control_topic, self.metrics)
+        self.data_producer = AIOKafkaProducer(**options, client_id=f"{client_id}-gate-data")
+        await self.data_producer.start()
+        control = ControlPublisher(
+            self.producer, k.control_topic, self.metrics, data_producer=self.data_producer
+        )
         self.outbox.open(control)
         self.feed.open(control)
         await self.audit.start()
@@ -211,6 +218,8 @@ class Sidecar:
         await self.notifier.drain(2.0)
         await self.notifier.stop()
         await self.audit.stop()
+        if self.data_producer:
+            await self.data_producer.stop()
         if self.producer:
             await self.producer.stop()
         await self.api.stop()
