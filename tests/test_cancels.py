@@ -96,6 +96,10 @@ def test_an_unconfirmed_cancel_pages_once_then_resolves() -> None:
     clock.advance(ms=1)
     (done,) = tracker.check()
     assert (done.rule, done.ends) == ("cancel-complete", alert.id)
+    assert (done.value, done.limit) == (1501.0, 1000.0)  # the halt's age when the last closed
+    assert sinks.summary(done).startswith(
+        "riskguard: firm RESOLVED - rule cancel-complete: cancel_age_ms 1,501 vs limit 1,000; "
+    )
     assert done.reason is not None and "the 1 order(s) named by alert" in done.reason
     assert tracker.check() == [] and tracker.requests == {} and tracker.confirmed == 1
     pd = NotifierSettings(kind="pagerduty", url="http://pd")

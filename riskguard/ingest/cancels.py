@@ -194,6 +194,8 @@ class CancelTracker:
     """Requests whose every order closed."""
     _named: set[tuple[int, int]] = field(init=False, default_factory=set)
     _incident_ns: int = field(init=False, default=0)
+    _incident_halt: tuple[int, float] = field(init=False, default=(0, 0.0))
+    """(decided_ns, deadline ms) of the oldest halt the incident named."""
     _updated_ns: int = field(init=False, default=0)
 
     # requests ----------------------------------------------------------------------
@@ -273,10 +275,13 @@ class CancelTracker:
             ends, named = self.incident, len(self._named)
             self.incident, self._named = None, set()
             took = number((now - self._incident_ns) / 1e6)
+            decided_ns, deadline_ms = self._incident_halt
             alert = system_alert(
                 COMPLETE,
                 METRIC,
                 firm,
+                value=round((now - decided_ns) / 1e6, 1),
+                limit=deadline_ms,
                 reason=(
                     f"the {named} order(s) named by alert {ends} have closed, or their halt "
                     f"was lifted, {took} ms after the alert"
@@ -288,17 +293,20 @@ class CancelTracker:
         recent = now - self._updated_ns < UPDATE_INTERVAL_NS
         if self.incident is not None and (not joined or recent):
             return []
-        alert = self._incomplete(overdue, firm, now)
+        oldest = min((o.request for o in overdue), key=lambda r: r.decided_ns)
+        alert = self._incomplete(overdue, oldest, firm, now)
         if self.incident is None:
             self.incident, self._incident_ns = alert.id, now
+            self._incident_halt = (oldest.decided_ns, alert.limit or 0.0)
         else:  # an update: the same incident in every notifier
             alert = msgspec.structs.replace(alert, id=self.incident)
         self._updated_ns = now
         self._named |= keys
         return [alert]
 
-    def _incomplete(self, overdue: list[Overdue], firm: str, now: int) -> Transition:
-        oldest = min((o.request for o in overdue), key=lambda r: r.decided_ns)
+    def _incomplete(
+        self, overdue: list[Overdue], oldest: Request, firm: str, now: int
+    ) -> Transition:
         assert oldest.deadline_ns is not None  # only requests with a deadline are overdue
         listed = "; ".join(o.describe() for o in overdue[:LISTED])
         more = len(overdue) - LISTED

@@ -42,11 +42,12 @@ def _iso(ns: int) -> str:
 
 def summary(tr: Transition) -> str:
     """One line a person reads on a phone: the scope, what happened and why (the value
-    with enough digits to differ from its limit, :func:`riskguard.evidence.evidence`)."""
+    with enough digits to differ from its limit, :func:`riskguard.evidence.evidence`);
+    an alert that ends another says ``RESOLVED``."""
     if tr.kind == "manual":
         verb = "RESUMED" if tr.to == "ACTIVE" else tr.to
         return f"riskguard: {tr.scope} {verb} by {tr.operator}: {tr.reason}"
-    what = "ALERT" if tr.is_alert else tr.to
+    what = ("RESOLVED" if tr.ends else "ALERT") if tr.is_alert else tr.to
     return f"riskguard: {tr.scope} {what} - {evidence(tr)}"
 
 
