@@ -141,6 +141,9 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     broker_budget_ms: int = 3000
     tick_interval_ms: int = 100
     commit_interval_ms: int = 1000
+    #: Marks and REDUCE_ONLY positions for the gates' pre-trade checks go to the control
+    #: topic at most once per key per this many ms (only when they changed).
+    gate_publish_interval_ms: int = 100
     audit_log: str = "riskguard-audit.jsonl"
     #: fsynced local copy of every scope's latest state; re-asserted before consuming
     journal: str = "riskguard-journal.jsonl"
@@ -154,6 +157,10 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     snapshot_keep: int = 3
     instance: str = ""
     log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.gate_publish_interval_ms <= 60_000:
+            raise ValueError("gate_publish_interval_ms must be between 1 and 60000")
 
 
 class EngineSettings(_Redacted, frozen=True, forbid_unknown_fields=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from riskguard.control.records import HeartbeatRecord
+from riskguard.control.records import CancelRecord, HeartbeatRecord
 from riskguard.limits import Limits
 from riskguard.vocabulary import State, Transition
 
@@ -31,6 +31,26 @@ class Reassertion(Protocol):
         self, restored: Sequence[Transition], republish: Sequence[Transition]
     ) -> None:
         """Re-publish ``republish`` to the control topic; count every ``restored`` state."""
+        ...
+
+
+class CancelRequests(Protocol):
+    """Builds the cancel request of each halt and tracks its orders (the cancel tracker)."""
+
+    def request(self, tr: Transition) -> Sequence[CancelRecord]:
+        """The cancel request of a transition to HALTED or REDUCE_ONLY, in parts."""
+        ...
+
+    def lifted(self, tr: Transition) -> None:
+        """A resume: the scope's orders need not be cancelled any more."""
+        ...
+
+
+class RulesChannel(Protocol):
+    """Where the per-order rules of the limits in force are published (the gate feed)."""
+
+    async def rules_changed(self, limits: Limits) -> None:
+        """``limits`` are in force now: publish their per-order rules."""
         ...
 
 

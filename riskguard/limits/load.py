@@ -18,9 +18,11 @@ from riskguard.limits.model import Limits, Rule
 from riskguard.limits.vocabulary import MATCH_FIELDS, METRICS, SCOPES
 from riskguard.vocabulary import ACTIONS
 
-TOP_KEYS = frozenset({"version", "revalue_ms", "rule"})
+TOP_KEYS = frozenset({"version", "revalue_ms", "cancel_deadline_ms", "rule"})
 REVALUE_MAX_MS = 60_000
 DEFAULT_REVALUE_MS = 100
+CANCEL_DEADLINE_MAX_MS = 600_000
+DEFAULT_CANCEL_DEADLINE_MS = 1000
 RULE_KEYS = frozenset(
     {
         "name",
@@ -68,7 +70,10 @@ def parse(data: bytes | str, source: str = "<memory>") -> Limits:
         raise LimitsError(source, [f"TOML syntax: {exc}"]) from exc
     problems: list[str] = []
     for key in sorted(set(doc) - TOP_KEYS):
-        problems.append(f"unknown top-level key {key!r} (allowed: version, revalue_ms, rule)")
+        problems.append(
+            f"unknown top-level key {key!r} (allowed: version, revalue_ms, cancel_deadline_ms, "
+            "rule)"
+        )
     version = doc.get("version")
     if version != 1:
         problems.append(f"'version' must be 1, got {version!r}")
@@ -77,6 +82,15 @@ def parse(data: bytes | str, source: str = "<memory>") -> Limits:
         problems.append(f"'revalue_ms' must be an integer number of milliseconds, got {revalue!r}")
     elif not 0 <= revalue <= REVALUE_MAX_MS:
         problems.append(f"'revalue_ms' must be between 0 and {REVALUE_MAX_MS}, got {revalue}")
+    deadline = doc.get("cancel_deadline_ms", DEFAULT_CANCEL_DEADLINE_MS)
+    if isinstance(deadline, bool) or not isinstance(deadline, int):
+        problems.append(
+            f"'cancel_deadline_ms' must be an integer number of milliseconds, got {deadline!r}"
+        )
+    elif not 0 <= deadline <= CANCEL_DEADLINE_MAX_MS:
+        problems.append(
+            f"'cancel_deadline_ms' must be between 0 and {CANCEL_DEADLINE_MAX_MS}, got {deadline}"
+        )
     entries = doc.get("rule", [])
     if not isinstance(entries, list):
         problems.append("'rule' must be an array of tables ([[rule]])")
@@ -94,7 +108,7 @@ def parse(data: bytes | str, source: str = "<memory>") -> Limits:
             rules.append(rule)
     if problems:
         raise LimitsError(source, problems)
-    return Limits(1, tuple(rules), source, hashlib.sha256(raw).hexdigest(), revalue)
+    return Limits(1, tuple(rules), source, hashlib.sha256(raw).hexdigest(), revalue, deadline)
 
 
 def _number(v: Any) -> bool:

@@ -61,6 +61,10 @@ class Limits:
     digest: str = ""
     revalue_ms: int = 100
     """Marks move holders' exposures at most once per symbol per this many ms (0: every mark)."""
+    cancel_deadline_ms: int = 1000
+    """After a halt (or reduce-only) asks the trading system to cancel working orders, any
+    named order still working this many ms after the decision raises the paging
+    ``cancel-incomplete`` alert (0: no deadline, no alert)."""
 
     def rule(self, name: str) -> Rule:
         """The rule called ``name``; ``KeyError`` when there is none."""
