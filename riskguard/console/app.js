@@ -231,7 +231,7 @@ function renderNotifiers(s) {
   const users = s.users || {};
   const roles = users.roles || {};
   const items = [
-    ["Limits", limits.source + " · " + limits.rules + " rules · sha256 " + String(limits.sha256 || "").slice(0, 12)],
+    ["Limits", limits.source + " · " + limits.rules + (limits.rules === 1 ? " rule" : " rules") + " · sha256 " + String(limits.sha256 || "").slice(0, 12)],
     ["Last limits reload", limits.last_reload_error ? "REJECTED (old limits stay): " + limits.last_reload_error : "ok"],
     ["Users", users.file ? users.file + " · " + Object.entries(roles).map(([r, n]) => n + " " + r).join(", ") : "no users file"],
     ["Last users reload", users.last_reload_error ? "REJECTED (old users stay): " + users.last_reload_error : "ok"],
@@ -321,11 +321,12 @@ function toast(text, bad) {
   toast.timer = setTimeout(() => (t.hidden = true), 8000);
 }
 
-function confirmStep({ title, text, go, reason, run }) {
+function confirmStep({ title, text, go, reason, run, tone }) {
   pendingAction = run;
   $("confirm-title").textContent = title;
   $("confirm-text").textContent = text;
   $("confirm-go").textContent = go;
+  $("confirm-go").className = tone || "danger"; // red to halt, green to resume
   $("confirm-reason").value = reason || "";
   $("confirm-reason-label").hidden = reason !== undefined;
   $("confirm-error").textContent = "";
@@ -391,6 +392,7 @@ function askResume(scope) {
       ? scope + " stays as it is until a second risk-admin approves this request (four-eyes)."
       : "Trading in " + scope + " starts again now. A breach that still stands halts it again at once.",
     go: (needs ? "Request resume of " : "Resume ") + scope,
+    tone: "primary",
     run: (reason) => api("POST", "/v1/resume", { scope, reason }),
   });
 }
@@ -400,6 +402,7 @@ function askApprove(p) {
     title: "Approve resume of " + p.scope + "?",
     text: p.requested_by + " asked: \u201c" + p.reason + "\u201d. Approving resumes " + p.scope + " now, recorded under both names.",
     go: "Approve resume of " + p.scope,
+    tone: "primary",
     run: (reason) => api("POST", "/v1/approve", { request_id: p.request_id, reason }),
   });
 }
@@ -409,6 +412,7 @@ function askWithdraw(p) {
     title: "Withdraw the resume request for " + p.scope + "?",
     text: p.scope + " stays as it is; the request " + p.request_id + " by " + p.requested_by + " ends.",
     go: "Withdraw request for " + p.scope,
+    tone: "plain",
     run: (reason) => api("POST", "/v1/withdraw", { request_id: p.request_id, reason }),
   });
 }
