@@ -15,11 +15,21 @@ trading process that embeds the gate never loads numpy.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Final
 
 from riskguard.vocabulary import Transition
 
-__all__ = ["MAX_DIGITS", "MIN_DIGITS", "evidence", "number", "ratio", "sentence", "versus"]
+__all__ = [
+    "MAX_DIGITS",
+    "MIN_DIGITS",
+    "evidence",
+    "number",
+    "ratio",
+    "sentence",
+    "versus",
+    "when",
+]
 
 MIN_DIGITS: Final = 6
 """Significant digits shown when they suffice."""
@@ -117,3 +127,12 @@ def evidence(tr: Transition) -> str:
     if tr.kind == "manual":
         return f"by {tr.operator}: {tr.reason}"
     return sentence(tr.rule, tr.metric, tr.value, tr.limit, tr.reason)
+
+
+def when(ns: int | None) -> str:
+    """A time in ns since the epoch as people read it: ``2026-11-27 14:03:07.123 UTC``
+    (UTC, millisecond resolution; ``"-"`` for None or a negative time)."""
+    if ns is None or ns < 0:
+        return "-"
+    stamp = datetime.fromtimestamp(ns // 1_000_000_000, UTC)
+    return f"{stamp:%Y-%m-%d %H:%M:%S}.{ns // 1_000_000 % 1000:03d} UTC"

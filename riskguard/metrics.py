@@ -208,6 +208,12 @@ class Metrics:
         self.ready = Gauge(
             "riskguard_ready", "1 when riskguard is ready (see /readyz).", registry=r
         )
+        self.users_reloads = Counter(
+            "riskguard_users_reloads_total",
+            "Users file reloads, by result (applied, rejected).",
+            ["result"],
+            registry=r,
+        )
         self.limits_reloads = Counter(
             "riskguard_limits_reloads_total",
             "Limits file reloads, by result (applied, rejected).",

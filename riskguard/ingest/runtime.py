@@ -45,6 +45,7 @@ from aiokafka.structs import TopicPartition
 from riskguard import __version__, log
 from riskguard.audit import AuditLog
 from riskguard.control.api import ControlApi
+from riskguard.control.overview import feeds
 from riskguard.control.publisher import ControlPublisher
 from riskguard.engine import Engine
 from riskguard.ingest.cancels import CancelTracker
@@ -112,7 +113,14 @@ class Sidecar:
             rules=self.feed,
         )
         self.desk = ManualActions(ks, self.audit, self.outbox)
-        self.api = ControlApi(settings.http, self.desk, self.health, self.status, self.metrics)
+        self.api = ControlApi(
+            settings.http,
+            self.desk,
+            self.health,
+            self.status,
+            self.metrics,
+            facts=lambda: feeds(self.engine, self.metrics),  # console: silence, lag
+        )
         self.api_url = ""
         self.recovered = Recovered()
         self.producer: AIOKafkaProducer | None = None
