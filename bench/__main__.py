@@ -26,6 +26,7 @@ from bench.common import RESULTS, machine, save, table
 #: name -> what it measures (in run order: the quick ones first)
 BENCHES = {
     "kernel": "numba kernel vs the plain-Python reference",
+    "gate_check": "gate.check() per call, 10k scopes and 10k symbols known",
     "replay": "offline replay vs an orjson.loads loop",
     "pipeline": "broker -> state vs a bare aiokafka consumer",
     "memory": "state per position; RSS over a long stable stream",
@@ -60,6 +61,8 @@ def targets(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     k = r.get("kernel", {})
     add("kernel events/s (every metric)", k.get("kernel_events_per_s"), 20e6, ",.0f", True)
     add("kernel / Python reference", k.get("ratio"), 15.0, ".1f", True)
+    gc = r.get("gate_check", {}).get("check_us", {})
+    add("gate.check p99 us (10k scopes, 10k symbols)", gc.get("p99"), 50.0, ".2f", False)
     p = r.get("pipeline", {})
     add("pipeline riskguard / bare consumer", p.get("ratio"), 0.9, ".2f", True)
     levels = r.get("latency", {}).get("levels", [])

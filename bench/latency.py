@@ -41,7 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.common import percentiles, progress, run_config, save, table, wait_ready
 from riskguard.broker import EmbeddedBroker, free_port
-from riskguard.cli.live import request
+from riskguard.cli.client import request
 from riskguard.testing import spawn_run
 
 PARTITIONS = 4
@@ -218,7 +218,9 @@ async def trials(bs: str, broker_pid: int, rate: int, n: int, tmp: Path) -> dict
         tmp,
         f"lat-{run}",
         f'[kafka]\ninput_topics = ["{topic}"]\ninput_partitions = {PARTITIONS}\n'
-        f'control_topic = "{control}"\ndead_letter_topic = "dl-{run}"\n',
+        f'control_topic = "{control}"\ndead_letter_topic = "dl-{run}"\n'
+        # one break-glass resume per trial: the bench times halts, not four-eyes approvals
+        "[http]\nfour_eyes = []\n",
         RUNTIME,
     )
     log = (tmp / f"riskguard-{run}.log").open("wb")
@@ -279,7 +281,7 @@ async def trials(bs: str, broker_pid: int, rate: int, n: int, tmp: Path) -> dict
             refused += bool(line["refused"])
             assert f'"runaway-{i}"' in seen["value"], seen
             floor_ms.append((seen["seen_ns"] - t0) / 1e6)
-            body = {"scope": "account:RUNAWAY", "operator": "bench", "reason": f"trial {i}"}
+            body = {"scope": "account:RUNAWAY", "reason": f"trial {i}"}
             status, reply = await asyncio.to_thread(
                 request, f"{url}/v1/resume", "POST", body, token
             )

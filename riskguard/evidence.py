@@ -15,6 +15,7 @@ trading process that embeds the gate never loads numpy.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Final
 
 from riskguard.vocabulary import Transition
@@ -28,6 +29,7 @@ __all__ = [
     "ratio",
     "sentence",
     "versus",
+    "when",
 ]
 
 MIN_DIGITS: Final = 6
@@ -152,3 +154,12 @@ def evidence(tr: Transition) -> str:
             " vs limit", f"{where} vs limit", 1
         )
     return sentence(tr.rule, tr.metric, tr.value, tr.limit, tr.reason)
+
+
+def when(ns: int | None) -> str:
+    """A time in ns since the epoch as people read it: ``2026-11-27 14:03:07.123 UTC``
+    (UTC, millisecond resolution; ``"-"`` for None or a negative time)."""
+    if ns is None or ns < 0:
+        return "-"
+    stamp = datetime.fromtimestamp(ns // 1_000_000_000, UTC)
+    return f"{stamp:%Y-%m-%d %H:%M:%S}.{ns // 1_000_000 % 1000:03d} UTC"

@@ -1,49 +1,108 @@
 """The gate: the small library a trading system embeds to ask "may I send this order?".
 
 It reads riskguard's compacted control topic from the beginning (so it knows every
-standing halt even when it starts late), follows it live, and answers
-:meth:`Gate.allows` from memory in microseconds. It **fails closed**: when
-riskguard's heartbeat is older than ``heartbeat_timeout_ms``, or riskguard says
-it is not ready, every order is refused with the reason.
+standing halt, the per-order rules, marks and positions even when it starts late),
+follows it live, and answers :meth:`Gate.check` and :meth:`Gate.allows` from memory in
+microseconds. It **fails closed**: when riskguard's heartbeat is older than
+``heartbeat_timeout_ms``, or riskguard says it is not ready, every order is refused
+with the reason. It also hands riskguard's cancel requests (a halt's working orders)
+to the trading system's ``on_cancel`` callback.
 
 Usage in an order router (asyncio)::
 
-    from riskguard.gate import Gate
+    from riskguard.gate import CancelRequest, Gate
 
-    async with Gate("kafka:9092", heartbeat_timeout_ms=2000) as gate:
+    async def cancel(request: CancelRequest) -> None:
+        for order in request.orders:          # empty for kind "disconnect": cancel all
+            await venue.cancel(order.order_id)
+
+    async with Gate("kafka:9092", on_cancel=cancel) as gate:
         ...
-        verdict = gate.allows(account, strategy, symbol, side, reduces_position=False)
+        verdict = gate.check(account, strategy, symbol, "buy", qty=100, price=25.10)
         if not verdict:
-            reject_order(reason=verdict.reason)   # e.g. "strategy:smars is HALTED (...)"
+            reject_order(reason=verdict.reason)   # names the rule, value and limit
         else:
             send_order()
 
-``allows`` never blocks and never does I/O; the topic is followed by a background
-task on the running event loop. The record format and the exact decision rules are
-the public contract in ``docs/control-topic.md``.
+``check`` and ``allows`` never block and never do I/O; the topic is followed by a
+background task on the running event loop. The record format and the exact decision
+rules are the public contract in ``docs/control-topic.md``; ``docs/gate.md`` is the guide.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import threading
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from riskguard import log
 from riskguard.control import decision
-from riskguard.control.decision import Verdict
+from riskguard.control.decision import CancelRequest, DisconnectWatch, Verdict
 from riskguard.control.reader import read_to_end
+from riskguard.control.records import CancelOrder, CancelRecord, StateRecord
 from riskguard.control.view import ControlView, Instant
 
-__all__ = ["Gate", "Verdict"]
+__all__ = ["CancelCallback", "CancelOrder", "CancelRequest", "Gate", "Verdict"]
+
+#: ``on_cancel``: a function or coroutine function taking one :class:`CancelRequest`.
+CancelCallback = Callable[[CancelRequest], Awaitable[object] | None]
+
+
+class _Identity:
+    """Ledger key of a callback that cannot be hashed: by identity (held, so never reused)."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: object) -> None:
+        self.target = target
+
+    def __hash__(self) -> int:
+        return id(self.target)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Identity) and other.target is self.target
+
+
+#: (control topic, callback) -> the (halt_id, part) already handed to that callback in
+#: this Python process, whichever Gate object read them: a restarted gate never repeats.
+_DELIVERED: dict[tuple[str, object], set[tuple[str, int]]] = {}
+_DELIVERED_LOCK = threading.Lock()
+
+
+def _ledger_key(topic: str, callback: object) -> tuple[str, object]:
+    try:
+        hash(callback)
+    except TypeError:
+        return topic, _Identity(callback)
+    return topic, callback
 
 
 class Gate:
-    """Follows the control topic and answers ``allows()``. Fails closed on silence."""
+    """Follows the control topic; answers ``check()`` and ``allows()``; hands over cancels.
+
+    ``on_cancel`` (sync or async) receives each :class:`CancelRequest` part of a halt or
+    reduce-only that stands, once per process (see ``docs/gate.md``); an async one runs
+    as a task on the gate's loop. ``cancel_on_disconnect_ms`` (default None: off; an
+    integer > 0 needs ``on_cancel``) calls it once with ``kind="disconnect"`` when the
+    gate has failed closed that long. Raises ``ValueError`` for a bad
+    ``cancel_on_disconnect_ms``.
+
+    Counters a trading process can expose as metrics (plain Python, no Prometheus
+    dependency; exact when ``check`` is called from one thread): ``checks`` (calls of
+    ``check``), ``refusals`` (``Counter`` of :attr:`Verdict.cause` over ``check``'s
+    refusals: ``rule:<name>``, ``HALTED``, ``REDUCE_ONLY``, ``UNKNOWN``,
+    ``fail_closed``), ``cancels_delivered`` (requests handed to ``on_cancel``) and
+    ``callback_errors`` (calls that raised).
+    """
 
     def __init__(
         self,
@@ -52,13 +111,33 @@ class Gate:
         *,
         heartbeat_timeout_ms: int = 2000,
         request_timeout_ms: int = 30_000,
+        on_cancel: CancelCallback | None = None,
+        cancel_on_disconnect_ms: int | None = None,
         **kafka_options: Any,
     ) -> None:
+        if cancel_on_disconnect_ms is not None:
+            if (
+                isinstance(cancel_on_disconnect_ms, bool)
+                or not isinstance(cancel_on_disconnect_ms, int)
+                or cancel_on_disconnect_ms <= 0
+            ):
+                raise ValueError(
+                    f"cancel_on_disconnect_ms must be an integer > 0 or None, "
+                    f"got {cancel_on_disconnect_ms!r}"
+                )
+            if on_cancel is None:
+                raise ValueError("cancel_on_disconnect_ms needs on_cancel to call")
         self.topic = control_topic
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
+        self.on_cancel = on_cancel
+        self.cancel_on_disconnect_ms = cancel_on_disconnect_ms
         self.view = ControlView()
         #: wall-clock ns at which each scope's latest record was read (for latency checks)
         self.seen_ns: dict[str, int] = {}
+        self.checks = 0
+        self.refusals: Counter[str] = Counter()
+        self.cancels_delivered = 0
+        self.callback_errors = 0
         options = {"fetch_max_wait_ms": 1, **kafka_options}  # low wait: halts arrive fast
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -66,15 +145,19 @@ class Gate:
             request_timeout_ms=request_timeout_ms,
             **options,
         )
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._callbacks: set[asyncio.Future[object]] = set()
+        self._log = log.get("gate")
         self.last_error = ""
 
     async def start(self, timeout_s: float = 10.0) -> None:
         """Read the control topic to its end, then follow it in the background.
 
-        Until the end is reached ``allows`` refuses (no heartbeat yet): a heartbeat
-        read before a later halt never lets an order through. Raises ``TimeoutError``
-        when the topic is missing or cannot be read to its end within ``timeout_s``.
+        Until the end is reached ``check``/``allows`` refuse (no heartbeat yet): a
+        heartbeat read before a later halt never lets an order through. Once at the end,
+        the cancel requests of halts that stand are handed to ``on_cancel`` (those not
+        already handed to it in this process). Raises ``TimeoutError`` when the topic is
+        missing or cannot be read to its end within ``timeout_s``.
         """
         await self._consumer.start()
         view = ControlView()
@@ -83,14 +166,24 @@ class Gate:
         now = time.time_ns()
         for scope in self.view.states:
             self.seen_ns[scope] = now
-        self._task = asyncio.create_task(self._follow(), name="riskguard-gate")
+        self._deliver(list(self.view.cancels))
+        self._tasks.append(asyncio.create_task(self._follow(), name="riskguard-gate"))
+        if self.cancel_on_disconnect_ms is not None:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._watch(self.cancel_on_disconnect_ms), name="riskguard-gate-cod"
+                )
+            )
 
     async def stop(self) -> None:
-        """Stop following (``allows`` then fails closed once the heartbeat ages out)."""
-        if self._task:
-            self._task.cancel()
+        """Stop following (``check``/``allows`` then fail closed once the heartbeat ages
+        out). Callbacks already running are left to finish."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._tasks.clear()
         await self._consumer.stop()
 
     async def __aenter__(self) -> Gate:
@@ -111,12 +204,101 @@ class Gate:
                 await asyncio.sleep(0.1)
                 continue
             for messages in batch.values():
-                changed = self.view.apply(m.value for m in messages)
-                now = time.time_ns()
-                for record in changed:
-                    self.seen_ns[record.scope] = now
+                self._receive([m.value for m in messages])
 
-    # the question -----------------------------------------------------------
+    def _receive(self, values: list[bytes | None]) -> None:
+        """Fold values read from the topic, stamp ``seen_ns``, hand over due cancel parts."""
+        applied = self.view.fold(values)
+        now = time.time_ns()
+        touched: list[str] = []
+        for record in applied:
+            if isinstance(record, StateRecord):
+                self.seen_ns[record.scope] = now
+                touched.append(record.scope)
+            elif isinstance(record, CancelRecord):
+                touched.append(record.scope)
+        if touched:
+            self._deliver(dict.fromkeys(touched))
+
+    async def _watch(self, after_ms: int) -> None:
+        """Cancel on disconnect: sample health often enough to fire within ~5% late."""
+        watch = DisconnectWatch(after_ms)
+        period = min(0.05, after_ms / 20_000)
+        while True:
+            at = Instant.now()
+            alive = decision.health(self.view, self.heartbeat_timeout_ms, at)
+            if watch.step(alive.allowed, at.mono_ns):
+                self._log.warning(
+                    "gate failed closed too long: cancel on disconnect",
+                    after_ms=after_ms,
+                    reason=alive.reason,
+                )
+                self._dispatch(
+                    CancelRequest(
+                        "firm",
+                        (),
+                        f"cancel on disconnect after {after_ms} ms: {alive.reason}",
+                        f"disconnect@{at.wall_ns}",
+                        "disconnect",
+                        ts=at.wall_ns,
+                    )
+                )
+            await asyncio.sleep(period)
+
+    # cancel requests --------------------------------------------------------------
+    def _deliver(self, scopes: Iterable[str]) -> None:
+        """Hand ``on_cancel`` the due parts of ``scopes`` it has not had in this process."""
+        if self.on_cancel is None:
+            return
+        with _DELIVERED_LOCK:
+            ledger = _DELIVERED.setdefault(_ledger_key(self.topic, self.on_cancel), set())
+            due = decision.due_cancels(self.view, scopes, ledger)
+            ledger.update((r.halt_id, r.part) for r in due)
+        for record in due:
+            self._log.info(
+                "cancel request",
+                scope=record.scope,
+                halt_id=record.halt_id,
+                kind=record.kind,
+                part=record.part,
+                parts=record.parts,
+                orders=len(record.orders),
+            )
+            self._dispatch(CancelRequest.of(record))
+
+    def _dispatch(self, request: CancelRequest) -> None:
+        """Call ``on_cancel``; an awaitable result runs as a task. Errors are logged."""
+        callback = self.on_cancel
+        if callback is None:
+            return
+        self.cancels_delivered += 1
+        try:
+            result = callback(request)
+        except Exception:
+            self._failed(request)
+            return
+        if inspect.isawaitable(result):
+            future = asyncio.ensure_future(result)
+            self._callbacks.add(future)
+            future.add_done_callback(lambda f: self._finished(f, request))
+
+    def _finished(self, future: asyncio.Future[object], request: CancelRequest) -> None:
+        self._callbacks.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            self._failed(request, future.exception())
+
+    def _failed(self, request: CancelRequest, exc: BaseException | None = None) -> None:
+        self.callback_errors += 1
+        self._log.error(
+            "on_cancel raised; the gate goes on",
+            scope=request.scope,
+            halt_id=request.halt_id,
+            kind=request.kind,
+            part=request.part,
+            exc_info=exc if exc is not None else True,
+        )
+
+    # the questions ----------------------------------------------------------------
     def health(self) -> Verdict:
         """Whether riskguard is alive and ready (the fail-closed part of ``allows``).
 
@@ -130,6 +312,51 @@ class Gate:
         """The published state of one scope (ACTIVE if never published)."""
         record = self.view.states.get(scope)
         return record.state if record else "ACTIVE"
+
+    def check(
+        self,
+        account: str,
+        strategy: str,
+        symbol: str,
+        side: Literal["buy", "sell"],
+        qty: float,
+        price: float | None = None,
+        venue: str | None = None,
+        reference_price: float | None = None,
+    ) -> Verdict:
+        """Should this order be sent? The pre-trade check, from memory, before sending.
+
+        Health first (fail closed), then no per-order rules from riskguard yet (fail
+        closed), then the scopes' states (HALTED refuses; REDUCE_ONLY refuses an order
+        that would open, increase or flip the scope's position as riskguard published
+        it), then the per-order rules ``order_qty``, ``order_notional`` and
+        ``price_deviation`` (``halt``/``reduce_only`` rules refuse a breach, ``alert``
+        rules allow it, named in ``Verdict.alerts``). ``qty`` in units (> 0),
+        ``price`` the limit price (None: market order), ``reference_price`` what to
+        judge the price against (None: riskguard's last published mark). ``venue`` is
+        accepted and not used yet (venue scopes come later). A refusal names the rule,
+        value and limit, and is counted in ``refusals``; it halts nothing (the order
+        never existed). Raises ``ValueError`` for a side other than buy/sell, a
+        non-finite or non-positive ``qty``, or a non-finite price.
+        (:func:`riskguard.control.decision.check` has the exact rules.)
+        """
+        del venue  # accepted for the interface; a later version adds venue scopes
+        verdict = decision.check(
+            self.view,
+            self.heartbeat_timeout_ms,
+            Instant.now(),
+            account,
+            strategy,
+            symbol,
+            side,
+            qty,
+            price,
+            reference_price,
+        )
+        self.checks += 1
+        if not verdict.allowed:
+            self.refusals[verdict.cause] += 1
+        return verdict
 
     def allows(
         self,
@@ -146,6 +373,7 @@ class Gate:
         refuses. ``side`` is validated and kept in the signature for per-side rules.
         Raises ``ValueError`` when ``side`` is not ``"buy"`` or ``"sell"``. The rules
         are those of ``docs/control-topic.md`` (:func:`riskguard.control.decision.allows`).
+        For per-order rules and positions judged by riskguard, use :meth:`check`.
         """
         return decision.allows(
             self.view,

@@ -1,4 +1,5 @@
-"""Reading the engine's state: positions, a scope's values, and what each rule has seen.
+"""Reading the engine's state: positions, a scope's values, working orders, and what each
+rule has seen.
 
 A mix-in of :class:`riskguard.engine.Engine` (its ``keys``, ``store``, ``rulebook`` and
 ``rule_peaks``), kept apart from the code that applies events.
@@ -13,8 +14,10 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from riskguard.limits.model import Rule
+from riskguard.state.codes import FIRM, O_OPEN
 from riskguard.state.keys import pair_key
 from riskguard.state.reference_defs import money
+from riskguard.vocabulary import L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL, parse_scope
 
 if TYPE_CHECKING:
     from riskguard.state.keys import KeySpace
@@ -34,6 +37,26 @@ SCOPE_VALUES: Final = (
     "unvalued",
 )
 """The keys of :meth:`Inspection.scope_values`."""
+
+_ORDER_FIELD: Final = {L_ACCOUNT: "account", L_STRATEGY: "strategy", L_SYMBOL: "symbol"}
+"""The ORDER field naming an order's scope at each level below the firm."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingOrder:
+    """One working order as riskguard knows it from the event stream.
+
+    ``account``, ``strategy`` and ``symbol`` are keys (``"A1"``, not ``"account:A1"``);
+    ``side`` is ``"buy"`` or ``"sell"``; ``open_qty`` is the quantity not yet filled
+    (``qty - cum_qty``, instrument units, > 0).
+    """
+
+    order_id: str
+    account: str
+    strategy: str
+    symbol: str
+    side: str
+    open_qty: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,4 +190,93 @@ class Inspection:
         fields = ("qty", "cost", "realised", "value", "gross", "fees", "potential", "open")
         out = {f: float(rec[f]) for f in (*fields, "buy_work", "sell_work")}
         out["broker"] = float(rec["broker"]) if rec["has_broker"] else math.nan
+        return out
+
+    # working orders ---------------------------------------------------------------
+    def working_order_ids(self, scope: str, *, increasing_only: bool = False) -> np.ndarray:
+        """Order ids (int64, ascending) of the orders working in ``scope``.
+
+        ``firm``: every working order; ``account:A``: those of account A;
+        ``strategy:S``: those of strategy S in every account; ``symbol:Y``: those in Y
+        across the firm. A scope never seen has none. With ``increasing_only`` only the
+        orders that would increase the scope's position in their own symbol are kept
+        (the reduce-only selection): the scope's own net position (for a symbol scope,
+        the firm's) is 0, or has the sign of the order's side. An order larger than the
+        position it reduces (a flip) is not kept: it reduces first.
+
+        Vectorised over the ORDER records. Raises
+        :class:`riskguard.vocabulary.ScopeError` for a malformed scope string.
+        """
+        level, _ = parse_scope(scope)
+        orders = self.store.state.orders[: self.keys.n_orders]
+        mask = orders["status"] == O_OPEN
+        sid = FIRM
+        if level != L_FIRM:
+            found = self.keys.find_scope(scope)
+            if found is None:
+                return np.zeros(0, dtype=np.int64)
+            sid = found
+            mask &= orders[_ORDER_FIELD[level]] == sid
+        oids = np.flatnonzero(mask).astype(np.int64)
+        if not increasing_only or oids.size == 0:
+            return oids
+        owner = FIRM if level == L_SYMBOL else sid
+        position = self._positions_in(owner, orders["symbol"][oids])
+        side = orders["side"][oids]
+        keep = (position == 0.0) | (np.sign(position) == side)
+        increasing: np.ndarray = oids[keep]
+        return increasing
+
+    def working_orders(self, scope: str, *, increasing_only: bool = False) -> list[WorkingOrder]:
+        """The orders of :meth:`working_order_ids`, named (same order, same arguments)."""
+        return self.describe_orders(self.working_order_ids(scope, increasing_only=increasing_only))
+
+    def describe_orders(self, oids: np.ndarray) -> list[WorkingOrder]:
+        """Order ids (from :meth:`working_order_ids`) as :class:`WorkingOrder` records.
+
+        Raises ``IndexError`` for an id beyond the orders ever interned.
+        """
+        if oids.size == 0:
+            return []
+        rec = self.store.state.orders[oids]
+        names = self.keys.scope_names
+        order_names = self.keys.order_names
+        key = {sid: names[sid].partition(":")[2] for sid in set(rec["account"].tolist())}
+        key |= {sid: names[sid].partition(":")[2] for sid in set(rec["strategy"].tolist())}
+        key |= {sid: names[sid].partition(":")[2] for sid in set(rec["symbol"].tolist())}
+        open_qty = np.maximum(rec["qty"] - rec["cum_qty"], 0.0)
+        return [
+            WorkingOrder(
+                str(order_names[oid]),
+                key[account],
+                key[strategy],
+                key[symbol],
+                "buy" if side > 0 else "sell",
+                qty,
+            )
+            for oid, account, strategy, symbol, side, qty in zip(
+                oids.tolist(),
+                rec["account"].tolist(),
+                rec["strategy"].tolist(),
+                rec["symbol"].tolist(),
+                rec["side"].tolist(),
+                open_qty.tolist(),
+                strict=True,
+            )
+        ]
+
+    def _positions_in(self, owner: int, symbols: np.ndarray) -> np.ndarray:
+        """Net position (float64) of scope id ``owner`` in each symbol scope id of ``symbols``."""
+        unique, inverse = np.unique(symbols, return_inverse=True)
+        self.store.reserve(self.keys)  # pairs interned by a batch not yet applied
+        qty = self.store.state.positions["qty"]
+        pairs = self.keys.pairs
+        held = np.array(
+            [
+                0.0 if (p := pairs.get(pair_key(owner, int(y)))) is None else float(qty[p])
+                for y in unique.tolist()
+            ],
+            dtype=np.float64,
+        )
+        out: np.ndarray = held[inverse.reshape(-1)]
         return out

@@ -123,8 +123,14 @@ class KillSwitch:
             )
         )
 
-    def resume(self, scope: str, operator: str, reason: str) -> Transition | None:
-        """Lower ``scope`` to ACTIVE. None if it already is."""
+    def resume(
+        self, scope: str, operator: str, reason: str, *, approved_by: str | None = None
+    ) -> Transition | None:
+        """Lower ``scope`` to ACTIVE. None if it already is.
+
+        ``approved_by`` names the second person of a four-eyes resume (``operator``
+        asked for it).
+        """
         _require(operator, reason)
         parse_scope(scope)
         sid = self._keys.find_scope(scope)
@@ -151,6 +157,7 @@ class KillSwitch:
                 operator=operator,
                 reason=reason,
                 ends=lifted.id if lifted else None,
+                approved_by=approved_by,
             )
         )
 

@@ -46,6 +46,9 @@ LATENCY_BUCKETS: Final = (
     10.0,
 )
 
+#: A cancel is confirmed in milliseconds when the trading system obeys; minutes when not.
+CONFIRM_BUCKETS: Final = (*LATENCY_BUCKETS, 30.0, 60.0, 300.0)
+
 #: Clock skew is only reported beyond ``engine.max_clock_skew_ms`` (5 s by default,
 #: settable down to 0); real faults range from a second (NTP step) to hours (a wrong
 #: time zone) or a day (a wrong date).
@@ -170,11 +173,46 @@ class Metrics:
             "Failed publishes to the control topic.",
             registry=r,
         )
+        self.cancel_requests = Counter(
+            "riskguard_cancel_requests_total",
+            "Cancel requests published on the control topic, by kind (halt, reduce_only).",
+            ["kind"],
+            registry=r,
+        )
+        self.cancel_orders = Counter(
+            "riskguard_cancel_orders_requested_total",
+            "Working orders named in cancel requests.",
+            registry=r,
+        )
+        self.cancel_incomplete = Gauge(
+            "riskguard_cancel_incomplete_orders",
+            "Orders named for cancel (or opened in a halted scope after its halt) still "
+            "working past the limits' cancel_deadline_ms.",
+            registry=r,
+        )
+        self.cancel_confirmation = Histogram(
+            "riskguard_cancel_confirmation_seconds",
+            "From a halt's decision to the last order its cancel request named closing.",
+            buckets=CONFIRM_BUCKETS,
+            registry=r,
+        )
+        self.gate_records = Counter(
+            "riskguard_gate_records_total",
+            "Records published for the gates' pre-trade checks, by kind (rules, mark, position).",
+            ["kind"],
+            registry=r,
+        )
         self.heartbeats = Counter(
             "riskguard_heartbeats_total", "Heartbeats published on the control topic.", registry=r
         )
         self.ready = Gauge(
             "riskguard_ready", "1 when riskguard is ready (see /readyz).", registry=r
+        )
+        self.users_reloads = Counter(
+            "riskguard_users_reloads_total",
+            "Users file reloads, by result (applied, rejected).",
+            ["result"],
+            registry=r,
         )
         self.limits_reloads = Counter(
             "riskguard_limits_reloads_total",

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from riskguard.vocabulary import LEVELS
+
 SECRET_FIELDS = frozenset({"token", "sasl_plain_password", "routing_key", "ssl_password"})
 
 
@@ -90,25 +92,53 @@ class KafkaSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
 
 
 class HttpSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
-    """The control API. Loopback by default; mutating calls need the bearer token."""
+    """The control API and the web console. Loopback by default.
+
+    People are named in ``users_file`` (``docs/operators.md``): each has a role and the
+    SHA-256 of their own token. ``token`` / ``token_file`` is the optional break-glass
+    token: it acts as the identity ``break-glass`` (role ``risk-admin``) and is audited
+    as such. ``four_eyes`` lists the scope levels whose resume needs a second
+    risk-admin's approval within ``approval_timeout_s`` seconds.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8321
     token: str | None = None
     token_file: str | None = None
+    users_file: str | None = None
+    four_eyes: tuple[str, ...] = ("firm", "account")
+    approval_timeout_s: float = 600.0
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     max_body_bytes: int = 16_384
 
+    def __post_init__(self) -> None:
+        unknown = [level for level in self.four_eyes if level not in LEVELS]
+        if unknown:
+            raise ValueError(
+                f"four_eyes: unknown scope level(s) {', '.join(map(repr, unknown))}; "
+                f"use {', '.join(LEVELS)}"
+            )
+        if not (math.isfinite(self.approval_timeout_s) and 1 <= self.approval_timeout_s <= 86_400):
+            raise ValueError("approval_timeout_s must be a number of seconds, 1 to 86400")
+        if not 1_024 <= self.max_body_bytes <= 1_048_576:
+            raise ValueError("max_body_bytes must be between 1024 and 1048576")
+
     def resolved_token(self) -> str | None:
-        """The token from ``token`` (env) or ``token_file``; None disables mutations."""
+        """The break-glass token from ``token`` (env) or ``token_file``; None when unset.
+
+        Raises :class:`SettingsError` naming the setting and the path when the file
+        cannot be read.
+        """
         if self.token:
             return self.token
         if self.token_file:
             try:
                 return Path(self.token_file).read_text().strip() or None
             except OSError as exc:
-                raise SettingsError(f"http.token_file: cannot read: {exc.strerror}") from exc
+                raise SettingsError(
+                    f"http.token_file: cannot read {self.token_file}: {exc.strerror}"
+                ) from exc
         return None
 
 
@@ -141,6 +171,9 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     broker_budget_ms: int = 3000
     tick_interval_ms: int = 100
     commit_interval_ms: int = 1000
+    #: Marks and REDUCE_ONLY positions for the gates' pre-trade checks go to the control
+    #: topic at most once per key per this many ms (only when they changed).
+    gate_publish_interval_ms: int = 100
     audit_log: str = "riskguard-audit.jsonl"
     #: fsynced local copy of every scope's latest state; re-asserted before consuming
     journal: str = "riskguard-journal.jsonl"
@@ -154,6 +187,10 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     snapshot_keep: int = 3
     instance: str = ""
     log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.gate_publish_interval_ms <= 60_000:
+            raise ValueError("gate_publish_interval_ms must be between 1 and 60000")
 
 
 class EngineSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
@@ -240,6 +277,7 @@ ENV = {
     "RISKGUARD_HTTP_PORT": "http.port",
     "RISKGUARD_HTTP_TOKEN": "http.token",
     "RISKGUARD_HTTP_TOKEN_FILE": "http.token_file",
+    "RISKGUARD_HTTP_USERS_FILE": "http.users_file",
     "RISKGUARD_AUDIT_LOG": "runtime.audit_log",
     "RISKGUARD_JOURNAL": "runtime.journal",
     "RISKGUARD_SNAPSHOT_DIR": "runtime.snapshot_dir",

@@ -126,8 +126,9 @@ class Transition(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     a per-position metric was measured in (or a restricted order's). ``ts`` is the event time of the
     triggering event in ns since the epoch, UTC (for manual ones, the decision
     time); ``decided_ns`` is when riskguard decided. A resume carries in ``ends``
-    the id of the transition it lifts. ``value`` and ``limit`` are in the metric's
-    unit (``docs/limits.md``).
+    the id of the transition it lifts; a four-eyes resume carries in ``approved_by``
+    the risk-admin who approved it (``operator`` is the one who asked). ``value`` and
+    ``limit`` are in the metric's unit (``docs/limits.md``).
     """
 
     id: str
@@ -146,6 +147,7 @@ class Transition(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     operator: str | None = None
     reason: str | None = None
     ends: str | None = None
+    approved_by: str | None = None
 
     @property
     def is_alert(self) -> bool:

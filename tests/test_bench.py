@@ -42,6 +42,7 @@ def test_quick_benchmarks_run_and_record_their_machine() -> None:
     for target in (
         "kernel events/s",
         "kernel / Python",
+        "gate.check p99",
         "pipeline",
         "gate p99",
         "state bytes",

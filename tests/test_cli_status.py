@@ -1,28 +1,30 @@
-"""``riskguard status`` prints each standing halt's evidence with enough digits.
+"""``riskguard status``: evidence with enough digits, times in UTC, what is failing, the
+exit code, and one clear line against a server that is not riskguard.
 
 The status document comes from a loopback HTTP server serving a ``/v1/status`` body of
-the API's shape (the API itself is tested end to end in tests/integration/test_api.py).
+the API's shape (the API itself is tested end to end in tests/integration).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from riskguard.cli import main
 
-T0 = 1_700_000_000_000_000_000
+T0 = 1_700_000_000_123_000_000
 
 STATUS: dict[str, Any] = {
     "version": "test",
     "instance": "rg-1",
     "ready": True,
-    "checks": {"broker": True},
+    "checks": {"broker_reachable": True},
     "events_applied": 12,
     "bad_events": 0,
     "standing": {
@@ -56,11 +58,13 @@ STATUS: dict[str, Any] = {
 }
 
 
-class _Status(BaseHTTPRequestHandler):
+class _Server(BaseHTTPRequestHandler):
+    reply: ClassVar[tuple[int, str, bytes]] = (200, "application/json", b"{}")
+
     def do_GET(self) -> None:
-        body = json.dumps(STATUS).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        status, kind, body = self.reply
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -70,32 +74,115 @@ class _Status(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Status)
+def serve() -> Iterator[Any]:
+    """``serve(status, content_type, body)`` sets the answer; returns the server's URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+
+    def answer(body: Any, status: int = 200, kind: str = "application/json") -> str:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        _Server.reply = (status, kind, data)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield answer
     finally:
         server.shutdown()
         server.server_close()
 
 
-def test_status_shows_value_against_limit_with_enough_digits(
-    url: str, capsys: pytest.CaptureFixture[str]
+def test_status_shows_value_against_limit_with_enough_digits_and_when(
+    serve: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["status", "--url", url]) == 0
+    assert main(["status", "--url", serve(STATUS)]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "riskguard test on rg-1: READY"
     strategy = next(line for line in lines if "strategy:s1" in line)
     assert strategy.split()[1:] == [
-        "HALTED",
-        "rule",
-        "parent-overfill:",
-        "parent_overfill_ratio",
-        "1.0000000000000002",
-        "vs",
-        "limit",
-        "1",
+        *("HALTED", "2023-11-14", "22:13:20.123", "UTC", "rule", "parent-overfill:"),
+        *("parent_overfill_ratio", "1.0000000000000002", "vs", "limit", "1"),
     ]
     account = next(line for line in lines if "account:A1" in line)
-    assert account.endswith("rule gross: gross_notional 2,011.19 vs limit 2,000")
+    assert account.endswith("22:13:20.123 UTC  rule gross: gross_notional 2,011.19 vs limit 2,000")
+
+
+def test_status_shows_what_is_failing_and_exits_1_when_not_ready(
+    serve: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = copy.deepcopy(STATUS)
+    status |= {
+        "ready": False,
+        "checks": {"broker_reachable": False, "limits_loaded": True},
+        "notifiers": [
+            {
+                "sink": "pagerduty",
+                "kind": "pagerduty",
+                "queued": 2,
+                "delivered": 0,
+                "failures": 3,
+                "last_error": "ClientConnectorError: connection refused",
+                "failing": True,
+            },
+            {"sink": "slack", "kind": "slack", "queued": 0, "delivered": 4, "failures": 1,
+             "last_error": "TimeoutError: ", "failing": False},
+        ],
+        "limits": {"source": "l.toml", "rules": 3, "last_reload_error": "l.toml: rule 'x': bad"},
+        "users": {"last_reload_error": "u.toml: user 2 ('bob'): 'role' must be one of ..."},
+        "approvals": [
+            {"request_id": "r-1", "scope": "firm", "requested_by": "alice", "reason": "back",
+             "requested_ns": T0, "expires_ns": T0 + 600 * 10**9},
+        ],
+        "sources": [
+            {"source": "router-1", "last_heard_ns": None, "silent_ms": 2500.0,
+             "limit_ms": 2000.0, "rule": "router-silent"},
+            {"source": "quiet-ok", "last_heard_ns": T0, "silent_ms": 10.0, "limit_ms": 2000.0,
+             "rule": "r"},
+        ],
+    }  # fmt: skip
+    assert main(["status", "--url", serve(status)]) == 1
+    out = capsys.readouterr().out
+    assert "NOT READY (failing: broker_reachable)" in out
+    assert "notifier pagerduty FAILING: 3 failed attempt(s), 2 queued" in out
+    assert "connection refused" in out and "slack" not in out  # slack recovered
+    assert "limits reload REJECTED" in out and "rule 'x': bad" in out
+    assert "users file reload REJECTED" in out and "('bob')" in out
+    assert "pending approval r-1: resume firm asked by alice at 2023-11-14 22:13:20.123 UTC" in out
+    assert "feed router-1 silent 2.5 s (limit 2 s, rule router-silent); last heard never" in out
+    assert "quiet-ok" not in out
+    assert main(["status", "--json", "--url", serve(status)]) == 1
+    assert json.loads(capsys.readouterr().out)["ready"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "kind", "says"),
+    [
+        (b"<html><body>Welcome to nginx</body></html>", 200, "text/html", "text/html"),
+        (b"<html>Not Found</html>", 404, "text/html", "answered 404"),
+        ({"hello": "world"}, 200, "application/json", "without 'version'"),
+        ([1, 2], 200, "application/json", "not a JSON object"),
+        ({"version": 1, "instance": "x", "ready": "yes", "checks": [], "standing": {}}, 200,
+         "application/json", "wrong shape"),
+        (b"", 204, "text/plain", "answered 204"),
+    ],
+)  # fmt: skip
+def test_status_against_a_server_that_is_not_riskguard_says_so_in_one_line(
+    serve: Any,
+    capsys: pytest.CaptureFixture[str],
+    body: Any,
+    status: int,
+    kind: str,
+    says: str,
+) -> None:
+    url = serve(body, status, kind)
+    assert main(["status", "--url", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"riskguard status: {url} is not a riskguard API")
+    assert says in err and len(err.strip().splitlines()) == 1
+
+
+def test_status_of_nothing_listening(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--url", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("riskguard status: cannot reach http://127.0.0.1:9")
+    assert len(err.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from riskguard.control.decision import allows
 from riskguard.control.records import HeartbeatRecord, StateRecord
 from riskguard.control.view import ControlView, Instant
-from riskguard.evidence import evidence, number, ratio, sentence, versus
+from riskguard.evidence import evidence, number, ratio, sentence, versus, when
 from riskguard.notify import sinks
 from riskguard.settings import NotifierSettings
 from riskguard.vocabulary import Transition, system_alert
@@ -129,3 +129,9 @@ def test_notifier_summary_shows_digits_and_survives_alerts_without_a_value() -> 
     cfg = NotifierSettings(kind="slack", url="http://127.0.0.1:1/")
     body = sinks.build(cfg, rejected, None, "rg")
     assert body is not None and "rules.toml: line 3" in body["text"]
+
+
+def test_when_is_utc_with_milliseconds() -> None:
+    assert when(1_700_000_000_123_456_789) == "2023-11-14 22:13:20.123 UTC"
+    assert when(0) == "1970-01-01 00:00:00.000 UTC"
+    assert when(None) == "-" and when(-1) == "-"

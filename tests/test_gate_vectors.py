@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +18,24 @@ from typing import Any
 
 import pytest
 
-from riskguard.control.decision import allows
+from riskguard.control.decision import allows, check, due_cancels
 from riskguard.control.records import (
     HEARTBEAT_KEY,
+    RULES_KEY,
+    CancelOrder,
+    CancelRecord,
     HeartbeatRecord,
+    MarkRecord,
+    PositionRecord,
+    RuleRecord,
+    RulesRecord,
     StateRecord,
+    cancel_key,
     decode_record,
+    encode_record,
     heartbeat_message,
+    mark_key,
+    position_key,
     state_message,
 )
 from riskguard.control.view import ControlView, Instant
@@ -49,42 +61,121 @@ def at(offset_ms: int) -> Instant:
     return Instant(EPOCH_NS + offset_ms * MS, EPOCH_NS + offset_ms * MS)
 
 
-def run_case(case: dict[str, Any]) -> list[tuple[bool, str, str | None]]:
-    """Each query's (allowed, state, scope), reading every record due by its time first."""
+def outcome(
+    view: ControlView, case: dict[str, Any], query: dict[str, Any], delivered: set[Any]
+) -> Any:
+    """What the gate answers to one query: a verdict's fields, or the cancel parts newly due."""
+    op = query.get("op", "allows")
+    when = at(query["at_ms"])
+    if op == "cancels":
+        due = due_cancels(view, list(view.cancels), delivered)
+        delivered.update((r.halt_id, r.part) for r in due)
+        return [cancel_expectation(r) for r in due]
+    keys = (query["account"], query["strategy"], query["symbol"], query["side"])
+    if op == "allows":
+        v = allows(view, case["heartbeat_timeout_ms"], when, *keys, query["reduces_position"])
+        return {"allowed": v.allowed, "state": v.state, "scope": v.scope}
+    assert op == "check", op
+    v = check(
+        view,
+        case["heartbeat_timeout_ms"],
+        when,
+        *keys,
+        query["qty"],
+        query["price"],
+        query["reference_price"],
+    )
+    got: dict[str, Any] = {"allowed": v.allowed, "state": v.state, "scope": v.scope, "rule": v.rule}
+    if v.rule is not None:
+        got["value"], got["limit"] = v.value, v.limit
+    got["alerts"] = list(v.alerts)
+    return got
+
+
+def cancel_expectation(record: CancelRecord) -> dict[str, Any]:
+    return {
+        "scope": record.scope,
+        "halt_id": record.halt_id,
+        "kind": record.kind,
+        "part": record.part,
+        "parts": record.parts,
+        "order_ids": [o.order_id for o in record.orders],
+    }
+
+
+def by_part(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(parts, key=lambda d: (d["halt_id"], d["part"]))
+
+
+def same(got: Any, want: Any) -> bool:
+    """Equal; numbers (not booleans) within a relative 1e-9: value and limit are doubles."""
+    if isinstance(want, dict):
+        return (
+            isinstance(got, dict)
+            and got.keys() == want.keys()
+            and all(same(got[k], want[k]) for k in want)
+        )
+    if isinstance(want, list):
+        return (
+            isinstance(got, list)
+            and len(got) == len(want)
+            and all(same(g, w) for g, w in zip(got, want, strict=True))
+        )
+    numbers = (int, float)
+    if isinstance(want, numbers) and not isinstance(want, bool):
+        return (
+            isinstance(got, numbers)
+            and not isinstance(got, bool)
+            and math.isclose(got, want, rel_tol=1e-9)
+        )
+    return type(got) is type(want) and bool(got == want)
+
+
+def run_case(case: dict[str, Any]) -> list[Any]:
+    """Each query's outcome, reading every record due by its time first."""
     view = ControlView()
     pending = list(case["records"])
-    verdicts = []
+    delivered: set[Any] = set()
+    outcomes = []
     for query in case["queries"]:
         while pending and pending[0]["read_at_ms"] <= query["at_ms"]:
             record = pending.pop(0)
             view.apply([value_bytes(record)], at(record["read_at_ms"]))
-        verdict = allows(
-            view,
-            case["heartbeat_timeout_ms"],
-            at(query["at_ms"]),
-            query["account"],
-            query["strategy"],
-            query["symbol"],
-            query["side"],
-            query["reduces_position"],
-        )
-        verdicts.append((verdict.allowed, verdict.state, verdict.scope))
-    return verdicts
+        outcomes.append(outcome(view, case, query, delivered))
+    return outcomes
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_vector(case: dict[str, Any]) -> None:
-    expected = [
-        (q["expect"]["allowed"], q["expect"]["state"], q["expect"]["scope"])
-        for q in case["queries"]
-    ]
-    assert run_case(case) == expected, case["about"]
+    for query, answer in zip(case["queries"], run_case(case), strict=True):
+        got, want = answer, query["expect"]
+        if query.get("op") == "cancels":  # a set of parts: compared in a fixed order
+            got, want = by_part(answer), by_part(want)
+        assert same(got, want), (case["name"], case["about"], query, answer)
+
+
+def writer_key(record: Any) -> bytes | None:
+    """The compaction key a writer must use for a decoded record (None: unreadable)."""
+    if isinstance(record, StateRecord):
+        return record.scope.encode()
+    if isinstance(record, HeartbeatRecord):
+        return HEARTBEAT_KEY
+    if isinstance(record, CancelRecord):
+        return cancel_key(record.scope, record.part)
+    if isinstance(record, RulesRecord):
+        return RULES_KEY
+    if isinstance(record, MarkRecord):
+        return mark_key(record.symbol)
+    if isinstance(record, PositionRecord):
+        return position_key(record.scope, record.symbol)
+    return None
 
 
 def test_vectors_are_well_formed() -> None:
-    assert DOC["schema"] == 1 and DOC["format"] == 1
+    assert DOC["schema"] == 1 and DOC["format"] == 2
     names = [c["name"] for c in CASES]
     assert len(names) == len(set(names)), "case names must be unique"
+    ops: set[str] = set()
     for case in CASES:
         reads = [r["read_at_ms"] for r in case["records"]]
         times = [q["at_ms"] for q in case["queries"]]
@@ -92,14 +183,26 @@ def test_vectors_are_well_formed() -> None:
         assert case["queries"], case["name"]
         for record in case["records"]:
             assert ("value" in record) != ("value_b64" in record), (case["name"], record)
-            # the key a writer must use: the record's scope, or __heartbeat__
-            decoded = decode_record(value_bytes(record))
-            if isinstance(decoded, StateRecord):
-                assert record["key"] == decoded.scope, (case["name"], record)
-            elif isinstance(decoded, HeartbeatRecord):
-                assert record["key"].encode() == HEARTBEAT_KEY, (case["name"], record)
+            key = writer_key(decode_record(value_bytes(record)))
+            if key is not None:
+                assert record["key"].encode() == key, (case["name"], record)
         for query in case["queries"]:
+            op = query.get("op", "allows")
+            ops.add(op)
+            if op == "cancels":
+                assert isinstance(query["expect"], list), (case["name"], query)
+                continue
             assert query["side"] in ("buy", "sell"), (case["name"], query)
+            expect = query["expect"]
+            if op == "allows":
+                assert expect.keys() == {"allowed", "state", "scope"}, (case["name"], query)
+            else:
+                assert op == "check" and query["qty"] > 0, (case["name"], query)
+                fields = {"allowed", "state", "scope", "rule", "alerts"}
+                if expect["rule"] is not None:
+                    fields |= {"value", "limit"}
+                assert expect.keys() == fields, (case["name"], query)
+    assert ops == {"allows", "check", "cancels"}
 
 
 def strategy_s1(to: str, from_: str, decided_ms: int, **evidence: Any) -> Transition:
@@ -136,7 +239,26 @@ def test_vectors_hold_what_riskguard_writes() -> None:
         last_event_ns=EPOCH_NS - 5 * MS,
         events_applied=1000,
     )
-    for message in (state_message(halt), state_message(resume), heartbeat_message(beat)):
+    messages = [state_message(halt), state_message(resume), heartbeat_message(beat)]
+    # issue 11's record kinds, as the cases use them
+    fat = RuleRecord("fat-finger", "order_qty", "strategy", "halt", max=1000.0)
+    messages.append((RULES_KEY, encode_record(RulesRecord("a" * 64, (fat,), EPOCH_NS))))
+    messages.append((mark_key("XYZ"), encode_record(MarkRecord("XYZ", 100.0, EPOCH_NS))))
+    position = PositionRecord("strategy:s1", "XYZ", 100.0, EPOCH_NS + 11 * MS)
+    messages.append((position_key("strategy:s1", "XYZ"), encode_record(position)))
+    halt_10 = strategy_s1("HALTED", "ACTIVE", 10, kind="manual", operator="ops", reason="x")
+    part = CancelRecord(
+        halt_id=halt_10.id,
+        scope="strategy:s1",
+        kind="halt",
+        reason="by ops: limit review",
+        part=1,
+        parts=2,
+        orders=(CancelOrder("o3", "A1", "s1", "ABC", "buy", 0.5),),
+        ts=EPOCH_NS + 11 * MS,
+    )
+    messages.append((cancel_key("strategy:s1", 1), encode_record(part)))
+    for message in messages:
         assert message in on_topic, message
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from riskguard.ingest.health import BrokerWatch
+from riskguard.notify import sinks
+from riskguard.settings import NotifierSettings
 
 
 def test_lost_after_budget_then_recovered() -> None:
@@ -20,3 +22,23 @@ def test_lost_after_budget_then_recovered() -> None:
         "ACTIVE",
         "ACTIVE",
     )
+
+
+def test_recovery_resolves_the_unreachable_incident_in_every_notifier() -> None:
+    w = BrokerWatch(budget_ms=1000)
+    lost = w.alert("lost", "ACTIVE")
+    back = w.alert("recovered", "ACTIVE")
+    assert (back.rule, back.ends) == ("broker-recovered", lost.id)
+    assert w.alert("recovered", "ACTIVE").ends is None  # nothing left to end
+    pd = NotifierSettings(kind="pagerduty", url="http://pd")
+    assert sinks.build(pd, lost, "k", "rg")["event_action"] == "trigger"
+    assert sinks.build(pd, back, "k", "rg") == {
+        "routing_key": "k",
+        "event_action": "resolve",
+        "dedup_key": lost.id,
+    }
+    am = NotifierSettings(kind="alertmanager", url="http://am")
+    (fire,), (end,) = sinks.build(am, lost, None, "rg"), sinks.build(am, back, None, "rg")
+    assert end["labels"] == fire["labels"] and fire["labels"]["severity"] == "warning"
+    assert "endsAt" in end and "endsAt" not in fire
+    assert sinks.slack(back)["text"].startswith(":white_check_mark:")

@@ -1,37 +1,30 @@
-"""Live commands: ``run``, ``broker``, ``halt``, ``resume``, ``status`` and ``audit``.
-
-``halt``, ``resume`` and ``status`` talk to a running riskguard through its HTTP
-API, so a manual halt takes exactly the path of an automatic one. The token is
-read from ``RISKGUARD_HTTP_TOKEN`` or ``--token-file``, never from a flag value.
+"""Live commands: ``run``, ``broker`` and ``audit``; and the registration of the
+commands that talk to a running riskguard's API (:mod:`riskguard.cli.operate`:
+``halt``, ``resume``, ``approve``, ``withdraw``; :mod:`riskguard.cli.status`) and of
+``users`` (:mod:`riskguard.cli.users`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
-import os
 import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
-from typing import Any
 
 from riskguard import audit, log
 from riskguard.apache_kafka.dist import kafka_version
 from riskguard.apache_kafka.server import ApacheKafkaBroker
 from riskguard.broker import BrokerError
 from riskguard.brokers import BROKER_KINDS, make_broker
-from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from riskguard.evidence import sentence
+from riskguard.cli import operate, status, users
+from riskguard.cli.common import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from riskguard.control.users import UsersError
 from riskguard.limits import LimitsError
 from riskguard.settings import Settings, SettingsError, load_settings
 
-DEFAULT_URL = "http://127.0.0.1:8321"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -64,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         reloads: set[asyncio.Task[bool]] = set()
 
         def on_sighup() -> None:
+            sidecar.api.roster.reload("SIGHUP")
             task = asyncio.create_task(sidecar.reloader.reload("SIGHUP"))
             reloads.add(task)  # keep a reference until it is done
             task.add_done_callback(reloads.discard)
@@ -77,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except LimitsError as exc:
+    except (LimitsError, SettingsError, UsersError) as exc:  # unusable limits, secrets, users
         print(f"riskguard run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StartFailedError as exc:
@@ -158,97 +152,6 @@ def _fetch_kafka(kind: str) -> int:
     return EXIT_OK
 
 
-def _token(args: argparse.Namespace) -> str | None:
-    if args.token_file:
-        return Path(args.token_file).read_text().strip()
-    return os.environ.get("RISKGUARD_HTTP_TOKEN")
-
-
-def request(
-    url: str,
-    method: str = "GET",
-    body: dict[str, Any] | None = None,
-    token: str | None = None,
-    timeout_s: float = 5.0,
-) -> tuple[int, dict[str, Any]]:
-    """One JSON request to the API; returns (status, body)."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read() or b"{}")
-        except json.JSONDecodeError:
-            return exc.code, {"error": exc.reason}
-
-
-def _change(args: argparse.Namespace, path: str) -> int:
-    body: dict[str, Any] = {"scope": args.scope, "operator": args.operator, "reason": args.reason}
-    if path == "halt":
-        body["action"] = args.action
-    try:
-        status, reply = request(f"{args.url}/v1/{path}", "POST", body, _token(args))
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"riskguard {path}: cannot reach {args.url}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if status != 200:
-        print(f"riskguard {path}: refused ({status}): {reply.get('error', reply)}", file=sys.stderr)
-        return EXIT_FAILED
-    if reply["changed"]:
-        tr = reply["transition"]
-        print(f"{tr['scope']}: {tr['from']} -> {tr['to']} (id {tr['id']})")
-    else:
-        print(f"{reply['scope']}: already {reply['state']}; nothing changed")
-    return EXIT_OK
-
-
-def cmd_halt(args: argparse.Namespace) -> int:
-    """Manually halt (or reduce) a scope through the API."""
-    return _change(args, "halt")
-
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    """Resume a scope through the API."""
-    return _change(args, "resume")
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """Print standing halts and health."""
-    try:
-        status, reply = request(f"{args.url}/v1/status")
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"riskguard status: cannot reach {args.url}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.json:
-        print(json.dumps(reply, indent=2))
-        return EXIT_OK if status == 200 else EXIT_FAILED
-    print(
-        f"riskguard {reply['version']} on {reply['instance']}: "
-        f"{'READY' if reply['ready'] else 'NOT READY'}"
-    )
-    failing = [k for k, ok in reply["checks"].items() if not ok]
-    if failing:
-        print(f"  failing checks: {', '.join(failing)}")
-    print(f"  events applied {reply['events_applied']:,}, bad {reply['bad_events']:,}")
-    if not reply["standing"]:
-        print("  no scope is halted or reduce-only")
-    for scope, tr in sorted(reply["standing"].items()):
-        why = (
-            f"by {tr.get('operator')}: {tr.get('reason')}"
-            if tr.get("kind") == "manual"
-            else sentence(
-                tr.get("rule"), tr.get("metric"), tr.get("value"), tr.get("limit"), tr.get("reason")
-            )
-        )
-        print(f"  {scope:<28} {tr['to']:<12} {why}")
-    return EXIT_OK
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
     """Print an audit log, oldest first."""
     try:
@@ -262,18 +165,49 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parser(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    text: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=text,
+        description=description,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register the live commands."""
-    r = sub.add_parser("run", help="run the sidecar (consume, decide, halt, alert)")
-    r.add_argument("--config", help="settings file (TOML); env and flags override it")
-    r.add_argument("--limits", help="limits file (overrides the settings file)")
-    r.add_argument("--bootstrap-servers", help="Kafka bootstrap servers")
-    r.add_argument("--http-host", help="API bind address (default 127.0.0.1)")
-    r.add_argument("--http-port", type=int, help="API port (default 8321)")
+    r = _parser(
+        sub,
+        "run",
+        "run the sidecar (consume, decide, halt, alert)",
+        "Run riskguard beside a trading system: consume its events from Kafka, apply the "
+        "limits, publish halts to the control topic, alert, and serve the API and the web "
+        "console. SIGTERM/SIGINT stop it gracefully; SIGHUP reloads the limits and users.",
+    )
+    r.add_argument(
+        "--config", metavar="PATH", help="settings file (TOML); env and flags override it"
+    )
+    r.add_argument("--limits", metavar="PATH", help="limits file (overrides the settings file)")
+    r.add_argument(
+        "--bootstrap-servers", metavar="HOST:PORT", help="Kafka bootstrap servers, comma-separated"
+    )
+    r.add_argument("--http-host", help="API and console bind address (default 127.0.0.1)")
+    r.add_argument("--http-port", type=int, help="API and console port (default 8321)")
     r.set_defaults(func=cmd_run)
 
-    b = sub.add_parser(
-        "broker", help="run a local broker: bundled Tansu, or Apache Kafka (Java 17+)"
+    b = _parser(
+        sub,
+        "broker",
+        "run a local broker: bundled Tansu, or Apache Kafka (Java 17+)",
+        "Run a Kafka-protocol broker on loopback for local work and tests, in the "
+        "foreground until Ctrl-C. Topics are lost on stop.",
     )
     b.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: free)")
     b.add_argument(
@@ -290,29 +224,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     b.set_defaults(func=cmd_broker)
 
-    for name, func, text in (
-        ("halt", cmd_halt, "halt a scope now (manual)"),
-        ("resume", cmd_resume, "resume a halted scope"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument(
-            "--scope", required=True, help="firm | account:<id> | strategy:<id> | symbol:<id>"
-        )
-        p.add_argument("--reason", required=True, help="why (goes to the audit log)")
-        p.add_argument("--operator", default=getpass.getuser(), help="your name")
-        p.add_argument("--url", default=os.environ.get("RISKGUARD_URL", DEFAULT_URL))
-        p.add_argument(
-            "--token-file", help="file holding the API token (default: $RISKGUARD_HTTP_TOKEN)"
-        )
-        if name == "halt":
-            p.add_argument("--action", choices=("halt", "reduce_only"), default="halt")
-        p.set_defaults(func=func)
+    operate.add_parsers(sub)
+    status.add_parser(sub)
+    users.add_parser(sub)
 
-    s = sub.add_parser("status", help="standing halts and health of a running riskguard")
-    s.add_argument("--url", default=os.environ.get("RISKGUARD_URL", DEFAULT_URL))
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_status)
-
-    a = sub.add_parser("audit", help="print an audit log")
-    a.add_argument("file", help="audit log (JSONL)")
+    a = _parser(
+        sub,
+        "audit",
+        "print an audit log",
+        "Print riskguard's audit log (JSONL), oldest first: transitions, manual actions, "
+        "refused requests, four-eyes steps, limits and users reloads.",
+    )
+    a.add_argument("file", help="path of the audit log (JSONL)")
     a.set_defaults(func=cmd_audit)

@@ -1,47 +1,130 @@
-"""The gate's decision: may this order go, given what the control topic says?
+"""The gate's decisions: may this order go, and which cancel requests are due?
 
 Pure functions of a :class:`~riskguard.control.view.ControlView`, the heartbeat
 timeout and an :class:`~riskguard.control.view.Instant`: no I/O, no clock of their
 own. :class:`riskguard.gate.Gate` answers through them, and so do the language-neutral
 test vectors (``docs/control-topic-vectors.json``); ``docs/control-topic.md`` is
 the contract they implement.
+
+* :func:`health`: riskguard alive and ready (the fail-closed part of every answer);
+* :func:`allows`: the scopes' states, the router saying whether the order reduces;
+* :func:`check`: the pre-trade check: states, REDUCE_ONLY judged from riskguard's
+  published positions, and the per-order rules (``order_qty``, ``order_notional``,
+  ``price_deviation``);
+* :func:`due_cancels` and :class:`DisconnectWatch`: what to hand to ``on_cancel``.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from riskguard.control.records import StateRecord
-from riskguard.control.view import ControlView, Instant
-from riskguard.evidence import evidence
+from riskguard.control.records import CancelOrder, CancelRecord, StateRecord
+from riskguard.control.view import ControlView, Instant, OrderRule
+from riskguard.evidence import evidence, number, sentence
 from riskguard.vocabulary import STATE_CODE, STATES, order_scopes
 
-__all__ = ["Verdict", "allows", "health", "heartbeat_age_ns"]
+__all__ = [
+    "CancelRequest",
+    "DisconnectWatch",
+    "Verdict",
+    "allows",
+    "check",
+    "due_cancels",
+    "health",
+    "heartbeat_age_ns",
+]
 
 VerdictState = Literal["ACTIVE", "REDUCE_ONLY", "HALTED", "UNKNOWN"]
 #: Rank of a state no v1 reader knows: stricter than HALTED (fail closed).
 _UNKNOWN_RANK = len(STATES)
+#: Per-order metrics a v1 gate evaluates; a rule on any other metric is skipped.
+ORDER_METRICS = ("order_qty", "order_notional", "price_deviation")
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The answer to one ``allows`` call. Truthy when the order may be sent.
+    """The answer to one ``allows`` or ``check`` call. Truthy when the order may be sent.
 
-    ``state`` is ``UNKNOWN`` when failing closed (no fresh, ready heartbeat, or a
-    scope in a state this reader does not know); ``scope`` names the scope that
-    decided, ``None`` when none did.
+    ``state`` is the strictest state of the order's scopes (``UNKNOWN`` when failing
+    closed: no fresh, ready heartbeat, no rules yet for ``check``, or a scope in a state
+    this reader does not know); ``scope`` names the scope that decided, ``None`` when
+    none did. A per-order rule's refusal keeps the scopes' ``state`` and names the scope
+    the rule is kept at in ``scope``, the rule in ``rule``, its ``metric``, the order's
+    ``value`` (in the metric's unit: quantity, currency, or a ratio) and the ``limit``
+    it crossed. ``alerts`` names the ``alert`` rules the order breaches (it is still
+    allowed; ``reason`` gives their evidence). ``cause`` is the key
+    :attr:`riskguard.gate.Gate.refusals` counts.
     """
 
     allowed: bool
     reason: str
     state: VerdictState
     scope: str | None = None
+    rule: str | None = None
+    metric: str | None = None
+    value: float | None = None
+    limit: float | None = None
+    alerts: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return self.allowed
 
+    @property
+    def cause(self) -> str:
+        """``rule:<name>`` for a per-order rule, ``fail_closed`` (no heartbeat, stale,
+        not ready, no rules yet), else the state that decided (``HALTED``,
+        ``REDUCE_ONLY``, ``UNKNOWN``), ``ACTIVE`` when allowed."""
+        if self.rule is not None:
+            return f"rule:{self.rule}"
+        if self.state == "UNKNOWN" and self.scope is None:
+            return "fail_closed"
+        return self.state
 
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """What ``on_cancel`` receives: cancel these working orders now.
+
+    ``kind`` is ``"halt"`` (every working order of ``scope``), ``"reduce_only"`` (the
+    working orders that would increase the scope's position) or ``"disconnect"`` (the
+    gate has failed closed for ``cancel_on_disconnect_ms``: ``scope`` is ``firm`` and
+    ``orders`` is empty, meaning *cancel everything you have working*). ``halt_id`` is
+    the id of the transition that asked (``disconnect@<ns>`` for a disconnect);
+    ``reason`` its evidence in words. A large scope's list arrives in ``parts`` requests
+    numbered ``part`` = 0 … parts-1, each delivered on its own. ``ts``: when riskguard
+    asked (a disconnect: when the gate decided), ns since the epoch.
+    Each order has ``order_id``, ``account``, ``strategy``, ``symbol``, ``side``
+    (``buy``/``sell``) and ``open_qty`` (the quantity not yet filled).
+    """
+
+    scope: str
+    orders: tuple[CancelOrder, ...]
+    reason: str
+    halt_id: str
+    kind: str
+    part: int = 0
+    parts: int = 1
+    ts: int = 0
+
+    @classmethod
+    def of(cls, record: CancelRecord) -> CancelRequest:
+        """The request one cancel record carries."""
+        return cls(
+            record.scope,
+            record.orders,
+            record.reason,
+            record.halt_id,
+            record.kind,
+            record.part,
+            record.parts,
+            record.ts,
+        )
+
+
+# health ------------------------------------------------------------------------------
 def heartbeat_age_ns(view: ControlView, at: Instant) -> int | None:
     """Age of the latest heartbeat at ``at``, in ns; ``None`` before any heartbeat.
 
@@ -79,6 +162,44 @@ def health(view: ControlView, heartbeat_timeout_ms: int, at: Instant) -> Verdict
     return Verdict(True, "riskguard alive", "ACTIVE")
 
 
+# scopes ------------------------------------------------------------------------------
+def _strictest(view: ControlView, scopes: Iterable[str]) -> StateRecord | None:
+    """The strictest non-ACTIVE state record of ``scopes`` (the widest on a tie)."""
+    worst: StateRecord | None = None
+    for scope in scopes:
+        record = view.states.get(scope)
+        if (
+            record is not None
+            and record.state != "ACTIVE"
+            and (worst is None or _rank(record) > _rank(worst))
+        ):
+            worst = record
+    return worst
+
+
+def _refuse_state(worst: StateRecord) -> Verdict | None:
+    """The refusal of a HALTED or unknown strictest state; None for REDUCE_ONLY."""
+    why = evidence(worst.transition)
+    if worst.state == "HALTED":
+        return Verdict(False, f"{worst.scope} is HALTED ({why})", "HALTED", worst.scope)
+    if worst.state != "REDUCE_ONLY":
+        return Verdict(
+            False,
+            f"fail closed: {worst.scope} is in unknown state {worst.state!r} ({why})",
+            "UNKNOWN",
+            worst.scope,
+        )
+    return None
+
+
+def _side(side: str) -> float:
+    if side == "buy":
+        return 1.0
+    if side == "sell":
+        return -1.0
+    raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
+
+
 def allows(
     view: ControlView,
     heartbeat_timeout_ms: int,
@@ -96,41 +217,244 @@ def allows(
     this reader does not know refuses (``UNKNOWN``). Raises ``ValueError`` when
     ``side`` is not ``"buy"`` or ``"sell"``.
     """
-    if side not in ("buy", "sell"):
-        raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
+    _side(side)
     alive = health(view, heartbeat_timeout_ms, at)
     if not alive:
         return alive
-    worst: StateRecord | None = None
-    for scope in order_scopes(account, strategy, symbol):
-        record = view.states.get(scope)
-        if record is not None and (worst is None or _rank(record) > _rank(worst)):
-            worst = record
-    if worst is None or worst.state == "ACTIVE":
+    worst = _strictest(view, order_scopes(account, strategy, symbol))
+    if worst is None:
         return Verdict(True, "allowed", "ACTIVE")
-    why = _evidence(worst)
-    if worst.state == "REDUCE_ONLY" and reduces_position:
+    refused = _refuse_state(worst)
+    if refused is not None:
+        return refused
+    if reduces_position:
         return Verdict(
             True,
             f"{worst.scope} is REDUCE_ONLY; order reduces position",
             "REDUCE_ONLY",
             worst.scope,
         )
-    if worst.state == "REDUCE_ONLY":
-        return Verdict(False, f"{worst.scope} is REDUCE_ONLY ({why})", "REDUCE_ONLY", worst.scope)
-    if worst.state == "HALTED":
-        return Verdict(False, f"{worst.scope} is HALTED ({why})", "HALTED", worst.scope)
-    return Verdict(
-        False,
-        f"fail closed: {worst.scope} is in unknown state {worst.state!r} ({why})",
-        "UNKNOWN",
-        worst.scope,
-    )
+    why = evidence(worst.transition)
+    return Verdict(False, f"{worst.scope} is REDUCE_ONLY ({why})", "REDUCE_ONLY", worst.scope)
+
+
+# the pre-trade check -----------------------------------------------------------------
+def check(
+    view: ControlView,
+    heartbeat_timeout_ms: int,
+    at: Instant,
+    account: str,
+    strategy: str,
+    symbol: str,
+    side: Literal["buy", "sell"],
+    qty: float,
+    price: float | None = None,
+    reference_price: float | None = None,
+) -> Verdict:
+    """Should this order be sent at ``at``? The pre-trade check, in this order:
+
+    1. health (as :func:`health`); 2. no rules record read yet: refused (fail closed);
+    3. the scopes' states: HALTED or an unknown state refuses as in :func:`allows`;
+       each REDUCE_ONLY scope refuses an order that would open, increase or flip its
+       published position (:meth:`ControlView.position`, 0 when none is current);
+    4. the per-order rules matching the order, in published order: a breach of an
+       ``alert`` rule is noted, of any other action refuses.
+
+    ``qty`` > 0 (units), ``price`` the limit price (None: a market order),
+    ``reference_price`` the price to judge against (None: riskguard's published mark).
+    ``order_notional`` = qty * abs(price) (a market order: * abs(reference); none: not
+    evaluated); ``price_deviation`` = abs(price - ref) / abs(ref) (not evaluated for a
+    market order, without a reference, or at a reference of 0). Raises ``ValueError``
+    for a side other than buy/sell, a ``qty`` not finite and > 0, or a non-finite price.
+    """
+    sign = _side(side)
+    if not (qty > 0 and math.isfinite(qty)):
+        raise ValueError(f"qty must be a finite number > 0, got {qty!r}")
+    for name, px in (("price", price), ("reference_price", reference_price)):
+        if px is not None and not math.isfinite(px):
+            raise ValueError(f"{name} must be finite or None, got {px!r}")
+    alive = health(view, heartbeat_timeout_ms, at)
+    if not alive:
+        return alive
+    if view.rules is None:
+        return Verdict(False, "fail closed: no per-order rules from riskguard yet", "UNKNOWN")
+    scopes = order_scopes(account, strategy, symbol)
+    worst = _strictest(view, scopes)
+    state: VerdictState = "ACTIVE"
+    decided: str | None = None
+    reason = "allowed"
+    if worst is not None:
+        refused = _refuse_state(worst)
+        if refused is not None:
+            return refused
+        for scope in scopes:  # widest first: every REDUCE_ONLY scope must agree
+            record = view.states.get(scope)
+            if record is not None and record.state == "REDUCE_ONLY":
+                verdict = _reduce_only(view, record, symbol, side, sign * qty)
+                if not verdict:
+                    return verdict
+                if decided is None:
+                    decided, reason = scope, verdict.reason
+        state = "REDUCE_ONLY"
+    ref = reference_price
+    if ref is None:
+        mark = view.marks.get(symbol)
+        ref = None if mark is None else mark.price
+    notes: list[str] = []
+    alerts: list[str] = []
+    for rule in view.order_rules:
+        value = _value(rule, account, strategy, symbol, qty, price, ref)
+        if value is None:
+            continue
+        if value > rule.upper:
+            limit = rule.upper
+        elif value < rule.lower:
+            limit = rule.lower
+        else:
+            continue
+        r = rule.record
+        said = sentence(r.name, r.metric, value, limit)
+        where = _rule_scope(r.scope, account, strategy, symbol)
+        if r.action == "alert":
+            notes.append(f"alert at {where}: {said}")
+            alerts.append(r.name)
+            continue
+        return Verdict(
+            False,
+            f"refused before sending at {where}: {said} (action {r.action})",
+            state,
+            where,
+            r.name,
+            r.metric,
+            value,
+            limit,
+        )
+    if notes:
+        reason = f"{reason}; {'; '.join(notes)}"
+    return Verdict(True, reason, state, decided, alerts=tuple(alerts))
+
+
+def _reduce_only(
+    view: ControlView, record: StateRecord, symbol: str, side: str, signed_qty: float
+) -> Verdict:
+    """REDUCE_ONLY at ``record.scope``: allowed only if the order brings the position
+    closer to zero without crossing it (position 0: every order opens one)."""
+    scope = record.scope
+    position = view.position(scope, symbol)
+    after = position + signed_qty
+    qty = abs(signed_qty)
+    if position != 0.0 and signed_qty * position < 0.0 and qty <= abs(position):
+        said = f"{side} {number(qty)} reduces position {number(position)} to {number(after)}"
+        return Verdict(True, f"{scope} is REDUCE_ONLY; {said}", "REDUCE_ONLY", scope)
+    if position == 0.0:
+        what = f"{side} {number(qty)} would open a position (position 0)"
+    elif signed_qty * position > 0.0:
+        what = f"{side} {number(qty)} would increase position {number(position)} to {number(after)}"
+    else:
+        what = f"{side} {number(qty)} would flip position {number(position)} to {number(after)}"
+    why = evidence(record.transition)
+    return Verdict(False, f"{scope} is REDUCE_ONLY ({why}); {what}", "REDUCE_ONLY", scope)
+
+
+def _value(
+    rule: OrderRule,
+    account: str,
+    strategy: str,
+    symbol: str,
+    qty: float,
+    price: float | None,
+    ref: float | None,
+) -> float | None:
+    """The order's value of the rule's metric; None when the rule does not apply or
+    cannot be evaluated. Match fields other than account, strategy and symbol (say a
+    venue) do not narrow the rule."""
+    for name, keys in rule.match:
+        key = (
+            account
+            if name == "account"
+            else strategy
+            if name == "strategy"
+            else symbol
+            if name == "symbol"
+            else None
+        )
+        if key is not None and key not in keys:
+            return None
+    metric = rule.record.metric
+    if metric == "order_qty":
+        return qty
+    if metric == "order_notional":
+        px = price if price is not None else ref
+        return None if px is None else qty * abs(px)
+    if metric == "price_deviation":
+        if price is None or ref is None or ref == 0.0:
+            return None
+        return abs(price - ref) / abs(ref)
+    return None  # a metric this gate does not know: riskguard judges it after sending
+
+
+def _rule_scope(level: str, account: str, strategy: str, symbol: str) -> str:
+    """The scope a rule at ``level`` is kept at for this order (e.g. ``strategy:s1``)."""
+    if level == "account":
+        return f"account:{account}"
+    if level == "strategy":
+        return f"strategy:{strategy}"
+    if level == "symbol":
+        return f"symbol:{symbol}"
+    return level  # firm, or a level this gate does not know
 
 
 def _rank(record: StateRecord) -> int:
     return STATE_CODE.get(record.state, _UNKNOWN_RANK)
 
 
-def _evidence(record: StateRecord) -> str:
-    return evidence(record.transition)
+# cancel requests ---------------------------------------------------------------------
+def due_cancels(
+    view: ControlView, scopes: Iterable[str], delivered: Container[tuple[str, int]]
+) -> list[CancelRecord]:
+    """The cancel parts of ``scopes`` due for delivery, by scope then part.
+
+    A part is due when its ``halt_id`` is the ``transition.id`` of its scope's latest
+    state record (a part of an earlier halt, or of a halt since resumed or escalated,
+    never is; a part read before its state record becomes due when the state is read),
+    and ``(halt_id, part)`` is not in ``delivered``.
+    """
+    due: list[CancelRecord] = []
+    for scope in scopes:
+        parts = view.cancels.get(scope)
+        state = view.states.get(scope)
+        if not parts or state is None:
+            continue
+        standing = state.transition.id
+        due.extend(
+            parts[p]
+            for p in sorted(parts)
+            if parts[p].halt_id == standing and (standing, p) not in delivered
+        )
+    return due
+
+
+@dataclass
+class DisconnectWatch:
+    """Cancel on disconnect: due once the gate has failed closed for ``after_ms``.
+
+    Feed it :meth:`step` with the health and the monotonic clock; it answers True once
+    per outage (when the failure has lasted ``after_ms``), and re-arms when healthy.
+    """
+
+    after_ms: int
+    failing_since_ns: int | None = None
+    fired: bool = False
+
+    def step(self, healthy: bool, mono_ns: int) -> bool:
+        """True exactly when the disconnect request is due now."""
+        if healthy:
+            self.failing_since_ns = None
+            self.fired = False
+            return False
+        if self.failing_since_ns is None:
+            self.failing_since_ns = mono_ns
+        if not self.fired and mono_ns - self.failing_since_ns >= self.after_ms * 1_000_000:
+            self.fired = True
+            return True
+        return False

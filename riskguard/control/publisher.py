@@ -1,15 +1,23 @@
-"""Publish transitions and heartbeats to the control topic, with ``acks=all``.
+"""Publish transitions, cancel requests, heartbeats and gate data to the control topic.
 
-A publish waits at most the producer's ``request_timeout_ms`` (1.5 s by default),
-never aiokafka's 40 s. A transition that could not be published stays pending
-and is re-sent every second until the broker takes it; the newest state per
-scope wins, which is what a compacted topic keeps anyway.
+Every publish uses the producer's ``acks=all`` and waits at most its
+``request_timeout_ms`` (1.5 s by default), never aiokafka's 40 s. A transition
+that could not be published stays pending, with the messages that follow it (its
+cancel request), and is re-sent every second until the broker takes it; the
+newest state per scope wins, which is what a compacted topic keeps anyway.
+
+In one publish the state records of all its transitions are sent and acknowledged
+first; only then is each transition's following messages (its cancel request) built
+and sent, and awaited in turn: building and sending a large request never delays a
+halt's state record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
+from typing import Final
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -19,54 +27,127 @@ from riskguard.control.records import HeartbeatRecord, heartbeat_message, state_
 from riskguard.metrics import Metrics
 from riskguard.vocabulary import Transition
 
+Message = tuple[bytes, bytes]
+"""A control message: (key, value)."""
+Follow = Callable[[Transition], Sequence[Message]]
+"""The messages that follow a transition's state record (its cancel request)."""
+CHUNK: Final = 256
+"""Gate data is sent in chunks of this many messages, each awaited before the next:
+never more than this queued ahead of a halt's state record."""
+
 
 class ControlPublisher:
     """Owns the control topic's producer side."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        metrics: Metrics,
+        data_producer: AIOKafkaProducer | None = None,
+    ) -> None:
+        """``data_producer`` (default: ``producer``) sends the gate data
+        (:meth:`publish_records`): on a producer of its own, a batch of it in flight
+        never holds a transition's state record back."""
         self.producer = producer
+        self.data_producer = data_producer or producer
         self.topic = topic
         self.metrics = metrics
         self.pending: dict[str, Transition] = {}
+        #: per pending transition id: the messages that follow it (already built)
+        self.pending_follow: dict[str, Sequence[Message]] = {}
         self._log = log.get("control")
         self.last_ok_mono = time.monotonic()
+        self._in_flight = 0
+        self._quiet = asyncio.Event()  # set while no transition is being published
+        self._quiet.set()
 
-    async def publish(self, transitions: list[Transition]) -> bool:
-        """Publish state changes (alerts are skipped). True when all were acknowledged."""
+    async def publish(self, transitions: list[Transition], follow: Follow | None = None) -> bool:
+        """Publish state changes (alerts are skipped). True when all were acknowledged.
+
+        ``follow(tr)`` gives the messages to publish after ``tr``'s state record (its
+        cancel request); it is called once per state change, after the broker
+        acknowledged every state record of the publish. A failed publish keeps each
+        transition and its messages pending (:meth:`retry_pending`).
+        """
         items = [tr for tr in transitions if not tr.is_alert]
         if not items:
             return True
+        built: dict[str, Sequence[Message]] = {}
+        self._in_flight += 1
+        self._quiet.clear()  # gate data waits: nothing of it between a state and its request
         try:
-            futures = []
+            states = []
             for tr in items:
                 key, value = state_message(tr)
-                futures.append(await self.producer.send(self.topic, value, key=key))
+                states.append(await self.producer.send(self.topic, value, key=key))
+            await asyncio.gather(*states)  # on the topic: gates refuse from now on
+            acked = time.time_ns()
+            futures = []
+            for tr in items:
+                built[tr.id] = follow(tr) if follow is not None else ()
+                for key, value in built[tr.id]:
+                    futures.append(await self.producer.send(self.topic, value, key=key))
             await asyncio.gather(*futures)
         except (KafkaError, TimeoutError, OSError) as exc:
             self.metrics.control_failures.inc()
             for tr in items:
                 self.pending[tr.scope] = tr
+                if follow is not None:  # not yet built: build now, so nothing is lost
+                    self.pending_follow[tr.id] = built[tr.id] if tr.id in built else follow(tr)
+            self.pending_follow = {
+                t.id: self.pending_follow[t.id]
+                for t in self.pending.values()
+                if t.id in self.pending_follow
+            }
             self._log.error(
                 "control publish failed; will retry",
                 error=repr(exc),
                 scopes=[t.scope for t in items],
             )
             return False
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._quiet.set()
         self.last_ok_mono = time.monotonic()
         for tr in items:
             if self.pending.get(tr.scope) is tr:
                 del self.pending[tr.scope]
-        now = time.time_ns()
+                self.pending_follow.pop(tr.id, None)
         for tr in items:
-            self.metrics.decision_latency.observe(max(0, now - tr.ts) / 1e9)
+            self.metrics.decision_latency.observe(max(0, acked - tr.ts) / 1e9)
         return True
 
     async def retry_pending(self) -> None:
-        """Re-send what failed earlier (newest per scope)."""
+        """Re-send what failed earlier (newest per scope), with the messages following each."""
         if self.pending:
             items = list(self.pending.values())
-            if await self.publish(items):
+            stored = dict(self.pending_follow)
+            if await self.publish(items, lambda tr: stored.get(tr.id, ())):
                 self._log.info("control publish recovered", scopes=[t.scope for t in items])
+
+    async def publish_records(self, messages: Sequence[Message]) -> bool:
+        """Publish gate data (rules, marks, positions) in chunks of :data:`CHUNK`, each
+        awaited, and none while a transition is being published (transitions and their
+        cancel requests go first). True when the broker took every message; False
+        (logged at warning, counted) at the first chunk it did not take: the caller
+        sends it again later."""
+        try:
+            for start in range(0, len(messages), CHUNK):
+                await self._quiet.wait()
+                futures = [
+                    await self.data_producer.send(self.topic, value, key=key)
+                    for key, value in messages[start : start + CHUNK]
+                ]
+                await asyncio.gather(*futures)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            self.metrics.control_failures.inc()
+            self._log.warning("gate data publish failed; will retry", error=repr(exc))
+            return False
+        if messages:
+            self.last_ok_mono = time.monotonic()
+        return True
 
     async def heartbeat(self, record: HeartbeatRecord) -> bool:
         """Publish one heartbeat; False (logged at debug) if the broker did not take it."""

@@ -1,17 +1,40 @@
-"""The control topic as a reader sees it: the latest record per scope, and riskguard's pulse.
+"""The control topic as a reader sees it: the latest record of each kind and key.
 
 No I/O and no clock of its own: the caller says when each batch was read (an
-:class:`Instant`), which lets the gate's decision (:mod:`riskguard.control.decision`)
+:class:`Instant`), which lets the gate's decisions (:mod:`riskguard.control.decision`)
 be run against recorded inputs, such as ``docs/control-topic-vectors.json``.
+
+What the view keeps, each replaced by the next readable record of its key in topic
+order (``docs/control-topic.md``, "Reading"):
+
+* ``states``: scope -> :class:`StateRecord`;
+* ``heartbeat``: the latest :class:`HeartbeatRecord`, and when it was read;
+* ``cancels``: scope -> part -> :class:`CancelRecord` (parts of different halts may
+  coexist, as on the compacted topic; a gate delivers only the standing halt's);
+* ``rules``: the latest :class:`RulesRecord`, compiled into ``order_rules``;
+* ``marks``: symbol -> :class:`MarkRecord`;
+* ``positions``: (scope, symbol) -> :class:`PositionRecord` (read through
+  :meth:`ControlView.position`, which applies the staleness rule).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from riskguard.control.records import HeartbeatRecord, StateRecord, decode_record
+from riskguard.control.records import (
+    CancelRecord,
+    HeartbeatRecord,
+    MarkRecord,
+    PositionRecord,
+    Record,
+    RuleRecord,
+    RulesRecord,
+    StateRecord,
+    decode_record,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,37 +54,103 @@ class Instant:
         return cls(time.time_ns(), time.monotonic_ns())
 
 
+@dataclass(frozen=True, slots=True)
+class OrderRule:
+    """A per-order rule in the form ``check()`` evaluates fast.
+
+    ``match`` is ``((field, keys), ...)`` with ``keys`` a frozenset; ``upper``/``lower``
+    are the bounds (``inf``/``-inf`` when absent). ``record`` is the rule as published.
+    """
+
+    record: RuleRecord
+    match: tuple[tuple[str, frozenset[str]], ...]
+    upper: float
+    lower: float
+
+
+def compile_rule(rule: RuleRecord) -> OrderRule:
+    """The fast form of one published rule."""
+    return OrderRule(
+        rule,
+        tuple((name, frozenset(keys)) for name, keys in rule.match.items()),
+        math.inf if rule.max is None else rule.max,
+        -math.inf if rule.min is None else rule.min,
+    )
+
+
+def valid(record: Record) -> bool:
+    """Whether a decoded record's numbers and parts make sense (else it is unreadable).
+
+    Cancel parts need ``0 <= part < parts`` and finite open quantities; marks a finite
+    price; positions a finite quantity; rules finite bounds with ``min <= max``.
+    """
+    if isinstance(record, CancelRecord):
+        return 0 <= record.part < record.parts and all(
+            math.isfinite(o.open_qty) for o in record.orders
+        )
+    if isinstance(record, MarkRecord):
+        return math.isfinite(record.price)
+    if isinstance(record, PositionRecord):
+        return math.isfinite(record.qty)
+    if isinstance(record, RulesRecord):
+        for rule in record.rules:
+            bounds = [b for b in (rule.min, rule.max) if b is not None]
+            if not all(math.isfinite(b) for b in bounds):
+                return False
+            if rule.min is not None and rule.max is not None and rule.min > rule.max:
+                return False
+    return True
+
+
 @dataclass
 class ControlView:
-    """Latest state per scope plus the latest heartbeat, as read from the topic.
+    """The latest record of each key, plus the latest heartbeat, as read from the topic.
 
     ``heartbeat_read`` is when the latest heartbeat was read (local clocks);
     ``records`` counts readable records, ``unreadable`` the non-null values that could
-    not be decoded (tombstones, null values, are neither).
+    not be decoded or failed :func:`valid` (tombstones, null values, are neither).
     """
 
     states: dict[str, StateRecord] = field(default_factory=dict)
     heartbeat: HeartbeatRecord | None = None
     heartbeat_read: Instant | None = None
+    cancels: dict[str, dict[int, CancelRecord]] = field(default_factory=dict)
+    rules: RulesRecord | None = None
+    order_rules: tuple[OrderRule, ...] = ()
+    marks: dict[str, MarkRecord] = field(default_factory=dict)
+    positions: dict[tuple[str, str], PositionRecord] = field(default_factory=dict)
     records: int = 0
     unreadable: int = 0
+    # the value of ``records`` when a scope's state, or a position, was last read
+    _state_seq: dict[str, int] = field(default_factory=dict, repr=False)
+    _position_seq: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
 
     def apply(self, values: Iterable[bytes | None], at: Instant | None = None) -> list[StateRecord]:
         """Fold message values in offset order, read at ``at`` (default: now).
 
-        Returns the state records among them. Tombstones (``None``) and values that
-        do not decode change nothing; the latest readable record of a
-        scope (by the scope in its value) replaces the previous one, and the latest
-        heartbeat replaces the previous heartbeat. Never raises on bad values.
+        Returns the state records among them (:meth:`fold` returns every record).
+        Never raises on bad values.
+        """
+        return [r for r in self.fold(values, at) if isinstance(r, StateRecord)]
+
+    def fold(self, values: Iterable[bytes | None], at: Instant | None = None) -> list[Record]:
+        """Fold message values in offset order, read at ``at``; return the records applied.
+
+        Tombstones (``None``) and values that do not decode (or fail :func:`valid`)
+        change nothing. A readable record replaces the previous one of its kind and key,
+        as named in its value: a scope's state, a scope's cancel part, the rules, a
+        symbol's mark, a (scope, symbol) position; the latest heartbeat replaces the
+        previous heartbeat. Never raises on bad values.
         """
         read_at = at or Instant.now()
-        changed = []
+        applied: list[Record] = []
         for value in values:
             record = decode_record(value)
-            if record is None:
+            if record is None or not valid(record):
                 self.unreadable += value is not None
                 continue
             self.records += 1
+            applied.append(record)
             if isinstance(record, HeartbeatRecord):
                 # read time first: a thread reading between these two lines judges the
                 # old heartbeat by its true age, never a new one as already old
@@ -69,8 +158,42 @@ class ControlView:
                 self.heartbeat = record
             elif isinstance(record, StateRecord):
                 self.states[record.scope] = record
-                changed.append(record)
-        return changed
+                self._state_seq[record.scope] = self.records
+            elif isinstance(record, CancelRecord):
+                self.cancels.setdefault(record.scope, {})[record.part] = record
+            elif isinstance(record, RulesRecord):
+                # compiled first: a reader between the lines sees old rules, or new ones whole
+                self.order_rules = tuple(compile_rule(r) for r in record.rules)
+                self.rules = record
+            elif isinstance(record, MarkRecord):
+                self.marks[record.symbol] = record
+            else:
+                key = (record.scope, record.symbol)
+                self.positions[key] = record
+                self._position_seq[key] = self.records
+        return applied
+
+    def position(self, scope: str, symbol: str) -> float:
+        """riskguard's published net position of ``scope`` in ``symbol``; 0.0 when none is current.
+
+        A position record is current when it was read after the scope's latest state
+        record, or its ``ts`` is at or after that state's ``transition.decided_ns``. Any
+        other is left from an earlier REDUCE_ONLY episode (the topic keeps it until its
+        key is written again) and reads as 0, the strict answer: every order increases
+        a flat position.
+        """
+        key = (scope, symbol)
+        record = self.positions.get(key)
+        if record is None:
+            return 0.0
+        state = self.states.get(scope)
+        if state is None:
+            return record.qty
+        current = (
+            self._position_seq.get(key, 0) > self._state_seq.get(scope, 0)
+            or record.ts >= state.transition.decided_ns
+        )
+        return record.qty if current else 0.0
 
     def standing(self) -> dict[str, StateRecord]:
         """Scopes whose latest state is not ACTIVE."""

@@ -1,8 +1,10 @@
 """The consume step: fetch, decode, apply to the engine, dead-letter, hand out transitions.
 
 Hot path (one task): ``getmany`` -> decode -> ``Engine.apply`` -> advance the
-applied offsets -> the outbox (control topic first, awaited). The engine is
-driven by exactly two things, both here: input batches and the clock tick.
+applied offsets -> the outbox (control topic first, awaited) -> the cancel
+confirmation (:mod:`riskguard.ingest.cancels`: orders of halts that closed, orders
+opened in halted scopes, the ``cancel-incomplete`` alert). The engine is driven by
+exactly two things, both here: input batches and the clock tick.
 
 Every partition of every input topic is assigned by hand: a kill switch must see
 the whole firm's flow, and a consumer group would split partitions between
@@ -27,6 +29,7 @@ from riskguard.control.reader import partitions
 from riskguard.engine import Engine
 from riskguard.events import BadEvent, Event, decode
 from riskguard.events import _decoder as _event_decoder
+from riskguard.ingest.cancels import CancelTracker
 from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.ingest.coordinates import Coordinates
 from riskguard.ingest.flow import FlowReport
@@ -90,6 +93,8 @@ class ConsumeLoop:
     metrics: Metrics
     session_start_ns: int | None = None
     """Events stamped earlier are skipped (ns since the epoch); None skips nothing."""
+    cancels: CancelTracker | None = None
+    """Confirms halts' cancels after every batch and tick (None: not tracked)."""
     dead_letters: DeadLetters = field(init=False)
     flow: FlowReport = field(init=False)
     """Duplicates, skewed and late events seen, and the clock-skew alerts."""
@@ -226,6 +231,10 @@ class ConsumeLoop:
         alerts = self.flow.record(result, wall_ns)
         if result.transitions or alerts:  # state changes first: gates hear of them first
             await self.outbox.send([*result.transitions, *alerts])
+        if self.cancels is not None:
+            confirmed = self.cancels.check(events, time.time_ns())
+            if confirmed:
+                await self.outbox.send(confirmed)
         if events:
             self.metrics.last_event.set(max(e.ts for e in events[-64:]) / 1e9)
         applied = self.checkpoints.applied
@@ -264,13 +273,17 @@ class ConsumeLoop:
     # the clock -----------------------------------------------------------------
     async def clock(self, interval_ms: int) -> None:
         """Forever: tick the engine's clock every ``interval_ms`` (time-based rules),
-        send what it decides, and track event lag."""
+        send what it decides, check the cancel deadlines, and track event lag."""
         while True:
             await asyncio.sleep(interval_ms / 1000)
             now = time.time_ns()
             transitions = self.engine.tick(now)
             if transitions:
                 await self.outbox.send(transitions)
+            if self.cancels is not None:
+                confirmed = self.cancels.check((), time.time_ns())
+                if confirmed:
+                    await self.outbox.send(confirmed)
             last = self.engine.last_event_ns
             if last > 0:
                 self.metrics.event_lag.set(max(0.0, (now - last) / 1e9))

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from riskguard import log
 from riskguard.control.records import HeartbeatRecord
 from riskguard.engine import Engine
@@ -46,6 +48,8 @@ class BrokerWatch:
         self.budget_ms = budget_ms
         self.last_ok_mono = time.monotonic()
         self.reachable = True
+        self.lost_alert: str | None = None
+        """The id of the standing ``broker-unreachable`` alert (its recovery ends it)."""
 
     def observe(self, ok: bool, now_mono: float | None = None) -> Edge | None:
         """Record one publish result; returns ``recovered`` when the broker is back."""
@@ -74,15 +78,25 @@ class BrokerWatch:
         return (now - self.last_ok_mono) * 1000
 
     def alert(self, edge: Edge, firm_state: str) -> Transition:
-        """The alert for an edge (no state change: ``from`` equals ``to``)."""
+        """The alert for an edge (no state change: ``from`` equals ``to``).
+
+        ``broker-recovered`` carries in ``ends`` the id of the ``broker-unreachable``
+        alert it ends, so the notifiers resolve that incident.
+        """
         rule = "broker-unreachable" if edge == "lost" else "broker-recovered"
-        return system_alert(
+        alert = system_alert(
             rule,
             "broker_silence_ms",
             firm_state,
             value=round(self.silent_ms(), 1),
             limit=float(self.budget_ms),
         )
+        if edge == "lost":
+            self.lost_alert = alert.id
+        elif self.lost_alert is not None:
+            alert = msgspec.structs.replace(alert, ends=self.lost_alert)
+            self.lost_alert = None
+        return alert
 
 
 class Liveness:

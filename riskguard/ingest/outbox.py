@@ -1,6 +1,8 @@
 """The outbox: the one place a transition leaves riskguard, always in the same order.
 
-1. the control topic (``acks=all``, awaited: gates learn the state first);
+1. the control topic (``acks=all``, awaited: gates learn the state first), each
+   transition to HALTED or REDUCE_ONLY followed by its cancel request (the scope's
+   working orders, :mod:`riskguard.ingest.cancels`) in the same awaited publish;
 2. the local journal (fsynced, in a thread; survives broker data loss);
 3. metrics;
 4. the audit log (queued);
@@ -20,7 +22,9 @@ from collections.abc import Sequence
 
 from riskguard import log
 from riskguard.audit import AuditLog
-from riskguard.control.publisher import ControlPublisher
+from riskguard.control.publisher import ControlPublisher, Message
+from riskguard.control.records import cancel_key, encode_record
+from riskguard.ingest.ports import CancelRequests
 from riskguard.journal import HaltJournal
 from riskguard.metrics import Metrics
 from riskguard.notify.dispatch import Notifier
@@ -36,16 +40,24 @@ class Outbox:
 
     Implements :class:`~riskguard.ingest.ports.TransitionSink` and
     :class:`~riskguard.ingest.ports.Reassertion`. State changes need the control
-    topic: :meth:`open` it once the producer has started.
+    topic: :meth:`open` it once the producer has started. With ``cancels``, every
+    transition to HALTED or REDUCE_ONLY is followed on the control topic by its cancel
+    request, and a resume stops the tracking of the scope's request.
     """
 
     def __init__(
-        self, journal: HaltJournal, metrics: Metrics, audit: AuditLog, notifier: Notifier
+        self,
+        journal: HaltJournal,
+        metrics: Metrics,
+        audit: AuditLog,
+        notifier: Notifier,
+        cancels: CancelRequests | None = None,
     ) -> None:
         self.journal = journal
         self.metrics = metrics
         self.audit = audit
         self.notifier = notifier
+        self.cancels = cancels
         self._control: ControlPublisher | None = None
         self._log = log.get("sidecar")
 
@@ -69,7 +81,8 @@ class Outbox:
         """
         items = list(transitions)
         if any(not tr.is_alert for tr in items):
-            await self._publisher().publish(items)
+            follow = self._cancel_request if self.cancels is not None else None
+            await self._publisher().publish(items, follow)
             try:
                 await asyncio.to_thread(self.journal.append, items)
             except OSError as exc:  # the control topic still has it; say so loudly
@@ -91,6 +104,23 @@ class Outbox:
                 reason=tr.reason,
                 id=tr.id,
             )
+
+    def _cancel_request(self, tr: Transition) -> list[Message]:
+        """The messages following ``tr``'s state record: its cancel request, if it asks one.
+
+        Never raises: a request that cannot be built is logged, and the state record
+        still goes out (a gate refuses the scope's orders either way).
+        """
+        assert self.cancels is not None
+        if tr.to == "ACTIVE":
+            self.cancels.lifted(tr)
+            return []
+        try:
+            records = self.cancels.request(tr)
+        except Exception:  # the halt itself must go out whatever happened here
+            self._log.exception("cancel request could not be built", scope=tr.scope, id=tr.id)
+            return []
+        return [(cancel_key(r.scope, r.part), encode_record(r)) for r in records]
 
     async def reassert(
         self, restored: Sequence[Transition], republish: Sequence[Transition]

@@ -8,10 +8,10 @@ runtime, so no part can form an import cycle through it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
-from riskguard.control.records import HeartbeatRecord
+from riskguard.control.records import CancelRecord, HeartbeatRecord
 from riskguard.limits import Limits
 from riskguard.vocabulary import State, Transition
 
@@ -31,6 +31,26 @@ class Reassertion(Protocol):
         self, restored: Sequence[Transition], republish: Sequence[Transition]
     ) -> None:
         """Re-publish ``republish`` to the control topic; count every ``restored`` state."""
+        ...
+
+
+class CancelRequests(Protocol):
+    """Builds the cancel request of each halt and tracks its orders (the cancel tracker)."""
+
+    def request(self, tr: Transition) -> Sequence[CancelRecord]:
+        """The cancel request of a transition to HALTED or REDUCE_ONLY, in parts."""
+        ...
+
+    def lifted(self, tr: Transition) -> None:
+        """A resume: the scope's orders need not be cancelled any more."""
+        ...
+
+
+class RulesChannel(Protocol):
+    """Where the per-order rules of the limits in force are published (the gate feed)."""
+
+    async def rules_changed(self, limits: Limits) -> None:
+        """``limits`` are in force now: publish their per-order rules."""
         ...
 
 
@@ -84,15 +104,32 @@ class HeartbeatChannel(Protocol):
         ...
 
 
+class AuditTrail(Protocol):
+    """Where records for the audit log go (the audit log)."""
+
+    def record(self, kind: str, body: Any) -> None:
+        """Queue one record of ``kind`` (never blocks)."""
+        ...
+
+
 class OperatorDesk(Protocol):
     """Operators' manual actions, as the control API uses them."""
 
     async def manual(
-        self, action: str, scope: str, operator: str, reason: str
+        self,
+        action: str,
+        scope: str,
+        operator: str,
+        reason: str,
+        *,
+        approved_by: str | None = None,
+        audit: Mapping[str, Any] | None = None,
     ) -> Transition | None:
         """``halt``, ``reduce_only`` or ``resume`` a scope; None when nothing changed.
 
-        Raises :class:`ValueError` for an empty operator or reason or an unknown
+        ``operator`` is the identity that asked (the token's owner), ``approved_by`` the
+        second risk-admin of a four-eyes resume, ``audit`` extra fields for the audit
+        record. Raises :class:`ValueError` for an empty operator or reason or an unknown
         action, :class:`~riskguard.vocabulary.ScopeError` (a ``ValueError``) for a
         malformed scope; nothing changes then.
         """
@@ -100,6 +137,18 @@ class OperatorDesk(Protocol):
 
     def state(self, scope: str) -> State:
         """The trading state of ``scope`` after the action."""
+        ...
+
+    def standing(self) -> Mapping[str, Transition]:
+        """Every scope not ACTIVE, with the transition that put it there."""
+        ...
+
+    def record(self, kind: str, body: Any) -> None:
+        """Audit one record (a refused request, a four-eyes step)."""
+        ...
+
+    def subscribe(self, listener: Callable[[Transition], Any]) -> Callable[[], None]:
+        """Call ``listener`` with every kill-switch transition; returns an unsubscribe."""
         ...
 
 

@@ -4,8 +4,9 @@ The new file is validated in full first. A bad file changes nothing: the old
 limits stay in force, the problems are logged, counted
 (``riskguard_limits_reloads_total{result="rejected"}``), audited and sent to the
 notifiers. A good file is swapped in between two batches (the engine is owned by
-one task, so the swap is atomic with respect to event processing) and the audit
-log records the diff of the rules.
+one task, so the swap is atomic with respect to event processing), its per-order
+rules go to the control topic for every gate (``__rules__``), and the audit log
+records the diff of the rules.
 
 The directory is watched, not the file: Kubernetes updates a ConfigMap by swapping
 a ``..data`` symlink, which never touches the file's own inode. A change is
@@ -26,7 +27,7 @@ import watchfiles
 
 from riskguard import log
 from riskguard.audit import AuditLog
-from riskguard.ingest.ports import LimitsOwner, ScopeStates, TransitionSink
+from riskguard.ingest.ports import LimitsOwner, RulesChannel, ScopeStates, TransitionSink
 from riskguard.limits import Limits, LimitsError, load
 from riskguard.limits.model import Rule
 from riskguard.metrics import Metrics
@@ -68,7 +69,9 @@ class LimitsReloader:
     """Validates the limits file and swaps it into ``owner`` (the engine).
 
     ``states`` gives the firm's state for the rejection alert, which goes to
-    ``outbox``; every reload, applied or rejected, is audited and counted.
+    ``outbox``; every reload, applied or rejected, is audited and counted. Limits
+    swapped in are handed to ``rules`` (the gates' per-order rules on the control
+    topic).
     """
 
     def __init__(
@@ -79,8 +82,10 @@ class LimitsReloader:
         outbox: TransitionSink,
         audit: AuditLog,
         metrics: Metrics,
+        rules: RulesChannel | None = None,
     ) -> None:
         self.path = Path(path)
+        self.rules = rules
         self.owner = owner
         self.states = states
         self.outbox = outbox
@@ -108,6 +113,8 @@ class LimitsReloader:
                 return False
             diff = diff_rules(old, new)
             self.owner.replace_limits(new)
+            if self.rules is not None:
+                await self.rules.rules_changed(new)
             self.last_error = ""
             self.metrics.limits_rules.set(len(new.rules))
             self.metrics.limits_reloads.labels("applied").inc()

@@ -8,7 +8,12 @@ together, and :meth:`Sidecar.status` assembling their reports:
   :class:`~riskguard.ingest.flow.FlowReport` counts redeliveries, clock skew and
   late events, and raises the clock-skew alerts;
 - :class:`~riskguard.ingest.outbox.Outbox`: the one place a transition goes out
-  (control topic awaited, then journal, metrics, audit, notifiers, log);
+  (control topic awaited, then journal, metrics, audit, notifiers, log); a halt's
+  cancel request follows its state record;
+- :class:`~riskguard.ingest.cancels.CancelTracker`: builds each halt's cancel
+  request and confirms its orders close (the ``cancel-incomplete`` alert);
+- :class:`~riskguard.ingest.pretrade.PreTradeFeed`: per-order rules, marks and
+  REDUCE_ONLY positions on the control topic for the gates' ``check()``;
 - :class:`~riskguard.ingest.checkpoint.Checkpoints`: applied and committed
   offsets, snapshots;
 - :class:`~riskguard.ingest.health.Health`: readiness, loop liveness, heartbeats,
@@ -40,13 +45,16 @@ from aiokafka.structs import TopicPartition
 from riskguard import __version__, log
 from riskguard.audit import AuditLog
 from riskguard.control.api import ControlApi
+from riskguard.control.overview import feeds
 from riskguard.control.publisher import ControlPublisher
 from riskguard.engine import Engine
+from riskguard.ingest.cancels import CancelTracker
 from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.health import Health
 from riskguard.ingest.manual import ManualActions
 from riskguard.ingest.outbox import Outbox
+from riskguard.ingest.pretrade import PreTradeFeed
 from riskguard.ingest.recovery import Recovered, recover
 from riskguard.ingest.reload import LimitsReloader
 from riskguard.ingest.topics import ensure_topics
@@ -79,7 +87,9 @@ class Sidecar:
         self.audit = AuditLog(rt.audit_log)
         self.journal = HaltJournal(rt.journal)
         self.notifier = Notifier(settings.notifier, self.metrics, source=self.instance)
-        self.outbox = Outbox(self.journal, self.metrics, self.audit, self.notifier)
+        self.cancels = CancelTracker(self.engine, self.metrics)
+        self.outbox = Outbox(self.journal, self.metrics, self.audit, self.notifier, self.cancels)
+        self.feed = PreTradeFeed(self.engine, self.metrics, rt.gate_publish_interval_ms)
         self.health = Health(rt, self.instance, self.engine, self.outbox, self.metrics)
         self.checkpoints = Checkpoints(rt, self.engine, self.metrics)
         self.intake = ConsumeLoop(
@@ -90,16 +100,33 @@ class Sidecar:
             self.health.liveness,
             self.metrics,
             session_start_ns(rt.start_of_day),
+            cancels=self.cancels,
         )
         ks = self.engine.killswitch
         self.reloader = LimitsReloader(
-            self.limits.source, self.engine, ks, self.outbox, self.audit, self.metrics
+            self.limits.source,
+            self.engine,
+            ks,
+            self.outbox,
+            self.audit,
+            self.metrics,
+            rules=self.feed,
         )
         self.desk = ManualActions(ks, self.audit, self.outbox)
-        self.api = ControlApi(settings.http, self.desk, self.health, self.status, self.metrics)
+        self.api = ControlApi(
+            settings.http,
+            self.desk,
+            self.health,
+            self.status,
+            self.metrics,
+            facts=lambda: feeds(self.engine, self.metrics),  # console: silence, lag
+        )
         self.api_url = ""
         self.recovered = Recovered()
         self.producer: AIOKafkaProducer | None = None
+        #: the gates' data (rules, marks, positions) goes through its own producer, so a
+        #: batch of marks in flight never holds a halt's state record back
+        self.data_producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -115,16 +142,21 @@ class Sidecar:
         client_id = f"riskguard-{self.instance}"
         self.api_url = await self.api.start()  # /livez and /readyz answer during start-up
         await ensure_topics(k)
-        self.producer = AIOKafkaProducer(
+        options = {
             **k.client_options(),
-            acks="all",
-            linger_ms=0,
-            enable_idempotence=k.idempotent_producer,
-            client_id=client_id,
-        )
+            "acks": "all",
+            "linger_ms": 0,
+            "enable_idempotence": k.idempotent_producer,
+        }
+        self.producer = AIOKafkaProducer(**options, client_id=client_id)
         await self.producer.start()
-        control = ControlPublisher(self.producer, k.control_topic, self.metrics)
+        self.data_producer = AIOKafkaProducer(**options, client_id=f"{client_id}-gate-data")
+        await self.data_producer.start()
+        control = ControlPublisher(
+            self.producer, k.control_topic, self.metrics, data_producer=self.data_producer
+        )
         self.outbox.open(control)
+        self.feed.open(control)
         await self.audit.start()
         await self.notifier.start()
         self.checkpoints.load()  # the snapshot first, then standing states on top
@@ -132,6 +164,7 @@ class Sidecar:
             k, f"{client_id}-restore", self.journal, self.engine, self.outbox
         )
         self.health.passed("control_topic_read")
+        await self.feed.publish_round()  # the gates' rules (retried by the feed if not taken)
         # The group id is used only to commit offsets (lag monitoring, restarts):
         # partitions are assigned by hand (see riskguard.ingest.consume).
         self.consumer = AIOKafkaConsumer(
@@ -155,6 +188,7 @@ class Sidecar:
             ("tick", self.intake.clock(rt.tick_interval_ms)),
             ("broker-watch", self.health.watch_broker()),
             ("maintenance", self._maintenance()),
+            ("gate-feed", self.feed.run()),
         ):
             self._tasks.append(asyncio.create_task(coro, name=name))
         self.log.info(
@@ -192,6 +226,8 @@ class Sidecar:
         await self.notifier.drain(2.0)
         await self.notifier.stop()
         await self.audit.stop()
+        if self.data_producer:
+            await self.data_producer.stop()
         if self.producer:
             await self.producer.stop()
         await self.api.stop()
@@ -289,6 +325,8 @@ class Sidecar:
                 "rules": len(self.limits.rules),
             },
             "control_pending": self.outbox.pending(),
+            "cancels": self.cancels.status(),
+            "gate_feed": self.feed.status(),
             "notifiers": self.notifier.status(),
             "restored_at_start": self.restored,
             "snapshot": self.checkpoints.status(),

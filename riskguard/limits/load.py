@@ -26,7 +26,9 @@ from riskguard.limits.vocabulary import (
 )
 from riskguard.vocabulary import ACTIONS
 
-TOP_KEYS = frozenset({"version", "revalue_ms", "base_currency", "rule", "restricted"})
+TOP_KEYS = frozenset(
+    {"version", "revalue_ms", "cancel_deadline_ms", "base_currency", "rule", "restricted"}
+)
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 MIC = re.compile(r"^[A-Z0-9]{4}$")
 MAX_WARN_LEVELS = 4
@@ -35,6 +37,8 @@ RESTRICTED_KEYS = frozenset(
 )
 REVALUE_MAX_MS = 60_000
 DEFAULT_REVALUE_MS = 100
+CANCEL_DEADLINE_MAX_MS = 600_000
+DEFAULT_CANCEL_DEADLINE_MS = 1000
 RULE_KEYS = frozenset(
     {
         "name",
@@ -97,6 +101,15 @@ def parse(data: bytes | str, source: str = "<memory>") -> Limits:
     base = doc.get("base_currency", "USD")
     if not isinstance(base, str) or not CURRENCY.match(base):
         problems.append(f"'base_currency' must be an ISO 4217 code such as 'USD', got {base!r}")
+    deadline = doc.get("cancel_deadline_ms", DEFAULT_CANCEL_DEADLINE_MS)
+    if isinstance(deadline, bool) or not isinstance(deadline, int):
+        problems.append(
+            f"'cancel_deadline_ms' must be an integer number of milliseconds, got {deadline!r}"
+        )
+    elif not 0 <= deadline <= CANCEL_DEADLINE_MAX_MS:
+        problems.append(
+            f"'cancel_deadline_ms' must be between 0 and {CANCEL_DEADLINE_MAX_MS}, got {deadline}"
+        )
     entries = doc.get("rule", [])
     if not isinstance(entries, list):
         problems.append("'rule' must be an array of tables ([[rule]])")
@@ -136,6 +149,7 @@ def parse(data: bytes | str, source: str = "<memory>") -> Limits:
         source,
         hashlib.sha256(raw).hexdigest(),
         revalue,
+        deadline,
         base_currency=str(base),
         restricted=tuple(restricted),
     )

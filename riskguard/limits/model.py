@@ -91,6 +91,10 @@ class Limits:
     digest: str = ""
     revalue_ms: int = 100
     """Marks move holders' exposures at most once per symbol per this many ms (0: every mark)."""
+    cancel_deadline_ms: int = 1000
+    """After a halt (or reduce-only) asks the trading system to cancel working orders, any
+    named order still working this many ms after the decision raises the paging
+    ``cancel-incomplete`` alert (0: no deadline, no alert)."""
     base_currency: str = "USD"
     """ISO 4217 code every notional, P&L and fee is converted to."""
     restricted: tuple[Rule, ...] = ()

@@ -32,6 +32,7 @@ class _Sink:
     delivered: int = 0
     failures: int = 0
     last_error: str = ""
+    failing: bool = False  # the latest delivery attempt failed
 
 
 class Notifier:
@@ -59,7 +60,8 @@ class Notifier:
             self.metrics.notifier_queue.labels(sink.cfg.label).set(sink.queue.qsize())
 
     def status(self) -> list[dict[str, Any]]:
-        """Per sink: queued, delivered, failures, last error."""
+        """Per sink: queued, delivered, failures, last error, and ``failing`` (the
+        latest delivery attempt failed)."""
         return [
             {
                 "sink": s.cfg.label,
@@ -68,6 +70,7 @@ class Notifier:
                 "delivered": s.delivered,
                 "failures": s.failures,
                 "last_error": s.last_error,
+                "failing": s.failing,
             }
             for s in self._sinks
         ]
@@ -82,10 +85,12 @@ class Notifier:
                 try:
                     await self._post(sink.cfg, body)
                     sink.delivered += 1
+                    sink.failing = False
                     self.metrics.notifier_deliveries.labels(label).inc()
                     break
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     sink.failures += 1
+                    sink.failing = True
                     sink.last_error = f"{type(exc).__name__}: {exc}"[:300]
                     self.metrics.notifier_failures.labels(label).inc()
                     self._log.warning(

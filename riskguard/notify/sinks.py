@@ -1,10 +1,13 @@
 """Payloads for each alert sink. Pure functions of a transition: easy to test and reuse.
 
 * PagerDuty Events API v2: ``dedup_key`` is the halt's (or alert's) transition id; a
-  resume, or an alert's resolve (it re-armed), *resolves* the incident it ends.
+  resume *resolves* the incident it ends, and so does a system alert that ends an
+  earlier one (``cancel-complete`` ends ``cancel-incomplete``, ``broker-recovered``
+  ends ``broker-unreachable``: its ``ends`` is that alert's id), and a rule's resolve
+  (its alert or warning re-armed, ``kind = "resolve"``).
 * Slack incoming webhook: one readable line.
-* Alertmanager ``POST /api/v2/alerts``: a firing alert per halt or alert, ``endsAt`` on
-  resume or resolve.
+* Alertmanager ``POST /api/v2/alerts``: a firing alert per halt or alert, ``endsAt``
+  on the resume or the alert that ends it (same labels).
 * Generic JSON webhook: the transition itself (can be the trading system's own
   kill endpoint).
 """
@@ -12,13 +15,29 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 from riskguard.evidence import evidence
 from riskguard.settings import NotifierSettings
 from riskguard.vocabulary import Transition
+
+ALERT_SEVERITY: Final = {"cancel-incomplete": "critical"}
+"""System alerts above ``warning``: orders left working in a halted scope are the kill
+switch failing at its job."""
+ENDED_BY: Final = {"cancel-complete": "cancel-incomplete", "broker-recovered": "broker-unreachable"}
+"""Alerts that end an earlier one (by its id, in ``ends``), and the alert they end."""
+
+
+def resolves(tr: Transition) -> bool:
+    """``tr`` ends an earlier incident: a resume, a resolve (an alert or warning re-armed),
+    or a system alert naming the alert it ends."""
+    if tr.kind == "resolve":
+        return True
+    if tr.is_alert:
+        return tr.ends is not None
+    return tr.to == "ACTIVE"
 
 
 def _iso(ns: int) -> str:
@@ -27,29 +46,27 @@ def _iso(ns: int) -> str:
 
 def summary(tr: Transition) -> str:
     """One line a person reads on a phone: the scope, what happened and why (the value
-    with enough digits to differ from its limit, :func:`riskguard.evidence.evidence`)."""
+    with enough digits to differ from its limit, :func:`riskguard.evidence.evidence`);
+    an alert that ends another says ``RESOLVED``."""
     if tr.kind == "manual":
         verb = "RESUMED" if tr.to == "ACTIVE" else tr.to
         return f"riskguard: {tr.scope} {verb} by {tr.operator}: {tr.reason}"
-    what = "RESOLVED" if tr.kind == "resolve" else "ALERT" if tr.is_alert else tr.to
+    what = ("RESOLVED" if tr.ends else "ALERT") if tr.is_alert else tr.to
     return f"riskguard: {tr.scope} {what} - {evidence(tr)}"
 
 
-def _ends(tr: Transition) -> bool:
-    """True for a transition that ends an earlier one: a resume, or an alert's resolve."""
-    return tr.kind == "resolve" or (tr.to == "ACTIVE" and not tr.is_alert)
-
-
 def severity(tr: Transition) -> str:
-    """PagerDuty severity: halts are critical."""
+    """PagerDuty severity: halts are critical, and so is ``cancel-incomplete``; an alert
+    that ends another has that one's severity (the same Alertmanager labels)."""
     if tr.is_alert:
-        return "warning"
+        rule = tr.rule or ""
+        return ALERT_SEVERITY.get(ENDED_BY.get(rule, rule), "warning")
     return "critical" if tr.to == "HALTED" else "error" if tr.to == "REDUCE_ONLY" else "info"
 
 
 def pagerduty(tr: Transition, routing_key: str, source: str) -> dict[str, Any] | None:
     """Events API v2 body, or None when nothing should be sent."""
-    if _ends(tr):
+    if resolves(tr):
         if not tr.ends:
             return None
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": tr.ends}
@@ -72,15 +89,16 @@ def pagerduty(tr: Transition, routing_key: str, source: str) -> dict[str, Any] |
 
 def slack(tr: Transition) -> dict[str, Any]:
     """Incoming-webhook body."""
-    icon = ":rotating_light:" if tr.to == "HALTED" and not tr.is_alert else ":warning:"
-    if _ends(tr):
+    icon = ":rotating_light:" if tr.to == "HALTED" else ":warning:"
+    if resolves(tr):
         icon = ":white_check_mark:"
     return {"text": f"{icon} {summary(tr)}"}
 
 
 def alertmanager(tr: Transition, source: str) -> list[dict[str, Any]]:
-    """``/api/v2/alerts`` body: the alert for a halt, or its end on resume."""
-    alert_id = tr.ends if (_ends(tr) and tr.ends) else tr.id
+    """``/api/v2/alerts`` body: the alert for a halt (or alert), or its end."""
+    ending = resolves(tr)
+    alert_id = tr.ends if (ending and tr.ends) else tr.id
     labels = {
         "alertname": "RiskguardHalt" if not tr.is_alert else "RiskguardLimitAlert",
         "scope": tr.scope,
@@ -93,9 +111,9 @@ def alertmanager(tr: Transition, source: str) -> list[dict[str, Any]]:
         "annotations": {"summary": summary(tr), "rule": tr.rule or "manual"},
         "startsAt": _iso(tr.decided_ns),
     }
-    if _ends(tr):
+    if ending:
         body["endsAt"] = _iso(tr.decided_ns)
-        if tr.kind != "resolve":
+        if not tr.is_alert:
             labels["severity"] = "critical"  # same label set as the firing alert it ends
     return [body]
 

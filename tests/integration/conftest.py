@@ -86,5 +86,17 @@ async def sidecar(settings: Settings) -> AsyncIterator[Sidecar]:
     await s.stop()
 
 
+@pytest.fixture
+async def staffed(settings: Settings, tmp_path: Path) -> AsyncIterator[Sidecar]:
+    """A sidecar whose API knows ``tests.integration.people.PEOPLE`` (a users file with
+    one person per role; four-eyes at firm and account) and the break-glass token."""
+    from tests.integration.people import with_people  # noqa: PLC0415 - it imports this module
+
+    s = Sidecar(with_people(settings, tmp_path), OVERFILL)
+    await s.start()
+    yield s
+    await s.stop()
+
+
 def limits_with(text: str) -> Limits:
     return parse(text)

@@ -29,7 +29,7 @@ from riskguard.apache_kafka import ApacheKafkaBroker
 from riskguard.broker import BrokerError, free_port
 from riskguard.cli.common import EXIT_USAGE
 from riskguard.control.reader import ControlView, read_to_end
-from riskguard.control.records import HEARTBEAT_KEY, StateRecord, decode_record
+from riskguard.control.records import CancelRecord, StateRecord, decode_record
 from riskguard.examples import LIMITS
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
@@ -133,15 +133,20 @@ async def test_idempotent_producer_publishes_halts_and_heartbeats(
     assert view.heartbeat is not None and view.heartbeat.instance == settings.runtime.instance
     assert view.heartbeat.events_applied == len(RUNAWAY)
 
-    # On disk every batch riskguard wrote carries one producer id, and the sequence
-    # numbers run on without a gap: the broker de-duplicated by them.
+    # On disk every batch riskguard wrote carries a producer id: one for states and
+    # heartbeats, one for the gates' data (rules, marks, positions); per producer the
+    # sequence numbers run on without a gap: the broker de-duplicated by them.
     assert apache_kafka.log_dir is not None
     control = stored_batches(apache_kafka.log_dir / f"{settings.kafka.control_topic}-0")
-    assert len(control) >= 5, control
     assert all(b.producer_id >= 0 for b in control), control
-    assert len({(b.producer_id, b.producer_epoch) for b in control}) == 1, control
-    for before, after in itertools.pairwise(control):
-        assert after.base_sequence == before.base_sequence + before.count, (before, after)
+    producers: dict[tuple[int, int], list[Batch]] = {}
+    for b in control:
+        producers.setdefault((b.producer_id, b.producer_epoch), []).append(b)
+    assert len(producers) == 2, control  # the __rules__ record came from the data producer
+    assert max(len(batches) for batches in producers.values()) >= 5, control
+    for batches in producers.values():
+        for before, after in itertools.pairwise(batches):
+            assert after.base_sequence == before.base_sequence + before.count, (before, after)
     # ... while the test's plain producer wrote the input without a producer id.
     inputs = [
         b
@@ -188,13 +193,18 @@ async def test_control_topic_is_compacted_and_a_late_gate_sees_every_state(
         published = 8 * 2 * len(scopes) + len(final)
         latest = {s: sidecar.engine.killswitch.standing().get(s) for s in scopes}
 
-        # Wait for the cleaner: one record left per scope (heartbeats keep rolling
-        # 100 ms segments, so every state record lands in a cleanable one).
+        # Wait for the cleaner: one state record and one cancel request left per scope
+        # (heartbeats keep rolling 100 ms segments, so every record lands in a cleanable
+        # one; every halt wrote its cancel request, keyed cancel:<scope>:0).
         deadline = time.monotonic() + 60
+        cancel_keys = sorted(f"cancel:{s}:0".encode() for s in scopes)
         while True:
             records = await control_records(settings)
-            state_keys = [k for _, k, _ in records if k != HEARTBEAT_KEY]
-            if sorted(state_keys) == sorted(s.encode() for s in scopes):
+            state_keys = [k for _, k, v in records if isinstance(decode_record(v), StateRecord)]
+            cancels = [k for _, k, v in records if isinstance(decode_record(v), CancelRecord)]
+            if sorted(state_keys) == sorted(s.encode() for s in scopes) and (
+                sorted(cancels) == cancel_keys
+            ):
                 break
             assert time.monotonic() < deadline, (
                 f"not compacted within 60 s: {len(state_keys)} state records left of "
@@ -203,7 +213,7 @@ async def test_control_topic_is_compacted_and_a_late_gate_sees_every_state(
             await asyncio.sleep(0.5)
         end = records[-1][0] + 1
         assert len(records) < end / 2, f"{len(records)} records left at offsets 0..{end - 1}"
-        history = [o for o, k, _ in records if k != HEARTBEAT_KEY]
+        history = [o for o, _, v in records if isinstance(decode_record(v), StateRecord)]
         assert len(history) == len(scopes) < published
         survivors = {}
         for _, key, value in records:
@@ -211,8 +221,16 @@ async def test_control_topic_is_compacted_and_a_late_gate_sees_every_state(
             if isinstance(rec, StateRecord):
                 survivors[rec.scope] = rec
                 assert key == rec.scope.encode()
+        requests = {
+            rec.scope: rec
+            for _, _, value in records
+            if isinstance(rec := decode_record(value), CancelRecord)
+        }
         for scope in scopes:  # the survivor is the latest decision of each scope
             assert survivors[scope].state == final.get(scope, "ACTIVE")
+            ends = survivors[scope].transition.ends
+            asked = latest[scope].id if scope in final else ends  # type: ignore[union-attr]
+            assert requests[scope].halt_id == asked  # the latest request of the scope
             if scope in final:
                 assert survivors[scope].transition.id == latest[scope].id  # type: ignore[union-attr]
             else:

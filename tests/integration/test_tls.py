@@ -53,7 +53,7 @@ async def test_api_serves_tls(settings: Settings, tmp_path: Path) -> None:
                 f"{sidecar.api_url}/v1/halt",
                 ssl=trust,
                 headers={"Authorization": f"Bearer {TOKEN}"},
-                json={"scope": "firm", "operator": "o", "reason": "tls"},
+                json={"scope": "firm", "reason": "tls"},
             ) as r:
                 assert r.status == 200
             with pytest.raises(aiohttp.ClientConnectorCertificateError):

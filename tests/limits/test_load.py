@@ -135,3 +135,25 @@ def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "INVALID, 2 problem(s)" in err and "field 'metric'" in err and "field 'action'" in err
     assert main(["validate", "--metrics"]) == 0
     assert "parent_overfill_ratio" in capsys.readouterr().out
+
+
+def test_cancel_deadline_defaults_to_one_second_and_is_read() -> None:
+    assert parse(rule(OK)).cancel_deadline_ms == 1000
+    assert parse("cancel_deadline_ms = 250\n" + rule(OK)).cancel_deadline_ms == 250
+    assert parse("cancel_deadline_ms = 0\n" + rule(OK)).cancel_deadline_ms == 0
+    assert parse("cancel_deadline_ms = 600000\n" + rule(OK)).cancel_deadline_ms == 600_000
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("-1", "'cancel_deadline_ms' must be between 0 and 600000, got -1"),
+        ("600001", "'cancel_deadline_ms' must be between 0 and 600000, got 600001"),
+        ("1.5", "'cancel_deadline_ms' must be an integer number of milliseconds, got 1.5"),
+        ("true", "'cancel_deadline_ms' must be an integer number of milliseconds, got True"),
+        ('"1s"', "'cancel_deadline_ms' must be an integer number of milliseconds, got '1s'"),
+    ],
+)
+def test_a_bad_cancel_deadline_is_named(value: str, expected: str) -> None:
+    found = problems(f"cancel_deadline_ms = {value}\n" + rule(OK))
+    assert expected in found, found

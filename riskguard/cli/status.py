@@ -1,0 +1,135 @@
+"""``riskguard status``: what a running riskguard holds, and whether it is ready.
+
+The human form shows readiness and failing checks; each standing halt or reduce-only
+scope with the time it was decided (UTC, ms) and its evidence
+(:mod:`riskguard.evidence`); pending four-eyes approvals; silent feeds; failing
+notifiers; rejected limits and users reloads. Exit 0 when riskguard is ready, 1 when
+it answered but is not ready (or refused the token), 2 when it cannot be reached or
+is not riskguard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Final
+
+import msgspec
+
+from riskguard.cli.client import (
+    ApiError,
+    add_connection,
+    base_url,
+    looks_like,
+    read_token,
+    request,
+)
+from riskguard.cli.common import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK
+from riskguard.evidence import evidence, number, when
+from riskguard.vocabulary import Transition
+
+STATUS_KEYS: Final = ("version", "instance", "ready", "checks", "standing")
+
+
+def _why(raw: dict[str, Any]) -> str:
+    try:
+        return evidence(msgspec.convert(raw, Transition))
+    except msgspec.ValidationError:
+        return str(raw.get("evidence") or raw.get("reason") or "?")
+
+
+def _lines(reply: dict[str, Any]) -> list[str]:
+    """The human form, one string per line."""
+    failing = [k for k, ok in reply["checks"].items() if not ok]
+    head = f"riskguard {reply['version']} on {reply['instance']}: "
+    head += "READY" if reply["ready"] else "NOT READY"
+    if failing:
+        head += f" (failing: {', '.join(failing)})"
+    out = [head]
+    out.append(
+        f"  events applied {reply.get('events_applied', 0):,}, bad {reply.get('bad_events', 0):,}"
+    )
+    standing = reply["standing"]
+    if not standing:
+        out.append("  no scope is halted or reduce-only")
+    else:
+        width = max(len(s) for s in standing)
+        out.append(f"  standing ({len(standing)}):")
+        for scope, tr in sorted(standing.items()):
+            since = when(tr.get("decided_ns"))
+            out.append(f"    {scope:<{width}}  {tr.get('to', '?'):<11}  {since}  {_why(tr)}")
+    for p in reply.get("approvals") or []:
+        out.append(
+            f"  pending approval {p['request_id']}: resume {p['scope']} asked by "
+            f"{p['requested_by']} at {when(p['requested_ns'])} ({p['reason']}); "
+            f"expires {when(p['expires_ns'])}"
+        )
+    for src in reply.get("sources") or []:
+        limit, silent = src.get("limit_ms"), src.get("silent_ms")
+        if limit is not None and silent is not None and silent > limit:
+            heard = when(src.get("last_heard_ns")) if src.get("last_heard_ns") else "never"
+            out.append(
+                f"  feed {src['source']} silent {number(silent / 1000, 3)} s "
+                f"(limit {number(limit / 1000, 3)} s, rule {src.get('rule')}); last heard {heard}"
+            )
+    for n in reply.get("notifiers") or []:
+        if n.get("failing"):
+            out.append(
+                f"  notifier {n['sink']} FAILING: {n['failures']} failed attempt(s), "
+                f"{n['queued']} queued; last error: {n['last_error']}"
+            )
+    limits = reply.get("limits") or {}
+    if limits.get("last_reload_error"):
+        out.append(
+            f"  limits reload REJECTED (the limits in force stay: {limits.get('source')}, "
+            f"{limits.get('rules')} rules): {limits['last_reload_error']}"
+        )
+    users = reply.get("users") or {}
+    if users.get("last_reload_error"):
+        out.append(
+            f"  users file reload REJECTED (the users in force stay): {users['last_reload_error']}"
+        )
+    return out
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print standing halts and health; exit 0 only when riskguard is ready."""
+    url = base_url(args.url)
+    try:
+        status, reply = request(f"{url}/v1/status", token=read_token(args.token_file))
+        looks_like(reply, status, STATUS_KEYS, url)
+        if status == 200 and not (
+            isinstance(reply["checks"], dict)
+            and isinstance(reply["standing"], dict)
+            and isinstance(reply["ready"], bool)
+        ):
+            raise ApiError(f"{url} is not a riskguard API (its status has the wrong shape)")
+    except ApiError as exc:
+        print(f"riskguard status: {exc.message}", file=sys.stderr)
+        return exc.code
+    if status != 200:
+        hint = " (give a token: --token-file or $RISKGUARD_HTTP_TOKEN)" if status == 401 else ""
+        print(f"riskguard status: refused ({status}): {reply['error']}{hint}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    else:
+        print("\n".join(_lines(reply)))
+    return EXIT_OK if reply["ready"] else EXIT_FAILED
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``status``."""
+    s = sub.add_parser(
+        "status",
+        help="standing halts and health of a running riskguard",
+        description="Ask a running riskguard what it holds: readiness and failing checks, "
+        "standing halts with the time (UTC) and evidence, pending approvals, silent feeds, "
+        "failing notifiers, rejected reloads. Exits 0 only when riskguard is ready.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_connection(s)
+    s.add_argument("--json", action="store_true", help="print the whole status document as JSON")
+    s.set_defaults(func=cmd_status)

@@ -1,0 +1,411 @@
+"""Cancel on halt: the request of each halt, and the confirmation that its orders closed.
+
+On every transition to HALTED or REDUCE_ONLY (automatic or manual), the outbox asks
+:meth:`CancelTracker.request` for the scope's cancel request: every working order of
+the scope for a halt, only those that would increase the scope's position for
+reduce-only (:meth:`riskguard.inspection.Inspection.working_order_ids`), as
+:class:`~riskguard.control.records.CancelRecord` parts of at most
+:data:`~riskguard.control.records.CANCEL_PART_MAX` orders (one empty part when nothing
+was working). The outbox publishes them right after the state record, in the same
+awaited control publish.
+
+The tracker remembers each request's orders by order id *and serial* (an id recycled
+for another order means the named one closed long ago). After every applied batch and
+on the clock tick, :meth:`CancelTracker.check`:
+
+- drops the orders that closed (cancel, fill, reject: their ORDER status is no longer
+  ``O_OPEN``, or the id was recycled);
+- adds orders opened in a halted scope after that halt's decision (a router that
+  ignores the gate): new working orders whose effective state
+  (:meth:`riskguard.killswitch.KillSwitch.effective`) is HALTED and whose event time
+  is after the covering halt's ``decided_ns``;
+- once any of them is still working ``cancel_deadline_ms`` (the limits file) after its
+  halt's decision, raises ONE paging system alert ``cancel-incomplete`` listing them
+  (the first :data:`LISTED`, and how many); orders joining a standing incident are sent
+  as an update with the same alert id (the same PagerDuty incident and Alertmanager
+  alert), at most once per :data:`UPDATE_INTERVAL_NS`;
+- when none is left, sends ``cancel-complete``, whose ``ends`` is the incident's id:
+  the notifiers resolve the incident with it.
+
+A resume of a scope stops the tracking of its request (the orders may work again).
+No I/O here: the caller sends the alerts through the outbox.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+
+from riskguard.control.records import CANCEL_PART_MAX, CancelOrder, CancelRecord
+from riskguard.engine import Engine
+from riskguard.events import Event, NewOrder
+from riskguard.evidence import evidence, number
+from riskguard.inspection import WorkingOrder
+from riskguard.metrics import Metrics
+from riskguard.state.codes import O_OPEN
+from riskguard.vocabulary import Transition, order_scopes, system_alert
+
+LISTED: Final = 10
+"""Orders an alert names by id (the rest are counted)."""
+STATUS_LISTED: Final = 100
+"""Orders ``/v1/status`` lists under ``cancels.incomplete``."""
+UPDATE_INTERVAL_NS: Final = 60 * 1_000_000_000
+"""At most one update of a standing ``cancel-incomplete`` alert per minute."""
+INCOMPLETE: Final = "cancel-incomplete"
+COMPLETE: Final = "cancel-complete"
+METRIC: Final = "cancel_age_ms"
+"""The alerts' metric: how long ago the oldest overdue halt was decided, in ms."""
+
+
+def cancel_kind(tr: Transition) -> str:
+    """``"halt"`` for a transition to HALTED, ``"reduce_only"`` for one to REDUCE_ONLY.
+
+    Raises ``ValueError`` for any other transition (no cancel request).
+    """
+    if tr.is_alert or tr.to not in ("HALTED", "REDUCE_ONLY"):
+        raise ValueError(f"transition {tr.id!r} to {tr.to} asks for no cancel")
+    return "halt" if tr.to == "HALTED" else "reduce_only"
+
+
+def cancel_records(tr: Transition, orders: Sequence[WorkingOrder], ts: int) -> list[CancelRecord]:
+    """The cancel request of ``tr`` naming ``orders``, in parts of at most CANCEL_PART_MAX.
+
+    Parts are numbered 0..parts-1 in the order of ``orders``; no order means one empty
+    part. ``ts`` is when riskguard asked (ns since the epoch). Raises ``ValueError`` for
+    a transition that asks for no cancel (see :func:`cancel_kind`).
+    """
+    kind = cancel_kind(tr)
+    reason = evidence(tr)
+    chunks = [orders[i : i + CANCEL_PART_MAX] for i in range(0, len(orders), CANCEL_PART_MAX)]
+    if not chunks:
+        chunks = [()]
+    return [
+        CancelRecord(
+            halt_id=tr.id,
+            scope=tr.scope,
+            kind=kind,
+            reason=reason,
+            part=part,
+            parts=len(chunks),
+            orders=tuple(
+                CancelOrder(o.order_id, o.account, o.strategy, o.symbol, o.side, o.open_qty)
+                for o in chunk
+            ),
+            ts=ts,
+        )
+        for part, chunk in enumerate(chunks)
+    ]
+
+
+@dataclass(eq=False)
+class Request:
+    """The orders of one halt's cancel request still working (and those opened late)."""
+
+    halt_id: str
+    scope: str
+    kind: str
+    decided_ns: int
+    deadline_ns: int | None
+    """When its orders must have closed (ns); None: no deadline (``cancel_deadline_ms`` 0)."""
+    oids: np.ndarray
+    """Order ids (int64) still working."""
+    serials: np.ndarray
+    """Their serials (int64): an id whose serial changed was recycled."""
+    orders: list[WorkingOrder]
+    late: np.ndarray
+    """bool per order: opened in the halted scope after the halt."""
+    named: int = 0
+    """Orders the request named when it was published."""
+    closed: int = 0
+    """Orders seen closing since."""
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep only the orders where ``mask`` is true."""
+        idx = np.flatnonzero(mask)
+        self.closed += len(self.orders) - idx.size
+        self.oids, self.serials, self.late = self.oids[idx], self.serials[idx], self.late[idx]
+        self.orders = [self.orders[i] for i in idx.tolist()]
+
+    def add(self, oid: int, serial: int, order: WorkingOrder) -> None:
+        """Track one more order, opened in the scope after the halt."""
+        self.oids = np.append(self.oids, np.int64(oid))
+        self.serials = np.append(self.serials, np.int64(serial))
+        self.late = np.append(self.late, True)
+        self.orders.append(order)
+
+
+@dataclass(frozen=True, slots=True)
+class Overdue:
+    """One order still working past its halt's deadline."""
+
+    order: WorkingOrder
+    request: Request
+    late: bool
+    """Opened in the halted scope after the halt."""
+
+    def describe(self) -> str:
+        """``o7 (A/smars RSHYY buy 100; halt of strategy:smars)`` for an alert."""
+        o, r = self.order, self.request
+        why = "opened after the halt of" if self.late else f"{r.kind.replace('_', '-')} of"
+        return (
+            f"{o.order_id} ({o.account}/{o.strategy} {o.symbol} {o.side} "
+            f"{number(o.open_qty)}; {why} {r.scope})"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """For ``/v1/status``."""
+        o, r = self.order, self.request
+        return {
+            "order_id": o.order_id,
+            "account": o.account,
+            "strategy": o.strategy,
+            "symbol": o.symbol,
+            "side": o.side,
+            "open_qty": o.open_qty,
+            "scope": r.scope,
+            "halt_id": r.halt_id,
+            "late": self.late,
+        }
+
+
+@dataclass(eq=False)
+class CancelTracker:
+    """Builds each halt's cancel request and confirms its orders close.
+
+    Implements :class:`~riskguard.ingest.ports.CancelRequests`. ``clock`` is the wall
+    clock in ns (decisions are stamped with it). Owned by the engine's task.
+    """
+
+    engine: Engine
+    metrics: Metrics
+    clock: Callable[[], int] = time.time_ns
+    requests: dict[str, Request] = field(init=False, default_factory=dict)
+    """The request of each scope with orders still to close, by scope."""
+    incident: str | None = field(init=False, default=None)
+    """The id of the standing ``cancel-incomplete`` alert, None when there is none."""
+    overdue: list[Overdue] = field(init=False, default_factory=list)
+    """Orders past their deadline at the last check (what the alert names)."""
+    confirmed: int = field(init=False, default=0)
+    """Requests whose every order closed."""
+    _named: set[tuple[int, int]] = field(init=False, default_factory=set)
+    _incident_ns: int = field(init=False, default=0)
+    _incident_halt: tuple[int, float] = field(init=False, default=(0, 0.0))
+    """(decided_ns, deadline ms) of the oldest halt the incident named."""
+    _updated_ns: int = field(init=False, default=0)
+
+    # requests ----------------------------------------------------------------------
+    def request(self, tr: Transition) -> list[CancelRecord]:
+        """The cancel request of a transition to HALTED or REDUCE_ONLY, now tracked.
+
+        Replaces the scope's earlier request (a later halt of a scope overwrites it).
+        Raises ``ValueError`` for a transition that asks for no cancel.
+        """
+        kind = cancel_kind(tr)
+        engine = self.engine
+        oids = engine.working_order_ids(tr.scope, increasing_only=kind == "reduce_only")
+        orders = engine.describe_orders(oids)
+        now = self.clock()
+        deadline_ms = engine.limits.cancel_deadline_ms
+        self.requests[tr.scope] = Request(
+            halt_id=tr.id,
+            scope=tr.scope,
+            kind=kind,
+            decided_ns=tr.decided_ns,
+            deadline_ns=tr.decided_ns + deadline_ms * 1_000_000 if deadline_ms else None,
+            oids=oids,
+            serials=engine.store.state.orders["serial"][oids],
+            orders=orders,
+            late=np.zeros(oids.size, dtype=bool),
+            named=oids.size,
+        )
+        self.metrics.cancel_requests.labels(kind).inc()
+        self.metrics.cancel_orders.inc(oids.size)
+        return cancel_records(tr, orders, now)
+
+    def lifted(self, tr: Transition) -> None:
+        """A resume: the scope's orders need not close any more; stop tracking them."""
+        self.requests.pop(tr.scope, None)
+
+    # confirmation ------------------------------------------------------------------
+    def check(self, events: Sequence[Event] = (), now_ns: int | None = None) -> list[Transition]:
+        """After a batch (its ``events``) or a clock tick: the alerts to send (maybe none).
+
+        ``now_ns`` is the wall clock (default: the tracker's clock).
+        """
+        if events:
+            self._opened_late(events)
+        if not self.requests and self.incident is None:
+            return []
+        now = self.clock() if now_ns is None else now_ns
+        orders = self.engine.store.state.orders
+        overdue: list[Overdue] = []
+        seen: set[tuple[int, int]] = set()
+        for scope, req in list(self.requests.items()):
+            rec = orders[req.oids]
+            req.keep((rec["status"] == O_OPEN) & (rec["serial"] == req.serials))
+            if not req.orders:
+                del self.requests[scope]
+                self.confirmed += 1
+                if req.named:
+                    self.metrics.cancel_confirmation.observe(max(0, now - req.decided_ns) / 1e9)
+                continue
+            if req.deadline_ns is None or now < req.deadline_ns:
+                continue
+            pairs = zip(req.oids.tolist(), req.serials.tolist(), strict=True)
+            for i, key in enumerate(pairs):
+                if key not in seen:
+                    seen.add(key)
+                    overdue.append(Overdue(req.orders[i], req, bool(req.late[i])))
+        self.overdue = overdue
+        self.metrics.cancel_incomplete.set(len(overdue))
+        return self._alerts(overdue, seen, now)
+
+    def _alerts(
+        self, overdue: list[Overdue], keys: set[tuple[int, int]], now: int
+    ) -> list[Transition]:
+        firm = self.engine.killswitch.state("firm")
+        if not overdue:
+            if self.incident is None:
+                return []
+            ends, named = self.incident, len(self._named)
+            self.incident, self._named = None, set()
+            took = number((now - self._incident_ns) / 1e6)
+            decided_ns, deadline_ms = self._incident_halt
+            alert = system_alert(
+                COMPLETE,
+                METRIC,
+                firm,
+                value=round((now - decided_ns) / 1e6, 1),
+                limit=deadline_ms,
+                reason=(
+                    f"the {named} order(s) named by alert {ends} have closed, or their halt "
+                    f"was lifted, {took} ms after the alert"
+                ),
+                now_ns=now,
+            )
+            return [msgspec.structs.replace(alert, ends=ends)]
+        joined = keys - self._named
+        recent = now - self._updated_ns < UPDATE_INTERVAL_NS
+        if self.incident is not None and (not joined or recent):
+            return []
+        oldest = min((o.request for o in overdue), key=lambda r: r.decided_ns)
+        alert = self._incomplete(overdue, oldest, firm, now)
+        if self.incident is None:
+            self.incident, self._incident_ns = alert.id, now
+            self._incident_halt = (oldest.decided_ns, alert.limit or 0.0)
+        else:  # an update: the same incident in every notifier
+            alert = msgspec.structs.replace(alert, id=self.incident)
+        self._updated_ns = now
+        self._named |= keys
+        return [alert]
+
+    def _incomplete(
+        self, overdue: list[Overdue], oldest: Request, firm: str, now: int
+    ) -> Transition:
+        assert oldest.deadline_ns is not None  # only requests with a deadline are overdue
+        listed = "; ".join(o.describe() for o in overdue[:LISTED])
+        more = len(overdue) - LISTED
+        late = sum(o.late for o in overdue)
+        reason = (
+            f"{len(overdue)} order(s) still working after riskguard asked for their cancel: "
+            f"{listed}" + (f"; and {more} more" if more > 0 else "")
+        )
+        if late:
+            reason += (
+                f". {late} of them opened in a halted scope after its halt (a router "
+                "ignoring the gate)"
+            )
+        return system_alert(
+            INCOMPLETE,
+            METRIC,
+            firm,
+            value=round((now - oldest.decided_ns) / 1e6, 1),
+            limit=float((oldest.deadline_ns - oldest.decided_ns) // 1_000_000),
+            reason=reason,
+            now_ns=now,
+        )
+
+    def _opened_late(self, events: Sequence[Event]) -> None:
+        """Track working orders opened by ``events`` in a halted scope after its halt."""
+        ks = self.engine.killswitch
+        halted = {s: tr for s, tr in ks.standing().items() if tr.to == "HALTED"}
+        if not halted:
+            return
+        keys, orders = self.engine.keys, self.engine.store.state.orders
+        tracked: set[tuple[int, int]] | None = None
+        for ev in events:
+            if not isinstance(ev, NewOrder):
+                continue
+            covering = next(
+                (
+                    halted[s]
+                    for s in order_scopes(ev.account, ev.strategy, ev.symbol)
+                    if s in halted and ev.ts > halted[s].decided_ns
+                ),
+                None,
+            )
+            if covering is None or ks.effective(ev.account, ev.strategy, ev.symbol) != "HALTED":
+                continue
+            oid = keys.orders.get(ev.order_id)
+            if oid is None or int(orders["status"][oid]) != O_OPEN:
+                continue
+            key = (oid, int(orders["serial"][oid]))
+            if tracked is None:
+                tracked = {
+                    (o, s)
+                    for r in self.requests.values()
+                    for o, s in zip(r.oids.tolist(), r.serials.tolist(), strict=True)
+                }
+            if key in tracked:
+                continue
+            tracked.add(key)
+            req = self.requests.get(covering.scope)
+            if req is None:
+                req = self.requests[covering.scope] = self._standing_request(covering)
+            req.add(*key, self.engine.describe_orders(np.array([oid], dtype=np.int64))[0])
+
+    def _standing_request(self, tr: Transition) -> Request:
+        """An empty request for a standing halt (its own request done, or not from us)."""
+        deadline_ms = self.engine.limits.cancel_deadline_ms
+        return Request(
+            halt_id=tr.id,
+            scope=tr.scope,
+            kind="halt",
+            decided_ns=tr.decided_ns,
+            deadline_ns=tr.decided_ns + deadline_ms * 1_000_000 if deadline_ms else None,
+            oids=np.zeros(0, dtype=np.int64),
+            serials=np.zeros(0, dtype=np.int64),
+            orders=[],
+            late=np.zeros(0, dtype=bool),
+        )
+
+    # reports -----------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """For ``/v1/status``: the deadline, the requests waiting, what is overdue."""
+        return {
+            "deadline_ms": self.engine.limits.cancel_deadline_ms,
+            "requests": [
+                {
+                    "halt_id": r.halt_id,
+                    "scope": r.scope,
+                    "kind": r.kind,
+                    "decided_ns": r.decided_ns,
+                    "deadline_ns": r.deadline_ns,
+                    "named": r.named,
+                    "closed": r.closed,
+                    "working": len(r.orders),
+                }
+                for r in self.requests.values()
+            ],
+            "confirmed": self.confirmed,
+            "incomplete": {
+                "alert_id": self.incident,
+                "count": len(self.overdue),
+                "orders": [o.as_dict() for o in self.overdue[:STATUS_LISTED]],
+            },
+        }

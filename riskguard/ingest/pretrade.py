@@ -1,0 +1,291 @@
+"""What the gates' pre-trade ``check()`` needs from riskguard, on the control topic.
+
+- ``__rules__``: a :class:`~riskguard.control.records.RulesRecord` with the per-order
+  rules (metrics :data:`PER_ORDER_METRICS`) of the limits in force; published on start
+  and on every limits reload (:meth:`PreTradeFeed.rules_changed`), re-sent until the
+  broker takes it.
+- ``mark:<symbol>``: a :class:`~riskguard.control.records.MarkRecord` of the symbol's
+  reference price (the latest mark, else the last fill price), when it changed.
+- ``position:<scope>:<symbol>``: a :class:`~riskguard.control.records.PositionRecord`
+  for each REDUCE_ONLY scope: on entering REDUCE_ONLY every symbol it has a position
+  record in the engine (held, or flat again: a zero overwrites what an earlier episode
+  left on the compacted topic); while it stays REDUCE_ONLY, the positions that changed.
+  A ``symbol:<id>`` scope's position is the firm's in that symbol.
+
+Off the hot path: a periodic task (:meth:`PreTradeFeed.run`) publishes marks and
+positions at most once per key per ``runtime.gate_publish_interval_ms``, in chunks each
+awaited (:meth:`~riskguard.control.publisher.ControlPublisher.publish_records`), so a
+halt's state record and cancel request never queue behind thousands of marks. A scope
+entering REDUCE_ONLY wakes the task at once for that scope's positions (gates refuse
+its increasing orders from a missing position, i.e. from 0, until then). ``ts`` of a
+mark or position is when riskguard read it (wall clock, ns): every position record of
+a REDUCE_ONLY episode is stamped at or after the transition's ``decided_ns``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from riskguard import log
+from riskguard.control.publisher import ControlPublisher, Message
+from riskguard.control.records import (
+    RULES_KEY,
+    MarkRecord,
+    PositionRecord,
+    RuleRecord,
+    RulesRecord,
+    encode_record,
+    mark_key,
+    position_key,
+)
+from riskguard.engine import Engine
+from riskguard.limits import Limits
+from riskguard.metrics import Metrics
+from riskguard.state.codes import FIRM
+from riskguard.vocabulary import L_FIRM, L_SYMBOL, Transition, parse_scope
+
+PER_ORDER_METRICS: Final = ("order_qty", "order_notional", "price_deviation")
+"""The metrics a gate judges before an order is sent."""
+KINDS: Final = ("rules", "mark", "position")
+"""Kinds of gate record (the label of ``riskguard_gate_records_total``)."""
+
+
+def rules_record(limits: Limits, ts: int) -> RulesRecord:
+    """The per-order rules of ``limits`` (file order), stamped ``ts`` (ns)."""
+    return RulesRecord(
+        limits_sha256=limits.digest,
+        rules=tuple(
+            RuleRecord(
+                name=r.name,
+                metric=r.metric,
+                scope=r.scope,
+                action=r.action,
+                match={k: tuple(v) for k, v in r.match.items()},
+                max=r.max,
+                min=r.min,
+            )
+            for r in limits.rules
+            if r.metric in PER_ORDER_METRICS
+        ),
+        ts=ts,
+    )
+
+
+@dataclass(eq=False)
+class Round:
+    """The messages of one publish, and what to remember once the broker took them."""
+
+    messages: list[Message] = field(default_factory=list)
+    rules: Limits | None = None
+    mark_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    mark_prices: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    positions: dict[str, tuple[str, dict[int, float]]] = field(default_factory=dict)
+    """Per REDUCE_ONLY scope: (its transition id, pair id -> qty published now)."""
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    """Records per kind."""
+
+
+class PreTradeFeed:
+    """Publishes rules, marks and REDUCE_ONLY positions for the gates.
+
+    Implements :class:`~riskguard.ingest.ports.RulesChannel`. Reads the engine between
+    its batches (the engine's task never awaits inside a batch); publishes through the
+    control publisher given to :meth:`open`. ``clock`` stamps the records (ns).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: Metrics,
+        interval_ms: int,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.interval_ms = interval_ms
+        self.clock = clock
+        self._publisher: ControlPublisher | None = None
+        self._rules: Limits | None = engine.limits  # pending until published
+        self.rules_published = ""
+        """sha256 of the limits whose rules the broker took last."""
+        self._symbols = np.zeros(0, dtype=np.int64)  # symbol scope ids, in id order
+        self._levels_seen = 0
+        self._mark_sent = np.zeros(0)  # per scope id: price published, NaN never
+        self._positions: dict[str, tuple[str, dict[int, float]]] = {}
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.rounds = 0
+        self.failures = 0
+        self.published: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self._log = log.get("control")
+        engine.killswitch.subscribe(self._transition)
+
+    def open(self, publisher: ControlPublisher) -> None:
+        """Publish through ``publisher`` from now on."""
+        self._publisher = publisher
+
+    def _transition(self, tr: Transition) -> None:
+        """Any state change of a scope ends what was published for it; entering
+        REDUCE_ONLY wakes the task for the scope's positions."""
+        if tr.is_alert:
+            return
+        self._positions.pop(tr.scope, None)
+        if tr.to == "REDUCE_ONLY":
+            self._wake.set()
+
+    # publishing ------------------------------------------------------------------
+    async def rules_changed(self, limits: Limits) -> None:
+        """``limits`` are in force now: publish their per-order rules (retried until taken;
+        before :meth:`open`, published by the first round)."""
+        self._rules = limits
+        if self._publisher is not None:
+            await self.publish_round(full=False)
+
+    async def run(self) -> None:
+        """Forever: a full round every interval; a quick one (rules, scopes entering
+        REDUCE_ONLY) as soon as a scope enters REDUCE_ONLY."""
+        interval = self.interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_full = loop.time() + interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - loop.time()))
+            full = loop.time() >= next_full
+            self._wake.clear()
+            await self.publish_round(full=full)
+            if full:
+                next_full = loop.time() + interval
+
+    async def publish_round(self, *, full: bool = True) -> int:
+        """Publish what changed; returns how many records the broker took (0 on failure,
+        retried next round). ``full=False``: only pending rules and the positions of
+        scopes entering REDUCE_ONLY. Raises :class:`RuntimeError` before :meth:`open`."""
+        if self._publisher is None:
+            raise RuntimeError("the gate feed has no control publisher yet: call open() first")
+        async with self._lock:
+            batch = self.collect(full=full)
+            if not batch.messages:
+                return 0
+            self.rounds += 1
+            if not await self._publisher.publish_records(batch.messages):
+                self.failures += 1
+                return 0
+            self.commit(batch)
+            return len(batch.messages)
+
+    # what to publish (no I/O) ------------------------------------------------------
+    def collect(self, *, full: bool = True) -> Round:
+        """The records to publish now (nothing is remembered as sent until :meth:`commit`)."""
+        now = self.clock()
+        batch = Round()
+        if self._rules is not None:
+            batch.rules = self._rules
+            batch.messages.append((RULES_KEY, encode_record(rules_record(self._rules, now))))
+            batch.counts["rules"] = 1
+        self._collect_positions(batch, now, full)
+        if full:
+            self._collect_marks(batch, now)
+        return batch
+
+    def commit(self, batch: Round) -> None:
+        """The broker took ``batch``: remember what it published."""
+        if batch.rules is not None:
+            self.rules_published = batch.rules.digest
+            if self._rules is batch.rules:
+                self._rules = None
+        if batch.mark_ids.size:
+            self._mark_sent[batch.mark_ids] = batch.mark_prices
+        for scope, (tid, sent) in batch.positions.items():
+            known = self._positions.get(scope)
+            if known is not None and known[0] == tid:
+                known[1].update(sent)
+            else:
+                self._positions[scope] = (tid, sent)
+        for kind, n in batch.counts.items():
+            if n:
+                self.published[kind] += n
+                self.metrics.gate_records.labels(kind).inc(n)
+
+    def _collect_marks(self, batch: Round, now: int) -> None:
+        keys = self.engine.keys
+        levels = keys.scope_levels
+        if len(levels) > self._levels_seen:
+            new = [i for i in range(self._levels_seen, len(levels)) if levels[i] == L_SYMBOL]
+            self._symbols = np.concatenate([self._symbols, np.array(new, dtype=np.int64)])
+            self._levels_seen = len(levels)
+            grown = np.full(len(levels), np.nan)
+            grown[: self._mark_sent.size] = self._mark_sent
+            self._mark_sent = grown
+        symbols = self.engine.store.state.symbols
+        ids = self._symbols[self._symbols < symbols.shape[0]]
+        price = symbols["ref_price"][ids]
+        changed = (
+            (symbols["price_source"][ids] > 0)
+            & np.isfinite(price)
+            & (price != self._mark_sent[ids])
+        )
+        batch.mark_ids, batch.mark_prices = ids[changed], price[changed]
+        names = keys.scope_names
+        for sid, px in zip(batch.mark_ids.tolist(), batch.mark_prices.tolist(), strict=True):
+            symbol = names[sid].partition(":")[2]
+            batch.messages.append((mark_key(symbol), encode_record(MarkRecord(symbol, px, now))))
+        batch.counts["mark"] = int(batch.mark_ids.size)
+
+    def _collect_positions(self, batch: Round, now: int, full: bool) -> None:
+        standing = self.engine.killswitch.standing()
+        reduce_only = {s: tr for s, tr in standing.items() if tr.to == "REDUCE_ONLY"}
+        for scope in [s for s in self._positions if s not in reduce_only]:
+            del self._positions[scope]  # resumed or halted: gates need no position
+        keys = self.engine.keys
+        self.engine.store.reserve(keys)  # pairs interned by a batch not yet applied
+        pos = self.engine.store.state.positions[: keys.n_pairs]
+        names = keys.scope_names
+        for scope, tr in reduce_only.items():
+            known = self._positions.get(scope)
+            entering = known is None or known[0] != tr.id
+            if not (entering or full):
+                continue
+            sent: dict[int, float] = {}
+            batch.positions[scope] = (tr.id, sent)
+            level, _ = parse_scope(scope)
+            sid = keys.find_scope(scope)
+            if sid is None:
+                continue
+            mask = pos["owner"] == (FIRM if level in (L_FIRM, L_SYMBOL) else sid)
+            if level == L_SYMBOL:
+                mask &= pos["symbol"] == sid
+            rows = np.flatnonzero(mask)
+            before = {} if entering or known is None else known[1]
+            for pair, qty, y in zip(
+                rows.tolist(),
+                pos["qty"][rows].tolist(),
+                pos["symbol"][rows].tolist(),
+                strict=True,
+            ):
+                if not entering and before.get(pair) == qty:
+                    continue
+                sent[pair] = qty
+                symbol = names[y].partition(":")[2]
+                record = PositionRecord(scope, symbol, qty, now)
+                batch.messages.append((position_key(scope, symbol), encode_record(record)))
+            batch.counts["position"] += len(sent)
+
+    # reports -----------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """For ``/v1/status``: what was published, and what is waiting."""
+        return {
+            "interval_ms": self.interval_ms,
+            "rules_sha256": self.rules_published or None,
+            "rules_pending": self._rules is not None,
+            "published": dict(self.published),
+            "reduce_only_scopes": sorted(self._positions),
+            "rounds": self.rounds,
+            "failures": self.failures,
+        }

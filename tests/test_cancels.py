@@ -1,0 +1,211 @@
+"""Cancel requests in bounded parts, and their confirmation, on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from riskguard.control.records import CANCEL_PART_MAX, CancelOrder
+from riskguard.engine import Engine
+from riskguard.ingest.cancels import (
+    UPDATE_INTERVAL_NS,
+    CancelTracker,
+    cancel_kind,
+    cancel_records,
+)
+from riskguard.inspection import WorkingOrder
+from riskguard.limits import parse
+from riskguard.metrics import Metrics
+from riskguard.notify import sinks
+from riskguard.settings import NotifierSettings
+from riskguard.testing import FakeClock
+from riskguard.vocabulary import Transition
+from tests.builders import MS, T0, cancel, fill, new, rules_toml
+
+RULE = 'name = "fat"\nmetric = "order_qty"\nscope = "firm"\nmax = 1e9\naction = "halt"'
+
+
+def setup(deadline_ms: int = 1000) -> tuple[Engine, CancelTracker, FakeClock]:
+    clock = FakeClock(T0 + 1000 * MS)  # riskguard's wall clock: after the events below
+    text = rules_toml(RULE).replace(
+        "version = 1", f"version = 1\ncancel_deadline_ms = {deadline_ms}"
+    )
+    engine = Engine(parse(text), clock=clock)
+    return engine, CancelTracker(engine, Metrics(), clock), clock
+
+
+def halt(engine: Engine, scope: str, action: str = "halt") -> Transition:
+    tr = engine.killswitch.halt(scope, "alice", "drill", action=action)
+    assert tr is not None
+    return tr
+
+
+def working(n: int) -> list[WorkingOrder]:
+    return [WorkingOrder(f"o{i}", "A", "S", "X", "buy", 1.0) for i in range(n)]
+
+
+def test_a_large_request_is_split_into_bounded_numbered_parts() -> None:
+    engine, _, _ = setup()
+    tr = halt(engine, "firm")
+    parts = cancel_records(tr, working(2 * CANCEL_PART_MAX + 203), ts=42)
+    assert [len(p.orders) for p in parts] == [CANCEL_PART_MAX, CANCEL_PART_MAX, 203]
+    assert [(p.part, p.parts) for p in parts] == [(0, 3), (1, 3), (2, 3)]
+    assert {(p.halt_id, p.scope, p.kind, p.ts) for p in parts} == {(tr.id, "firm", "halt", 42)}
+    assert parts[0].reason == "by alice: drill"
+    assert [o.order_id for p in parts for o in p.orders] == [f"o{i}" for i in range(1203)]
+    assert parts[2].orders[0] == CancelOrder("o1000", "A", "S", "X", "buy", 1.0)
+
+
+def test_nothing_working_is_still_one_part() -> None:
+    engine, _, _ = setup()
+    (part,) = cancel_records(halt(engine, "account:A", "reduce_only"), [], ts=1)
+    assert (part.part, part.parts, part.orders, part.kind) == (0, 1, (), "reduce_only")
+
+
+def test_only_halts_and_reduce_only_ask_for_cancels() -> None:
+    engine, _, _ = setup()
+    halt(engine, "firm")
+    resume = engine.killswitch.resume("firm", "bob", "ok")
+    assert resume is not None
+    with pytest.raises(ValueError, match="asks for no cancel"):
+        cancel_kind(resume)
+
+
+def test_an_unconfirmed_cancel_pages_once_then_resolves() -> None:
+    engine, tracker, clock = setup(deadline_ms=1000)
+    engine.apply([new("o1", 0), new("o2", 1, qty=4, side="sell"), new("other", 2, strategy="T")])
+    tr = halt(engine, "strategy:S")
+    (part,) = tracker.request(tr)
+    assert {o.order_id for o in part.orders} == {"o1", "o2"}
+    assert tracker.check() == []
+    clock.advance(ms=999)
+    assert tracker.check() == []
+    engine.apply([cancel("o2", 3)])  # one closes in time
+    clock.advance(ms=1)  # the deadline
+    (alert,) = tracker.check()
+    assert (alert.rule, alert.kind, alert.metric) == ("cancel-incomplete", "alert", "cancel_age_ms")
+    assert (alert.value, alert.limit) == (1000.0, 1000.0)
+    assert alert.reason is not None and "1 order(s) still working" in alert.reason
+    assert "o1 (A/S X buy 10; halt of strategy:S)" in alert.reason and "o2" not in alert.reason
+    assert sinks.severity(alert) == "critical"
+    status = tracker.status()["incomplete"]
+    assert status["alert_id"] == alert.id and status["count"] == 1
+    assert status["orders"][0]["order_id"] == "o1" and status["orders"][0]["late"] is False
+    clock.advance(ms=500)
+    assert tracker.check() == []  # one alert, not one per check
+    engine.apply([fill("o1", 4, qty=10)])
+    clock.advance(ms=1)
+    (done,) = tracker.check()
+    assert (done.rule, done.ends) == ("cancel-complete", alert.id)
+    assert (done.value, done.limit) == (1501.0, 1000.0)  # the halt's age when the last closed
+    assert sinks.summary(done).startswith(
+        "riskguard: firm RESOLVED - rule cancel-complete: cancel_age_ms 1,501 vs limit 1,000; "
+    )
+    assert done.reason is not None and "the 1 order(s) named by alert" in done.reason
+    assert tracker.check() == [] and tracker.requests == {} and tracker.confirmed == 1
+    pd = NotifierSettings(kind="pagerduty", url="http://pd")
+    assert sinks.build(pd, done, "key", "rg") == {
+        "routing_key": "key",
+        "event_action": "resolve",
+        "dedup_key": alert.id,
+    }
+    am = NotifierSettings(kind="alertmanager", url="http://am")
+    (fire,), (end,) = sinks.build(am, alert, None, "rg"), sinks.build(am, done, None, "rg")
+    assert end["labels"] == fire["labels"] and "endsAt" in end and "endsAt" not in fire
+
+
+def test_reduce_only_tracks_only_the_increasing_orders() -> None:
+    engine, tracker, clock = setup()
+    engine.apply(
+        [new("f", 0, qty=5), fill("f", 1, qty=5), new("up", 2), new("down", 3, side="sell")]
+    )
+    (part,) = tracker.request(halt(engine, "account:A", "reduce_only"))
+    assert [o.order_id for o in part.orders] == ["up"]
+    clock.advance(s=2)
+    (alert,) = tracker.check()
+    assert (
+        alert.reason is not None and "up (A/S X buy 10; reduce-only of account:A)" in alert.reason
+    )
+    assert "down" not in alert.reason
+
+
+def test_an_order_opened_in_a_halted_scope_after_the_halt_is_named() -> None:
+    engine, tracker, clock = setup()
+    tr = halt(engine, "account:A")
+    assert tracker.request(tr)[0].orders == ()
+    assert tracker.check() == [] and tracker.requests == {}  # nothing was working: confirmed
+    before = new("sent-before", 999 * MS)  # stamped before the halt's decision
+    after = new("rogue", 1001 * MS, side="sell")
+    elsewhere = new("fine", 1002 * MS, account="B")
+    batch = [before, after, elsewhere]
+    engine.apply(batch)
+    assert tracker.check(batch) == []  # within the halt's deadline
+    clock.advance(ms=1000)
+    (alert,) = tracker.check()
+    assert alert.reason is not None
+    assert "1 order(s) still working" in alert.reason
+    assert "rogue (A/S X sell 10; opened after the halt of account:A)" in alert.reason
+    assert "1 of them opened in a halted scope after its halt" in alert.reason
+    assert tracker.status()["incomplete"]["orders"][0]["late"] is True
+
+
+def test_orders_joining_an_incident_update_it_at_most_once_a_minute() -> None:
+    engine, tracker, clock = setup()
+    engine.apply([new("o1", 0)])
+    tracker.request(halt(engine, "firm"))
+    clock.advance(s=1)
+    (alert,) = tracker.check()
+    late = [new("late1", 1001 * MS)]
+    engine.apply(late)
+    assert tracker.check(late) == []  # named in status, the update waits
+    assert tracker.status()["incomplete"]["count"] == 2
+    clock.advance(ns=UPDATE_INTERVAL_NS)
+    (update,) = tracker.check()
+    assert update.id == alert.id and update.rule == "cancel-incomplete"
+    assert update.reason is not None and "late1" in update.reason and "2 order(s)" in update.reason
+    clock.advance(ns=UPDATE_INTERVAL_NS)
+    assert tracker.check() == []  # nothing new joined
+
+
+def test_an_id_recycled_for_another_order_counts_as_closed() -> None:
+    engine, tracker, clock = setup()
+    engine.apply([new("o", 0)])
+    tracker.request(halt(engine, "strategy:S"))
+    engine.apply([cancel("o", 1), new("o", 2, strategy="T", qty=3)])  # same id, new order
+    assert [o.strategy for o in engine.working_orders("firm")] == ["T"]
+    clock.advance(s=5)
+    assert tracker.check() == [] and tracker.requests == {}
+
+
+def test_a_resume_lifts_the_request_and_resolves_the_incident() -> None:
+    engine, tracker, clock = setup()
+    engine.apply([new("o", 0)])
+    tracker.request(halt(engine, "symbol:X"))
+    clock.advance(s=1)
+    (alert,) = tracker.check()
+    resume = engine.killswitch.resume("symbol:X", "bob", "market reopened")
+    assert resume is not None
+    tracker.lifted(resume)
+    (done,) = tracker.check()
+    assert done.ends == alert.id and tracker.status()["incomplete"]["count"] == 0
+
+
+def test_a_zero_deadline_never_pages() -> None:
+    engine, tracker, clock = setup(deadline_ms=0)
+    engine.apply([new("o", 0)])
+    tracker.request(halt(engine, "firm"))
+    clock.advance(s=3600)
+    assert tracker.check() == []
+    assert tracker.status()["requests"][0]["working"] == 1  # still tracked
+
+
+def test_an_alert_names_the_first_ten_and_counts_the_rest() -> None:
+    engine, tracker, clock = setup()
+    engine.apply([new(f"o{i:02}", i) for i in range(25)])
+    tracker.request(halt(engine, "firm"))
+    clock.advance(s=1)
+    (alert,) = tracker.check()
+    assert alert.reason is not None
+    assert alert.reason.startswith("25 order(s) still working")
+    assert "o09 (" in alert.reason and "o10 (" not in alert.reason
+    assert alert.reason.endswith("; and 15 more")
+    assert len(sinks.summary(alert)) < 1024

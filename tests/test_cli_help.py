@@ -1,0 +1,54 @@
+"""``--help`` of the live and operator commands: every option explained, a description,
+and the exit codes."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from riskguard.cli import build_parser
+from riskguard.cli.common import EXIT_CODES_HELP
+
+COMMANDS = ("run", "broker", "halt", "resume", "approve", "withdraw", "status", "audit")
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def every(name: str) -> list[argparse.ArgumentParser]:
+    """The command and its own subcommands (``users add``, ``users list``)."""
+    command = subcommands(build_parser())[name]
+    return [command, *subcommands(command).values()]
+
+
+@pytest.mark.parametrize("name", [*COMMANDS, "users"])
+def test_every_option_has_help_and_the_command_a_description(name: str) -> None:
+    for parser in every(name):
+        assert parser.description and len(parser.description) > 30, parser.prog
+        assert parser.epilog == EXIT_CODES_HELP, parser.prog
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            assert action.help and action.help.strip(), f"{parser.prog} {action.dest}"
+
+
+@pytest.mark.parametrize("name", ["halt", "resume", "approve", "withdraw", "status"])
+def test_token_file_help_is_about_a_path(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([name, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--token-file PATH path of a file holding your API token" in text
+    assert "exit codes: 0" in text and "2 bad arguments" in text
+    assert "--operator" not in text  # who acts is the token's owner
+
+
+def test_exit_codes_are_the_ones_the_commands_use() -> None:
+    from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE  # noqa: PLC0415
+
+    for code in (EXIT_OK, EXIT_FAILED, EXIT_USAGE):
+        assert f"\n  {code}  " in "\n" + EXIT_CODES_HELP.split("exit codes:")[1]
