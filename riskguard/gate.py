@@ -46,7 +46,8 @@ from aiokafka.errors import KafkaError
 
 from riskguard import log
 from riskguard.control import decision
-from riskguard.control.decision import CancelRequest, DisconnectWatch, Verdict
+from riskguard.control.cancel_requests import CancelRequest, DisconnectWatch, due_cancels
+from riskguard.control.decision import Verdict
 from riskguard.control.reader import read_to_end
 from riskguard.control.records import CancelOrder, CancelRecord, StateRecord
 from riskguard.control.view import ControlView, Instant
@@ -252,7 +253,7 @@ class Gate:
             return
         with _DELIVERED_LOCK:
             ledger = _DELIVERED.setdefault(_ledger_key(self.topic, self.on_cancel), set())
-            due = decision.due_cancels(self.view, scopes, ledger)
+            due = due_cancels(self.view, scopes, ledger)
             ledger.update((r.halt_id, r.part) for r in due)
         for record in due:
             self._log.info(
@@ -333,14 +334,14 @@ class Gate:
         ``price_deviation`` (``halt``/``reduce_only`` rules refuse a breach, ``alert``
         rules allow it, named in ``Verdict.alerts``). ``qty`` in units (> 0),
         ``price`` the limit price (None: market order), ``reference_price`` what to
-        judge the price against (None: riskguard's last published mark). ``venue`` is
-        accepted and not used yet (venue scopes come later). A refusal names the rule,
+        judge the price against (None: riskguard's last published mark). ``venue`` (an ISO
+        10383 MIC) adds the ``venue:<MIC>`` scope and selects rules that name venues. An
+        order in a symbol on riskguard's restricted list is refused. A refusal names the rule,
         value and limit, and is counted in ``refusals``; it halts nothing (the order
         never existed). Raises ``ValueError`` for a side other than buy/sell, a
         non-finite or non-positive ``qty``, or a non-finite price.
         (:func:`riskguard.control.decision.check` has the exact rules.)
         """
-        del venue  # accepted for the interface; a later version adds venue scopes
         verdict = decision.check(
             self.view,
             self.heartbeat_timeout_ms,
@@ -352,6 +353,7 @@ class Gate:
             qty,
             price,
             reference_price,
+            venue,
         )
         self.checks += 1
         if not verdict.allowed:
@@ -365,8 +367,10 @@ class Gate:
         symbol: str,
         side: Literal["buy", "sell"],
         reduces_position: bool,
+        venue: str | None = None,
     ) -> Verdict:
-        """May this order be sent? Checks firm, account, strategy and symbol.
+        """May this order be sent? Checks firm, account, strategy and symbol, and the
+        order's venue (``venue:<MIC>``) when it names one.
 
         HALTED anywhere refuses. REDUCE_ONLY anywhere allows only orders that reduce
         the position (``reduces_position=True``); a state this gate does not know
@@ -384,4 +388,5 @@ class Gate:
             symbol,
             side,
             reduces_position,
+            venue,
         )

@@ -16,8 +16,7 @@ import numpy as np
 from riskguard.limits.model import Rule
 from riskguard.state.codes import FIRM, O_OPEN
 from riskguard.state.keys import pair_key
-from riskguard.state.reference_defs import money
-from riskguard.vocabulary import L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL, parse_scope
+from riskguard.vocabulary import L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL, money, parse_scope
 
 if TYPE_CHECKING:
     from riskguard.state.keys import KeySpace

@@ -15,6 +15,7 @@ compile time, so the kernel reads ``HALTED`` or ``T_FILL`` here at no cost.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Final, Literal
 
@@ -190,3 +191,21 @@ def system_alert(
         limit=limit,
         reason=reason,
     )
+
+
+MONEY_DECIMALS: Final = 6
+"""Money is judged and shown to a millionth of a currency unit (below 1e9 units): binary
+rounding residue of decimal sums must never decide a breach at a round limit."""
+
+
+def money(x: float) -> float:
+    """``x`` rounded to MONEY_DECIMALS decimals, half away from zero, while |x| < 1e9 (above,
+    float precision is far finer than any amount that matters); NaN and inf unchanged.
+
+    The kernel's :func:`riskguard.state.quantities.money` is the same rule in numba.
+    """
+    if not math.isfinite(x) or abs(x) >= 1e9:
+        return x
+    if x < 0.0:
+        return -(math.floor(-x * 1e6 + 0.5) / 1e6)
+    return math.floor(x * 1e6 + 0.5) / 1e6

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from riskguard.control.decision import DisconnectWatch
+from riskguard.control.cancel_requests import DisconnectWatch
 from riskguard.gate import CancelOrder, CancelRequest, Gate
 from tests.gate_records import FAT, Message, cancel, heartbeat, order, rules, state, transition
 

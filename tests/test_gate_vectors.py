@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from riskguard.control.decision import allows, check, due_cancels
+from riskguard.control.cancel_requests import due_cancels
+from riskguard.control.decision import allows, check
 from riskguard.control.records import (
     HEARTBEAT_KEY,
     RULES_KEY,
@@ -73,7 +74,8 @@ def outcome(
         return [cancel_expectation(r) for r in due]
     keys = (query["account"], query["strategy"], query["symbol"], query["side"])
     if op == "allows":
-        v = allows(view, case["heartbeat_timeout_ms"], when, *keys, query["reduces_position"])
+        reduces = query["reduces_position"]
+        v = allows(view, case["heartbeat_timeout_ms"], when, *keys, reduces, query.get("venue"))
         return {"allowed": v.allowed, "state": v.state, "scope": v.scope}
     assert op == "check", op
     v = check(
@@ -84,6 +86,7 @@ def outcome(
         query["qty"],
         query["price"],
         query["reference_price"],
+        query.get("venue"),
     )
     got: dict[str, Any] = {"allowed": v.allowed, "state": v.state, "scope": v.scope, "rule": v.rule}
     if v.rule is not None:

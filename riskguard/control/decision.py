@@ -17,22 +17,19 @@ the contract they implement.
 from __future__ import annotations
 
 import math
-from collections.abc import Container, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from riskguard.control.records import CancelOrder, CancelRecord, StateRecord
+from riskguard.control.records import StateRecord
 from riskguard.control.view import ControlView, Instant, OrderRule
 from riskguard.evidence import evidence, number, sentence
-from riskguard.vocabulary import STATE_CODE, STATES, order_scopes
+from riskguard.vocabulary import STATE_CODE, STATES, money, order_scopes
 
 __all__ = [
-    "CancelRequest",
-    "DisconnectWatch",
     "Verdict",
     "allows",
     "check",
-    "due_cancels",
     "health",
     "heartbeat_age_ns",
 ]
@@ -82,46 +79,6 @@ class Verdict:
         if self.state == "UNKNOWN" and self.scope is None:
             return "fail_closed"
         return self.state
-
-
-@dataclass(frozen=True, slots=True)
-class CancelRequest:
-    """What ``on_cancel`` receives: cancel these working orders now.
-
-    ``kind`` is ``"halt"`` (every working order of ``scope``), ``"reduce_only"`` (the
-    working orders that would increase the scope's position) or ``"disconnect"`` (the
-    gate has failed closed for ``cancel_on_disconnect_ms``: ``scope`` is ``firm`` and
-    ``orders`` is empty, meaning *cancel everything you have working*). ``halt_id`` is
-    the id of the transition that asked (``disconnect@<ns>`` for a disconnect);
-    ``reason`` its evidence in words. A large scope's list arrives in ``parts`` requests
-    numbered ``part`` = 0 … parts-1, each delivered on its own. ``ts``: when riskguard
-    asked (a disconnect: when the gate decided), ns since the epoch.
-    Each order has ``order_id``, ``account``, ``strategy``, ``symbol``, ``side``
-    (``buy``/``sell``) and ``open_qty`` (the quantity not yet filled).
-    """
-
-    scope: str
-    orders: tuple[CancelOrder, ...]
-    reason: str
-    halt_id: str
-    kind: str
-    part: int = 0
-    parts: int = 1
-    ts: int = 0
-
-    @classmethod
-    def of(cls, record: CancelRecord) -> CancelRequest:
-        """The request one cancel record carries."""
-        return cls(
-            record.scope,
-            record.orders,
-            record.reason,
-            record.halt_id,
-            record.kind,
-            record.part,
-            record.parts,
-            record.ts,
-        )
 
 
 # health ------------------------------------------------------------------------------
@@ -209,10 +166,12 @@ def allows(
     symbol: str,
     side: Literal["buy", "sell"],
     reduces_position: bool,
+    venue: str | None = None,
 ) -> Verdict:
-    """May this order be sent at ``at``? Checks health, then firm, account, strategy, symbol.
+    """May this order be sent at ``at``? Checks health, then firm, account, strategy, symbol
+    and, for an order to a venue (ISO 10383 MIC), ``venue:<MIC>``.
 
-    The strictest of the four scopes' states decides (the widest on a tie). HALTED
+    The strictest of those scopes' states decides (the widest on a tie). HALTED
     refuses; REDUCE_ONLY allows only orders with ``reduces_position=True``; a state
     this reader does not know refuses (``UNKNOWN``). Raises ``ValueError`` when
     ``side`` is not ``"buy"`` or ``"sell"``.
@@ -221,7 +180,7 @@ def allows(
     alive = health(view, heartbeat_timeout_ms, at)
     if not alive:
         return alive
-    worst = _strictest(view, order_scopes(account, strategy, symbol))
+    worst = _strictest(view, order_scopes(account, strategy, symbol, venue))
     if worst is None:
         return Verdict(True, "allowed", "ACTIVE")
     refused = _refuse_state(worst)
@@ -250,22 +209,30 @@ def check(
     qty: float,
     price: float | None = None,
     reference_price: float | None = None,
+    venue: str | None = None,
 ) -> Verdict:
     """Should this order be sent at ``at``? The pre-trade check, in this order:
 
     1. health (as :func:`health`); 2. no rules record read yet: refused (fail closed);
-    3. the scopes' states: HALTED or an unknown state refuses as in :func:`allows`;
+    3. the scopes' states (firm, account, strategy, symbol, and ``venue:<MIC>`` for an
+       order to a venue): HALTED or an unknown state refuses as in :func:`allows`;
        each REDUCE_ONLY scope refuses an order that would open, increase or flip its
        published position (:meth:`ControlView.position`, 0 when none is current);
-    4. the per-order rules matching the order, in published order: a breach of an
-       ``alert`` rule is noted, of any other action refuses.
+    4. the restricted list: an order in a listed symbol (by a listed account or
+       strategy, when the entry names any) is refused, or noted for an ``alert`` entry;
+    5. the per-order rules matching the order (its keys, and a rule's ``side`` and
+       ``venue`` when it names them), in published order: a breach of an ``alert`` rule
+       is noted, of any other action refuses.
 
     ``qty`` > 0 (units), ``price`` the limit price (None: a market order),
     ``reference_price`` the price to judge against (None: riskguard's published mark).
-    ``order_notional`` = qty * abs(price) (a market order: * abs(reference); none: not
-    evaluated); ``price_deviation`` = abs(price - ref) / abs(ref) (not evaluated for a
-    market order, without a reference, or at a reference of 0). Raises ``ValueError``
-    for a side other than buy/sell, a ``qty`` not finite and > 0, or a non-finite price.
+    ``order_notional`` = qty * abs(price) * multiplier * rate, from the symbol's mark
+    record (1 and 1 without one; a market order at abs(reference); not evaluated without
+    a price, or while riskguard has no rate for the currency), rounded to a millionth
+    as riskguard judges money; ``price_deviation`` = abs(price - ref) / abs(ref) (not
+    evaluated for a market order, without a reference, or at a reference of 0). Raises
+    ``ValueError`` for a side other than buy/sell, a ``qty`` not finite and > 0, or a
+    non-finite price.
     """
     sign = _side(side)
     if not (qty > 0 and math.isfinite(qty)):
@@ -278,7 +245,7 @@ def check(
         return alive
     if view.rules is None:
         return Verdict(False, "fail closed: no per-order rules from riskguard yet", "UNKNOWN")
-    scopes = order_scopes(account, strategy, symbol)
+    scopes = order_scopes(account, strategy, symbol, venue)
     worst = _strictest(view, scopes)
     state: VerdictState = "ACTIVE"
     decided: str | None = None
@@ -296,14 +263,40 @@ def check(
                 if decided is None:
                     decided, reason = scope, verdict.reason
         state = "REDUCE_ONLY"
+    mark = view.marks.get(symbol)
     ref = reference_price
     if ref is None:
-        mark = view.marks.get(symbol)
         ref = None if mark is None else mark.price
     notes: list[str] = []
     alerts: list[str] = []
+    for entry in view.rules.restricted:
+        if symbol not in entry.symbols:
+            continue
+        if (entry.accounts and account not in entry.accounts) or (
+            entry.strategies and strategy not in entry.strategies
+        ):
+            continue
+        said = f"rule {entry.name}: {symbol} is on the restricted list; {entry.reason}"
+        where = f"strategy:{strategy}"
+        if entry.action == "alert":
+            notes.append(f"alert at {where}: {said}")
+            alerts.append(entry.name)
+            continue
+        return Verdict(
+            False,
+            f"refused before sending at {where}: {said} (action {entry.action})",
+            state,
+            where,
+            entry.name,
+            "restricted",
+            1.0,
+            0.0,
+        )
+    size = 1.0 if mark is None else mark.multiplier
+    rate = 1.0 if mark is None else mark.rate
+    order = _Order(account, strategy, symbol, side, venue, qty, price, ref, size, rate)
     for rule in view.order_rules:
-        value = _value(rule, account, strategy, symbol, qty, price, ref)
+        value = _value(rule, order)
         if value is None:
             continue
         if value > rule.upper:
@@ -356,37 +349,59 @@ def _reduce_only(
     return Verdict(False, f"{scope} is REDUCE_ONLY ({why}); {what}", "REDUCE_ONLY", scope)
 
 
-def _value(
-    rule: OrderRule,
-    account: str,
-    strategy: str,
-    symbol: str,
-    qty: float,
-    price: float | None,
-    ref: float | None,
-) -> float | None:
+@dataclass(frozen=True, slots=True)
+class _Order:
+    """The order a check judges, with its symbol's reference price, contract size and
+    FX rate (None: no rate yet)."""
+
+    account: str
+    strategy: str
+    symbol: str
+    side: str
+    venue: str | None
+    qty: float
+    price: float | None
+    ref: float | None
+    multiplier: float
+    rate: float | None
+
+    def key(self, name: str) -> str | None:
+        """The order's value of match field ``name`` (None: the order has none)."""
+        if name == "account":
+            return self.account
+        if name == "strategy":
+            return self.strategy
+        if name == "symbol":
+            return self.symbol
+        if name == "side":
+            return self.side
+        if name == "venue":
+            return self.venue
+        return _UNKNOWN_FIELD
+
+
+_UNKNOWN_FIELD = "\x00unknown match field"
+"""A match field this gate does not know: it does not narrow the rule."""
+
+
+def _value(rule: OrderRule, order: _Order) -> float | None:
     """The order's value of the rule's metric; None when the rule does not apply or
-    cannot be evaluated. Match fields other than account, strategy and symbol (say a
-    venue) do not narrow the rule."""
+    cannot be evaluated. A rule naming ``venue`` does not apply to an order that names
+    none; match fields this gate does not know do not narrow the rule."""
     for name, keys in rule.match:
-        key = (
-            account
-            if name == "account"
-            else strategy
-            if name == "strategy"
-            else symbol
-            if name == "symbol"
-            else None
-        )
-        if key is not None and key not in keys:
+        key = order.key(name)
+        if key is not _UNKNOWN_FIELD and key not in keys:
             return None
     metric = rule.record.metric
     if metric == "order_qty":
-        return qty
+        return order.qty
     if metric == "order_notional":
-        px = price if price is not None else ref
-        return None if px is None else qty * abs(px)
+        px = order.price if order.price is not None else order.ref
+        if px is None or order.rate is None:
+            return None
+        return money(order.qty * order.multiplier * order.rate * abs(px))
     if metric == "price_deviation":
+        price, ref = order.price, order.ref
         if price is None or ref is None or ref == 0.0:
             return None
         return abs(price - ref) / abs(ref)
@@ -406,55 +421,3 @@ def _rule_scope(level: str, account: str, strategy: str, symbol: str) -> str:
 
 def _rank(record: StateRecord) -> int:
     return STATE_CODE.get(record.state, _UNKNOWN_RANK)
-
-
-# cancel requests ---------------------------------------------------------------------
-def due_cancels(
-    view: ControlView, scopes: Iterable[str], delivered: Container[tuple[str, int]]
-) -> list[CancelRecord]:
-    """The cancel parts of ``scopes`` due for delivery, by scope then part.
-
-    A part is due when its ``halt_id`` is the ``transition.id`` of its scope's latest
-    state record (a part of an earlier halt, or of a halt since resumed or escalated,
-    never is; a part read before its state record becomes due when the state is read),
-    and ``(halt_id, part)`` is not in ``delivered``.
-    """
-    due: list[CancelRecord] = []
-    for scope in scopes:
-        parts = view.cancels.get(scope)
-        state = view.states.get(scope)
-        if not parts or state is None:
-            continue
-        standing = state.transition.id
-        due.extend(
-            parts[p]
-            for p in sorted(parts)
-            if parts[p].halt_id == standing and (standing, p) not in delivered
-        )
-    return due
-
-
-@dataclass
-class DisconnectWatch:
-    """Cancel on disconnect: due once the gate has failed closed for ``after_ms``.
-
-    Feed it :meth:`step` with the health and the monotonic clock; it answers True once
-    per outage (when the failure has lasted ``after_ms``), and re-arms when healthy.
-    """
-
-    after_ms: int
-    failing_since_ns: int | None = None
-    fired: bool = False
-
-    def step(self, healthy: bool, mono_ns: int) -> bool:
-        """True exactly when the disconnect request is due now."""
-        if healthy:
-            self.failing_since_ns = None
-            self.fired = False
-            return False
-        if self.failing_since_ns is None:
-            self.failing_since_ns = mono_ns
-        if not self.fired and mono_ns - self.failing_since_ns >= self.after_ms * 1_000_000:
-            self.fired = True
-            return True
-        return False

@@ -90,8 +90,9 @@ class CancelRecord(msgspec.Struct, frozen=True, tag="cancel", tag_field="type"):
 class RuleRecord(msgspec.Struct, frozen=True):
     """One per-order rule (``order_qty``, ``order_notional`` or ``price_deviation``).
 
-    ``match`` maps a match field (``account``, ``strategy``, ``symbol``) to the keys the
-    rule is limited to (absent: every key at its scope). ``max``/``min``: the bounds.
+    ``match`` maps a match field (``account``, ``strategy``, ``symbol``, ``venue`` for a
+    venue-scope rule; ``side`` and ``venue`` selecting orders, v1.2) to the keys the rule
+    is limited to (absent: every key at its scope). ``max``/``min``: the bounds.
     """
 
     name: str
@@ -103,21 +104,42 @@ class RuleRecord(msgspec.Struct, frozen=True):
     min: float | None = None
 
 
+class RestrictedRecord(msgspec.Struct, frozen=True):
+    """One restricted-list entry (v1.2): orders in ``symbols`` (by ``accounts`` /
+    ``strategies`` when named) are refused before sending, unless ``action`` is ``alert``."""
+
+    name: str
+    symbols: tuple[str, ...]
+    reason: str
+    action: str
+    accounts: tuple[str, ...] = ()
+    strategies: tuple[str, ...] = ()
+
+
 class RulesRecord(msgspec.Struct, frozen=True, tag="rules", tag_field="type"):
-    """The per-order rules of the limits in force (``limits_sha256``), for pre-trade checks."""
+    """The per-order rules of the limits in force (``limits_sha256``), for pre-trade checks,
+    and (v1.2) the restricted list."""
 
     limits_sha256: str
     rules: tuple[RuleRecord, ...]
     ts: int
+    restricted: tuple[RestrictedRecord, ...] = ()
     v: int = 1
 
 
 class MarkRecord(msgspec.Struct, frozen=True, tag="mark", tag_field="type"):
-    """The reference price of ``symbol`` riskguard values positions at, as of ``ts``."""
+    """The reference price of ``symbol`` riskguard values positions at, as of ``ts``.
+
+    v1.2: ``multiplier`` (contract size) and ``rate`` (base currency per unit of the
+    symbol's currency; None while riskguard has no rate for it): a notional is
+    qty x |price| x multiplier x rate. Absent: 1 and 1 (the v1 meaning).
+    """
 
     symbol: str
     price: float
     ts: int
+    multiplier: float = 1.0
+    rate: float | None = 1.0
     v: int = 1
 
 

@@ -82,14 +82,17 @@ def valid(record: Record) -> bool:
     """Whether a decoded record's numbers and parts make sense (else it is unreadable).
 
     Cancel parts need ``0 <= part < parts`` and finite open quantities; marks a finite
-    price; positions a finite quantity; rules finite bounds with ``min <= max``.
+    price, a finite multiplier > 0 and a rate None or finite > 0; positions a finite
+    quantity; rules finite bounds with ``min <= max``.
     """
     if isinstance(record, CancelRecord):
         return 0 <= record.part < record.parts and all(
             math.isfinite(o.open_qty) for o in record.orders
         )
     if isinstance(record, MarkRecord):
-        return math.isfinite(record.price)
+        size = math.isfinite(record.multiplier) and record.multiplier > 0
+        rate = record.rate is None or (math.isfinite(record.rate) and record.rate > 0)
+        return math.isfinite(record.price) and size and rate
     if isinstance(record, PositionRecord):
         return math.isfinite(record.qty)
     if isinstance(record, RulesRecord):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from riskguard.control.records import (
     RULES_KEY,
     MarkRecord,
     PositionRecord,
+    RestrictedRecord,
     RuleRecord,
     RulesRecord,
     encode_record,
@@ -75,6 +77,17 @@ def rules_record(limits: Limits, ts: int) -> RulesRecord:
             if r.metric in PER_ORDER_METRICS
         ),
         ts=ts,
+        restricted=tuple(
+            RestrictedRecord(
+                name=r.name,
+                symbols=tuple(r.match["symbol"]),
+                reason=r.reason,
+                action=r.action,
+                accounts=tuple(r.match.get("account", ())),
+                strategies=tuple(r.match.get("strategy", ())),
+            )
+            for r in limits.restricted
+        ),
     )
 
 
@@ -86,6 +99,7 @@ class Round:
     rules: Limits | None = None
     mark_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     mark_prices: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    mark_money: np.ndarray = field(default_factory=lambda: np.zeros(0))
     positions: dict[str, tuple[str, dict[int, float]]] = field(default_factory=dict)
     """Per REDUCE_ONLY scope: (its transition id, pair id -> qty published now)."""
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
@@ -118,6 +132,7 @@ class PreTradeFeed:
         self._symbols = np.zeros(0, dtype=np.int64)  # symbol scope ids, in id order
         self._levels_seen = 0
         self._mark_sent = np.zeros(0)  # per scope id: price published, NaN never
+        self._money_sent = np.zeros(0)  # per scope id: price x size x rate published
         self._positions: dict[str, tuple[str, dict[int, float]]] = {}
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -202,6 +217,7 @@ class PreTradeFeed:
                 self._rules = None
         if batch.mark_ids.size:
             self._mark_sent[batch.mark_ids] = batch.mark_prices
+            self._money_sent[batch.mark_ids] = batch.mark_money
         for scope, (tid, sent) in batch.positions.items():
             known = self._positions.get(scope)
             if known is not None and known[0] == tid:
@@ -223,19 +239,38 @@ class PreTradeFeed:
             grown = np.full(len(levels), np.nan)
             grown[: self._mark_sent.size] = self._mark_sent
             self._mark_sent = grown
-        symbols = self.engine.store.state.symbols
+            sent = np.full(len(levels), np.nan)
+            sent[: self._money_sent.size] = self._money_sent
+            self._money_sent = sent
+        state = self.engine.store.state
+        symbols = state.symbols
         ids = self._symbols[self._symbols < symbols.shape[0]]
         price = symbols["ref_price"][ids]
+        size = symbols["multiplier"][ids]
+        cur = state.currencies[symbols["currency"][ids]]
+        rate = np.where(cur["known"] != 0, cur["rate"], np.nan)
+        # what a gate values an order at: a change of price, contract size or rate republishes
+        money = np.where(np.isnan(rate), -np.inf, price * size * rate)
         changed = (
             (symbols["price_source"][ids] > 0)
             & np.isfinite(price)
-            & (price != self._mark_sent[ids])
+            & ((price != self._mark_sent[ids]) | (money != self._money_sent[ids]))
         )
         batch.mark_ids, batch.mark_prices = ids[changed], price[changed]
+        batch.mark_money = money[changed]
         names = keys.scope_names
-        for sid, px in zip(batch.mark_ids.tolist(), batch.mark_prices.tolist(), strict=True):
+        rows = zip(
+            batch.mark_ids.tolist(),
+            batch.mark_prices.tolist(),
+            size[changed].tolist(),
+            rate[changed].tolist(),
+            strict=True,
+        )
+        for sid, px, mult, fx in rows:
             symbol = names[sid].partition(":")[2]
-            batch.messages.append((mark_key(symbol), encode_record(MarkRecord(symbol, px, now))))
+            known = None if math.isnan(fx) else fx
+            record = MarkRecord(symbol, px, now, multiplier=mult, rate=known)
+            batch.messages.append((mark_key(symbol), encode_record(record)))
         batch.counts["mark"] = int(batch.mark_ids.size)
 
     def _collect_positions(self, batch: Round, now: int, full: bool) -> None:

@@ -36,15 +36,6 @@ def snap(x: float) -> float:
     return x if abs(x) >= 1e6 else math.floor(x * 1e9 + 0.5) / 1e9
 
 
-def money(x: float) -> float:
-    """Money as it is judged: rounded to 6 decimals, half away from zero, below 1e9 units."""
-    if math.isnan(x) or abs(x) >= 1e9:
-        return x
-    if x < 0.0:
-        return -(math.floor(-x * 1e6 + 0.5) / 1e6)
-    return math.floor(x * 1e6 + 0.5) / 1e6
-
-
 def near(a: float, b: float) -> bool:
     """Quantities equal: exactly below a million units, within QTY_RTOL of the larger above."""
     big = max(abs(a), abs(b))

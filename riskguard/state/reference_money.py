@@ -13,7 +13,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from riskguard.limits.model import Rule
-from riskguard.state.reference_defs import EXPOSURE_NAMES, Book, Lot, money, near, snap
+from riskguard.state.reference_defs import EXPOSURE_NAMES, Book, Lot, near, snap
+from riskguard.vocabulary import money
 
 Delta = tuple[float, float, float, float, float, float, float]
 """(net, gross, realised, cost, fees, potential, open)"""

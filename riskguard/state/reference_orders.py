@@ -21,10 +21,10 @@ from riskguard.state.reference_defs import (
     Execution,
     Order,
     Window,
-    money,
     near,
     snap,
 )
+from riskguard.vocabulary import money
 
 OrderEvent = wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder | wire.RejectOrder
 Counter = tuple[str, str, int, int, str | None]

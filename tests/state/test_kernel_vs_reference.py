@@ -28,8 +28,8 @@ from riskguard.killswitch import Transition
 from riskguard.limits import Limits, parse
 from riskguard.settings import EngineSettings
 from riskguard.state.reference import ReferenceModel
-from riskguard.state.reference_defs import money
 from riskguard.testing import capture_transitions
+from riskguard.vocabulary import money
 from tests.builders import MS, T0, rules_toml
 
 ACCOUNTS = ["A0", "A1", "A2"]
