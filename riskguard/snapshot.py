@@ -37,7 +37,7 @@ MAGIC = b"RGSNAP\x01\n"
 #: 4: named state bundles ("state.<bundle>.<field>"), hash tables as arrays;
 #: 5: wire schema v1.1 state (executions, order lifecycle, fees, lot valuation) and the
 #: redelivery memory (closed orders, executions) in the keys
-VERSION = 5
+VERSION = 6
 
 
 class SnapshotError(ValueError):

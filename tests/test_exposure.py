@@ -14,6 +14,8 @@ import pytest
 from riskguard.engine import Engine
 from riskguard.evidence import evidence
 from riskguard.limits import parse
+from riskguard.notify import sinks
+from riskguard.settings import NotifierSettings
 from riskguard.vocabulary import Transition
 from tests.builders import (
     MS,
@@ -281,3 +283,35 @@ def test_restricted_entries_may_name_accounts_or_strategies(field: str) -> None:
     other = {"account": "B"} if field == "accounts" else {"strategy": "S2"}
     out = run(e, [new("o2", t=MS, symbol="XYZ", **other)])
     assert [t.to for t in out] == ["HALTED"]
+
+
+def test_a_warning_and_its_resolve_page_and_close_an_incident() -> None:
+    e = engine(
+        'name="gross"\nmetric="gross_notional"\nscope="firm"\nmax=1000\nwarn_at=[0.5]\n'
+        'action="halt"'
+    )
+    (warning,) = run(e, [fill("o1", qty=6, price=100.0)])  # 600: 60 % of 1,000
+    (resolve,) = run(e, [mark(40.0, t=MS)])  # 240: below 45 %
+    assert (warning.kind, warning.level, resolve.kind, resolve.ends) == (
+        "alert",
+        0.5,
+        "resolve",
+        warning.id,
+    )
+    assert evidence(warning) == "rule gross: gross_notional 600 reached 50% of limit 1,000"
+    assert evidence(resolve) == (
+        "rule gross: gross_notional back to 240, below the 50% warning of limit 1,000"
+    )
+    pd = NotifierSettings(kind="pagerduty", url="http://pd")
+    fired = sinks.build(pd, warning, "key", "rg")
+    assert fired["event_action"] == "trigger" and fired["dedup_key"] == warning.id
+    assert fired["payload"]["severity"] == "warning"
+    assert sinks.build(pd, resolve, "key", "rg") == {
+        "routing_key": "key",
+        "event_action": "resolve",
+        "dedup_key": warning.id,
+    }
+    am = NotifierSettings(kind="alertmanager", url="http://am")
+    (fire,), (end,) = sinks.build(am, warning, None, "rg"), sinks.build(am, resolve, None, "rg")
+    assert end["labels"] == fire["labels"] and "endsAt" in end and "endsAt" not in fire
+    assert sinks.summary(resolve).startswith("riskguard: firm RESOLVED - rule gross:")

@@ -157,3 +157,87 @@ def test_cancel_deadline_defaults_to_one_second_and_is_read() -> None:
 def test_a_bad_cancel_deadline_is_named(value: str, expected: str) -> None:
     found = problems(f"cancel_deadline_ms = {value}\n" + rule(OK))
     assert expected in found, found
+
+
+V12 = """
+version = 1
+base_currency = "EUR"
+
+[[rule]]
+name = "gross"
+metric = "gross_notional"
+scope = "account"
+max = 5000000
+warn_at = [0.5, 0.75, 0.9]
+rearm = 0.1
+action = "halt"
+
+[[rule]]
+name = "xnas-sells"
+metric = "order_rate"
+scope = "venue"
+match = { venue = "XNAS", side = "sell" }
+window_ms = 1000
+max = 100
+action = "halt"
+
+[[restricted]]
+symbols = ["XYZ"]
+reason = "MNPI"
+strategies = ["smars"]
+"""
+
+
+def test_v12_keys_load() -> None:
+    limits = parse(V12)
+    assert limits.base_currency == "EUR"
+    gross = limits.rule("gross")
+    assert (gross.warn_at, gross.warn_rearm, gross.alert_rearm) == ((0.5, 0.75, 0.9), 0.1, 0.1)
+    rate = limits.rule("xnas-sells")
+    assert (rate.event_filter("side"), rate.event_filter("venue")) == (("sell",), ())
+    (entry,) = limits.restricted
+    assert (entry.name, entry.action, entry.reason) == ("restricted-1", "halt", "MNPI")
+    assert dict(entry.match) == {"symbol": ("XYZ",), "strategy": ("smars",)}
+    assert parse(ISSUE_EXAMPLE).rule("smars-overfill").warn_rearm == 0.05  # the default
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (
+            ('base_currency = "EUR"', 'base_currency = "euro"'),
+            "'base_currency' must be an ISO 4217",
+        ),
+        (("warn_at = [0.5, 0.75, 0.9]", "warn_at = [0.9, 0.5]"), "field 'warn_at': levels must"),
+        (("warn_at = [0.5, 0.75, 0.9]", "warn_at = [1.5]"), "field 'warn_at': must be a list"),
+        (("rearm = 0.1", "rearm = 1"), "field 'rearm': must be a fraction"),
+        (('side = "sell"', 'side = "short"'), "field 'match.side': must be 'buy' or 'sell'"),
+        (('venue = "XNAS"', 'venue = "nasdaq"'), "field 'match.venue': must be ISO 10383"),
+        (('reason = "MNPI"', 'reason = ""'), "restricted 'restricted-1' (#1): field 'reason'"),
+        (('symbols = ["XYZ"]', "symbols = []"), "field 'symbols': required"),
+        (('scope = "account"\nmax = 5000000', 'scope = "venue"\nmax = 5000000'), "supports scopes"),
+    ],
+)
+def test_v12_mistakes_are_named(change: tuple[str, str], named: str) -> None:
+    text = V12.replace(*change)
+    assert text != V12
+    assert any(named in p for p in problems(text)), problems(text)
+
+
+def test_side_on_a_position_metric_is_refused_with_the_reason() -> None:
+    text = V12.replace(
+        'scope = "account"\nmax = 5000000',
+        'scope = "account"\nmatch = { side = "buy" }\nmax = 5000000',
+    )
+    (problem,) = problems(text)
+    assert "rule 'gross' (#1): field 'match.side': selects orders and fills" in problem
+
+
+def test_warn_at_needs_a_bound_it_is_a_fraction_of() -> None:
+    text = V12.replace("max = 5000000", "min = 10")
+    assert any("field 'warn_at': needs a positive 'max'" in p for p in problems(text))
+
+
+def test_restricted_is_not_a_rule_metric() -> None:
+    text = V12.replace('metric = "gross_notional"', 'metric = "restricted"')
+    assert any("'restricted' comes from [[restricted]] entries" in p for p in problems(text))
