@@ -47,7 +47,7 @@ from riskguard.vocabulary import EVENT_TYPES, STATES, Transition, transition_id
 from riskguard.warmup import warm_events, warm_limits
 
 Clock = Callable[[], int]
-__all__ = ["Engine", "Result", "RulePeak", "Skewed", "warm_up"]
+__all__ = ["Engine", "Result", "RulePeak", "Skewed", "is_warm", "warm_up"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +378,11 @@ class Engine(Inspection):
 
 
 _warm = False
+
+
+def is_warm() -> bool:
+    """The kernels were compiled (or loaded) by :func:`warm_up` in this process."""
+    return _warm
 
 
 def warm_up() -> None:
