@@ -133,20 +133,25 @@ class Sidecar:
         """
         k, rt = self.settings.kafka, self.settings.runtime
         client_id = f"riskguard-{self.instance}"
-        try:
-            rt.state_path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StartError(
-                f"cannot use the state directory {rt.state_path} (runtime.state_dir, "
-                f"--state-dir): {exc.strerror or exc}"
-            ) from exc
+        for setting, folder in (
+            ("runtime.audit_log", rt.audit_path.parent),
+            ("runtime.journal", rt.journal_path.parent),
+            ("runtime.snapshot_dir", rt.snapshot_path),
+        ):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StartError(
+                    f"cannot create {folder} for {setting} (relative paths are inside "
+                    f"runtime.state_dir, --state-dir: {rt.state_path}): {exc.strerror or exc}"
+                ) from exc
         try:  # /livez and /readyz answer during start-up, warm-up included
             self.api_url = await self.api.start()
         except OSError as exc:
             where = f"{self.settings.http.host}:{self.settings.http.port}"
             raise StartError(
                 f"cannot serve the API on {where} (http.host, http.port): "
-                f"{exc.strerror or exc}"
+                f"{os.strerror(exc.errno) if exc.errno else exc}"
             ) from exc
         self._phase = "starting"
         warm = self._warm_kernels()

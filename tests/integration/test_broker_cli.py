@@ -66,7 +66,7 @@ def _gone_within(pid: int, seconds: float) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL])
 def test_tansu_stops_with_the_command_whatever_ends_it(sig: signal.Signals) -> None:
-    proc, lines = _start("--port", str(free_port()))
+    proc, _ = _start("--port", str(free_port()))
     try:
         (tansu,) = _children(proc.pid)
         assert _alive(tansu)
