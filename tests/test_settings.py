@@ -91,8 +91,7 @@ def test_unreadable_files_are_named_by_setting_and_path(tmp_path: Path) -> None:
     )
     f = tmp_path / "s.toml"
     f.write_text(
-        '[[notifier]]\nkind = "pagerduty"\nurl = "https://x"\n'
-        f'routing_key_file = "{tmp_path}"\n'
+        f'[[notifier]]\nkind = "pagerduty"\nurl = "https://x"\nrouting_key_file = "{tmp_path}"\n'
     )
     with pytest.raises(SettingsError, match=r"notifier\[0\]\.routing_key_file = .*Is a directory"):
         check_files(load_settings(f, env={}))

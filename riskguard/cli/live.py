@@ -14,18 +14,16 @@ import os
 import signal
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from riskguard import audit
 from riskguard.apache_kafka.dist import kafka_version
 from riskguard.apache_kafka.server import ApacheKafkaBroker
 from riskguard.broker import BrokerError, port_in_use
 from riskguard.brokers import BROKER_KINDS, make_broker
-from riskguard.cli import run
+from riskguard.cli import offline, run
 from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from riskguard.evidence import sentence
 
@@ -200,16 +198,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Print an audit log, oldest first."""
-    try:
-        for rec in audit.read(args.file):
-            body = rec.get("record", {})
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.get("logged_ns", 0) / 1e9))
-            print(f"{when}  {rec.get('kind', '?'):<11} {json.dumps(body, sort_keys=True)}")
-    except OSError as exc:
-        print(f"riskguard audit: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    return EXIT_OK
+    """Print an audit log, oldest first (:func:`riskguard.cli.offline.cmd_audit`)."""
+    return offline.cmd_audit(args)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

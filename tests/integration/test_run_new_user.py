@@ -277,9 +277,9 @@ def test_run_keeps_its_files_in_the_state_dir_and_says_why_the_firm_halted(
         try:
             wait_ready(port, proc)
             deadline = time.monotonic() + 20  # no trading system: router-silent halts the firm
-            while "firm" not in (status := get(f"http://127.0.0.1:{port}/v1/status")[1])[
-                "standing"
-            ]:
+            while (
+                "firm" not in (status := get(f"http://127.0.0.1:{port}/v1/status")[1])["standing"]
+            ):
                 assert time.monotonic() < deadline, "the firm was not halted"
                 time.sleep(0.1)
             proc.send_signal(signal.SIGTERM)
