@@ -16,7 +16,7 @@ from riskguard import audit, examples
 from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from riskguard.evidence import number, ratio, versus
 from riskguard.inspection import RulePeak
-from riskguard.limits import LimitsError, load
+from riskguard.limits import LimitsError, LimitsUnreadableError, load
 from riskguard.limits.vocabulary import describe
 from riskguard.replay import ReplayError, ReplayReport, replay
 from riskguard.settings import EngineSettings
@@ -176,11 +176,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         limits = load(args.file)
+    except LimitsUnreadableError as exc:  # like run and replay: an unusable input, exit 2
+        print(f"riskguard validate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except LimitsError as exc:
         print(f"{exc.source}: INVALID, {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_FAILED
+    if not limits.rules:
+        print(
+            f"{args.file}: OK, but it has no rules: nothing would ever halt or alert "
+            f"sha256={limits.digest[:12]}"
+        )
+        return EXIT_OK
     actions: dict[str, int] = {}
     for r in limits.rules:
         actions[r.action] = actions.get(r.action, 0) + 1
