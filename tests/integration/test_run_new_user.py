@@ -301,3 +301,50 @@ def test_run_keeps_its_files_in_the_state_dir_and_says_why_the_firm_halted(
     assert list(cwd.iterdir()) == []  # nothing in the current directory
     assert (home / "audit.jsonl").is_file() and (home / "journal.jsonl").is_file()
     assert any((home / "snapshots").iterdir())
+
+
+# part 5: the first run ---------------------------------------------------------------
+def test_the_first_run_says_it_compiles_and_is_alive_but_not_ready_meanwhile(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """A fresh install (empty numba cache): the API answers at once, /livez says alive and
+    /readyz says not ready (kernels_warm false, phase "warming") until the compile is done,
+    and the log says at once that it compiles, and that it does so only once."""
+    run = uuid.uuid4().hex[:8]
+    cfg = config(tmp_path, f'[kafka]\ninput_topics = ["events-{run}"]\ncontrol_topic = "c-{run}"')
+    port = free_port()
+    err_path = tmp_path / "stderr.log"
+    with err_path.open("wb") as err:
+        proc = run_proc(
+            cfg, port, broker.bootstrap_servers, err, NUMBA_CACHE_DIR=str(tmp_path / "cache")
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None and time.monotonic() < deadline
+                try:
+                    live = get(f"http://127.0.0.1:{port}/livez")
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            ready = get(f"http://127.0.0.1:{port}/readyz")
+            status = get(f"http://127.0.0.1:{port}/v1/status")[1]
+            wait_ready(port, proc, timeout_s=300)
+            after = get(f"http://127.0.0.1:{port}/v1/status")[1]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == EXIT_OK
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert live == (200, {"live": True})
+    assert ready[0] == 503 and ready[1]["checks"]["kernels_warm"] is False
+    assert status["phase"] == "warming" and status["ready"] is False
+    assert after["phase"] == "running" and after["checks"]["kernels_warm"] is True
+    records, other = lines_of(err_path)
+    assert other == []
+    events = [r["event"] for r in records]
+    notice = next(i for i, e in enumerate(events) if e.startswith("compiling riskguard's numba"))
+    assert "first run only" in events[notice]
+    assert notice < events.index("kernels ready") < events.index("riskguard started")
+    assert notice <= 1  # at once: right after the API listens, before any broker work
