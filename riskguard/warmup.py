@@ -23,17 +23,13 @@ COMPILE_NOTICE = (
 
 
 def kernels_cached() -> bool:
-    """True when numba's on-disk cache holds this build's kernels (no compile needed),
-    or when this process has compiled them already.
+    """True when numba's on-disk cache holds this build's kernels: starting needs no compile.
 
     Looks for the cache index of the two kernels called at warm-up (their files are
     named after a digest of the kernel sources, :data:`riskguard.state.kernel.SOURCE_STAMP`).
     """
-    from riskguard import engine  # noqa: PLC0415 - engine imports this module
-    from riskguard.state import kernel  # noqa: PLC0415
+    from riskguard.state import kernel  # noqa: PLC0415 - numba, only when asked
 
-    if engine.is_warm():
-        return True
     for dispatcher in (kernel.apply_batch, kernel.tick):
         files = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
         index = getattr(files, "_index_path", None)

@@ -47,7 +47,7 @@ from riskguard import __version__, log
 from riskguard.audit import AuditLog
 from riskguard.control.api import ControlApi
 from riskguard.control.publisher import ControlPublisher
-from riskguard.engine import Engine, warm_up
+from riskguard.engine import Engine, is_warm, warm_up
 from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.ingest.connect import StartError, idempotence_refused, wait_for_broker
 from riskguard.ingest.consume import ConsumeLoop
@@ -244,7 +244,7 @@ class Sidecar:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # a start that failed before awaiting it must not leave "exception never retrieved"
         done.add_done_callback(lambda f: f.cancelled() or f.exception())
-        if not kernels_cached():
+        if not (is_warm() or kernels_cached()):
             self.log.warning(COMPILE_NOTICE, phase="warming")
         began = time.perf_counter()
         loop = asyncio.get_running_loop()
