@@ -4,12 +4,13 @@ Secrets never reach a log line: processors redact any key that looks like a
 credential before rendering.
 
 Libraries that log through the standard :mod:`logging` module (aiokafka, aiohttp,
-asyncio) are routed through the same structlog chain, so every line on stderr is
-JSON. Their repeats are rate-limited: while a broker is down aiokafka logs the same
-complaint many times a second; the same message (by its format string) from the
-same logger is written at most once per :data:`REPEAT_WINDOW_S`, and the next one
-written carries ``repeated``, the number of copies left out meanwhile. Their records
-below WARNING are dropped unless riskguard itself logs at DEBUG.
+asyncio), and :mod:`warnings`, are routed through the same structlog chain, so every
+line on stderr is JSON. Their repeats are rate-limited: while a broker is down
+aiokafka logs the same complaint many times a second; the same message (by its
+format string) from the same logger is written at most once per
+:data:`REPEAT_WINDOW_S`, and the next one written carries ``repeated``, the number of
+copies left out meanwhile. Their records below WARNING are dropped unless riskguard
+itself logs at DEBUG.
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def _route_stdlib(level: int) -> None:
     """Install (once; later calls only set the level) the structlog handler on the root
     logger of :mod:`logging`."""
     global _handler  # noqa: PLW0603 - one handler per process, replaced never duplicated
+    logging.captureWarnings(True)  # warnings.warn() lines too (logger "py.warnings")
     root = logging.getLogger()
     if _handler is None or _handler not in root.handlers:
         _handler = StructlogHandler()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
 import sys
 import time
 
@@ -85,3 +86,20 @@ def test_the_limiter_counts_per_key_on_its_own_clock() -> None:
     assert limiter.admit("a", now=10.0) == 3
     assert limiter.admit("c", now=11.0) == 0  # at most two keys: the oldest is forgotten
     assert limiter.admit("b", now=11.5) == 0
+
+
+def test_warnings_are_json_too() -> None:
+    code = (
+        "import warnings\nfrom riskguard import log\nlog.configure('info')\n"
+        "warnings.warn(\"a library's deprecation\", DeprecationWarning, stacklevel=1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (line,) = done.stderr.splitlines()
+    record = json.loads(line)
+    assert record["logger"] == "py.warnings" and "a library's deprecation" in record["event"]
