@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from riskguard.ingest.health import BrokerWatch
+import time
+
+from riskguard.ingest.health import BrokerWatch, Liveness
 
 
 def test_lost_after_budget_then_recovered() -> None:
@@ -20,3 +22,15 @@ def test_lost_after_budget_then_recovered() -> None:
         "ACTIVE",
         "ACTIVE",
     )
+
+
+def test_alive_while_starting_then_only_while_polling() -> None:
+    live = Liveness(stall_budget_ms=50)
+    time.sleep(0.08)
+    assert live.healthy()  # still starting (compiling, connecting): alive, not stalled
+    live.begin()
+    assert live.healthy()
+    time.sleep(0.08)
+    assert not live.healthy()  # the loop started and has not polled within the budget
+    live.polled()
+    assert live.healthy()

@@ -98,6 +98,11 @@ class Liveness:
         self.last_poll_mono = time.monotonic()
         self.polling = False
 
+    def begin(self) -> None:
+        """The consume loop starts now: from here it must poll within the stall budget."""
+        self.last_poll_mono = time.monotonic()
+        self.polling = True
+
     def polled(self) -> None:
         """The consume loop just got an answer from ``getmany`` (maybe empty)."""
         self.last_poll_mono = time.monotonic()

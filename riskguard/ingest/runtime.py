@@ -213,6 +213,7 @@ class Sidecar:
                 f"{k.bootstrap_servers}: {exc}"
             ) from exc
         self.health.passed("partitions_assigned")
+        self.health.liveness.begin()  # alive from here means polling within the budget
         self.intake.start(self._stop)
         if rt.watch_limits:
             self.reloader.start_watching()
