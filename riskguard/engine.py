@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -47,7 +48,7 @@ from riskguard.vocabulary import EVENT_TYPES, STATES, Transition, transition_id
 from riskguard.warmup import warm_events, warm_limits
 
 Clock = Callable[[], int]
-__all__ = ["Engine", "Result", "RulePeak", "Skewed", "warm_up"]
+__all__ = ["Engine", "Result", "RulePeak", "Skewed", "is_warm", "warm_up"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,11 +374,39 @@ class Engine(Inspection):
                 metric=rule.metric,
                 value=value,
                 limit=rule.limit_for(value),
+                reason=self._silence(r, value, ts) if rule.metric == "feed_silence_ms" else None,
             )
             into.append(self.killswitch.record(tr))
 
+    def _silence(self, row: int, value_ms: float, ts: int) -> str:
+        """Why a feed-silence row breached, in words: whose heartbeat (or any event) has
+        not come, since when. A source never heard from is silent since start, which is
+        what a fresh ``run`` without its trading system sees: say that it is expected."""
+        source = int(self.rulebook.rules.rows[row]["source"])
+        st = self.store.state
+        if source >= 0:
+            what = f"no heartbeat from {self.keys.source_names[source]}"
+            heard = int(st.sources[source]["last_heard_ns"])
+        else:
+            what = "no event"
+            heard = int(st.globals["last_event_ns"][0])
+        began = ts - int(value_ms * 1e6)  # when the silence began: the last one, or the start
+        seconds = f"{value_ms / 1000:.1f} s"
+        if 0 <= heard <= began + 1_000_000:  # heard before the silence began (1 ms of rounding)
+            when = datetime.fromtimestamp(heard / 1e9, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+            return f"{what} for {seconds} (last at {when} UTC)"
+        return (
+            f"{what} since start, {seconds}: expected while the trading system is not "
+            "running; the halt stays until an operator resumes"
+        )
+
 
 _warm = False
+
+
+def is_warm() -> bool:
+    """The kernels were compiled (or loaded) by :func:`warm_up` in this process."""
+    return _warm
 
 
 def warm_up() -> None:

@@ -61,7 +61,10 @@ class MetricSpec:
     denominator or None) counter kinds from :data:`COUNTER_KINDS`; None otherwise.
     ``every_event``: evaluated before every event of any type, before that event
     counts (the feed rows); ``on_tick`` also on the clock tick; ``live_only``
-    never in a replay. Raises ``ValueError`` when these disagree with each other.
+    never in a replay. ``signed``: the value can be below 0 (P&L, net notional,
+    consumer lag); every other metric is a count, size, ratio or time that never is,
+    so a bound below 0 on it is refused. Raises ``ValueError`` when these disagree
+    with each other.
     """
 
     name: str
@@ -76,6 +79,7 @@ class MetricSpec:
     every_event: bool = False
     on_tick: bool = False
     live_only: bool = False
+    signed: bool = False
 
     def __post_init__(self) -> None:
         if list(self.evaluated_on) != sorted(set(self.evaluated_on), key=_type_order):
@@ -210,6 +214,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             "sum over symbols of signed position x valuation price",
             evaluated_on=("fill",),
             exposure=True,
+            signed=True,
         ),
         MetricSpec(
             "pnl",
@@ -220,6 +225,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             "realised (average cost) + unrealised P&L - fees since session start",
             evaluated_on=("fill",),
             exposure=True,
+            signed=True,
         ),
         MetricSpec(
             "drawdown",
@@ -280,12 +286,15 @@ METRICS: Final[dict[str, MetricSpec]] = {
             "never evaluated in replay)",
             every_event=True,
             live_only=True,
+            signed=True,
         ),
     )
 }
 
 BY_CODE: Final = {m.code: m for m in METRICS.values()}
 
+#: Metrics whose value is never below 0: a bound below 0 on them is refused.
+NONNEGATIVE_METRICS: Final = frozenset(m.name for m in METRICS.values() if not m.signed)
 #: Metrics a price move revalues for every scope holding the symbol.
 EXPOSURE_METRICS: Final = frozenset(m.name for m in METRICS.values() if m.exposure)
 #: Metrics evaluated before every event, whatever its type (the feed rows).

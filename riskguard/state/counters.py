@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from riskguard.limits.vocabulary import COUNTER_CODE
 from riskguard.state.bundles import FIRM, O_CLOSED, O_OPEN, RING
+from riskguard.state.jit import helper
 from riskguard.state.primitives import at_level
 from riskguard.state.tables import dup_put, dup_seen, purge_dups
 from riskguard.vocabulary import T_CANCEL, T_FILL, T_NEW, T_REJECT, T_REPLACE
@@ -30,7 +30,7 @@ C_FILLN = COUNTER_CODE["filln"]  # fill notional (qty x price)
 C_DUP = COUNTER_CODE["dup"]  # new orders identical to a recent one
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def advance(c, k, row, b):  # type: ignore[no-untyped-def]
     """Move counter ``k`` of scope row ``row`` forward to bucket ``b``, clearing expired ones."""
     last = c.last_bucket[k, row]
@@ -50,7 +50,7 @@ def advance(c, k, row, b):  # type: ignore[no-untyped-def]
     c.total[k, row] = tot
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _add(c, k, row, b, v):  # type: ignore[no-untyped-def]
     """Count ``v`` in bucket ``b``, or in the oldest bucket the ring holds if ``b`` is older."""
     if v != 0.0:
@@ -59,7 +59,7 @@ def _add(c, k, row, b, v):  # type: ignore[no-untyped-def]
         c.total[k, row] += v
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def refill(x, st, sign):  # type: ignore[no-untyped-def]
     """Add (``sign`` +1) or take back (-1) execution ``x``'s notional in the fill-notional
     windows, in the bucket it was counted in, while the ring still holds that bucket."""
@@ -76,7 +76,7 @@ def refill(x, st, sign):  # type: ignore[no-untyped-def]
             c.total[k, row] += v
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def count(batch, e, at, st):  # type: ignore[no-untyped-def]
     """Advance and add to every windowed counter but the duplicate-order ones (:func:`count_dups`).
 
@@ -108,7 +108,7 @@ def count(batch, e, at, st):  # type: ignore[no-untyped-def]
         _add(c, k, row, b, v)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def count_dups(batch, e, now, at, st):  # type: ignore[no-untyped-def]
     """Duplicate-order counters, for a new order (the only event they count or are read on).
 
@@ -137,7 +137,7 @@ def count_dups(batch, e, now, at, st):  # type: ignore[no-untyped-def]
             _add(c, k, row, b, 1.0)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def open_order(o, st):  # type: ignore[no-untyped-def]
     """Order ``o`` starts working: count it on its scopes."""
     order, sc = st.orders[o], st.scopes
@@ -149,7 +149,7 @@ def open_order(o, st):  # type: ignore[no-untyped-def]
     sc[order.symbol].open_orders += 1
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def close_order(o, now, st, out):  # type: ignore[no-untyped-def]
     """Order ``o`` stops working: off its scopes' open counts, remembered until the horizon."""
     order, sc = st.orders[o], st.scopes
@@ -158,10 +158,10 @@ def close_order(o, now, st, out):  # type: ignore[no-untyped-def]
         sc[order.account].open_orders -= 1
         sc[order.strategy].open_orders -= 1
         sc[order.symbol].open_orders -= 1
-    retire(o, O_CLOSED, now, st, out)
+    retire(o, np.int64(O_CLOSED), now, st, out)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def retire(o, status, now, st, out):  # type: ignore[no-untyped-def]
     """Set a not-working status (closed or pending) and list the order for the horizon."""
     order = st.orders[o]

@@ -47,7 +47,7 @@ from riskguard.limits.vocabulary import (
     M_PRICE_DEVIATION,
     M_REJECT_RATE,
 )
-from riskguard.state import bundles, counters, lifecycle, primitives, tables
+from riskguard.state import bundles, counters, jit, lifecycle, primitives, tables
 from riskguard.state.bundles import (
     E_TRADE,
     FIRM,
@@ -61,6 +61,7 @@ from riskguard.state.bundles import (
     N_SKEWED,
 )
 from riskguard.state.counters import C_DUP, count, count_dups
+from riskguard.state.jit import helper
 from riskguard.state.lifecycle import on_amend, on_cancel_or_reject, on_new, on_replace, on_trade
 from riskguard.state.primitives import (
     at_level,
@@ -87,7 +88,7 @@ from riskguard.vocabulary import (
 )
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def rows_for_event(ev, st, rules):  # type: ignore[no-untyped-def]
     """Decisions event ``ev`` may write at most (its own rows, plus a revaluation)."""
     need = 6 * rules.rows.shape[0] + 2
@@ -102,7 +103,7 @@ AHEAD = 2
 JUMP = 3
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _corrected(raw, wall, g, rules):  # type: ignore[no-untyped-def]
     """(corrected time, skew ns, verdict) for an event stamped ``raw``.
 
@@ -126,7 +127,7 @@ def _corrected(raw, wall, g, rules):  # type: ignore[no-untyped-def]
     return raw, raw - clock, JUMP
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _feed(e, now, wall, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Feed rows when time moves forward: before an event (``e`` >= 0) or on a tick (-1).
 
@@ -143,19 +144,19 @@ def _feed(e, now, wall, st, rules, peaks, out):  # type: ignore[no-untyped-def]
         row = rules.rows[r]
         if row.metric == M_CONSUMER_LAG:
             if e >= 0 and wall >= 0:
-                judge(r, FIRM, (wall - now) / 1e6, e, now, st, rules, peaks, out)
+                judge(r, np.int64(FIRM), (wall - now) / 1e6, e, now, st, rules, peaks, out)
             continue
         if not forward:
             continue
         last = st.sources[row.source].last_heard_ns if row.source >= 0 else g.last_event_ns
         if last < 0:
             last = g.start_ns
-        judge(r, FIRM, (now - last) / 1e6, e, now, st, rules, peaks, out)
+        judge(r, np.int64(FIRM), (now - last) / 1e6, e, now, st, rules, peaks, out)
     if forward:
         g.feed_ns = now
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _mark(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """A mark: older than the symbol's last applied mark is ignored; at the same time, a
     price already applied at that time is a redelivery, another price replaces it."""
@@ -167,7 +168,7 @@ def _mark(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
         ring = (sym.mark_px0, sym.mark_px1, sym.mark_px2, sym.mark_px3)
         for i in range(min(sym.n_mark_px, MARK_RING)):
             if ring[i] == px:
-                note(out, e, N_DUPLICATE, 0)
+                note(out, e, np.int64(N_DUPLICATE), np.int64(0))
                 return
         slot = sym.n_mark_px % MARK_RING
         sym.n_mark_px += 1
@@ -187,7 +188,7 @@ def _mark(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     price_move(ev.symbol, px, e, now, st, rules, peaks, out)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _fill_price(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """A trade moves the symbol's fill-derived reference price (no mark yet)."""
     sym = st.symbols[ev.symbol]
@@ -196,7 +197,7 @@ def _fill_price(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-d
         price_move(ev.symbol, ev.price, e, now, st, rules, peaks, out)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _value(r, s, parent, ev, st, rules):  # type: ignore[no-untyped-def]
     """Value of row ``r``'s metric for event ``ev`` at scope ``s``; NaN when it does not apply."""
     row = rules.rows[r]
@@ -243,14 +244,14 @@ def _value(r, s, parent, ev, st, rules):  # type: ignore[no-untyped-def]
     return scope_value(metric, st.scopes, s)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _order_event(ev, e, now, at, st, rules, out):  # type: ignore[no-untyped-def]
     """Lifecycle of an order event; returns the parent it credits, or -2 when not applied."""
     t = ev.typ
     if t == T_PARENT:
         pa = st.parents[ev.parent]
         if pa.declared != 0 and pa.qty == ev.qty:
-            note(out, e, N_DUPLICATE, 0)  # a redelivered parent changes nothing
+            note(out, e, np.int64(N_DUPLICATE), np.int64(0))  # a redelivered parent changes nothing
             return -2
         pa.qty = ev.qty
         pa.declared = 1
@@ -293,13 +294,13 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
         if not flush(now, need, e, st, rules, peaks, out):
             return e
         if verdict == SKEWED:
-            note(out, e, N_SKEWED, skew)
+            note(out, e, np.int64(N_SKEWED), np.int64(skew))
         elif verdict == AHEAD:
             g.ahead_run += 1
-            note(out, e, N_AHEAD, skew)
+            note(out, e, np.int64(N_AHEAD), np.int64(skew))
         elif verdict == JUMP:
             g.ahead_run = 0
-            note(out, e, N_JUMP, skew)
+            note(out, e, np.int64(N_JUMP), np.int64(skew))
         elif g.ahead_run > 0:
             note(out, e, N_KEPT, g.ahead_run)
             g.ahead_run = 0
@@ -336,7 +337,7 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
             if parent == -2:
                 continue
         if late > rules.lateness_ns:
-            note(out, e, N_LATE, late)
+            note(out, e, np.int64(N_LATE), np.int64(late))
         for j in range(rules.by_type.shape[1]):
             r = rules.by_type[t, j]
             if r < 0:
@@ -355,12 +356,12 @@ def tick(now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     Returns False when the output was too small for the queued revaluations
     (``out.counts[0].need`` set): drain, grow and call again.
     """
-    if not flush(now, rules.feed_rows.shape[0], -1, st, rules, peaks, out):
+    if not flush(now, rules.feed_rows.shape[0], np.int64(-1), st, rules, peaks, out):
         return False
     g = st.globals[0]
     if g.start_ns < 0:
         g.start_ns = now
-    _feed(-1, now, -1, st, rules, peaks, out)
+    _feed(np.int64(-1), now, np.int64(-1), st, rules, peaks, out)
     return True
 
 
@@ -376,7 +377,7 @@ def settle(st, rules, peaks, out):  # type: ignore[no-untyped-def]
     if rw <= 0 or g.first_pending < 0:
         return True
     now = max(g.last_event_ns, (g.epoch + 1) * rw)
-    return flush(now, 0, -1, st, rules, peaks, out)
+    return flush(now, np.int64(0), np.int64(-1), st, rules, peaks, out)
 
 
 def _pin_cache_to_sources() -> str:
@@ -391,7 +392,7 @@ def _pin_cache_to_sources() -> str:
     those sources: another build's files are never even opened.
     """
     digest = hashlib.sha256()
-    modules = (bundles, primitives, counters, lifecycle, tables, vocabulary, metric_vocabulary)
+    modules = (bundles, jit, primitives, counters, lifecycle, tables, vocabulary, metric_vocabulary)
     for module in modules:
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(Path(__file__).read_bytes())

@@ -1,6 +1,6 @@
 """Orders and executions as they really arrive: redelivered, out of order, corrected.
 
-numba helpers of the kernel (``@njit(cache=True, _nrt=False)``). Each returns whether
+numba helpers of the kernel (:data:`riskguard.state.jit.helper`). Each returns whether
 the event is to be applied (False: a redelivery or a bad event, noted and skipped, so
 no rate, count or rule moves). The rules (``docs/events.md``, "Order lifecycle" and
 "Redelivery"):
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
+import numpy as np
 
 from riskguard.state.bundles import (
     E_BUST,
@@ -43,6 +43,7 @@ from riskguard.state.bundles import (
     X_BUSTED,
 )
 from riskguard.state.counters import close_order, open_order, refill, retire
+from riskguard.state.jit import helper
 from riskguard.state.primitives import (
     consistent,
     link_holder,
@@ -55,12 +56,12 @@ from riskguard.state.primitives import (
 from riskguard.vocabulary import T_CANCEL
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _same_price(a, b):  # type: ignore[no-untyped-def]
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _same_new(od, ev):  # type: ignore[no-untyped-def]
     return (
         od.account == ev.account
@@ -73,7 +74,7 @@ def _same_new(od, ev):  # type: ignore[no-untyped-def]
     )
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _bind(od, ev, st):  # type: ignore[no-untyped-def]
     """Start tracking order ``od`` for event ``ev`` (a fresh record, a new serial)."""
     g = st.globals[0]
@@ -92,7 +93,7 @@ def _bind(od, ev, st):  # type: ignore[no-untyped-def]
     od.unattributed = 0.0
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _credit(st, parent, qty):  # type: ignore[no-untyped-def]
     if parent >= 0:
         pa = st.parents[parent]
@@ -101,7 +102,7 @@ def _credit(st, parent, qty):  # type: ignore[no-untyped-def]
             pa.filled = pa.qty
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _filled(od):  # type: ignore[no-untyped-def]
     """Whether ``od``'s fills reach its quantity (``near`` it counts, then exactly)."""
     if od.cum_qty >= od.qty or near(od.cum_qty, od.qty):
@@ -110,17 +111,17 @@ def _filled(od):  # type: ignore[no-untyped-def]
     return False
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def on_new(ev, e, now, st, out):  # type: ignore[no-untyped-def]
     """A ``new``; returns whether it is applied (counted, rules judged)."""
     od = st.orders[ev.order]
     status = od.status
     if status == O_OPEN or (status == O_CLOSED and od.flags & F_NEW):
         if _same_new(od, ev):
-            note(out, e, N_DUPLICATE, 0)
+            note(out, e, np.int64(N_DUPLICATE), np.int64(0))
             return False
         if status == O_OPEN:
-            note(out, e, N_REUSED, 0)
+            note(out, e, np.int64(N_REUSED), np.int64(0))
             return False
         status = O_FREE  # a closed order's id reused for a new order
     if status == O_FREE:
@@ -145,7 +146,7 @@ def on_new(ev, e, now, st, out):  # type: ignore[no-untyped-def]
     return True
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def on_replace(ev, e, now, st, out):  # type: ignore[no-untyped-def]
     """A ``replace`` (``qty`` is the new total, fills included); returns whether applied."""
     od = st.orders[ev.order]
@@ -153,11 +154,11 @@ def on_replace(ev, e, now, st, out):  # type: ignore[no-untyped-def]
         stale = now < od.replace_ns
         same = now == od.replace_ns and od.replace_qty == ev.qty
         if stale or (same and _same_price(od.replace_price, ev.price)):
-            note(out, e, N_DUPLICATE, 0)
+            note(out, e, np.int64(N_DUPLICATE), np.int64(0))
             return False
     if od.status == O_FREE:
         _bind(od, ev, st)
-        retire(ev.order, O_PENDING, now, st, out)
+        retire(ev.order, np.int64(O_PENDING), now, st, out)
     od.flags |= F_REPLACED
     od.replace_ns = now
     od.replace_qty = ev.qty
@@ -169,13 +170,13 @@ def on_replace(ev, e, now, st, out):  # type: ignore[no-untyped-def]
     return True
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def on_cancel_or_reject(ev, e, now, st, out):  # type: ignore[no-untyped-def]
     """A confirmed ``cancel`` or a ``reject``; returns whether applied."""
     od = st.orders[ev.order]
     flag = F_CANCELLED if ev.typ == T_CANCEL else F_REJECTED
     if od.status != O_FREE and od.flags & flag:
-        note(out, e, N_DUPLICATE, 0)
+        note(out, e, np.int64(N_DUPLICATE), np.int64(0))
         return False
     if od.status == O_FREE:
         _bind(od, ev, st)
@@ -185,7 +186,7 @@ def on_cancel_or_reject(ev, e, now, st, out):  # type: ignore[no-untyped-def]
     return True
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _book(st, rules, x, d, price, fee):  # type: ignore[no-untyped-def]
     """Trade signed qty ``d`` at ``price`` on an execution's account, strategy, firm pairs.
 
@@ -208,13 +209,13 @@ def _book(st, rules, x, d, price, fee):  # type: ignore[no-untyped-def]
     trade_pair(st, p_strat, d, price, w, fee, ok)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def on_trade(ev, now, at, st, rules, out):  # type: ignore[no-untyped-def]
     """A new execution: order and parent fills, then positions; returns the parent credited."""
     od = st.orders[ev.order]
     if od.status == O_FREE:
         _bind(od, ev, st)
-        retire(ev.order, O_PENDING, now, st, out)
+        retire(ev.order, np.int64(O_PENDING), now, st, out)
     parent = ev.parent
     if parent < 0 and od.flags & F_NEW:
         parent = od.parent
@@ -244,7 +245,7 @@ def on_trade(ev, now, at, st, rules, out):  # type: ignore[no-untyped-def]
     return parent
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _unfill(st, x, qty):  # type: ignore[no-untyped-def]
     """Take ``qty`` of execution ``x`` back off its parent and (if still the same) order."""
     if x.parent >= 0:
@@ -256,12 +257,12 @@ def _unfill(st, x, qty):  # type: ignore[no-untyped-def]
             od.unattributed = max(0.0, snap(od.unattributed - qty))
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def on_amend(ev, e, st, rules, out):  # type: ignore[no-untyped-def]
     """A correction or bust of execution ``ev.exec``; returns the parent (-2: not applied)."""
     x = st.execs[ev.exec]
     if x.status != X_APPLIED:
-        note(out, e, N_BUSTED, 0)
+        note(out, e, np.int64(N_BUSTED), np.int64(0))
         return -2
     _book(st, rules, x, -x.qty * x.side, x.price, -x.fee)
     refill(x, st, -1.0)

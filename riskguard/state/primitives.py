@@ -1,7 +1,8 @@
 """Building blocks of the numba kernel: positions, exposures, judging, revaluation.
 
-Every function is ``@njit(cache=True, _nrt=False)`` over the records and bundles of
-:mod:`riskguard.state.bundles`: no reference counting, no allocation. The event loop
+Every function is jitted as a kernel helper (:data:`riskguard.state.jit.helper`: no
+reference counting, no allocation, callable only from jitted code) over the records and
+bundles of :mod:`riskguard.state.bundles`. The event loop
 that strings them together is in :mod:`riskguard.state.kernel`.
 
 Valuation. Each position pair carries its ``value`` (signed qty x valuation price, per
@@ -19,7 +20,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from riskguard.limits.vocabulary import (
     M_DRAWDOWN,
@@ -29,11 +29,12 @@ from riskguard.limits.vocabulary import (
     M_PNL,
 )
 from riskguard.state.bundles import FIRM, QTY_EXACT_BELOW, QTY_RTOL
+from riskguard.state.jit import helper
 from riskguard.state.tables import edge_add, edge_remove
 from riskguard.vocabulary import A_ALERT, L_ACCOUNT, L_FIRM, L_STRATEGY
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def at_level(level, account, strategy, symbol):  # type: ignore[no-untyped-def]
     """The scope id of an event's scope at ``level``."""
     if level == L_FIRM:
@@ -45,7 +46,7 @@ def at_level(level, account, strategy, symbol):  # type: ignore[no-untyped-def]
     return symbol
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def snap(x):  # type: ignore[no-untyped-def]
     """A quantity sum rounded to QTY_DECIMALS decimals (while below QTY_EXACT_BELOW)."""
     if abs(x) >= QTY_EXACT_BELOW:
@@ -53,7 +54,7 @@ def snap(x):  # type: ignore[no-untyped-def]
     return math.floor(x * 1e9 + 0.5) / 1e9
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def near(a, b):  # type: ignore[no-untyped-def]
     """Whether quantities ``a`` and ``b`` are equal: exactly below QTY_EXACT_BELOW (sums
     there are exact decimals), within QTY_RTOL of the larger above it."""
@@ -64,14 +65,14 @@ def near(a, b):  # type: ignore[no-untyped-def]
 
 
 # positions and exposure ------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@helper
 def pnl_of(sc, s):  # type: ignore[no-untyped-def]
     """Realised + unrealised P&L of scope ``s``, net of fees (currency)."""
     r = sc[s]
     return r.realised_pnl + r.net_notional - r.cost_basis - r.fees
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _raise_peak(st, s, consistent):  # type: ignore[no-untyped-def]
     """Raise the session high of scope ``s`` now, or once the valuation is consistent."""
     sc = st.scopes
@@ -84,7 +85,7 @@ def _raise_peak(st, s, consistent):  # type: ignore[no-untyped-def]
         g.first_dirty = s
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def settle_peaks(st):  # type: ignore[no-untyped-def]
     """Valuation is consistent again: raise the highs of every scope that waited."""
     sc = st.scopes
@@ -99,7 +100,7 @@ def settle_peaks(st):  # type: ignore[no-untyped-def]
     g.first_dirty = -1
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _scope_delta(st, s, d, lots, consistent):  # type: ignore[no-untyped-def]
     """Add ``d`` = (net, gross, realised, cost, fees) changes and ``lots`` positions to ``s``.
 
@@ -121,7 +122,7 @@ def _scope_delta(st, s, d, lots, consistent):  # type: ignore[no-untyped-def]
     _raise_peak(st, s, consistent)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def pair_delta(st, p, d, lots, consistent):  # type: ignore[no-untyped-def]
     """Apply a change of pair ``p`` to its owner scope (and, for the firm's, its symbol)."""
     owner = st.positions[p].owner
@@ -130,7 +131,7 @@ def pair_delta(st, p, d, lots, consistent):  # type: ignore[no-untyped-def]
         _scope_delta(st, st.positions[p].symbol, d, lots, consistent)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def trade_pair(st, p, d, x, w, fee, consistent):  # type: ignore[no-untyped-def]
     """Pair ``p`` trades signed qty ``d`` at price ``x``; the lot is valued at ``w``.
 
@@ -177,7 +178,7 @@ def trade_pair(st, p, d, x, w, fee, consistent):  # type: ignore[no-untyped-def]
     pair_delta(st, p, (v1 - v0, g1 - g0, dr, nc - c, fee), lots, consistent)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def link_holder(st, p):  # type: ignore[no-untyped-def]
     """Append pair ``p`` to its symbol's holder list the first time it holds a position."""
     rec = st.positions[p]
@@ -194,7 +195,7 @@ def link_holder(st, p):  # type: ignore[no-untyped-def]
     sym.n_holders += 1
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def scope_value(metric, sc, s):  # type: ignore[no-untyped-def]
     """A stateful metric of scope ``s`` (exposure, P&L, open orders); NaN for others."""
     if metric == M_GROSS_NOTIONAL:
@@ -211,7 +212,7 @@ def scope_value(metric, sc, s):  # type: ignore[no-untyped-def]
 
 
 # judging --------------------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@helper
 def matches(rules, sc, r, s):  # type: ignore[no-untyped-def]
     """Whether row ``r`` applies to scope ``s`` (its match list, and a strategy's account)."""
     row = rules.rows[r]
@@ -220,7 +221,7 @@ def matches(rules, sc, r, s):  # type: ignore[no-untyped-def]
     return not (row.match_account >= 0 and sc[s].account != row.match_account)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def judge(r, s, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Record value ``v`` of row ``r`` at scope ``s`` (event ``e``, corrected time ``now``).
 
@@ -250,7 +251,7 @@ def judge(r, s, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-de
         if breach:
             if edge_add(st.edges, r << 32 | s):
                 peak.edges += 1.0
-                emit(out, e, r, s, scope.state, -1, v, now)
+                emit(out, e, r, s, scope.state, np.int64(-1), v, now)
         elif peak.edges > 0.0 and edge_remove(st.edges, r << 32 | s):
             peak.edges -= 1.0
         return
@@ -259,7 +260,7 @@ def judge(r, s, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-de
         scope.state = row.action
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def emit(out, e, r, s, old, new, v, ts):  # type: ignore[no-untyped-def]
     """Write one decision (``new`` -1: an alert)."""
     counts = out.counts[0]
@@ -274,7 +275,7 @@ def emit(out, e, r, s, old, new, v, ts):  # type: ignore[no-untyped-def]
     counts.n += 1
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def note(out, e, kind, value):  # type: ignore[no-untyped-def]
     """Write one note about event ``e``."""
     counts = out.counts[0]
@@ -286,19 +287,19 @@ def note(out, e, kind, value):  # type: ignore[no-untyped-def]
 
 
 # revaluation ----------------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@helper
 def rows_for_price_move(st, rules, y):  # type: ignore[no-untyped-def]
     """Decisions a revaluation of symbol ``y`` may write (two per exposure row per holder)."""
     return 2 * rules.exposure_rows.shape[0] * (st.symbols[y].n_holders + 1)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def consistent(st, rules):  # type: ignore[no-untyped-def]
     """Whether every lot is valued at its symbol's latest reference price right now."""
     return rules.revalue_ns <= 0 or st.globals[0].first_pending < 0
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def queue(st, y):  # type: ignore[no-untyped-def]
     """Queue symbol ``y`` for revaluation at the start of the next epoch."""
     sym, g = st.symbols[y], st.globals[0]
@@ -314,7 +315,7 @@ def queue(st, y):  # type: ignore[no-untyped-def]
     g.last_pending = y
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _move(st, y, ok):  # type: ignore[no-untyped-def]
     """Value every holder of symbol ``y`` at its latest reference price."""
     sym = st.symbols[y]
@@ -329,11 +330,11 @@ def _move(st, y, ok):  # type: ignore[no-untyped-def]
             d = (v1 - pos.value, g1 - pos.gross, 0.0, 0.0, 0.0)
             pos.value = v1
             pos.gross = g1
-            pair_delta(st, p, d, 0, ok)
+            pair_delta(st, p, d, np.int64(0), ok)
         p = pos.next_holder
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _judge_holders(y, seq, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Exposure rows on each scope holding ``y``, once per revaluation ``seq``."""
     sc, pos = st.scopes, st.positions
@@ -354,7 +355,7 @@ def _judge_holders(y, seq, e, now, st, rules, peaks, out):  # type: ignore[no-un
         p = pos[p].next_holder
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def price_move(y, px, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Symbol ``y`` has a new reference price: revalue its holders now, or at the next epoch.
 
@@ -376,7 +377,7 @@ def price_move(y, px, e, now, st, rules, peaks, out):  # type: ignore[no-untyped
     _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Enter the revaluation epoch of ``now``: apply every queued price, then judge.
 
@@ -405,7 +406,7 @@ def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
         y = head
         while y >= 0:
             sy[y].val_epoch = ep
-            _move(st, y, False)
+            _move(st, y, np.bool_(False))
             y = sy[y].next_pending
         settle_peaks(st)
         if rules.exposure_rows.shape[0] > 0:
