@@ -1,15 +1,20 @@
 """Append-only audit log: one JSON object per line, fsynced, written off the hot path.
 
 Every transition (automatic, manual, alert) and every operator action lands here
-with its evidence. ``riskguard audit FILE`` prints it.
+with its evidence. A record is ``{"kind", "logged_ns", "logged_at", "record"}``:
+``logged_ns`` is ns since the epoch, ``logged_at`` the same instant as ISO 8601 in
+UTC with milliseconds (``2026-11-27T14:03:07.412Z``). ``riskguard audit FILE`` prints
+it (gzip-compressed logs too, e.g. rotated ones).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,19 @@ import msgspec
 from riskguard import durable, log
 
 _encoder = msgspec.json.Encoder()
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def utc_ms(ns: int, sep: str = "T", zone: str = "Z") -> str:
+    """``ns`` since the epoch as UTC with milliseconds: ``2026-11-27T14:03:07.412Z``
+    (``sep`` between date and time, ``zone`` after it, e.g. ``" "`` and ``" UTC"``)."""
+    when = datetime.fromtimestamp(ns // 1_000_000 / 1000, tz=UTC)
+    return when.strftime(f"%Y-%m-%d{sep}%H:%M:%S.%f")[:-3] + zone
+
+
+class AuditFormatError(ValueError):
+    """A file, or one of its lines, that is not a riskguard audit log; the message says
+    which line and why."""
 
 
 class AuditLog:
@@ -32,8 +50,14 @@ class AuditLog:
 
     def record(self, kind: str, body: Any) -> None:
         """Queue one record (never blocks the caller)."""
+        now = time.time_ns()
         self._queue.put_nowait(
-            {"kind": kind, "logged_ns": time.time_ns(), "record": msgspec.to_builtins(body)}
+            {
+                "kind": kind,
+                "logged_ns": now,
+                "logged_at": utc_ms(now),
+                "record": msgspec.to_builtins(body),
+            }
         )
 
     async def start(self) -> None:
@@ -72,10 +96,68 @@ class AuditLog:
 
 
 def read(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The records of an audit log, oldest first (unreadable lines are skipped)."""
-    with Path(path).open("rb") as f:
-        for line in f:
-            try:
-                yield msgspec.json.decode(line)
-            except msgspec.DecodeError:
-                continue
+    """The records of an audit log, oldest first (unreadable lines are skipped).
+
+    Raises :class:`OSError` when the file cannot be opened, and :class:`AuditFormatError`
+    when it is not an audit log (see :func:`lines`).
+    """
+    for _number, rec in lines(path):
+        if rec is not None:
+            yield rec
+
+
+_JSON_NAMES = {list: "array", str: "string", int: "number", float: "number"}
+
+
+def _why_not(rec: Any) -> str:
+    """Why a decoded line is not an audit record ("" when it is one)."""
+    if isinstance(rec, bool) or rec is None:
+        return f"JSON {'null' if rec is None else str(rec).lower()}, not an object"
+    if not isinstance(rec, dict):
+        return f"a JSON {_JSON_NAMES.get(type(rec), 'value')}, not an object"
+    missing = [k for k in ("kind", "logged_ns", "record") if k not in rec]
+    if missing:
+        return f"an object without {', '.join(missing)}"
+    if not isinstance(rec["kind"], str) or not isinstance(rec["logged_ns"], int):
+        return "kind must be a string and logged_ns an integer"
+    return ""
+
+
+def lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """``(line number, record)`` for each line of an audit log (gzip-compressed or not);
+    the record is None for a line that is not JSON (a torn write after a crash).
+
+    Raises :class:`OSError` when the file cannot be read, and :class:`AuditFormatError`
+    when the first line is not an audit record (not an audit log at all) or a later
+    line is JSON of another shape.
+    """
+    p = Path(path)
+    with p.open("rb") as raw:
+        compressed = raw.read(2) == _GZIP_MAGIC
+    opener: Any = gzip.open if compressed else open
+    with opener(p, "rb") as f:
+        number = 0
+        first = True
+        try:
+            for line in f:
+                number += 1
+                if not line.strip():
+                    continue
+                try:
+                    rec = msgspec.json.decode(line)
+                    why = _why_not(rec)
+                except msgspec.DecodeError:
+                    rec, why = None, "not JSON"
+                if first and why:
+                    raise AuditFormatError(
+                        f"{p} is not a riskguard audit log (line {number} is {why})"
+                    )
+                first = False
+                if rec is None:
+                    yield number, None
+                    continue
+                if why:
+                    raise AuditFormatError(f"{p} line {number} is not an audit record ({why})")
+                yield number, rec
+        except (EOFError, gzip.BadGzipFile) as exc:  # a truncated or corrupt gzip
+            raise AuditFormatError(f"{p}: unreadable gzip after line {number}: {exc}") from exc

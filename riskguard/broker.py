@@ -9,14 +9,18 @@ Tansu stays the default, since it needs nothing beyond ``pip install``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections import deque
-from threading import Thread
+from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
@@ -54,6 +58,46 @@ def free_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on (or holds) ``host:port``.
+
+    Binds the way servers do (``SO_REUSEADDR``), so a port left in TIME_WAIT by a
+    broker that just stopped counts as free.
+    """
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def die_with_parent() -> None:
+    """Run in the child before exec: SIGKILL it when the starting thread dies.
+
+    The broker (Tansu, or Apache Kafka's JVM) then never outlives a killed test run or
+    CLI, whatever ended it (SIGKILL, SIGHUP of a closed terminal, a crash). Signals the parent had
+    blocked are unblocked, so SIGTERM still stops the broker cleanly.
+    """
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _load_prctl() -> Callable[[int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
 
 
 def broker_binary() -> str:
@@ -103,13 +147,28 @@ class EmbeddedBroker:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout_s: float = 15.0) -> str:
-        """Start the broker and wait until it accepts connections. Returns the address."""
+        """Start the broker and wait until it accepts connections. Returns the address.
+
+        Raises :class:`BrokerError` when the port is already in use (connecting there
+        would reach someone else's broker), or the broker exits or does not listen in
+        time. The broker dies with the thread that started it when that is the main
+        thread (``PR_SET_PDEATHSIG``), and is stopped at interpreter exit.
+        """
+        if port_in_use(self.host, self.port):
+            raise BrokerError(f"port {self.port} on {self.host} is already in use")
         url = f"tcp://{self.host}:{self.port}"
         cmd = [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        on_main = threading.current_thread() is threading.main_thread()
         self._proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches riskguard, which stops the broker
+            # PR_SET_PDEATHSIG follows the starting *thread*: only tie it to the main one
+            preexec_fn=die_with_parent if on_main else None,  # noqa: PLW1509
         )
-        Thread(target=self._drain, daemon=True).start()
+        atexit.register(self.stop)
+        threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -144,6 +203,7 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         """Stop the broker (its in-memory data is gone)."""
+        atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -135,7 +136,7 @@ class Decisions:
                     limit=rule.limit_for(value) if not warn else self._bound(rule),
                     level=level if warn else None,
                     symbol=symbol,
-                    reason=rule.reason or None,
+                    reason=self._reason(rule, r, value, ts),
                 )
                 self._raised[key] = tr.id
             elif new == TO_RESOLVE:
@@ -170,9 +171,16 @@ class Decisions:
                     value=value,
                     limit=rule.limit_for(value),
                     symbol=symbol,
-                    reason=rule.reason or None,
+                    reason=self._reason(rule, r, value, ts),
                 )
             into.append(self.killswitch.record(tr))
+
+    def _reason(self, rule: Rule, row: int, value: float, ts: int) -> str | None:
+        """The words a transition carries beside its evidence: a restricted list's reason,
+        or why a feed went silent."""
+        if rule.metric == "feed_silence_ms":
+            return self._silence(row, value, ts)
+        return rule.reason or None
 
     @staticmethod
     def _bound(rule: Rule) -> float:
@@ -180,3 +188,25 @@ class Decisions:
         if rule.max is not None and rule.max > 0:
             return rule.max
         return rule.lower
+
+    def _silence(self, row: int, value_ms: float, ts: int) -> str:
+        """Why a feed-silence row breached, in words: whose heartbeat (or any event) has
+        not come, since when. A source never heard from is silent since start, which is
+        what a fresh ``run`` without its trading system sees: say that it is expected."""
+        source = int(self.rulebook.rules.rows[row]["source"])
+        st = self.store.state
+        if source >= 0:
+            what = f"no heartbeat from {self.keys.source_names[source]}"
+            heard = int(st.sources[source]["last_heard_ns"])
+        else:
+            what = "no event"
+            heard = int(st.globals["last_event_ns"][0])
+        began = ts - int(value_ms * 1e6)  # when the silence began: the last one, or the start
+        seconds = f"{value_ms / 1000:.1f} s"
+        if 0 <= heard <= began + 1_000_000:  # heard before the silence began (1 ms of rounding)
+            when = datetime.fromtimestamp(heard / 1e9, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+            return f"{what} for {seconds} (last at {when} UTC)"
+        return (
+            f"{what} since start, {seconds}: expected while the trading system is not "
+            "running; the halt stays until an operator resumes"
+        )

@@ -45,7 +45,7 @@ from riskguard.vocabulary import EVENT_TYPES, Transition
 from riskguard.warmup import warm_events, warm_limits
 
 Clock = Callable[[], int]
-__all__ = ["Engine", "Result", "RulePeak", "Skewed", "warm_up"]
+__all__ = ["Engine", "Result", "RulePeak", "Skewed", "is_warm", "warm_up"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +366,11 @@ class Engine(Inspection, Decisions):
 
 
 _warm = False
+
+
+def is_warm() -> bool:
+    """The kernels were compiled (or loaded) by :func:`warm_up` in this process."""
+    return _warm
 
 
 def warm_up() -> None:

@@ -2,12 +2,23 @@
 
 Secrets never reach a log line: processors redact any key that looks like a
 credential before rendering.
+
+Libraries that log through the standard :mod:`logging` module (aiokafka, aiohttp,
+asyncio), and :mod:`warnings`, are routed through the same structlog chain, so every
+line on stderr is JSON. Their repeats are rate-limited: while a broker is down
+aiokafka logs the same complaint many times a second; the same message (by its
+format string) from the same logger is written at most once per
+:data:`REPEAT_WINDOW_S`, and the next one written carries ``repeated``, the number of
+copies left out meanwhile. Their records below WARNING are dropped unless riskguard
+itself logs at DEBUG.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -15,6 +26,9 @@ import orjson
 import structlog
 
 SECRET_HINTS = ("token", "password", "secret", "sasl_plain", "authorization", "api_key")
+
+REPEAT_WINDOW_S = 10.0
+"""A library's same message from the same logger is written at most once per this long."""
 
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -46,8 +60,77 @@ class _StderrLogger:
     log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
 
 
+class RepeatLimiter:
+    """Lets the same key through at most once per ``window_s``, counting the rest.
+
+    Thread-safe (libraries log from their own threads too). Memory is bounded: at
+    most ``max_keys`` keys are remembered, the oldest forgotten first.
+    """
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S, max_keys: int = 1024) -> None:
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._seen: dict[Any, tuple[float, int]] = {}  # key -> (last written, left out since)
+        self._lock = threading.Lock()
+
+    def admit(self, key: Any, now: float | None = None) -> int | None:
+        """None when ``key`` was written less than ``window_s`` ago (this copy is left
+        out and counted); else how many copies were left out since it was last written."""
+        t = time.monotonic() if now is None else now
+        with self._lock:
+            last = self._seen.get(key)
+            if last is not None and t - last[0] < self.window_s:
+                self._seen[key] = (last[0], last[1] + 1)
+                return None
+            if last is None and len(self._seen) >= self.max_keys:
+                del self._seen[next(iter(self._seen))]
+            self._seen.pop(key, None)
+            self._seen[key] = (t, 0)
+            return last[1] if last is not None else 0
+
+
+def repeats(left_out: int) -> dict[str, int]:
+    """Log fields for copies a :class:`RepeatLimiter` left out: ``{"repeated": n}``, or
+    nothing when none were."""
+    return {"repeated": left_out} if left_out else {}
+
+
+class StructlogHandler(logging.Handler):
+    """A :mod:`logging` handler that writes records through structlog as JSON, with
+    repeats rate-limited (:class:`RepeatLimiter`). It never raises."""
+
+    def __init__(self, limiter: RepeatLimiter | None = None) -> None:
+        super().__init__()
+        self.limiter = limiter or RepeatLimiter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write ``record`` as one JSON line (or count it as a repeat)."""
+        try:
+            left_out = self.limiter.admit((record.name, record.levelno, str(record.msg)))
+            if left_out is None:
+                return
+            fields: dict[str, Any] = {"logger": record.name}
+            if left_out:
+                fields["repeated"] = left_out
+                fields["repeat_window_s"] = self.limiter.window_s
+            if record.exc_info and record.exc_info[0] is not None:
+                fields["exc_info"] = record.exc_info
+            level = record.levelname.lower()
+            method = level if level in ("debug", "info", "warning", "error", "critical") else "info"
+            getattr(structlog.get_logger(), method)(record.getMessage(), **fields)
+        except Exception:  # a log line must never take riskguard down
+            self.handleError(record)
+
+
+_handler: StructlogHandler | None = None
+
+
 def configure(level: str = "info", stream: TextIO | None = None) -> None:
-    """Send JSON logs to ``stream``, or to the current ``sys.stderr``, at ``level``."""
+    """Send JSON logs to ``stream``, or to the current ``sys.stderr``, at ``level``.
+
+    Also routes the standard :mod:`logging` records of libraries (aiokafka, aiohttp,
+    asyncio) through the same chain (see the module docstring).
+    """
     factory: Any
     renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
     if stream is None:
@@ -59,6 +142,7 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
             serializer=lambda obj, **kw: orjson.dumps(obj, **kw).decode()
         )
         factory = structlog.PrintLoggerFactory(stream)
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -68,12 +152,24 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(max(threshold, logging.WARNING) if threshold > logging.DEBUG else threshold)
+
+
+def _route_stdlib(level: int) -> None:
+    """Install (once; later calls only set the level) the structlog handler on the root
+    logger of :mod:`logging`."""
+    global _handler  # noqa: PLW0603 - one handler per process, replaced never duplicated
+    logging.captureWarnings(True)  # warnings.warn() lines too (logger "py.warnings")
+    root = logging.getLogger()
+    if _handler is None or _handler not in root.handlers:
+        _handler = StructlogHandler()
+        root.addHandler(_handler)
+    _handler.setLevel(level)
+    root.setLevel(min(level, root.level) if root.level != logging.NOTSET else level)
 
 
 def get(name: str) -> Any:

@@ -10,8 +10,10 @@ from typing import TextIO
 class Progress:
     """Prints ``label: 42% 1,234,567 events 456,789 ev/s`` at most every ``every_s``.
 
-    On a terminal the line redraws in place; elsewhere (CI logs) it prints a new
-    line every ``every_s * 10`` seconds so logs stay short.
+    On a terminal the line redraws in place (the first at once); elsewhere (CI logs)
+    it prints a new line every ``every_s * 10`` seconds so logs stay short. Whoever
+    prints to the same terminal meanwhile calls :meth:`clear` first, so their line
+    never lands on the end of the progress line.
     """
 
     def __init__(
@@ -29,7 +31,8 @@ class Progress:
         self.label = label
         self.total = total_bytes
         self.every = every_s if self.tty else every_s * 10
-        self.start = self._last = time.perf_counter()
+        self.start = time.perf_counter()
+        self._last = self.start - self.every if self.tty else self.start
         self._drawn = False
 
     def update(self, done_bytes: int, events: int, *, force: bool = False) -> None:
@@ -49,6 +52,14 @@ class Progress:
             self.stream.write(line + "\n")
         self.stream.flush()
         self._drawn = True
+
+    def clear(self) -> None:
+        """Erase the progress line on a terminal (it is drawn again on the next update)."""
+        if self._drawn and self.tty:
+            self.stream.write("\r" + " " * 70 + "\r")
+            self.stream.flush()
+            self._drawn = False
+            self._last = time.perf_counter() - self.every
 
     def done(self, done_bytes: int, events: int) -> None:
         """Clear the line on a terminal; elsewhere print a final line for the log."""

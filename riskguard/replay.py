@@ -126,10 +126,16 @@ def replay(
     p = Path(path)
     report = ReplayReport(source=str(p))
     engine = Engine(limits, event_time=True, settings=settings)
-    if on_transition is not None:
-        engine.killswitch.subscribe(on_transition)
     stream, size = _open(p)
     meter = Progress(f"replay {p.name}", size, enabled=progress)
+    if on_transition is not None:
+        shown = on_transition
+
+        def show(tr: Transition) -> None:
+            meter.clear()  # a transition line never lands on the end of the progress line
+            shown(tr)
+
+        engine.killswitch.subscribe(show)
     started = time.perf_counter()
     done_bytes = 0
     events: list[Event] = []

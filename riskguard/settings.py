@@ -160,7 +160,12 @@ class NotifierSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
 
 
 class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
-    """Timers of the sidecar."""
+    """Timers of the sidecar, and where it keeps its files.
+
+    ``audit_log``, ``journal`` and ``snapshot_dir`` are relative to ``state_dir``
+    unless absolute (:meth:`resolve`); ``state_dir`` itself defaults to
+    :func:`default_state_dir`, never the current directory.
+    """
 
     heartbeat_interval_ms: int = 250
     #: The loop must have polled within this long for riskguard to call itself healthy.
@@ -169,20 +174,29 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     watch_limits: bool = True
     #: No successful publish to the broker for this long: not ready, and alert.
     broker_budget_ms: int = 3000
+    #: At start, keep trying to reach a broker this long before giving up (exit 2).
+    broker_wait_s: float = 15.0
+    #: After SIGTERM, a graceful stop (batch, commit, snapshot, flush) gets this long;
+    #: then riskguard exits anyway (exit 1), whatever the broker does.
+    stop_timeout_s: float = 10.0
     tick_interval_ms: int = 100
     commit_interval_ms: int = 1000
     #: Marks and REDUCE_ONLY positions for the gates' pre-trade checks go to the control
     #: topic at most once per key per this many ms (only when they changed).
     gate_publish_interval_ms: int = 100
-    audit_log: str = "riskguard-audit.jsonl"
+    #: Folder of the audit log, journal and snapshots (created if missing). Empty: the
+    #: default of :func:`default_state_dir` ($STATE_DIRECTORY under systemd, else
+    #: $XDG_STATE_HOME/riskguard or ~/.local/state/riskguard).
+    state_dir: str = ""
+    audit_log: str = "audit.jsonl"
     #: fsynced local copy of every scope's latest state; re-asserted before consuming
-    journal: str = "riskguard-journal.jsonl"
+    journal: str = "journal.jsonl"
     #: Session start (ISO 8601, e.g. "2026-11-27T00:00:00Z"). With no snapshot, input is
     #: read from here (offsets_for_times) instead of from the beginning, and events
     #: stamped earlier are skipped, so positions are "since session start" on any broker.
     start_of_day: str = ""
-    #: engine snapshots with the offsets they reflect; 0 disables them
-    snapshot_dir: str = "riskguard-snapshots"
+    #: engine snapshots with the offsets they reflect (snapshot_interval_s 0 disables them)
+    snapshot_dir: str = "snapshots"
     snapshot_interval_s: float = 30.0
     snapshot_keep: int = 3
     instance: str = ""
@@ -191,6 +205,53 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if not 1 <= self.gate_publish_interval_ms <= 60_000:
             raise ValueError("gate_publish_interval_ms must be between 1 and 60000")
+        for name in ("broker_wait_s", "stop_timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 3600):
+                raise ValueError(f"{name} must be a number of seconds from 0 to 3600")
+
+    @property
+    def state_path(self) -> Path:
+        """``state_dir``, or the default folder when it is empty (``~`` expanded)."""
+        return Path(self.state_dir).expanduser() if self.state_dir else default_state_dir()
+
+    def resolve(self, path: str) -> Path:
+        """``path`` (``~`` expanded) if absolute, else the same path inside :attr:`state_path`."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.state_path / p
+
+    @property
+    def audit_path(self) -> Path:
+        """Where the audit log is written."""
+        return self.resolve(self.audit_log)
+
+    @property
+    def journal_path(self) -> Path:
+        """Where the halt journal is kept."""
+        return self.resolve(self.journal)
+
+    @property
+    def snapshot_path(self) -> Path:
+        """The folder of engine snapshots."""
+        return self.resolve(self.snapshot_dir)
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where riskguard keeps its state when ``runtime.state_dir`` is not set.
+
+    ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=riskguard``: /var/lib/riskguard;
+    the first of several), else ``$XDG_STATE_HOME/riskguard``, else
+    ``~/.local/state/riskguard``. Never the current directory: a later ``run`` elsewhere
+    must not pick up (or miss) halts by accident.
+    """
+    environ = os.environ if env is None else env
+    systemd = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    xdg = environ.get("XDG_STATE_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "riskguard"
+    return Path("~/.local/state/riskguard").expanduser()
 
 
 class EngineSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
@@ -262,6 +323,29 @@ class Settings(_Redacted, frozen=True, forbid_unknown_fields=True):
     notifier: tuple[NotifierSettings, ...] = ()
 
 
+def check_files(settings: Settings) -> None:
+    """Every file a setting names (``*file`` settings: tokens, keys, certificates) can be read.
+
+    Raises :class:`SettingsError` naming the first unreadable one by setting and path,
+    e.g. ``http.token_file = '/run/secrets/token': cannot read: No such file or
+    directory``, so ``riskguard run`` fails before connecting to anything.
+    """
+    sections: list[tuple[str, Any]] = [("kafka", settings.kafka), ("http", settings.http)]
+    sections += [(f"notifier[{i}]", n) for i, n in enumerate(settings.notifier)]
+    for prefix, section in sections:
+        for name in section.__struct_fields__:
+            value = getattr(section, name)
+            if not name.endswith("file") or not isinstance(value, str) or not value:
+                continue
+            try:
+                with Path(value).expanduser().open("rb"):
+                    pass
+            except OSError as exc:
+                raise SettingsError(
+                    f"{prefix}.{name} = {value!r}: cannot read: {exc.strerror or exc}"
+                ) from exc
+
+
 #: Environment variables read on top of the file (name -> dotted setting).
 ENV = {
     "KAFKA_BOOTSTRAP_SERVERS": "kafka.bootstrap_servers",
@@ -278,6 +362,7 @@ ENV = {
     "RISKGUARD_HTTP_TOKEN": "http.token",
     "RISKGUARD_HTTP_TOKEN_FILE": "http.token_file",
     "RISKGUARD_HTTP_USERS_FILE": "http.users_file",
+    "RISKGUARD_STATE_DIR": "runtime.state_dir",
     "RISKGUARD_AUDIT_LOG": "runtime.audit_log",
     "RISKGUARD_JOURNAL": "runtime.journal",
     "RISKGUARD_SNAPSHOT_DIR": "runtime.snapshot_dir",

@@ -8,6 +8,9 @@ the scope that reached it; the summary counts redeliveries, skewed and late even
 
 from __future__ import annotations
 
+import io
+import re
+import sys
 from pathlib import Path
 
 import orjson
@@ -191,3 +194,53 @@ def test_a_flag_that_is_not_a_number_is_a_usage_error(capsys: pytest.CaptureFixt
         main(["replay", *case("01-duplicate-exec-id"), "--max-clock-skew-ms", "5s"])
     assert exit_.value.code == 2
     assert "--max-clock-skew-ms: invalid int value" in capsys.readouterr().err
+
+
+def test_example_with_an_events_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("")
+    code, out, err = run(capsys, str(mine), "--example")
+    assert code == 2 and out == ""
+    assert err == (
+        f"riskguard replay: --example replays the bundled session, so {mine} would be "
+        "ignored: give EVENTS --limits FILE, or --example alone\n"
+    )
+
+
+class Terminal(io.StringIO):
+    """stdout and stderr of one terminal: what is written, and what the screen shows."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def screen(self) -> list[str]:
+        """The lines as displayed: a carriage return moves back to column 0 and the
+        text after it overwrites what was there."""
+        lines = []
+        for raw in self.getvalue().split("\n"):
+            shown: list[str] = []
+            col = 0
+            for part in re.split("(\r)", raw):
+                if part == "\r":
+                    col = 0
+                    continue
+                shown[col : col + len(part)] = list(part)
+                col += len(part)
+            lines.append("".join(shown).rstrip())
+        return lines
+
+
+def test_on_a_terminal_transitions_never_land_on_the_progress_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    term = Terminal()
+    monkeypatch.setattr(sys, "stdout", term)
+    monkeypatch.setattr(sys, "stderr", term)
+    assert main(["replay", "--example", "--progress", "--batch-size", "64"]) == 0
+    shown = term.screen()
+    halts = [line for line in shown if "ACTIVE -> HALTED" in line]
+    assert "replay knight-session.jsonl.gz: " in term.getvalue(), "no progress was drawn"
+    assert halts and all(line.startswith("20") for line in halts), halts[:3]
+    assert not any("ev/s" in line and "->" in line for line in shown)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from riskguard.ingest.health import BrokerWatch
+import time
+
+from riskguard.ingest.health import BrokerWatch, Liveness
 from riskguard.notify import sinks
 from riskguard.settings import NotifierSettings
 
@@ -42,3 +44,15 @@ def test_recovery_resolves_the_unreachable_incident_in_every_notifier() -> None:
     assert end["labels"] == fire["labels"] and fire["labels"]["severity"] == "warning"
     assert "endsAt" in end and "endsAt" not in fire
     assert sinks.slack(back)["text"].startswith(":white_check_mark:")
+
+
+def test_alive_while_starting_then_only_while_polling() -> None:
+    live = Liveness(stall_budget_ms=50)
+    time.sleep(0.08)
+    assert live.healthy()  # still starting (compiling, connecting): alive, not stalled
+    live.begin()
+    assert live.healthy()
+    time.sleep(0.08)
+    assert not live.healthy()  # the loop started and has not polled within the budget
+    live.polled()
+    assert live.healthy()

@@ -53,3 +53,31 @@ def test_example_settings_show_every_engine_setting_at_its_default() -> None:
     data = tomllib.loads((OPS / "riskguard.toml").read_text())
     defaults = msgspec.to_builtins(EngineSettings())
     assert data["engine"] == defaults
+
+
+def test_kubernetes_waits_out_the_first_compile_and_keeps_state_and_kernels() -> None:
+    pod = (OPS / "kubernetes" / "trading-pod.yaml").read_text()
+    container = pod.split("- name: riskguard\n", 1)[1].split("\n  volumes:", 1)[0]
+    assert re.search(r"startupProbe:\n\s+httpGet: \{path: /readyz", container)
+    assert re.search(r"livenessProbe:\n\s+httpGet: \{path: /livez", container)
+    cache = re.search(r"\{name: NUMBA_CACHE_DIR, value: (\S+)\}", container)
+    state = re.search(r'"--state-dir", "([^"]+)"', container)
+    assert cache and state
+    mounts = re.findall(r"\{name: ([\w-]+), mountPath: ([^,}]+)", container)
+    by_path = {path: name for name, path in mounts}
+    assert by_path[cache[1]] == by_path[state[1]] == "state"
+    volumes = pod.split("\n  volumes:", 1)[1]
+    assert re.search(r"- name: state\n\s+persistentVolumeClaim:", volumes)
+    assert "emptyDir" not in volumes  # nothing riskguard keeps is lost with the pod
+
+
+def test_systemd_and_the_example_settings_agree_on_the_state_directory() -> None:
+    unit = (OPS / "systemd" / "riskguard.service").read_text()
+    assert "StateDirectory=riskguard" in unit  # $STATE_DIRECTORY: riskguard's default
+    assert (
+        "NUMBA_CACHE_DIR=/var/cache/riskguard/numba" in unit and "CacheDirectory=riskguard" in unit
+    )
+    rt = load_settings(OPS / "riskguard.toml", env={}).runtime
+    assert rt.state_path == Path("/var/lib/riskguard")
+    assert rt.journal_path == Path("/var/lib/riskguard/journal.jsonl")
+    assert rt.snapshot_path == Path("/var/lib/riskguard/snapshots")

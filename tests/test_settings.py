@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from riskguard.cli import build_parser
-from riskguard.settings import SettingsError, load_settings
+from riskguard.settings import SettingsError, check_files, default_state_dir, load_settings
 
 
 def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
@@ -50,3 +50,48 @@ def test_secrets_are_redacted_and_not_flags() -> None:
     assert "s3cret-token" not in text and "hunter2" not in text and "token=***" in text
     run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
     assert not any("token" in opt for a in run._actions for opt in a.option_strings)
+
+
+def test_the_state_directory_default_and_relative_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    assert default_state_dir({}) == home / ".local/state/riskguard"
+    assert default_state_dir({"XDG_STATE_HOME": "/x"}) == Path("/x/riskguard")
+    assert default_state_dir({"XDG_STATE_HOME": "relative"}) == home / ".local/state/riskguard"
+    systemd = {"STATE_DIRECTORY": "/var/lib/riskguard:/var/lib/other", "XDG_STATE_HOME": "/x"}
+    assert default_state_dir(systemd) == Path("/var/lib/riskguard")
+    s = load_settings(env={"RISKGUARD_STATE_DIR": str(tmp_path / "st")})
+    rt = s.runtime
+    assert rt.state_path == tmp_path / "st"
+    assert (rt.audit_path, rt.journal_path, rt.snapshot_path) == (
+        tmp_path / "st/audit.jsonl",
+        tmp_path / "st/journal.jsonl",
+        tmp_path / "st/snapshots",
+    )
+    s = load_settings(
+        env={},
+        overrides={"runtime.state_dir": "~/rg", "runtime.audit_log": "/abs/audit.jsonl"},
+    )
+    assert s.runtime.audit_path == Path("/abs/audit.jsonl")
+    assert s.runtime.journal_path == home / "rg/journal.jsonl"
+    with pytest.raises(SettingsError, match="stop_timeout_s must be a number of seconds"):
+        load_settings(env={}, overrides={"runtime.stop_timeout_s": -1})
+
+
+def test_unreadable_files_are_named_by_setting_and_path(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t")
+    check_files(load_settings(env={"RISKGUARD_HTTP_TOKEN_FILE": str(token)}))
+    with pytest.raises(SettingsError) as caught:
+        check_files(load_settings(env={"RISKGUARD_HTTP_TOKEN_FILE": str(tmp_path / "nope")}))
+    assert str(caught.value) == (
+        f"http.token_file = '{tmp_path / 'nope'}': cannot read: No such file or directory"
+    )
+    f = tmp_path / "s.toml"
+    f.write_text(
+        f'[[notifier]]\nkind = "pagerduty"\nurl = "https://x"\nrouting_key_file = "{tmp_path}"\n'
+    )
+    with pytest.raises(SettingsError, match=r"notifier\[0\]\.routing_key_file = .*Is a directory"):
+        check_files(load_settings(f, env={}))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
 import hashlib
 import os
 import re
@@ -24,18 +23,17 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
 from riskguard.apache_kafka.dist import cache_dir, classpath, java_binary
-from riskguard.broker import BrokerError, free_port
+from riskguard.broker import BrokerError, die_with_parent, free_port
 
 #: JVM flags for a fast start: C1 only, the serial collector, a small heap, no
 #: perf-data file. Peak throughput is lower; benchmarks may pass their own. On top,
@@ -96,30 +94,6 @@ rootLogger.appenderRef.out.ref = out
 logger.config.name = org.apache.kafka.common.config
 logger.config.level = warn
 """
-
-
-def _die_with_parent() -> None:
-    """Run in the child before exec: SIGKILL it when the starting thread dies.
-
-    The JVM then never outlives a killed test run or CLI. Signals the parent had
-    blocked are unblocked, so SIGTERM still stops the broker cleanly.
-    """
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _load_prctl() -> Callable[[int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
-        return prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
 
 
 def class_archive(java: str, jvm_options: Sequence[str], jars: Sequence[Path]) -> Path | None:
@@ -344,7 +318,7 @@ class ApacheKafkaBroker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches riskguard, which stops the JVM
                 # PR_SET_PDEATHSIG follows the starting *thread*: only tie it to the main one
-                preexec_fn=_die_with_parent if on_main else None,  # noqa: PLW1509
+                preexec_fn=die_with_parent if on_main else None,  # noqa: PLW1509
             )
         atexit.register(self.stop)
         self._wait_serving(deadline)

@@ -7,100 +7,44 @@ commands that talk to a running riskguard's API (:mod:`riskguard.cli.operate`:
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import signal
 import sys
 import threading
-import time
 
-from riskguard import audit, log
 from riskguard.apache_kafka.dist import kafka_version
 from riskguard.apache_kafka.server import ApacheKafkaBroker
-from riskguard.broker import BrokerError
+from riskguard.broker import BrokerError, port_in_use
 from riskguard.brokers import BROKER_KINDS, make_broker
-from riskguard.cli import operate, status, users
+from riskguard.cli import offline, operate, run, status, users
 from riskguard.cli.common import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from riskguard.control.users import UsersError
-from riskguard.limits import LimitsError
-from riskguard.settings import Settings, SettingsError, load_settings
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the sidecar until SIGTERM or SIGINT."""
-    from aiokafka.errors import KafkaError  # noqa: PLC0415 - heavy, only for `run`
-
-    from riskguard.ingest.runtime import Sidecar  # noqa: PLC0415
-
-    try:
-        settings = load_settings(
-            args.config,
-            overrides={
-                "limits": args.limits,
-                "kafka.bootstrap_servers": args.bootstrap_servers,
-                "http.host": args.http_host,
-                "http.port": args.http_port,
-            },
-        )
-    except SettingsError as exc:
-        print(f"riskguard run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    log.configure(settings.runtime.log_level)
-
-    async def main() -> None:
-        sidecar = Sidecar(settings)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, sidecar.request_stop)
-        reloads: set[asyncio.Task[bool]] = set()
-
-        def on_sighup() -> None:
-            sidecar.api.roster.reload("SIGHUP")
-            task = asyncio.create_task(sidecar.reloader.reload("SIGHUP"))
-            reloads.add(task)  # keep a reference until it is done
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_sighup)
-        try:
-            await sidecar.start()
-        except (KafkaError, TimeoutError) as exc:  # unreachable broker, refused login, ...
-            raise StartFailedError(kafka_problem(settings, exc)) from exc
-        await sidecar.run()
-
-    try:
-        asyncio.run(main())
-    except (LimitsError, SettingsError, UsersError) as exc:  # unusable limits, secrets, users
-        print(f"riskguard run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except StartFailedError as exc:
-        print(f"riskguard run: {exc}", file=sys.stderr)
-        return EXIT_USAGE  # like any unreachable service
-    return EXIT_OK
-
-
-class StartFailedError(Exception):
-    """The sidecar could not start on its Kafka cluster; the message says where and how."""
-
-
-def kafka_problem(settings: Settings, exc: BaseException) -> str:
-    """One line naming the cluster, the security settings (never the password) and the error.
-
-    aiokafka logs the broker's own reason (e.g. ``SaslAuthenticationFailed ... invalid
-    credentials``) just before; its exception keeps only "Unable to bootstrap".
-    """
-    k = settings.kafka
-    login = f", {k.sasl_mechanism} as {k.sasl_plain_username!r}" if k.sasl_mechanism else ""
-    return f"cannot start on Kafka at {k.bootstrap_servers} ({k.security_protocol}{login}): {exc}"
+    """Run the sidecar until SIGTERM or SIGINT (:mod:`riskguard.cli.run`)."""
+    return run.cmd_run(args)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    """Run a broker in the foreground until SIGINT/SIGTERM (or fetch Kafka's jars)."""
+    """Run a broker in the foreground until SIGINT/SIGTERM/SIGHUP (or fetch Kafka's jars).
+
+    The broker is stopped on every way out: a signal, its own exit, an error. Should
+    this process be killed outright, the broker dies with it (``PR_SET_PDEATHSIG``).
+    A ``--port`` already in use is refused (exit 2) before anything starts.
+    """
     if args.fetch:
         return _fetch_kafka(args.kind)
+    if args.port and port_in_use("127.0.0.1", args.port):
+        print(
+            f"riskguard broker: port {args.port} on 127.0.0.1 is already in use (another "
+            "broker?): choose another --port, or leave it out for a free one",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    signals = (*STOP_SIGNALS, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
     broker = None
     try:
         broker = make_broker(args.kind, port=args.port)
@@ -153,16 +97,8 @@ def _fetch_kafka(kind: str) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Print an audit log, oldest first."""
-    try:
-        for rec in audit.read(args.file):
-            body = rec.get("record", {})
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.get("logged_ns", 0) / 1e9))
-            print(f"{when}  {rec.get('kind', '?'):<11} {json.dumps(body, sort_keys=True)}")
-    except OSError as exc:
-        print(f"riskguard audit: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    return EXIT_OK
+    """Print an audit log, oldest first (:func:`riskguard.cli.offline.cmd_audit`)."""
+    return offline.cmd_audit(args)
 
 
 def _parser(
@@ -200,6 +136,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     r.add_argument("--http-host", help="API and console bind address (default 127.0.0.1)")
     r.add_argument("--http-port", type=int, help="API and console port (default 8321)")
+    run.add_arguments(r)
     r.set_defaults(func=cmd_run)
 
     b = _parser(

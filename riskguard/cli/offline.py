@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from datetime import UTC, datetime
@@ -11,16 +12,17 @@ from typing import TextIO
 
 import msgspec
 
-from riskguard import examples
+from riskguard import audit, examples
 from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from riskguard.evidence import number, percent, ratio, versus
 from riskguard.inspection import RulePeak
-from riskguard.limits import LimitsError, load
+from riskguard.limits import LimitsError, LimitsUnreadableError, load
 from riskguard.limits.vocabulary import describe
 from riskguard.replay import ReplayError, ReplayReport, replay
 from riskguard.settings import EngineSettings
 from riskguard.state.codes import JUMP_CONFIRM
 from riskguard.vocabulary import Transition
+from riskguard.warmup import COMPILE_NOTICE, kernels_cached
 
 #: How many keys (worst skew first) and skewed events the summary lists.
 SHOWN_SKEW_KEYS = 10
@@ -139,6 +141,37 @@ def print_summary(
         )
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print an audit log, oldest first: UTC time with ms, kind, record.
+
+    Exit 2 (one line) when the file cannot be read or is not an audit log; exit 1 when
+    lines were skipped as unreadable (a torn write after a crash), after printing the rest.
+    """
+    torn: list[int] = []
+    try:
+        for number, rec in audit.lines(args.file):
+            if rec is None:
+                torn.append(number)
+                continue
+            when = audit.utc_ms(rec["logged_ns"], " ", " UTC")
+            body = json.dumps(rec["record"], sort_keys=True)
+            print(f"{when}  {rec['kind']:<14} {body}")
+    except OSError as exc:
+        print(f"riskguard audit: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except audit.AuditFormatError as exc:
+        sys.stdout.flush()
+        print(f"riskguard audit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if torn:
+        print(
+            f"riskguard audit: {len(torn)} line(s) not JSON, skipped (first: line {torn[0]})",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a limits file; list every problem."""
     if args.metrics:
@@ -149,11 +182,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         limits = load(args.file)
+    except LimitsUnreadableError as exc:  # like run and replay: an unusable input, exit 2
+        print(f"riskguard validate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except LimitsError as exc:
         print(f"{exc.source}: INVALID, {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_FAILED
+    if not limits.rules:
+        print(
+            f"{args.file}: OK, but it has no rules: nothing would ever halt or alert "
+            f"sha256={limits.digest[:12]}"
+        )
+        return EXIT_OK
     actions: dict[str, int] = {}
     for r in limits.rules:
         actions[r.action] = actions.get(r.action, 0) + 1
@@ -189,6 +231,13 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings | str:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay a recorded session through the engine."""
+    if args.example and args.events:
+        print(
+            f"riskguard replay: --example replays the bundled session, so {args.events} "
+            "would be ignored: give EVENTS --limits FILE, or --example alone",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.example:
         events_path = examples.SESSION
         limits_path = Path(args.limits) if args.limits else examples.LIMITS
@@ -218,6 +267,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         elif not tr.is_alert or not args.quiet_alerts:
             out.write(format_transition(tr) + "\n")
 
+    if not kernels_cached():
+        print(f"riskguard replay: {COMPILE_NOTICE}", file=sys.stderr, flush=True)
     try:
         report = replay(
             events_path,

@@ -138,25 +138,34 @@ async def run_demo(
                 "runtime.journal": str(Path(tmp) / "journal.jsonl"),
                 "runtime.snapshot_dir": str(Path(tmp) / "snapshots"),
                 "runtime.heartbeat_interval_ms": 100,
+                "runtime.stop_timeout_s": 3,
                 "runtime.instance": "demo",
             },
         )
         sidecar = Sidecar(settings, load(examples.LIMITS))
         sidecar.engine.killswitch.subscribe(report.transitions.append)
-        await sidecar.start()
-        report.api = sidecar.api_url
-        async with Gate(
-            broker.bootstrap_servers, "demo.control", heartbeat_timeout_ms=1000
-        ) as gate:
-            while not gate.health():
-                await asyncio.sleep(0.01)
-            line(
-                f"riskguard ready: {len(sidecar.limits.rules)} rules from the example limits; "
-                f"gate heartbeat fresh"
-            )
-            line(f"API {report.api}   metrics {report.api}/metrics   status {report.api}/v1/status")
-            await _trade(sidecar, gate, report, duration_s, trials, line)
-        await sidecar.stop()
+        try:
+            await sidecar.start()
+            report.api = sidecar.api_url
+            async with Gate(
+                broker.bootstrap_servers, "demo.control", heartbeat_timeout_ms=1000
+            ) as gate:
+                while not gate.health():
+                    await asyncio.sleep(0.01)
+                line(
+                    f"riskguard ready: {len(sidecar.limits.rules)} rules from the example "
+                    "limits; gate heartbeat fresh"
+                )
+                line(
+                    f"API {report.api}   metrics {report.api}/metrics   "
+                    f"status {report.api}/v1/status"
+                )
+                await _trade(sidecar, gate, report, duration_s, trials, line)
+        finally:  # Ctrl-C included: every client closed before the broker stops
+            if sidecar.phase == "running":
+                await sidecar.stop()
+            else:
+                await sidecar.close()
     return report
 
 

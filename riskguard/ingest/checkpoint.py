@@ -33,7 +33,7 @@ class Checkpoints:
     def __init__(self, runtime: RuntimeSettings, engine: Engine, metrics: Metrics) -> None:
         self.engine = engine
         self.metrics = metrics
-        self.store = SnapshotStore(runtime.snapshot_dir, keep=runtime.snapshot_keep)
+        self.store = SnapshotStore(runtime.snapshot_path, keep=runtime.snapshot_keep)
         self.interval_s = runtime.snapshot_interval_s
         self._applied: dict[TopicPartition, int] = {}  # next offset to apply, per partition
         self._committed: dict[TopicPartition, int] = {}
@@ -44,6 +44,7 @@ class Checkpoints:
         self.loaded_from = ""
         self.load_seconds = 0.0
         self._writing: asyncio.Task[Any] | None = None
+        self._commit_failures = log.RepeatLimiter()
 
     # offsets ------------------------------------------------------------------
     @property
@@ -69,10 +70,13 @@ class Checkpoints:
         for tp, messages in batch.items():
             self._applied[tp] = messages[-1].offset + 1
 
-    async def commit(self, consumer: AIOKafkaConsumer | None) -> None:
+    async def commit(self, consumer: AIOKafkaConsumer | None, timeout_s: float = 2.0) -> None:
         """Commit the applied offsets not committed yet (never beyond what state reflects).
 
-        A failed commit is logged and tried again next time; nothing is raised.
+        Waits at most ``timeout_s``: aiokafka retries a commit the broker refuses
+        (e.g. a topic it lost) forever, which must not hold up a stop. A failed or
+        timed-out commit is logged (repeats at most every 10 s, with their count) and
+        tried again next time; nothing is raised.
         """
         todo = {
             tp: OffsetAndMetadata(off, "")
@@ -82,10 +86,16 @@ class Checkpoints:
         if not todo or consumer is None:
             return
         try:
-            await consumer.commit(todo)
+            await asyncio.wait_for(consumer.commit(todo), timeout_s)
             self._committed.update({tp: meta.offset for tp, meta in todo.items()})
-        except KafkaError as exc:
-            self._log.warning("commit failed", error=repr(exc))
+        except (KafkaError, TimeoutError) as exc:
+            left_out = self._commit_failures.admit("commit failed")
+            if left_out is not None:
+                self._log.warning(
+                    "commit failed",
+                    error=repr(exc) if str(exc) else f"no answer within {timeout_s:g} s",
+                    **log.repeats(left_out),
+                )
 
     # snapshots ----------------------------------------------------------------
     def load(self) -> None:

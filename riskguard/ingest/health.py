@@ -100,19 +100,31 @@ class BrokerWatch:
 
 
 class Liveness:
-    """Whether the consume loop is alive: it polled the broker within the stall budget."""
+    """Whether the consume loop is alive: it polled the broker within the stall budget.
+
+    Before its first poll (start-up: warm-up, broker connection, recovery, each with a
+    bounded wait) the process counts as alive, so a liveness probe does not kill a
+    riskguard that is still compiling its kernels; readiness says it is not ready.
+    """
 
     def __init__(self, stall_budget_ms: int) -> None:
         self.budget_s = stall_budget_ms / 1000
         self.last_poll_mono = time.monotonic()
+        self.polling = False
+
+    def begin(self) -> None:
+        """The consume loop starts now: from here it must poll within the stall budget."""
+        self.last_poll_mono = time.monotonic()
+        self.polling = True
 
     def polled(self) -> None:
         """The consume loop just got an answer from ``getmany`` (maybe empty)."""
         self.last_poll_mono = time.monotonic()
+        self.polling = True
 
     def healthy(self) -> bool:
-        """The consume loop polled recently (it is not stalled)."""
-        return time.monotonic() - self.last_poll_mono < self.budget_s
+        """Still starting, or the consume loop polled recently (it is not stalled)."""
+        return not self.polling or time.monotonic() - self.last_poll_mono < self.budget_s
 
 
 @dataclass(eq=False)
@@ -121,7 +133,8 @@ class Health:
 
     Implements :class:`~riskguard.ingest.ports.Probes`. Checks start failed except
     those true by construction (limits loaded, kernels warm, broker reachable);
-    the lifecycle marks the others with :meth:`passed`.
+    the lifecycle marks the others with :meth:`passed` (the sidecar fails
+    ``kernels_warm`` until its warm-up is done).
     """
 
     runtime: RuntimeSettings

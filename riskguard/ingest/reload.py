@@ -9,8 +9,11 @@ rules go to the control topic for every gate (``__rules__``), and the audit log
 records the diff of the rules.
 
 The directory is watched, not the file: Kubernetes updates a ConfigMap by swapping
-a ``..data`` symlink, which never touches the file's own inode. A change is
-acted on only when the file's digest differs, so unrelated events are harmless.
+a ``..data`` symlink, which never touches the file's own inode. Only events on the
+file's name and on ``..``-prefixed entries (the ConfigMap's) are looked at, and a
+change is acted on only when the file's bytes (or its absence) differ from the last
+ones seen: a bad or deleted file is rejected once per change, however many times the
+folder changes meanwhile (the audit log or journal may live beside it).
 
 Written against narrow interfaces (:mod:`riskguard.ingest.ports`), not the sidecar;
 the rejection alert goes out through the outbox like every other transition.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,7 @@ import watchfiles
 from riskguard import log
 from riskguard.audit import AuditLog
 from riskguard.ingest.ports import LimitsOwner, RulesChannel, ScopeStates, TransitionSink
-from riskguard.limits import Limits, LimitsError, load
+from riskguard.limits import Limits, LimitsError, parse
 from riskguard.limits.model import Rule
 from riskguard.metrics import Metrics
 from riskguard.vocabulary import system_alert
@@ -95,21 +99,41 @@ class LimitsReloader:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.last_error = ""
+        self._seen = owner.limits.digest
+        """Digest of the file's bytes (or why it could not be read) when last looked at."""
+
+    def _read(self) -> tuple[str, bytes | None, str]:
+        """(fingerprint, bytes or None, why unreadable) of the file now."""
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            return f"unreadable: {why}", None, why
+        return hashlib.sha256(data).hexdigest(), data, ""
 
     async def reload(self, trigger: str) -> bool:
         """Try to load the file; True when new limits were swapped in.
 
         A bad file is never raised: it is logged, counted, audited and alerted, and
-        the old limits stay in force (False, as when the file did not change).
+        the old limits stay in force (False, as when the file did not change). A
+        ``file-change`` whose file reads the same as last time does nothing at all
+        (no second rejection for one bad edit); ``SIGHUP`` always looks again.
         """
         async with self._lock:
+            fingerprint, data, why = await asyncio.to_thread(self._read)
+            if trigger == "file-change" and fingerprint == self._seen:
+                return False
+            self._seen = fingerprint
             try:
-                new = await asyncio.to_thread(load, self.path)
+                if data is None:
+                    raise LimitsError(str(self.path), [f"cannot read file: {why}"])
+                new = await asyncio.to_thread(parse, data, str(self.path))
             except LimitsError as exc:
                 await self._rejected(trigger, exc)
                 return False
             old = self.owner.limits
             if new.digest == old.digest:
+                self.last_error = ""  # the file is back to the limits in force
                 return False
             diff = diff_rules(old, new)
             self.owner.replace_limits(new)
@@ -174,7 +198,15 @@ class LimitsReloader:
 
     async def _watch(self) -> None:
         folder = self.path.parent
-        async for _changes in watchfiles.awatch(folder, debounce=200, step=50, recursive=False):
+        name = self.path.name
+
+        def ours(_change: watchfiles.Change, path: str) -> bool:
+            entry = Path(path).name
+            return entry == name or entry.startswith("..")  # the file, or a ConfigMap swap
+
+        async for _changes in watchfiles.awatch(
+            folder, watch_filter=ours, debounce=200, step=50, recursive=False
+        ):
             await self.reload("file-change")
 
     async def stop(self) -> None:

@@ -23,18 +23,24 @@ together, and :meth:`Sidecar.status` assembling their reports:
   :class:`~riskguard.control.api.ControlApi`, each against narrow interfaces
   (:mod:`riskguard.ingest.ports`).
 
-On start, before the first event is applied, riskguard loads its newest snapshot
-and reads the control topic back: every standing halt is re-asserted, and breaches
-the previous instance had already judged are not re-decided when input is
-replayed to rebuild state.
+On start the API answers first (``/livez`` alive, ``/readyz`` not ready with
+``kernels_warm`` false while numba compiles, in a thread, beside the broker
+connection). Then, before the first event is applied, riskguard loads its newest
+snapshot and reads the control topic back: every standing halt is re-asserted, and
+breaches the previous instance had already judged are not re-decided when input is
+replayed to rebuild state. Every wait on the way is bounded (:class:`StartError`
+says what failed, in one line); so is :meth:`Sidecar.stop`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import msgspec
@@ -47,9 +53,10 @@ from riskguard.audit import AuditLog
 from riskguard.control.api import ControlApi
 from riskguard.control.overview import feeds
 from riskguard.control.publisher import ControlPublisher
-from riskguard.engine import Engine
+from riskguard.engine import Engine, is_warm, warm_up
 from riskguard.ingest.cancels import CancelTracker
 from riskguard.ingest.checkpoint import Checkpoints
+from riskguard.ingest.connect import StartError, idempotence_refused, wait_for_broker
 from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.health import Health
 from riskguard.ingest.manual import ManualActions
@@ -64,6 +71,12 @@ from riskguard.metrics import Metrics
 from riskguard.notify.dispatch import Notifier
 from riskguard.settings import Settings, session_start_ns
 from riskguard.vocabulary import Transition
+from riskguard.warmup import COMPILE_NOTICE, kernels_cached
+
+__all__ = ["Sidecar", "StartError"]
+
+#: Each part closed at a stop or after a failed start gets at most this long.
+CLOSE_TIMEOUT_S = 3.0
 
 
 class Sidecar:
@@ -80,17 +93,19 @@ class Sidecar:
         self.settings = settings
         self.log = log.get("sidecar")
         self.metrics = Metrics()
-        # warm before events; settings.engine bounds clock skew, lateness, redelivery memory
-        self.engine = Engine(limits or load(settings.limits), settings=settings.engine)
+        # warmed in start(), beside the broker connection, while the API already answers;
+        # settings.engine bounds clock skew, lateness and redelivery memory
+        self.engine = Engine(limits or load(settings.limits), settings=settings.engine, warm=False)
         self.metrics.limits_rules.set(len(self.limits.rules))
         self.instance = rt.instance or f"{socket.gethostname()}-{os.getpid()}"
-        self.audit = AuditLog(rt.audit_log)
-        self.journal = HaltJournal(rt.journal)
+        self.audit = AuditLog(rt.audit_path)
+        self.journal = HaltJournal(rt.journal_path)
         self.notifier = Notifier(settings.notifier, self.metrics, source=self.instance)
         self.cancels = CancelTracker(self.engine, self.metrics)
         self.outbox = Outbox(self.journal, self.metrics, self.audit, self.notifier, self.cancels)
         self.feed = PreTradeFeed(self.engine, self.metrics, rt.gate_publish_interval_ms)
         self.health = Health(rt, self.instance, self.engine, self.outbox, self.metrics)
+        self.health.checks["kernels_warm"] = False
         self.checkpoints = Checkpoints(rt, self.engine, self.metrics)
         self.intake = ConsumeLoop(
             settings.kafka,
@@ -130,17 +145,44 @@ class Sidecar:
         self.consumer: AIOKafkaConsumer | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._refresh_failures = log.RepeatLimiter()
+        self._phase = "created"
 
     # lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         """Connect, restore state and standing halts, and start consuming.
 
-        Raises :class:`OSError` when the API cannot bind, and aiokafka's
-        ``KafkaError`` or :class:`TimeoutError` when the broker cannot be reached.
+        Raises :class:`StartError` (one line: what, where, and what to do) when the
+        API cannot bind, no broker answers within ``runtime.broker_wait_s`` or the
+        broker refuses an idempotent producer; aiokafka's ``KafkaError`` or
+        :class:`TimeoutError` for other broker failures (e.g. a refused login, a control
+        topic that cannot be read to its end). Call :meth:`close` after a failed start.
         """
-        k = self.settings.kafka
+        k, rt = self.settings.kafka, self.settings.runtime
         client_id = f"riskguard-{self.instance}"
-        self.api_url = await self.api.start()  # /livez and /readyz answer during start-up
+        for setting, folder in (
+            ("runtime.audit_log", rt.audit_path.parent),
+            ("runtime.journal", rt.journal_path.parent),
+            ("runtime.snapshot_dir", rt.snapshot_path),
+        ):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StartError(
+                    f"cannot create {folder} for {setting} (relative paths are inside "
+                    f"runtime.state_dir, --state-dir: {rt.state_path}): {exc.strerror or exc}"
+                ) from exc
+        try:  # /livez and /readyz answer during start-up, warm-up included
+            self.api_url = await self.api.start()
+        except OSError as exc:
+            where = f"{self.settings.http.host}:{self.settings.http.port}"
+            raise StartError(
+                f"cannot serve the API on {where} (http.host, http.port): "
+                f"{os.strerror(exc.errno) if exc.errno else exc}"
+            ) from exc
+        self._phase = "starting"
+        warm = self._warm_kernels()
+        await wait_for_broker(k.bootstrap_servers, rt.broker_wait_s)
         await ensure_topics(k)
         options = {
             **k.client_options(),
@@ -149,7 +191,16 @@ class Sidecar:
             "enable_idempotence": k.idempotent_producer,
         }
         self.producer = AIOKafkaProducer(**options, client_id=client_id)
-        await self.producer.start()
+        try:
+            await self.producer.start()
+        except KafkaError as exc:
+            if idempotence_refused(k, exc):
+                raise StartError(
+                    f"the broker at {k.bootstrap_servers} refused an idempotent producer "
+                    f"({type(exc).__name__}): set kafka.idempotent_producer = false "
+                    "for brokers without it (the bundled one)"
+                ) from exc
+            raise
         self.data_producer = AIOKafkaProducer(**options, client_id=f"{client_id}-gate-data")
         await self.data_producer.start()
         control = ControlPublisher(
@@ -159,10 +210,20 @@ class Sidecar:
         self.feed.open(control)
         await self.audit.start()
         await self.notifier.start()
+        await warm  # the engine is used from here on
         self.checkpoints.load()  # the snapshot first, then standing states on top
-        self.recovered = await recover(
-            k, f"{client_id}-restore", self.journal, self.engine, self.outbox
-        )
+        try:
+            self.recovered = await recover(
+                k, f"{client_id}-restore", self.journal, self.engine, self.outbox
+            )
+        except TimeoutError as exc:
+            raise StartError(
+                f"cannot restore standing states from the control topic {k.control_topic!r} "
+                f"on {k.bootstrap_servers}: {exc}. If the broker restarted and lost its "
+                "topics, delete that topic (or restart the broker empty) and start again: "
+                f"the journal {self.journal.path} keeps the standing states and they are "
+                "published again"
+            ) from exc
         self.health.passed("control_topic_read")
         await self.feed.publish_round()  # the gates' rules (retried by the feed if not taken)
         # The group id is used only to commit offsets (lag monitoring, restarts):
@@ -177,12 +238,18 @@ class Sidecar:
         )
         await self.consumer.start()
         self.intake.open(self.consumer, self.producer)
-        await self.intake.assign()
+        try:
+            await self.intake.assign()
+        except TimeoutError as exc:
+            raise StartError(
+                f"cannot assign the input topics {', '.join(k.input_topics)} on "
+                f"{k.bootstrap_servers}: {exc}"
+            ) from exc
         self.health.passed("partitions_assigned")
+        self.health.liveness.begin()  # alive from here means polling within the budget
         self.intake.start(self._stop)
-        if self.settings.runtime.watch_limits:
+        if rt.watch_limits:
             self.reloader.start_watching()
-        rt = self.settings.runtime
         for name, coro in (
             ("heartbeat", self.health.heartbeats(control)),
             ("tick", self.intake.clock(rt.tick_interval_ms)),
@@ -191,6 +258,7 @@ class Sidecar:
             ("gate-feed", self.feed.run()),
         ):
             self._tasks.append(asyncio.create_task(coro, name=name))
+        self._phase = "running"
         self.log.info(
             "riskguard started",
             instance=self.instance,
@@ -198,21 +266,94 @@ class Sidecar:
             limits=self.limits.source,
             rules=len(self.limits.rules),
             restored=self.restored,
+            state_dir=str(rt.state_path),
             settings=repr(self.settings),
         )
 
-    async def run(self) -> None:
-        """Run until :meth:`request_stop` (or SIGTERM via the CLI), then stop gracefully."""
+    def _warm_kernels(self) -> Awaitable[None]:
+        """Compile (or load from numba's cache) the kernels in a daemon thread.
+
+        Resolves when they are ready (``kernels_warm`` passes). A daemon thread, not the
+        executor: SIGTERM during a first-run compile must not wait for it to finish.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # a start that failed before awaiting it must not leave "exception never retrieved"
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if not (is_warm() or kernels_cached()):
+            self.log.warning(COMPILE_NOTICE, phase="warming")
+        began = time.perf_counter()
+        loop = asyncio.get_running_loop()
+
+        def settle(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+                return
+            self.health.passed("kernels_warm")
+            self.log.info("kernels ready", seconds=round(time.perf_counter() - began, 2))
+            done.set_result(None)
+
+        def compile_them() -> None:
+            error: BaseException | None = None
+            try:
+                warm_up()
+            except BaseException as exc:  # handed to the event loop, raised by start()
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                loop.call_soon_threadsafe(settle, error)
+
+        threading.Thread(target=compile_them, name="riskguard-warm-up", daemon=True).start()
+        return done
+
+    async def run(self) -> bool:
+        """Run until :meth:`request_stop` (or SIGTERM via the CLI), then stop.
+
+        Returns what :meth:`stop` returns."""
         await self._stop.wait()
-        await self.stop()
+        return await self.stop()
 
     def request_stop(self) -> None:
         """Ask the sidecar to stop after the batch in hand."""
         self._stop.set()
 
-    async def stop(self) -> None:
-        """Finish the batch in hand, commit, snapshot, flush, and close everything."""
+    @property
+    def stopping(self) -> bool:
+        """A stop was requested."""
+        return self._stop.is_set()
+
+    async def stop_requested(self) -> None:
+        """Return once a stop is requested."""
+        await self._stop.wait()
+
+    async def stop(self) -> bool:
+        """Finish the batch in hand, commit, snapshot, flush, and close everything.
+
+        Bounded by ``runtime.stop_timeout_s`` whatever the broker does: past it, what is
+        left is abandoned and logged. Returns True when everything finished in time.
+        """
         self._stop.set()
+        self._phase = "stopping"
+        budget = self.settings.runtime.stop_timeout_s
+        try:
+            await asyncio.wait_for(self._stop_gracefully(), budget)
+            graceful = True
+        except TimeoutError:
+            self.log.error(
+                "graceful stop did not finish in time; closing anyway",
+                stop_timeout_s=budget,
+                committed=False,
+            )
+            await self.close()
+            graceful = False
+        self._phase = "stopped"
+        self.metrics.ready.set(0)
+        self.log.info(
+            "riskguard stopped", events_applied=self.engine.events_applied, graceful=graceful
+        )
+        return graceful
+
+    async def _stop_gracefully(self) -> None:
         await self.intake.finish()
         await self.reloader.stop()
         for task in self._tasks:
@@ -222,17 +363,45 @@ class Sidecar:
         await self.checkpoints.final()
         if self.consumer:
             await self.consumer.stop()
+            self.consumer = None
         await self.outbox.retry_pending()
         await self.notifier.drain(2.0)
         await self.notifier.stop()
         await self.audit.stop()
         if self.data_producer:
             await self.data_producer.stop()
+            self.data_producer = None
         if self.producer:
             await self.producer.stop()
+            self.producer = None
         await self.api.stop()
-        self.metrics.ready.set(0)
-        self.log.info("riskguard stopped", events_applied=self.engine.events_applied)
+
+    async def close(self) -> None:
+        """Release whatever was started, without committing or snapshotting: after a
+        failed start, or when a graceful stop ran out of time. Each part gets at most
+        :data:`CLOSE_TIMEOUT_S`; nothing is raised."""
+        self._stop.set()
+        await self.intake.finish()
+        await self.reloader.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        parts: list[tuple[str, Any]] = [
+            ("consumer", self.consumer.stop if self.consumer else None),
+            ("notifier", self.notifier.stop),
+            ("audit", self.audit.stop),
+            ("producer", self.producer.stop if self.producer else None),
+            ("gate-data producer", self.data_producer.stop if self.data_producer else None),
+            ("api", self.api.stop),
+        ]
+        for name, closer in parts:
+            if closer is None:
+                continue
+            try:
+                await asyncio.wait_for(closer(), CLOSE_TIMEOUT_S)
+            except Exception as exc:  # closing is best effort; say what was left open
+                self.log.warning("could not close cleanly", part=name, error=repr(exc))
+        self.consumer = self.producer = self.data_producer = None
 
     async def _maintenance(self) -> None:
         """Every commit interval: commit offsets, retry failed control publishes, and
@@ -244,7 +413,11 @@ class Sidecar:
             try:
                 await self.intake.assign()
             except (KafkaError, TimeoutError) as exc:
-                self.log.warning("partition refresh failed", error=repr(exc))
+                left_out = self._refresh_failures.admit("partition refresh failed")
+                if left_out is not None:
+                    self.log.warning(
+                        "partition refresh failed", error=repr(exc), **log.repeats(left_out)
+                    )
 
     # operators ---------------------------------------------------------------
     async def manual(
@@ -257,6 +430,14 @@ class Sidecar:
         return await self.desk.manual(action, scope, operator, reason)
 
     # reports -----------------------------------------------------------------
+    @property
+    def phase(self) -> str:
+        """``created``, ``warming`` (kernels compiling during start), ``starting``,
+        ``running``, ``stopping`` or ``stopped`` (in ``/v1/status``)."""
+        if self._phase == "starting" and not self.health.checks["kernels_warm"]:
+            return "warming"
+        return self._phase
+
     @property
     def limits(self) -> Limits:
         """The limits in force (swapped by a reload)."""
@@ -310,6 +491,7 @@ class Sidecar:
         return {
             "instance": self.instance,
             "version": __version__,
+            "phase": self.phase,
             "ready": self.ready(),
             "checks": dict(self.health.readiness()),
             "standing": standing,
@@ -332,4 +514,5 @@ class Sidecar:
             "snapshot": self.checkpoints.status(),
             "republished_at_start": self.republished,
             "journal": str(self.journal.path),
+            "state_dir": str(self.settings.runtime.state_path),
         }

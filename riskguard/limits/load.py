@@ -22,6 +22,7 @@ from riskguard.limits.vocabulary import (
     LISTED_METRICS,
     MATCH_FIELDS,
     METRICS,
+    NONNEGATIVE_METRICS,
     SCOPES,
 )
 from riskguard.vocabulary import ACTIONS
@@ -67,14 +68,50 @@ class LimitsError(ValueError):
         super().__init__(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
 
 
+class LimitsUnreadableError(LimitsError):
+    """The limits file could not be read at all (missing, a folder, no permission).
+
+    Its message is one line: ``<path>: cannot read file: <reason>``.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(source, problems)
+        self.args = (f"{source}: {'; '.join(problems)}",)
+
+
 def load(path: str | Path) -> Limits:
-    """Load and validate the limits file at ``path``."""
+    """Load and validate the limits file at ``path``.
+
+    Raises :class:`LimitsUnreadableError` when it cannot be read, and
+    :class:`LimitsError` (every problem listed) when it is not valid.
+    """
     p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
-        raise LimitsError(str(p), [f"cannot read file: {exc.strerror or exc}"]) from exc
+        raise LimitsUnreadableError(str(p), [f"cannot read file: {exc.strerror or exc}"]) from exc
     return parse(data, source=str(p))
+
+
+def toml_text(value: Any) -> str:
+    """``value`` as it is written in TOML (``true``, ``'x'``, ``[1, 2]``, a table), for
+    messages about a limits file: never Python's ``True`` or ``None``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):  # a TOML literal string when it can be one
+        if "'" not in value and "\n" not in value:
+            return f"'{value}'"
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "a table"
+    return str(value)
+
+
+def _got(value: Any) -> str:
+    """``got <value>`` in TOML words, or ``it is missing``."""
+    return "it is missing" if value is None else f"got {toml_text(value)}"
 
 
 def parse(data: bytes | str, source: str = "<memory>") -> Limits:
@@ -91,11 +128,11 @@ def parse(data: bytes | str, source: str = "<memory>") -> Limits:
         allowed = ", ".join(sorted(TOP_KEYS))
         problems.append(f"unknown top-level key {key!r} (allowed: {allowed})")
     version = doc.get("version")
-    if version != 1:
-        problems.append(f"'version' must be 1, got {version!r}")
+    if isinstance(version, bool) or version != 1:
+        problems.append(f"'version' must be 1, {_got(version)}")
     revalue = doc.get("revalue_ms", DEFAULT_REVALUE_MS)
     if isinstance(revalue, bool) or not isinstance(revalue, int):
-        problems.append(f"'revalue_ms' must be an integer number of milliseconds, got {revalue!r}")
+        problems.append(f"'revalue_ms' must be an integer number of milliseconds, {_got(revalue)}")
     elif not 0 <= revalue <= REVALUE_MAX_MS:
         problems.append(f"'revalue_ms' must be between 0 and {REVALUE_MAX_MS}, got {revalue}")
     base = doc.get("base_currency", "USD")
@@ -180,24 +217,34 @@ def _rule(entry: Any, i: int, problems: list[str]) -> Rule | None:
         spec = None
         bad("metric", f"{metric!r} comes from [[{metric}]] entries, not from a [[rule]]")
     elif spec is None:
+        what = "required" if metric is None else f"unknown metric {toml_text(metric)}"
         names = ", ".join(m for m in METRICS if m not in LISTED_METRICS)
-        bad("metric", f"unknown metric {metric!r} (one of: {names})")
+        bad("metric", f"{what} (one of: {names})")
     scope = entry.get("scope")
     if scope not in SCOPES:
-        bad("scope", f"must be one of {', '.join(SCOPES)}, got {scope!r}")
+        bad("scope", f"must be one of {', '.join(SCOPES)}, {_got(scope)}")
     elif spec is not None and scope not in spec.scopes:
         bad("scope", f"metric {metric!r} supports scopes {', '.join(spec.scopes)}, not {scope!r}")
     action = entry.get("action")
     if action not in ACTIONS:
-        bad("action", f"must be one of {', '.join(ACTIONS)}, got {action!r}")
+        bad("action", f"must be one of {', '.join(ACTIONS)}, {_got(action)}")
     hi, lo = entry.get("max"), entry.get("min")
     for fld, v in (("max", hi), ("min", lo)):
         if v is not None and not _number(v):
-            bad(fld, f"must be a finite number, got {v!r}")
+            bad(fld, f"must be a finite number, {_got(v)}")
     if hi is None and lo is None:
         bad("max", "a rule needs 'max' (upper bound), 'min' (lower bound) or both")
     elif hi is not None and lo is not None and _number(hi) and _number(lo) and lo > hi:
         bad("min", f"min ({lo}) is above max ({hi}): the rule would always breach")
+    if spec is not None and spec.name in NONNEGATIVE_METRICS:
+        if hi is not None and _number(hi) and hi < 0:
+            bad(
+                "max",
+                f"{hi} is below 0, and {metric!r} never is: the rule would breach on "
+                "every evaluation (max = 0 refuses any)",
+            )
+        if lo is not None and _number(lo) and lo < 0:
+            bad("min", f"{lo} is below 0, and {metric!r} never is: the rule could never breach")
     window = entry.get("window_ms")
     if spec is not None:
         if spec.windowed:
@@ -208,14 +255,14 @@ def _rule(entry: Any, i: int, problems: list[str]) -> Rule | None:
                 or not isinstance(window, int)
                 or not (1 <= window <= MAX_WINDOW_MS)
             ):
-                bad("window_ms", f"must be an integer from 1 to {MAX_WINDOW_MS}, got {window!r}")
+                bad("window_ms", f"must be an integer from 1 to {MAX_WINDOW_MS}, {_got(window)}")
         elif window is not None:
             bad("window_ms", f"not allowed: metric {metric!r} is not windowed")
     min_orders = entry.get("min_orders", 1)
     if "min_orders" in entry and metric != "cancel_ratio":
         bad("min_orders", "only allowed for metric 'cancel_ratio'")
     elif isinstance(min_orders, bool) or not isinstance(min_orders, int) or min_orders < 1:
-        bad("min_orders", f"must be an integer >= 1, got {min_orders!r}")
+        bad("min_orders", f"must be an integer >= 1, {_got(min_orders)}")
     description = entry.get("description", "")
     if not isinstance(description, str):
         bad("description", "must be a string")

@@ -70,7 +70,9 @@ class MetricSpec:
     events by ``match.side`` and ``match.venue``. ``per_position``: the value is that of
     one position (one symbol), and alert edges are kept per position. ``listed``: it comes
     from its own section of the limits file (``[[restricted]]``), not from a ``[[rule]]``,
-    and the kernel judges it apart, only in the symbols listed. Raises
+    and the kernel judges it apart, only in the symbols listed. ``signed``: the value can
+    be below 0 (P&L, net notional, consumer lag); every other metric is a count, size,
+    ratio or time that never is, so a bound below 0 on it is refused. Raises
     ``ValueError`` when these disagree with each other.
     """
 
@@ -89,6 +91,7 @@ class MetricSpec:
     by_event: bool = False
     per_position: bool = False
     listed: bool = False
+    signed: bool = False
 
     def __post_init__(self) -> None:
         if list(self.evaluated_on) != sorted(set(self.evaluated_on), key=_type_order):
@@ -241,6 +244,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             "sum over symbols of signed position x valuation price x multiplier x FX rate",
             evaluated_on=("fill", "position"),
             exposure=True,
+            signed=True,
         ),
         MetricSpec(
             "pnl",
@@ -251,6 +255,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             "realised (average cost) + unrealised P&L - fees since session start",
             evaluated_on=("fill", "position"),
             exposure=True,
+            signed=True,
         ),
         MetricSpec(
             "drawdown",
@@ -367,12 +372,15 @@ METRICS: Final[dict[str, MetricSpec]] = {
             "never evaluated in replay)",
             every_event=True,
             live_only=True,
+            signed=True,
         ),
     )
 }
 
 BY_CODE: Final = {m.code: m for m in METRICS.values()}
 
+#: Metrics whose value is never below 0: a bound below 0 on them is refused.
+NONNEGATIVE_METRICS: Final = frozenset(m.name for m in METRICS.values() if not m.signed)
 #: Metrics a price move revalues for every scope holding the symbol.
 EXPOSURE_METRICS: Final = frozenset(m.name for m in METRICS.values() if m.exposure)
 #: Metrics evaluated before every event, whatever its type (the feed rows).

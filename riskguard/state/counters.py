@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from riskguard.limits.vocabulary import COUNTER_CODE
 from riskguard.state.codes import FIRM, O_CLOSED, O_OPEN, RING, X_APPLIED
+from riskguard.state.jit import helper
 from riskguard.state.judging import at_level
 from riskguard.state.tables import dup_put, dup_seen, purge_dups
 from riskguard.vocabulary import T_CANCEL, T_FILL, T_NEW, T_REJECT, T_REPLACE
@@ -37,7 +37,7 @@ C_DUP = COUNTER_CODE["dup"]  # new orders identical to a recent one
 C_FILLS = COUNTER_CODE["fills"]  # executions
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def fill_money(st, y, qty, price):  # type: ignore[no-untyped-def]
     """qty x |price| x multiplier of symbol ``y``, in base money; 0 while its currency has
     no rate (never valued at 1)."""
@@ -48,13 +48,13 @@ def fill_money(st, y, qty, price):  # type: ignore[no-untyped-def]
     return qty * abs(price) * sym.multiplier * cur.rate
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _wanted(d, side, venue):  # type: ignore[no-untyped-def]
     """Whether counter definition ``d`` counts an event of ``side`` to ``venue``."""
     return (d.side == 0 or d.side == side) and (d.venue < 0 or d.venue == venue)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def advance(c, k, row, b):  # type: ignore[no-untyped-def]
     """Move counter ``k`` of scope row ``row`` forward to bucket ``b``, clearing expired ones."""
     last = c.last_bucket[k, row]
@@ -74,7 +74,7 @@ def advance(c, k, row, b):  # type: ignore[no-untyped-def]
     c.total[k, row] = tot
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _add(c, k, row, b, v):  # type: ignore[no-untyped-def]
     """Count ``v`` in bucket ``b``, or in the oldest bucket the ring holds if ``b`` is older."""
     if v != 0.0:
@@ -83,7 +83,7 @@ def _add(c, k, row, b, v):  # type: ignore[no-untyped-def]
         c.total[k, row] += v
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def refill(x, st, sign):  # type: ignore[no-untyped-def]
     """Add (``sign`` +1) or take back (-1) execution ``x`` in the fill windows (its
     notional, or one execution), in the bucket it was counted in, while the ring still
@@ -104,7 +104,7 @@ def refill(x, st, sign):  # type: ignore[no-untyped-def]
             c.total[k, row] += v
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def count(ev, side, venue, at, st):  # type: ignore[no-untyped-def]
     """Advance and add to every windowed counter but the duplicate-order ones (:func:`count_dups`).
 
@@ -144,7 +144,7 @@ def count(ev, side, venue, at, st):  # type: ignore[no-untyped-def]
         _add(c, k, row, b, v)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def count_dups(ev, venue, now, at, st):  # type: ignore[no-untyped-def]
     """Duplicate-order counters, for a new order (the only event they count or are read on).
 
@@ -174,7 +174,7 @@ def count_dups(ev, venue, now, at, st):  # type: ignore[no-untyped-def]
             _add(c, k, row, b, 1.0)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def open_order(o, st):  # type: ignore[no-untyped-def]
     """Order ``o`` starts working: count it on its scopes."""
     order, sc = st.orders[o], st.scopes
@@ -188,7 +188,7 @@ def open_order(o, st):  # type: ignore[no-untyped-def]
         sc[order.venue].open_orders += 1
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def close_order(o, now, st, out):  # type: ignore[no-untyped-def]
     """Order ``o`` stops working: off its scopes' open counts, remembered until the horizon."""
     order, sc = st.orders[o], st.scopes
@@ -199,10 +199,10 @@ def close_order(o, now, st, out):  # type: ignore[no-untyped-def]
         sc[order.symbol].open_orders -= 1
         if order.venue >= 0:
             sc[order.venue].open_orders -= 1
-    retire(o, O_CLOSED, now, st, out)
+    retire(o, np.int64(O_CLOSED), now, st, out)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def retire(o, status, now, st, out):  # type: ignore[no-untyped-def]
     """Set a not-working status (closed or pending) and list the order for the horizon."""
     order = st.orders[o]
@@ -215,7 +215,7 @@ def retire(o, status, now, st, out):  # type: ignore[no-untyped-def]
     counts.n_closed += 1
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def remember_ahead(st, slot, ev, t, side, venue, at):  # type: ignore[no-untyped-def]
     """Replay: event ``ev`` (type ``t``), stamped ahead of the clock, counted at ``at``:
     kept in ``st.ahead[slot]`` in case the feed turns out to have jumped."""
@@ -231,13 +231,13 @@ def remember_ahead(st, slot, ev, t, side, venue, at):  # type: ignore[no-untyped
     rec.subtype = ev.subtype
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def forget_ahead(st, slot):  # type: ignore[no-untyped-def]
     """Event ``slot`` ahead of the clock was not counted (a redelivery, a bad event...)."""
     st.ahead[slot].typ = -1
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def recount_ahead(st, n, now):  # type: ignore[no-untyped-def]
     """Replay: the feed jumped (JUMP_CONFIRM events in a row ahead of the clock). The
     ``n`` events before this one were taken at the old clock; their counts move from

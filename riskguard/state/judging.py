@@ -1,6 +1,6 @@
 """Judging a value against a rule row: latched escalation, alerts, warning levels, re-arming.
 
-numba helpers of the kernel (``@njit(cache=True, _nrt=False)``). A rule row's value is
+numba helpers of the kernel (:data:`riskguard.state.jit.helper`). A rule row's value is
 recorded in its peaks, then:
 
 - a breach (``value > upper`` or ``value < lower``) escalates the scope's latched state
@@ -27,14 +27,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from riskguard.state.codes import EDGE_ALERT, FIRM, MAX_WARN, TO_ALERT, TO_RESOLVE
+from riskguard.state.jit import helper
 from riskguard.state.tables import edge_get, edge_put
 from riskguard.vocabulary import A_ALERT, L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def at_level(level, account, strategy, symbol, venue):  # type: ignore[no-untyped-def]
     """The scope id of an event's scope at ``level`` (-1: the event has none there)."""
     if level == L_FIRM:
@@ -48,7 +48,7 @@ def at_level(level, account, strategy, symbol, venue):  # type: ignore[no-untype
     return venue
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def matches(rules, sc, r, s):  # type: ignore[no-untyped-def]
     """Whether row ``r`` applies to scope ``s`` (its match list, and a strategy's account)."""
     row = rules.rows[r]
@@ -57,7 +57,7 @@ def matches(rules, sc, r, s):  # type: ignore[no-untyped-def]
     return not (row.match_account >= 0 and sc[s].account != row.match_account)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def emit(out, e, r, s, old, new, v, ts, level, edge, p):  # type: ignore[no-untyped-def]
     """Write one decision (``new``: a state, TO_ALERT or TO_RESOLVE; ``p`` the pair of a
     per-position metric, else -1)."""
@@ -76,7 +76,7 @@ def emit(out, e, r, s, old, new, v, ts, level, edge, p):  # type: ignore[no-unty
     counts.n += 1
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def note(out, e, kind, value):  # type: ignore[no-untyped-def]
     """Write one note about event ``e``."""
     counts = out.counts[0]
@@ -87,7 +87,7 @@ def note(out, e, kind, value):  # type: ignore[no-untyped-def]
     counts.n_notes += 1
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def utilisation(row, v):  # type: ignore[no-untyped-def]
     """How far ``v`` has come towards the row's limit: 1.0 at it (the larger of the sides)."""
     u = -np.inf
@@ -98,7 +98,7 @@ def utilisation(row, v):  # type: ignore[no-untyped-def]
     return u
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _warn_level(row, k):  # type: ignore[no-untyped-def]
     if k == 0:
         return row.warn0
@@ -109,7 +109,7 @@ def _warn_level(row, k):  # type: ignore[no-untyped-def]
     return row.warn3
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _edges(r, s, p, v, e, now, raise_ok, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Warning levels and an alert row's own edge: raise what is crossed, re-arm the rest."""
     row = rules.rows[r]
@@ -126,25 +126,39 @@ def _edges(r, s, p, v, e, now, raise_ok, st, rules, peaks, out):  # type: ignore
         if bits & bit:
             if u < f - row.warn_rearm:
                 bits &= ~bit
-                emit(out, e, r, s, sc.state, TO_RESOLVE, v, now, f, bit, p)
+                emit(out, e, r, s, sc.state, np.int64(TO_RESOLVE), v, now, f, bit, p)
         elif raise_ok and u >= f:
             bits |= bit
-            emit(out, e, r, s, sc.state, TO_ALERT, v, now, f, bit, p)
+            emit(out, e, r, s, sc.state, np.int64(TO_ALERT), v, now, f, bit, p)
     if row.action == A_ALERT:
         breach = v > row.upper or v < row.lower
         if bits & EDGE_ALERT:
             if not breach and (row.rearm <= 0.0 or u < 1.0 - row.rearm):
                 bits &= ~EDGE_ALERT
-                emit(out, e, r, s, sc.state, TO_RESOLVE, v, now, np.nan, EDGE_ALERT, p)
+                emit(
+                    out,
+                    e,
+                    r,
+                    s,
+                    sc.state,
+                    np.int64(TO_RESOLVE),
+                    v,
+                    now,
+                    np.nan,
+                    np.int64(EDGE_ALERT),
+                    p,
+                )
         elif breach and raise_ok:
             bits |= EDGE_ALERT
-            emit(out, e, r, s, sc.state, TO_ALERT, v, now, np.nan, EDGE_ALERT, p)
+            emit(
+                out, e, r, s, sc.state, np.int64(TO_ALERT), v, now, np.nan, np.int64(EDGE_ALERT), p
+            )
     if bits != before:
         peaks[r].edges += _popcount(bits) - _popcount(before)
         edge_put(st.edges, key, bits)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _popcount(x):  # type: ignore[no-untyped-def]
     n = 0.0
     while x:
@@ -153,7 +167,7 @@ def _popcount(x):  # type: ignore[no-untyped-def]
     return n
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def judge(r, s, p, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Record value ``v`` of row ``r`` at scope ``s`` (event ``e``, corrected time ``now``);
     ``p`` is the position pair of a per-position metric (its edges' key), else -1.
@@ -178,5 +192,5 @@ def judge(r, s, p, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped
     if row.action == A_ALERT:
         return
     if (v > row.upper or v < row.lower) and live and scope.state < row.action:
-        emit(out, e, r, s, scope.state, row.action, v, now, np.nan, 0, p)
+        emit(out, e, r, s, scope.state, row.action, v, now, np.nan, np.int64(0), p)
         scope.state = row.action

@@ -39,6 +39,7 @@ from riskguard.state import (
     bundles,
     codes,
     counters,
+    jit,
     judging,
     lifecycle,
     quantities,
@@ -69,6 +70,7 @@ from riskguard.state.counters import (
     recount_ahead,
     remember_ahead,
 )
+from riskguard.state.jit import helper
 from riskguard.state.judging import at_level, judge, matches, note
 from riskguard.state.lifecycle import (
     on_amend,
@@ -103,7 +105,7 @@ from riskguard.vocabulary import (
 )
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def rows_for_event(ev, st, rules):  # type: ignore[no-untyped-def]
     """Decisions event ``ev`` may write at most: per row a transition or alert edge and
     each warning level, plus a revaluation (marks, fills, positions) or an FX move."""
@@ -121,7 +123,7 @@ AHEAD = 2
 JUMP = 3
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _corrected(raw, wall, g, rules):  # type: ignore[no-untyped-def]
     """(corrected time, skew ns, verdict) for an event stamped ``raw``.
 
@@ -145,7 +147,7 @@ def _corrected(raw, wall, g, rules):  # type: ignore[no-untyped-def]
     return raw, raw - clock, JUMP
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _feed(e, now, wall, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Feed rows when time moves forward: before an event (``e`` >= 0) or on a tick (-1).
 
@@ -162,19 +164,30 @@ def _feed(e, now, wall, st, rules, peaks, out):  # type: ignore[no-untyped-def]
         row = rules.rows[r]
         if row.metric == M_CONSUMER_LAG:
             if e >= 0 and wall >= 0:
-                judge(r, FIRM, -1, (wall - now) / 1e6, e, now, st, rules, peaks, out)
+                judge(
+                    r,
+                    np.int64(FIRM),
+                    np.int64(-1),
+                    (wall - now) / 1e6,
+                    e,
+                    now,
+                    st,
+                    rules,
+                    peaks,
+                    out,
+                )
             continue
         if not forward:
             continue
         last = st.sources[row.source].last_heard_ns if row.source >= 0 else g.last_event_ns
         if last < 0:
             last = g.start_ns
-        judge(r, FIRM, -1, (now - last) / 1e6, e, now, st, rules, peaks, out)
+        judge(r, np.int64(FIRM), np.int64(-1), (now - last) / 1e6, e, now, st, rules, peaks, out)
     if forward:
         g.feed_ns = now
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _mark(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """A mark: older than the symbol's last applied mark is ignored; at the same time, a
     price already applied at that time is a redelivery, another price replaces it."""
@@ -186,7 +199,7 @@ def _mark(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
         ring = (sym.mark_px0, sym.mark_px1, sym.mark_px2, sym.mark_px3)
         for i in range(min(sym.n_mark_px, MARK_RING)):
             if ring[i] == px:
-                note(out, e, N_DUPLICATE, 0)
+                note(out, e, np.int64(N_DUPLICATE), np.int64(0))
                 return
         slot = sym.n_mark_px % MARK_RING
         sym.n_mark_px += 1
@@ -206,14 +219,14 @@ def _mark(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     price_move(ev.symbol, px, e, now, st, rules, peaks, out)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _order_event(ev, e, venue, now, at, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Lifecycle of an order event; returns the parent it credits, or -2 when not applied."""
     t = ev.typ
     if t == T_PARENT:
         pa = st.parents[ev.parent]
         if pa.declared != 0 and pa.qty == ev.qty:
-            note(out, e, N_DUPLICATE, 0)  # a redelivered parent changes nothing
+            note(out, e, np.int64(N_DUPLICATE), np.int64(0))  # a redelivered parent changes nothing
             return -2
         pa.qty = ev.qty
         pa.declared = 1
@@ -229,7 +242,7 @@ def _order_event(ev, e, venue, now, at, st, rules, peaks, out):  # type: ignore[
     return on_amend(ev, e, now, st, rules, peaks, out)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _judge_event(ev, e, t, side, venue, parent, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """The rows event ``ev`` (type ``t``) moves, on its own scopes; then the restricted
     list, for an order or trade in a restricted symbol."""
@@ -256,10 +269,10 @@ def _judge_event(ev, e, t, side, venue, parent, now, st, rules, peaks, out):  # 
             continue
         s = at_level(row.level, ev.account, ev.strategy, ev.symbol, venue)
         if s >= 0 and matches(rules, st.scopes, r, s):
-            judge(r, s, -1, 1.0, e, now, st, rules, peaks, out)
+            judge(r, s, np.int64(-1), 1.0, e, now, st, rules, peaks, out)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _reference_data(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """An instrument or exchange-rate event; returns whether it is applied."""
     if ev.typ == T_INSTRUMENT:
@@ -268,7 +281,7 @@ def _reference_data(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyp
     return True
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _side_venue(ev, t, st):  # type: ignore[no-untyped-def]
     """An event's side and venue scope id; a cancel's, reject's, replace's or fill's
     missing ones are its order's."""
@@ -311,18 +324,18 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
         if not flush(now, need, e, st, rules, peaks, out):
             return e
         if verdict == SKEWED:
-            note(out, e, N_SKEWED, skew)
+            note(out, e, np.int64(N_SKEWED), skew)
         jumped = 0
         if verdict == AHEAD:
             g.ahead_run += 1
             forget_ahead(st, g.ahead_run - 1)
-            note(out, e, N_AHEAD, skew)
+            note(out, e, np.int64(N_AHEAD), skew)
         elif verdict == JUMP:
             jumped = g.ahead_run
             g.ahead_run = 0
-            note(out, e, N_JUMP, skew)
+            note(out, e, np.int64(N_JUMP), skew)
         elif g.ahead_run > 0:
-            note(out, e, N_KEPT, g.ahead_run)
+            note(out, e, np.int64(N_KEPT), g.ahead_run)
             g.ahead_run = 0
         if g.start_ns < 0:
             g.start_ns = now
@@ -370,7 +383,7 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
             if parent == -2:
                 continue
         if late > rules.lateness_ns:
-            note(out, e, N_LATE, late)
+            note(out, e, np.int64(N_LATE), late)
         _judge_event(ev, e, t, side, venue, parent, now, st, rules, peaks, out)
     return n
 
@@ -382,12 +395,12 @@ def tick(now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     Returns False when the output was too small for the queued revaluations
     (``out.counts[0].need`` set): drain, grow and call again.
     """
-    if not flush(now, rules.feed_rows.shape[0], -1, st, rules, peaks, out):
+    if not flush(now, rules.feed_rows.shape[0], np.int64(-1), st, rules, peaks, out):
         return False
     g = st.globals[0]
     if g.start_ns < 0:
         g.start_ns = now
-    _feed(-1, now, -1, st, rules, peaks, out)
+    _feed(np.int64(-1), now, np.int64(-1), st, rules, peaks, out)
     return True
 
 
@@ -403,13 +416,14 @@ def settle(st, rules, peaks, out):  # type: ignore[no-untyped-def]
     if rw <= 0 or g.first_pending < 0:
         return True
     now = max(g.last_event_ns, (g.epoch + 1) * rw)
-    return flush(now, 0, -1, st, rules, peaks, out)
+    return flush(now, np.int64(0), np.int64(-1), st, rules, peaks, out)
 
 
 SOURCE_STAMP = pin_cache_to_sources(
     sources=(
         bundles,
         codes,
+        jit,
         quantities,
         judging,
         valuation,

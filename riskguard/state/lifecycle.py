@@ -1,6 +1,6 @@
 """Orders and executions as they really arrive: redelivered, out of order, corrected.
 
-numba helpers of the kernel (``@njit(cache=True, _nrt=False)``). Each returns whether
+numba helpers of the kernel (:data:`riskguard.state.jit.helper`). Each returns whether
 the event is to be applied (False: a redelivery or a bad event, noted and skipped, so
 no rate, count or rule moves). The rules (``docs/events.md``, "Order lifecycle" and
 "Redelivery"):
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
+import numpy as np
 
 from riskguard.state.codes import (
     E_BUST,
@@ -55,6 +55,7 @@ from riskguard.state.codes import (
     X_BUSTED,
 )
 from riskguard.state.counters import close_order, fill_money, open_order, refill, retire
+from riskguard.state.jit import helper
 from riskguard.state.judging import note
 from riskguard.state.quantities import near, snap
 from riskguard.state.revaluation import (
@@ -68,12 +69,12 @@ from riskguard.state.valuation import trade_pair, work_pair
 from riskguard.vocabulary import T_CANCEL
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _same_price(a, b):  # type: ignore[no-untyped-def]
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _same_new(od, ev):  # type: ignore[no-untyped-def]
     return (
         od.account == ev.account
@@ -86,7 +87,7 @@ def _same_new(od, ev):  # type: ignore[no-untyped-def]
     )
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _bind(od, ev, st):  # type: ignore[no-untyped-def]
     """Start tracking order ``od`` for event ``ev`` (a fresh record, a new serial)."""
     g = st.globals[0]
@@ -110,7 +111,7 @@ def _bind(od, ev, st):  # type: ignore[no-untyped-def]
     od.work_px = math.nan
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _work(st, od, p, dq, px, ok):  # type: ignore[no-untyped-def]
     """Count ``dq`` more working quantity of order ``od`` at limit ``px`` (NaN: market)."""
     if p < 0:
@@ -120,7 +121,7 @@ def _work(st, od, p, dq, px, ok):  # type: ignore[no-untyped-def]
     work_pair(st, p, od.side, dq, market, money, ok)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def rework(o, st, rules):  # type: ignore[no-untyped-def]
     """Bring order ``o``'s counted working quantity in line with its state: its remainder
     (qty - filled) at its limit while it works, nothing once it stops working."""
@@ -144,7 +145,7 @@ def rework(o, st, rules):  # type: ignore[no-untyped-def]
     od.work_px = od.price
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _credit(st, parent, qty):  # type: ignore[no-untyped-def]
     if parent >= 0:
         pa = st.parents[parent]
@@ -153,7 +154,7 @@ def _credit(st, parent, qty):  # type: ignore[no-untyped-def]
             pa.filled = pa.qty
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _filled(od):  # type: ignore[no-untyped-def]
     """Whether ``od``'s fills reach its quantity (``near`` it counts, then exactly)."""
     if od.cum_qty >= od.qty or near(od.cum_qty, od.qty):
@@ -162,17 +163,17 @@ def _filled(od):  # type: ignore[no-untyped-def]
     return False
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def on_new(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     """A ``new``; returns whether it is applied (counted, rules judged)."""
     od = st.orders[ev.order]
     status = od.status
     if status == O_OPEN or (status == O_CLOSED and od.flags & F_NEW):
         if _same_new(od, ev):
-            note(out, e, N_DUPLICATE, 0)
+            note(out, e, np.int64(N_DUPLICATE), np.int64(0))
             return False
         if status == O_OPEN:
-            note(out, e, N_REUSED, 0)
+            note(out, e, np.int64(N_REUSED), np.int64(0))
             return False
         status = O_FREE  # a closed order's id reused for a new order
     if status == O_FREE:
@@ -201,7 +202,7 @@ def on_new(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     return True
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def on_replace(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     """A ``replace`` (``qty`` is the new total, fills included); returns whether applied."""
     od = st.orders[ev.order]
@@ -209,11 +210,11 @@ def on_replace(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
         stale = now < od.replace_ns
         same = now == od.replace_ns and od.replace_qty == ev.qty
         if stale or (same and _same_price(od.replace_price, ev.price)):
-            note(out, e, N_DUPLICATE, 0)
+            note(out, e, np.int64(N_DUPLICATE), np.int64(0))
             return False
     if od.status == O_FREE:
         _bind(od, ev, st)
-        retire(ev.order, O_PENDING, now, st, out)
+        retire(ev.order, np.int64(O_PENDING), now, st, out)
     od.flags |= F_REPLACED
     od.replace_ns = now
     od.replace_qty = ev.qty
@@ -226,13 +227,13 @@ def on_replace(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     return True
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def on_cancel_or_reject(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     """A confirmed ``cancel`` or a ``reject``; returns whether applied."""
     od = st.orders[ev.order]
     flag = F_CANCELLED if ev.typ == T_CANCEL else F_REJECTED
     if od.status != O_FREE and od.flags & flag:
-        note(out, e, N_DUPLICATE, 0)
+        note(out, e, np.int64(N_DUPLICATE), np.int64(0))
         return False
     if od.status == O_FREE:
         _bind(od, ev, st)
@@ -243,7 +244,7 @@ def on_cancel_or_reject(ev, e, now, st, rules, out):  # type: ignore[no-untyped-
     return True
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _book(st, rules, x, d, price, fee):  # type: ignore[no-untyped-def]
     """Trade signed qty ``d`` at ``price`` on an execution's firm, account and strategy
     pairs (an opening position without a strategy has no strategy pair); ``fee`` is in the
@@ -268,14 +269,14 @@ def _book(st, rules, x, d, price, fee):  # type: ignore[no-untyped-def]
             trade_pair(st, p, d, price * m, w * m, fee, ok)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def on_trade(ev, venue, now, at, st, rules, out):  # type: ignore[no-untyped-def]
     """A new execution (to ``venue``, -1 none): order and parent fills, then positions and
     the order's working quantity; returns the parent credited."""
     od = st.orders[ev.order]
     if od.status == O_FREE:
         _bind(od, ev, st)
-        retire(ev.order, O_PENDING, now, st, out)
+        retire(ev.order, np.int64(O_PENDING), now, st, out)
     parent = ev.parent
     if parent < 0 and od.flags & F_NEW:
         parent = od.parent
@@ -308,7 +309,7 @@ def on_trade(ev, venue, now, at, st, rules, out):  # type: ignore[no-untyped-def
     return parent
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _unfill(st, x, qty):  # type: ignore[no-untyped-def]
     """Take ``qty`` of execution ``x`` back off its parent and (if still the same) order."""
     if x.parent >= 0:
@@ -320,7 +321,7 @@ def _unfill(st, x, qty):  # type: ignore[no-untyped-def]
             od.unattributed = max(0.0, snap(od.unattributed - qty))
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """A correction or bust of execution ``ev.exec``; returns the parent (-2: not applied).
 
@@ -330,7 +331,7 @@ def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """
     x = st.execs[ev.exec]
     if x.status != X_APPLIED:
-        note(out, e, N_BUSTED, 0)
+        note(out, e, np.int64(N_BUSTED), np.int64(0))
         return -2
     _book(st, rules, x, -x.qty * x.side, x.price, -x.fee)
     refill(x, st, -1.0)
@@ -361,14 +362,14 @@ def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     return x.parent
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _rework_exec(x, st, rules):  # type: ignore[no-untyped-def]
     """After a correction or bust: its order's working quantity, if it is still that order."""
     if x.order >= 0 and st.orders[x.order].serial == x.serial:
         rework(x.order, st, rules)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def on_position(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """A ``position`` event (``ev.exec``: the opening execution of its key); returns
     whether it is applied.
@@ -391,13 +392,13 @@ def on_position(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-d
     price = ev.price
     if math.isnan(price):
         if sym.price_source == 0:
-            note(out, e, N_NOPRICE, 0)
+            note(out, e, np.int64(N_NOPRICE), np.int64(0))
             return False
         price = sym.ref_price
     x = st.execs[ev.exec]
     if x.status == X_APPLIED:
         if x.qty * x.side == ev.qty and _same_price(x.stated, ev.price):
-            note(out, e, N_DUPLICATE, 0)
+            note(out, e, np.int64(N_DUPLICATE), np.int64(0))
             return False
         _book(st, rules, x, -x.qty * x.side, x.price, 0.0)
     trade_reference(y, ev.exec, price, e, now, st, rules, peaks, out)
@@ -420,7 +421,7 @@ def on_position(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-d
     return True
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def on_instrument(ev, e, st, out):  # type: ignore[no-untyped-def]
     """Reference data of symbol ``ev.symbol``: contract size ``ev.factor``, currency id
     ``ev.currency``; returns whether applied (a change once it is held or worked is not)."""
@@ -430,7 +431,7 @@ def on_instrument(ev, e, st, out):  # type: ignore[no-untyped-def]
     if sym.multiplier == ev.factor and sym.currency == c:
         return True
     if sym.first_holder >= 0 or st.scopes[y].open_orders > 0:
-        note(out, e, N_REFDATA, 0)
+        note(out, e, np.int64(N_REFDATA), np.int64(0))
         return False
     if sym.currency != c and sym.in_currency != 0:  # leave the old currency's list
         cur = st.currencies[sym.currency]

@@ -1,7 +1,7 @@
 """Quantity and money arithmetic of the kernel: decimal sums that add up, equality of
 quantities, money as it is judged.
 
-numba helpers (``@njit(cache=True, _nrt=False)``); the reference model spells the same
+numba helpers (:data:`riskguard.state.jit.helper`); the reference model spells the same
 rules out in :mod:`riskguard.state.reference_defs`. See QTY_DECIMALS, QTY_EXACT_BELOW,
 QTY_RTOL, MONEY_DECIMALS and MONEY_EXACT_BELOW in :mod:`riskguard.state.codes`.
 """
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
-
 from riskguard.state.codes import MONEY_EXACT_BELOW, QTY_EXACT_BELOW, QTY_RTOL
+from riskguard.state.jit import helper
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def snap(x):  # type: ignore[no-untyped-def]
     """A quantity sum rounded to QTY_DECIMALS decimals (while below QTY_EXACT_BELOW)."""
     if abs(x) >= QTY_EXACT_BELOW:
@@ -23,7 +22,7 @@ def snap(x):  # type: ignore[no-untyped-def]
     return math.floor(x * 1e9 + 0.5) / 1e9
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def near(a, b):  # type: ignore[no-untyped-def]
     """Whether quantities ``a`` and ``b`` are equal: exactly below QTY_EXACT_BELOW (sums
     there are exact decimals), within QTY_RTOL of the larger above it."""
@@ -33,7 +32,7 @@ def near(a, b):  # type: ignore[no-untyped-def]
     return abs(a - b) <= QTY_RTOL * big
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def money(x):  # type: ignore[no-untyped-def]
     """A money value as it is judged: rounded to MONEY_DECIMALS decimals (half away from
     zero) while below MONEY_EXACT_BELOW; NaN stays NaN."""

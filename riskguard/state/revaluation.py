@@ -1,6 +1,6 @@
 """Revaluation: price and exchange-rate moves, revaluation epochs, holder lists.
 
-numba helpers of the kernel (``@njit(cache=True, _nrt=False)``). Each symbol keeps a
+numba helpers of the kernel (:data:`riskguard.state.jit.helper`). Each symbol keeps a
 list of the position pairs that ever held it or worked orders in it (its *holders*, in
 order of first use); a price move of the symbol revalues them, and an exchange-rate
 move revalues the holders of every symbol priced in that currency.
@@ -16,14 +16,14 @@ P&L that did not exist (docs/limits.md, Revaluation).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from riskguard.state.codes import FIRM
+from riskguard.state.jit import helper
 from riskguard.state.judging import judge, matches
 from riskguard.state.valuation import fx_pair, revalue_pair, scope_value, settle_peaks
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def link_holder(st, p):  # type: ignore[no-untyped-def]
     """Append pair ``p`` to its symbol's holder list the first time it holds or works."""
     rec = st.positions[p]
@@ -40,14 +40,14 @@ def link_holder(st, p):  # type: ignore[no-untyped-def]
     sym.n_holders += 1
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def rows_for_price_move(st, rules, y):  # type: ignore[no-untyped-def]
     """Decisions a revaluation of symbol ``y`` may write (per exposure row per holder:
     a transition, the alert edge and each warning level, raised or re-armed)."""
     return 6 * rules.exposure_rows.shape[0] * (st.symbols[y].n_holders + 1)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def rows_for_fx(st, rules, c):  # type: ignore[no-untyped-def]
     """Decisions an exchange-rate move of currency ``c`` may write."""
     need = 0
@@ -58,13 +58,13 @@ def rows_for_fx(st, rules, c):  # type: ignore[no-untyped-def]
     return need
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def consistent(st, rules):  # type: ignore[no-untyped-def]
     """Whether every lot is valued at its symbol's latest reference price right now."""
     return rules.revalue_ns <= 0 or st.globals[0].first_pending < 0
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def queue(st, y):  # type: ignore[no-untyped-def]
     """Queue symbol ``y`` for revaluation at the start of the next epoch."""
     sym, g = st.symbols[y], st.globals[0]
@@ -80,7 +80,7 @@ def queue(st, y):  # type: ignore[no-untyped-def]
     g.last_pending = y
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _move(st, y, ok):  # type: ignore[no-untyped-def]
     """Value every holder of symbol ``y`` at its latest reference price."""
     sym = st.symbols[y]
@@ -92,7 +92,7 @@ def _move(st, y, ok):  # type: ignore[no-untyped-def]
         p = st.positions[p].next_holder
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _judge_holders(y, seq, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Exposure rows on each scope holding or working ``y``, once per revaluation ``seq``."""
     sc, pos = st.scopes, st.positions
@@ -109,11 +109,11 @@ def _judge_holders(y, seq, e, now, st, rules, peaks, out):  # type: ignore[no-un
                     if rules.rows[r].level != sc[s].level or not matches(rules, sc, r, s):
                         continue
                     v = scope_value(rules.rows[r].metric, sc, s)
-                    judge(r, s, -1, v, e, now, st, rules, peaks, out)
+                    judge(r, s, np.int64(-1), v, e, now, st, rules, peaks, out)
         p = pos[p].next_holder
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def price_move(y, px, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Symbol ``y`` has a new reference price: revalue its holders now, or at the next epoch.
 
@@ -135,7 +135,7 @@ def price_move(y, px, e, now, st, rules, peaks, out):  # type: ignore[no-untyped
     _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def trade_reference(y, xid, price, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """A trade (execution ``xid``, or an opening position) at ``price``: before any mark it
     sets the symbol's fill-derived reference price, remembering the price before it."""
@@ -150,7 +150,7 @@ def trade_reference(y, xid, price, e, now, st, rules, peaks, out):  # type: igno
         price_move(y, price, e, now, st, rules, peaks, out)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def amend_reference(y, xid, bust, price, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """A correction (to ``price``) or bust of execution ``xid``. If its trade set the
     fill-derived reference price, the reference follows: to the corrected price, or for a
@@ -169,7 +169,7 @@ def amend_reference(y, xid, bust, price, e, now, st, rules, peaks, out):  # type
         price_move(y, price, e, now, st, rules, peaks, out)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def fx_move(c, rate, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Currency ``c`` has a new rate: convert the holders of its symbols, then judge them.
 
@@ -201,7 +201,7 @@ def fx_move(c, rate, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-
         y = st.symbols[y].next_in_currency
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Enter the revaluation epoch of ``now``: apply every queued price, then judge.
 
@@ -230,7 +230,7 @@ def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
         y = head
         while y >= 0:
             sy[y].val_epoch = ep
-            _move(st, y, False)
+            _move(st, y, np.bool_(False))
             y = sy[y].next_pending
         settle_peaks(st)
         if rules.exposure_rows.shape[0] > 0:

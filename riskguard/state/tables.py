@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from riskguard.state.bundles import DUP, TABLE, Dups, Edges, fill_record
+from riskguard.state.jit import helper
 
 EMPTY = -1
 DELETED = -2
@@ -28,7 +29,7 @@ DUP_PURGE_MIN = 4096
 """Duplicate-order entries are purged of stale ones only beyond this many live entries."""
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _mix(x):  # type: ignore[no-untyped-def]
     """splitmix64 finaliser: a well-spread 64-bit hash of an int64."""
     z = np.uint64(x) + np.uint64(0x9E3779B97F4A7C15)
@@ -38,7 +39,7 @@ def _mix(x):  # type: ignore[no-untyped-def]
 
 
 # alert edges ------------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@helper
 def _edge_slot(keys, key):  # type: ignore[no-untyped-def]
     """Slot holding ``key``, else ``-(insert slot) - 1`` (first deleted or empty slot met)."""
     mask = keys.shape[0] - 1
@@ -55,14 +56,14 @@ def _edge_slot(keys, key):  # type: ignore[no-untyped-def]
         i = (i + 1) & mask
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def edge_get(edges, key):  # type: ignore[no-untyped-def]
     """The raised bits of ``key`` (0: none)."""
     i = _edge_slot(edges.keys, key)
     return edges.vals[i] if i >= 0 else np.int64(0)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def edge_put(edges, key, bits):  # type: ignore[no-untyped-def]
     """Set the raised bits of ``key``; 0 deletes it."""
     i = _edge_slot(edges.keys, key)
@@ -111,7 +112,7 @@ def _pow2(n: int) -> int:
 
 
 # duplicate orders ----------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@helper
 def _dup_slot(slots, counter, scope, symbol, side, qty, price):  # type: ignore[no-untyped-def]
     """Slot holding the key, else ``-(insert slot) - 1``."""
     mask = slots.shape[0] - 1
@@ -138,14 +139,14 @@ def _dup_slot(slots, counter, scope, symbol, side, qty, price):  # type: ignore[
         i = (i + 1) & mask
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def dup_seen(dups, counter, scope, symbol, side, qty, price):  # type: ignore[no-untyped-def]
     """When an identical new order was last seen (ns), -1 never."""
     i = _dup_slot(dups.slots, counter, scope, symbol, side, qty, price)
     return dups.slots[i].seen_ns if i >= 0 else np.int64(-1)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def dup_put(dups, counter, scope, symbol, side, qty, price, seen_ns):  # type: ignore[no-untyped-def]
     """Insert or update the key with ``seen_ns``."""
     i = _dup_slot(dups.slots, counter, scope, symbol, side, qty, price)
@@ -166,7 +167,7 @@ def dup_put(dups, counter, scope, symbol, side, qty, price, seen_ns):  # type: i
     dups.slots[i].seen_ns = seen_ns
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def purge_dups(dups, counter_defs, latest_ns):  # type: ignore[no-untyped-def]
     """Delete entries older than their counter's window before ``latest_ns``."""
     counts = dups.counts[0]

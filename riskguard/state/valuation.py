@@ -1,6 +1,6 @@
 """Money of positions: average cost, valuation per lot, contract size, currency, working orders.
 
-numba helpers of the kernel (``@njit(cache=True, _nrt=False)``). A position pair keeps
+numba helpers of the kernel (:data:`riskguard.state.jit.helper`). A position pair keeps
 its money in its symbol's currency, scaled by the contract size (a *money price* is
 price x ``multiplier``): cost, realised P&L, fees, ``value`` (signed, per lot at its
 valuation price), ``gross`` (|qty x price| per lot), ``potential`` (its gross if every
@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from riskguard.limits.vocabulary import (
     M_DRAWDOWN,
@@ -40,17 +39,18 @@ from riskguard.limits.vocabulary import (
     M_POTENTIAL_GROSS,
 )
 from riskguard.state.codes import FIRM
+from riskguard.state.jit import helper
 from riskguard.state.quantities import money, near, snap
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def pnl_of(sc, s):  # type: ignore[no-untyped-def]
     """Realised + unrealised P&L of scope ``s``, net of fees (base currency)."""
     r = sc[s]
     return r.realised_pnl + r.net_notional - r.cost_basis - r.fees
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def scope_value(metric, sc, s):  # type: ignore[no-untyped-def]
     """A stateful metric of scope ``s`` (exposure, P&L, orders); NaN for others, and for
     money metrics while part of the scope's book is in a currency with no rate. Money is
@@ -75,7 +75,7 @@ def scope_value(metric, sc, s):  # type: ignore[no-untyped-def]
     return np.nan
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def raise_peak(st, s, consistent):  # type: ignore[no-untyped-def]
     """Raise the session high of scope ``s`` now, or once the valuation is consistent.
 
@@ -92,7 +92,7 @@ def raise_peak(st, s, consistent):  # type: ignore[no-untyped-def]
         g.first_dirty = s
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def settle_peaks(st):  # type: ignore[no-untyped-def]
     """Valuation is consistent again: raise the highs of every scope that waited."""
     sc = st.scopes
@@ -108,7 +108,7 @@ def settle_peaks(st):  # type: ignore[no-untyped-def]
     g.first_dirty = -1
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def scope_delta(st, s, d, lots, unknown, consistent):  # type: ignore[no-untyped-def]
     """Add base-money changes ``d`` = (net, gross, realised, cost, fees, potential, open)
     to scope ``s``, with ``lots`` positions opened (+) or closed (-) and ``unknown`` pairs
@@ -143,26 +143,26 @@ def scope_delta(st, s, d, lots, unknown, consistent):  # type: ignore[no-untyped
     raise_peak(st, s, consistent)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def rate_of(st, y):  # type: ignore[no-untyped-def]
     """Base units per unit of symbol ``y``'s currency; NaN while its rate is unknown."""
     cur = st.currencies[st.symbols[y].currency]
     return cur.rate if cur.known != 0 else np.nan
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def money_price(st, y):  # type: ignore[no-untyped-def]
     """Symbol ``y``'s valuation price x its multiplier (its currency)."""
     sym = st.symbols[y]
     return sym.val_price * sym.multiplier
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def _active(pos):  # type: ignore[no-untyped-def]
     return pos.qty != 0.0 or pos.buy_work > 0.0 or pos.sell_work > 0.0
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def pair_delta(st, p, d, lots, consistent):  # type: ignore[no-untyped-def]
     """Apply a change ``d`` of pair ``p`` (its currency, 7 parts as in :func:`scope_delta`)
     to its owner scope (and, for the firm's pair, to the symbol scope) in base money."""
@@ -195,7 +195,7 @@ def pair_delta(st, p, d, lots, consistent):  # type: ignore[no-untyped-def]
         scope_delta(st, y, base, lots, unknown, consistent)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def potential_of(pos, u):  # type: ignore[no-untyped-def]
     """Gross of pair ``pos`` if every working order filled, worst side: its gross plus the
     largest growth of |position| (working buys, or working sells) at money price ``u``."""
@@ -204,13 +204,13 @@ def potential_of(pos, u):  # type: ignore[no-untyped-def]
     return pos.gross + max(0.0, grow) * abs(u)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def open_of(pos, u):  # type: ignore[no-untyped-def]
     """Notional of pair ``pos``'s working orders: limits at their price, markets at ``u``."""
     return pos.lim_money + pos.mkt_work * abs(u)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def trade_pair(st, p, d, x, w, fee, consistent):  # type: ignore[no-untyped-def]
     """Pair ``p`` trades signed qty ``d`` at money price ``x``; the lot is valued at money
     price ``w``; ``fee`` is in the symbol's currency.
@@ -261,7 +261,7 @@ def trade_pair(st, p, d, x, w, fee, consistent):  # type: ignore[no-untyped-def]
     pair_delta(st, p, (v1 - v0, g1 - g0, dr, nc - c, fee, p1 - p0, 0.0), lots, consistent)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def work_pair(st, p, side, dq, market, dmoney, consistent):  # type: ignore[no-untyped-def]
     """Working quantity of pair ``p`` on ``side`` (+1 buy, -1 sell) changes by ``dq``: of
     a market order (``market``), else of a limit order worth ``dmoney`` more (qty x
@@ -284,10 +284,10 @@ def work_pair(st, p, side, dq, market, dmoney, consistent):  # type: ignore[no-u
     d = (0.0, 0.0, 0.0, 0.0, 0.0, p1 - pos.potential, o1 - pos.open)
     pos.potential = p1
     pos.open = o1
-    pair_delta(st, p, d, 0, consistent)
+    pair_delta(st, p, d, np.int64(0), consistent)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def revalue_pair(st, p, u, ok):  # type: ignore[no-untyped-def]
     """Value pair ``p`` (every lot, and its market orders) at money price ``u``."""
     pos = st.positions[p]
@@ -302,10 +302,10 @@ def revalue_pair(st, p, u, ok):  # type: ignore[no-untyped-def]
     d = (v1 - v0, g1 - g0, 0.0, 0.0, 0.0, p1 - pos.potential, o1 - pos.open)
     pos.potential = p1
     pos.open = o1
-    pair_delta(st, p, d, 0, ok)
+    pair_delta(st, p, d, np.int64(0), ok)
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def fx_pair(st, p, old, new, ok):  # type: ignore[no-untyped-def]
     """Convert pair ``p``'s money at the new rate ``new`` (``old`` NaN: it was unknown).
 
@@ -331,6 +331,6 @@ def fx_pair(st, p, old, new, ok):  # type: ignore[no-untyped-def]
         d = (pos.value * k, pos.gross * k, 0.0, pos.cost * k, 0.0, pos.potential * k, pos.open * k)
         unknown = 0
     owner = pos.owner
-    scope_delta(st, owner, d, 0, unknown, ok)
+    scope_delta(st, owner, d, np.int64(0), unknown, ok)
     if owner == FIRM:
-        scope_delta(st, pos.symbol, d, 0, unknown, ok)
+        scope_delta(st, pos.symbol, d, np.int64(0), unknown, ok)

@@ -1,6 +1,6 @@
 """The value of a rule row's metric for one event: what the kernel judges.
 
-numba helpers of the kernel (``@njit(cache=True, _nrt=False)``): windowed counts, the
+numba helpers of the kernel (:data:`riskguard.state.jit.helper`): windowed counts, the
 per-order metrics (quantity, notional in base money, price deviation), per-position
 metrics (a position, its break against the broker's), parents, and the stateful metrics
 of a scope (:func:`riskguard.state.valuation.scope_value`). NaN means "not evaluated":
@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from riskguard.limits.vocabulary import (
     M_CANCEL_RATIO,
@@ -29,12 +28,13 @@ from riskguard.limits.vocabulary import (
     M_PRICE_DEVIATION,
     M_REJECT_RATE,
 )
+from riskguard.state.jit import helper
 from riskguard.state.quantities import money, near, snap
 from riskguard.state.valuation import scope_value
 from riskguard.vocabulary import L_ACCOUNT, L_STRATEGY
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def pair_at(level, ev, st):  # type: ignore[no-untyped-def]
     """The position pair a per-position metric reads at ``level`` for event ``ev``."""
     if level == L_ACCOUNT:
@@ -44,7 +44,7 @@ def pair_at(level, ev, st):  # type: ignore[no-untyped-def]
     return st.positions[ev.account_pair].firm_pair if ev.account_pair >= 0 else -1
 
 
-@njit(cache=True, _nrt=False)
+@helper
 def value_of(r, s, p, parent, ev, st, rules):  # type: ignore[no-untyped-def]
     """Value of row ``r``'s metric for event ``ev`` at scope ``s`` (``p``: the pair of a
     per-position metric); NaN when it does not apply."""

@@ -115,3 +115,42 @@ def test_diff_rules() -> None:
         "removed": ["gone"],
         "changed": {"fat": {"max": [1.0, 2.0], "scope": ["account", "strategy"]}},
     }
+
+
+async def test_a_bad_or_deleted_file_is_rejected_once_per_change(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The audit log and journal beside the limits file (a run started in the limits'
+    folder): each rejection's own audit line changes the folder, which must not make the
+    same bad file be rejected again (it was, every 100 ms)."""
+    folder = tmp_path / "here"
+    folder.mkdir()
+    limits = folder / "limits.toml"
+    limits.write_text(RULE.format(100))
+    base = msgspec.to_builtins(with_limits(settings, limits))
+    base["runtime"]["audit_log"] = str(folder / "audit.jsonl")
+    base["runtime"]["journal"] = str(folder / "journal.jsonl")
+    sidecar = Sidecar(msgspec.convert(base, Settings))
+    await sidecar.start()
+    try:
+        await asyncio.sleep(0.3)  # let the watcher settle
+        write(limits, RULE.format(100).replace('"halt"', '"explode"'))
+        await until(lambda: reloads(sidecar, "rejected") == 1)
+        for i in range(5):  # churn in the folder: not the limits file
+            (folder / "notes.txt").write_text(str(i))
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)
+        assert reloads(sidecar, "rejected") == 1
+        limits.unlink()
+        await until(lambda: reloads(sidecar, "rejected") == 2)
+        await asyncio.sleep(1.5)
+        assert reloads(sidecar, "rejected") == 2
+        assert "cannot read file" in sidecar.status()["limits"]["last_reload_error"]
+        write(limits, RULE.format(100))  # the limits in force again: nothing to apply
+        await asyncio.sleep(1.0)
+        assert await sidecar.reloader.reload("SIGHUP") is False  # same bytes: no change
+        assert (reloads(sidecar, "rejected"), reloads(sidecar, "applied")) == (2, 0)
+    finally:
+        await sidecar.stop()
+    records = [r for r in audit.read(folder / "audit.jsonl") if r["kind"] == "limits_reload"]
+    assert [r["record"]["result"] for r in records] == ["rejected", "rejected"]

@@ -8,7 +8,8 @@ import pytest
 
 from riskguard import examples
 from riskguard.cli import main
-from riskguard.limits import LimitsError, load, parse
+from riskguard.limits import METRICS, LimitsError, load, parse
+from riskguard.limits.vocabulary import NONNEGATIVE_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -241,3 +242,79 @@ def test_warn_at_needs_a_bound_it_is_a_fraction_of() -> None:
 def test_restricted_is_not_a_rule_metric() -> None:
     text = V12.replace('metric = "gross_notional"', 'metric = "restricted"')
     assert any("'restricted' comes from [[restricted]] entries" in p for p in problems(text))
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (OK.replace("max = 5", "max = -5"), "field 'max': -5 is below 0, and 'order_qty' never"),
+        (
+            OK.replace("order_qty", "price_deviation").replace("max = 5", "max = -0.1"),
+            "field 'max': -0.1 is below 0, and 'price_deviation' never is: the rule would "
+            "breach on every evaluation (max = 0 refuses any)",
+        ),
+        (
+            OK.replace("order_qty", "price_deviation").replace("max = 5", "max = 0.1\nmin = -0.1"),
+            "field 'min': -0.1 is below 0, and 'price_deviation' never is: the rule could "
+            "never breach",
+        ),
+        (OK.replace("order_qty", "drawdown").replace("max = 5", "max = -1"), "'drawdown' never"),
+    ],
+)
+def test_bounds_below_zero_on_metrics_that_never_are_refused(body: str, expected: str) -> None:
+    found = problems(rule(body))
+    assert any(expected in p for p in found), found
+
+
+def test_every_metric_that_can_be_negative_takes_negative_bounds() -> None:
+    assert {m for m in METRICS if m not in NONNEGATIVE_METRICS} == {
+        "pnl",
+        "net_notional",
+        "consumer_lag_ms",
+    }
+    for metric in ("pnl", "net_notional"):
+        body = OK.replace("order_qty", metric).replace("max = 5", "min = -5\nmax = -1")
+        parse(rule(body))  # a band below zero is fine where values can be
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "'version' must be 1, it is missing"),
+        ("version = true\n", "'version' must be 1, got true"),
+        (
+            "version = 1\nrevalue_ms = false\n",
+            "must be an integer number of milliseconds, got false",
+        ),
+        (
+            rule(OK.replace("max = 5", "max = true")),
+            "field 'max': must be a finite number, got true",
+        ),
+        (rule(OK.replace('action = "halt"', "")), "field 'action': must be one of"),
+        (rule(OK.replace('scope = "account"', "scope = [1]")), "got [1]"),
+        (rule(OK.replace('metric = "order_qty"', "")), "field 'metric': required (one of: "),
+    ],
+)
+def test_messages_speak_toml_not_python(text: str, expected: str) -> None:
+    found = problems(text)
+    assert any(expected in p for p in found), found
+    joined = "\n".join(found)
+    assert "None" not in joined and "True" not in joined and "False" not in joined, found
+
+
+def test_cli_validate_says_there_are_no_rules_and_exits_2_when_unreadable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("version = 1\n")
+    assert main(["validate", str(empty)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{empty}: OK, but it has no rules: nothing would ever halt or alert")
+    assert "0 rule(s)" not in out and "()" not in out
+    missing = tmp_path / "missing.toml"
+    assert main(["validate", str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"riskguard validate: {missing}: cannot read file: No such file or directory\n"
+    )
+    assert main(["validate", str(tmp_path)]) == 2  # a folder
+    assert "cannot read file: Is a directory" in capsys.readouterr().err

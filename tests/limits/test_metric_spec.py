@@ -133,3 +133,11 @@ def test_inconsistent_spec_is_refused(fields: dict[str, object], message: str) -
     }
     with pytest.raises(ValueError, match=message):
         MetricSpec(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_docs_name_the_metrics_that_take_bounds_below_zero() -> None:
+    text = " ".join(LIMITS_MD.read_text().split())
+    found = re.search(r"which is all of them except (.*?): a `max` below 0", text)
+    assert found, "docs/limits.md: the sentence on bounds below 0 is gone"
+    named = set(re.findall(r"`(\w+)`", found[1]))
+    assert named == {m.name for m in METRICS.values() if m.signed}

@@ -102,7 +102,7 @@ def test_a_fill_is_valued_at_its_own_price_until_the_epoch_moves() -> None:
         ("60001", "'revalue_ms' must be between 0 and 60000, got 60001"),
         ('"100"', "'revalue_ms' must be an integer number of milliseconds, got '100'"),
         ("1.5", "'revalue_ms' must be an integer number of milliseconds, got 1.5"),
-        ("true", "'revalue_ms' must be an integer number of milliseconds, got True"),
+        ("true", "'revalue_ms' must be an integer number of milliseconds, got true"),
     ],
 )
 def test_bad_revalue_ms_is_rejected_with_its_name(value: str, message: str) -> None:

@@ -1,0 +1,95 @@
+"""Reaching the broker at start: a bounded wait, and one-line reasons when it fails.
+
+``riskguard run`` may start before its broker (a pod whose Kafka comes up a moment
+later, a laptop where ``riskguard broker`` was forgotten). :func:`wait_for_broker`
+waits up to ``runtime.broker_wait_s`` for any bootstrap server to accept a TCP
+connection, then gives up with a :class:`StartError` that says so. A broker that
+answers but refuses riskguard (a wrong password, an idempotent producer it does not
+support) fails at once: waiting would not help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from riskguard import log
+from riskguard.settings import KafkaSettings
+
+#: Each connection attempt waits at most this long; attempts are this far apart too.
+ATTEMPT_S = 1.0
+
+
+class StartError(Exception):
+    """riskguard could not start; the message says what, where and what to do, in one line."""
+
+
+def bootstrap_addresses(servers: str) -> list[tuple[str, int]]:
+    """``"h1:9092,[::1]:9093"`` as ``[("h1", 9092), ("::1", 9093)]``.
+
+    Raises :class:`StartError` for an entry without a numeric port.
+    """
+    out: list[tuple[str, int]] = []
+    for entry in (e.strip() for e in servers.split(",")):
+        if not entry:
+            continue
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit():
+            raise StartError(
+                f"kafka.bootstrap_servers: {entry!r} is not host:port (e.g. 127.0.0.1:9092)"
+            )
+        out.append((host.strip("[]"), int(port)))
+    if not out:
+        raise StartError("kafka.bootstrap_servers is empty: give host:port[,host:port...]")
+    return out
+
+
+async def _accepts(host: str, port: int) -> bool:
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), ATTEMPT_S)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def wait_for_broker(servers: str, wait_s: float) -> None:
+    """Return once any of ``servers`` accepts a TCP connection; wait at most ``wait_s``.
+
+    Logs once when it starts waiting. Raises :class:`StartError` ("no Kafka broker
+    reachable at ... after N s") when none did in time.
+    """
+    addresses = bootstrap_addresses(servers)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    said = False
+    while True:
+        began = loop.time()
+        for host, port in addresses:
+            if await _accepts(host, port):
+                if said:
+                    log.get("sidecar").info("Kafka broker reachable", bootstrap_servers=servers)
+                return
+        if loop.time() >= deadline:
+            raise StartError(
+                f"no Kafka broker reachable at {servers} after {wait_s:g} s "
+                "(runtime.broker_wait_s): is it running? For local work, "
+                "`riskguard broker` starts one"
+            )
+        if not said:
+            log.get("sidecar").warning(
+                "waiting for a Kafka broker", bootstrap_servers=servers, broker_wait_s=wait_s
+            )
+            said = True
+        pause = min(ATTEMPT_S - (loop.time() - began), deadline - loop.time())
+        await asyncio.sleep(max(0.0, pause))
+
+
+def idempotence_refused(kafka: KafkaSettings, exc: KafkaError) -> bool:
+    """The producer failed to start because the broker refused idempotence (not because
+    it could not connect or log in)."""
+    return kafka.idempotent_producer and not isinstance(exc, KafkaConnectionError)
