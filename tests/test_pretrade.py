@@ -23,7 +23,7 @@ RULES = rules_toml(
     'name = "fat"\nmetric = "order_qty"\nscope = "strategy"\nmatch = { strategy = ["s1", "s2"] }'
     '\nmax = 500\naction = "halt"',
     'name = "big"\nmetric = "order_notional"\nscope = "account"\nmax = 1e6\naction = "alert"',
-    'name = "collar"\nmetric = "price_deviation"\nscope = "symbol"\nmax = 0.05\nmin = -1\n'
+    'name = "collar"\nmetric = "price_deviation"\nscope = "symbol"\nmax = 0.05\nmin = 0\n'
     'action = "reduce_only"',
     'name = "resting"\nmetric = "open_orders"\nscope = "firm"\nmax = 1000\naction = "halt"',
 )
@@ -47,7 +47,7 @@ def test_rules_record_carries_only_the_per_order_rules() -> None:
         rules=(
             RuleRecord("fat", "order_qty", "strategy", "halt", {"strategy": ("s1", "s2")}, 500.0),
             RuleRecord("big", "order_notional", "account", "alert", {}, 1e6),
-            RuleRecord("collar", "price_deviation", "symbol", "reduce_only", {}, 0.05, -1.0),
+            RuleRecord("collar", "price_deviation", "symbol", "reduce_only", {}, 0.05, 0.0),
         ),
         ts=7,
     )

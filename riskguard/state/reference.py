@@ -30,7 +30,8 @@ from riskguard.state.reference_defs import (
     snap,
 )
 from riskguard.state.reference_money import ReferenceMoney
-from riskguard.state.reference_orders import Counter, ReferenceOrders
+from riskguard.state.reference_orders import ReferenceOrders
+from riskguard.state.reference_windows import Counter
 from riskguard.vocabulary import ACTION_CODE, STATES
 
 EdgeKey = tuple[int, str, Any, Any]

@@ -14,7 +14,6 @@ from riskguard import events as wire
 from riskguard.limits.model import Rule
 from riskguard.limits.vocabulary import METRICS
 from riskguard.state.reference_defs import (
-    BUCKETS,
     COUNTED,
     FAMILY_NAMES,
     Book,
@@ -24,18 +23,17 @@ from riskguard.state.reference_defs import (
     near,
     snap,
 )
+from riskguard.state.reference_windows import Counter, ReferenceWindows
 from riskguard.vocabulary import money
 
 OrderEvent = wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder | wire.RejectOrder
-Counter = tuple[str, str, int, int, str | None]
-"""(kind, level, window ns, side filter 0/+1/-1, venue filter or None)"""
 
 
 def _same_price(a: float | None, b: float | None) -> bool:
     return a == b
 
 
-class ReferenceOrders:
+class ReferenceOrders(ReferenceWindows):
     """Orders, executions and windows of the reference model."""
 
     rules: tuple[Rule, ...]
@@ -277,26 +275,6 @@ class ReferenceOrders:
         self._rework(o)
         return parent
 
-    def _refill(self, x: Execution, sign: float) -> None:
-        """Add or take back ``x`` (its notional, or one execution) in the buckets still
-        holding its time."""
-        scopes = {
-            "firm": "firm",
-            "account": f"account:{x.account}",
-            "strategy": f"strategy:{x.strategy}",
-            "symbol": f"symbol:{x.symbol}",
-            "venue": None if x.venue is None else f"venue:{x.venue}",
-        }
-        for counter in self.counters:
-            kind, level, window, side, venue = counter
-            if kind not in ("filln", "fills") or not _wanted(side, venue, x.side, x.venue):
-                continue
-            scope = scopes[level]
-            w = self.windows.get((counter, scope)) if scope is not None else None
-            if w is not None:
-                v = x.counted if kind == "filln" else 1.0
-                w.take_back(x.count_ns // -(-window // BUCKETS), -sign * v)
-
     def _rework_exec(self, x: Execution) -> None:
         o = self.orders.get(x.order)
         if o is not None and o.serial == x.serial:
@@ -345,106 +323,6 @@ class ReferenceOrders:
                 o.unattributed = snap(o.unattributed + x.qty)
         self._rework_exec(x)
         return True, x.parent
-
-    def _recount(self, items: list[Any], now: int) -> None:
-        """The feed jumped: move what the events ahead of the clock counted (at the old
-        clock) to the bucket of ``now``; duplicate-order counts stay where they are."""
-        for item in items:
-            if item is None:
-                continue
-            ev, scopes, side, venue, at = item
-            fill = isinstance(ev, wire.Fill)
-            x = self.execs.get((ev.account, ev.exec_id)) if fill else None
-            if fill and (x is None or x.busted or x.count_ns != at):
-                continue
-            for counter in self.counters:
-                kind, level, window, side_f, venue_f = counter
-                scope = scopes[level]
-                if kind == "dup" or scope is None or not _wanted(side_f, venue_f, side, venue):
-                    continue
-                v = 0.0
-                if kind == "new":
-                    v = 1.0 if isinstance(ev, wire.NewOrder) else 0.0
-                elif kind == "msg":
-                    messages = wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder
-                    v = 1.0 if isinstance(ev, messages) else 0.0
-                elif kind == "rej":
-                    v = 1.0 if isinstance(ev, wire.RejectOrder) else 0.0
-                elif kind == "cxl":
-                    v = 1.0 if isinstance(ev, wire.CancelOrder) else 0.0
-                elif kind == "filln" and x is not None:
-                    v = x.counted
-                elif kind == "fills":
-                    v = 1.0 if fill else 0.0
-                if v == 0.0:
-                    continue
-                width = -(-window // BUCKETS)
-                w = self.windows.setdefault((counter, scope), Window())
-                w.take_back(at // width, v)
-                w.advance(now // width)
-                w.add(now // width, v)
-            if x is not None:
-                x.count_ns = now
-
-    # windows --------------------------------------------------------------------------
-    def _count(
-        self,
-        ev: wire.Event,
-        scopes: dict[str, str | None],
-        side: int,
-        venue: str | None,
-        now: int,
-        at: int,
-    ) -> None:
-        for counter in self.counters:
-            kind, level, window, side_f, venue_f = counter
-            scope = scopes[level]
-            if scope is None:
-                continue
-            wanted = _wanted(side_f, venue_f, side, venue)
-            if kind == "dup" and (not isinstance(ev, wire.NewOrder) or not wanted):
-                continue
-            bucket = at // -(-window // BUCKETS)
-            w = self.windows.setdefault((counter, scope), Window())
-            w.advance(bucket)
-            if not wanted:
-                continue
-            v = 0.0
-            if kind == "new":
-                v = 1.0 if isinstance(ev, wire.NewOrder) else 0.0
-            elif kind == "msg":
-                messages = wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder
-                v = 1.0 if isinstance(ev, messages) else 0.0
-            elif kind == "rej":
-                v = 1.0 if isinstance(ev, wire.RejectOrder) else 0.0
-            elif kind == "cxl":
-                v = 1.0 if isinstance(ev, wire.CancelOrder) else 0.0
-            elif kind == "filln" and isinstance(ev, wire.Fill):
-                assert ev.qty is not None and ev.price is not None
-                v = self._fill_money(ev.symbol, ev.qty, ev.price)
-            elif kind == "fills":
-                v = 1.0 if isinstance(ev, wire.Fill) else 0.0
-            elif kind == "dup" and isinstance(ev, wire.NewOrder):
-                v = self._dup(ev, counter, scope, now)
-            w.add(bucket, v)
-
-    def _dup(self, ev: wire.NewOrder, counter: Counter, scope: str, now: int) -> float:
-        px = -1.0 if ev.price is None else ev.price
-        key = (counter, scope, ev.symbol, ev.side, ev.qty, px)
-        prev = self.dup.get(key, -1)
-        if now > prev:
-            self.dup[key] = now
-            if len(self.dup) > self.dup_purge_at:
-                self.dup = {k: t for k, t in self.dup.items() if not t < self.last_any - k[0][2]}
-                self.dup_purge_at = max(4096, 2 * len(self.dup))
-        return 1.0 if prev >= 0 and abs(now - prev) < counter[2] else 0.0
-
-    def _window(self, kind: str, rule: Rule, scope: str, venue: str | None) -> float:
-        sides = rule.event_filter("side")
-        side = 0 if len(sides) != 1 else 1 if sides[0] == "buy" else -1
-        counter = (kind, rule.scope, (rule.window_ms or 0) * 1_000_000, side, venue)
-        w = self.windows.get((counter, scope))
-        return w.total if w else 0.0
 
     # rule values ----------------------------------------------------------------------
     def _evaluate(
@@ -548,8 +426,3 @@ class ReferenceOrders:
                 return 1.0
             return filled / declared  # type: ignore[operator]
         return self._stateful(m, scope)
-
-
-def _wanted(side_f: int, venue_f: str | None, side: int, venue: str | None) -> bool:
-    """Whether a counter limited to side ``side_f`` / venue ``venue_f`` counts an event."""
-    return side_f in (0, side) and (venue_f is None or venue_f == venue)

@@ -198,7 +198,7 @@ def test_run_refuses_an_unusable_users_file_in_one_line(
     config.write_text(f'limits = "{examples.LIMITS}"\n[http]\nusers_file = "{tmp_path}/u.toml"\n')
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("riskguard run: ") and "u.toml: cannot read" in err
+    assert err.startswith("riskguard run: http.users_file = ") and "u.toml': cannot read" in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -210,6 +210,6 @@ def test_run_names_a_missing_break_glass_token_file(
     config.write_text(f'limits = "{examples.LIMITS}"\n[http]\ntoken_file = "{missing}"\n')
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
-    assert (
-        err == f"riskguard run: http.token_file: cannot read {missing}: No such file or directory"
+    assert err == (
+        f"riskguard run: http.token_file = '{missing}': cannot read: No such file or directory"
     )
