@@ -152,7 +152,7 @@ class Decisions:
                     rule=rule.name,
                     metric=rule.metric,
                     value=value,
-                    limit=self._bound(rule),
+                    limit=self._bound(rule) if warn else rule.limit_for(value),
                     level=level if warn else None,
                     symbol=symbol,
                     ends=ends,

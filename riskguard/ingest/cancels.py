@@ -317,8 +317,8 @@ class CancelTracker:
         )
         if late:
             reason += (
-                f". {late} of them opened in a halted scope after its halt (a router "
-                "ignoring the gate)"
+                f". {late} of them opened in the halted scope after the halt was decided "
+                "(sent before the gate held it, or by a router not asking the gate)"
             )
         return system_alert(
             INCOMPLETE,
