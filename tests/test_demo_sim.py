@@ -4,13 +4,18 @@ router's cancels close what rests at the venue."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 import pytest
 
 from riskguard import events as wire
 from riskguard.demo.book import FESX, FX_MOVED, OPENING_BOOK, Book, reference_data
+from riskguard.demo.router import Router
 from riskguard.demo.scenario import TradingSim
 from riskguard.engine import Engine
 from riskguard.examples import LIMITS
+from riskguard.gate import CancelOrder, CancelRequest
 from riskguard.limits import load
 
 START = 1_700_000_000_000_000_000
@@ -122,3 +127,41 @@ def test_book_counts_working_orders_at_an_instant() -> None:
     assert book.working_at("strategy:s", 15) and not book.working_at("strategy:s", 20)
     assert not book.working_at("strategy:other", 15)
     assert book.last_close(["o1"]) == 20 and book.last_close(["o1", "o2"]) is None
+
+
+def test_router_cancels_what_riskguard_names_and_what_it_did_not_see_yet() -> None:
+    sim = TradingSim.live(seed=3, start_ns=START)
+    while sum(r.order.strategy == "smars" for r in sim.book.resting.values()) < 3:
+        sim.step()
+    smars = [o for o, r in sim.book.resting.items() if r.order.strategy == "smars"]
+    others = [o for o, r in sim.book.resting.items() if r.order.strategy != "smars"]
+    filled = next(
+        o
+        for o, life in sim.book.lives.items()
+        if life.how == "fill" and life.order.strategy == "smars"
+    )
+    named = [smars[0], filled]  # riskguard saw these two; the other resting ones not yet
+    request = CancelRequest(
+        "strategy:smars",
+        tuple(
+            CancelOrder(o, "ACC-EQ2", "smars", sim.book.lives[o].order.symbol, "buy", 100.0)
+            for o in named
+        ),
+        "rule parent-overfill: parent_overfill_ratio 1.1 vs limit 1",
+        "strategy:smars@1:HALTED",
+        "halt",
+    )
+    sent: list[wire.Event] = []
+
+    async def send(events: Sequence[wire.Event]) -> None:
+        sent.extend(events)
+
+    router = Router(sim, send, asyncio.Lock())
+    asyncio.run(router.on_cancel(request))
+    (handled,) = router.parts("strategy:smars@1:HALTED")
+    assert handled.named == named and handled.too_late == [filled]
+    assert handled.unnamed == smars[1:] and handled.cancelled == len(smars)
+    assert sorted(c.order_id for c in sent if isinstance(c, wire.CancelOrder)) == sorted(smars)
+    assert all(sim.book.lives[o].how == "router-cancel" for o in smars)
+    assert all(o in sim.book.resting for o in others)  # other strategies keep their orders
+    assert handled.received_ns <= handled.done_ns

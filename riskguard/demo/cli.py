@@ -108,7 +108,14 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{summary['broker_reports']:,} broker reports, {summary['position_breaks']} breaks, "
             f"positions equal: {summary['positions_reconciled']}",
         ),
-        ("alerts", ", ".join(f"{k} {v}" for k, v in summary["alerts"].items()) or "none"),
+        (
+            "alerts",
+            ", ".join(
+                f"{rule} {sum(by.values())} ({', '.join(by)})"
+                for rule, by in summary["alerts"].items()
+            )
+            or "none",
+        ),
         (
             "orders sent / refused",
             f"{summary['orders_sent']:,} / {summary['orders_refused']:,}  "

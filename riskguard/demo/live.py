@@ -291,9 +291,13 @@ class Desk:
         qty, gross, _ = self.fx_before
         self.fx_before = None
         after_qty, after = self._fesx()
+        if not (qty and after_qty):
+            self.line(f"after the fx move: the {FESX.symbol} account was flat, nothing to revalue")
+            return
         self.line(
-            f"riskguard after the fx move: FESX {after_qty:+g} lots, account gross "
-            f"{after:,.2f} USD (was {qty:+g} lots, {gross:,.2f} USD at {FX_OPEN})"
+            f"after the fx move, riskguard values one {FESX.symbol} lot at "
+            f"{after / abs(after_qty):,.2f} USD (was {gross / abs(qty):,.2f} at {FX_OPEN}): "
+            f"price x {FESX.multiplier:g} x rate"
         )
 
     def _settled(self) -> bool:

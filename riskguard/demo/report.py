@@ -121,7 +121,10 @@ class DemoReport:
             return percentiles([v for v in values if v is not None])
 
         judged = [t.working_after_deadline for t in self.trials if t.halt is not None]
-        alerts = Counter(t.rule or "" for t in self.transitions if t.kind == "alert")
+        alerts: dict[str, Counter[str]] = {}
+        for t in self.transitions:
+            if t.kind == "alert":
+                alerts.setdefault(t.rule or "", Counter())[t.scope] += 1
         return {
             "broker": self.broker,
             "api": self.api,
@@ -150,7 +153,7 @@ class DemoReport:
                 "too_late_filled": sum(t.too_late for t in self.trials),
             },
             "riskguard_confirmed_cancels": sum(t.riskguard_confirmed for t in self.trials),
-            "cancel_incomplete_alerts": alerts.get(INCOMPLETE, 0),
+            "cancel_incomplete_alerts": sum(alerts.get(INCOMPLETE, Counter()).values()),
             "fat_finger_sent": self.fat_finger_sent,
             "fat_finger_refusal": self.fat_finger_reason,
             "pre_trade_refused": sum(self.refused_by_cause.values()),
@@ -168,7 +171,7 @@ class DemoReport:
                 if t.kind == "alert" and t.metric == "position_break_qty"
             ),
             "positions_reconciled": self.positions_reconciled,
-            "alerts": dict(sorted(alerts.items())),
+            "alerts": {rule: dict(sorted(by.items())) for rule, by in sorted(alerts.items())},
             "warnings": sum(
                 1 for t in self.transitions if t.kind == "alert" and t.level is not None
             ),

@@ -57,11 +57,11 @@ def test_demo_halts_the_runaway_and_cancels_its_orders(
     assert summary["broker_reports"] > 0
     assert summary["position_breaks"] == 0 and summary["positions_reconciled"] is True
     assert summary["bad_events"] == 0 and summary["warnings"] == 0
-    # the normal flow stays within every limit (riskguard's own lag may page on a busy box)
-    assert set(summary["alerts"]) <= {"riskguard-behind"}, summary["alerts"]
-    for rule, peak in summary["rule_utilisation"].items():
-        if rule not in ("parent-overfill", "riskguard-behind"):
-            assert peak is None or peak <= 1.0, (rule, peak)
+    # the normal flow stays within every limit: only the runaway itself may trip an alert
+    # rule before its halt (a loop repeats its orders), and riskguard's own lag may page
+    # on a busy machine
+    for rule, scopes in summary["alerts"].items():
+        assert rule == "riskguard-behind" or set(scopes) == {"strategy:smars"}, (rule, scopes)
     assert summary["orders_sent"] > 100
 
     # the timeline a person reads: the fat finger, the halt, its cancel request, the last
