@@ -76,7 +76,7 @@ class KillSwitch:
         self._reserve = reserve
         self._standing: dict[str, Transition] = {}
         self._listeners: list[Listener] = []
-        #: scope -> its latest resume that lifted a transition (``ends`` set)
+        #: scope -> its latest resume (local, adopted or restored)
         self._resumed: dict[str, Transition] = {}
         self.instance: str | None = None
         """This riskguard instance's name, stamped on every transition it decides
@@ -119,8 +119,7 @@ class KillSwitch:
         if not tr.is_alert:
             if tr.to == "ACTIVE":
                 self._standing.pop(tr.scope, None)
-                if tr.ends is not None:
-                    self._resumed[tr.scope] = tr
+                self._resumed[tr.scope] = tr
             else:
                 self._standing[tr.scope] = tr
         for listener in list(self._listeners):
@@ -230,7 +229,7 @@ class KillSwitch:
         sid = self._sid(tr.scope)
         state, judged = self._scopes()["state"], self._scopes()["judged_ns"]
         judged[sid] = max(int(judged[sid]), tr.decided_ns)
-        if tr.to == "ACTIVE" and tr.ends is not None:
+        if tr.to == "ACTIVE":
             self._resumed[tr.scope] = tr
         new = STATE_CODE[tr.to]
         if int(state[sid]) >= new:
@@ -251,11 +250,12 @@ class KillSwitch:
           resume's decision): breaches up to the resume are judged, as for a local
           :meth:`resume` (``adopted``);
         - anything else less strict (an automatic state below ours, a resume of a halt
-          decided on newer evidence) is refused (``kept``), and so is a halt whose id
-          the scope's latest resume here already lifted (the other instance decided it
-          before it read that resume): the caller re-publishes :meth:`latest`, so the
-          control topic, whose latest record per scope is what gates act on, shows
-          what this instance holds.
+          decided on newer evidence) is refused (``kept``), and so is a stricter state
+          the scope's latest resume here already judged: one whose id that resume
+          lifted, or an automatic one on evidence no newer than the resume (the other
+          instance decided it before it read the resume). The caller re-publishes
+          :meth:`latest`, so the control topic, whose latest record per scope is what
+          gates act on, shows what this instance holds.
 
         Adopted transitions reach the listeners as local ones do; nothing is published
         here. Returns what happened. Raises
@@ -264,19 +264,20 @@ class KillSwitch:
         new = STATE_CODE.get(tr.to)
         if new is None or tr.is_alert:
             return "unknown"
-        resumed = self._resumed.get(tr.scope)
-        if new != ACTIVE and resumed is not None and resumed.ends == tr.id:
-            return "kept"  # decided before it read the resume that already lifted it
         sid = self._sid(tr.scope)
         state, judged = self._scopes()["state"], self._scopes()["judged_ns"]
         old = int(state[sid])
         if new == old:
             if new == ACTIVE and tr.kind == "manual":  # a person judged the scope then
                 judged[sid] = max(int(judged[sid]), tr.decided_ns)
-                if tr.ends is not None:
-                    self._resumed[tr.scope] = tr
+                self._resumed[tr.scope] = tr
             return "same"
         if new > old:
+            resumed = self._resumed.get(tr.scope)
+            if resumed is not None and (
+                resumed.ends == tr.id or (tr.kind == "auto" and tr.ts <= resumed.decided_ns)
+            ):
+                return "kept"  # decided before the other instance read our resume
             state[sid] = new
             self._emit(tr)
             return "adopted"

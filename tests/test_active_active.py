@@ -120,9 +120,13 @@ def test_the_strictest_state_wins_and_only_a_resume_lowers_it() -> None:
     sid = e.keys.find_scope("account:A")
     assert sid is not None and int(e.store.state.scopes["judged_ns"][sid]) == resume.decided_ns
     assert seen[-1] is resume and "account:A" not in ks.standing()
-    # the same halt again, decided by an instance that had not read the resume yet: stale
+    # the same halt again, or an automatic one on evidence the resume judged, decided by
+    # an instance that had not read the resume yet: stale
     assert ks.adopt(halt) == "kept" and ks.state("account:A") == "ACTIVE"
-    assert ks.latest("account:A") is resume  # what the caller re-publishes
+    judged_ro = other("account:A", "REDUCE_ONLY", "auto", T0 + 9 * MS, rule="gross")
+    assert ks.adopt(judged_ro) == "kept" and ks.latest("account:A") is resume
+    newer = other("account:A", "HALTED", "auto", T0 + 11 * MS, rule="gross")
+    assert ks.adopt(newer) == "adopted" and ks.state("account:A") == "HALTED"
 
 
 def test_a_resume_does_not_lift_a_halt_on_newer_evidence() -> None:
