@@ -186,3 +186,36 @@ def test_status_of_nothing_listening(capsys: pytest.CaptureFixture[str]) -> None
     err = capsys.readouterr().err
     assert err.startswith("riskguard status: cannot reach http://127.0.0.1:9")
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["status", "--url", "notaurl"], None),
+        (["status", "--url", "127.0.0.1:8321"], None),
+        (["status", "--url", "http://"], None),
+        (["status", "--url", "http://127.0.0.1:port"], None),
+        (["status"], "localhost:8321"),
+        (["halt", "--scope", "firm", "--reason", "r", "--url", "notaurl"], None),
+        (["resume", "--scope", "firm", "--reason", "r", "--url", "127.0.0.1:8321"], None),
+        (["approve", "r-1", "--reason", "r"], "ftp://127.0.0.1:8321"),
+    ],
+)
+def test_an_url_without_http_is_one_line(
+    argv: list[str],
+    env: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A URL people get wrong (no scheme, no host, a bad port) is named, never a traceback."""
+    monkeypatch.delenv("RISKGUARD_HTTP_TOKEN", raising=False)
+    if env is None:
+        monkeypatch.delenv("RISKGUARD_URL", raising=False)
+    else:
+        monkeypatch.setenv("RISKGUARD_URL", env)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    source = "$RISKGUARD_URL" if env else "--url"
+    assert err.startswith(f"riskguard {argv[0]}: {source} '")
+    assert "is not an http(s) URL: give it as http://HOST:PORT" in err
+    assert len(err.strip().splitlines()) == 1
