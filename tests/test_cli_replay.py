@@ -244,3 +244,16 @@ def test_on_a_terminal_transitions_never_land_on_the_progress_line(
     assert "replay knight-session.jsonl.gz: " in term.getvalue(), "no progress was drawn"
     assert halts and all(line.startswith("20") for line in halts), halts[:3]
     assert not any("ev/s" in line and "->" in line for line in shown)
+
+
+def test_the_summary_counts_alerts_and_their_resolves_apart(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # case 12: the gross alert fires twice, and re-arms (resolves) twice when flat
+    code, out, _ = run(capsys, *case("12-flat-position-marks"))
+    assert code == 0
+    assert out.count("ALERT (ACTIVE)") == 2 and out.count("RESOLVED (ACTIVE)") == 2
+    line = next(x for x in out.splitlines() if x.strip().startswith("transitions"))
+    assert line.split(None, 1)[1] == (
+        "0 halt, 0 reduce-only, 2 alert, 2 resolved (alerts re-armed)"
+    )

@@ -86,7 +86,8 @@ def print_summary(
     cfg = settings or EngineSettings()
     halts = sum(1 for t in report.transitions if t.to == "HALTED" and not t.is_alert)
     reduces = sum(1 for t in report.transitions if t.to == "REDUCE_ONLY" and not t.is_alert)
-    alerts = sum(1 for t in report.transitions if t.is_alert)
+    alerts = sum(1 for t in report.transitions if t.kind == "alert")
+    resolved = sum(1 for t in report.transitions if t.kind == "resolve")
     w = out.write
     w(f"\nreplay of {report.source}\n")
     w(f"  lines read     {report.lines:,}\n  events applied {report.applied:,}\n")
@@ -125,7 +126,10 @@ def print_summary(
             f"  clock jumps    {report.jumps:,}  (gaps in event time followed: "
             f"{JUMP_CONFIRM} events in a row far ahead)\n"
         )
-    w(f"  transitions    {halts} halt, {reduces} reduce-only, {alerts} alert\n")
+    w(
+        f"  transitions    {halts} halt, {reduces} reduce-only, {alerts} alert, "
+        f"{resolved} resolved (alerts re-armed)\n"
+    )
     w(f"  elapsed        {report.elapsed_s:.2f} s ({report.events_per_s:,.0f} events/s)\n")
     w("\nrule peaks (peak / limit: 1.00 is at the limit, above it breaches)\n")
     w(
