@@ -13,7 +13,13 @@ from typing import TextIO
 import msgspec
 
 from riskguard import audit, examples
-from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from riskguard.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    REPLAY_EXIT_CODES_HELP,
+    VALIDATE_EXIT_CODES_HELP,
+)
 from riskguard.evidence import number, percent, ratio, versus
 from riskguard.inspection import RulePeak
 from riskguard.limits import LimitsError, LimitsUnreadableError, load
@@ -292,12 +298,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``validate`` and ``replay``."""
-    v = sub.add_parser("validate", help="check a limits file and list every problem")
+    raw = argparse.RawDescriptionHelpFormatter
+    v = sub.add_parser(
+        "validate",
+        help="check a limits file and list every problem",
+        epilog=VALIDATE_EXIT_CODES_HELP,
+        formatter_class=raw,
+    )
     v.add_argument("file", nargs="?", help="limits file (TOML)")
     v.add_argument("--metrics", action="store_true", help="list the metric vocabulary")
     v.set_defaults(func=cmd_validate)
 
-    r = sub.add_parser("replay", help="run a recorded JSONL session through the engine")
+    r = sub.add_parser(
+        "replay",
+        help="run a recorded JSONL session through the engine",
+        epilog=REPLAY_EXIT_CODES_HELP,
+        formatter_class=raw,
+    )
     r.add_argument("events", nargs="?", help="JSONL file of events (.gz accepted)")
     r.add_argument("--limits", help="limits file (TOML)")
     r.add_argument(
