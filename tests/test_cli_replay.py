@@ -257,3 +257,18 @@ def test_the_summary_counts_alerts_and_their_resolves_apart(
     assert line.split(None, 1)[1] == (
         "0 halt, 0 reduce-only, 2 alert, 2 resolved (alerts re-armed)"
     )
+
+
+def test_unreadable_events_are_one_line_and_no_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    limits = tmp_path / "limits.toml"
+    limits.write_text(POSITION_LIMIT)
+    code, out, err = run(capsys, str(tmp_path / "missing.jsonl"), "--limits", str(limits))
+    assert code == 2 and out == ""  # no table header before the error
+    assert err.strip().splitlines() == [
+        f"riskguard replay: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory"
+    ]
+    # a replay with no transition still has its table header
+    code, out, _ = run(capsys, *case("01-duplicate-exec-id"))
+    assert code == 0 and out.startswith("event time (UTC)")

@@ -268,13 +268,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out = sys.stdout
     jsonl = args.format == "jsonl"
     encoder = msgspec.json.Encoder()
-    if not jsonl:
-        out.write(f"{'event time (UTC)':<26}  {'scope':<24} {'change':<26} rule / evidence\n")
+    headed = jsonl  # the table's header goes out with its first line: none before an error
+
+    def head() -> None:
+        nonlocal headed
+        if not headed:
+            out.write(f"{'event time (UTC)':<26}  {'scope':<24} {'change':<26} rule / evidence\n")
+            headed = True
 
     def show(tr: Transition) -> None:
         if jsonl:
             out.buffer.write(encoder.encode(tr) + b"\n")
         elif not tr.is_alert or not args.quiet_alerts:
+            head()
             out.write(format_transition(tr) + "\n")
 
     if not kernels_cached():
@@ -291,6 +297,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ReplayError as exc:
         print(f"riskguard replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    head()
     out.flush()
     print_summary(report, sys.stderr if jsonl else out, settings)
     return EXIT_OK
