@@ -9,7 +9,9 @@ the scope that reached it; the summary counts redeliveries, skewed and late even
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -272,3 +274,31 @@ def test_unreadable_events_are_one_line_and_no_table(
     # a replay with no transition still has its table header
     code, out, _ = run(capsys, *case("01-duplicate-exec-id"))
     assert code == 0 and out.startswith("event time (UTC)")
+
+
+@pytest.mark.parametrize("command", ["validate", "replay", "audit"])
+def test_a_reader_that_goes_away_is_no_traceback(command: str, tmp_path: Path) -> None:
+    """``riskguard replay ... | head``: stdout is closed before the command writes."""
+    log = tmp_path / "audit.jsonl"
+    rec = {"logged_ns": T0, "kind": "transition", "record": {"scope": "firm"}}
+    log.write_bytes(orjson.dumps(rec) + b"\n")
+    argv = {
+        "validate": ["validate", "--metrics"],
+        "replay": ["replay", "--example", "--no-progress"],
+        "audit": ["audit", str(log)],
+    }[command]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "riskguard", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "Broken pipe" not in err, err

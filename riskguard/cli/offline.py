@@ -166,6 +166,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             when = audit.utc_ms(rec["logged_ns"], " ", " UTC")
             body = json.dumps(rec["record"], sort_keys=True)
             print(f"{when}  {rec['kind']:<14} {body}")
+    except BrokenPipeError:
+        raise  # the reader went away: not the audit log's fault (riskguard.cli.main)
     except OSError as exc:
         print(f"riskguard audit: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
