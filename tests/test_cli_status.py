@@ -69,6 +69,9 @@ class _Server(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self) -> None:
+        self.do_GET()
+
     def log_message(self, format: str, *args: Any) -> None:
         return
 
@@ -219,3 +222,32 @@ def test_an_url_without_http_is_one_line(
     assert err.startswith(f"riskguard {argv[0]}: {source} '")
     assert "is not an http(s) URL: give it as http://HOST:PORT" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_pending_resume_prints_commands_that_reach_the_same_api(
+    serve: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RISKGUARD_URL", raising=False)
+    pending = {"status": "pending", "request_id": "r-1", "scope": "firm", "state": "HALTED"}
+    url = serve(pending, 202)
+    assert main(["resume", "--scope", "firm", "--reason", "ok", "--url", url]) == 0
+    out = capsys.readouterr().out
+    assert f"  approve: riskguard approve r-1 --url {url} --reason '...'" in out
+    assert f"  withdraw: riskguard withdraw r-1 --url {url} --reason '...'" in out
+
+
+@pytest.mark.parametrize("command", ["halt", "resume"])
+def test_a_refused_token_says_how_to_give_one(
+    command: str,
+    serve: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RISKGUARD_HTTP_TOKEN", raising=False)
+    url = serve({"error": "missing bearer token"}, 401)
+    assert main([command, "--scope", "firm", "--reason", "r", "--url", url]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"riskguard {command}: refused (401): missing bearer token "
+        "(give a token: --token-file or $RISKGUARD_HTTP_TOKEN)"
+    )
