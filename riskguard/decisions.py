@@ -39,7 +39,7 @@ class Decisions:
     clock: Callable[[], int]
     event_time: bool
     _out: Output
-    _raised: dict[tuple[int, int, int], str]
+    _raised: dict[tuple[int, int, int], tuple[str, float]]
 
     def _refused(self, built: Built, e: int, kind: int, where: str) -> BadEvent:
         symbol = self.keys.scope_names[int(built.batch["symbol"][e])]
@@ -127,6 +127,7 @@ class Decisions:
             if new == TO_ALERT:
                 tag = f"WARN{level:g}:" if warn else "ALERT:"
                 what = f"{tag}{rule.name}" + (f":{symbol}" if symbol else "")
+                crossed = rule.limit_for(value) if not warn else self._bound(rule)
                 tr = Transition(
                     id=transition_id(scope, at, what),
                     scope=scope,
@@ -138,14 +139,16 @@ class Decisions:
                     rule=rule.name,
                     metric=rule.metric,
                     value=value,
-                    limit=rule.limit_for(value) if not warn else self._bound(rule),
+                    limit=crossed,
                     level=level if warn else None,
                     symbol=symbol,
                     reason=self._reason(rule, r, value, ts),
                 )
-                self._raised[key] = tr.id
+                self._raised[key] = (tr.id, crossed)
             elif new == TO_RESOLVE:
-                ends = self._raised.pop(key, None)
+                # the bound the alert crossed (a band's lower one included), else the
+                # nearer bound: an alert raised before a restart is not remembered
+                ends, crossed = self._raised.pop(key, (None, self._nearer(rule, value)))
                 tr = Transition(
                     id=transition_id(scope, at, f"RESOLVE:{ends or rule.name}"),
                     scope=scope,
@@ -157,7 +160,7 @@ class Decisions:
                     rule=rule.name,
                     metric=rule.metric,
                     value=value,
-                    limit=self._bound(rule) if warn else rule.limit_for(value),
+                    limit=self._bound(rule) if warn else crossed,
                     level=level if warn else None,
                     symbol=symbol,
                     ends=ends,
@@ -195,6 +198,14 @@ class Decisions:
         if rule.metric == "feed_silence_ms":
             return self._silence(row, value, ts)
         return rule.reason or None
+
+    @staticmethod
+    def _nearer(rule: Rule, value: float) -> float:
+        """The bound of ``rule`` nearer to ``value``: a band (``min`` and ``max``) is
+        re-armed inside, by the bound its alert crossed."""
+        if rule.min is not None and rule.max is not None:
+            return rule.min if abs(value - rule.min) < abs(rule.max - value) else rule.max
+        return rule.limit_for(value)
 
     @staticmethod
     def _bound(rule: Rule) -> float:

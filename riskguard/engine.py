@@ -115,8 +115,9 @@ class Engine(Inspection, Decisions):
         self.keys = KeySpace(limits.base_currency)
         self.store = StateStore()
         #: raised alert and warning edges -> the id of the alert that raised them, so that
-        #: its resolve can name it: (row, scope or pair, edge bit) -> transition id
-        self._raised: dict[tuple[int, int, int], str] = {}
+        #: its resolve can name it and the bound it crossed: (row, scope or pair, edge bit)
+        #: -> (transition id, limit)
+        self._raised: dict[tuple[int, int, int], tuple[str, float]] = {}
         self.killswitch = KillSwitch(
             self.keys,
             lambda: self.store.state.scopes,

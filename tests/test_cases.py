@@ -187,6 +187,9 @@ def assert_transitions(
     resolves = [t for t in got if t.kind == "resolve"]
     raised = {t.id for t in got if t.kind == "alert"}
     assert all(t.ends in raised for t in resolves), resolves
+    # and names the bound that alert crossed (a band's lower bound too)
+    crossed = {t.id: t.limit for t in got if t.kind == "alert"}
+    assert all(t.limit == crossed[t.ends or ""] for t in resolves), resolves
     got = [t for t in got if t.kind != "resolve"]
     if system_alerts:
         others = [t for t in got if t.rule not in names]

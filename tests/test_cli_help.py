@@ -8,9 +8,22 @@ import argparse
 import pytest
 
 from riskguard.cli import build_parser
-from riskguard.cli.common import EXIT_CODES_HELP
+from riskguard.cli.common import (
+    BROKER_EXIT_CODES_HELP,
+    EXIT_CODES_HELP,
+    REPLAY_EXIT_CODES_HELP,
+    RUN_EXIT_CODES_HELP,
+    VALIDATE_EXIT_CODES_HELP,
+)
 
 COMMANDS = ("run", "broker", "halt", "resume", "approve", "withdraw", "status", "audit")
+#: commands whose exit codes are their own, not the operator commands' (EXIT_CODES_HELP)
+OWN_EXIT_CODES = {
+    "run": RUN_EXIT_CODES_HELP,
+    "broker": BROKER_EXIT_CODES_HELP,
+    "validate": VALIDATE_EXIT_CODES_HELP,
+    "replay": REPLAY_EXIT_CODES_HELP,
+}
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -30,7 +43,7 @@ def every(name: str) -> list[argparse.ArgumentParser]:
 def test_every_option_has_help_and_the_command_a_description(name: str) -> None:
     for parser in every(name):
         assert parser.description and len(parser.description) > 30, parser.prog
-        assert parser.epilog == EXIT_CODES_HELP, parser.prog
+        assert parser.epilog == OWN_EXIT_CODES.get(name, EXIT_CODES_HELP), parser.prog
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
                 continue
@@ -52,3 +65,16 @@ def test_exit_codes_are_the_ones_the_commands_use() -> None:
 
     for code in (EXIT_OK, EXIT_FAILED, EXIT_USAGE):
         assert f"\n  {code}  " in "\n" + EXIT_CODES_HELP.split("exit codes:")[1]
+
+
+@pytest.mark.parametrize("name", sorted(OWN_EXIT_CODES))
+def test_commands_with_their_own_exit_codes_say_so(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run --help`` lists how the sidecar ends (2: could not start), not the operator
+    commands' codes (``riskguard not ready``, ``a request refused``)."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([name, "--help"])
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith(OWN_EXIT_CODES[name])
+    assert "a request refused" not in out and "riskguard not ready" not in out

@@ -9,7 +9,9 @@ the scope that reached it; the summary counts redeliveries, skewed and late even
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -244,3 +246,59 @@ def test_on_a_terminal_transitions_never_land_on_the_progress_line(
     assert "replay knight-session.jsonl.gz: " in term.getvalue(), "no progress was drawn"
     assert halts and all(line.startswith("20") for line in halts), halts[:3]
     assert not any("ev/s" in line and "->" in line for line in shown)
+
+
+def test_the_summary_counts_alerts_and_their_resolves_apart(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # case 12: the gross alert fires twice, and re-arms (resolves) twice when flat
+    code, out, _ = run(capsys, *case("12-flat-position-marks"))
+    assert code == 0
+    assert out.count("ALERT (ACTIVE)") == 2 and out.count("RESOLVED (ACTIVE)") == 2
+    line = next(x for x in out.splitlines() if x.strip().startswith("transitions"))
+    assert line.split(None, 1)[1] == (
+        "0 halt, 0 reduce-only, 2 alert, 2 resolved (alerts re-armed)"
+    )
+
+
+def test_unreadable_events_are_one_line_and_no_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    limits = tmp_path / "limits.toml"
+    limits.write_text(POSITION_LIMIT)
+    code, out, err = run(capsys, str(tmp_path / "missing.jsonl"), "--limits", str(limits))
+    assert code == 2 and out == ""  # no table header before the error
+    assert err.strip().splitlines() == [
+        f"riskguard replay: cannot read {tmp_path / 'missing.jsonl'}: No such file or directory"
+    ]
+    # a replay with no transition still has its table header
+    code, out, _ = run(capsys, *case("01-duplicate-exec-id"))
+    assert code == 0 and out.startswith("event time (UTC)")
+
+
+@pytest.mark.parametrize("command", ["validate", "replay", "audit"])
+def test_a_reader_that_goes_away_is_no_traceback(command: str, tmp_path: Path) -> None:
+    """``riskguard replay ... | head``: stdout is closed before the command writes."""
+    log = tmp_path / "audit.jsonl"
+    rec = {"logged_ns": T0, "kind": "transition", "record": {"scope": "firm"}}
+    log.write_bytes(orjson.dumps(rec) + b"\n")
+    argv = {
+        "validate": ["validate", "--metrics"],
+        "replay": ["replay", "--example", "--no-progress"],
+        "audit": ["audit", str(log)],
+    }[command]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "riskguard", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "Broken pipe" not in err, err

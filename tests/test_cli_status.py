@@ -69,6 +69,9 @@ class _Server(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self) -> None:
+        self.do_GET()
+
     def log_message(self, format: str, *args: Any) -> None:
         return
 
@@ -186,3 +189,65 @@ def test_status_of_nothing_listening(capsys: pytest.CaptureFixture[str]) -> None
     err = capsys.readouterr().err
     assert err.startswith("riskguard status: cannot reach http://127.0.0.1:9")
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["status", "--url", "notaurl"], None),
+        (["status", "--url", "127.0.0.1:8321"], None),
+        (["status", "--url", "http://"], None),
+        (["status", "--url", "http://127.0.0.1:port"], None),
+        (["status"], "localhost:8321"),
+        (["halt", "--scope", "firm", "--reason", "r", "--url", "notaurl"], None),
+        (["resume", "--scope", "firm", "--reason", "r", "--url", "127.0.0.1:8321"], None),
+        (["approve", "r-1", "--reason", "r"], "ftp://127.0.0.1:8321"),
+    ],
+)
+def test_an_url_without_http_is_one_line(
+    argv: list[str],
+    env: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A URL people get wrong (no scheme, no host, a bad port) is named, never a traceback."""
+    monkeypatch.delenv("RISKGUARD_HTTP_TOKEN", raising=False)
+    if env is None:
+        monkeypatch.delenv("RISKGUARD_URL", raising=False)
+    else:
+        monkeypatch.setenv("RISKGUARD_URL", env)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    source = "$RISKGUARD_URL" if env else "--url"
+    assert err.startswith(f"riskguard {argv[0]}: {source} '")
+    assert "is not an http(s) URL: give it as http://HOST:PORT" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_pending_resume_prints_commands_that_reach_the_same_api(
+    serve: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RISKGUARD_URL", raising=False)
+    pending = {"status": "pending", "request_id": "r-1", "scope": "firm", "state": "HALTED"}
+    url = serve(pending, 202)
+    assert main(["resume", "--scope", "firm", "--reason", "ok", "--url", url]) == 0
+    out = capsys.readouterr().out
+    assert f"  approve: riskguard approve r-1 --url {url} --reason '...'" in out
+    assert f"  withdraw: riskguard withdraw r-1 --url {url} --reason '...'" in out
+
+
+@pytest.mark.parametrize("command", ["halt", "resume"])
+def test_a_refused_token_says_how_to_give_one(
+    command: str,
+    serve: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RISKGUARD_HTTP_TOKEN", raising=False)
+    url = serve({"error": "missing bearer token"}, 401)
+    assert main([command, "--scope", "firm", "--reason", "r", "--url", url]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"riskguard {command}: refused (401): missing bearer token "
+        "(give a token: --token-file or $RISKGUARD_HTTP_TOKEN)"
+    )

@@ -270,6 +270,23 @@ def test_alerts_fire_on_the_edge_and_rearm(engine_for: Make) -> None:
     assert [(t.value, t.ends) for t in resolves] == [(5.0, alerts[0].id)]
 
 
+def test_a_band_alert_resolves_against_the_bound_it_crossed(engine_for: Make) -> None:
+    # net_notional band [-1,000, 1,000]: a sale of 11 @100 leaves it below the lower bound
+    e = engine_for(rule("net_notional", action="alert", min=-1000, max=1000))
+    out = run(e, [fill("s", 0, qty=11, side="sell"), fill("b", MS, qty=2)])
+    alert, resolve = out
+    assert (alert.kind, alert.value, alert.limit) == ("alert", -1100.0, -1000.0)
+    # back to -900, inside: the resolve names the lower bound, not the upper one
+    assert (resolve.kind, resolve.value, resolve.limit) == ("resolve", -900.0, -1000.0)
+    assert resolve.ends == alert.id
+    # above the upper bound and back: the upper one
+    out = run(e, [fill("c", 2 * MS, qty=21), fill("d", 3 * MS, qty=5, side="sell")])
+    assert [(t.kind, t.value, t.limit) for t in out] == [
+        ("alert", 1200.0, 1000.0),
+        ("resolve", 700.0, 1000.0),
+    ]
+
+
 def test_escalation_only_goes_up(engine_for: Make) -> None:
     e = engine_for(
         rule("order_qty", action="reduce_only", max=10),

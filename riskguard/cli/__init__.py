@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from riskguard import __version__
 from riskguard.cli import live, offline
+from riskguard.cli.common import EXIT_FAILED
 from riskguard.demo import cli as demo_cli
 
 
@@ -25,9 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``riskguard`` console script."""
+    """Entry point of the ``riskguard`` console script.
+
+    When whoever reads the output goes away (``riskguard replay ... | head``), the
+    command stops there, quietly, with exit code 1: no traceback.
+    """
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # what is still buffered for the closed pipe must not fail again at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_FAILED
     return code
 
 

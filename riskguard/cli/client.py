@@ -51,8 +51,26 @@ def read_token(token_file: str | None) -> str | None:
 
 
 def base_url(url: str | None) -> str:
-    """The API's base URL: ``url``, else ``$RISKGUARD_URL``, else :data:`DEFAULT_URL`."""
-    return (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+    """The API's base URL: ``url``, else ``$RISKGUARD_URL``, else :data:`DEFAULT_URL`.
+
+    Raises :class:`ApiError` (exit 2) when it is not an ``http://`` or ``https://`` URL
+    with a host (say ``127.0.0.1:8321``, without its scheme), naming where it came from.
+    """
+    given = url or os.environ.get(URL_ENV) or DEFAULT_URL
+    chosen = given.rstrip("/")
+    parts = urllib.parse.urlsplit(chosen)
+    try:
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        usable = False
+    if not usable:
+        source = "--url" if url else f"${URL_ENV}"
+        raise ApiError(
+            f"{source} {given!r} is not an http(s) URL: give it as http://HOST:PORT "
+            f"(the default is {DEFAULT_URL})"
+        )
+    return chosen
 
 
 def _decode(url: str, method: str, status: int, kind: str, raw: bytes) -> dict[str, Any]:

@@ -13,3 +13,28 @@ EXIT_CODES_HELP = """exit codes:
   2  bad arguments, an unreadable file, riskguard unreachable, or a server that is
      not riskguard"""
 """The epilog of every command's ``--help``: what each exit code means."""
+
+RUN_EXIT_CODES_HELP = """exit codes:
+  0  stopped gracefully (SIGTERM or SIGINT: batch finished, offsets committed)
+  1  stopped without finishing (runtime.stop_timeout_s passed, or a second signal)
+  2  could not start, with one line saying why (settings, a secret or limits file,
+     the users file, a busy port, no broker, a broker refusing riskguard)"""
+"""The epilog of ``riskguard run --help`` (:mod:`riskguard.cli.run`)."""
+
+BROKER_EXIT_CODES_HELP = """exit codes:
+  0  stopped (Ctrl-C, SIGTERM, SIGHUP); --fetch: the jars are in the cache, or Java
+     or Maven is missing and it says so (Apache Kafka is optional)
+  1  the broker exited by itself; --fetch: Maven could not fetch the jars
+  2  bad arguments, a --port already in use, or the broker could not start"""
+"""The epilog of ``riskguard broker --help``."""
+
+VALIDATE_EXIT_CODES_HELP = """exit codes:
+  0  the limits file is valid (or --metrics)
+  1  the limits file is invalid: every problem is listed
+  2  bad arguments, or the file cannot be read"""
+"""The epilog of ``riskguard validate --help``."""
+
+REPLAY_EXIT_CODES_HELP = """exit codes:
+  0  the replay ran to the end (its transitions and peaks are the result)
+  2  bad arguments, unreadable events, or limits that cannot be read or are invalid"""
+"""The epilog of ``riskguard replay --help``."""

@@ -16,7 +16,14 @@ from riskguard.apache_kafka.server import ApacheKafkaBroker
 from riskguard.broker import BrokerError, port_in_use
 from riskguard.brokers import BROKER_KINDS, make_broker
 from riskguard.cli import offline, operate, run, status, users
-from riskguard.cli.common import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from riskguard.cli.common import (
+    BROKER_EXIT_CODES_HELP,
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    RUN_EXIT_CODES_HELP,
+)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -106,12 +113,13 @@ def _parser(
     name: str,
     text: str,
     description: str,
+    epilog: str = EXIT_CODES_HELP,
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         name,
         help=text,
         description=description,
-        epilog=EXIT_CODES_HELP,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return parser
@@ -126,6 +134,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "Run riskguard beside a trading system: consume its events from Kafka, apply the "
         "limits, publish halts to the control topic, alert, and serve the API and the web "
         "console. SIGTERM/SIGINT stop it gracefully; SIGHUP reloads the limits and users.",
+        RUN_EXIT_CODES_HELP,
     )
     r.add_argument(
         "--config", metavar="PATH", help="settings file (TOML); env and flags override it"
@@ -145,6 +154,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "run a local broker: bundled Tansu, or Apache Kafka (Java 17+)",
         "Run a Kafka-protocol broker on loopback for local work and tests, in the "
         "foreground until Ctrl-C. Topics are lost on stop.",
+        BROKER_EXIT_CODES_HELP,
     )
     b.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: free)")
     b.add_argument(

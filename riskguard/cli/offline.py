@@ -13,7 +13,13 @@ from typing import TextIO
 import msgspec
 
 from riskguard import audit, examples
-from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from riskguard.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    REPLAY_EXIT_CODES_HELP,
+    VALIDATE_EXIT_CODES_HELP,
+)
 from riskguard.evidence import number, percent, ratio, versus
 from riskguard.inspection import RulePeak
 from riskguard.limits import LimitsError, LimitsUnreadableError, load
@@ -86,7 +92,8 @@ def print_summary(
     cfg = settings or EngineSettings()
     halts = sum(1 for t in report.transitions if t.to == "HALTED" and not t.is_alert)
     reduces = sum(1 for t in report.transitions if t.to == "REDUCE_ONLY" and not t.is_alert)
-    alerts = sum(1 for t in report.transitions if t.is_alert)
+    alerts = sum(1 for t in report.transitions if t.kind == "alert")
+    resolved = sum(1 for t in report.transitions if t.kind == "resolve")
     w = out.write
     w(f"\nreplay of {report.source}\n")
     w(f"  lines read     {report.lines:,}\n  events applied {report.applied:,}\n")
@@ -125,7 +132,10 @@ def print_summary(
             f"  clock jumps    {report.jumps:,}  (gaps in event time followed: "
             f"{JUMP_CONFIRM} events in a row far ahead)\n"
         )
-    w(f"  transitions    {halts} halt, {reduces} reduce-only, {alerts} alert\n")
+    w(
+        f"  transitions    {halts} halt, {reduces} reduce-only, {alerts} alert, "
+        f"{resolved} resolved (alerts re-armed)\n"
+    )
     w(f"  elapsed        {report.elapsed_s:.2f} s ({report.events_per_s:,.0f} events/s)\n")
     w("\nrule peaks (peak / limit: 1.00 is at the limit, above it breaches)\n")
     w(
@@ -156,6 +166,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             when = audit.utc_ms(rec["logged_ns"], " ", " UTC")
             body = json.dumps(rec["record"], sort_keys=True)
             print(f"{when}  {rec['kind']:<14} {body}")
+    except BrokenPipeError:
+        raise  # the reader went away: not the audit log's fault (riskguard.cli.main)
     except OSError as exc:
         print(f"riskguard audit: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -258,13 +270,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out = sys.stdout
     jsonl = args.format == "jsonl"
     encoder = msgspec.json.Encoder()
-    if not jsonl:
-        out.write(f"{'event time (UTC)':<26}  {'scope':<24} {'change':<26} rule / evidence\n")
+    headed = jsonl  # the table's header goes out with its first line: none before an error
+
+    def head() -> None:
+        nonlocal headed
+        if not headed:
+            out.write(f"{'event time (UTC)':<26}  {'scope':<24} {'change':<26} rule / evidence\n")
+            headed = True
 
     def show(tr: Transition) -> None:
         if jsonl:
             out.buffer.write(encoder.encode(tr) + b"\n")
         elif not tr.is_alert or not args.quiet_alerts:
+            head()
             out.write(format_transition(tr) + "\n")
 
     if not kernels_cached():
@@ -281,6 +299,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ReplayError as exc:
         print(f"riskguard replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    head()
     out.flush()
     print_summary(report, sys.stderr if jsonl else out, settings)
     return EXIT_OK
@@ -288,12 +307,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``validate`` and ``replay``."""
-    v = sub.add_parser("validate", help="check a limits file and list every problem")
+    raw = argparse.RawDescriptionHelpFormatter
+    v = sub.add_parser(
+        "validate",
+        help="check a limits file and list every problem",
+        epilog=VALIDATE_EXIT_CODES_HELP,
+        formatter_class=raw,
+    )
     v.add_argument("file", nargs="?", help="limits file (TOML)")
     v.add_argument("--metrics", action="store_true", help="list the metric vocabulary")
     v.set_defaults(func=cmd_validate)
 
-    r = sub.add_parser("replay", help="run a recorded JSONL session through the engine")
+    r = sub.add_parser(
+        "replay",
+        help="run a recorded JSONL session through the engine",
+        epilog=REPLAY_EXIT_CODES_HELP,
+        formatter_class=raw,
+    )
     r.add_argument("events", nargs="?", help="JSONL file of events (.gz accepted)")
     r.add_argument("--limits", help="limits file (TOML)")
     r.add_argument(

@@ -35,7 +35,11 @@ REPLY_KEYS: Final = ("changed", "scope", "state")
 
 
 def _say_refused(command: str, status: int, reply: dict[str, Any]) -> int:
-    print(f"riskguard {command}: refused ({status}): {reply.get('error', reply)}", file=sys.stderr)
+    hint = " (give a token: --token-file or $RISKGUARD_HTTP_TOKEN)" if status == 401 else ""
+    print(
+        f"riskguard {command}: refused ({status}): {reply.get('error', reply)}{hint}",
+        file=sys.stderr,
+    )
     return EXIT_FAILED
 
 
@@ -101,11 +105,13 @@ def _run(command: str, args: argparse.Namespace, path: str, body: dict[str, Any]
     try:
         status, reply = _post(args, path, body)
         if status == 202 and reply.get("status") == "pending":
+            rid = reply["request_id"]
+            at = f" --url {args.url}" if args.url else ""  # where this request was made
             print(
                 f"{reply['scope']}: resume requested, pending a second risk-admin's approval "
-                f"(request {reply['request_id']}, expires {reply.get('expires_at', '?')}).\n"
-                f"  approve: riskguard approve {reply['request_id']} --reason '...'\n"
-                f"  withdraw: riskguard withdraw {reply['request_id']} --reason '...'"
+                f"(request {rid}, expires {reply.get('expires_at', '?')}).\n"
+                f"  approve: riskguard approve {rid}{at} --reason '...'\n"
+                f"  withdraw: riskguard withdraw {rid}{at} --reason '...'"
             )
             return EXIT_OK
         if status != 200:

@@ -106,8 +106,8 @@ def _lines(reply: dict[str, Any]) -> list[str]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print standing halts and health; exit 0 only when riskguard is ready."""
-    url = base_url(args.url)
     try:
+        url = base_url(args.url)
         status, reply = request(f"{url}/v1/status", token=read_token(args.token_file))
         looks_like(reply, status, STATUS_KEYS, url)
         if status == 200 and not (
