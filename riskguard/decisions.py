@@ -147,7 +147,8 @@ class Decisions:
                 self._raised[key] = (tr.id, crossed)
             elif new == TO_RESOLVE:
                 # the bound the alert crossed (a band's lower one included), else the
-                # nearer bound: an alert raised before a restart is not remembered
+                # nearer bound: an alert raised under other limits (a reload, a restart
+                # from a snapshot of other limits) is not remembered
                 ends, crossed = self._raised.pop(key, (None, self._nearer(rule, value)))
                 tr = Transition(
                     id=transition_id(scope, at, f"RESOLVE:{ends or rule.name}"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -178,6 +179,24 @@ class Engine(Inspection, Decisions):
     def limits(self) -> Limits:
         """The limits in force."""
         return self.rulebook.limits
+
+    def raised_alerts(self) -> list[tuple[int, int, int, str, float]]:
+        """The alerts and warnings raised and not resolved yet, for snapshots: one
+        ``(rule row, scope or pair id, edge bit, alert's transition id, limit it
+        crossed)`` each, so that a resolve after a restart still names the alert it
+        ends (a pager closes the incident by that id)."""
+        return [(r, s, b, tid, crossed) for (r, s, b), (tid, crossed) in self._raised.items()]
+
+    def restore_raised_alerts(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Take back :meth:`raised_alerts` from a snapshot of the same limits (rows are
+        rule rows). Raises :class:`ValueError` for a row that is not of that shape."""
+        raised: dict[tuple[int, int, int], tuple[str, float]] = {}
+        for row in rows:
+            r, s, b, tid, crossed = row
+            if not isinstance(tid, str):
+                raise ValueError(f"raised alert {row!r}: id is not a string")
+            raised[(int(r), int(s), int(b))] = (tid, float(crossed))
+        self._raised = raised
 
     # applying ---------------------------------------------------------------
     def apply(

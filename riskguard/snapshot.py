@@ -82,6 +82,7 @@ def freeze(engine: Engine, offsets: dict[str, int]) -> Frozen:
         "events_applied": engine.events_applied,
         "limits_sha256": engine.limits.digest,
         "keys": engine.keys.export(),
+        "raised_alerts": engine.raised_alerts(),
     }
     return Frozen(arrays, meta)
 
@@ -138,7 +139,8 @@ def restore(engine: Engine, snap: Snapshot) -> None:
     """Load ``snap`` into a freshly built engine (same limits or not).
 
     Trading states are not restored (the journal and control topic hold them); peaks,
-    alert edges and the duplicate-order table are kept only when the limits are the
+    alert edges, the alerts they raised (so that a resolve names its alert) and the
+    duplicate-order table are kept only when the limits are the
     same as when the snapshot was taken (their rows would not line up otherwise).
     Raises :class:`SnapshotError` when the snapshot does not fit this build.
     """
@@ -156,6 +158,10 @@ def restore(engine: Engine, snap: Snapshot) -> None:
     if snap.meta["limits_sha256"] == engine.limits.digest:  # same rows: peaks, edges, dups
         engine.rule_peaks = np.array(snap.arrays["peaks"])
         engine.store.state = engine.store.state._replace(edges=saved.edges, dups=saved.dups)
+        try:
+            engine.restore_raised_alerts(snap.meta.get("raised_alerts", []))
+        except (TypeError, ValueError) as exc:
+            raise SnapshotError(f"{snap.path.name}: raised alerts: {exc}") from exc
     engine.events_applied = int(snap.meta["events_applied"])
 
 

@@ -57,8 +57,32 @@ def test_restore_continues_exactly(cut: int, tmp_path: Path) -> None:
         second.killswitch.restore(tr)
     after = second.apply(events[cut:]).transitions
     assert summary(second) == summary(reference)
-    key = [(t.scope, t.to, t.rule, t.ts) for t in before + after]
-    assert key == [(t.scope, t.to, t.rule, t.ts) for t in ref_tr]
+    key = [(t.scope, t.to, t.kind, t.rule, t.ts, t.limit, t.ends) for t in before + after]
+    assert key == [(t.scope, t.to, t.kind, t.rule, t.ts, t.limit, t.ends) for t in ref_tr]
+
+
+def test_a_resolve_after_a_restart_names_the_alert_it_ends(tmp_path: Path) -> None:
+    """An alert raised before the snapshot is resolved after the restore: the resolve
+    carries the alert's id (a pager closes the incident by it) and the bound it crossed."""
+    limits = load(LIMITS)
+    events = stream()
+    reference = Engine(limits, event_time=True)
+    resolves = [t for t in reference.apply(events).transitions if t.kind == "resolve"]
+    assert resolves and all(t.ends for t in resolves)
+    ends = resolves[0].ends
+    first = Engine(limits, event_time=True)
+    trs = []
+    for cut in range(0, len(events), 250):  # cut just after the alert it ends was raised
+        trs += first.apply(events[cut : cut + 250]).transitions
+        if any(t.id == ends for t in trs):
+            break
+    assert any(t.id == ends for t in trs) and not any(t.ends == ends for t in trs)
+    snap = decode(capture(first, {"events/0": cut + 250}), tmp_path / "s.rgs")
+    second = Engine(limits, event_time=True)
+    restore(second, snap)
+    later = second.apply(events[cut + 250 :]).transitions
+    again = [t for t in later if t.kind == "resolve" and t.rule == resolves[0].rule]
+    assert again and again[0].ends == ends and again[0].limit == resolves[0].limit
 
 
 def test_corrupt_or_foreign_snapshots_are_skipped(tmp_path: Path) -> None:
