@@ -10,7 +10,10 @@ aiokafka logs the same complaint many times a second; the same message (by its
 format string) from the same logger is written at most once per
 :data:`REPEAT_WINDOW_S`, and the next one written carries ``repeated``, the number of
 copies left out meanwhile. Their records below WARNING are dropped unless riskguard
-itself logs at DEBUG.
+itself logs at DEBUG. An aiokafka error about a retriable Kafka error, which aiokafka
+retries (a new broker's group coordinator not available yet), is written as a warning
+with ``retried: true``: it is not an on-call engineer's problem unless it lasts, and
+then readiness, lag and commits say so.
 """
 
 from __future__ import annotations
@@ -116,10 +119,23 @@ class StructlogHandler(logging.Handler):
             if record.exc_info and record.exc_info[0] is not None:
                 fields["exc_info"] = record.exc_info
             level = record.levelname.lower()
+            if level == "error" and _retried(record):
+                level = "warning"  # aiokafka retries it; a lasting fault shows elsewhere
+                fields["retried"] = True
             method = level if level in ("debug", "info", "warning", "error", "critical") else "info"
             getattr(structlog.get_logger(), method)(record.getMessage(), **fields)
         except Exception:  # a log line must never take riskguard down
             self.handleError(record)
+
+
+def _retried(record: logging.LogRecord) -> bool:
+    """An aiokafka record that logs, as an error, a retriable Kafka error it retries
+    (``Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError``
+    while a new broker creates its offsets topic). A fault that lasts shows as
+    not-ready, lag or failed commits, which riskguard reports itself."""
+    if not record.name.startswith("aiokafka") or not isinstance(record.args, tuple):
+        return False
+    return any(getattr(arg, "retriable", False) is True for arg in record.args)
 
 
 _handler: StructlogHandler | None = None

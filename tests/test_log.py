@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from aiokafka.errors import GroupCoordinatorNotAvailableError, UnknownError
 
 from riskguard import log
 
@@ -50,6 +51,20 @@ def test_library_logs_are_json_and_their_repeats_are_rate_limited(
             "level": "error",
             "timestamp": lines[0]["timestamp"],
         }
+    ]
+
+
+def test_a_retriable_error_aiokafka_retries_is_a_warning(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log.configure("info")
+    lib = logging.getLogger("aiokafka.consumer.group_coordinator")
+    lib.error("Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError())
+    lib.error("Request failed: %s", UnknownError())  # not retriable: stays an error
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(line["level"], line.get("retried")) for line in lines] == [
+        ("warning", True),
+        ("error", None),
     ]
 
 
