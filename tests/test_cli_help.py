@@ -10,6 +10,7 @@ import pytest
 from riskguard.cli import build_parser
 from riskguard.cli.common import (
     BROKER_EXIT_CODES_HELP,
+    DEMO_EXIT_CODES_HELP,
     EXIT_CODES_HELP,
     REPLAY_EXIT_CODES_HELP,
     RUN_EXIT_CODES_HELP,
@@ -23,6 +24,7 @@ OWN_EXIT_CODES = {
     "broker": BROKER_EXIT_CODES_HELP,
     "validate": VALIDATE_EXIT_CODES_HELP,
     "replay": REPLAY_EXIT_CODES_HELP,
+    "demo": DEMO_EXIT_CODES_HELP,
 }
 
 

@@ -38,3 +38,12 @@ REPLAY_EXIT_CODES_HELP = """exit codes:
   0  the replay ran to the end (its transitions and peaks are the result)
   2  bad arguments, unreadable events, or limits that cannot be read or are invalid"""
 """The epilog of ``riskguard replay --help``."""
+
+DEMO_EXIT_CODES_HELP = """exit codes:
+  0  the demo ran and its guarantees held (every runaway halted, nothing sent once the
+     gate held the halt, working orders cancelled, no fat finger sent, positions
+     reconciled)
+  1  one of those guarantees did not hold: the summary says which
+  2  bad arguments, or the bundled broker could not start
+  130  interrupted (Ctrl-C): everything it started is stopped"""
+"""The epilog of ``riskguard demo --help`` (:mod:`riskguard.demo.cli`)."""

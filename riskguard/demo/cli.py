@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from riskguard import log
 from riskguard.broker import BrokerError
-from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from riskguard.cli.common import DEMO_EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from riskguard.demo.report import DemoReport
@@ -172,7 +172,16 @@ async def _interruptible(demo: Coroutine[Any, Any, DemoReport]) -> DemoReport:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``demo``."""
-    d = sub.add_parser("demo", help="see a Knight-style runaway halted, on the embedded broker")
+    d = sub.add_parser(
+        "demo",
+        help="see a Knight-style runaway halted, on the embedded broker",
+        description="Replay a Knight-style runaway live on the bundled Tansu broker: a "
+        "router sends orders through the gate, riskguard halts the runaway strategy, "
+        "cancels its working orders and refuses a fat finger; a summary of latencies "
+        "and guarantees follows.",
+        epilog=DEMO_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     d.add_argument("--duration", type=float, default=20.0, help="seconds, above 0 (default 20)")
     d.add_argument(
         "--trials",
