@@ -27,6 +27,7 @@ from bench.common import RESULTS, machine, save, table
 BENCHES = {
     "kernel": "numba kernel vs the plain-Python reference",
     "gate_check": "gate.check() per call, 10k scopes and 10k symbols known",
+    "cancel_latency": "halt -> cancel request -> orders closed, vs produce -> consume",
     "replay": "offline replay vs an orjson.loads loop",
     "pipeline": "broker -> state vs a bare aiokafka consumer",
     "memory": "state per position; RSS over a long stable stream",
@@ -96,6 +97,16 @@ def targets(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     rp = r.get("replay", {})
     if rp:
         rows.append(("replay / orjson.loads loop", f"{rp['ratio']:.2f}", "(no target)", ""))
+    cl = r.get("cancel_latency", {})
+    if cl:
+        fl = cl["floor_ms"]
+        floor = f"floor {fl['p50']:.2f} / {fl['p99']:.2f}"
+        for name, key in (
+            ("halt -> on_cancel p50 / p99 ms", "on_cancel_ms"),
+            ("halt -> orders closed (riskguard) p50 / p99 ms", "riskguard_confirmed_ms"),
+        ):
+            p = cl[key]
+            rows.append((name, f"{p['p50']:.2f} / {p['p99']:.2f}", f"({floor})", ""))
     st = r.get("startup", {})
     if st:
         cold, warm = st["ready_cold_cache_s"], st["ready_warm_cache_s"]

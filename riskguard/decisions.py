@@ -94,7 +94,11 @@ class Decisions:
         return ", ".join(names)
 
     def _drain(self, into: list[Transition]) -> None:
-        """Turn the decisions into :class:`Transition` records, in order, and reset them."""
+        """Turn the decisions into :class:`Transition` records, in order, and reset them.
+
+        Ids are named after the evidence's time (:meth:`_evidence_ns`), not the decision
+        time: instances deciding the same breach on the same input agree on its id.
+        """
         counts = self._out.counts
         n_out = int(counts["n"][0])
         counts["n"] = 0
@@ -119,11 +123,12 @@ class Decisions:
                 symbol = names[int(rows["symbol"][r])].partition(":")[2]
             warn = not math.isnan(level)  # a warning level
             key = (r, pair if pair >= 0 else sid, edge)
+            at = self._evidence_ns(rule, value, ts)
             if new == TO_ALERT:
                 tag = f"WARN{level:g}:" if warn else "ALERT:"
                 what = f"{tag}{rule.name}" + (f":{symbol}" if symbol else "")
                 tr = Transition(
-                    id=transition_id(scope, decided, what),
+                    id=transition_id(scope, at, what),
                     scope=scope,
                     from_=STATES[old],
                     to=STATES[old],
@@ -142,7 +147,7 @@ class Decisions:
             elif new == TO_RESOLVE:
                 ends = self._raised.pop(key, None)
                 tr = Transition(
-                    id=transition_id(scope, decided, f"RESOLVE:{ends or rule.name}"),
+                    id=transition_id(scope, at, f"RESOLVE:{ends or rule.name}"),
                     scope=scope,
                     from_=STATES[old],
                     to=STATES[old],
@@ -152,14 +157,14 @@ class Decisions:
                     rule=rule.name,
                     metric=rule.metric,
                     value=value,
-                    limit=self._bound(rule),
+                    limit=self._bound(rule) if warn else rule.limit_for(value),
                     level=level if warn else None,
                     symbol=symbol,
                     ends=ends,
                 )
             else:
                 tr = Transition(
-                    id=transition_id(scope, decided, STATES[new]),
+                    id=transition_id(scope, at, STATES[new]),
                     scope=scope,
                     from_=STATES[old],
                     to=STATES[new],
@@ -174,6 +179,15 @@ class Decisions:
                     reason=self._reason(rule, r, value, ts),
                 )
             into.append(self.killswitch.record(tr))
+
+    @staticmethod
+    def _evidence_ns(rule: Rule, value: float, ts: int) -> int:
+        """The time a decision's id is named after: its triggering event's time, and for
+        a feed silence the time the silence began (``ts`` less the silence), which every
+        instance following the same input measures alike, whenever its clock ticks."""
+        if rule.metric == "feed_silence_ms" and math.isfinite(value):
+            return ts - round(value * 1e6)
+        return ts
 
     def _reason(self, rule: Rule, row: int, value: float, ts: int) -> str | None:
         """The words a transition carries beside its evidence: a restricted list's reason,

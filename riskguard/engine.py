@@ -117,7 +117,12 @@ class Engine(Inspection, Decisions):
         #: raised alert and warning edges -> the id of the alert that raised them, so that
         #: its resolve can name it: (row, scope or pair, edge bit) -> transition id
         self._raised: dict[tuple[int, int, int], str] = {}
-        self.killswitch = KillSwitch(self.keys, lambda: self.store.state.scopes, self.clock)
+        self.killswitch = KillSwitch(
+            self.keys,
+            lambda: self.store.state.scopes,
+            self.clock,
+            reserve=lambda: self.store.reserve(self.keys),
+        )
         self.rulebook = self._install(limits)
         self._out = _output(4096)
         self._ahead: list[Skewed] = []  # replay: ahead of the clock, skewed unless a jump

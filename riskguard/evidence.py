@@ -143,8 +143,11 @@ def evidence(tr: Transition) -> str:
         return f"rule {tr.rule}: order or fill in restricted symbol {tr.symbol}; {tr.reason}"
     if tr.kind == "resolve":
         v, lim = versus(tr.value, tr.limit)
-        below = f"the {percent(tr.level)} warning" if tr.level is not None else "the limit"
-        return f"rule {tr.rule}: {tr.metric} back to {v}{where}, below {below} of limit {lim}"
+        if tr.level is not None:
+            below = f"below the {percent(tr.level)} warning of limit {lim}"
+        else:
+            below = f"within limit {lim}"
+        return f"rule {tr.rule}: {tr.metric} back to {v}{where}, {below}"
     if tr.level is not None:
         v, lim = versus(tr.value, tr.limit)
         text = f"rule {tr.rule}: {tr.metric} {v}{where} reached {percent(tr.level)} of limit {lim}"

@@ -303,9 +303,12 @@ class Gate:
     def health(self) -> Verdict:
         """Whether riskguard is alive and ready (the fail-closed part of ``allows``).
 
-        A heartbeat is fresh for ``heartbeat_timeout_ms`` less the age it already had
-        when read, by riskguard's own timestamp, so replaying an old heartbeat from the
-        topic after a restart never makes a silent riskguard look alive.
+        Each riskguard instance (active-active: several write heartbeats, each under its
+        own name) is judged by its own latest heartbeat; riskguard is alive while any
+        instance's is fresh and ready, and ``Verdict.instances`` names those, sorted. A
+        heartbeat is fresh for ``heartbeat_timeout_ms`` less the age it already had when
+        read, by riskguard's own timestamp, so replaying an old heartbeat from the topic
+        after a restart never makes a silent riskguard look alive.
         """
         return decision.health(self.view, self.heartbeat_timeout_ms, Instant.now())
 

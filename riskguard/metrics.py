@@ -238,6 +238,18 @@ class Metrics:
         self.limits_rules = Gauge(
             "riskguard_limits_rules", "Rules in the limits in force.", registry=r
         )
+        self.peer_transitions = Counter(
+            "riskguard_peer_transitions_total",
+            "State records of other riskguard instances read from the control topic, by "
+            "what this instance did (adopted, same, kept: ours re-published, unknown).",
+            ["result"],
+            registry=r,
+        )
+        self.peers_live = Gauge(
+            "riskguard_peers_live",
+            "Other riskguard instances whose latest heartbeat is fresh and ready.",
+            registry=r,
+        )
         self.build = Gauge(
             "riskguard_build_info",
             "Build information (value is 1).",
@@ -265,6 +277,11 @@ class Metrics:
         else:
             action = tr.to.lower()
         self.transitions.labels(tr.rule or "manual", action).inc()
+        self.standing(tr)
+
+    def standing(self, tr: Transition) -> None:
+        """Track the standing state of ``tr``'s scope (a state change: alerts do nothing),
+        without counting it: for one another instance decided and this one adopted."""
         if tr.is_alert:
             return
         if tr.to == "ACTIVE":

@@ -199,6 +199,9 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     snapshot_dir: str = "snapshots"
     snapshot_interval_s: float = 30.0
     snapshot_keep: int = 3
+    #: This instance's name on the control topic (heartbeats, transitions, four-eyes
+    #: steps; env RISKGUARD_INSTANCE). Each instance of an active-active pair needs its
+    #: own (docs/deployment.md). Empty: <hostname>-<pid>.
     instance: str = ""
     log_level: str = "info"
 
@@ -368,6 +371,7 @@ ENV = {
     "RISKGUARD_SNAPSHOT_DIR": "runtime.snapshot_dir",
     "RISKGUARD_START_OF_DAY": "runtime.start_of_day",
     "RISKGUARD_LOG_LEVEL": "runtime.log_level",
+    "RISKGUARD_INSTANCE": "runtime.instance",
 }
 
 

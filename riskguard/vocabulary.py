@@ -129,7 +129,10 @@ class Transition(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     time); ``decided_ns`` is when riskguard decided. A resume carries in ``ends``
     the id of the transition it lifts; a four-eyes resume carries in ``approved_by``
     the risk-admin who approved it (``operator`` is the one who asked). ``value`` and
-    ``limit`` are in the metric's unit (``docs/limits.md``).
+    ``limit`` are in the metric's unit (``docs/limits.md``). ``instance`` names the
+    riskguard instance that decided it (``runtime.instance``; None in a replay): with
+    two instances running active-active, both may decide the same automatic
+    transition, under the same ``id`` (:func:`transition_id`).
     """
 
     id: str
@@ -149,6 +152,7 @@ class Transition(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
     reason: str | None = None
     ends: str | None = None
     approved_by: str | None = None
+    instance: str | None = None
 
     @property
     def is_alert(self) -> bool:
@@ -156,9 +160,16 @@ class Transition(msgspec.Struct, frozen=True, omit_defaults=True, kw_only=True):
         return self.kind in ("alert", "resolve")
 
 
-def transition_id(scope: str, decided_ns: int, to: str) -> str:
-    """A stable id for a transition: scope, decision time and target state."""
-    return f"{scope}@{decided_ns}:{to}"
+def transition_id(scope: str, at_ns: int, to: str) -> str:
+    """A stable id for a transition: ``<scope>@<at_ns>:<to>``.
+
+    ``at_ns`` is the decision time of a manual transition or a system alert, and the
+    event time of what triggered an automatic one (the triggering event's; for a feed
+    silence, when the silence began), never the wall clock of the decision: two
+    riskguard instances deciding the same breach on the same input give it the same id,
+    so gates and notifiers see one halt (``docs/deployment.md``).
+    """
+    return f"{scope}@{at_ns}:{to}"
 
 
 def system_alert(

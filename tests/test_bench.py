@@ -43,6 +43,8 @@ def test_quick_benchmarks_run_and_record_their_machine() -> None:
         "kernel events/s",
         "kernel / Python",
         "gate.check p99",
+        "halt -> on_cancel",
+        "halt -> orders closed",
         "pipeline",
         "gate p99",
         "state bytes",

@@ -144,7 +144,7 @@ def test_an_order_opened_in_a_halted_scope_after_the_halt_is_named() -> None:
     assert alert.reason is not None
     assert "1 order(s) still working" in alert.reason
     assert "rogue (A/S X sell 10; opened after the halt of account:A)" in alert.reason
-    assert "1 of them opened in a halted scope after its halt" in alert.reason
+    assert "1 of them opened in the halted scope after the halt was decided" in alert.reason
     assert tracker.status()["incomplete"]["orders"][0]["late"] is True
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from riskguard.control.decision import allows
 from riskguard.control.records import HeartbeatRecord, StateRecord
-from riskguard.control.view import ControlView, Instant
+from riskguard.control.view import ControlView, Instant, Pulse
 from riskguard.evidence import evidence, number, ratio, sentence, versus, when
 from riskguard.notify import sinks
 from riskguard.settings import NotifierSettings
@@ -108,8 +108,9 @@ def test_gate_refusal_reason_shows_why() -> None:
     tr = halt(1.0000000000000002, 1.0)
     view = ControlView(
         states={tr.scope: StateRecord(scope=tr.scope, state="HALTED", transition=tr)},
-        heartbeat=HeartbeatRecord(ts=T0, instance="rg", ready=True, interval_ms=250),
-        heartbeat_read=at,
+        heartbeats={
+            "rg": Pulse(HeartbeatRecord(ts=T0, instance="rg", ready=True, interval_ms=250), at)
+        },
     )
     verdict = allows(view, 1000, at, "A", "s1", "X", "buy", False)
     assert not verdict and verdict.state == "HALTED"

@@ -132,7 +132,8 @@ def test_position_break_appears_and_clears() -> None:
     assert run(e, [fill("o1", qty=100), position(100, t=MS, **broker)]) == []
     out = run(e, [position(120, t=2 * MS, **broker)])  # the broker sees 20 more
     assert [(t.kind, t.value, t.symbol) for t in out] == [("alert", 20.0, "X")]
-    out2 = run(e, [fill("o2", t=3 * MS, qty=20)])  # the missing fill arrives: 120 = 120
+    assert run(e, [fill("o2", t=3 * MS, qty=20)]) == []  # judged when the broker reports
+    out2 = run(e, [position(120, t=4 * MS, **broker)])  # its next report: 120 = 120
     assert [(t.kind, t.value, t.ends) for t in out2] == [("resolve", 0.0, out[0].id)]
 
 
@@ -302,6 +303,11 @@ def test_a_warning_and_its_resolve_page_and_close_an_incident() -> None:
     assert evidence(resolve) == (
         "rule gross: gross_notional back to 240, below the 50% warning of limit 1,000"
     )
+    e2 = engine('name="open"\nmetric="open_orders"\nscope="firm"\nmax=1\naction="alert"')
+    alert = run(e2, [new("o1"), new("o2", t=MS)])[0]
+    (back,) = run(e2, [cancel("o2", t=2 * MS)])
+    assert (back.limit, back.ends) == (1.0, alert.id)
+    assert evidence(back) == "rule open: open_orders back to 1, within limit 1"
     pd = NotifierSettings(kind="pagerduty", url="http://pd")
     fired = sinks.build(pd, warning, "key", "rg")
     assert fired["event_action"] == "trigger" and fired["dedup_key"] == warning.id

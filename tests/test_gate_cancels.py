@@ -286,8 +286,10 @@ async def test_the_worked_router_of_the_guide() -> None:
         feed(router.gate, heartbeat(), rules(FAT))
         Order = guide["Order"]
         assert await router.submit(Order("n1", "A1", "s1", "XYZ", "buy", 100.0, 10.0))
+        assert await router.submit(Order("n3", "A1", "s1", "ABC", "buy", 10.0, 10.0))
+        assert await router.submit(Order("n4", "A1", "s2", "ABC", "buy", 10.0, 10.0))
         assert not await router.submit(Order("n2", "A1", "s1", "XYZ", "buy", 5000.0, 10.0))
-        assert sent == ["n1"] and router.gate.refusals == {"rule:fat-finger": 1}
+        assert sent == ["n1", "n3", "n4"] and router.gate.refusals == {"rule:fat-finger": 1}
         halt = transition("strategy:s1", "HALTED", time.time_ns())
         theirs = order("o2", account="B9")
         feed(router.gate, state(halt), cancel(halt, 0, 1, [order("n1"), theirs]))
@@ -295,7 +297,9 @@ async def test_the_worked_router_of_the_guide() -> None:
             if cancelled:
                 break
             await asyncio.sleep(0.01)
-        assert cancelled == ["n1"]  # its own account's order, not B9's
+        # its own account's named order (not B9's), and its own order in the halted
+        # strategy riskguard had not read yet (n3); not n4, of another strategy
+        assert cancelled == ["n1", "n3"]
         await router.on_cancel(CancelRequest("firm", (), "silent", "disconnect@1", "disconnect"))
         assert mass == [1]
     finally:

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from riskguard.control.cancel_requests import due_cancels
-from riskguard.control.decision import allows, check
+from riskguard.control.decision import allows, check, health
 from riskguard.control.records import (
     HEARTBEAT_KEY,
     RULES_KEY,
+    ApprovalRecord,
     CancelOrder,
     CancelRecord,
     HeartbeatRecord,
@@ -31,6 +32,7 @@ from riskguard.control.records import (
     RuleRecord,
     RulesRecord,
     StateRecord,
+    approval_key,
     cancel_key,
     decode_record,
     encode_record,
@@ -72,6 +74,9 @@ def outcome(
         due = due_cancels(view, list(view.cancels), delivered)
         delivered.update((r.halt_id, r.part) for r in due)
         return [cancel_expectation(r) for r in due]
+    if op == "health":
+        v = health(view, case["heartbeat_timeout_ms"], when)
+        return {"allowed": v.allowed, "state": v.state, "instances": list(v.instances)}
     keys = (query["account"], query["strategy"], query["symbol"], query["side"])
     if op == "allows":
         reduces = query["reduces_position"]
@@ -171,11 +176,13 @@ def writer_key(record: Any) -> bytes | None:
         return mark_key(record.symbol)
     if isinstance(record, PositionRecord):
         return position_key(record.scope, record.symbol)
+    if isinstance(record, ApprovalRecord):
+        return approval_key(record.scope)
     return None
 
 
 def test_vectors_are_well_formed() -> None:
-    assert DOC["schema"] == 1 and DOC["format"] == 2
+    assert DOC["schema"] == 1 and DOC["format"] == 3
     names = [c["name"] for c in CASES]
     assert len(names) == len(set(names)), "case names must be unique"
     ops: set[str] = set()
@@ -195,6 +202,9 @@ def test_vectors_are_well_formed() -> None:
             if op == "cancels":
                 assert isinstance(query["expect"], list), (case["name"], query)
                 continue
+            if op == "health":
+                assert query["expect"].keys() == {"allowed", "state", "instances"}, query
+                continue
             assert query["side"] in ("buy", "sell"), (case["name"], query)
             expect = query["expect"]
             if op == "allows":
@@ -205,7 +215,7 @@ def test_vectors_are_well_formed() -> None:
                 if expect["rule"] is not None:
                     fields |= {"value", "limit"}
                 assert expect.keys() == fields, (case["name"], query)
-    assert ops == {"allows", "check", "cancels"}
+    assert ops == {"allows", "check", "cancels", "health"}
 
 
 def strategy_s1(to: str, from_: str, decided_ms: int, **evidence: Any) -> Transition:
@@ -234,15 +244,44 @@ def test_vectors_hold_what_riskguard_writes() -> None:
     resume = strategy_s1(
         "ACTIVE", "HALTED", 200, kind="manual", operator="ops", reason="limit review", ends=halt.id
     )
+    messages = [state_message(halt), state_message(resume)]
+    # heartbeats name the limits in force (active-active); transitions their instance
     beat = HeartbeatRecord(
         ts=EPOCH_NS,
-        instance="rg-1",
+        instance="rg-2",
         ready=True,
         interval_ms=250,
         last_event_ns=EPOCH_NS - 5 * MS,
         events_applied=1000,
+        limits_sha256="b" * 64,
     )
-    messages = [state_message(halt), state_message(resume), heartbeat_message(beat)]
+    messages.append(heartbeat_message(beat))
+    firm = Transition(
+        id=f"firm@{EPOCH_NS + 10 * MS}:HALTED",
+        scope="firm",
+        from_="ACTIVE",
+        to="HALTED",
+        kind="manual",
+        ts=EPOCH_NS + 10 * MS,
+        decided_ns=EPOCH_NS + 10 * MS,
+        operator="ops",
+        reason="venue outage",
+        instance="rg-1",
+    )
+    messages.append(state_message(firm))
+    step = ApprovalRecord(
+        event="requested",
+        request_id="r-0a1b2c3d4e5f",
+        scope="firm",
+        requested_by="alice",
+        reason="venue back",
+        requested_ns=EPOCH_NS + 20 * MS,
+        expires_ns=EPOCH_NS + 20 * MS + 600_000 * MS,
+        instance="rg-1",
+        ts=EPOCH_NS + 20 * MS,
+        lifts=firm.id,
+    )
+    messages.append((approval_key("firm"), encode_record(step)))
     # issue 11's record kinds, as the cases use them
     fat = RuleRecord("fat-finger", "order_qty", "strategy", "halt", max=1000.0)
     messages.append((RULES_KEY, encode_record(RulesRecord("a" * 64, (fat,), EPOCH_NS))))

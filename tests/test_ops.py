@@ -71,6 +71,31 @@ def test_kubernetes_waits_out_the_first_compile_and_keeps_state_and_kernels() ->
     assert "emptyDir" not in volumes  # nothing riskguard keeps is lost with the pod
 
 
+def test_the_kubernetes_pair_runs_two_named_instances_each_with_its_own_state() -> None:
+    pair = (OPS / "kubernetes" / "riskguard-pair.yaml").read_text()
+    sts = pair.split("\n---\n", 1)[0]
+    assert "kind: StatefulSet" in sts and re.search(r"\n  replicas: 2\n", sts)
+    env = dict(re.findall(r"\{name: (\w+), value: \"?([^\"}]+)\"?\}", sts))
+    assert env["RISKGUARD_INSTANCE"] == "$(POD_NAME)"  # each its own name on the topic
+    assert env["RISKGUARD_KAFKA_GROUP_ID"] == "riskguard-$(POD_NAME)"
+    assert "fieldPath: metadata.name" in sts
+    assert re.search(r"startupProbe:\n\s+httpGet: \{path: /readyz", sts)
+    assert re.search(r"livenessProbe:\n\s+httpGet: \{path: /livez", sts)
+    mounts = re.findall(r"\{name: ([\w-]+), mountPath: ([^,}]+)", sts)
+    state = re.search(r'"--state-dir", "([^"]+)"', sts)
+    cache = re.search(r"\{name: NUMBA_CACHE_DIR, value: (\S+)\}", sts)
+    assert state and cache and {("state", state[1]), ("state", cache[1])} <= set(mounts)
+    # the state volume is one claim per pod, never shared and never lost with the pod
+    claims = sts.split("volumeClaimTemplates:", 1)[1]
+    assert re.search(r"- metadata: \{name: state\}", claims)
+    assert "persistentVolumeClaim" not in sts and "emptyDir" not in sts
+    assert "kind: PodDisruptionBudget" in pair and "maxUnavailable: 1" in pair
+    # the instances' names are the env var riskguard reads
+    assert load_settings(env={"RISKGUARD_INSTANCE": "riskguard-0"}).runtime.instance == (
+        "riskguard-0"
+    )
+
+
 def test_systemd_and_the_example_settings_agree_on_the_state_directory() -> None:
     unit = (OPS / "systemd" / "riskguard.service").read_text()
     assert "StateDirectory=riskguard" in unit  # $STATE_DIRECTORY: riskguard's default

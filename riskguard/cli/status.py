@@ -3,7 +3,8 @@
 The human form shows readiness and failing checks; each standing halt or reduce-only
 scope with the time it was decided (UTC, ms) and its evidence
 (:mod:`riskguard.evidence`); pending four-eyes approvals; silent feeds; failing
-notifiers; rejected limits and users reloads. Exit 0 when riskguard is ready, 1 when
+notifiers; rejected limits and users reloads; the other instances of an active-active
+pair (live or not, the limits each judges with). Exit 0 when riskguard is ready, 1 when
 it answered but is not ready (or refused the token), 2 when it cannot be reached or
 is not riskguard.
 """
@@ -85,6 +86,16 @@ def _lines(reply: dict[str, Any]) -> list[str]:
             f"  limits reload REJECTED (the limits in force stay: {limits.get('source')}, "
             f"{limits.get('rules')} rules): {limits['last_reload_error']}"
         )
+    for peer in reply.get("peers") or []:
+        said = "live" if peer.get("live") else "NOT LIVE"
+        digest = str(peer.get("limits_sha256") or "?")[:12]
+        agree = "" if peer.get("limits_agree", True) else " (DIFFERENT limits from this one)"
+        out.append(
+            f"  peer {peer['instance']}: {said}, heartbeat {number(peer.get('age_ms', 0))} ms "
+            f"ago, limits {digest}{agree}"
+        )
+    if reply.get("instance_conflict"):
+        out.append(f"  INSTANCE NAME CONFLICT: {reply['instance_conflict']}")
     users = reply.get("users") or {}
     if users.get("last_reload_error"):
         out.append(

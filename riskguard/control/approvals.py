@@ -9,6 +9,12 @@ made) or voided: a new breach or halt of its scope (a transition of that scope t
 REDUCE_ONLY or HALTED, or an operator's halt of it even when nothing changed) means the
 person who asked judged a situation that no longer holds. At most one request per
 scope is pending. Every step is audited (kind ``approval``).
+
+With riskguard instances running active-active, each step taken here is handed to
+:meth:`FourEyes.share`'s relay (published on the control topic as an
+:class:`~riskguard.control.records.ApprovalRecord`), and the steps of the other
+instances are applied with :meth:`FourEyes.mirror`: a request made through one
+instance's API can be approved or withdrawn through another's.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from riskguard.control.records import ApprovalRecord
 from riskguard.control.users import Identity
 from riskguard.ingest.ports import AuditTrail
 from riskguard.vocabulary import LEVELS, Transition, parse_scope
@@ -49,6 +56,8 @@ class PendingResume:
     expires_ns: int
     lifts: str | None
     """The id of the standing transition the resume would lift, when the request was made."""
+    instance: str = ""
+    """The riskguard instance whose API took the request ("" when not shared)."""
 
     def public(self) -> dict[str, Any]:
         """As listed in ``/v1/status`` (``approvals``)."""
@@ -71,6 +80,14 @@ class FourEyes:
         self.clock = clock
         self._pending: dict[str, PendingResume] = {}
         self._closed: OrderedDict[str, str] = OrderedDict()
+        self.instance = ""
+        self._relay: Callable[[ApprovalRecord], None] | None = None
+
+    def share(self, instance: str, relay: Callable[[ApprovalRecord], None]) -> None:
+        """Hand every step taken here from now on to ``relay`` (which publishes it for the
+        other instances), as instance ``instance``. ``relay`` must not block."""
+        self.instance = instance
+        self._relay = relay
 
     def needs_approval(self, scope: str) -> bool:
         """True when a resume of ``scope`` needs a second risk-admin.
@@ -108,9 +125,11 @@ class FourEyes:
             requested_ns=now,
             expires_ns=now + self.timeout_ns,
             lifts=lifts,
+            instance=self.instance,
         )
         self._pending[req.request_id] = req
         self._audit("requested", req, who)
+        self._share("requested", req, None)
         return req
 
     def _find(self, request_id: str) -> PendingResume:
@@ -171,9 +190,58 @@ class FourEyes:
         """End the requests past their deadline; returns them."""
         now = self.clock()
         old = [p for p in self._pending.values() if p.expires_ns <= now]
-        for req in old:
-            self._end(req, "expired unapproved", "expired", None, None)
+        for req in old:  # every instance expires a request itself: nothing to share
+            self._end(req, "expired unapproved", "expired", None, None, share=False)
         return old
+
+    def mirror(self, step: ApprovalRecord) -> bool:
+        """Apply a step another riskguard instance took (read from the control topic).
+
+        ``requested`` adds the request, unless its id is known, it has expired, or
+        another request for the scope is pending: then the one requested first (by time,
+        then id) stays and the other ends (voided), which every instance decides alike.
+        An end (``approved``, ``withdrawn``, ``voided``, ``expired``) ends the request
+        here too, as it ended there; the resume itself reaches this instance as a state
+        record. Nothing is shared back. Returns True when something changed.
+        """
+        self.expire()
+        known = self._pending.get(step.request_id)
+        if step.event != "requested":
+            how = step.how or step.event
+            if known is not None:
+                self._end(known, how, step.event, None, None, share=False, via=step)
+                return True
+            self._remember(step.request_id, how)
+            return False
+        if known is not None or step.request_id in self._closed:
+            return False
+        if step.expires_ns <= self.clock():
+            self._remember(step.request_id, "expired unapproved")
+            return False
+        req = PendingResume(
+            request_id=step.request_id,
+            scope=step.scope,
+            requested_by=step.requested_by,
+            reason=step.reason,
+            requested_ns=step.requested_ns,
+            expires_ns=step.expires_ns,
+            lifts=step.lifts,
+            instance=step.instance,
+        )
+        rival = next((p for p in self._pending.values() if p.scope == step.scope), None)
+        if rival is not None:
+            first, second = sorted((rival, req), key=lambda p: (p.requested_ns, p.request_id))
+            why = (
+                f"voided: a resume of {first.scope} was requested first, request "
+                f"{first.request_id} by {first.requested_by}"
+            )
+            if second is req:
+                self._remember(req.request_id, why)
+                return False
+            self._end(rival, why, "voided", None, None, share=False)
+        self._pending[req.request_id] = req
+        self._audit("requested", req, None, via=step)
+        return True
 
     def _end(
         self,
@@ -182,19 +250,54 @@ class FourEyes:
         event: str,
         who: Identity | None,
         reason: str | None,
+        *,
+        share: bool = True,
+        via: ApprovalRecord | None = None,
     ) -> None:
         del self._pending[req.request_id]
-        self._closed[req.request_id] = how
+        self._remember(req.request_id, how)
+        self._audit(event, req, who, reason, via=via)
+        if share:
+            self._share(event, req, how)
+
+    def _remember(self, request_id: str, how: str) -> None:
+        self._closed[request_id] = how
         while len(self._closed) > REMEMBER_CLOSED:
             self._closed.popitem(last=False)
-        self._audit(event, req, who, reason)
+
+    def _share(self, event: str, req: PendingResume, how: str | None) -> None:
+        if self._relay is None:
+            return
+        self._relay(
+            ApprovalRecord(
+                event=event,
+                request_id=req.request_id,
+                scope=req.scope,
+                requested_by=req.requested_by,
+                reason=req.reason,
+                requested_ns=req.requested_ns,
+                expires_ns=req.expires_ns,
+                instance=self.instance,
+                ts=self.clock(),
+                lifts=req.lifts,
+                how=how,
+            )
+        )
 
     def _audit(
-        self, event: str, req: PendingResume, who: Identity | None, reason: str | None = None
+        self,
+        event: str,
+        req: PendingResume,
+        who: Identity | None,
+        reason: str | None = None,
+        *,
+        via: ApprovalRecord | None = None,
     ) -> None:
         body: dict[str, Any] = {"event": event, **req.public()}
         if who is not None:
             body |= {"by": who.name, "role": who.role, "break_glass": who.break_glass}
         if reason is not None and event != "requested":
             body["by_reason"] = reason
+        if via is not None:  # taken on another instance: which one, and how it ended
+            body |= {"via_instance": via.instance, "how": via.how or via.event}
         self.audit.record("approval", body)

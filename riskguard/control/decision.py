@@ -6,7 +6,8 @@ own. :class:`riskguard.gate.Gate` answers through them, and so do the language-n
 test vectors (``docs/control-topic-vectors.json``); ``docs/control-topic.md`` is
 the contract they implement.
 
-* :func:`health`: riskguard alive and ready (the fail-closed part of every answer);
+* :func:`health`: riskguard alive and ready, any one of its instances (the fail-closed
+  part of every answer);
 * :func:`allows`: the scopes' states, the router saying whether the order reduces;
 * :func:`check`: the pre-trade check: states, REDUCE_ONLY judged from riskguard's
   published positions, and the per-order rules (``order_qty``, ``order_notional``,
@@ -52,7 +53,8 @@ class Verdict:
     the rule is kept at in ``scope``, the rule in ``rule``, its ``metric``, the order's
     ``value`` (in the metric's unit: quantity, currency, or a ratio) and the ``limit``
     it crossed. ``alerts`` names the ``alert`` rules the order breaches (it is still
-    allowed; ``reason`` gives their evidence). ``cause`` is the key
+    allowed; ``reason`` gives their evidence). ``instances`` (from :func:`health`) names
+    the riskguard instances alive and ready, sorted. ``cause`` is the key
     :attr:`riskguard.gate.Gate.refusals` counts.
     """
 
@@ -65,6 +67,7 @@ class Verdict:
     value: float | None = None
     limit: float | None = None
     alerts: tuple[str, ...] = ()
+    instances: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -83,40 +86,49 @@ class Verdict:
 
 # health ------------------------------------------------------------------------------
 def heartbeat_age_ns(view: ControlView, at: Instant) -> int | None:
-    """Age of the latest heartbeat at ``at``, in ns; ``None`` before any heartbeat.
-
-    The age it already had when read, by riskguard's own ``ts`` (never below 0, for
-    a reader whose clock is behind riskguard's), plus the monotonic time since it was
-    read. A heartbeat replayed from the topic long after it was written is therefore
-    old from the moment it is read.
-    """
-    hb, read = view.heartbeat, view.heartbeat_read
-    if hb is None or read is None:
-        return None
-    return max(0, read.wall_ns - hb.ts) + (at.mono_ns - read.mono_ns)
+    """Age at ``at``, in ns, of the youngest latest heartbeat of any riskguard instance;
+    ``None`` before any heartbeat (:meth:`~riskguard.control.view.Pulse.age_ns`)."""
+    ages = [pulse.age_ns(at) for pulse in view.heartbeats.values()]
+    return min(ages) if ages else None
 
 
 def health(view: ControlView, heartbeat_timeout_ms: int, at: Instant) -> Verdict:
     """Whether riskguard is alive and ready at ``at`` (the fail-closed part of ``allows``).
 
-    Refused (state ``UNKNOWN``) with no heartbeat yet, when the latest heartbeat's age
-    is ``heartbeat_timeout_ms`` or more, or when it says ``ready: false``.
+    Each riskguard instance is judged by its own latest heartbeat: live when its age is
+    below ``heartbeat_timeout_ms`` and it says ``ready: true``. Allowed while any
+    instance is live (``instances`` names the live ones, sorted); refused (state
+    ``UNKNOWN``) with no heartbeat yet, or when none is live: every heartbeat is
+    ``heartbeat_timeout_ms`` old or more, or the fresh ones say ``ready: false``.
     """
-    hb = view.heartbeat
-    age_ns = heartbeat_age_ns(view, at)
-    if hb is None or age_ns is None:
+    pulses = view.heartbeats  # one read: the view replaces the mapping whole
+    if not pulses:
         return Verdict(False, "fail closed: no heartbeat from riskguard yet", "UNKNOWN")
-    if age_ns >= heartbeat_timeout_ms * 1_000_000:
-        silent_ms = (at.wall_ns - hb.ts) / 1e6
+    timeout_ns = heartbeat_timeout_ms * 1_000_000
+    live: list[str] = []
+    unready: list[str] = []
+    newest_ts = max(pulse.record.ts for pulse in pulses.values())
+    for name, pulse in pulses.items():
+        if pulse.age_ns(at) >= timeout_ns:
+            continue
+        (live if pulse.record.ready else unready).append(name)
+    if live:
+        live.sort()
+        named = ", ".join(live)
+        return Verdict(True, f"riskguard alive ({named})", "ACTIVE", instances=tuple(live))
+    if unready:
+        unready.sort()
+        verb = "is" if len(unready) == 1 else "are"
         return Verdict(
-            False,
-            f"fail closed: riskguard silent for {silent_ms:,.0f} ms "
-            f"(timeout {heartbeat_timeout_ms} ms)",
-            "UNKNOWN",
+            False, f"fail closed: riskguard {', '.join(unready)} {verb} not ready", "UNKNOWN"
         )
-    if not hb.ready:
-        return Verdict(False, f"fail closed: riskguard {hb.instance} is not ready", "UNKNOWN")
-    return Verdict(True, "riskguard alive", "ACTIVE")
+    silent_ms = (at.wall_ns - newest_ts) / 1e6
+    return Verdict(
+        False,
+        f"fail closed: riskguard silent for {silent_ms:,.0f} ms "
+        f"(timeout {heartbeat_timeout_ms} ms)",
+        "UNKNOWN",
+    )
 
 
 # scopes ------------------------------------------------------------------------------

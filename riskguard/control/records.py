@@ -16,6 +16,11 @@
   symbol at (throttled per symbol).
 * key ``position:<scope>:<symbol>``: a :class:`PositionRecord`, riskguard's net position of
   a REDUCE_ONLY scope in a symbol (the gate refuses orders that would increase it).
+* key ``approval:<scope>``: an :class:`ApprovalRecord`, the latest step of a four-eyes
+  resume request of the scope, for the other riskguard instances (gates ignore it).
+
+Every riskguard instance of an active-active pair writes its own heartbeats (named in
+``instance``) under the one heartbeat key; readers keep the latest of each instance.
 
 ``docs/control-topic.md`` is the public contract for these records (fields, types,
 units, forward compatibility). The gate needs this module and msgspec, never the engine.
@@ -42,7 +47,8 @@ class StateRecord(msgspec.Struct, frozen=True, tag="state", tag_field="type"):
 
 
 class HeartbeatRecord(msgspec.Struct, frozen=True, tag="heartbeat", tag_field="type"):
-    """riskguard is alive. ``last_event_ns`` is the newest event time it has applied."""
+    """riskguard instance ``instance`` is alive. ``last_event_ns`` is the newest event time
+    it has applied; ``limits_sha256`` (optional) the digest of the limits it judges with."""
 
     ts: int
     instance: str
@@ -50,6 +56,7 @@ class HeartbeatRecord(msgspec.Struct, frozen=True, tag="heartbeat", tag_field="t
     interval_ms: int
     last_event_ns: int = -1
     events_applied: int = 0
+    limits_sha256: str | None = None
     v: int = 1
 
 
@@ -157,9 +164,42 @@ class PositionRecord(msgspec.Struct, frozen=True, tag="position", tag_field="typ
     v: int = 1
 
 
+APPROVAL_EVENTS: Final = ("requested", "approved", "withdrawn", "voided", "expired")
+"""The steps of a four-eyes request (:mod:`riskguard.control.approvals`)."""
+
+
+class ApprovalRecord(msgspec.Struct, frozen=True, tag="approval", tag_field="type"):
+    """One step (``event``, one of :data:`APPROVAL_EVENTS`) of a four-eyes resume request,
+    published by riskguard instance ``instance`` at ``ts`` (ns), so that another
+    instance's API can approve or withdraw it. ``how`` says how an ended request ended
+    (``approved by bob``); ``lifts`` is the id of the transition the resume would lift.
+    Times are ns since the epoch, UTC. Gates ignore these records."""
+
+    event: str
+    request_id: str
+    scope: str
+    requested_by: str
+    reason: str
+    requested_ns: int
+    expires_ns: int
+    instance: str
+    ts: int
+    lifts: str | None = None
+    how: str | None = None
+    v: int = 1
+
+
 RULES_KEY: Final = b"__rules__"
 
-Record = StateRecord | HeartbeatRecord | CancelRecord | RulesRecord | MarkRecord | PositionRecord
+Record = (
+    StateRecord
+    | HeartbeatRecord
+    | CancelRecord
+    | RulesRecord
+    | MarkRecord
+    | PositionRecord
+    | ApprovalRecord
+)
 _decoder: Final = msgspec.json.Decoder(Record)
 _encoder: Final = msgspec.json.Encoder()
 
@@ -187,6 +227,11 @@ def mark_key(symbol: str) -> bytes:
 def position_key(scope: str, symbol: str) -> bytes:
     """Compaction key of a scope's position in a symbol."""
     return f"position:{scope}:{symbol}".encode()
+
+
+def approval_key(scope: str) -> bytes:
+    """Compaction key of the latest four-eyes step of a scope's resume request."""
+    return f"approval:{scope}".encode()
 
 
 def encode_record(record: Record) -> bytes:

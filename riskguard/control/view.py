@@ -8,13 +8,17 @@ What the view keeps, each replaced by the next readable record of its key in top
 order (``docs/control-topic.md``, "Reading"):
 
 * ``states``: scope -> :class:`StateRecord`;
-* ``heartbeat``: the latest :class:`HeartbeatRecord`, and when it was read;
+* ``heartbeats``: instance -> its latest :class:`HeartbeatRecord` and when it was read
+  (a :class:`Pulse`; riskguard instances running active-active each heartbeat under
+  their own ``instance``), and ``heartbeat``: the latest heartbeat of any instance;
 * ``cancels``: scope -> part -> :class:`CancelRecord` (parts of different halts may
   coexist, as on the compacted topic; a gate delivers only the standing halt's);
 * ``rules``: the latest :class:`RulesRecord`, compiled into ``order_rules``;
 * ``marks``: symbol -> :class:`MarkRecord`;
 * ``positions``: (scope, symbol) -> :class:`PositionRecord` (read through
-  :meth:`ControlView.position`, which applies the staleness rule).
+  :meth:`ControlView.position`, which applies the staleness rule);
+* ``approvals``: scope -> the latest :class:`ApprovalRecord` (a four-eyes step, for
+  riskguard's own instances; a gate ignores it).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from riskguard.control.records import (
+    ApprovalRecord,
     CancelRecord,
     HeartbeatRecord,
     MarkRecord,
@@ -52,6 +58,26 @@ class Instant:
     def now(cls) -> Instant:
         """The current wall and monotonic time."""
         return cls(time.time_ns(), time.monotonic_ns())
+
+
+MAX_INSTANCES: Final = 64
+"""Instances whose latest heartbeat a view keeps; beyond, the one read longest ago is
+forgotten (instance names from restarted pods come and go)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pulse:
+    """The latest heartbeat of one riskguard instance, and when it was read."""
+
+    record: HeartbeatRecord
+    read: Instant
+
+    def age_ns(self, at: Instant) -> int:
+        """Its age at ``at``, in ns: the age it already had when read, by riskguard's own
+        ``ts`` (never below 0, for a reader whose clock is behind riskguard's), plus the
+        monotonic time since it was read. A heartbeat replayed from the topic long after
+        it was written is therefore old from the moment it is read."""
+        return max(0, self.read.wall_ns - self.record.ts) + (at.mono_ns - self.read.mono_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +133,19 @@ def valid(record: Record) -> bool:
 
 @dataclass
 class ControlView:
-    """The latest record of each key, plus the latest heartbeat, as read from the topic.
+    """The latest record of each key, and the latest heartbeat of each riskguard
+    instance, as read from the topic.
 
-    ``heartbeat_read`` is when the latest heartbeat was read (local clocks);
-    ``records`` counts readable records, ``unreadable`` the non-null values that could
-    not be decoded or failed :func:`valid` (tombstones, null values, are neither).
+    ``heartbeats`` maps each instance to its latest :class:`Pulse` (replaced whole on
+    every heartbeat, so another thread may read it at any time); ``heartbeat`` and
+    ``heartbeat_read`` are the latest heartbeat of any instance and when it was read
+    (local clocks). ``records`` counts readable records, ``unreadable`` the non-null
+    values that could not be decoded or failed :func:`valid` (tombstones, null values,
+    are neither).
     """
 
     states: dict[str, StateRecord] = field(default_factory=dict)
+    heartbeats: dict[str, Pulse] = field(default_factory=dict)
     heartbeat: HeartbeatRecord | None = None
     heartbeat_read: Instant | None = None
     cancels: dict[str, dict[int, CancelRecord]] = field(default_factory=dict)
@@ -122,6 +153,7 @@ class ControlView:
     order_rules: tuple[OrderRule, ...] = ()
     marks: dict[str, MarkRecord] = field(default_factory=dict)
     positions: dict[tuple[str, str], PositionRecord] = field(default_factory=dict)
+    approvals: dict[str, ApprovalRecord] = field(default_factory=dict)
     records: int = 0
     unreadable: int = 0
     # the value of ``records`` when a scope's state, or a position, was last read
@@ -142,8 +174,9 @@ class ControlView:
         Tombstones (``None``) and values that do not decode (or fail :func:`valid`)
         change nothing. A readable record replaces the previous one of its kind and key,
         as named in its value: a scope's state, a scope's cancel part, the rules, a
-        symbol's mark, a (scope, symbol) position; the latest heartbeat replaces the
-        previous heartbeat. Never raises on bad values.
+        symbol's mark, a (scope, symbol) position, a scope's four-eyes step; a
+        heartbeat replaces the previous heartbeat of its instance (and is the latest of
+        any). Never raises on bad values.
         """
         read_at = at or Instant.now()
         applied: list[Record] = []
@@ -159,6 +192,12 @@ class ControlView:
                 # old heartbeat by its true age, never a new one as already old
                 self.heartbeat_read = read_at
                 self.heartbeat = record
+                pulses = dict(self.heartbeats)  # replaced whole: readers never see it change
+                pulses.pop(record.instance, None)  # re-inserted last: most recently read
+                pulses[record.instance] = Pulse(record, read_at)
+                while len(pulses) > MAX_INSTANCES:
+                    del pulses[next(iter(pulses))]
+                self.heartbeats = pulses
             elif isinstance(record, StateRecord):
                 self.states[record.scope] = record
                 self._state_seq[record.scope] = self.records
@@ -170,6 +209,8 @@ class ControlView:
                 self.rules = record
             elif isinstance(record, MarkRecord):
                 self.marks[record.symbol] = record
+            elif isinstance(record, ApprovalRecord):
+                self.approvals[record.scope] = record
             else:
                 key = (record.scope, record.symbol)
                 self.positions[key] = record

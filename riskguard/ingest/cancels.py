@@ -29,6 +29,12 @@ on the clock tick, :meth:`CancelTracker.check`:
 
 A resume of a scope stops the tracking of its request (the orders may work again).
 No I/O here: the caller sends the alerts through the outbox.
+
+With riskguard instances running active-active, a halt another instance decided (and
+published the request of) is tracked here too (:meth:`CancelTracker.track`), so its
+orders are still confirmed should that instance die; and the ``cancel-incomplete``
+incident is named after its oldest halt (:func:`incident_id`), so the instances
+tracking the same halt raise the same incident, not one each.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from riskguard.evidence import evidence, number
 from riskguard.inspection import WorkingOrder
 from riskguard.metrics import Metrics
 from riskguard.state.codes import O_OPEN
-from riskguard.vocabulary import Transition, order_scopes, system_alert
+from riskguard.vocabulary import Transition, order_scopes, system_alert, transition_id
 
 LISTED: Final = 10
 """Orders an alert names by id (the rest are counted)."""
@@ -102,6 +108,12 @@ def cancel_records(tr: Transition, orders: Sequence[WorkingOrder], ts: int) -> l
     ]
 
 
+def incident_id(halt_ts: int, halt_id: str) -> str:
+    """The id of the ``cancel-incomplete`` incident whose oldest overdue halt is
+    ``halt_id`` (its evidence at ``halt_ts``, ns): the same on every instance."""
+    return transition_id("firm", halt_ts, f"ALERT:{INCOMPLETE}:{halt_id}")
+
+
 @dataclass(eq=False)
 class Request:
     """The orders of one halt's cancel request still working (and those opened late)."""
@@ -109,6 +121,8 @@ class Request:
     halt_id: str
     scope: str
     kind: str
+    ts: int
+    """The halt's evidence time (``Transition.ts``, ns): names the incident."""
     decided_ns: int
     deadline_ns: int | None
     """When its orders must have closed (ns); None: no deadline (``cancel_deadline_ms`` 0)."""
@@ -205,16 +219,28 @@ class CancelTracker:
         Replaces the scope's earlier request (a later halt of a scope overwrites it).
         Raises ``ValueError`` for a transition that asks for no cancel.
         """
+        req = self.track(tr)
+        self.metrics.cancel_requests.labels(req.kind).inc()
+        self.metrics.cancel_orders.inc(req.oids.size)
+        return cancel_records(tr, req.orders, self.clock())
+
+    def track(self, tr: Transition) -> Request:
+        """Track the working orders of a transition to HALTED or REDUCE_ONLY without
+        building its request: one another riskguard instance decided and asked for.
+
+        Replaces the scope's earlier request. Raises ``ValueError`` for a transition
+        that asks for no cancel.
+        """
         kind = cancel_kind(tr)
         engine = self.engine
         oids = engine.working_order_ids(tr.scope, increasing_only=kind == "reduce_only")
         orders = engine.describe_orders(oids)
-        now = self.clock()
         deadline_ms = engine.limits.cancel_deadline_ms
-        self.requests[tr.scope] = Request(
+        req = self.requests[tr.scope] = Request(
             halt_id=tr.id,
             scope=tr.scope,
             kind=kind,
+            ts=tr.ts,
             decided_ns=tr.decided_ns,
             deadline_ns=tr.decided_ns + deadline_ms * 1_000_000 if deadline_ms else None,
             oids=oids,
@@ -223,9 +249,7 @@ class CancelTracker:
             late=np.zeros(oids.size, dtype=bool),
             named=oids.size,
         )
-        self.metrics.cancel_requests.labels(kind).inc()
-        self.metrics.cancel_orders.inc(oids.size)
-        return cancel_records(tr, orders, now)
+        return req
 
     def lifted(self, tr: Transition) -> None:
         """A resume: the scope's orders need not close any more; stop tracking them."""
@@ -293,9 +317,10 @@ class CancelTracker:
         recent = now - self._updated_ns < UPDATE_INTERVAL_NS
         if self.incident is not None and (not joined or recent):
             return []
-        oldest = min((o.request for o in overdue), key=lambda r: r.decided_ns)
+        oldest = min((o.request for o in overdue), key=lambda r: (r.ts, r.halt_id))
         alert = self._incomplete(overdue, oldest, firm, now)
         if self.incident is None:
+            alert = msgspec.structs.replace(alert, id=incident_id(oldest.ts, oldest.halt_id))
             self.incident, self._incident_ns = alert.id, now
             self._incident_halt = (oldest.decided_ns, alert.limit or 0.0)
         else:  # an update: the same incident in every notifier
@@ -317,8 +342,8 @@ class CancelTracker:
         )
         if late:
             reason += (
-                f". {late} of them opened in a halted scope after its halt (a router "
-                "ignoring the gate)"
+                f". {late} of them opened in the halted scope after the halt was decided "
+                "(sent before the gate held it, or by a router not asking the gate)"
             )
         return system_alert(
             INCOMPLETE,
@@ -376,6 +401,7 @@ class CancelTracker:
             halt_id=tr.id,
             scope=tr.scope,
             kind="halt",
+            ts=tr.ts,
             decided_ns=tr.decided_ns,
             deadline_ns=tr.decided_ns + deadline_ms * 1_000_000 if deadline_ms else None,
             oids=np.zeros(0, dtype=np.int64),

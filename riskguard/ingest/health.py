@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -147,6 +148,9 @@ class Health:
     """Each of :data:`READY_CHECKS`: passed or not."""
     liveness: Liveness = field(init=False)
     broker: BrokerWatch = field(init=False)
+    sent: deque[int] = field(init=False)
+    """The ``ts`` of the latest heartbeats this instance wrote (to tell them from those of
+    another process using the same instance name)."""
 
     def __post_init__(self) -> None:
         self.checks = dict.fromkeys(READY_CHECKS, False)
@@ -154,6 +158,7 @@ class Health:
         self.checks["broker_reachable"] = True
         self.liveness = Liveness(self.runtime.stall_budget_ms)
         self.broker = BrokerWatch(self.runtime.broker_budget_ms)
+        self.sent = deque(maxlen=256)
         self._log = log.get("sidecar")
 
     def passed(self, check: str) -> None:
@@ -177,7 +182,8 @@ class Health:
     async def heartbeats(self, channel: HeartbeatChannel) -> None:
         """Forever: publish a heartbeat each interval while the loop is alive.
 
-        Each publish result feeds the broker watch; the ``riskguard_ready`` gauge is
+        Each heartbeat names this instance and the digest of the limits in force; each
+        publish result feeds the broker watch; the ``riskguard_ready`` gauge is
         refreshed on the same beat.
         """
         interval_ms = self.runtime.heartbeat_interval_ms
@@ -185,16 +191,17 @@ class Health:
             ready = self.ready()
             self.metrics.ready.set(1 if ready else 0)
             if self.healthy():
-                ok = await channel.heartbeat(
-                    HeartbeatRecord(
-                        ts=time.time_ns(),
-                        instance=self.instance,
-                        ready=ready,
-                        interval_ms=interval_ms,
-                        last_event_ns=self.engine.last_event_ns,
-                        events_applied=self.engine.events_applied,
-                    )
+                beat = HeartbeatRecord(
+                    ts=time.time_ns(),
+                    instance=self.instance,
+                    ready=ready,
+                    interval_ms=interval_ms,
+                    last_event_ns=self.engine.last_event_ns,
+                    events_applied=self.engine.events_applied,
+                    limits_sha256=self.engine.limits.digest,
                 )
+                self.sent.append(beat.ts)
+                ok = await channel.heartbeat(beat)
                 await self._broker_edge(self.broker.observe(ok))
             await asyncio.sleep(interval_ms / 1000)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import msgspec
+
 from riskguard import log
 from riskguard.audit import AuditLog
 from riskguard.control.publisher import ControlPublisher, Message
@@ -42,7 +44,8 @@ class Outbox:
     :class:`~riskguard.ingest.ports.Reassertion`. State changes need the control
     topic: :meth:`open` it once the producer has started. With ``cancels``, every
     transition to HALTED or REDUCE_ONLY is followed on the control topic by its cancel
-    request, and a resume stops the tracking of the scope's request.
+    request, and a resume stops the tracking of the scope's request. A transition
+    that names no instance (a system alert) is stamped with ``instance``.
     """
 
     def __init__(
@@ -52,8 +55,11 @@ class Outbox:
         audit: AuditLog,
         notifier: Notifier,
         cancels: CancelRequests | None = None,
+        instance: str | None = None,
     ) -> None:
         self.journal = journal
+        self.instance = instance
+        """Stamped on transitions that name no instance yet (system alerts)."""
         self.metrics = metrics
         self.audit = audit
         self.notifier = notifier
@@ -86,7 +92,13 @@ class Outbox:
         decided): the transition was decided, so it is journalled, audited and notified.
         :meth:`retry_pending` waits for such sends first.
         """
-        task = asyncio.ensure_future(self._send(list(transitions)))
+        items = [
+            tr
+            if tr.instance is not None or self.instance is None
+            else msgspec.structs.replace(tr, instance=self.instance)
+            for tr in transitions
+        ]
+        task = asyncio.ensure_future(self._send(items))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
         await asyncio.shield(task)

@@ -45,6 +45,10 @@ class CancelRequests(Protocol):
         """A resume: the scope's orders need not be cancelled any more."""
         ...
 
+    def track(self, tr: Transition) -> object:
+        """Track the orders of a halt another instance asked to cancel (no request built)."""
+        ...
+
 
 class RulesChannel(Protocol):
     """Where the per-order rules of the limits in force are published (the gate feed)."""

@@ -7,8 +7,14 @@ Order on start (the lifecycle in :mod:`riskguard.ingest.runtime`):
 2. :func:`recover`: standing states, merged from the local journal and the control
    topic (newest decision per scope wins) and re-asserted; states the topic lost
    are re-published through the outbox;
-3. the previous instance's progress (``last_event_ns`` of its last heartbeat) marks
-   breaches up to then as already judged, so replay decides nothing twice.
+3. the progress of the instances before this one (the newest ``last_event_ns`` of any
+   instance's last heartbeat: this instance's previous run, or another instance of an
+   active-active pair, whose decisions are on the topic) marks breaches up to then as
+   already judged, so replay decides nothing twice.
+
+The consumer that read the topic can be handed in and is then left open, positioned at
+the end of what was read: :class:`~riskguard.ingest.peers.Peers` follows the topic from
+there, so no record falls between recovery and following.
 
 Written against narrow interfaces (:mod:`riskguard.ingest.ports`), not the sidecar.
 """
@@ -36,6 +42,8 @@ class Recovered:
     """Scopes whose state was latched again, in the order they were restored."""
     republished: list[str] = field(default_factory=list)
     """Scopes the control topic had lost (or had older), sorted."""
+    view: ControlView = field(default_factory=ControlView)
+    """The control topic as read to its end."""
 
 
 async def recover(
@@ -44,13 +52,15 @@ async def recover(
     journal: HaltJournal,
     engine: Recoverable,
     outbox: Reassertion,
+    reader: AIOKafkaConsumer | None = None,
 ) -> Recovered:
     """Re-assert standing states from the journal and the control topic.
 
-    Reads the control topic to its end with a consumer named ``client_id``, merges
-    it with ``journal`` (newest decision per scope wins), latches every merged state
-    in ``engine``, hands them to ``outbox`` (re-publishing those the topic lacks),
-    compacts the journal, and marks the previous instance's progress as judged.
+    Reads the control topic to its end with ``reader`` (started, and left open at the
+    end of the topic) or else a consumer of its own named ``client_id`` (closed after),
+    merges it with ``journal`` (newest decision per scope wins), latches every merged
+    state in ``engine``, hands them to ``outbox`` (re-publishing those the topic lacks),
+    compacts the journal, and marks the progress of earlier instances as judged.
 
     Raises :class:`TimeoutError` or aiokafka's ``KafkaError`` when the control topic
     cannot be read to its end, and :class:`OSError` when the journal cannot be
@@ -64,16 +74,19 @@ async def recover(
             count=journal.unreadable,
             path=str(journal.path),
         )
-    reader = AIOKafkaConsumer(
-        **kafka.client_options(consumer=True),
-        enable_auto_commit=False,
-        client_id=client_id,
-    )
-    await reader.start()
-    try:
+    if reader is not None:
         view = await read_to_end(reader, kafka.control_topic, ControlView())
-    finally:
-        await reader.stop()
+    else:
+        own = AIOKafkaConsumer(
+            **kafka.client_options(consumer=True),
+            enable_auto_commit=False,
+            client_id=client_id,
+        )
+        await own.start()
+        try:
+            view = await read_to_end(own, kafka.control_topic, ControlView())
+        finally:
+            await own.stop()
     merged = {scope: rec.transition for scope, rec in view.states.items()}
     stale: list[Transition] = []
     for scope, tr in latest.items():
@@ -83,13 +96,14 @@ async def recover(
             stale.append(tr)
     restored = [tr for tr in merged.values() if engine.killswitch.restore(tr)]
     await outbox.reassert(restored, stale)
-    done = Recovered(restored=[tr.scope for tr in restored])
+    done = Recovered(restored=[tr.scope for tr in restored], view=view)
     if stale:
         done.republished = sorted(t.scope for t in stale)
         sidecar_log.warning(
             "re-published states the control topic had lost", scopes=done.republished
         )
     await asyncio.to_thread(journal.compact, merged)
-    if view.heartbeat is not None and view.heartbeat.last_event_ns > 0:
-        engine.judge_until(view.heartbeat.last_event_ns)
+    progress = max((p.record.last_event_ns for p in view.heartbeats.values()), default=-1)
+    if progress > 0:
+        engine.judge_until(progress)
     return done

@@ -18,6 +18,8 @@ together, and :meth:`Sidecar.status` assembling their reports:
   offsets, snapshots;
 - :class:`~riskguard.ingest.health.Health`: readiness, loop liveness, heartbeats,
   the broker watch;
+- :class:`~riskguard.ingest.peers.Peers`: the other instances of an active-active pair,
+  followed on the control topic (their transitions adopted, four-eyes steps shared);
 - :func:`~riskguard.ingest.recovery.recover`, :class:`~riskguard.ingest.reload.LimitsReloader`,
   :class:`~riskguard.ingest.manual.ManualActions` and the
   :class:`~riskguard.control.api.ControlApi`, each against narrow interfaces
@@ -35,12 +37,9 @@ says what failed, in one line); so is :meth:`Sidecar.stop`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
-import threading
-import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -53,7 +52,7 @@ from riskguard.audit import AuditLog
 from riskguard.control.api import ControlApi
 from riskguard.control.overview import feeds
 from riskguard.control.publisher import ControlPublisher
-from riskguard.engine import Engine, is_warm, warm_up
+from riskguard.engine import Engine
 from riskguard.ingest.cancels import CancelTracker
 from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.ingest.connect import StartError, idempotence_refused, wait_for_broker
@@ -61,17 +60,18 @@ from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.health import Health
 from riskguard.ingest.manual import ManualActions
 from riskguard.ingest.outbox import Outbox
+from riskguard.ingest.peers import Peers, control_reader
 from riskguard.ingest.pretrade import PreTradeFeed
 from riskguard.ingest.recovery import Recovered, recover
 from riskguard.ingest.reload import LimitsReloader
 from riskguard.ingest.topics import ensure_topics
+from riskguard.ingest.warming import warm_in_thread
 from riskguard.journal import HaltJournal
 from riskguard.limits import Limits, load
 from riskguard.metrics import Metrics
 from riskguard.notify.dispatch import Notifier
 from riskguard.settings import Settings, session_start_ns
 from riskguard.vocabulary import Transition
-from riskguard.warmup import COMPILE_NOTICE, kernels_cached
 
 __all__ = ["Sidecar", "StartError"]
 
@@ -98,11 +98,13 @@ class Sidecar:
         self.engine = Engine(limits or load(settings.limits), settings=settings.engine, warm=False)
         self.metrics.limits_rules.set(len(self.limits.rules))
         self.instance = rt.instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.engine.killswitch.instance = self.instance  # named on every decision
         self.audit = AuditLog(rt.audit_path)
         self.journal = HaltJournal(rt.journal_path)
         self.notifier = Notifier(settings.notifier, self.metrics, source=self.instance)
         self.cancels = CancelTracker(self.engine, self.metrics)
         self.outbox = Outbox(self.journal, self.metrics, self.audit, self.notifier, self.cancels)
+        self.outbox.instance = self.instance  # named on system alerts
         self.feed = PreTradeFeed(self.engine, self.metrics, rt.gate_publish_interval_ms)
         self.health = Health(rt, self.instance, self.engine, self.outbox, self.metrics)
         self.health.checks["kernels_warm"] = False
@@ -136,6 +138,9 @@ class Sidecar:
             self.metrics,
             facts=lambda: feeds(self.engine, self.metrics),  # console: silence, lag
         )
+        self.peers = Peers(self.instance, ks, self.journal, self.audit, self.metrics, self.cancels)
+        digest = lambda: self.limits.digest  # noqa: E731 - the limits in force, read late
+        self.peers.join(self.outbox, self.health.sent, digest, self.api.four_eyes)
         self.api_url = ""
         self.recovered = Recovered()
         self.producer: AIOKafkaProducer | None = None
@@ -143,6 +148,8 @@ class Sidecar:
         #: batch of marks in flight never holds a halt's state record back
         self.data_producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
+        #: reads the control topic at start (recovery), then follows it (peers)
+        self.control_reader: AIOKafkaConsumer | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh_failures = log.RepeatLimiter()
@@ -181,7 +188,7 @@ class Sidecar:
                 f"{os.strerror(exc.errno) if exc.errno else exc}"
             ) from exc
         self._phase = "starting"
-        warm = self._warm_kernels()
+        warm = warm_in_thread(self.log, lambda: self.health.passed("kernels_warm"))
         await wait_for_broker(k.bootstrap_servers, rt.broker_wait_s)
         await ensure_topics(k)
         options = {
@@ -204,7 +211,11 @@ class Sidecar:
         self.data_producer = AIOKafkaProducer(**options, client_id=f"{client_id}-gate-data")
         await self.data_producer.start()
         control = ControlPublisher(
-            self.producer, k.control_topic, self.metrics, data_producer=self.data_producer
+            self.producer,
+            k.control_topic,
+            self.metrics,
+            data_producer=self.data_producer,
+            ack_timeout_s=k.request_timeout_ms / 1000,
         )
         self.outbox.open(control)
         self.feed.open(control)
@@ -212,9 +223,10 @@ class Sidecar:
         await self.notifier.start()
         await warm  # the engine is used from here on
         self.checkpoints.load()  # the snapshot first, then standing states on top
+        self.control_reader = await control_reader(k, f"{client_id}-control")
         try:
             self.recovered = await recover(
-                k, f"{client_id}-restore", self.journal, self.engine, self.outbox
+                k, "", self.journal, self.engine, self.outbox, self.control_reader
             )
         except TimeoutError as exc:
             raise StartError(
@@ -225,6 +237,8 @@ class Sidecar:
                 "published again"
             ) from exc
         self.health.passed("control_topic_read")
+        # from where recovery stopped reading: the other instances' records
+        self.peers.open(self.control_reader, self.recovered.view, control)
         await self.feed.publish_round()  # the gates' rules (retried by the feed if not taken)
         # The group id is used only to commit offsets (lag monitoring, restarts):
         # partitions are assigned by hand (see riskguard.ingest.consume).
@@ -256,6 +270,8 @@ class Sidecar:
             ("broker-watch", self.health.watch_broker()),
             ("maintenance", self._maintenance()),
             ("gate-feed", self.feed.run()),
+            ("peers", self.peers.run()),
+            ("four-eyes-steps", self.peers.publish_steps()),
         ):
             self._tasks.append(asyncio.create_task(coro, name=name))
         self._phase = "running"
@@ -269,42 +285,6 @@ class Sidecar:
             state_dir=str(rt.state_path),
             settings=repr(self.settings),
         )
-
-    def _warm_kernels(self) -> Awaitable[None]:
-        """Compile (or load from numba's cache) the kernels in a daemon thread.
-
-        Resolves when they are ready (``kernels_warm`` passes). A daemon thread, not the
-        executor: SIGTERM during a first-run compile must not wait for it to finish.
-        """
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # a start that failed before awaiting it must not leave "exception never retrieved"
-        done.add_done_callback(lambda f: f.cancelled() or f.exception())
-        if not (is_warm() or kernels_cached()):
-            self.log.warning(COMPILE_NOTICE, phase="warming")
-        began = time.perf_counter()
-        loop = asyncio.get_running_loop()
-
-        def settle(error: BaseException | None) -> None:
-            if done.done():
-                return
-            if error is not None:
-                done.set_exception(error)
-                return
-            self.health.passed("kernels_warm")
-            self.log.info("kernels ready", seconds=round(time.perf_counter() - began, 2))
-            done.set_result(None)
-
-        def compile_them() -> None:
-            error: BaseException | None = None
-            try:
-                warm_up()
-            except BaseException as exc:  # handed to the event loop, raised by start()
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
-                loop.call_soon_threadsafe(settle, error)
-
-        threading.Thread(target=compile_them, name="riskguard-warm-up", daemon=True).start()
-        return done
 
     async def run(self) -> bool:
         """Run until :meth:`request_stop` (or SIGTERM via the CLI), then stop.
@@ -364,6 +344,8 @@ class Sidecar:
         if self.consumer:
             await self.consumer.stop()
             self.consumer = None
+        if self.control_reader:
+            await self.control_reader.stop()
         await self.outbox.retry_pending()
         await self.notifier.drain(2.0)
         await self.notifier.stop()
@@ -388,6 +370,7 @@ class Sidecar:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         parts: list[tuple[str, Any]] = [
             ("consumer", self.consumer.stop if self.consumer else None),
+            ("control reader", self.control_reader.stop if self.control_reader else None),
             ("notifier", self.notifier.stop),
             ("audit", self.audit.stop),
             ("producer", self.producer.stop if self.producer else None),
@@ -401,7 +384,7 @@ class Sidecar:
                 await asyncio.wait_for(closer(), CLOSE_TIMEOUT_S)
             except Exception as exc:  # closing is best effort; say what was left open
                 self.log.warning("could not close cleanly", part=name, error=repr(exc))
-        self.consumer = self.producer = self.data_producer = None
+        self.consumer = self.producer = self.data_producer = self.control_reader = None
 
     async def _maintenance(self) -> None:
         """Every commit interval: commit offsets, retry failed control publishes, and
@@ -506,6 +489,7 @@ class Sidecar:
                 "sha256": self.limits.digest,
                 "rules": len(self.limits.rules),
             },
+            **self.peers.status(),  # peers, peer_adoptions, instance_conflict
             "control_pending": self.outbox.pending(),
             "cancels": self.cancels.status(),
             "gate_feed": self.feed.status(),

@@ -325,9 +325,9 @@ METRICS: Final[dict[str, MetricSpec]] = {
             False,
             ("account", "strategy"),
             "quantity",
-            "largest |riskguard position - broker position| in one symbol (symbols the "
-            "broker reported)",
-            evaluated_on=("fill", "position"),
+            "largest |riskguard position - broker position| in one symbol, when the broker "
+            "reports it",
+            evaluated_on=("position",),
             per_position=True,
         ),
         MetricSpec(

@@ -7,7 +7,13 @@
   (its alert or warning re-armed, ``kind = "resolve"``).
 * Slack incoming webhook: one readable line.
 * Alertmanager ``POST /api/v2/alerts``: a firing alert per halt or alert, ``endsAt``
-  on the resume or the alert that ends it (same labels).
+  on the resume or the alert that ends it (same labels). The instance that decided is
+  an annotation, not a label: two riskguard instances deciding the same halt (one id)
+  post one Alertmanager alert, which either one's resume ends.
+
+PagerDuty and Alertmanager therefore show one incident per halt however many
+riskguard instances decided it; the generic webhook carries the transition's ``id``
+for the receiver to do the same, and Slack posts a line per instance that decided.
 * Generic JSON webhook: the transition itself (can be the trading system's own
   kill endpoint).
 """
@@ -103,12 +109,11 @@ def alertmanager(tr: Transition, source: str) -> list[dict[str, Any]]:
         "alertname": "RiskguardHalt" if not tr.is_alert else "RiskguardLimitAlert",
         "scope": tr.scope,
         "severity": "warning" if tr.kind == "resolve" else severity(tr),
-        "instance": source,
         "halt_id": alert_id,
     }
     body: dict[str, Any] = {
         "labels": labels,
-        "annotations": {"summary": summary(tr), "rule": tr.rule or "manual"},
+        "annotations": {"summary": summary(tr), "rule": tr.rule or "manual", "instance": source},
         "startsAt": _iso(tr.decided_ns),
     }
     if ending:

@@ -66,20 +66,7 @@ class ReferenceWindows:
                 scope = scopes[level]
                 if kind == "dup" or scope is None or not _wanted(side_f, venue_f, side, venue):
                     continue
-                v = 0.0
-                if kind == "new":
-                    v = 1.0 if isinstance(ev, wire.NewOrder) else 0.0
-                elif kind == "msg":
-                    messages = wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder
-                    v = 1.0 if isinstance(ev, messages) else 0.0
-                elif kind == "rej":
-                    v = 1.0 if isinstance(ev, wire.RejectOrder) else 0.0
-                elif kind == "cxl":
-                    v = 1.0 if isinstance(ev, wire.CancelOrder) else 0.0
-                elif kind == "filln" and x is not None:
-                    v = x.counted
-                elif kind == "fills":
-                    v = 1.0 if fill else 0.0
+                v = x.counted if kind == "filln" and x is not None else _one(kind, ev)
                 if v == 0.0:
                     continue
                 width = -(-window // BUCKETS)
@@ -113,21 +100,10 @@ class ReferenceWindows:
             w.advance(bucket)
             if not wanted:
                 continue
-            v = 0.0
-            if kind == "new":
-                v = 1.0 if isinstance(ev, wire.NewOrder) else 0.0
-            elif kind == "msg":
-                messages = wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder
-                v = 1.0 if isinstance(ev, messages) else 0.0
-            elif kind == "rej":
-                v = 1.0 if isinstance(ev, wire.RejectOrder) else 0.0
-            elif kind == "cxl":
-                v = 1.0 if isinstance(ev, wire.CancelOrder) else 0.0
-            elif kind == "filln" and isinstance(ev, wire.Fill):
+            v = _one(kind, ev)
+            if kind == "filln" and isinstance(ev, wire.Fill):
                 assert ev.qty is not None and ev.price is not None
                 v = self._fill_money(ev.symbol, ev.qty, ev.price)
-            elif kind == "fills":
-                v = 1.0 if isinstance(ev, wire.Fill) else 0.0
             elif kind == "dup" and isinstance(ev, wire.NewOrder):
                 v = self._dup(ev, counter, scope, now)
             w.add(bucket, v)
@@ -154,3 +130,19 @@ class ReferenceWindows:
 def _wanted(side_f: int, venue_f: str | None, side: int, venue: str | None) -> bool:
     """Whether a counter limited to side ``side_f`` / venue ``venue_f`` counts an event."""
     return side_f in (0, side) and (venue_f is None or venue_f == venue)
+
+
+#: the event types each counted kind counts one for (``filln`` counts money, ``dup`` apart)
+_COUNTS: dict[str, Any] = {
+    "new": wire.NewOrder,
+    "msg": wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder,
+    "rej": wire.RejectOrder,
+    "cxl": wire.CancelOrder,
+    "fills": wire.Fill,
+}
+
+
+def _one(kind: str, ev: wire.Event) -> float:
+    """1 when an event of ``ev``'s type counts in a window of ``kind``, else 0."""
+    counted = _COUNTS.get(kind)
+    return 1.0 if counted is not None and isinstance(ev, counted) else 0.0

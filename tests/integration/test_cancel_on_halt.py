@@ -308,7 +308,7 @@ async def test_an_order_opened_in_a_halted_scope_after_the_halt_is_named(
         in incident["reason"]
     )
     assert "fine" not in incident["reason"]
-    assert "1 of them opened in a halted scope after its halt" in incident["reason"]
+    assert "1 of them opened in the halted scope after the halt was decided" in incident["reason"]
 
 
 async def test_a_request_the_broker_did_not_take_goes_out_with_its_halt_later(
