@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from riskguard.broker import Broker, EmbeddedBroker
-from riskguard.brokers import BROKER_KINDS, BrokerKind
+from riskguard.brokers import BROKER_KINDS, BrokerKind, make_broker
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import Limits, parse
 from riskguard.settings import Settings, load_settings
@@ -61,13 +61,7 @@ def broker_kind(request: pytest.FixtureRequest) -> BrokerKind:
 
 def fresh_broker(kind: BrokerKind, port: int = 0) -> Broker:
     """A started broker of ``kind``, empty, on ``port`` (0: a free one); stop it yourself."""
-    b: Broker
-    if kind == "apache-kafka":
-        from riskguard.apache_kafka import ApacheKafkaBroker  # noqa: PLC0415 - needs Java
-
-        b = ApacheKafkaBroker(port=port)
-    else:
-        b = EmbeddedBroker(port=port)
+    b = make_broker(kind, port)
     b.start()
     return b
 
