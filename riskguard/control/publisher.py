@@ -1,7 +1,12 @@
 """Publish transitions, cancel requests, heartbeats and gate data to the control topic.
 
-Every publish uses the producer's ``acks=all`` and waits at most its
-``request_timeout_ms`` (1.5 s by default), never aiokafka's 40 s. A transition
+Every publish uses the producer's ``acks=all`` and waits at most ``ack_timeout_s``
+(``kafka.request_timeout_ms``, 1.5 s by default) for the broker's acknowledgement,
+never aiokafka's 40 s, and never forever: an idempotent producer (Apache Kafka)
+never expires a batch, it retries it until the broker answers, so a frozen broker
+would hold the send's future open for good. A send not acknowledged in time counts
+as failed here; aiokafka may still deliver it later, which a retry repeats
+harmlessly (the newest state per scope is what counts). A transition
 that could not be published stays pending, with the messages that follow it (its
 cancel request), and is re-sent every second until the broker takes it; the
 newest state per scope wins, which is what a compacted topic keeps anyway.
@@ -45,11 +50,14 @@ class ControlPublisher:
         topic: str,
         metrics: Metrics,
         data_producer: AIOKafkaProducer | None = None,
+        ack_timeout_s: float = 1.5,
     ) -> None:
         """``data_producer`` (default: ``producer``) sends the gate data
         (:meth:`publish_records`): on a producer of its own, a batch of it in flight
-        never holds a transition's state record back."""
+        never holds a transition's state record back. ``ack_timeout_s``: the longest
+        wait for the broker's acknowledgement of a send (seconds)."""
         self.producer = producer
+        self.ack_timeout_s = ack_timeout_s
         self.data_producer = data_producer or producer
         self.topic = topic
         self.metrics = metrics
@@ -81,14 +89,14 @@ class ControlPublisher:
             for tr in items:
                 key, value = state_message(tr)
                 states.append(await self.producer.send(self.topic, value, key=key))
-            await asyncio.gather(*states)  # on the topic: gates refuse from now on
+            await self._acked(states)  # on the topic: gates refuse from now on
             acked = time.time_ns()
             futures = []
             for tr in items:
                 built[tr.id] = follow(tr) if follow is not None else ()
                 for key, value in built[tr.id]:
                     futures.append(await self.producer.send(self.topic, value, key=key))
-            await asyncio.gather(*futures)
+            await self._acked(futures)
         except (KafkaError, TimeoutError, OSError) as exc:
             self.metrics.control_failures.inc()
             for tr in items:
@@ -119,6 +127,25 @@ class ControlPublisher:
             self.metrics.decision_latency.observe(max(0, acked - tr.ts) / 1e9)
         return True
 
+    async def _acked(self, futures: Sequence[asyncio.Future[object]]) -> None:
+        """Wait for the broker to acknowledge every send, at most ``ack_timeout_s``.
+
+        Raises the first send's :class:`~aiokafka.errors.KafkaError`, or
+        :class:`TimeoutError` when some are still unacknowledged (those are not
+        cancelled: aiokafka may deliver them yet).
+        """
+        if not futures:
+            return
+        done, waiting = await asyncio.wait(futures, timeout=self.ack_timeout_s)
+        errors = [exc for future in done if (exc := future.exception()) is not None]
+        if errors:
+            raise errors[0]
+        if waiting:
+            raise TimeoutError(
+                f"{len(waiting)} of {len(futures)} sends not acknowledged "
+                f"within {self.ack_timeout_s} s"
+            )
+
     async def retry_pending(self) -> None:
         """Re-send what failed earlier (newest per scope), with the messages following each."""
         if self.pending:
@@ -140,7 +167,7 @@ class ControlPublisher:
                     await self.data_producer.send(self.topic, value, key=key)
                     for key, value in messages[start : start + CHUNK]
                 ]
-                await asyncio.gather(*futures)
+                await self._acked(futures)
         except (KafkaError, TimeoutError, OSError) as exc:
             self.metrics.control_failures.inc()
             self._log.warning("gate data publish failed; will retry", error=repr(exc))
@@ -153,7 +180,7 @@ class ControlPublisher:
         """Publish one heartbeat; False (logged at debug) if the broker did not take it."""
         key, value = heartbeat_message(record)
         try:
-            await (await self.producer.send(self.topic, value, key=key))
+            await self._acked([await self.producer.send(self.topic, value, key=key)])
         except (KafkaError, TimeoutError, OSError) as exc:
             self._log.debug("heartbeat publish failed", error=repr(exc))
             return False

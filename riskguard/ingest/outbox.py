@@ -66,6 +66,8 @@ class Outbox:
         self.cancels = cancels
         self._control: ControlPublisher | None = None
         self._log = log.get("sidecar")
+        #: sends still running, their callers perhaps cancelled (see :meth:`send`)
+        self._sending: set[asyncio.Task[None]] = set()
 
     def open(self, control: ControlPublisher) -> None:
         """Start sending state changes to the control topic through ``control``."""
@@ -84,6 +86,11 @@ class Outbox:
         (:meth:`retry_pending`); a journal write that fails is logged (the control
         topic still has the state). Raises :class:`OutboxNotOpenError` for a state change
         sent before :meth:`open`, before anything went out.
+
+        A send, once begun, reaches every outlet even if its caller is cancelled (a stop
+        cancels the clock task, perhaps while it waits for the broker's ack of a halt it
+        decided): the transition was decided, so it is journalled, audited and notified.
+        :meth:`retry_pending` waits for such sends first.
         """
         items = [
             tr
@@ -91,6 +98,12 @@ class Outbox:
             else msgspec.structs.replace(tr, instance=self.instance)
             for tr in transitions
         ]
+        task = asyncio.ensure_future(self._send(items))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+        await asyncio.shield(task)
+
+    async def _send(self, items: list[Transition]) -> None:
         if any(not tr.is_alert for tr in items):
             follow = self._cancel_request if self.cancels is not None else None
             await self._publisher().publish(items, follow)
@@ -149,7 +162,10 @@ class Outbox:
             self.metrics.transition(tr)
 
     async def retry_pending(self) -> None:
-        """Re-send the control publishes that failed (newest state per scope)."""
+        """Wait for the sends in flight (:meth:`send`), then re-send the control
+        publishes that failed (newest state per scope)."""
+        while self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
         if self._control is not None:
             await self._control.retry_pending()
 

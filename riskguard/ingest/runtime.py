@@ -211,7 +211,11 @@ class Sidecar:
         self.data_producer = AIOKafkaProducer(**options, client_id=f"{client_id}-gate-data")
         await self.data_producer.start()
         control = ControlPublisher(
-            self.producer, k.control_topic, self.metrics, data_producer=self.data_producer
+            self.producer,
+            k.control_topic,
+            self.metrics,
+            data_producer=self.data_producer,
+            ack_timeout_s=k.request_timeout_ms / 1000,
         )
         self.outbox.open(control)
         self.feed.open(control)

@@ -1,4 +1,15 @@
-"""Integration fixtures: a real Kafka-protocol broker (Tansu) on a free loopback port."""
+"""Integration fixtures: real Kafka-protocol brokers on free loopback ports.
+
+Every test that takes ``broker`` (or ``settings``, ``sidecar``, ``staffed``, which take it)
+runs twice: on the bundled Tansu broker and on a single-node Apache Kafka (KRaft). Each
+broker starts once per session and pytest runs all the tests of one before the other;
+topics, groups and instance names are unique per test, so tests never see each other's
+records. Without Java or the Kafka jars the Apache Kafka runs skip, saying how to enable
+them, except where ``CI`` is set: there they fail (``apache_kafka_fixtures``).
+
+Tests that need a broker of their own (to pause it, or restart it empty) take
+``broker_kind`` and start one with :func:`fresh_broker`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from riskguard.broker import EmbeddedBroker
+from riskguard.broker import Broker, EmbeddedBroker
+from riskguard.brokers import BROKER_KINDS, BrokerKind, make_broker
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import Limits, parse
 from riskguard.settings import Settings, load_settings
@@ -21,15 +33,52 @@ from tests.integration.apache_kafka_fixtures import (  # noqa: F401 - fixtures
 
 TOKEN = "test-token-" + "x" * 24
 
+#: Put on a test that takes ``broker`` (or ``settings``) to run it on Tansu alone; say
+#: why in a comment beside it.
+tansu_only = pytest.mark.parametrize("broker", ["tansu"], indirect=True)
 
-@pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
+
+@pytest.fixture(scope="session", params=BROKER_KINDS)
+def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """The session's broker of each kind: Tansu, then Apache Kafka (the ``apache_kafka``
+    node, which also has a SCRAM listener)."""
+    if request.param == "apache-kafka":
+        yield request.getfixturevalue("apache_kafka")
+        return
     with EmbeddedBroker() as b:
         yield b
 
 
+@pytest.fixture(params=BROKER_KINDS)
+def broker_kind(request: pytest.FixtureRequest) -> BrokerKind:
+    """Each broker kind in turn, for tests that start brokers of their own
+    (:func:`fresh_broker`); Apache Kafka skips or fails as ``kafka_jars`` says."""
+    kind: BrokerKind = request.param
+    if kind == "apache-kafka":
+        request.getfixturevalue("kafka_jars")
+    return kind
+
+
+def fresh_broker(kind: BrokerKind, port: int = 0) -> Broker:
+    """A started broker of ``kind``, empty, on ``port`` (0: a free one); stop it yourself."""
+    b = make_broker(kind, port)
+    b.start()
+    return b
+
+
+def kafka_overrides(broker: Broker) -> dict[str, object]:
+    """Settings riskguard needs on ``broker``: idempotent producers where the broker has
+    them (Apache Kafka; Tansu refuses InitProducerId)."""
+    return {"kafka.idempotent_producer": broker.kind == "apache-kafka"}
+
+
+def kafka_toml(broker: Broker) -> str:
+    """:func:`kafka_overrides` as lines of a ``[kafka]`` table, for ``riskguard run``."""
+    return "idempotent_producer = true\n" if broker.kind == "apache-kafka" else ""
+
+
 @pytest.fixture
-def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+def settings(broker: Broker, tmp_path: Path) -> Settings:
     """Settings with topics unique to the test, an ephemeral API port and a token."""
     run = uuid.uuid4().hex[:8]
     return load_settings(
@@ -40,6 +89,7 @@ def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
             "kafka.group_id": f"riskguard-{run}",
             "kafka.control_topic": f"control-{run}",
             "kafka.dead_letter_topic": f"dead-{run}",
+            **kafka_overrides(broker),
             "http.port": 0,
             "http.token": TOKEN,
             "runtime.audit_log": str(tmp_path / "audit.jsonl"),
@@ -51,12 +101,13 @@ def settings(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
     )
 
 
-def local_settings(broker: EmbeddedBroker, tmp_path: Path, **overrides: object) -> Settings:
+def local_settings(broker: Broker, tmp_path: Path, **overrides: object) -> Settings:
     """Default topics on ``broker``, files under ``tmp_path``, fast heartbeats."""
     return load_settings(
         env={},
         overrides={
             "kafka.bootstrap_servers": broker.bootstrap_servers,
+            **kafka_overrides(broker),
             "http.port": 0,
             "runtime.audit_log": str(tmp_path / "audit.jsonl"),
             "runtime.journal": str(tmp_path / "journal.jsonl"),

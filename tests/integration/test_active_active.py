@@ -18,14 +18,14 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from riskguard.broker import free_port
+from riskguard.broker import Broker, free_port
 from riskguard.control.records import StateRecord, decode_record
 from riskguard.gate import CancelRequest, Gate
 from riskguard.ingest.cancels import incident_id
 from riskguard.ingest.runtime import Sidecar
 from riskguard.settings import Settings
 from riskguard.testing import spawn_run
-from tests.integration.conftest import OVERFILL
+from tests.integration.conftest import OVERFILL, kafka_toml
 from tests.integration.people import call, with_people
 from tests.integration.test_notifiers import Recorder, with_sinks
 from tests.integration.test_sidecar import RUNAWAY, ev, produce
@@ -241,7 +241,7 @@ async def test_a_limits_reload_shows_in_both_statuses(settings: Settings, tmp_pa
         await asyncio.gather(a.stop(), b.stop())
 
 
-def config(folder: Path, run: str, instance: str) -> Path:
+def config(folder: Path, run: str, instance: str, broker: Broker) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "riskguard.toml"
     limits = folder / "limits.toml"
@@ -249,7 +249,7 @@ def config(folder: Path, run: str, instance: str) -> Path:
     path.write_text(f"""
 limits = "{limits}"
 [kafka]
-input_topics = ["events-{run}"]
+{kafka_toml(broker)}input_topics = ["events-{run}"]
 control_topic = "control-{run}"
 dead_letter_topic = "dead-{run}"
 group_id = "riskguard-{run}-{instance}"
@@ -274,13 +274,13 @@ def ready(port: int) -> bool:
 
 @pytest.mark.slow
 async def test_sigkill_of_one_instance_keeps_the_gate_open_and_of_both_closes_it(
-    settings: Settings, tmp_path: Path
+    broker: Broker, settings: Settings, tmp_path: Path
 ) -> None:
     run = uuid.uuid4().hex[:8]
     servers = settings.kafka.bootstrap_servers
     ports = {"rg-a": free_port(), "rg-b": free_port()}
     procs = {
-        name: spawn_run(config(tmp_path / name, run, name), port, servers)
+        name: spawn_run(config(tmp_path / name, run, name, broker), port, servers)
         for name, port in ports.items()
     }
     gate: Gate | None = None

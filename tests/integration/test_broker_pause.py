@@ -1,4 +1,6 @@
-"""Broker paused (SIGSTOP) past the budget: not ready, alert, gate refuses; then recovery."""
+"""Broker paused (SIGSTOP) past the budget: not ready, alert, gate refuses; then recovery.
+
+On each broker kind, started for this test alone (it is frozen for seconds)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,11 @@ from pathlib import Path
 
 import msgspec
 
-from riskguard.broker import EmbeddedBroker
+from riskguard.brokers import BrokerKind
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
 from riskguard.settings import Settings
-from tests.integration.conftest import OVERFILL, local_settings
+from tests.integration.conftest import OVERFILL, fresh_broker, local_settings
 from tests.integration.test_notifiers import Recorder
 
 
@@ -25,11 +27,12 @@ async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> float:
     return time.monotonic() - start
 
 
-async def test_broker_pause_goes_not_ready_alerts_and_recovers(tmp_path: Path) -> None:
+async def test_broker_pause_goes_not_ready_alerts_and_recovers(
+    broker_kind: BrokerKind, tmp_path: Path
+) -> None:
     recorder = Recorder()
     await recorder.start()
-    broker = EmbeddedBroker()
-    broker.start()
+    broker = fresh_broker(broker_kind)
     settings = local_settings(broker, tmp_path, **{"runtime.broker_budget_ms": 1500})
     base = msgspec.to_builtins(settings)
     base["notifier"] = [{"kind": "webhook", "url": f"{recorder.url}/hook", "max_backoff_s": 0.2}]

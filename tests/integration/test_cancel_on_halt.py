@@ -15,7 +15,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from riskguard import audit
-from riskguard.broker import EmbeddedBroker
+from riskguard.brokers import BrokerKind
 from riskguard.control.reader import partitions
 from riskguard.control.records import (
     CANCEL_PART_MAX,
@@ -28,7 +28,7 @@ from riskguard.ingest.runtime import Sidecar
 from riskguard.ingest.topics import ensure_topics
 from riskguard.limits import Limits, parse
 from riskguard.settings import Settings
-from tests.integration.conftest import OVERFILL, local_settings
+from tests.integration.conftest import OVERFILL, fresh_broker, local_settings
 from tests.integration.test_notifiers import Recorder, recorder, with_sinks
 
 __all__ = ["control_records", "ev", "eventually", "produce", "recorder", "until"]
@@ -312,10 +312,9 @@ async def test_an_order_opened_in_a_halted_scope_after_the_halt_is_named(
 
 
 async def test_a_request_the_broker_did_not_take_goes_out_with_its_halt_later(
-    tmp_path: Path,
+    broker_kind: BrokerKind, tmp_path: Path
 ) -> None:
-    broker = EmbeddedBroker()
-    broker.start()
+    broker = fresh_broker(broker_kind)  # its own: it is frozen (SIGSTOP) for a while
     settings = local_settings(broker, tmp_path, **{"runtime.commit_interval_ms": 200})
     sidecar = await started(settings)
     try:

@@ -6,22 +6,24 @@ import asyncio
 import time
 from pathlib import Path
 
-from riskguard.broker import EmbeddedBroker
+from riskguard.broker import Broker
+from riskguard.brokers import BrokerKind
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
 from riskguard.journal import HaltJournal
 from riskguard.killswitch import Transition
 from riskguard.settings import Settings
-from tests.integration.conftest import OVERFILL, local_settings
+from tests.integration.conftest import OVERFILL, fresh_broker, local_settings
 
 
-def settings_for(broker: EmbeddedBroker, tmp_path: Path) -> Settings:
+def settings_for(broker: Broker, tmp_path: Path) -> Settings:
     return local_settings(broker, tmp_path)
 
 
-async def test_halt_survives_broker_restarted_empty(tmp_path: Path) -> None:
-    broker = EmbeddedBroker()
-    broker.start()
+async def test_halt_survives_broker_restarted_empty(
+    broker_kind: BrokerKind, tmp_path: Path
+) -> None:
+    broker = fresh_broker(broker_kind)
     try:
         first = Sidecar(settings_for(broker, tmp_path), OVERFILL)
         await first.start()
@@ -29,8 +31,8 @@ async def test_halt_survives_broker_restarted_empty(tmp_path: Path) -> None:
         await first.manual("halt", "account:B", "alice", "drill")
         await first.manual("resume", "account:B", "alice", "drill over")
         await first.stop()
-        broker.stop()  # memory-only broker: every topic is gone
-        broker.start()
+        broker.stop()  # Tansu keeps memory only; Apache Kafka's data dir is deleted on stop
+        broker.start()  # so every topic is gone
         second = Sidecar(settings_for(broker, tmp_path), OVERFILL)
         await second.start()
         try:

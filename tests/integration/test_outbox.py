@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -13,12 +14,14 @@ from riskguard.audit import AuditLog
 from riskguard.control.publisher import ControlPublisher
 from riskguard.control.reader import ControlView, read_to_end
 from riskguard.ingest.outbox import Outbox, OutboxNotOpenError
+from riskguard.ingest.runtime import Sidecar
 from riskguard.ingest.topics import ensure_topics
 from riskguard.journal import HaltJournal
 from riskguard.metrics import Metrics
 from riskguard.notify.dispatch import Notifier
 from riskguard.settings import Settings
 from riskguard.vocabulary import Transition, system_alert
+from tests.integration.conftest import OVERFILL
 
 
 def halt(scope: str) -> Transition:
@@ -94,3 +97,36 @@ async def test_a_state_change_before_open_goes_nowhere(tmp_path: Path) -> None:
     await log.stop()
     assert not journal.path.exists() and not log.path.exists()
     assert 'rule="manual"' not in metrics.exposition().decode()
+
+
+async def test_a_send_cancelled_by_a_stop_still_reaches_every_outlet(settings: Settings) -> None:
+    """A stop cancels the clock task, perhaps while the broker acknowledges a halt that
+    task decided. The halt still reaches the journal, the audit log and the log. (Found
+    on Apache Kafka, whose acks take longer: a router-silent firm halt decided just
+    before SIGTERM was journalled but never audited, notified or logged.)"""
+    sidecar = Sidecar(settings, OVERFILL)
+    await sidecar.start()
+    tr = halt("account:C")
+    try:
+        publisher = sidecar.outbox._control
+        assert publisher is not None
+        sending = asyncio.create_task(sidecar.outbox.send([tr]))
+        for _ in range(1000):  # until the state record is out, its ack not yet in
+            if publisher._in_flight:
+                break
+            await asyncio.sleep(0)
+        assert publisher._in_flight, "the send never began"
+        sending.cancel()
+    finally:
+        await sidecar.stop()
+    assert sending.cancelled()
+    assert sidecar.journal.load()["account:C"].id == tr.id
+    audited = [r["record"] for r in audit.read(settings.runtime.audit_log)]
+    assert [r["id"] for r in audited if r.get("scope") == "account:C"] == [tr.id]
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await reader.start()
+    try:
+        view = await read_to_end(reader, settings.kafka.control_topic, ControlView())
+    finally:
+        await reader.stop()
+    assert view.states["account:C"].transition.id == tr.id

@@ -22,16 +22,29 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from riskguard import events as wire
-from riskguard.broker import EmbeddedBroker, free_port
+from riskguard.broker import Broker, free_port
+from riskguard.brokers import BrokerKind
 from riskguard.cli.common import EXIT_OK, EXIT_USAGE
 from riskguard.examples import LIMITS
 from riskguard.testing import spawn_run
+from tests.integration.conftest import fresh_broker, kafka_toml, tansu_only
 
 
-def config(tmp: Path, body: str = "", *, runtime: str = "", files: bool = True) -> Path:
-    """A settings file: the example limits, ``body`` (other sections), no file watching,
-    ``runtime`` settings, and (``files``) the audit log, journal and snapshots under
-    ``tmp`` (else: the default state directory)."""
+def config(
+    tmp: Path,
+    body: str = "",
+    *,
+    runtime: str = "",
+    files: bool = True,
+    broker: Broker | None = None,
+) -> Path:
+    """A settings file: the example limits, ``body`` (other sections, starting with the
+    ``[kafka]`` table if it has one), what ``broker`` needs in ``[kafka]``, no file
+    watching, ``runtime`` settings, and (``files``) the audit log, journal and snapshots
+    under ``tmp`` (else: the default state directory)."""
+    if broker is not None:
+        rest = body.removeprefix("[kafka]\n") if body.startswith("[kafka]") else f"\n{body}"
+        body = f"[kafka]\n{kafka_toml(broker)}{rest}"
     where = (
         f'audit_log = "{tmp / "audit.jsonl"}"\njournal = "{tmp / "journal.jsonl"}"\n'
         f'snapshot_dir = "{tmp / "snapshots"}"\n'
@@ -99,21 +112,21 @@ def run_proc(
 
 # 1. a broker that restarted and lost its topics ---------------------------------------
 def test_sigterm_stops_run_in_bounded_time_after_the_broker_lost_its_topics(
-    tmp_path: Path,
+    broker_kind: BrokerKind, tmp_path: Path
 ) -> None:
     run = uuid.uuid4().hex[:8]
     topic = f"events-{run}"
+    port = free_port()
+    first = fresh_broker(broker_kind)
+    second = None
     cfg = config(
         tmp_path,
         f'[kafka]\ninput_topics = ["{topic}"]\ncontrol_topic = "control-{run}"\n'
         f'group_id = "rg-{run}"',
         # offsets are committed only at the stop, to a broker that no longer has the topic
         runtime="stop_timeout_s = 5\ncommit_interval_ms = 3600000",
+        broker=first,
     )
-    port = free_port()
-    first = EmbeddedBroker()
-    first.start()
-    second = None
     err_path = tmp_path / "stderr.log"
     try:
         with err_path.open("wb") as err:
@@ -125,9 +138,8 @@ def test_sigterm_stops_run_in_bounded_time_after_the_broker_lost_its_topics(
                 while get(f"http://127.0.0.1:{port}/v1/status")[1]["events_applied"] < 50:
                     assert time.monotonic() < deadline, "the events were not applied"
                     time.sleep(0.1)
-                first.stop()  # the bundled broker keeps memory only: every topic is gone
-                second = EmbeddedBroker(port=first.port)
-                second.start()
+                first.stop()  # Tansu keeps memory only, Apache Kafka's data is deleted:
+                second = fresh_broker(broker_kind, port=first.port)  # every topic is gone
                 time.sleep(3)  # riskguard finds the broker again (and heartbeats to it)
                 sent = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
@@ -202,8 +214,9 @@ def _fails_in_one_line(
     return other[0]
 
 
+@tansu_only  # it fails reading the settings, before any broker is contacted
 def test_a_missing_secret_file_names_the_setting_and_the_path(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: Broker, tmp_path: Path
 ) -> None:
     missing = tmp_path / "no-such-token"
     line = _fails_in_one_line(
@@ -223,7 +236,8 @@ def test_no_broker_is_said_after_a_bounded_wait(tmp_path: Path) -> None:
     assert time.monotonic() - started < 60
 
 
-def test_a_busy_http_port_is_one_line(broker: EmbeddedBroker, tmp_path: Path) -> None:
+@tansu_only  # it fails binding the API, before any broker is contacted
+def test_a_busy_http_port_is_one_line(broker: Broker, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -235,8 +249,9 @@ def test_a_busy_http_port_is_one_line(broker: EmbeddedBroker, tmp_path: Path) ->
     )
 
 
+@tansu_only  # Apache Kafka has idempotent producers: only Tansu refuses one
 def test_an_idempotent_producer_the_broker_refuses_is_one_line(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: Broker, tmp_path: Path
 ) -> None:
     cfg = config(tmp_path, "[kafka]\nidempotent_producer = true")
     line = _fails_in_one_line(tmp_path, cfg, broker.bootstrap_servers)
@@ -251,7 +266,7 @@ def test_an_idempotent_producer_the_broker_refuses_is_one_line(
 # 16. the state directory ---------------------------------------------------------------
 @pytest.mark.parametrize("how", ["default", "flag"])
 def test_run_keeps_its_files_in_the_state_dir_and_says_why_the_firm_halted(
-    broker: EmbeddedBroker, tmp_path: Path, how: str
+    broker: Broker, tmp_path: Path, how: str
 ) -> None:
     run = uuid.uuid4().hex[:8]
     cwd = tmp_path / "cwd"
@@ -260,6 +275,7 @@ def test_run_keeps_its_files_in_the_state_dir_and_says_why_the_firm_halted(
         tmp_path,
         f'[kafka]\ninput_topics = ["events-{run}"]\ncontrol_topic = "control-{run}"',
         files=False,
+        broker=broker,
     )
     state = tmp_path / ("xdg" if how == "default" else "flagged")
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
@@ -304,8 +320,9 @@ def test_run_keeps_its_files_in_the_state_dir_and_says_why_the_firm_halted(
 
 
 # part 5: the first run ---------------------------------------------------------------
+@tansu_only  # it tests compiling with a cold numba cache (~20 s), which no broker changes
 def test_the_first_run_says_it_compiles_and_is_alive_but_not_ready_meanwhile(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: Broker, tmp_path: Path
 ) -> None:
     """A fresh install (empty numba cache): the API answers at once, /livez says alive and
     /readyz says not ready (kernels_warm false, phase "warming") until the compile is done,

@@ -12,12 +12,13 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from riskguard.broker import EmbeddedBroker, free_port
+from riskguard.broker import Broker, free_port
 from riskguard.examples import LIMITS
 from riskguard.testing import spawn_run
+from tests.integration.conftest import kafka_toml
 
 
-def test_run_starts_serves_and_stops_on_sigterm(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_run_starts_serves_and_stops_on_sigterm(broker: Broker, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:8]
     port = free_port()
     config = tmp_path / "riskguard.toml"
@@ -26,7 +27,7 @@ def test_run_starts_serves_and_stops_on_sigterm(broker: EmbeddedBroker, tmp_path
     config.write_text(f"""
 limits = "{limits}"
 [kafka]
-input_topics = ["events-{run}"]
+{kafka_toml(broker)}input_topics = ["events-{run}"]
 control_topic = "control-{run}"
 dead_letter_topic = "dead-{run}"
 [runtime]

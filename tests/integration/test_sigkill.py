@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from riskguard.broker import EmbeddedBroker, free_port
+from riskguard.broker import Broker, free_port
 from riskguard.demo.scenario import TradingSim
 from riskguard.engine import Engine
 from riskguard.events import encode
@@ -24,6 +24,7 @@ from riskguard.examples import LIMITS
 from riskguard.limits import load
 from riskguard.snapshot import SnapshotStore, restore
 from riskguard.testing import spawn_run
+from tests.integration.conftest import kafka_toml
 
 
 def status(port: int) -> dict[str, Any] | None:
@@ -35,7 +36,7 @@ def status(port: int) -> dict[str, Any] | None:
         return None
 
 
-def start(config: Path, port: int, broker: EmbeddedBroker) -> subprocess.Popen[bytes]:
+def start(config: Path, port: int, broker: Broker) -> subprocess.Popen[bytes]:
     return spawn_run(config, port, broker.bootstrap_servers)
 
 
@@ -54,7 +55,7 @@ def wait_applied(
 
 @pytest.mark.slow
 async def test_sigkill_at_random_points_loses_and_doubles_nothing(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: Broker, tmp_path: Path
 ) -> None:
     run = uuid.uuid4().hex[:8]
     topic = f"events-{run}"
@@ -63,7 +64,7 @@ async def test_sigkill_at_random_points_loses_and_doubles_nothing(
     config.write_text(f"""
 limits = "{LIMITS}"
 [kafka]
-input_topics = ["{topic}"]
+{kafka_toml(broker)}input_topics = ["{topic}"]
 control_topic = "control-{run}"
 dead_letter_topic = "dead-{run}"
 max_records = 200
