@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from riskguard.control.records import CANCEL_PART_MAX, CancelOrder
 from riskguard.engine import Engine
@@ -209,3 +211,81 @@ def test_an_alert_names_the_first_ten_and_counts_the_rest() -> None:
     assert "o09 (" in alert.reason and "o10 (" not in alert.reason
     assert alert.reason.endswith("; and 15 more")
     assert len(sinks.summary(alert)) < 1024
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("new"),
+            st.integers(0, 11),
+            st.sampled_from(["A", "B"]),
+            st.sampled_from(["S", "T"]),
+        ),
+        st.tuples(st.just("cancel"), st.integers(0, 11), st.just(""), st.just("")),
+        st.tuples(st.just("fill"), st.integers(0, 11), st.just(""), st.just("")),
+        st.tuples(st.just("halt"), st.integers(0, 2), st.just(""), st.just("")),
+        st.tuples(st.just("resume"), st.integers(0, 2), st.just(""), st.just("")),
+        st.tuples(
+            st.just("wait"), st.sampled_from([0, 300, 1000, 61_000]), st.just(""), st.just("")
+        ),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS)
+@example(  # an update held back (orders joined a fresh incident) goes out a minute later
+    [
+        ("halt", 2, "", ""),
+        ("new", 1, "A", "S"),
+        ("wait", 1000, "", ""),
+        ("new", 2, "A", "S"),
+        ("wait", 61_000, "", ""),
+    ]
+)
+def test_a_check_that_skips_unchanged_work_says_what_a_full_check_says(ops: list) -> None:  # type: ignore[type-arg]
+    """The tracker skips the overdue list when nothing changed since a check that left
+    nothing to send (a runaway keeps thousands of orders overdue for many batches).
+    On any stream of orders, closes, halts, resumes and waits, it sends the same alerts
+    and shows the same overdue orders as a tracker that rebuilds everything each time,
+    and its count of tracked orders is that of its requests."""
+    runs = [setup(), setup()]
+    scopes = ["strategy:S", "account:A", "firm"]
+    for t, (op, n, account, strategy) in enumerate(ops, start=1):
+        said = []
+        for k, (engine, tracker, clock) in enumerate(runs):
+            batch = []
+            now = clock() - T0  # events stamped at the wall clock: after a halt
+            if op == "new":
+                batch = [new(f"o{n}", now + t, account=account, strategy=strategy)]
+            elif op == "cancel":
+                batch = [cancel(f"o{n}", now + t)]
+            elif op == "fill":
+                batch = [fill(f"o{n}", now + t, qty=10)]
+            elif op == "halt" and engine.killswitch.state(scopes[n]) != "HALTED":
+                tracker.request(halt(engine, scopes[n]))
+            elif op == "resume" and engine.killswitch.state(scopes[n]) == "HALTED":
+                resumed = engine.killswitch.resume(scopes[n], "bob", "ok")
+                assert resumed is not None
+                tracker.lifted(resumed)
+            elif op == "wait":
+                clock.advance(ms=n)
+            if batch:
+                engine.apply(batch)
+            if k == 1:
+                tracker._checked = None  # the reference: never skips
+            alerts = tracker.check(batch)
+            said.append(
+                (
+                    [(a.id, a.rule, a.reason, a.ends) for a in alerts],
+                    [o.as_dict() for o in tracker.overdue],
+                    tracker.incident,
+                )
+            )
+            expected: dict[tuple[int, int], int] = {}
+            for req in tracker.requests.values():
+                for key in req.order_keys():
+                    expected[key] = expected.get(key, 0) + 1
+            assert tracker._tracked == expected
+        assert said[0] == said[1]

@@ -137,20 +137,41 @@ class Request:
     """Orders the request named when it was published."""
     closed: int = 0
     """Orders seen closing since."""
+    _joined: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    """(order id, serial) of orders :meth:`add` took since the last :meth:`flush`."""
 
-    def keep(self, mask: np.ndarray) -> None:
-        """Keep only the orders where ``mask`` is true."""
+    def keep(self, mask: np.ndarray) -> list[tuple[int, int]]:
+        """Keep only the orders where ``mask`` (bool, one per order of :attr:`oids`
+        after :meth:`flush`) is true; returns (order id, serial) of those dropped."""
+        if mask.all():
+            return []
+        gone = ~mask
+        dropped = list(zip(self.oids[gone].tolist(), self.serials[gone].tolist(), strict=True))
         idx = np.flatnonzero(mask)
-        self.closed += len(self.orders) - idx.size
+        self.closed += len(dropped)
         self.oids, self.serials, self.late = self.oids[idx], self.serials[idx], self.late[idx]
         self.orders = [self.orders[i] for i in idx.tolist()]
+        return dropped
 
     def add(self, oid: int, serial: int, order: WorkingOrder) -> None:
-        """Track one more order, opened in the scope after the halt."""
-        self.oids = np.append(self.oids, np.int64(oid))
-        self.serials = np.append(self.serials, np.int64(serial))
-        self.late = np.append(self.late, True)
+        """Track one more order, opened in the scope after the halt (in the arrays at
+        the next :meth:`flush`: a runaway may add thousands a batch)."""
+        self._joined.append((oid, serial))
         self.orders.append(order)
+
+    def flush(self) -> None:
+        """Put the orders :meth:`add` took into :attr:`oids`, :attr:`serials`, :attr:`late`."""
+        if self._joined:
+            joined = np.array(self._joined, dtype=np.int64).reshape(-1, 2)
+            self.oids = np.concatenate((self.oids, joined[:, 0]))
+            self.serials = np.concatenate((self.serials, joined[:, 1]))
+            self.late = np.concatenate((self.late, np.ones(len(self._joined), dtype=bool)))
+            self._joined = []
+
+    def order_keys(self) -> list[tuple[int, int]]:
+        """(order id, serial) of every order it tracks."""
+        self.flush()
+        return list(zip(self.oids.tolist(), self.serials.tolist(), strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +232,16 @@ class CancelTracker:
     _incident_halt: tuple[int, float] = field(init=False, default=(0, 0.0))
     """(decided_ns, deadline ms) of the oldest halt the incident named."""
     _updated_ns: int = field(init=False, default=0)
+    _changes: int = field(init=False, default=0)
+    """Moves whenever the orders tracked change (a request made, lifted or emptied, an
+    order closed or joined)."""
+    _checked: tuple[int, tuple[str, ...]] | None = field(init=False, default=None)
+    """(:attr:`_changes`, the halt ids past their deadline) at the last check that left
+    nothing to send: the same again needs no work (a runaway keeps many orders overdue
+    for many batches)."""
+    _tracked: dict[tuple[int, int], int] = field(init=False, default_factory=dict)
+    """(order id, serial) -> how many requests track it (a firm's and a strategy's
+    halt may both name an order): orders opened late are told apart in O(1)."""
 
     # requests ----------------------------------------------------------------------
     def request(self, tr: Transition) -> list[CancelRecord]:
@@ -236,6 +267,7 @@ class CancelTracker:
         oids = engine.working_order_ids(tr.scope, increasing_only=kind == "reduce_only")
         orders = engine.describe_orders(oids)
         deadline_ms = engine.limits.cancel_deadline_ms
+        self._drop(tr.scope)
         req = self.requests[tr.scope] = Request(
             halt_id=tr.id,
             scope=tr.scope,
@@ -249,11 +281,20 @@ class CancelTracker:
             late=np.zeros(oids.size, dtype=bool),
             named=oids.size,
         )
+        self._count(req.order_keys(), +1)
+        self._changes += 1
         return req
 
     def lifted(self, tr: Transition) -> None:
         """A resume: the scope's orders need not close any more; stop tracking them."""
-        self.requests.pop(tr.scope, None)
+        self._drop(tr.scope)
+
+    def _drop(self, scope: str) -> None:
+        """Stop tracking the request of ``scope`` (lifted, or replaced by a newer one)."""
+        req = self.requests.pop(scope, None)
+        if req is not None:
+            self._count(req.order_keys(), -1)
+            self._changes += 1
 
     # confirmation ------------------------------------------------------------------
     def check(self, events: Sequence[Event] = (), now_ns: int | None = None) -> list[Transition]:
@@ -267,27 +308,49 @@ class CancelTracker:
             return []
         now = self.clock() if now_ns is None else now_ns
         orders = self.engine.store.state.orders
-        overdue: list[Overdue] = []
-        seen: set[tuple[int, int]] = set()
+        status, serial = orders["status"], orders["serial"]
+        past: list[Request] = []
         for scope, req in list(self.requests.items()):
-            rec = orders[req.oids]
-            req.keep((rec["status"] == O_OPEN) & (rec["serial"] == req.serials))
+            req.flush()
+            closed = req.keep((status[req.oids] == O_OPEN) & (serial[req.oids] == req.serials))
+            self._count(closed, -1)
             if not req.orders:
                 del self.requests[scope]
                 self.confirmed += 1
                 if req.named:
                     self.metrics.cancel_confirmation.observe(max(0, now - req.decided_ns) / 1e9)
                 continue
-            if req.deadline_ns is None or now < req.deadline_ns:
-                continue
-            pairs = zip(req.oids.tolist(), req.serials.tolist(), strict=True)
-            for i, key in enumerate(pairs):
+            if req.deadline_ns is not None and now >= req.deadline_ns:
+                past.append(req)
+        checked = (self._changes, tuple(req.halt_id for req in past))
+        if checked == self._checked:
+            return []  # the same orders overdue as at the last check, which sent all
+        overdue: list[Overdue] = []
+        seen: set[tuple[int, int]] = set()
+        for req in past:
+            for i, key in enumerate(req.order_keys()):
                 if key not in seen:
                     seen.add(key)
                     overdue.append(Overdue(req.orders[i], req, bool(req.late[i])))
         self.overdue = overdue
         self.metrics.cancel_incomplete.set(len(overdue))
-        return self._alerts(overdue, seen, now)
+        alerts = self._alerts(overdue, seen, now)
+        # an update held back (UPDATE_INTERVAL_NS) is still to send: check again then
+        self._checked = checked if seen <= self._named or self.incident is None else None
+        return alerts
+
+    def _count(self, keys: Sequence[tuple[int, int]], step: int) -> None:
+        """Add ``step`` to how many requests track each of ``keys``."""
+        if not keys:
+            return
+        self._changes += 1
+        tracked = self._tracked
+        for key in keys:
+            n = tracked.get(key, 0) + step
+            if n > 0:
+                tracked[key] = n
+            else:
+                tracked.pop(key, None)
 
     def _alerts(
         self, overdue: list[Overdue], keys: set[tuple[int, int]], now: int
@@ -362,7 +425,6 @@ class CancelTracker:
         if not halted:
             return
         keys, orders = self.engine.keys, self.engine.store.state.orders
-        tracked: set[tuple[int, int]] | None = None
         for ev in events:
             if not isinstance(ev, NewOrder):
                 continue
@@ -380,19 +442,13 @@ class CancelTracker:
             if oid is None or int(orders["status"][oid]) != O_OPEN:
                 continue
             key = (oid, int(orders["serial"][oid]))
-            if tracked is None:
-                tracked = {
-                    (o, s)
-                    for r in self.requests.values()
-                    for o, s in zip(r.oids.tolist(), r.serials.tolist(), strict=True)
-                }
-            if key in tracked:
+            if key in self._tracked:
                 continue
-            tracked.add(key)
             req = self.requests.get(covering.scope)
             if req is None:
                 req = self.requests[covering.scope] = self._standing_request(covering)
             req.add(*key, self.engine.describe_orders(np.array([oid], dtype=np.int64))[0])
+            self._count([key], +1)
 
     def _standing_request(self, tr: Transition) -> Request:
         """An empty request for a standing halt (its own request done, or not from us)."""
