@@ -6,9 +6,13 @@ confirmation (:mod:`riskguard.ingest.cancels`: orders of halts that closed, orde
 opened in halted scopes, the ``cancel-incomplete`` alert). The engine is driven by
 exactly two things, both here: input batches and the clock tick.
 
-Every partition of every input topic is assigned by hand: a kill switch must see
-the whole firm's flow, and a consumer group would split partitions between
-instances (silently breaking firm-wide limits) and stall starts on rebalances.
+By default every partition of every input topic is assigned by hand: a kill switch
+must see the whole firm's flow, and a consumer group would split partitions between
+instances (silently breaking firm-wide limits) and stall starts on rebalances. In
+group mode (``[scale] mode = "group"``) the consumer group shares them instead, and
+:class:`~riskguard.ingest.group.GroupOwnership` rebuilds the state on a rebalance
+under :attr:`ConsumeLoop.lock`, never during a batch. (aiokafka itself drops records
+fetched before a seek or for a partition no longer assigned.)
 """
 
 from __future__ import annotations
@@ -102,6 +106,8 @@ class ConsumeLoop:
     """The input partitions assigned."""
     before_session: int = field(init=False, default=0)
     """Events skipped because they were stamped before the session start."""
+    lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    """Held while a batch is applied, and by a rebalance while it rebuilds the state."""
 
     def __post_init__(self) -> None:
         self.dead_letters = DeadLetters(self.kafka.dead_letter_topic, self.metrics)
@@ -203,9 +209,10 @@ class ConsumeLoop:
             finally:
                 self._fetching = False
             self.liveness.polled()
-            if batch:
-                await self.apply(batch)
-            self.checkpoints.maybe_snapshot()  # between batches only: state and offsets agree
+            async with self.lock:
+                if batch:
+                    await self.apply(batch)
+                self.checkpoints.maybe_snapshot()  # between batches: state and offsets agree
 
     async def apply(self, batch: Batch) -> None:
         """Decode and apply one batch, then advance offsets and send transitions out.
