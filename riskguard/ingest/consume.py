@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,8 @@ class ConsumeLoop:
     """Events skipped because they were stamped before the session start."""
     lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     """Held while a batch is applied, and by a rebalance while it rebuilds the state."""
+    after_batch: Callable[[AIOKafkaConsumer], None] | None = field(init=False, default=None)
+    """Called with the consumer after every applied batch (group mode: restore progress)."""
 
     def __post_init__(self) -> None:
         self.dead_letters = DeadLetters(self.kafka.dead_letter_topic, self.metrics)
@@ -212,6 +214,8 @@ class ConsumeLoop:
             async with self.lock:
                 if batch:
                     await self.apply(batch)
+                    if self.after_batch is not None:
+                        self.after_batch(consumer)
                 self.checkpoints.maybe_snapshot()  # between batches: state and offsets agree
 
     async def apply(self, batch: Batch) -> None:

@@ -129,6 +129,11 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         """Times the state was rebuilt for a new assignment."""
         self.last_rebuild_s = 0.0
         """Seconds the latest rebuild held the consume loop (replay not included)."""
+        self.restored_s: float | None = None
+        """Seconds from the latest assignment until every owned partition was read to
+        its high watermark (None while restoring)."""
+        self._assigned_at = 0.0
+        intake.after_batch = self._progress
         self._log = log.get("sidecar")
 
     def consumer_options(self) -> dict[str, int]:
@@ -186,6 +191,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
                 part.reindexed()
             self.rebuilds += 1
         self.last_rebuild_s = time.perf_counter() - began
+        self._assigned_at, self.restored_s = began, None
         self.metrics.owned_partitions.set(len(owned))
         self.metrics.group_rebuilds.inc()
         self._log.info(
@@ -195,6 +201,26 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             judged_until_ns=judged,
         )
         self.ready("partitions_assigned")
+        if not owned:
+            self.restored_s = 0.0
+
+    def _progress(self, consumer: AIOKafkaConsumer) -> None:
+        """After a batch: note when the owned partitions were first read to the end."""
+        if self.restored_s is not None:
+            return
+        applied = self.checkpoints.applied
+        for tp in self.intake.assigned:
+            high = consumer.highwater(tp)
+            if high is None or applied.get(tp, 0) < high:
+                return
+        self.restored_s = time.perf_counter() - self._assigned_at
+        self.metrics.restore_seconds.set(self.restored_s)
+        self._log.info(
+            "partitions restored",
+            partitions=_labels(self.intake.assigned),
+            seconds=round(self.restored_s, 3),
+            events=self.engine.events_applied,
+        )
 
     async def _starts(
         self, consumer: AIOKafkaConsumer, owned: Collection[TopicPartition]
@@ -224,6 +250,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             "owned": _labels(self.intake.assigned),
             "rebuilds": self.rebuilds,
             "last_rebuild_seconds": round(self.last_rebuild_s, 3),
+            "restored_seconds": None if self.restored_s is None else round(self.restored_s, 4),
         }
 
 
