@@ -324,3 +324,27 @@ async def test_three_instances_share_partitions_and_survive_a_sigkill(
         for s in sidecars:
             if not s.stopping:
                 await s.stop()
+
+
+async def test_a_reload_adding_a_firm_wide_rule_is_rejected_in_group_mode(
+    apache_kafka: ApacheKafkaBroker, tmp_path: Path
+) -> None:
+    limits_path = tmp_path / "limits.toml"
+    limits_path.write_text(LIMITS)
+    settings = kafka_settings(
+        apache_kafka.bootstrap_servers,
+        tmp_path,
+        **{"limits": str(limits_path), "scale.mode": "group", "runtime.watch_limits": False},
+    )
+    sidecar = Sidecar(settings)
+    await sidecar.start()
+    try:
+        limits_path.write_text(
+            LIMITS + '\n[[rule]]\nname = "firm-rate"\nmetric = "order_rate"\nscope = "firm"\n'
+            'window_ms = 1000\nmax = 100\naction = "halt"\n'
+        )
+        assert not await sidecar.reloader.reload("SIGHUP")
+        assert "'firm-rate'" in sidecar.reloader.last_error
+        assert [r.name for r in sidecar.limits.rules] == ["account-order-rate", "account-position"]
+    finally:
+        await sidecar.stop()
