@@ -35,6 +35,7 @@ BENCHES = {
     "restart": "restart to ready with a large snapshot",
     "latency": "offending event -> gate refusal under load",
     "fetch_wait": "event -> decision against fetch_max_wait_ms",
+    "scale_out": "group mode: one vs two instances on one topic (Apache Kafka)",
 }
 README = Path(__file__).parent / "README.md"
 

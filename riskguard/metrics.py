@@ -133,6 +133,22 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.owned_partitions = Gauge(
+            "riskguard_owned_partitions",
+            "Input partitions this instance owns (group mode; all of them otherwise).",
+            registry=r,
+        )
+        self.group_rebuilds = Counter(
+            "riskguard_group_rebuilds_total",
+            "Times the state was rebuilt for a new partition assignment (group mode).",
+            registry=r,
+        )
+        self.restore_seconds = Gauge(
+            "riskguard_restore_seconds",
+            "Group mode: seconds from the latest assignment until its partitions were read "
+            "to their end (state restored).",
+            registry=r,
+        )
         self.event_lag = Gauge(
             "riskguard_event_lag_seconds",
             "Wall time minus the event time of the latest applied event.",

@@ -315,6 +315,38 @@ def session_start_ns(text: str) -> int | None:
     return int(when.timestamp() * 1_000_000) * 1000
 
 
+class ScaleSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
+    """How several instances share the input (docs/deployment.md, Scale-out).
+
+    ``mode = "single"`` (the default): every instance reads every input partition (one
+    instance, or an active-active pair deciding the same thing twice). ``mode =
+    "group"``: the instances of ``kafka.group_id`` share the input partitions through
+    Kafka's consumer-group protocol; each holds the state of the partitions it owns and
+    rebuilds it on a rebalance. A dead member's partitions move to the others once the
+    broker stops hearing from it: within ``session_timeout_ms`` plus the rebuild.
+    """
+
+    mode: Literal["single", "group"] = "single"
+    #: group mode: the broker declares a silent member dead after this long (ms); it
+    #: must lie within the broker's group.min/max.session.timeout.ms (6 s to 30 min
+    #: by default on Apache Kafka).
+    session_timeout_ms: int = 10_000
+    #: group mode: how often a member tells the broker it is alive (ms); under a third
+    #: of ``session_timeout_ms``.
+    heartbeat_interval_ms: int = 1_000
+
+    def __post_init__(self) -> None:
+        if self.session_timeout_ms < 1:
+            raise ValueError("session_timeout_ms must be at least 1")
+        if not 1 <= self.heartbeat_interval_ms * 3 <= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
+
+    @property
+    def group(self) -> bool:
+        """Partitions are shared through the consumer group."""
+        return self.mode == "group"
+
+
 class Settings(_Redacted, frozen=True, forbid_unknown_fields=True):
     """All process settings."""
 
@@ -323,6 +355,7 @@ class Settings(_Redacted, frozen=True, forbid_unknown_fields=True):
     http: HttpSettings = HttpSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     engine: EngineSettings = EngineSettings()
+    scale: ScaleSettings = ScaleSettings()
     notifier: tuple[NotifierSettings, ...] = ()
 
 
@@ -372,6 +405,7 @@ ENV = {
     "RISKGUARD_START_OF_DAY": "runtime.start_of_day",
     "RISKGUARD_LOG_LEVEL": "runtime.log_level",
     "RISKGUARD_INSTANCE": "runtime.instance",
+    "RISKGUARD_SCALE_MODE": "scale.mode",
 }
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import msgspec
@@ -284,6 +284,19 @@ class CancelTracker:
         self._count(req.order_keys(), +1)
         self._changes += 1
         return req
+
+    def reindexed(self) -> None:
+        """The engine's state was rebuilt and its order ids renumbered (a group-mode
+        rebalance): each request keeps its halt and deadline but forgets the orders it
+        named, as after a restart; orders opened late in a halted scope are still caught."""
+        none = np.zeros(0, dtype=np.int64)
+        for scope, req in self.requests.items():
+            self.requests[scope] = replace(
+                req, oids=none, serials=none, orders=[], late=np.zeros(0, dtype=bool), _joined=[]
+            )
+        self._named = set()
+        self._tracked = {}
+        self._changes += 1
 
     def lifted(self, tr: Transition) -> None:
         """A resume: the scope's orders need not close any more; stop tracking them."""

@@ -61,6 +61,13 @@ class Checkpoints:
         """Where partition ``tp`` starts once assigned (its events before are in state)."""
         self._applied[tp] = offset
 
+    def own(self, starts: Mapping[TopicPartition, int]) -> None:
+        """Group mode, after a rebalance rebuilt the state: only ``starts``' partitions
+        are ours now, each starting at its offset; the others are forgotten (neither
+        advanced nor committed by this instance again)."""
+        self._applied = dict(starts)
+        self._committed = {}
+
     def advance(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
         """A consumed batch is in the engine's state: move past its last messages.
 

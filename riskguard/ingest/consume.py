@@ -6,16 +6,20 @@ confirmation (:mod:`riskguard.ingest.cancels`: orders of halts that closed, orde
 opened in halted scopes, the ``cancel-incomplete`` alert). The engine is driven by
 exactly two things, both here: input batches and the clock tick.
 
-Every partition of every input topic is assigned by hand: a kill switch must see
-the whole firm's flow, and a consumer group would split partitions between
-instances (silently breaking firm-wide limits) and stall starts on rebalances.
+By default every partition of every input topic is assigned by hand: a kill switch
+must see the whole firm's flow, and a consumer group would split partitions between
+instances (silently breaking firm-wide limits) and stall starts on rebalances. In
+group mode (``[scale] mode = "group"``) the consumer group shares them instead, and
+:class:`~riskguard.ingest.group.GroupOwnership` rebuilds the state on a rebalance
+under :attr:`ConsumeLoop.lock`, never during a batch. (aiokafka itself drops records
+fetched before a seek or for a partition no longer assigned.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +106,10 @@ class ConsumeLoop:
     """The input partitions assigned."""
     before_session: int = field(init=False, default=0)
     """Events skipped because they were stamped before the session start."""
+    lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    """Held while a batch is applied, and by a rebalance while it rebuilds the state."""
+    after_batch: Callable[[AIOKafkaConsumer], None] | None = field(init=False, default=None)
+    """Called with the consumer after every applied batch (group mode: restore progress)."""
 
     def __post_init__(self) -> None:
         self.dead_letters = DeadLetters(self.kafka.dead_letter_topic, self.metrics)
@@ -167,6 +175,7 @@ class ConsumeLoop:
             consumer.seek(tp, start)
         new = sorted(f"{t.topic}/{t.partition}" for t in tps if t not in self.assigned)
         self.assigned = set(tps)
+        self.metrics.owned_partitions.set(len(tps))
         self._log.info("partitions assigned", partitions=new)
         return new
 
@@ -203,9 +212,12 @@ class ConsumeLoop:
             finally:
                 self._fetching = False
             self.liveness.polled()
-            if batch:
-                await self.apply(batch)
-            self.checkpoints.maybe_snapshot()  # between batches only: state and offsets agree
+            async with self.lock:
+                if batch:
+                    await self.apply(batch)
+                    if self.after_batch is not None:
+                        self.after_batch(consumer)
+                self.checkpoints.maybe_snapshot()  # between batches: state and offsets agree
 
     async def apply(self, batch: Batch) -> None:
         """Decode and apply one batch, then advance offsets and send transitions out.

@@ -166,6 +166,11 @@ class Peers:
             for messages in batch.values():
                 await self.receive([m.value for m in messages])
 
+    def progress(self) -> int:
+        """The latest ``last_event_ns`` (ns) any instance's heartbeat reported (this one's
+        included), -1 before any: events up to then were judged by some instance."""
+        return max((p.record.last_event_ns for p in self.view.heartbeats.values()), default=-1)
+
     # reading -------------------------------------------------------------------------
     async def receive(self, values: Sequence[bytes | None], at: Instant | None = None) -> None:
         """Fold control messages read at ``at`` (default: now) and act on them, in order.

@@ -142,6 +142,14 @@ class PreTradeFeed:
         self._log = log.get("control")
         engine.killswitch.subscribe(self._transition)
 
+    def reindexed(self) -> None:
+        """The engine's state was rebuilt and its scope ids renumbered (a group-mode
+        rebalance): forget which marks went out under the old ids (they go out again)."""
+        self._symbols = np.zeros(0, dtype=np.int64)
+        self._levels_seen = 0
+        self._mark_sent = np.zeros(0)
+        self._money_sent = np.zeros(0)
+
     def open(self, publisher: ControlPublisher) -> None:
         """Publish through ``publisher`` from now on."""
         self._publisher = publisher

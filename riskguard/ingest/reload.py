@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,14 @@ class LimitsReloader:
         audit: AuditLog,
         metrics: Metrics,
         rules: RulesChannel | None = None,
+        check: Callable[[Limits], None] | None = None,
     ) -> None:
+        """``check`` refuses limits this instance cannot judge (raises
+        :class:`LimitsError`, e.g. group mode's cross-partition rules): a reload it
+        refuses is rejected like a bad file."""
         self.path = Path(path)
         self.rules = rules
+        self.check = check
         self.owner = owner
         self.states = states
         self.outbox = outbox
@@ -128,6 +134,8 @@ class LimitsReloader:
                 if data is None:
                     raise LimitsError(str(self.path), [f"cannot read file: {why}"])
                 new = await asyncio.to_thread(parse, data, str(self.path))
+                if self.check is not None:
+                    self.check(new)
             except LimitsError as exc:
                 await self._rejected(trigger, exc)
                 return False

@@ -12,14 +12,13 @@ together, and :meth:`Sidecar.status` assembling their reports:
   cancel request follows its state record;
 - :class:`~riskguard.ingest.cancels.CancelTracker`: builds each halt's cancel
   request and confirms its orders close (the ``cancel-incomplete`` alert);
-- :class:`~riskguard.ingest.pretrade.PreTradeFeed`: per-order rules, marks and
-  REDUCE_ONLY positions on the control topic for the gates' ``check()``;
-- :class:`~riskguard.ingest.checkpoint.Checkpoints`: applied and committed
-  offsets, snapshots;
-- :class:`~riskguard.ingest.health.Health`: readiness, loop liveness, heartbeats,
-  the broker watch;
+- :class:`~riskguard.ingest.pretrade.PreTradeFeed`: per-order rules, marks, REDUCE_ONLY
+  positions on the control topic for the gates' ``check()``;
+- :class:`~riskguard.ingest.checkpoint.Checkpoints`: applied and committed offsets, snapshots;
+- :class:`~riskguard.ingest.health.Health`: readiness, liveness, heartbeats, broker watch;
 - :class:`~riskguard.ingest.peers.Peers`: the other instances of an active-active pair,
   followed on the control topic (their transitions adopted, four-eyes steps shared);
+- :class:`~riskguard.ingest.group.GroupOwnership` (group mode only): the partitions owned;
 - :func:`~riskguard.ingest.recovery.recover`, :class:`~riskguard.ingest.reload.LimitsReloader`,
   :class:`~riskguard.ingest.manual.ManualActions` and the
   :class:`~riskguard.control.api.ControlApi`, each against narrow interfaces
@@ -57,6 +56,7 @@ from riskguard.ingest.cancels import CancelTracker
 from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.ingest.connect import StartError, idempotence_refused, wait_for_broker
 from riskguard.ingest.consume import ConsumeLoop
+from riskguard.ingest.group import GroupOwnership, check_group_limits
 from riskguard.ingest.health import Health
 from riskguard.ingest.manual import ManualActions
 from riskguard.ingest.outbox import Outbox
@@ -96,6 +96,9 @@ class Sidecar:
         # warmed in start(), beside the broker connection, while the API already answers;
         # settings.engine bounds clock skew, lateness and redelivery memory
         self.engine = Engine(limits or load(settings.limits), settings=settings.engine, warm=False)
+        grouped = settings.scale.group
+        if grouped:  # rules over several partitions would be judged on partial sums
+            check_group_limits(self.engine.limits)
         self.metrics.limits_rules.set(len(self.limits.rules))
         self.instance = rt.instance or f"{socket.gethostname()}-{os.getpid()}"
         self.engine.killswitch.instance = self.instance  # named on every decision
@@ -128,6 +131,7 @@ class Sidecar:
             self.audit,
             self.metrics,
             rules=self.feed,
+            check=check_group_limits if grouped else None,
         )
         self.desk = ManualActions(ks, self.audit, self.outbox)
         self.api = ControlApi(
@@ -141,6 +145,12 @@ class Sidecar:
         self.peers = Peers(self.instance, ks, self.journal, self.audit, self.metrics, self.cancels)
         digest = lambda: self.limits.digest  # noqa: E731 - the limits in force, read late
         self.peers.join(self.outbox, self.health.sent, digest, self.api.four_eyes)
+        self.group: GroupOwnership | None = None
+        if grouped:  # the feed and cancels hold engine ids; ready once partitions are owned
+            parts, ready = (self.feed, self.cancels), self.health.passed
+            self.group = GroupOwnership(
+                settings.scale, self.intake, self.peers.progress, parts, ready
+            )
         self.api_url = ""
         self.recovered = Recovered()
         self.producer: AIOKafkaProducer | None = None
@@ -222,7 +232,8 @@ class Sidecar:
         await self.audit.start()
         await self.notifier.start()
         await warm  # the engine is used from here on
-        self.checkpoints.load()  # the snapshot first, then standing states on top
+        if self.group is None:
+            self.checkpoints.load()  # the snapshot first, then standing states on top
         self.control_reader = await control_reader(k, f"{client_id}-control")
         try:
             self.recovered = await recover(
@@ -240,8 +251,8 @@ class Sidecar:
         # from where recovery stopped reading: the other instances' records
         self.peers.open(self.control_reader, self.recovered.view, control)
         await self.feed.publish_round()  # the gates' rules (retried by the feed if not taken)
-        # The group id is used only to commit offsets (lag monitoring, restarts):
-        # partitions are assigned by hand (see riskguard.ingest.consume).
+        # Single mode: partitions assigned by hand, the group id only commits offsets (lag
+        # monitoring, restarts); group mode: the group shares them (riskguard.ingest.group)
         self.consumer = AIOKafkaConsumer(
             **k.client_options(consumer=True),
             group_id=k.group_id,
@@ -249,17 +260,21 @@ class Sidecar:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=k.fetch_max_wait_ms,
             client_id=client_id,
+            **(self.group.consumer_options() if self.group else {}),
         )
         await self.consumer.start()
         self.intake.open(self.consumer, self.producer)
-        try:
-            await self.intake.assign()
-        except TimeoutError as exc:
-            raise StartError(
-                f"cannot assign the input topics {', '.join(k.input_topics)} on "
-                f"{k.bootstrap_servers}: {exc}"
-            ) from exc
-        self.health.passed("partitions_assigned")
+        if self.group is not None:  # joins on the first fetch; ready once assigned
+            self.group.subscribe(self.consumer, k.input_topics)
+        else:
+            try:
+                await self.intake.assign()
+            except TimeoutError as exc:
+                raise StartError(
+                    f"cannot assign the input topics {', '.join(k.input_topics)} on "
+                    f"{k.bootstrap_servers}: {exc}"
+                ) from exc
+            self.health.passed("partitions_assigned")
         self.health.liveness.begin()  # alive from here means polling within the budget
         self.intake.start(self._stop)
         if rt.watch_limits:
@@ -393,6 +408,8 @@ class Sidecar:
             await asyncio.sleep(self.settings.runtime.commit_interval_ms / 1000)
             await self.checkpoints.commit(self.consumer)
             await self.outbox.retry_pending()
+            if self.group is not None:
+                continue  # the group follows new partitions itself (a rebalance)
             try:
                 await self.intake.assign()
             except (KafkaError, TimeoutError) as exc:
@@ -499,4 +516,5 @@ class Sidecar:
             "republished_at_start": self.republished,
             "journal": str(self.journal.path),
             "state_dir": str(self.settings.runtime.state_path),
+            **({"scale": self.group.status()} if self.group is not None else {}),
         }

@@ -1,0 +1,219 @@
+"""Scale-out: one vs two ``riskguard run`` processes in group mode on one input topic.
+
+N events of simulated flow are produced once to a 4-partition topic on a single-node
+Apache Kafka (the consumer group needs a real group coordinator). Then, for 1 and for 2
+instances: a fresh consumer group of that many ``riskguard run`` processes (group mode,
+the example limits cut to what group mode judges: account-scope and per-order rules)
+starts on the topic. On its latest assignment each instance rebuilds its state from the
+start of the partitions it owns and times, itself, how long until they are read to
+their end (``scale.restored_seconds`` in ``/v1/status``); the run counts once every
+partition is owned, restored and the instances together hold all N events once.
+
+Per instance it reports events/s (its events over its restore time); the group's rate
+is N over the slowest instance's restore time. bench/README.md
+turns these into the flow N instances carry. On a 2-core machine two instances and the
+broker share the cores: the figure for two is a floor, not what two machines give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.common import progress, save, table
+from bench.pipeline import PARTITIONS, flow, produce
+from riskguard.apache_kafka import ApacheKafkaBroker
+from riskguard.broker import free_port
+from riskguard.examples import LIMITS
+from riskguard.limits import load
+from riskguard.limits.model import Limits
+from riskguard.testing import spawn_run
+
+
+def group_limits() -> Limits:
+    """The example limits without the rules group mode refuses (docs/deployment.md)."""
+    from riskguard.ingest.group import PER_ORDER_METRICS  # noqa: PLC0415
+
+    full = load(LIMITS)
+    keep = tuple(r for r in full.rules if r.scope == "account" or r.metric in PER_ORDER_METRICS)
+    return dataclasses.replace(full, rules=keep)
+
+
+def limits_file(folder: Path) -> Path:
+    """:func:`group_limits` written as a limits file (rules copied from the example)."""
+    import tomllib  # noqa: PLC0415
+
+    doc = tomllib.loads(Path(LIMITS).read_text())
+    keep = {r.name for r in group_limits().rules}
+    lines = [f"version = {doc['version']}"]
+    for key in ("base_currency", "revalue_ms", "cancel_deadline_ms"):
+        if key in doc:
+            lines.append(f"{key} = {json.dumps(doc[key])}")
+    for rule in doc.get("rule", []):
+        if rule["name"] not in keep:
+            continue
+        lines.append("\n[[rule]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in rule.items() if not isinstance(v, dict)]
+        for k, v in rule.items():
+            if isinstance(v, dict):
+                lines.append(
+                    f"{k} = {{ {', '.join(f'{a} = {json.dumps(b)}' for a, b in v.items())} }}"
+                )
+    path = folder / "group-limits.toml"
+    path.write_text("\n".join(lines) + "\n")
+    load(path)  # raises if the copy went wrong
+    return path
+
+
+def status(port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as r:
+            body: dict[str, Any] = json.loads(r.read())
+            return body
+    except OSError:
+        return None
+
+
+def config(folder: Path, name: str, topic: str, group: str, limits: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "riskguard.toml"
+    path.write_text(f"""
+limits = "{limits}"
+[kafka]
+input_topics = ["{topic}"]
+group_id = "{group}"
+control_topic = "ctl-{group}"
+dead_letter_topic = "dl-{group}"
+idempotent_producer = true
+max_records = 500
+[runtime]
+instance = "{name}"
+state_dir = "{folder}"
+watch_limits = false
+snapshot_interval_s = 0
+log_level = "error"
+[scale]
+mode = "group"
+session_timeout_ms = 6000
+heartbeat_interval_ms = 500
+""")
+    return path
+
+
+def run_group(bs: str, topic: str, n: int, k: int, folder: Path, limits: Path) -> dict[str, Any]:
+    """Time ``k`` instances in one fresh group over the ``n`` events of ``topic``."""
+    group = f"bench-{k}-{uuid.uuid4().hex[:6]}"
+    ports = [free_port() for _ in range(k)]
+    procs = [
+        spawn_run(config(folder / f"{group}-{i}", f"rg{i}", topic, group, limits), p, bs)
+        for i, p in enumerate(ports)
+    ]
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the group never applied every event")
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"riskguard run exited with {proc.returncode}")
+            found = [status(p) for p in ports]
+            live = [s for s in found if s is not None and s.get("phase") == "running"]
+            if (
+                len(live) == k
+                and sum(len(s["scale"]["owned"]) for s in live) == PARTITIONS
+                and all(s["scale"]["restored_seconds"] is not None for s in live)
+                and sum(int(s["events_applied"]) for s in live) == n
+            ):
+                break  # one assignment, every partition restored by its owner
+            time.sleep(0.1)
+        seconds = [float(s["scale"]["restored_seconds"]) for s in live]
+        events = [int(s["events_applied"]) for s in live]
+        return {
+            "instances": k,
+            "seconds": max(seconds),
+            "events_per_s": n / max(seconds),
+            "per_instance_events_per_s": [e / t for e, t in zip(events, seconds, strict=True)],
+            "per_instance_events": events,
+            "per_instance_seconds": seconds,
+        }
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def measure(n: int, repeats: int) -> dict[str, Any]:
+    with ApacheKafkaBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        bs = broker.bootstrap_servers
+        topic = f"bench-scale-{uuid.uuid4().hex[:6]}"
+        produce_s = asyncio.run(produce(bs, topic, flow(n)))
+        limits = limits_file(Path(tmp))
+        runs: dict[int, dict[str, Any]] = {}
+        for i in range(repeats):
+            for k in (1, 2):
+                r = run_group(bs, topic, n, k, Path(tmp), limits)
+                if k not in runs or r["seconds"] < runs[k]["seconds"]:
+                    runs[k] = r
+            progress("repeats", i + 1, repeats)
+    one, two = runs[1], runs[2]
+    return {
+        "events": n,
+        "partitions": PARTITIONS,
+        "produce_events_per_s": n / produce_s,
+        "rules": len(group_limits().rules),
+        "one": one,
+        "two": two,
+        "speedup": two["events_per_s"] / one["events_per_s"],
+        "repeats": repeats,
+        "broker_kind": "apache-kafka",
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    one, two = result["one"], result["two"]
+    rows: list[tuple[str, ...]] = [
+        ("scale-out (group mode, Apache Kafka)", "events/s total", "events/s per instance"),
+        (
+            "1 instance",
+            f"{one['events_per_s']:,.0f}",
+            f"{one['per_instance_events_per_s'][0]:,.0f}",
+        ),
+        (
+            "2 instances (same 2-core machine)",
+            f"{two['events_per_s']:,.0f}",
+            " / ".join(f"{x:,.0f}" for x in two["per_instance_events_per_s"]),
+        ),
+        ("speed-up 2 vs 1", f"{result['speedup']:.2f}", ""),
+    ]
+    return table(rows)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=400_000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="40k events, one repeat")
+    args = parser.parse_args(argv)
+    n, repeats = (40_000, 1) if args.quick else (args.events, args.repeats)
+    result = measure(n, repeats)
+    print(report(result))
+    print(f"wrote {save('scale_out', result)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

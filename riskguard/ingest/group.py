@@ -1,0 +1,258 @@
+"""Group mode: instances share the input partitions through Kafka's consumer group.
+
+``[scale] mode = "group"`` (docs/deployment.md, Scale-out). Input is keyed by account,
+so an instance that owns a partition owns the accounts in it. Membership and failure
+detection are Kafka's own (``subscribe`` with a ``ConsumerRebalanceListener``; a
+member silent for ``scale.session_timeout_ms`` is declared dead by the broker); none is
+written here.
+
+On every assignment that differs from the one the state reflects, the instance
+rebuilds its state for exactly the partitions it now owns, before applying any new
+event from them:
+
+1. under :attr:`~riskguard.ingest.consume.ConsumeLoop.lock` (no batch half applied),
+   the engine's state arrays are emptied (a pristine engine's state restored in
+   place) and every standing state and judged time is latched again
+   (:meth:`~riskguard.killswitch.KillSwitch.reassert`);
+2. each owned partition is read again from its start (the session start when
+   ``runtime.start_of_day`` is set, else the beginning of the topic); events up to the
+   latest event time this instance or any other had judged (their heartbeats'
+   ``last_event_ns``) decide nothing twice;
+3. aiokafka returns no record fetched before the seek, nor of a partition no longer
+   assigned.
+
+A lost partition is thereby no longer counted (its accounts leave the state with the
+rebuild), and a gained one is counted once (from its start, in order). Whole-engine
+snapshots are not used in group mode: they cannot be split by partition.
+
+Rules whose scope spans partitions (firm, strategy, symbol or venue, except rules
+judged on one order at a time) would be judged on a partial sum by each instance, which
+can be wrong either way; :func:`check_group_limits` refuses them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from riskguard import log
+from riskguard.engine import Engine
+from riskguard.ingest.consume import ConsumeLoop
+from riskguard.limits.load import LimitsError
+from riskguard.limits.model import Limits
+from riskguard.settings import ScaleSettings
+from riskguard.snapshot import Snapshot, freeze, restore
+
+#: Metrics judged on one order (or one listed symbol) at a time: one instance sees the
+#: whole of what they measure whatever the rule's scope, so they are allowed at any scope.
+PER_ORDER_METRICS = frozenset({"order_qty", "order_notional", "price_deviation", "restricted"})
+
+
+class Renumbered(Protocol):
+    """A part holding engine ids (scope, order) across batches."""
+
+    def reindexed(self) -> None:
+        """The engine's ids were renumbered: forget the ones held."""
+
+
+def check_group_limits(limits: Limits) -> None:
+    """Refuse rules group mode cannot judge right.
+
+    Allowed: every rule of scope ``account`` (an account lives in one partition), and
+    rules of :data:`PER_ORDER_METRICS` at any scope. Raises :class:`LimitsError` listing
+    every other rule (a firm, strategy, symbol or venue total would be judged on the
+    part of the flow one instance owns).
+    """
+    problems = [
+        f"rule {r.name!r}: {r.metric} at scope {r.scope!r} spans input partitions; "
+        "[scale] mode = \"group\" judges only scope 'account' (and per-order metrics "
+        f"{', '.join(sorted(PER_ORDER_METRICS))} at any scope): run it in single mode, "
+        "or scope it to accounts"
+        for r in limits.all_rules
+        if r.scope != "account" and r.metric not in PER_ORDER_METRICS
+    ]
+    if problems:
+        raise LimitsError(limits.source, problems)
+
+
+def rebuild(engine: Engine) -> None:
+    """Empty ``engine``'s state in place (same limits, same objects), keeping every
+    latched state, resume and judged time its kill switch holds.
+
+    ``events_applied`` restarts at 0: afterwards it counts the events in the state.
+    """
+    fresh = Engine(engine.limits, clock=engine.clock, settings=engine.settings, warm=False)
+    frozen = freeze(fresh, {})
+    judged = int(engine.store.state.globals["judged_ns"][0])
+    restore(engine, Snapshot(Path("<pristine>"), frozen.meta, frozen.arrays))
+    engine.killswitch.reassert()
+    if judged > 0:
+        engine.judge_until(judged)
+
+
+class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
+    """The rebalance listener of group mode (see the module), for ``intake``'s engine.
+
+    ``progress`` returns the latest event time (ns) any instance reported as judged (the
+    peers' heartbeats). Partitions are read from ``intake.session_start_ns`` (None: their
+    beginning). After every rebuild, each of ``renumbered`` forgets the engine ids it
+    held, and ``ready("partitions_assigned")`` is called. Turns ``intake``'s snapshots
+    off: a whole-engine snapshot cannot be split by partition.
+    """
+
+    def __init__(
+        self,
+        scale: ScaleSettings,
+        intake: ConsumeLoop,
+        progress: Callable[[], int],
+        renumbered: Sequence[Renumbered],
+        ready: Callable[[str], None],
+    ) -> None:
+        self.scale = scale
+        self.intake = intake
+        self.engine = intake.engine
+        self.checkpoints = intake.checkpoints
+        self.checkpoints.interval_s = 0
+        self.metrics = intake.metrics
+        self.progress = progress
+        self.session_start_ns = intake.session_start_ns
+        self.renumbered = renumbered
+        self.ready = ready
+        self.consumer: AIOKafkaConsumer | None = None
+        self.rebuilds = 0
+        """Times the state was rebuilt for a new assignment."""
+        self.last_rebuild_s = 0.0
+        """Seconds the latest rebuild held the consume loop (replay not included)."""
+        self.restored_s: float | None = None
+        """Seconds from the latest assignment until every owned partition was read to
+        its high watermark (None while restoring)."""
+        self._assigned_at = 0.0
+        intake.after_batch = self._progress
+        self._log = log.get("sidecar")
+
+    def consumer_options(self) -> dict[str, int]:
+        """aiokafka consumer options of a group member (liveness towards the broker)."""
+        return {
+            "session_timeout_ms": self.scale.session_timeout_ms,
+            "heartbeat_interval_ms": self.scale.heartbeat_interval_ms,
+            "max_poll_interval_ms": max(300_000, self.scale.session_timeout_ms),
+        }
+
+    def subscribe(self, consumer: AIOKafkaConsumer, topics: Collection[str]) -> None:
+        """Join the group on ``topics`` with ``consumer`` (started, built with
+        :meth:`consumer_options`); it joins on its first fetch, and this listener
+        positions it on every assignment."""
+        self.consumer = consumer
+        consumer.subscribe(list(topics), listener=self)
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        """Before the group reassigns: commit what was applied of ``revoked`` (lag
+        monitoring); their state is dropped when the new assignment arrives. A failed
+        commit is logged by :meth:`Checkpoints.commit`, never raised."""
+        if not revoked:
+            return
+        async with self.intake.lock:
+            await self.checkpoints.commit(self.consumer)
+        self._log.info("partitions revoked", partitions=_labels(revoked))
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        """After the group assigned ``assigned`` (every partition this instance owns
+        now): rebuild the state for them unless it already reflects exactly them.
+
+        Offsets are looked up before the state is touched; a lookup that fails is
+        retried by the next rebalance only, so it is logged and the partitions start at
+        their beginning (never later: nothing is lost, the session filter still applies).
+        """
+        consumer = self.consumer
+        if consumer is None:
+            raise RuntimeError("group ownership: call open() with the consumer first")
+        owned = set(assigned)
+        if owned == self.intake.assigned and self.rebuilds:
+            self._log.info("partitions kept", partitions=_labels(owned))
+            return
+        starts = await self._starts(consumer, owned)
+        began = time.perf_counter()
+        async with self.intake.lock:
+            judged = max(self.engine.last_event_ns, self.progress())
+            rebuild(self.engine)
+            if judged > 0:
+                self.engine.judge_until(judged)
+            for tp, offset in starts.items():
+                consumer.seek(tp, offset)
+            self.checkpoints.own(starts)
+            self.intake.assigned = owned
+            for part in self.renumbered:
+                part.reindexed()
+            self.rebuilds += 1
+        self.last_rebuild_s = time.perf_counter() - began
+        self._assigned_at, self.restored_s = began, None
+        self.metrics.owned_partitions.set(len(owned))
+        self.metrics.group_rebuilds.inc()
+        self._log.info(
+            "partitions assigned",
+            partitions=_labels(owned),
+            starts={f"{t.topic}/{t.partition}": o for t, o in starts.items()},
+            judged_until_ns=judged,
+        )
+        self.ready("partitions_assigned")
+        if not owned:
+            self.restored_s = 0.0
+
+    def _progress(self, consumer: AIOKafkaConsumer) -> None:
+        """After a batch: note when the owned partitions were first read to the end."""
+        if self.restored_s is not None:
+            return
+        applied = self.checkpoints.applied
+        for tp in self.intake.assigned:
+            high = consumer.highwater(tp)
+            if high is None or applied.get(tp, 0) < high:
+                return
+        self.restored_s = time.perf_counter() - self._assigned_at
+        self.metrics.restore_seconds.set(self.restored_s)
+        self._log.info(
+            "partitions restored",
+            partitions=_labels(self.intake.assigned),
+            seconds=round(self.restored_s, 3),
+            events=self.engine.events_applied,
+        )
+
+    async def _starts(
+        self, consumer: AIOKafkaConsumer, owned: Collection[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """Where each owned partition's history starts (session start, else beginning)."""
+        if not owned:
+            return {}
+        tps = sorted(owned)
+        try:
+            begin: dict[TopicPartition, int] = dict(await consumer.beginning_offsets(tps))
+            if self.session_start_ns is not None:
+                found = await consumer.offsets_for_times(
+                    dict.fromkeys(tps, self.session_start_ns // 1_000_000)
+                )
+                for tp, hit in found.items():
+                    if hit is not None and hit.offset > begin[tp]:
+                        begin[tp] = hit.offset
+        except (KafkaError, TimeoutError) as exc:  # the group retries on its next rebalance
+            self._log.error("offset lookup failed; reading from 0", error=repr(exc))
+            return dict.fromkeys(tps, 0)
+        return begin
+
+    def status(self) -> dict[str, object]:
+        """For ``/v1/status``: the partitions owned and the rebuilds so far."""
+        return {
+            "mode": "group",
+            "owned": _labels(self.intake.assigned),
+            "rebuilds": self.rebuilds,
+            "last_rebuild_seconds": round(self.last_rebuild_s, 3),
+            "restored_seconds": None if self.restored_s is None else round(self.restored_s, 4),
+        }
+
+
+def _labels(tps: Collection[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in tps)

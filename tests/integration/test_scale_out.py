@@ -1,0 +1,350 @@
+"""Group mode on Apache Kafka: three instances share six input partitions through the
+consumer group. A per-account rule fires on the instance owning the account; SIGKILL of
+one instance hands its partitions to the others within a bounded time; the positions
+the survivors hold together equal those of one engine over the same events (nothing
+lost, nothing counted twice) and the account halted before the kill stays one state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from riskguard import events as wire
+from riskguard.apache_kafka import ApacheKafkaBroker
+from riskguard.broker import free_port
+from riskguard.control.records import StateRecord, decode_record
+from riskguard.engine import Engine
+from riskguard.events import encode
+from riskguard.ingest.runtime import Sidecar
+from riskguard.limits import parse
+from riskguard.settings import Settings
+from riskguard.testing import spawn_run
+from tests.builders import rules_toml
+from tests.integration.apache_kafka_fixtures import kafka_settings
+
+PARTITIONS = 6
+ACCOUNTS = [f"acct-{i:02d}" for i in range(12)]  # acct-i on partition i % 6
+HOT = "acct-07"  # its order burst breaches the per-account order rate (partition 1)
+SESSION_TIMEOUT_MS = 6000  # Apache Kafka's smallest by default (group.min.session.timeout.ms)
+LIMITS = rules_toml(
+    """
+name = "account-order-rate"
+metric = "order_rate"
+scope = "account"
+window_ms = 1000
+max = 40
+action = "halt"
+""",
+    """
+name = "account-position"
+metric = "position_qty"
+scope = "account"
+max = 1000000
+action = "halt"
+""",
+)
+
+
+def flow(start_ns: int, rounds: int, tag: str) -> list[wire.Event]:
+    """Orders and fills in every account: ``rounds`` orders each, 2 ms apart, fills of
+    varying size and side over three symbols (none breaches a limit)."""
+    out: list[wire.Event] = []
+    t = start_ns
+    for r in range(rounds):
+        for i, account in enumerate(ACCOUNTS):
+            t += 2_000_000
+            oid = f"{tag}-{account}-{r}"
+            side = "buy" if (r + i) % 3 else "sell"
+            keys = {"account": account, "strategy": f"s{i % 4}", "symbol": "XYZ"[r % 3]}
+            qty = float(1 + (r * 7 + i) % 9)
+            price = 100.0 + (r % 5)
+            out.append(wire.NewOrder(ts=t, order_id=oid, side=side, qty=qty, price=price, **keys))
+            out.append(
+                wire.Fill(
+                    ts=t + 1000,
+                    order_id=oid,
+                    side=side,
+                    qty=qty,
+                    price=price,
+                    exec_id=f"x-{oid}",
+                    **keys,
+                )
+            )
+    return out
+
+
+def burst(start_ns: int, n: int) -> list[wire.Event]:
+    """``n`` new orders in :data:`HOT` within 0.1 s (the order-rate limit is 40 / s)."""
+    keys = {"account": HOT, "strategy": "s3", "symbol": "X"}
+    return [
+        wire.NewOrder(
+            ts=start_ns + k * 1_000_000,
+            order_id=f"burst-{k}",
+            side="buy",
+            qty=1.0,
+            price=100.0,
+            **keys,
+        )
+        for k in range(n)
+    ]
+
+
+def partition_of(ev: wire.Event) -> int:
+    account = getattr(ev, "account", None)
+    assert isinstance(account, str)
+    return ACCOUNTS.index(account) % PARTITIONS
+
+
+async def produce(settings: Settings, events: list[wire.Event]) -> None:
+    """Every event to its account's partition, keyed by account, in order."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=5)
+    await producer.start()
+    try:
+        topic = settings.kafka.input_topics[0]
+        for ev in events:
+            key = str(getattr(ev, "account", "")).encode()
+            await producer.send(topic, encode(ev), key=key, partition=partition_of(ev))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def http_status(port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as r:
+            body: dict[str, Any] = json.loads(r.read())
+            return body
+    except OSError:
+        return None
+
+
+async def until(what: str, predicate: Callable[[], object], timeout: float) -> float:
+    """Wait for ``predicate``; returns the seconds it took."""
+    began = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - began < timeout, f"not in {timeout} s: {what}"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - began
+
+
+def instance_settings(base: Settings, folder: Path, name: str) -> Settings:
+    folder.mkdir(parents=True, exist_ok=True)
+    tree = msgspec.to_builtins(base)
+    tree["runtime"].update(
+        instance=name,
+        audit_log=str(folder / "audit.jsonl"),
+        journal=str(folder / "journal.jsonl"),
+        snapshot_dir=str(folder / "snapshots"),
+    )
+    return msgspec.convert(tree, Settings)
+
+
+def process_config(settings: Settings, folder: Path, limits: Path) -> Path:
+    """A ``riskguard run`` config for the same topics and group (TOML)."""
+    k, s = settings.kafka, settings.scale
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "riskguard.toml"
+    config.write_text(f"""
+limits = "{limits}"
+[kafka]
+input_topics = ["{k.input_topics[0]}"]
+group_id = "{k.group_id}"
+control_topic = "{k.control_topic}"
+dead_letter_topic = "{k.dead_letter_topic}"
+idempotent_producer = true
+input_partitions = {k.input_partitions}
+[runtime]
+instance = "rg-proc"
+state_dir = "{folder}"
+heartbeat_interval_ms = 100
+commit_interval_ms = 200
+watch_limits = false
+[scale]
+mode = "group"
+session_timeout_ms = {s.session_timeout_ms}
+heartbeat_interval_ms = {s.heartbeat_interval_ms}
+""")
+    return config
+
+
+async def state_records(settings: Settings, scope: str) -> list[StateRecord]:
+    """Every state record of ``scope`` on the control topic, up to its end as of now
+    (heartbeats keep arriving: the end is taken first)."""
+    topic = settings.kafka.control_topic
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    found: list[StateRecord] = []
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        while await consumer.position(tp) < end:
+            for messages in (await consumer.getmany(tp, timeout_ms=500)).values():
+                for m in messages:
+                    record = decode_record(m.value)
+                    if isinstance(record, StateRecord) and record.scope == scope:
+                        found.append(record)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def account_positions(engine: Engine) -> dict[tuple[str, str], float]:
+    return {
+        (owner, symbol): qty
+        for (owner, symbol), (qty, _cost, _realised) in engine.positions().items()
+        if owner.startswith("account:")
+    }
+
+
+@pytest.mark.slow
+async def test_three_instances_share_partitions_and_survive_a_sigkill(
+    apache_kafka: ApacheKafkaBroker, tmp_path: Path
+) -> None:
+    limits_path = tmp_path / "limits.toml"
+    limits_path.write_text(LIMITS)
+    base = kafka_settings(
+        apache_kafka.bootstrap_servers,
+        tmp_path,
+        **{
+            "limits": str(limits_path),
+            "kafka.input_partitions": PARTITIONS,
+            "scale.mode": "group",
+            "scale.session_timeout_ms": SESSION_TIMEOUT_MS,
+            "scale.heartbeat_interval_ms": 500,
+        },
+    )
+    limits = parse(LIMITS, str(limits_path))
+    sidecars = [
+        Sidecar(instance_settings(base, tmp_path / name, name), limits) for name in ("rg-a", "rg-b")
+    ]
+    port = free_port()
+    config = process_config(base, tmp_path / "proc", limits_path)
+    proc = spawn_run(config, port, apache_kafka.bootstrap_servers)
+    try:
+        await asyncio.gather(*(s.start() for s in sidecars))
+        tasks = [asyncio.create_task(s.run()) for s in sidecars]
+
+        def owned() -> dict[str, list[str]]:
+            out = {s.instance: s.status()["scale"]["owned"] for s in sidecars}
+            st = http_status(port)
+            if st is not None and st.get("phase") == "running":
+                out["rg-proc"] = st["scale"]["owned"]
+            return out
+
+        def spread() -> bool:
+            now = owned()
+            return len(now) == 3 and all(len(p) == 2 for p in now.values())
+
+        await until("six partitions spread over three instances", spread, 60)
+        start = time.time_ns()
+        first = flow(start, 20, "a") + burst(start + 500_000_000, 60)
+        await produce(base, first)
+
+        def applied() -> int:
+            st = http_status(port) if proc.poll() is None else None
+            alive = st["events_applied"] if st else 0
+            return alive + sum(s.engine.events_applied for s in sidecars)
+
+        await until("every event applied once", lambda: applied() == len(first), 30)
+        scope = f"account:{HOT}"
+        await until(
+            "the hot account halted everywhere",
+            lambda: all(s.engine.killswitch.state(scope) == "HALTED" for s in sidecars),
+            15,
+        )
+        decided = sidecars[0].engine.killswitch.standing()[scope]
+        owner = [n for n, parts in owned().items() if f"{base.kafka.input_topics[0]}/1" in parts]
+        assert decided.instance == owner[0], "the account's owner decides its rule"
+        assert decided.rule == "account-order-rate"
+
+        victim_parts = owned()["rg-proc"]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        killed = time.monotonic()
+        takeover = await until(
+            "the survivors own all six partitions",
+            lambda: sum(len(p) for p in owned().values()) == PARTITIONS,
+            SESSION_TIMEOUT_MS / 1000 + 20,
+        )
+        caught_up = await until(
+            "the survivors hold every event once",
+            lambda: sum(s.engine.events_applied for s in sidecars) == len(first),
+            30,
+        )
+        print(
+            f"\nfailover: {victim_parts} taken over {takeover:.1f} s after SIGKILL, "
+            f"state rebuilt {caught_up:.2f} s later ({time.monotonic() - killed:.1f} s total)"
+        )
+        assert takeover <= SESSION_TIMEOUT_MS / 1000 + 10  # the documented bound
+
+        second = flow(time.time_ns(), 10, "b")
+        await produce(base, second)
+        everything = first + second
+        await until(
+            "the new events applied once",
+            lambda: sum(s.engine.events_applied for s in sidecars) == len(everything),
+            30,
+        )
+        reference = Engine(limits, event_time=True)
+        reference.apply(everything)
+        want = account_positions(reference)
+        got: dict[tuple[str, str], float] = {}
+        for s in sidecars:
+            mine = account_positions(s.engine)
+            assert not set(mine) & set(got), "an account counted by two instances"
+            got.update(mine)
+        assert got == want
+        assert len(want) == len(ACCOUNTS) * 3  # every account in X, Y and Z
+        records = await state_records(base, scope)
+        assert {(r.transition.id, r.transition.to) for r in records} == {(decided.id, "HALTED")}, (
+            "one decision, not re-decided by the instance that took the account over"
+        )
+        for s in sidecars:
+            s.request_stop()
+        assert all(await asyncio.gather(*tasks))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        for s in sidecars:
+            if not s.stopping:
+                await s.stop()
+
+
+async def test_a_reload_adding_a_firm_wide_rule_is_rejected_in_group_mode(
+    apache_kafka: ApacheKafkaBroker, tmp_path: Path
+) -> None:
+    limits_path = tmp_path / "limits.toml"
+    limits_path.write_text(LIMITS)
+    settings = kafka_settings(
+        apache_kafka.bootstrap_servers,
+        tmp_path,
+        **{"limits": str(limits_path), "scale.mode": "group", "runtime.watch_limits": False},
+    )
+    sidecar = Sidecar(settings)
+    await sidecar.start()
+    try:
+        limits_path.write_text(
+            LIMITS + '\n[[rule]]\nname = "firm-rate"\nmetric = "order_rate"\nscope = "firm"\n'
+            'window_ms = 1000\nmax = 100\naction = "halt"\n'
+        )
+        assert not await sidecar.reloader.reload("SIGHUP")
+        assert "'firm-rate'" in sidecar.reloader.last_error
+        assert [r.name for r in sidecar.limits.rules] == ["account-order-rate", "account-position"]
+    finally:
+        await sidecar.stop()
