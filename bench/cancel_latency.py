@@ -150,6 +150,7 @@ async def run(bs: str, n: int, working: int, tmp: str) -> dict[str, Any]:
             "kafka.input_topics": [topic],
             "kafka.control_topic": control,
             "kafka.dead_letter_topic": f"dl-{run_id}",
+            "kafka.fetch_max_wait_ms": 1,  # the bundled Tansu broker (riskguard.brokers)
             "http.port": 0,
             "runtime.audit_log": str(Path(tmp) / "audit.jsonl"),
             "runtime.journal": str(Path(tmp) / "journal.jsonl"),
@@ -175,7 +176,9 @@ async def run(bs: str, n: int, working: int, tmp: str) -> dict[str, Any]:
     check_us: list[float] = []
     named = 0
     try:
-        async with Gate(bs, control, heartbeat_timeout_ms=5000, on_cancel=router.on_cancel) as gate:
+        async with Gate(
+            bs, control, heartbeat_timeout_ms=5000, on_cancel=router.on_cancel, fetch_max_wait_ms=1
+        ) as gate:
             await until(lambda: sidecar.ready() and gate.health(), "riskguard not ready")
             await until(lambda: gate.view.rules is not None, "no rules on the control topic")
             applied = sidecar.engine.events_applied

@@ -235,6 +235,7 @@ async def trials(
         f"lat-{run}",
         f'[kafka]\ninput_topics = ["{topic}"]\ninput_partitions = {PARTITIONS}\n'
         f"idempotent_producer = {str(kind == 'apache-kafka').lower()}\n"
+        "fetch_max_wait_ms = 1\n"
         f'control_topic = "{control}"\ndead_letter_topic = "dl-{run}"\n'
         # one break-glass resume per trial: the bench times halts, not four-eyes approvals
         "[http]\nfour_eyes = []\n",

@@ -33,7 +33,7 @@ def emit(obj: dict[str, object]) -> None:
 
 async def gate(bootstrap: str, topic: str, scope: str) -> None:
     account = scope.partition(":")[2]
-    async with Gate(bootstrap, topic, heartbeat_timeout_ms=2000) as g:
+    async with Gate(bootstrap, topic, heartbeat_timeout_ms=2000, fetch_max_wait_ms=1) as g:
         while not g.health():
             await asyncio.sleep(0.01)
         emit({"ready": True})

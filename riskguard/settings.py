@@ -45,8 +45,11 @@ class KafkaSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     group_id: str = "riskguard"
     control_topic: str = "riskguard.control"
     dead_letter_topic: str = "riskguard.dead-letter"
-    #: Low by default: the bundled broker polls rather than waking waiting fetches.
-    fetch_max_wait_ms: int = 1
+    #: Apache Kafka's default: it answers a fetch as soon as a record arrives, so a long
+    #: wait costs no latency and spares the broker empty fetches (bench/fetch_wait.py).
+    #: On the bundled Tansu broker, which holds a fetch for half its wait, set 1
+    #: (``riskguard demo`` and the tests do; see brokers.TANSU_FETCH_MAX_WAIT_MS).
+    fetch_max_wait_ms: int = 500
     max_records: int = 500
     #: Bounds every producer wait: a halt publish must never hang for aiokafka's 40 s.
     request_timeout_ms: int = 1500
@@ -390,6 +393,7 @@ ENV = {
     "RISKGUARD_KAFKA_INPUT_TOPICS": "kafka.input_topics",
     "RISKGUARD_KAFKA_CONTROL_TOPIC": "kafka.control_topic",
     "RISKGUARD_KAFKA_DEAD_LETTER_TOPIC": "kafka.dead_letter_topic",
+    "RISKGUARD_KAFKA_FETCH_MAX_WAIT_MS": "kafka.fetch_max_wait_ms",
     "RISKGUARD_KAFKA_SASL_PLAIN_USERNAME": "kafka.sasl_plain_username",
     "RISKGUARD_KAFKA_SASL_PLAIN_PASSWORD": "kafka.sasl_plain_password",
     "RISKGUARD_LIMITS": "limits",
@@ -439,7 +443,7 @@ def load_settings(
             continue
         if dotted.endswith("input_topics"):
             _set(tree, dotted, [t.strip() for t in value.split(",") if t.strip()])
-        elif dotted.endswith(".port"):
+        elif dotted.endswith((".port", "_ms")):
             _set(tree, dotted, int(value) if value.isdigit() else value)
         else:
             _set(tree, dotted, value)

@@ -25,7 +25,7 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
     assert s.http.port == 9100
     assert s.kafka.group_id == "from-file"
     assert s.limits == "a.toml"
-    assert s.kafka.fetch_max_wait_ms == 1 and s.kafka.request_timeout_ms == 1500  # defaults
+    assert s.kafka.fetch_max_wait_ms == 500 and s.kafka.request_timeout_ms == 1500  # defaults
 
 
 def test_unknown_keys_name_the_file_and_key(tmp_path: Path) -> None:

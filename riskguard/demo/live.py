@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaProducer
 from riskguard import events as wire
 from riskguard import examples
 from riskguard.broker import EmbeddedBroker
+from riskguard.brokers import TANSU_FETCH_MAX_WAIT_MS
 from riskguard.demo.book import FESX, FX_MOVED, FX_OPEN, reference_data
 from riskguard.demo.report import MS, DemoReport, Trial
 from riskguard.demo.router import Router, Send
@@ -71,6 +72,7 @@ async def run_demo(
                 "kafka.input_topics": ["demo.events"],
                 "kafka.control_topic": "demo.control",
                 "kafka.dead_letter_topic": "demo.dead-letter",
+                "kafka.fetch_max_wait_ms": TANSU_FETCH_MAX_WAIT_MS,
                 "http.port": 0,
                 "http.token": secrets.token_urlsafe(24),
                 "runtime.audit_log": str(Path(tmp) / "audit.jsonl"),
@@ -107,6 +109,7 @@ async def run_demo(
                 settings.kafka.control_topic,
                 heartbeat_timeout_ms=1000,
                 on_cancel=router.on_cancel,
+                fetch_max_wait_ms=TANSU_FETCH_MAX_WAIT_MS,
             ) as gate:
                 router.gate = gate
                 while not gate.health() or gate.view.rules is None:

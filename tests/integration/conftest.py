@@ -19,8 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from riskguard import gate as gate_module
 from riskguard.broker import Broker, EmbeddedBroker
-from riskguard.brokers import BROKER_KINDS, BrokerKind, make_broker
+from riskguard.brokers import (
+    BROKER_KINDS,
+    TANSU_FETCH_MAX_WAIT_MS,
+    BrokerKind,
+    fetch_max_wait_ms,
+    make_broker,
+)
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import Limits, parse
 from riskguard.settings import Settings, load_settings
@@ -68,13 +75,28 @@ def fresh_broker(kind: BrokerKind, port: int = 0) -> Broker:
 
 def kafka_overrides(broker: Broker) -> dict[str, object]:
     """Settings riskguard needs on ``broker``: idempotent producers where the broker has
-    them (Apache Kafka; Tansu refuses InitProducerId)."""
-    return {"kafka.idempotent_producer": broker.kind == "apache-kafka"}
+    them (Apache Kafka; Tansu refuses InitProducerId), and the fetch wait that suits it
+    (:func:`riskguard.brokers.fetch_max_wait_ms`)."""
+    return {
+        "kafka.idempotent_producer": broker.kind == "apache-kafka",
+        "kafka.fetch_max_wait_ms": fetch_max_wait_ms(broker.kind),
+    }
 
 
 def kafka_toml(broker: Broker) -> str:
     """:func:`kafka_overrides` as lines of a ``[kafka]`` table, for ``riskguard run``."""
-    return "idempotent_producer = true\n" if broker.kind == "apache-kafka" else ""
+    wait = f"fetch_max_wait_ms = {fetch_max_wait_ms(broker.kind)}\n"
+    return ("idempotent_producer = true\n" if broker.kind == "apache-kafka" else "") + wait
+
+
+@pytest.fixture(autouse=True)
+def gate_fetch_wait(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gates made in a test on Tansu fetch with its wait (1 ms), as a trading system
+    on Tansu would configure them; on Apache Kafka they keep the gate's default."""
+    params = getattr(request.node, "callspec", None)
+    kind = params.params.get("broker", params.params.get("broker_kind")) if params else None
+    if kind == "tansu":
+        monkeypatch.setattr(gate_module, "FETCH_MAX_WAIT_MS", TANSU_FETCH_MAX_WAIT_MS)
 
 
 @pytest.fixture
