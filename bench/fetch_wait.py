@@ -176,14 +176,14 @@ async def main_async(kinds: list[BrokerKind], n: int, waits: list[int]) -> dict[
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=50)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="5 trials, waits 1 and 500 ms")
     parser.add_argument(
         "--waits", type=int, nargs="+", default=[1, 100, 500], help="fetch_max_wait_ms values"
     )
     add_broker_option(parser)
     args = parser.parse_args(argv)
-    n = 10 if args.quick else args.trials
-    results = asyncio.run(main_async(broker_kinds(args.brokers), n, args.waits))
+    n, waits = (5, [1, 500]) if args.quick else (args.trials, args.waits)
+    results = asyncio.run(main_async(broker_kinds(args.brokers), n, waits))
     rows = [
         (
             "broker, fetch_max_wait_ms",
