@@ -251,3 +251,27 @@ def test_a_refused_token_says_how_to_give_one(
         f"riskguard {command}: refused (401): missing bearer token "
         "(give a token: --token-file or $RISKGUARD_HTTP_TOKEN)"
     )
+
+
+def test_group_mode_shows_the_partitions_owned_and_the_restore(
+    serve: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grouped = copy.deepcopy(STATUS)
+    grouped["scale"] = {
+        "mode": "group",
+        "owned": ["trading.events/0", "trading.events/2"],
+        "rebuilds": 2,
+        "last_rebuild_seconds": 0.001,
+        "restored_seconds": 0.2059,
+    }
+    assert main(["status", "--url", serve(grouped)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        "  group mode: owns trading.events/0, trading.events/2 (restored in 0.206 s; 2 rebuild(s))"
+        in out
+    )
+    grouped["scale"].update(owned=[], restored_seconds=None)
+    assert main(["status", "--url", serve(grouped)]) == 0
+    assert "  group mode: owns none (restoring; 2 rebuild(s))" in capsys.readouterr().out
+    assert main(["status", "--url", serve(STATUS)]) == 0  # single mode: no such line
+    assert "group mode" not in capsys.readouterr().out

@@ -4,9 +4,10 @@ The human form shows readiness and failing checks; each standing halt or reduce-
 scope with the time it was decided (UTC, ms) and its evidence
 (:mod:`riskguard.evidence`); pending four-eyes approvals; silent feeds; failing
 notifiers; rejected limits and users reloads; the other instances of an active-active
-pair (live or not, the limits each judges with). Exit 0 when riskguard is ready, 1 when
-it answered but is not ready (or refused the token), 2 when it cannot be reached or
-is not riskguard.
+pair (live or not, the limits each judges with); in group mode, the input partitions
+this instance owns and whether their state is restored. Exit 0 when riskguard is ready,
+1 when it answered but is not ready (or refused the token), 2 when it cannot be reached
+or is not riskguard.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ def _lines(reply: dict[str, Any]) -> list[str]:
             f"  peer {peer['instance']}: {said}, heartbeat {number(peer.get('age_ms', 0))} ms "
             f"ago, limits {digest}{agree}"
         )
+    scale = reply.get("scale") or {}
+    if scale.get("mode") == "group":
+        owned = ", ".join(scale.get("owned") or []) or "none"
+        restored = scale.get("restored_seconds")
+        restore = "restoring" if restored is None else f"restored in {number(restored, 3)} s"
+        out.append(f"  group mode: owns {owned} ({restore}; {scale.get('rebuilds', 0)} rebuild(s))")
     if reply.get("instance_conflict"):
         out.append(f"  INSTANCE NAME CONFLICT: {reply['instance_conflict']}")
     users = reply.get("users") or {}
@@ -137,7 +144,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="standing halts and health of a running riskguard",
         description="Ask a running riskguard what it holds: readiness and failing checks, "
         "standing halts with the time (UTC) and evidence, pending approvals, silent feeds, "
-        "failing notifiers, rejected reloads. Exits 0 only when riskguard is ready.",
+        "failing notifiers, rejected reloads, the partitions owned in group mode. Exits 0 "
+        "only when riskguard is ready.",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

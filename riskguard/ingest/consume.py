@@ -109,7 +109,8 @@ class ConsumeLoop:
     lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     """Held while a batch is applied, and by a rebalance while it rebuilds the state."""
     after_batch: Callable[[AIOKafkaConsumer], None] | None = field(init=False, default=None)
-    """Called with the consumer after every applied batch (group mode: restore progress)."""
+    """Called with the consumer after every poll, empty or not (group mode: restore
+    progress; an owned partition with nothing to read is at its end all the same)."""
 
     def __post_init__(self) -> None:
         self.dead_letters = DeadLetters(self.kafka.dead_letter_topic, self.metrics)
@@ -215,8 +216,8 @@ class ConsumeLoop:
             async with self.lock:
                 if batch:
                     await self.apply(batch)
-                    if self.after_batch is not None:
-                        self.after_batch(consumer)
+                if self.after_batch is not None:  # an empty poll too: empty partitions end
+                    self.after_batch(consumer)
                 self.checkpoints.maybe_snapshot()  # between batches: state and offsets agree
 
     async def apply(self, batch: Batch) -> None:

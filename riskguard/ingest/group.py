@@ -205,8 +205,12 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             self.restored_s = 0.0
 
     def _progress(self, consumer: AIOKafkaConsumer) -> None:
-        """After a batch: note when the owned partitions were first read to the end."""
-        if self.restored_s is not None:
+        """After every poll (an empty one too: partitions with nothing to read are at
+        their end as soon as a fetch reported their high watermark): note when the owned
+        partitions were first read to the end. Nothing is noted while the consumer's
+        assignment differs from the one the state reflects (a rebalance under way: a
+        partition no longer assigned has no high watermark to ask for)."""
+        if self.restored_s is not None or consumer.assignment() != self.intake.assigned:
             return
         applied = self.checkpoints.applied
         for tp in self.intake.assigned:

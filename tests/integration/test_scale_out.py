@@ -348,3 +348,45 @@ async def test_a_reload_adding_a_firm_wide_rule_is_rejected_in_group_mode(
         assert [r.name for r in sidecar.limits.rules] == ["account-order-rate", "account-position"]
     finally:
         await sidecar.stop()
+
+
+async def test_owned_partitions_with_nothing_to_read_count_as_restored(
+    apache_kafka: ApacheKafkaBroker, tmp_path: Path
+) -> None:
+    """Empty owned partitions are at their end once a fetch reported their high
+    watermark: no batch ever comes to say so, yet the restore is reported (it stayed
+    ``None`` until the first event, then reported the wait for it as the restore time)."""
+    limits_path = tmp_path / "limits.toml"
+    limits_path.write_text(LIMITS)
+    settings = kafka_settings(
+        apache_kafka.bootstrap_servers,
+        tmp_path,
+        **{
+            "limits": str(limits_path),
+            "kafka.input_partitions": PARTITIONS,
+            "scale.mode": "group",
+            "runtime.watch_limits": False,
+        },
+    )
+    sidecar = Sidecar(settings)
+    await sidecar.start()
+    task = asyncio.create_task(sidecar.run())
+    try:
+
+        def scale() -> dict[str, Any]:
+            out: dict[str, Any] = sidecar.status()["scale"]
+            return out
+
+        await until("every partition owned", lambda: len(scale()["owned"]) == PARTITIONS, 30)
+        await until("the empty partitions restored", lambda: scale()["restored_seconds"], 30)
+        restored = scale()["restored_seconds"]
+        events = flow(time.time_ns(), 1, "late")
+        await produce(settings, events)
+        await until("the events applied", lambda: sidecar.engine.events_applied == len(events), 30)
+        assert scale()["restored_seconds"] == restored, "new events are not a restore"
+        assert scale()["rebuilds"] == 1
+        sidecar.request_stop()
+        assert await task
+    finally:
+        if not sidecar.stopping:
+            await sidecar.stop()
