@@ -181,13 +181,14 @@ class ConsumeLoop:
         return new
 
     # the loop ------------------------------------------------------------------
-    def start(self, stop: asyncio.Event) -> None:
-        """Run the consume loop in a task until ``stop`` is set.
+    def start(self, stop: asyncio.Event) -> asyncio.Task[None]:
+        """Run the consume loop in a task until ``stop`` is set; returns the task.
 
         Raises :class:`RuntimeError` before :meth:`open`.
         """
         self._require_consumer()
         self._task = asyncio.create_task(self._run(stop), name="consume")
+        return self._task
 
     async def finish(self) -> None:
         """After ``stop`` was set: finish the batch in hand, then return.

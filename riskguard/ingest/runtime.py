@@ -64,6 +64,7 @@ from riskguard.ingest.peers import Peers, control_reader
 from riskguard.ingest.pretrade import PreTradeFeed
 from riskguard.ingest.recovery import Recovered, recover
 from riskguard.ingest.reload import LimitsReloader
+from riskguard.ingest.tasks import TaskWatch
 from riskguard.ingest.topics import ensure_topics
 from riskguard.ingest.warming import warm_in_thread
 from riskguard.journal import HaltJournal
@@ -161,7 +162,7 @@ class Sidecar:
         #: reads the control topic at start (recovery), then follows it (peers)
         self.control_reader: AIOKafkaConsumer | None = None
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = TaskWatch(self._stop)  # background tasks; one that fails stops riskguard
         self._refresh_failures = log.RepeatLimiter()
         self._phase = "created"
 
@@ -276,7 +277,7 @@ class Sidecar:
                 ) from exc
             self.health.passed("partitions_assigned")
         self.health.liveness.begin()  # alive from here means polling within the budget
-        self.intake.start(self._stop)
+        self.tasks.adopt(self.intake.start(self._stop))
         if rt.watch_limits:
             self.reloader.start_watching()
         for name, coro in (
@@ -288,7 +289,7 @@ class Sidecar:
             ("peers", self.peers.run()),
             ("four-eyes-steps", self.peers.publish_steps()),
         ):
-            self._tasks.append(asyncio.create_task(coro, name=name))
+            self.tasks.start(coro, name)
         self._phase = "running"
         self.log.info(
             "riskguard started",
@@ -304,9 +305,9 @@ class Sidecar:
     async def run(self) -> bool:
         """Run until :meth:`request_stop` (or SIGTERM via the CLI), then stop.
 
-        Returns what :meth:`stop` returns."""
+        Returns what :meth:`stop` returns, False also when a background task failed."""
         await self._stop.wait()
-        return await self.stop()
+        return await self.stop() and not self.tasks.failed
 
     def request_stop(self) -> None:
         """Ask the sidecar to stop after the batch in hand."""
@@ -351,9 +352,7 @@ class Sidecar:
     async def _stop_gracefully(self) -> None:
         await self.intake.finish()
         await self.reloader.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.cancel()
         await self.checkpoints.commit(self.consumer)
         await self.checkpoints.final()
         if self.consumer:
@@ -380,9 +379,7 @@ class Sidecar:
         self._stop.set()
         await self.intake.finish()
         await self.reloader.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.cancel()
         parts: list[tuple[str, Any]] = [
             ("consumer", self.consumer.stop if self.consumer else None),
             ("control reader", self.control_reader.stop if self.control_reader else None),
