@@ -173,7 +173,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         p.add_argument(
             "--scope",
             required=True,
-            help="firm | account:<id> | strategy:<id> | symbol:<id>",
+            help="firm | account:<id> | strategy:<id> | symbol:<id> | venue:<MIC>",
         )
         p.add_argument("--reason", required=True, help="why (goes to the audit log)")
         if name == "halt":
