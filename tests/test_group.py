@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from riskguard import events as wire
 from riskguard.engine import Engine
-from riskguard.ingest.group import check_group_limits, rebuild
+from riskguard.ingest.group import rebuild
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import LimitsError, parse
+from riskguard.limits.scale import check_group_limits
 from riskguard.settings import SettingsError, load_settings
 from riskguard.testing import FakeClock
 from tests.builders import T0, rules_toml

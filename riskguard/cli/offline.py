@@ -23,6 +23,7 @@ from riskguard.cli.common import (
 from riskguard.evidence import number, percent, ratio, versus
 from riskguard.inspection import RulePeak
 from riskguard.limits import LimitsError, LimitsUnreadableError, load
+from riskguard.limits.scale import check_group_limits
 from riskguard.limits.vocabulary import describe
 from riskguard.replay import ReplayError, ReplayReport, replay
 from riskguard.settings import EngineSettings
@@ -194,6 +195,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         limits = load(args.file)
+        if args.group:  # what `run` in group mode refuses, at start and on reload
+            check_group_limits(limits)
     except LimitsUnreadableError as exc:  # like run and replay: an unusable input, exit 2
         print(f"riskguard validate: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -316,6 +319,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     v.add_argument("file", nargs="?", help="limits file (TOML)")
     v.add_argument("--metrics", action="store_true", help="list the metric vocabulary")
+    v.add_argument(
+        "--group",
+        action="store_true",
+        help='also refuse the rules [scale] mode = "group" cannot judge (scopes spanning '
+        "input partitions; docs/deployment.md, Scale-out)",
+    )
     v.set_defaults(func=cmd_validate)
 
     r = sub.add_parser(

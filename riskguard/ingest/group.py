@@ -27,7 +27,7 @@ snapshots are not used in group mode: they cannot be split by partition.
 
 Rules whose scope spans partitions (firm, strategy, symbol or venue, except rules
 judged on one order at a time) would be judged on a partial sum by each instance, which
-can be wrong either way; :func:`check_group_limits` refuses them.
+can be wrong either way; :func:`riskguard.limits.scale.check_group_limits` refuses them.
 """
 
 from __future__ import annotations
@@ -44,14 +44,8 @@ from aiokafka.structs import TopicPartition
 from riskguard import log
 from riskguard.engine import Engine
 from riskguard.ingest.consume import ConsumeLoop
-from riskguard.limits.load import LimitsError
-from riskguard.limits.model import Limits
 from riskguard.settings import ScaleSettings
 from riskguard.snapshot import Snapshot, freeze, restore
-
-#: Metrics judged on one order (or one listed symbol) at a time: one instance sees the
-#: whole of what they measure whatever the rule's scope, so they are allowed at any scope.
-PER_ORDER_METRICS = frozenset({"order_qty", "order_notional", "price_deviation", "restricted"})
 
 
 class Renumbered(Protocol):
@@ -59,26 +53,6 @@ class Renumbered(Protocol):
 
     def reindexed(self) -> None:
         """The engine's ids were renumbered: forget the ones held."""
-
-
-def check_group_limits(limits: Limits) -> None:
-    """Refuse rules group mode cannot judge right.
-
-    Allowed: every rule of scope ``account`` (an account lives in one partition), and
-    rules of :data:`PER_ORDER_METRICS` at any scope. Raises :class:`LimitsError` listing
-    every other rule (a firm, strategy, symbol or venue total would be judged on the
-    part of the flow one instance owns).
-    """
-    problems = [
-        f"rule {r.name!r}: {r.metric} at scope {r.scope!r} spans input partitions; "
-        "[scale] mode = \"group\" judges only scope 'account' (and per-order metrics "
-        f"{', '.join(sorted(PER_ORDER_METRICS))} at any scope): run it in single mode, "
-        "or scope it to accounts"
-        for r in limits.all_rules
-        if r.scope != "account" and r.metric not in PER_ORDER_METRICS
-    ]
-    if problems:
-        raise LimitsError(limits.source, problems)
 
 
 def rebuild(engine: Engine) -> None:

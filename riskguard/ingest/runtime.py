@@ -56,7 +56,7 @@ from riskguard.ingest.cancels import CancelTracker
 from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.ingest.connect import StartError, idempotence_refused, wait_for_broker
 from riskguard.ingest.consume import ConsumeLoop
-from riskguard.ingest.group import GroupOwnership, check_group_limits
+from riskguard.ingest.group import GroupOwnership
 from riskguard.ingest.health import Health
 from riskguard.ingest.manual import ManualActions
 from riskguard.ingest.outbox import Outbox
@@ -69,6 +69,7 @@ from riskguard.ingest.topics import ensure_topics
 from riskguard.ingest.warming import warm_in_thread
 from riskguard.journal import HaltJournal
 from riskguard.limits import Limits, load
+from riskguard.limits.scale import check_group_limits
 from riskguard.metrics import Metrics
 from riskguard.notify.dispatch import Notifier
 from riskguard.settings import Settings, session_start_ns

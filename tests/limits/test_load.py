@@ -138,6 +138,21 @@ def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "parent_overfill_ratio" in capsys.readouterr().out
 
 
+def test_cli_validate_group_refuses_what_group_mode_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    firm = tmp_path / "firm.toml"
+    firm.write_text(ISSUE_EXAMPLE)
+    assert main(["validate", str(firm)]) == 0
+    capsys.readouterr()
+    assert main(["validate", "--group", str(firm)]) == 1
+    err = capsys.readouterr().err
+    assert "INVALID" in err and "spans input partitions" in err and "run it in single mode" in err
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(rule(OK))
+    assert main(["validate", "--group", str(accounts)]) == 0
+
+
 def test_cancel_deadline_defaults_to_one_second_and_is_read() -> None:
     assert parse(rule(OK)).cancel_deadline_ms == 1000
     assert parse("cancel_deadline_ms = 250\n" + rule(OK)).cancel_deadline_ms == 250
