@@ -42,7 +42,7 @@ from riskguard.testing import spawn_run
 
 def group_limits() -> Limits:
     """The example limits without the rules group mode refuses (docs/deployment.md)."""
-    from riskguard.ingest.group import PER_ORDER_METRICS  # noqa: PLC0415
+    from riskguard.limits.scale import PER_ORDER_METRICS  # noqa: PLC0415
 
     full = load(LIMITS)
     keep = tuple(r for r in full.rules if r.scope == "account" or r.metric in PER_ORDER_METRICS)

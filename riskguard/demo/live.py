@@ -232,7 +232,7 @@ class Desk:
         )
         while True:
             now = time.time_ns()
-            if now >= end + 5_000 * MS or (now >= end and self._settled()):
+            if now >= end + 5_000 * MS or (now >= end and self._settled(trials)):
                 break
             self._follow(now)
             latest = self.trial
@@ -310,10 +310,17 @@ class Desk:
             f"price x {FESX.multiplier:g} x rate"
         )
 
-    def _settled(self) -> bool:
-        """The last runaway, if any, was halted and judged (its cancels closed or due)."""
+    def _settled(self, trials: int) -> bool:
+        """Every runaway asked for has started, and the last was halted and judged (its
+        cancels closed or due). Until then the demo runs on past its duration (at most
+        5 s): on a slow machine the last runaway may start, or be halted, late."""
         trial = self.trial
-        return trial is None or trial.halt is None or trial.working_after_deadline is not None
+        return (
+            len(self.report.trials) >= trials
+            and trial is not None
+            and trial.halt is not None
+            and trial.working_after_deadline is not None
+        )
 
     async def _maybe_resume(self, trials: int) -> None:
         trial = self.trial
