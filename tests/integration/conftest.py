@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from riskguard import gate as gate_module
@@ -71,6 +72,20 @@ def fresh_broker(kind: BrokerKind, port: int = 0) -> Broker:
     b = make_broker(kind, port)
     b.start()
     return b
+
+
+def instance_settings(settings: Settings, folder: Path, instance: str) -> Settings:
+    """``settings`` for another riskguard instance on the same topics: its own name and
+    files under ``folder`` (active-active pairs, group-mode members)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = msgspec.to_builtins(settings)
+    base["runtime"].update(
+        instance=instance,
+        audit_log=str(folder / "audit.jsonl"),
+        journal=str(folder / "journal.jsonl"),
+        snapshot_dir=str(folder / "snapshots"),
+    )
+    return msgspec.convert(base, Settings)
 
 
 def kafka_overrides(broker: Broker) -> dict[str, object]:

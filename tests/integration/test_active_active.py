@@ -25,7 +25,7 @@ from riskguard.ingest.cancels import incident_id
 from riskguard.ingest.runtime import Sidecar
 from riskguard.settings import Settings
 from riskguard.testing import spawn_run
-from tests.integration.conftest import OVERFILL, kafka_toml
+from tests.integration.conftest import OVERFILL, instance_settings, kafka_toml
 from tests.integration.people import call, with_people
 from tests.integration.test_notifiers import Recorder, with_sinks
 from tests.integration.test_sidecar import RUNAWAY, ev, produce
@@ -38,19 +38,6 @@ async def until(predicate: Callable[[], object], timeout: float = 15.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
-
-
-def second(settings: Settings, folder: Path, instance: str) -> Settings:
-    """``settings`` for another instance on the same topics: its own name, files, port."""
-    folder.mkdir(parents=True, exist_ok=True)
-    base = msgspec.to_builtins(settings)
-    base["runtime"].update(
-        instance=instance,
-        audit_log=str(folder / "audit.jsonl"),
-        journal=str(folder / "journal.jsonl"),
-        snapshot_dir=str(folder / "snapshots"),
-    )
-    return msgspec.convert(base, Settings)
 
 
 async def started(*all_settings: Settings, limits: Any = OVERFILL) -> list[Sidecar]:
@@ -107,7 +94,7 @@ async def test_a_halt_both_decide_is_one_state_one_page_one_cancel(
     settings: Settings, recorder: Recorder, tmp_path: Path
 ) -> None:
     a_settings = with_sinks(settings, recorder.url, tmp_path)
-    b_settings = second(a_settings, tmp_path / "b", "rg-b")
+    b_settings = instance_settings(a_settings, tmp_path / "b", "rg-b")
     a, b = await started(a_settings, b_settings)
     asked: list[CancelRequest] = []
     gate = Gate(
@@ -157,7 +144,7 @@ async def test_operators_act_through_either_api_and_both_follow(
     settings: Settings, tmp_path: Path
 ) -> None:
     a_settings = with_people(settings, tmp_path)
-    b_settings = second(a_settings, tmp_path / "b", "rg-b")
+    b_settings = instance_settings(a_settings, tmp_path / "b", "rg-b")
     a, b = await started(a_settings, b_settings)
     try:
         await until(lambda: any(p["live"] for p in a.status()["peers"]))
@@ -219,7 +206,7 @@ async def test_a_limits_reload_shows_in_both_statuses(settings: Settings, tmp_pa
     base = msgspec.to_builtins(settings)
     base["limits"] = str(path)
     a_settings = msgspec.convert(base, Settings)
-    b_settings = second(a_settings, tmp_path / "b", "rg-b")
+    b_settings = instance_settings(a_settings, tmp_path / "b", "rg-b")
     a, b = (Sidecar(a_settings), Sidecar(b_settings))
     await asyncio.gather(a.start(), b.start())
 

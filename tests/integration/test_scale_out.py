@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
@@ -32,6 +31,7 @@ from riskguard.settings import Settings
 from riskguard.testing import spawn_run
 from tests.builders import rules_toml
 from tests.integration.apache_kafka_fixtures import kafka_settings
+from tests.integration.conftest import instance_settings
 
 PARTITIONS = 6
 ACCOUNTS = [f"acct-{i:02d}" for i in range(12)]  # acct-i on partition i % 6
@@ -136,18 +136,6 @@ async def until(what: str, predicate: Callable[[], object], timeout: float) -> f
         assert time.monotonic() - began < timeout, f"not in {timeout} s: {what}"
         await asyncio.sleep(0.05)
     return time.monotonic() - began
-
-
-def instance_settings(base: Settings, folder: Path, name: str) -> Settings:
-    folder.mkdir(parents=True, exist_ok=True)
-    tree = msgspec.to_builtins(base)
-    tree["runtime"].update(
-        instance=name,
-        audit_log=str(folder / "audit.jsonl"),
-        journal=str(folder / "journal.jsonl"),
-        snapshot_dir=str(folder / "snapshots"),
-    )
-    return msgspec.convert(tree, Settings)
 
 
 def process_config(settings: Settings, folder: Path, limits: Path) -> Path:
