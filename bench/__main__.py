@@ -36,6 +36,7 @@ BENCHES = {
     "latency": "offending event -> gate refusal under load",
     "fetch_wait": "event -> decision against fetch_max_wait_ms",
     "scale_out": "group mode: one vs two instances on one topic (Apache Kafka)",
+    "aggregation": "group mode: a record's cost, and judging the sums of N instances",
 }
 README = Path(__file__).parent / "README.md"
 

@@ -3,7 +3,8 @@
 N events of simulated flow are produced once to a 4-partition topic on a single-node
 Apache Kafka (the consumer group needs a real group coordinator). Then, for 1 and for 2
 instances: a fresh consumer group of that many ``riskguard run`` processes (group mode,
-the example limits cut to what group mode judges: account-scope and per-order rules)
+the example limits cut to what group mode judges: local rules, and summed rules
+judged through the aggregation topic)
 starts on the topic. On its latest assignment each instance rebuilds its state from the
 start of the partitions it owns and times, itself, how long until they are read to
 their end (``scale.restored_seconds`` in ``/v1/status``); the run counts once every
@@ -41,11 +42,12 @@ from riskguard.testing import spawn_run
 
 
 def group_limits() -> Limits:
-    """The example limits without the rules group mode refuses (docs/deployment.md)."""
-    from riskguard.limits.scale import PER_ORDER_METRICS  # noqa: PLC0415
+    """The example limits without the rules group mode refuses (docs/deployment.md):
+    its local rules, and its summed rules (judged through the aggregation topic)."""
+    from riskguard.limits.scale import is_local, is_summed  # noqa: PLC0415
 
     full = load(LIMITS)
-    keep = tuple(r for r in full.rules if r.scope == "account" or r.metric in PER_ORDER_METRICS)
+    keep = tuple(r for r in full.rules if is_local(r) or is_summed(r))
     return dataclasses.replace(full, rules=keep)
 
 

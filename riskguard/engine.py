@@ -20,7 +20,7 @@ from riskguard.events import BadEvent, Event
 from riskguard.inspection import Inspection, RulePeak
 from riskguard.killswitch import KillSwitch
 from riskguard.limits.load import LimitsError
-from riskguard.limits.model import Limits
+from riskguard.limits.model import Limits, Rule
 from riskguard.settings import EngineSettings
 from riskguard.state.bundles import CLOSED, DECISION, NOTE, OUT_COUNTS, PEAK, Output, fill_record
 from riskguard.state.codes import (
@@ -106,11 +106,15 @@ class Engine(Inspection, Decisions):
         warm: bool = True,
         event_time: bool = False,
         settings: EngineSettings | None = None,
+        values_only: Callable[[Rule], bool] | None = None,
     ) -> None:
         """``event_time=True`` (replay) makes the latest event time the clock, and
         stamps each automatic decision with its triggering event's time. ``settings``
-        bound clock skew, lateness and the redelivery memory (defaults: EngineSettings)."""
+        bound clock skew, lateness and the redelivery memory (defaults: EngineSettings).
+        Rules for which ``values_only`` is true are counted and valued, never judged
+        here (group mode's summed rules: :func:`riskguard.state.rulebook.compile_limits`)."""
         self.event_time = event_time
+        self.values_only = values_only
         self.settings = settings or EngineSettings()
         self.clock: Clock = clock or (self._event_clock if event_time else time.time_ns)
         self.keys = KeySpace(limits.base_currency)
@@ -141,6 +145,7 @@ class Engine(Inspection, Decisions):
             self.keys,
             skew_ns=self.settings.skew_ns,
             lateness_ns=self.settings.lateness_ns,
+            values_only=self.values_only,
         )
         self.store.reset_counters(book.counter_defs)
         self.store.reserve(self.keys)

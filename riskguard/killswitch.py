@@ -138,10 +138,20 @@ class KillSwitch:
             tr = msgspec.structs.replace(tr, instance=self.instance)
         resumed = self._resumed.get(tr.scope)
         if not tr.is_alert and resumed is not None and resumed.ends == tr.id:
-            tr = msgspec.structs.replace(
-                tr, id=transition_id(tr.scope, resumed.decided_ns, tr.to)
-            )
+            tr = msgspec.structs.replace(tr, id=transition_id(tr.scope, resumed.decided_ns, tr.to))
         return self._emit(tr)
+
+    def escalate(self, tr: Transition) -> Transition | None:
+        """Latch a decision made outside the kernel (group mode's summed rules,
+        :mod:`riskguard.aggregate.judge`): ``tr.to`` on ``tr.scope`` if stricter than its
+        state, recorded with the state it left as ``from_``. None if not stricter."""
+        sid = self._sid(tr.scope)
+        state = self._scopes()["state"]
+        old, new = int(state[sid]), STATE_CODE[tr.to]
+        if old >= new:
+            return None
+        state[sid] = new
+        return self.record(msgspec.structs.replace(tr, from_=STATES[old]))
 
     def _sid(self, scope: str) -> int:
         """The scope id of ``scope``, interned (and the records grown) if new."""

@@ -149,6 +149,28 @@ class Metrics:
             "to their end (state restored).",
             registry=r,
         )
+        self.aggregate_published = Counter(
+            "riskguard_aggregate_records_published_total",
+            "Group mode: records of this instance's parts of the cross-partition rules sent "
+            "to the aggregation topic.",
+            registry=r,
+        )
+        self.aggregate_bad = Counter(
+            "riskguard_aggregate_records_bad_total",
+            "Group mode: aggregation-topic records that could not be read (skipped).",
+            registry=r,
+        )
+        self.aggregate_complete = Gauge(
+            "riskguard_aggregate_complete",
+            "Group mode: 1 while the latest aggregation records count every input partition "
+            "once (cross-partition rules are judged), 0 during a rebalance.",
+            registry=r,
+        )
+        self.aggregate_age = Gauge(
+            "riskguard_aggregate_age_seconds",
+            "Group mode: wall time minus the oldest event time the summed records reflect.",
+            registry=r,
+        )
         self.event_lag = Gauge(
             "riskguard_event_lag_seconds",
             "Wall time minus the event time of the latest applied event.",

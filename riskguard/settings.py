@@ -337,8 +337,20 @@ class ScaleSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     #: group mode: how often a member tells the broker it is alive (ms); under a third
     #: of ``session_timeout_ms``.
     heartbeat_interval_ms: int = 1_000
+    #: group mode: the compacted topic where each instance publishes its part of the
+    #: cross-partition rules' values (one partition, keyed by group and instance; created with the
+    #: other topics when ``kafka.create_topics``).
+    aggregate_topic: str = "riskguard.aggregate"
+    #: group mode: an instance publishes its parts at most this often (ms), and only
+    #: when they changed; a cross-partition rule is judged this much later at most,
+    #: plus one produce-to-consume hop (docs/deployment.md, Cross-partition rules).
+    aggregate_interval_ms: int = 200
 
     def __post_init__(self) -> None:
+        if not 1 <= self.aggregate_interval_ms <= 60_000:
+            raise ValueError("aggregate_interval_ms must be between 1 and 60000")
+        if not self.aggregate_topic:
+            raise ValueError("aggregate_topic must not be empty")
         if self.session_timeout_ms < 1:
             raise ValueError("session_timeout_ms must be at least 1")
         if not 1 <= self.heartbeat_interval_ms * 3 <= self.session_timeout_ms:
@@ -410,6 +422,7 @@ ENV = {
     "RISKGUARD_LOG_LEVEL": "runtime.log_level",
     "RISKGUARD_INSTANCE": "runtime.instance",
     "RISKGUARD_SCALE_MODE": "scale.mode",
+    "RISKGUARD_SCALE_AGGREGATE_INTERVAL_MS": "scale.aggregate_interval_ms",
 }
 
 

@@ -27,31 +27,33 @@ ACCOUNT_RULES = rules_toml(
 )
 
 
-def test_group_mode_refuses_rules_over_several_partitions() -> None:
+def test_group_mode_refuses_rules_over_several_partitions_that_are_not_sums() -> None:
     check_group_limits(parse(ACCOUNT_RULES))  # account scope, and per-order at firm scope
     text = ACCOUNT_RULES + (
         '\n[[rule]]\nname = "firm-rate"\nmetric = "order_rate"\nscope = "firm"\n'
         'window_ms = 1000\nmax = 100\naction = "halt"\n'
-        '\n[[rule]]\nname = "desk-pnl"\nmetric = "pnl"\nscope = "strategy"\nmin = -5\n'
-        'action = "halt"\n'
+        '\n[[rule]]\nname = "desk-drawdown"\nmetric = "drawdown"\nscope = "strategy"\n'
+        'max = 5\naction = "halt"\n'
+        '\n[[rule]]\nname = "sym-pos"\nmetric = "position_qty"\nscope = "symbol"\n'
+        'max = 5\naction = "halt"\n'
     )
     with pytest.raises(LimitsError) as err:
         check_group_limits(parse(text, "limits.toml"))
     assert err.value.source == "limits.toml"
-    assert len(err.value.problems) == 2
-    assert "'firm-rate': order_rate at scope 'firm' spans input partitions" in str(err.value)
-    assert "'desk-pnl'" in str(err.value)
+    assert len(err.value.problems) == 2  # the firm order rate is summed
+    assert "'desk-drawdown': drawdown at scope 'strategy' spans input partitions" in str(err.value)
+    assert "'sym-pos'" in str(err.value)
 
 
 def test_a_sidecar_in_group_mode_refuses_them_at_start(tmp_path: object) -> None:
     limits = parse(
         rules_toml(
-            'name = "venue-rate"\nmetric = "order_rate"\nscope = "venue"\nwindow_ms = 1000\n'
-            'max = 100\naction = "halt"'
+            'name = "venue-dups"\nmetric = "duplicate_orders"\nscope = "venue"\n'
+            'window_ms = 1000\nmax = 100\naction = "halt"'
         )
     )
     grouped = load_settings(env={}, overrides={"scale.mode": "group"})
-    with pytest.raises(LimitsError, match="'venue-rate'"):
+    with pytest.raises(LimitsError, match="'venue-dups'"):
         Sidecar(grouped, limits)
     assert Sidecar(load_settings(env={}), limits).group is None  # single mode: as before
 

@@ -23,7 +23,7 @@ from riskguard.cli.common import (
 from riskguard.evidence import number, percent, ratio, versus
 from riskguard.inspection import RulePeak
 from riskguard.limits import LimitsError, LimitsUnreadableError, load
-from riskguard.limits.scale import check_group_limits
+from riskguard.limits.scale import check_group_limits, summed_rules
 from riskguard.limits.vocabulary import describe
 from riskguard.replay import ReplayError, ReplayReport, replay
 from riskguard.settings import EngineSettings
@@ -216,6 +216,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         actions[r.action] = actions.get(r.action, 0) + 1
     counts = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
     print(f"{args.file}: OK, {len(limits.rules)} rule(s) ({counts}) sha256={limits.digest[:12]}")
+    summed = [r.name for r in summed_rules(limits)]
+    if args.group and summed:
+        print(
+            f"  group mode sums {len(summed)} cross-partition rule(s) through the aggregation "
+            f"topic (judged up to scale.aggregate_interval_ms later): {', '.join(summed)}"
+        )
     return EXIT_OK
 
 
@@ -323,7 +329,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "--group",
         action="store_true",
         help='also refuse the rules [scale] mode = "group" cannot judge (scopes spanning '
-        "input partitions; docs/deployment.md, Scale-out)",
+        "input partitions whose metric is not a sum over accounts), and list those it sums "
+        "through the aggregation topic (docs/deployment.md, Scale-out)",
     )
     v.set_defaults(func=cmd_validate)
 

@@ -61,7 +61,13 @@ def rebuild(engine: Engine) -> None:
 
     ``events_applied`` restarts at 0: afterwards it counts the events in the state.
     """
-    fresh = Engine(engine.limits, clock=engine.clock, settings=engine.settings, warm=False)
+    fresh = Engine(
+        engine.limits,
+        clock=engine.clock,
+        settings=engine.settings,
+        warm=False,
+        values_only=engine.values_only,
+    )
     frozen = freeze(fresh, {})
     judged = int(engine.store.state.globals["judged_ns"][0])
     restore(engine, Snapshot(Path("<pristine>"), frozen.meta, frozen.arrays))

@@ -18,7 +18,8 @@ together, and :meth:`Sidecar.status` assembling their reports:
 - :class:`~riskguard.ingest.health.Health`: readiness, liveness, heartbeats, broker watch;
 - :class:`~riskguard.ingest.peers.Peers`: the other instances of an active-active pair,
   followed on the control topic (their transitions adopted, four-eyes steps shared);
-- :class:`~riskguard.ingest.group.GroupOwnership` (group mode only): the partitions owned;
+- :class:`~riskguard.ingest.scaleout.GroupMode` (group mode only): the partitions owned,
+  and the cross-partition rules summed through the aggregation topic;
 - :func:`~riskguard.ingest.recovery.recover`, :class:`~riskguard.ingest.reload.LimitsReloader`,
   :class:`~riskguard.ingest.manual.ManualActions` and the
   :class:`~riskguard.control.api.ControlApi`, each against narrow interfaces
@@ -41,7 +42,6 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
@@ -52,11 +52,11 @@ from riskguard.control.api import ControlApi
 from riskguard.control.overview import feeds
 from riskguard.control.publisher import ControlPublisher
 from riskguard.engine import Engine
+from riskguard.ingest import report
 from riskguard.ingest.cancels import CancelTracker
 from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.ingest.connect import StartError, idempotence_refused, wait_for_broker
 from riskguard.ingest.consume import ConsumeLoop
-from riskguard.ingest.group import GroupOwnership
 from riskguard.ingest.health import Health
 from riskguard.ingest.manual import ManualActions
 from riskguard.ingest.outbox import Outbox
@@ -64,12 +64,13 @@ from riskguard.ingest.peers import Peers, control_reader
 from riskguard.ingest.pretrade import PreTradeFeed
 from riskguard.ingest.recovery import Recovered, recover
 from riskguard.ingest.reload import LimitsReloader
+from riskguard.ingest.scaleout import GroupMode
 from riskguard.ingest.tasks import TaskWatch
 from riskguard.ingest.topics import ensure_topics
 from riskguard.ingest.warming import warm_in_thread
 from riskguard.journal import HaltJournal
 from riskguard.limits import Limits, load
-from riskguard.limits.scale import check_group_limits
+from riskguard.limits.scale import check_group_limits, is_summed
 from riskguard.metrics import Metrics
 from riskguard.notify.dispatch import Notifier
 from riskguard.settings import Settings, session_start_ns
@@ -97,9 +98,14 @@ class Sidecar:
         self.metrics = Metrics()
         # warmed in start(), beside the broker connection, while the API already answers;
         # settings.engine bounds clock skew, lateness and redelivery memory
-        self.engine = Engine(limits or load(settings.limits), settings=settings.engine, warm=False)
-        grouped = settings.scale.group
-        if grouped:  # rules over several partitions would be judged on partial sums
+        grouped = settings.scale.group  # summed rules: counted here, judged on the sums
+        self.engine = Engine(
+            limits or load(settings.limits),
+            settings=settings.engine,
+            warm=False,
+            values_only=is_summed if grouped else None,
+        )
+        if grouped:  # rules neither local nor summed would be judged on partial sums
             check_group_limits(self.engine.limits)
         self.metrics.limits_rules.set(len(self.limits.rules))
         self.instance = rt.instance or f"{socket.gethostname()}-{os.getpid()}"
@@ -147,12 +153,13 @@ class Sidecar:
         self.peers = Peers(self.instance, ks, self.journal, self.audit, self.metrics, self.cancels)
         digest = lambda: self.limits.digest  # noqa: E731 - the limits in force, read late
         self.peers.join(self.outbox, self.health.sent, digest, self.api.four_eyes)
-        self.group: GroupOwnership | None = None
+        self.group: GroupMode | None = None
         if grouped:  # the feed and cancels hold engine ids; ready once partitions are owned
             parts, ready = (self.feed, self.cancels), self.health.passed
-            self.group = GroupOwnership(
-                settings.scale, self.intake, self.peers.progress, parts, ready
-            )
+            self.group = GroupMode(
+                settings, self.instance, self.intake, self.peers.progress, parts, ready,
+                self.outbox, self.metrics,
+            )  # fmt: skip
         self.api_url = ""
         self.recovered = Recovered()
         self.producer: AIOKafkaProducer | None = None
@@ -202,7 +209,7 @@ class Sidecar:
         self._phase = "starting"
         warm = warm_in_thread(self.log, lambda: self.health.passed("kernels_warm"))
         await wait_for_broker(k.bootstrap_servers, rt.broker_wait_s)
-        await ensure_topics(k)
+        await ensure_topics(k, [self.settings.scale.aggregate_topic] if self.group else [])
         options = {
             **k.client_options(),
             "acks": "all",
@@ -267,7 +274,8 @@ class Sidecar:
         await self.consumer.start()
         self.intake.open(self.consumer, self.producer)
         if self.group is not None:  # joins on the first fetch; ready once assigned
-            self.group.subscribe(self.consumer, k.input_topics)
+            for name, coro in await self.group.start(self.consumer, self.data_producer, client_id):
+                self.tasks.start(coro, name)
         else:
             try:
                 await self.intake.assign()
@@ -361,6 +369,8 @@ class Sidecar:
             self.consumer = None
         if self.control_reader:
             await self.control_reader.stop()
+        if self.group is not None:
+            await self.group.stop()
         await self.outbox.retry_pending()
         await self.notifier.drain(2.0)
         await self.notifier.stop()
@@ -384,6 +394,7 @@ class Sidecar:
         parts: list[tuple[str, Any]] = [
             ("consumer", self.consumer.stop if self.consumer else None),
             ("control reader", self.control_reader.stop if self.control_reader else None),
+            ("aggregation reader", self.group.stop if self.group else None),
             ("notifier", self.notifier.stop),
             ("audit", self.audit.stop),
             ("producer", self.producer.stop if self.producer else None),
@@ -480,39 +491,6 @@ class Sidecar:
         return self.recovered.republished
 
     def status(self) -> dict[str, Any]:
-        """Standing scopes with evidence, plus a health summary (for GET /v1/status)."""
-        standing = {
-            scope: msgspec.to_builtins(tr)
-            for scope, tr in self.engine.killswitch.standing().items()
-        }
-        last = self.engine.last_event_ns
-        return {
-            "instance": self.instance,
-            "version": __version__,
-            "phase": self.phase,
-            "ready": self.ready(),
-            "checks": dict(self.health.readiness()),
-            "standing": standing,
-            "events_applied": self.engine.events_applied,
-            "bad_events": self.bad_events,
-            "skipped_before_session": self.before_session,
-            "flow": self.intake.flow.status(),
-            "last_event_ns": last if last > 0 else None,
-            "limits": {
-                "last_reload_error": self.reloader.last_error or None,
-                "source": self.limits.source,
-                "sha256": self.limits.digest,
-                "rules": len(self.limits.rules),
-            },
-            **self.peers.status(),  # peers, peer_adoptions, instance_conflict
-            "control_pending": self.outbox.pending(),
-            "cancels": self.cancels.status(),
-            "gate_feed": self.feed.status(),
-            "notifiers": self.notifier.status(),
-            "restored_at_start": self.restored,
-            "snapshot": self.checkpoints.status(),
-            "republished_at_start": self.republished,
-            "journal": str(self.journal.path),
-            "state_dir": str(self.settings.runtime.state_path),
-            **({"scale": self.group.status()} if self.group is not None else {}),
-        }
+        """Standing scopes with evidence, plus a health summary (for GET /v1/status;
+        :func:`riskguard.ingest.report.status`)."""
+        return report.status(self)

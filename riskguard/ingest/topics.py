@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -11,8 +12,10 @@ from riskguard import log
 from riskguard.settings import KafkaSettings
 
 
-async def ensure_topics(kafka: KafkaSettings) -> list[str]:
-    """Create the input, control (compacted) and dead-letter topics; returns those created."""
+async def ensure_topics(kafka: KafkaSettings, compacted: Sequence[str] = ()) -> list[str]:
+    """Create the input, control (compacted) and dead-letter topics, and the one-partition
+    compacted topics named in ``compacted`` (group mode's aggregation topic); returns
+    those created."""
     if not kafka.create_topics:
         return []
     admin = AIOKafkaAdminClient(**kafka.client_options())
@@ -29,6 +32,9 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
             )
         )
         wanted.append(NewTopic(kafka.dead_letter_topic, 1, 1))
+        wanted += [
+            NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact"}) for t in compacted
+        ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another instance won the race

@@ -1,36 +1,99 @@
-"""Which rules group mode (``[scale] mode = "group"``, docs/deployment.md) can judge.
+"""Which rules group mode (``[scale] mode = "group"``, docs/deployment.md) judges, and where.
 
 In group mode each instance owns the accounts of its input partitions, so it sees the
 whole of an account's flow and the whole of any one order, and only part of a firm, a
-symbol, a venue or a strategy trading in several accounts. Used by ``riskguard run``
-(at start and on every reload) and by ``riskguard validate --group``.
+symbol, a venue or a strategy trading in several accounts. A rule is then one of:
+
+- **local**: scope ``account``, or a metric judged on one order at a time
+  (:data:`PER_ORDER_METRICS`, any scope). The instance owning the account judges it,
+  in its kernel, as in single mode.
+- **summed**: a scope spanning partitions and a metric that is a sum over accounts
+  (:data:`SUMMED_METRICS`). Each instance publishes its part of the value to the
+  aggregation topic; the sums are judged by one instance
+  (:mod:`riskguard.aggregate`), ``scale.aggregate_interval_ms`` later at most.
+- **refused**: any other (a drawdown, a gross exposure or a largest position nets or
+  peaks across accounts: the firm's value is not the sum of its accounts' values).
+
+Used by ``riskguard run`` (at start and on every reload) and by ``riskguard validate
+--group``.
 """
 
 from __future__ import annotations
 
+from typing import Final
+
 from riskguard.limits.load import LimitsError
-from riskguard.limits.model import Limits
+from riskguard.limits.model import Limits, Rule
 
 #: Metrics judged on one order (or one listed symbol) at a time: one instance sees the
 #: whole of what they measure whatever the rule's scope, so they are allowed at any scope.
-PER_ORDER_METRICS = frozenset({"order_qty", "order_notional", "price_deviation", "restricted"})
+PER_ORDER_METRICS: Final = frozenset(
+    {"order_qty", "order_notional", "price_deviation", "restricted"}
+)
+
+#: Metrics whose value for a scope spanning partitions is the sum of the instances'
+#: values (counts in a window, working orders, signed notional, P&L: each is a sum over
+#: events or positions, and every account lives in one partition). ``cancel_ratio``
+#: sums its cancels and its new orders apart, and divides the sums.
+SUMMED_METRICS: Final = frozenset(
+    {
+        "order_rate",
+        "message_rate",
+        "reject_rate",
+        "cancel_ratio",
+        "fill_notional_rate",
+        "fill_count",
+        "open_orders",
+        "open_order_notional",
+        "net_notional",
+        "pnl",
+    }
+)
+
+#: Why a metric is not a sum over accounts (the refusal's words).
+_NOT_A_SUM: Final = {
+    "gross_notional": "nets positions per symbol across accounts before taking |.|",
+    "potential_gross_notional": "nets positions per symbol across accounts before taking |.|",
+    "position_qty": "nets positions per symbol across accounts",
+    "drawdown": "peaks on the firm-wide P&L path, not on each account's",
+    "duplicate_orders": "compares orders across accounts",
+    "parent_overfill_ratio": "is a largest ratio, not a sum",
+    "position_break_qty": "is a largest break, not a sum",
+    "feed_silence_ms": "is measured by each instance on its own partitions",
+    "consumer_lag_ms": "is measured by each instance on its own partitions",
+}
+
+
+def is_local(rule: Rule) -> bool:
+    """Whether the instance owning an account judges ``rule`` alone (see the module)."""
+    return rule.scope == "account" or rule.metric in PER_ORDER_METRICS
+
+
+def is_summed(rule: Rule) -> bool:
+    """Whether ``rule`` is judged on the instances' summed values (see the module)."""
+    return not is_local(rule) and rule.metric in SUMMED_METRICS
+
+
+def summed_rules(limits: Limits) -> tuple[Rule, ...]:
+    """The rules of ``limits`` judged on sums, in file order."""
+    return tuple(r for r in limits.rules if is_summed(r))
 
 
 def check_group_limits(limits: Limits) -> None:
     """Refuse rules group mode cannot judge right.
 
-    Allowed: every rule of scope ``account`` (an account lives in one partition), and
-    rules of :data:`PER_ORDER_METRICS` at any scope. Raises :class:`LimitsError` listing
-    every other rule (a firm, strategy, symbol or venue total would be judged on the
-    part of the flow one instance owns).
+    Raises :class:`LimitsError` listing every rule that is neither local nor summed
+    (see the module), each with why its value is not a sum over accounts.
     """
     problems = [
-        f"rule {r.name!r}: {r.metric} at scope {r.scope!r} spans input partitions; "
-        "[scale] mode = \"group\" judges only scope 'account' (and per-order metrics "
-        f"{', '.join(sorted(PER_ORDER_METRICS))} at any scope): run it in single mode, "
-        "or scope it to accounts"
+        f"rule {r.name!r}: {r.metric} at scope {r.scope!r} spans input partitions and "
+        f"{_NOT_A_SUM.get(r.metric, 'is not a sum over accounts')}; "
+        "[scale] mode = \"group\" judges it only at scope 'account'. Cross-partition "
+        f"scopes take the summed metrics {', '.join(sorted(SUMMED_METRICS))} (and "
+        f"per-order metrics {', '.join(sorted(PER_ORDER_METRICS))}): run this rule in "
+        "single mode, or scope it to accounts"
         for r in limits.all_rules
-        if r.scope != "account" and r.metric not in PER_ORDER_METRICS
+        if not is_local(r) and not is_summed(r)
     ]
     if problems:
         raise LimitsError(limits.source, problems)

@@ -14,6 +14,7 @@ only for events in a symbol flagged restricted (``Rules.restricted_rows``).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,11 +82,15 @@ def compile_limits(
     *,
     skew_ns: int = 5_000_000_000,
     lateness_ns: int = 1_000_000_000,
+    values_only: Callable[[Rule], bool] | None = None,
 ) -> Rulebook:
     """Compile ``limits``, interning every match value into ``keys``.
 
     ``skew_ns`` and ``lateness_ns`` are the engine's time bounds (process settings,
-    ``[engine]``), carried in :class:`Rules` for the kernel.
+    ``[engine]``), carried in :class:`Rules` for the kernel. Rules for which
+    ``values_only`` is true get their rows, windows and peaks but no bounds and no
+    warning levels: the kernel keeps their values and never decides on them (group
+    mode's summed rules, judged on the instances' sums by :mod:`riskguard.aggregate`).
     """
     counters: dict[tuple[int, int, int, int, int], int] = {}
 
@@ -102,7 +107,9 @@ def compile_limits(
         level = LEVEL[rule.scope]
         sides = rule.event_filter("side")
         side = 0 if len(sides) != 1 else 1 if sides[0] == "buy" else -1
-        warn = [*rule.warn_at, *[np.nan] * (MAX_WARN - len(rule.warn_at))]
+        judged = values_only is None or not values_only(rule)
+        warns = rule.warn_at if judged else ()
+        warn = [*warns, *[np.nan] * (MAX_WARN - len(warns))]
         for match, match_acc, source, venue, symbol, event_acc in _combinations(rule, keys):
             c1 = c2 = -1
             if spec.windowed:
@@ -127,8 +134,8 @@ def compile_limits(
                 "venue": venue,
                 "symbol": symbol,
                 "event_account": event_acc,
-                "upper": rule.upper,
-                "lower": rule.lower,
+                "upper": rule.upper if judged else np.inf,
+                "lower": rule.lower if judged else -np.inf,
                 "warn0": warn[0],
                 "warn1": warn[1],
                 "warn2": warn[2],
@@ -136,7 +143,7 @@ def compile_limits(
                 "rearm": rule.alert_rearm,
                 "warn_rearm": rule.warn_rearm,
                 "per_pair": int(spec.per_position),
-                "warns": int(bool(rule.warn_at) or action == A_ALERT),
+                "warns": int(judged and (bool(rule.warn_at) or action == A_ALERT)),
             }
             rows.append(tuple(row[name] for name in RULE.names or ()))
             row_rule.append(rule)

@@ -73,6 +73,7 @@ def kafka_settings(bootstrap_servers: str, tmp_path: Path, **overrides: Any) -> 
             "kafka.group_id": f"riskguard-{run}",
             "kafka.control_topic": f"control-{run}",
             "kafka.dead_letter_topic": f"dead-{run}",
+            "scale.aggregate_topic": f"aggregate-{run}",
             "kafka.idempotent_producer": True,
             "http.port": 0,
             "runtime.audit_log": str(tmp_path / "audit.jsonl"),

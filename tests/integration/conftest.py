@@ -126,6 +126,7 @@ def settings(broker: Broker, tmp_path: Path) -> Settings:
             "kafka.group_id": f"riskguard-{run}",
             "kafka.control_topic": f"control-{run}",
             "kafka.dead_letter_topic": f"dead-{run}",
+            "scale.aggregate_topic": f"aggregate-{run}",
             **kafka_overrides(broker),
             "http.port": 0,
             "http.token": TOKEN,

@@ -1,8 +1,10 @@
 """Group mode on Apache Kafka: three instances share six input partitions through the
-consumer group. A per-account rule fires on the instance owning the account; SIGKILL of
-one instance hands its partitions to the others within a bounded time; the positions
-the survivors hold together equal those of one engine over the same events (nothing
-lost, nothing counted twice) and the account halted before the kill stays one state."""
+consumer group. A per-account rule fires on the instance owning the account; a firm-wide
+order rate no instance sees alone is summed through the aggregation topic and halts the
+firm; SIGKILL of one instance hands its partitions to the others within a bounded time;
+the positions the survivors hold together equal those of one engine over the same events
+(nothing lost, nothing counted twice), each halt decided before the kill stays one
+state, and the sums are whole again over the survivors."""
 
 from __future__ import annotations
 
@@ -54,6 +56,16 @@ max = 1000000
 action = "halt"
 """,
 )
+#: 240 orders in the flow and 60 in the burst: at most 140 on one instance (the two
+#: partitions of the HOT account's owner: 4 accounts x 20 + 60), 300 in all
+FIRM_RATE = """
+name = "firm-order-rate"
+metric = "order_rate"
+scope = "firm"
+window_ms = 5000
+max = 200
+action = "halt"
+"""
 
 
 def flow(start_ns: int, rounds: int, tag: str) -> list[wire.Event]:
@@ -160,6 +172,7 @@ commit_interval_ms = 200
 watch_limits = false
 [scale]
 mode = "group"
+aggregate_topic = "{s.aggregate_topic}"
 session_timeout_ms = {s.session_timeout_ms}
 heartbeat_interval_ms = {s.heartbeat_interval_ms}
 """)
@@ -204,7 +217,7 @@ async def test_three_instances_share_partitions_and_survive_a_sigkill(
     apache_kafka: ApacheKafkaBroker, tmp_path: Path
 ) -> None:
     limits_path = tmp_path / "limits.toml"
-    limits_path.write_text(LIMITS)
+    limits_path.write_text(LIMITS + rules_toml(FIRM_RATE).removeprefix("version = 1\n"))
     base = kafka_settings(
         apache_kafka.bootstrap_servers,
         tmp_path,
@@ -216,7 +229,7 @@ async def test_three_instances_share_partitions_and_survive_a_sigkill(
             "scale.heartbeat_interval_ms": 500,
         },
     )
-    limits = parse(LIMITS, str(limits_path))
+    limits = parse(limits_path.read_text(), str(limits_path))
     sidecars = [
         Sidecar(instance_settings(base, tmp_path / name, name), limits) for name in ("rg-a", "rg-b")
     ]
@@ -259,6 +272,20 @@ async def test_three_instances_share_partitions_and_survive_a_sigkill(
         owner = [n for n, parts in owned().items() if f"{base.kafka.input_topics[0]}/1" in parts]
         assert decided.instance == owner[0], "the account's owner decides its rule"
         assert decided.rule == "account-order-rate"
+        firm_after = await until(
+            "the firm halted everywhere on the summed order rate",
+            lambda: all(s.engine.killswitch.state("firm") == "HALTED" for s in sidecars),
+            15,
+        )
+        firm = sidecars[0].engine.killswitch.standing()["firm"]
+        judge = [n for n, parts in owned().items() if f"{base.kafka.input_topics[0]}/0" in parts]
+        assert (firm.rule, firm.instance, firm.kind) == ("firm-order-rate", judge[0], "auto")
+        assert firm.value is not None and 200 < firm.value <= 300, firm.value
+        assert "summed over 3 instance(s)" in (firm.reason or "")
+        print(f"\nfirm halt on the sums: everywhere {firm_after:.2f} s after the account halt")
+        for s in sidecars:  # no instance saw the breach alone
+            peak = next(p for p in s.engine.peaks() if p.rule.name == "firm-order-rate")
+            assert peak.high is not None and peak.high <= 140, (s.instance, peak.high)
 
         victim_parts = owned()["rg-proc"]
         proc.send_signal(signal.SIGKILL)
@@ -302,6 +329,19 @@ async def test_three_instances_share_partitions_and_survive_a_sigkill(
         assert {(r.transition.id, r.transition.to) for r in records} == {(decided.id, "HALTED")}, (
             "one decision, not re-decided by the instance that took the account over"
         )
+        firm_records = await state_records(base, "firm")
+        assert {(r.transition.id, r.transition.to) for r in firm_records} == {(firm.id, "HALTED")}
+
+        def summed_by_survivors() -> bool:
+            agg = [s.status()["scale"]["aggregate"] for s in sidecars]
+            judging = [a for a in agg if a["judging"]]
+            return (
+                len(judging) == 1
+                and judging[0]["complete"] is True
+                and (judging[0]["instances"] == ["rg-a", "rg-b"])
+            )
+
+        await until("the sums whole again over the survivors", summed_by_survivors, 15)
         for s in sidecars:
             s.request_stop()
         assert all(await asyncio.gather(*tasks))
@@ -314,7 +354,7 @@ async def test_three_instances_share_partitions_and_survive_a_sigkill(
                 await s.stop()
 
 
-async def test_a_reload_adding_a_firm_wide_rule_is_rejected_in_group_mode(
+async def test_a_reload_adding_a_rule_that_is_not_a_sum_is_rejected_in_group_mode(
     apache_kafka: ApacheKafkaBroker, tmp_path: Path
 ) -> None:
     limits_path = tmp_path / "limits.toml"
@@ -327,12 +367,12 @@ async def test_a_reload_adding_a_firm_wide_rule_is_rejected_in_group_mode(
     sidecar = Sidecar(settings)
     await sidecar.start()
     try:
-        limits_path.write_text(
-            LIMITS + '\n[[rule]]\nname = "firm-rate"\nmetric = "order_rate"\nscope = "firm"\n'
-            'window_ms = 1000\nmax = 100\naction = "halt"\n'
+        limits_path.write_text(  # a gross exposure nets across accounts: not a sum
+            LIMITS + '\n[[rule]]\nname = "firm-gross"\nmetric = "gross_notional"\n'
+            'scope = "firm"\nmax = 1000000\naction = "halt"\n'
         )
         assert not await sidecar.reloader.reload("SIGHUP")
-        assert "'firm-rate'" in sidecar.reloader.last_error
+        assert "'firm-gross'" in sidecar.reloader.last_error
         assert [r.name for r in sidecar.limits.rules] == ["account-order-rate", "account-position"]
     finally:
         await sidecar.stop()

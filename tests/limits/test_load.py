@@ -147,10 +147,19 @@ def test_cli_validate_group_refuses_what_group_mode_refuses(
     capsys.readouterr()
     assert main(["validate", "--group", str(firm)]) == 1
     err = capsys.readouterr().err
-    assert "INVALID" in err and "spans input partitions" in err and "run it in single mode" in err
+    assert "INVALID" in err and "spans input partitions" in err and "run this rule in single" in err
     accounts = tmp_path / "accounts.toml"
     accounts.write_text(rule(OK))
     assert main(["validate", "--group", str(accounts)]) == 0
+    assert "group mode sums" not in capsys.readouterr().out
+    summed = tmp_path / "summed.toml"
+    summed.write_text(
+        rule(OK)
+        + '\n[[rule]]\nname = "firm-rate"\nmetric = "order_rate"\nscope = "firm"\n'
+        'window_ms = 1000\nmax = 500\naction = "halt"\n'
+    )
+    assert main(["validate", "--group", str(summed)]) == 0
+    assert "group mode sums 1 cross-partition rule(s)" in capsys.readouterr().out
 
 
 def test_cancel_deadline_defaults_to_one_second_and_is_read() -> None:

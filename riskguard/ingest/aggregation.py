@@ -1,0 +1,248 @@
+"""Group mode's cross-partition rules over Kafka: publish this instance's parts, follow
+everyone's, and (on one instance) judge the sums.
+
+Every group-mode instance whose limits have summed rules
+(:func:`riskguard.limits.scale.is_summed`):
+
+- **publishes** its parts (:func:`riskguard.aggregate.contributions.contributions`) to
+  ``scale.aggregate_topic`` (compacted, one partition) every
+  ``scale.aggregate_interval_ms`` when they changed, once the partitions it owns are
+  restored (while restoring, its previous record keeps speaking for what it owned);
+- **follows** the topic from its beginning and keeps each member's latest record (of
+  its own group: the key is ``<group id>/<instance>``), decoded only where judged;
+- **judges** the sums (:class:`riskguard.aggregate.judge.SumJudge`) when it owns the
+  first input partition (the lowest ``topic/partition``; the group gives it to exactly
+  one member), each time a record arrives and the records cover every input partition
+  once (:func:`riskguard.aggregate.records.cover`). Its decisions go out through the
+  outbox like the kernel's; the other instances adopt them from the control topic.
+
+A decision on a summed rule therefore comes at most ``aggregate_interval_ms`` plus one
+produce-to-consume hop after the events that cause it (docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from riskguard import log
+from riskguard.aggregate.contributions import Parts, contributions
+from riskguard.aggregate.judge import SumJudge
+from riskguard.aggregate.records import Contribution, Cover, Held, cover, decode, encode
+from riskguard.ingest.consume import ConsumeLoop
+from riskguard.ingest.ports import TransitionSink
+from riskguard.limits.scale import summed_rules
+from riskguard.metrics import Metrics
+from riskguard.settings import ScaleSettings
+
+Whole = Callable[[], frozenset[str]]
+"""Every input partition (``"topic/partition"``), from the input consumer's metadata."""
+
+
+class Aggregation:
+    """The aggregation topic's publisher, follower and judge for one group member."""
+
+    def __init__(
+        self,
+        scale: ScaleSettings,
+        group_id: str,
+        instance: str,
+        intake: ConsumeLoop,
+        restored: Callable[[], bool],
+        outbox: TransitionSink,
+        metrics: Metrics,
+    ) -> None:
+        """``restored`` tells whether the partitions owned are read to their end
+        (:attr:`riskguard.ingest.group.GroupOwnership.restored_s` set)."""
+        self.scale = scale
+        self.group_id = group_id
+        self.instance = instance
+        self.key = f"{group_id}/{instance}".encode()
+        """The records' key: one record per member of the group stays after compaction."""
+        self.intake = intake
+        self.engine = intake.engine
+        self.restored = restored
+        self.outbox = outbox
+        self.metrics = metrics
+        self.judge = SumJudge(self.engine)
+        self.held: dict[str, Held] = {}
+        """Each member's latest record, decoded (by the judging instance only)."""
+        self._raw: dict[str, tuple[int, bytes]] = {}
+        self._unreadable: set[int] = set()
+        self.cover = Cover(False)
+        self.judging = False
+        """Whether this instance owns the first input partition (it judges the sums)."""
+        self.published = 0
+        self._sent: tuple[Parts, tuple[str, ...], str] | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._whole: Whole = frozenset
+        self._log = log.get("aggregation")
+
+    @property
+    def rules(self) -> list[str]:
+        """Names of the summed rules of the limits in force."""
+        return [r.name for r in summed_rules(self.engine.limits)]
+
+    async def open(
+        self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, whole: Whole
+    ) -> None:
+        """Publish with ``producer``; follow the topic from its beginning with
+        ``consumer`` (started, no group); ``whole`` lists every input partition."""
+        self._producer, self._consumer, self._whole = producer, consumer, whole
+        tp = TopicPartition(self.scale.aggregate_topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+
+    # publishing ------------------------------------------------------------------
+    async def publish(self) -> None:
+        """Forever: every ``aggregate_interval_ms``, send this instance's parts if they
+        changed (not while its partitions are restoring). A failed send is logged and
+        retried at the next interval."""
+        while True:
+            await asyncio.sleep(self.scale.aggregate_interval_ms / 1000)
+            try:
+                await self.publish_once()
+            except (KafkaError, TimeoutError) as exc:
+                self._log.warning("aggregation record not sent", error=repr(exc), retried=True)
+
+    async def publish_once(self) -> bool:
+        """Send the parts now if they changed; True if a record was sent."""
+        names = self.rules
+        if self._producer is None or not names or not self.restored():
+            return False
+        async with self.intake.lock:  # between batches: parts and partitions agree
+            parts = contributions(self.engine, names, self.engine.clock())
+            owned = tuple(sorted(f"{t.topic}/{t.partition}" for t in self.intake.assigned))
+            as_of = self.engine.last_event_ns
+        digest = self.engine.limits.digest
+        key = (parts, owned, digest)
+        if key == self._sent:
+            return False
+        record = Contribution(
+            group=self.group_id,
+            instance=self.instance,
+            partitions=owned,
+            limits_digest=digest,
+            as_of_ns=as_of,
+            sent_ns=time.time_ns(),
+            parts=parts,
+        )
+        await self._producer.send_and_wait(self.scale.aggregate_topic, encode(record), key=self.key)
+        self._sent = key
+        self.published += 1
+        self.metrics.aggregate_published.inc()
+        return True
+
+    # following and judging --------------------------------------------------------
+    async def follow(self) -> None:
+        """Forever: read the topic's new records; take the sums after a batch of them,
+        at most once per ``aggregate_interval_ms`` (records arriving meanwhile wait for
+        the next round: a round costs the same for one record as for all). A fetch that
+        fails is logged and retried."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("aggregation: call open() first")
+        interval = self.scale.aggregate_interval_ms / 1000
+        last = 0.0
+        waiting = False
+        while True:
+            try:
+                batch = await consumer.getmany(timeout_ms=round(interval * 1000))
+            except KafkaError as exc:
+                self._log.warning("aggregation fetch failed", error=repr(exc), retried=True)
+                await asyncio.sleep(0.2)
+                continue
+            for messages in batch.values():
+                for m in messages:
+                    self._take(m.offset, m.key, m.value)
+                    waiting = True
+            if waiting:
+                wait = interval - (time.monotonic() - last)
+                if wait > 0:  # records arriving meanwhile are read after this round
+                    await asyncio.sleep(wait)
+                waiting, last = False, time.monotonic()
+                await self.judge_now()
+
+    def _take(self, offset: int, key: bytes | None, value: bytes | None) -> None:
+        """Keep the latest record of each member of this group, undecoded (only the
+        judging instance reads them). Another group's records are left alone."""
+        group, _, instance = (key or b"").decode(errors="replace").partition("/")
+        if group != self.group_id:
+            return
+        if value is None:  # a tombstone: that member's record is gone
+            self._raw.pop(instance, None)
+            self.held.pop(instance, None)
+        else:
+            self._raw[instance] = (offset, value)
+
+    def _decoded(self) -> dict[str, Held]:
+        """The records held, decoded once each. One that cannot be read is counted,
+        logged and left out (the cover then misses its partitions: nothing is judged on
+        a partial sum)."""
+        for instance, (offset, value) in self._raw.items():
+            held = self.held.get(instance)
+            if held is not None and held.offset == offset:
+                continue
+            self.held.pop(instance, None)
+            try:
+                record = decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                if offset not in self._unreadable:
+                    self._unreadable.add(offset)
+                    self.metrics.aggregate_bad.inc()
+                    self._log.error(
+                        "aggregation record unreadable; left out",
+                        instance=instance,
+                        offset=offset,
+                        error=str(exc),
+                    )
+                continue
+            self.held[instance] = Held(offset, record)
+        return self.held
+
+    async def judge_now(self) -> None:
+        """When this instance judges: take the cover of the records held, and judge it."""
+        whole = self._whole()
+        first = min(whole) if whole else None
+        owned = {f"{t.topic}/{t.partition}" for t in self.intake.assigned}
+        self.judging = first is not None and first in owned
+        if not self.judging:
+            self.metrics.aggregate_complete.set(0)
+            return
+        self.cover = cover(self._decoded(), whole)
+        self.metrics.aggregate_complete.set(1 if self.cover.complete else 0)
+        if not self.cover.complete:
+            return
+        self.metrics.aggregate_age.set(max(0.0, (time.time_ns() - self.cover.oldest_ns) / 1e9))
+        limits = self.engine.limits
+        transitions = self.judge.judge(self.cover, summed_rules(limits), limits.digest)
+        if transitions:
+            await self.outbox.send(transitions)
+
+    def status(self) -> dict[str, Any]:
+        """For ``/v1/status`` (``scale.aggregate``): the summed rules, whether the
+        records cover the input, who judges, and the latest sums judged."""
+        c = self.cover
+        return {
+            "topic": self.scale.aggregate_topic,
+            "interval_ms": self.scale.aggregate_interval_ms,
+            "rules": self.rules,
+            "judging": self.judging,
+            "members": sorted(self._raw),
+            "complete": c.complete if self.judging else None,
+            "instances": [r.instance for r in c.records] if self.judging else [],
+            "missing": sorted(c.missing) if self.judging else [],
+            "split": sorted(c.split) if self.judging else [],
+            "as_of_ns": (c.as_of_ns or None) if self.judging else None,
+            "published": self.published,
+            "sums": self.judge.values if self.judging else {},
+            "unsummed": list(self.judge.unsummed),
+        }

@@ -1,0 +1,100 @@
+"""What ``GET /v1/status`` says about one sidecar: standing scopes with their evidence, and
+a summary of every part's health (``riskguard status`` renders it)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+
+from riskguard import __version__
+
+if TYPE_CHECKING:
+    from riskguard.engine import Engine
+    from riskguard.ingest.cancels import CancelTracker
+    from riskguard.ingest.checkpoint import Checkpoints
+    from riskguard.ingest.consume import ConsumeLoop
+    from riskguard.ingest.health import Health
+    from riskguard.ingest.outbox import Outbox
+    from riskguard.ingest.peers import Peers
+    from riskguard.ingest.pretrade import PreTradeFeed
+    from riskguard.ingest.reload import LimitsReloader
+    from riskguard.ingest.scaleout import GroupMode
+    from riskguard.journal import HaltJournal
+    from riskguard.limits import Limits
+    from riskguard.notify.dispatch import Notifier
+    from riskguard.settings import Settings
+
+
+class Reported(Protocol):
+    """What the status reads of a sidecar (:class:`riskguard.ingest.runtime.Sidecar`)."""
+
+    instance: str
+    settings: Settings
+    engine: Engine
+    health: Health
+    intake: ConsumeLoop
+    reloader: LimitsReloader
+    peers: Peers
+    outbox: Outbox
+    cancels: CancelTracker
+    feed: PreTradeFeed
+    notifier: Notifier
+    checkpoints: Checkpoints
+    journal: HaltJournal
+    group: GroupMode | None
+
+    @property
+    def phase(self) -> str: ...
+    @property
+    def limits(self) -> Limits: ...
+    @property
+    def bad_events(self) -> int: ...
+    @property
+    def before_session(self) -> int: ...
+    @property
+    def restored(self) -> list[str]: ...
+    @property
+    def republished(self) -> list[str]: ...
+    def ready(self) -> bool: ...
+
+
+def status(sidecar: Reported) -> dict[str, Any]:
+    """The status document of ``sidecar``: a JSON object of the instance, its phase and
+    readiness checks, the standing scopes with their transitions, event counts, the
+    limits in force, and each part's own report (``flow``, ``cancels``, ``gate_feed``,
+    ``notifiers``, ``snapshot``, the peers, and ``scale`` in group mode)."""
+    standing = {
+        scope: msgspec.to_builtins(tr) for scope, tr in sidecar.engine.killswitch.standing().items()
+    }
+    last = sidecar.engine.last_event_ns
+    return {
+        "instance": sidecar.instance,
+        "version": __version__,
+        "phase": sidecar.phase,
+        "ready": sidecar.ready(),
+        "checks": dict(sidecar.health.readiness()),
+        "standing": standing,
+        "events_applied": sidecar.engine.events_applied,
+        "bad_events": sidecar.bad_events,
+        "skipped_before_session": sidecar.before_session,
+        "flow": sidecar.intake.flow.status(),
+        "last_event_ns": last if last > 0 else None,
+        "limits": {
+            "last_reload_error": sidecar.reloader.last_error or None,
+            "source": sidecar.limits.source,
+            "sha256": sidecar.limits.digest,
+            "rules": len(sidecar.limits.rules),
+        },
+        **sidecar.peers.status(),  # peers, peer_adoptions, instance_conflict
+        "control_pending": sidecar.outbox.pending(),
+        "cancels": sidecar.cancels.status(),
+        "gate_feed": sidecar.feed.status(),
+        "notifiers": sidecar.notifier.status(),
+        "restored_at_start": sidecar.restored,
+        "snapshot": sidecar.checkpoints.status(),
+        "republished_at_start": sidecar.republished,
+        "journal": str(sidecar.journal.path),
+        "state_dir": str(sidecar.settings.runtime.state_path),
+        **({"scale": sidecar.group.status()} if sidecar.group is not None else {}),
+    }

@@ -1,0 +1,104 @@
+"""Group mode's parts of one sidecar, started and stopped together.
+
+- :class:`~riskguard.ingest.group.GroupOwnership`: the input partitions this member
+  owns, and the state rebuilt for them on every rebalance;
+- :class:`~riskguard.ingest.aggregation.Aggregation`: the cross-partition rules, summed
+  through the aggregation topic and judged by the owner of the first input partition.
+
+docs/deployment.md, "Scale-out (group mode)".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from riskguard.ingest.aggregation import Aggregation
+from riskguard.ingest.consume import ConsumeLoop
+from riskguard.ingest.group import GroupOwnership, Renumbered
+from riskguard.ingest.ports import TransitionSink
+from riskguard.metrics import Metrics
+from riskguard.settings import Settings
+
+Task = tuple[str, Coroutine[Any, Any, None]]
+
+
+class GroupMode:
+    """A group member's :class:`GroupOwnership` and :class:`Aggregation`.
+
+    ``progress``, ``renumbered`` and ``ready`` are :class:`GroupOwnership`'s;
+    ``outbox`` takes the decisions on summed rules.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        instance: str,
+        intake: ConsumeLoop,
+        progress: Callable[[], int],
+        renumbered: Sequence[Renumbered],
+        ready: Callable[[str], None],
+        outbox: TransitionSink,
+        metrics: Metrics,
+    ) -> None:
+        self.kafka = settings.kafka
+        self.ownership = GroupOwnership(settings.scale, intake, progress, renumbered, ready)
+        self.aggregation = Aggregation(
+            settings.scale,
+            settings.kafka.group_id,
+            instance,
+            intake,
+            lambda: self.ownership.restored_s is not None,
+            outbox,
+            metrics,
+        )
+        self.reader: AIOKafkaConsumer | None = None
+        self._input: AIOKafkaConsumer | None = None
+
+    def consumer_options(self) -> dict[str, int]:
+        """aiokafka options of the input consumer (liveness towards the group)."""
+        return self.ownership.consumer_options()
+
+    async def start(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, client_id: str
+    ) -> list[Task]:
+        """Join the group with ``consumer`` (the input consumer, started); follow the
+        aggregation topic with a consumer of its own and publish with ``producer``.
+        Returns the background tasks to run (name, coroutine). Raises aiokafka's
+        ``KafkaError`` when the aggregation topic cannot be read."""
+        self._input = consumer
+        self.ownership.subscribe(consumer, self.kafka.input_topics)
+        self.reader = AIOKafkaConsumer(
+            **self.kafka.client_options(consumer=True),
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
+            client_id=f"{client_id}-aggregate",
+        )
+        await self.reader.start()
+        await self.aggregation.open(producer, self.reader, self.whole)
+        return [
+            ("aggregate-publish", self.aggregation.publish()),
+            ("aggregate-follow", self.aggregation.follow()),
+        ]
+
+    def whole(self) -> frozenset[str]:
+        """Every partition of the input topics the input consumer's metadata knows."""
+        if self._input is None:
+            return frozenset()
+        return frozenset(
+            f"{topic}/{p}"
+            for topic in self.kafka.input_topics
+            for p in self._input.partitions_for_topic(topic) or ()
+        )
+
+    async def stop(self) -> None:
+        """Stop the aggregation reader (the input consumer is the sidecar's)."""
+        if self.reader is not None:
+            reader, self.reader = self.reader, None
+            await reader.stop()
+
+    def status(self) -> dict[str, Any]:
+        """``/v1/status`` ``scale``: the partitions owned, the rebuilds, and ``aggregate``."""
+        return {**self.ownership.status(), "aggregate": self.aggregation.status()}
