@@ -345,8 +345,15 @@ class ScaleSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     #: when they changed; a cross-partition rule is judged this much later at most,
     #: plus one produce-to-consume hop (docs/deployment.md, Cross-partition rules).
     aggregate_interval_ms: int = 200
+    #: group mode: the judging member raises the ``sums-incomplete`` alert when the
+    #: aggregation records have not covered every input partition once for this long
+    #: (ms): cross-partition rules are not judged meanwhile (a rebalance, a member that
+    #: cannot publish). ``sums-complete`` ends it.
+    aggregate_alert_ms: int = 15_000
 
     def __post_init__(self) -> None:
+        if self.aggregate_alert_ms < 1:
+            raise ValueError("aggregate_alert_ms must be at least 1")
         if not 1 <= self.aggregate_interval_ms <= 60_000:
             raise ValueError("aggregate_interval_ms must be between 1 and 60000")
         if not self.aggregate_topic:

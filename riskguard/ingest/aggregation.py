@@ -41,6 +41,20 @@ from riskguard.ingest.ports import TransitionSink
 from riskguard.limits.scale import summed_rules
 from riskguard.metrics import Metrics
 from riskguard.settings import ScaleSettings
+from riskguard.vocabulary import Transition, system_alert
+
+#: The largest record a member publishes (bytes, before compression): the aggregation
+#: topic is created with it as ``max.message.bytes``, and the members' producer and
+#: reader are sized for it. About 25 bytes per scope part: some 300,000 scope-rule pairs.
+MAX_RECORD_BYTES = 8 << 20
+#: The aggregation topic's settings: compacted, with one-minute segments so the cleaner
+#: keeps it to about a minute of records plus the latest of each member (a member
+#: starting reads it from the beginning).
+TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.ms": "60000",
+    "max.message.bytes": str(MAX_RECORD_BYTES),
+}
 
 Whole = Callable[[], frozenset[str]]
 """Every input partition (``"topic/partition"``), from the input consumer's metadata."""
@@ -72,6 +86,9 @@ class Aggregation:
         self.outbox = outbox
         self.metrics = metrics
         self.judge = SumJudge(self.engine)
+        self.incomplete_since: float | None = None
+        """Monotonic time the judging member last found the sums not whole (None: whole)."""
+        self._alert: Transition | None = None
         self.held: dict[str, Held] = {}
         """Each member's latest record, decoded (by the judging instance only)."""
         self._raw: dict[str, tuple[int, bytes]] = {}
@@ -170,6 +187,7 @@ class Aggregation:
                     await asyncio.sleep(wait)
                 waiting, last = False, time.monotonic()
                 await self.judge_now()
+            await self._watch()
 
     def _take(self, offset: int, key: bytes | None, value: bytes | None) -> None:
         """Keep the latest record of each member of this group, undecoded (only the
@@ -216,16 +234,56 @@ class Aggregation:
         self.judging = first is not None and first in owned
         if not self.judging:
             self.metrics.aggregate_complete.set(0)
+            self.incomplete_since = None
             return
         self.cover = cover(self._decoded(), whole)
         self.metrics.aggregate_complete.set(1 if self.cover.complete else 0)
         if not self.cover.complete:
+            if self.incomplete_since is None:
+                self.incomplete_since = time.monotonic()
             return
+        self.incomplete_since = None
         self.metrics.aggregate_age.set(max(0.0, (time.time_ns() - self.cover.oldest_ns) / 1e9))
         limits = self.engine.limits
         transitions = self.judge.judge(self.cover, summed_rules(limits), limits.digest)
         if transitions:
             await self.outbox.send(transitions)
+
+    async def _watch(self) -> None:
+        """The judging member: raise ``sums-incomplete`` once the sums have not been
+        whole for ``scale.aggregate_alert_ms``; ``sums-complete`` (naming it) once
+        they are again."""
+        now = time.monotonic()
+        firm = self.engine.killswitch.state("firm")
+        late = self.incomplete_since is not None and (
+            now - self.incomplete_since >= self.scale.aggregate_alert_ms / 1000
+        )
+        if late and self._alert is None and self.judging:
+            c = self.cover
+            self._alert = system_alert(
+                "sums-incomplete",
+                "aggregate_incomplete_ms",
+                firm,
+                value=round((now - (self.incomplete_since or now)) * 1000, 1),
+                limit=float(self.scale.aggregate_alert_ms),
+                reason=(
+                    f"cross-partition rules ({', '.join(self.rules)}) are not judged: the "
+                    "aggregation records do not count every input partition once "
+                    f"(missing: {', '.join(sorted(c.missing)) or 'none'}; superseded in part: "
+                    f"{', '.join(sorted(c.split)) or 'none'}); a rebalance or restore under "
+                    "way, or a member that cannot publish"
+                ),
+            )
+            await self.outbox.send([self._alert])
+        elif self._alert is not None and self.incomplete_since is None:
+            ended, self._alert = self._alert, None
+            why = (
+                f"cross-partition rules judged again, on {len(self.cover.records)} members"
+                if self.judging
+                else "another member judges the cross-partition rules now"
+            )
+            done = system_alert("sums-complete", "aggregate_incomplete_ms", firm, reason=why)
+            await self.outbox.send([msgspec.structs.replace(done, ends=ended.id)])
 
     def status(self) -> dict[str, Any]:
         """For ``/v1/status`` (``scale.aggregate``): the summed rules, whether the
@@ -242,6 +300,7 @@ class Aggregation:
             "missing": sorted(c.missing) if self.judging else [],
             "split": sorted(c.split) if self.judging else [],
             "as_of_ns": (c.as_of_ns or None) if self.judging else None,
+            "incomplete_alert": self._alert.id if self._alert else None,
             "published": self.published,
             "sums": self.judge.values if self.judging else {},
             "unsummed": list(self.judge.unsummed),

@@ -209,7 +209,7 @@ class Sidecar:
         self._phase = "starting"
         warm = warm_in_thread(self.log, lambda: self.health.passed("kernels_warm"))
         await wait_for_broker(k.bootstrap_servers, rt.broker_wait_s)
-        await ensure_topics(k, [self.settings.scale.aggregate_topic] if self.group else [])
+        await ensure_topics(k, self.group.topics() if self.group else None)
         options = {
             **k.client_options(),
             "acks": "all",
@@ -274,7 +274,7 @@ class Sidecar:
         await self.consumer.start()
         self.intake.open(self.consumer, self.producer)
         if self.group is not None:  # joins on the first fetch; ready once assigned
-            for name, coro in await self.group.start(self.consumer, self.data_producer, client_id):
+            for name, coro in await self.group.start(self.consumer, client_id):
                 self.tasks.start(coro, name)
         else:
             try:

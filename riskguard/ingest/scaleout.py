@@ -15,7 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from riskguard.ingest.aggregation import Aggregation
+from riskguard.ingest.aggregation import MAX_RECORD_BYTES, TOPIC_CONFIG, Aggregation
 from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.group import GroupOwnership, Renumbered
 from riskguard.ingest.ports import TransitionSink
@@ -55,29 +55,44 @@ class GroupMode:
             metrics,
         )
         self.reader: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
         self._input: AIOKafkaConsumer | None = None
 
     def consumer_options(self) -> dict[str, int]:
         """aiokafka options of the input consumer (liveness towards the group)."""
         return self.ownership.consumer_options()
 
-    async def start(
-        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, client_id: str
-    ) -> list[Task]:
+    def topics(self) -> dict[str, dict[str, str]]:
+        """The topic group mode adds, with its configs (for topic creation)."""
+        return {self.aggregation.scale.aggregate_topic: dict(TOPIC_CONFIG)}
+
+    async def start(self, consumer: AIOKafkaConsumer, client_id: str) -> list[Task]:
         """Join the group with ``consumer`` (the input consumer, started); follow the
-        aggregation topic with a consumer of its own and publish with ``producer``.
-        Returns the background tasks to run (name, coroutine). Raises aiokafka's
-        ``KafkaError`` when the aggregation topic cannot be read."""
+        aggregation topic with a reader of its own and publish with a producer of its
+        own (records up to :data:`MAX_RECORD_BYTES`, gzip-compressed). Returns the
+        background tasks to run (name, coroutine). Raises aiokafka's ``KafkaError`` when
+        the aggregation topic cannot be reached."""
         self._input = consumer
         self.ownership.subscribe(consumer, self.kafka.input_topics)
+        self.producer = AIOKafkaProducer(
+            **self.kafka.client_options(),
+            acks="all",
+            linger_ms=0,
+            enable_idempotence=self.kafka.idempotent_producer,
+            compression_type="gzip",
+            max_request_size=MAX_RECORD_BYTES,
+            client_id=f"{client_id}-aggregate",
+        )
+        await self.producer.start()
         self.reader = AIOKafkaConsumer(
             **self.kafka.client_options(consumer=True),
             enable_auto_commit=False,
             fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
+            max_partition_fetch_bytes=MAX_RECORD_BYTES,
             client_id=f"{client_id}-aggregate",
         )
         await self.reader.start()
-        await self.aggregation.open(producer, self.reader, self.whole)
+        await self.aggregation.open(self.producer, self.reader, self.whole)
         return [
             ("aggregate-publish", self.aggregation.publish()),
             ("aggregate-follow", self.aggregation.follow()),
@@ -94,10 +109,13 @@ class GroupMode:
         )
 
     async def stop(self) -> None:
-        """Stop the aggregation reader (the input consumer is the sidecar's)."""
-        if self.reader is not None:
-            reader, self.reader = self.reader, None
+        """Stop the aggregation reader and producer (the input consumer is the
+        sidecar's)."""
+        reader, producer, self.reader, self.producer = self.reader, self.producer, None, None
+        if reader is not None:
             await reader.stop()
+        if producer is not None:
+            await producer.stop()
 
     def status(self) -> dict[str, Any]:
         """``/v1/status`` ``scale``: the partitions owned, the rebuilds, and ``aggregate``."""

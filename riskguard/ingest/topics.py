@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -12,9 +12,11 @@ from riskguard import log
 from riskguard.settings import KafkaSettings
 
 
-async def ensure_topics(kafka: KafkaSettings, compacted: Sequence[str] = ()) -> list[str]:
+async def ensure_topics(
+    kafka: KafkaSettings, extra: Mapping[str, Mapping[str, str]] | None = None
+) -> list[str]:
     """Create the input, control (compacted) and dead-letter topics, and the one-partition
-    compacted topics named in ``compacted`` (group mode's aggregation topic); returns
+    topics of ``extra`` (name -> topic configs: group mode's aggregation topic); returns
     those created."""
     if not kafka.create_topics:
         return []
@@ -33,7 +35,7 @@ async def ensure_topics(kafka: KafkaSettings, compacted: Sequence[str] = ()) -> 
         )
         wanted.append(NewTopic(kafka.dead_letter_topic, 1, 1))
         wanted += [
-            NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact"}) for t in compacted
+            NewTopic(t, 1, 1, topic_configs=dict(configs)) for t, configs in (extra or {}).items()
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:

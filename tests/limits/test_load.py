@@ -154,8 +154,7 @@ def test_cli_validate_group_refuses_what_group_mode_refuses(
     assert "group mode sums" not in capsys.readouterr().out
     summed = tmp_path / "summed.toml"
     summed.write_text(
-        rule(OK)
-        + '\n[[rule]]\nname = "firm-rate"\nmetric = "order_rate"\nscope = "firm"\n'
+        rule(OK) + '\n[[rule]]\nname = "firm-rate"\nmetric = "order_rate"\nscope = "firm"\n'
         'window_ms = 1000\nmax = 500\naction = "halt"\n'
     )
     assert main(["validate", "--group", str(summed)]) == 0

@@ -1,0 +1,116 @@
+"""The aggregation topic on Apache Kafka, around one group member that owns every input
+partition (so it publishes, follows and judges): another group's records and unreadable
+ones are left out; a record that would count a partition twice stops the sums, raises
+``sums-incomplete`` after ``scale.aggregate_alert_ms``, and ``sums-complete`` ends it
+once the records cover the input again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from riskguard import events as wire
+from riskguard.aggregate.records import Contribution, encode
+from riskguard.apache_kafka import ApacheKafkaBroker
+from riskguard.ingest.runtime import Sidecar
+from tests.builders import rules_toml
+from tests.integration.apache_kafka_fixtures import kafka_settings
+from tests.integration.test_scale_out import produce, until
+
+LIMITS = rules_toml(
+    'name = "firm-open"\nmetric = "open_orders"\nscope = "firm"\nmax = 1000\naction = "halt"'
+)
+
+
+async def test_records_that_do_not_add_up_stop_the_sums_and_page_until_they_do(
+    apache_kafka: ApacheKafkaBroker, tmp_path: Path
+) -> None:
+    limits_path = tmp_path / "limits.toml"
+    limits_path.write_text(LIMITS)
+    settings = kafka_settings(
+        apache_kafka.bootstrap_servers,
+        tmp_path,
+        **{
+            "limits": str(limits_path),
+            "kafka.input_partitions": 2,
+            "scale.mode": "group",
+            "scale.aggregate_interval_ms": 50,
+            "scale.aggregate_alert_ms": 500,
+            "runtime.watch_limits": False,
+        },
+    )
+    sidecar = Sidecar(settings)
+
+    def sent(rule: str) -> list[dict[str, Any]]:  # the transitions audited, of ``rule``
+        path = settings.runtime.audit_path
+        lines = path.read_text().splitlines() if path.exists() else []
+        records = [json.loads(line)["record"] for line in lines]
+        return [r for r in records if r.get("rule") == rule]
+
+    await sidecar.start()
+    task = asyncio.create_task(sidecar.run())
+    topic, group = settings.scale.aggregate_topic, settings.kafka.group_id
+    agg = sidecar.group.aggregation if sidecar.group else None
+    assert agg is not None
+    producer = AIOKafkaProducer(bootstrap_servers=apache_kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        now = time.time_ns()
+        orders = [
+            wire.NewOrder(ts=now + i, order_id=f"o{i}", account="acct-00", strategy="s",
+                          symbol="X", side="buy", qty=1.0, price=1.0)
+            for i in range(3)
+        ]  # fmt: skip
+        await produce(settings, orders)
+
+        def sums() -> dict[str, float]:
+            return dict(agg.judge.values.get("firm-open", {}))
+
+        await until("the member's own record summed", lambda: sums() == {"firm": 3.0}, 20)
+        assert agg.judging and agg.cover.complete
+        whole = sorted(agg.cover.records[0].partitions)
+        other = Contribution(group="another-group", instance="x", partitions=tuple(whole),
+                             limits_digest=sidecar.limits.digest, as_of_ns=now, sent_ns=now,
+                             parts={"firm-open": [{"firm": [5000.0]}]})  # fmt: skip
+        await producer.send_and_wait(topic, encode(other), key=b"another-group/x")
+        await producer.send_and_wait(topic, b"{not json", key=f"{group}/broken".encode())
+        bad = "riskguard_aggregate_records_bad_total"
+        await until(
+            "the unreadable record counted",
+            lambda: sidecar.metrics.registry.get_sample_value(bad) == 1,
+            10,
+        )
+        assert sums() == {"firm": 3.0}, "another group's record is not summed"
+        assert sidecar.engine.killswitch.state("firm") == "ACTIVE"
+        await producer.send_and_wait(topic, None, key=f"{group}/broken".encode())  # tombstone
+
+        ghost = Contribution(group=group, instance="ghost", partitions=(whole[0],),
+                             limits_digest=sidecar.limits.digest, as_of_ns=now, sent_ns=now,
+                             parts={"firm-open": [{"firm": [5000.0]}]})  # fmt: skip
+        await producer.send_and_wait(topic, encode(ghost), key=f"{group}/ghost".encode())
+        await until("the sums stopped", lambda: not agg.cover.complete, 10)
+        assert agg.cover.split == {sidecar.instance}  # its record is superseded in part
+        assert sidecar.engine.killswitch.state("firm") == "ACTIVE", "never a sum counted twice"
+        await until("sums-incomplete raised", lambda: sent("sums-incomplete"), 10)
+
+        await producer.send_and_wait(topic, None, key=f"{group}/ghost".encode())  # tombstone
+        # the member republishes when its parts change: a new order does that
+        await produce(settings, [wire.NewOrder(ts=time.time_ns(), order_id="o9",
+                                               account="acct-00", strategy="s", symbol="X",
+                                               side="buy", qty=1.0, price=1.0)])  # fmt: skip
+        await until("sums whole again", lambda: sums() == {"firm": 4.0}, 20)
+        await until("sums-complete raised", lambda: sent("sums-complete"), 10)
+        [incomplete], [complete] = sent("sums-incomplete"), sent("sums-complete")
+        assert complete["ends"] == incomplete["id"]
+        assert "not judged" in incomplete["reason"]
+        sidecar.request_stop()
+        assert await task
+    finally:
+        await producer.stop()
+        if not sidecar.stopping:
+            await sidecar.stop()
