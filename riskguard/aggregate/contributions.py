@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from riskguard.limits.vocabulary import METRICS
-from riskguard.state.codes import RING
+from riskguard.state.codes import FIRM, RING
+from riskguard.vocabulary import L_FIRM, L_SYMBOL, parse_scope
 
 if TYPE_CHECKING:
     from riskguard.engine import Engine
@@ -127,3 +128,26 @@ def _row_parts(engine: Engine, row: Any, metric: str, sids: np.ndarray, now_ns: 
         elif float(values[i]) != 0.0 and not math.isnan(float(values[i])):
             parts[names[s]] = [float(values[i])]
     return parts
+
+
+def scope_positions(engine: Engine, scope: str) -> dict[str, float]:
+    """This engine's net positions (instrument units, long > 0) of ``scope`` by symbol
+    key, flat ones included (a ``symbol:<id>`` scope's are the firm's in that symbol):
+    its part of the positions gates judge a REDUCE_ONLY scope by. Empty for a scope the
+    engine never saw, and for a venue (positions are not kept per venue)."""
+    sid = engine.keys.find_scope(scope)
+    if sid is None:
+        return {}
+    level, _ = parse_scope(scope)
+    keys = engine.keys
+    engine.store.reserve(keys)
+    pos = engine.store.state.positions[: keys.n_pairs]
+    mask = pos["owner"] == (FIRM if level in (L_FIRM, L_SYMBOL) else sid)
+    if level == L_SYMBOL:
+        mask &= pos["symbol"] == sid
+    rows = np.flatnonzero(mask)
+    names = keys.scope_names
+    return {
+        names[y].partition(":")[2]: qty
+        for y, qty in zip(pos["symbol"][rows].tolist(), pos["qty"][rows].tolist(), strict=True)
+    }

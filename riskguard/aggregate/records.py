@@ -38,7 +38,10 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True):
     ``limits_digest``: the limits it counted under (sums are only taken over records
     of the same limits); ``parts``: :data:`riskguard.aggregate.contributions.Parts`;
     ``as_of_ns``: the engine clock the parts were read at (ns since the epoch);
-    ``sent_ns``: wall clock when sent.
+    ``sent_ns``: wall clock when sent; ``positions``: for each REDUCE_ONLY scope spanning
+    partitions, the instance's net position by symbol
+    (:func:`riskguard.aggregate.contributions.scope_positions`), summed by the judging
+    instance into the position records gates judge that scope's orders by.
     """
 
     group: str
@@ -48,6 +51,7 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True):
     as_of_ns: int
     sent_ns: int
     parts: Parts
+    positions: dict[str, dict[str, float]] = {}
     v: int = RECORD_VERSION
 
 
@@ -168,3 +172,23 @@ def _value(metric: str, acc: list[float | None], min_orders: int) -> float:
     if metric in ("order_rate", "message_rate", "reject_rate", "fill_count", "open_orders"):
         return xs[0]
     return money(xs[0])
+
+
+def position_sums(
+    records: Sequence[Contribution], scopes: Collection[str]
+) -> dict[str, dict[str, float]]:
+    """Per scope of ``scopes``, the net position by symbol summed over ``records``
+    (those that cover the input: :func:`cover`). A scope no record reports is left out
+    (its members have not published since it entered REDUCE_ONLY)."""
+    out: dict[str, dict[str, float]] = {}
+    for scope in scopes:
+        reported = [r.positions[scope] for r in records if scope in r.positions]
+        if len(reported) < len(records):
+            continue
+        by_symbol: dict[str, list[float]] = {}
+        for part in reported:
+            for symbol, qty in part.items():
+                by_symbol.setdefault(symbol, []).append(qty)
+        # quantities are exact decimal sums in each engine: no binary residue in the total
+        out[scope] = {y: round(math.fsum(qs), 9) + 0.0 for y, qs in by_symbol.items()}
+    return out

@@ -33,11 +33,20 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from riskguard import log
-from riskguard.aggregate.contributions import Parts, contributions
+from riskguard.aggregate.contributions import Parts, contributions, scope_positions
 from riskguard.aggregate.judge import SumJudge
-from riskguard.aggregate.records import Contribution, Cover, Held, cover, decode, encode
+from riskguard.aggregate.records import (
+    Contribution,
+    Cover,
+    Held,
+    cover,
+    decode,
+    encode,
+    position_sums,
+)
 from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.ports import TransitionSink
+from riskguard.ingest.pretrade import PreTradeFeed
 from riskguard.limits.scale import summed_rules
 from riskguard.metrics import Metrics
 from riskguard.settings import ScaleSettings
@@ -71,10 +80,13 @@ class Aggregation:
         intake: ConsumeLoop,
         restored: Callable[[], bool],
         outbox: TransitionSink,
+        feed: PreTradeFeed,
         metrics: Metrics,
     ) -> None:
         """``restored`` tells whether the partitions owned are read to their end
-        (:attr:`riskguard.ingest.group.GroupOwnership.restored_s` set)."""
+        (:attr:`riskguard.ingest.group.GroupOwnership.restored_s` set); ``feed``
+        publishes the summed positions of REDUCE_ONLY scopes spanning partitions (and
+        leaves them to this, publishing only accounts')."""
         self.scale = scale
         self.group_id = group_id
         self.instance = instance
@@ -84,7 +96,10 @@ class Aggregation:
         self.engine = intake.engine
         self.restored = restored
         self.outbox = outbox
+        self.feed = feed
+        feed.accounts_only = True
         self.metrics = metrics
+        self._positions_sent: dict[str, tuple[str, dict[str, float]]] = {}
         self.judge = SumJudge(self.engine)
         self.incomplete_since: float | None = None
         """Monotonic time the judging member last found the sums not whole (None: whole)."""
@@ -97,7 +112,7 @@ class Aggregation:
         self.judging = False
         """Whether this instance owns the first input partition (it judges the sums)."""
         self.published = 0
-        self._sent: tuple[Parts, tuple[str, ...], str] | None = None
+        self._sent: tuple[Parts, tuple[str, ...], str, dict[str, dict[str, float]]] | None = None
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._whole: Whole = frozenset
@@ -133,14 +148,16 @@ class Aggregation:
     async def publish_once(self) -> bool:
         """Send the parts now if they changed; True if a record was sent."""
         names = self.rules
-        if self._producer is None or not names or not self.restored():
+        spanning = self._reduce_only_spanning()
+        if self._producer is None or not (names or spanning) or not self.restored():
             return False
         async with self.intake.lock:  # between batches: parts and partitions agree
             parts = contributions(self.engine, names, self.engine.clock())
+            positions = {scope: scope_positions(self.engine, scope) for scope in spanning}
             owned = tuple(sorted(f"{t.topic}/{t.partition}" for t in self.intake.assigned))
             as_of = self.engine.last_event_ns
         digest = self.engine.limits.digest
-        key = (parts, owned, digest)
+        key = (parts, owned, digest, positions)
         if key == self._sent:
             return False
         record = Contribution(
@@ -151,6 +168,7 @@ class Aggregation:
             as_of_ns=as_of,
             sent_ns=time.time_ns(),
             parts=parts,
+            positions=positions,
         )
         await self._producer.send_and_wait(self.scale.aggregate_topic, encode(record), key=self.key)
         self._sent = key
@@ -248,6 +266,40 @@ class Aggregation:
         transitions = self.judge.judge(self.cover, summed_rules(limits), limits.digest)
         if transitions:
             await self.outbox.send(transitions)
+        await self._publish_positions()
+
+    def _reduce_only_spanning(self) -> dict[str, Transition]:
+        """REDUCE_ONLY scopes spanning partitions (not accounts), with their transition."""
+        return {
+            scope: tr
+            for scope, tr in self.engine.killswitch.standing().items()
+            if tr.to == "REDUCE_ONLY" and not scope.startswith("account:")
+        }
+
+    async def _publish_positions(self) -> None:
+        """The judging member: publish the summed positions of every REDUCE_ONLY scope
+        spanning partitions that every member has reported, those that changed since
+        published in the same REDUCE_ONLY episode (all of them on entering it)."""
+        spanning = self._reduce_only_spanning()
+        for scope in [s for s in self._positions_sent if s not in spanning]:
+            del self._positions_sent[scope]
+        sums = position_sums(self.cover.records, spanning)
+        due: dict[str, dict[str, float]] = {}
+        for scope, by_symbol in sums.items():
+            tid = spanning[scope].id
+            known = self._positions_sent.get(scope)
+            before = known[1] if known is not None and known[0] == tid else None
+            changed = {y: q for y, q in by_symbol.items() if before is None or before.get(y) != q}
+            if changed or before is None:
+                due[scope] = changed
+        if due and await self.feed.publish_positions(due):
+            for scope, changed in due.items():
+                known = self._positions_sent.get(scope)
+                tid = spanning[scope].id
+                if known is None or known[0] != tid:
+                    self._positions_sent[scope] = (tid, dict(changed))
+                else:
+                    known[1].update(changed)
 
     async def _watch(self) -> None:
         """The judging member: raise ``sums-incomplete`` once the sums have not been
@@ -304,4 +356,5 @@ class Aggregation:
             "published": self.published,
             "sums": self.judge.values if self.judging else {},
             "unsummed": list(self.judge.unsummed),
+            "positions_published": sorted(self._positions_sent) if self.judging else [],
         }

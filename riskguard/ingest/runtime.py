@@ -158,7 +158,7 @@ class Sidecar:
             parts, ready = (self.feed, self.cancels), self.health.passed
             self.group = GroupMode(
                 settings, self.instance, self.intake, self.peers.progress, parts, ready,
-                self.outbox, self.metrics,
+                self.outbox, self.feed, self.metrics,
             )  # fmt: skip
         self.api_url = ""
         self.recovered = Recovered()

@@ -19,6 +19,7 @@ from riskguard.ingest.aggregation import MAX_RECORD_BYTES, TOPIC_CONFIG, Aggrega
 from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.group import GroupOwnership, Renumbered
 from riskguard.ingest.ports import TransitionSink
+from riskguard.ingest.pretrade import PreTradeFeed
 from riskguard.metrics import Metrics
 from riskguard.settings import Settings
 
@@ -29,7 +30,8 @@ class GroupMode:
     """A group member's :class:`GroupOwnership` and :class:`Aggregation`.
 
     ``progress``, ``renumbered`` and ``ready`` are :class:`GroupOwnership`'s;
-    ``outbox`` takes the decisions on summed rules.
+    ``outbox`` takes the decisions on summed rules; ``feed`` publishes the summed
+    positions of REDUCE_ONLY scopes spanning partitions.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class GroupMode:
         renumbered: Sequence[Renumbered],
         ready: Callable[[str], None],
         outbox: TransitionSink,
+        feed: PreTradeFeed,
         metrics: Metrics,
     ) -> None:
         self.kafka = settings.kafka
@@ -52,6 +55,7 @@ class GroupMode:
             intake,
             lambda: self.ownership.restored_s is not None,
             outbox,
+            feed,
             metrics,
         )
         self.reader: AIOKafkaConsumer | None = None

@@ -1,8 +1,9 @@
-"""The aggregation topic on Apache Kafka, around one group member that owns every input
+"""The aggregation topic on Apache Kafka. Around one group member that owns every input
 partition (so it publishes, follows and judges): another group's records and unreadable
 ones are left out; a record that would count a partition twice stops the sums, raises
 ``sums-incomplete`` after ``scale.aggregate_alert_ms``, and ``sums-complete`` ends it
-once the records cover the input again."""
+once the records cover the input again. With two members: a REDUCE_ONLY strategy
+trading on both is judged by gates on its summed position."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from aiokafka import AIOKafkaProducer
 from riskguard import events as wire
 from riskguard.aggregate.records import Contribution, encode
 from riskguard.apache_kafka import ApacheKafkaBroker
+from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
 from tests.builders import rules_toml
 from tests.integration.apache_kafka_fixtures import kafka_settings
+from tests.integration.conftest import instance_settings
 from tests.integration.test_scale_out import produce, until
 
 LIMITS = rules_toml(
@@ -114,3 +117,83 @@ async def test_records_that_do_not_add_up_stop_the_sums_and_page_until_they_do(
         await producer.stop()
         if not sidecar.stopping:
             await sidecar.stop()
+
+
+async def test_a_reduce_only_strategy_across_members_is_judged_on_its_summed_position(
+    apache_kafka: ApacheKafkaBroker, tmp_path: Path
+) -> None:
+    """Strategy s1 is long 10 X in acct-00 (partition 0) and 5 in acct-01 (partition 1),
+    held by two members. Put REDUCE_ONLY through one of them: gates must judge s1's
+    orders by 15, not by either member's part (which one published last would win)."""
+    limits_path = tmp_path / "limits.toml"
+    limits_path.write_text(
+        rules_toml(
+            'name = "acct-open"\nmetric = "open_orders"\nscope = "account"\nmax = 1000\n'
+            'action = "halt"'
+        )
+    )
+    base = kafka_settings(
+        apache_kafka.bootstrap_servers,
+        tmp_path,
+        **{
+            "limits": str(limits_path),
+            "kafka.input_partitions": 2,
+            "scale.mode": "group",
+            "scale.aggregate_interval_ms": 50,
+            "scale.session_timeout_ms": 6000,
+            "scale.heartbeat_interval_ms": 500,
+            "runtime.watch_limits": False,
+        },
+    )
+    members = [Sidecar(instance_settings(base, tmp_path / n, n)) for n in ("rg-a", "rg-b")]
+    await asyncio.gather(*(m.start() for m in members))
+    tasks = [asyncio.create_task(m.run()) for m in members]
+    try:
+        await until(
+            "each member owns one partition",
+            lambda: all(len(m.assigned) == 1 and m.status()["scale"]["restored_seconds"]
+                        is not None for m in members),
+            60,
+        )  # fmt: skip
+        now = time.time_ns()
+        fills = [
+            wire.Fill(ts=now + i, order_id=f"o{i}", exec_id=f"x{i}", account=acct,
+                      strategy="s1", symbol="X", side="buy", qty=qty, price=100.0)
+            for i, (acct, qty) in enumerate((("acct-00", 10.0), ("acct-01", 5.0)))
+        ]  # fmt: skip
+        topic = base.kafka.input_topics[0]
+        producer = AIOKafkaProducer(bootstrap_servers=apache_kafka.bootstrap_servers)
+        await producer.start()
+        try:
+            for partition, ev in enumerate(fills):  # one account per partition, per member
+                await producer.send_and_wait(
+                    topic, wire.encode(ev), key=ev.account.encode(), partition=partition
+                )
+        finally:
+            await producer.stop()
+        await until(
+            "each member holds its account's fill",
+            lambda: sum(m.engine.events_applied for m in members) == 2,
+            20,
+        )
+        await members[0].manual("reduce_only", "strategy:s1", "ops", "desk over its limit")
+        async with Gate(
+            apache_kafka.bootstrap_servers, base.kafka.control_topic, heartbeat_timeout_ms=2000
+        ) as gate:
+            await until(
+                "the gate holds s1's summed position",
+                lambda: gate.view.position("strategy:s1", "X") == 15.0,
+                20,
+            )
+            assert gate.state("strategy:s1") == "REDUCE_ONLY"
+            assert not gate.check("acct-00", "s1", "X", "buy", 1.0, 100.0)  # increases 15
+            assert gate.check("acct-01", "s1", "X", "sell", 12.0, 100.0)  # 15 -> 3: reduces
+            flip = gate.check("acct-00", "s1", "X", "sell", 20.0, 100.0)
+            assert not flip and "flip position 15" in flip.reason
+        for m in members:
+            m.request_stop()
+        assert all(await asyncio.gather(*tasks))
+    finally:
+        for m in members:
+            if not m.stopping:
+                await m.stop()
