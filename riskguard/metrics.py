@@ -160,10 +160,17 @@ class Metrics:
             "Group mode: aggregation-topic records that could not be read (skipped).",
             registry=r,
         )
+        self.aggregate_judging = Gauge(
+            "riskguard_aggregate_judging",
+            "Group mode: 1 on the member that judges the cross-partition sums (the owner of "
+            "the first input partition), 0 on the others.",
+            registry=r,
+        )
         self.aggregate_complete = Gauge(
             "riskguard_aggregate_complete",
-            "Group mode: 1 while the latest aggregation records count every input partition "
-            "once (cross-partition rules are judged), 0 during a rebalance.",
+            "Group mode, on the judging member: 1 while the latest aggregation records count "
+            "every input partition once under the limits in force (cross-partition rules "
+            "are judged), 0 otherwise (a rebalance, limits that differ between members).",
             registry=r,
         )
         self.aggregate_age = Gauge(

@@ -111,6 +111,9 @@ class Aggregation:
         self.cover = Cover(False)
         self.judging = False
         """Whether this instance owns the first input partition (it judges the sums)."""
+        self.other_limits: list[str] = []
+        """Members whose latest record counts under limits other than ours (the judging
+        member: nothing is judged until they agree)."""
         self.published = 0
         self._sent: tuple[Parts, tuple[str, ...], str, dict[str, dict[str, float]]] | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -245,24 +248,34 @@ class Aggregation:
         return self.held
 
     async def judge_now(self) -> None:
-        """When this instance judges: take the cover of the records held, and judge it."""
+        """When this instance judges: take the cover of the records held, and judge it.
+
+        The sums are *due* while the limits have summed rules or a scope spanning
+        partitions is REDUCE_ONLY; while due and not whole (a partition not counted once,
+        or members counting under other limits) nothing is judged and
+        :attr:`incomplete_since` runs (the ``sums-incomplete`` alert)."""
         whole = self._whole()
         first = min(whole) if whole else None
         owned = {f"{t.topic}/{t.partition}" for t in self.intake.assigned}
         self.judging = first is not None and first in owned
-        if not self.judging:
-            self.metrics.aggregate_complete.set(0)
+        self.metrics.aggregate_judging.set(1 if self.judging else 0)
+        due = bool(self.rules or self._reduce_only_spanning())
+        if not self.judging or not due:
             self.incomplete_since = None
             return
+        limits = self.engine.limits
         self.cover = cover(self._decoded(), whole)
-        self.metrics.aggregate_complete.set(1 if self.cover.complete else 0)
-        if not self.cover.complete:
+        self.other_limits = sorted(
+            r.instance for r in self.cover.records if r.limits_digest != limits.digest
+        )
+        whole_here = self.cover.complete and not self.other_limits
+        self.metrics.aggregate_complete.set(1 if whole_here else 0)
+        if not whole_here:
             if self.incomplete_since is None:
                 self.incomplete_since = time.monotonic()
             return
         self.incomplete_since = None
         self.metrics.aggregate_age.set(max(0.0, (time.time_ns() - self.cover.oldest_ns) / 1e9))
-        limits = self.engine.limits
         transitions = self.judge.judge(self.cover, summed_rules(limits), limits.digest)
         if transitions:
             await self.outbox.send(transitions)
@@ -319,11 +332,17 @@ class Aggregation:
                 value=round((now - (self.incomplete_since or now)) * 1000, 1),
                 limit=float(self.scale.aggregate_alert_ms),
                 reason=(
-                    f"cross-partition rules ({', '.join(self.rules)}) are not judged: the "
-                    "aggregation records do not count every input partition once "
-                    f"(missing: {', '.join(sorted(c.missing)) or 'none'}; superseded in part: "
-                    f"{', '.join(sorted(c.split)) or 'none'}); a rebalance or restore under "
-                    "way, or a member that cannot publish"
+                    f"cross-partition rules ({', '.join(self.rules) or 'none'}) and REDUCE_ONLY "
+                    "positions across members are not judged: "
+                    + (
+                        f"members {', '.join(self.other_limits)} count under other limits "
+                        "(a limits file that differs between members)"
+                        if c.complete
+                        else "the aggregation records do not count every input partition "
+                        f"once (missing: {', '.join(sorted(c.missing)) or 'none'}; superseded "
+                        f"in part: {', '.join(sorted(c.split)) or 'none'}); a rebalance or "
+                        "restore under way, or a member that cannot publish"
+                    )
                 ),
             )
             await self.outbox.send([self._alert])
@@ -348,6 +367,7 @@ class Aggregation:
             "judging": self.judging,
             "members": sorted(self._raw),
             "complete": c.complete if self.judging else None,
+            "other_limits": self.other_limits if self.judging else [],
             "instances": [r.instance for r in c.records] if self.judging else [],
             "missing": sorted(c.missing) if self.judging else [],
             "split": sorted(c.split) if self.judging else [],
