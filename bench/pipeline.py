@@ -43,8 +43,8 @@ from riskguard import log
 from riskguard.brokers import BrokerKind
 from riskguard.demo.scenario import TradingSim
 from riskguard.engine import warm_up
+from riskguard.events import Event, encode
 from riskguard.events import decode as decode_event
-from riskguard.events import encode
 from riskguard.examples import LIMITS
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import load
@@ -54,8 +54,8 @@ PARTITIONS = 4
 MAX_RECORDS = 500
 
 
-def flow(n: int) -> list[tuple[bytes, bytes]]:
-    """``n`` (key, value) records of normal simulated flow, keyed by account.
+def flow_events(n: int) -> list[Event]:
+    """``n`` events of normal simulated flow.
 
     Stamped so that the last event is a second before now: a backlog, as the sidecar
     would find it after a pause, never stamped ahead of the wall clock (which would
@@ -68,10 +68,15 @@ def flow(n: int) -> list[tuple[bytes, bytes]]:
         events += sim.run(5_000)
     events = events[:n]
     shift = time.time_ns() - 1_000_000_000 - events[-1].ts
+    return [msgspec.structs.replace(ev, ts=ev.ts + shift) for ev in events]
+
+
+def flow(n: int) -> list[tuple[bytes, bytes]]:
+    """``n`` (key, value) records of :func:`flow_events`, keyed by account."""
     out: list[tuple[bytes, bytes]] = []
-    for ev in events:
+    for ev in flow_events(n):
         key = getattr(ev, "account", None) or getattr(ev, "symbol", None) or "firm"
-        out.append((key.encode(), encode(msgspec.structs.replace(ev, ts=ev.ts + shift))))
+        out.append((key.encode(), encode(ev)))
     return out
 
 

@@ -1,17 +1,21 @@
 """Scale-out: one vs two ``riskguard run`` processes in group mode on one input topic.
 
 N events of simulated flow are produced once to a 4-partition topic on a single-node
-Apache Kafka (the consumer group needs a real group coordinator). Then, for 1 and for 2
+Apache Kafka (the consumer group needs a real group coordinator), as the producer
+contract asks (``riskguard.publish``): each account's events to its account's
+partition, marks, exchange rates, instruments and heartbeats to every partition (so the
+topic holds more records than events). Then, for 1 and for 2
 instances: a fresh consumer group of that many ``riskguard run`` processes (group mode,
 the example limits cut to what group mode judges: local rules, and summed rules
 judged through the aggregation topic)
 starts on the topic. On its latest assignment each instance rebuilds its state from the
 start of the partitions it owns and times, itself, how long until they are read to
 their end (``scale.restored_seconds`` in ``/v1/status``); the run counts once every
-partition is owned, restored and the instances together hold all N events once.
+partition is owned and restored.
 
-Per instance it reports events/s (its events over its restore time); the group's rate
-is N over the slowest instance's restore time. bench/README.md
+Per instance it reports records/s (the records of the partitions it owns over its
+restore time); the group's rate is all records over the slowest instance's restore
+time. bench/README.md
 turns these into the flow N instances carry. On a 2-core machine two instances and the
 broker share the cores: the figure for two is a floor, not what two machines give.
 """
@@ -31,14 +35,63 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 from bench.common import progress, save, table
-from bench.pipeline import PARTITIONS, flow, produce
+from bench.pipeline import PARTITIONS, flow_events
 from riskguard.apache_kafka import ApacheKafkaBroker
 from riskguard.broker import free_port
+from riskguard.events import encode
 from riskguard.examples import LIMITS
 from riskguard.limits import load
 from riskguard.limits.model import Limits
+from riskguard.publish import route
 from riskguard.testing import spawn_run
+
+Record = tuple[bytes, bytes, int]
+"""(key, value, partition)"""
+
+
+def group_records(n: int) -> list[Record]:
+    """The ``n`` events of the pipeline's flow as records routed by the producer
+    contract (:func:`riskguard.publish.route`): an event sent to every partition is one
+    record per partition."""
+    out: list[Record] = []
+    for ev in flow_events(n):
+        key, parts = route(ev, PARTITIONS)
+        value = encode(ev)
+        out += [(key, value, p) for p in parts]
+    return out
+
+
+async def produce(bs: str, topic: str, records: list[Record]) -> float:
+    """Create ``topic`` and write every record to its partition with batched sends;
+    returns seconds taken."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bs)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bs, linger_ms=5, max_batch_size=1 << 20)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        for lo in range(0, len(records), 50_000):
+            batches = [producer.create_batch() for _ in range(PARTITIONS)]
+            pending = []
+            for key, value, p in records[lo : lo + 50_000]:
+                if batches[p].append(key=key, value=value, timestamp=None) is None:
+                    pending.append(await producer.send_batch(batches[p], topic, partition=p))
+                    batches[p] = producer.create_batch()
+                    batches[p].append(key=key, value=value, timestamp=None)
+            for p, batch in enumerate(batches):
+                if batch.record_count():
+                    pending.append(await producer.send_batch(batch, topic, partition=p))
+            await asyncio.gather(*pending)
+            progress("produced", min(lo + 50_000, len(records)), len(records))
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
 
 
 def group_limits() -> Limits:
@@ -112,8 +165,12 @@ heartbeat_interval_ms = 500
     return path
 
 
-def run_group(bs: str, topic: str, n: int, k: int, folder: Path, limits: Path) -> dict[str, Any]:
-    """Time ``k`` instances in one fresh group over the ``n`` events of ``topic``."""
+def run_group(
+    bs: str, topic: str, per_partition: list[int], k: int, folder: Path, limits: Path
+) -> dict[str, Any]:
+    """Time ``k`` instances in one fresh group over ``topic`` (``per_partition[p]``
+    records in partition p)."""
+    n = sum(per_partition)
     group = f"bench-{k}-{uuid.uuid4().hex[:6]}"
     ports = [free_port() for _ in range(k)]
     procs = [
@@ -134,12 +191,14 @@ def run_group(bs: str, topic: str, n: int, k: int, folder: Path, limits: Path) -
                 len(live) == k
                 and sum(len(s["scale"]["owned"]) for s in live) == PARTITIONS
                 and all(s["scale"]["restored_seconds"] is not None for s in live)
-                and sum(int(s["events_applied"]) for s in live) == n
             ):
-                break  # one assignment, every partition restored by its owner
+                break  # every partition owned once and restored (read to its end)
             time.sleep(0.1)
         seconds = [float(s["scale"]["restored_seconds"]) for s in live]
-        events = [int(s["events_applied"]) for s in live]
+        events = [
+            sum(per_partition[int(label.rpartition("/")[2])] for label in s["scale"]["owned"])
+            for s in live
+        ]
         return {
             "instances": k,
             "seconds": max(seconds),
@@ -162,20 +221,25 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
     with ApacheKafkaBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         bs = broker.bootstrap_servers
         topic = f"bench-scale-{uuid.uuid4().hex[:6]}"
-        produce_s = asyncio.run(produce(bs, topic, flow(n)))
+        records = group_records(n)
+        per_partition = [0] * PARTITIONS
+        for _key, _value, p in records:
+            per_partition[p] += 1
+        produce_s = asyncio.run(produce(bs, topic, records))
         limits = limits_file(Path(tmp))
         runs: dict[int, dict[str, Any]] = {}
         for i in range(repeats):
             for k in (1, 2):
-                r = run_group(bs, topic, n, k, Path(tmp), limits)
+                r = run_group(bs, topic, per_partition, k, Path(tmp), limits)
                 if k not in runs or r["seconds"] < runs[k]["seconds"]:
                     runs[k] = r
             progress("repeats", i + 1, repeats)
     one, two = runs[1], runs[2]
     return {
         "events": n,
+        "records": len(records),
         "partitions": PARTITIONS,
-        "produce_events_per_s": n / produce_s,
+        "produce_events_per_s": len(records) / produce_s,
         "rules": len(group_limits().rules),
         "one": one,
         "two": two,
@@ -188,7 +252,7 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> str:
     one, two = result["one"], result["two"]
     rows: list[tuple[str, ...]] = [
-        ("scale-out (group mode, Apache Kafka)", "events/s total", "events/s per instance"),
+        ("scale-out (group mode, Apache Kafka)", "records/s total", "records/s per instance"),
         (
             "1 instance",
             f"{one['events_per_s']:,.0f}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -190,6 +190,39 @@ class Inspection:
         out = {f: float(rec[f]) for f in (*fields, "buy_work", "sell_work")}
         out["broker"] = float(rec["broker"]) if rec["has_broker"] else math.nan
         return out
+
+    def mark_coverage(self, names: int = 10) -> dict[str, Any]:
+        """Whether the symbols in play are valued at a mark (for ``/v1/status``; in group
+        mode, reference data that does not reach this instance shows here).
+
+        A symbol is in play while some position in it is non-zero or it has working
+        orders. Returns ``symbols`` (how many are in play), ``unmarked`` (how many of
+        them no mark has reached: valued at their last fill price, or not at all),
+        ``unmarked_symbols`` (the first ``names`` of those, sorted) and ``oldest_mark``
+        (``{"symbol", "ts"}``, the event time in ns of the oldest latest mark among the
+        marked ones; None when none is marked).
+        """
+        self.store.reserve(self.keys)
+        table = self.keys.level_table(L_SYMBOL)
+        if not table:
+            return {"symbols": 0, "unmarked": 0, "unmarked_symbols": [], "oldest_mark": None}
+        ids = np.fromiter(table.values(), dtype=np.int64, count=len(table))
+        scopes, symbols = self.store.state.scopes[ids], self.store.state.symbols[ids]
+        live = (scopes["n_lots"] > 0) | (scopes["open_orders"] > 0)
+        marked = symbols["price_source"] == 2
+        names_of = np.array(list(table), dtype=object)
+        unmarked = sorted(names_of[live & ~marked].tolist())
+        oldest = None
+        held = live & marked
+        if held.any():
+            at = int(np.argmin(np.where(held, symbols["mark_ns"], np.iinfo(np.int64).max)))
+            oldest = {"symbol": str(names_of[at]), "ts": int(symbols["mark_ns"][at])}
+        return {
+            "symbols": int(live.sum()),
+            "unmarked": len(unmarked),
+            "unmarked_symbols": unmarked[:names],
+            "oldest_mark": oldest,
+        }
 
     # working orders ---------------------------------------------------------------
     def working_order_ids(self, scope: str, *, increasing_only: bool = False) -> np.ndarray:

@@ -143,6 +143,12 @@ class Metrics:
             "Times the state was rebuilt for a new partition assignment (group mode).",
             registry=r,
         )
+        self.unmarked_symbols = Gauge(
+            "riskguard_unmarked_symbols",
+            "Group mode: symbols held or worked here that no mark has reached (valued at "
+            "their last fill price): reference data not published to every partition.",
+            registry=r,
+        )
         self.restore_seconds = Gauge(
             "riskguard_restore_seconds",
             "Group mode: seconds from the latest assignment until its partitions were read "

@@ -37,7 +37,9 @@ MAGIC = b"RGSNAP\x01\n"
 #: 4: named state bundles ("state.<bundle>.<field>"), hash tables as arrays;
 #: 5: wire schema v1.1 state (executions, order lifecycle, fees, lot valuation) and the
 #: redelivery memory (closed orders, executions) in the keys
-VERSION = 6
+#: 7: the latest time and values of each symbol's instrument and each currency's rate
+#: (reference data delivered again, riskguard.state.refdata)
+VERSION = 7
 
 
 class SnapshotError(ValueError):

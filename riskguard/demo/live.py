@@ -43,6 +43,7 @@ from riskguard.evidence import evidence
 from riskguard.gate import Gate, Verdict
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import load
+from riskguard.publish import publish
 from riskguard.settings import load_settings
 
 RUNAWAY = "strategy:smars"
@@ -94,11 +95,12 @@ async def run_demo(
             await producer.start()
             topic = settings.kafka.input_topics[0]
             out = producer
+            partitions = len(await producer.partitions_for(topic))
 
             async def send(events: Sequence[wire.Event]) -> None:
-                for ev in events:
-                    key = getattr(ev, "account", None) or "-"
-                    await out.send(topic, wire.encode(ev), key=key.encode())
+                # keyed by account; reference data and heartbeats to every partition
+                # (the producer contract, riskguard.publish); delivered by flush
+                await publish(out, topic, events, partitions=partitions, wait=False)
                 report.events_produced += len(events)
 
             sim = TradingSim.live(seed=3, start_ns=time.time_ns())

@@ -114,6 +114,9 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         its high watermark (None while restoring)."""
         self._assigned_at = 0.0
         intake.after_batch = self._progress
+        self.metrics.unmarked_symbols.set_function(
+            lambda: float(self.engine.mark_coverage(names=0)["unmarked"])
+        )
         self._log = log.get("sidecar")
 
     def consumer_options(self) -> dict[str, int]:
@@ -228,13 +231,15 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         return begin
 
     def status(self) -> dict[str, object]:
-        """For ``/v1/status``: the partitions owned and the rebuilds so far."""
+        """For ``/v1/status``: the partitions owned, the rebuilds so far, and whether the
+        symbols in play here are marked (:meth:`~riskguard.engine.Engine.mark_coverage`)."""
         return {
             "mode": "group",
             "owned": _labels(self.intake.assigned),
             "rebuilds": self.rebuilds,
             "last_rebuild_seconds": round(self.last_rebuild_s, 3),
             "restored_seconds": None if self.restored_s is None else round(self.restored_s, 4),
+            "marks": self.engine.mark_coverage(),
         }
 
 

@@ -87,6 +87,16 @@ SYMBOL = np.dtype(
         ("ref_exec", I64),  # execution whose trade set the fill-derived ref_price, -1 none
         ("prev_ref", F64),  # the fill-derived reference price before that trade
         ("has_prev", I64),  # 1 when prev_ref is set
+        ("ref_ns", I64),  # event time of the applied instrument, -1 none
+        ("ref_mult0", F64),  # the distinct (multiplier, currency) applied at ref_ns
+        ("ref_mult1", F64),
+        ("ref_mult2", F64),
+        ("ref_mult3", F64),
+        ("ref_cur0", I64),
+        ("ref_cur1", I64),
+        ("ref_cur2", I64),
+        ("ref_cur3", I64),
+        ("n_refs", I64),  # how many of them are set
     ]
 )
 """Per scope id, meaningful for symbols: prices, holders (a linked list through
@@ -191,6 +201,12 @@ CURRENCY = np.dtype(
         ("known", I64),  # 1 once a rate arrived (the base currency: always)
         ("first_symbol", I64),  # symbols priced in it (a list through SYMBOL.next_in_currency)
         ("noted", I64),  # 1: a position or order in it met no rate (kernel); 2: alerted
+        ("rate_ns", I64),  # event time of the applied rate, -1 none
+        ("rate0", F64),  # the distinct rates applied at rate_ns (MARK_RING of them)
+        ("rate1", F64),
+        ("rate2", F64),
+        ("rate3", F64),
+        ("n_rates", I64),  # how many of them are set
     ]
 )
 """Per currency id (id 0: the limits' base currency, rate 1)."""
@@ -441,6 +457,7 @@ FILLS: dict[str, Array] = {
         multiplier=1.0,
         next_in_currency=-1,
         ref_exec=-1,
+        ref_ns=-1,
     ),
     "positions": fill_record(POSITION, next_holder=-1, firm_pair=-1),
     "orders": fill_record(
@@ -456,7 +473,7 @@ FILLS: dict[str, Array] = {
     "parents": fill_record(PARENT),
     "sources": fill_record(SOURCE, last_heard_ns=-1),
     "execs": fill_record(EXEC, order=-1, parent=-1, venue=-1, stated=np.nan),
-    "currencies": fill_record(CURRENCY, rate=1.0, first_symbol=-1),
+    "currencies": fill_record(CURRENCY, rate=1.0, first_symbol=-1, rate_ns=-1),
 }
 
 

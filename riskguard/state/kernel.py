@@ -43,6 +43,7 @@ from riskguard.state import (
     judging,
     lifecycle,
     quantities,
+    refdata,
     revaluation,
     tables,
     valuation,
@@ -80,6 +81,13 @@ from riskguard.state.lifecycle import (
     on_position,
     on_replace,
     on_trade,
+)
+from riskguard.state.refdata import (
+    FRESH,
+    instrument_check,
+    rate_check,
+    remember_instrument,
+    remember_rate,
 )
 from riskguard.state.revaluation import (
     flush,
@@ -274,10 +282,20 @@ def _judge_event(ev, e, t, side, venue, parent, now, st, rules, peaks, out):  # 
 
 @helper
 def _reference_data(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
-    """An instrument or exchange-rate event; returns whether it is applied."""
+    """An instrument or exchange-rate event; returns whether it is applied. One older
+    than the latest applied for its symbol (currency) is ignored, and values already
+    applied at the same time are a redelivery (:mod:`riskguard.state.refdata`)."""
     if ev.typ == T_INSTRUMENT:
-        return on_instrument(ev, e, st, out)
+        if instrument_check(ev.symbol, ev.factor, ev.currency, now, e, st, out) != FRESH:
+            return False
+        if not on_instrument(ev, e, st, out):
+            return False
+        remember_instrument(ev.symbol, ev.factor, ev.currency, now, st)
+        return True
+    if rate_check(ev.currency, ev.factor, now, e, st, out) != FRESH:
+        return False
     fx_move(ev.currency, ev.factor, e, now, st, rules, peaks, out)
+    remember_rate(ev.currency, ev.factor, now, st)
     return True
 
 
@@ -430,6 +448,7 @@ SOURCE_STAMP = pin_cache_to_sources(
         revaluation,
         counters,
         lifecycle,
+        refdata,
         tables,
         values,
         vocabulary,
@@ -443,6 +462,7 @@ SOURCE_STAMP = pin_cache_to_sources(
         revaluation,
         counters,
         lifecycle,
+        refdata,
         tables,
         values,
         sys.modules[__name__],

@@ -78,6 +78,8 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
         self.price_src: dict[str, int] = {}
         self.mark_ns: dict[str, int] = {}
         self.mark_prices: dict[str, list[float]] = {}
+        #: "fx:<currency>" or "instrument:<symbol>" -> (time, values applied at it)
+        self.refdata_at: dict[str, tuple[int, list[Any]]] = {}
         self.orders: dict[str, Order] = {}
         self.serial = 0
         self.seen_execs: set[tuple[str, str]] = set()
@@ -286,10 +288,14 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
             self._mark(ev, now)
             return
         if isinstance(ev, wire.Instrument):
-            self._instrument(ev)
+            values = (ev.multiplier, ev.currency or self.base)
+            if self._fresh(f"instrument:{ev.symbol}", values, now) and self._instrument(ev):
+                self._applied(f"instrument:{ev.symbol}", values, now)
             return
         if isinstance(ev, wire.Fx):
-            self._fx(ev.currency, ev.rate, now)
+            if self._fresh(f"fx:{ev.currency}", ev.rate, now):
+                self._fx(ev.currency, ev.rate, now)
+                self._applied(f"fx:{ev.currency}", ev.rate, now)
             return
         at = now if clock - now <= self.lateness_ns else clock
         if isinstance(ev, wire.Fill) and ev.exec_type == "trade":
@@ -351,21 +357,38 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
                 venue = venue if venue is not None else o.venue
         return venue, side
 
-    def _instrument(self, ev: wire.Instrument) -> None:
+    def _fresh(self, key: str, values: Any, now: int) -> bool:
+        """Reference data ``key`` with ``values`` at ``now`` is to be applied: not older
+        than the latest applied, nor applied already at that time (a duplicate)."""
+        at, seen = self.refdata_at.get(key, (-1, []))
+        if now < at:
+            return False
+        if now == at and values in seen[-MARK_RING:]:
+            self.duplicates += 1
+            return False
+        return True
+
+    def _applied(self, key: str, values: Any, now: int) -> None:
+        at, seen = self.refdata_at.get(key, (-1, []))
+        self.refdata_at[key] = (now, [*seen, values] if now == at else [values])
+
+    def _instrument(self, ev: wire.Instrument) -> bool:
+        """Whether the instrument is applied (unchanged values are)."""
         sym = f"symbol:{ev.symbol}"
         code = ev.currency or self.base
         old = self.currency.get(sym, self.base)
         if self._mult(sym) == ev.multiplier and old == code:
-            return
+            return True
         if self.holders.get(sym) or self.book(sym).open_orders > 0:
             self.bad.append("refdata_changed")
-            return
+            return False
         if old != code and sym in self.in_currency.get(old, []):
             self.in_currency[old].remove(sym)
         if code != self.base and sym not in self.in_currency.get(code, []):
             self.in_currency.setdefault(code, []).insert(0, sym)
         self.currency[sym] = code
         self.multiplier[sym] = ev.multiplier
+        return True
 
     def _position(self, ev: wire.Position, now: int) -> bool:
         """An opening or broker position; whether it is applied."""

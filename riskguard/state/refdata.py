@@ -1,0 +1,104 @@
+"""Exchange rates and instruments delivered again, or out of order (numba helpers).
+
+Reference data follows a mark's rule (``docs/events.md``, "Reference data delivered
+again"): an ``fx`` older than the latest rate applied for its currency, or an
+``instrument`` older than the latest applied for its symbol, is ignored; at that same
+time, values already applied at it are a redelivery (noted as a duplicate), other
+values replace them. Up to :data:`~riskguard.state.codes.MARK_RING` distinct values are
+remembered per time. So the same event delivered twice, whatever came between (newer
+rates, trades valued at them), leaves the state as delivered once: group mode publishes
+reference data to every input partition, and one instance reads the copies of the
+partitions it owns at different speeds.
+
+Each check returns :data:`FRESH` (apply it, then :func:`remember_rate` or
+:func:`remember_instrument` once applied), :data:`STALE` or :data:`SEEN`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from riskguard.state.codes import MARK_RING, N_DUPLICATE
+from riskguard.state.jit import helper
+from riskguard.state.judging import note
+
+FRESH = 0
+STALE = 1
+SEEN = 2
+
+
+@helper
+def rate_check(c, rate, now, e, st, out):  # type: ignore[no-untyped-def]
+    """Whether rate ``rate`` of currency id ``c`` at event time ``now`` (ns) is new; a
+    rate already applied at ``now`` is noted as a duplicate of event ``e``."""
+    cur = st.currencies[c]
+    if now < cur.rate_ns:
+        return STALE
+    if now == cur.rate_ns:
+        ring = (cur.rate0, cur.rate1, cur.rate2, cur.rate3)
+        for i in range(min(cur.n_rates, MARK_RING)):
+            if ring[i] == rate:
+                note(out, e, np.int64(N_DUPLICATE), np.int64(0))
+                return SEEN
+    return FRESH
+
+
+@helper
+def remember_rate(c, rate, now, st):  # type: ignore[no-untyped-def]
+    """Rate ``rate`` of currency id ``c`` was applied at ``now``."""
+    cur = st.currencies[c]
+    if now == cur.rate_ns:
+        slot = cur.n_rates % MARK_RING
+        cur.n_rates += 1
+    else:
+        slot = 0
+        cur.n_rates = 1
+    if slot == 0:
+        cur.rate0 = rate
+    elif slot == 1:
+        cur.rate1 = rate
+    elif slot == 2:
+        cur.rate2 = rate
+    else:
+        cur.rate3 = rate
+    cur.rate_ns = now
+
+
+@helper
+def instrument_check(y, factor, c, now, e, st, out):  # type: ignore[no-untyped-def]
+    """Whether contract size ``factor`` and currency id ``c`` of symbol id ``y`` at event
+    time ``now`` (ns) are new; values already applied at ``now`` are noted as a
+    duplicate of event ``e``."""
+    sym = st.symbols[y]
+    if now < sym.ref_ns:
+        return STALE
+    if now == sym.ref_ns:
+        sizes = (sym.ref_mult0, sym.ref_mult1, sym.ref_mult2, sym.ref_mult3)
+        codes = (sym.ref_cur0, sym.ref_cur1, sym.ref_cur2, sym.ref_cur3)
+        for i in range(min(sym.n_refs, MARK_RING)):
+            if sizes[i] == factor and codes[i] == c:
+                note(out, e, np.int64(N_DUPLICATE), np.int64(0))
+                return SEEN
+    return FRESH
+
+
+@helper
+def remember_instrument(y, factor, c, now, st):  # type: ignore[no-untyped-def]
+    """Contract size ``factor`` and currency id ``c`` of symbol id ``y`` were applied at
+    ``now``."""
+    sym = st.symbols[y]
+    if now == sym.ref_ns:
+        slot = sym.n_refs % MARK_RING
+        sym.n_refs += 1
+    else:
+        slot = 0
+        sym.n_refs = 1
+    if slot == 0:
+        sym.ref_mult0, sym.ref_cur0 = factor, c
+    elif slot == 1:
+        sym.ref_mult1, sym.ref_cur1 = factor, c
+    elif slot == 2:
+        sym.ref_mult2, sym.ref_cur2 = factor, c
+    else:
+        sym.ref_mult3, sym.ref_cur3 = factor, c
+    sym.ref_ns = now

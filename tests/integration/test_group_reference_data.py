@@ -1,0 +1,205 @@
+"""Group mode on Apache Kafka: reference data published to every partition reaches every
+instance. Two instances share six input partitions; accounts spread over all six; marks,
+an instrument (a contract size of 10, priced in EUR) and EUR rates are published with
+:func:`riskguard.publish.publish`, so to every partition. Each instance values the
+accounts it owns exactly as one engine that applied everything once. A mark sent to one
+partition only (what a producer keying reference data by symbol does) reaches one
+instance: the other values that symbol at its fill price and says so in ``/v1/status``
+(``scale.marks``) and ``riskguard_unmarked_symbols``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from riskguard import events as wire
+from riskguard.apache_kafka import ApacheKafkaBroker
+from riskguard.engine import Engine
+from riskguard.ingest.runtime import Sidecar
+from riskguard.limits import parse
+from riskguard.publish import partition_of, publish
+from tests.builders import rules_toml
+from tests.integration.apache_kafka_fixtures import kafka_settings
+from tests.integration.conftest import instance_settings
+
+PARTITIONS = 6
+SYMBOLS = ("X", "Y", "FESX")
+LIMITS = rules_toml(
+    'name="gross"\nmetric="gross_notional"\nscope="account"\nmax=1e12\naction="alert"',
+    'name="loss"\nmetric="pnl"\nscope="account"\nmin=-1e12\naction="halt"',
+).replace("version = 1", 'version = 1\nbase_currency = "USD"')
+COMPARED = ("gross_notional", "net_notional", "pnl", "realised_pnl", "unvalued")
+
+
+def spread_accounts(per_partition: int) -> list[str]:
+    """Account names, ``per_partition`` of them in each partition (by their key)."""
+    found: dict[int, list[str]] = {p: [] for p in range(PARTITIONS)}
+    i = 0
+    while any(len(v) < per_partition for v in found.values()):
+        name = f"acct-{i}"
+        part = found[partition_of(name.encode(), PARTITIONS)]
+        if len(part) < per_partition:
+            part.append(name)
+        i += 1
+    return sorted(a for v in found.values() for a in v)
+
+
+def trades(accounts: list[str], symbols: tuple[str, ...], t: int, tag: str) -> list[wire.Event]:
+    """A fill of each account in each symbol, 1 ms apart from ``t``; sizes and sides vary."""
+    out: list[wire.Event] = []
+    for i, account in enumerate(accounts):
+        for j, symbol in enumerate(symbols):
+            t += 1_000_000
+            out.append(
+                wire.Fill(
+                    ts=t,
+                    order_id=f"{tag}-{account}-{symbol}",
+                    exec_id=f"x-{tag}-{account}-{symbol}",
+                    account=account,
+                    strategy=f"s-{account}",
+                    symbol=symbol,
+                    side="buy" if (i + j) % 3 else "sell",
+                    qty=float(1 + (i + 2 * j) % 5),
+                    price=100.0 + j,
+                )
+            )
+    return out
+
+
+def marks(t: int, prices: dict[str, float]) -> list[wire.Event]:
+    return [wire.Mark(ts=t, symbol=s, price=p) for s, p in prices.items()]
+
+
+async def until(what: str, predicate: Callable[[], object], timeout: float) -> None:
+    began = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - began < timeout, f"not in {timeout} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+def values(engine: Engine, account: str) -> dict[str, float]:
+    got = engine.scope_values(f"account:{account}")
+    return {k: got[k] for k in COMPARED}
+
+
+@pytest.mark.slow
+async def test_reference_data_on_every_partition_values_every_account(
+    apache_kafka: ApacheKafkaBroker, tmp_path: Path
+) -> None:
+    limits_path = tmp_path / "limits.toml"
+    limits_path.write_text(LIMITS)
+    base = kafka_settings(
+        apache_kafka.bootstrap_servers,
+        tmp_path,
+        **{
+            "limits": str(limits_path),
+            "kafka.input_partitions": PARTITIONS,
+            "kafka.fetch_max_wait_ms": 20,
+            "scale.mode": "group",
+            "scale.session_timeout_ms": 6000,
+            "scale.heartbeat_interval_ms": 500,
+            "runtime.watch_limits": False,
+        },
+    )
+    limits = parse(LIMITS, str(limits_path))
+    sidecars = [
+        Sidecar(instance_settings(base, tmp_path / name, name), limits) for name in ("rg-a", "rg-b")
+    ]
+    topic = base.kafka.input_topics[0]
+    accounts = spread_accounts(2)
+    producer = AIOKafkaProducer(bootstrap_servers=apache_kafka.bootstrap_servers, linger_ms=5)
+    try:
+        await asyncio.gather(*(s.start() for s in sidecars))
+        tasks = [asyncio.create_task(s.run()) for s in sidecars]
+        await producer.start()
+
+        def owned(s: Sidecar) -> set[int]:
+            return {int(p.rpartition("/")[2]) for p in s.status()["scale"]["owned"]}
+
+        await until("three partitions each", lambda: all(len(owned(s)) == 3 for s in sidecars), 30)
+        t = time.time_ns()
+        everything: list[wire.Event] = [
+            wire.Instrument(ts=t, symbol="FESX", multiplier=10.0, currency="EUR"),
+            wire.Fx(ts=t, currency="EUR", rate=1.08),
+            wire.Heartbeat(ts=t, source="router"),
+            *marks(t + 1_000_000, {"X": 100.0, "Y": 101.0, "FESX": 102.0}),
+            *trades(accounts, SYMBOLS, t + 2_000_000, "a"),
+            *marks(t + 200_000_000, {"X": 104.5, "Y": 97.25, "FESX": 110.0}),
+            wire.Fx(ts=t + 210_000_000, currency="EUR", rate=1.1),
+            *trades(accounts, SYMBOLS, t + 220_000_000, "b"),
+            *marks(t + 400_000_000, {"X": 103.0, "Y": 99.5, "FESX": 108.0}),
+        ]
+        records = await publish(producer, topic, everything)
+        broadcast = sum(
+            isinstance(e, wire.Mark | wire.Fx | wire.Instrument | wire.Heartbeat)
+            for e in everything
+        )
+        assert records == len(everything) + broadcast * (PARTITIONS - 1)
+
+        reference = Engine(limits, event_time=True)
+        reference.apply(everything)
+        reference.settle()
+        want = {a: values(reference, a) for a in accounts}
+        owner = {
+            a: next(s for s in sidecars if partition_of(a.encode(), PARTITIONS) in owned(s))
+            for a in accounts
+        }
+
+        def same() -> bool:
+            return all(values(owner[a].engine, a) == pytest.approx(want[a]) for a in accounts)
+
+        await until("each instance values its accounts as one engine does", same, 20)
+        for a in accounts:  # the same, said with a diff
+            assert values(owner[a].engine, a) == pytest.approx(want[a]), a
+        assert all(want[a]["gross_notional"] > 0 and want[a]["unvalued"] == 0 for a in accounts)
+        for s in sidecars:
+            assert s.status()["scale"]["marks"]["unmarked"] == 0
+            assert owned(s) == {
+                partition_of(a.encode(), PARTITIONS) for a in accounts if owner[a] is s
+            }
+
+        # What the contract prevents: a mark sent to its key's partition only reaches
+        # the instance owning that partition. The other values W at its fill price.
+        late = time.time_ns()
+        await publish(producer, topic, trades(accounts, ("W",), late, "w"))
+        await publish(producer, topic, marks(late + 100_000_000, {"W": 150.0}), broadcast=False)
+        lucky = next(s for s in sidecars if partition_of(b"W", PARTITIONS) in owned(s))
+        other = next(s for s in sidecars if s is not lucky)
+
+        def coverage(s: Sidecar) -> dict[str, object]:
+            out: dict[str, object] = s.status()["scale"]["marks"]
+            return out
+
+        await until(
+            "W held on both",
+            lambda: all(coverage(s)["symbols"] == len(SYMBOLS) + 1 for s in sidecars),
+            20,
+        )
+        await until(
+            "the mark of W reached its partition's owner",
+            lambda: lucky.engine.position("firm", "W") != 0 and coverage(lucky)["unmarked"] == 0,
+            20,
+        )
+        assert coverage(other)["unmarked_symbols"] == ["W"]
+        gauge = "riskguard_unmarked_symbols"
+        assert other.metrics.registry.get_sample_value(gauge) == 1.0
+        assert lucky.metrics.registry.get_sample_value(gauge) == 0.0
+        for a in accounts:  # W at the mark where it arrived, at the fill price elsewhere
+            book = owner[a].engine.book(f"account:{a}", "W")
+            assert book is not None
+            price = 150.0 if owner[a] is lucky else 100.0
+            assert book["value"] == pytest.approx(book["qty"] * price), a
+
+        for s in sidecars:
+            s.request_stop()
+        assert all(await asyncio.gather(*tasks))
+    finally:
+        await producer.stop()
+        for s in sidecars:
+            if not s.stopping:
+                await s.stop()
