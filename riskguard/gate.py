@@ -46,7 +46,13 @@ from aiokafka.errors import KafkaError
 
 from riskguard import log
 from riskguard.control import decision
-from riskguard.control.cancel_requests import CancelRequest, DisconnectWatch, due_cancels
+from riskguard.control.cancel_requests import (
+    CancelRequest,
+    Delivery,
+    DisconnectWatch,
+    delivery,
+    due_cancels,
+)
 from riskguard.control.decision import Verdict
 from riskguard.control.reader import read_to_end
 from riskguard.control.records import CancelOrder, CancelRecord, StateRecord
@@ -73,9 +79,10 @@ class _Identity:
         return isinstance(other, _Identity) and other.target is self.target
 
 
-#: (control topic, callback) -> the (halt_id, part) already handed to that callback in
-#: this Python process, whichever Gate object read them: a restarted gate never repeats.
-_DELIVERED: dict[tuple[str, object], set[tuple[str, int]]] = {}
+#: (control topic, callback) -> the (halt_id, source, part) already handed to that
+#: callback in this Python process, whichever Gate object read them: a restarted gate
+#: never repeats (``source``: the group-mode member that named the part, or "").
+_DELIVERED: dict[tuple[str, object], set[Delivery]] = {}
 _DELIVERED_LOCK = threading.Lock()
 
 
@@ -101,7 +108,8 @@ class Gate:
     """Follows the control topic; answers ``check()`` and ``allows()``; hands over cancels.
 
     ``on_cancel`` (sync or async) receives each :class:`CancelRequest` part of a halt or
-    reduce-only that stands, once per process (see ``docs/gate.md``); an async one runs
+    reduce-only that stands (in group mode, each member's parts), once per process (see
+    ``docs/gate.md``); an async one runs
     as a task on the gate's loop. ``cancel_on_disconnect_ms`` (default None: off; an
     integer > 0 needs ``on_cancel``) calls it once with ``kind="disconnect"`` when the
     gate has failed closed that long. Raises ``ValueError`` for a bad
@@ -266,13 +274,14 @@ class Gate:
         with _DELIVERED_LOCK:
             ledger = _DELIVERED.setdefault(_ledger_key(self.topic, self.on_cancel), set())
             due = due_cancels(self.view, scopes, ledger)
-            ledger.update((r.halt_id, r.part) for r in due)
+            ledger.update(delivery(r) for r in due)
         for record in due:
             self._log.info(
                 "cancel request",
                 scope=record.scope,
                 halt_id=record.halt_id,
                 kind=record.kind,
+                source=record.named_by,
                 part=record.part,
                 parts=record.parts,
                 orders=len(record.orders),
@@ -307,6 +316,7 @@ class Gate:
             scope=request.scope,
             halt_id=request.halt_id,
             kind=request.kind,
+            source=request.source,
             part=request.part,
             exc_info=exc if exc is not None else True,
         )

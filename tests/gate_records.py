@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import msgspec
+
 from riskguard.control.records import (
     RULES_KEY,
     CancelOrder,
@@ -73,13 +75,27 @@ def order(
 
 
 def cancel(
-    tr: Transition, part: int, parts: int, orders: list[CancelOrder], kind: str = "halt"
+    tr: Transition,
+    part: int,
+    parts: int,
+    orders: list[CancelOrder],
+    kind: str = "halt",
+    source: str = "",
 ) -> Message:
-    """Part ``part`` of ``parts`` of the cancel request of ``tr``."""
+    """Part ``part`` of ``parts`` of the cancel request of ``tr`` (named by group-mode
+    member ``source``, when given)."""
     record = CancelRecord(
-        tr.id, tr.scope, kind, "by ops: test", part, parts, tuple(orders), tr.decided_ns
+        tr.id,
+        tr.scope,
+        kind,
+        "by ops: test",
+        part,
+        parts,
+        tuple(orders),
+        tr.decided_ns,
+        source=source or msgspec.UNSET,
     )
-    return cancel_key(tr.scope, part), encode_record(record)
+    return cancel_key(tr.scope, part, source), encode_record(record)
 
 
 def rules(*rs: RuleRecord, ts: int = 0, sha: str = "a" * 64) -> Message:

@@ -4,6 +4,7 @@ instance's transitions, four-eyes steps shared between two APIs, and the followe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from riskguard.control.approvals import ApprovalError, FourEyes
 from riskguard.control.records import (
     ApprovalRecord,
+    CancelRecord,
     HeartbeatRecord,
     encode_record,
     heartbeat_message,
@@ -292,6 +294,87 @@ async def test_the_follower_reports_peers_and_a_second_process_under_its_name(
     impostor = msgspec.structs.replace(ours, ts=T0 + MS)  # a heartbeat we never wrote
     await peers.receive([encode_record(impostor)], at)
     assert "another process heartbeats as 'rg-1'" in str(peers.status()["instance_conflict"])
+
+
+class Asks:
+    """A group member's outbox as the follower uses it: builds each request as the
+    outbox does (tracked, tagged with the member) and keeps what it would publish."""
+
+    def __init__(self, tracker: CancelTracker, source: str) -> None:
+        self.tracker, self.source = tracker, source
+        self.asked: list[CancelRecord] = []
+
+    async def ask_cancels(self, transitions: Sequence[Transition]) -> None:
+        for tr in transitions:
+            self.asked += self.tracker.request(tr, self.source)
+
+
+def member(tmp_path: Path) -> tuple[Peers, Engine, Asks]:
+    """A group-mode follower ``rg-1`` holding o1 (account A) and o2 (account B)."""
+    peers, e, _, _ = follower(tmp_path)
+    tracker = peers.cancels
+    assert isinstance(tracker, CancelTracker)
+    peers.asks = asks = Asks(tracker, "rg-1")
+    return peers, e, asks
+
+
+async def test_a_group_member_asks_for_its_own_orders_in_another_members_halt(
+    tmp_path: Path,
+) -> None:
+    peers, e, asks = member(tmp_path)
+    halt = other("firm", "HALTED", "manual", T0, operator="olga", reason="drill")
+    await peers.receive([value(halt)])
+    assert e.killswitch.state("firm") == "HALTED"
+    assert [(r.halt_id, r.source, r.part) for r in asks.asked] == [(halt.id, "rg-1", 0)]
+    assert sorted(o.order_id for o in asks.asked[0].orders) == ["o1", "o2"]
+    assert peers.cancels.requests["firm"].named == 2  # type: ignore[attr-defined]
+    # the same halt read again (a re-publish) asks nothing more
+    await peers.receive([value(halt)])
+    assert len(asks.asked) == 1
+
+
+async def test_a_group_member_asks_nothing_for_a_halt_lifted_in_the_same_records(
+    tmp_path: Path,
+) -> None:
+    peers, e, asks = member(tmp_path)
+    halt = other("account:A", "HALTED", "manual", T0, operator="olga", reason="drill")
+    resume = other("account:A", "ACTIVE", "manual", T0 + MS, operator="alice", ends=halt.id)
+    await peers.receive([value(halt), value(resume)])
+    assert e.killswitch.state("account:A") == "ACTIVE"
+    assert asks.asked == [] and peers.cancels.requests == {}  # type: ignore[attr-defined]
+    ro = other("strategy:T", "REDUCE_ONLY", "auto", T0 + 2 * MS, rule="gross")
+    escalated = other("strategy:T", "HALTED", "manual", T0 + 3 * MS, operator="olga")
+    await peers.receive([value(ro), value(escalated)])
+    assert [(r.halt_id, r.kind) for r in asks.asked] == [(escalated.id, "halt")]
+
+
+async def test_a_group_member_holding_the_state_under_another_id_asks_under_theirs(
+    tmp_path: Path,
+) -> None:
+    """Two members halting the firm at once each latch their own id; gates act on the
+    latest record on the topic, so each asks for its orders under the other's id too."""
+    peers, e, asks = member(tmp_path)
+    mine = e.killswitch.halt("firm", "bob", "drill")
+    assert mine is not None
+    theirs = other("firm", "HALTED", "manual", T0 + MS, operator="olga", reason="drill")
+    await peers.receive([value(theirs)])
+    assert e.killswitch.standing()["firm"] is mine  # "same": our evidence stays
+    assert [r.halt_id for r in asks.asked] == [theirs.id]
+    same_id = msgspec.structs.replace(mine, instance="rg-2")  # both decided one id
+    await peers.receive([value(same_id)])
+    assert len(asks.asked) == 1
+
+
+async def test_outside_group_mode_an_adopted_halt_is_only_tracked(tmp_path: Path) -> None:
+    peers, e, _, _ = follower(tmp_path)
+    assert peers.asks is None
+    mine = e.killswitch.halt("firm", "bob", "drill")
+    assert mine is not None
+    theirs = other("firm", "HALTED", "manual", T0 + MS, operator="olga", reason="drill")
+    halt = other("account:A", "HALTED", "manual", T0, operator="olga", reason="drill")
+    await peers.receive([value(theirs), value(halt)])
+    tracked = peers.cancels.requests  # type: ignore[attr-defined]
+    assert list(tracked) == ["account:A"] and tracked["account:A"].halt_id == halt.id
 
 
 def test_overdue_cancels_of_one_halt_raise_one_incident_id() -> None:

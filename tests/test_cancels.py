@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from riskguard.control.records import CANCEL_PART_MAX, CancelOrder
+from riskguard.control.records import CANCEL_PART_MAX, CancelOrder, cancel_key, encode_record
 from riskguard.engine import Engine
 from riskguard.ingest.cancels import (
     UPDATE_INTERVAL_NS,
@@ -61,6 +61,21 @@ def test_nothing_working_is_still_one_part() -> None:
     engine, _, _ = setup()
     (part,) = cancel_records(halt(engine, "account:A", "reduce_only"), [], ts=1)
     assert (part.part, part.parts, part.orders, part.kind) == (0, 1, (), "reduce_only")
+
+
+def test_a_group_members_request_is_tagged_with_its_name_and_numbered_on_its_own() -> None:
+    engine, tracker, _ = setup()
+    engine.apply([new("o1"), new("o2", t=MS)])
+    tr = halt(engine, "firm")
+    parts = tracker.request(tr, source="rg-2")
+    assert [(p.source, p.named_by, p.slot) for p in parts] == [("rg-2", "rg-2", ("rg-2", 0))]
+    assert [o.order_id for o in parts[0].orders] == ["o1", "o2"]
+    assert tracker.requests["firm"].named == 2  # tracked as a request of its own
+    (plain,) = cancel_records(tr, working(1), ts=1)  # single mode: no source written
+    assert (plain.named_by, plain.slot) == ("", ("", 0))
+    assert b"source" not in encode_record(plain)
+    assert cancel_key("firm", 0) == b"cancel:firm:0"
+    assert cancel_key("firm", 3, "rg-2") == b"cancel:firm:rg-2:3"
 
 
 def test_only_halts_and_reduce_only_ask_for_cancels() -> None:

@@ -103,6 +103,52 @@ async def test_request_carries_the_orders_once(gates: Callable[..., Gate], topic
     assert len(router.requests) == 2 and gate.cancels_delivered == 2
 
 
+async def test_each_group_members_parts_are_handed_over_once(
+    gates: Callable[..., Gate], topic: str
+) -> None:
+    """Group mode: two members' parts of one halt, both numbered from 0, are two
+    requests; a part read again, or by another Gate in the process, is not handed over
+    again; a later halt's parts replace them."""
+    router = Router()
+    gate = gates(topic, on_cancel=router.on_cancel)
+    firm = transition("firm", "HALTED", T + 10 * MS)
+    mine = cancel(firm, 0, 1, [order("o1")], source="rg-1")
+    theirs = cancel(firm, 0, 1, [order("o2", account="A2")], source="rg-2")
+    assert (mine[0], theirs[0]) == (b"cancel:firm:rg-1:0", b"cancel:firm:rg-2:0")
+    with capture_logs() as logs:
+        feed(gate, state(firm), mine, theirs, mine)
+    assert [(r.source, r.part, r.orders[0].order_id) for r in router.requests] == [
+        ("rg-1", 0, "o1"),
+        ("rg-2", 0, "o2"),
+    ]
+    assert [e["source"] for e in logs if e["event"] == "cancel request"] == ["rg-1", "rg-2"]
+    assert set(gate.view.cancels["firm"]) == {("rg-1", 0), ("rg-2", 0)}
+    again = gates(topic, on_cancel=router.on_cancel)  # a reconnect in the same process
+    feed(again, state(firm), theirs, mine)
+    assert len(router.requests) == 2
+    later = transition("firm", "HALTED", T + 50 * MS)
+    feed(gate, state(later), cancel(later, 0, 1, [order("o9")], source="rg-2"))
+    assert [(r.halt_id, r.source) for r in router.requests[2:]] == [(later.id, "rg-2")]
+    assert gate.view.cancels["firm"]["rg-2", 0].halt_id == later.id
+
+
+async def test_a_part_whose_source_is_null_or_empty_names_every_order(
+    gates: Callable[..., Gate], topic: str
+) -> None:
+    """``source`` absent, ``null`` or ``""``: the one request of an instance knowing
+    every order; the three are the same part (the later replaces the earlier)."""
+    router = Router()
+    gate = gates(topic, on_cancel=router.on_cancel)
+    key, value = cancel(HALT, 0, 1, [order("o1")])
+    assert b"source" not in value  # riskguard writes no source outside group mode
+    null = value.replace(b',"v":1}', b',"source":null,"v":1}')
+    empty = value.replace(b',"v":1}', b',"source":"","v":1}')
+    feed(gate, (key, null), (key, empty))
+    assert list(gate.view.cancels["strategy:s1"]) == [("", 0)]
+    feed(gate, state(HALT), (key, value))
+    assert [(r.source, r.part) for r in router.requests] == [("", 0)]
+
+
 async def test_async_callback_runs_on_the_loop(gates: Callable[..., Gate], topic: str) -> None:
     done: list[tuple[str, int]] = []
 

@@ -209,7 +209,7 @@ def test_view_reads_the_new_record_kinds() -> None:
     applied = view.fold(values[3:])
     assert [type(r) for r in applied] == [MarkRecord, PositionRecord]
     assert view.unreadable == 5 and view.records == 5
-    assert view.cancels["strategy:s1"][0].orders[0].order_id == "o1"
+    assert view.cancels["strategy:s1"]["", 0].orders[0].order_id == "o1"
     assert isinstance(view.rules, RulesRecord) and view.rules.rules == (FAT,)
     assert [r.record.name for r in view.order_rules] == ["fat-finger"]
     assert view.marks["XYZ"].price == 101.5

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from riskguard.control.cancel_requests import due_cancels
+from riskguard.control.cancel_requests import delivery, due_cancels
 from riskguard.control.decision import allows, check, health
 from riskguard.control.records import (
     HEARTBEAT_KEY,
@@ -42,6 +42,8 @@ from riskguard.control.records import (
     state_message,
 )
 from riskguard.control.view import ControlView, Instant
+from riskguard.ingest.cancels import cancel_records
+from riskguard.inspection import WorkingOrder
 from riskguard.vocabulary import Transition
 
 VECTORS = Path(__file__).resolve().parents[1] / "docs" / "control-topic-vectors.json"
@@ -72,7 +74,7 @@ def outcome(
     when = at(query["at_ms"])
     if op == "cancels":
         due = due_cancels(view, list(view.cancels), delivered)
-        delivered.update((r.halt_id, r.part) for r in due)
+        delivered.update(delivery(r) for r in due)
         return [cancel_expectation(r) for r in due]
     if op == "health":
         v = health(view, case["heartbeat_timeout_ms"], when)
@@ -101,7 +103,8 @@ def outcome(
 
 
 def cancel_expectation(record: CancelRecord) -> dict[str, Any]:
-    return {
+    """A due part as the vectors list it; ``source`` only for a part that names one."""
+    expected: dict[str, Any] = {
         "scope": record.scope,
         "halt_id": record.halt_id,
         "kind": record.kind,
@@ -109,10 +112,13 @@ def cancel_expectation(record: CancelRecord) -> dict[str, Any]:
         "parts": record.parts,
         "order_ids": [o.order_id for o in record.orders],
     }
+    if record.named_by:
+        expected["source"] = record.named_by
+    return expected
 
 
 def by_part(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(parts, key=lambda d: (d["halt_id"], d["part"]))
+    return sorted(parts, key=lambda d: (d["halt_id"], d.get("source", ""), d["part"]))
 
 
 def same(got: Any, want: Any) -> bool:
@@ -169,7 +175,7 @@ def writer_key(record: Any) -> bytes | None:
     if isinstance(record, HeartbeatRecord):
         return HEARTBEAT_KEY
     if isinstance(record, CancelRecord):
-        return cancel_key(record.scope, record.part)
+        return cancel_key(record.scope, record.part, record.named_by)
     if isinstance(record, RulesRecord):
         return RULES_KEY
     if isinstance(record, MarkRecord):
@@ -182,7 +188,7 @@ def writer_key(record: Any) -> bytes | None:
 
 
 def test_vectors_are_well_formed() -> None:
-    assert DOC["schema"] == 1 and DOC["format"] == 3
+    assert DOC["schema"] == 1 and DOC["format"] == 4
     names = [c["name"] for c in CASES]
     assert len(names) == len(set(names)), "case names must be unique"
     ops: set[str] = set()
@@ -300,6 +306,27 @@ def test_vectors_hold_what_riskguard_writes() -> None:
         ts=EPOCH_NS + 11 * MS,
     )
     messages.append((cancel_key("strategy:s1", 1), encode_record(part)))
+    # group mode: a member's part of a firm halt, tagged with its name
+    firm_halt = Transition(
+        id=f"firm@{EPOCH_NS + 10 * MS}:HALTED",
+        scope="firm",
+        from_="ACTIVE",
+        to="HALTED",
+        kind="manual",
+        ts=EPOCH_NS + 10 * MS,
+        decided_ns=EPOCH_NS + 10 * MS,
+        operator="ops",
+        reason="venue outage",
+        instance="rg-1",
+    )
+    messages.append(state_message(firm_halt))
+    (member,) = cancel_records(
+        firm_halt,
+        [WorkingOrder("o4", "A2", "s1", "XYZ", "buy", 100.0)],
+        EPOCH_NS + 12 * MS,
+        "rg-2",
+    )
+    messages.append((cancel_key("firm", 0, "rg-2"), encode_record(member)))
     for message in messages:
         assert message in on_topic, message
 

@@ -25,7 +25,11 @@ class CancelRequest:
     the id of the transition that asked (``disconnect@<ns>`` for a disconnect);
     ``reason`` its evidence in words. A large scope's list arrives in ``parts`` requests
     numbered ``part`` = 0 … parts-1, each delivered on its own. ``ts``: when riskguard
-    asked (a disconnect: when the gate decided), ns since the epoch.
+    asked (a disconnect: when the gate decided), ns since the epoch. ``source``: the
+    riskguard group-mode member that named these orders (those of its own input
+    partitions; each member's parts are numbered 0 … parts-1 on their own, and one halt
+    brings a request from every member), or ``""`` for a request naming every order
+    (single mode, active-active, a disconnect).
     Each order has ``order_id``, ``account``, ``strategy``, ``symbol``, ``side``
     (``buy``/``sell``) and ``open_qty`` (the quantity not yet filled).
     """
@@ -38,6 +42,7 @@ class CancelRequest:
     part: int = 0
     parts: int = 1
     ts: int = 0
+    source: str = ""
 
     @classmethod
     def of(cls, record: CancelRecord) -> CancelRequest:
@@ -51,18 +56,31 @@ class CancelRequest:
             record.part,
             record.parts,
             record.ts,
+            record.named_by,
         )
 
 
+Delivery = tuple[str, str, int]
+"""(halt_id, source, part): one cancel part as handed over (``source`` ``""`` when it
+names every order), remembered so that it is handed over once."""
+
+
+def delivery(record: CancelRecord) -> Delivery:
+    """The (halt_id, source, part) of ``record``, for the delivered bookkeeping."""
+    return record.halt_id, record.named_by, record.part
+
+
 def due_cancels(
-    view: ControlView, scopes: Iterable[str], delivered: Container[tuple[str, int]]
+    view: ControlView, scopes: Iterable[str], delivered: Container[Delivery]
 ) -> list[CancelRecord]:
-    """The cancel parts of ``scopes`` due for delivery, by scope then part.
+    """The cancel parts of ``scopes`` due for delivery, by scope, then source (``""``
+    first), then part.
 
     A part is due when its ``halt_id`` is the ``transition.id`` of its scope's latest
     state record (a part of an earlier halt, or of a halt since resumed or escalated,
     never is; a part read before its state record becomes due when the state is read),
-    and ``(halt_id, part)`` is not in ``delivered``.
+    and its :func:`delivery` ``(halt_id, source, part)`` is not in ``delivered``: the
+    parts group-mode members each named for one halt are each due once.
     """
     due: list[CancelRecord] = []
     for scope in scopes:
@@ -72,9 +90,9 @@ def due_cancels(
             continue
         standing = state.transition.id
         due.extend(
-            parts[p]
-            for p in sorted(parts)
-            if parts[p].halt_id == standing and (standing, p) not in delivered
+            parts[slot]
+            for slot in sorted(parts)
+            if parts[slot].halt_id == standing and (standing, *slot) not in delivered
         )
     return due
 

@@ -15,6 +15,11 @@ In one publish the state records of all its transitions are sent and acknowledge
 first; only then is each transition's following messages (its cancel request) built
 and sent, and awaited in turn: building and sending a large request never delays a
 halt's state record.
+
+A group-mode member also publishes cancel requests alone
+(:meth:`ControlPublisher.publish_requests`): its own orders in a halt whose state record
+another member wrote. They are sent and retried the same way, the newest per scope, and
+dropped once this instance publishes a state of that scope itself.
 """
 
 from __future__ import annotations
@@ -64,6 +69,12 @@ class ControlPublisher:
         self.pending: dict[str, Transition] = {}
         #: per pending transition id: the messages that follow it (already built)
         self.pending_follow: dict[str, Sequence[Message]] = {}
+        #: per scope: a cancel request published alone (:meth:`publish_requests`) not yet
+        #: acknowledged, with the transition (another instance's) it follows
+        self.pending_requests: dict[str, tuple[Transition, Sequence[Message]]] = {}
+        #: per scope: the id of the latest transition published, or followed by a request
+        #: sent alone: an older request is never re-sent over a newer one's keys
+        self._latest: dict[str, str] = {}
         self._log = log.get("control")
         self.last_ok_mono = time.monotonic()
         self._in_flight = 0
@@ -81,6 +92,9 @@ class ControlPublisher:
         items = [tr for tr in transitions if not tr.is_alert]
         if not items:
             return True
+        for tr in items:  # our newer state of the scope supersedes a request sent alone
+            self.pending_requests.pop(tr.scope, None)
+            self._latest[tr.scope] = tr.id
         built: dict[str, Sequence[Message]] = {}
         self._in_flight += 1
         self._quiet.clear()  # gate data waits: nothing of it between a state and its request
@@ -147,12 +161,70 @@ class ControlPublisher:
             )
 
     async def retry_pending(self) -> None:
-        """Re-send what failed earlier (newest per scope), with the messages following each."""
+        """Re-send what failed earlier (newest per scope), with the messages following each,
+        and the cancel requests sent alone that failed."""
         if self.pending:
             items = list(self.pending.values())
             stored = dict(self.pending_follow)
             if await self.publish(items, lambda tr: stored.get(tr.id, ())):
                 self._log.info("control publish recovered", scopes=[t.scope for t in items])
+        if self.pending_requests:
+            requests = list(self.pending_requests.values())
+            if await self._send_requests(requests):
+                self._log.info(
+                    "cancel requests publish recovered", scopes=[t.scope for t, _ in requests]
+                )
+
+    async def publish_requests(
+        self, requests: Sequence[tuple[Transition, Sequence[Message]]]
+    ) -> bool:
+        """Publish messages that follow transitions whose state records are already on the
+        topic (another instance's): a group-mode member's cancel request of its own orders.
+
+        Each ``(transition, messages)`` is sent as a transition's following messages are
+        (``acks=all``, awaited at most ``ack_timeout_s``, gate data held back meanwhile).
+        True when the broker acknowledged all; False when not (logged, counted): they stay
+        pending, the newest per scope, and :meth:`retry_pending` re-sends them.
+        """
+        for tr, _ in requests:
+            self._latest[tr.scope] = tr.id
+        return await self._send_requests(requests)
+
+    async def _send_requests(
+        self, requests: Sequence[tuple[Transition, Sequence[Message]]]
+    ) -> bool:
+        requests = [(tr, m) for tr, m in requests if self._latest.get(tr.scope) == tr.id]
+        if not requests:
+            return True
+        self._in_flight += 1
+        self._quiet.clear()
+        try:
+            futures = []
+            for _tr, messages in requests:
+                for key, value in messages:
+                    futures.append(await self.producer.send(self.topic, value, key=key))
+            await self._acked(futures)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            self.metrics.control_failures.inc()
+            for tr, messages in requests:
+                if self._latest.get(tr.scope) == tr.id:  # else a newer one was sent since
+                    self.pending_requests[tr.scope] = (tr, messages)
+            self._log.error(
+                "cancel request publish failed; will retry",
+                error=repr(exc),
+                scopes=[tr.scope for tr, _ in requests],
+            )
+            return False
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._quiet.set()
+        self.last_ok_mono = time.monotonic()
+        for tr, _ in requests:
+            held = self.pending_requests.get(tr.scope)
+            if held is not None and held[0] is tr:
+                del self.pending_requests[tr.scope]
+        return True
 
     async def publish_records(self, messages: Sequence[Message]) -> bool:
         """Publish gate data (rules, marks, positions) in chunks of :data:`CHUNK`, each

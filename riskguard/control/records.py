@@ -9,7 +9,9 @@
 * key ``cancel:<scope>:<part>``: a :class:`CancelRecord`, one part of the list of working
   orders riskguard asks the trading system to cancel when ``<scope>`` is halted (or set
   reduce-only: only the orders that would increase the position). A gate delivers a part
-  while the halt it names (``halt_id``) is the scope's standing transition.
+  while the halt it names (``halt_id``) is the scope's standing transition. In group
+  mode each member names the orders of its own partitions, in parts tagged with its
+  name (``source``) and keyed ``cancel:<scope>:<source>:<part>``.
 * key ``__rules__``: a :class:`RulesRecord`, the per-order rules of the limits in force,
   for the gate's pre-trade ``check()``; re-published on every limits reload.
 * key ``mark:<symbol>``: a :class:`MarkRecord`, the reference price riskguard values the
@@ -31,6 +33,7 @@ from __future__ import annotations
 from typing import Final
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from riskguard.vocabulary import Transition
 
@@ -81,6 +84,11 @@ class CancelRecord(msgspec.Struct, frozen=True, tag="cancel", tag_field="type"):
     ``halt_id`` is the ``id`` of the transition that asked for it; ``kind`` is ``"halt"``
     or ``"reduce_only"``; ``reason`` is the transition's evidence in words; ``ts`` is when
     riskguard asked (ns). ``orders`` may be empty (nothing was working).
+
+    ``source`` (v1.3, optional): the group-mode member (its ``runtime.instance``) that
+    named these orders, those of its own input partitions; each member's parts are
+    numbered on their own. Absent (``UNSET``, not written), ``None`` or ``""``: the
+    request of an instance that knows every order (single mode, active-active).
     """
 
     halt_id: str
@@ -91,7 +99,19 @@ class CancelRecord(msgspec.Struct, frozen=True, tag="cancel", tag_field="type"):
     parts: int
     orders: tuple[CancelOrder, ...]
     ts: int
+    source: str | UnsetType | None = UNSET
     v: int = 1
+
+    @property
+    def named_by(self) -> str:
+        """``source`` as a string: ``""`` for an instance that knows every order."""
+        return self.source or ""
+
+    @property
+    def slot(self) -> tuple[str, int]:
+        """(:attr:`named_by`, ``part``): the part among a halt's parts (one per member and
+        part number), as a reader keeps them."""
+        return self.source or "", self.part
 
 
 class RuleRecord(msgspec.Struct, frozen=True):
@@ -214,9 +234,11 @@ def heartbeat_message(hb: HeartbeatRecord) -> tuple[bytes, bytes]:
     return HEARTBEAT_KEY, _encoder.encode(hb)
 
 
-def cancel_key(scope: str, part: int) -> bytes:
-    """Compaction key of part ``part`` of a scope's latest cancel request."""
-    return f"cancel:{scope}:{part}".encode()
+def cancel_key(scope: str, part: int, source: str = "") -> bytes:
+    """Compaction key of part ``part`` of a scope's latest cancel request:
+    ``cancel:<scope>:<part>``, or ``cancel:<scope>:<source>:<part>`` for the parts a
+    group-mode member (``source``) named."""
+    return (f"cancel:{scope}:{source}:{part}" if source else f"cancel:{scope}:{part}").encode()
 
 
 def mark_key(symbol: str) -> bytes:

@@ -11,8 +11,10 @@ order (``docs/control-topic.md``, "Reading"):
 * ``heartbeats``: instance -> its latest :class:`HeartbeatRecord` and when it was read
   (a :class:`Pulse`; riskguard instances running active-active each heartbeat under
   their own ``instance``), and ``heartbeat``: the latest heartbeat of any instance;
-* ``cancels``: scope -> part -> :class:`CancelRecord` (parts of different halts may
-  coexist, as on the compacted topic; a gate delivers only the standing halt's);
+* ``cancels``: scope -> (source, part) -> :class:`CancelRecord` (``source`` ``""``
+  for a request naming every order, else the group-mode member that named these: each
+  member's parts sit beside the others'; parts of different halts may coexist, as on
+  the compacted topic; a gate delivers only the standing halt's);
 * ``rules``: the latest :class:`RulesRecord`, compiled into ``order_rules``;
 * ``marks``: symbol -> :class:`MarkRecord`;
 * ``positions``: (scope, symbol) -> :class:`PositionRecord` (read through
@@ -148,7 +150,7 @@ class ControlView:
     heartbeats: dict[str, Pulse] = field(default_factory=dict)
     heartbeat: HeartbeatRecord | None = None
     heartbeat_read: Instant | None = None
-    cancels: dict[str, dict[int, CancelRecord]] = field(default_factory=dict)
+    cancels: dict[str, dict[tuple[str, int], CancelRecord]] = field(default_factory=dict)
     rules: RulesRecord | None = None
     order_rules: tuple[OrderRule, ...] = ()
     marks: dict[str, MarkRecord] = field(default_factory=dict)
@@ -173,8 +175,8 @@ class ControlView:
 
         Tombstones (``None``) and values that do not decode (or fail :func:`valid`)
         change nothing. A readable record replaces the previous one of its kind and key,
-        as named in its value: a scope's state, a scope's cancel part, the rules, a
-        symbol's mark, a (scope, symbol) position, a scope's four-eyes step; a
+        as named in its value: a scope's state, a scope's cancel part (per source), the
+        rules, a symbol's mark, a (scope, symbol) position, a scope's four-eyes step; a
         heartbeat replaces the previous heartbeat of its instance (and is the latest of
         any). Never raises on bad values.
         """
@@ -202,7 +204,7 @@ class ControlView:
                 self.states[record.scope] = record
                 self._state_seq[record.scope] = self.records
             elif isinstance(record, CancelRecord):
-                self.cancels.setdefault(record.scope, {})[record.part] = record
+                self.cancels.setdefault(record.scope, {})[record.slot] = record
             elif isinstance(record, RulesRecord):
                 # compiled first: a reader between the lines sees old rules, or new ones whole
                 self.order_rules = tuple(compile_rule(r) for r in record.rules)

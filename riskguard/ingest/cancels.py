@@ -32,7 +32,9 @@ No I/O here: the caller sends the alerts through the outbox.
 
 With riskguard instances running active-active, a halt another instance decided (and
 published the request of) is tracked here too (:meth:`CancelTracker.track`), so its
-orders are still confirmed should that instance die; and the ``cancel-incomplete``
+orders are still confirmed should that instance die (in group mode, where each member
+knows only its partitions' orders, each member asks for its own: :meth:`CancelTracker.request`
+with its name as ``source``); and the ``cancel-incomplete``
 incident is named after its oldest halt (:func:`incident_id`), so the instances
 tracking the same halt raise the same incident, not one each.
 """
@@ -78,12 +80,15 @@ def cancel_kind(tr: Transition) -> str:
     return "halt" if tr.to == "HALTED" else "reduce_only"
 
 
-def cancel_records(tr: Transition, orders: Sequence[WorkingOrder], ts: int) -> list[CancelRecord]:
+def cancel_records(
+    tr: Transition, orders: Sequence[WorkingOrder], ts: int, source: str | None = None
+) -> list[CancelRecord]:
     """The cancel request of ``tr`` naming ``orders``, in parts of at most CANCEL_PART_MAX.
 
     Parts are numbered 0..parts-1 in the order of ``orders``; no order means one empty
-    part. ``ts`` is when riskguard asked (ns since the epoch). Raises ``ValueError`` for
-    a transition that asks for no cancel (see :func:`cancel_kind`).
+    part. ``ts`` is when riskguard asked (ns since the epoch); ``source``, the group-mode
+    member naming the orders of its partitions (None: every order, no ``source``).
+    Raises ``ValueError`` for a transition that asks for no cancel (see :func:`cancel_kind`).
     """
     kind = cancel_kind(tr)
     reason = evidence(tr)
@@ -103,6 +108,7 @@ def cancel_records(tr: Transition, orders: Sequence[WorkingOrder], ts: int) -> l
                 for o in chunk
             ),
             ts=ts,
+            source=source or msgspec.UNSET,
         )
         for part, chunk in enumerate(chunks)
     ]
@@ -244,8 +250,9 @@ class CancelTracker:
     halt may both name an order): orders opened late are told apart in O(1)."""
 
     # requests ----------------------------------------------------------------------
-    def request(self, tr: Transition) -> list[CancelRecord]:
-        """The cancel request of a transition to HALTED or REDUCE_ONLY, now tracked.
+    def request(self, tr: Transition, source: str | None = None) -> list[CancelRecord]:
+        """The cancel request of a transition to HALTED or REDUCE_ONLY, now tracked, its
+        parts tagged with ``source`` (a group-mode member; None: untagged).
 
         Replaces the scope's earlier request (a later halt of a scope overwrites it).
         Raises ``ValueError`` for a transition that asks for no cancel.
@@ -253,7 +260,7 @@ class CancelTracker:
         req = self.track(tr)
         self.metrics.cancel_requests.labels(req.kind).inc()
         self.metrics.cancel_orders.inc(req.oids.size)
-        return cancel_records(tr, req.orders, self.clock())
+        return cancel_records(tr, req.orders, self.clock(), source)
 
     def track(self, tr: Transition) -> Request:
         """Track the working orders of a transition to HALTED or REDUCE_ONLY without

@@ -3,6 +3,9 @@
 1. the control topic (``acks=all``, awaited: gates learn the state first), each
    transition to HALTED or REDUCE_ONLY followed by its cancel request (the scope's
    working orders, :mod:`riskguard.ingest.cancels`) in the same awaited publish;
+   in group mode the parts are tagged with this member's name (``source``), and the
+   member also asks for its own orders in halts other members decided
+   (:meth:`Outbox.ask_cancels`);
 2. the local journal (fsynced, in a thread; survives broker data loss);
 3. metrics;
 4. the audit log (queued);
@@ -18,7 +21,8 @@ transition. Alerts are not states: the control topic and the journal skip them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import msgspec
 
@@ -45,7 +49,8 @@ class Outbox:
     topic: :meth:`open` it once the producer has started. With ``cancels``, every
     transition to HALTED or REDUCE_ONLY is followed on the control topic by its cancel
     request, and a resume stops the tracking of the scope's request. A transition
-    that names no instance (a system alert) is stamped with ``instance``.
+    that names no instance (a system alert) is stamped with ``instance``. ``source``
+    (group mode: this member's name; None elsewhere) tags every cancel request's parts.
     """
 
     def __init__(
@@ -64,6 +69,8 @@ class Outbox:
         self.audit = audit
         self.notifier = notifier
         self.cancels = cancels
+        self.source: str | None = None
+        """Group mode: this member's name, the ``source`` of its cancel requests."""
         self._control: ControlPublisher | None = None
         self._log = log.get("sidecar")
         #: sends still running, their callers perhaps cancelled (see :meth:`send`)
@@ -98,10 +105,45 @@ class Outbox:
             else msgspec.structs.replace(tr, instance=self.instance)
             for tr in transitions
         ]
-        task = asyncio.ensure_future(self._send(items))
+        await self._finish(self._send(items))
+
+    async def _finish(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` to its end even if the caller is cancelled (see :meth:`send`)."""
+        task = asyncio.ensure_future(work)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
         await asyncio.shield(task)
+
+    async def ask_cancels(self, transitions: Sequence[Transition]) -> None:
+        """Group mode: this member's cancel request of each transition to HALTED or
+        REDUCE_ONLY another member decided (adopted here): the working orders of this
+        member's partitions in the scope, its parts tagged with :attr:`source`, now
+        tracked for the confirmation.
+
+        Published as a halt's own request is (``acks=all``, awaited, gate data held
+        back), without the state record (the deciding member wrote it); one the broker
+        did not take is retried by :meth:`retry_pending`. A request that cannot be built
+        is logged and skipped. Like :meth:`send`, a publish once begun goes on if the
+        caller is cancelled. Raises :class:`OutboxNotOpenError` before :meth:`open`.
+        """
+        items = [tr for tr in transitions if tr.to != "ACTIVE" and not tr.is_alert]
+        if items:
+            publisher = self._publisher()
+            requests = [(tr, self._cancel_request(tr)) for tr in items]
+            await self._finish(self._ask(publisher, requests))
+
+    async def _ask(
+        self, publisher: ControlPublisher, requests: list[tuple[Transition, list[Message]]]
+    ) -> None:
+        await publisher.publish_requests(requests)
+        for tr, messages in requests:
+            self._log.info(
+                "cancel request for another member's halt",
+                scope=tr.scope,
+                id=tr.id,
+                by_instance=tr.instance,
+                parts=len(messages),
+            )
 
     async def _send(self, items: list[Transition]) -> None:
         if any(not tr.is_alert for tr in items):
@@ -140,11 +182,11 @@ class Outbox:
             self.cancels.lifted(tr)
             return []
         try:
-            records = self.cancels.request(tr)
+            records = self.cancels.request(tr, self.source)
         except Exception:  # the halt itself must go out whatever happened here
             self._log.exception("cancel request could not be built", scope=tr.scope, id=tr.id)
             return []
-        return [(cancel_key(r.scope, r.part), encode_record(r)) for r in records]
+        return [(cancel_key(r.scope, r.part, r.named_by), encode_record(r)) for r in records]
 
     async def reassert(
         self, restored: Sequence[Transition], republish: Sequence[Transition]

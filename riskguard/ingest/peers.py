@@ -13,6 +13,14 @@ own; :class:`Peers` keeps them one kill switch. From the end of what recovery re
   published again, paged or sent to the notifiers (its instance did that), and no
   cancel request is built for it (its instance published one). Its own records,
   read back, change nothing here.
+- **in group mode, asks for the cancel of its own orders** in the halts and
+  reduce-onlys it adopts (:attr:`Peers.asks`): each member holds the orders of its
+  own partitions only, so the deciding member's request names only those. Once the
+  records read are folded, each such transition still standing gets this member's
+  cancel request (its parts tagged with its name), tracked for the confirmation as
+  above. So does a halt another member decided on its own while this one held the
+  same state under another id (two members halting a scope at once): gates act on
+  whichever record is latest on the topic.
 - **re-publishes ours** when another instance's record would show the gates less than
   this instance holds (an automatic state below ours, or a resume of a halt decided on
   newer evidence), or a halt an operator's resume here already lifted (decided there
@@ -52,7 +60,7 @@ from riskguard.control.records import (
     encode_record,
 )
 from riskguard.control.view import ControlView, Instant
-from riskguard.ingest.ports import AuditTrail, CancelRequests, Reassertion
+from riskguard.ingest.ports import AuditTrail, CancelAsks, CancelRequests, Reassertion
 from riskguard.journal import HaltJournal
 from riskguard.killswitch import KillSwitch
 from riskguard.metrics import Metrics
@@ -103,6 +111,10 @@ class Peers:
     limits_digest: Callable[[], str] = str
     """The digest of the limits this instance judges with (compared with the peers')."""
     four_eyes: FourEyes | None = None
+    asks: CancelAsks | None = None
+    """Group mode: where this member asks for the cancel of its own working orders in the
+    halts other members decided (the outbox). None (single mode, active-active): an
+    adopted halt's orders are only tracked, the deciding instance named them all."""
     view: ControlView = field(default_factory=ControlView)
     adopted: int = 0
     """Transitions of other instances adopted since start."""
@@ -180,6 +192,7 @@ class Peers:
         """
         adopted: list[Transition] = []
         keep: dict[str, Transition] = {}
+        ask: dict[str, Transition] = {}  # group mode: scope -> the halt to ask cancels for
         for record in self.view.fold(values, at):
             if isinstance(record, StateRecord):
                 tr = record.transition
@@ -189,6 +202,9 @@ class Peers:
                 if done == "adopted":
                     adopted.append(tr)
                     keep.pop(tr.scope, None)
+                    ask[tr.scope] = tr
+                elif done == "same" and self._held_apart(tr):
+                    ask[tr.scope] = tr
                 elif done == "kept":
                     mine = self.killswitch.latest(tr.scope)
                     if mine is not None:
@@ -199,6 +215,13 @@ class Peers:
             elif isinstance(record, HeartbeatRecord):
                 self._check_name(record)
         self.metrics.peers_live.set(sum(p["live"] for p in self.status()["peers"]))
+        if self.asks is not None:  # before the journal: cancels are what is urgent
+            # a halt lifted or replaced later in the same records needs no request
+            due = [t for t in ask.values() if self.killswitch.state(t.scope) == t.to]
+            try:
+                await self.asks.ask_cancels([t for t in due if t.to != "ACTIVE"])
+            except Exception:  # the adoption stands whatever the request does
+                self._log.exception("could not ask for the cancels of adopted halts")
         if adopted:
             try:
                 await asyncio.to_thread(self.journal.append, adopted)
@@ -227,7 +250,7 @@ class Peers:
         self.audit.record("adopted", {"by_instance": tr.instance, **msgspec.to_builtins(tr)})
         if tr.to == "ACTIVE":
             self.cancels.lifted(tr)
-        else:
+        elif self.asks is None:  # group mode: asked for and tracked in receive()
             try:
                 self.cancels.track(tr)
             except Exception:  # the adoption stands whatever the tracker does
@@ -242,6 +265,14 @@ class Peers:
             operator=tr.operator,
         )
         return done
+
+    def _held_apart(self, tr: Transition) -> bool:
+        """Group mode: ``tr`` (another member's, its scope's state already ours) halts or
+        reduces the scope under another id than the transition this member stands on."""
+        if self.asks is None or tr.to == "ACTIVE":
+            return False
+        mine = self.killswitch.latest(tr.scope)
+        return mine is not None and mine.id != tr.id
 
     def _check_name(self, beat: HeartbeatRecord) -> None:
         """A heartbeat under this instance's name that it did not write: a conflict."""

@@ -34,11 +34,22 @@ class Reassertion(Protocol):
         ...
 
 
+class CancelAsks(Protocol):
+    """Where a group-mode member asks for the cancel of its own working orders in halts
+    other members decided (the outbox)."""
+
+    async def ask_cancels(self, transitions: Sequence[Transition]) -> None:
+        """Publish this member's cancel request of each transition to HALTED or
+        REDUCE_ONLY (its state record is another member's), and track its orders."""
+        ...
+
+
 class CancelRequests(Protocol):
     """Builds the cancel request of each halt and tracks its orders (the cancel tracker)."""
 
-    def request(self, tr: Transition) -> Sequence[CancelRecord]:
-        """The cancel request of a transition to HALTED or REDUCE_ONLY, in parts."""
+    def request(self, tr: Transition, source: str | None = None) -> Sequence[CancelRecord]:
+        """The cancel request of a transition to HALTED or REDUCE_ONLY, in parts (tagged
+        with ``source``, a group-mode member, when given)."""
         ...
 
     def lifted(self, tr: Transition) -> None:

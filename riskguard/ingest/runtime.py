@@ -155,6 +155,7 @@ class Sidecar:
         self.peers.join(self.outbox, self.health.sent, digest, self.api.four_eyes)
         self.group: GroupMode | None = None
         if grouped:  # the feed and cancels hold engine ids; ready once partitions are owned
+            self.outbox.source, self.peers.asks = self.instance, self.outbox  # own cancels
             parts, ready = (self.feed, self.cancels), self.health.passed
             self.group = GroupMode(
                 settings, self.instance, self.intake, self.peers.progress, parts, ready,
