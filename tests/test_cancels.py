@@ -304,3 +304,34 @@ def test_a_check_that_skips_unchanged_work_says_what_a_full_check_says(ops: list
                     expected[key] = expected.get(key, 0) + 1
             assert tracker._tracked == expected
         assert said[0] == said[1]
+
+
+def test_a_group_member_pages_its_own_incident_and_a_pair_shares_one() -> None:
+    """Active-active instances track the same orders: one incident id. Group members
+    track their own partitions' orders: each its own, so one member's orders closing
+    never resolves another member's page."""
+    ids = []
+    for member in (None, None, "rg-a", "rg-b"):
+        engine, tracker, clock = setup()
+        tracker.member = member
+        engine.apply([new("o", 0)])
+        tracker.request(halt(engine, "firm"))
+        clock.advance(s=1)
+        (alert,) = tracker.check()
+        ids.append(alert.id)
+    assert ids[0] == ids[1]  # a pair: the same incident (the halt's time is the clock's)
+    assert ids[2].endswith(":rg-a") and ids[3].endswith(":rg-b")
+    assert len({ids[0], ids[2], ids[3]}) == 3
+
+
+def test_a_group_member_names_every_order_of_a_reduce_only_scope_across_members() -> None:
+    """A member holds part of a firm or strategy position: which orders increase the
+    whole it cannot tell, so it names them all; an account is whole on its member."""
+    for member, want in ((None, ["o-buy"]), ("rg-a", ["o-buy", "o-sell"])):
+        engine, tracker, _ = setup()
+        engine.apply([fill("f", 0, qty=10), new("o-buy", 1), new("o-sell", 2, side="sell")])
+        tracker.member = member
+        parts = tracker.request(halt(engine, "firm", action="reduce_only"))
+        assert sorted(o.order_id for p in parts for o in p.orders) == want
+        account = tracker.request(halt(engine, "account:A", action="reduce_only"))
+        assert [o.order_id for p in account for o in p.orders] == ["o-buy"]

@@ -114,10 +114,12 @@ def cancel_records(
     ]
 
 
-def incident_id(halt_ts: int, halt_id: str) -> str:
+def incident_id(halt_ts: int, halt_id: str, member: str | None = None) -> str:
     """The id of the ``cancel-incomplete`` incident whose oldest overdue halt is
-    ``halt_id`` (its evidence at ``halt_ts``, ns): the same on every instance."""
-    return transition_id("firm", halt_ts, f"ALERT:{INCOMPLETE}:{halt_id}")
+    ``halt_id`` (its evidence at ``halt_ts``, ns): the same on every instance of an
+    active-active pair; a group-mode ``member`` (its own orders only) has its own."""
+    tail = f":{member}" if member else ""
+    return transition_id("firm", halt_ts, f"ALERT:{INCOMPLETE}:{halt_id}{tail}")
 
 
 @dataclass(eq=False)
@@ -225,6 +227,8 @@ class CancelTracker:
     engine: Engine
     metrics: Metrics
     clock: Callable[[], int] = time.time_ns
+    member: str | None = None
+    """Group mode: this member's name, in its own incident's id (:func:`incident_id`)."""
     requests: dict[str, Request] = field(init=False, default_factory=dict)
     """The request of each scope with orders still to close, by scope."""
     incident: str | None = field(init=False, default=None)
@@ -271,7 +275,9 @@ class CancelTracker:
         """
         kind = cancel_kind(tr)
         engine = self.engine
-        oids = engine.working_order_ids(tr.scope, increasing_only=kind == "reduce_only")
+        # a group member knows part of a cross-member position: it names every order
+        whole = self.member is None or tr.scope.startswith("account:")
+        oids = engine.working_order_ids(tr.scope, increasing_only=kind == "reduce_only" and whole)
         orders = engine.describe_orders(oids)
         deadline_ms = engine.limits.cancel_deadline_ms
         self._drop(tr.scope)
@@ -403,7 +409,8 @@ class CancelTracker:
         oldest = min((o.request for o in overdue), key=lambda r: (r.ts, r.halt_id))
         alert = self._incomplete(overdue, oldest, firm, now)
         if self.incident is None:
-            alert = msgspec.structs.replace(alert, id=incident_id(oldest.ts, oldest.halt_id))
+            tid = incident_id(oldest.ts, oldest.halt_id, self.member)
+            alert = msgspec.structs.replace(alert, id=tid)
             self.incident, self._incident_ns = alert.id, now
             self._incident_halt = (oldest.decided_ns, alert.limit or 0.0)
         else:  # an update: the same incident in every notifier

@@ -155,7 +155,8 @@ class Sidecar:
         self.peers.join(self.outbox, self.health.sent, digest, self.api.four_eyes)
         self.group: GroupMode | None = None
         if grouped:  # the feed and cancels hold engine ids; ready once partitions are owned
-            self.outbox.source, self.peers.asks = self.instance, self.outbox  # own cancels
+            self.outbox.source = self.cancels.member = self.instance  # cancels of its own
+            self.peers.asks = self.outbox
             parts, ready = (self.feed, self.cancels), self.health.passed
             self.group = GroupMode(
                 settings, self.instance, self.intake, self.peers.progress, parts, ready,
