@@ -255,10 +255,7 @@ class Aggregation:
         or members counting under other limits) nothing is judged and
         :attr:`incomplete_since` runs (the ``sums-incomplete`` alert)."""
         whole = self._whole()
-        first = min(whole) if whole else None
-        owned = {f"{t.topic}/{t.partition}" for t in self.intake.assigned}
-        self.judging = first is not None and first in owned
-        self.metrics.aggregate_judging.set(1 if self.judging else 0)
+        self._note_judging(whole)
         due = bool(self.rules or self._reduce_only_spanning())
         if not self.judging or not due:
             self.incomplete_since = None
@@ -280,6 +277,13 @@ class Aggregation:
         if transitions:
             await self.outbox.send(transitions)
         await self._publish_positions()
+
+    def _note_judging(self, whole: frozenset[str]) -> None:
+        """Whether this member owns the first input partition (it judges the sums)."""
+        first = min(whole) if whole else None
+        owned = {f"{t.topic}/{t.partition}" for t in self.intake.assigned}
+        self.judging = first is not None and first in owned
+        self.metrics.aggregate_judging.set(1 if self.judging else 0)
 
     def _reduce_only_spanning(self) -> dict[str, Transition]:
         """REDUCE_ONLY scopes spanning partitions (not accounts), with their transition."""
@@ -318,6 +322,7 @@ class Aggregation:
         """The judging member: raise ``sums-incomplete`` once the sums have not been
         whole for ``scale.aggregate_alert_ms``; ``sums-complete`` (naming it) once
         they are again."""
+        self._note_judging(self._whole())  # the gauge follows the assignment, records or not
         now = time.monotonic()
         firm = self.engine.killswitch.state("firm")
         late = self.incomplete_since is not None and (
