@@ -350,6 +350,12 @@ class ScaleSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     #: (ms): cross-partition rules are not judged meanwhile (a rebalance, a member that
     #: cannot publish). ``sums-complete`` ends it.
     aggregate_alert_ms: int = 15_000
+    #: group mode: join with a static membership id (KIP-345; the ``runtime.instance``
+    #: name): a member restarted within ``session_timeout_ms`` gets its partitions back
+    #: without a rebalance and restores them from its snapshot. A member stopped for good
+    #: keeps its partitions until ``session_timeout_ms`` passes (it does not leave the
+    #: group); false: it leaves at once, and every restart rebalances the whole group.
+    static_membership: bool = True
 
     def __post_init__(self) -> None:
         if self.aggregate_alert_ms < 1:

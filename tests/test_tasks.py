@@ -47,3 +47,27 @@ async def test_cancelled_or_finished_tasks_stop_nothing() -> None:
     await watch.cancel()
     await asyncio.sleep(0)
     assert not stop.is_set() and watch.failed == []
+
+
+async def test_a_task_that_swallows_its_cancel_is_cancelled_again() -> None:
+    """A library call may swallow a cancellation; the task sleeps on. The stop must not
+    wait for it forever: it is cancelled again until it ends."""
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if swallowed == 0:  # the first cancel is lost, as in a shielded commit
+                    swallowed += 1
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                    continue
+                raise
+
+    watch = TaskWatch(asyncio.Event())
+    task = watch.start(stubborn(), "maintenance")
+    await asyncio.sleep(0.02)
+    await asyncio.wait_for(watch.cancel(), 3)
+    assert task.cancelled() and swallowed == 1

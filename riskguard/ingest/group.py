@@ -7,8 +7,12 @@ member silent for ``scale.session_timeout_ms`` is declared dead by the broker); 
 written here.
 
 On every assignment that differs from the one the state reflects, the instance
-rebuilds its state for exactly the partitions it now owns, before applying any new
-event from them:
+restores its state for exactly the partitions it now owns, before applying any new
+event from them. When its newest snapshot (written every ``runtime.snapshot_interval_s``,
+state plus offsets, as in single mode) holds exactly those partitions, within this
+session, it is loaded and each partition is read from the snapshot's offset (a member
+restarted and given its partitions back: with ``scale.static_membership`` the group
+gives them back without a rebalance). Otherwise it rebuilds:
 
 1. under :attr:`~riskguard.ingest.consume.ConsumeLoop.lock` (no batch half applied),
    the engine's state arrays are emptied (a pristine engine's state restored in
@@ -22,8 +26,9 @@ event from them:
    assigned.
 
 A lost partition is thereby no longer counted (its accounts leave the state with the
-rebuild), and a gained one is counted once (from its start, in order). Whole-engine
-snapshots are not used in group mode: they cannot be split by partition.
+rebuild), and a gained one is counted once (from its start, in order). A snapshot is
+whole-engine: it cannot be split by partition, so it serves only an assignment equal to
+the one it was taken under.
 
 Rules whose scope spans partitions (firm, strategy, symbol or venue, except rules
 judged on one order at a time) would be judged on a partial sum by each instance, which
@@ -33,9 +38,9 @@ can be wrong either way; :func:`riskguard.limits.scale.check_group_limits` refus
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
@@ -45,7 +50,7 @@ from riskguard import log
 from riskguard.engine import Engine
 from riskguard.ingest.consume import ConsumeLoop
 from riskguard.settings import ScaleSettings
-from riskguard.snapshot import Snapshot, freeze, restore
+from riskguard.snapshot import Snapshot, SnapshotError, freeze, restore
 
 
 class Renumbered(Protocol):
@@ -82,8 +87,8 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
     ``progress`` returns the latest event time (ns) any instance reported as judged (the
     peers' heartbeats). Partitions are read from ``intake.session_start_ns`` (None: their
     beginning). After every rebuild, each of ``renumbered`` forgets the engine ids it
-    held, and ``ready("partitions_assigned")`` is called. Turns ``intake``'s snapshots
-    off: a whole-engine snapshot cannot be split by partition.
+    held, and ``ready("partitions_assigned")`` is called. ``instance`` is this member's
+    static group membership id when ``scale.static_membership`` is on.
     """
 
     def __init__(
@@ -93,12 +98,13 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         progress: Callable[[], int],
         renumbered: Sequence[Renumbered],
         ready: Callable[[str], None],
+        instance: str = "",
     ) -> None:
         self.scale = scale
+        self.instance = instance
         self.intake = intake
         self.engine = intake.engine
         self.checkpoints = intake.checkpoints
-        self.checkpoints.interval_s = 0
         self.metrics = intake.metrics
         self.progress = progress
         self.session_start_ns = intake.session_start_ns
@@ -109,6 +115,9 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         """Times the state was rebuilt for a new assignment."""
         self.last_rebuild_s = 0.0
         """Seconds the latest rebuild held the consume loop (replay not included)."""
+        self.restored_from: str | None = None
+        """The snapshot the latest assignment was restored from (None: rebuilt from the
+        partitions' start)."""
         self.restored_s: float | None = None
         """Seconds from the latest assignment until every owned partition was read to
         its high watermark (None while restoring)."""
@@ -119,13 +128,17 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         )
         self._log = log.get("sidecar")
 
-    def consumer_options(self) -> dict[str, int]:
-        """aiokafka consumer options of a group member (liveness towards the broker)."""
-        return {
+    def consumer_options(self) -> dict[str, Any]:
+        """aiokafka consumer options of a group member: liveness towards the broker, and
+        its static membership id (KIP-345) when ``scale.static_membership`` is on."""
+        options: dict[str, Any] = {
             "session_timeout_ms": self.scale.session_timeout_ms,
             "heartbeat_interval_ms": self.scale.heartbeat_interval_ms,
             "max_poll_interval_ms": max(300_000, self.scale.session_timeout_ms),
         }
+        if self.scale.static_membership and self.instance:
+            options["group_instance_id"] = self.instance
+        return options
 
     def subscribe(self, consumer: AIOKafkaConsumer, topics: Collection[str]) -> None:
         """Join the group on ``topics`` with ``consumer`` (started, built with
@@ -163,7 +176,18 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         began = time.perf_counter()
         async with self.intake.lock:
             judged = max(self.engine.last_event_ns, self.progress())
-            rebuild(self.engine)
+            snap = self._snapshot_for(starts)
+            if snap is not None:
+                try:
+                    restore(self.engine, snap)
+                except SnapshotError as exc:  # does not fit this build: rebuild instead
+                    self._log.error("snapshot skipped", reason=str(exc))
+                    snap = None
+            if snap is not None:
+                self.engine.killswitch.reassert()
+                starts = {tp: int(snap.offsets[f"{tp.topic}/{tp.partition}"]) for tp in starts}
+            else:
+                rebuild(self.engine)
             if judged > 0:
                 self.engine.judge_until(judged)
             for tp, offset in starts.items():
@@ -173,6 +197,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             for part in self.renumbered:
                 part.reindexed()
             self.rebuilds += 1
+            self.restored_from = snap.path.name if snap is not None else None
         self.last_rebuild_s = time.perf_counter() - began
         self._assigned_at, self.restored_s = began, None
         self.metrics.owned_partitions.set(len(owned))
@@ -181,6 +206,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             "partitions assigned",
             partitions=_labels(owned),
             starts={f"{t.topic}/{t.partition}": o for t, o in starts.items()},
+            snapshot=self.restored_from,
             judged_until_ns=judged,
         )
         self.ready("partitions_assigned")
@@ -208,6 +234,23 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             seconds=round(self.restored_s, 3),
             events=self.engine.events_applied,
         )
+
+    def _snapshot_for(self, starts: Mapping[TopicPartition, int]) -> Snapshot | None:
+        """The newest snapshot holding exactly the partitions of ``starts`` (their
+        session starts), each at or after its start (taken this session, and not
+        passed by retention); None when there is none (rebuild). A snapshot that does
+        not fit this build is logged and left out."""
+        if not starts or self.checkpoints.interval_s <= 0:
+            return None
+        wanted = {f"{tp.topic}/{tp.partition}": off for tp, off in starts.items()}
+        snap = self.checkpoints.store.latest()
+        for reason in self.checkpoints.store.skipped:
+            self._log.error("snapshot skipped", reason=reason)
+        if snap is None or set(snap.offsets) != set(wanted):
+            return None
+        if any(int(snap.offsets[key]) < start for key, start in wanted.items()):
+            return None  # an earlier session's state, or events retention removed
+        return snap
 
     async def _starts(
         self, consumer: AIOKafkaConsumer, owned: Collection[TopicPartition]
@@ -237,6 +280,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             "mode": "group",
             "owned": _labels(self.intake.assigned),
             "rebuilds": self.rebuilds,
+            "restored_from": self.restored_from,
             "last_rebuild_seconds": round(self.last_rebuild_s, 3),
             "restored_seconds": None if self.restored_s is None else round(self.restored_s, 4),
             "marks": self.engine.mark_coverage(),

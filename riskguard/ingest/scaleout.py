@@ -47,7 +47,9 @@ class GroupMode:
         metrics: Metrics,
     ) -> None:
         self.kafka = settings.kafka
-        self.ownership = GroupOwnership(settings.scale, intake, progress, renumbered, ready)
+        self.ownership = GroupOwnership(
+            settings.scale, intake, progress, renumbered, ready, instance=instance
+        )
         self.aggregation = Aggregation(
             settings.scale,
             settings.kafka.group_id,
@@ -62,7 +64,7 @@ class GroupMode:
         self.producer: AIOKafkaProducer | None = None
         self._input: AIOKafkaConsumer | None = None
 
-    def consumer_options(self) -> dict[str, int]:
+    def consumer_options(self) -> dict[str, Any]:
         """aiokafka options of the input consumer (liveness towards the group)."""
         return self.ownership.consumer_options()
 

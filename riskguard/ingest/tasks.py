@@ -46,10 +46,16 @@ class TaskWatch:
         return task
 
     async def cancel(self) -> None:
-        """Cancel the tasks :meth:`start` made and wait for them to end."""
-        for task in self.running:
-            task.cancel()
-        await asyncio.gather(*self.running, return_exceptions=True)
+        """Cancel the tasks :meth:`start` made and wait for them to end.
+
+        A task still running half a second after its cancel is cancelled again: a
+        library call may swallow a cancellation (an aiokafka commit cancelled inside
+        ``wait_for`` once did), and the task would sleep on, holding up the stop."""
+        pending = set(self.running)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

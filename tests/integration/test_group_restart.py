@@ -1,0 +1,97 @@
+"""A group member restarted within the session timeout (static membership) gets its
+partitions back without a rebalance, and restores them from its snapshot, then reads
+each from the snapshot's offset: the other member rebuilds nothing, and the restarted
+one holds every event of its partitions once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from riskguard.apache_kafka import ApacheKafkaBroker
+from riskguard.engine import Engine
+from riskguard.ingest.runtime import Sidecar
+from riskguard.limits import parse
+from tests.builders import rules_toml
+from tests.integration.apache_kafka_fixtures import kafka_settings
+from tests.integration.conftest import instance_settings
+from tests.integration.test_scale_out import ACCOUNTS, account_positions, flow, produce, until
+
+LIMITS = rules_toml(
+    'name = "acct-rate"\nmetric = "order_rate"\nscope = "account"\nwindow_ms = 1000\n'
+    'max = 100000\naction = "halt"'
+)
+
+
+async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snapshot(
+    apache_kafka: ApacheKafkaBroker, tmp_path: Path
+) -> None:
+    limits_path = tmp_path / "limits.toml"
+    limits_path.write_text(LIMITS)
+    base = kafka_settings(
+        apache_kafka.bootstrap_servers,
+        tmp_path,
+        **{
+            "limits": str(limits_path),
+            "kafka.input_partitions": 6,
+            "scale.mode": "group",
+            "scale.session_timeout_ms": 10_000,
+            "scale.heartbeat_interval_ms": 500,
+            "runtime.snapshot_interval_s": 0.2,
+            "runtime.watch_limits": False,
+        },
+    )
+    settings = {n: instance_settings(base, tmp_path / n, n) for n in ("rg-a", "rg-b")}
+    a, b = Sidecar(settings["rg-a"]), Sidecar(settings["rg-b"])
+    await asyncio.gather(a.start(), b.start())
+    tasks = [asyncio.create_task(m.run()) for m in (a, b)]
+    b2: Sidecar | None = None
+    try:
+
+        def spread() -> bool:
+            return all(
+                len(m.assigned) == 3 and m.status()["scale"]["restored_seconds"] is not None
+                for m in (a, b)
+            )
+
+        await until("three partitions each", spread, 60)
+        first = flow(time.time_ns(), 10, "a")
+        await produce(base, first)
+        await until("every event applied", lambda: a.engine.events_applied
+                    + b.engine.events_applied == len(first), 30)  # fmt: skip
+        rebuilds_a = a.status()["scale"]["rebuilds"]
+        b_parts = set(b.assigned)
+        await until("b's snapshot written", lambda: b.checkpoints.status()["last_written"], 10)
+        b.request_stop()
+        assert await tasks[1]
+        b2 = Sidecar(settings["rg-b"])  # same instance, same state directory
+        await b2.start()
+        tasks[1] = asyncio.create_task(b2.run())
+        restarted = b2
+
+        def back() -> bool:
+            scale = restarted.status()["scale"]
+            return scale["restored_seconds"] is not None and set(restarted.assigned) == b_parts
+
+        await until("b owns its partitions again", back, 30)
+        scale = b2.status()["scale"]
+        assert scale["restored_from"] is not None and scale["restored_from"].startswith("snapshot-")
+        assert a.status()["scale"]["rebuilds"] == rebuilds_a, "a kept its partitions: no rebuild"
+        second = flow(time.time_ns(), 5, "b")
+        await produce(base, second)
+        everything = first + second
+        await until("the new events applied once", lambda: a.engine.events_applied
+                    + b2.engine.events_applied == len(everything), 30)  # fmt: skip
+        reference = Engine(parse(LIMITS), event_time=True)
+        reference.apply(everything)
+        got = {**account_positions(a.engine), **account_positions(b2.engine)}
+        assert got == account_positions(reference)
+        assert len(got) == len(ACCOUNTS) * 3
+        a.request_stop()
+        b2.request_stop()
+        assert all(await asyncio.gather(*tasks))
+    finally:
+        for m in (a, b, b2):
+            if m is not None and not m.stopping:
+                await m.stop()
