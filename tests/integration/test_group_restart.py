@@ -66,6 +66,7 @@ async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snaps
         b.request_stop()
         assert await tasks[1]
         b2 = Sidecar(settings["rg-b"])  # same instance, same state directory
+        began = time.monotonic()
         await b2.start()
         tasks[1] = asyncio.create_task(b2.run())
         restarted = b2
@@ -76,6 +77,11 @@ async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snaps
 
         await until("b owns its partitions again", back, 30)
         scale = b2.status()["scale"]
+        print(
+            f"\nrestart: b owned and restored its partitions {time.monotonic() - began:.2f} s "
+            f"after its start began (restore {scale['restored_seconds']} s, from "
+            f"{scale['restored_from']})"
+        )
         assert scale["restored_from"] is not None and scale["restored_from"].startswith("snapshot-")
         assert a.status()["scale"]["rebuilds"] == rebuilds_a, "a kept its partitions: no rebuild"
         second = flow(time.time_ns(), 5, "b")
