@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -151,6 +151,9 @@ class Health:
     sent: deque[int] = field(init=False)
     """The ``ts`` of the latest heartbeats this instance wrote (to tell them from those of
     another process using the same instance name)."""
+    on_recovered: Callable[[], Awaitable[None]] | None = field(init=False, default=None)
+    """Awaited after the ``broker-recovered`` alert went out (the broker may have come
+    back empty: :func:`riskguard.ingest.recovery.republish`)."""
 
     def __post_init__(self) -> None:
         self.checks = dict.fromkeys(READY_CHECKS, False)
@@ -225,3 +228,5 @@ class Health:
         log_at = self._log.error if edge == "lost" else self._log.warning
         log_at(f"broker {edge}", silent_ms=alert.value, budget_ms=self.broker.budget_ms)
         await self.outbox.send([alert])
+        if edge == "recovered" and self.on_recovered is not None:
+            await self.on_recovered()

@@ -154,6 +154,14 @@ class PreTradeFeed:
         self._mark_sent = np.zeros(0)
         self._money_sent = np.zeros(0)
 
+    def resend(self) -> None:
+        """Publish everything again at the next round (the broker came back, perhaps
+        empty): the rules, every mark, every REDUCE_ONLY scope's positions."""
+        self.reindexed()
+        self._positions.clear()
+        self._rules = self.engine.limits
+        self._wake.set()
+
     def open(self, publisher: ControlPublisher) -> None:
         """Publish through ``publisher`` from now on."""
         self._publisher = publisher

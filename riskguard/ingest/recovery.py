@@ -12,6 +12,10 @@ Order on start (the lifecycle in :mod:`riskguard.ingest.runtime`):
    active-active pair, whose decisions are on the topic) marks breaches up to then as
    already judged, so replay decides nothing twice.
 
+While running, :func:`republish` puts the standing states and the gates' data back on
+the control topic each time the broker comes back after an outage: it may have come
+back empty (its data lost), and gates reading an empty topic would see no halt.
+
 The consumer that read the topic can be handed in and is then left open, positioned at
 the end of what was read: :class:`~riskguard.ingest.peers.Peers` follows the topic from
 there, so no record falls between recovery and following.
@@ -22,7 +26,9 @@ Written against narrow interfaces (:mod:`riskguard.ingest.ports`), not the sidec
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer
 
@@ -107,3 +113,24 @@ async def recover(
     if progress > 0:
         engine.judge_until(progress)
     return done
+
+
+class Resendable(Protocol):
+    """The gates' data feed (:class:`~riskguard.ingest.pretrade.PreTradeFeed`)."""
+
+    def resend(self) -> None:
+        """Publish everything again at the next round: rules, marks and positions."""
+
+
+async def republish(standing: Iterable[Transition], outbox: Reassertion, feed: Resendable) -> None:
+    """The broker is back after an outage: publish ``standing`` (every scope not ACTIVE,
+    with the transition that put it there) again, and have ``feed`` publish the gates'
+    rules, marks and REDUCE_ONLY positions again. Records the topic still holds are the
+    same records (compaction keeps one; gates already have them); a failed publish stays
+    pending and is retried (:meth:`~riskguard.ingest.outbox.Outbox.retry_pending`)."""
+    states = list(standing)
+    await outbox.reassert((), states)
+    feed.resend()
+    log.get("sidecar").warning(
+        "broker back: standing states and gate data published again", scopes=len(states)
+    )

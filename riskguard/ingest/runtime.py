@@ -62,7 +62,7 @@ from riskguard.ingest.manual import ManualActions
 from riskguard.ingest.outbox import Outbox
 from riskguard.ingest.peers import Peers, control_reader
 from riskguard.ingest.pretrade import PreTradeFeed
-from riskguard.ingest.recovery import Recovered, recover
+from riskguard.ingest.recovery import Recovered, recover, republish
 from riskguard.ingest.reload import LimitsReloader
 from riskguard.ingest.scaleout import GroupMode
 from riskguard.ingest.tasks import TaskWatch
@@ -119,6 +119,8 @@ class Sidecar:
         self.feed = PreTradeFeed(self.engine, self.metrics, rt.gate_publish_interval_ms)
         self.health = Health(rt, self.instance, self.engine, self.outbox, self.metrics)
         self.health.checks["kernels_warm"] = False
+        standing = self.engine.killswitch.standing  # re-published when the broker is back
+        self.health.on_recovered = lambda: republish(standing().values(), self.outbox, self.feed)
         self.checkpoints = Checkpoints(rt, self.engine, self.metrics)
         self.intake = ConsumeLoop(
             settings.kafka,

@@ -1,4 +1,6 @@
-"""Halts survive a broker that lost everything: the local journal re-asserts and re-publishes."""
+"""Halts survive a broker that lost everything: the local journal re-asserts and re-publishes
+at start, and a running riskguard publishes its standing states and the gates' data again
+when the broker comes back from an outage (empty)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from riskguard.broker import Broker
+from riskguard.broker import Broker, free_port
 from riskguard.brokers import BrokerKind
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
@@ -50,6 +52,38 @@ async def test_halt_survives_broker_restarted_empty(
         finally:
             await second.stop()
     finally:
+        broker.stop()
+
+
+async def test_a_running_riskguard_publishes_its_halts_again_when_the_broker_comes_back_empty(
+    broker_kind: BrokerKind, tmp_path: Path
+) -> None:
+    broker = fresh_broker(broker_kind, port=free_port())  # back on the same port
+    sidecar = Sidecar(local_settings(broker, tmp_path, **{"runtime.broker_budget_ms": 1000}),
+                      OVERFILL)  # fmt: skip
+    try:
+        await sidecar.start()
+        task = asyncio.create_task(sidecar.run())
+        await sidecar.manual("halt", "strategy:smars", "alice", "runaway")
+        broker.stop()  # every topic gone (Tansu keeps memory only; Kafka's dir is deleted)
+        deadline = time.monotonic() + 20
+        while sidecar.checks["broker_reachable"]:  # the outage is noticed (1 s budget)
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        broker.start()
+        async with Gate(broker.bootstrap_servers, "riskguard.control") as gate:
+            deadline = time.monotonic() + 30
+            while not (gate.health() and gate.state("strategy:smars") == "HALTED"):
+                assert time.monotonic() < deadline, "the halt was not published again"
+                await asyncio.sleep(0.05)
+            verdict = gate.check("A", "smars", "X", "buy", 1.0, 10.0)
+            assert not verdict and "by alice: runaway" in verdict.reason
+            assert gate.check("A", "other", "X", "buy", 1.0, 10.0)  # the rules are back too
+        sidecar.request_stop()
+        assert await task
+    finally:
+        if not sidecar.stopping:
+            await sidecar.stop()
         broker.stop()
 
 
