@@ -275,3 +275,24 @@ def test_group_mode_shows_the_partitions_owned_and_the_restore(
     assert "  group mode: owns none (restoring; 2 rebuild(s))" in capsys.readouterr().out
     assert main(["status", "--url", serve(STATUS)]) == 0  # single mode: no such line
     assert "group mode" not in capsys.readouterr().out
+
+
+def test_group_mode_says_who_judges_the_sums_and_which_symbols_no_mark_reached(
+    serve: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grouped = copy.deepcopy(STATUS)
+    agg = {"judging": True, "complete": True, "instances": ["rg-a", "rg-b"], "rules": ["r"],
+           "other_limits": [], "missing": [], "split": []}  # fmt: skip
+    grouped["scale"] = {"mode": "group", "owned": ["t/0"], "rebuilds": 1,
+                        "restored_seconds": 0.1, "aggregate": agg,
+                        "marks": {"unmarked": 1, "unmarked_symbols": ["ABC"]}}  # fmt: skip
+    assert main(["status", "--url", serve(grouped)]) == 0
+    out = capsys.readouterr().out
+    assert "cross-partition rules: judged here, on the sums of rg-a, rg-b" in out
+    assert "UNMARKED: 1 symbol(s) held or worked that no mark reached (ABC)" in out
+    agg.update(complete=False, missing=["t/1"])
+    assert main(["status", "--url", serve(grouped)]) == 0
+    assert "NOT JUDGED, the sums are not whole (missing t/1" in capsys.readouterr().out
+    agg.update(judging=False)
+    assert main(["status", "--url", serve(grouped)]) == 0
+    assert "judged by the owner of the first input partition" in capsys.readouterr().out

@@ -5,7 +5,8 @@ scope with the time it was decided (UTC, ms) and its evidence
 (:mod:`riskguard.evidence`); pending four-eyes approvals; silent feeds; failing
 notifiers; rejected limits and users reloads; the other instances of an active-active
 pair (live or not, the limits each judges with); in group mode, the input partitions
-this instance owns and whether their state is restored. Exit 0 when riskguard is ready,
+this instance owns and whether their state is restored, who judges the cross-partition
+sums and whether they are whole, and symbols no mark reached. Exit 0 when riskguard is ready,
 1 when it answered but is not ready (or refused the token), 2 when it cannot be reached
 or is not riskguard.
 """
@@ -101,12 +102,42 @@ def _lines(reply: dict[str, Any]) -> list[str]:
         restored = scale.get("restored_seconds")
         restore = "restoring" if restored is None else f"restored in {number(restored, 3)} s"
         out.append(f"  group mode: owns {owned} ({restore}; {scale.get('rebuilds', 0)} rebuild(s))")
+        out += _group_lines(scale)
     if reply.get("instance_conflict"):
         out.append(f"  INSTANCE NAME CONFLICT: {reply['instance_conflict']}")
     users = reply.get("users") or {}
     if users.get("last_reload_error"):
         out.append(
             f"  users file reload REJECTED (the users in force stay): {users['last_reload_error']}"
+        )
+    return out
+
+
+def _group_lines(scale: dict[str, Any]) -> list[str]:
+    """Group mode: who judges the cross-partition sums and whether they are whole; the
+    symbols in play no mark reached (a producer not sending marks to every partition)."""
+    out: list[str] = []
+    agg = scale.get("aggregate") or {}
+    if agg.get("judging"):
+        members = ", ".join(agg.get("instances") or []) or "none"
+        if agg.get("complete") and not agg.get("other_limits"):
+            out.append(f"  cross-partition rules: judged here, on the sums of {members}")
+        else:
+            why = (
+                f"members under other limits: {', '.join(agg['other_limits'])}"
+                if agg.get("other_limits")
+                else f"missing {', '.join(agg.get('missing') or []) or 'none'}, superseded in "
+                f"part {', '.join(agg.get('split') or []) or 'none'}"
+            )
+            out.append(f"  cross-partition rules: NOT JUDGED, the sums are not whole ({why})")
+    elif agg.get("rules"):
+        out.append("  cross-partition rules: judged by the owner of the first input partition")
+    marks = scale.get("marks") or {}
+    if marks.get("unmarked"):
+        names = ", ".join(marks.get("unmarked_symbols") or [])
+        out.append(
+            f"  UNMARKED: {marks['unmarked']} symbol(s) held or worked that no mark reached "
+            f"({names}): marks must go to every input partition"
         )
     return out
 
