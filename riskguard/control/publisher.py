@@ -155,6 +155,8 @@ class ControlPublisher:
         if errors:
             raise errors[0]
         if waiting:
+            for future in waiting:  # its outcome, when it comes, is the retry's business
+                future.add_done_callback(_retrieved)
             raise TimeoutError(
                 f"{len(waiting)} of {len(futures)} sends not acknowledged "
                 f"within {self.ack_timeout_s} s"
@@ -259,3 +261,10 @@ class ControlPublisher:
         self.last_ok_mono = time.monotonic()
         self.metrics.heartbeats.inc()
         return True
+
+
+def _retrieved(future: asyncio.Future[object]) -> None:
+    """Take the outcome of a send no one waits for any more (a failure after its ack
+    timeout), so asyncio does not log it as an exception never retrieved."""
+    if not future.cancelled():
+        future.exception()
