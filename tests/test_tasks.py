@@ -54,7 +54,7 @@ async def test_a_task_that_swallows_its_cancel_is_cancelled_again() -> None:
     wait for it forever: it is cancelled again until it ends."""
     swallowed = 0
 
-    async def stubborn() -> None:
+    async def swallows_one_cancel() -> None:
         nonlocal swallowed
         while True:
             try:
@@ -67,7 +67,7 @@ async def test_a_task_that_swallows_its_cancel_is_cancelled_again() -> None:
                 raise
 
     watch = TaskWatch(asyncio.Event())
-    task = watch.start(stubborn(), "maintenance")
+    task = watch.start(swallows_one_cancel(), "maintenance")
     await asyncio.sleep(0.02)
     await asyncio.wait_for(watch.cancel(), 3)
     assert task.cancelled() and swallowed == 1

@@ -85,3 +85,27 @@ def kafka_settings(bootstrap_servers: str, tmp_path: Path, **overrides: Any) -> 
             **overrides,
         },
     )
+
+
+def group_settings(
+    bootstrap_servers: str, tmp_path: Path, limits: str, partitions: int, **overrides: Any
+) -> Settings:
+    """:func:`kafka_settings` for a group-mode member: ``limits`` (TOML) written to
+    ``tmp_path/limits.toml``, ``partitions`` input partitions, Apache Kafka's smallest
+    session timeout (6 s) with 0.5 s heartbeats, no limits file watch; ``overrides``
+    last. Give each member its own name and files (``instance_settings``)."""
+    path = tmp_path / "limits.toml"
+    path.write_text(limits)
+    return kafka_settings(
+        bootstrap_servers,
+        tmp_path,
+        **{
+            "limits": str(path),
+            "kafka.input_partitions": partitions,
+            "scale.mode": "group",
+            "scale.session_timeout_ms": 6000,
+            "scale.heartbeat_interval_ms": 500,
+            "runtime.watch_limits": False,
+            **overrides,
+        },
+    )

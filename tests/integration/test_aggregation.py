@@ -21,7 +21,7 @@ from riskguard.apache_kafka import ApacheKafkaBroker
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
 from tests.builders import rules_toml
-from tests.integration.apache_kafka_fixtures import kafka_settings
+from tests.integration.apache_kafka_fixtures import group_settings
 from tests.integration.conftest import instance_settings
 from tests.integration.test_scale_out import produce, until
 
@@ -33,19 +33,12 @@ LIMITS = rules_toml(
 async def test_records_that_do_not_add_up_stop_the_sums_and_page_until_they_do(
     apache_kafka: ApacheKafkaBroker, tmp_path: Path
 ) -> None:
-    limits_path = tmp_path / "limits.toml"
-    limits_path.write_text(LIMITS)
-    settings = kafka_settings(
+    settings = group_settings(
         apache_kafka.bootstrap_servers,
         tmp_path,
-        **{
-            "limits": str(limits_path),
-            "kafka.input_partitions": 2,
-            "scale.mode": "group",
-            "scale.aggregate_interval_ms": 50,
-            "scale.aggregate_alert_ms": 500,
-            "runtime.watch_limits": False,
-        },
+        LIMITS,
+        2,
+        **{"scale.aggregate_interval_ms": 50, "scale.aggregate_alert_ms": 500},
     )
     sidecar = Sidecar(settings)
 
@@ -125,25 +118,15 @@ async def test_a_reduce_only_strategy_across_members_is_judged_on_its_summed_pos
     """Strategy s1 is long 10 X in acct-00 (partition 0) and 5 in acct-01 (partition 1),
     held by two members. Put REDUCE_ONLY through one of them: gates must judge s1's
     orders by 15, not by either member's part (which one published last would win)."""
-    limits_path = tmp_path / "limits.toml"
-    limits_path.write_text(
-        rules_toml(
-            'name = "acct-open"\nmetric = "open_orders"\nscope = "account"\nmax = 1000\n'
-            'action = "halt"'
-        )
+    limits = rules_toml(
+        'name = "acct-open"\nmetric = "open_orders"\nscope = "account"\nmax = 1000\naction = "halt"'
     )
-    base = kafka_settings(
+    base = group_settings(
         apache_kafka.bootstrap_servers,
         tmp_path,
-        **{
-            "limits": str(limits_path),
-            "kafka.input_partitions": 2,
-            "scale.mode": "group",
-            "scale.aggregate_interval_ms": 50,
-            "scale.session_timeout_ms": 6000,
-            "scale.heartbeat_interval_ms": 500,
-            "runtime.watch_limits": False,
-        },
+        limits,
+        2,
+        **{"scale.aggregate_interval_ms": 50},
     )
     members = [Sidecar(instance_settings(base, tmp_path / n, n)) for n in ("rg-a", "rg-b")]
     await asyncio.gather(*(m.start() for m in members))

@@ -21,7 +21,7 @@ from riskguard.gate import CancelRequest, Gate
 from riskguard.ingest.runtime import Sidecar
 from riskguard.settings import Settings
 from tests.builders import rules_toml
-from tests.integration.apache_kafka_fixtures import kafka_settings
+from tests.integration.apache_kafka_fixtures import group_settings
 from tests.integration.conftest import instance_settings
 from tests.integration.test_scale_out import until
 
@@ -58,20 +58,7 @@ def keys(account: str, n: int) -> dict[str, str]:
 async def test_a_firm_halt_through_one_member_cancels_every_members_orders(
     apache_kafka: ApacheKafkaBroker, tmp_path: Path
 ) -> None:
-    limits_path = tmp_path / "limits.toml"
-    limits_path.write_text(LIMITS)
-    base = kafka_settings(
-        apache_kafka.bootstrap_servers,
-        tmp_path,
-        **{
-            "limits": str(limits_path),
-            "kafka.input_partitions": PARTITIONS,
-            "scale.mode": "group",
-            "scale.session_timeout_ms": 6000,
-            "scale.heartbeat_interval_ms": 500,
-            "runtime.watch_limits": False,
-        },
-    )
+    base = group_settings(apache_kafka.bootstrap_servers, tmp_path, LIMITS, PARTITIONS)
     members = [Sidecar(instance_settings(base, tmp_path / name, name)) for name in ("rg-a", "rg-b")]
     received: list[CancelRequest] = []
     gate = Gate(

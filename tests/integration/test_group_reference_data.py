@@ -24,7 +24,7 @@ from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import parse
 from riskguard.publish import partition_of, publish
 from tests.builders import rules_toml
-from tests.integration.apache_kafka_fixtures import kafka_settings
+from tests.integration.apache_kafka_fixtures import group_settings
 from tests.integration.conftest import instance_settings
 
 PARTITIONS = 6
@@ -91,22 +91,14 @@ def values(engine: Engine, account: str) -> dict[str, float]:
 async def test_reference_data_on_every_partition_values_every_account(
     apache_kafka: ApacheKafkaBroker, tmp_path: Path
 ) -> None:
-    limits_path = tmp_path / "limits.toml"
-    limits_path.write_text(LIMITS)
-    base = kafka_settings(
+    base = group_settings(
         apache_kafka.bootstrap_servers,
         tmp_path,
-        **{
-            "limits": str(limits_path),
-            "kafka.input_partitions": PARTITIONS,
-            "kafka.fetch_max_wait_ms": 20,
-            "scale.mode": "group",
-            "scale.session_timeout_ms": 6000,
-            "scale.heartbeat_interval_ms": 500,
-            "runtime.watch_limits": False,
-        },
+        LIMITS,
+        PARTITIONS,
+        **{"kafka.fetch_max_wait_ms": 20},
     )
-    limits = parse(LIMITS, str(limits_path))
+    limits = parse(LIMITS, base.limits)
     sidecars = [
         Sidecar(instance_settings(base, tmp_path / name, name), limits) for name in ("rg-a", "rg-b")
     ]

@@ -14,7 +14,7 @@ from riskguard.engine import Engine
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import parse
 from tests.builders import rules_toml
-from tests.integration.apache_kafka_fixtures import kafka_settings
+from tests.integration.apache_kafka_fixtures import group_settings
 from tests.integration.conftest import instance_settings
 from tests.integration.test_scale_out import ACCOUNTS, account_positions, flow, produce, until
 
@@ -27,20 +27,12 @@ LIMITS = rules_toml(
 async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snapshot(
     apache_kafka: ApacheKafkaBroker, tmp_path: Path
 ) -> None:
-    limits_path = tmp_path / "limits.toml"
-    limits_path.write_text(LIMITS)
-    base = kafka_settings(
+    base = group_settings(
         apache_kafka.bootstrap_servers,
         tmp_path,
-        **{
-            "limits": str(limits_path),
-            "kafka.input_partitions": 6,
-            "scale.mode": "group",
-            "scale.session_timeout_ms": 10_000,
-            "scale.heartbeat_interval_ms": 500,
-            "runtime.snapshot_interval_s": 0.2,
-            "runtime.watch_limits": False,
-        },
+        LIMITS,
+        6,
+        **{"scale.session_timeout_ms": 10_000, "runtime.snapshot_interval_s": 0.2},
     )
     settings = {n: instance_settings(base, tmp_path / n, n) for n in ("rg-a", "rg-b")}
     a, b = Sidecar(settings["rg-a"]), Sidecar(settings["rg-b"])
