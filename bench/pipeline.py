@@ -23,8 +23,9 @@ import asyncio
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -80,8 +81,15 @@ def flow(n: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def produce(bs: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
-    """Write every record with batched sends; returns seconds taken."""
+async def produce(
+    bs: str,
+    topic: str,
+    records: Sequence[tuple[bytes, bytes]] | Sequence[tuple[bytes, bytes, int]],
+) -> float:
+    """Create ``topic`` and write every record with batched sends; returns seconds taken.
+
+    A record is ``(key, value)``, spread round-robin over the partitions, or ``(key,
+    value, partition)``, written to that partition (group mode's producer contract)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bs)
     await admin.start()
     await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
@@ -94,8 +102,9 @@ async def produce(bs: str, topic: str, records: list[tuple[bytes, bytes]]) -> fl
             chunk = records[lo : lo + 50_000]
             batches = [producer.create_batch() for _ in range(PARTITIONS)]
             pending = []
-            for i, (key, value) in enumerate(chunk):
-                p = (lo + i) % PARTITIONS
+            for i, record in enumerate(chunk):
+                key, value = record[0], record[1]
+                p = cast(int, record[2]) if len(record) == 3 else (lo + i) % PARTITIONS
                 if batches[p].append(key=key, value=value, timestamp=None) is None:
                     pending.append(await producer.send_batch(batches[p], topic, partition=p))
                     batches[p] = producer.create_batch()

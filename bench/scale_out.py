@@ -37,11 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.common import progress, save, table
-from bench.pipeline import PARTITIONS, flow_events
+from bench.pipeline import PARTITIONS, flow_events, produce
 from riskguard.apache_kafka import ApacheKafkaBroker
 from riskguard.broker import free_port
 from riskguard.events import encode
@@ -83,35 +81,6 @@ def group_records(n: int) -> list[Record]:
         value = encode(ev)
         out += [(key, value, p) for p in parts]
     return out
-
-
-async def produce(bs: str, topic: str, records: list[Record]) -> float:
-    """Create ``topic`` and write every record to its partition with batched sends;
-    returns seconds taken."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bs)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bs, linger_ms=5, max_batch_size=1 << 20)
-    await producer.start()
-    started = time.perf_counter()
-    try:
-        for lo in range(0, len(records), 50_000):
-            batches = [producer.create_batch() for _ in range(PARTITIONS)]
-            pending = []
-            for key, value, p in records[lo : lo + 50_000]:
-                if batches[p].append(key=key, value=value, timestamp=None) is None:
-                    pending.append(await producer.send_batch(batches[p], topic, partition=p))
-                    batches[p] = producer.create_batch()
-                    batches[p].append(key=key, value=value, timestamp=None)
-            for p, batch in enumerate(batches):
-                if batch.record_count():
-                    pending.append(await producer.send_batch(batch, topic, partition=p))
-            await asyncio.gather(*pending)
-            progress("produced", min(lo + 50_000, len(records)), len(records))
-    finally:
-        await producer.stop()
-    return time.perf_counter() - started
 
 
 def group_limits() -> Limits:
