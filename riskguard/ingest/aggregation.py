@@ -145,8 +145,10 @@ class Aggregation:
             await asyncio.sleep(self.scale.aggregate_interval_ms / 1000)
             try:
                 await self.publish_once()
-            except (KafkaError, TimeoutError) as exc:
-                self._log.warning("aggregation record not sent", error=repr(exc), retried=True)
+            except (KafkaError, TimeoutError) as exc:  # the sums wait; sums-incomplete pages
+                retriable = isinstance(exc, TimeoutError) or getattr(exc, "retriable", False)
+                say = self._log.warning if retriable else self._log.error
+                say("aggregation record not sent", error=repr(exc), retried=True)
 
     async def publish_once(self) -> bool:
         """Send the parts now if they changed; True if a record was sent."""
