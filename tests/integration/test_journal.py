@@ -76,6 +76,9 @@ async def test_a_running_riskguard_publishes_its_halts_again_when_the_broker_com
             while not (gate.health() and gate.state("strategy:smars") == "HALTED"):
                 assert time.monotonic() < deadline, "the halt was not published again"
                 await asyncio.sleep(0.05)
+            while gate.view.rules is None:  # the gate data follows (retried until taken)
+                assert time.monotonic() < deadline, "the rules were not published again"
+                await asyncio.sleep(0.05)
             verdict = gate.check("A", "smars", "X", "buy", 1.0, 10.0)
             assert not verdict and "by alice: runaway" in verdict.reason
             assert gate.check("A", "other", "X", "buy", 1.0, 10.0)  # the rules are back too
