@@ -178,14 +178,15 @@ class ControlApi:
         return url
 
     async def stop(self) -> None:
-        """Stop serving and watching."""
+        """Stop serving and watching. A second call (two stops racing) does nothing."""
         if self._sweeper:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.roster.stop()
-        if self._runner:
-            await self._runner.cleanup()
+        runner, self._runner = self._runner, None
+        if runner:
+            await runner.cleanup()
 
     async def _sweep(self) -> None:
         while True:
