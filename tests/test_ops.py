@@ -106,3 +106,20 @@ def test_systemd_and_the_example_settings_agree_on_the_state_directory() -> None
     assert rt.state_path == Path("/var/lib/riskguard")
     assert rt.journal_path == Path("/var/lib/riskguard/journal.jsonl")
     assert rt.snapshot_path == Path("/var/lib/riskguard/snapshots")
+
+
+def test_the_kubernetes_group_runs_members_of_one_group_under_stable_names() -> None:
+    group = (OPS / "kubernetes" / "riskguard-group.yaml").read_text()
+    sts = group.split("\n---\n", 1)[0]
+    assert "kind: StatefulSet" in sts and re.search(r"\n  replicas: 3\n", sts)
+    env = dict(re.findall(r"\{name: (\w+), value: \"?([^\"}]+)\"?\}", sts))
+    assert env["RISKGUARD_INSTANCE"] == "$(POD_NAME)"  # stable: its static membership id
+    assert env["RISKGUARD_KAFKA_GROUP_ID"] == "riskguard"  # one group shared by all
+    assert env["RISKGUARD_SCALE_MODE"] == "group"
+    claims = sts.split("volumeClaimTemplates:", 1)[1]  # snapshots survive a restart
+    assert re.search(r"- metadata: \{name: state\}", claims)
+    assert "kind: PodDisruptionBudget" in group and "maxUnavailable: 1" in group
+    settings = load_settings(
+        env={"RISKGUARD_SCALE_MODE": "group", "RISKGUARD_KAFKA_GROUP_ID": "riskguard"}
+    )
+    assert settings.scale.group and settings.scale.static_membership
