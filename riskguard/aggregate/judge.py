@@ -55,6 +55,8 @@ class SumJudge:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.edges: dict[EdgeKey, set[int]] = {}
+        """Raised warning levels (0, 1, ...) and alert edge (:data:`ALERT_EDGE`) per key;
+        only keys with one raised are kept."""
         self.raised: dict[tuple[EdgeKey, int], tuple[str, float]] = {}
         self.values: dict[str, dict[str, float]] = {}
         """Latest sums judged: rule name -> scope -> value (rows of a rule: the largest
@@ -105,6 +107,8 @@ class SumJudge:
                     self.judged[(rule.name, j, scope)] = s.value
                     reason = f"{why}{'; ' + rule.reason if rule.reason else ''}"
                     out += self._one(rule, j, scope, s.value, cover.as_of_ns, reason)
+                    if not self.edges.get((rule.name, j, scope)):  # keep raised edges only
+                        self.edges.pop((rule.name, j, scope), None)
         self.values, self.unsummed = values, tuple(unsummed)
         return out
 
