@@ -87,11 +87,9 @@ def check_group_limits(limits: Limits) -> None:
     """
     problems = [
         f"rule {r.name!r}: {r.metric} at scope {r.scope!r} spans input partitions and "
-        f"{_NOT_A_SUM.get(r.metric, 'is not a sum over accounts')}; "
-        "[scale] mode = \"group\" judges it only at scope 'account'. Cross-partition "
-        f"scopes take the summed metrics {', '.join(sorted(SUMMED_METRICS))} (and "
-        f"per-order metrics {', '.join(sorted(PER_ORDER_METRICS))}): run this rule in "
-        "single mode, or scope it to accounts"
+        f"{_NOT_A_SUM.get(r.metric, 'is not a sum over accounts')}: group mode cannot judge "
+        "it; run this rule in single mode, or scope it to accounts (docs/deployment.md, "
+        "Which rules group mode judges)"
         for r in limits.all_rules
         if not is_local(r) and not is_summed(r)
     ]
