@@ -14,6 +14,7 @@ from riskguard.ingest.cancels import (
     cancel_kind,
     cancel_records,
 )
+from riskguard.ingest.group import rebuild
 from riskguard.inspection import WorkingOrder
 from riskguard.limits import parse
 from riskguard.metrics import Metrics
@@ -335,3 +336,26 @@ def test_a_group_member_names_every_order_of_a_reduce_only_scope_across_members(
         assert sorted(o.order_id for p in parts for o in p.orders) == want
         account = tracker.request(halt(engine, "account:A", action="reduce_only"))
         assert [o.order_id for p in account for o in p.orders] == ["o-buy"]
+
+
+def test_a_rebuild_never_passes_for_the_orders_having_closed() -> None:
+    """A group-mode rebuild renumbers the engine's orders: until the rebuilt state is
+    whole, nothing is confirmed; then each standing halt tracks its working orders again,
+    and the page stays up while they work (it used to be resolved as '0 orders closed')."""
+    engine, tracker, clock = setup()
+    events = [new("o1", 0), new("o2", 1)]
+    engine.apply(events)
+    tracker.request(halt(engine, "strategy:S"))
+    clock.advance(s=2)
+    (page,) = tracker.check()
+    assert page.rule == "cancel-incomplete"
+    rebuild(engine)  # the rebalance: state emptied, halts kept
+    tracker.reindexed()
+    assert tracker.check() == []  # restoring: no false all-clear
+    engine.apply(events)  # the partitions read again
+    tracker.restored()
+    assert tracker.check() == []  # still overdue: the same incident stands, no resolve
+    assert tracker.incident == page.id
+    engine.apply([cancel("o1", 3), cancel("o2", 4)])
+    (done,) = tracker.check()
+    assert done.rule == "cancel-complete" and done.ends == page.id

@@ -6,8 +6,7 @@ the scope for a halt, only those that would increase the scope's position for
 reduce-only (:meth:`riskguard.inspection.Inspection.working_order_ids`), as
 :class:`~riskguard.control.records.CancelRecord` parts of at most
 :data:`~riskguard.control.records.CANCEL_PART_MAX` orders (one empty part when nothing
-was working). The outbox publishes them right after the state record, in the same
-awaited control publish.
+was working), published by the outbox right after the state record.
 
 The tracker remembers each request's orders by order id *and serial* (an id recycled
 for another order means the named one closed long ago). After every applied batch and
@@ -27,16 +26,12 @@ on the clock tick, :meth:`CancelTracker.check`:
 - when none is left, sends ``cancel-complete``, whose ``ends`` is the incident's id:
   the notifiers resolve the incident with it.
 
-A resume of a scope stops the tracking of its request (the orders may work again).
-No I/O here: the caller sends the alerts through the outbox.
+A resume stops the tracking of its request. No I/O here: the caller sends the alerts.
 
-With riskguard instances running active-active, a halt another instance decided (and
-published the request of) is tracked here too (:meth:`CancelTracker.track`), so its
-orders are still confirmed should that instance die (in group mode, where each member
-knows only its partitions' orders, each member asks for its own: :meth:`CancelTracker.request`
-with its name as ``source``); and the ``cancel-incomplete``
-incident is named after its oldest halt (:func:`incident_id`), so the instances
-tracking the same halt raise the same incident, not one each.
+A halt another active-active instance decided is tracked here too
+(:meth:`CancelTracker.track`: its orders are confirmed should that instance die), under
+the same incident id (:func:`incident_id`); a group member asks for its own orders
+(:meth:`CancelTracker.request` with ``source``) and pages its own incident.
 """
 
 from __future__ import annotations
@@ -71,10 +66,8 @@ METRIC: Final = "cancel_age_ms"
 
 
 def cancel_kind(tr: Transition) -> str:
-    """``"halt"`` for a transition to HALTED, ``"reduce_only"`` for one to REDUCE_ONLY.
-
-    Raises ``ValueError`` for any other transition (no cancel request).
-    """
+    """``"halt"`` for a transition to HALTED, ``"reduce_only"`` for one to REDUCE_ONLY;
+    ``ValueError`` for any other transition (no cancel request)."""
     if tr.is_alert or tr.to not in ("HALTED", "REDUCE_ONLY"):
         raise ValueError(f"transition {tr.id!r} to {tr.to} asks for no cancel")
     return "halt" if tr.to == "HALTED" else "reduce_only"
@@ -229,6 +222,8 @@ class CancelTracker:
     clock: Callable[[], int] = time.time_ns
     member: str | None = None
     """Group mode: this member's name, in its own incident's id (:func:`incident_id`)."""
+    restoring: bool = field(init=False, default=False)
+    """Between a rebuild and its restore: nothing is confirmed (orders are not known)."""
     requests: dict[str, Request] = field(init=False, default_factory=dict)
     """The request of each scope with orders still to close, by scope."""
     incident: str | None = field(init=False, default=None)
@@ -299,17 +294,24 @@ class CancelTracker:
         return req
 
     def reindexed(self) -> None:
-        """The engine's state was rebuilt and its order ids renumbered (a group-mode
-        rebalance): each request keeps its halt and deadline but forgets the orders it
-        named, as after a restart; orders opened late in a halted scope are still caught."""
-        none = np.zeros(0, dtype=np.int64)
+        """The engine's ids were renumbered (a group-mode rebuild): each request keeps its
+        halt and deadline and forgets its orders until :meth:`restored`."""
+        none, self.restoring = np.zeros(0, dtype=np.int64), True
         for scope, req in self.requests.items():
             self.requests[scope] = replace(
                 req, oids=none, serials=none, orders=[], late=np.zeros(0, dtype=bool), _joined=[]
             )
-        self._named = set()
-        self._tracked = {}
+        self._named, self._tracked = set(), {}
         self._changes += 1
+
+    def restored(self) -> None:
+        """The rebuilt state is whole: each standing halt's request tracks its working orders
+        again (same deadline), so a rebuild never passes for the orders having closed."""
+        standing, self.restoring = self.engine.killswitch.standing(), False
+        for scope, req in list(self.requests.items()):
+            tr = standing.get(scope)
+            if tr is not None and tr.id == req.halt_id:
+                self.track(tr)
 
     def lifted(self, tr: Transition) -> None:
         """A resume: the scope's orders need not close any more; stop tracking them."""
@@ -324,13 +326,11 @@ class CancelTracker:
 
     # confirmation ------------------------------------------------------------------
     def check(self, events: Sequence[Event] = (), now_ns: int | None = None) -> list[Transition]:
-        """After a batch (its ``events``) or a clock tick: the alerts to send (maybe none).
-
-        ``now_ns`` is the wall clock (default: the tracker's clock).
-        """
+        """After a batch (its ``events``) or a clock tick: the alerts to send (maybe none);
+        ``now_ns`` is the wall clock (default: the tracker's). None while restoring."""
         if events:
             self._opened_late(events)
-        if not self.requests and self.incident is None:
+        if self.restoring or (not self.requests and self.incident is None):
             return []
         now = self.clock() if now_ns is None else now_ns
         orders = self.engine.store.state.orders

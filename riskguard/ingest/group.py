@@ -59,6 +59,9 @@ class Renumbered(Protocol):
     def reindexed(self) -> None:
         """The engine's ids were renumbered: forget the ones held."""
 
+    def restored(self) -> None:
+        """The state holds every event of the partitions owned again."""
+
 
 def rebuild(engine: Engine) -> None:
     """Empty ``engine``'s state in place (same limits, same objects), keeping every
@@ -228,6 +231,8 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
                 return
         self.restored_s = time.perf_counter() - self._assigned_at
         self.metrics.restore_seconds.set(self.restored_s)
+        for part in self.renumbered:
+            part.restored()
         self._log.info(
             "partitions restored",
             partitions=_labels(self.intake.assigned),

@@ -154,6 +154,10 @@ class PreTradeFeed:
         self._mark_sent = np.zeros(0)
         self._money_sent = np.zeros(0)
 
+    def restored(self) -> None:
+        """The rebuilt state is whole again (a group-mode rebalance): nothing to do, the
+        marks went out again after :meth:`reindexed`, from the state as it was rebuilt."""
+
     def resend(self) -> None:
         """Publish everything again at the next round (the broker came back, perhaps
         empty): the rules, every mark, every REDUCE_ONLY scope's positions."""

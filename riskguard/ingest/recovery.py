@@ -26,11 +26,12 @@ Written against narrow interfaces (:mod:`riskguard.ingest.ports`), not the sidec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from riskguard import log
 from riskguard.control.reader import ControlView, read_to_end
@@ -122,12 +123,25 @@ class Resendable(Protocol):
         """Publish everything again at the next round: rules, marks and positions."""
 
 
-async def republish(standing: Iterable[Transition], outbox: Reassertion, feed: Resendable) -> None:
-    """The broker is back after an outage: publish ``standing`` (every scope not ACTIVE,
-    with the transition that put it there) again, and have ``feed`` publish the gates'
-    rules, marks and REDUCE_ONLY positions again. Records the topic still holds are the
-    same records (compaction keeps one; gates already have them); a failed publish stays
+async def republish(
+    standing: Iterable[Transition],
+    outbox: Reassertion,
+    feed: Resendable,
+    ensure: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """The broker is back after an outage: create riskguard's topics if they are gone
+    (``ensure``, :func:`~riskguard.ingest.topics.ensure_topics`: compacted, as many
+    partitions as configured, before a producer's auto-creation gets the defaults;
+    failing, it is logged), publish ``standing`` (every scope not ACTIVE, with the
+    transition that put it there) again, and have ``feed`` publish the gates' rules,
+    marks and REDUCE_ONLY positions again. Records the topic still holds are the same
+    records (compaction keeps one; gates already have them); a failed publish stays
     pending and is retried (:meth:`~riskguard.ingest.outbox.Outbox.retry_pending`)."""
+    if ensure is not None:
+        try:
+            await ensure()
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.get("sidecar").error("topics not re-created after the outage", error=repr(exc))
     states = list(standing)
     await outbox.reassert((), states)
     feed.resend()

@@ -120,7 +120,9 @@ class Sidecar:
         self.health = Health(rt, self.instance, self.engine, self.outbox, self.metrics)
         self.health.checks["kernels_warm"] = False
         standing = self.engine.killswitch.standing  # re-published when the broker is back
-        self.health.on_recovered = lambda: republish(standing().values(), self.outbox, self.feed)
+        self.health.on_recovered = lambda: republish(
+            standing().values(), self.outbox, self.feed, self._ensure_topics
+        )
         self.checkpoints = Checkpoints(rt, self.engine, self.metrics)
         self.intake = ConsumeLoop(
             settings.kafka,
@@ -213,7 +215,7 @@ class Sidecar:
         self._phase = "starting"
         warm = warm_in_thread(self.log, lambda: self.health.passed("kernels_warm"))
         await wait_for_broker(k.bootstrap_servers, rt.broker_wait_s)
-        await ensure_topics(k, self.group.topics() if self.group else None)
+        await self._ensure_topics()
         options = {
             **k.client_options(),
             "acks": "all",
@@ -413,6 +415,11 @@ class Sidecar:
             except Exception as exc:  # closing is best effort; say what was left open
                 self.log.warning("could not close cleanly", part=name, error=repr(exc))
         self.consumer = self.producer = self.data_producer = self.control_reader = None
+
+    async def _ensure_topics(self) -> list[str]:
+        """riskguard's topics, created if missing (at start, and when the broker is back)."""
+        extra = self.group.topics() if self.group is not None else None
+        return await ensure_topics(self.settings.kafka, extra)
 
     async def _maintenance(self) -> None:
         """Every commit interval: commit offsets, retry failed control publishes, and
