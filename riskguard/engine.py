@@ -8,6 +8,7 @@ replay`` both drive this one class. Inspection (positions, values, peaks) is in
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,16 @@ class Engine(Inspection, Decisions):
                 ],
             )
         self.rulebook = self._install(limits)
+
+    def count_at_own_time(self, on: bool) -> None:
+        """``on``: every event counts in windows at its own time, however far behind the
+        clock (``off``: beyond ``settings.max_lateness_ms`` it counts as now, the live
+        rule). For a rebuild reading several partitions at different speeds: an event of
+        a partition read behind the others is history, not a late delivery, and counted
+        as now it would fill today's windows with it (a false breach right after)."""
+        bound = (1 << 62) if on else self.settings.lateness_ns
+        rules = self.rulebook.rules._replace(lateness_ns=bound)
+        self.rulebook = dataclasses.replace(self.rulebook, rules=rules)
 
     @property
     def limits(self) -> Limits:

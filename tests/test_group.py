@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from riskguard import events as wire
+from riskguard.aggregate.contributions import window_totals
 from riskguard.engine import Engine
 from riskguard.ingest.group import rebuild
 from riskguard.ingest.runtime import Sidecar
@@ -119,3 +120,45 @@ def test_rebuild_then_replay_equals_one_engine(seed: int, n: int, cut: float) ->
     assert engine.events_applied == reference.events_applied == len(events)
     for account in ("account:a0", "account:a1", "account:a2", "account:a3"):
         assert engine.scope_values(account) == reference.scope_values(account)
+
+
+def test_history_read_behind_another_partition_counts_at_its_own_time_while_restoring() -> None:
+    """A rebuild reads partitions at different speeds: one account's morning arrives after
+    another partition's afternoon. Counted 'as now' (the live lateness rule) it fills the
+    current window, and the first live order breaches; counted at its own time (what
+    group mode does until restored) the window holds what it would in time order."""
+    limits = parse(
+        rules_toml(
+            'name = "acct-rate"\nmetric = "order_rate"\nscope = "account"\nwindow_ms = 1000\n'
+            'max = 5\naction = "halt"'
+        )
+    )
+    morning = [
+        wire.NewOrder(ts=T0 + i * 50_000_000, order_id=f"m{i}", account="A1", strategy="S",
+                      symbol="X", side="buy", qty=1.0, price=1.0)
+        for i in range(10)
+    ]  # fmt: skip
+    afternoon = [
+        wire.NewOrder(ts=T0 + 5_000_000_000 + i, order_id=f"a{i}", account="A2", strategy="S",
+                      symbol="X", side="buy", qty=1.0, price=1.0)
+        for i in range(3)
+    ]  # fmt: skip
+    now = T0 + 5_100_000_000
+
+    def a1_window(engine: Engine) -> float:
+        slot = int(engine.store.state.scopes["slot"][engine.keys.find_scope("account:A1")])
+        counter = int(engine.rulebook.rules.rows["counter"][0])
+        return float(window_totals(engine, counter, now)[slot])
+
+    in_order = Engine(limits, event_time=True, warm=False)
+    in_order.apply(sorted(morning + afternoon, key=lambda e: e.ts))
+    as_now = Engine(limits, event_time=True, warm=False)
+    as_now.apply(afternoon + morning)  # the live rule: the morning counts as now
+    restoring = Engine(limits, event_time=True, warm=False)
+    restoring.count_at_own_time(True)
+    restoring.apply(afternoon + morning)
+    restoring.count_at_own_time(False)
+    assert a1_window(in_order) == 0.0  # the morning left the window long ago
+    assert a1_window(as_now) == 10.0  # the fault
+    assert a1_window(restoring) == a1_window(in_order)
+    assert restoring.rulebook.rules.lateness_ns == in_order.rulebook.rules.lateness_ns

@@ -23,7 +23,11 @@ gives them back without a rebalance). Otherwise it rebuilds:
    latest event time this instance or any other had judged (their heartbeats'
    ``last_event_ns``) decide nothing twice;
 3. aiokafka returns no record fetched before the seek, nor of a partition no longer
-   assigned.
+   assigned;
+4. until every owned partition is read to its end, events count in windows at their own
+   time however far behind the clock (:meth:`~riskguard.engine.Engine.count_at_own_time`):
+   partitions are read at different speeds, and history counted "as now" would fill
+   the current windows (a false breach on the first live event).
 
 A lost partition is thereby no longer counted (its accounts leave the state with the
 rebuild), and a gained one is counted once (from its start, in order). A snapshot is
@@ -195,6 +199,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
                 self.engine.judge_until(judged)
             for tp, offset in starts.items():
                 consumer.seek(tp, offset)
+            self.engine.count_at_own_time(True)  # until restored: history, not lateness
             self.checkpoints.own(starts)
             self.intake.assigned = owned
             for part in self.renumbered:
@@ -231,6 +236,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
                 return
         self.restored_s = time.perf_counter() - self._assigned_at
         self.metrics.restore_seconds.set(self.restored_s)
+        self.engine.count_at_own_time(False)
         for part in self.renumbered:
             part.restored()
         self._log.info(
