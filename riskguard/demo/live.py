@@ -98,9 +98,12 @@ async def run_demo(
             partitions = len(await producer.partitions_for(topic))
 
             async def send(events: Sequence[wire.Event]) -> None:
-                # keyed by account; reference data and heartbeats to every partition
-                # (the producer contract, riskguard.publish); delivered by flush
-                await publish(out, topic, events, partitions=partitions, wait=False)
+                # keyed by account (riskguard.publish); the demo's riskguard runs in single
+                # mode and reads every partition, so reference data goes to one partition
+                # (a group-mode feed sends it to every partition: broadcast=True)
+                await publish(
+                    out, topic, events, partitions=partitions, broadcast=False, wait=False
+                )
                 report.events_produced += len(events)
 
             sim = TradingSim.live(seed=3, start_ns=time.time_ns())
