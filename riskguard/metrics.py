@@ -140,7 +140,14 @@ class Metrics:
         )
         self.group_rebuilds = Counter(
             "riskguard_group_rebuilds_total",
-            "Times the state was rebuilt for a new partition assignment (group mode).",
+            "Group mode: times the state was rebuilt from the partitions' start for a new "
+            "assignment.",
+            registry=r,
+        )
+        self.group_restores = Counter(
+            "riskguard_group_snapshot_restores_total",
+            "Group mode: times an assignment was restored from this member's snapshot "
+            "(the same partitions as when it was taken).",
             registry=r,
         )
         self.unmarked_symbols = Gauge(
@@ -182,6 +189,17 @@ class Metrics:
         self.aggregate_age = Gauge(
             "riskguard_aggregate_age_seconds",
             "Group mode: wall time minus the oldest event time the summed records reflect.",
+            registry=r,
+        )
+        self.topic_problems = Gauge(
+            "riskguard_topic_problems",
+            "Topics whose shape riskguard needs and did not find at the latest check "
+            "(control topic not compacted, input partitions lost); see topic-shape alerts.",
+            registry=r,
+        )
+        self.topic_repairs = Counter(
+            "riskguard_topic_repairs_total",
+            "Topic settings riskguard set back (compaction of its control and aggregation topics).",
             registry=r,
         )
         self.event_lag = Gauge(

@@ -59,8 +59,15 @@ class KafkaSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     consumer_request_timeout_ms: int = 30_000
     #: Apache Kafka: set true for idempotent producers (Tansu rejects InitProducerId).
     idempotent_producer: bool = False
+    #: riskguard creates its topics when missing, and repairs the compaction of its
+    #: control and aggregation topics (riskguard.ingest.topic_shape); false: it touches
+    #: none of them (they are managed elsewhere) and a wrong shape is only paged.
     create_topics: bool = True
     input_partitions: int = 4
+    #: How often (s) the topics' shape is checked besides at start and after an outage:
+    #: compaction of the control and aggregation topics, input partitions not fewer than
+    #: seen (``topic-shape`` alert). 0: only at start and after an outage.
+    topic_check_interval_s: float = 60.0
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None

@@ -101,8 +101,13 @@ def _lines(reply: dict[str, Any]) -> list[str]:
         owned = ", ".join(scale.get("owned") or []) or "none"
         restored = scale.get("restored_seconds")
         restore = "restoring" if restored is None else f"restored in {number(restored, 3)} s"
-        out.append(f"  group mode: owns {owned} ({restore}; {scale.get('rebuilds', 0)} rebuild(s))")
+        counts = f"{scale.get('rebuilds', 0)} rebuild(s)"
+        if scale.get("snapshot_restores"):
+            counts += f", {scale['snapshot_restores']} from a snapshot"
+        out.append(f"  group mode: owns {owned} ({restore}; {counts})")
         out += _group_lines(scale)
+    for problem in (reply.get("topics") or {}).get("problems") or []:
+        out.append(f"  TOPIC: {problem}")
     if reply.get("instance_conflict"):
         out.append(f"  INSTANCE NAME CONFLICT: {reply['instance_conflict']}")
     users = reply.get("users") or {}

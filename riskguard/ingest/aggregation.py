@@ -175,7 +175,9 @@ class Aggregation:
             parts=parts,
             positions=positions,
         )
-        await self._producer.send_and_wait(self.scale.aggregate_topic, encode(record), key=self.key)
+        await self._producer.send_and_wait(  # partition 0, the one read: a topic re-created
+            self.scale.aggregate_topic, encode(record), key=self.key, partition=0
+        )  # with more partitions would otherwise hash members' records out of sight
         self._sent = key
         self.published += 1
         self.metrics.aggregate_published.inc()

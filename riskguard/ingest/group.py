@@ -118,8 +118,12 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         self.renumbered = renumbered
         self.ready = ready
         self.consumer: AIOKafkaConsumer | None = None
+        self.assignments = 0
+        """Assignments taken (each restored from a snapshot or rebuilt)."""
         self.rebuilds = 0
-        """Times the state was rebuilt for a new assignment."""
+        """Times the state was rebuilt from the partitions' start for a new assignment."""
+        self.snapshot_restores = 0
+        """Times an assignment was restored from this member's snapshot."""
         self.last_rebuild_s = 0.0
         """Seconds the latest rebuild held the consume loop (replay not included)."""
         self.restored_from: str | None = None
@@ -176,7 +180,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         if consumer is None:
             raise RuntimeError("group ownership: call open() with the consumer first")
         owned = set(assigned)
-        if owned == self.intake.assigned and self.rebuilds:
+        if owned == self.intake.assigned and self.assignments:
             self._log.info("partitions kept", partitions=_labels(owned))
             return
         starts = await self._starts(consumer, owned)
@@ -204,12 +208,14 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             self.intake.assigned = owned
             for part in self.renumbered:
                 part.reindexed()
-            self.rebuilds += 1
+            self.assignments += 1
+            self.rebuilds += snap is None
+            self.snapshot_restores += snap is not None
             self.restored_from = snap.path.name if snap is not None else None
         self.last_rebuild_s = time.perf_counter() - began
         self._assigned_at, self.restored_s = began, None
         self.metrics.owned_partitions.set(len(owned))
-        self.metrics.group_rebuilds.inc()
+        (self.metrics.group_rebuilds if snap is None else self.metrics.group_restores).inc()
         self._log.info(
             "partitions assigned",
             partitions=_labels(owned),
@@ -285,12 +291,14 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         return begin
 
     def status(self) -> dict[str, object]:
-        """For ``/v1/status``: the partitions owned, the rebuilds so far, and whether the
+        """For ``/v1/status``: the partitions owned, the rebuilds and snapshot restores so
+        far, and whether the
         symbols in play here are marked (:meth:`~riskguard.engine.Engine.mark_coverage`)."""
         return {
             "mode": "group",
             "owned": _labels(self.intake.assigned),
             "rebuilds": self.rebuilds,
+            "snapshot_restores": self.snapshot_restores,
             "restored_from": self.restored_from,
             "last_rebuild_seconds": round(self.last_rebuild_s, 3),
             "restored_seconds": None if self.restored_s is None else round(self.restored_s, 4),

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from riskguard.ingest.pretrade import PreTradeFeed
     from riskguard.ingest.reload import LimitsReloader
     from riskguard.ingest.scaleout import GroupMode
+    from riskguard.ingest.topic_shape import TopicWatch
     from riskguard.journal import HaltJournal
     from riskguard.limits import Limits
     from riskguard.notify.dispatch import Notifier
@@ -43,6 +44,7 @@ class Reported(Protocol):
     checkpoints: Checkpoints
     journal: HaltJournal
     group: GroupMode | None
+    topics: TopicWatch
 
     @property
     def phase(self) -> str: ...
@@ -63,7 +65,7 @@ def status(sidecar: Reported) -> dict[str, Any]:
     """The status document of ``sidecar``: a JSON object of the instance, its phase and
     readiness checks, the standing scopes with their transitions, event counts, the
     limits in force, and each part's own report (``flow``, ``cancels``, ``gate_feed``,
-    ``notifiers``, ``snapshot``, the peers, and ``scale`` in group mode)."""
+    ``notifiers``, ``snapshot``, ``topics``, the peers, and ``scale`` in group mode)."""
     standing = {
         scope: msgspec.to_builtins(tr) for scope, tr in sidecar.engine.killswitch.standing().items()
     }
@@ -94,6 +96,7 @@ def status(sidecar: Reported) -> dict[str, Any]:
         "restored_at_start": sidecar.restored,
         "snapshot": sidecar.checkpoints.status(),
         "republished_at_start": sidecar.republished,
+        "topics": sidecar.topics.status(),
         "journal": str(sidecar.journal.path),
         "state_dir": str(sidecar.settings.runtime.state_path),
         **({"scale": sidecar.group.status()} if sidecar.group is not None else {}),

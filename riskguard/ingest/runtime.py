@@ -66,6 +66,7 @@ from riskguard.ingest.recovery import Recovered, recover, republish
 from riskguard.ingest.reload import LimitsReloader
 from riskguard.ingest.scaleout import GroupMode
 from riskguard.ingest.tasks import TaskWatch
+from riskguard.ingest.topic_shape import TopicWatch
 from riskguard.ingest.topics import ensure_topics
 from riskguard.ingest.warming import warm_in_thread
 from riskguard.journal import HaltJournal
@@ -166,6 +167,8 @@ class Sidecar:
                 settings, self.instance, self.intake, self.peers.progress, parts, ready,
                 self.outbox, self.feed, self.metrics,
             )  # fmt: skip
+        extra = self.group.topics() if self.group is not None else {}
+        self.topics = TopicWatch(settings.kafka, extra, self.outbox, ks.state, self.metrics)
         self.api_url = ""
         self.recovered = Recovered()
         self.producer: AIOKafkaProducer | None = None
@@ -263,6 +266,7 @@ class Sidecar:
                 "published again"
             ) from exc
         self.health.passed("control_topic_read")
+        await self.topics.check()  # standing states are in: a page can say what is wrong
         # from where recovery stopped reading: the other instances' records
         self.peers.open(self.control_reader, self.recovered.view, control)
         await self.feed.publish_round()  # the gates' rules (retried by the feed if not taken)
@@ -303,6 +307,7 @@ class Sidecar:
             ("gate-feed", self.feed.run()),
             ("peers", self.peers.run()),
             ("four-eyes-steps", self.peers.publish_steps()),
+            ("topic-watch", self.topics.run()),
         ):
             self.tasks.start(coro, name)
         self._phase = "running"
@@ -417,9 +422,12 @@ class Sidecar:
         self.consumer = self.producer = self.data_producer = self.control_reader = None
 
     async def _ensure_topics(self) -> list[str]:
-        """riskguard's topics, created if missing (at start, and when the broker is back)."""
-        extra = self.group.topics() if self.group is not None else None
-        return await ensure_topics(self.settings.kafka, extra)
+        """riskguard's topics, created if missing (at start), then, when the broker is
+        back after an outage, checked (:class:`TopicWatch`)."""
+        created = await ensure_topics(self.settings.kafka, self.topics.extra)
+        if self._phase == "running":
+            await self.topics.check()
+        return created
 
     async def _maintenance(self) -> None:
         """Every commit interval: commit offsets, retry failed control publishes, and

@@ -11,6 +11,10 @@ from aiokafka.errors import TopicAlreadyExistsError
 from riskguard import log
 from riskguard.settings import KafkaSettings
 
+#: The control topic's settings: compacted (the newest record per key stays for good;
+#: riskguard.ingest.topic_shape repairs the policy), records left uncompacted a minute.
+CONTROL_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+
 
 async def ensure_topics(
     kafka: KafkaSettings, extra: Mapping[str, Mapping[str, str]] | None = None
@@ -30,7 +34,7 @@ async def ensure_topics(
                 kafka.control_topic,
                 1,
                 1,
-                topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+                topic_configs=dict(CONTROL_TOPIC_CONFIG),
             )
         )
         wanted.append(NewTopic(kafka.dead_letter_topic, 1, 1))

@@ -29,14 +29,19 @@ from riskguard.evidence import evidence
 from riskguard.settings import NotifierSettings
 from riskguard.vocabulary import Transition
 
-ALERT_SEVERITY: Final = {"cancel-incomplete": "critical", "sums-incomplete": "error"}
+ALERT_SEVERITY: Final = {
+    "cancel-incomplete": "critical",
+    "sums-incomplete": "error",
+    "topic-shape": "error",
+}
 """System alerts above ``warning``: orders left working in a halted scope are the kill
 switch failing at its job; firm-wide sums not taken (group mode) leave cross-partition
-rules unjudged."""
+rules unjudged; a control topic not compacted loses standing halts to retention."""
 ENDED_BY: Final = {
     "cancel-complete": "cancel-incomplete",
     "broker-recovered": "broker-unreachable",
     "sums-complete": "sums-incomplete",
+    "topic-shape-ok": "topic-shape",
 }
 """Alerts that end an earlier one (by its id, in ``ends``), and the alert they end."""
 

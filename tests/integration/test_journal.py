@@ -82,6 +82,11 @@ async def test_a_running_riskguard_publishes_its_halts_again_when_the_broker_com
             verdict = gate.check("A", "smars", "X", "buy", 1.0, 10.0)
             assert not verdict and "by alice: runaway" in verdict.reason
             assert gate.check("A", "other", "X", "buy", 1.0, 10.0)  # the rules are back too
+        while sidecar.topics.checks < 2:  # the topics' shape is checked again after the outage
+            assert time.monotonic() < deadline, "the topics were not checked after the outage"
+            await asyncio.sleep(0.05)
+        if broker_kind == "apache-kafka":  # compaction set back if an auto-creation won
+            assert sidecar.status()["topics"]["problems"] == []
         sidecar.request_stop()
         assert await task
     finally:
