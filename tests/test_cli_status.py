@@ -273,6 +273,9 @@ def test_group_mode_shows_the_partitions_owned_and_the_restore(
     grouped["scale"].update(owned=[], restored_seconds=None)
     assert main(["status", "--url", serve(grouped)]) == 0
     assert "  group mode: owns none (restoring; 2 rebuild(s))" in capsys.readouterr().out
+    grouped["scale"].update(snapshot_restores=1)
+    assert main(["status", "--url", serve(grouped)]) == 0
+    assert "(restoring; 2 rebuild(s), 1 from a snapshot)" in capsys.readouterr().out
     assert main(["status", "--url", serve(STATUS)]) == 0  # single mode: no such line
     assert "group mode" not in capsys.readouterr().out
 
@@ -296,3 +299,15 @@ def test_group_mode_says_who_judges_the_sums_and_which_symbols_no_mark_reached(
     agg.update(judging=False)
     assert main(["status", "--url", serve(grouped)]) == 0
     assert "judged by the owner of the first input partition" in capsys.readouterr().out
+
+
+def test_topic_problems_are_shown_one_line_each(
+    serve: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reply = copy.deepcopy(STATUS)
+    line = "riskguard.control: cleanup.policy is delete, wanted compact (gates open)"
+    reply["topics"] = {"problems": [line], "repaired": ["x: repaired"], "checks": 2}
+    assert main(["status", "--url", serve(reply)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"  TOPIC: {line}" in out
+    assert not any("x: repaired" in o for o in out), "repairs done are not shown as problems"
