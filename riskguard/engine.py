@@ -130,6 +130,7 @@ class Engine(Inspection, Decisions):
             self.clock,
             reserve=lambda: self.store.reserve(self.keys),
         )
+        self._own_time = False
         self.rulebook = self._install(limits)
         self._out = _output(4096)
         self._ahead: list[Skewed] = []  # replay: ahead of the clock, skewed unless a jump
@@ -145,7 +146,7 @@ class Engine(Inspection, Decisions):
             limits,
             self.keys,
             skew_ns=self.settings.skew_ns,
-            lateness_ns=self.settings.lateness_ns,
+            lateness_ns=(1 << 62) if self._own_time else self.settings.lateness_ns,
             values_only=self.values_only,
         )
         self.store.reset_counters(book.counter_defs)
@@ -187,6 +188,7 @@ class Engine(Inspection, Decisions):
         rule). For a rebuild reading several partitions at different speeds: an event of
         a partition read behind the others is history, not a late delivery, and counted
         as now it would fill today's windows with it (a false breach right after)."""
+        self._own_time = on  # kept across a limits reload
         bound = (1 << 62) if on else self.settings.lateness_ns
         rules = self.rulebook.rules._replace(lateness_ns=bound)
         self.rulebook = dataclasses.replace(self.rulebook, rules=rules)

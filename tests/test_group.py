@@ -162,3 +162,22 @@ def test_history_read_behind_another_partition_counts_at_its_own_time_while_rest
     assert a1_window(as_now) == 10.0  # the fault
     assert a1_window(restoring) == a1_window(in_order)
     assert restoring.rulebook.rules.lateness_ns == in_order.rulebook.rules.lateness_ns
+
+
+def test_counting_at_own_time_survives_a_limits_reload() -> None:
+    """A limits reload while restoring (or catching up at start) keeps history counted at
+    its own time; turned off, the live lateness bound is back, also after a reload."""
+    limits = parse(
+        rules_toml(
+            'name = "acct-rate"\nmetric = "order_rate"\nscope = "account"\nwindow_ms = 1000\n'
+            'max = 5\naction = "halt"'
+        )
+    )
+    engine = Engine(limits, event_time=True, warm=False)
+    live = engine.rulebook.rules.lateness_ns
+    engine.count_at_own_time(True)
+    engine.replace_limits(limits)
+    assert engine.rulebook.rules.lateness_ns > 10**18, "still history after the reload"
+    engine.count_at_own_time(False)
+    engine.replace_limits(limits)
+    assert engine.rulebook.rules.lateness_ns == live == engine.settings.lateness_ns

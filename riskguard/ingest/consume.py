@@ -111,6 +111,15 @@ class ConsumeLoop:
     after_batch: Callable[[AIOKafkaConsumer], None] | None = field(init=False, default=None)
     """Called with the consumer after every poll, empty or not (group mode: restore
     progress; an owned partition with nothing to read is at its end all the same)."""
+    catching_up: float | None = field(init=False, default=None)
+    """Single mode: since when (``time.perf_counter``) newly assigned partitions are
+    being read to their end (None: read). Until then events count in windows at their
+    own time (:meth:`~riskguard.engine.Engine.count_at_own_time`): partitions are read
+    at different speeds, and the backlog of one read behind another is history, not a
+    late delivery; counted as now it would fill the current windows (a false breach on
+    the first live event after a restart)."""
+    caught_up_s: float | None = field(init=False, default=None)
+    """Seconds the latest catch-up took (None: none finished yet)."""
 
     def __post_init__(self) -> None:
         self.dead_letters = DeadLetters(self.kafka.dead_letter_topic, self.metrics)
@@ -176,6 +185,8 @@ class ConsumeLoop:
             consumer.seek(tp, start)
         new = sorted(f"{t.topic}/{t.partition}" for t in tps if t not in self.assigned)
         self.assigned = set(tps)
+        self.engine.count_at_own_time(True)  # until every partition is read to its end
+        self.catching_up = time.perf_counter()
         self.metrics.owned_partitions.set(len(tps))
         self._log.info("partitions assigned", partitions=new)
         return new
@@ -219,7 +230,21 @@ class ConsumeLoop:
                     await self.apply(batch)
                 if self.after_batch is not None:  # an empty poll too: empty partitions end
                     self.after_batch(consumer)
+                if self.catching_up is not None and read_to_end(consumer, self):
+                    self._caught_up()
                 self.checkpoints.maybe_snapshot()  # between batches: state and offsets agree
+
+    def _caught_up(self) -> None:
+        """Every assigned partition is read to its end: late events count as now again."""
+        self.caught_up_s = time.perf_counter() - (self.catching_up or 0.0)
+        self.catching_up = None
+        self.engine.count_at_own_time(False)
+        self._log.info(
+            "input read to its end",
+            partitions=len(self.assigned),
+            seconds=round(self.caught_up_s, 3),
+            events=self.engine.events_applied,
+        )
 
     async def apply(self, batch: Batch) -> None:
         """Decode and apply one batch, then advance offsets and send transitions out.
@@ -301,3 +326,18 @@ class ConsumeLoop:
             last = self.engine.last_event_ns
             if last > 0:
                 self.metrics.event_lag.set(max(0.0, (now - last) / 1e9))
+
+
+def read_to_end(consumer: AIOKafkaConsumer, intake: ConsumeLoop) -> bool:
+    """Whether every partition ``intake`` has assigned is applied up to its high
+    watermark as ``consumer``'s latest fetch reported it. Not while the consumer's
+    assignment differs from ``intake``'s (a rebalance under way: a partition no longer
+    assigned has no high watermark to ask for)."""
+    if consumer.assignment() != intake.assigned:
+        return False
+    applied = intake.checkpoints.applied
+    for tp in intake.assigned:
+        high = consumer.highwater(tp)
+        if high is None or applied.get(tp, 0) < high:
+            return False
+    return True

@@ -52,7 +52,7 @@ from aiokafka.structs import TopicPartition
 
 from riskguard import log
 from riskguard.engine import Engine
-from riskguard.ingest.consume import ConsumeLoop
+from riskguard.ingest.consume import ConsumeLoop, read_to_end
 from riskguard.settings import ScaleSettings
 from riskguard.snapshot import Snapshot, SnapshotError, freeze, restore
 
@@ -233,13 +233,8 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         partitions were first read to the end. Nothing is noted while the consumer's
         assignment differs from the one the state reflects (a rebalance under way: a
         partition no longer assigned has no high watermark to ask for)."""
-        if self.restored_s is not None or consumer.assignment() != self.intake.assigned:
+        if self.restored_s is not None or not read_to_end(consumer, self.intake):
             return
-        applied = self.checkpoints.applied
-        for tp in self.intake.assigned:
-            high = consumer.highwater(tp)
-            if high is None or applied.get(tp, 0) < high:
-                return
         self.restored_s = time.perf_counter() - self._assigned_at
         self.metrics.restore_seconds.set(self.restored_s)
         self.engine.count_at_own_time(False)

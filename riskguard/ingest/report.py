@@ -81,6 +81,7 @@ def status(sidecar: Reported) -> dict[str, Any]:
         "bad_events": sidecar.bad_events,
         "skipped_before_session": sidecar.before_session,
         "flow": sidecar.intake.flow.status(),
+        "input_read_to_end_seconds": sidecar.intake.caught_up_s,  # None: still reading
         "last_event_ns": last if last > 0 else None,
         "limits": {
             "last_reload_error": sidecar.reloader.last_error or None,
