@@ -68,6 +68,10 @@ class KafkaSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     #: compaction of the control and aggregation topics, input partitions not fewer than
     #: seen (``topic-shape`` alert). 0: only at start and after an outage.
     topic_check_interval_s: float = 60.0
+    #: Consumers refresh the topics' metadata at least this often (ms): partitions added
+    #: to an input topic are read (single mode) or rebalanced (group mode) this soon,
+    #: and partitions gone are no longer read (aiokafka's default: 5 minutes).
+    metadata_max_age_ms: int = 10_000
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
@@ -77,6 +81,13 @@ class KafkaSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     sasl_plain_username: str | None = None
     sasl_plain_password: str | None = None
 
+    def __post_init__(self) -> None:
+        interval = self.topic_check_interval_s
+        if not (math.isfinite(interval) and 0 <= interval <= 86_400):
+            raise ValueError("topic_check_interval_s must be a number of seconds from 0 to 86400")
+        if not 100 <= self.metadata_max_age_ms <= 3_600_000:
+            raise ValueError("metadata_max_age_ms must be between 100 and 3600000")
+
     def client_options(self, *, consumer: bool = False) -> dict[str, Any]:
         """Keyword arguments common to aiokafka producers, consumers and admin clients."""
         timeout = self.consumer_request_timeout_ms if consumer else self.request_timeout_ms
@@ -85,6 +96,8 @@ class KafkaSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
             "request_timeout_ms": timeout,
             "security_protocol": self.security_protocol,
         }
+        if consumer:
+            opts["metadata_max_age_ms"] = self.metadata_max_age_ms
         if self.security_protocol in ("SSL", "SASL_SSL"):
             from aiokafka.helpers import create_ssl_context  # noqa: PLC0415
 

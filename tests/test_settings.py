@@ -95,3 +95,16 @@ def test_unreadable_files_are_named_by_setting_and_path(tmp_path: Path) -> None:
     )
     with pytest.raises(SettingsError, match=r"notifier\[0\]\.routing_key_file = .*Is a directory"):
         check_files(load_settings(f, env={}))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("kafka.metadata_max_age_ms", 5, "metadata_max_age_ms must be between 100 and 3600000"),
+        ("kafka.topic_check_interval_s", -1, "topic_check_interval_s must be a number of seconds"),
+        ("kafka.topic_check_interval_s", float("nan"), "topic_check_interval_s must be"),
+    ],
+)
+def test_topic_watch_settings_out_of_range_are_refused(key: str, value: float, says: str) -> None:
+    with pytest.raises(SettingsError, match=f"{says}.*at `kafka`"):
+        load_settings(env={}, overrides={key: value})

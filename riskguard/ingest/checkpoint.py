@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -67,6 +67,13 @@ class Checkpoints:
         advanced nor committed by this instance again)."""
         self._applied = dict(starts)
         self._committed = {}
+
+    def forget(self, gone: Collection[TopicPartition]) -> None:
+        """Partitions ``gone`` from the input (a topic re-created with fewer): neither
+        advanced nor committed again."""
+        for tp in gone:
+            self._applied.pop(tp, None)
+            self._committed.pop(tp, None)
 
     def advance(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
         """A consumed batch is in the engine's state: move past its last messages.

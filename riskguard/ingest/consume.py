@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,8 +148,9 @@ class ConsumeLoop:
         That is the snapshot's offset when one was loaded, else the session start
         (``offsets_for_times``) or the partition's beginning (state is rebuilt by
         replay). Breaches the previous instance already judged are not decided twice
-        (``judge_until`` and per-scope judged times). Returns the partitions newly
-        assigned (``"topic/partition"``), empty when nothing changed.
+        (``judge_until`` and per-scope judged times). Partitions gone from the topic (it
+        was re-created with fewer) are no longer read, nor committed. Returns the
+        partitions newly assigned (``"topic/partition"``), empty when none.
 
         Raises :class:`RuntimeError` before :meth:`open`, and aiokafka's
         ``KafkaError`` or :class:`TimeoutError` when the broker cannot say which
@@ -159,8 +160,12 @@ class ConsumeLoop:
         tps: list[TopicPartition] = []
         for topic in self.kafka.input_topics:
             tps += await partitions(consumer, topic, timeout_s=10.0)
-        if set(tps) <= self.assigned:
+        if set(tps) == self.assigned:
             return []
+        gone = (self.assigned | set(self.checkpoints.applied)) - set(tps)
+        if gone:  # a topic re-created with fewer (the topic-shape alert says so)
+            self.checkpoints.forget(gone)
+            self._log.error("input partitions gone: no longer read", partitions=_labels(gone))
         consumer.assign(tps)
         begin = await consumer.beginning_offsets(tps)
         applied = self.checkpoints.applied
@@ -183,10 +188,11 @@ class ConsumeLoop:
                 start = begin[tp]
             self.checkpoints.start_at(tp, start)
             consumer.seek(tp, start)
-        new = sorted(f"{t.topic}/{t.partition}" for t in tps if t not in self.assigned)
+        new = _labels(set(tps) - self.assigned)
         self.assigned = set(tps)
-        self.engine.count_at_own_time(True)  # until every partition is read to its end
-        self.catching_up = time.perf_counter()
+        if new:
+            self.engine.count_at_own_time(True)  # until every partition is read to its end
+            self.catching_up = time.perf_counter()
         self.metrics.owned_partitions.set(len(tps))
         self._log.info("partitions assigned", partitions=new)
         return new
@@ -341,3 +347,7 @@ def read_to_end(consumer: AIOKafkaConsumer, intake: ConsumeLoop) -> bool:
         if high is None or applied.get(tp, 0) < high:
             return False
     return True
+
+
+def _labels(tps: Collection[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in tps)

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import TopicPartition
 
 from riskguard.broker import Broker
 from riskguard.ingest.runtime import Sidecar
@@ -164,7 +165,7 @@ async def test_an_input_topic_that_lost_partitions_gets_them_back_while_empty_el
     partitions are added back (no account placed yet). Re-created with 1 and an event
     in it: paged, not repaired (adding partitions would move accounts); once someone
     puts the partitions back, ``topic-shape-ok`` ends the page, naming it."""
-    settings = with_(settings, input_partitions=3)
+    settings = with_(settings, input_partitions=3, metadata_max_age_ms=1000)
     sidecar = Sidecar(settings, OVERFILL)
     await sidecar.start()
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
@@ -189,6 +190,9 @@ async def test_an_input_topic_that_lost_partitions_gets_them_back_while_empty_el
         assert line.endswith("it holds events: not repaired)")
         await until("paged", lambda: audited(settings, "topic-shape"), 10)
         [alert] = audited(settings, "topic-shape")
+        only = {TopicPartition(topic, 0)}
+        await until("gone partitions no longer read", lambda: sidecar.intake.assigned == only, 10)
+        assert set(sidecar.checkpoints.applied) == only, "nor committed"
         await admin.create_partitions({topic: NewPartitions(3)})
         await sidecar.topics.check()
         assert sidecar.status()["topics"]["problems"] == []
@@ -197,6 +201,7 @@ async def test_an_input_topic_that_lost_partitions_gets_them_back_while_empty_el
         assert ok["ends"] == alert["id"]
         assert sidecar.metrics.registry.get_sample_value("riskguard_topic_problems") == 0
         assert sidecar.metrics.registry.get_sample_value("riskguard_topic_repairs_total") == 1
+        await until("partitions read again", lambda: len(sidecar.intake.assigned) == 3, 10)
     finally:
         await producer.stop()
         await admin.close()
