@@ -191,6 +191,13 @@ class Metrics:
             "Group mode: wall time minus the oldest event time the summed records reflect.",
             registry=r,
         )
+        self.control_rewinds = Counter(
+            "riskguard_control_topic_rewinds_total",
+            "Times the control topic's offsets went back under the heartbeats: it was "
+            "re-created (a broker back without its data); standing states and the gates' "
+            "data are published again each time.",
+            registry=r,
+        )
         self.topic_problems = Gauge(
             "riskguard_topic_problems",
             "Topics whose shape riskguard needs and did not find at the latest check "

@@ -31,6 +31,7 @@ from typing import Final
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
 
 from riskguard import log
 from riskguard.control.records import HeartbeatRecord, heartbeat_message, state_message
@@ -77,6 +78,10 @@ class ControlPublisher:
         self._latest: dict[str, str] = {}
         self._log = log.get("control")
         self.last_ok_mono = time.monotonic()
+        self.rewinds = 0
+        """Times a heartbeat's offset was lower than the highest one acknowledged before
+        (the topic was re-created: its records are gone)."""
+        self._highest: dict[int, int] = {}  # per partition: highest offset acknowledged
         self._in_flight = 0
         self._quiet = asyncio.Event()  # set while no transition is being published
         self._quiet.set()
@@ -152,6 +157,10 @@ class ControlPublisher:
             return
         done, waiting = await asyncio.wait(futures, timeout=self.ack_timeout_s)
         errors = [exc for future in done if (exc := future.exception()) is not None]
+        for future in done:
+            if future.exception() is None and isinstance(meta := future.result(), RecordMetadata):
+                highest = self._highest.get(meta.partition, -1)
+                self._highest[meta.partition] = max(highest, meta.offset)
         if errors:
             raise errors[0]
         if waiting:
@@ -251,13 +260,30 @@ class ControlPublisher:
         return True
 
     async def heartbeat(self, record: HeartbeatRecord) -> bool:
-        """Publish one heartbeat; False (logged at debug) if the broker did not take it."""
+        """Publish one heartbeat; False (logged at debug) if the broker did not take it.
+
+        Its offset is compared with the highest any record sent here got: lower, the
+        control topic was re-created (a broker restarted without its data, faster than
+        the broker watch's budget notices), and :attr:`rewinds` counts it."""
         key, value = heartbeat_message(record)
         try:
-            await self._acked([await self.producer.send(self.topic, value, key=key)])
+            sent = await self.producer.send(self.topic, value, key=key)
+            await self._acked([sent])
         except (KafkaError, TimeoutError, OSError) as exc:
             self._log.debug("heartbeat publish failed", error=repr(exc))
             return False
+        meta = sent.result()
+        highest = self._highest.get(meta.partition, -1)
+        if meta.offset < highest:
+            self.rewinds += 1
+            self.metrics.control_rewinds.inc()
+            self._highest[meta.partition] = meta.offset
+            self._log.error(
+                "control topic re-created: its offsets went back",
+                partition=meta.partition,
+                offset=meta.offset,
+                highest_before=highest,
+            )
         self.last_ok_mono = time.monotonic()
         self.metrics.heartbeats.inc()
         return True

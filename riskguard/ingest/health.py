@@ -187,7 +187,9 @@ class Health:
 
         Each heartbeat names this instance and the digest of the limits in force; each
         publish result feeds the broker watch; the ``riskguard_ready`` gauge is
-        refreshed on the same beat.
+        refreshed on the same beat. A heartbeat whose offset went back (the control
+        topic was re-created, the broker back without its data sooner than
+        ``runtime.broker_budget_ms`` could notice) calls :attr:`on_recovered` too.
         """
         interval_ms = self.runtime.heartbeat_interval_ms
         while True:
@@ -204,8 +206,11 @@ class Health:
                     limits_sha256=self.engine.limits.digest,
                 )
                 self.sent.append(beat.ts)
+                rewinds = channel.rewinds
                 ok = await channel.heartbeat(beat)
                 await self._broker_edge(self.broker.observe(ok))
+                if channel.rewinds > rewinds and self.on_recovered is not None:
+                    await self.on_recovered()  # back empty, faster than the budget saw
             await asyncio.sleep(interval_ms / 1000)
 
     async def watch_broker(self) -> None:

@@ -114,6 +114,9 @@ class LimitsOwner(Protocol):
 class HeartbeatChannel(Protocol):
     """Where heartbeats are published (the control topic's publisher)."""
 
+    rewinds: int
+    """Times the topic's offsets went back under the heartbeats (it was re-created)."""
+
     async def heartbeat(self, record: HeartbeatRecord) -> bool:
         """Publish one heartbeat; False when the broker did not take it."""
         ...

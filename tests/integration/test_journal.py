@@ -95,6 +95,41 @@ async def test_a_running_riskguard_publishes_its_halts_again_when_the_broker_com
         broker.stop()
 
 
+async def test_a_broker_back_empty_sooner_than_the_budget_notices_still_gets_the_halts_again(
+    broker_kind: BrokerKind, tmp_path: Path
+) -> None:
+    """The broker restarts without its data within ``runtime.broker_budget_ms`` (here a
+    minute): no outage is seen, yet the control topic is new and empty. The heartbeats'
+    offsets going back say so, and the halt and the gates' data are published again."""
+    broker = fresh_broker(broker_kind, port=free_port())  # back on the same port
+    sidecar = Sidecar(local_settings(broker, tmp_path, **{"runtime.broker_budget_ms": 60_000}),
+                      OVERFILL)  # fmt: skip
+    try:
+        await sidecar.start()
+        task = asyncio.create_task(sidecar.run())
+        await sidecar.manual("halt", "strategy:smars", "alice", "runaway")
+        await asyncio.sleep(1.0)  # heartbeats every 100 ms: the topic holds some records
+        broker.stop()
+        broker.start()
+        async with Gate(broker.bootstrap_servers, "riskguard.control") as gate:
+            deadline = time.monotonic() + 30
+            while not (gate.health() and gate.state("strategy:smars") == "HALTED"):
+                assert time.monotonic() < deadline, "the halt was not published again"
+                await asyncio.sleep(0.05)
+            while gate.view.rules is None:
+                assert time.monotonic() < deadline, "the rules were not published again"
+                await asyncio.sleep(0.05)
+        assert sidecar.checks["broker_reachable"], "no outage was seen: the budget is a minute"
+        rewinds = "riskguard_control_topic_rewinds_total"
+        assert (sidecar.metrics.registry.get_sample_value(rewinds) or 0) >= 1
+        sidecar.request_stop()
+        assert await task
+    finally:
+        if not sidecar.stopping:
+            await sidecar.stop()
+        broker.stop()
+
+
 def test_journal_newest_wins_and_torn_lines_are_skipped(tmp_path: Path) -> None:
     j = HaltJournal(tmp_path / "j.jsonl")
 
