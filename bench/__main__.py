@@ -28,6 +28,7 @@ BENCHES = {
     "kernel": "numba kernel vs the plain-Python reference",
     "gate_check": "gate.check() per call, 10k scopes and 10k symbols known",
     "cancel_latency": "halt -> cancel request -> orders closed, vs produce -> consume",
+    "runaway": "cancel tracking while a halted strategy keeps opening orders, vs the apply",
     "replay": "offline replay vs an orjson.loads loop",
     "pipeline": "broker -> state vs a bare aiokafka consumer",
     "memory": "state per position; RSS over a long stable stream",

@@ -49,6 +49,7 @@ from riskguard.events import decode as decode_event
 from riskguard.examples import LIMITS
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import load
+from riskguard.publish import route
 from riskguard.settings import load_settings
 
 PARTITIONS = 4
@@ -72,12 +73,14 @@ def flow_events(n: int) -> list[Event]:
     return [msgspec.structs.replace(ev, ts=ev.ts + shift) for ev in events]
 
 
-def flow(n: int) -> list[tuple[bytes, bytes]]:
-    """``n`` (key, value) records of :func:`flow_events`, keyed by account."""
-    out: list[tuple[bytes, bytes]] = []
+def flow(n: int) -> list[tuple[bytes, bytes, int]]:
+    """``n`` (key, value, partition) records of :func:`flow_events`, routed as the
+    producer contract says for one instance (:func:`riskguard.publish.route`, no
+    broadcast): each account's events in its account's partition, in order."""
+    out: list[tuple[bytes, bytes, int]] = []
     for ev in flow_events(n):
-        key = getattr(ev, "account", None) or getattr(ev, "symbol", None) or "firm"
-        out.append((key.encode(), encode(ev)))
+        key, (partition,) = route(ev, PARTITIONS, broadcast=False)
+        out.append((key, encode(ev), partition))
     return out
 
 

@@ -48,6 +48,7 @@ from riskguard.control.records import CANCEL_PART_MAX, CancelOrder, CancelRecord
 from riskguard.engine import Engine
 from riskguard.events import Event, NewOrder
 from riskguard.evidence import evidence, number
+from riskguard.ingest.cancel_orders import Overdue, Request
 from riskguard.inspection import WorkingOrder
 from riskguard.metrics import Metrics
 from riskguard.state.codes import O_OPEN
@@ -61,6 +62,8 @@ UPDATE_INTERVAL_NS: Final = 60 * 1_000_000_000
 """At most one update of a standing ``cancel-incomplete`` alert per minute."""
 INCOMPLETE: Final = "cancel-incomplete"
 COMPLETE: Final = "cancel-complete"
+Key = tuple[int, int]
+"""(order id, serial): one life of an order."""
 METRIC: Final = "cancel_age_ms"
 """The alerts' metric: how long ago the oldest overdue halt was decided, in ms."""
 
@@ -116,100 +119,6 @@ def incident_id(halt_ts: int, halt_id: str, member: str | None = None) -> str:
 
 
 @dataclass(eq=False)
-class Request:
-    """The orders of one halt's cancel request still working (and those opened late)."""
-
-    halt_id: str
-    scope: str
-    kind: str
-    ts: int
-    """The halt's evidence time (``Transition.ts``, ns): names the incident."""
-    decided_ns: int
-    deadline_ns: int | None
-    """When its orders must have closed (ns); None: no deadline (``cancel_deadline_ms`` 0)."""
-    oids: np.ndarray
-    """Order ids (int64) still working."""
-    serials: np.ndarray
-    """Their serials (int64): an id whose serial changed was recycled."""
-    orders: list[WorkingOrder]
-    late: np.ndarray
-    """bool per order: opened in the halted scope after the halt."""
-    named: int = 0
-    """Orders the request named when it was published."""
-    closed: int = 0
-    """Orders seen closing since."""
-    _joined: list[tuple[int, int]] = field(default_factory=list, repr=False)
-    """(order id, serial) of orders :meth:`add` took since the last :meth:`flush`."""
-
-    def keep(self, mask: np.ndarray) -> list[tuple[int, int]]:
-        """Keep only the orders where ``mask`` (bool, one per order of :attr:`oids`
-        after :meth:`flush`) is true; returns (order id, serial) of those dropped."""
-        if mask.all():
-            return []
-        gone = ~mask
-        dropped = list(zip(self.oids[gone].tolist(), self.serials[gone].tolist(), strict=True))
-        idx = np.flatnonzero(mask)
-        self.closed += len(dropped)
-        self.oids, self.serials, self.late = self.oids[idx], self.serials[idx], self.late[idx]
-        self.orders = [self.orders[i] for i in idx.tolist()]
-        return dropped
-
-    def add(self, oid: int, serial: int, order: WorkingOrder) -> None:
-        """Track one more order, opened in the scope after the halt (in the arrays at
-        the next :meth:`flush`: a runaway may add thousands a batch)."""
-        self._joined.append((oid, serial))
-        self.orders.append(order)
-
-    def flush(self) -> None:
-        """Put the orders :meth:`add` took into :attr:`oids`, :attr:`serials`, :attr:`late`."""
-        if self._joined:
-            joined = np.array(self._joined, dtype=np.int64).reshape(-1, 2)
-            self.oids = np.concatenate((self.oids, joined[:, 0]))
-            self.serials = np.concatenate((self.serials, joined[:, 1]))
-            self.late = np.concatenate((self.late, np.ones(len(self._joined), dtype=bool)))
-            self._joined = []
-
-    def order_keys(self) -> list[tuple[int, int]]:
-        """(order id, serial) of every order it tracks."""
-        self.flush()
-        return list(zip(self.oids.tolist(), self.serials.tolist(), strict=True))
-
-
-@dataclass(frozen=True, slots=True)
-class Overdue:
-    """One order still working past its halt's deadline."""
-
-    order: WorkingOrder
-    request: Request
-    late: bool
-    """Opened in the halted scope after the halt."""
-
-    def describe(self) -> str:
-        """``o7 (A/smars RSHYY buy 100; halt of strategy:smars)`` for an alert."""
-        o, r = self.order, self.request
-        why = "opened after the halt of" if self.late else f"{r.kind.replace('_', '-')} of"
-        return (
-            f"{o.order_id} ({o.account}/{o.strategy} {o.symbol} {o.side} "
-            f"{number(o.open_qty)}; {why} {r.scope})"
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """For ``/v1/status``."""
-        o, r = self.order, self.request
-        return {
-            "order_id": o.order_id,
-            "account": o.account,
-            "strategy": o.strategy,
-            "symbol": o.symbol,
-            "side": o.side,
-            "open_qty": o.open_qty,
-            "scope": r.scope,
-            "halt_id": r.halt_id,
-            "late": self.late,
-        }
-
-
-@dataclass(eq=False)
 class CancelTracker:
     """Builds each halt's cancel request and confirms its orders close.
 
@@ -228,8 +137,8 @@ class CancelTracker:
     """The request of each scope with orders still to close, by scope."""
     incident: str | None = field(init=False, default=None)
     """The id of the standing ``cancel-incomplete`` alert, None when there is none."""
-    overdue: list[Overdue] = field(init=False, default_factory=list)
-    """Orders past their deadline at the last check (what the alert names)."""
+    overdue_count: int = field(init=False, default=0)
+    """Orders past their deadline at the last check (``riskguard_cancel_incomplete``)."""
     confirmed: int = field(init=False, default=0)
     """Requests whose every order closed."""
     _named: set[tuple[int, int]] = field(init=False, default_factory=set)
@@ -240,10 +149,23 @@ class CancelTracker:
     _changes: int = field(init=False, default=0)
     """Moves whenever the orders tracked change (a request made, lifted or emptied, an
     order closed or joined)."""
-    _checked: tuple[int, tuple[str, ...]] | None = field(init=False, default=None)
-    """(:attr:`_changes`, the halt ids past their deadline) at the last check that left
-    nothing to send: the same again needs no work (a runaway keeps many orders overdue
-    for many batches)."""
+    _joins: int = field(init=False, default=0)
+    """Moves whenever an order opened late joins a request."""
+    _checked: tuple[int, tuple[str, ...], int] | None = field(init=False, default=None)
+    """(:attr:`_changes`, the halt ids past their deadline, :attr:`_joins`) at the last
+    check that left nothing to send: the same again needs no work (a runaway keeps many
+    orders overdue for many batches)."""
+    _listed: tuple[int, tuple[str, ...]] = field(init=False, default=(-1, ()))
+    """(:attr:`_changes`, past halt ids) when the overdue orders were last listed whole;
+    with only late joins since and no alert update due, a check counts the joins
+    instead of listing every order again (O(joined), not O(working), per batch)."""
+    _listed_joins: dict[str, int] = field(init=False, default_factory=dict)
+    """Per past halt id: its request's :attr:`Request.joined` when last listed."""
+    _listed_count: int = field(init=False, default=0)
+    _past: list[Request] = field(init=False, default_factory=list)
+    """The requests past their deadline at the last check."""
+    _overdue: list[Overdue] | None = field(init=False, default=None)
+    """The overdue orders as last listed; None: to list again from :attr:`_past`."""
     _tracked: dict[tuple[int, int], int] = field(init=False, default_factory=dict)
     """(order id, serial) -> how many requests track it (a firm's and a strategy's
     halt may both name an order): orders opened late are told apart in O(1)."""
@@ -348,28 +270,47 @@ class CancelTracker:
                 continue
             if req.deadline_ns is not None and now >= req.deadline_ns:
                 past.append(req)
-        checked = (self._changes, tuple(req.halt_id for req in past))
+        past_ids = tuple(req.halt_id for req in past)
+        checked = (self._changes, past_ids, self._joins)
         if checked == self._checked:
             return []  # the same orders overdue as at the last check, which sent all
-        overdue: list[Overdue] = []
-        seen: set[tuple[int, int]] = set()
-        for req in past:
-            for i, key in enumerate(req.order_keys()):
-                if key not in seen:
-                    seen.add(key)
-                    overdue.append(Overdue(req.orders[i], req, bool(req.late[i])))
-        self.overdue = overdue
+        self._past = past
+        due = self.incident is None or now - self._updated_ns >= UPDATE_INTERVAL_NS
+        if (self._changes, past_ids) == self._listed and not due:
+            # only orders opened late joined since the last listing, and the standing
+            # alert's update is not due: count them; list them when asked
+            joined = sum(r.joined - self._listed_joins.get(r.halt_id, 0) for r in past)
+            self._overdue = None
+            self.overdue_count = self._listed_count + joined
+            self.metrics.cancel_incomplete.set(self.overdue_count)
+            return []
+        overdue, seen = _listing(past)
+        self._overdue, self.overdue_count = overdue, len(overdue)
+        self._listed, self._listed_count = (self._changes, past_ids), len(overdue)
+        self._listed_joins = {r.halt_id: r.joined for r in past}
         self.metrics.cancel_incomplete.set(len(overdue))
         alerts = self._alerts(overdue, seen, now)
         # an update held back (UPDATE_INTERVAL_NS) is still to send: check again then
         self._checked = checked if seen <= self._named or self.incident is None else None
         return alerts
 
-    def _count(self, keys: Sequence[tuple[int, int]], step: int) -> None:
-        """Add ``step`` to how many requests track each of ``keys``."""
+    @property
+    def overdue(self) -> list[Overdue]:
+        """The orders past their deadline at the last check (what the alert names), in
+        request order; listed again here after checks that only counted late joins."""
+        if self._overdue is None:
+            self._overdue = _listing(self._past)[0]
+        return self._overdue
+
+    def _count(self, keys: Sequence[tuple[int, int]], step: int, *, late: bool = False) -> None:
+        """Add ``step`` to how many requests track each of ``keys`` (``late``: orders
+        opened late joining, counted apart from other changes)."""
         if not keys:
             return
-        self._changes += 1
+        if late:
+            self._joins += 1
+        else:
+            self._changes += 1
         tracked = self._tracked
         for key in keys:
             n = tracked.get(key, 0) + step
@@ -446,12 +387,13 @@ class CancelTracker:
         )
 
     def _opened_late(self, events: Sequence[Event]) -> None:
-        """Track working orders opened by ``events`` in a halted scope after its halt."""
-        ks = self.engine.killswitch
-        halted = {s: tr for s, tr in ks.standing().items() if tr.to == "HALTED"}
+        """Track working orders opened by ``events`` in a halted scope after its halt
+        (described in one call per request: a runaway opens thousands a batch)."""
+        halted = {s: tr for s, tr in self.engine.killswitch.standing().items() if tr.to == "HALTED"}
         if not halted:
             return
         keys, orders = self.engine.keys, self.engine.store.state.orders
+        joining: dict[str, list[Key]] = {}
         for ev in events:
             if not isinstance(ev, NewOrder):
                 continue
@@ -462,8 +404,8 @@ class CancelTracker:
                     if s in halted and ev.ts > halted[s].decided_ns
                 ),
                 None,
-            )
-            if covering is None or ks.effective(ev.account, ev.strategy, ev.symbol) != "HALTED":
+            )  # a scope latched HALTED: the order's effective state is HALTED
+            if covering is None:
                 continue
             oid = keys.orders.get(ev.order_id)
             if oid is None or int(orders["status"][oid]) != O_OPEN:
@@ -471,11 +413,16 @@ class CancelTracker:
             key = (oid, int(orders["serial"][oid]))
             if key in self._tracked:
                 continue
-            req = self.requests.get(covering.scope)
-            if req is None:
-                req = self.requests[covering.scope] = self._standing_request(covering)
-            req.add(*key, self.engine.describe_orders(np.array([oid], dtype=np.int64))[0])
-            self._count([key], +1)
+            self._tracked[key] = 0  # counted below; a second event of it is not added twice
+            joining.setdefault(covering.scope, []).append(key)
+            if covering.scope not in self.requests:
+                self.requests[covering.scope] = self._standing_request(covering)
+        for scope, joined in joining.items():
+            req = self.requests[scope]
+            named = self.engine.describe_orders(np.array([k[0] for k in joined], dtype=np.int64))
+            for key, order in zip(joined, named, strict=True):
+                req.add(*key, order)
+            self._count(joined, +1, late=True)
 
     def _standing_request(self, tr: Transition) -> Request:
         """An empty request for a standing halt (its own request done, or not from us)."""
@@ -514,7 +461,22 @@ class CancelTracker:
             "confirmed": self.confirmed,
             "incomplete": {
                 "alert_id": self.incident,
-                "count": len(self.overdue),
-                "orders": [o.as_dict() for o in self.overdue[:STATUS_LISTED]],
+                "count": self.overdue_count,
+                "orders": [o.as_dict() for o in _listing(self._past, STATUS_LISTED)[0]],
             },
         }
+
+
+def _listing(past: Sequence[Request], limit: int | None = None) -> tuple[list[Overdue], set[Key]]:
+    """The orders of ``past`` requests, each once, in request order (the first ``limit``
+    of them; None: all), and their (order id, serial) keys."""
+    overdue: list[Overdue] = []
+    seen: set[Key] = set()
+    for req in past:
+        for i, key in enumerate(req.order_keys()):
+            if limit is not None and len(overdue) >= limit:
+                return overdue, seen
+            if key not in seen:
+                seen.add(key)
+                overdue.append(Overdue(req.orders[i], req, bool(req.late[i])))
+    return overdue, seen
