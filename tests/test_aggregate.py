@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -377,3 +379,54 @@ def test_sums_counted_under_other_limits_are_not_judged() -> None:
     assert judge.judge(cover(held, {"t/0", "t/1"}), summed_rules(limits), "other") == []
     [halt] = judge.judge(cover(held, {"t/0", "t/1"}), summed_rules(limits), "d")
     assert (halt.to, halt.value) == ("HALTED", 10.0)
+
+
+def test_a_new_judge_takes_over_the_raised_alerts_and_resolves_them_by_name() -> None:
+    """The judging member raised a warning and an alert on a sum, then the first partition
+    moved. A new judge that started empty raised both again (two more pages for one
+    incident); one that takes over the edges the old judge published (through its
+    record, as the aggregation topic carries them) raises nothing, and its resolves name
+    the old judge's alerts."""
+    limits = parse(
+        rules_toml(
+            'name = "desk-open"\nmetric = "open_orders"\nscope = "strategy"\nmax = 100\n'
+            'action = "alert"\nwarn_at = [0.5]'
+        )
+    )
+    rules = summed_rules(limits)
+    whole = {"t/0", "t/1"}
+
+    def held(a: float, b: float, t: int) -> dict[str, Held]:
+        return {
+            "a": Held(2 * t, record("a", ("t/0",), {"desk-open": [{"strategy:S1": [a]}]}, T0 + t)),
+            "b": Held(2 * t + 1, record("b", ("t/1",), {"desk-open": [{"strategy:S1": [b]}]},
+                                        T0 + t)),
+        }  # fmt: skip
+
+    old = SumJudge(engine(limits))
+    raised = old.judge(cover(held(60, 50, 1), whole), rules, "d")
+    assert [tr.kind for tr in raised] == ["alert", "alert"]  # the warning and the alert
+    edges = old.raised_edges()
+    on_topic = decode(encode(msgspec.structs.replace(
+        record("a", ("t/0",), {}), judge_since_ns=T0, raised=edges)))  # fmt: skip
+    assert on_topic.raised == edges and on_topic.judge_since_ns == T0
+
+    empty = SumJudge(engine(limits))
+    assert len(empty.judge(cover(held(60, 51, 2), whole), rules, "d")) == 2  # the fault
+
+    new = SumJudge(engine(limits))
+    new.take_over(on_topic.raised, "d")
+    assert new.judge(cover(held(60, 51, 2), whole), rules, "d") == []
+    resolves = new.judge(cover(held(10, 10, 3), whole), rules, "d")
+    assert sorted(tr.ends for tr in resolves) == sorted(tr.id for tr in raised)
+    assert new.raised_edges() == ()
+
+
+def test_records_without_a_judge_s_edges_still_decode() -> None:
+    """Records of members older than the handover fields: no judge, nothing raised."""
+    value = encode(record("a", ("t/0",), {}))
+    plain = orjson.loads(value)
+    plain.pop("judge_since_ns", None)
+    plain.pop("raised", None)
+    old = decode(orjson.dumps(plain))
+    assert (old.judge_since_ns, old.raised) == (0, ())

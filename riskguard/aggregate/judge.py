@@ -14,8 +14,10 @@ an active-active peer's. The rules of judging are the kernel's
   0.05) below its level;
 - an unknown sum (a currency without a rate on some instance) is not judged.
 
-Raised alert and warning edges live in this object: a new judging instance (the first
-partition moved) starts with none, so an alert still standing may be raised once more.
+Raised alert and warning edges live in this object; the judging member publishes them
+in its aggregation records (:meth:`SumJudge.raised_edges`), and a member that becomes
+the judge takes over those of the newest judge (:meth:`SumJudge.take_over`): an alert
+standing at a handover is not raised again, and its resolve names it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from riskguard.aggregate.records import Cover, Sum, row_sums
+from riskguard.aggregate.records import Cover, RaisedEdge, Sum, row_sums
 from riskguard.decisions import Decisions
 from riskguard.limits.model import Rule
 from riskguard.vocabulary import Transition, transition_id
@@ -67,6 +69,23 @@ class SumJudge:
         self.unsummed: tuple[str, ...] = ()
         """Rules some record of the latest cover did not count (other limits)."""
         self._digest = ""
+
+    def raised_edges(self) -> tuple[RaisedEdge, ...]:
+        """The alerts and warnings raised and not resolved, for this member's record."""
+        return tuple(
+            RaisedEdge(rule, row, scope, bit, alert_id, limit)
+            for ((rule, row, scope), bit), (alert_id, limit) in sorted(self.raised.items())
+        )
+
+    def take_over(self, edges: Sequence[RaisedEdge], digest: str) -> None:
+        """Hold ``edges`` (the previous judge's, counted under the limits of ``digest``)
+        as raised here: they are not raised again, and resolve naming their alert. Sums
+        already judged are forgotten (each is judged again on the next cover)."""
+        self.edges, self.raised, self.judged, self._digest = {}, {}, {}, digest
+        for e in edges:
+            key = (e.rule, e.row, e.scope)
+            self.edges.setdefault(key, set()).add(e.bit)
+            self.raised[(key, e.bit)] = (e.alert_id, e.limit)
 
     def judge(self, cover: Cover, rules: Sequence[Rule], digest: str) -> list[Transition]:
         """Judge every row of ``rules`` (the summed rules of the limits in force, whose
@@ -199,4 +218,4 @@ class SumJudge:
         return out
 
 
-__all__ = ["ALERT_EDGE", "SumJudge"]
+__all__ = ["ALERT_EDGE", "RaisedEdge", "SumJudge"]

@@ -29,6 +29,20 @@ from riskguard.vocabulary import money
 RECORD_VERSION = 1
 
 
+class RaisedEdge(msgspec.Struct, frozen=True, array_like=True):
+    """An alert or warning the judging member raised on a sum and has not resolved:
+    ``rule`` and its compiled ``row``, the ``scope``, the ``bit`` (a warning level's
+    index, or -1 for an alert rule's own breach), the raising transition's ``alert_id``
+    (its resolve names it) and the ``limit`` it crossed."""
+
+    rule: str
+    row: int
+    scope: str
+    bit: int
+    alert_id: str
+    limit: float
+
+
 class Contribution(msgspec.Struct, frozen=True, kw_only=True):
     """One instance's part of every summed rule, as of ``as_of_ns``.
 
@@ -41,7 +55,11 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True):
     ``sent_ns``: wall clock when sent; ``positions``: for each REDUCE_ONLY scope spanning
     partitions, the instance's net position by symbol
     (:func:`riskguard.aggregate.contributions.scope_positions`), summed by the judging
-    instance into the position records gates judge that scope's orders by.
+    instance into the position records gates judge that scope's orders by;
+    ``judge_since_ns``: wall clock when the instance last became the judging member (0:
+    never), with ``raised``, the alerts and warnings it held raised when it last judged:
+    the next judging member takes over those of the newest judge, so an alert standing
+    at a handover is neither raised again nor left without its resolve.
     """
 
     group: str
@@ -52,6 +70,8 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True):
     sent_ns: int
     parts: Parts
     positions: dict[str, dict[str, float]] = {}
+    judge_since_ns: int = 0
+    raised: tuple[RaisedEdge, ...] = ()
     v: int = RECORD_VERSION
 
 

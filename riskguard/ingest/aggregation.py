@@ -33,12 +33,13 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from riskguard import log
-from riskguard.aggregate.contributions import Parts, contributions, scope_positions
+from riskguard.aggregate.contributions import contributions, scope_positions
 from riskguard.aggregate.judge import SumJudge
 from riskguard.aggregate.records import (
     Contribution,
     Cover,
     Held,
+    RaisedEdge,
     cover,
     decode,
     encode,
@@ -115,7 +116,15 @@ class Aggregation:
         """Members whose latest record counts under limits other than ours (the judging
         member: nothing is judged until they agree)."""
         self.published = 0
-        self._sent: tuple[Parts, tuple[str, ...], str, dict[str, dict[str, float]]] | None = None
+        self._sent: tuple[object, ...] | None = None
+        self.judge_since_ns = 0
+        """Wall clock when this member last became the judge (0: never)."""
+        self._raised: tuple[RaisedEdge, ...] = ()
+        """The edges raised as of this member's last judging round (published)."""
+        self._take_over = False
+        """Just became the judge: take over the newest judge's raised edges first."""
+        self.took_over_from: str | None = None
+        """The member whose raised alerts this one took over (None: none)."""
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._whole: Whole = frozenset
@@ -162,7 +171,7 @@ class Aggregation:
             owned = tuple(sorted(f"{t.topic}/{t.partition}" for t in self.intake.assigned))
             as_of = self.engine.last_event_ns
         digest = self.engine.limits.digest
-        key = (parts, owned, digest, positions)
+        key = (parts, owned, digest, positions, self.judge_since_ns, self._raised)
         if key == self._sent:
             return False
         record = Contribution(
@@ -174,6 +183,8 @@ class Aggregation:
             sent_ns=time.time_ns(),
             parts=parts,
             positions=positions,
+            judge_since_ns=self.judge_since_ns,
+            raised=self._raised,
         )
         await self._producer.send_and_wait(  # partition 0, the one read: a topic re-created
             self.scale.aggregate_topic, encode(record), key=self.key, partition=0
@@ -277,7 +288,10 @@ class Aggregation:
             return
         self.incomplete_since = None
         self.metrics.aggregate_age.set(max(0.0, (time.time_ns() - self.cover.oldest_ns) / 1e9))
+        if self._take_over:
+            self._take_over_edges(limits.digest)
         transitions = self.judge.judge(self.cover, summed_rules(limits), limits.digest)
+        self._raised = self.judge.raised_edges()
         if transitions:
             await self.outbox.send(transitions)
         await self._publish_positions()
@@ -286,8 +300,36 @@ class Aggregation:
         """Whether this member owns the first input partition (it judges the sums)."""
         first = min(whole) if whole else None
         owned = {f"{t.topic}/{t.partition}" for t in self.intake.assigned}
-        self.judging = first is not None and first in owned
+        judging = first is not None and first in owned
+        if judging and not self.judging:  # raised edges are taken over at the first round
+            self.judge_since_ns, self._take_over = time.time_ns(), True
+        self.judging = judging
         self.metrics.aggregate_judging.set(1 if self.judging else 0)
+
+    def _take_over_edges(self, digest: str) -> None:
+        """Hold as raised the alerts and warnings of the newest judge's record (another
+        member's, of the same limits): one standing at the handover is not raised again."""
+        self._take_over = False
+        previous = max(
+            (h.record for h in self.held.values() if h.record.judge_since_ns > 0),
+            key=lambda r: r.judge_since_ns,
+            default=None,
+        )
+        if previous is None or previous.instance == self.instance:
+            return  # no judge before, or this member judged last (its edges are here)
+        if previous.limits_digest != digest:
+            self._log.warning(
+                "raised alerts not taken over: the previous judge counted under other limits",
+                previous=previous.instance,
+            )
+            return
+        self.judge.take_over(previous.raised, digest)
+        self.took_over_from = previous.instance
+        self._log.info(
+            "judging the sums: took over the previous judge's raised alerts",
+            previous=previous.instance,
+            raised=len(previous.raised),
+        )
 
     def _reduce_only_spanning(self) -> dict[str, Transition]:
         """REDUCE_ONLY scopes spanning partitions (not accounts), with their transition."""
@@ -386,4 +428,6 @@ class Aggregation:
             "sums": self.judge.values if self.judging else {},
             "unsummed": list(self.judge.unsummed),
             "positions_published": sorted(self._positions_sent) if self.judging else [],
+            "raised": len(self._raised) if self.judging else 0,
+            "took_over_from": self.took_over_from,
         }

@@ -16,11 +16,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from riskguard import events as wire
-from riskguard.aggregate.records import Contribution, encode
+from riskguard.aggregate.records import Contribution, RaisedEdge, encode
 from riskguard.apache_kafka import ApacheKafkaBroker
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
-from tests.builders import rules_toml
+from tests.builders import T0, rules_toml
 from tests.integration.apache_kafka_fixtures import group_settings
 from tests.integration.conftest import instance_settings
 from tests.integration.test_scale_out import produce, until
@@ -180,3 +180,80 @@ async def test_a_reduce_only_strategy_across_members_is_judged_on_its_summed_pos
         for m in members:
             if not m.stopping:
                 await m.stop()
+
+
+async def test_a_new_judge_takes_over_the_alert_its_predecessor_raised(
+    apache_kafka: ApacheKafkaBroker, tmp_path: Path
+) -> None:
+    """The previous judge ("rg-old", gone) raised the firm's open-orders alert and said so
+    in its last record. The member judging now takes that over: the sum still above the
+    limit raises nothing again, and once it falls back the resolve names the old alert."""
+    limits = rules_toml(
+        'name = "firm-open-alert"\nmetric = "open_orders"\nscope = "firm"\nmax = 2\n'
+        'action = "alert"'
+    )
+    settings = group_settings(
+        apache_kafka.bootstrap_servers, tmp_path, limits, 2,
+        **{"scale.aggregate_interval_ms": 50},
+    )  # fmt: skip
+    sidecar = Sidecar(settings)
+    old_alert = f"firm@{T0}:ALERT:firm-open-alert"
+    old = Contribution(
+        group=settings.kafka.group_id,
+        instance="rg-old",
+        partitions=(),
+        limits_digest=sidecar.limits.digest,
+        as_of_ns=T0,
+        sent_ns=T0,
+        parts={},
+        judge_since_ns=T0,
+        raised=(RaisedEdge("firm-open-alert", 0, "firm", -1, old_alert, 2.0),),
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=apache_kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.scale.aggregate_topic,
+            encode(old),
+            key=f"{settings.kafka.group_id}/rg-old".encode(),
+        )
+    finally:
+        await producer.stop()
+
+    def sent(rule: str) -> list[dict[str, Any]]:
+        path = settings.runtime.audit_path
+        lines = path.read_text().splitlines() if path.exists() else []
+        records = [json.loads(line)["record"] for line in lines]
+        return [r for r in records if r.get("rule") == rule]
+
+    await sidecar.start()
+    task = asyncio.create_task(sidecar.run())
+    agg = sidecar.group.aggregation if sidecar.group else None
+    assert agg is not None
+    try:
+        now = time.time_ns()
+        orders = [
+            wire.NewOrder(ts=now + i, order_id=f"o{i}", account="acct-00", strategy="s",
+                          symbol="X", side="buy", qty=1.0, price=1.0)
+            for i in range(3)
+        ]  # fmt: skip
+        await produce(settings, orders)
+        await until("the sums judged", lambda: agg.judge.values.get("firm-open-alert"), 20)
+        assert agg.judge.values["firm-open-alert"] == {"firm": 3.0}
+        assert agg.status()["took_over_from"] == "rg-old"
+        await asyncio.sleep(0.5)  # a few judging rounds
+        assert sent("firm-open-alert") == [], "the standing alert is not raised again"
+        cancels = [
+            wire.CancelOrder(ts=time.time_ns() + i, order_id=f"o{i}", account="acct-00",
+                             strategy="s", symbol="X")
+            for i in range(3)
+        ]  # fmt: skip
+        await produce(settings, cancels)
+        await until("resolved", lambda: sent("firm-open-alert"), 20)
+        [resolve] = sent("firm-open-alert")
+        assert (resolve["kind"], resolve["ends"]) == ("resolve", old_alert)
+        sidecar.request_stop()
+        assert await task
+    finally:
+        if not sidecar.stopping:
+            await sidecar.stop()
