@@ -120,13 +120,19 @@ class TopicWatch:
             self.last_error = repr(exc)
             self._log.warning("topic shapes not checked", error=self.last_error)
             return self.problems
+        except Exception as exc:  # an answer not understood: the kill switch runs on
+            self.last_error = repr(exc)
+            self._log.exception("topic shapes not checked: unexpected answer")
+            return self.problems
+        said = {p.line() for p in self.problems}
         self.last_error, self.problems = None, found
         self.checks += 1
         left = [p for p in found if not p.repaired]
         self.metrics.topic_problems.set(len(left))
         for p in found:
-            say = self._log.warning if p.repaired else self._log.error
-            say("topic shape", problem=p.line(), repaired=p.repaired)
+            if p.line() not in said:  # a problem standing is logged once, paged once
+                say = self._log.warning if p.repaired else self._log.error
+                say("topic shape", problem=p.line(), repaired=p.repaired)
         await self._page(left)
         return found
 
