@@ -6,7 +6,8 @@ order ids are reused after they close, strategies trade in several accounts,
 fills carry fees and are corrected or busted, prices go negative, events are
 redelivered, late or stamped far ahead, and operators resume halted scopes. Since wire
 schema v1.2 they also carry reference data (contract sizes, symbols priced in other
-currencies, exchange rates that arrive late and move), opening and broker positions,
+currencies, exchange rates that arrive late and move, and copies of earlier rates and
+instruments delivered again, often after newer ones), opening and broker positions,
 venues, and rules with warning levels, re-arming, side and venue filters, a venue
 scope and a restricted list. Each stream is cut into random batches, which must not
 change the result either.
@@ -323,7 +324,7 @@ LIMITS_BY_REVALUE = {
 
 @st.composite
 def streams(draw: Any) -> tuple[list[wire.Event | tuple[str, str]], list[int]]:
-    n = draw(st.integers(1, 120))
+    n = draw(st.integers(1, 126))  # 120 and one kind in 21 more, for the reference data copies
     t = 0
     out: list[wire.Event | tuple[str, str]] = []
     fills: list[wire.Fill] = []
@@ -351,6 +352,7 @@ def streams(draw: Any) -> tuple[list[wire.Event | tuple[str, str]], list[int]]:
                     "resume",
                     "tick",
                     "again",
+                    "refdata again",
                     "instrument",
                     "fx",
                     "open",
@@ -369,8 +371,11 @@ def streams(draw: Any) -> tuple[list[wire.Event | tuple[str, str]], list[int]]:
         price = draw(st.sampled_from(PRICES))
         pid = draw(st.sampled_from([None, "P0", "P1"]))
         ev: wire.Event | tuple[str, str]
+        refdata = [x for x in out if isinstance(x, wire.Fx | wire.Instrument)]
         if kind == "again" and out:  # a redelivery of an earlier event, as it was
             ev = draw(st.sampled_from(out))
+        elif kind == "refdata again" and refdata:  # a copy of a rate or instrument, often late
+            ev = draw(st.sampled_from(refdata))
         elif kind in {"new", "again"}:
             ev = wire.NewOrder(
                 ts=ts,
@@ -432,7 +437,7 @@ def streams(draw: Any) -> tuple[list[wire.Event | tuple[str, str]], list[int]]:
                 multiplier=draw(st.sampled_from([1.0, 50.0, 0.5])),
                 currency=draw(st.sampled_from([None, "EUR", "JPY", "USD"])),
             )
-        elif kind == "fx":
+        elif kind in {"fx", "refdata again"}:
             ev = wire.Fx(
                 ts=ts,
                 currency=draw(st.sampled_from(["EUR", "EUR", "JPY", "USD"])),
