@@ -123,6 +123,8 @@ class Aggregation:
         """The edges raised as of this member's last judging round (published)."""
         self._take_over = False
         """Just became the judge: take over the newest judge's raised edges first."""
+        self._prior_since = 0
+        """When this member's previous turn as the judge began (0: none)."""
         self.took_over_from: str | None = None
         """The member whose raised alerts this one took over (None: none)."""
         self._producer: AIOKafkaProducer | None = None
@@ -302,21 +304,27 @@ class Aggregation:
         owned = {f"{t.topic}/{t.partition}" for t in self.intake.assigned}
         judging = first is not None and first in owned
         if judging and not self.judging:  # raised edges are taken over at the first round
+            self._prior_since = self.judge_since_ns  # this member's previous turn, if any
             self.judge_since_ns, self._take_over = time.time_ns(), True
         self.judging = judging
         self.metrics.aggregate_judging.set(1 if self.judging else 0)
 
     def _take_over_edges(self, digest: str) -> None:
-        """Hold as raised the alerts and warnings of the newest judge's record (another
-        member's, of the same limits): one standing at the handover is not raised again."""
+        """Hold as raised the alerts and warnings of the newest other judge's record (of
+        the same limits), unless this member's own previous turn came later (its edges
+        are still here): one standing at the handover is not raised again."""
         self._take_over = False
         previous = max(
-            (h.record for h in self.held.values() if h.record.judge_since_ns > 0),
+            (
+                h.record
+                for h in self.held.values()
+                if h.record.instance != self.instance and h.record.judge_since_ns > 0
+            ),
             key=lambda r: r.judge_since_ns,
             default=None,
         )
-        if previous is None or previous.instance == self.instance:
-            return  # no judge before, or this member judged last (its edges are here)
+        if previous is None or previous.judge_since_ns < self._prior_since:
+            return  # no judge before, or this member's own last turn came later (kept)
         if previous.limits_digest != digest:
             self._log.warning(
                 "raised alerts not taken over: the previous judge counted under other limits",

@@ -123,7 +123,7 @@ def test_sigterm_stops_run_in_bounded_time_after_the_broker_lost_its_topics(
         tmp_path,
         f'[kafka]\ninput_topics = ["{topic}"]\ncontrol_topic = "control-{run}"\n'
         f'group_id = "rg-{run}"',
-        # offsets are committed only at the stop, to a broker that no longer has the topic
+        # offsets are committed only at the stop, to a broker that lost the topic
         runtime="stop_timeout_s = 5\ncommit_interval_ms = 3600000",
         broker=first,
     )
@@ -157,9 +157,13 @@ def test_sigterm_stops_run_in_bounded_time_after_the_broker_lost_its_topics(
             r for r in records if r["event"] == "stop requested"
         ).items()
         assert "riskguard stopped" in events
+        # the broker came back empty: riskguard saw its heartbeats' offsets go back and
+        # published again, creating its topics (so the final commit may well succeed)
+        assert "control topic re-created: its offsets went back" in events
         refused = [r for r in records if "OffsetCommit failed" in r["event"]]
-        assert 1 <= len(refused) <= 3, len(refused)  # not one every 100 ms
-        assert "commit failed" in events  # riskguard's own line, once
+        assert len(refused) <= 3, len(refused)  # never one every 100 ms
+        if refused:
+            assert "commit failed" in events  # riskguard's own line, once
         # and starting again against that broker: ready, or one clear line (exit 2)
         assert second is not None
         again = tmp_path / "stderr-again.log"
