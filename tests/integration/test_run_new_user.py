@@ -157,11 +157,13 @@ def test_sigterm_stops_run_in_bounded_time_after_the_broker_lost_its_topics(
             r for r in records if r["event"] == "stop requested"
         ).items()
         assert "riskguard stopped" in events
-        # the broker came back empty: riskguard saw its heartbeats' offsets go back and
-        # published again, creating its topics (so the final commit may well succeed)
-        assert "control topic re-created: its offsets went back" in events
+        # the broker came back empty: either riskguard saw its heartbeats' offsets go
+        # back and created its topics again (the final commit then succeeds), or it had
+        # not heartbeat to the new broker yet and the commit is refused, logged once
+        rewound = "control topic re-created: its offsets went back" in events
         refused = [r for r in records if "OffsetCommit failed" in r["event"]]
         assert len(refused) <= 3, len(refused)  # never one every 100 ms
+        assert rewound or refused, events
         if refused:
             assert "commit failed" in events  # riskguard's own line, once
         # and starting again against that broker: ready, or one clear line (exit 2)
