@@ -35,6 +35,7 @@ from riskguard.state.codes import (
     N_REFDATA,
     N_REUSED,
     N_SKEWED,
+    OWN_TIME_NS,
 )
 from riskguard.state.columnar import Built, build
 from riskguard.state.counters import C_DUP
@@ -146,7 +147,7 @@ class Engine(Inspection, Decisions):
             limits,
             self.keys,
             skew_ns=self.settings.skew_ns,
-            lateness_ns=(1 << 62) if self._own_time else self.settings.lateness_ns,
+            lateness_ns=OWN_TIME_NS if self._own_time else self.settings.lateness_ns,
             values_only=self.values_only,
         )
         self.store.reset_counters(book.counter_defs)
@@ -187,9 +188,12 @@ class Engine(Inspection, Decisions):
         clock (``off``: beyond ``settings.max_lateness_ms`` it counts as now, the live
         rule). For a rebuild reading several partitions at different speeds: an event of
         a partition read behind the others is history, not a late delivery, and counted
-        as now it would fill today's windows with it (a false breach right after)."""
+        as now it would fill today's windows with it (a false breach right after). An
+        event older than a counter's whole ring is then in none of its windows (live, it
+        counts in the oldest bucket: a firm window ahead of a partition read behind would
+        pile that partition's history into it)."""
         self._own_time = on  # kept across a limits reload
-        bound = (1 << 62) if on else self.settings.lateness_ns
+        bound = OWN_TIME_NS if on else self.settings.lateness_ns
         rules = self.rulebook.rules._replace(lateness_ns=bound)
         self.rulebook = dataclasses.replace(self.rulebook, rules=rules)
 

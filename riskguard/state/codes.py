@@ -77,3 +77,7 @@ NBUCKETS = 10
 """Buckets a windowed counter's window is cut into (bucket width = ceil(window / 10))."""
 RING = NBUCKETS + 1
 """Buckets kept per counter: the current one plus ``NBUCKETS`` before it."""
+OWN_TIME_NS = 1 << 62
+"""The lateness bound while a backlog is read (``Engine.count_at_own_time``): every event
+counts in windows at its own time, and one older than a counter's ring is in none of its
+windows (live, such an event counts in the oldest bucket the ring holds)."""

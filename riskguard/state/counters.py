@@ -75,10 +75,16 @@ def advance(c, k, row, b):  # type: ignore[no-untyped-def]
 
 
 @helper
-def _add(c, k, row, b, v):  # type: ignore[no-untyped-def]
-    """Count ``v`` in bucket ``b``, or in the oldest bucket the ring holds if ``b`` is older."""
+def _add(c, k, row, b, v, history):  # type: ignore[no-untyped-def]
+    """Count ``v`` in bucket ``b``, or in the oldest bucket the ring holds if ``b`` is older;
+    reading a backlog (``history``), an event older than the ring is in none of its
+    windows and counts nowhere."""
     if v != 0.0:
-        b = max(b, c.last_bucket[k, row] - RING + 1)
+        oldest = c.last_bucket[k, row] - RING + 1
+        if b < oldest:
+            if history:
+                return
+            b = oldest
         c.buckets[k, row, b % RING] += v
         c.total[k, row] += v
 
@@ -105,11 +111,12 @@ def refill(x, st, sign):  # type: ignore[no-untyped-def]
 
 
 @helper
-def count(ev, side, venue, at, st):  # type: ignore[no-untyped-def]
+def count(ev, side, venue, at, st, history):  # type: ignore[no-untyped-def]
     """Advance and add to every windowed counter but the duplicate-order ones (:func:`count_dups`).
 
     ``side`` and ``venue`` are the event's (a cancel's or reject's: its order's); ``at``
-    is the time it counts at. A counter's row for a scope is the scope's slot within its
+    is the time it counts at (``history``: a backlog is read, see :func:`_add`). A
+    counter's row for a scope is the scope's slot within its
     level; a venue counter skips events with no venue. A fill counts qty x |price| x
     multiplier x rate (a notional is a magnitude; :func:`fill_money`).
     """
@@ -141,11 +148,11 @@ def count(ev, side, venue, at, st):  # type: ignore[no-untyped-def]
             v = fill_money(st, ev.symbol, ev.qty, ev.price) if t == T_FILL else 0.0
         elif kind == C_FILLS:
             v = 1.0 if t == T_FILL else 0.0
-        _add(c, k, row, b, v)
+        _add(c, k, row, b, v, history)
 
 
 @helper
-def count_dups(ev, venue, now, at, st):  # type: ignore[no-untyped-def]
+def count_dups(ev, venue, now, at, st, history):  # type: ignore[no-untyped-def]
     """Duplicate-order counters, for a new order (the only event they count or are read on).
 
     A new order counts once for each earlier identical new order of the same scope key
@@ -171,7 +178,7 @@ def count_dups(ev, venue, now, at, st):  # type: ignore[no-untyped-def]
             if d.counts[0].live > d.counts[0].purge_at:
                 purge_dups(d, c.defs, st.globals[0].last_event_ns)
         if prev >= 0 and abs(now - prev) < c.defs[k].window_ns:
-            _add(c, k, row, b, 1.0)
+            _add(c, k, row, b, 1.0, history)
 
 
 @helper
@@ -284,7 +291,7 @@ def recount_ahead(st, n, now):  # type: ignore[no-untyped-def]
                 c.total[k, row] -= v
             b = now // d.width_ns
             advance(c, k, row, b)
-            _add(c, k, row, b, v)
+            _add(c, k, row, b, v, False)
         if fill:
             x.count_ns = now
         rec.typ = -1

@@ -62,6 +62,7 @@ from riskguard.state.codes import (
     N_LATE,
     N_SKEWED,
     O_FREE,
+    OWN_TIME_NS,
 )
 from riskguard.state.counters import (
     C_DUP,
@@ -331,6 +332,7 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
     has_dups = False
     for k in range(st.counters.defs.shape[0]):
         has_dups = has_dups or st.counters.defs[k].kind == C_DUP
+    history = rules.lateness_ns >= OWN_TIME_NS  # a backlog read: older than a ring, no window
     for e in range(start, n):
         ev = batch[e]
         t = ev.typ
@@ -386,15 +388,15 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
             if parent == -2:
                 continue
             side, venue = _side_venue(ev, t, st)
-            count(ev, side, venue, at, st)
+            count(ev, side, venue, at, st, history)
             if verdict == AHEAD:
                 remember_ahead(st, g.ahead_run - 1, ev, t, side, venue, at)
             if t == T_NEW and has_dups:
-                count_dups(ev, venue, now, at, st)
+                count_dups(ev, venue, now, at, st, history)
         else:
             if t == T_FILL and ev.subtype == E_TRADE:
                 trade_reference(ev.symbol, ev.exec, ev.price, e, now, st, rules, peaks, out)
-                count(ev, side, venue, at, st)
+                count(ev, side, venue, at, st, history)
                 if verdict == AHEAD:
                     remember_ahead(st, g.ahead_run - 1, ev, t, side, venue, at)
             parent = _order_event(ev, e, venue, now, at, st, rules, peaks, out)

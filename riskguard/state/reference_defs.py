@@ -156,10 +156,14 @@ class Window:
             total += v
         self.total = total
 
-    def add(self, bucket: int, v: float) -> None:
-        """Count ``v`` in ``bucket``, or in the oldest bucket still in the ring if older."""
+    def add(self, bucket: int, v: float, history: bool = False) -> None:
+        """Count ``v`` in ``bucket``, or in the oldest bucket still in the ring if older;
+        reading a backlog (``history``), not at all if older."""
         if v != 0.0:
-            bucket = max(bucket, self.last - RING + 1)
+            if bucket < self.last - RING + 1:
+                if history:
+                    return
+                bucket = self.last - RING + 1
             self.slots[bucket % RING] += v
             self.total += v
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from riskguard import events as wire
 from riskguard.limits.model import Rule
+from riskguard.state.codes import OWN_TIME_NS
 from riskguard.state.reference_defs import BUCKETS, Execution, Window
 
 Counter = tuple[str, str, int, int, str | None]
@@ -24,6 +25,7 @@ class ReferenceWindows:
     dup: dict[tuple[Counter, str, str, str, float, float], int]
     dup_purge_at: int
     last_any: int
+    lateness_ns: int
     execs: dict[tuple[str, str], Execution]
 
     if TYPE_CHECKING:  # provided by ReferenceOrders
@@ -106,7 +108,7 @@ class ReferenceWindows:
                 v = self._fill_money(ev.symbol, ev.qty, ev.price)
             elif kind == "dup" and isinstance(ev, wire.NewOrder):
                 v = self._dup(ev, counter, scope, now)
-            w.add(bucket, v)
+            w.add(bucket, v, self.lateness_ns >= OWN_TIME_NS)
 
     def _dup(self, ev: wire.NewOrder, counter: Counter, scope: str, now: int) -> float:
         px = -1.0 if ev.price is None else ev.price

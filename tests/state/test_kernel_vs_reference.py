@@ -28,6 +28,7 @@ from riskguard.engine import Engine, Result
 from riskguard.killswitch import Transition
 from riskguard.limits import Limits, parse
 from riskguard.settings import EngineSettings
+from riskguard.state.codes import OWN_TIME_NS
 from riskguard.state.reference import ReferenceModel
 from riskguard.testing import capture_transitions
 from riskguard.vocabulary import money
@@ -476,11 +477,19 @@ def streams(draw: Any) -> tuple[list[wire.Event | tuple[str, str]], list[int]]:
 
 
 def run_both(
-    stream: list[wire.Event | tuple[str, str]], cuts: list[int], limits: Limits = LIMITS
+    stream: list[wire.Event | tuple[str, str]],
+    cuts: list[int],
+    limits: Limits = LIMITS,
+    own_time: bool = False,
 ) -> tuple[Engine, ReferenceModel, list[Transition], Result]:
-    """Feed ``stream`` to both models, cutting the engine's input at ``cuts``."""
+    """Feed ``stream`` to both models, cutting the engine's input at ``cuts``;
+    ``own_time``: as while a backlog is read (every event at its own time, one older
+    than a window's ring in none of its windows)."""
     engine = Engine(limits, event_time=True, settings=SETTINGS)
     ref = ReferenceModel(limits, SETTINGS)
+    if own_time:
+        engine.count_at_own_time(True)
+        ref.lateness_ns = OWN_TIME_NS
     total = Result()
     bounds = [0, *cuts, len(stream)]
 
@@ -576,11 +585,11 @@ def assert_same(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(streams(), st.sampled_from(sorted(LIMITS_BY_REVALUE)))
+@given(streams(), st.sampled_from(sorted(LIMITS_BY_REVALUE)), st.booleans())
 def test_kernel_matches_reference(
-    case: tuple[list[wire.Event | tuple[str, str]], list[int]], revalue_ms: int
+    case: tuple[list[wire.Event | tuple[str, str]], list[int]], revalue_ms: int, own_time: bool
 ) -> None:
-    engine, ref, seen, total = run_both(*case, LIMITS_BY_REVALUE[revalue_ms])
+    engine, ref, seen, total = run_both(*case, LIMITS_BY_REVALUE[revalue_ms], own_time)
     assert_same(engine, ref, seen, total)
 
 
