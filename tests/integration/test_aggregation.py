@@ -20,6 +20,7 @@ from riskguard.aggregate.records import Contribution, RaisedEdge, encode
 from riskguard.apache_kafka import ApacheKafkaBroker
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
+from riskguard.settings import Settings
 from tests.builders import T0, rules_toml
 from tests.integration.apache_kafka_fixtures import group_settings
 from tests.integration.conftest import instance_settings
@@ -28,6 +29,24 @@ from tests.integration.test_scale_out import produce, until
 LIMITS = rules_toml(
     'name = "firm-open"\nmetric = "open_orders"\nscope = "firm"\nmax = 1000\naction = "halt"'
 )
+
+
+def three_orders() -> list[wire.Event]:
+    """Three working orders of acct-00 (partition 0), stamped now."""
+    now = time.time_ns()
+    return [
+        wire.NewOrder(ts=now + i, order_id=f"o{i}", account="acct-00", strategy="s",
+                      symbol="X", side="buy", qty=1.0, price=1.0)
+        for i in range(3)
+    ]  # fmt: skip
+
+
+def audited(settings: Settings, rule: str) -> list[dict[str, Any]]:
+    """The transitions of ``rule`` in the sidecar's audit log."""
+    path = settings.runtime.audit_path
+    lines = path.read_text().splitlines() if path.exists() else []
+    records = [json.loads(line)["record"] for line in lines]
+    return [r for r in records if r.get("rule") == rule]
 
 
 async def test_records_that_do_not_add_up_stop_the_sums_and_page_until_they_do(
@@ -43,10 +62,7 @@ async def test_records_that_do_not_add_up_stop_the_sums_and_page_until_they_do(
     sidecar = Sidecar(settings)
 
     def sent(rule: str) -> list[dict[str, Any]]:  # the transitions audited, of ``rule``
-        path = settings.runtime.audit_path
-        lines = path.read_text().splitlines() if path.exists() else []
-        records = [json.loads(line)["record"] for line in lines]
-        return [r for r in records if r.get("rule") == rule]
+        return audited(settings, rule)
 
     await sidecar.start()
     task = asyncio.create_task(sidecar.run())
@@ -57,12 +73,7 @@ async def test_records_that_do_not_add_up_stop_the_sums_and_page_until_they_do(
     await producer.start()
     try:
         now = time.time_ns()
-        orders = [
-            wire.NewOrder(ts=now + i, order_id=f"o{i}", account="acct-00", strategy="s",
-                          symbol="X", side="buy", qty=1.0, price=1.0)
-            for i in range(3)
-        ]  # fmt: skip
-        await produce(settings, orders)
+        await produce(settings, three_orders())
 
         def sums() -> dict[str, float]:
             return dict(agg.judge.values.get("firm-open", {}))
@@ -221,23 +232,14 @@ async def test_a_new_judge_takes_over_the_alert_its_predecessor_raised(
         await producer.stop()
 
     def sent(rule: str) -> list[dict[str, Any]]:
-        path = settings.runtime.audit_path
-        lines = path.read_text().splitlines() if path.exists() else []
-        records = [json.loads(line)["record"] for line in lines]
-        return [r for r in records if r.get("rule") == rule]
+        return audited(settings, rule)
 
     await sidecar.start()
     task = asyncio.create_task(sidecar.run())
     agg = sidecar.group.aggregation if sidecar.group else None
     assert agg is not None
     try:
-        now = time.time_ns()
-        orders = [
-            wire.NewOrder(ts=now + i, order_id=f"o{i}", account="acct-00", strategy="s",
-                          symbol="X", side="buy", qty=1.0, price=1.0)
-            for i in range(3)
-        ]  # fmt: skip
-        await produce(settings, orders)
+        await produce(settings, three_orders())
         await until("the sums judged", lambda: agg.judge.values.get("firm-open-alert"), 20)
         assert agg.judge.values["firm-open-alert"] == {"firm": 3.0}
         assert agg.status()["took_over_from"] == "rg-old"
