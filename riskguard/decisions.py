@@ -197,7 +197,7 @@ class Decisions:
         """The words a transition carries beside its evidence: a restricted list's reason,
         or why a feed went silent."""
         if rule.metric == "feed_silence_ms":
-            return self._silence(row, value, ts)
+            return self._silence(rule, row, value, ts)
         return rule.reason or None
 
     @staticmethod
@@ -215,10 +215,12 @@ class Decisions:
             return rule.max
         return rule.lower
 
-    def _silence(self, row: int, value_ms: float, ts: int) -> str:
+    def _silence(self, rule: Rule, row: int, value_ms: float, ts: int) -> str:
         """Why a feed-silence row breached, in words: whose heartbeat (or any event) has
-        not come, since when. A source never heard from is silent since start, which is
-        what a fresh ``run`` without its trading system sees: say that it is expected."""
+        not come, since when (exact to the ms). A source never heard from is silent since
+        start, which is what a fresh ``run`` without its trading system sees: say that it
+        is expected, and what ends it: an operator's resume for a halt or REDUCE_ONLY (they
+        latch), the source heard again for an alert (it re-arms and is resolved)."""
         source = int(self.rulebook.rules.rows[row]["source"])
         st = self.store.state
         if source >= 0:
@@ -228,11 +230,22 @@ class Decisions:
             what = "no event"
             heard = int(st.globals["last_event_ns"][0])
         began = ts - int(value_ms * 1e6)  # when the silence began: the last one, or the start
-        seconds = f"{value_ms / 1000:.1f} s"
+        seconds = f"{silence_seconds(value_ms)} s"
         if 0 <= heard <= began + 1_000_000:  # heard before the silence began (1 ms of rounding)
             when = datetime.fromtimestamp(heard / 1e9, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
             return f"{what} for {seconds} (last at {when} UTC)"
-        return (
-            f"{what} since start, {seconds}: expected while the trading system is not "
-            "running; the halt stays until an operator resumes"
-        )
+        if rule.action == "alert":
+            ends = "the source is heard" if source >= 0 else "an event comes"
+            then = f"the alert resolves when {ends}"
+        else:
+            state = "the halt" if rule.action == "halt" else "REDUCE_ONLY"
+            then = f"{state} stays until an operator resumes"
+        expected = "expected while the trading system is not running"
+        return f"{what} since start, {seconds}: {expected}; {then}"
+
+
+def silence_seconds(value_ms: float) -> str:
+    """A silence of ``value_ms`` (ms, finite, >= 0) in seconds, exact to the millisecond,
+    without trailing zeros: 2250 -> ``"2.25"``, 2000 -> ``"2"``, 2013.78 -> ``"2.014"``."""
+    ms = round(value_ms)
+    return f"{ms // 1000:,}.{ms % 1000:03d}".rstrip("0").rstrip(".")

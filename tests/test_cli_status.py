@@ -306,8 +306,30 @@ def test_topic_problems_are_shown_one_line_each(
 ) -> None:
     reply = copy.deepcopy(STATUS)
     line = "riskguard.control: cleanup.policy is delete, wanted compact (gates open)"
-    reply["topics"] = {"problems": [line], "repaired": ["x: repaired"], "checks": 2}
+    fixed = "riskguard.dead-letter: cleanup.policy is compact, wanted delete (bad events lost)"
+    reply["topics"] = {"problems": [line], "repaired": [f"{fixed}; repaired"], "checks": 2}
     assert main(["status", "--url", serve(reply)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert f"  TOPIC: {line}" in out
-    assert not any("x: repaired" in o for o in out), "repairs done are not shown as problems"
+    assert not any(o.startswith("  TOPIC:") and fixed in o for o in out), "repairs are no problem"
+    assert f"  topic repaired: {fixed}" in out  # one line each, "repaired" said once
+
+
+def test_each_topic_repair_is_one_line_even_without_problems(
+    serve: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reply = copy.deepcopy(STATUS)
+    repairs = [
+        "riskguard.control: cleanup.policy is delete, wanted compact (gates open); repaired",
+        "riskguard.dead-letter: exists is no, wanted yes (bad events lost); repaired",
+    ]
+    reply["topics"] = {"problems": [], "repaired": repairs, "checks": 3}
+    assert main(["status", "--url", serve(reply)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    shown = [o for o in out if o.startswith("  topic repaired: ")]
+    assert shown == [
+        "  topic repaired: riskguard.control: cleanup.policy is delete, wanted compact "
+        "(gates open)",
+        "  topic repaired: riskguard.dead-letter: exists is no, wanted yes (bad events lost)",
+    ]
+    assert not any("TOPIC" in o for o in out)

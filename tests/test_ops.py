@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 
 from riskguard.metrics import Metrics
-from riskguard.settings import EngineSettings, load_settings
+from riskguard.settings import EngineSettings, KafkaSettings, load_settings
 
 OPS = Path(__file__).resolve().parents[1] / "ops"
 
@@ -53,6 +53,13 @@ def test_example_settings_show_every_engine_setting_at_its_default() -> None:
     data = tomllib.loads((OPS / "riskguard.toml").read_text())
     defaults = msgspec.to_builtins(EngineSettings())
     assert data["engine"] == defaults
+
+
+def test_example_settings_show_the_topic_watch_settings_at_their_defaults() -> None:
+    kafka = tomllib.loads((OPS / "riskguard.toml").read_text())["kafka"]
+    defaults = msgspec.to_builtins(KafkaSettings())
+    for name in ("topic_check_interval_s", "metadata_max_age_ms"):
+        assert kafka[name] == defaults[name], name
 
 
 def test_kubernetes_waits_out_the_first_compile_and_keeps_state_and_kernels() -> None:

@@ -16,8 +16,10 @@ EXIT_CODES_HELP = """exit codes:
 
 RUN_EXIT_CODES_HELP = """exit codes:
   0  stopped gracefully (SIGTERM or SIGINT: batch finished, offsets committed)
-  1  stopped without finishing (runtime.stop_timeout_s passed, or a second signal), or
-     stopped because a background task failed (a bug: logged at critical)
+  1  stopped without finishing (runtime.stop_timeout_s passed, or a second signal),
+     with offsets left uncommitted (the broker down: the input is read again from
+     the last commit at the next start), or stopped because a background task
+     failed (a bug: logged at critical)
   2  could not start, with one line saying why (settings, a secret or limits file,
      the users file, a busy port, no broker, a broker refusing riskguard)"""
 """The epilog of ``riskguard run --help`` (:mod:`riskguard.cli.run`)."""

@@ -8,8 +8,8 @@ gracefully (batch finished, offsets committed, snapshot written) within
 watchdog ends the process should even that hang. A second signal exits at once.
 SIGHUP reloads the limits and the users file.
 
-Exit codes: 0 stopped gracefully, 1 stopped without finishing (timeout or second
-signal), 2 could not start.
+Exit codes: 0 stopped gracefully, 1 stopped without finishing (timeout, second
+signal, offsets the broker did not take), 2 could not start.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ scope with the time it was decided (UTC, ms) and its evidence
 notifiers; rejected limits and users reloads; the other instances of an active-active
 pair (live or not, the limits each judges with); in group mode, the input partitions
 this instance owns and whether their state is restored, who judges the cross-partition
-sums and whether they are whole, and symbols no mark reached. Exit 0 when riskguard is ready,
+sums and whether they are whole, and symbols no mark reached; riskguard's topics
+whose shape is wrong (``TOPIC:``) and those riskguard repaired (``topic repaired:``),
+one line each. Exit 0 when riskguard is ready,
 1 when it answered but is not ready (or refused the token), 2 when it cannot be reached
 or is not riskguard.
 """
@@ -106,8 +108,11 @@ def _lines(reply: dict[str, Any]) -> list[str]:
             counts += f", {scale['snapshot_restores']} from a snapshot"
         out.append(f"  group mode: owns {owned} ({restore}; {counts})")
         out += _group_lines(scale)
-    for problem in (reply.get("topics") or {}).get("problems") or []:
+    topics = reply.get("topics") or {}
+    for problem in topics.get("problems") or []:
         out.append(f"  TOPIC: {problem}")
+    for repair in topics.get("repaired") or []:  # a line of topic_shape.TopicProblem
+        out.append(f"  topic repaired: {str(repair).removesuffix('; repaired')}")
     if reply.get("instance_conflict"):
         out.append(f"  INSTANCE NAME CONFLICT: {reply['instance_conflict']}")
     users = reply.get("users") or {}

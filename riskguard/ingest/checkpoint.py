@@ -84,24 +84,28 @@ class Checkpoints:
         for tp, messages in batch.items():
             self._applied[tp] = messages[-1].offset + 1
 
-    async def commit(self, consumer: AIOKafkaConsumer | None, timeout_s: float = 2.0) -> None:
+    async def commit(self, consumer: AIOKafkaConsumer | None, timeout_s: float = 2.0) -> bool:
         """Commit the applied offsets not committed yet (never beyond what state reflects).
 
         Waits at most ``timeout_s``: aiokafka retries a commit the broker refuses
-        (e.g. a topic it lost) forever, which must not hold up a stop. A failed or
-        timed-out commit is logged (repeats at most every 10 s, with their count) and
-        tried again next time; nothing is raised.
+        (e.g. a topic it lost, a broker down) forever, which must not hold up a stop. A
+        failed or timed-out commit is logged (repeats at most every 10 s, with their
+        count) and tried again next time; nothing is raised. Returns False when applied
+        offsets are left uncommitted (always False without a ``consumer`` then).
         """
         todo = {
             tp: OffsetAndMetadata(off, "")
             for tp, off in self._applied.items()
             if self._committed.get(tp) != off
         }
-        if not todo or consumer is None:
-            return
+        if not todo:
+            return True
+        if consumer is None:
+            return False
         try:
             await asyncio.wait_for(consumer.commit(todo), timeout_s)
             self._committed.update({tp: meta.offset for tp, meta in todo.items()})
+            return True
         except (KafkaError, TimeoutError) as exc:
             left_out = self._commit_failures.admit("commit failed")
             if left_out is not None:
@@ -110,6 +114,7 @@ class Checkpoints:
                     error=repr(exc) if str(exc) else f"no answer within {timeout_s:g} s",
                     **log.repeats(left_out),
                 )
+            return False
 
     # snapshots ----------------------------------------------------------------
     def load(self) -> None:

@@ -40,6 +40,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -55,6 +56,7 @@ from riskguard.engine import Engine
 from riskguard.ingest import report
 from riskguard.ingest.cancels import CancelTracker
 from riskguard.ingest.checkpoint import Checkpoints
+from riskguard.ingest.closing import stop_consumer
 from riskguard.ingest.connect import StartError, idempotence_refused, wait_for_broker
 from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.health import Health
@@ -346,14 +348,13 @@ class Sidecar:
         """Finish the batch in hand, commit, snapshot, flush, and close everything.
 
         Bounded by ``runtime.stop_timeout_s`` whatever the broker does: past it, what is
-        left is abandoned and logged. Returns True when everything finished in time.
+        left is abandoned and logged. True: all finished in time, applied offsets committed.
         """
         self._stop.set()
         self._phase = "stopping"
         budget = self.settings.runtime.stop_timeout_s
         try:
-            await asyncio.wait_for(self._stop_gracefully(), budget)
-            graceful = True
+            graceful = committed = await asyncio.wait_for(self._stop_gracefully(), budget)
         except TimeoutError:
             self.log.error(
                 "graceful stop did not finish in time; closing anyway",
@@ -361,25 +362,27 @@ class Sidecar:
                 committed=False,
             )
             await self.close()
-            graceful = False
+            graceful = committed = False
         self._phase = "stopped"
         self.metrics.ready.set(0)
+        applied = self.engine.events_applied
         self.log.info(
-            "riskguard stopped", events_applied=self.engine.events_applied, graceful=graceful
+            "riskguard stopped", events_applied=applied, graceful=graceful, committed=committed
         )
         return graceful
 
-    async def _stop_gracefully(self) -> None:
+    async def _stop_gracefully(self) -> bool:
+        """The stop's steps in order; returns whether the final commit left nothing behind."""
         await self.intake.finish()
         await self.reloader.stop()
         await self.tasks.cancel()
-        await self.checkpoints.commit(self.consumer)
+        committed = await self.checkpoints.commit(self.consumer)
         await self.checkpoints.final()
         if self.consumer:
-            await self.consumer.stop()
+            await stop_consumer(self.consumer)
             self.consumer = None
         if self.control_reader:
-            await self.control_reader.stop()
+            await stop_consumer(self.control_reader)
         if self.group is not None:
             await self.group.stop()
         await self.outbox.retry_pending()
@@ -393,6 +396,7 @@ class Sidecar:
             await self.producer.stop()
             self.producer = None
         await self.api.stop()
+        return committed
 
     async def close(self) -> None:
         """Release whatever was started, without committing or snapshotting: after a
@@ -403,8 +407,8 @@ class Sidecar:
         await self.reloader.stop()
         await self.tasks.cancel()
         parts: list[tuple[str, Any]] = [
-            ("consumer", self.consumer.stop if self.consumer else None),
-            ("control reader", self.control_reader.stop if self.control_reader else None),
+            ("consumer", self.consumer and partial(stop_consumer, self.consumer)),
+            ("control reader", self.control_reader and partial(stop_consumer, self.control_reader)),
             ("aggregation reader", self.group.stop if self.group else None),
             ("notifier", self.notifier.stop),
             ("audit", self.audit.stop),

@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from riskguard.ingest.aggregation import MAX_RECORD_BYTES, TOPIC_CONFIG, Aggregation
+from riskguard.ingest.closing import stop_consumer
 from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.group import GroupOwnership, Renumbered
 from riskguard.ingest.ports import TransitionSink
@@ -119,7 +120,7 @@ class GroupMode:
         sidecar's)."""
         reader, producer, self.reader, self.producer = self.reader, self.producer, None, None
         if reader is not None:
-            await reader.stop()
+            await stop_consumer(reader)
         if producer is not None:
             await producer.stop()
 

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from riskguard import events as wire
 from riskguard.broker import Broker, free_port
 from riskguard.brokers import BrokerKind
-from riskguard.cli.common import EXIT_OK, EXIT_USAGE
+from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from riskguard.examples import LIMITS
 from riskguard.testing import spawn_run
 from tests.integration.conftest import fresh_broker, kafka_toml, tansu_only
@@ -197,6 +197,61 @@ def test_sigterm_stops_run_in_bounded_time_after_the_broker_lost_its_topics(
         for broker in (first, second):
             if broker is not None:
                 broker.stop()
+
+
+def test_sigterm_while_the_broker_is_down_stops_cleanly_in_bounded_time(
+    broker_kind: BrokerKind, tmp_path: Path
+) -> None:
+    """Events applied, the broker dies, then SIGTERM: no traceback (aiokafka's consumer
+    stop leaked a cancellation: riskguard.ingest.closing), no 'Unclosed' complaint, every
+    line on stderr JSON, stopped within ``stop_timeout_s``, and exit 1 as ``riskguard run
+    --help`` says: the applied offsets could not be committed."""
+    run = uuid.uuid4().hex[:8]
+    topic = f"events-{run}"
+    port = free_port()
+    dead = fresh_broker(broker_kind)
+    cfg = config(
+        tmp_path,
+        f'[kafka]\ninput_topics = ["{topic}"]\ncontrol_topic = "control-{run}"\n'
+        f'group_id = "rg-{run}"',
+        # offsets are committed only at the stop, to a broker that is gone
+        runtime="stop_timeout_s = 4\ncommit_interval_ms = 3600000",
+        broker=dead,
+    )
+    err_path = tmp_path / "stderr.log"
+    try:
+        with err_path.open("wb") as err:
+            proc = run_proc(cfg, port, dead.bootstrap_servers, err)
+            try:
+                wait_ready(port, proc)
+                produce(dead.bootstrap_servers, topic, 20)
+                deadline = time.monotonic() + 20
+                while get(f"http://127.0.0.1:{port}/v1/status")[1]["events_applied"] < 20:
+                    assert time.monotonic() < deadline, "the events were not applied"
+                    time.sleep(0.1)
+                dead.stop()
+                time.sleep(1.5)  # fetches fail and back off: connections refused
+                sent = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                code = proc.wait(timeout=60)
+                took = time.monotonic() - sent
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        dead.stop()
+    text = err_path.read_text(errors="replace")
+    records, other = lines_of(err_path)
+    assert other == [], other[:10]
+    for word in ("Traceback", "Unclosed", "CancelledError"):
+        assert word not in text, text[-3000:]
+    assert took < 4 + 5, took  # the budget, then the interpreter's exit; not the watchdog
+    events = [r["event"] for r in records]
+    assert "stop requested" in events, events[-10:]
+    stopped = next(r for r in records if r["event"] == "riskguard stopped")
+    assert (code, stopped["graceful"], stopped["committed"]) == (EXIT_FAILED, False, False)
+    assert stopped["events_applied"] == 20
 
 
 # 4. start-up failures: one line, exit 2 -------------------------------------------------
