@@ -271,12 +271,13 @@ class Gate:
             partitions=sorted(tp.partition for tp in tps),
             position=max((self._next.get(tp, 0) for tp in tps), default=0),
         )
-        for tp in tps:
-            self._next[tp] = 0
         try:
             await self._consumer.seek_to_beginning(*tps)
-        except KafkaError as exc:  # retried by the next out-of-range answer
+        except KafkaError as exc:  # the offsets are still back at the next fetch: retried
             self.last_error = repr(exc)
+            return
+        for tp in tps:
+            self._next[tp] = 0
 
     def _receive(self, values: list[bytes | None]) -> None:
         """Fold values read from the topic, stamp ``seen_ns``, hand over due cancel parts."""
