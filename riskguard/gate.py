@@ -41,8 +41,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from riskguard import log
 from riskguard.control import decision
@@ -121,8 +121,13 @@ class Gate:
     dependency; exact when ``check`` is called from one thread): ``checks`` (calls of
     ``check``), ``refusals`` (``Counter`` of :attr:`Verdict.cause` over ``check``'s
     refusals: ``rule:<name>``, ``HALTED``, ``REDUCE_ONLY``, ``UNKNOWN``,
-    ``fail_closed``), ``cancels_delivered`` (requests handed to ``on_cancel``) and
-    ``callback_errors`` (calls that raised).
+    ``fail_closed``), ``cancels_delivered`` (requests handed to ``on_cancel``),
+    ``callback_errors`` (calls that raised) and ``rewinds`` (times the topic's offsets
+    went back under the gate's position, a broker that lost its data: the gate then
+    reads the topic again from its beginning, keeping what it knew).
+
+    ``auto_offset_reset`` is the gate's own (it reads from the beginning, and again
+    from the beginning when the offsets go back): passing it raises ``ValueError``.
     """
 
     def __init__(
@@ -148,6 +153,11 @@ class Gate:
                 )
             if on_cancel is None:
                 raise ValueError("cancel_on_disconnect_ms needs on_cancel to call")
+        if "auto_offset_reset" in kafka_options:
+            raise ValueError(
+                "auto_offset_reset is the gate's own: it reads the control topic from its "
+                "beginning, and again from its beginning when the topic's offsets go back"
+            )
         self.topic = control_topic
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.on_cancel = on_cancel
@@ -159,10 +169,17 @@ class Gate:
         self.refusals: Counter[str] = Counter()
         self.cancels_delivered = 0
         self.callback_errors = 0
+        self.rewinds = 0
+        #: per partition, the offset after the last record read: the gate's position
+        self._next: dict[TopicPartition, int] = {}
         options = {"fetch_max_wait_ms": FETCH_MAX_WAIT_MS, **kafka_options}
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             enable_auto_commit=False,
+            # an offset out of range raises, and _reread reads from the beginning: never
+            # aiokafka's silent jump to the end ("latest", its default), which skips
+            # records riskguard published again into a re-created topic
+            auto_offset_reset="none",
             request_timeout_ms=request_timeout_ms,
             **options,
         )
@@ -184,6 +201,8 @@ class Gate:
         view = ControlView()
         await read_to_end(self._consumer, self.topic, view, timeout_s)
         self.view = view
+        for tp in self._consumer.assignment():
+            self._next[tp] = await self._consumer.position(tp)
         now = time.time_ns()
         for scope in self.view.states:
             self.seen_ns[scope] = now
@@ -220,12 +239,45 @@ class Gate:
         while True:
             try:
                 batch = await self._consumer.getmany(timeout_ms=100)
+            except OffsetOutOfRangeError as exc:  # Apache Kafka: position past the end
+                out = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+                await self._reread(list(out) or list(self._next), "offset out of range")
+                continue
             except KafkaError as exc:
                 self.last_error = repr(exc)
                 await asyncio.sleep(0.1)
                 continue
-            for messages in batch.values():
+            for tp, messages in batch.items():
+                if messages:
+                    self._next[tp] = messages[-1].offset + 1
                 self._receive([m.value for m in messages])
+            # Tansu answers a fetch past the end with no records and its high watermark
+            ends = {tp: self._consumer.highwater(tp) for tp in self._next}
+            behind = [tp for tp, end in ends.items() if end is not None and end < self._next[tp]]
+            if behind:
+                tp = behind[0]
+                await self._reread(behind, f"high watermark {ends[tp]} under {self._next[tp]}")
+
+    async def _reread(self, tps: list[TopicPartition], why: str) -> None:
+        """The topic's offsets went back under the gate's position (the broker lost its
+        data and the topic was created again): read ``tps`` again from their beginning.
+        The view is kept, so a halt the new topic lacks is not forgotten; records read
+        again are folded as usual (the latest of each key wins)."""
+        self.rewinds += 1
+        self._log.error(
+            "control topic's offsets went back: reading it again from its beginning",
+            topic=self.topic,
+            why=why,
+            partitions=sorted(tp.partition for tp in tps),
+            position=max((self._next.get(tp, 0) for tp in tps), default=0),
+        )
+        try:
+            await self._consumer.seek_to_beginning(*tps)
+        except KafkaError as exc:  # the offsets are still back at the next fetch: retried
+            self.last_error = repr(exc)
+            return
+        for tp in tps:
+            self._next[tp] = 0
 
     def _receive(self, values: list[bytes | None]) -> None:
         """Fold values read from the topic, stamp ``seen_ns``, hand over due cancel parts."""

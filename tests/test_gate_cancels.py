@@ -272,6 +272,13 @@ def test_cancel_on_disconnect_needs_a_callback() -> None:
         Gate("127.0.0.1:9", cancel_on_disconnect_ms=500)
 
 
+@pytest.mark.parametrize("policy", ["latest", "earliest", "none"])
+def test_auto_offset_reset_is_the_gates_own(policy: str) -> None:
+    """aiokafka's "latest" would skip what riskguard published again into a new topic."""
+    with pytest.raises(ValueError, match="auto_offset_reset is the gate's own"):
+        Gate("127.0.0.1:9", auto_offset_reset=policy)
+
+
 async def test_disconnect_request_from_a_gate_that_cannot_hear_riskguard(
     gates: Callable[..., Gate], topic: str
 ) -> None:

@@ -7,18 +7,22 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from riskguard.broker import free_port
+from riskguard.brokers import BrokerKind
 from riskguard.control.records import RuleRecord
 from riskguard.gate import CancelRequest, Gate
 from riskguard.ingest.runtime import Sidecar
 from riskguard.settings import Settings
 from tests import gate_records as records
 from tests.gate_records import Message
-from tests.integration.conftest import OVERFILL
+from tests.integration.conftest import OVERFILL, fresh_broker, local_settings
 
 MS = 1_000_000
 
@@ -76,6 +80,79 @@ async def test_gate_with_no_riskguard_refuses(settings: Settings) -> None:
     async with Gate(settings.kafka.bootstrap_servers, settings.kafka.control_topic) as gate:
         verdict = gate.allows("A", "S", "X", "buy", False)
         assert not verdict and "no heartbeat" in verdict.reason
+
+
+def publish_from_another_thread(settings: Settings, *messages: Message) -> None:
+    """Create riskguard's topics and write ``messages`` to the control topic from another
+    thread, while this thread's event loop (the gate's and riskguard's) stays blocked."""
+    from riskguard.ingest.topics import ensure_topics  # noqa: PLC0415
+
+    async def publish() -> None:
+        await ensure_topics(settings.kafka)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await producer.start()
+        try:
+            for key, value in messages:
+                await producer.send_and_wait(settings.kafka.control_topic, value, key=key)
+        finally:
+            await producer.stop()
+
+    with ThreadPoolExecutor(1) as worker:
+        worker.submit(asyncio.run, publish()).result()
+
+
+async def test_a_running_gate_reads_the_topic_again_when_the_broker_comes_back_empty(
+    broker_kind: BrokerKind, tmp_path: Path
+) -> None:
+    """The broker restarts without its data while a gate follows the control topic:
+    riskguard re-creates the topic, whose offsets start again under the gate's position.
+    The gate reads the new topic from its beginning, at once: a halt made after the
+    restart reaches it, so does one written before the gate's first fetch from the new
+    topic (aiokafka's default reset, "latest", jumped past it), and the halt it knew
+    before stays known."""
+    broker = fresh_broker(broker_kind, port=free_port())  # back on the same port
+    sidecar = Sidecar(local_settings(broker, tmp_path, **{"runtime.broker_budget_ms": 1000}),
+                      OVERFILL)  # fmt: skip
+    try:
+        await sidecar.start()
+        task = asyncio.create_task(sidecar.run())
+        await sidecar.manual("halt", "strategy:smars", "alice", "runaway")
+        async with Gate(broker.bootstrap_servers, "riskguard.control") as gate:
+            await until(lambda: gate.state("strategy:smars") == "HALTED")
+            # records riskguard does not write (skipped, counted as unreadable) take the
+            # gate's position past what the new topic gets in this test (heartbeats: 10/s)
+            producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+            await producer.start()
+            try:
+                for i in range(300):
+                    await producer.send("riskguard.control", b"filler", key=b"filler-%d" % i)
+                await producer.flush()
+            finally:
+                await producer.stop()
+            await until(lambda: gate.view.unreadable == 300)
+            assert gate.rewinds == 0  # a topic followed to its end is no rewind
+            broker.stop()  # every topic gone (Tansu keeps memory only; Kafka's dir is deleted)
+            await until(lambda: not sidecar.checks["broker_reachable"], timeout=20)
+            broker.start()  # this loop blocked since: the gate has not fetched from it yet
+            first = records.state(records.transition("account:D", "HALTED", time.time_ns()))
+            publish_from_another_thread(sidecar.settings, first)
+            await until(lambda: sidecar.checks["broker_reachable"], timeout=20)
+            await sidecar.manual("halt", "account:B", "bob", "after the restart")
+            restarted = time.monotonic()
+            await until(lambda: gate.state("account:B") == "HALTED" and gate.health().allowed,
+                        timeout=5)  # fmt: skip
+            assert time.monotonic() - restarted < 3
+            assert gate.state("strategy:smars") == "HALTED"
+            assert gate.state("account:D") == "HALTED"
+            verdict = gate.check("B", "other", "X", "buy", 1.0, 10.0)
+            assert not verdict and "by bob: after the restart" in verdict.reason
+            assert gate.rewinds >= 1
+        sidecar.request_stop()
+        assert await task
+    finally:
+        if not sidecar.stopping:
+            await sidecar.stop()
+        broker.stop()
 
 
 # issue 11: cancel requests and pre-trade checks, records written by a plain producer -------
