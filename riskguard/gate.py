@@ -57,6 +57,7 @@ from riskguard.control.decision import Verdict
 from riskguard.control.reader import read_to_end
 from riskguard.control.records import CancelOrder, CancelRecord, StateRecord
 from riskguard.control.view import ControlView, Instant
+from riskguard.ingest.closing import stop_consumer
 
 __all__ = ["CancelCallback", "CancelOrder", "CancelRequest", "Gate", "Verdict"]
 
@@ -224,7 +225,7 @@ class Gate:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        await self._consumer.stop()
+        await stop_consumer(self._consumer)  # aiokafka leaks a cancellation, broker down
 
     async def __aenter__(self) -> Gate:
         await self.start()
