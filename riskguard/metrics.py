@@ -191,6 +191,12 @@ class Metrics:
             "Group mode: wall time minus the oldest event time the summed records reflect.",
             registry=r,
         )
+        self.producer_renewals = Counter(
+            "riskguard_producer_renewals_total",
+            "Times a Kafka producer was built again after a send error that ends aiokafka's "
+            "sender for good (OutOfOrderSequenceNumber, ProducerFenced).",
+            registry=r,
+        )
         self.control_rewinds = Counter(
             "riskguard_control_topic_rewinds_total",
             "Times the control topic's offsets went back under the heartbeats: it was "

@@ -29,12 +29,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from riskguard import log
 from riskguard.control.records import HeartbeatRecord, heartbeat_message, state_message
+from riskguard.ingest.producers import Producer
 from riskguard.metrics import Metrics
 from riskguard.vocabulary import Transition
 
@@ -52,10 +52,10 @@ class ControlPublisher:
 
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        producer: Producer,
         topic: str,
         metrics: Metrics,
-        data_producer: AIOKafkaProducer | None = None,
+        data_producer: Producer | None = None,
         ack_timeout_s: float = 1.5,
     ) -> None:
         """``data_producer`` (default: ``producer``) sends the gate data

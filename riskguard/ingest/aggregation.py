@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
@@ -48,6 +48,7 @@ from riskguard.aggregate.records import (
 from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.ports import TransitionSink
 from riskguard.ingest.pretrade import PreTradeFeed
+from riskguard.ingest.producers import Producer
 from riskguard.limits.scale import summed_rules
 from riskguard.metrics import Metrics
 from riskguard.settings import ScaleSettings
@@ -127,7 +128,7 @@ class Aggregation:
         """When this member's previous turn as the judge began (0: none)."""
         self.took_over_from: str | None = None
         """The member whose raised alerts this one took over (None: none)."""
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: Producer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._whole: Whole = frozenset
         self._log = log.get("aggregation")
@@ -137,9 +138,7 @@ class Aggregation:
         """Names of the summed rules of the limits in force."""
         return [r.name for r in summed_rules(self.engine.limits)]
 
-    async def open(
-        self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, whole: Whole
-    ) -> None:
+    async def open(self, producer: Producer, consumer: AIOKafkaConsumer, whole: Whole) -> None:
         """Publish with ``producer``; follow the topic from its beginning with
         ``consumer`` (started, no group); ``whole`` lists every input partition."""
         self._producer, self._consumer, self._whole = producer, consumer, whole

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
@@ -39,6 +39,7 @@ from riskguard.ingest.coordinates import Coordinates
 from riskguard.ingest.flow import FlowReport
 from riskguard.ingest.health import Liveness
 from riskguard.ingest.ports import TransitionSink
+from riskguard.ingest.producers import Producer
 from riskguard.metrics import Metrics
 from riskguard.settings import KafkaSettings
 
@@ -53,10 +54,10 @@ class DeadLetters:
         self.topic = topic
         self.metrics = metrics
         self.count = 0
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: Producer | None = None
         self._log = log.get("sidecar")
 
-    def open(self, producer: AIOKafkaProducer) -> None:
+    def open(self, producer: Producer) -> None:
         """Forward through ``producer`` from now on (before that, bad events are only
         counted and logged)."""
         self._producer = producer
@@ -131,7 +132,7 @@ class ConsumeLoop:
         self._fetching = False
         self._log = log.get("sidecar")
 
-    def open(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+    def open(self, consumer: AIOKafkaConsumer, producer: Producer) -> None:
         """Consume with ``consumer`` (started, no subscription); dead-letter with ``producer``."""
         self._consumer = consumer
         self.dead_letters.open(producer)

@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
@@ -64,6 +64,7 @@ from riskguard.ingest.manual import ManualActions
 from riskguard.ingest.outbox import Outbox
 from riskguard.ingest.peers import Peers, control_reader
 from riskguard.ingest.pretrade import PreTradeFeed
+from riskguard.ingest.producers import RenewingProducer
 from riskguard.ingest.recovery import Recovered, recover, republish
 from riskguard.ingest.reload import LimitsReloader
 from riskguard.ingest.scaleout import GroupMode
@@ -173,10 +174,9 @@ class Sidecar:
         self.topics = TopicWatch(settings.kafka, extra, self.outbox, ks.state, self.metrics)
         self.api_url = ""
         self.recovered = Recovered()
-        self.producer: AIOKafkaProducer | None = None
-        #: the gates' data (rules, marks, positions) goes through its own producer, so a
-        #: batch of marks in flight never holds a halt's state record back
-        self.data_producer: AIOKafkaProducer | None = None
+        self.producer: RenewingProducer | None = None
+        #: gate data (rules, marks, positions): its own producer, never ahead of a halt
+        self.data_producer: RenewingProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         #: reads the control topic at start (recovery), then follows it (peers)
         self.control_reader: AIOKafkaConsumer | None = None
@@ -227,7 +227,7 @@ class Sidecar:
             "linger_ms": 0,
             "enable_idempotence": k.idempotent_producer,
         }
-        self.producer = AIOKafkaProducer(**options, client_id=client_id)
+        self.producer = RenewingProducer(self.metrics, **options, client_id=client_id)
         try:
             await self.producer.start()
         except KafkaError as exc:
@@ -238,7 +238,8 @@ class Sidecar:
                     "for brokers without it (the bundled one)"
                 ) from exc
             raise
-        self.data_producer = AIOKafkaProducer(**options, client_id=f"{client_id}-gate-data")
+        gate_data = f"{client_id}-gate-data"
+        self.data_producer = RenewingProducer(self.metrics, **options, client_id=gate_data)
         await self.data_producer.start()
         control = ControlPublisher(
             self.producer,

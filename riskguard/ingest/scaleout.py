@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from riskguard.ingest.aggregation import MAX_RECORD_BYTES, TOPIC_CONFIG, Aggregation
 from riskguard.ingest.closing import stop_consumer
@@ -21,6 +21,7 @@ from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.group import GroupOwnership, Renumbered
 from riskguard.ingest.ports import TransitionSink
 from riskguard.ingest.pretrade import PreTradeFeed
+from riskguard.ingest.producers import RenewingProducer
 from riskguard.metrics import Metrics
 from riskguard.settings import Settings
 
@@ -62,7 +63,7 @@ class GroupMode:
             metrics,
         )
         self.reader: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
+        self.producer: RenewingProducer | None = None
         self._input: AIOKafkaConsumer | None = None
 
     def consumer_options(self) -> dict[str, Any]:
@@ -81,7 +82,8 @@ class GroupMode:
         the aggregation topic cannot be reached."""
         self._input = consumer
         self.ownership.subscribe(consumer, self.kafka.input_topics)
-        self.producer = AIOKafkaProducer(
+        self.producer = RenewingProducer(
+            self.aggregation.metrics,
             **self.kafka.client_options(),
             acks="all",
             linger_ms=0,

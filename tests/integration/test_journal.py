@@ -8,6 +8,8 @@ import asyncio
 import time
 from pathlib import Path
 
+from aiokafka.errors import OutOfOrderSequenceNumber
+
 from riskguard.broker import Broker, free_port
 from riskguard.brokers import BrokerKind
 from riskguard.gate import Gate
@@ -155,3 +157,48 @@ def test_journal_newest_wins_and_torn_lines_are_skipped(tmp_path: Path) -> None:
     assert {s: t.to for s, t in latest.items()} == {"firm": "ACTIVE", "account:A": "HALTED"}
     j.compact(latest)
     assert len(j.path.read_bytes().splitlines()) == 2 and j.load() == latest
+
+
+async def test_a_producer_aiokafka_broke_for_good_is_built_again(
+    broker_kind: BrokerKind, tmp_path: Path
+) -> None:
+    """aiokafka's idempotent sender ends for good on OutOfOrderSequenceNumber: every later
+    send raises it. Broken that way (the accumulator holding the error, as aiokafka's own
+    done-callback leaves it), riskguard's producer is built again at its next send: the
+    heartbeats go on, the broker is not called lost, and a halt reaches a gate."""
+    broker = fresh_broker(broker_kind)
+    settings = local_settings(broker, tmp_path, **{"runtime.broker_budget_ms": 1500})
+    sidecar = Sidecar(settings, OVERFILL)
+    try:
+        await sidecar.start()
+        task = asyncio.create_task(sidecar.run())
+        assert sidecar.producer is not None
+        inner = sidecar.producer._producer
+
+        def beats() -> float:
+            return sidecar.metrics.registry.get_sample_value("riskguard_heartbeats_total") or 0
+
+        deadline = time.monotonic() + 10
+        while beats() == 0:  # heartbeating
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        inner._message_accumulator.fail_all(OutOfOrderSequenceNumber())  # the fault
+        await asyncio.sleep(0.3)
+        before = beats()
+        await asyncio.sleep(2.0)  # past the broker budget (1.5 s)
+        assert beats() > before, "no heartbeat since the producer broke"
+        assert sidecar.checks["broker_reachable"]
+        renewals = sidecar.metrics.registry.get_sample_value("riskguard_producer_renewals_total")
+        assert renewals == 1 and sidecar.producer._producer is not inner
+        deadline = time.monotonic() + 10
+        await sidecar.manual("halt", "strategy:smars", "alice", "runaway")
+        async with Gate(broker.bootstrap_servers, "riskguard.control") as gate:
+            while not (gate.health() and gate.state("strategy:smars") == "HALTED"):
+                assert time.monotonic() < deadline + 10, "the halt did not reach the gate"
+                await asyncio.sleep(0.05)
+        sidecar.request_stop()
+        assert await task
+    finally:
+        if not sidecar.stopping:
+            await sidecar.stop()
+        broker.stop()
