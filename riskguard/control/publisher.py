@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
@@ -79,9 +79,9 @@ class ControlPublisher:
         self._log = log.get("control")
         self.last_ok_mono = time.monotonic()
         self.rewinds = 0
-        """Times a heartbeat's offset was lower than the highest one acknowledged before
-        (the topic was re-created: its records are gone)."""
-        self._highest: dict[int, int] = {}  # per partition: highest offset acknowledged
+        """Times a heartbeat's offset was lower than the previous heartbeat's (the topic
+        was re-created: its records are gone)."""
+        self._beat_offsets: dict[int, int] = {}  # per partition: the latest heartbeat's
         self._in_flight = 0
         self._quiet = asyncio.Event()  # set while no transition is being published
         self._quiet.set()
@@ -157,10 +157,6 @@ class ControlPublisher:
             return
         done, waiting = await asyncio.wait(futures, timeout=self.ack_timeout_s)
         errors = [exc for future in done if (exc := future.exception()) is not None]
-        for future in done:
-            if future.exception() is None and isinstance(meta := future.result(), RecordMetadata):
-                highest = self._highest.get(meta.partition, -1)
-                self._highest[meta.partition] = max(highest, meta.offset)
         if errors:
             raise errors[0]
         if waiting:
@@ -262,31 +258,41 @@ class ControlPublisher:
     async def heartbeat(self, record: HeartbeatRecord) -> bool:
         """Publish one heartbeat; False (logged at debug) if the broker did not take it.
 
-        Its offset is compared with the highest any record sent here got: lower, the
-        control topic was re-created (a broker restarted without its data, faster than
-        the broker watch's budget notices), and :attr:`rewinds` counts it."""
+        Its offset, when acknowledged (however late), is compared with the previous
+        heartbeat's (one producer: acknowledged in order): lower, the control topic was
+        re-created (a broker restarted without its data, faster than the broker watch's
+        budget notices), and :attr:`rewinds` counts it."""
         key, value = heartbeat_message(record)
         try:
             sent = await self.producer.send(self.topic, value, key=key)
+            sent.add_done_callback(self._beat_acked)
             await self._acked([sent])
         except (KafkaError, TimeoutError, OSError) as exc:
             self._log.debug("heartbeat publish failed", error=repr(exc))
             return False
-        meta = sent.result()
-        highest = self._highest.get(meta.partition, -1)
-        if meta.offset < highest:
+        self.last_ok_mono = time.monotonic()
+        self.metrics.heartbeats.inc()
+        return True
+
+    def _beat_acked(self, future: asyncio.Future[Any]) -> None:
+        """A heartbeat acknowledged (awaited or given up on): an offset below the
+        previous heartbeat's means the topic was re-created."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        meta = future.result()
+        if not isinstance(meta, RecordMetadata):
+            return
+        previous = self._beat_offsets.get(meta.partition, -1)
+        self._beat_offsets[meta.partition] = meta.offset
+        if meta.offset < previous:
             self.rewinds += 1
             self.metrics.control_rewinds.inc()
-            self._highest[meta.partition] = meta.offset
             self._log.error(
                 "control topic re-created: its offsets went back",
                 partition=meta.partition,
                 offset=meta.offset,
-                highest_before=highest,
+                previous_heartbeat=previous,
             )
-        self.last_ok_mono = time.monotonic()
-        self.metrics.heartbeats.inc()
-        return True
 
 
 def _retrieved(future: asyncio.Future[object]) -> None:

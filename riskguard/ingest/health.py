@@ -162,6 +162,7 @@ class Health:
         self.liveness = Liveness(self.runtime.stall_budget_ms)
         self.broker = BrokerWatch(self.runtime.broker_budget_ms)
         self.sent = deque(maxlen=256)
+        self._rewinds = 0  # the channel's rewinds acted on
         self._log = log.get("sidecar")
 
     def passed(self, check: str) -> None:
@@ -206,10 +207,10 @@ class Health:
                     limits_sha256=self.engine.limits.digest,
                 )
                 self.sent.append(beat.ts)
-                rewinds = channel.rewinds
                 ok = await channel.heartbeat(beat)
                 await self._broker_edge(self.broker.observe(ok))
-                if channel.rewinds > rewinds and self.on_recovered is not None:
+                if channel.rewinds > self._rewinds and self.on_recovered is not None:
+                    self._rewinds = channel.rewinds  # noted by a heartbeat, however late
                     await self.on_recovered()  # back empty, faster than the budget saw
             await asyncio.sleep(interval_ms / 1000)
 

@@ -110,7 +110,7 @@ async def test_a_broker_back_empty_sooner_than_the_budget_notices_still_gets_the
         await sidecar.start()
         task = asyncio.create_task(sidecar.run())
         await sidecar.manual("halt", "strategy:smars", "alice", "runaway")
-        await asyncio.sleep(1.0)  # heartbeats every 100 ms: the topic holds some records
+        await asyncio.sleep(2.0)  # heartbeats every 100 ms: the topic holds some records
         broker.stop()
         broker.start()
         async with Gate(broker.bootstrap_servers, "riskguard.control") as gate:
