@@ -98,8 +98,8 @@ def targets(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     )
     stable = m.get("stable", {})
     add(
-        "RSS trend after 1M events, % (least squares)",
-        stable.get("growth_after_first_million_pct"),
+        "RSS trend once the redelivery memory is full, % (least squares)",
+        stable.get("growth_after_full_pct"),
         1.0,
         "+.2f",
         False,

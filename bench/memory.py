@@ -5,8 +5,12 @@ example limits, and reports per position: the numpy state (every array the
 kernel reads, capacity slack included), the process RSS growth (numpy plus the
 Python key tables), and both per tracked key. Part 2 streams M events over a
 fixed key set (1,000 accounts x 20 symbols; orders open and close, ids are
-recycled) and samples RSS every million: after the first million it must not
-grow. Target: <= 256 bytes of state per position, and no growth.
+recycled) and samples RSS every million (250k with --quick). Closed orders and
+executions are remembered up to ``dedupe_max_ids`` each (docs/events.md, Memory): RSS
+grows until that memory is full, and from then on it must not grow. Part 2 ends with
+one snapshot at that size: the copy the event loop pays for, the write, the file and
+the peak RSS (docs/deployment.md, Memory). Targets: <= 256 bytes of state per
+position, and no growth once the redelivery memory is full.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import resource
 import sys
+import tempfile
+import time
 from typing import Any
 
 import numpy as np
@@ -24,6 +31,8 @@ from riskguard.engine import Engine, warm_up
 from riskguard.events import CancelOrder, Event, Fill, Heartbeat, Mark, NewOrder
 from riskguard.examples import LIMITS
 from riskguard.limits import load
+from riskguard.settings import EngineSettings
+from riskguard.snapshot import SnapshotStore, chunks, freeze
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -51,9 +60,12 @@ def deep_size(obj: object) -> int:
 
 
 def positions(accounts: int, per_account: int = 10, symbols: int = 2_000) -> dict[str, Any]:
+    """State per position opened by one fill each. The redelivery memory is off here
+    (``dedupe_horizon_s = 0``): each opening fill would otherwise leave an execution and
+    an order remembered, which :func:`stable_stream` measures on its own."""
     warm_up()
     gc.collect()
-    engine = Engine(load(LIMITS), event_time=True)
+    engine = Engine(load(LIMITS), event_time=True, settings=EngineSettings(dedupe_horizon_s=0.0))
     before_rss, before_np = rss_bytes(), engine.store.nbytes()
     rng = random.Random(3)
     chunk: list[Event] = []
@@ -112,15 +124,21 @@ def positions(accounts: int, per_account: int = 10, symbols: int = 2_000) -> dic
     }
 
 
-def stable_stream(events: int, chunk: int = 100_000) -> dict[str, Any]:
-    """RSS after each million events of flow over a fixed key set."""
+def stable_stream(events: int, every: int, max_ids: int, chunk: int = 50_000) -> dict[str, Any]:
+    """RSS every ``every`` events of flow over a fixed key set, with at most ``max_ids``
+    closed orders and executions remembered (``engine.dedupe_max_ids``). The trend is
+    taken from the first sample at which that memory is full: before, RSS grows as it
+    fills, by design. Then one snapshot as the sidecar takes it: the event loop's share
+    (:func:`riskguard.snapshot.freeze`), the write, the file and the peak RSS."""
     warm_up()
-    engine = Engine(load(LIMITS), event_time=True)
+    engine = Engine(load(LIMITS), event_time=True, settings=EngineSettings(dedupe_max_ids=max_ids))
     rng = random.Random(5)
     open_orders: list[tuple[str, dict[str, str]]] = []
     seq = 0
     t = T0
-    samples: list[tuple[int, int]] = []
+    samples: list[tuple[int, int, bool]] = []
+    gc.collect()
+    empty = rss_bytes()
     applied = 0
     while applied < events:
         batch: list[Event] = []
@@ -162,30 +180,64 @@ def stable_stream(events: int, chunk: int = 100_000) -> dict[str, Any]:
                     batch.append(CancelOrder(ts=t, order_id=oid, **keys))
         engine.apply(batch)
         applied += len(batch)
-        if applied % 1_000_000 == 0:
+        if applied % every == 0:
             gc.collect()
-            samples.append((applied, rss_bytes()))
-            progress("stable stream", applied, events)
-    base = samples[0][1]
+            keys = engine.keys
+            full = min(len(keys.closed_orders), len(keys.exec_times)) >= max_ids
+            samples.append((applied, rss_bytes(), full))
+        progress("stable stream", applied, events)
+    after = [(e, r) for e, r, full in samples if full]
+    if len(after) < 2:
+        raise SystemExit(f"the redelivery memory ({max_ids:,} ids) was not full in time")
+    base = after[0][1]
     # the trend, not last minus first: RSS moves by a few MB as the allocator works
-    millions = np.array([e for e, _ in samples], dtype=float) / 1e6
-    rss = np.array([r for _, r in samples], dtype=float)
-    slope = float(np.polyfit(millions, rss, 1)[0]) if len(samples) > 1 else 0.0
+    millions = np.array([e for e, _ in after], dtype=float) / 1e6
+    rss = np.array([r for _, r in after], dtype=float)
+    slope = float(np.polyfit(millions, rss, 1)[0])
     growth = float(slope * (millions[-1] - millions[0]))
     return {
         "events": applied,
-        "rss_samples": [{"events": e, "rss_bytes": r} for e, r in samples],
-        "rss_range_after_first_million_bytes": int(rss.max() - rss.min()),
+        "dedupe_max_ids": max_ids,
+        "memory_full_at_events": after[0][0],
+        "rss_samples": [{"events": e, "rss_bytes": r, "full": f} for e, r, f in samples],
+        "rss_at_full_bytes": base,
+        "rss_at_start_bytes": empty,
+        "bytes_per_remembered_id": (base - empty) / (2 * max_ids),
+        "rss_range_after_full_bytes": int(rss.max() - rss.min()),
         "rss_trend_bytes_per_million_events": slope,
-        "growth_after_first_million_bytes": growth,
-        "growth_after_first_million_pct": 100.0 * growth / base,
+        "growth_after_full_bytes": growth,
+        "growth_after_full_pct": 100.0 * growth / base,
         "open_orders_at_end": len(open_orders),
         "order_ids_allocated": engine.keys.n_orders,
+        "snapshot": snapshot_cost(engine),
+    }
+
+
+def snapshot_cost(engine: Engine) -> dict[str, Any]:
+    """One snapshot of ``engine`` as the sidecar takes it (ingest/checkpoint.py): the copy
+    between batches, then the write (a thread in the sidecar). The peak is the process's
+    highest RSS so far, so it is the snapshot's when it passes everything before."""
+    gc.collect()
+    before = rss_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        began = time.perf_counter()
+        frozen = freeze(engine, {"bench/0": 0})
+        froze = time.perf_counter()
+        path = SnapshotStore(tmp).write(chunks(frozen))
+        wrote = time.perf_counter()
+        size = path.stat().st_size
+    return {
+        "rss_before_bytes": before,
+        "freeze_s": froze - began,
+        "write_s": wrote - froze,
+        "file_bytes": size,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
 
 
 def report(r: dict[str, Any]) -> str:
     p, s = r["positions"], r["stable"]
+    sn = s["snapshot"]
     rows = [
         ("memory", "value"),
         (f"positions ({p['accounts']:,} accounts x 10 symbols)", f"{p['positions']:,}"),
@@ -200,20 +252,29 @@ def report(r: dict[str, Any]) -> str:
         ),
         ("RSS growth, all positions", f"{p['rss_growth_bytes'] / 2**20:,.0f} MiB"),
         (
-            "stable stream: RSS at 1M events",
-            f"{s['rss_samples'][0]['rss_bytes'] / 2**20:,.1f} MiB",
+            f"stable stream: redelivery memory ({s['dedupe_max_ids']:,} ids) full at",
+            f"{s['memory_full_at_events']:,} events",
+        ),
+        ("stable stream: RSS then", f"{s['rss_at_full_bytes'] / 2**20:,.1f} MiB"),
+        (
+            "  per remembered order or execution (RSS from the start)",
+            f"{s['bytes_per_remembered_id']:,.0f} B",
         ),
         (
-            f"stable stream: RSS at {s['events'] / 1e6:,.0f}M events",
+            f"stable stream: RSS at {s['events']:,} events",
             f"{s['rss_samples'][-1]['rss_bytes'] / 2**20:,.1f} MiB",
         ),
         (
-            "RSS trend after the first million (target: none)",
-            f"{s['growth_after_first_million_pct']:+.2f}%",
+            "RSS trend once that memory is full (target: none)",
+            f"{s['growth_after_full_pct']:+.2f}%",
         ),
+        ("RSS range over those samples", f"{s['rss_range_after_full_bytes'] / 2**20:,.1f} MiB"),
+        ("snapshot: copy between batches (event loop)", f"{sn['freeze_s'] * 1e3:,.0f} ms"),
+        ("snapshot: write (a thread)", f"{sn['write_s']:,.2f} s"),
+        ("snapshot: file", f"{sn['file_bytes'] / 2**20:,.0f} MiB"),
         (
-            "RSS range over the samples",
-            f"{s['rss_range_after_first_million_bytes'] / 2**20:,.1f} MiB",
+            "snapshot: peak RSS / RSS before",
+            f"{sn['peak_rss_bytes'] / 2**20:,.0f} / {sn['rss_before_bytes'] / 2**20:,.0f} MiB",
         ),
     ]
     return table(rows)
@@ -223,10 +284,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=10_000_000)
-    parser.add_argument("--quick", action="store_true", help="10k accounts, 2M events")
+    parser.add_argument(
+        "--max-ids",
+        type=int,
+        default=EngineSettings().dedupe_max_ids,
+        help="closed orders and executions remembered in the stable stream",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="10k accounts; 1M events sampled every 250k, 100k ids remembered",
+    )
     args = parser.parse_args(argv)
-    accounts, events = (10_000, 2_000_000) if args.quick else (args.accounts, args.events)
-    stable = stable_stream(events)  # first: RSS samples untouched by the positions part
+    if args.quick:
+        accounts, events, every, max_ids = 10_000, 1_000_000, 250_000, 100_000
+    else:
+        accounts, events, every, max_ids = args.accounts, args.events, 1_000_000, args.max_ids
+    # first: RSS samples (and the snapshot's peak) untouched by the positions part
+    stable = stable_stream(events, every, max_ids)
     result = {"positions": positions(accounts), "stable": stable}
     print(report(result))
     print(f"wrote {save('memory', result)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -17,8 +18,9 @@ def append(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def replace(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file, fsync, rename over ``path``, fsync the folder.
+def replace(path: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
+    """Write ``data`` (bytes, or chunks written one after the other) to a temp file,
+    fsync, rename over ``path``, fsync the folder.
 
     A reader sees the old file or the new one, never half of either, even after a
     crash or power cut (snapshots, journal compaction).
@@ -26,7 +28,8 @@ def replace(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("wb") as f:
-        f.write(data)
+        for chunk in (data,) if isinstance(data, bytes) else data:
+            f.write(chunk)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

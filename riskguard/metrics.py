@@ -307,6 +307,27 @@ class Metrics:
             "When the last engine snapshot was written.",
             registry=r,
         )
+        self.snapshot_pause = Gauge(
+            "riskguard_snapshot_pause_seconds",
+            "The latest snapshot's copy of the state, taken between two batches: no event "
+            "is applied and no heartbeat sent meanwhile.",
+            registry=r,
+        )
+        self.snapshot_write = Gauge(
+            "riskguard_snapshot_write_seconds",
+            "Serialising and writing the latest snapshot (a thread, beside the loop).",
+            registry=r,
+        )
+        self.snapshot_size = Gauge(
+            "riskguard_snapshot_size_bytes", "Size of the latest snapshot file.", registry=r
+        )
+        self.remembered = Gauge(
+            "riskguard_redelivery_memory_ids",
+            "Closed orders (kind=order) and executions (kind=execution) remembered so that "
+            "a redelivery changes nothing; at most engine.dedupe_max_ids each.",
+            ["kind"],
+            registry=r,
+        )
         self.broker_reachable = Gauge(
             "riskguard_broker_reachable",
             "1 while publishes to the broker succeed within the budget.",

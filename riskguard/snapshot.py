@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ MAGIC = b"RGSNAP\x01\n"
 #: redelivery memory (closed orders, executions) in the keys
 #: 7: the latest time and values of each symbol's instrument and each currency's rate
 #: (reference data delivered again, riskguard.state.refdata)
-VERSION = 7
+#: 8: the alert-edge table stores key + 1 (0: an empty slot); per-id records cut to the
+#: ids handed out
+VERSION = 8
 
 
 class SnapshotError(ValueError):
@@ -75,7 +78,7 @@ def freeze(engine: Engine, offsets: dict[str, int]) -> Frozen:
     Only copies: cheap enough for the event loop. :func:`serialise` does the slow
     part (compression-free ``np.savez``, sha256, JSON) and may run in a thread.
     """
-    arrays = {f"state.{name}": a.copy() for name, a in engine.store.export().items()}
+    arrays = {f"state.{name}": a for name, a in engine.store.copied(engine.keys).items()}
     arrays["peaks"] = engine.rule_peaks.copy()
     meta = {
         "version": VERSION,
@@ -89,13 +92,23 @@ def freeze(engine: Engine, offsets: dict[str, int]) -> Frozen:
     return Frozen(arrays, meta)
 
 
-def serialise(frozen: Frozen) -> bytes:
-    """The snapshot file's bytes (any thread)."""
+def chunks(frozen: Frozen) -> list[bytes | memoryview]:
+    """The snapshot file's bytes in order, as written to the file (any thread).
+
+    The arrays are written once, into one buffer that the last chunk is a view of: no
+    further copy of the body is made (joining header and body used to take two more,
+    3.7 GB of peak RSS for a 1.4 GB process with a million orders remembered).
+    """
     buf = io.BytesIO()
     np.savez(buf, **frozen.arrays)  # type: ignore[arg-type]  # numpy stubs: **kwargs
-    body = buf.getvalue()
+    body = buf.getbuffer()
     head = orjson.dumps({**frozen.meta, "sha256": hashlib.sha256(body).hexdigest()})
-    return MAGIC + len(head).to_bytes(8, "big") + head + body
+    return [MAGIC + len(head).to_bytes(8, "big"), head, body]
+
+
+def serialise(frozen: Frozen) -> bytes:
+    """The snapshot file's bytes, joined (tests and tools; writers use :func:`chunks`)."""
+    return b"".join(chunks(frozen))
 
 
 def capture(engine: Engine, offsets: dict[str, int]) -> bytes:
@@ -175,8 +188,9 @@ class SnapshotStore:
         self.keep = keep
         self.skipped: list[str] = []
 
-    def write(self, data: bytes) -> Path:
-        """Write atomically (temp, fsync, rename), then prune old snapshots."""
+    def write(self, data: bytes | Sequence[bytes | memoryview]) -> Path:
+        """Write ``data`` (the file's bytes, or its :func:`chunks`) atomically (temp,
+        fsync, rename), then prune old snapshots."""
         path = self.folder / f"snapshot-{time.time_ns()}.rgs"
         durable.replace(path, data)
         for old in self.paths()[self.keep :]:

@@ -3,14 +3,19 @@ state and transitions to an uninterrupted run. Corrupt snapshots are detected an
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from riskguard.demo.scenario import TradingSim
 from riskguard.engine import Engine
 from riskguard.examples import LIMITS
+from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.limits import load
+from riskguard.metrics import Metrics
+from riskguard.settings import RuntimeSettings
 from riskguard.snapshot import (
     SnapshotError,
     SnapshotStore,
@@ -125,3 +130,69 @@ def test_a_snapshot_of_another_array_layout_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SnapshotError, match="'positions' does not match"):
         decode(serialise(frozen), tmp_path / "snapshot-1.rgs")
     assert decode(capture(engine, {"e/0": 1}), tmp_path / "snapshot-2.rgs").offsets == {"e/0": 1}
+
+
+def test_a_snapshot_holds_the_ids_handed_out_and_the_live_edges_only(tmp_path: Path) -> None:
+    """Per-id records are cut to the ids handed out (capacity doubles as keys appear) and
+    the alert-edge table, sized for the worst case of a kernel call, is rehashed to its
+    live entries; restored, the engine grows them again and continues exactly."""
+    limits = load(LIMITS)
+    events = stream()
+    cut = 4_500
+    reference = Engine(limits, event_time=True)
+    ref_tr = reference.apply(events).transitions
+    first = Engine(limits, event_time=True)
+    before = first.apply(events[:cut]).transitions
+    st = first.store.state
+    first.store.make_room(1 << 16, 0)  # a revaluation of many holders reserves this much
+    assert first.store.state.edges.keys.shape[0] >= 1 << 17
+    k = first.keys
+    capacity = (st.orders.shape[0], st.scopes.shape[0], st.positions.shape[0])
+    assert capacity > (k.n_orders, k.n_scopes, k.n_pairs)  # slack the snapshot leaves out
+    frozen = freeze(first, {"events/0": cut})
+    assert frozen.arrays["state.orders"].shape[0] == k.n_orders
+    assert frozen.arrays["state.scopes"].shape[0] == k.n_scopes
+    assert frozen.arrays["state.positions"].shape[0] == k.n_pairs
+    live = int(first.store.state.edges.counts[0]["live"])
+    assert live > 0  # alerts are standing at the cut
+    assert frozen.arrays["state.edges.keys"].shape[0] <= max(64, 4 * live)
+    second = Engine(limits, event_time=True)
+    restore(second, decode(serialise(frozen), tmp_path / "snapshot-1.rgs"))
+    for tr in before:
+        second.killswitch.restore(tr)
+    after = second.apply(events[cut:]).transitions
+    assert summary(second) == summary(reference)
+    key = [(t.scope, t.to, t.kind, t.rule, t.ts, t.limit, t.ends) for t in before + after]
+    assert key == [(t.scope, t.to, t.kind, t.rule, t.ts, t.limit, t.ends) for t in ref_tr]
+
+
+async def test_a_snapshot_reports_its_pause_write_size_and_the_redelivery_memory(
+    tmp_path: Path,
+) -> None:
+    """What on-call sizes memory and budgets by: the event loop's pause for the copy, the
+    write, the file, and how many closed orders and executions are remembered."""
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:3_000])
+    metrics = Metrics()
+    runtime = RuntimeSettings(state_dir=str(tmp_path), snapshot_interval_s=0.001)
+    checkpoints = Checkpoints(runtime, engine, metrics)
+    await asyncio.sleep(0.01)
+    checkpoints.maybe_snapshot()
+    await asyncio.gather(*[t for t in asyncio.all_tasks() if t.get_name() == "snapshot-write"])
+    status = checkpoints.status()
+    written = tmp_path / "snapshots" / str(status["last_written"])
+    assert status["last_bytes"] == written.stat().st_size > 0
+    assert 0 < status["last_pause_seconds"] < 60 and 0 < status["last_write_seconds"] < 60
+    text = generate_latest(metrics.registry).decode()
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith(("riskguard_snapshot_", "riskguard_redelivery_memory_ids"))
+    }
+    assert values["riskguard_snapshot_size_bytes"] == written.stat().st_size
+    assert values["riskguard_snapshot_pause_seconds"] > 0
+    assert values["riskguard_snapshot_write_seconds"] > 0
+    closed, execs = len(engine.keys.closed_orders), len(engine.keys.exec_times)
+    assert closed > 0 and execs > 0
+    assert values['riskguard_redelivery_memory_ids{kind="order"}'] == closed
+    assert values['riskguard_redelivery_memory_ids{kind="execution"}'] == execs

@@ -248,16 +248,24 @@ class KeySpace:
 
     # snapshots -------------------------------------------------------------
     def export(self) -> dict[str, Any]:
-        """Every interned key, as JSON-able lists (pairs' owners live in the state records)."""
+        """Every interned key, JSON-able by orjson (lists of str, int, tuples and None;
+        pairs' owners live in the state records).
+
+        Shallow copies only (keys and the tuples they hold are immutable), so it is cheap
+        enough between two batches: with a million closed orders and as many executions
+        remembered, building lists of lists here stalled the event loop for 3-4 s per
+        snapshot. Serialising to JSON is left to the caller (a snapshot does it in a
+        thread).
+        """
         return {
             "scope_names": list(self.scope_names),
             "scope_levels": list(self.scope_levels),
-            "strategy_account": [list(item) for item in self.strategy_account.items()],
+            "strategy_account": list(self.strategy_account.items()),
             "order_names": list(self.order_names),
-            "exec_keys": [None if k is None else list(k) for k in self.exec_keys],
-            "exec_trade": [None if t is None else list(t) for t in self.exec_trade],
-            "exec_times": [list(item) for item in self.exec_times],
-            "closed_orders": [list(item) for item in self.closed_orders],
+            "exec_keys": list(self.exec_keys),
+            "exec_trade": list(self.exec_trade),
+            "exec_times": list(self.exec_times),
+            "closed_orders": list(self.closed_orders),
             "parents": list(self.parents),
             "source_names": list(self.source_names),
             "currency_names": list(self.currency_names),

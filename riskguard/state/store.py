@@ -25,7 +25,13 @@ from riskguard.state.bundles import (
 )
 from riskguard.state.codes import JUMP_CONFIRM, O_CLOSED, O_PENDING, RING
 from riskguard.state.keys import KeySpace
-from riskguard.state.tables import empty_dups, empty_edges, ensure_dups, ensure_edges
+from riskguard.state.tables import (
+    compacted,
+    empty_dups,
+    empty_edges,
+    ensure_dups,
+    ensure_edges,
+)
 
 
 class LayoutError(ValueError):
@@ -165,6 +171,28 @@ class StateStore:
             edges=ensure_edges(st.edges, alert_edges),
             dups=ensure_dups(st.dups, new_orders),
         )
+
+    def copied(self, keys: KeySpace) -> dict[str, Array]:
+        """Copies of :meth:`export`'s arrays for a snapshot: per-id records cut to the ids
+        ``keys`` handed out (the capacity doubling leaves up to as many again unused) and
+        the alert-edge table rehashed to its live entries (it is sized for the worst case
+        of one kernel call). :meth:`load` and the next :meth:`reserve` take them as they
+        are: the arrays grow again as keys appear."""
+        used = {
+            "scopes": keys.n_scopes,
+            "symbols": keys.n_scopes,
+            "positions": keys.n_pairs,
+            "orders": keys.n_orders,
+            "parents": len(keys.parents),
+            "sources": len(keys.source_names),
+            "execs": keys.n_execs,
+            "currencies": len(keys.currency_names),
+        }
+        out: dict[str, Array] = {}
+        for name, a in self.export().items():
+            if not name.startswith("edges."):
+                out[name] = a[: used[name]].copy() if name in used else a.copy()
+        return out | {f"edges.{f}": a for f, a in compacted(self.state.edges)._asdict().items()}
 
     def nbytes(self) -> int:
         """Bytes held by the state arrays."""
