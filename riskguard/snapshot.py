@@ -39,7 +39,9 @@ MAGIC = b"RGSNAP\x01\n"
 #: redelivery memory (closed orders, executions) in the keys
 #: 7: the latest time and values of each symbol's instrument and each currency's rate
 #: (reference data delivered again, riskguard.state.refdata)
-VERSION = 7
+#: 8: the rate each execution's fee was booked at, and each currency's first rate (a
+#: reversed fee goes back at the rate it was booked at)
+VERSION = 8
 
 
 class SnapshotError(ValueError):

@@ -65,7 +65,7 @@ from riskguard.state.revaluation import (
     queue,
     trade_reference,
 )
-from riskguard.state.valuation import trade_pair, work_pair
+from riskguard.state.valuation import fee_rate_gap, fees_at, rate_of, trade_pair, work_pair
 from riskguard.vocabulary import T_CANCEL
 
 
@@ -302,6 +302,7 @@ def on_trade(ev, venue, now, at, st, rules, out):  # type: ignore[no-untyped-def
     x.qty = ev.qty
     x.price = ev.price
     x.fee = 0.0 if math.isnan(ev.fee) else ev.fee
+    x.fee_rate = rate_of(st, ev.symbol)
     x.count_ns = at
     x.counted = fill_money(st, ev.symbol, ev.qty, ev.price)
     _book(st, rules, x, ev.qty * ev.side, ev.price, x.fee)
@@ -333,7 +334,14 @@ def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     if x.status != X_APPLIED:
         note(out, e, np.int64(N_BUSTED), np.int64(0))
         return -2
+    # the fee goes back at the rate it was booked at: a rise of fees first, a fall after,
+    # so that no moment in between shows P&L the book never had
+    gap = fee_rate_gap(st, x)
+    if gap > 0.0:
+        fees_at(st, x, gap, consistent(st, rules))
     _book(st, rules, x, -x.qty * x.side, x.price, -x.fee)
+    if gap < 0.0:
+        fees_at(st, x, gap, consistent(st, rules))
     refill(x, st, -1.0)
     _unfill(st, x, x.qty)
     bust = ev.subtype == E_BUST
@@ -348,6 +356,7 @@ def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
         x.price = ev.price
         if not math.isnan(ev.fee):
             x.fee = ev.fee
+        x.fee_rate = rate_of(st, x.symbol)
         x.counted = fill_money(st, x.symbol, x.qty, x.price)
         _book(st, rules, x, x.qty * x.side, x.price, x.fee)
         refill(x, st, 1.0)
@@ -414,6 +423,7 @@ def on_position(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-d
     x.qty = abs(ev.qty)
     x.price = price
     x.fee = 0.0
+    x.fee_rate = np.nan
     x.count_ns = now
     x.counted = 0.0
     x.stated = ev.price

@@ -56,6 +56,7 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
         self.rules = limits.all_rules
         self.base = limits.base_currency
         self.rates: dict[str, float] = {self.base: 1.0}  # known rates, base units per unit
+        self.first_rate: dict[str, float] = {self.base: 1.0}  # each currency's first rate
         self.multiplier: dict[str, float] = {}  # symbol scope -> contract size
         self.currency: dict[str, str] = {}  # symbol scope -> currency of its prices
         self.in_currency: dict[str, list[str]] = {}  # currency -> symbols, newest first

@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from riskguard.limits.model import Rule
-from riskguard.state.reference_defs import EXPOSURE_NAMES, Book, Lot, near, snap
+from riskguard.state.reference_defs import EXPOSURE_NAMES, Book, Execution, Lot, near, snap
 from riskguard.vocabulary import money
 
 Delta = tuple[float, float, float, float, float, float, float]
@@ -35,6 +35,7 @@ class ReferenceMoney:
     dirty: list[str]
     epoch: int
     rates: dict[str, float]
+    first_rate: dict[str, float]
     price_src: dict[str, int]
     ref_exec: dict[str, Any]
     prev_ref: dict[str, float | None]
@@ -143,6 +144,28 @@ class ReferenceMoney:
     def _potential(lot: Lot, u: float) -> float:
         grow = max(abs(lot.qty + lot.buys), abs(lot.qty - lot.sells)) - abs(lot.qty)
         return lot.gross + max(0.0, grow) * abs(u)
+
+    def _fee_back(self, x: Execution, before: bool) -> None:
+        """Reversing ``x`` takes its fee back at the rate it was booked at (booked
+        unvalued: the currency's first rate), not today's: the reversal books it at
+        today's, and the gap goes to the fees of its scopes, before the reversal when it
+        raises them (``before``), after it when it lowers them."""
+        sym = f"symbol:{x.symbol}"
+        now = self._rate(sym)
+        if math.isnan(now) or x.fee == 0.0:
+            return
+        then = x.fee_rate
+        if math.isnan(then):
+            then = self.first_rate[self.currency.get(sym, self.base)]
+        gap = x.fee * (now - then)
+        if gap == 0.0 or (gap > 0.0) != before:
+            return
+        d = (0.0, 0.0, 0.0, 0.0, gap, 0.0, 0.0)
+        ok = self._consistent()
+        strategy = [f"strategy:{x.strategy}"] if x.strategy else []
+        for owner in ["firm", f"account:{x.account}", *strategy]:
+            for scope in (owner, sym) if owner == "firm" else (owner,):
+                self._scope_delta(scope, d, 0, 0, ok)
 
     # trades and working orders -------------------------------------------------------
     def _trade_lot(self, owner: str, sym: str, d: float, x: float, w: float, fee: float) -> None:
@@ -319,6 +342,7 @@ class ReferenceMoney:
         if old == rate:
             return
         self.rates[code] = rate
+        self.first_rate.setdefault(code, rate)
         ok = self._consistent()
         symbols = self.in_currency.get(code, [])
         for symbol in symbols:

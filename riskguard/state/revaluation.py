@@ -181,6 +181,8 @@ def fx_move(c, rate, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-
     old = cur.rate if cur.known != 0 else np.nan
     if old == rate:
         return
+    if cur.known == 0:
+        cur.first_rate = rate
     cur.rate = rate
     cur.known = 1
     ok = consistent(st, rules)
