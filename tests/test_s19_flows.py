@@ -250,3 +250,131 @@ def test_fees_are_each_executions_fee_at_the_rate_it_was_booked_at(
             continue
         assert got == near(round(want, 6)), (scope, got, want)
         assert ref.book(scope).fees == near(want), scope
+
+
+def limits_at(revalue_ms: int, *rules: str) -> Any:
+    return parse(f"revalue_ms = {revalue_ms}\n" + rules_toml(*rules))
+
+
+@pytest.mark.parametrize(("revalue_ms", "gap_ms"), [(0, 1), (100, 150)])
+def test_a_sale_that_flattens_the_book_halts_nothing(revalue_ms: int, gap_ms: int) -> None:
+    # Buy 100 @10 (gross 1,000, pnl 0), later sell all 100 @11 with a fee of 5: flat,
+    # realised 100, pnl 95, gross 0. Gross went 1,000 -> 0 and pnl 0 -> 95: neither the
+    # gross limit 1,050 nor the drawdown limit 4 is ever breached. (Before the fix the
+    # account was halted on gross 1,100 and the strategy on drawdown 5: the sale's price
+    # first revalued the 100 still held, 100 x 11 = 1,100 and pnl 100, judged and taken
+    # as the session high before the sale and its fee were booked.) The second run has the
+    # default epochs with the sale in a later epoch than the buy.
+    limits = limits_at(
+        revalue_ms,
+        'name="gross"\nmetric="gross_notional"\nscope="account"\nmax=1050\naction="halt"',
+        'name="dd"\nmetric="drawdown"\nscope="strategy"\nmax=4\naction="halt"',
+    )
+    engine = Engine(limits, event_time=True)
+    result = engine.apply(
+        [
+            fill("O1", 1 * MS, qty=100, price=10.0, exec_id="E1"),
+            fill("O2", (1 + gap_ms) * MS, qty=100, price=11.0, side="sell", exec_id="E2", fee=5.0),
+        ]
+    )
+    result.transitions += engine.settle()
+    assert [t for t in result.transitions if t.kind != "resolve"] == []
+    values = engine.scope_values("strategy:S")
+    assert (values["pnl"], values["drawdown"], values["gross_notional"]) == (95, 0, 0)
+    peaks = {p.rule.name: p for p in engine.peaks()}
+    assert peaks["gross"].high == near(1000.0)  # the largest gross the book had
+    assert peaks["dd"].high == near(0.0)
+
+
+def test_partial_sale_at_a_higher_price_then_a_buy() -> None:
+    # revalue_ms = 0. Buy 100 @10. Sell 50 @11 fee 5: realised 50, 50 left valued at 11
+    #   (550, cost 500): pnl 50 + 50 - 5 = 95, the session high (not 100: the 100 shares
+    #   were never worth 1,100 with the fee unpaid). Buy 10 @12 fee 1: 60 valued at 12
+    #   (720, cost 620): pnl 50 + 100 - 6 = 144, the new high; drawdown 0 throughout.
+    limits = limits_at(
+        0,
+        'name="pnl"\nmetric="pnl"\nscope="strategy"\nmin=-1e9\naction="alert"',
+        'name="dd"\nmetric="drawdown"\nscope="strategy"\nmax=1e9\naction="alert"',
+    )
+    engine = Engine(limits, event_time=True)
+    engine.apply(
+        [
+            fill("O1", 1 * MS, qty=100, price=10.0, exec_id="E1"),
+            fill("O2", 2 * MS, qty=50, price=11.0, side="sell", exec_id="E2", fee=5.0),
+        ]
+    )
+    assert engine.scope_values("strategy:S")["pnl"] == near(95.0)
+    engine.apply([fill("O3", 3 * MS, qty=10, price=12.0, exec_id="E3", fee=1.0)])
+    values = engine.scope_values("strategy:S")
+    assert (values["pnl"], values["drawdown"]) == (near(144.0), near(0.0))
+    peaks = {p.rule.name: p for p in engine.peaks()}
+    assert (peaks["pnl"].high, peaks["dd"].high) == (near(144.0), near(0.0))
+
+
+BOOK_RULES = [
+    f'name="{m}-{s}"\nmetric="{m}"\nscope="{s}"\n{b}\naction="alert"'
+    for m, b in (
+        ("gross_notional", "max=1e12"),
+        ("net_notional", "max=1e12\nmin=-1e12"),
+        ("pnl", "max=1e12\nmin=-1e12"),
+        ("drawdown", "max=1e12"),
+    )
+    for s in ("firm", "account", "strategy", "symbol")
+]
+
+
+@st.composite
+def book_streams(draw: st.DrawFn) -> list[wire.Event]:
+    """Trades (with fees) by two accounts and strategies in two symbols, and marks."""
+    events: list[wire.Event] = []
+    for i in range(draw(st.integers(1, 30))):
+        t = (i + 1) * MS
+        symbol = draw(st.sampled_from(["X", "Y"]))
+        if draw(st.integers(0, 4)) == 0:
+            events.append(mark(draw(st.sampled_from([9.0, 10.0, 11.5])), t, symbol=symbol))
+            continue
+        account, strategy = draw(st.sampled_from([("A", "S"), ("B", "S"), ("B", "T")]))
+        events.append(
+            fill(
+                f"O{i}",
+                t,
+                qty=draw(st.sampled_from([5.0, 10.0, 25.0])),
+                price=draw(st.sampled_from([8.0, 10.0, 11.0, 12.5])),
+                side=draw(st.sampled_from(["buy", "sell"])),
+                fee=draw(st.sampled_from([0.0, 1.0, -0.5])),
+                exec_id=f"E{i}",
+                account=account,
+                strategy=strategy,
+                symbol=symbol,
+            )
+        )
+    return events
+
+
+@settings(max_examples=150, deadline=None)
+@given(book_streams())
+def test_every_value_judged_is_one_the_book_had_between_events(events: list[wire.Event]) -> None:
+    """revalue_ms = 0: the highs and lows of every exposure and P&L rule are those of the
+    values the scopes had after some event, never of a moment inside one (a fill's price
+    applied to the book before the fill itself), and drawdown is the high of those pnl
+    values (from 0) minus pnl."""
+    engine = Engine(limits_at(0, *BOOK_RULES), event_time=True)
+    scopes = ["firm", "account:A", "account:B", "strategy:S", "strategy:T", "symbol:X", "symbol:Y"]
+    seen: dict[tuple[str, str], list[float]] = {}
+    high = dict.fromkeys(scopes, 0.0)
+    for event in events:
+        engine.apply([event])
+        for scope in scopes:
+            values = engine.scope_values(scope)
+            high[scope] = max(high[scope], values["pnl"])
+            assert values["drawdown"] == near(max(0.0, round(high[scope] - values["pnl"], 6)))
+            for metric in ("gross_notional", "net_notional", "pnl", "drawdown"):
+                seen.setdefault((metric, scope.partition(":")[0]), []).append(values[metric])
+    for peak in engine.peaks():
+        if peak.evaluations == 0:
+            continue
+        metric, level = peak.rule.metric, peak.rule.scope
+        had = seen[(metric, level)]
+        assert peak.high is not None and peak.low is not None
+        assert any(peak.high == near(v) for v in had), (peak.rule.name, peak.high)
+        assert any(peak.low == near(v) for v in had), (peak.rule.name, peak.low)

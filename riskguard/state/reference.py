@@ -299,9 +299,6 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
                 self._applied(f"fx:{ev.currency}", ev.rate, now)
             return
         at = now if clock - now <= self.lateness_ns else clock
-        if isinstance(ev, wire.Fill) and ev.exec_type == "trade":
-            assert ev.price is not None
-            self._trade_reference(f"symbol:{ev.symbol}", (ev.account, ev.exec_id), ev.price, now)
         venue, side = self._venue_side(ev)
         scopes: dict[str, str | None] = {
             "firm": "firm",
@@ -327,6 +324,12 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
                 if verdict == "ahead":
                     self.ahead_items[-1] = (ev, dict(scopes), side, venue, at)
                 parent = self._on_trade(ev, venue, at)
+                assert ev.price is not None  # booked first, then its price moves the symbol
+                self._trade_reference(
+                    f"symbol:{ev.symbol}", (ev.account, ev.exec_id), ev.price, now
+                )
+                if self._consistent():
+                    self._settle_peaks()
             else:
                 applied, parent = self._on_amend(ev, now)
                 if not applied:

@@ -168,8 +168,11 @@ class ReferenceMoney:
                 self._scope_delta(scope, d, 0, 0, ok)
 
     # trades and working orders -------------------------------------------------------
-    def _trade_lot(self, owner: str, sym: str, d: float, x: float, w: float, fee: float) -> None:
-        """Book signed qty ``d`` at money price ``x``, the lot valued at money price ``w``."""
+    def _trade_lot(
+        self, owner: str, sym: str, d: float, x: float, w: float, fee: float, ok: bool
+    ) -> None:
+        """Book signed qty ``d`` at money price ``x``, the lot valued at money price ``w``;
+        ``ok``: the session highs may be raised now."""
         lot = self._lot(owner, sym)
         q, c, v0, g0, p0 = lot.qty, lot.cost, lot.value, lot.gross, lot.potential
         real = 0.0
@@ -193,21 +196,40 @@ class ReferenceMoney:
         p1 = self._potential(lot, self._u(sym))
         lot.potential = p1
         lots = int(q == 0.0 and nq != 0.0) - int(q != 0.0 and nq == 0.0)
-        self._delta(owner, sym, (v1 - v0, g1 - g0, real, nc - c, fee, p1 - p0, 0.0), lots)
+        self._delta(owner, sym, (v1 - v0, g1 - g0, real, nc - c, fee, p1 - p0, 0.0), lots, ok)
 
     def _book_trade(
-        self, account: str, strategy: str | None, symbol: str, d: float, price: float, fee: float
+        self,
+        account: str,
+        strategy: str | None,
+        symbol: str,
+        d: float,
+        price: float,
+        fee: float,
+        own: bool = False,
     ) -> None:
-        """Book signed qty ``d`` at ``price`` on the firm's, account's and strategy's lots."""
+        """Book signed qty ``d`` at ``price`` on the firm's, account's and strategy's lots.
+
+        ``own``: the reference price moves to ``price`` right after (a trade before any
+        mark): the trade is valued at its own price and the session highs wait for the move.
+        """
         sym = f"symbol:{symbol}"
         w = self.val.get(sym, 0.0)
-        if self.revalue_ns > 0 and w != price:
+        if own:
+            w = price
+        elif self.revalue_ns > 0 and w != price:
             w = price  # the lot is valued at its own price until the next epoch
             self._queue(sym)
+        ok = self._consistent() and not own
         m = self._mult(sym)
         owners = ["firm", f"account:{account}"] + ([f"strategy:{strategy}"] if strategy else [])
         for owner in owners:
-            self._trade_lot(owner, sym, d, price * m, w * m, fee)
+            self._trade_lot(owner, sym, d, price * m, w * m, fee, ok)
+
+    def _moves_reference(self, sym: str, price: float) -> bool:
+        """Whether a trade at ``price`` moves the reference price (before any mark)."""
+        src = self.price_src.get(sym, 0)
+        return src < 2 and (src == 0 or self.ref[sym] != price)
 
     def _work_lot(
         self, owner: str, sym: str, side: int, dq: float, market: bool, money: float

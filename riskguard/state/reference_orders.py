@@ -69,7 +69,10 @@ class ReferenceOrders(ReferenceWindows):
             d: float,
             price: float,
             fee: float,
+            own: bool = False,
         ) -> None: ...
+
+        def _moves_reference(self, sym: str, price: float) -> bool: ...
 
         def _fee_back(self, x: Execution, before: bool) -> None: ...
 
@@ -276,7 +279,8 @@ class ReferenceOrders(ReferenceWindows):
             fee_rate=self._rate(f"symbol:{ev.symbol}"),
         )
         self.execs[(ev.account, ev.exec_id)] = x
-        self._book_trade(x.account, x.strategy, x.symbol, ev.qty * side, ev.price, x.fee)
+        own = self._moves_reference(f"symbol:{ev.symbol}", ev.price)
+        self._book_trade(x.account, x.strategy, x.symbol, ev.qty * side, ev.price, x.fee, own)
         self._rework(o)
         return parent
 
