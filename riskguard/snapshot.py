@@ -41,7 +41,8 @@ MAGIC = b"RGSNAP\x01\n"
 #: 7: the latest time and values of each symbol's instrument and each currency's rate
 #: (reference data delivered again, riskguard.state.refdata)
 #: 8: the alert-edge table stores key + 1 (0: an empty slot); per-id records cut to the
-#: ids handed out
+#: ids handed out; the rate each execution's fee was booked at, and each currency's
+#: first rate (a reversed fee goes back at the rate it was booked at)
 VERSION = 8
 
 

@@ -176,6 +176,7 @@ EXEC = np.dtype(
         ("qty", F64),  # effective qty, price and fee (after corrections)
         ("price", F64),
         ("fee", F64),
+        ("fee_rate", F64),  # the rate its fee was booked at (NaN: unvalued then)
         ("count_ns", I64),  # the time its fill notional was counted at
         ("counted", F64),  # the fill notional counted then (base money)
         ("stated", F64),  # opening positions: the price as stated (NaN: the reference)
@@ -207,6 +208,7 @@ CURRENCY = np.dtype(
         ("rate2", F64),
         ("rate3", F64),
         ("n_rates", I64),  # how many of them are set
+        ("first_rate", F64),  # the first rate: what was booked unvalued was converted at it
     ]
 )
 """Per currency id (id 0: the limits' base currency, rate 1)."""
@@ -472,8 +474,8 @@ FILLS: dict[str, Array] = {
     ),
     "parents": fill_record(PARENT),
     "sources": fill_record(SOURCE, last_heard_ns=-1),
-    "execs": fill_record(EXEC, order=-1, parent=-1, venue=-1, stated=np.nan),
-    "currencies": fill_record(CURRENCY, rate=1.0, first_symbol=-1, rate_ns=-1),
+    "execs": fill_record(EXEC, order=-1, parent=-1, venue=-1, stated=np.nan, fee_rate=np.nan),
+    "currencies": fill_record(CURRENCY, rate=1.0, first_symbol=-1, rate_ns=-1, first_rate=1.0),
 }
 
 

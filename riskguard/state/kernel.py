@@ -91,6 +91,7 @@ from riskguard.state.refdata import (
     remember_rate,
 )
 from riskguard.state.revaluation import (
+    consistent,
     flush,
     fx_move,
     price_move,
@@ -98,6 +99,7 @@ from riskguard.state.revaluation import (
     rows_for_price_move,
     trade_reference,
 )
+from riskguard.state.valuation import settle_peaks
 from riskguard.state.values import pair_at, value_of
 from riskguard.vocabulary import (
     T_CANCEL,
@@ -394,14 +396,18 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
             if t == T_NEW and has_dups:
                 count_dups(ev, venue, now, at, st, history)
         else:
-            if t == T_FILL and ev.subtype == E_TRADE:
-                trade_reference(ev.symbol, ev.exec, ev.price, e, now, st, rules, peaks, out)
+            trade = t == T_FILL and ev.subtype == E_TRADE
+            if trade:
                 count(ev, side, venue, at, st, history)
                 if verdict == AHEAD:
                     remember_ahead(st, g.ahead_run - 1, ev, t, side, venue, at)
             parent = _order_event(ev, e, venue, now, at, st, rules, peaks, out)
             if parent == -2:
                 continue
+            if trade:  # booked first, then the price it traded at moves its symbol
+                trade_reference(ev.symbol, ev.exec, ev.price, e, now, st, rules, peaks, out)
+                if consistent(st, rules):
+                    settle_peaks(st)
         if late > rules.lateness_ns:
             note(out, e, np.int64(N_LATE), late)
         _judge_event(ev, e, t, side, venue, parent, now, st, rules, peaks, out)

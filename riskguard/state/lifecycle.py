@@ -62,10 +62,11 @@ from riskguard.state.revaluation import (
     amend_reference,
     consistent,
     link_holder,
+    moves_reference,
     queue,
     trade_reference,
 )
-from riskguard.state.valuation import trade_pair, work_pair
+from riskguard.state.valuation import fee_rate_gap, fees_at, rate_of, trade_pair, work_pair
 from riskguard.vocabulary import T_CANCEL
 
 
@@ -245,20 +246,26 @@ def on_cancel_or_reject(ev, e, now, st, rules, out):  # type: ignore[no-untyped-
 
 
 @helper
-def _book(st, rules, x, d, price, fee):  # type: ignore[no-untyped-def]
+def _book(st, rules, x, d, price, fee, own):  # type: ignore[no-untyped-def]
     """Trade signed qty ``d`` at ``price`` on an execution's firm, account and strategy
     pairs (an opening position without a strategy has no strategy pair); ``fee`` is in the
     symbol's currency.
 
     With revaluation epochs, the lot is valued at its own price until the next epoch
     whenever the symbol's valuation price differs (never at a price it did not trade at).
+    ``own``: the trade moves the reference price to its price right after (a trade before
+    any mark): it is valued at its own price, and the session highs wait for that move,
+    so no moment in between (the book before the fill valued at the fill's price, or the
+    fill valued at the old price) is ever taken for P&L or exposure the book had.
     """
     y = x.symbol
     w = st.symbols[y].val_price
-    if rules.revalue_ns > 0 and w != price:
+    if own:
+        w = price
+    elif rules.revalue_ns > 0 and w != price:
         w = price
         queue(st, y)
-    ok = consistent(st, rules)
+    ok = consistent(st, rules) and not own
     m = st.symbols[y].multiplier
     p_acc = x.account_pair
     p_strat = x.strategy_pair
@@ -302,9 +309,11 @@ def on_trade(ev, venue, now, at, st, rules, out):  # type: ignore[no-untyped-def
     x.qty = ev.qty
     x.price = ev.price
     x.fee = 0.0 if math.isnan(ev.fee) else ev.fee
+    x.fee_rate = rate_of(st, ev.symbol)
     x.count_ns = at
     x.counted = fill_money(st, ev.symbol, ev.qty, ev.price)
-    _book(st, rules, x, ev.qty * ev.side, ev.price, x.fee)
+    own = moves_reference(st, ev.symbol, ev.price)
+    _book(st, rules, x, ev.qty * ev.side, ev.price, x.fee, own)
     rework(ev.order, st, rules)
     return parent
 
@@ -333,7 +342,14 @@ def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     if x.status != X_APPLIED:
         note(out, e, np.int64(N_BUSTED), np.int64(0))
         return -2
-    _book(st, rules, x, -x.qty * x.side, x.price, -x.fee)
+    # the fee goes back at the rate it was booked at: a rise of fees first, a fall after,
+    # so that no moment in between shows P&L the book never had
+    gap = fee_rate_gap(st, x)
+    if gap > 0.0:
+        fees_at(st, x, gap, consistent(st, rules))
+    _book(st, rules, x, -x.qty * x.side, x.price, -x.fee, False)
+    if gap < 0.0:
+        fees_at(st, x, gap, consistent(st, rules))
     refill(x, st, -1.0)
     _unfill(st, x, x.qty)
     bust = ev.subtype == E_BUST
@@ -348,8 +364,9 @@ def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
         x.price = ev.price
         if not math.isnan(ev.fee):
             x.fee = ev.fee
+        x.fee_rate = rate_of(st, x.symbol)
         x.counted = fill_money(st, x.symbol, x.qty, x.price)
-        _book(st, rules, x, x.qty * x.side, x.price, x.fee)
+        _book(st, rules, x, x.qty * x.side, x.price, x.fee, False)
         refill(x, st, 1.0)
         if x.parent >= 0:
             _credit(st, x.parent, x.qty)
@@ -400,7 +417,7 @@ def on_position(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-d
         if x.qty * x.side == ev.qty and _same_price(x.stated, ev.price):
             note(out, e, np.int64(N_DUPLICATE), np.int64(0))
             return False
-        _book(st, rules, x, -x.qty * x.side, x.price, 0.0)
+        _book(st, rules, x, -x.qty * x.side, x.price, 0.0, False)
     trade_reference(y, ev.exec, price, e, now, st, rules, peaks, out)
     x.status = X_APPLIED
     x.order = -1
@@ -414,10 +431,11 @@ def on_position(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-d
     x.qty = abs(ev.qty)
     x.price = price
     x.fee = 0.0
+    x.fee_rate = np.nan
     x.count_ns = now
     x.counted = 0.0
     x.stated = ev.price
-    _book(st, rules, x, ev.qty, price, 0.0)
+    _book(st, rules, x, ev.qty, price, 0.0, False)
     return True
 
 

@@ -56,6 +56,7 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
         self.rules = limits.all_rules
         self.base = limits.base_currency
         self.rates: dict[str, float] = {self.base: 1.0}  # known rates, base units per unit
+        self.first_rate: dict[str, float] = {self.base: 1.0}  # each currency's first rate
         self.multiplier: dict[str, float] = {}  # symbol scope -> contract size
         self.currency: dict[str, str] = {}  # symbol scope -> currency of its prices
         self.in_currency: dict[str, list[str]] = {}  # currency -> symbols, newest first
@@ -298,9 +299,6 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
                 self._applied(f"fx:{ev.currency}", ev.rate, now)
             return
         at = now if clock - now <= self.lateness_ns else clock
-        if isinstance(ev, wire.Fill) and ev.exec_type == "trade":
-            assert ev.price is not None
-            self._trade_reference(f"symbol:{ev.symbol}", (ev.account, ev.exec_id), ev.price, now)
         venue, side = self._venue_side(ev)
         scopes: dict[str, str | None] = {
             "firm": "firm",
@@ -326,6 +324,12 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
                 if verdict == "ahead":
                     self.ahead_items[-1] = (ev, dict(scopes), side, venue, at)
                 parent = self._on_trade(ev, venue, at)
+                assert ev.price is not None  # booked first, then its price moves the symbol
+                self._trade_reference(
+                    f"symbol:{ev.symbol}", (ev.account, ev.exec_id), ev.price, now
+                )
+                if self._consistent():
+                    self._settle_peaks()
             else:
                 applied, parent = self._on_amend(ev, now)
                 if not applied:

@@ -134,6 +134,7 @@ class Execution:
     venue: str | None = None
     counted: float = 0.0  # fill notional counted in windows (base money)
     stated: float | None = None  # opening positions: the price as stated
+    fee_rate: float = math.nan  # the rate its fee was booked at (NaN: unvalued then)
 
 
 @dataclass

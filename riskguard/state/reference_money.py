@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from riskguard.limits.model import Rule
-from riskguard.state.reference_defs import EXPOSURE_NAMES, Book, Lot, near, snap
+from riskguard.state.reference_defs import EXPOSURE_NAMES, Book, Execution, Lot, near, snap
 from riskguard.vocabulary import money
 
 Delta = tuple[float, float, float, float, float, float, float]
@@ -35,6 +35,7 @@ class ReferenceMoney:
     dirty: list[str]
     epoch: int
     rates: dict[str, float]
+    first_rate: dict[str, float]
     price_src: dict[str, int]
     ref_exec: dict[str, Any]
     prev_ref: dict[str, float | None]
@@ -144,9 +145,34 @@ class ReferenceMoney:
         grow = max(abs(lot.qty + lot.buys), abs(lot.qty - lot.sells)) - abs(lot.qty)
         return lot.gross + max(0.0, grow) * abs(u)
 
+    def _fee_back(self, x: Execution, before: bool) -> None:
+        """Reversing ``x`` takes its fee back at the rate it was booked at (booked
+        unvalued: the currency's first rate), not today's: the reversal books it at
+        today's, and the gap goes to the fees of its scopes, before the reversal when it
+        raises them (``before``), after it when it lowers them."""
+        sym = f"symbol:{x.symbol}"
+        now = self._rate(sym)
+        if math.isnan(now) or x.fee == 0.0:
+            return
+        then = x.fee_rate
+        if math.isnan(then):
+            then = self.first_rate[self.currency.get(sym, self.base)]
+        gap = x.fee * (now - then)
+        if gap == 0.0 or (gap > 0.0) != before:
+            return
+        d = (0.0, 0.0, 0.0, 0.0, gap, 0.0, 0.0)
+        ok = self._consistent()
+        strategy = [f"strategy:{x.strategy}"] if x.strategy else []
+        for owner in ["firm", f"account:{x.account}", *strategy]:
+            for scope in (owner, sym) if owner == "firm" else (owner,):
+                self._scope_delta(scope, d, 0, 0, ok)
+
     # trades and working orders -------------------------------------------------------
-    def _trade_lot(self, owner: str, sym: str, d: float, x: float, w: float, fee: float) -> None:
-        """Book signed qty ``d`` at money price ``x``, the lot valued at money price ``w``."""
+    def _trade_lot(
+        self, owner: str, sym: str, d: float, x: float, w: float, fee: float, ok: bool
+    ) -> None:
+        """Book signed qty ``d`` at money price ``x``, the lot valued at money price ``w``;
+        ``ok``: the session highs may be raised now."""
         lot = self._lot(owner, sym)
         q, c, v0, g0, p0 = lot.qty, lot.cost, lot.value, lot.gross, lot.potential
         real = 0.0
@@ -170,21 +196,40 @@ class ReferenceMoney:
         p1 = self._potential(lot, self._u(sym))
         lot.potential = p1
         lots = int(q == 0.0 and nq != 0.0) - int(q != 0.0 and nq == 0.0)
-        self._delta(owner, sym, (v1 - v0, g1 - g0, real, nc - c, fee, p1 - p0, 0.0), lots)
+        self._delta(owner, sym, (v1 - v0, g1 - g0, real, nc - c, fee, p1 - p0, 0.0), lots, ok)
 
     def _book_trade(
-        self, account: str, strategy: str | None, symbol: str, d: float, price: float, fee: float
+        self,
+        account: str,
+        strategy: str | None,
+        symbol: str,
+        d: float,
+        price: float,
+        fee: float,
+        own: bool = False,
     ) -> None:
-        """Book signed qty ``d`` at ``price`` on the firm's, account's and strategy's lots."""
+        """Book signed qty ``d`` at ``price`` on the firm's, account's and strategy's lots.
+
+        ``own``: the reference price moves to ``price`` right after (a trade before any
+        mark): the trade is valued at its own price and the session highs wait for the move.
+        """
         sym = f"symbol:{symbol}"
         w = self.val.get(sym, 0.0)
-        if self.revalue_ns > 0 and w != price:
+        if own:
+            w = price
+        elif self.revalue_ns > 0 and w != price:
             w = price  # the lot is valued at its own price until the next epoch
             self._queue(sym)
+        ok = self._consistent() and not own
         m = self._mult(sym)
         owners = ["firm", f"account:{account}"] + ([f"strategy:{strategy}"] if strategy else [])
         for owner in owners:
-            self._trade_lot(owner, sym, d, price * m, w * m, fee)
+            self._trade_lot(owner, sym, d, price * m, w * m, fee, ok)
+
+    def _moves_reference(self, sym: str, price: float) -> bool:
+        """Whether a trade at ``price`` moves the reference price (before any mark)."""
+        src = self.price_src.get(sym, 0)
+        return src < 2 and (src == 0 or self.ref[sym] != price)
 
     def _work_lot(
         self, owner: str, sym: str, side: int, dq: float, market: bool, money: float
@@ -319,6 +364,7 @@ class ReferenceMoney:
         if old == rate:
             return
         self.rates[code] = rate
+        self.first_rate.setdefault(code, rate)
         ok = self._consistent()
         symbols = self.in_currency.get(code, [])
         for symbol in symbols:

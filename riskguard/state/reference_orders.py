@@ -69,7 +69,14 @@ class ReferenceOrders(ReferenceWindows):
             d: float,
             price: float,
             fee: float,
+            own: bool = False,
         ) -> None: ...
+
+        def _moves_reference(self, sym: str, price: float) -> bool: ...
+
+        def _fee_back(self, x: Execution, before: bool) -> None: ...
+
+        def _rate(self, symbol: str) -> float: ...
 
         def _work(
             self,
@@ -269,9 +276,11 @@ class ReferenceOrders(ReferenceWindows):
             at,
             venue=venue,
             counted=self._fill_money(ev.symbol, ev.qty, ev.price),
+            fee_rate=self._rate(f"symbol:{ev.symbol}"),
         )
         self.execs[(ev.account, ev.exec_id)] = x
-        self._book_trade(x.account, x.strategy, x.symbol, ev.qty * side, ev.price, x.fee)
+        own = self._moves_reference(f"symbol:{ev.symbol}", ev.price)
+        self._book_trade(x.account, x.strategy, x.symbol, ev.qty * side, ev.price, x.fee, own)
         self._rework(o)
         return parent
 
@@ -296,7 +305,9 @@ class ReferenceOrders(ReferenceWindows):
         if x.busted:
             self.bad.append("exec_busted")
             return False, None
+        self._fee_back(x, True)
         self._book_trade(x.account, x.strategy, x.symbol, -x.qty * x.side, x.price, -x.fee)
+        self._fee_back(x, False)
         self._refill(x, -1.0)
         self._unfill(x)
         bust = ev.exec_type == "bust"
@@ -311,6 +322,7 @@ class ReferenceOrders(ReferenceWindows):
         x.qty, x.price = ev.qty, ev.price
         if ev.fee is not None:
             x.fee = ev.fee
+        x.fee_rate = self._rate(f"symbol:{x.symbol}")
         x.counted = self._fill_money(x.symbol, x.qty, x.price)
         self._book_trade(x.account, x.strategy, x.symbol, x.qty * x.side, x.price, x.fee)
         self._refill(x, 1.0)

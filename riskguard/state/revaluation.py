@@ -136,6 +136,14 @@ def price_move(y, px, e, now, st, rules, peaks, out):  # type: ignore[no-untyped
 
 
 @helper
+def moves_reference(st, y, price):  # type: ignore[no-untyped-def]
+    """Whether a trade at ``price`` moves symbol ``y``'s reference price (before any mark:
+    the first trade, or one at another price than the reference)."""
+    sym = st.symbols[y]
+    return sym.price_source < 2 and (sym.price_source == 0 or sym.ref_price != price)
+
+
+@helper
 def trade_reference(y, xid, price, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """A trade (execution ``xid``, or an opening position) at ``price``: before any mark it
     sets the symbol's fill-derived reference price, remembering the price before it."""
@@ -181,6 +189,8 @@ def fx_move(c, rate, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-
     old = cur.rate if cur.known != 0 else np.nan
     if old == rate:
         return
+    if cur.known == 0:
+        cur.first_rate = rate
     cur.rate = rate
     cur.known = 1
     ok = consistent(st, rules)

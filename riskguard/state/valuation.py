@@ -334,3 +334,34 @@ def fx_pair(st, p, old, new, ok):  # type: ignore[no-untyped-def]
     scope_delta(st, owner, d, np.int64(0), unknown, ok)
     if owner == FIRM:
         scope_delta(st, pos.symbol, d, np.int64(0), unknown, ok)
+
+
+@helper
+def fee_rate_gap(st, x):  # type: ignore[no-untyped-def]
+    """Base money to add to the fees of execution ``x``'s scopes when its fee is reversed
+    at today's rate, so that the reversal takes back exactly what was booked: the fee at
+    the rate it was booked at (``EXEC.fee_rate``; booked unvalued: the currency's first
+    rate, at which it was converted). 0.0 while the currency still has no rate."""
+    now = rate_of(st, x.symbol)
+    if math.isnan(now) or x.fee == 0.0:
+        return 0.0
+    then = x.fee_rate
+    if math.isnan(then):
+        then = st.currencies[st.symbols[x.symbol].currency].first_rate
+    return x.fee * (now - then)
+
+
+@helper
+def fees_at(st, x, adj, ok):  # type: ignore[no-untyped-def]
+    """Add ``adj`` base money to the fees of execution ``x``'s firm, account and strategy
+    scopes (and its symbol scope, with the firm's)."""
+    if adj == 0.0:
+        return
+    d = (0.0, 0.0, 0.0, 0.0, adj, 0.0, 0.0)
+    p_acc = x.account_pair
+    for p in (st.positions[p_acc].firm_pair, p_acc, x.strategy_pair):
+        if p >= 0:
+            owner = st.positions[p].owner
+            scope_delta(st, owner, d, np.int64(0), np.int64(0), ok)
+            if owner == FIRM:
+                scope_delta(st, st.positions[p].symbol, d, np.int64(0), np.int64(0), ok)
