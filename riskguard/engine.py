@@ -347,7 +347,8 @@ class Engine(Inspection, Decisions):
         counts = self._out.counts
         k = int(counts["n_closed"][0])
         if k:
-            self.keys.closed_orders.extend((ns, oid) for oid, ns in self._out.closed[:k].tolist())
+            closed = self._out.closed[:k]
+            self.keys.closed_orders.extend(closed["closed_ns"], closed["order"])
             counts["n_closed"] = 0
 
     def _read_notes(self, built: Built, origins: Sequence[str] | None, into: Result) -> int:

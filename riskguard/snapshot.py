@@ -42,7 +42,9 @@ MAGIC = b"RGSNAP\x01\n"
 #: (reference data delivered again, riskguard.state.refdata)
 #: 8: the alert-edge table stores key + 1 (0: an empty slot); per-id records cut to the
 #: ids handed out; the rate each execution's fee was booked at, and each currency's
-#: first rate (a reversed fee goes back at the rate it was booked at)
+#: first rate (a reversed fee goes back at the rate it was booked at); the redelivery
+#: memory's queues as arrays ("keys.closed_ns", ...), a trade's (strategy, symbol) as
+#: one int
 VERSION = 8
 
 
@@ -81,6 +83,7 @@ def freeze(engine: Engine, offsets: dict[str, int]) -> Frozen:
     """
     arrays = {f"state.{name}": a for name, a in engine.store.copied(engine.keys).items()}
     arrays["peaks"] = engine.rule_peaks.copy()
+    arrays |= {f"keys.{name}": a for name, a in engine.keys.tables().items()}
     meta = {
         "version": VERSION,
         "created_ns": time.time_ns(),
@@ -164,7 +167,9 @@ def restore(engine: Engine, snap: Snapshot) -> None:
     try:
         check_layout(state)
         positions = state["positions"]
-        engine.keys.load(snap.meta["keys"], positions["owner"], positions["symbol"])
+        engine.keys.load(
+            snap.meta["keys"], _part(snap.arrays, "keys."), positions["owner"], positions["symbol"]
+        )
     except (LayoutError, KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"{snap.path.name}: {exc}") from exc
     engine.store.load(state, engine.keys)

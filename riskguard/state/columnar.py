@@ -31,7 +31,7 @@ import numpy as np
 from riskguard import events as wire
 from riskguard.state.bundles import EVENT
 from riskguard.state.codes import E_BUST, E_CORRECT, E_TRADE, P_BROKER, P_OPEN
-from riskguard.state.keys import KeySpace
+from riskguard.state.keys import KeySpace, pair_key
 from riskguard.vocabulary import (
     L_ACCOUNT,
     L_STRATEGY,
@@ -217,10 +217,10 @@ def build(
             continue
         e_type = _EXEC_TYPE[ev.exec_type]
         if e_type == E_TRADE:
-            x = keys.execution(key, ev.ts, (st, y))
+            x = keys.execution(key, ev.ts, pair_key(st, y))
         else:
             ref = execs.get((a, ev.ref_exec_id))
-            if ref is None or exec_trade[ref] != (st, y):
+            if ref is None or exec_trade[ref] != pair_key(st, y):
                 out.bad.append(_unknown_ref(ev, ref, keys, _where(origins, j)))
                 continue
             keys.execution(key, ev.ts, None)  # its own id: a redelivered copy is a duplicate

@@ -10,12 +10,12 @@ the horizon, not the length of the session.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import numpy as np
 
 from riskguard.state.codes import FIRM
+from riskguard.state.timed import TimedIds
 from riskguard.vocabulary import L_FIRM, LEVELS, format_scope, parse_scope
 
 ExecKey = tuple[int, str]
@@ -53,15 +53,15 @@ class KeySpace:
         #: executions: (account id, exec_id) -> execution id
         self.execs: dict[ExecKey, int] = {}
         self.exec_keys: list[ExecKey | None] = []
-        #: per execution id: (strategy id, symbol id) of a trade, None for the id of a
-        #: correction or bust (remembered only so that its redelivery is recognised)
-        self.exec_trade: list[tuple[int, int] | None] = []
+        #: per execution id: ``pair_key(strategy id, symbol id)`` of a trade, None for the
+        #: id of a correction or bust (remembered only so that its redelivery is recognised)
+        self.exec_trade: list[int | None] = []
         self._free_execs: list[int] = []
         #: (event time ns, execution id) in the order they were interned
-        self.exec_times: deque[tuple[int, int]] = deque()
+        self.exec_times = TimedIds()
         #: (time ns, order id) each time an order stopped working (or was first seen
         #: only through a fill, cancel, reject or replace), oldest first
-        self.closed_orders: deque[tuple[int, int]] = deque()
+        self.closed_orders = TimedIds()
         self.parents: dict[str, int] = {}
         self.sources: dict[str, int] = {}
         self.source_names: list[str] = []
@@ -172,17 +172,16 @@ class KeySpace:
         key = (-1 - account, f"{strategy}/{symbol}")
         eid = self.execs.get(key)
         if eid is None:
-            eid = self.execution(key, 0, (strategy, symbol), expires=False)
+            eid = self.execution(key, 0, pair_key(strategy, symbol), expires=False)
         return eid
 
-    def execution(
-        self, key: ExecKey, ts: int, trade: tuple[int, int] | None, *, expires: bool = True
-    ) -> int:
+    def execution(self, key: ExecKey, ts: int, trade: int | None, *, expires: bool = True) -> int:
         """A new id for execution ``key`` (account id, exec_id), stamped ``ts`` for the horizon.
 
-        ``trade`` is the (strategy id, symbol id) of a trade; None for a correction's or a
-        bust's own id. ``expires=False``: never forgotten (opening positions, whose keys
-        have a negative account part so that no execution report can name them).
+        ``trade`` is ``pair_key(strategy id, symbol id)`` of a trade (strategy -1: an
+        opening position without one); None for a correction's or a bust's own id.
+        ``expires=False``: never forgotten (opening positions, whose keys have a negative
+        account part so that no execution report can name them).
         """
         if self._free_execs:
             eid = self._free_execs.pop()
@@ -194,7 +193,7 @@ class KeySpace:
             self.exec_trade.append(trade)
         self.execs[key] = eid
         if expires:
-            self.exec_times.append((ts, eid))
+            self.exec_times.append(ts, eid)
         return eid
 
     def release_execs(self, eids: list[int]) -> None:
@@ -255,7 +254,7 @@ class KeySpace:
         enough between two batches: with a million closed orders and as many executions
         remembered, building lists of lists here stalled the event loop for 3-4 s per
         snapshot. Serialising to JSON is left to the caller (a snapshot does it in a
-        thread).
+        thread). The redelivery memory's queues are in :meth:`tables`.
         """
         return {
             "scope_names": list(self.scope_names),
@@ -264,18 +263,33 @@ class KeySpace:
             "order_names": list(self.order_names),
             "exec_keys": list(self.exec_keys),
             "exec_trade": list(self.exec_trade),
-            "exec_times": list(self.exec_times),
-            "closed_orders": list(self.closed_orders),
             "parents": list(self.parents),
             "source_names": list(self.source_names),
             "currency_names": list(self.currency_names),
             "n_pairs": self.n_pairs,
         }
 
+    def tables(self) -> dict[str, np.ndarray]:
+        """Copies of the redelivery memory's queues as int64 arrays, oldest first:
+        ``closed_ns``/``closed_ids`` (closed orders), ``exec_ns``/``exec_ids``."""
+        closed_ns, closed_ids = self.closed_orders.arrays()
+        exec_ns, exec_ids = self.exec_times.arrays()
+        return {
+            "closed_ns": closed_ns,
+            "closed_ids": closed_ids,
+            "exec_ns": exec_ns,
+            "exec_ids": exec_ids,
+        }
+
     def load(
-        self, exported: dict[str, Any], pair_owner: np.ndarray, pair_symbol: np.ndarray
+        self,
+        exported: dict[str, Any],
+        tables: dict[str, np.ndarray],
+        pair_owner: np.ndarray,
+        pair_symbol: np.ndarray,
     ) -> None:
-        """Replace every key with ``exported`` (from :meth:`export`), in place.
+        """Replace every key with ``exported`` and ``tables`` (from :meth:`export` and
+        :meth:`tables`), in place.
 
         ``pair_owner`` and ``pair_symbol`` are the owner and symbol scope ids of each
         position pair (``POSITION`` fields of the same snapshot). Raises ``KeyError``,
@@ -297,15 +311,13 @@ class KeySpace:
         fresh.exec_keys = [
             None if k is None else (int(k[0]), str(k[1])) for k in exported["exec_keys"]
         ]
-        fresh.exec_trade = [
-            None if t is None else (int(t[0]), int(t[1])) for t in exported["exec_trade"]
-        ]
+        fresh.exec_trade = [None if t is None else int(t) for t in exported["exec_trade"]]
         if len(fresh.exec_trade) != len(fresh.exec_keys):
             raise ValueError("execution keys and their trades differ in length")
         fresh.execs = {k: i for i, k in enumerate(fresh.exec_keys) if k is not None}
         fresh._free_execs = [i for i, k in enumerate(fresh.exec_keys) if k is None]
-        fresh.exec_times = deque((int(t), int(i)) for t, i in exported["exec_times"])
-        fresh.closed_orders = deque((int(t), int(i)) for t, i in exported["closed_orders"])
+        fresh.exec_times = TimedIds.of(tables["exec_ns"], tables["exec_ids"])
+        fresh.closed_orders = TimedIds.of(tables["closed_ns"], tables["closed_ids"])
         for parent in exported["parents"]:
             fresh.parent(parent)
         for source in exported["source_names"]:

@@ -147,22 +147,19 @@ class StateStore:
         clock = int(self.state.globals["last_event_ns"][0])
         cutoff = clock - horizon_ns
         orders = self.state.orders
-        closed = keys.closed_orders
-        forgotten = []
-        while closed and (closed[0][0] < cutoff or len(closed) > max_ids):
-            at, oid = closed.popleft()
-            rec = orders[oid]
-            if rec["status"] in (O_CLOSED, O_PENDING) and rec["closed_ns"] == at:
-                orders[oid] = FILLS["orders"][0]
-                forgotten.append(oid)
-        keys.release_orders(forgotten)
-        times = keys.exec_times
-        gone = []
-        while times and (times[0][0] < cutoff or len(times) > max_ids):
-            gone.append(times.popleft()[1])
-        if gone:
+        at, oids = keys.closed_orders.expire(cutoff, max_ids)
+        if oids.size:
+            rec = orders[oids]
+            still = ((rec["status"] == O_CLOSED) | (rec["status"] == O_PENDING)) & (
+                rec["closed_ns"] == at
+            )  # closed then, and not reopened or closed again since
+            forgotten = np.unique(oids[still])
+            orders[forgotten] = FILLS["orders"][0]
+            keys.release_orders(forgotten.tolist())
+        gone = keys.exec_times.expire(cutoff, max_ids)[1]
+        if gone.size:
             self.state.execs[gone] = FILLS["execs"][0]
-            keys.release_execs(gone)
+            keys.release_execs(gone.tolist())
 
     def make_room(self, alert_edges: int, new_orders: int) -> None:
         """Size the hash tables for ``alert_edges`` more raised edges and ``new_orders`` inserts."""
