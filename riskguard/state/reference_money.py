@@ -145,11 +145,12 @@ class ReferenceMoney:
         grow = max(abs(lot.qty + lot.buys), abs(lot.qty - lot.sells)) - abs(lot.qty)
         return lot.gross + max(0.0, grow) * abs(u)
 
-    def _fee_back(self, x: Execution, before: bool) -> None:
+    def _fee_back(self, x: Execution, before: bool, ok: bool = False) -> None:
         """Reversing ``x`` takes its fee back at the rate it was booked at (booked
         unvalued: the currency's first rate), not today's: the reversal books it at
         today's, and the gap goes to the fees of its scopes, before the reversal when it
-        raises them (``before``), after it when it lowers them."""
+        raises them (``before``), after it when it lowers them. ``ok``: the session highs
+        may be raised now (not while the amendment is booked in steps)."""
         sym = f"symbol:{x.symbol}"
         now = self._rate(sym)
         if math.isnan(now) or x.fee == 0.0:
@@ -161,7 +162,6 @@ class ReferenceMoney:
         if gap == 0.0 or (gap > 0.0) != before:
             return
         d = (0.0, 0.0, 0.0, 0.0, gap, 0.0, 0.0)
-        ok = self._consistent()
         strategy = [f"strategy:{x.strategy}"] if x.strategy else []
         for owner in ["firm", f"account:{x.account}", *strategy]:
             for scope in (owner, sym) if owner == "firm" else (owner,):
@@ -207,11 +207,13 @@ class ReferenceMoney:
         price: float,
         fee: float,
         own: bool = False,
+        hold: bool = False,
     ) -> None:
         """Book signed qty ``d`` at ``price`` on the firm's, account's and strategy's lots.
 
         ``own``: the reference price moves to ``price`` right after (a trade before any
         mark): the trade is valued at its own price and the session highs wait for the move.
+        ``hold``: one step of a booking in several (reversal, rebooking): the highs wait.
         """
         sym = f"symbol:{symbol}"
         w = self.val.get(sym, 0.0)
@@ -220,7 +222,7 @@ class ReferenceMoney:
         elif self.revalue_ns > 0 and w != price:
             w = price  # the lot is valued at its own price until the next epoch
             self._queue(sym)
-        ok = self._consistent() and not own
+        ok = self._consistent() and not own and not hold
         m = self._mult(sym)
         owners = ["firm", f"account:{account}"] + ([f"strategy:{strategy}"] if strategy else [])
         for owner in owners:
