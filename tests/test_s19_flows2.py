@@ -21,7 +21,7 @@ from riskguard.engine import Engine
 from riskguard.killswitch import Transition
 from riskguard.limits import parse
 from riskguard.state.reference import ReferenceModel
-from tests.builders import MS, bust, correct, fill, mark, position, rules_toml
+from tests.builders import MS, bust, correct, fill, mark, new, position, rules_toml
 
 
 def limits(revalue_ms: int, *rules: str) -> Any:
@@ -165,6 +165,25 @@ def test_opening_position_redeclared_after_a_move_invents_no_high() -> None:
     assert (ref.book("strategy:S").pnl, ref.book("strategy:S").peak) == (near(20), near(20))
 
 
+def test_partial_fill_with_a_rebate_at_a_new_price_invents_no_high() -> None:
+    # No mark. Buy 100 @10 (reference 10): pnl 0, the high 0. A buy order of 200 @9 works;
+    # 100 of it fill @9 with a rebate of 1 (fee -1): 200 at cost 1,900 valued at 9 = 1,800,
+    # pnl -100 + 1 = -99, drawdown 99 < 99.5. (Before the fix the order's working
+    # quantity was reworked between the booking (the new 100 valued at 9, the old 100
+    # still at 10: pnl +1) and the move of the price to 9, and raised the high to 1:
+    # drawdown 100 and a halt.)
+    events: list[wire.Event] = [
+        fill("O0", 1 * MS, qty=100, price=10.0, exec_id="E0"),
+        new("O1", 2 * MS, qty=200, price=9.0),
+        fill("O1", 3 * MS, qty=100, price=9.0, exec_id="E1", fee=-1.0),
+    ]
+    engine, ref, out = run(events, limits(0, rule("dd", "drawdown", "strategy", "max=99.5")))
+    assert out == []
+    values = engine.scope_values("strategy:S")
+    assert (values["pnl"], values["drawdown"]) == (near(-99.0), near(99.0))
+    assert (ref.book("strategy:S").pnl, ref.book("strategy:S").peak) == (near(-99), near(0))
+
+
 BOOK_RULES = [
     rule(f"{m}-{s}", m, s, b, "alert")
     for m, b in (
@@ -182,19 +201,28 @@ SCOPES = ["firm", "account:A", "account:B", "strategy:S", "strategy:T", "symbol:
 
 @st.composite
 def amended_streams(draw: st.DrawFn) -> list[wire.Event]:
-    """Trades with fees, marks, opening positions (re-declared), corrections and busts,
-    by two accounts and strategies in two symbols."""
+    """Trades with fees (some of them fills of working orders), marks, opening positions
+    (re-declared), corrections and busts, by two accounts and strategies in two symbols."""
     events: list[wire.Event] = []
     trades: list[tuple[str, str, str, str]] = []  # exec id, account, strategy, order
     busted: set[str] = set()
+    working: list[tuple[str, str, str, str, str]] = []  # order id, keys, side
     for i in range(draw(st.integers(1, 30))):
         t = (i + 1) * MS
         symbol = draw(st.sampled_from(["X", "Y"]))
         account, strategy = draw(st.sampled_from(KEYS))
         price = draw(st.sampled_from([8.0, 10.0, 11.0, 12.5]))
-        kind = draw(st.sampled_from(["trade", "trade", "mark", "open", "amend"]))
+        kind = draw(st.sampled_from(["trade", "trade", "mark", "open", "amend", "order"]))
         live = [x for x in trades if x[0] not in busted]
-        if kind == "mark":
+        side = draw(st.sampled_from(["buy", "sell"]))
+        oid = f"O{i}"
+        if working and draw(st.booleans()):  # a fill of a working order (partial or not)
+            oid, account, strategy, symbol, side = draw(st.sampled_from(working))
+        if kind == "order":
+            keys = {"account": account, "strategy": strategy, "symbol": symbol}
+            events.append(new(oid, t, qty=50, price=price, side=side, **keys))
+            working.append((oid, account, strategy, symbol, side))
+        elif kind == "mark":
             events.append(mark(price, t, symbol=symbol))
         elif kind == "open":
             qty = draw(st.sampled_from([-20.0, -5.0, 0.0, 10.0, 30.0]))
@@ -215,14 +243,14 @@ def amended_streams(draw: st.DrawFn) -> list[wire.Event]:
                 )
         else:
             xid = f"E{i}"
-            trades.append((xid, account, strategy, f"O{i}"))
+            trades.append((xid, account, strategy, oid))
             events.append(
                 fill(
-                    f"O{i}",
+                    oid,
                     t,
                     qty=draw(st.sampled_from([5.0, 10.0, 25.0])),
                     price=price,
-                    side=draw(st.sampled_from(["buy", "sell"])),
+                    side=side,
                     fee=draw(st.sampled_from([0.0, 1.0, 3.0, -0.5])),
                     exec_id=xid,
                     account=account,

@@ -132,13 +132,18 @@ def _work(st, od, p, dq, px, ok):  # type: ignore[no-untyped-def]
 def rework(o, st, rules):  # type: ignore[no-untyped-def]
     """Bring order ``o``'s counted working quantity in line with its state: its remainder
     (qty - filled) at its limit while it works, nothing once it stops working."""
+    rework_at(o, st, consistent(st, rules))
+
+
+@helper
+def rework_at(o, st, ok):  # type: ignore[no-untyped-def]
+    """:func:`rework`, raising the session highs now only if ``ok``."""
     od = st.orders[o]
     target = max(0.0, snap(od.qty - od.cum_qty)) if od.status == O_OPEN else 0.0
     if target == od.working and _same_price(od.price, od.work_px):
         return
     if od.account_pair < 0:
         return
-    ok = consistent(st, rules)
     firm = st.positions[od.account_pair].firm_pair
     if od.working > 0.0:
         for p in (firm, od.account_pair, od.strategy_pair):
@@ -320,9 +325,11 @@ def on_trade(ev, venue, now, at, st, rules, out):  # type: ignore[no-untyped-def
     x.fee_rate = rate_of(st, ev.symbol)
     x.count_ns = at
     x.counted = fill_money(st, ev.symbol, ev.qty, ev.price)
+    # the order's working quantity first: with the book as it was, never with the fill
+    # booked and its price still to move the symbol (a moment no scope had)
+    rework(ev.order, st, rules)
     own = moves_reference(st, ev.symbol, ev.price)
     _book(st, rules, x, ev.qty * ev.side, ev.price, x.fee, own, own)
-    rework(ev.order, st, rules)
     return parent
 
 
@@ -342,8 +349,8 @@ def _unfill(st, x, qty):  # type: ignore[no-untyped-def]
 def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """A correction or bust of execution ``ev.exec``; returns the parent (-2: not applied).
 
-    The execution is reversed and a correction booked again with its new values; then the
-    reference price follows it if its trade set it
+    The execution is reversed and a correction booked again with its new values, its
+    order's working quantity follows; then the reference price follows it if its trade set it
     (:func:`riskguard.state.revaluation.amend_reference`): no scope is judged, nor its
     session high raised, between the steps (the book without the execution, the fee given
     back, valued at a price the correction or bust is about to move).
@@ -384,18 +391,12 @@ def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
             od.cum_qty = snap(od.cum_qty + x.qty)
             if x.parent < 0:
                 od.unattributed = snap(od.unattributed + x.qty)
+    if x.order >= 0 and st.orders[x.order].serial == x.serial:  # still that order
+        rework_at(x.order, st, False)
     amend_reference(y, ev.exec, bust, x.price, e, now, st, rules, peaks, out)
     if consistent(st, rules):
         settle_peaks(st)
-    _rework_exec(x, st, rules)
     return x.parent
-
-
-@helper
-def _rework_exec(x, st, rules):  # type: ignore[no-untyped-def]
-    """After a correction or bust: its order's working quantity, if it is still that order."""
-    if x.order >= 0 and st.orders[x.order].serial == x.serial:
-        rework(x.order, st, rules)
 
 
 @helper

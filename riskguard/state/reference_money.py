@@ -234,7 +234,14 @@ class ReferenceMoney:
         return src < 2 and (src == 0 or self.ref[sym] != price)
 
     def _work_lot(
-        self, owner: str, sym: str, side: int, dq: float, market: bool, money: float
+        self,
+        owner: str,
+        sym: str,
+        side: int,
+        dq: float,
+        market: bool,
+        money: float,
+        hold: bool = False,
     ) -> None:
         lot = self._lot(owner, sym)
         if side > 0:
@@ -252,16 +259,24 @@ class ReferenceMoney:
         o1 = lot.limit_money + lot.market * abs(u)
         d = (0.0, 0.0, 0.0, 0.0, 0.0, p1 - lot.potential, o1 - lot.open)
         lot.potential, lot.open = p1, o1
-        self._delta(owner, sym, d)
+        self._delta(owner, sym, d, ok=False if hold else None)
 
     def _work(
-        self, account: str, strategy: str, symbol: str, side: int, dq: float, px: float | None
+        self,
+        account: str,
+        strategy: str,
+        symbol: str,
+        side: int,
+        dq: float,
+        px: float | None,
+        hold: bool = False,
     ) -> None:
-        """``dq`` more working quantity of an order at limit ``px`` (None: market)."""
+        """``dq`` more working quantity of an order at limit ``px`` (None: market);
+        ``hold``: the session highs wait."""
         sym = f"symbol:{symbol}"
         money = 0.0 if px is None else dq * abs(px) * self._mult(sym)
         for owner in ("firm", f"account:{account}", f"strategy:{strategy}"):
-            self._work_lot(owner, sym, side, dq, px is None, money)
+            self._work_lot(owner, sym, side, dq, px is None, money, hold)
 
     # revaluation ----------------------------------------------------------------------
     def _queue(self, symbol: str) -> None:

@@ -92,6 +92,7 @@ class ReferenceOrders(ReferenceWindows):
             side: int,
             dq: float,
             px: float | None,
+            hold: bool = False,
         ) -> None: ...
 
         def _check(
@@ -131,16 +132,17 @@ class ReferenceOrders(ReferenceWindows):
         scopes = ("firm", f"account:{o.account}", f"strategy:{o.strategy}", f"symbol:{o.symbol}")
         return scopes if o.venue is None else (*scopes, f"venue:{o.venue}")
 
-    def _rework(self, o: Order) -> None:
-        """Count the order's remainder at its limit in its lots while it works, else nothing."""
+    def _rework(self, o: Order, hold: bool = False) -> None:
+        """Count the order's remainder at its limit in its lots while it works, else
+        nothing; ``hold``: the session highs wait (an amendment booked in steps)."""
         target = max(0.0, snap(o.qty - o.cum)) if o.status == "open" else 0.0
         if target == o.working and o.price == o.work_px:
             return
         account, strategy, symbol = o.pairs
         if o.working > 0.0:
-            self._work(account, strategy, symbol, o.side, -o.working, o.work_px)
+            self._work(account, strategy, symbol, o.side, -o.working, o.work_px, hold)
         if target > 0.0:
-            self._work(account, strategy, symbol, o.side, target, o.price)
+            self._work(account, strategy, symbol, o.side, target, o.price, hold)
         o.working, o.work_px = target, o.price
 
     def _fill_money(self, symbol: str, qty: float, price: float) -> float:
@@ -285,15 +287,12 @@ class ReferenceOrders(ReferenceWindows):
             fee_rate=self._rate(f"symbol:{ev.symbol}"),
         )
         self.execs[(ev.account, ev.exec_id)] = x
+        # the order's working quantity first: with the book as it was, never with the fill
+        # booked and its price still to move the symbol (a moment no scope had)
+        self._rework(o)
         own = self._moves_reference(f"symbol:{ev.symbol}", ev.price)
         self._book_trade(x.account, x.strategy, x.symbol, ev.qty * side, ev.price, x.fee, own)
-        self._rework(o)
         return parent
-
-    def _rework_exec(self, x: Execution) -> None:
-        o = self.orders.get(x.order)
-        if o is not None and o.serial == x.serial:
-            self._rework(o)
 
     def _unfill(self, x: Execution) -> None:
         if x.parent is not None:
@@ -344,10 +343,12 @@ class ReferenceOrders(ReferenceWindows):
                 o.cum = snap(o.cum + x.qty)
                 if x.parent is None:
                     o.unattributed = snap(o.unattributed + x.qty)
+        o = self.orders.get(x.order)
+        if o is not None and o.serial == x.serial:  # still that order
+            self._rework(o, hold=True)
         self._amend_reference(sym, key, bust, x.price, now)
         if self._consistent():
             self._settle_peaks()
-        self._rework_exec(x)
         return True, x.parent
 
     # rule values ----------------------------------------------------------------------
