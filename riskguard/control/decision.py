@@ -244,7 +244,8 @@ def check(
     as riskguard judges money; ``price_deviation`` = abs(price - ref) / abs(ref) (not
     evaluated for a market order, without a reference, or at a reference of 0). Raises
     ``ValueError`` for a side other than buy/sell, a ``qty`` not finite and > 0, or a
-    non-finite price.
+    non-finite price. REDUCE_ONLY judges ``qty`` as riskguard books it
+    (:func:`booked_qty`).
     """
     sign = _side(side)
     if not (qty > 0 and math.isfinite(qty)):
@@ -269,7 +270,7 @@ def check(
         for scope in scopes:  # widest first: every REDUCE_ONLY scope must agree
             record = view.states.get(scope)
             if record is not None and record.state == "REDUCE_ONLY":
-                verdict = _reduce_only(view, record, symbol, side, sign * qty)
+                verdict = _reduce_only(view, record, symbol, side, sign * booked_qty(qty))
                 if not verdict:
                     return verdict
                 if decided is None:
@@ -339,6 +340,23 @@ def check(
     return Verdict(True, reason, state, decided, alerts=tuple(alerts))
 
 
+def booked_qty(qty: float) -> float:
+    """The quantity riskguard books for an order of ``qty`` (docs/events.md, Decimal
+    quantities): rounded to 9 decimals below 1,000,000 units, so that a router's float sum
+    (0.1 + 0.2 = 0.30000000000000004) is judged as the 0.3 riskguard will book; a
+    quantity that rounds to 0 is kept as given."""
+    if qty >= 1e6:
+        return qty
+    return math.floor(qty * 1e9 + 0.5) / 1e9 or qty
+
+
+def _closes(qty: float, position: float) -> bool:
+    """Whether ``qty`` equals ``abs(position)`` as riskguard compares quantities: exactly
+    below 1,000,000 units, within 1e-9 relative at or above."""
+    big = max(qty, abs(position))
+    return qty == abs(position) if big < 1e6 else abs(qty - abs(position)) <= 1e-9 * big
+
+
 def _reduce_only(
     view: ControlView, record: StateRecord, symbol: str, side: str, signed_qty: float
 ) -> Verdict:
@@ -348,7 +366,9 @@ def _reduce_only(
     position = view.position(scope, symbol)
     after = position + signed_qty
     qty = abs(signed_qty)
-    if position != 0.0 and signed_qty * position < 0.0 and qty <= abs(position):
+    closes = _closes(qty, position)
+    if position != 0.0 and signed_qty * position < 0.0 and (qty < abs(position) or closes):
+        after = 0.0 if closes else after
         said = f"{side} {number(qty)} reduces position {number(position)} to {number(after)}"
         return Verdict(True, f"{scope} is REDUCE_ONLY; {said}", "REDUCE_ONLY", scope)
     if position == 0.0:

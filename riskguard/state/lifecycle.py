@@ -36,7 +36,6 @@ import numpy as np
 
 from riskguard.state.codes import (
     E_BUST,
-    E_CORRECT,
     F_CANCELLED,
     F_NEW,
     F_REJECTED,
@@ -66,7 +65,14 @@ from riskguard.state.revaluation import (
     queue,
     trade_reference,
 )
-from riskguard.state.valuation import fee_rate_gap, fees_at, rate_of, trade_pair, work_pair
+from riskguard.state.valuation import (
+    fee_rate_gap,
+    fees_at,
+    rate_of,
+    settle_peaks,
+    trade_pair,
+    work_pair,
+)
 from riskguard.vocabulary import T_CANCEL
 
 
@@ -126,13 +132,18 @@ def _work(st, od, p, dq, px, ok):  # type: ignore[no-untyped-def]
 def rework(o, st, rules):  # type: ignore[no-untyped-def]
     """Bring order ``o``'s counted working quantity in line with its state: its remainder
     (qty - filled) at its limit while it works, nothing once it stops working."""
+    rework_at(o, st, consistent(st, rules))
+
+
+@helper
+def rework_at(o, st, ok):  # type: ignore[no-untyped-def]
+    """:func:`rework`, raising the session highs now only if ``ok``."""
     od = st.orders[o]
     target = max(0.0, snap(od.qty - od.cum_qty)) if od.status == O_OPEN else 0.0
     if target == od.working and _same_price(od.price, od.work_px):
         return
     if od.account_pair < 0:
         return
-    ok = consistent(st, rules)
     firm = st.positions[od.account_pair].firm_pair
     if od.working > 0.0:
         for p in (firm, od.account_pair, od.strategy_pair):
@@ -246,7 +257,7 @@ def on_cancel_or_reject(ev, e, now, st, rules, out):  # type: ignore[no-untyped-
 
 
 @helper
-def _book(st, rules, x, d, price, fee, own):  # type: ignore[no-untyped-def]
+def _book(st, rules, x, d, price, fee, own, hold):  # type: ignore[no-untyped-def]
     """Trade signed qty ``d`` at ``price`` on an execution's firm, account and strategy
     pairs (an opening position without a strategy has no strategy pair); ``fee`` is in the
     symbol's currency.
@@ -257,6 +268,8 @@ def _book(st, rules, x, d, price, fee, own):  # type: ignore[no-untyped-def]
     any mark): it is valued at its own price, and the session highs wait for that move,
     so no moment in between (the book before the fill valued at the fill's price, or the
     fill valued at the old price) is ever taken for P&L or exposure the book had.
+    ``hold``: one step of a booking in several (a reversal, then a rebooking): the session
+    highs wait for the caller to settle them once the event is booked whole.
     """
     y = x.symbol
     w = st.symbols[y].val_price
@@ -265,7 +278,7 @@ def _book(st, rules, x, d, price, fee, own):  # type: ignore[no-untyped-def]
     elif rules.revalue_ns > 0 and w != price:
         w = price
         queue(st, y)
-    ok = consistent(st, rules) and not own
+    ok = consistent(st, rules) and not own and not hold
     m = st.symbols[y].multiplier
     p_acc = x.account_pair
     p_strat = x.strategy_pair
@@ -312,9 +325,11 @@ def on_trade(ev, venue, now, at, st, rules, out):  # type: ignore[no-untyped-def
     x.fee_rate = rate_of(st, ev.symbol)
     x.count_ns = at
     x.counted = fill_money(st, ev.symbol, ev.qty, ev.price)
-    own = moves_reference(st, ev.symbol, ev.price)
-    _book(st, rules, x, ev.qty * ev.side, ev.price, x.fee, own)
+    # the order's working quantity first: with the book as it was, never with the fill
+    # booked and its price still to move the symbol (a moment no scope had)
     rework(ev.order, st, rules)
+    own = moves_reference(st, ev.symbol, ev.price)
+    _book(st, rules, x, ev.qty * ev.side, ev.price, x.fee, own, own)
     return parent
 
 
@@ -334,39 +349,40 @@ def _unfill(st, x, qty):  # type: ignore[no-untyped-def]
 def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """A correction or bust of execution ``ev.exec``; returns the parent (-2: not applied).
 
-    The execution is reversed, the reference price follows it if its trade set it
-    (:func:`riskguard.state.revaluation.amend_reference`), then a correction is booked
-    again with its new values.
+    The execution is reversed and a correction booked again with its new values, its
+    order's working quantity follows; then the reference price follows it if its trade set it
+    (:func:`riskguard.state.revaluation.amend_reference`): no scope is judged, nor its
+    session high raised, between the steps (the book without the execution, the fee given
+    back, valued at a price the correction or bust is about to move).
     """
     x = st.execs[ev.exec]
     if x.status != X_APPLIED:
         note(out, e, np.int64(N_BUSTED), np.int64(0))
         return -2
-    # the fee goes back at the rate it was booked at: a rise of fees first, a fall after,
-    # so that no moment in between shows P&L the book never had
+    y = x.symbol
+    sym = st.symbols[y]
+    bust = ev.subtype == E_BUST
+    moves = not bust and sym.price_source == 1 and sym.ref_exec == ev.exec
+    moves = moves and sym.ref_price != ev.price
+    # the fee goes back at the rate it was booked at: a rise of fees first, a fall after
     gap = fee_rate_gap(st, x)
     if gap > 0.0:
-        fees_at(st, x, gap, consistent(st, rules))
-    _book(st, rules, x, -x.qty * x.side, x.price, -x.fee, False)
+        fees_at(st, x, gap, False)
+    _book(st, rules, x, -x.qty * x.side, x.price, -x.fee, False, True)
     if gap < 0.0:
-        fees_at(st, x, gap, consistent(st, rules))
+        fees_at(st, x, gap, False)
     refill(x, st, -1.0)
     _unfill(st, x, x.qty)
-    bust = ev.subtype == E_BUST
-    px = x.price if bust else ev.price
-    amend_reference(x.symbol, ev.exec, bust, px, e, now, st, rules, peaks, out)
     if bust:
         x.status = X_BUSTED
-        _rework_exec(x, st, rules)
-        return x.parent
-    if ev.subtype == E_CORRECT:  # a correction: booked again with its new values
+    else:  # a correction: booked again with its new values
         x.qty = ev.qty
         x.price = ev.price
         if not math.isnan(ev.fee):
             x.fee = ev.fee
-        x.fee_rate = rate_of(st, x.symbol)
-        x.counted = fill_money(st, x.symbol, x.qty, x.price)
-        _book(st, rules, x, x.qty * x.side, x.price, x.fee, False)
+        x.fee_rate = rate_of(st, y)
+        x.counted = fill_money(st, y, x.qty, x.price)
+        _book(st, rules, x, x.qty * x.side, x.price, x.fee, moves, True)
         refill(x, st, 1.0)
         if x.parent >= 0:
             _credit(st, x.parent, x.qty)
@@ -375,15 +391,12 @@ def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
             od.cum_qty = snap(od.cum_qty + x.qty)
             if x.parent < 0:
                 od.unattributed = snap(od.unattributed + x.qty)
-    _rework_exec(x, st, rules)
+    if x.order >= 0 and st.orders[x.order].serial == x.serial:  # still that order
+        rework_at(x.order, st, False)
+    amend_reference(y, ev.exec, bust, x.price, e, now, st, rules, peaks, out)
+    if consistent(st, rules):
+        settle_peaks(st)
     return x.parent
-
-
-@helper
-def _rework_exec(x, st, rules):  # type: ignore[no-untyped-def]
-    """After a correction or bust: its order's working quantity, if it is still that order."""
-    if x.order >= 0 and st.orders[x.order].serial == x.serial:
-        rework(x.order, st, rules)
 
 
 @helper
@@ -417,8 +430,7 @@ def on_position(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-d
         if x.qty * x.side == ev.qty and _same_price(x.stated, ev.price):
             note(out, e, np.int64(N_DUPLICATE), np.int64(0))
             return False
-        _book(st, rules, x, -x.qty * x.side, x.price, 0.0, False)
-    trade_reference(y, ev.exec, price, e, now, st, rules, peaks, out)
+        _book(st, rules, x, -x.qty * x.side, x.price, 0.0, False, True)
     x.status = X_APPLIED
     x.order = -1
     x.parent = -1
@@ -435,7 +447,12 @@ def on_position(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-d
     x.count_ns = now
     x.counted = 0.0
     x.stated = ev.price
-    _book(st, rules, x, ev.qty, price, 0.0, False)
+    # booked whole first (the earlier opening reversed, this one booked), then its price
+    # moves the symbol (before any mark): nothing is judged or raised in between
+    _book(st, rules, x, ev.qty, price, 0.0, moves_reference(st, y, price), True)
+    trade_reference(y, ev.exec, price, e, now, st, rules, peaks, out)
+    if consistent(st, rules):
+        settle_peaks(st)
     return True
 
 

@@ -413,8 +413,9 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
             if x.qty * x.side == ev.qty and x.stated == ev.price:
                 self.duplicates += 1
                 return False
-            self._book_trade(x.account, x.strategy or None, x.symbol, -x.qty * x.side, x.price, 0.0)
-        self._trade_reference(sym, ("open", *key), price, now)
+            self._book_trade(
+                x.account, x.strategy or None, x.symbol, -x.qty * x.side, x.price, 0.0, hold=True
+            )
         side = 1 if ev.qty >= 0.0 else -1
         self.openings[key] = Execution(
             "",
@@ -430,7 +431,12 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
             now,
             stated=ev.price,
         )
-        self._book_trade(ev.account, ev.strategy, ev.symbol, ev.qty, price, 0.0)
+        # booked whole, then its price moves the symbol: nothing judged or raised between
+        own = self._moves_reference(sym, price)
+        self._book_trade(ev.account, ev.strategy, ev.symbol, ev.qty, price, 0.0, own, True)
+        self._trade_reference(sym, ("open", *key), price, now)
+        if self._consistent():
+            self._settle_peaks()
         return True
 
     def _feed(self, now: int, wall: int, event: bool) -> None:

@@ -145,11 +145,12 @@ class ReferenceMoney:
         grow = max(abs(lot.qty + lot.buys), abs(lot.qty - lot.sells)) - abs(lot.qty)
         return lot.gross + max(0.0, grow) * abs(u)
 
-    def _fee_back(self, x: Execution, before: bool) -> None:
+    def _fee_back(self, x: Execution, before: bool, ok: bool = False) -> None:
         """Reversing ``x`` takes its fee back at the rate it was booked at (booked
         unvalued: the currency's first rate), not today's: the reversal books it at
         today's, and the gap goes to the fees of its scopes, before the reversal when it
-        raises them (``before``), after it when it lowers them."""
+        raises them (``before``), after it when it lowers them. ``ok``: the session highs
+        may be raised now (not while the amendment is booked in steps)."""
         sym = f"symbol:{x.symbol}"
         now = self._rate(sym)
         if math.isnan(now) or x.fee == 0.0:
@@ -161,7 +162,6 @@ class ReferenceMoney:
         if gap == 0.0 or (gap > 0.0) != before:
             return
         d = (0.0, 0.0, 0.0, 0.0, gap, 0.0, 0.0)
-        ok = self._consistent()
         strategy = [f"strategy:{x.strategy}"] if x.strategy else []
         for owner in ["firm", f"account:{x.account}", *strategy]:
             for scope in (owner, sym) if owner == "firm" else (owner,):
@@ -207,11 +207,13 @@ class ReferenceMoney:
         price: float,
         fee: float,
         own: bool = False,
+        hold: bool = False,
     ) -> None:
         """Book signed qty ``d`` at ``price`` on the firm's, account's and strategy's lots.
 
         ``own``: the reference price moves to ``price`` right after (a trade before any
         mark): the trade is valued at its own price and the session highs wait for the move.
+        ``hold``: one step of a booking in several (reversal, rebooking): the highs wait.
         """
         sym = f"symbol:{symbol}"
         w = self.val.get(sym, 0.0)
@@ -220,7 +222,7 @@ class ReferenceMoney:
         elif self.revalue_ns > 0 and w != price:
             w = price  # the lot is valued at its own price until the next epoch
             self._queue(sym)
-        ok = self._consistent() and not own
+        ok = self._consistent() and not own and not hold
         m = self._mult(sym)
         owners = ["firm", f"account:{account}"] + ([f"strategy:{strategy}"] if strategy else [])
         for owner in owners:
@@ -232,7 +234,14 @@ class ReferenceMoney:
         return src < 2 and (src == 0 or self.ref[sym] != price)
 
     def _work_lot(
-        self, owner: str, sym: str, side: int, dq: float, market: bool, money: float
+        self,
+        owner: str,
+        sym: str,
+        side: int,
+        dq: float,
+        market: bool,
+        money: float,
+        hold: bool = False,
     ) -> None:
         lot = self._lot(owner, sym)
         if side > 0:
@@ -250,16 +259,24 @@ class ReferenceMoney:
         o1 = lot.limit_money + lot.market * abs(u)
         d = (0.0, 0.0, 0.0, 0.0, 0.0, p1 - lot.potential, o1 - lot.open)
         lot.potential, lot.open = p1, o1
-        self._delta(owner, sym, d)
+        self._delta(owner, sym, d, ok=False if hold else None)
 
     def _work(
-        self, account: str, strategy: str, symbol: str, side: int, dq: float, px: float | None
+        self,
+        account: str,
+        strategy: str,
+        symbol: str,
+        side: int,
+        dq: float,
+        px: float | None,
+        hold: bool = False,
     ) -> None:
-        """``dq`` more working quantity of an order at limit ``px`` (None: market)."""
+        """``dq`` more working quantity of an order at limit ``px`` (None: market);
+        ``hold``: the session highs wait."""
         sym = f"symbol:{symbol}"
         money = 0.0 if px is None else dq * abs(px) * self._mult(sym)
         for owner in ("firm", f"account:{account}", f"strategy:{strategy}"):
-            self._work_lot(owner, sym, side, dq, px is None, money)
+            self._work_lot(owner, sym, side, dq, px is None, money, hold)
 
     # revaluation ----------------------------------------------------------------------
     def _queue(self, symbol: str) -> None:

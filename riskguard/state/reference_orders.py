@@ -55,6 +55,7 @@ class ReferenceOrders(ReferenceWindows):
     bad: list[str]
     ref: dict[str, float]
     price_src: dict[str, int]
+    ref_exec: dict[str, Any]
     lots: dict[tuple[str, str], Any]
 
     if TYPE_CHECKING:  # provided by ReferenceModel
@@ -70,11 +71,16 @@ class ReferenceOrders(ReferenceWindows):
             price: float,
             fee: float,
             own: bool = False,
+            hold: bool = False,
         ) -> None: ...
 
         def _moves_reference(self, sym: str, price: float) -> bool: ...
 
-        def _fee_back(self, x: Execution, before: bool) -> None: ...
+        def _fee_back(self, x: Execution, before: bool, ok: bool = False) -> None: ...
+
+        def _settle_peaks(self) -> None: ...
+
+        def _consistent(self) -> bool: ...
 
         def _rate(self, symbol: str) -> float: ...
 
@@ -86,6 +92,7 @@ class ReferenceOrders(ReferenceWindows):
             side: int,
             dq: float,
             px: float | None,
+            hold: bool = False,
         ) -> None: ...
 
         def _check(
@@ -125,16 +132,17 @@ class ReferenceOrders(ReferenceWindows):
         scopes = ("firm", f"account:{o.account}", f"strategy:{o.strategy}", f"symbol:{o.symbol}")
         return scopes if o.venue is None else (*scopes, f"venue:{o.venue}")
 
-    def _rework(self, o: Order) -> None:
-        """Count the order's remainder at its limit in its lots while it works, else nothing."""
+    def _rework(self, o: Order, hold: bool = False) -> None:
+        """Count the order's remainder at its limit in its lots while it works, else
+        nothing; ``hold``: the session highs wait (an amendment booked in steps)."""
         target = max(0.0, snap(o.qty - o.cum)) if o.status == "open" else 0.0
         if target == o.working and o.price == o.work_px:
             return
         account, strategy, symbol = o.pairs
         if o.working > 0.0:
-            self._work(account, strategy, symbol, o.side, -o.working, o.work_px)
+            self._work(account, strategy, symbol, o.side, -o.working, o.work_px, hold)
         if target > 0.0:
-            self._work(account, strategy, symbol, o.side, target, o.price)
+            self._work(account, strategy, symbol, o.side, target, o.price, hold)
         o.working, o.work_px = target, o.price
 
     def _fill_money(self, symbol: str, qty: float, price: float) -> float:
@@ -279,15 +287,12 @@ class ReferenceOrders(ReferenceWindows):
             fee_rate=self._rate(f"symbol:{ev.symbol}"),
         )
         self.execs[(ev.account, ev.exec_id)] = x
+        # the order's working quantity first: with the book as it was, never with the fill
+        # booked and its price still to move the symbol (a moment no scope had)
+        self._rework(o)
         own = self._moves_reference(f"symbol:{ev.symbol}", ev.price)
         self._book_trade(x.account, x.strategy, x.symbol, ev.qty * side, ev.price, x.fee, own)
-        self._rework(o)
         return parent
-
-    def _rework_exec(self, x: Execution) -> None:
-        o = self.orders.get(x.order)
-        if o is not None and o.serial == x.serial:
-            self._rework(o)
 
     def _unfill(self, x: Execution) -> None:
         if x.parent is not None:
@@ -305,35 +310,45 @@ class ReferenceOrders(ReferenceWindows):
         if x.busted:
             self.bad.append("exec_busted")
             return False, None
+        sym = f"symbol:{x.symbol}"
+        bust = ev.exec_type == "bust"
+        key = (ev.account, ev.ref_exec_id)
+        moves = not bust and self.price_src.get(sym, 0) == 1 and self.ref_exec.get(sym) == key
+        moves = moves and self.ref[sym] != ev.price
+        # reversed, rebooked, then the reference follows: nothing judged or raised between
         self._fee_back(x, True)
-        self._book_trade(x.account, x.strategy, x.symbol, -x.qty * x.side, x.price, -x.fee)
+        self._book_trade(
+            x.account, x.strategy, x.symbol, -x.qty * x.side, x.price, -x.fee, hold=True
+        )
         self._fee_back(x, False)
         self._refill(x, -1.0)
         self._unfill(x)
-        bust = ev.exec_type == "bust"
-        px = x.price if bust else float(ev.price)  # type: ignore[arg-type]
-        key = (ev.account, ev.ref_exec_id)
-        self._amend_reference(f"symbol:{x.symbol}", key, bust, px, now)
         if bust:
             x.busted = True
-            self._rework_exec(x)
-            return True, x.parent
-        assert ev.qty is not None and ev.price is not None
-        x.qty, x.price = ev.qty, ev.price
-        if ev.fee is not None:
-            x.fee = ev.fee
-        x.fee_rate = self._rate(f"symbol:{x.symbol}")
-        x.counted = self._fill_money(x.symbol, x.qty, x.price)
-        self._book_trade(x.account, x.strategy, x.symbol, x.qty * x.side, x.price, x.fee)
-        self._refill(x, 1.0)
-        if x.parent is not None:
-            self._credit(x.parent, x.qty)
+        else:
+            assert ev.qty is not None and ev.price is not None
+            x.qty, x.price = ev.qty, ev.price
+            if ev.fee is not None:
+                x.fee = ev.fee
+            x.fee_rate = self._rate(sym)
+            x.counted = self._fill_money(x.symbol, x.qty, x.price)
+            self._book_trade(
+                x.account, x.strategy, x.symbol, x.qty * x.side, x.price, x.fee, moves, True
+            )
+            self._refill(x, 1.0)
+            if x.parent is not None:
+                self._credit(x.parent, x.qty)
+            o = self.orders.get(x.order)
+            if o is not None and o.serial == x.serial:
+                o.cum = snap(o.cum + x.qty)
+                if x.parent is None:
+                    o.unattributed = snap(o.unattributed + x.qty)
         o = self.orders.get(x.order)
-        if o is not None and o.serial == x.serial:
-            o.cum = snap(o.cum + x.qty)
-            if x.parent is None:
-                o.unattributed = snap(o.unattributed + x.qty)
-        self._rework_exec(x)
+        if o is not None and o.serial == x.serial:  # still that order
+            self._rework(o, hold=True)
+        self._amend_reference(sym, key, bust, x.price, now)
+        if self._consistent():
+            self._settle_peaks()
         return True, x.parent
 
     # rule values ----------------------------------------------------------------------
