@@ -227,6 +227,7 @@ class ConsumeLoop:
             try:
                 batch = await consumer.getmany(timeout_ms=100, max_records=self.kafka.max_records)
             except KafkaError as exc:
+                self.liveness.failed(repr(exc))
                 self._log.error("fetch failed", error=repr(exc))
                 await asyncio.sleep(0.2)
                 continue
