@@ -136,6 +136,8 @@ class HttpSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: int = 16_384
 
     def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65_535:
+            raise ValueError(f"port must be 0 to 65535 (0: any free port), got {self.port}")
         unknown = [level for level in self.four_eyes if level not in LEVELS]
         if unknown:
             raise ValueError(

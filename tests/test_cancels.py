@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from riskguard.control.records import CANCEL_PART_MAX, CancelOrder, cancel_key, encode_record
 from riskguard.engine import Engine
 from riskguard.ingest.cancels import (
+    LATE_QUIET_NS,
     UPDATE_INTERVAL_NS,
     CancelTracker,
     cancel_kind,
@@ -164,6 +165,52 @@ def test_an_order_opened_in_a_halted_scope_after_the_halt_is_named() -> None:
     assert "rogue (A/S X sell 10; opened after the halt of account:A)" in alert.reason
     assert "1 of them opened in the halted scope after the halt was decided" in alert.reason
     assert tracker.status()["incomplete"]["orders"][0]["late"] is True
+
+
+def _rogue_orders(
+    engine: Engine, tracker: CancelTracker, clock: FakeClock, n: int
+) -> list[Transition]:
+    """A router not asking the gate: every second an order opens in the halted scope
+    (one batch) and fills (the next batch); what the tracker sends meanwhile."""
+    sent: list[Transition] = []
+    for i in range(n):
+        clock.advance(s=1)
+        now = clock() - T0
+        for batch in ([new(f"rogue{i}", now)], [fill(f"rogue{i}", now + MS, qty=10)]):
+            engine.apply(batch)
+            sent += tracker.check(batch)
+            clock.advance(ms=20)
+    return sent
+
+
+def test_orders_opened_late_one_after_another_raise_one_incident_until_quiet() -> None:
+    engine, tracker, clock = setup()
+    tracker.request(halt(engine, "account:A"))
+    sent = _rogue_orders(engine, tracker, clock, 12)
+    # each order is overdue at once (its halt's deadline passed) and closes at the next
+    # batch: one incident, held open while they keep coming, never raised and resolved
+    # once per order (a page each)
+    assert [a.rule for a in sent] == ["cancel-incomplete"]
+    assert tracker.incident == sent[0].id
+    assert tracker.status()["incomplete"]["held_until_ns"] is not None
+    clock.advance(ns=LATE_QUIET_NS - 2_000_000_000)
+    assert tracker.check() == []  # still within the quiet since the last rogue order
+    clock.advance(s=2)
+    (done,) = tracker.check()
+    assert done.rule == "cancel-complete" and done.ends == sent[0].id
+    assert done.reason is not None and "held open until no order had opened" in done.reason
+    assert tracker.incident is None and tracker.status()["incomplete"]["held_until_ns"] is None
+
+
+def test_a_resume_ends_the_quiet_at_once() -> None:
+    engine, tracker, clock = setup()
+    tracker.request(halt(engine, "account:A"))
+    (alert,) = _rogue_orders(engine, tracker, clock, 3)
+    resume = engine.killswitch.resume("account:A", "bob", "router fixed")
+    assert resume is not None
+    tracker.lifted(resume)
+    (done,) = tracker.check()
+    assert done.rule == "cancel-complete" and done.ends == alert.id
 
 
 def test_orders_joining_an_incident_update_it_at_most_once_a_minute() -> None:

@@ -56,3 +56,13 @@ def test_alive_while_starting_then_only_while_polling() -> None:
     assert not live.healthy()  # the loop started and has not polled within the budget
     live.polled()
     assert live.healthy()
+
+
+def test_withheld_heartbeats_are_not_the_brokers_silence() -> None:
+    w = BrokerWatch(budget_ms=1000)
+    w.observe(True, now_mono=100.0)
+    w.withheld(now_mono=105.0)  # a stalled loop tried no heartbeat until now
+    assert w.check(now_mono=105.9) is None and w.reachable
+    assert w.check(now_mono=106.1) == "lost"  # heartbeats tried again, none taken
+    w.withheld(now_mono=107.0)  # a loss already seen stays until a publish succeeds
+    assert not w.reachable and w.observe(True, now_mono=107.1) == "recovered"

@@ -108,3 +108,13 @@ def test_unreadable_files_are_named_by_setting_and_path(tmp_path: Path) -> None:
 def test_topic_watch_settings_out_of_range_are_refused(key: str, value: float, says: str) -> None:
     with pytest.raises(SettingsError, match=f"{says}.*at `kafka`"):
         load_settings(env={}, overrides={key: value})
+
+
+@pytest.mark.parametrize("port", [65_536, 99_999, -5])
+def test_an_http_port_out_of_range_is_refused_when_read(port: int) -> None:
+    # the flag, the environment and the file all end here: refused in one line, never
+    # as bind()'s OverflowError once riskguard is starting
+    with pytest.raises(SettingsError, match=f"port must be 0 to 65535.*got {port}.*at `http`"):
+        load_settings(env={}, overrides={"http.port": port})
+    with pytest.raises(SettingsError, match="port must be 0 to 65535"):
+        load_settings(env={"RISKGUARD_HTTP_PORT": "99999"})

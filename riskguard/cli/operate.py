@@ -113,6 +113,11 @@ def _run(command: str, args: argparse.Namespace, path: str, body: dict[str, Any]
                 f"  approve: riskguard approve {rid}{at} --reason '...'\n"
                 f"  withdraw: riskguard withdraw {rid}{at} --reason '...'"
             )
+            if reply.get("shared") is False:
+                print(
+                    "  not on the control topic yet (the broker did not take it in time; "
+                    "retried): only this instance lists it, so approve it through this URL"
+                )
             return EXIT_OK
         if status != 200:
             return _say_refused(command, status, reply)

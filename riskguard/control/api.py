@@ -50,6 +50,9 @@ from riskguard.vocabulary import Transition
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Act = Callable[[Identity, dict[str, str], dict[str, Any]], Awaitable[web.Response]]
 
+SHARE_WAIT_S: Final = 2.0
+"""A four-eyes request is answered once the control topic took it (every instance then
+lists it), or after this long, saying ``shared: false`` (it is retried meanwhile)."""
 CONSOLE_FILES: Final = {
     "index.html": "text/html",
     "app.js": "text/javascript",
@@ -280,6 +283,8 @@ class ControlApi:
                 return self._changed(scope, tr)
             standing = self.desk.standing().get(scope)
             req = self.four_eyes.request(scope, who, reason, standing.id if standing else None)
+            # answered once the other instances can list it (or said that they cannot yet)
+            shared = await self.four_eyes.shared(req.request_id, SHARE_WAIT_S)
             return _json(
                 {
                     "status": "pending",
@@ -289,6 +294,7 @@ class ControlApi:
                     "requested_by": who.name,
                     "expires_ns": req.expires_ns,
                     "expires_at": when(req.expires_ns),
+                    **({} if shared is None else {"shared": shared}),
                 },
                 202,
             )

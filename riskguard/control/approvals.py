@@ -22,7 +22,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
@@ -82,12 +82,27 @@ class FourEyes:
         self._closed: OrderedDict[str, str] = OrderedDict()
         self.instance = ""
         self._relay: Callable[[ApprovalRecord], None] | None = None
+        self._taken: Callable[[str, str, float], Awaitable[bool]] | None = None
 
-    def share(self, instance: str, relay: Callable[[ApprovalRecord], None]) -> None:
+    def share(
+        self,
+        instance: str,
+        relay: Callable[[ApprovalRecord], None],
+        taken: Callable[[str, str, float], Awaitable[bool]] | None = None,
+    ) -> None:
         """Hand every step taken here from now on to ``relay`` (which publishes it for the
-        other instances), as instance ``instance``. ``relay`` must not block."""
+        other instances), as instance ``instance``. ``relay`` must not block; ``taken``
+        (request id, event, timeout in s) says whether the broker took a step in time."""
         self.instance = instance
-        self._relay = relay
+        self._relay, self._taken = relay, taken
+
+    async def shared(self, request_id: str, timeout_s: float) -> bool | None:
+        """Whether the request ``request_id`` reached the control topic within
+        ``timeout_s`` seconds, so every instance lists it (None: not shared, a single
+        instance). False: this instance alone knows it for now (it is retried)."""
+        if self._taken is None:
+            return None
+        return await self._taken(request_id, "requested", timeout_s)
 
     def needs_approval(self, scope: str) -> bool:
         """True when a resume of ``scope`` needs a second risk-admin.

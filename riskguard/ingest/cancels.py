@@ -24,7 +24,9 @@ on the clock tick, :meth:`CancelTracker.check`:
   as an update with the same alert id (the same PagerDuty incident and Alertmanager
   alert), at most once per :data:`UPDATE_INTERVAL_NS`;
 - when none is left, sends ``cancel-complete``, whose ``ends`` is the incident's id:
-  the notifiers resolve the incident with it.
+  the notifiers resolve the incident with it; while orders keep opening late in a scope
+  still halted (each closing before the next opens), not until :data:`LATE_QUIET_NS`
+  has passed without one: one incident per rogue episode, not one per order.
 
 A resume stops the tracking of its request. No I/O here: the caller sends the alerts.
 
@@ -60,6 +62,10 @@ STATUS_LISTED: Final = 100
 """Orders ``/v1/status`` lists under ``cancels.incomplete``."""
 UPDATE_INTERVAL_NS: Final = 60 * 1_000_000_000
 """At most one update of a standing ``cancel-incomplete`` alert per minute."""
+LATE_QUIET_NS: Final = 5 * 1_000_000_000
+"""A standing incident resolves only once no order has opened late in a scope still
+halted for this long (a router not asking the gate, its orders filling in ms, would
+otherwise raise and resolve an incident per order)."""
 INCOMPLETE: Final = "cancel-incomplete"
 COMPLETE: Final = "cancel-complete"
 Key = tuple[int, int]
@@ -166,6 +172,10 @@ class CancelTracker:
     """The requests past their deadline at the last check."""
     _overdue: list[Overdue] | None = field(init=False, default=None)
     """The overdue orders as last listed; None: to list again from :attr:`_past`."""
+    _late: dict[str, int] = field(init=False, default_factory=dict)
+    """Halted scope -> wall clock (ns) when an order opened late in it last joined."""
+    _held_until: int | None = field(init=False, default=None)
+    """While the standing incident is held open (:data:`LATE_QUIET_NS`): until when."""
     _tracked: dict[tuple[int, int], int] = field(init=False, default_factory=dict)
     """(order id, serial) -> how many requests track it (a firm's and a strategy's
     halt may both name an order): orders opened late are told apart in O(1)."""
@@ -286,6 +296,12 @@ class CancelTracker:
             return []
         overdue, seen = _listing(past)
         self._overdue, self.overdue_count = overdue, len(overdue)
+        if not overdue and self.incident is not None and now < self._quiet_at():
+            # orders still open late in a halted scope: the incident stays, checked again
+            # at every tick (never skipped as unchanged) until the quiet has passed
+            self._held_until, self._listed, self._checked = self._quiet_at(), (-1, ()), None
+            self.metrics.cancel_incomplete.set(0)
+            return []
         self._listed, self._listed_count = (self._changes, past_ids), len(overdue)
         self._listed_joins = {r.halt_id: r.joined for r in past}
         self.metrics.cancel_incomplete.set(len(overdue))
@@ -293,6 +309,13 @@ class CancelTracker:
         # an update held back (UPDATE_INTERVAL_NS) is still to send: check again then
         self._checked = checked if seen <= self._named or self.incident is None else None
         return alerts
+
+    def _quiet_at(self) -> int:
+        """When :data:`LATE_QUIET_NS` has passed since an order last opened late in a
+        scope still halted (0: none did; a resume ends the wait at once)."""
+        standing = self.engine.killswitch.standing()
+        self._late = {s: ns for s, ns in self._late.items() if s in standing}
+        return max(self._late.values(), default=-LATE_QUIET_NS) + LATE_QUIET_NS
 
     @property
     def overdue(self) -> list[Overdue]:
@@ -326,8 +349,8 @@ class CancelTracker:
         if not overdue:
             if self.incident is None:
                 return []
-            ends, named = self.incident, len(self._named)
-            self.incident, self._named = None, set()
+            ends, named, held = self.incident, len(self._named), self._held_until
+            self.incident, self._named, self._held_until = None, set(), None
             took = number((now - self._incident_ns) / 1e6)
             decided_ns, deadline_ms = self._incident_halt
             alert = system_alert(
@@ -339,6 +362,12 @@ class CancelTracker:
                 reason=(
                     f"the {named} order(s) named by alert {ends} have closed, or their halt "
                     f"was lifted, {took} ms after the alert"
+                    + (
+                        f"; held open until no order had opened in a halted scope for "
+                        f"{LATE_QUIET_NS / 1e9:g} s"
+                        if held is not None
+                        else ""
+                    )
                 ),
                 now_ns=now,
             )
@@ -423,6 +452,7 @@ class CancelTracker:
             for key, order in zip(joined, named, strict=True):
                 req.add(*key, order)
             self._count(joined, +1, late=True)
+            self._late[scope] = self.clock()
 
     def _standing_request(self, tr: Transition) -> Request:
         """An empty request for a standing halt (its own request done, or not from us)."""
@@ -462,6 +492,7 @@ class CancelTracker:
             "incomplete": {
                 "alert_id": self.incident,
                 "count": self.overdue_count,
+                "held_until_ns": self._held_until,
                 "orders": [o.as_dict() for o in _listing(self._past, STATUS_LISTED)[0]],
             },
         }

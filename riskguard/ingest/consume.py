@@ -128,6 +128,7 @@ class ConsumeLoop:
             self.metrics, self.engine.killswitch, self.engine.settings.max_clock_skew_ms
         )
         self._consumer: AIOKafkaConsumer | None = None
+        self._lag_shown: set[tuple[str, str]] = set()
         self._task: asyncio.Task[None] | None = None
         self._fetching = False
         self._log = log.get("sidecar")
@@ -226,6 +227,7 @@ class ConsumeLoop:
             try:
                 batch = await consumer.getmany(timeout_ms=100, max_records=self.kafka.max_records)
             except KafkaError as exc:
+                self.liveness.failed(repr(exc))
                 self._log.error("fetch failed", error=repr(exc))
                 await asyncio.sleep(0.2)
                 continue
@@ -237,6 +239,7 @@ class ConsumeLoop:
                     await self.apply(batch)
                 if self.after_batch is not None:  # an empty poll too: empty partitions end
                     self.after_batch(consumer)
+                self.report_lag(consumer)
                 if self.catching_up is not None and read_to_end(consumer, self):
                     self._caught_up()
                 self.checkpoints.maybe_snapshot()  # between batches: state and offsets agree
@@ -263,7 +266,7 @@ class ConsumeLoop:
         ``clock-skew`` system alert after the batch's transitions. Raises
         :class:`RuntimeError` before :meth:`open`.
         """
-        consumer = self._require_consumer()
+        self._require_consumer()
         started = time.perf_counter()
         events, where = await self._decode(batch)
         wall_ns = time.time_ns()
@@ -283,14 +286,25 @@ class ConsumeLoop:
                 await self.outbox.send(confirmed)
         if events:
             self.metrics.last_event.set(max(e.ts for e in events[-64:]) / 1e9)
-        applied = self.checkpoints.applied
-        for tp in batch:
-            high = consumer.highwater(tp)
-            if high is not None:
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(0, high - applied[tp])
-                )
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """``riskguard_consumer_lag_messages`` (high watermark minus the next offset to
+        apply) of every assigned partition, after every poll, empty ones too: a broker
+        answering with no records while a partition holds more is lag, never quiet (a
+        gauge set only from batches would hold its last value, or never be set). A
+        partition no longer assigned (a rebalance, a topic re-created) has no series.
+        The consumer's own assignment is asked (a group's may move under the loop)."""
+        applied, gauge = self.checkpoints.applied, self.metrics.consumer_lag
+        shown: set[tuple[str, str]] = set()
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None and tp in applied:
+                gauge.labels(tp.topic, str(tp.partition)).set(max(0, high - applied[tp]))
+                shown.add((tp.topic, str(tp.partition)))
+        for labels in self._lag_shown - shown:
+            gauge.remove(*labels)
+        self._lag_shown = shown
 
     async def _decode(self, batch: Batch) -> tuple[list[Event], Coordinates]:
         """The batch's good events of this session, and where each came from."""

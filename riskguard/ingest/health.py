@@ -10,6 +10,11 @@ bounded timeout, is the probe: when no publish has succeeded for ``budget_ms``,
 the broker counts as unreachable. riskguard then reports not-ready and alerts;
 gates fail closed on their own because heartbeats stop arriving. Recovery is
 automatic once a publish succeeds again.
+
+A consume loop that stops polling (every fetch failing, e.g. a group member fenced by
+another process under its name; or blocked) withholds the heartbeats: that silence
+says nothing about the broker, so it is not counted as the broker's. The loop's own
+edge raises ``consume-stalled`` (naming the last fetch error) and ``consume-recovered``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from riskguard.settings import RuntimeSettings
 from riskguard.vocabulary import Transition, system_alert
 
 Edge = Literal["lost", "recovered"]
+
+STALLED = "consume-stalled"
+RECOVERED = "consume-recovered"
 
 READY_CHECKS = (
     "limits_loaded",
@@ -61,6 +69,12 @@ class BrokerWatch:
             self.reachable = True
             return "recovered"
         return None
+
+    def withheld(self, now_mono: float | None = None) -> None:
+        """No heartbeat is tried now (the consume loop is stalled): the silence is not
+        the broker's, so its budget starts again when heartbeats resume."""
+        if self.reachable:
+            self.last_ok_mono = time.monotonic() if now_mono is None else now_mono
 
     def check(self, now_mono: float | None = None) -> Edge | None:
         """Called on a timer: ``lost`` once nothing succeeded for the budget.
@@ -112,6 +126,8 @@ class Liveness:
         self.budget_s = stall_budget_ms / 1000
         self.last_poll_mono = time.monotonic()
         self.polling = False
+        self.last_error: str | None = None
+        """The latest fetch error since the latest poll (None: none)."""
 
     def begin(self) -> None:
         """The consume loop starts now: from here it must poll within the stall budget."""
@@ -122,6 +138,15 @@ class Liveness:
         """The consume loop just got an answer from ``getmany`` (maybe empty)."""
         self.last_poll_mono = time.monotonic()
         self.polling = True
+        self.last_error = None
+
+    def failed(self, error: str) -> None:
+        """A fetch raised ``error`` (the loop tries again: not a poll)."""
+        self.last_error = error
+
+    def silent_ms(self) -> float:
+        """Milliseconds since the loop last polled (or began)."""
+        return (time.monotonic() - self.last_poll_mono) * 1000
 
     def healthy(self) -> bool:
         """Still starting, or the consume loop polled recently (it is not stalled)."""
@@ -151,6 +176,8 @@ class Health:
     sent: deque[int] = field(init=False)
     """The ``ts`` of the latest heartbeats this instance wrote (to tell them from those of
     another process using the same instance name)."""
+    stalled_alert: str | None = field(init=False, default=None)
+    """The id of the standing ``consume-stalled`` alert (``consume-recovered`` ends it)."""
     on_recovered: Callable[[], Awaitable[None]] | None = field(init=False, default=None)
     """Awaited after the ``broker-recovered`` alert went out (the broker may have come
     back empty: :func:`riskguard.ingest.recovery.republish`)."""
@@ -212,6 +239,8 @@ class Health:
                 if channel.rewinds > self._rewinds and self.on_recovered is not None:
                     self._rewinds = channel.rewinds  # noted by a heartbeat, however late
                     await self.on_recovered()  # back empty, faster than the budget saw
+            else:
+                self.broker.withheld()
             await asyncio.sleep(interval_ms / 1000)
 
     async def watch_broker(self) -> None:
@@ -222,7 +251,45 @@ class Health:
         """
         while True:
             await asyncio.sleep(self.runtime.tick_interval_ms / 1000)
-            await self._broker_edge(self.broker.check())
+            await self._loop_edge()
+            if self.healthy():  # heartbeats are tried: their silence is the broker's
+                await self._broker_edge(self.broker.check())
+            else:
+                self.broker.withheld()
+
+    async def _loop_edge(self) -> None:
+        """``consume-stalled`` when the consume loop has not polled for
+        ``runtime.stall_budget_ms`` + ``runtime.broker_budget_ms``, naming its latest fetch
+        error; ``consume-recovered`` (ending it) once it polls again."""
+        healthy = self.healthy()
+        if healthy == (self.stalled_alert is None):
+            return
+        live, firm = self.liveness, self.engine.killswitch.state("firm")
+        silent, budget = round(live.silent_ms(), 1), live.budget_s * 1000 + self.broker.budget_ms
+        if not healthy and silent <= budget:
+            return  # paged when a lost broker would have been: a long rebuild is routine
+        if not healthy:
+            why = (
+                f"every fetch fails: {live.last_error}"
+                if live.last_error
+                else "it is blocked (a batch, a rebalance or the event loop)"
+            )
+            reason = (
+                f"the consume loop has not polled the broker for {silent:,} ms (budget "
+                f"{budget:,.0f} ms): {why}; not ready, no heartbeat (gates fail closed on "
+                "this instance)"
+            )
+            alert = system_alert(
+                STALLED, "poll_silence_ms", firm, value=silent, limit=budget, reason=reason
+            )
+            self.stalled_alert = alert.id
+            self._log.error("consume loop stalled", silent_ms=silent, error=live.last_error)
+        else:
+            alert = system_alert(RECOVERED, "poll_silence_ms", firm, value=0.0, limit=budget)
+            alert = msgspec.structs.replace(alert, ends=self.stalled_alert)
+            self.stalled_alert = None
+            self._log.warning("consume loop recovered")
+        await self.outbox.send([alert])
 
     async def _broker_edge(self, edge: Edge | None) -> None:
         """Not ready (and alert) when the broker has taken nothing for the budget."""

@@ -41,6 +41,7 @@ A record that cannot be read, or a scope that cannot be parsed, is logged and sk
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -73,6 +74,8 @@ and says ready (the gates' default ``heartbeat_timeout_ms``)."""
 POLL_MS: Final = 100
 """How long one fetch of the control topic waits for records."""
 RETRY_S: Final = 1.0
+TAKEN_KEPT: Final = 1024
+"""Four-eyes steps remembered as taken by the broker (for :meth:`Peers.taken`)."""
 """How long to wait after a failed fetch or publish before trying again."""
 
 
@@ -125,6 +128,10 @@ class Peers:
     _consumer: AIOKafkaConsumer | None = field(default=None, init=False, repr=False)
     _publisher: ControlPublisher | None = field(default=None, init=False, repr=False)
     _outgoing: asyncio.Queue[ApprovalRecord] | None = field(default=None, init=False, repr=False)
+    _taken: OrderedDict[tuple[str, str], None] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
+    """(request id, event) of this instance's latest steps the broker took."""
     _errors: log.RepeatLimiter = field(default_factory=log.RepeatLimiter, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -144,7 +151,7 @@ class Peers:
         self.outbox, self.sent, self.limits_digest = outbox, sent, limits_digest
         self.four_eyes = four_eyes
         if four_eyes is not None:
-            four_eyes.share(self.instance, self.relay)
+            four_eyes.share(self.instance, self.relay, self.taken)
 
     def open(
         self, consumer: AIOKafkaConsumer, view: ControlView, publisher: ControlPublisher
@@ -307,6 +314,19 @@ class Peers:
             message = (approval_key(step.scope), encode_record(step))
             while self._publisher is None or not await self._publisher.publish_records([message]):
                 await asyncio.sleep(RETRY_S)
+            self._taken[(step.request_id, step.event)] = None
+            while len(self._taken) > TAKEN_KEPT:
+                self._taken.popitem(last=False)
+
+    async def taken(self, request_id: str, event: str, timeout_s: float) -> bool:
+        """Whether the broker took this instance's step ``event`` of ``request_id``
+        within ``timeout_s`` (the other instances can read it from then on)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while (request_id, event) not in self._taken:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
 
     # reports -------------------------------------------------------------------------
     def status(self, at: Instant | None = None) -> dict[str, Any]:

@@ -31,15 +31,18 @@ from riskguard.vocabulary import Transition
 
 ALERT_SEVERITY: Final = {
     "cancel-incomplete": "critical",
+    "consume-stalled": "error",
     "sums-incomplete": "error",
     "topic-shape": "error",
 }
 """System alerts above ``warning``: orders left working in a halted scope are the kill
 switch failing at its job; firm-wide sums not taken (group mode) leave cross-partition
-rules unjudged; a control topic not compacted loses standing halts to retention."""
+rules unjudged; a control topic not compacted loses standing halts to retention; a
+consume loop that stopped polling judges nothing and withholds its heartbeats."""
 ENDED_BY: Final = {
     "cancel-complete": "cancel-incomplete",
     "broker-recovered": "broker-unreachable",
+    "consume-recovered": "consume-stalled",
     "sums-complete": "sums-incomplete",
     "topic-shape-ok": "topic-shape",
 }

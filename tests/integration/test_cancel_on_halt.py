@@ -311,6 +311,49 @@ async def test_an_order_opened_in_a_halted_scope_after_the_halt_is_named(
     assert "1 of them opened in the halted scope after the halt was decided" in incident["reason"]
 
 
+async def test_a_router_ignoring_the_halt_pages_once_not_once_per_order(
+    settings: Settings, recorder: Recorder, tmp_path: Path
+) -> None:
+    # a router not asking the gate keeps trading a halted strategy: every order opens
+    # after the halt's deadline (so is overdue at once) and fills at the next batch
+    limits = parse(
+        "version = 1\ncancel_deadline_ms = 200\n"
+        '[[rule]]\nname = "fat"\nmetric = "order_qty"\nscope = "firm"\nmax = 1e6\n'
+        'action = "halt"\n'
+    )
+    sidecar = await started(with_sinks(settings, recorder.url, tmp_path), limits)
+    hook = recorder.received.setdefault("hook", [])
+    pd = recorder.received.setdefault("pd", [])
+
+    def alerts(rule: str) -> list[dict[str, Any]]:
+        return [a for a in hook if a.get("rule") == rule]
+
+    try:
+        assert await sidecar.manual("halt", "strategy:smars", "alice", "drill") is not None
+        await asyncio.sleep(0.3)  # past the halt's deadline
+        for i in range(5):
+            await produce(settings, order(f"rogue{i}"))
+            await until(lambda n=2 * i + 1: sidecar.engine.events_applied == n)
+            await until(lambda: len(alerts("cancel-incomplete")) >= 1)
+            await asyncio.sleep(0.1)  # a tick or two with the order working
+            qty = {"qty": 10, "price": 5, "side": "buy", "exec_id": f"x{i}"}
+            await produce(settings, ev(type="fill", order_id=f"rogue{i}", **qty))
+            await until(lambda n=2 * i + 2: sidecar.engine.events_applied == n)
+            await asyncio.sleep(0.1)
+        assert len(alerts("cancel-incomplete")) == 1 and alerts("cancel-complete") == []
+        await until(lambda: len(alerts("cancel-complete")) == 1)  # quiet for 5 s
+        await until(lambda: len([p for p in pd if p["event_action"] == "resolve"]) == 1)
+    finally:
+        await sidecar.stop()
+    (incident,), (done,) = alerts("cancel-incomplete"), alerts("cancel-complete")
+    assert "rogue0 (A/smars RSHYY buy 10; opened after the halt of strategy:smars)" in (
+        incident["reason"]
+    )
+    assert done["ends"] == incident["id"] and "held open" in done["reason"]
+    triggers = [p for p in pd if p["dedup_key"] == incident["id"]]
+    assert [p["event_action"] for p in triggers] == ["trigger", "resolve"]
+
+
 async def test_a_request_the_broker_did_not_take_goes_out_with_its_halt_later(
     broker_kind: BrokerKind, tmp_path: Path
 ) -> None:

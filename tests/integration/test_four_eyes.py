@@ -4,14 +4,18 @@ refused to the same person, expired, withdrawn, voided by a new halt; both names
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
+from riskguard.brokers import BrokerKind
+from riskguard.control.api import SHARE_WAIT_S
 from riskguard.control.reader import read_to_end
 from riskguard.control.view import ControlView
 from riskguard.ingest.runtime import Sidecar
 from riskguard.settings import Settings
+from tests.integration.conftest import fresh_broker, local_settings
 from tests.integration.people import audited, call, start, with_people
 from tests.integration.test_sidecar import RUNAWAY, produce, wait_for
 
@@ -156,3 +160,41 @@ async def test_a_new_breach_of_the_scope_voids_its_request(
         assert sidecar.engine.killswitch.state("strategy:smars") == "HALTED"
     finally:
         await sidecar.stop()
+
+
+async def test_a_request_is_answered_once_every_instance_can_list_it(
+    broker_kind: BrokerKind, tmp_path: Path
+) -> None:
+    # seen live: instance A answered 202 "pending r-…" and was SIGKILLed a moment later;
+    # the request had not reached the control topic, so B answered the approval 404 and
+    # A, restarted, did not list it either. Now the answer waits for the topic (or says
+    # that it does not hold it yet).
+    broker = fresh_broker(broker_kind)  # paused below: this test's alone
+    settings = with_people(local_settings(broker, tmp_path), tmp_path)
+    sidecar = await start(settings)
+    try:
+        await wait_for(sidecar.ready)
+        await halted_firm(sidecar)
+        status, reply = await call(sidecar, "POST", "/v1/resume", FIRM, "alice")
+        assert status == 202 and reply["shared"] is True
+        broker.pause()  # the broker takes nothing now
+        try:
+            consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+            halt = {"scope": "account:A1", "reason": "desk"}
+            assert (await call(sidecar, "POST", "/v1/halt", halt, "olga"))[0] == 200
+            began = time.monotonic()
+            ask = {"scope": "account:A1", "reason": "desk back"}
+            status, late = await call(sidecar, "POST", "/v1/resume", ask, "alice")
+            waited = time.monotonic() - began
+        finally:
+            broker.resume()
+        assert status == 202 and late["shared"] is False and waited >= SHARE_WAIT_S
+        await consumer.start()
+        try:
+            view = await read_to_end(consumer, settings.kafka.control_topic, ControlView())
+        finally:
+            await consumer.stop()
+        assert view.approvals["firm"].request_id == reply["request_id"]
+    finally:
+        await sidecar.stop()
+        broker.stop()

@@ -310,6 +310,21 @@ def test_a_busy_http_port_is_one_line(broker: Broker, tmp_path: Path) -> None:
     )
 
 
+@tansu_only  # it fails reading the settings, before any broker is contacted
+def test_an_http_port_out_of_range_is_one_line(broker: Broker, tmp_path: Path) -> None:
+    line = _fails_in_one_line(tmp_path, config(tmp_path), broker.bootstrap_servers, 99_999)
+    assert line.startswith("riskguard run: ") and "port must be 0 to 65535" in line, line
+
+
+@tansu_only  # it fails binding the API, before any broker is contacted
+def test_an_http_host_that_does_not_resolve_says_so(broker: Broker, tmp_path: Path) -> None:
+    line = _fails_in_one_line(
+        tmp_path, config(tmp_path), broker.bootstrap_servers, RISKGUARD_HTTP_HOST="nohost.invalid"
+    )
+    assert line.startswith("riskguard run: cannot serve the API on nohost.invalid:"), line
+    assert "Unknown error" not in line, line
+
+
 @tansu_only  # Apache Kafka has idempotent producers: only Tansu refuses one
 def test_an_idempotent_producer_the_broker_refuses_is_one_line(
     broker: Broker, tmp_path: Path
