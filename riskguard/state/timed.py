@@ -91,7 +91,11 @@ class TimedIds:
         if self._tail + k <= cap:
             return
         live = len(self)
-        if live + k > cap // 2:  # grow; else compact in place (amortised O(1) either way)
+        # grow when over 3/4 full, else compact into a new array of the same size: either
+        # way amortised O(1), and the pages written past the live pairs before the next
+        # compaction stay under a quarter of the array (at twice the pairs held, RSS
+        # crept by the whole free half between compactions)
+        if live + k > 3 * cap // 4:
             cap = max(2 * cap, 2 * (live + k))
         ns, ids = np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int64)
         ns[:live] = self._ns[self._head : self._tail]
