@@ -191,6 +191,7 @@ def on_new(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     if status == O_FREE:
         _bind(od, ev, st)
     od.flags |= F_NEW
+    od.side = ev.side  # a cancel or reject that came first did not say
     od.parent = ev.parent
     od.venue = ev.venue
     od.account_pair = ev.account_pair

@@ -200,6 +200,7 @@ class ReferenceOrders(ReferenceWindows):
             if o is None:
                 o = self._bind(ev)
             o.has_new = True
+            o.side = side  # a cancel or reject that came first did not say
             o.parent = ev.parent_id
             o.venue = ev.venue
             o.pairs = (ev.account, ev.strategy, ev.symbol)
