@@ -45,7 +45,9 @@ MAGIC = b"RGSNAP\x01\n"
 #: first rate (a reversed fee goes back at the rate it was booked at); the redelivery
 #: memory's queues as arrays ("keys.closed_ns", ...), a trade's (strategy, symbol) as
 #: one int
-VERSION = 8
+#: 9: each duplicate-order entry notes which events ahead of the clock counted it a
+#: duplicate (``ahead``), so that a jump moves those counts too
+VERSION = 9
 
 
 class SnapshotError(ValueError):

@@ -7,16 +7,19 @@ kernel (one event per batch) and the plain-Python reference model on the same ev
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from riskguard import events as wire
 from riskguard.engine import Engine
 from riskguard.killswitch import Transition
 from riskguard.limits import parse
 from riskguard.state.reference import ReferenceModel
-from tests.builders import MS, cancel, new, reject, rules_toml
+from tests.builders import MS, cancel, heartbeat, new, reject, rules_toml
 
 
 def rule(
@@ -71,3 +74,85 @@ def test_redelivered_late_new_of_an_order_closed_before_it(closing: Any) -> None
     assert highs(engine) == {"orders": 1.0, "open": 0.0}
     assert ref.orders["A"].status == "closed"
     assert ref.duplicates == 1
+
+
+HOUR = 3_600_000 * MS
+DUPS = rule("dups", "duplicate_orders", "strategy", "max=1", "window_ms=1000")
+
+
+def test_duplicates_right_after_a_gap_are_counted_whole() -> None:
+    # Replay, default max_clock_skew_ms 5,000. An order P (price 50) at 0, then an hour's
+    # gap, then three identical orders A, B, C (10 @100) at 1 h, 1 h + 1 ms, 1 h + 2 ms.
+    # A and B are more than 5 s ahead of the clock (0): applied at the clock; C is the
+    # third in a row, so the feed jumped (docs/events.md, Clock skew) and "what they
+    # counted in rate windows moves to the jump's time, so a burst right after a gap is
+    # counted whole". duplicate_orders (window 1 s): B repeats A 1 ms earlier, C repeats
+    # B 1 ms earlier: 2 at C > max 1, a halt at C (1 h + 2 ms). P differs in price.
+    # (Before the fix duplicate counts were left where they were counted: B's count in
+    # the bucket of 0, gone once the window moved to 1 h, and A and B stamped 0 in the
+    # duplicate memory, so C was an hour away from them: 0 at C, 1 at most, no halt.)
+    events = [new("P", 0, price=50), new("A", HOUR), new("B", HOUR + MS), new("C", HOUR + 2 * MS)]
+    engine, ref, out, _ = run(events, DUPS)
+    assert [(t.scope, t.rule, t.value, t.ts - events[0].ts) for t in out] == [
+        ("strategy:S", "dups", 2.0, HOUR + 2 * MS)
+    ]
+    assert highs(engine) == {"dups": 2.0}
+    assert ref.peaks["dups"][1] == 2.0
+
+
+def test_two_duplicates_ahead_then_back_on_time_stay_where_counted() -> None:
+    # The same A and B an hour ahead, then an order D back on time (at 2 ms, other
+    # price): A and B were skewed after all and stay at the clock (0), where B counted
+    # one duplicate of A: 1, no breach; an identical E at 3 ms repeats them (stamped 0,
+    # 3 ms earlier): 2 > 1, a halt at 3 ms.
+    events = [
+        new("P", 0, price=50),
+        new("A", HOUR),
+        new("B", HOUR + MS),
+        new("D", 2 * MS, price=60),
+        new("E", 3 * MS),
+    ]
+    engine, ref, out, _ = run(events, DUPS)
+    assert [(t.rule, t.value, t.ts - events[0].ts) for t in out] == [("dups", 2.0, 3 * MS)]
+    assert highs(engine) == {"dups": 2.0}
+    assert ref.peaks["dups"][1] == 2.0
+
+
+NEW_ORDER_RULES = (
+    rule("rate", "order_rate", "strategy", "max=1000", "window_ms=1000"),
+    rule("msgs", "message_rate", "account", "max=1000", "window_ms=1000"),
+    rule("dup", "duplicate_orders", "strategy", "max=1000", "window_ms=1000"),
+    rule("dupx", "duplicate_orders", "firm", "max=1000", "window_ms=1000\nmatch={side='sell'}"),
+    rule("cxl", "cancel_ratio", "symbol", "max=1000", "window_ms=1000"),
+)
+
+
+@st.composite
+def bursts(draw: st.DrawFn) -> list[wire.Event]:
+    """Orders (a few identical ones) and cancels within one 100 ms bucket of 1 s windows."""
+    n = draw(st.integers(3, 9))
+    offsets = sorted(draw(st.lists(st.integers(0, 99), min_size=n, max_size=n)))
+    events: list[wire.Event] = []
+    for i, ms in enumerate(offsets):
+        if i > 0 and draw(st.booleans()) and draw(st.booleans()):
+            events.append(cancel(f"o{draw(st.integers(0, i - 1))}", HOUR + ms * MS))
+            continue
+        qty = draw(st.sampled_from([10.0, 20.0]))
+        side = draw(st.sampled_from(["buy", "sell"]))
+        events.append(new(f"o{i}", HOUR + ms * MS, qty=qty, side=side))
+    return events
+
+
+@settings(max_examples=60, deadline=None)
+@given(bursts())
+def test_a_burst_after_a_gap_counts_as_the_same_burst_alone(burst: list[wire.Event]) -> None:
+    """A burst of new orders and cancels an hour after the last event (a heartbeat, which
+    counts in no window) reaches the same window values as the burst replayed alone: the
+    first two events are applied at the old clock, and the jump moves what they counted
+    (every counter, duplicate orders too) to the jump's time. The burst sits in one
+    bucket, so no count can leave a window sooner one way than the other."""
+    alone, _, _, _ = run(burst, *NEW_ORDER_RULES)
+    after_gap, ref, _, _ = run([heartbeat("r1", 0), *burst], *NEW_ORDER_RULES)
+    assert highs(after_gap) == highs(alone)
+    model = {name: None if high == -math.inf else high for name, (_, high, _) in ref.peaks.items()}
+    assert model == highs(alone)  # the model's -inf: never evaluated

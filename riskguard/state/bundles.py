@@ -261,6 +261,7 @@ DUP = np.dtype(
         ("qty", F64),
         ("price", F64),
         ("seen_ns", I64),  # value: when the identical new order was last seen
+        ("ahead", I64),  # replay: bit i set when ahead-of-clock event i counted it a duplicate
     ]
 )
 """A slot of the recent-new-orders table (duplicate-order counters)."""

@@ -24,7 +24,7 @@ from riskguard.limits.vocabulary import COUNTER_CODE
 from riskguard.state.codes import FIRM, O_CLOSED, O_OPEN, RING, X_APPLIED
 from riskguard.state.jit import helper
 from riskguard.state.judging import at_level
-from riskguard.state.tables import dup_put, dup_seen, purge_dups
+from riskguard.state.tables import dup_at, dup_put, dup_seen, purge_dups
 from riskguard.vocabulary import T_CANCEL, T_FILL, T_NEW, T_REJECT, T_REPLACE
 
 # Counter kind codes (COUNTER.kind), named once in the metric vocabulary.
@@ -152,12 +152,14 @@ def count(ev, side, venue, at, st, history):  # type: ignore[no-untyped-def]
 
 
 @helper
-def count_dups(ev, venue, now, at, st, history):  # type: ignore[no-untyped-def]
+def count_dups(ev, venue, now, at, st, history, ahead):  # type: ignore[no-untyped-def]
     """Duplicate-order counters, for a new order (the only event they count or are read on).
 
     A new order counts once for each earlier identical new order of the same scope key
     (symbol, side, qty, price) seen less than the window before it (``now``: its
-    corrected time; ``at``: the time it counts at).
+    corrected time; ``at``: the time it counts at). ``ahead`` >= 0: replay, the event is
+    ahead of the clock, kept in ``st.ahead[ahead]``; the entries it counts a duplicate
+    on say so, in case the feed turns out to have jumped (:func:`settle_ahead_dups`).
     """
     c, d = st.counters, st.dups
     sym = ev.symbol
@@ -179,6 +181,48 @@ def count_dups(ev, venue, now, at, st, history):  # type: ignore[no-untyped-def]
                 purge_dups(d, c.defs, st.globals[0].last_event_ns)
         if prev >= 0 and abs(now - prev) < c.defs[k].window_ns:
             _add(c, k, row, b, 1.0, history)
+            if ahead >= 0:
+                i = dup_at(d, k, s, sym, side, ev.qty, px)
+                d.slots[i].ahead = d.slots[i].ahead | (np.int64(1) << ahead)
+
+
+@helper
+def settle_ahead_dups(st, n, now, jumped):  # type: ignore[no-untyped-def]
+    """Replay: the run of ``n`` events ahead of the clock ends. ``jumped``: the feed
+    jumped, so the new orders among them are taken at ``now``: what they counted as
+    duplicates moves from the bucket it was counted in (while the ring holds it) to the
+    bucket of ``now``, and their entries are stamped ``now`` (an identical order right
+    after the jump is their duplicate). Either way their marks are cleared."""
+    c, d = st.counters, st.dups
+    for i in range(n):
+        rec = st.ahead[i]
+        if rec.typ != T_NEW:
+            continue
+        side = np.int64(rec.side)
+        px = rec.price if not math.isnan(rec.price) else -1.0
+        for k in range(c.defs.shape[0]):
+            if c.defs[k].kind != C_DUP or not _wanted(c.defs[k], side, rec.venue):
+                continue
+            s = at_level(c.defs[k].level, rec.account, rec.strategy, rec.symbol, rec.venue)
+            if s < 0:
+                continue
+            j = dup_at(d, k, s, rec.symbol, side, rec.qty, px)
+            if j < 0:
+                continue
+            slot = d.slots[j]
+            bit = np.int64(1) << i
+            if jumped and slot.ahead & bit:
+                row = st.scopes[s].slot
+                old = rec.ts // c.defs[k].width_ns
+                if old > c.last_bucket[k, row] - RING:
+                    c.buckets[k, row, old % RING] -= 1.0
+                    c.total[k, row] -= 1.0
+                b = now // c.defs[k].width_ns
+                advance(c, k, row, b)
+                _add(c, k, row, b, 1.0, False)
+            slot.ahead = slot.ahead & ~bit
+            if jumped and slot.seen_ns < now:
+                slot.seen_ns = now
 
 
 @helper
@@ -236,6 +280,8 @@ def remember_ahead(st, slot, ev, t, side, venue, at):  # type: ignore[no-untyped
     rec.symbol = ev.symbol
     rec.exec = ev.exec
     rec.subtype = ev.subtype
+    rec.qty = ev.qty
+    rec.price = ev.price
 
 
 @helper
@@ -249,9 +295,9 @@ def recount_ahead(st, n, now):  # type: ignore[no-untyped-def]
     """Replay: the feed jumped (JUMP_CONFIRM events in a row ahead of the clock). The
     ``n`` events before this one were taken at the old clock; their counts move from
     the bucket they were counted in (while the ring holds it) to the bucket of ``now``,
-    so a gap never drops events from a window. Duplicate-order counters are left as they
-    were counted. A fill's execution is re-stamped, so a later bust takes it back from
-    where it now is."""
+    so a gap never drops events from a window (duplicate-order counters:
+    :func:`settle_ahead_dups`). A fill's execution is re-stamped, so a later bust takes it
+    back from where it now is."""
     c = st.counters
     for i in range(n):
         rec = st.ahead[i]

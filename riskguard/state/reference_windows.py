@@ -54,11 +54,14 @@ class ReferenceWindows:
 
     def _recount(self, items: list[Any], now: int) -> None:
         """The feed jumped: move what the events ahead of the clock counted (at the old
-        clock) to the bucket of ``now``; duplicate-order counts stay where they are."""
+        clock) to the bucket of ``now``; their new orders are now at ``now`` in the
+        duplicate-order memory."""
         for item in items:
             if item is None:
                 continue
-            ev, scopes, side, venue, at = item
+            ev, scopes, side, venue, at, dups = item
+            if isinstance(ev, wire.NewOrder):
+                self._redate_dups(ev, scopes, side, venue, at, dups, now)
             fill = isinstance(ev, wire.Fill)
             x = self.execs.get((ev.account, ev.exec_id)) if fill else None
             if fill and (x is None or x.busted or x.count_ns != at):
@@ -88,7 +91,10 @@ class ReferenceWindows:
         venue: str | None,
         now: int,
         at: int,
-    ) -> None:
+    ) -> list[Counter]:
+        """Count ``ev`` at ``at``; returns the duplicate-order counters that counted it
+        a duplicate."""
+        dups: list[Counter] = []
         for counter in self.counters:
             kind, level, window, side_f, venue_f = counter
             scope = scopes[level]
@@ -108,7 +114,38 @@ class ReferenceWindows:
                 v = self._fill_money(ev.symbol, ev.qty, ev.price)
             elif kind == "dup" and isinstance(ev, wire.NewOrder):
                 v = self._dup(ev, counter, scope, now)
+                if v:
+                    dups.append(counter)
             w.add(bucket, v, self.lateness_ns >= OWN_TIME_NS)
+        return dups
+
+    def _redate_dups(
+        self,
+        ev: wire.NewOrder,
+        scopes: dict[str, str | None],
+        side: int,
+        venue: str | None,
+        at: int,
+        dups: list[Counter],
+        now: int,
+    ) -> None:
+        """New order ``ev``, counted at ``at`` ahead of the clock, is taken at ``now``:
+        the duplicates it counted move there, and its entries are stamped ``now``."""
+        px = -1.0 if ev.price is None else ev.price
+        for counter in self.counters:
+            kind, level, window, side_f, venue_f = counter
+            scope = scopes[level]
+            if kind != "dup" or scope is None or not _wanted(side_f, venue_f, side, venue):
+                continue
+            if counter in dups:
+                width = -(-window // BUCKETS)
+                w = self.windows.setdefault((counter, scope), Window())
+                w.take_back(at // width, 1.0)
+                w.advance(now // width)
+                w.add(now // width, 1.0)
+            key = (counter, scope, ev.symbol, ev.side, ev.qty, px)
+            if key in self.dup:
+                self.dup[key] = max(self.dup[key], now)
 
     def _dup(self, ev: wire.NewOrder, counter: Counter, scope: str, now: int) -> float:
         px = -1.0 if ev.price is None else ev.price
