@@ -46,7 +46,9 @@ MAGIC = b"RGSNAP\x01\n"
 #: memory's queues as arrays ("keys.closed_ns", ...), a trade's (strategy, symbol) as
 #: one int
 #: 9: each duplicate-order entry notes which events ahead of the clock counted it a
-#: duplicate (``ahead``), so that a jump moves those counts too
+#: duplicate (``ahead``), so that a jump moves those counts too; each order the side and
+#: venue its cancel and reject were counted with before its new (``early_cxl``,
+#: ``early_rej``)
 VERSION = 9
 
 

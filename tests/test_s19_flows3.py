@@ -19,7 +19,7 @@ from riskguard.engine import Engine
 from riskguard.killswitch import Transition
 from riskguard.limits import parse
 from riskguard.state.reference import ReferenceModel
-from tests.builders import MS, cancel, heartbeat, new, reject, rules_toml
+from tests.builders import MS, T0, cancel, heartbeat, new, reject, rules_toml
 
 
 def rule(
@@ -156,3 +156,121 @@ def test_a_burst_after_a_gap_counts_as_the_same_burst_alone(burst: list[wire.Eve
     assert highs(after_gap) == highs(alone)
     model = {name: None if high == -math.inf else high for name, (_, high, _) in ref.peaks.items()}
     assert model == highs(alone)  # the model's -inf: never evaluated
+
+
+VENUE_REJECTS = rule(
+    "venue-rejects", "reject_rate", "venue", "max=1", 'window_ms=1000\nmatch={venue="XNAS"}'
+)
+BUY_REJECTS = rule(
+    "buy-rejects", "reject_rate", "strategy", "max=1", 'window_ms=1000\nmatch={side="buy"}'
+)
+BUY_CANCELS = rule(
+    "buy-cancels", "cancel_ratio", "strategy", "max=0.5", 'window_ms=1000\nmatch={side="buy"}'
+)
+
+
+def test_rejects_that_come_before_their_new_count_at_its_venue() -> None:
+    # A venue rejecting everything, its rejects on a drop copy that beats the router's
+    # news: reject A (1 ms), new A to XNAS (2 ms), reject B (3 ms), new B to XNAS (4 ms).
+    # A reject's venue and side are its order's (docs/limits.md), known from the new:
+    # at new A the XNAS window (1 s) holds A's reject, 1; at new B, 2 > max 1: the venue
+    # halts at 4 ms, value 2. The buy-side window of the strategy likewise: 2 > 1 at 4 ms.
+    # (Before the fix neither window ever counted a reject: each was counted with no
+    # venue and no side, and the new never made up for it; XNAS was never halted.)
+    events = [
+        reject("A", 1 * MS),
+        new("A", 2 * MS, venue="XNAS"),
+        reject("B", 3 * MS),
+        new("B", 4 * MS, venue="XNAS"),
+    ]
+    engine, ref, out, _ = run(events, VENUE_REJECTS, BUY_REJECTS)
+    assert [(t.scope, t.rule, t.value, t.ts - T0) for t in out] == [
+        ("venue:XNAS", "venue-rejects", 2.0, 4 * MS),
+        ("strategy:S", "buy-rejects", 2.0, 4 * MS),
+    ]
+    assert highs(engine) == {"venue-rejects": 2.0, "buy-rejects": 2.0}
+    assert (ref.peaks["venue-rejects"][1], ref.peaks["buy-rejects"][1]) == (2.0, 2.0)
+
+
+def test_a_cancel_before_its_new_counts_once_in_a_side_window() -> None:
+    # cancel_ratio of buys (1 s, max 0.5, min_orders 1): new A buy (1 ms, ratio 0/1),
+    # cancel B (2 ms, its order unknown: no side), new B buy (3 ms): B's cancel counts
+    # now, ratio 1/2 = 0.5, within; cancel A (4 ms, a buy): 2/2 = 1 > 0.5, a halt at
+    # 4 ms. B's cancel counts once: a redelivered new B (5 ms) changes nothing, 1 stays.
+    # (Before the fix B's cancel never counted in the buy window: 1/2 at cancel A, no
+    # halt, while both buys were cancelled.)
+    events = [
+        new("A", 1 * MS),
+        cancel("B", 2 * MS),
+        new("B", 3 * MS),
+        cancel("A", 4 * MS),
+        new("B", 5 * MS),
+    ]
+    engine, ref, out, duplicates = run(events, BUY_CANCELS)
+    assert [(t.rule, t.value, t.ts - T0) for t in out] == [("buy-cancels", 1.0, 4 * MS)]
+    assert duplicates == 1
+    assert highs(engine) == {"buy-cancels": 1.0}
+    assert ref.peaks["buy-cancels"][1] == 1.0
+
+
+FILTERED_RATES = (
+    rule("venue-rej", "reject_rate", "venue", "max=1000", "window_ms=1000"),
+    rule("buy-rej", "reject_rate", "strategy", "max=1000", 'window_ms=1000\nmatch={side="buy"}'),
+    rule("venue-msg", "message_rate", "venue", "max=1000", "window_ms=1000"),
+    rule(
+        "xnas-sell-msg",
+        "message_rate",
+        "account",
+        "max=1000",
+        'window_ms=1000\nmatch={side="sell", venue="XNAS"}',
+    ),
+)
+
+
+@st.composite
+def closed_orders(draw: st.DrawFn) -> list[tuple[str, str | None, bool]]:
+    """Orders (side, venue or none, cancelled rather than rejected)."""
+    return draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["buy", "sell"]),
+                st.sampled_from(["XNAS", "XLON", None]),
+                st.booleans(),
+            ),
+            min_size=1,
+            max_size=8,
+        )
+    )
+
+
+def _stream(orders: list[tuple[str, str | None, bool]], close_first: bool) -> list[wire.Event]:
+    """Each order's new and its cancel (or reject), in that order or the other, then
+    probes that judge every window with what it holds (the stream sits in one 100 ms
+    bucket of 1 s windows, so a count-type window only grows and its peak is its total)."""
+    events: list[Any] = []
+    for i, (side, venue, cancelled) in enumerate(orders):
+        order = new(f"o{i}", 0, side=side, venue=venue)
+        closing = (cancel if cancelled else reject)(f"o{i}", 0)
+        events += [closing, order] if close_first else [order, closing]
+    for j, (side, venue) in enumerate([("buy", "XNAS"), ("sell", "XLON"), ("sell", "XNAS")]):
+        events += [new(f"p{j}", 0, side=side, venue=venue), reject(f"p{j}", 0)]
+        events += [new(f"q{j}", 0, side=side, venue=venue), cancel(f"q{j}", 0)]
+    return [ev.__class__(**{**_fields(ev), "ts": ev.ts + k * MS}) for k, ev in enumerate(events)]
+
+
+def _fields(ev: Any) -> dict[str, Any]:
+    return {f: getattr(ev, f) for f in ev.__struct_fields__}
+
+
+@settings(max_examples=60, deadline=None)
+@given(closed_orders())
+def test_a_cancel_or_reject_before_its_new_counts_as_after_it(
+    orders: list[tuple[str, str | None, bool]],
+) -> None:
+    """Side- and venue-limited message and reject windows, and the venue scope, count a
+    cancel or reject that came before its order's new exactly as one that came after."""
+    in_order, _, _, _ = run(_stream(orders, False), *FILTERED_RATES)
+    closed_first, ref, _, _ = run(_stream(orders, True), *FILTERED_RATES)
+    assert highs(closed_first) == highs(in_order)
+    model = {name: None if high == -math.inf else high for name, (_, high, _) in ref.peaks.items()}
+    assert model == highs(in_order)

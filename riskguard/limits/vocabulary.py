@@ -157,7 +157,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ORDERS,
             "rejects",
             "rejects in the window",
-            evaluated_on=("reject",),
+            evaluated_on=("new", "reject"),
             counters=("rej", None),
             by_event=True,
         ),

@@ -155,6 +155,8 @@ ORDER = np.dtype(
         ("serial", I64),  # distinguishes reuses of the same id
         ("working", F64),  # working quantity counted in its pairs' buy/sell_work
         ("work_px", F64),  # the limit price it is counted at there (NaN: a market order)
+        ("early_cxl", I64),  # a cancel seen before its new: the side and venue it was
+        ("early_rej", I64),  # counted with (reject: likewise), counters.early_code; 0 none
     ]
 )
 """Per order id. Closed orders are remembered for the redelivery horizon (a redelivered

@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from riskguard.limits.vocabulary import COUNTER_CODE
-from riskguard.state.codes import FIRM, O_CLOSED, O_OPEN, RING, X_APPLIED
+from riskguard.state.codes import F_NEW, FIRM, O_CLOSED, O_OPEN, RING, X_APPLIED
 from riskguard.state.jit import helper
 from riskguard.state.judging import at_level
 from riskguard.state.tables import dup_at, dup_put, dup_seen, purge_dups
@@ -149,6 +149,60 @@ def count(ev, side, venue, at, st, history):  # type: ignore[no-untyped-def]
         elif kind == C_FILLS:
             v = 1.0 if t == T_FILL else 0.0
         _add(c, k, row, b, v, history)
+
+
+@helper
+def early_code(side, venue):  # type: ignore[no-untyped-def]
+    """A side (+1, -1, 0 none) and venue scope id (-1 none), packed (0 means none)."""
+    return 1 + 4 * (venue + 1) + (side + 1)
+
+
+@helper
+def note_early(ev, t, side, venue, st):  # type: ignore[no-untyped-def]
+    """A cancel or reject (``t``) just counted with ``side`` and ``venue``: if its order's
+    new has not come yet, remember what it was counted with (:func:`count_early`)."""
+    od = st.orders[ev.order]
+    if od.flags & F_NEW != 0:
+        return
+    if t == T_CANCEL:
+        od.early_cxl = early_code(side, venue)
+    elif t == T_REJECT:
+        od.early_rej = early_code(side, venue)
+
+
+@helper
+def count_early(ev, side, venue, at, st, history):  # type: ignore[no-untyped-def]
+    """A late new (``side``, ``venue``, counting at ``at``): the cancel and reject of its
+    order that came before it were counted with the side and venue known then (none, for
+    an order not yet seen). Count them now, at the new's time, in the windows the new's
+    side and venue select and those did not: a side- or venue-limited window, the venue
+    scope. No event is left out of a window."""
+    c = st.counters
+    od = st.orders[ev.order]
+    for which in range(2):
+        code = od.early_cxl if which == 0 else od.early_rej
+        if code == 0:
+            continue
+        side_then = (code - 1) % 4 - 1
+        venue_then = (code - 1) // 4 - 1
+        for k in range(c.defs.shape[0]):
+            d = c.defs[k]
+            if which == 0 and d.kind != C_MSG and d.kind != C_CXL:
+                continue
+            if which == 1 and d.kind != C_REJ:
+                continue
+            s = at_level(d.level, ev.account, ev.strategy, ev.symbol, venue)
+            if s < 0 or not _wanted(d, side, venue):
+                continue
+            then = at_level(d.level, ev.account, ev.strategy, ev.symbol, venue_then)
+            if then == s and _wanted(d, side_then, venue_then):
+                continue  # counted then
+            row = st.scopes[s].slot
+            b = at // d.width_ns
+            advance(c, k, row, b)
+            _add(c, k, row, b, 1.0, history)
+    od.early_cxl = 0
+    od.early_rej = 0
 
 
 @helper

@@ -68,7 +68,9 @@ from riskguard.state.counters import (
     C_DUP,
     count,
     count_dups,
+    count_early,
     forget_ahead,
+    note_early,
     recount_ahead,
     remember_ahead,
     settle_ahead_dups,
@@ -396,6 +398,10 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
                 continue
             side, venue = _side_venue(ev, t, st)
             count(ev, side, venue, at, st, history)
+            if t == T_NEW:
+                count_early(ev, side, venue, at, st, history)
+            else:
+                note_early(ev, t, side, venue, st)
             if verdict == AHEAD:
                 remember_ahead(st, g.ahead_run - 1, ev, t, side, venue, at)
             if t == T_NEW and has_dups:

@@ -116,6 +116,8 @@ def _bind(od, ev, st):  # type: ignore[no-untyped-def]
     od.strategy_pair = ev.strategy_pair
     od.working = 0.0
     od.work_px = math.nan
+    od.early_cxl = 0
+    od.early_rej = 0
 
 
 @helper

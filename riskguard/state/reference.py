@@ -341,6 +341,10 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
             venue, side = self._venue_side(ev)
             scopes["venue"] = None if venue is None else f"venue:{venue}"
             dups = self._count(ev, scopes, side, venue, now, at)
+            if isinstance(ev, wire.NewOrder):
+                self._count_early(ev, scopes, side, venue, at)
+            else:
+                self._note_early(ev, side, venue)
             if verdict == "ahead":
                 self.ahead_items[-1] = (ev, dict(scopes), side, venue, at, dups)
         if clock - now > self.lateness_ns:

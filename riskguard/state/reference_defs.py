@@ -113,6 +113,9 @@ class Order:
     price: float | None = None  # working limit price (None: market)
     working: float = 0.0  # remaining qty counted in its lots' working quantities
     work_px: float | None = None  # the limit it is counted at there
+    #: a cancel ("cxl") or reject ("rej") seen before its new: the side and venue it
+    #: was counted with
+    early: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 
 
 @dataclass

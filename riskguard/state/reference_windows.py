@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from riskguard import events as wire
 from riskguard.limits.model import Rule
 from riskguard.state.codes import OWN_TIME_NS
-from riskguard.state.reference_defs import BUCKETS, Execution, Window
+from riskguard.state.reference_defs import BUCKETS, Execution, Order, Window
 
 Counter = tuple[str, str, int, int, str | None]
 """(kind, level, window ns, side filter 0/+1/-1, venue filter or None)"""
@@ -27,6 +27,7 @@ class ReferenceWindows:
     last_any: int
     lateness_ns: int
     execs: dict[tuple[str, str], Execution]
+    orders: dict[str, Order]
 
     if TYPE_CHECKING:  # provided by ReferenceOrders
 
@@ -146,6 +147,42 @@ class ReferenceWindows:
             key = (counter, scope, ev.symbol, ev.side, ev.qty, px)
             if key in self.dup:
                 self.dup[key] = max(self.dup[key], now)
+
+    def _note_early(self, ev: wire.Event, side: int, venue: str | None) -> None:
+        """A cancel or reject counted with ``side`` and ``venue`` before its order's new."""
+        if isinstance(ev, wire.CancelOrder | wire.RejectOrder):
+            o = self.orders[ev.order_id]
+            if not o.has_new:
+                o.early["cxl" if isinstance(ev, wire.CancelOrder) else "rej"] = (side, venue)
+
+    def _count_early(
+        self,
+        ev: wire.NewOrder,
+        scopes: dict[str, str | None],
+        side: int,
+        venue: str | None,
+        at: int,
+    ) -> None:
+        """A late new: count its order's earlier cancel and reject, at ``at``, in the
+        windows the new's side and venue select that they were not counted in."""
+        o = self.orders[ev.order_id]
+        for which, (side_then, venue_then) in o.early.items():
+            kinds = ("msg", "cxl") if which == "cxl" else ("rej",)
+            for counter in self.counters:
+                kind, level, window, side_f, venue_f = counter
+                scope = scopes[level]
+                if kind not in kinds or scope is None or not _wanted(side_f, venue_f, side, venue):
+                    continue
+                then: str | None = scope
+                if level == "venue":
+                    then = None if venue_then is None else f"venue:{venue_then}"
+                if then == scope and _wanted(side_f, venue_f, side_then, venue_then):
+                    continue  # counted then
+                bucket = at // -(-window // BUCKETS)
+                w = self.windows.setdefault((counter, scope), Window())
+                w.advance(bucket)
+                w.add(bucket, 1.0, self.lateness_ns >= OWN_TIME_NS)
+        o.early = {}
 
     def _dup(self, ev: wire.NewOrder, counter: Counter, scope: str, now: int) -> float:
         px = -1.0 if ev.price is None else ev.price

@@ -208,9 +208,8 @@ def _copy_dups(old, new):  # type: ignore[no-untyped-def]
         d = old[i]
         if d.state == LIVE:
             dup_put(new, d.counter, d.scope, d.symbol, d.side, d.qty, d.price, d.seen_ns)
-            new.slots[dup_at(new, d.counter, d.scope, d.symbol, d.side, d.qty, d.price)].ahead = (
-                d.ahead
-            )
+            j = dup_at(new, d.counter, d.scope, d.symbol, d.side, d.qty, d.price)
+            new.slots[j].ahead = d.ahead
 
 
 def empty_dups(cap: int = MIN_CAP, purge_at: int = DUP_PURGE_MIN) -> Dups:
