@@ -19,7 +19,7 @@ from riskguard.engine import Engine
 from riskguard.killswitch import Transition
 from riskguard.limits import parse
 from riskguard.state.reference import ReferenceModel
-from tests.builders import MS, T0, cancel, heartbeat, new, reject, rules_toml
+from tests.builders import MS, T0, bust, cancel, fill, heartbeat, new, reject, rules_toml
 
 
 def rule(
@@ -224,6 +224,14 @@ FILTERED_RATES = (
         "max=1000",
         'window_ms=1000\nmatch={side="sell", venue="XNAS"}',
     ),
+    rule("venue-fills", "fill_count", "venue", "max=1000", "window_ms=1000"),
+    rule(
+        "xnas-notional",
+        "fill_notional_rate",
+        "strategy",
+        "max=1e9",
+        'window_ms=1000\nmatch={venue="XNAS"}',
+    ),
 )
 
 
@@ -244,17 +252,21 @@ def closed_orders(draw: st.DrawFn) -> list[tuple[str, str | None, bool]]:
 
 
 def _stream(orders: list[tuple[str, str | None, bool]], close_first: bool) -> list[wire.Event]:
-    """Each order's new and its cancel (or reject), in that order or the other, then
-    probes that judge every window with what it holds (the stream sits in one 100 ms
-    bucket of 1 s windows, so a count-type window only grows and its peak is its total)."""
+    """Each order's new, a partial fill (no venue: its order's) and its cancel (or
+    reject); in that order, or the fill and the closing before the new. Then probes
+    that judge every window with what it holds (the stream sits in one 100 ms bucket of
+    1 s windows, so a count-type window only grows and its peak is its total)."""
     events: list[Any] = []
     for i, (side, venue, cancelled) in enumerate(orders):
         order = new(f"o{i}", 0, side=side, venue=venue)
+        part = fill(f"o{i}", 0, qty=4, price=100.0 + i, side=side, exec_id=f"x{i}")
         closing = (cancel if cancelled else reject)(f"o{i}", 0)
-        events += [closing, order] if close_first else [order, closing]
+        events += [closing, part, order] if close_first else [order, part, closing]
     for j, (side, venue) in enumerate([("buy", "XNAS"), ("sell", "XLON"), ("sell", "XNAS")]):
         events += [new(f"p{j}", 0, side=side, venue=venue), reject(f"p{j}", 0)]
         events += [new(f"q{j}", 0, side=side, venue=venue), cancel(f"q{j}", 0)]
+        events += [new(f"r{j}", 0, side=side, venue=venue)]
+        events += [fill(f"r{j}", 0, qty=1, price=1.0, side=side, exec_id=f"y{j}")]
     return [ev.__class__(**{**_fields(ev), "ts": ev.ts + k * MS}) for k, ev in enumerate(events)]
 
 
@@ -264,13 +276,46 @@ def _fields(ev: Any) -> dict[str, Any]:
 
 @settings(max_examples=60, deadline=None)
 @given(closed_orders())
-def test_a_cancel_or_reject_before_its_new_counts_as_after_it(
+def test_cancels_rejects_and_fills_before_their_new_count_as_after_it(
     orders: list[tuple[str, str | None, bool]],
 ) -> None:
-    """Side- and venue-limited message and reject windows, and the venue scope, count a
-    cancel or reject that came before its order's new exactly as one that came after."""
+    """Side- and venue-limited message, reject and fill windows, and the venue scope,
+    count a cancel, reject or fill that came before its order's new exactly as one that
+    came after."""
     in_order, _, _, _ = run(_stream(orders, False), *FILTERED_RATES)
     closed_first, ref, _, _ = run(_stream(orders, True), *FILTERED_RATES)
     assert highs(closed_first) == highs(in_order)
     model = {name: None if high == -math.inf else high for name, (_, high, _) in ref.peaks.items()}
     assert model == highs(in_order)
+
+
+VENUE_FILLS = rule("venue-fills", "fill_count", "venue", "max=2", "window_ms=1000")
+VENUE_NOTIONAL = rule("venue-notional", "fill_notional_rate", "venue", "max=2500", "window_ms=1000")
+
+
+def test_fills_before_their_new_are_to_its_venue() -> None:
+    # Fills carry no venue: theirs is their order's (docs/events.md), known from the new.
+    # 1 ms fill A 10 @100 (A unknown yet). 2 ms new A 30 to XNAS: the fill is to XNAS:
+    #   fill_count 1, notional 1,000 (judged on the new: within 2 and 2,500).
+    # 3 ms fill A 10 @100: 2, 2,000 (2 is not > 2). 4 ms bust of the first fill: it is
+    #   taken back at XNAS too: 1, 1,000. 5 ms fill A 10 @101: 2, 2,010.
+    # 6 ms fill B 5 @100 (B unknown yet). 7 ms new B 5 to XNAS: B's fill is to XNAS:
+    #   3 > 2, venue:XNAS halts at 7 ms with value 3 (notional 2,510 > 2,500 too, the
+    #   same scope: no second transition).
+    # (Before the fix the fills before their news never counted at XNAS, and the bust
+    # took nothing back there: 1, 1, 2 and no halt.)
+    events = [
+        fill("A", 1 * MS, qty=10, price=100.0, exec_id="e1"),
+        new("A", 2 * MS, qty=30, venue="XNAS"),
+        fill("A", 3 * MS, qty=10, price=100.0, exec_id="e2"),
+        bust("A", "e1", 4 * MS),
+        fill("A", 5 * MS, qty=10, price=101.0, exec_id="e3"),
+        fill("B", 6 * MS, qty=5, price=100.0, exec_id="e4"),
+        new("B", 7 * MS, qty=5, venue="XNAS"),
+    ]
+    engine, ref, out, _ = run(events, VENUE_FILLS, VENUE_NOTIONAL)
+    assert [(t.scope, t.rule, t.value, t.ts - T0) for t in out] == [
+        ("venue:XNAS", "venue-fills", 3.0, 7 * MS)
+    ]
+    assert highs(engine) == {"venue-fills": 3.0, "venue-notional": 2510.0}
+    assert (ref.peaks["venue-fills"][1], ref.peaks["venue-notional"][1]) == (3.0, 2510.0)

@@ -171,14 +171,54 @@ def note_early(ev, t, side, venue, st):  # type: ignore[no-untyped-def]
 
 
 @helper
+def _early_trades(ev, venue, at, st):  # type: ignore[no-untyped-def]
+    """A late new to ``venue``: its order's trades that came before it with no venue are
+    to that venue. Each takes it, and counts in the venue's fill windows (and those
+    limited to it) in the bucket it was counted in, while the ring holds it, so a later
+    bust or correction takes back what was added (:func:`refill`)."""
+    c = st.counters
+    od = st.orders[ev.order]
+    xi = od.early_exec
+    od.early_exec = -1
+    while xi >= 0:
+        x = st.execs[xi]
+        if x.order != ev.order or x.serial != od.serial:
+            break  # a slot recycled since (past the redelivery horizon): the list ends
+        xi = x.next_early
+        x.next_early = -1
+        if venue < 0 or x.status != X_APPLIED or x.venue >= 0:
+            continue
+        x.venue = venue
+        for k in range(c.defs.shape[0]):
+            d = c.defs[k]
+            if d.kind != C_FILLN and d.kind != C_FILLS:
+                continue
+            s = at_level(d.level, x.account, x.strategy, x.symbol, venue)
+            if s < 0 or not _wanted(d, x.side, venue):
+                continue
+            then = at_level(d.level, x.account, x.strategy, x.symbol, np.int64(-1))
+            if then == s and _wanted(d, x.side, np.int64(-1)):
+                continue  # counted then
+            row = st.scopes[s].slot
+            advance(c, k, row, at // d.width_ns)
+            b = x.count_ns // d.width_ns
+            if b > c.last_bucket[k, row] - RING:
+                v = x.counted if d.kind == C_FILLN else 1.0
+                c.buckets[k, row, b % RING] += v
+                c.total[k, row] += v
+
+
+@helper
 def count_early(ev, side, venue, at, st, history):  # type: ignore[no-untyped-def]
     """A late new (``side``, ``venue``, counting at ``at``): the cancel and reject of its
     order that came before it were counted with the side and venue known then (none, for
     an order not yet seen). Count them now, at the new's time, in the windows the new's
     side and venue select and those did not: a side- or venue-limited window, the venue
-    scope. No event is left out of a window."""
+    scope. No event is left out of a window. Its trades before it with no venue take the
+    new's (:func:`_early_trades`)."""
     c = st.counters
     od = st.orders[ev.order]
+    _early_trades(ev, venue, at, st)
     for which in range(2):
         code = od.early_cxl if which == 0 else od.early_rej
         if code == 0:

@@ -116,6 +116,8 @@ class Order:
     #: a cancel ("cxl") or reject ("rej") seen before its new: the side and venue it
     #: was counted with
     early: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    #: its trades before its new with no venue: (account, exec_id)
+    early_execs: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass

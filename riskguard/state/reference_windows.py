@@ -155,6 +155,35 @@ class ReferenceWindows:
             if not o.has_new:
                 o.early["cxl" if isinstance(ev, wire.CancelOrder) else "rej"] = (side, venue)
 
+    def _early_trades(self, o: Order, ev: wire.NewOrder, venue: str | None, at: int) -> None:
+        """A late new to ``venue``: the order's earlier trades with no venue take it, and
+        count in its fill windows in the buckets they were counted in, while held."""
+        keys, o.early_execs = o.early_execs, []
+        for key in keys if venue is not None else []:
+            x = self.execs.get(key)
+            if x is None or x.busted or x.venue is not None:
+                continue
+            if (x.order, x.serial) != (ev.order_id, o.serial):
+                continue
+            x.venue = venue
+            for counter in self.counters:
+                kind, level, window, side_f, venue_f = counter
+                if kind not in ("filln", "fills") or not _wanted(side_f, venue_f, x.side, venue):
+                    continue
+                if level != "venue" and _wanted(side_f, venue_f, x.side, None):
+                    continue  # counted then
+                scope = {
+                    "firm": "firm",
+                    "account": f"account:{x.account}",
+                    "strategy": f"strategy:{x.strategy}",
+                    "symbol": f"symbol:{x.symbol}",
+                    "venue": f"venue:{venue}",
+                }[level]
+                width = -(-window // BUCKETS)
+                w = self.windows.setdefault((counter, scope), Window())
+                w.advance(at // width)
+                w.take_back(x.count_ns // width, -(x.counted if kind == "filln" else 1.0))
+
     def _count_early(
         self,
         ev: wire.NewOrder,
@@ -166,6 +195,7 @@ class ReferenceWindows:
         """A late new: count its order's earlier cancel and reject, at ``at``, in the
         windows the new's side and venue select that they were not counted in."""
         o = self.orders[ev.order_id]
+        self._early_trades(o, ev, venue, at)
         for which, (side_then, venue_then) in o.early.items():
             kinds = ("msg", "cxl") if which == "cxl" else ("rej",)
             for counter in self.counters:
