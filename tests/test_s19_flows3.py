@@ -19,7 +19,18 @@ from riskguard.engine import Engine
 from riskguard.killswitch import Transition
 from riskguard.limits import parse
 from riskguard.state.reference import ReferenceModel
-from tests.builders import MS, T0, bust, cancel, fill, heartbeat, new, reject, rules_toml
+from tests.builders import (
+    MS,
+    T0,
+    bust,
+    cancel,
+    fill,
+    heartbeat,
+    new,
+    reject,
+    replace,
+    rules_toml,
+)
 
 
 def rule(
@@ -252,16 +263,17 @@ def closed_orders(draw: st.DrawFn) -> list[tuple[str, str | None, bool]]:
 
 
 def _stream(orders: list[tuple[str, str | None, bool]], close_first: bool) -> list[wire.Event]:
-    """Each order's new, a partial fill (no venue: its order's) and its cancel (or
-    reject); in that order, or the fill and the closing before the new. Then probes
+    """Each order's new, a replace and a partial fill (neither naming a venue: theirs is
+    their order's) and its cancel (or reject); in that order, or all before the new. Then probes
     that judge every window with what it holds (the stream sits in one 100 ms bucket of
     1 s windows, so a count-type window only grows and its peak is its total)."""
     events: list[Any] = []
     for i, (side, venue, cancelled) in enumerate(orders):
         order = new(f"o{i}", 0, side=side, venue=venue)
         part = fill(f"o{i}", 0, qty=4, price=100.0 + i, side=side, exec_id=f"x{i}")
+        amend = replace(f"o{i}", 0, qty=12, price=99.0, side=side)
         closing = (cancel if cancelled else reject)(f"o{i}", 0)
-        events += [closing, part, order] if close_first else [order, part, closing]
+        events += [amend, closing, part, order] if close_first else [order, amend, part, closing]
     for j, (side, venue) in enumerate([("buy", "XNAS"), ("sell", "XLON"), ("sell", "XNAS")]):
         events += [new(f"p{j}", 0, side=side, venue=venue), reject(f"p{j}", 0)]
         events += [new(f"q{j}", 0, side=side, venue=venue), cancel(f"q{j}", 0)]
@@ -276,12 +288,12 @@ def _fields(ev: Any) -> dict[str, Any]:
 
 @settings(max_examples=60, deadline=None)
 @given(closed_orders())
-def test_cancels_rejects_and_fills_before_their_new_count_as_after_it(
+def test_order_events_before_their_new_count_as_after_it(
     orders: list[tuple[str, str | None, bool]],
 ) -> None:
     """Side- and venue-limited message, reject and fill windows, and the venue scope,
-    count a cancel, reject or fill that came before its order's new exactly as one that
-    came after."""
+    count a replace, cancel, reject or fill that came before its order's new exactly as
+    one that came after."""
     in_order, _, _, _ = run(_stream(orders, False), *FILTERED_RATES)
     closed_first, ref, _, _ = run(_stream(orders, True), *FILTERED_RATES)
     assert highs(closed_first) == highs(in_order)
@@ -319,3 +331,15 @@ def test_fills_before_their_new_are_to_its_venue() -> None:
     ]
     assert highs(engine) == {"venue-fills": 3.0, "venue-notional": 2510.0}
     assert (ref.peaks["venue-fills"][1], ref.peaks["venue-notional"][1]) == (3.0, 2510.0)
+
+
+def test_a_replace_before_its_new_counts_at_its_venue() -> None:
+    # replace A (1 ms, naming no venue: its order's), new A to XNAS (2 ms). message_rate
+    # at the venue (1 s, max 1): at new A the window holds the replace and the new, 2 > 1,
+    # venue:XNAS halts at 2 ms with value 2. (Before the fix: 1, no halt.)
+    msgs = rule("venue-msgs", "message_rate", "venue", "max=1", "window_ms=1000")
+    events = [replace("A", 1 * MS, qty=20), new("A", 2 * MS, venue="XNAS")]
+    engine, ref, out, _ = run(events, msgs)
+    assert [(t.scope, t.value, t.ts - T0) for t in out] == [("venue:XNAS", 2.0, 2 * MS)]
+    assert highs(engine) == {"venue-msgs": 2.0}
+    assert ref.peaks["venue-msgs"][1] == 2.0

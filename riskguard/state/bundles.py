@@ -158,6 +158,7 @@ ORDER = np.dtype(
         ("early_cxl", I64),  # a cancel seen before its new: the side and venue it was
         ("early_rej", I64),  # counted with (reject: likewise), counters.early_code; 0 none
         ("early_exec", I64),  # its latest trade with no venue before its new, -1 none
+        ("early_rpl", I64),  # replaces with no venue counted before its new
     ]
 )
 """Per order id. Closed orders are remembered for the redelivery horizon (a redelivered

@@ -159,12 +159,16 @@ def early_code(side, venue):  # type: ignore[no-untyped-def]
 
 @helper
 def note_early(ev, t, side, venue, st):  # type: ignore[no-untyped-def]
-    """A cancel or reject (``t``) just counted with ``side`` and ``venue``: if its order's
-    new has not come yet, remember what it was counted with (:func:`count_early`)."""
+    """A cancel, reject or replace (``t``) just counted with ``side`` and ``venue``: if its
+    order's new has not come yet, remember what it was counted with (:func:`count_early`;
+    a replace names its side, so only one with no venue)."""
     od = st.orders[ev.order]
     if od.flags & F_NEW != 0:
         return
-    if t == T_CANCEL:
+    if t == T_REPLACE:
+        if venue < 0:
+            od.early_rpl += 1
+    elif t == T_CANCEL:
         od.early_cxl = early_code(side, venue)
     elif t == T_REJECT:
         od.early_rej = early_code(side, venue)
@@ -214,20 +218,25 @@ def count_early(ev, side, venue, at, st, history):  # type: ignore[no-untyped-de
     order that came before it were counted with the side and venue known then (none, for
     an order not yet seen). Count them now, at the new's time, in the windows the new's
     side and venue select and those did not: a side- or venue-limited window, the venue
-    scope. No event is left out of a window. Its trades before it with no venue take the
-    new's (:func:`_early_trades`)."""
+    scope. No event is left out of a window. Its replaces with no venue count at the new's
+    venue as of the new's side; its trades before it with no venue take the new's venue
+    (:func:`_early_trades`)."""
     c = st.counters
     od = st.orders[ev.order]
     _early_trades(ev, venue, at, st)
-    for which in range(2):
-        code = od.early_cxl if which == 0 else od.early_rej
+    for which in range(3):
+        code = od.early_cxl if which == 0 else od.early_rej if which == 1 else 0
+        n = 1.0
+        if which == 2 and od.early_rpl > 0:
+            code = early_code(side, np.int64(-1))
+            n = float(od.early_rpl)
         if code == 0:
             continue
         side_then = (code - 1) % 4 - 1
         venue_then = (code - 1) // 4 - 1
         for k in range(c.defs.shape[0]):
             d = c.defs[k]
-            if which == 0 and d.kind != C_MSG and d.kind != C_CXL:
+            if which != 1 and d.kind != C_MSG and (which == 2 or d.kind != C_CXL):
                 continue
             if which == 1 and d.kind != C_REJ:
                 continue
@@ -240,9 +249,10 @@ def count_early(ev, side, venue, at, st, history):  # type: ignore[no-untyped-de
             row = st.scopes[s].slot
             b = at // d.width_ns
             advance(c, k, row, b)
-            _add(c, k, row, b, 1.0, history)
+            _add(c, k, row, b, n, history)
     od.early_cxl = 0
     od.early_rej = 0
+    od.early_rpl = 0
 
 
 @helper

@@ -119,6 +119,7 @@ def _bind(od, ev, st):  # type: ignore[no-untyped-def]
     od.early_cxl = 0
     od.early_rej = 0
     od.early_exec = -1
+    od.early_rpl = 0
 
 
 @helper

@@ -118,6 +118,7 @@ class Order:
     early: dict[str, tuple[int, str | None]] = field(default_factory=dict)
     #: its trades before its new with no venue: (account, exec_id)
     early_execs: list[tuple[str, str]] = field(default_factory=list)
+    early_replaces: int = 0  # replaces with no venue counted before its new
 
 
 @dataclass

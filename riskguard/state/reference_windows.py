@@ -149,8 +149,13 @@ class ReferenceWindows:
                 self.dup[key] = max(self.dup[key], now)
 
     def _note_early(self, ev: wire.Event, side: int, venue: str | None) -> None:
-        """A cancel or reject counted with ``side`` and ``venue`` before its order's new."""
-        if isinstance(ev, wire.CancelOrder | wire.RejectOrder):
+        """A cancel, reject or replace (with no venue) counted with ``side`` and
+        ``venue`` before its order's new."""
+        if isinstance(ev, wire.ReplaceOrder):
+            o = self.orders[ev.order_id]
+            if not o.has_new and venue is None:
+                o.early_replaces += 1
+        elif isinstance(ev, wire.CancelOrder | wire.RejectOrder):
             o = self.orders[ev.order_id]
             if not o.has_new:
                 o.early["cxl" if isinstance(ev, wire.CancelOrder) else "rej"] = (side, venue)
@@ -196,8 +201,12 @@ class ReferenceWindows:
         windows the new's side and venue select that they were not counted in."""
         o = self.orders[ev.order_id]
         self._early_trades(o, ev, venue, at)
-        for which, (side_then, venue_then) in o.early.items():
-            kinds = ("msg", "cxl") if which == "cxl" else ("rej",)
+        early = [(which, then, 1.0) for which, then in o.early.items()]
+        if o.early_replaces:
+            early.append(("rpl", (side, None), float(o.early_replaces)))
+        o.early_replaces = 0
+        for which, (side_then, venue_then), n in early:
+            kinds = {"cxl": ("msg", "cxl"), "rej": ("rej",), "rpl": ("msg",)}[which]
             for counter in self.counters:
                 kind, level, window, side_f, venue_f = counter
                 scope = scopes[level]
@@ -211,7 +220,7 @@ class ReferenceWindows:
                 bucket = at // -(-window // BUCKETS)
                 w = self.windows.setdefault((counter, scope), Window())
                 w.advance(bucket)
-                w.add(bucket, 1.0, self.lateness_ns >= OWN_TIME_NS)
+                w.add(bucket, n, self.lateness_ns >= OWN_TIME_NS)
         o.early = {}
 
     def _dup(self, ev: wire.NewOrder, counter: Counter, scope: str, now: int) -> float:
