@@ -45,7 +45,13 @@ MAGIC = b"RGSNAP\x01\n"
 #: first rate (a reversed fee goes back at the rate it was booked at); the redelivery
 #: memory's queues as arrays ("keys.closed_ns", ...), a trade's (strategy, symbol) as
 #: one int
-VERSION = 8
+#: 9: each duplicate-order entry notes which events ahead of the clock counted it a
+#: duplicate (``ahead``), so that a jump moves those counts too; each order the side and
+#: venue its cancel and reject were counted with before its new (``early_cxl``,
+#: ``early_rej``), how many replaces with no venue came before it (``early_rpl``), and
+#: its trades before its new with no venue (``early_exec``, linked
+#: through ``execs.next_early``)
+VERSION = 9
 
 
 class SnapshotError(ValueError):

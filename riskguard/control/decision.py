@@ -244,8 +244,8 @@ def check(
     as riskguard judges money; ``price_deviation`` = abs(price - ref) / abs(ref) (not
     evaluated for a market order, without a reference, or at a reference of 0). Raises
     ``ValueError`` for a side other than buy/sell, a ``qty`` not finite and > 0, or a
-    non-finite price. REDUCE_ONLY judges ``qty`` as riskguard books it
-    (:func:`booked_qty`).
+    non-finite price. REDUCE_ONLY and the per-order rules judge ``qty`` as riskguard
+    books it (:func:`booked_qty`): a float sum 0.1 + 0.2 is an ``order_qty`` of 0.3.
     """
     sign = _side(side)
     if not (qty > 0 and math.isfinite(qty)):
@@ -307,7 +307,8 @@ def check(
         )
     size = 1.0 if mark is None else mark.multiplier
     rate = 1.0 if mark is None else mark.rate
-    order = _Order(account, strategy, symbol, side, venue, qty, price, ref, size, rate)
+    booked = booked_qty(qty)  # the per-order rules judge the qty riskguard will book
+    order = _Order(account, strategy, symbol, side, venue, booked, price, ref, size, rate)
     for rule in view.order_rules:
         value = _value(rule, order)
         if value is None:

@@ -155,6 +155,10 @@ ORDER = np.dtype(
         ("serial", I64),  # distinguishes reuses of the same id
         ("working", F64),  # working quantity counted in its pairs' buy/sell_work
         ("work_px", F64),  # the limit price it is counted at there (NaN: a market order)
+        ("early_cxl", I64),  # a cancel seen before its new: the side and venue it was
+        ("early_rej", I64),  # counted with (reject: likewise), counters.early_code; 0 none
+        ("early_exec", I64),  # its latest trade with no venue before its new, -1 none
+        ("early_rpl", I64),  # replaces with no venue counted before its new
     ]
 )
 """Per order id. Closed orders are remembered for the redelivery horizon (a redelivered
@@ -180,6 +184,7 @@ EXEC = np.dtype(
         ("count_ns", I64),  # the time its fill notional was counted at
         ("counted", F64),  # the fill notional counted then (base money)
         ("stated", F64),  # opening positions: the price as stated (NaN: the reference)
+        ("next_early", I64),  # the order's trade before it with no venue before its new
     ]
 )
 """Per execution id (an (account, exec_id) pair): what a correction or bust reverses."""
@@ -261,6 +266,7 @@ DUP = np.dtype(
         ("qty", F64),
         ("price", F64),
         ("seen_ns", I64),  # value: when the identical new order was last seen
+        ("ahead", I64),  # replay: bit i set when ahead-of-clock event i counted it a duplicate
     ]
 )
 """A slot of the recent-new-orders table (duplicate-order counters)."""
@@ -471,10 +477,13 @@ FILLS: dict[str, Array] = {
         account_pair=-1,
         strategy_pair=-1,
         work_px=np.nan,
+        early_exec=-1,
     ),
     "parents": fill_record(PARENT),
     "sources": fill_record(SOURCE, last_heard_ns=-1),
-    "execs": fill_record(EXEC, order=-1, parent=-1, venue=-1, stated=np.nan, fee_rate=np.nan),
+    "execs": fill_record(
+        EXEC, order=-1, parent=-1, venue=-1, stated=np.nan, fee_rate=np.nan, next_early=-1
+    ),
     "currencies": fill_record(CURRENCY, rate=1.0, first_symbol=-1, rate_ns=-1, first_rate=1.0),
 }
 

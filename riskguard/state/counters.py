@@ -21,10 +21,10 @@ import math
 import numpy as np
 
 from riskguard.limits.vocabulary import COUNTER_CODE
-from riskguard.state.codes import FIRM, O_CLOSED, O_OPEN, RING, X_APPLIED
+from riskguard.state.codes import F_NEW, FIRM, O_CLOSED, O_OPEN, RING, X_APPLIED
 from riskguard.state.jit import helper
 from riskguard.state.judging import at_level
-from riskguard.state.tables import dup_put, dup_seen, purge_dups
+from riskguard.state.tables import dup_at, dup_put, dup_seen, purge_dups
 from riskguard.vocabulary import T_CANCEL, T_FILL, T_NEW, T_REJECT, T_REPLACE
 
 # Counter kind codes (COUNTER.kind), named once in the metric vocabulary.
@@ -152,12 +152,118 @@ def count(ev, side, venue, at, st, history):  # type: ignore[no-untyped-def]
 
 
 @helper
-def count_dups(ev, venue, now, at, st, history):  # type: ignore[no-untyped-def]
+def early_code(side, venue):  # type: ignore[no-untyped-def]
+    """A side (+1, -1, 0 none) and venue scope id (-1 none), packed (0 means none)."""
+    return 1 + 4 * (venue + 1) + (side + 1)
+
+
+@helper
+def note_early(ev, t, side, venue, st):  # type: ignore[no-untyped-def]
+    """A cancel, reject or replace (``t``) just counted with ``side`` and ``venue``: if its
+    order's new has not come yet, remember what it was counted with (:func:`count_early`;
+    a replace names its side, so only one with no venue)."""
+    od = st.orders[ev.order]
+    if od.flags & F_NEW != 0:
+        return
+    if t == T_REPLACE:
+        if venue < 0:
+            od.early_rpl += 1
+    elif t == T_CANCEL:
+        od.early_cxl = early_code(side, venue)
+    elif t == T_REJECT:
+        od.early_rej = early_code(side, venue)
+
+
+@helper
+def _early_trades(ev, venue, at, st):  # type: ignore[no-untyped-def]
+    """A late new to ``venue``: its order's trades that came before it with no venue are
+    to that venue. Each takes it, and counts in the venue's fill windows (and those
+    limited to it) in the bucket it was counted in, while the ring holds it, so a later
+    bust or correction takes back what was added (:func:`refill`)."""
+    c = st.counters
+    od = st.orders[ev.order]
+    xi = od.early_exec
+    od.early_exec = -1
+    while xi >= 0:
+        x = st.execs[xi]
+        if x.order != ev.order or x.serial != od.serial:
+            break  # a slot recycled since (past the redelivery horizon): the list ends
+        xi = x.next_early
+        x.next_early = -1
+        if venue < 0 or x.status != X_APPLIED or x.venue >= 0:
+            continue
+        x.venue = venue
+        for k in range(c.defs.shape[0]):
+            d = c.defs[k]
+            if d.kind != C_FILLN and d.kind != C_FILLS:
+                continue
+            s = at_level(d.level, x.account, x.strategy, x.symbol, venue)
+            if s < 0 or not _wanted(d, x.side, venue):
+                continue
+            then = at_level(d.level, x.account, x.strategy, x.symbol, np.int64(-1))
+            if then == s and _wanted(d, x.side, np.int64(-1)):
+                continue  # counted then
+            row = st.scopes[s].slot
+            advance(c, k, row, at // d.width_ns)
+            b = x.count_ns // d.width_ns
+            if b > c.last_bucket[k, row] - RING:
+                v = x.counted if d.kind == C_FILLN else 1.0
+                c.buckets[k, row, b % RING] += v
+                c.total[k, row] += v
+
+
+@helper
+def count_early(ev, side, venue, at, st, history):  # type: ignore[no-untyped-def]
+    """A late new (``side``, ``venue``, counting at ``at``): the cancel and reject of its
+    order that came before it were counted with the side and venue known then (none, for
+    an order not yet seen). Count them now, at the new's time, in the windows the new's
+    side and venue select and those did not: a side- or venue-limited window, the venue
+    scope. No event is left out of a window. Its replaces with no venue count at the new's
+    venue as of the new's side; its trades before it with no venue take the new's venue
+    (:func:`_early_trades`)."""
+    c = st.counters
+    od = st.orders[ev.order]
+    _early_trades(ev, venue, at, st)
+    for which in range(3):
+        code = od.early_cxl if which == 0 else od.early_rej if which == 1 else 0
+        n = 1.0
+        if which == 2 and od.early_rpl > 0:
+            code = early_code(side, np.int64(-1))
+            n = float(od.early_rpl)
+        if code == 0:
+            continue
+        side_then = (code - 1) % 4 - 1
+        venue_then = (code - 1) // 4 - 1
+        for k in range(c.defs.shape[0]):
+            d = c.defs[k]
+            if which != 1 and d.kind != C_MSG and (which == 2 or d.kind != C_CXL):
+                continue
+            if which == 1 and d.kind != C_REJ:
+                continue
+            s = at_level(d.level, ev.account, ev.strategy, ev.symbol, venue)
+            if s < 0 or not _wanted(d, side, venue):
+                continue
+            then = at_level(d.level, ev.account, ev.strategy, ev.symbol, venue_then)
+            if then == s and _wanted(d, side_then, venue_then):
+                continue  # counted then
+            row = st.scopes[s].slot
+            b = at // d.width_ns
+            advance(c, k, row, b)
+            _add(c, k, row, b, n, history)
+    od.early_cxl = 0
+    od.early_rej = 0
+    od.early_rpl = 0
+
+
+@helper
+def count_dups(ev, venue, now, at, st, history, ahead):  # type: ignore[no-untyped-def]
     """Duplicate-order counters, for a new order (the only event they count or are read on).
 
     A new order counts once for each earlier identical new order of the same scope key
     (symbol, side, qty, price) seen less than the window before it (``now``: its
-    corrected time; ``at``: the time it counts at).
+    corrected time; ``at``: the time it counts at). ``ahead`` >= 0: replay, the event is
+    ahead of the clock, kept in ``st.ahead[ahead]``; the entries it counts a duplicate
+    on say so, in case the feed turns out to have jumped (:func:`settle_ahead_dups`).
     """
     c, d = st.counters, st.dups
     sym = ev.symbol
@@ -179,6 +285,48 @@ def count_dups(ev, venue, now, at, st, history):  # type: ignore[no-untyped-def]
                 purge_dups(d, c.defs, st.globals[0].last_event_ns)
         if prev >= 0 and abs(now - prev) < c.defs[k].window_ns:
             _add(c, k, row, b, 1.0, history)
+            if ahead >= 0:
+                i = dup_at(d, k, s, sym, side, ev.qty, px)
+                d.slots[i].ahead = d.slots[i].ahead | (np.int64(1) << ahead)
+
+
+@helper
+def settle_ahead_dups(st, n, now, jumped):  # type: ignore[no-untyped-def]
+    """Replay: the run of ``n`` events ahead of the clock ends. ``jumped``: the feed
+    jumped, so the new orders among them are taken at ``now``: what they counted as
+    duplicates moves from the bucket it was counted in (while the ring holds it) to the
+    bucket of ``now``, and their entries are stamped ``now`` (an identical order right
+    after the jump is their duplicate). Either way their marks are cleared."""
+    c, d = st.counters, st.dups
+    for i in range(n):
+        rec = st.ahead[i]
+        if rec.typ != T_NEW:
+            continue
+        side = np.int64(rec.side)
+        px = rec.price if not math.isnan(rec.price) else -1.0
+        for k in range(c.defs.shape[0]):
+            if c.defs[k].kind != C_DUP or not _wanted(c.defs[k], side, rec.venue):
+                continue
+            s = at_level(c.defs[k].level, rec.account, rec.strategy, rec.symbol, rec.venue)
+            if s < 0:
+                continue
+            j = dup_at(d, k, s, rec.symbol, side, rec.qty, px)
+            if j < 0:
+                continue
+            slot = d.slots[j]
+            bit = np.int64(1) << i
+            if jumped and slot.ahead & bit:
+                row = st.scopes[s].slot
+                old = rec.ts // c.defs[k].width_ns
+                if old > c.last_bucket[k, row] - RING:
+                    c.buckets[k, row, old % RING] -= 1.0
+                    c.total[k, row] -= 1.0
+                b = now // c.defs[k].width_ns
+                advance(c, k, row, b)
+                _add(c, k, row, b, 1.0, False)
+            slot.ahead = slot.ahead & ~bit
+            if jumped and slot.seen_ns < now:
+                slot.seen_ns = now
 
 
 @helper
@@ -236,6 +384,8 @@ def remember_ahead(st, slot, ev, t, side, venue, at):  # type: ignore[no-untyped
     rec.symbol = ev.symbol
     rec.exec = ev.exec
     rec.subtype = ev.subtype
+    rec.qty = ev.qty
+    rec.price = ev.price
 
 
 @helper
@@ -249,9 +399,9 @@ def recount_ahead(st, n, now):  # type: ignore[no-untyped-def]
     """Replay: the feed jumped (JUMP_CONFIRM events in a row ahead of the clock). The
     ``n`` events before this one were taken at the old clock; their counts move from
     the bucket they were counted in (while the ring holds it) to the bucket of ``now``,
-    so a gap never drops events from a window. Duplicate-order counters are left as they
-    were counted. A fill's execution is re-stamped, so a later bust takes it back from
-    where it now is."""
+    so a gap never drops events from a window (duplicate-order counters:
+    :func:`settle_ahead_dups`). A fill's execution is re-stamped, so a later bust takes it
+    back from where it now is."""
     c = st.counters
     for i in range(n):
         rec = st.ahead[i]

@@ -68,9 +68,12 @@ from riskguard.state.counters import (
     C_DUP,
     count,
     count_dups,
+    count_early,
     forget_ahead,
+    note_early,
     recount_ahead,
     remember_ahead,
+    settle_ahead_dups,
 )
 from riskguard.state.jit import helper
 from riskguard.state.judging import at_level, judge, matches, note
@@ -358,6 +361,8 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
             note(out, e, np.int64(N_JUMP), skew)
         elif g.ahead_run > 0:
             note(out, e, np.int64(N_KEPT), g.ahead_run)
+            if has_dups:
+                settle_ahead_dups(st, g.ahead_run, now, False)
             g.ahead_run = 0
         if g.start_ns < 0:
             g.start_ns = now
@@ -365,6 +370,8 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
         _feed(e, now, wall, st, rules, peaks, out)
         g.last_event_ns = max(clock, now)
         if jumped > 0:
+            if has_dups:
+                settle_ahead_dups(st, jumped, now, True)
             recount_ahead(st, jumped, now)
         if t == T_HEARTBEAT:
             src = st.sources[ev.source]
@@ -391,10 +398,15 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
                 continue
             side, venue = _side_venue(ev, t, st)
             count(ev, side, venue, at, st, history)
+            if t == T_NEW:
+                count_early(ev, side, venue, at, st, history)
+            else:
+                note_early(ev, t, side, venue, st)
             if verdict == AHEAD:
                 remember_ahead(st, g.ahead_run - 1, ev, t, side, venue, at)
             if t == T_NEW and has_dups:
-                count_dups(ev, venue, now, at, st, history)
+                ahead = g.ahead_run - 1 if verdict == AHEAD else -1
+                count_dups(ev, venue, now, at, st, history, ahead)
         else:
             trade = t == T_FILL and ev.subtype == E_TRADE
             if trade:

@@ -116,6 +116,10 @@ def _bind(od, ev, st):  # type: ignore[no-untyped-def]
     od.strategy_pair = ev.strategy_pair
     od.working = 0.0
     od.work_px = math.nan
+    od.early_cxl = 0
+    od.early_rej = 0
+    od.early_exec = -1
+    od.early_rpl = 0
 
 
 @helper
@@ -191,6 +195,7 @@ def on_new(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     if status == O_FREE:
         _bind(od, ev, st)
     od.flags |= F_NEW
+    od.side = ev.side  # a cancel or reject that came first did not say
     od.parent = ev.parent
     od.venue = ev.venue
     od.account_pair = ev.account_pair
@@ -325,6 +330,10 @@ def on_trade(ev, venue, now, at, st, rules, out):  # type: ignore[no-untyped-def
     x.fee_rate = rate_of(st, ev.symbol)
     x.count_ns = at
     x.counted = fill_money(st, ev.symbol, ev.qty, ev.price)
+    x.next_early = -1
+    if od.flags & F_NEW == 0 and venue < 0:  # its venue is its order's: known from the new
+        x.next_early = od.early_exec
+        od.early_exec = ev.exec
     # the order's working quantity first: with the book as it was, never with the fill
     # booked and its price still to move the symbol (a moment no scope had)
     rework(ev.order, st, rules)

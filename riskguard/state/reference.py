@@ -322,7 +322,7 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
             if ev.exec_type == "trade":
                 self._count(ev, scopes, side, venue, now, at)
                 if verdict == "ahead":
-                    self.ahead_items[-1] = (ev, dict(scopes), side, venue, at)
+                    self.ahead_items[-1] = (ev, dict(scopes), side, venue, at, [])
                 parent = self._on_trade(ev, venue, at)
                 assert ev.price is not None  # booked first, then its price moves the symbol
                 self._trade_reference(
@@ -340,9 +340,13 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
                 return
             venue, side = self._venue_side(ev)
             scopes["venue"] = None if venue is None else f"venue:{venue}"
-            self._count(ev, scopes, side, venue, now, at)
+            dups = self._count(ev, scopes, side, venue, now, at)
+            if isinstance(ev, wire.NewOrder):
+                self._count_early(ev, scopes, side, venue, at)
+            else:
+                self._note_early(ev, side, venue)
             if verdict == "ahead":
-                self.ahead_items[-1] = (ev, dict(scopes), side, venue, at)
+                self.ahead_items[-1] = (ev, dict(scopes), side, venue, at, dups)
         if clock - now > self.lateness_ns:
             self.late += 1
         self._evaluate(ev, scopes, side, venue, parent, now)

@@ -113,6 +113,12 @@ class Order:
     price: float | None = None  # working limit price (None: market)
     working: float = 0.0  # remaining qty counted in its lots' working quantities
     work_px: float | None = None  # the limit it is counted at there
+    #: a cancel ("cxl") or reject ("rej") seen before its new: the side and venue it
+    #: was counted with
+    early: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    #: its trades before its new with no venue: (account, exec_id)
+    early_execs: list[tuple[str, str]] = field(default_factory=list)
+    early_replaces: int = 0  # replaces with no venue counted before its new
 
 
 @dataclass

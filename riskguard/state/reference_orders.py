@@ -200,6 +200,7 @@ class ReferenceOrders(ReferenceWindows):
             if o is None:
                 o = self._bind(ev)
             o.has_new = True
+            o.side = side  # a cancel or reject that came first did not say
             o.parent = ev.parent_id
             o.venue = ev.venue
             o.pairs = (ev.account, ev.strategy, ev.symbol)
@@ -287,6 +288,8 @@ class ReferenceOrders(ReferenceWindows):
             fee_rate=self._rate(f"symbol:{ev.symbol}"),
         )
         self.execs[(ev.account, ev.exec_id)] = x
+        if not o.has_new and venue is None:  # its venue is its order's: known from the new
+            o.early_execs.append((ev.account, ev.exec_id))
         # the order's working quantity first: with the book as it was, never with the fill
         # booked and its price still to move the symbol (a moment no scope had)
         self._rework(o)

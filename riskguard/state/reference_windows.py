@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from riskguard import events as wire
 from riskguard.limits.model import Rule
 from riskguard.state.codes import OWN_TIME_NS
-from riskguard.state.reference_defs import BUCKETS, Execution, Window
+from riskguard.state.reference_defs import BUCKETS, Execution, Order, Window
 
 Counter = tuple[str, str, int, int, str | None]
 """(kind, level, window ns, side filter 0/+1/-1, venue filter or None)"""
@@ -27,6 +27,7 @@ class ReferenceWindows:
     last_any: int
     lateness_ns: int
     execs: dict[tuple[str, str], Execution]
+    orders: dict[str, Order]
 
     if TYPE_CHECKING:  # provided by ReferenceOrders
 
@@ -54,11 +55,14 @@ class ReferenceWindows:
 
     def _recount(self, items: list[Any], now: int) -> None:
         """The feed jumped: move what the events ahead of the clock counted (at the old
-        clock) to the bucket of ``now``; duplicate-order counts stay where they are."""
+        clock) to the bucket of ``now``; their new orders are now at ``now`` in the
+        duplicate-order memory."""
         for item in items:
             if item is None:
                 continue
-            ev, scopes, side, venue, at = item
+            ev, scopes, side, venue, at, dups = item
+            if isinstance(ev, wire.NewOrder):
+                self._redate_dups(ev, scopes, side, venue, at, dups, now)
             fill = isinstance(ev, wire.Fill)
             x = self.execs.get((ev.account, ev.exec_id)) if fill else None
             if fill and (x is None or x.busted or x.count_ns != at):
@@ -88,7 +92,10 @@ class ReferenceWindows:
         venue: str | None,
         now: int,
         at: int,
-    ) -> None:
+    ) -> list[Counter]:
+        """Count ``ev`` at ``at``; returns the duplicate-order counters that counted it
+        a duplicate."""
+        dups: list[Counter] = []
         for counter in self.counters:
             kind, level, window, side_f, venue_f = counter
             scope = scopes[level]
@@ -108,7 +115,113 @@ class ReferenceWindows:
                 v = self._fill_money(ev.symbol, ev.qty, ev.price)
             elif kind == "dup" and isinstance(ev, wire.NewOrder):
                 v = self._dup(ev, counter, scope, now)
+                if v:
+                    dups.append(counter)
             w.add(bucket, v, self.lateness_ns >= OWN_TIME_NS)
+        return dups
+
+    def _redate_dups(
+        self,
+        ev: wire.NewOrder,
+        scopes: dict[str, str | None],
+        side: int,
+        venue: str | None,
+        at: int,
+        dups: list[Counter],
+        now: int,
+    ) -> None:
+        """New order ``ev``, counted at ``at`` ahead of the clock, is taken at ``now``:
+        the duplicates it counted move there, and its entries are stamped ``now``."""
+        px = -1.0 if ev.price is None else ev.price
+        for counter in self.counters:
+            kind, level, window, side_f, venue_f = counter
+            scope = scopes[level]
+            if kind != "dup" or scope is None or not _wanted(side_f, venue_f, side, venue):
+                continue
+            if counter in dups:
+                width = -(-window // BUCKETS)
+                w = self.windows.setdefault((counter, scope), Window())
+                w.take_back(at // width, 1.0)
+                w.advance(now // width)
+                w.add(now // width, 1.0)
+            key = (counter, scope, ev.symbol, ev.side, ev.qty, px)
+            if key in self.dup:
+                self.dup[key] = max(self.dup[key], now)
+
+    def _note_early(self, ev: wire.Event, side: int, venue: str | None) -> None:
+        """A cancel, reject or replace (with no venue) counted with ``side`` and
+        ``venue`` before its order's new."""
+        if isinstance(ev, wire.ReplaceOrder):
+            o = self.orders[ev.order_id]
+            if not o.has_new and venue is None:
+                o.early_replaces += 1
+        elif isinstance(ev, wire.CancelOrder | wire.RejectOrder):
+            o = self.orders[ev.order_id]
+            if not o.has_new:
+                o.early["cxl" if isinstance(ev, wire.CancelOrder) else "rej"] = (side, venue)
+
+    def _early_trades(self, o: Order, ev: wire.NewOrder, venue: str | None, at: int) -> None:
+        """A late new to ``venue``: the order's earlier trades with no venue take it, and
+        count in its fill windows in the buckets they were counted in, while held."""
+        keys, o.early_execs = o.early_execs, []
+        for key in keys if venue is not None else []:
+            x = self.execs.get(key)
+            if x is None or x.busted or x.venue is not None:
+                continue
+            if (x.order, x.serial) != (ev.order_id, o.serial):
+                continue
+            x.venue = venue
+            for counter in self.counters:
+                kind, level, window, side_f, venue_f = counter
+                if kind not in ("filln", "fills") or not _wanted(side_f, venue_f, x.side, venue):
+                    continue
+                if level != "venue" and _wanted(side_f, venue_f, x.side, None):
+                    continue  # counted then
+                scope = {
+                    "firm": "firm",
+                    "account": f"account:{x.account}",
+                    "strategy": f"strategy:{x.strategy}",
+                    "symbol": f"symbol:{x.symbol}",
+                    "venue": f"venue:{venue}",
+                }[level]
+                width = -(-window // BUCKETS)
+                w = self.windows.setdefault((counter, scope), Window())
+                w.advance(at // width)
+                w.take_back(x.count_ns // width, -(x.counted if kind == "filln" else 1.0))
+
+    def _count_early(
+        self,
+        ev: wire.NewOrder,
+        scopes: dict[str, str | None],
+        side: int,
+        venue: str | None,
+        at: int,
+    ) -> None:
+        """A late new: count its order's earlier cancel and reject, at ``at``, in the
+        windows the new's side and venue select that they were not counted in."""
+        o = self.orders[ev.order_id]
+        self._early_trades(o, ev, venue, at)
+        early = [(which, then, 1.0) for which, then in o.early.items()]
+        if o.early_replaces:
+            early.append(("rpl", (side, None), float(o.early_replaces)))
+        o.early_replaces = 0
+        for which, (side_then, venue_then), n in early:
+            kinds = {"cxl": ("msg", "cxl"), "rej": ("rej",), "rpl": ("msg",)}[which]
+            for counter in self.counters:
+                kind, level, window, side_f, venue_f = counter
+                scope = scopes[level]
+                if kind not in kinds or scope is None or not _wanted(side_f, venue_f, side, venue):
+                    continue
+                then: str | None = scope
+                if level == "venue":
+                    then = None if venue_then is None else f"venue:{venue_then}"
+                if then == scope and _wanted(side_f, venue_f, side_then, venue_then):
+                    continue  # counted then
+                bucket = at // -(-window // BUCKETS)
+                w = self.windows.setdefault((counter, scope), Window())
+                w.advance(bucket)
+                w.add(bucket, n, self.lateness_ns >= OWN_TIME_NS)
+        o.early = {}
 
     def _dup(self, ev: wire.NewOrder, counter: Counter, scope: str, now: int) -> float:
         px = -1.0 if ev.price is None else ev.price

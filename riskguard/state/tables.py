@@ -178,8 +178,16 @@ def dup_put(dups, counter, scope, symbol, side, qty, price, seen_ns):  # type: i
         d.side = side
         d.qty = qty
         d.price = price
+        d.ahead = 0
         counts.live += 1
     dups.slots[i].seen_ns = seen_ns
+
+
+@helper
+def dup_at(dups, counter, scope, symbol, side, qty, price):  # type: ignore[no-untyped-def]
+    """The slot holding the key, -1 none."""
+    i = _dup_slot(dups.slots, counter, scope, symbol, side, qty, price)
+    return i if i >= 0 else np.int64(-1)
 
 
 @helper
@@ -200,6 +208,8 @@ def _copy_dups(old, new):  # type: ignore[no-untyped-def]
         d = old[i]
         if d.state == LIVE:
             dup_put(new, d.counter, d.scope, d.symbol, d.side, d.qty, d.price, d.seen_ns)
+            j = dup_at(new, d.counter, d.scope, d.symbol, d.side, d.qty, d.price)
+            new.slots[j].ahead = d.ahead
 
 
 def empty_dups(cap: int = MIN_CAP, purge_at: int = DUP_PURGE_MIN) -> Dups:
