@@ -66,3 +66,21 @@ def test_withheld_heartbeats_are_not_the_brokers_silence() -> None:
     assert w.check(now_mono=106.1) == "lost"  # heartbeats tried again, none taken
     w.withheld(now_mono=107.0)  # a loss already seen stays until a publish succeeds
     assert not w.reachable and w.observe(True, now_mono=107.1) == "recovered"
+
+
+def test_riskguard_not_running_is_not_the_brokers_silence() -> None:
+    """A SIGSTOP, a VM pause or a blocked event loop silences every publish; the watch
+    looks every tick, so a gap between two looks longer than the budget is riskguard's
+    own silence (counted, logged), and the broker gets its whole budget again."""
+    w = BrokerWatch(budget_ms=3000)
+    w.observe(True, now_mono=100.0)
+    for t in (100.1, 100.2):
+        assert w.check(now_mono=t) is None
+    assert w.check(now_mono=107.3) is None and w.reachable  # stopped 7.1 s: not lost
+    assert (w.pauses, round(w.last_pause_ms)) == (1, 7100)
+    assert w.observe(False, now_mono=107.4) is None  # a publish failing after the pause
+    t = 107.4
+    while t < 110.2:  # looked at every tick: the broker's own silence from 107.3 on
+        t += 0.1
+        assert w.check(now_mono=t) is None
+    assert w.check(now_mono=110.45) == "lost" and w.pauses == 1

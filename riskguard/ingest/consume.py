@@ -132,6 +132,7 @@ class ConsumeLoop:
         self._task: asyncio.Task[None] | None = None
         self._fetching = False
         self._log = log.get("sidecar")
+        self._fetch_errors = log.RepeatLimiter()
 
     def open(self, consumer: AIOKafkaConsumer, producer: Producer) -> None:
         """Consume with ``consumer`` (started, no subscription); dead-letter with ``producer``."""
@@ -228,7 +229,9 @@ class ConsumeLoop:
                 batch = await consumer.getmany(timeout_ms=100, max_records=self.kafka.max_records)
             except KafkaError as exc:
                 self.liveness.failed(repr(exc))
-                self._log.error("fetch failed", error=repr(exc))
+                left_out = self._fetch_errors.admit(type(exc).__name__)
+                if left_out is not None:  # every 0.2 s while it lasts: once per 10 s
+                    self._log.error("fetch failed", error=repr(exc), **log.repeats(left_out))
                 await asyncio.sleep(0.2)
                 continue
             finally:

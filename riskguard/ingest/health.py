@@ -59,12 +59,32 @@ class BrokerWatch:
         self.reachable = True
         self.lost_alert: str | None = None
         """The id of the standing ``broker-unreachable`` alert (its recovery ends it)."""
+        self.pauses = 0
+        """Times riskguard itself did not run for longer than the budget (the process
+        stopped or its event loop blocked): that silence is not the broker's."""
+        self.last_pause_ms = 0.0
+        self._last_look: float | None = None
+
+    def _ran(self, now: float) -> bool:
+        """Note that riskguard runs at ``now``; False when it had not run for longer than
+        the budget since the previous look (the watch looks every tick), and then the
+        broker's budget starts again: a SIGSTOP, a VM pause or a blocked event loop
+        silences every publish without the broker being at fault."""
+        last, self._last_look = self._last_look, now
+        if last is None or (now - last) * 1000 <= self.budget_ms:
+            return True
+        self.pauses += 1
+        self.last_pause_ms = (now - last) * 1000
+        if self.reachable:
+            self.last_ok_mono = now
+        return False
 
     def observe(self, ok: bool, now_mono: float | None = None) -> Edge | None:
         """Record one publish result; returns ``recovered`` when the broker is back."""
         if not ok:
             return self.check(now_mono)
         self.last_ok_mono = time.monotonic() if now_mono is None else now_mono
+        self._ran(self.last_ok_mono)
         if not self.reachable:
             self.reachable = True
             return "recovered"
@@ -73,8 +93,10 @@ class BrokerWatch:
     def withheld(self, now_mono: float | None = None) -> None:
         """No heartbeat is tried now (the consume loop is stalled): the silence is not
         the broker's, so its budget starts again when heartbeats resume."""
+        now = time.monotonic() if now_mono is None else now_mono
+        self._ran(now)
         if self.reachable:
-            self.last_ok_mono = time.monotonic() if now_mono is None else now_mono
+            self.last_ok_mono = now
 
     def check(self, now_mono: float | None = None) -> Edge | None:
         """Called on a timer: ``lost`` once nothing succeeded for the budget.
@@ -82,7 +104,8 @@ class BrokerWatch:
         Independent of any publish in flight, so a publish blocked on its own
         timeout cannot delay detection.
         """
-        if self.reachable and self.silent_ms(now_mono) > self.budget_ms:
+        now = time.monotonic() if now_mono is None else now_mono
+        if self._ran(now) and self.reachable and self.silent_ms(now) > self.budget_ms:
             self.reachable = False
             return "lost"
         return None
@@ -249,6 +272,7 @@ class Health:
         Independent of the heartbeat, so a publish stuck on its own timeout cannot
         delay the detection.
         """
+        seen = 0
         while True:
             await asyncio.sleep(self.runtime.tick_interval_ms / 1000)
             await self._loop_edge()
@@ -256,6 +280,14 @@ class Health:
                 await self._broker_edge(self.broker.check())
             else:
                 self.broker.withheld()
+            if self.broker.pauses != seen:
+                seen = self.broker.pauses
+                self._log.error(
+                    "riskguard did not run (process stopped or event loop blocked); not "
+                    "counted as the broker's silence",
+                    paused_ms=round(self.broker.last_pause_ms, 1),
+                    pauses=seen,
+                )
 
     async def _loop_edge(self) -> None:
         """``consume-stalled`` when the consume loop has not polled for

@@ -63,9 +63,10 @@ class Reported(Protocol):
 
 def status(sidecar: Reported) -> dict[str, Any]:
     """The status document of ``sidecar``: a JSON object of the instance, its phase and
-    readiness checks, the standing scopes with their transitions, event counts, the
-    limits in force, and each part's own report (``flow``, ``cancels``, ``gate_feed``,
-    ``notifiers``, ``snapshot``, ``topics``, the peers, and ``scale`` in group mode)."""
+    readiness checks, the times it did not run itself (``paused``), the standing scopes
+    with their transitions, event counts, the limits in force, and each part's own
+    report (``flow``, ``cancels``, ``gate_feed``, ``notifiers``, ``snapshot``,
+    ``topics``, the peers, and ``scale`` in group mode)."""
     standing = {
         scope: msgspec.to_builtins(tr) for scope, tr in sidecar.engine.killswitch.standing().items()
     }
@@ -76,6 +77,10 @@ def status(sidecar: Reported) -> dict[str, Any]:
         "phase": sidecar.phase,
         "ready": sidecar.ready(),
         "checks": dict(sidecar.health.readiness()),
+        "paused": {  # riskguard itself did not run past the broker budget (not the broker)
+            "times": sidecar.health.broker.pauses,
+            "last_ms": round(sidecar.health.broker.last_pause_ms, 1),
+        },
         "standing": standing,
         "events_applied": sidecar.engine.events_applied,
         "bad_events": sidecar.bad_events,

@@ -346,8 +346,9 @@ async def test_a_router_ignoring_the_halt_pages_once_not_once_per_order(
     finally:
         await sidecar.stop()
     (incident,), (done,) = alerts("cancel-incomplete"), alerts("cancel-complete")
-    assert "rogue0 (A/smars RSHYY buy 10; opened after the halt of strategy:smars)" in (
-        incident["reason"]
+    assert (
+        "rogue0 (A/smars RSHYY buy 10; opened after the halt of strategy:smars)"
+        in (incident["reason"])
     )
     assert done["ends"] == incident["id"] and "held open" in done["reason"]
     triggers = [p for p in pd if p["dedup_key"] == incident["id"]]
