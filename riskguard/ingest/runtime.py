@@ -215,7 +215,7 @@ class Sidecar:
             where = f"{self.settings.http.host}:{self.settings.http.port}"
             raise StartError(
                 f"cannot serve the API on {where} (http.host, http.port): "
-                f"{exc.strerror or (os.strerror(exc.errno) if exc.errno else exc)}"
+                f"{os.strerror(exc.errno or 0) if (exc.errno or 0) > 0 else (exc.strerror or exc)}"
             ) from exc
         self._phase = "starting"
         warm = warm_in_thread(self.log, lambda: self.health.passed("kernels_warm"))

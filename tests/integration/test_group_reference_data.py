@@ -178,6 +178,16 @@ async def test_reference_data_on_every_partition_values_every_account(
             20,
         )
         assert coverage(other)["unmarked_symbols"] == ["W"]
+
+        def at_mark(a: str) -> bool:
+            book = lucky.engine.book(f"account:{a}", "W")
+            return book is not None and book["value"] == pytest.approx(book["qty"] * 150.0)
+
+        await until(  # a mark values books at the next revaluation epoch (docs/limits.md)
+            "W valued at its mark by its partition's owner",
+            lambda: all(at_mark(a) for a in accounts if owner[a] is lucky),
+            20,
+        )
         gauge = "riskguard_unmarked_symbols"
         assert other.metrics.registry.get_sample_value(gauge) == 1.0
         assert lucky.metrics.registry.get_sample_value(gauge) == 0.0
