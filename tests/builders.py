@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from riskguard import events as wire
 
 T0 = 1_700_000_000_000_000_000
@@ -95,3 +97,33 @@ def correct(
         price=price,
         **args,
     )
+
+
+def assert_judged_values_were_had(
+    engine: Any, events: list[wire.Event], scopes: list[str], metrics: tuple[str, ...]
+) -> None:
+    """Apply ``events`` to ``engine`` (revalue_ms = 0) one at a time. After each, every
+    scope's drawdown is the high of its pnl values so far (from 0) minus its pnl; at the
+    end, every rule's judged high and low is one of the values (of ``metrics``, at the
+    rule's level) some scope had after an event: never a moment inside one."""
+
+    def near(expected: float) -> Any:
+        return pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+    seen: dict[tuple[str, str], list[float]] = {}
+    high = dict.fromkeys(scopes, 0.0)
+    for event in events:
+        engine.apply([event])
+        for scope in scopes:
+            values = engine.scope_values(scope)
+            high[scope] = max(high[scope], values["pnl"])
+            assert values["drawdown"] == near(max(0.0, round(high[scope] - values["pnl"], 6)))
+            for metric in metrics:
+                seen.setdefault((metric, scope.partition(":")[0]), []).append(values[metric])
+    for p in engine.peaks():
+        if p.evaluations == 0:
+            continue
+        had = seen[(p.rule.metric, p.rule.scope)]
+        assert p.high is not None and p.low is not None
+        assert any(p.high == near(v) for v in had), (p.rule.name, p.high)
+        assert any(p.low == near(v) for v in had), (p.rule.name, p.low)

@@ -23,7 +23,7 @@ from riskguard import events as wire
 from riskguard.engine import Engine
 from riskguard.limits import parse
 from riskguard.state.reference import ReferenceModel
-from tests.builders import MS, T0, fill, mark, rules_toml
+from tests.builders import MS, T0, assert_judged_values_were_had, fill, mark, rules_toml
 
 LIMITS = parse(
     "revalue_ms = 0\n"
@@ -360,21 +360,6 @@ def test_every_value_judged_is_one_the_book_had_between_events(events: list[wire
     values (from 0) minus pnl."""
     engine = Engine(limits_at(0, *BOOK_RULES), event_time=True)
     scopes = ["firm", "account:A", "account:B", "strategy:S", "strategy:T", "symbol:X", "symbol:Y"]
-    seen: dict[tuple[str, str], list[float]] = {}
-    high = dict.fromkeys(scopes, 0.0)
-    for event in events:
-        engine.apply([event])
-        for scope in scopes:
-            values = engine.scope_values(scope)
-            high[scope] = max(high[scope], values["pnl"])
-            assert values["drawdown"] == near(max(0.0, round(high[scope] - values["pnl"], 6)))
-            for metric in ("gross_notional", "net_notional", "pnl", "drawdown"):
-                seen.setdefault((metric, scope.partition(":")[0]), []).append(values[metric])
-    for peak in engine.peaks():
-        if peak.evaluations == 0:
-            continue
-        metric, level = peak.rule.metric, peak.rule.scope
-        had = seen[(metric, level)]
-        assert peak.high is not None and peak.low is not None
-        assert any(peak.high == near(v) for v in had), (peak.rule.name, peak.high)
-        assert any(peak.low == near(v) for v in had), (peak.rule.name, peak.low)
+    assert_judged_values_were_had(
+        engine, events, scopes, ("gross_notional", "net_notional", "pnl", "drawdown")
+    )

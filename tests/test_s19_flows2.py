@@ -21,7 +21,17 @@ from riskguard.engine import Engine
 from riskguard.killswitch import Transition
 from riskguard.limits import parse
 from riskguard.state.reference import ReferenceModel
-from tests.builders import MS, bust, correct, fill, mark, new, position, rules_toml
+from tests.builders import (
+    MS,
+    assert_judged_values_were_had,
+    bust,
+    correct,
+    fill,
+    mark,
+    new,
+    position,
+    rules_toml,
+)
 
 
 def limits(revalue_ms: int, *rules: str) -> Any:
@@ -272,23 +282,5 @@ def test_amendments_are_judged_whole(events: list[wire.Event]) -> None:
     steps), every judged high and low of an exposure or P&L rule is a value some scope
     had after an event, and drawdown is the high of those pnl values (from 0) minus pnl."""
     engine = Engine(limits(0, *BOOK_RULES), event_time=True)
-    seen: dict[tuple[str, str], list[float]] = {}
-    high = dict.fromkeys(SCOPES, 0.0)
-    for event in events:
-        engine.apply([event])
-        for scope in SCOPES:
-            values = engine.scope_values(scope)
-            high[scope] = max(high[scope], values["pnl"])
-            assert values["drawdown"] == near(max(0.0, round(high[scope] - values["pnl"], 6)))
-            for metric in ("gross_notional", "net_notional", "pnl", "drawdown"):
-                seen.setdefault((metric, scope.partition(":")[0]), []).append(values[metric])
-            seen.setdefault(("potential_gross_notional", scope.partition(":")[0]), []).append(
-                values["potential_gross_notional"]
-            )
-    for p in engine.peaks():
-        if p.evaluations == 0:
-            continue
-        had = seen[(p.rule.metric, p.rule.scope)]
-        assert p.high is not None and p.low is not None
-        assert any(p.high == near(v) for v in had), (p.rule.name, p.high)
-        assert any(p.low == near(v) for v in had), (p.rule.name, p.low)
+    metrics = ("gross_notional", "net_notional", "pnl", "drawdown", "potential_gross_notional")
+    assert_judged_values_were_had(engine, events, list(SCOPES), metrics)
