@@ -25,3 +25,13 @@ def engine_for() -> Callable[..., Engine]:
         return Engine(parse(rules_toml(*rules)), clock=clock or FakeClock())
 
     return make
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``-n 2 --dist loadgroup`` (pytest-xdist), every broker test runs on one
+    worker: the session's brokers start once, and the CPU-bound tests share the other
+    core."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.xdist_group("brokers"))

@@ -151,7 +151,7 @@ def test_apache_kafka_tests_skip_locally_and_fail_in_ci_without_java(
     env.pop("JAVA_HOME", None)
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "pytest", "-rsfE", "-p", "no:cacheprovider"),
+            *(sys.executable, "-m", "pytest", "-n", "0", "-rsfE", "-p", "no:cacheprovider"),
             *("tests/integration/test_apache_kafka.py", "-k", "broker_command"),
         ],
         cwd=ROOT,

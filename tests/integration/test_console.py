@@ -197,7 +197,7 @@ def test_browser_tests_skip_locally_and_fail_in_ci_without_chromium(
     env = {**os.environ, "RISKGUARD_CHROMIUM": str(tmp_path / "no-chromium"), "CI": ci}
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "pytest", "-rsfE", "-p", "no:cacheprovider"),
+            *(sys.executable, "-m", "pytest", "-n", "0", "-rsfE", "-p", "no:cacheprovider"),
             # on Tansu alone: the browser is what is missing, whichever the broker
             *("tests/integration/test_console.py", "-k", "token_stays_in_the_tab and tansu"),
         ],
