@@ -162,6 +162,13 @@ class Metrics:
             "to their end (state restored).",
             registry=r,
         )
+        self.restoring = Gauge(
+            "riskguard_restoring",
+            "Group mode: 1 while the latest assignment's partitions are being read back "
+            "(from a snapshot's offsets or their start): their accounts' rules act late by "
+            "what is left to read; 0 once every owned partition is read to its end.",
+            registry=r,
+        )
         self.aggregate_published = Counter(
             "riskguard_aggregate_records_published_total",
             "Group mode: records of this instance's parts of the cross-partition rules sent "

@@ -214,6 +214,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             self.restored_from = snap.path.name if snap is not None else None
         self.last_rebuild_s = time.perf_counter() - began
         self._assigned_at, self.restored_s = began, None
+        self.metrics.restoring.set(1)
         self.metrics.owned_partitions.set(len(owned))
         (self.metrics.group_rebuilds if snap is None else self.metrics.group_restores).inc()
         self._log.info(
@@ -226,6 +227,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         self.ready("partitions_assigned")
         if not owned:
             self.restored_s = 0.0
+            self.metrics.restoring.set(0)
 
     def _progress(self, consumer: AIOKafkaConsumer) -> None:
         """After every poll (an empty one too: partitions with nothing to read are at
@@ -237,6 +239,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             return
         self.restored_s = time.perf_counter() - self._assigned_at
         self.metrics.restore_seconds.set(self.restored_s)
+        self.metrics.restoring.set(0)
         self.engine.count_at_own_time(False)
         for part in self.renumbered:
             part.restored()

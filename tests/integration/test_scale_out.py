@@ -405,9 +405,15 @@ async def test_owned_partitions_with_nothing_to_read_count_as_restored(
             out: dict[str, Any] = sidecar.status()["scale"]
             return out
 
+        def restored_and_said() -> Any:
+            restoring = sidecar.metrics.registry.get_sample_value("riskguard_restoring")
+            assert restoring == (scale()["restored_seconds"] is None), "gauge and status agree"
+            return scale()["restored_seconds"]
+
         await until("every partition owned", lambda: len(scale()["owned"]) == PARTITIONS, 30)
-        await until("the empty partitions restored", lambda: scale()["restored_seconds"], 30)
+        await until("the empty partitions restored", restored_and_said, 30)
         restored = scale()["restored_seconds"]
+        assert sidecar.metrics.registry.get_sample_value("riskguard_restoring") == 0
         events = flow(time.time_ns(), 1, "late")
         await produce(settings, events)
         await until("the events applied", lambda: sidecar.engine.events_applied == len(events), 30)
