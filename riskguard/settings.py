@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -136,6 +137,12 @@ class HttpSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: int = 16_384
 
     def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise ValueError(
+                "host is empty, which would bind every interface: give an address "
+                "(127.0.0.1, the default: this host only; 0.0.0.0 or :: for every "
+                "interface, on purpose)"
+            )
         if not 0 <= self.port <= 65_535:
             raise ValueError(f"port must be 0 to 65535 (0: any free port), got {self.port}")
         unknown = [level for level in self.four_eyes if level not in LEVELS]
@@ -469,13 +476,37 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+_AT = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def _origin(message: str, given: Mapping[str, str], source: str) -> str:
+    """Where the setting a validation ``message`` is about was given: the command-line
+    flag or environment variable in ``given`` (dotted setting -> its name) whose setting
+    the message names, else ``source`` (the file, or ``<defaults>``)."""
+    found = _AT.search(message)
+    path = found.group(1) if found else ""
+    said = _AT.sub("", message)
+    for dotted, name in given.items():
+        leaf = dotted.rsplit(".", 1)[-1]
+        if dotted == path or (dotted.startswith(f"{path}.") and leaf in said):
+            return f"{name} ({dotted}): {said}"
+    return f"{source}: {message.replace('`$.', '`')}"
+
+
 def load_settings(
     path: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Defaults, then the TOML file at ``path``, then ``env``, then CLI ``overrides``."""
+    """Defaults, then the TOML file at ``path``, then ``env``, then CLI ``overrides``.
+
+    Raises :class:`SettingsError` naming where the bad value came from: the command-line
+    flag (``flags`` maps a dotted setting of ``overrides`` to its flag, e.g.
+    ``{"http.port": "--http-port"}``), the environment variable, or the file.
+    """
     tree: dict[str, Any] = {}
+    given: dict[str, str] = {}  # dotted setting -> the flag or variable that set it last
     source = "<defaults>"
     if path is not None:
         source = str(path)
@@ -489,6 +520,7 @@ def load_settings(
         value = (os.environ if env is None else env).get(name)
         if value is None:
             continue
+        given[dotted] = f"${name}"
         if dotted.endswith("input_topics"):
             _set(tree, dotted, [t.strip() for t in value.split(",") if t.strip()])
         elif dotted.endswith((".port", "_ms")):
@@ -496,10 +528,13 @@ def load_settings(
         else:
             _set(tree, dotted, value)
     for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _set(tree, dotted, value)
+        if value is None:
+            continue
+        given.pop(dotted, None)  # the override wins: named when its flag is known
+        if flags and dotted in flags:
+            given[dotted] = flags[dotted]
+        _set(tree, dotted, value)
     try:
         return msgspec.convert(tree, Settings, str_keys=True)
     except msgspec.ValidationError as exc:
-        where = str(exc).replace("`$.", "`")
-        raise SettingsError(f"{source}: {where}") from exc
+        raise SettingsError(_origin(str(exc), given, source)) from exc

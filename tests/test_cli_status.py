@@ -333,3 +333,28 @@ def test_each_topic_repair_is_one_line_even_without_problems(
         "  topic repaired: riskguard.dead-letter: exists is no, wanted yes (bad events lost)",
     ]
     assert not any("TOPIC" in o for o in out)
+
+
+def test_status_shows_the_consumer_lag_most_behind_first_and_former_peers_in_one_line(
+    serve: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = copy.deepcopy(STATUS)
+    status["consumer_lag"] = [
+        {"topic": "ev", "partition": p, "messages": n}
+        for p, n in enumerate([0, 12, 1500, 3, 7, 0])
+    ]
+    status["peers"] = [
+        {"instance": "rg-2", "live": False, "age_ms": 125_000.0, "limits_sha256": "ab" * 32}
+    ]
+    status["peers_gone"] = {"count": 7, "after_ms": 600_000, "latest": ["a", "b", "c", "d", "e"]}
+    assert main(["status", "--url", serve(status)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        "  events applied 12, bad 0; consumer lag 1,522 message(s) "
+        "(ev/2 1,500, ev/1 12, ev/4 7, 1 more)"
+    )
+    assert "  peer rg-2: NOT LIVE, heartbeat 2.08 min ago, limits abababababab" in lines
+    assert lines[-1] == (
+        "  7 former peer(s) silent for over 10 min, no longer listed (stopped, scaled in or "
+        "renamed): a, b, c, d, e and 2 more"
+    )

@@ -118,3 +118,50 @@ def test_an_http_port_out_of_range_is_refused_when_read(port: int) -> None:
         load_settings(env={}, overrides={"http.port": port})
     with pytest.raises(SettingsError, match="port must be 0 to 65535"):
         load_settings(env={"RISKGUARD_HTTP_PORT": "99999"})
+
+
+def test_a_bad_value_names_the_flag_or_variable_it_came_from(tmp_path: Path) -> None:
+    # an on-call engineer who typed --http-port 70000 must not be sent to the config file
+    f = tmp_path / "riskguard.toml"
+    f.write_text("[http]\nport = 9000\n")
+    flags = {"http.port": "--http-port", "http.host": "--http-host"}
+    with pytest.raises(SettingsError) as flag:
+        load_settings(f, env={}, overrides={"http.port": 70_000}, flags=flags)
+    assert str(flag.value).startswith("--http-port (http.port): port must be 0 to 65535")
+    assert str(f) not in str(flag.value)
+    with pytest.raises(SettingsError) as var:
+        load_settings(f, env={"RISKGUARD_HTTP_PORT": "80000"}, flags=flags)
+    assert str(var.value).startswith("$RISKGUARD_HTTP_PORT (http.port): port must be 0 to")
+    f.write_text("[http]\nport = 90000\n")
+    with pytest.raises(SettingsError) as file:  # from the file: the file is named
+        load_settings(f, env={}, overrides={"http.host": "127.0.0.2"}, flags=flags)
+    assert str(file.value).startswith(f"{f}: port must be 0 to 65535")
+
+
+@pytest.mark.parametrize("host", ["", "  "])
+def test_an_empty_http_host_is_refused_not_bound_to_every_interface(host: str) -> None:
+    refused = r"^--http-host \(http.host\): host is empty.*0\.0\.0\.0"
+    with pytest.raises(SettingsError, match=refused):
+        load_settings(env={}, overrides={"http.host": host}, flags={"http.host": "--http-host"})
+    with pytest.raises(SettingsError, match=r"^\$RISKGUARD_HTTP_HOST \(http.host\): host is empty"):
+        load_settings(env={"RISKGUARD_HTTP_HOST": host})
+    assert load_settings(env={}, overrides={"http.host": "0.0.0.0"}).http.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--http-port", "70000"], "riskguard run: --http-port (http.port): port must be 0"),
+        (["--http-host", ""], "riskguard run: --http-host (http.host): host is empty"),
+    ],
+)
+def test_run_names_the_flag_in_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    from riskguard.cli import main  # noqa: PLC0415
+
+    f = tmp_path / "riskguard.toml"
+    f.write_text("[http]\nport = 9000\n")
+    assert main(["run", "--config", str(f), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(says) and err.count("\n") == 1 and "Traceback" not in err

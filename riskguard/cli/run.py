@@ -6,7 +6,7 @@ that refuses riskguard), never a traceback. SIGTERM or SIGINT is logged and stop
 gracefully (batch finished, offsets committed, snapshot written) within
 ``runtime.stop_timeout_s``; past that what is left is abandoned (exit 1), and a
 watchdog ends the process should even that hang. A second signal exits at once.
-SIGHUP reloads the limits and the users file.
+SIGHUP reloads the limits and the users file (one log line when neither changed).
 
 Exit codes: 0 stopped gracefully, 1 stopped without finishing (timeout, second
 signal, offsets the broker did not take), 2 could not start.
@@ -30,6 +30,16 @@ from riskguard.settings import Settings, SettingsError, check_files, load_settin
 #: Past ``runtime.stop_timeout_s``, closing what is left gets this long before the
 #: watchdog ends the process.
 WATCHDOG_GRACE_S = 10.0
+
+
+#: The flag of each setting ``run`` takes from its command line (named in its errors).
+FLAGS = {
+    "limits": "--limits",
+    "kafka.bootstrap_servers": "--bootstrap-servers",
+    "http.host": "--http-host",
+    "http.port": "--http-port",
+    "runtime.state_dir": "--state-dir",
+}
 
 
 class _StartFailedError(Exception):
@@ -60,6 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "http.port": args.http_port,
                 "runtime.state_dir": getattr(args, "state_dir", None),
             },
+            flags=FLAGS,
         )
         check_files(settings)
     except SettingsError as exc:
@@ -88,6 +99,7 @@ def _watchdog(seconds: float) -> threading.Timer:
 async def _main(settings: Settings) -> int:
     from aiokafka.errors import KafkaError  # noqa: PLC0415 - heavy, only for `run`
 
+    from riskguard.ingest.reload import on_sighup as reload_files  # noqa: PLC0415
     from riskguard.ingest.runtime import Sidecar, StartError  # noqa: PLC0415
 
     sidecar = Sidecar(settings)  # LimitsError, SettingsError: one line from cmd_run
@@ -110,8 +122,7 @@ async def _main(settings: Settings) -> int:
     reloads: set[asyncio.Task[bool]] = set()
 
     def on_sighup() -> None:
-        sidecar.api.roster.reload("SIGHUP")
-        task = asyncio.create_task(sidecar.reloader.reload("SIGHUP"))
+        task = asyncio.create_task(reload_files(sidecar.reloader, sidecar.api.roster))
         reloads.add(task)  # keep a reference until it is done
         task.add_done_callback(reloads.discard)
 
