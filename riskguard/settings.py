@@ -233,7 +233,9 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     snapshot_keep: int = 3
     #: This instance's name on the control topic (heartbeats, transitions, four-eyes
     #: steps; env RISKGUARD_INSTANCE). Each instance of an active-active pair needs its
-    #: own (docs/deployment.md). Empty: <hostname>-<pid>.
+    #: own (docs/deployment.md). Empty: the host name (the pod's under Kubernetes),
+    #: stable across restarts; a second riskguard on the same host and control topic
+    #: under the same name is refused at start (riskguard.ingest.naming).
     instance: str = ""
     log_level: str = "info"
 

@@ -340,8 +340,7 @@ def test_status_shows_the_consumer_lag_most_behind_first_and_former_peers_in_one
 ) -> None:
     status = copy.deepcopy(STATUS)
     status["consumer_lag"] = [
-        {"topic": "ev", "partition": p, "messages": n}
-        for p, n in enumerate([0, 12, 1500, 3, 7, 0])
+        {"topic": "ev", "partition": p, "messages": n} for p, n in enumerate([0, 12, 1500, 3, 7, 0])
     ]
     status["peers"] = [
         {"instance": "rg-2", "live": False, "age_ms": 125_000.0, "limits_sha256": "ab" * 32}

@@ -20,8 +20,10 @@ RUN_EXIT_CODES_HELP = """exit codes:
      with offsets left uncommitted (the broker down: the input is read again from
      the last commit at the next start), or stopped because a background task
      failed (a bug: logged at critical)
-  2  could not start, with one line saying why (settings, a secret or limits file,
-     the users file, a busy port, no broker, a broker refusing riskguard)"""
+  2  could not start, with one line saying why (settings, naming the file, variable
+     or flag; a secret or limits file, the users file, a busy port, no broker, a
+     broker refusing riskguard, another riskguard on this host under the same
+     runtime.instance on the same control topic)"""
 """The epilog of ``riskguard run --help`` (:mod:`riskguard.cli.run`)."""
 
 BROKER_EXIT_CODES_HELP = """exit codes:

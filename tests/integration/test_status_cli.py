@@ -55,7 +55,7 @@ async def test_an_api_on_every_interface_is_said_in_the_status_and_the_log(
     from structlog.testing import capture_logs  # noqa: PLC0415
 
     base = msgspec.to_builtins(settings)
-    base["http"]["host"] = "0.0.0.0"  # noqa: S104 - the point of the test
+    base["http"]["host"] = "0.0.0.0"  # the point of the test
     sidecar = Sidecar(msgspec.convert(base, Settings), OVERFILL)
     with capture_logs() as logs:
         await sidecar.start()
