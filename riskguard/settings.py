@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from riskguard.setting_origin import default_state_dir, origin
 from riskguard.vocabulary import LEVELS
 
 SECRET_FIELDS = frozenset({"token", "sasl_plain_password", "routing_key", "ssl_password"})
@@ -273,24 +273,6 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
         return self.resolve(self.snapshot_dir)
 
 
-def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
-    """Where riskguard keeps its state when ``runtime.state_dir`` is not set.
-
-    ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=riskguard``: /var/lib/riskguard;
-    the first of several), else ``$XDG_STATE_HOME/riskguard``, else
-    ``~/.local/state/riskguard``. Never the current directory: a later ``run`` elsewhere
-    must not pick up (or miss) halts by accident.
-    """
-    environ = os.environ if env is None else env
-    systemd = environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if systemd:
-        return Path(systemd)
-    xdg = environ.get("XDG_STATE_HOME", "")
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg) / "riskguard"
-    return Path("~/.local/state/riskguard").expanduser()
-
-
 class EngineSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     """How the engine treats other people's timestamps and redeliveries (docs/events.md)."""
 
@@ -478,23 +460,6 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-_AT = re.compile(r" - at `\$\.?([^`]*)`$")
-
-
-def _origin(message: str, given: Mapping[str, str], source: str) -> str:
-    """Where the setting a validation ``message`` is about was given: the command-line
-    flag or environment variable in ``given`` (dotted setting -> its name) whose setting
-    the message names, else ``source`` (the file, or ``<defaults>``)."""
-    found = _AT.search(message)
-    path = found.group(1) if found else ""
-    said = _AT.sub("", message)
-    for dotted, name in given.items():
-        leaf = dotted.rsplit(".", 1)[-1]
-        if dotted == path or (dotted.startswith(f"{path}.") and leaf in said):
-            return f"{name} ({dotted}): {said}"
-    return f"{source}: {message.replace('`$.', '`')}"
-
-
 def load_settings(
     path: str | Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -539,4 +504,4 @@ def load_settings(
     try:
         return msgspec.convert(tree, Settings, str_keys=True)
     except msgspec.ValidationError as exc:
-        raise SettingsError(_origin(str(exc), given, source)) from exc
+        raise SettingsError(origin(str(exc), given, source)) from exc

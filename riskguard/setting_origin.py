@@ -1,0 +1,43 @@
+"""Where a setting came from, and where riskguard keeps its state by default: helpers of
+:mod:`riskguard.settings` that need nothing of it."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+_AT = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def origin(message: str, given: Mapping[str, str], source: str) -> str:
+    """Where the setting a validation ``message`` is about was given: the command-line
+    flag or environment variable in ``given`` (dotted setting -> its name) whose setting
+    the message names, else ``source`` (the file, or ``<defaults>``)."""
+    found = _AT.search(message)
+    path = found.group(1) if found else ""
+    said = _AT.sub("", message)
+    for dotted, name in given.items():
+        leaf = dotted.rsplit(".", 1)[-1]
+        if dotted == path or (dotted.startswith(f"{path}.") and leaf in said):
+            return f"{name} ({dotted}): {said}"
+    return f"{source}: {message.replace('`$.', '`')}"
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where riskguard keeps its state when ``runtime.state_dir`` is not set.
+
+    ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=riskguard``: /var/lib/riskguard;
+    the first of several), else ``$XDG_STATE_HOME/riskguard``, else
+    ``~/.local/state/riskguard``. Never the current directory: a later ``run`` elsewhere
+    must not pick up (or miss) halts by accident.
+    """
+    environ = os.environ if env is None else env
+    systemd = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    xdg = environ.get("XDG_STATE_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "riskguard"
+    return Path("~/.local/state/riskguard").expanduser()
