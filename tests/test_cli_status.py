@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -202,6 +203,8 @@ def test_status_of_nothing_listening(capsys: pytest.CaptureFixture[str]) -> None
         (["halt", "--scope", "firm", "--reason", "r", "--url", "notaurl"], None),
         (["resume", "--scope", "firm", "--reason", "r", "--url", "127.0.0.1:8321"], None),
         (["approve", "r-1", "--reason", "r"], "ftp://127.0.0.1:8321"),
+        (["status", "--url", "http://[::1"], None),  # an unclosed IPv6 bracket
+        (["status"], "http://[::1:8321"),
     ],
 )
 def test_an_url_without_http_is_one_line(
@@ -356,4 +359,19 @@ def test_status_shows_the_consumer_lag_most_behind_first_and_former_peers_in_one
     assert lines[-1] == (
         "  7 former peer(s) silent for over 10 min, no longer listed (stopped, scaled in or "
         "renamed): a, b, c, d, e and 2 more"
+    )
+
+
+@pytest.mark.parametrize("content", ["line one\nline two\n", "tok en", "tok\x00en"])
+def test_a_token_file_holding_more_than_a_token_is_refused_without_showing_it(
+    serve: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    # a secret file given by mistake (a password file, a key) must not reach the terminal
+    secret = tmp_path / "secret"
+    secret.write_text(content)
+    assert main(["status", "--url", serve(STATUS), "--token-file", str(secret)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"riskguard status: the token file {secret} holds more than a token (several lines, "
+        "spaces or control characters): give a file with your token alone\n"
     )

@@ -35,7 +35,8 @@ class ApiError(Exception):
 def read_token(token_file: str | None) -> str | None:
     """Your API token: from ``token_file`` when given, else ``$RISKGUARD_HTTP_TOKEN``.
 
-    Raises :class:`ApiError` (exit 2) when the file is missing, unreadable or empty.
+    Raises :class:`ApiError` (exit 2) when the file is missing, unreadable, empty, or
+    holds more than one token (its content is never shown).
     """
     if token_file:
         try:
@@ -46,6 +47,12 @@ def read_token(token_file: str | None) -> str | None:
             raise ApiError(f"the token file {token_file} is not text") from exc
         if not token:
             raise ApiError(f"the token file {token_file} is empty")
+        if not token.isprintable() or any(c.isspace() for c in token):
+            # never echoed: the file may be another secret given by mistake
+            raise ApiError(
+                f"the token file {token_file} holds more than a token (several lines, "
+                "spaces or control characters): give a file with your token alone"
+            )
         return token
     return os.environ.get(TOKEN_ENV) or None
 
@@ -58,8 +65,8 @@ def base_url(url: str | None) -> str:
     """
     given = url or os.environ.get(URL_ENV) or DEFAULT_URL
     chosen = given.rstrip("/")
-    parts = urllib.parse.urlsplit(chosen)
-    try:
+    try:  # ValueError: an unclosed IPv6 bracket, a port that is not a number
+        parts = urllib.parse.urlsplit(chosen)
         usable = parts.scheme in ("http", "https") and bool(parts.hostname)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
