@@ -195,6 +195,7 @@ class LimitsReloader:
         self._log.error(
             "limits reload rejected; the old limits stay in force",
             trigger=trigger,
+            path=str(self.path),
             problems=exc.problems,
         )
         alert = system_alert(
@@ -237,18 +238,27 @@ class LimitsReloader:
 async def on_sighup(limits: LimitsReloader, users: UsersFile) -> bool:
     """SIGHUP: the users file, then the limits file, re-read; True when either changed.
 
-    A change or a rejection of the limits logs its own line; otherwise one info line,
-    ``SIGHUP: limits and users files unchanged``, names each file checked with the
-    digest (first 12 hex digits) of what stays in force, and a users file still
-    rejected (its rejection was logged when the file changed). Never raises for a bad
-    file.
+    A change or a rejection of the limits logs its own line; otherwise one line,
+    ``SIGHUP: limits and users files unchanged`` (info), names each file checked with
+    the digest (first 12 hex digits) of what stays in force; while the users file is
+    rejected (its problems logged once per change of the file) it is a warning saying
+    so, with the problems. Never raises for a bad file.
     """
     users_changed = users.reload("SIGHUP")
     limits_changed = await limits.reload("SIGHUP")
     if users_changed or limits_changed or limits.last_error:
         return users_changed or limits_changed
-    log.get("reload").info(
-        "SIGHUP: limits and users files unchanged",
+    said = log.get("reload")
+    said, event = (
+        (
+            said.warning,
+            "SIGHUP: nothing changed; the users file is rejected, the users in force stay",
+        )
+        if users.last_error
+        else (said.info, "SIGHUP: limits and users files unchanged")
+    )
+    said(
+        event,
         limits=str(limits.path),
         limits_sha256=limits.owner.limits.digest[:12],
         users_file=str(users.path) if users.path is not None else None,

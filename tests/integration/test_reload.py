@@ -185,5 +185,13 @@ async def test_sighup_with_nothing_changed_says_so_in_one_line(
         with capture_logs() as logs:
             assert await on_sighup(sidecar.reloader, sidecar.api.roster) is True
         assert [x["event"] for x in logs] == ["limits reloaded"]  # a change: its own line
+        write(tmp_path / "users.toml", '[[user]]\nname = "bob"\nrole = "boss"\n')
+        with capture_logs() as logs:
+            assert await on_sighup(sidecar.reloader, sidecar.api.roster) is False
+        last = logs[-1]  # after the rejection itself, unless the file watch logged it first
+        assert last["event"] == (
+            "SIGHUP: nothing changed; the users file is rejected, the users in force stay"
+        )
+        assert last["log_level"] == "warning" and "'token_sha256' is missing" in last["users_rejected"]
     finally:
         await sidecar.stop()
