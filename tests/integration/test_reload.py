@@ -192,6 +192,8 @@ async def test_sighup_with_nothing_changed_says_so_in_one_line(
         assert last["event"] == (
             "SIGHUP: nothing changed; the users file is rejected, the users in force stay"
         )
-        assert last["log_level"] == "warning" and "'token_sha256' is missing" in last["users_rejected"]
+        assert (
+            last["log_level"] == "warning" and "'token_sha256' is missing" in last["users_rejected"]
+        )
     finally:
         await sidecar.stop()
