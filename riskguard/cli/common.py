@@ -52,3 +52,11 @@ DEMO_EXIT_CODES_HELP = """exit codes:
   2  bad arguments, or the bundled broker could not start
   130  interrupted (Ctrl-C): everything it started is stopped"""
 """The epilog of ``riskguard demo --help`` (:mod:`riskguard.demo.cli`)."""
+
+TOP_EXIT_CODES_HELP = """exit codes (each command's --help says what they mean for it):
+  0  done
+  1  the command ran and found a problem (a request refused, riskguard not ready,
+     an invalid limits file, a stop that did not finish)
+  2  bad arguments, an unreadable file, an unreachable service, or could not start;
+     one line on stderr says which, never a traceback"""
+"""The epilog of ``riskguard --help``."""
