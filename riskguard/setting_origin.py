@@ -1,5 +1,6 @@
-"""Where a setting came from, and where riskguard keeps its state by default: helpers of
-:mod:`riskguard.settings` that need nothing of it."""
+"""Where a setting came from, where riskguard keeps its state by default, and the
+bootstrap servers' addresses: helpers of :mod:`riskguard.settings` that need nothing
+of it."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def origin(message: str, given: Mapping[str, str], source: str) -> str:
     for dotted, name in given.items():
         leaf = dotted.rsplit(".", 1)[-1]
         if dotted == path or (dotted.startswith(f"{path}.") and leaf in said):
-            return f"{name} ({dotted}): {said}"
+            return f"{name} ({dotted}): {said.removeprefix(f'{leaf}: ')}"
     return f"{source}: {message.replace('`$.', '`')}"
 
 
@@ -41,3 +42,25 @@ def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
     if xdg and Path(xdg).is_absolute():
         return Path(xdg) / "riskguard"
     return Path("~/.local/state/riskguard").expanduser()
+
+
+def bootstrap_addresses(servers: str) -> list[tuple[str, int]]:
+    """``"h1:9092,[::1]:9093"`` as ``[("h1", 9092), ("::1", 9093)]``.
+
+    Raises :class:`ValueError` (naming ``bootstrap_servers`` and the entry) for an entry
+    without a port from 1 to 65535, and when there is no entry at all.
+    """
+    out: list[tuple[str, int]] = []
+    for entry in (e.strip() for e in servers.split(",")):
+        if not entry:
+            continue
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65_535:
+            raise ValueError(
+                f"bootstrap_servers: {entry!r} is not host:port with a port from 1 to 65535 "
+                "(e.g. 127.0.0.1:9092)"
+            )
+        out.append((host.strip("[]"), int(port)))
+    if not out:
+        raise ValueError("bootstrap_servers is empty: give host:port[,host:port...]")
+    return out

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from riskguard.setting_origin import default_state_dir, origin
+from riskguard.setting_origin import bootstrap_addresses, default_state_dir, origin
 from riskguard.vocabulary import LEVELS
 
 SECRET_FIELDS = frozenset({"token", "sasl_plain_password", "routing_key", "ssl_password"})
@@ -83,6 +83,7 @@ class KafkaSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     sasl_plain_password: str | None = None
 
     def __post_init__(self) -> None:
+        bootstrap_addresses(self.bootstrap_servers)  # ValueError: not host:port
         interval = self.topic_check_interval_s
         if not (math.isfinite(interval) and 0 <= interval <= 86_400):
             raise ValueError("topic_check_interval_s must be a number of seconds from 0 to 86400")

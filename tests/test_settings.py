@@ -165,3 +165,26 @@ def test_run_names_the_flag_in_one_line_exit_2(
     assert main(["run", "--config", str(f), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(says) and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("servers", "says"),
+    [
+        ("127.0.0.1:99999", "'127.0.0.1:99999' is not host:port with a port from 1 to 65535"),
+        ("garbage", "'garbage' is not host:port"),
+        ("h:9092,h2", "'h2' is not host:port"),
+        (",,", "bootstrap_servers is empty"),
+    ],
+)
+def test_bad_bootstrap_servers_are_refused_naming_the_flag(
+    servers: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a port out of range reached connect() as an OverflowError traceback
+    from riskguard.cli import main  # noqa: PLC0415
+
+    assert main(["run", "--bootstrap-servers", servers, "--state-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("riskguard run: --bootstrap-servers (kafka.bootstrap_servers): ")
+    assert says in err and err.count("\n") == 1
+    with pytest.raises(SettingsError, match=r"^\$KAFKA_BOOTSTRAP_SERVERS \(kafka.bootstrap"):
+        load_settings(env={"KAFKA_BOOTSTRAP_SERVERS": servers})
