@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -374,4 +375,29 @@ def test_a_token_file_holding_more_than_a_token_is_refused_without_showing_it(
     assert err == (
         f"riskguard status: the token file {secret} holds more than a token (several lines, "
         "spaces or control characters): give a file with your token alone\n"
+    )
+
+
+def test_a_request_taken_but_not_answered_says_it_may_still_be_carried_out() -> None:
+    # a riskguard paused (SIGSTOP) takes the connection and answers later: a halt sent
+    # then was carried out once it ran again, while the CLI said "cannot reach"
+    from riskguard.cli.client import ApiError, request  # noqa: PLC0415
+
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen()  # the kernel accepts; nobody answers
+    url = f"http://127.0.0.1:{mute.getsockname()[1]}"
+    try:
+        with pytest.raises(ApiError) as post:
+            request(f"{url}/v1/halt", "POST", {"scope": "firm"}, timeout_s=0.3)
+        with pytest.raises(ApiError) as get:
+            request(f"{url}/v1/status", timeout_s=0.3)
+    finally:
+        mute.close()
+    assert post.value.code == 2 and str(post.value) == (
+        f"{url} took the request but did not answer within 0.3 s: the request may still be "
+        "carried out; check with `riskguard status` before repeating it"
+    )
+    assert str(get.value).endswith(
+        "did not answer within 0.3 s (riskguard stopped, paused or overloaded?)"
     )

@@ -102,8 +102,10 @@ def request(
 ) -> tuple[int, dict[str, Any]]:
     """One JSON request to the API; returns (HTTP status, JSON object).
 
-    Raises :class:`ApiError` (exit 2) when the server cannot be reached or answers
-    something other than a JSON object (it is not riskguard).
+    Raises :class:`ApiError` (exit 2) when the server cannot be reached, takes the
+    request without answering within ``timeout_s`` (a POST may then still be carried
+    out: the message says so), or answers something other than a JSON object (it is
+    not riskguard).
     """
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
@@ -119,6 +121,16 @@ def request(
     except urllib.error.HTTPError as exc:
         kind = exc.headers.get_content_type() if exc.headers else ""
         return exc.code, _decode(where, method, exc.code, kind, exc.read())
+    except TimeoutError as exc:  # connected and sent, no answer (a URLError: no connection)
+        maybe = (
+            ": the request may still be carried out; check with `riskguard status` before "
+            "repeating it"
+            if method != "GET"
+            else " (riskguard stopped, paused or overloaded?)"
+        )
+        raise ApiError(
+            f"{where} took the request but did not answer within {timeout_s:g} s{maybe}"
+        ) from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ApiError(f"cannot reach {where}: {reason}") from exc
