@@ -357,6 +357,13 @@ def test_status_shows_the_consumer_lag_most_behind_first_and_former_peers_in_one
         "(ev/2 1,500, ev/1 12, ev/4 7, 1 more)"
     )
     assert "  peer rg-2: NOT LIVE, heartbeat 2.08 min ago, limits abababababab" in lines
+    status["checks"]["broker_reachable"] = False  # the lag shown is the last one measured
+    status["ready"] = False
+    assert main(["status", "--url", serve(status)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith(
+        " (ev/2 1,500, ev/1 12, ev/4 7, 1 more) as last measured (no fetch gets through)"
+    )
     assert lines[-1] == (
         "  7 former peer(s) silent for over 10 min, no longer listed (stopped, scaled in or "
         "renamed): a, b, c, d, e and 2 more"

@@ -138,8 +138,10 @@ def _consume_lines(reply: dict[str, Any]) -> list[str]:
             )
             more = f", {len(behind) - 3} more" if len(behind) > 3 else ""
             line += f"; consumer lag {total:,} message(s) ({worst}{more})"
-    out = [line]
     consume = reply.get("consume") or {}
+    if lag and (consume.get("stalled") or reply["checks"].get("broker_reachable") is False):
+        line += " as last measured (no fetch gets through)"
+    out = [line]
     if consume.get("stalled"):
         error = consume.get("last_error")
         why = f"every fetch fails: {error}" if error else "it is blocked"

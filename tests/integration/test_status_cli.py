@@ -47,6 +47,7 @@ async def test_the_text_status_shows_the_lag_and_a_stalled_consume_loop(
     (line,) = [x for x in stalled.splitlines() if "CONSUME STALLED" in x]
     assert line.startswith("  CONSUME STALLED (consume-stalled): no poll of the broker for ")
     assert "it is blocked; no heartbeat from this instance" in line
+    assert "read to the end) as last measured (no fetch gets through)" in stalled
 
 
 async def test_an_api_on_every_interface_is_said_in_the_status_and_the_log(
