@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+"""``runtime.log_level`` values (any case)."""
 
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")
 
@@ -64,3 +68,25 @@ def bootstrap_addresses(servers: str) -> list[tuple[str, int]]:
     if not out:
         raise ValueError("bootstrap_servers is empty: give host:port[,host:port...]")
     return out
+
+
+def whole_number(text: str) -> int | str:
+    """An environment variable's text as an int when it is one (``-5`` included), else
+    the text itself, for the settings to refuse naming the variable."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def check_url(url: str) -> None:
+    """Raises :class:`ValueError` (naming ``url``) unless ``url`` is an http(s) URL with a
+    host: a notifier whose every delivery would fail is refused at start."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        usable = False
+    if not usable:
+        raise ValueError(f"url: {url!r} is not an http(s) URL with a host")

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from riskguard.setting_origin import bootstrap_addresses, default_state_dir, origin
+from riskguard import setting_origin as helpers
+from riskguard.setting_origin import default_state_dir
 from riskguard.vocabulary import LEVELS
 
 SECRET_FIELDS = frozenset({"token", "sasl_plain_password", "routing_key", "ssl_password"})
@@ -83,7 +84,9 @@ class KafkaSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     sasl_plain_password: str | None = None
 
     def __post_init__(self) -> None:
-        bootstrap_addresses(self.bootstrap_servers)  # ValueError: not host:port
+        helpers.bootstrap_addresses(self.bootstrap_servers)  # ValueError: not host:port
+        if not self.input_topics or not all(t.strip() for t in self.input_topics):
+            raise ValueError("input_topics: give at least one topic, none of them empty")
         interval = self.topic_check_interval_s
         if not (math.isfinite(interval) and 0 <= interval <= 86_400):
             raise ValueError("topic_check_interval_s must be a number of seconds from 0 to 86400")
@@ -186,6 +189,9 @@ class NotifierSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     timeout_s: float = 5.0
     max_backoff_s: float = 30.0
 
+    def __post_init__(self) -> None:
+        helpers.check_url(self.url)
+
     @property
     def label(self) -> str:
         """Name used in metrics and logs."""
@@ -241,6 +247,8 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        if self.log_level.lower() not in helpers.LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(helpers.LOG_LEVELS)}")
         if not 1 <= self.gate_publish_interval_ms <= 60_000:
             raise ValueError("gate_publish_interval_ms must be between 1 and 60000")
         for name in ("broker_wait_s", "stop_timeout_s"):
@@ -492,7 +500,7 @@ def load_settings(
         if dotted.endswith("input_topics"):
             _set(tree, dotted, [t.strip() for t in value.split(",") if t.strip()])
         elif dotted.endswith((".port", "_ms")):
-            _set(tree, dotted, int(value) if value.isdigit() else value)
+            _set(tree, dotted, helpers.whole_number(value))
         else:
             _set(tree, dotted, value)
     for dotted, value in (overrides or {}).items():
@@ -505,4 +513,4 @@ def load_settings(
     try:
         return msgspec.convert(tree, Settings, str_keys=True)
     except msgspec.ValidationError as exc:
-        raise SettingsError(origin(str(exc), given, source)) from exc
+        raise SettingsError(helpers.origin(str(exc), given, source)) from exc

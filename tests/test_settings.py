@@ -188,3 +188,30 @@ def test_bad_bootstrap_servers_are_refused_naming_the_flag(
     assert says in err and err.count("\n") == 1
     with pytest.raises(SettingsError, match=r"^\$KAFKA_BOOTSTRAP_SERVERS \(kafka.bootstrap"):
         load_settings(env={"KAFKA_BOOTSTRAP_SERVERS": servers})
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        # a log level logging does not know was a KeyError traceback at start
+        ({"RISKGUARD_LOG_LEVEL": "verbose"}, r"^\$RISKGUARD_LOG_LEVEL \(runtime.log_level\): "),
+        # no input topic: riskguard ran, ready, reading nothing, failing every commit
+        ({"RISKGUARD_KAFKA_INPUT_TOPICS": " , "}, r"^\$RISKGUARD_KAFKA_INPUT_TOPICS \(kafka"),
+        # a negative number is a number (it was "Expected `int`, got `str`")
+        ({"RISKGUARD_HTTP_PORT": "-5"}, r"port must be 0 to 65535 \(0: any free port\), got -5"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_naming_the_variable(
+    env: dict[str, str], says: str
+) -> None:
+    with pytest.raises(SettingsError, match=says):
+        load_settings(env=env)
+    assert load_settings(env={"RISKGUARD_LOG_LEVEL": "DEBUG"}).runtime.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("url", ["not a url", "hooks.slack.com/x", "ftp://h/x", "http://:80/x"])
+def test_a_notifier_url_every_delivery_would_fail_on_is_refused(tmp_path: Path, url: str) -> None:
+    f = tmp_path / "riskguard.toml"
+    f.write_text(f'[[notifier]]\nkind = "slack"\nurl = "{url}"\n')
+    with pytest.raises(SettingsError, match=rf"{f}: url: '{url}' is not an http\(s\) URL"):
+        load_settings(f, env={})
