@@ -408,3 +408,40 @@ def test_a_request_taken_but_not_answered_says_it_may_still_be_carried_out() -> 
     assert str(get.value).endswith(
         "did not answer within 0.3 s (riskguard stopped, paused or overloaded?)"
     )
+
+
+def test_status_shows_what_was_decided_and_has_not_reached_its_end(
+    serve: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = copy.deepcopy(STATUS)
+    status["control_pending"] = ["account:A1", "strategy:s1"]
+    order = {"order_id": "o-7", "scope": "strategy:s1", "halt_id": "h", "late": True}
+    status["cancels"] = {
+        "deadline_ms": 1000,
+        "incomplete": {
+            "alert_id": "a",
+            "count": 5,
+            "orders": [order, {**order, "order_id": "o-8"}],
+        },
+    }
+    status["paused"] = {"times": 2, "last_ms": 12_500.0}
+    assert main(["status", "--url", serve(status)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        "  NOT ON THE CONTROL TOPIC yet (gates do not see them; retried): account:A1, strategy:s1"
+    ) in lines
+    assert (
+        "  CANCEL INCOMPLETE (cancel-incomplete): 5 order(s) still working past the 1,000 ms "
+        "deadline: o-7 (strategy:s1), o-8 (strategy:s1) and 3 more"
+    ) in lines
+    assert (
+        "  riskguard itself did not run 2 time(s), the last for 12.5 s (process stopped, VM "
+        "paused or event loop blocked)"
+    ) in lines
+    status = copy.deepcopy(STATUS)
+    status["cancels"] = {"deadline_ms": 1000, "incomplete": {"count": 0, "orders": []}}
+    status["paused"] = {"times": 0, "last_ms": 0.0}
+    status["control_pending"] = []
+    assert main(["status", "--url", serve(status)]) == 0
+    quiet = capsys.readouterr().out
+    assert "CONTROL TOPIC" not in quiet and "CANCEL" not in quiet and "did not run" not in quiet

@@ -61,6 +61,7 @@ def _lines(reply: dict[str, Any]) -> list[str]:
         for scope, tr in sorted(standing.items()):
             since = when(tr.get("decided_ns"))
             out.append(f"    {scope:<{width}}  {tr.get('to', '?'):<11}  {since}  {_why(tr)}")
+    out += _unfinished_lines(reply)
     for p in reply.get("approvals") or []:
         out.append(
             f"  pending approval {p['request_id']}: resume {p['scope']} asked by "
@@ -149,6 +150,38 @@ def _consume_lines(reply: dict[str, Any]) -> list[str]:
         out.append(
             f"  CONSUME STALLED (consume-stalled): no poll of the broker for {silent} s, "
             f"{why}; no heartbeat from this instance (gates count it out)"
+        )
+    return out
+
+
+def _unfinished_lines(reply: dict[str, Any]) -> list[str]:
+    """What riskguard decided that has not reached its end: states the control topic has
+    not taken (the gates do not see them), orders still working past the cancel
+    deadline (``cancel-incomplete``), and the times riskguard itself did not run."""
+    out = []
+    pending = reply.get("control_pending") or []
+    if pending:
+        out.append(
+            f"  NOT ON THE CONTROL TOPIC yet (gates do not see them; retried): {', '.join(pending)}"
+        )
+    cancels = reply.get("cancels") or {}
+    incomplete = cancels.get("incomplete") or {}
+    if incomplete.get("count"):
+        orders = ", ".join(
+            f"{o['order_id']} ({o['scope']})" for o in (incomplete.get("orders") or [])[:3]
+        )
+        more = incomplete["count"] - min(3, len(incomplete.get("orders") or []))
+        out.append(
+            f"  CANCEL INCOMPLETE (cancel-incomplete): {incomplete['count']} order(s) still "
+            f"working past the {number(cancels.get('deadline_ms'))} ms deadline: {orders}"
+            + (f" and {more} more" if more > 0 else "")
+        )
+    paused = reply.get("paused") or {}
+    if paused.get("times"):
+        out.append(
+            f"  riskguard itself did not run {paused['times']} time(s), the last for "
+            f"{_age(paused.get('last_ms') or 0)} (process stopped, VM paused or event loop "
+            "blocked)"
         )
     return out
 
