@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and found a problem (invalid file, refused request)
 EXIT_USAGE = 2  # bad arguments, unreadable input, unreachable service
+
+
+def port_number(text: str) -> int:
+    """An argparse ``type``: a TCP port, 0 to 65535 (0: a free one). Anything else is
+    argparse's one-line usage error (exit 2), never bind()'s OverflowError."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give 0 to 65535 (0: a free one)")
+    return port
+
 
 EXIT_CODES_HELP = """exit codes:
   0  done (status: riskguard is ready)

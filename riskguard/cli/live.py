@@ -23,6 +23,7 @@ from riskguard.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     RUN_EXIT_CODES_HELP,
+    port_number,
 )
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -156,7 +157,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "foreground until Ctrl-C. Topics are lost on stop.",
         BROKER_EXIT_CODES_HELP,
     )
-    b.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: free)")
+    b.add_argument("--port", type=port_number, default=0, help="port on 127.0.0.1 (default: free)")
     b.add_argument(
         "--kind",
         choices=BROKER_KINDS,
