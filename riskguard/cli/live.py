@@ -144,7 +144,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     r.add_argument(
         "--bootstrap-servers", metavar="HOST:PORT", help="Kafka bootstrap servers, comma-separated"
     )
-    r.add_argument("--http-host", help="API and console bind address (default 127.0.0.1)")
+    r.add_argument(
+        "--http-host",
+        help="API and console bind address (default 127.0.0.1; 0.0.0.0 or :: binds every "
+        "interface, which is logged and shown in the status; empty is refused)",
+    )
     r.add_argument("--http-port", type=int, help="API and console port (default 8321)")
     run.add_arguments(r)
     r.set_defaults(func=cmd_run)
