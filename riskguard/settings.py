@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from riskguard import setting_origin as helpers
+from riskguard.setting_origin import default_state_dir
 from riskguard.vocabulary import LEVELS
 
 SECRET_FIELDS = frozenset({"token", "sasl_plain_password", "routing_key", "ssl_password"})
@@ -82,6 +84,9 @@ class KafkaSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     sasl_plain_password: str | None = None
 
     def __post_init__(self) -> None:
+        helpers.bootstrap_addresses(self.bootstrap_servers)  # ValueError: not host:port
+        if not self.input_topics or not all(t.strip() for t in self.input_topics):
+            raise ValueError("input_topics: give at least one topic, none of them empty")
         interval = self.topic_check_interval_s
         if not (math.isfinite(interval) and 0 <= interval <= 86_400):
             raise ValueError("topic_check_interval_s must be a number of seconds from 0 to 86400")
@@ -136,6 +141,12 @@ class HttpSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: int = 16_384
 
     def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise ValueError(
+                "host is empty, which would bind every interface: give an address "
+                "(127.0.0.1, the default: this host only; 0.0.0.0 or :: for every "
+                "interface, on purpose)"
+            )
         if not 0 <= self.port <= 65_535:
             raise ValueError(f"port must be 0 to 65535 (0: any free port), got {self.port}")
         unknown = [level for level in self.four_eyes if level not in LEVELS]
@@ -177,6 +188,9 @@ class NotifierSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     routing_key_file: str | None = None
     timeout_s: float = 5.0
     max_backoff_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        helpers.check_url(self.url)
 
     @property
     def label(self) -> str:
@@ -226,11 +240,15 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     snapshot_keep: int = 3
     #: This instance's name on the control topic (heartbeats, transitions, four-eyes
     #: steps; env RISKGUARD_INSTANCE). Each instance of an active-active pair needs its
-    #: own (docs/deployment.md). Empty: <hostname>-<pid>.
+    #: own (docs/deployment.md). Empty: the host name (the pod's under Kubernetes),
+    #: stable across restarts; a second riskguard on the same host and control topic
+    #: under the same name is refused at start (riskguard.ingest.naming).
     instance: str = ""
     log_level: str = "info"
 
     def __post_init__(self) -> None:
+        if self.log_level.lower() not in helpers.LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(helpers.LOG_LEVELS)}")
         if not 1 <= self.gate_publish_interval_ms <= 60_000:
             raise ValueError("gate_publish_interval_ms must be between 1 and 60000")
         for name in ("broker_wait_s", "stop_timeout_s"):
@@ -262,24 +280,6 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     def snapshot_path(self) -> Path:
         """The folder of engine snapshots."""
         return self.resolve(self.snapshot_dir)
-
-
-def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
-    """Where riskguard keeps its state when ``runtime.state_dir`` is not set.
-
-    ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=riskguard``: /var/lib/riskguard;
-    the first of several), else ``$XDG_STATE_HOME/riskguard``, else
-    ``~/.local/state/riskguard``. Never the current directory: a later ``run`` elsewhere
-    must not pick up (or miss) halts by accident.
-    """
-    environ = os.environ if env is None else env
-    systemd = environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if systemd:
-        return Path(systemd)
-    xdg = environ.get("XDG_STATE_HOME", "")
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg) / "riskguard"
-    return Path("~/.local/state/riskguard").expanduser()
 
 
 class EngineSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
@@ -473,9 +473,16 @@ def load_settings(
     path: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Defaults, then the TOML file at ``path``, then ``env``, then CLI ``overrides``."""
+    """Defaults, then the TOML file at ``path``, then ``env``, then CLI ``overrides``.
+
+    Raises :class:`SettingsError` naming where the bad value came from: the command-line
+    flag (``flags`` maps a dotted setting of ``overrides`` to its flag, e.g.
+    ``{"http.port": "--http-port"}``), the environment variable, or the file.
+    """
     tree: dict[str, Any] = {}
+    given: dict[str, str] = {}  # dotted setting -> the flag or variable that set it last
     source = "<defaults>"
     if path is not None:
         source = str(path)
@@ -489,17 +496,21 @@ def load_settings(
         value = (os.environ if env is None else env).get(name)
         if value is None:
             continue
+        given[dotted] = f"${name}"
         if dotted.endswith("input_topics"):
             _set(tree, dotted, [t.strip() for t in value.split(",") if t.strip()])
         elif dotted.endswith((".port", "_ms")):
-            _set(tree, dotted, int(value) if value.isdigit() else value)
+            _set(tree, dotted, helpers.whole_number(value))
         else:
             _set(tree, dotted, value)
     for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _set(tree, dotted, value)
+        if value is None:
+            continue
+        given.pop(dotted, None)  # the override wins: named when its flag is known
+        if flags and dotted in flags:
+            given[dotted] = flags[dotted]
+        _set(tree, dotted, value)
     try:
         return msgspec.convert(tree, Settings, str_keys=True)
     except msgspec.ValidationError as exc:
-        where = str(exc).replace("`$.", "`")
-        raise SettingsError(f"{source}: {where}") from exc
+        raise SettingsError(helpers.origin(str(exc), given, source)) from exc

@@ -23,6 +23,7 @@ from riskguard.control.records import (
 from riskguard.control.users import Identity
 from riskguard.control.view import Instant
 from riskguard.engine import Engine
+from riskguard.ingest import peers as peers_module
 from riskguard.ingest.cancels import CancelTracker, incident_id
 from riskguard.ingest.peers import Peers
 from riskguard.journal import HaltJournal
@@ -392,3 +393,26 @@ def test_overdue_cancels_of_one_halt_raise_one_incident_id() -> None:
         (alert,) = tracker.check()
         ids.append(alert.id)
     assert ids[0] == ids[1] == incident_id(T0, "account:A@1:HALTED")
+
+
+async def test_a_peer_silent_past_the_bound_is_counted_gone_not_listed(tmp_path: Path) -> None:
+    # a group member removed by scale-in (or an instance stopped for good) heartbeats no
+    # more: listed as not live for PEER_GONE_MS, then only counted, most recent named first
+    peers, _, _, _ = follower(tmp_path)
+    bound_ms = peers_module.PEER_GONE_MS
+    beats = [
+        HeartbeatRecord(ts=T0 + i * MS, instance=f"rg-{i}", ready=True, interval_ms=250)
+        for i in range(2, 9)
+    ]
+    await peers.receive([heartbeat_message(b)[1] for b in beats], Instant(T0 + 10 * MS, 0))
+    early = peers.status(Instant(T0 + 10 * MS + (bound_ms - 1000) * MS, (bound_ms - 1000) * MS))
+    assert [p["instance"] for p in early["peers"]] == [f"rg-{i}" for i in range(2, 9)]
+    assert not any(p["live"] for p in early["peers"]) and early["peers_gone"]["count"] == 0
+    fresh = HeartbeatRecord(ts=T0 + bound_ms * MS, instance="rg-3", ready=True, interval_ms=250)
+    await peers.receive([heartbeat_message(fresh)[1]], Instant(T0 + bound_ms * MS, bound_ms * MS))
+    late = peers.status(Instant(T0 + (bound_ms + 20) * MS, (bound_ms + 20) * MS))
+    (listed,) = late["peers"]
+    assert listed["instance"] == "rg-3" and listed["live"]
+    gone = late["peers_gone"]
+    assert gone["count"] == 6 and gone["after_ms"] == bound_ms
+    assert gone["latest"] == ["rg-8", "rg-7", "rg-6", "rg-5", "rg-4"]  # the newest heard first

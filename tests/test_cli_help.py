@@ -80,3 +80,11 @@ def test_commands_with_their_own_exit_codes_say_so(
     out = capsys.readouterr().out
     assert out.rstrip().endswith(OWN_EXIT_CODES[name])
     assert "a request refused" not in out and "riskguard not ready" not in out
+
+
+def test_the_top_level_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "exit codes (each command's --help says what they mean for it):" in out
+    assert "  2  bad arguments, an unreadable file, an unreachable service" in out

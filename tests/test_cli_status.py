@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -202,6 +204,8 @@ def test_status_of_nothing_listening(capsys: pytest.CaptureFixture[str]) -> None
         (["halt", "--scope", "firm", "--reason", "r", "--url", "notaurl"], None),
         (["resume", "--scope", "firm", "--reason", "r", "--url", "127.0.0.1:8321"], None),
         (["approve", "r-1", "--reason", "r"], "ftp://127.0.0.1:8321"),
+        (["status", "--url", "http://[::1"], None),  # an unclosed IPv6 bracket
+        (["status"], "http://[::1:8321"),
     ],
 )
 def test_an_url_without_http_is_one_line(
@@ -333,3 +337,111 @@ def test_each_topic_repair_is_one_line_even_without_problems(
         "  topic repaired: riskguard.dead-letter: exists is no, wanted yes (bad events lost)",
     ]
     assert not any("TOPIC" in o for o in out)
+
+
+def test_status_shows_the_consumer_lag_most_behind_first_and_former_peers_in_one_line(
+    serve: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = copy.deepcopy(STATUS)
+    status["consumer_lag"] = [
+        {"topic": "ev", "partition": p, "messages": n} for p, n in enumerate([0, 12, 1500, 3, 7, 0])
+    ]
+    status["peers"] = [
+        {"instance": "rg-2", "live": False, "age_ms": 125_000.0, "limits_sha256": "ab" * 32}
+    ]
+    status["peers_gone"] = {"count": 7, "after_ms": 600_000, "latest": ["a", "b", "c", "d", "e"]}
+    assert main(["status", "--url", serve(status)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        "  events applied 12, bad 0; consumer lag 1,522 message(s) "
+        "(ev/2 1,500, ev/1 12, ev/4 7, 1 more)"
+    )
+    assert "  peer rg-2: NOT LIVE, heartbeat 2.08 min ago, limits abababababab" in lines
+    status["checks"]["broker_reachable"] = False  # the lag shown is the last one measured
+    status["ready"] = False
+    assert main(["status", "--url", serve(status)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith(
+        " (ev/2 1,500, ev/1 12, ev/4 7, 1 more) as last measured (no fetch gets through)"
+    )
+    assert lines[-1] == (
+        "  7 former peer(s) silent for over 10 min, no longer listed (stopped, scaled in or "
+        "renamed): a, b, c, d, e and 2 more"
+    )
+
+
+@pytest.mark.parametrize("content", ["line one\nline two\n", "tok en", "tok\x00en"])
+def test_a_token_file_holding_more_than_a_token_is_refused_without_showing_it(
+    serve: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    # a secret file given by mistake (a password file, a key) must not reach the terminal
+    secret = tmp_path / "secret"
+    secret.write_text(content)
+    assert main(["status", "--url", serve(STATUS), "--token-file", str(secret)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"riskguard status: the token file {secret} holds more than a token (several lines, "
+        "spaces or control characters): give a file with your token alone\n"
+    )
+
+
+def test_a_request_taken_but_not_answered_says_it_may_still_be_carried_out() -> None:
+    # a riskguard paused (SIGSTOP) takes the connection and answers later: a halt sent
+    # then was carried out once it ran again, while the CLI said "cannot reach"
+    from riskguard.cli.client import ApiError, request  # noqa: PLC0415
+
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen()  # the kernel accepts; nobody answers
+    url = f"http://127.0.0.1:{mute.getsockname()[1]}"
+    try:
+        with pytest.raises(ApiError) as post:
+            request(f"{url}/v1/halt", "POST", {"scope": "firm"}, timeout_s=0.3)
+        with pytest.raises(ApiError) as get:
+            request(f"{url}/v1/status", timeout_s=0.3)
+    finally:
+        mute.close()
+    assert post.value.code == 2 and str(post.value) == (
+        f"{url} took the request but did not answer within 0.3 s: the request may still be "
+        "carried out; check with `riskguard status` before repeating it"
+    )
+    assert str(get.value).endswith(
+        "did not answer within 0.3 s (riskguard stopped, paused or overloaded?)"
+    )
+
+
+def test_status_shows_what_was_decided_and_has_not_reached_its_end(
+    serve: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = copy.deepcopy(STATUS)
+    status["control_pending"] = ["account:A1", "strategy:s1"]
+    order = {"order_id": "o-7", "scope": "strategy:s1", "halt_id": "h", "late": True}
+    status["cancels"] = {
+        "deadline_ms": 1000,
+        "incomplete": {
+            "alert_id": "a",
+            "count": 5,
+            "orders": [order, {**order, "order_id": "o-8"}],
+        },
+    }
+    status["paused"] = {"times": 2, "last_ms": 12_500.0}
+    assert main(["status", "--url", serve(status)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        "  NOT ON THE CONTROL TOPIC yet (gates do not see them; retried): account:A1, strategy:s1"
+    ) in lines
+    assert (
+        "  CANCEL INCOMPLETE (cancel-incomplete): 5 order(s) still working past the 1,000 ms "
+        "deadline: o-7 (strategy:s1), o-8 (strategy:s1) and 3 more"
+    ) in lines
+    assert (
+        "  riskguard itself did not run 2 time(s), the last for 12.5 s (process stopped, VM "
+        "paused or event loop blocked)"
+    ) in lines
+    status = copy.deepcopy(STATUS)
+    status["cancels"] = {"deadline_ms": 1000, "incomplete": {"count": 0, "orders": []}}
+    status["paused"] = {"times": 0, "last_ms": 0.0}
+    status["control_pending"] = []
+    assert main(["status", "--url", serve(status)]) == 0
+    quiet = capsys.readouterr().out
+    assert "CONTROL TOPIC" not in quiet and "CANCEL" not in quiet and "did not run" not in quiet

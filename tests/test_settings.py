@@ -118,3 +118,100 @@ def test_an_http_port_out_of_range_is_refused_when_read(port: int) -> None:
         load_settings(env={}, overrides={"http.port": port})
     with pytest.raises(SettingsError, match="port must be 0 to 65535"):
         load_settings(env={"RISKGUARD_HTTP_PORT": "99999"})
+
+
+def test_a_bad_value_names_the_flag_or_variable_it_came_from(tmp_path: Path) -> None:
+    # an on-call engineer who typed --http-port 70000 must not be sent to the config file
+    f = tmp_path / "riskguard.toml"
+    f.write_text("[http]\nport = 9000\n")
+    flags = {"http.port": "--http-port", "http.host": "--http-host"}
+    with pytest.raises(SettingsError) as flag:
+        load_settings(f, env={}, overrides={"http.port": 70_000}, flags=flags)
+    assert str(flag.value).startswith("--http-port (http.port): port must be 0 to 65535")
+    assert str(f) not in str(flag.value)
+    with pytest.raises(SettingsError) as var:
+        load_settings(f, env={"RISKGUARD_HTTP_PORT": "80000"}, flags=flags)
+    assert str(var.value).startswith("$RISKGUARD_HTTP_PORT (http.port): port must be 0 to")
+    f.write_text("[http]\nport = 90000\n")
+    with pytest.raises(SettingsError) as file:  # from the file: the file is named
+        load_settings(f, env={}, overrides={"http.host": "127.0.0.2"}, flags=flags)
+    assert str(file.value).startswith(f"{f}: port must be 0 to 65535")
+
+
+@pytest.mark.parametrize("host", ["", "  "])
+def test_an_empty_http_host_is_refused_not_bound_to_every_interface(host: str) -> None:
+    refused = r"^--http-host \(http.host\): host is empty.*0\.0\.0\.0"
+    with pytest.raises(SettingsError, match=refused):
+        load_settings(env={}, overrides={"http.host": host}, flags={"http.host": "--http-host"})
+    with pytest.raises(SettingsError, match=r"^\$RISKGUARD_HTTP_HOST \(http.host\): host is empty"):
+        load_settings(env={"RISKGUARD_HTTP_HOST": host})
+    assert load_settings(env={}, overrides={"http.host": "0.0.0.0"}).http.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--http-port", "70000"], "riskguard run: --http-port (http.port): port must be 0"),
+        (["--http-host", ""], "riskguard run: --http-host (http.host): host is empty"),
+    ],
+)
+def test_run_names_the_flag_in_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    from riskguard.cli import main  # noqa: PLC0415
+
+    f = tmp_path / "riskguard.toml"
+    f.write_text("[http]\nport = 9000\n")
+    assert main(["run", "--config", str(f), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(says) and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("servers", "says"),
+    [
+        ("127.0.0.1:99999", "'127.0.0.1:99999' is not host:port with a port from 1 to 65535"),
+        ("garbage", "'garbage' is not host:port"),
+        ("h:9092,h2", "'h2' is not host:port"),
+        (",,", "bootstrap_servers is empty"),
+    ],
+)
+def test_bad_bootstrap_servers_are_refused_naming_the_flag(
+    servers: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a port out of range reached connect() as an OverflowError traceback
+    from riskguard.cli import main  # noqa: PLC0415
+
+    assert main(["run", "--bootstrap-servers", servers, "--state-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("riskguard run: --bootstrap-servers (kafka.bootstrap_servers): ")
+    assert says in err and err.count("\n") == 1
+    with pytest.raises(SettingsError, match=r"^\$KAFKA_BOOTSTRAP_SERVERS \(kafka.bootstrap"):
+        load_settings(env={"KAFKA_BOOTSTRAP_SERVERS": servers})
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        # a log level logging does not know was a KeyError traceback at start
+        ({"RISKGUARD_LOG_LEVEL": "verbose"}, r"^\$RISKGUARD_LOG_LEVEL \(runtime.log_level\): "),
+        # no input topic: riskguard ran, ready, reading nothing, failing every commit
+        ({"RISKGUARD_KAFKA_INPUT_TOPICS": " , "}, r"^\$RISKGUARD_KAFKA_INPUT_TOPICS \(kafka"),
+        # a negative number is a number (it was "Expected `int`, got `str`")
+        ({"RISKGUARD_HTTP_PORT": "-5"}, r"port must be 0 to 65535 \(0: any free port\), got -5"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_naming_the_variable(
+    env: dict[str, str], says: str
+) -> None:
+    with pytest.raises(SettingsError, match=says):
+        load_settings(env=env)
+    assert load_settings(env={"RISKGUARD_LOG_LEVEL": "DEBUG"}).runtime.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("url", ["not a url", "hooks.slack.com/x", "ftp://h/x", "http://:80/x"])
+def test_a_notifier_url_every_delivery_would_fail_on_is_refused(tmp_path: Path, url: str) -> None:
+    f = tmp_path / "riskguard.toml"
+    f.write_text(f'[[notifier]]\nkind = "slack"\nurl = "{url}"\n')
+    with pytest.raises(SettingsError, match=rf"{f}: url: '{url}' is not an http\(s\) URL"):
+        load_settings(f, env={})

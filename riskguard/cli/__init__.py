@@ -9,14 +9,17 @@ from collections.abc import Sequence
 
 from riskguard import __version__
 from riskguard.cli import live, offline
-from riskguard.cli.common import EXIT_FAILED
+from riskguard.cli.common import EXIT_FAILED, TOP_EXIT_CODES_HELP
 from riskguard.demo import cli as demo_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
-        prog="riskguard", description="A real-time kill switch for algorithmic trading."
+        prog="riskguard",
+        description="A real-time kill switch for algorithmic trading.",
+        epilog=TOP_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"riskguard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

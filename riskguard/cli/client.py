@@ -35,7 +35,8 @@ class ApiError(Exception):
 def read_token(token_file: str | None) -> str | None:
     """Your API token: from ``token_file`` when given, else ``$RISKGUARD_HTTP_TOKEN``.
 
-    Raises :class:`ApiError` (exit 2) when the file is missing, unreadable or empty.
+    Raises :class:`ApiError` (exit 2) when the file is missing, unreadable, empty, or
+    holds more than one token (its content is never shown).
     """
     if token_file:
         try:
@@ -46,6 +47,12 @@ def read_token(token_file: str | None) -> str | None:
             raise ApiError(f"the token file {token_file} is not text") from exc
         if not token:
             raise ApiError(f"the token file {token_file} is empty")
+        if not token.isprintable() or any(c.isspace() for c in token):
+            # never echoed: the file may be another secret given by mistake
+            raise ApiError(
+                f"the token file {token_file} holds more than a token (several lines, "
+                "spaces or control characters): give a file with your token alone"
+            )
         return token
     return os.environ.get(TOKEN_ENV) or None
 
@@ -58,8 +65,8 @@ def base_url(url: str | None) -> str:
     """
     given = url or os.environ.get(URL_ENV) or DEFAULT_URL
     chosen = given.rstrip("/")
-    parts = urllib.parse.urlsplit(chosen)
-    try:
+    try:  # ValueError: an unclosed IPv6 bracket, a port that is not a number
+        parts = urllib.parse.urlsplit(chosen)
         usable = parts.scheme in ("http", "https") and bool(parts.hostname)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
@@ -95,8 +102,10 @@ def request(
 ) -> tuple[int, dict[str, Any]]:
     """One JSON request to the API; returns (HTTP status, JSON object).
 
-    Raises :class:`ApiError` (exit 2) when the server cannot be reached or answers
-    something other than a JSON object (it is not riskguard).
+    Raises :class:`ApiError` (exit 2) when the server cannot be reached, takes the
+    request without answering within ``timeout_s`` (a POST may then still be carried
+    out: the message says so), or answers something other than a JSON object (it is
+    not riskguard).
     """
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
@@ -112,6 +121,16 @@ def request(
     except urllib.error.HTTPError as exc:
         kind = exc.headers.get_content_type() if exc.headers else ""
         return exc.code, _decode(where, method, exc.code, kind, exc.read())
+    except TimeoutError as exc:  # connected and sent, no answer (a URLError: no connection)
+        maybe = (
+            ": the request may still be carried out; check with `riskguard status` before "
+            "repeating it"
+            if method != "GET"
+            else " (riskguard stopped, paused or overloaded?)"
+        )
+        raise ApiError(
+            f"{where} took the request but did not answer within {timeout_s:g} s{maybe}"
+        ) from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ApiError(f"cannot reach {where}: {reason}") from exc

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and found a problem (invalid file, refused request)
 EXIT_USAGE = 2  # bad arguments, unreadable input, unreachable service
+
+
+def port_number(text: str) -> int:
+    """An argparse ``type``: a TCP port, 0 to 65535 (0: a free one). Anything else is
+    argparse's one-line usage error (exit 2), never bind()'s OverflowError."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give 0 to 65535 (0: a free one)")
+    return port
+
 
 EXIT_CODES_HELP = """exit codes:
   0  done (status: riskguard is ready)
@@ -20,8 +35,10 @@ RUN_EXIT_CODES_HELP = """exit codes:
      with offsets left uncommitted (the broker down: the input is read again from
      the last commit at the next start), or stopped because a background task
      failed (a bug: logged at critical)
-  2  could not start, with one line saying why (settings, a secret or limits file,
-     the users file, a busy port, no broker, a broker refusing riskguard)"""
+  2  could not start, with one line saying why (settings, naming the file, variable
+     or flag; a secret or limits file, the users file, a busy port, no broker, a
+     broker refusing riskguard, another riskguard on this host under the same
+     runtime.instance on the same control topic)"""
 """The epilog of ``riskguard run --help`` (:mod:`riskguard.cli.run`)."""
 
 BROKER_EXIT_CODES_HELP = """exit codes:
@@ -50,3 +67,11 @@ DEMO_EXIT_CODES_HELP = """exit codes:
   2  bad arguments, or the bundled broker could not start
   130  interrupted (Ctrl-C): everything it started is stopped"""
 """The epilog of ``riskguard demo --help`` (:mod:`riskguard.demo.cli`)."""
+
+TOP_EXIT_CODES_HELP = """exit codes (each command's --help says what they mean for it):
+  0  done
+  1  the command ran and found a problem (a request refused, riskguard not ready,
+     an invalid limits file, a stop that did not finish)
+  2  bad arguments, an unreadable file, an unreachable service, or could not start;
+     one line on stderr says which, never a traceback"""
+"""The epilog of ``riskguard --help``."""

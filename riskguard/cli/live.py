@@ -23,6 +23,7 @@ from riskguard.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     RUN_EXIT_CODES_HELP,
+    port_number,
 )
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -143,7 +144,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     r.add_argument(
         "--bootstrap-servers", metavar="HOST:PORT", help="Kafka bootstrap servers, comma-separated"
     )
-    r.add_argument("--http-host", help="API and console bind address (default 127.0.0.1)")
+    r.add_argument(
+        "--http-host",
+        help="API and console bind address (default 127.0.0.1; 0.0.0.0 or :: binds every "
+        "interface, which is logged and shown in the status; empty is refused)",
+    )
     r.add_argument("--http-port", type=int, help="API and console port (default 8321)")
     run.add_arguments(r)
     r.set_defaults(func=cmd_run)
@@ -156,7 +161,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "foreground until Ctrl-C. Topics are lost on stop.",
         BROKER_EXIT_CODES_HELP,
     )
-    b.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: free)")
+    b.add_argument("--port", type=port_number, default=0, help="port on 127.0.0.1 (default: free)")
     b.add_argument(
         "--kind",
         choices=BROKER_KINDS,

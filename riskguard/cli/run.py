@@ -2,11 +2,12 @@
 
 Every way it can fail to start ends in one line on stderr and exit code 2 (bad
 settings, an unreadable secret or limits file, a busy API port, no broker, a broker
-that refuses riskguard), never a traceback. SIGTERM or SIGINT is logged and stops it
-gracefully (batch finished, offsets committed, snapshot written) within
-``runtime.stop_timeout_s``; past that what is left is abandoned (exit 1), and a
-watchdog ends the process should even that hang. A second signal exits at once.
-SIGHUP reloads the limits and the users file.
+that refuses riskguard, another riskguard on this host under the same instance name
+and control topic: :mod:`riskguard.ingest.naming`), never a traceback. SIGTERM or
+SIGINT is logged and stops it gracefully (batch finished, offsets committed, snapshot
+written) within ``runtime.stop_timeout_s``; past that what is left is abandoned (exit
+1), and a watchdog ends the process should even that hang. A second signal exits at once.
+SIGHUP reloads the limits and the users file (one log line when neither changed).
 
 Exit codes: 0 stopped gracefully, 1 stopped without finishing (timeout, second
 signal, offsets the broker did not take), 2 could not start.
@@ -30,6 +31,16 @@ from riskguard.settings import Settings, SettingsError, check_files, load_settin
 #: Past ``runtime.stop_timeout_s``, closing what is left gets this long before the
 #: watchdog ends the process.
 WATCHDOG_GRACE_S = 10.0
+
+
+#: The flag of each setting ``run`` takes from its command line (named in its errors).
+FLAGS = {
+    "limits": "--limits",
+    "kafka.bootstrap_servers": "--bootstrap-servers",
+    "http.host": "--http-host",
+    "http.port": "--http-port",
+    "runtime.state_dir": "--state-dir",
+}
 
 
 class _StartFailedError(Exception):
@@ -60,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "http.port": args.http_port,
                 "runtime.state_dir": getattr(args, "state_dir", None),
             },
+            flags=FLAGS,
         )
         check_files(settings)
     except SettingsError as exc:
@@ -88,9 +100,15 @@ def _watchdog(seconds: float) -> threading.Timer:
 async def _main(settings: Settings) -> int:
     from aiokafka.errors import KafkaError  # noqa: PLC0415 - heavy, only for `run`
 
+    from riskguard.ingest.naming import NameTakenError, claim  # noqa: PLC0415
+    from riskguard.ingest.reload import on_sighup as reload_files  # noqa: PLC0415
     from riskguard.ingest.runtime import Sidecar, StartError  # noqa: PLC0415
 
     sidecar = Sidecar(settings)  # LimitsError, SettingsError: one line from cmd_run
+    try:  # held until the process ends: one process per name on a control topic, per host
+        held = claim(sidecar.instance, settings.kafka, default=not settings.runtime.instance)
+    except NameTakenError as exc:
+        raise _StartFailedError(str(exc)) from exc
     loop = asyncio.get_running_loop()
     events = log.get("sidecar")
     watchdog = _watchdog(settings.runtime.stop_timeout_s + WATCHDOG_GRACE_S)
@@ -110,8 +128,7 @@ async def _main(settings: Settings) -> int:
     reloads: set[asyncio.Task[bool]] = set()
 
     def on_sighup() -> None:
-        sidecar.api.roster.reload("SIGHUP")
-        task = asyncio.create_task(sidecar.reloader.reload("SIGHUP"))
+        task = asyncio.create_task(reload_files(sidecar.reloader, sidecar.api.roster))
         reloads.add(task)  # keep a reference until it is done
         task.add_done_callback(reloads.discard)
 
@@ -138,6 +155,8 @@ async def _main(settings: Settings) -> int:
         return EXIT_OK if await sidecar.run() else EXIT_FAILED
     finally:
         watchdog.cancel()
+        if held is not None:
+            held.close()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

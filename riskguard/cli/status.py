@@ -51,10 +51,7 @@ def _lines(reply: dict[str, Any]) -> list[str]:
     head += "READY" if reply["ready"] else "NOT READY"
     if failing:
         head += f" (failing: {', '.join(failing)})"
-    out = [head]
-    out.append(
-        f"  events applied {reply.get('events_applied', 0):,}, bad {reply.get('bad_events', 0):,}"
-    )
+    out = [head, *_consume_lines(reply)]
     standing = reply["standing"]
     if not standing:
         out.append("  no scope is halted or reduce-only")
@@ -64,6 +61,7 @@ def _lines(reply: dict[str, Any]) -> list[str]:
         for scope, tr in sorted(standing.items()):
             since = when(tr.get("decided_ns"))
             out.append(f"    {scope:<{width}}  {tr.get('to', '?'):<11}  {since}  {_why(tr)}")
+    out += _unfinished_lines(reply)
     for p in reply.get("approvals") or []:
         out.append(
             f"  pending approval {p['request_id']}: resume {p['scope']} asked by "
@@ -90,14 +88,7 @@ def _lines(reply: dict[str, Any]) -> list[str]:
             f"  limits reload REJECTED (the limits in force stay: {limits.get('source')}, "
             f"{limits.get('rules')} rules): {limits['last_reload_error']}"
         )
-    for peer in reply.get("peers") or []:
-        said = "live" if peer.get("live") else "NOT LIVE"
-        digest = str(peer.get("limits_sha256") or "?")[:12]
-        agree = "" if peer.get("limits_agree", True) else " (DIFFERENT limits from this one)"
-        out.append(
-            f"  peer {peer['instance']}: {said}, heartbeat {number(peer.get('age_ms', 0))} ms "
-            f"ago, limits {digest}{agree}"
-        )
+    out += _peer_lines(reply)
     scale = reply.get("scale") or {}
     if scale.get("mode") == "group":
         owned = ", ".join(scale.get("owned") or []) or "none"
@@ -115,10 +106,115 @@ def _lines(reply: dict[str, Any]) -> list[str]:
         out.append(f"  topic repaired: {str(repair).removesuffix('; repaired')}")
     if reply.get("instance_conflict"):
         out.append(f"  INSTANCE NAME CONFLICT: {reply['instance_conflict']}")
+    http = reply.get("http") or {}
+    if http.get("every_interface"):
+        out.append(
+            f"  API on every interface ({http.get('host')}:{http.get('port')}, http.host): "
+            "other hosts can reach it"
+        )
     users = reply.get("users") or {}
     if users.get("last_reload_error"):
         out.append(
             f"  users file reload REJECTED (the users in force stay): {users['last_reload_error']}"
+        )
+    return out
+
+
+def _consume_lines(reply: dict[str, Any]) -> list[str]:
+    """Events applied and the consumer lag (total, the partitions most behind), and a
+    stalled consume loop (``consume-stalled``)."""
+    applied, bad = reply.get("events_applied", 0), reply.get("bad_events", 0)
+    line = f"  events applied {applied:,}, bad {bad:,}"
+    lag = reply.get("consumer_lag")
+    if lag is not None:  # absent from a riskguard older than the lag report
+        behind = sorted((p for p in lag if p["messages"] > 0), key=lambda p: -p["messages"])
+        total = sum(p["messages"] for p in behind)
+        if not lag:
+            line += "; consumer lag not measured yet"
+        elif not behind:
+            line += f"; consumer lag 0 ({len(lag)} partition(s) read to the end)"
+        else:
+            worst = ", ".join(
+                f"{p['topic']}/{p['partition']} {p['messages']:,}" for p in behind[:3]
+            )
+            more = f", {len(behind) - 3} more" if len(behind) > 3 else ""
+            line += f"; consumer lag {total:,} message(s) ({worst}{more})"
+    consume = reply.get("consume") or {}
+    if lag and (consume.get("stalled") or reply["checks"].get("broker_reachable") is False):
+        line += " as last measured (no fetch gets through)"
+    out = [line]
+    if consume.get("stalled"):
+        error = consume.get("last_error")
+        why = f"every fetch fails: {error}" if error else "it is blocked"
+        silent = number((consume.get("silent_ms") or 0) / 1000, 3)
+        out.append(
+            f"  CONSUME STALLED (consume-stalled): no poll of the broker for {silent} s, "
+            f"{why}; no heartbeat from this instance (gates count it out)"
+        )
+    return out
+
+
+def _unfinished_lines(reply: dict[str, Any]) -> list[str]:
+    """What riskguard decided that has not reached its end: states the control topic has
+    not taken (the gates do not see them), orders still working past the cancel
+    deadline (``cancel-incomplete``), and the times riskguard itself did not run."""
+    out = []
+    pending = reply.get("control_pending") or []
+    if pending:
+        out.append(
+            f"  NOT ON THE CONTROL TOPIC yet (gates do not see them; retried): {', '.join(pending)}"
+        )
+    cancels = reply.get("cancels") or {}
+    incomplete = cancels.get("incomplete") or {}
+    if incomplete.get("count"):
+        orders = ", ".join(
+            f"{o['order_id']} ({o['scope']})" for o in (incomplete.get("orders") or [])[:3]
+        )
+        more = incomplete["count"] - min(3, len(incomplete.get("orders") or []))
+        out.append(
+            f"  CANCEL INCOMPLETE (cancel-incomplete): {incomplete['count']} order(s) still "
+            f"working past the {number(cancels.get('deadline_ms'))} ms deadline: {orders}"
+            + (f" and {more} more" if more > 0 else "")
+        )
+    paused = reply.get("paused") or {}
+    if paused.get("times"):
+        out.append(
+            f"  riskguard itself did not run {paused['times']} time(s), the last for "
+            f"{_age(paused.get('last_ms') or 0)} (process stopped, VM paused or event loop "
+            "blocked)"
+        )
+    return out
+
+
+def _age(ms: float) -> str:
+    """A heartbeat's age for people: ms under 10 s, then s, min, h."""
+    if ms < 10_000:
+        return f"{number(ms, 3)} ms"
+    for unit, size in (("h", 3_600_000), ("min", 60_000)):
+        if ms >= size:
+            return f"{number(ms / size, 3)} {unit}"
+    return f"{number(ms / 1000, 3)} s"
+
+
+def _peer_lines(reply: dict[str, Any]) -> list[str]:
+    """The other instances heard from lately; those silent for longer in one line."""
+    out = []
+    for peer in reply.get("peers") or []:
+        said = "live" if peer.get("live") else "NOT LIVE"
+        digest = str(peer.get("limits_sha256") or "?")[:12]
+        agree = "" if peer.get("limits_agree", True) else " (DIFFERENT limits from this one)"
+        out.append(
+            f"  peer {peer['instance']}: {said}, heartbeat {_age(peer.get('age_ms', 0))} "
+            f"ago, limits {digest}{agree}"
+        )
+    gone = reply.get("peers_gone") or {}
+    if gone.get("count"):
+        named = gone.get("latest") or []
+        names = ", ".join(named)
+        more = f" and {gone['count'] - len(named)} more" if gone["count"] > len(named) else ""
+        out.append(
+            f"  {gone['count']} former peer(s) silent for over {_age(gone['after_ms'])}, no "
+            f"longer listed (stopped, scaled in or renamed): {names}{more}"
         )
     return out
 

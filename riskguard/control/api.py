@@ -53,6 +53,9 @@ Act = Callable[[Identity, dict[str, str], dict[str, Any]], Awaitable[web.Respons
 SHARE_WAIT_S: Final = 2.0
 """A four-eyes request is answered once the control topic took it (every instance then
 lists it), or after this long, saying ``shared: false`` (it is retried meanwhile)."""
+EVERY_INTERFACE: Final = frozenset({"0.0.0.0", "::", "[::]"})
+"""``http.host`` values that bind every interface (an empty host is refused by the
+settings): allowed, on purpose (a pod's probes), but logged and shown in the status."""
 CONSOLE_FILES: Final = {
     "index.html": "text/html",
     "app.js": "text/javascript",
@@ -178,6 +181,14 @@ class ControlApi:
             break_glass=self.roster.status()["break_glass"],
             four_eyes=list(self.four_eyes.levels),
         )
+        if self.http.host in EVERY_INTERFACE:
+            self._log.warning(
+                "the API listens on every interface (http.host): other hosts can reach it",
+                host=self.http.host,
+                port=self.port,
+                users_file=self.roster.path is not None,
+                break_glass=self.roster.status()["break_glass"],
+            )
         return url
 
     async def stop(self) -> None:
@@ -368,6 +379,11 @@ class ControlApi:
             "approval_timeout_s": self.http.approval_timeout_s,
         }
         body["users"] = self.roster.status()
+        body["http"] = {
+            "host": self.http.host,
+            "port": self.port,
+            "every_interface": self.http.host in EVERY_INTERFACE,
+        }
         body["now_ns"] = time.time_ns()
         if self._facts is not None:
             body.update(self._facts())

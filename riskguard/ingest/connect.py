@@ -16,6 +16,7 @@ import contextlib
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from riskguard import log
+from riskguard.setting_origin import bootstrap_addresses as parse_bootstrap
 from riskguard.settings import KafkaSettings
 
 #: Each connection attempt waits at most this long; attempts are this far apart too.
@@ -29,21 +30,13 @@ class StartError(Exception):
 def bootstrap_addresses(servers: str) -> list[tuple[str, int]]:
     """``"h1:9092,[::1]:9093"`` as ``[("h1", 9092), ("::1", 9093)]``.
 
-    Raises :class:`StartError` for an entry without a numeric port.
+    Raises :class:`StartError` for an entry without a port from 1 to 65535 (settings
+    refuse those already: :class:`~riskguard.settings.KafkaSettings`).
     """
-    out: list[tuple[str, int]] = []
-    for entry in (e.strip() for e in servers.split(",")):
-        if not entry:
-            continue
-        host, _, port = entry.rpartition(":")
-        if not host or not port.isdigit():
-            raise StartError(
-                f"kafka.bootstrap_servers: {entry!r} is not host:port (e.g. 127.0.0.1:9092)"
-            )
-        out.append((host.strip("[]"), int(port)))
-    if not out:
-        raise StartError("kafka.bootstrap_servers is empty: give host:port[,host:port...]")
-    return out
+    try:
+        return parse_bootstrap(servers)
+    except ValueError as exc:
+        raise StartError(f"kafka.{exc}") from exc
 
 
 async def _accepts(host: str, port: int) -> bool:

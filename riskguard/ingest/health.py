@@ -258,10 +258,12 @@ class Health:
                 )
                 self.sent.append(beat.ts)
                 ok = await channel.heartbeat(beat)
-                await self._broker_edge(self.broker.observe(ok))
+                edge = self.broker.observe(ok)
+                await self._broker_edge(edge)  # "recovered" publishes everything again
                 if channel.rewinds > self._rewinds and self.on_recovered is not None:
                     self._rewinds = channel.rewinds  # noted by a heartbeat, however late
-                    await self.on_recovered()  # back empty, faster than the budget saw
+                    if edge != "recovered":  # not twice for one return of the broker
+                        await self.on_recovered()  # back empty, faster than the budget saw
             else:
                 self.broker.withheld()
             await asyncio.sleep(interval_ms / 1000)

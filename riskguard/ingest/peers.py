@@ -31,7 +31,8 @@ own; :class:`Peers` keeps them one kill switch. From the end of what recovery re
   instance's steps (:meth:`Peers.relay`), so a request made through one API can be
   approved through another.
 - **keeps every instance's latest heartbeat**, for ``/v1/status`` (``peers``: ready,
-  live, the digest of the limits each judges with) and to notice another process
+  live, the digest of the limits each judges with; an instance silent for over
+  :data:`PEER_GONE_MS` only counted in ``peers_gone``) and to notice another process
   heartbeating under this instance's name (``instance_conflict``: adoption between
   the two would silently stop).
 
@@ -71,12 +72,18 @@ from riskguard.vocabulary import ScopeError, Transition
 PEER_TIMEOUT_MS: Final = 2000
 """A peer counts as live in ``/v1/status`` while its latest heartbeat is younger than this
 and says ready (the gates' default ``heartbeat_timeout_ms``)."""
+PEER_GONE_MS: Final = 600_000
+"""A peer whose latest heartbeat is older than this (10 min) is no longer listed in
+``/v1/status`` ``peers``, only counted in ``peers_gone``: a group member removed by
+scale-in, an instance stopped for good or renamed. Until then it is listed, not live."""
+GONE_NAMED: Final = 5
+"""``peers_gone`` names this many of them, the most recently heard first."""
 POLL_MS: Final = 100
 """How long one fetch of the control topic waits for records."""
 RETRY_S: Final = 1.0
+"""How long to wait after a failed fetch or publish before trying again."""
 TAKEN_KEPT: Final = 1024
 """Four-eyes steps remembered as taken by the broker (for :meth:`Peers.taken`)."""
-"""How long to wait after a failed fetch or publish before trying again."""
 
 
 async def control_reader(kafka: KafkaSettings, client_id: str) -> AIOKafkaConsumer:
@@ -330,16 +337,22 @@ class Peers:
 
     # reports -------------------------------------------------------------------------
     def status(self, at: Instant | None = None) -> dict[str, Any]:
-        """For ``/v1/status``: each other instance's latest heartbeat, and how this one
+        """For ``/v1/status``: each other instance's latest heartbeat heard within
+        :data:`PEER_GONE_MS` (``peers``), how many were silent for longer
+        (``peers_gone``: ``count``, ``after_ms``, ``latest`` names), and how this one
         follows them."""
         now = at or Instant.now()
         digest = self.limits_digest()
         peers = []
+        gone: list[tuple[int, str]] = []
         for name, pulse in sorted(self.view.heartbeats.items()):
             if name == self.instance:
                 continue
             beat = pulse.record
             age_ns = pulse.age_ns(now)
+            if age_ns > PEER_GONE_MS * 1_000_000:
+                gone.append((age_ns, name))
+                continue
             peers.append(
                 {
                     "instance": name,
@@ -352,8 +365,14 @@ class Peers:
                     "events_applied": beat.events_applied,
                 }
             )
+        gone.sort()
         return {
             "peers": peers,
+            "peers_gone": {
+                "count": len(gone),
+                "after_ms": PEER_GONE_MS,
+                "latest": [name for _, name in gone[:GONE_NAMED]],
+            },
             "adopted": self.adopted,
             "reasserted": self.reasserted,
             "instance_conflict": self.conflict,

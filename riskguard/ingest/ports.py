@@ -180,3 +180,26 @@ class Probes(Protocol):
     def readiness(self) -> Mapping[str, bool]:
         """Every readiness check by name, plus ``loop_healthy``."""
         ...
+
+
+class UsersFile(Protocol):
+    """The users file in force, reloaded on SIGHUP (:class:`riskguard.control.roster.Roster`)."""
+
+    @property
+    def path(self) -> Any:
+        """The users file (a path), or None: only the break-glass token."""
+        ...
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 (hex) of the file in force; empty without one."""
+        ...
+
+    @property
+    def last_error(self) -> str:
+        """Why the latest reload was rejected; empty when it was not."""
+        ...
+
+    def reload(self, trigger: str) -> bool:
+        """Re-read the file; True when a changed, valid file was swapped in."""
+        ...

@@ -15,6 +15,9 @@ change is acted on only when the file's bytes (or its absence) differ from the l
 ones seen: a bad or deleted file is rejected once per change, however many times the
 folder changes meanwhile (the audit log or journal may live beside it).
 
+SIGHUP re-reads the users file, then the limits (:func:`on_sighup`); when neither
+changed, one line says so and names the files and digests checked.
+
 Written against narrow interfaces (:mod:`riskguard.ingest.ports`), not the sidecar;
 the rejection alert goes out through the outbox like every other transition.
 """
@@ -32,7 +35,13 @@ import watchfiles
 
 from riskguard import log
 from riskguard.audit import AuditLog
-from riskguard.ingest.ports import LimitsOwner, RulesChannel, ScopeStates, TransitionSink
+from riskguard.ingest.ports import (
+    LimitsOwner,
+    RulesChannel,
+    ScopeStates,
+    TransitionSink,
+    UsersFile,
+)
 from riskguard.limits import Limits, LimitsError, parse
 from riskguard.limits.model import Rule
 from riskguard.metrics import Metrics
@@ -186,6 +195,7 @@ class LimitsReloader:
         self._log.error(
             "limits reload rejected; the old limits stay in force",
             trigger=trigger,
+            path=str(self.path),
             problems=exc.problems,
         )
         alert = system_alert(
@@ -223,3 +233,36 @@ class LimitsReloader:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+async def on_sighup(limits: LimitsReloader, users: UsersFile) -> bool:
+    """SIGHUP: the users file, then the limits file, re-read; True when either changed.
+
+    A change or a rejection of the limits logs its own line; otherwise one line,
+    ``SIGHUP: limits and users files unchanged`` (info), names each file checked with
+    the digest (first 12 hex digits) of what stays in force; while the users file is
+    rejected (its problems logged once per change of the file) it is a warning saying
+    so, with the problems. Never raises for a bad file.
+    """
+    users_changed = users.reload("SIGHUP")
+    limits_changed = await limits.reload("SIGHUP")
+    if users_changed or limits_changed or limits.last_error:
+        return users_changed or limits_changed
+    said = log.get("reload")
+    said, event = (
+        (
+            said.warning,
+            "SIGHUP: nothing changed; the users file is rejected, the users in force stay",
+        )
+        if users.last_error
+        else (said.info, "SIGHUP: limits and users files unchanged")
+    )
+    said(
+        event,
+        limits=str(limits.path),
+        limits_sha256=limits.owner.limits.digest[:12],
+        users_file=str(users.path) if users.path is not None else None,
+        users_sha256=users.digest[:12] or None,
+        users_rejected=users.last_error or None,
+    )
+    return False

@@ -81,6 +81,7 @@ def status(sidecar: Reported) -> dict[str, Any]:
             "times": sidecar.health.broker.pauses,
             "last_ms": round(sidecar.health.broker.last_pause_ms, 1),
         },
+        "consume": consume(sidecar.health),
         "standing": standing,
         "events_applied": sidecar.engine.events_applied,
         "bad_events": sidecar.bad_events,
@@ -106,4 +107,17 @@ def status(sidecar: Reported) -> dict[str, Any]:
         "journal": str(sidecar.journal.path),
         "state_dir": str(sidecar.settings.runtime.state_path),
         **({"scale": sidecar.group.status()} if sidecar.group is not None else {}),
+    }
+
+
+def consume(health: Health) -> dict[str, Any]:
+    """The consume loop as ``/v1/status`` says it (``consume``): ``stalled`` while the
+    ``consume-stalled`` alert stands (``stalled_alert``, its id), ``silent_ms`` since
+    the loop last polled the broker (ms, 0.1 ms steps) and ``last_error``, its latest
+    fetch error since then (None: none)."""
+    return {
+        "stalled": health.stalled_alert is not None,
+        "stalled_alert": health.stalled_alert,
+        "silent_ms": round(health.liveness.silent_ms(), 1),
+        "last_error": health.liveness.last_error,
     }

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -61,6 +60,7 @@ from riskguard.ingest.connect import StartError, idempotence_refused, wait_for_b
 from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.health import Health
 from riskguard.ingest.manual import ManualActions
+from riskguard.ingest.naming import default_instance
 from riskguard.ingest.outbox import Outbox
 from riskguard.ingest.peers import Peers, control_reader
 from riskguard.ingest.pretrade import PreTradeFeed
@@ -112,7 +112,7 @@ class Sidecar:
         if grouped:  # rules neither local nor summed would be judged on partial sums
             check_group_limits(self.engine.limits)
         self.metrics.limits_rules.set(len(self.limits.rules))
-        self.instance = rt.instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.instance = rt.instance or default_instance()  # the host name
         self.engine.killswitch.instance = self.instance  # named on every decision
         self.audit = AuditLog(rt.audit_path)
         self.journal = HaltJournal(rt.journal_path)

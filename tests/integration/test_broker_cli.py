@@ -123,3 +123,19 @@ def test_the_apache_kafka_jvm_stops_with_the_command_on_sigterm(kafka_jars: Path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "x"])
+def test_a_port_that_is_no_port_is_a_usage_error_not_a_traceback(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from riskguard.cli import main  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as end:
+        main(["broker", "--port", port])
+    err = capsys.readouterr().err
+    assert end.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"riskguard broker: error: argument --port: '{port}' is not a port: give 0 to 65535 "
+        "(0: a free one)"
+    )

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from aiokafka.errors import OutOfOrderSequenceNumber
+from structlog.testing import capture_logs
 
 from riskguard.broker import Broker, free_port
 from riskguard.brokers import BrokerKind
@@ -63,38 +64,43 @@ async def test_a_running_riskguard_publishes_its_halts_again_when_the_broker_com
     broker = fresh_broker(broker_kind, port=free_port())  # back on the same port
     sidecar = Sidecar(local_settings(broker, tmp_path, **{"runtime.broker_budget_ms": 1000}),
                       OVERFILL)  # fmt: skip
-    try:
-        await sidecar.start()
-        task = asyncio.create_task(sidecar.run())
-        await sidecar.manual("halt", "strategy:smars", "alice", "runaway")
-        broker.stop()  # every topic gone (Tansu keeps memory only; Kafka's dir is deleted)
-        deadline = time.monotonic() + 20
-        while sidecar.checks["broker_reachable"]:  # the outage is noticed (1 s budget)
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        broker.start()
-        async with Gate(broker.bootstrap_servers, "riskguard.control") as gate:
-            deadline = time.monotonic() + 30
-            while not (gate.health() and gate.state("strategy:smars") == "HALTED"):
-                assert time.monotonic() < deadline, "the halt was not published again"
+    with capture_logs() as said:  # the whole run: only the outage says 'broker back'
+        try:
+            await sidecar.start()
+            task = asyncio.create_task(sidecar.run())
+            await sidecar.manual("halt", "strategy:smars", "alice", "runaway")
+            broker.stop()  # every topic gone (Tansu keeps memory only; Kafka's dir is deleted)
+            deadline = time.monotonic() + 20
+            while sidecar.checks["broker_reachable"]:  # the outage is noticed (1 s budget)
+                assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
-            while gate.view.rules is None:  # the gate data follows (retried until taken)
-                assert time.monotonic() < deadline, "the rules were not published again"
+            broker.start()
+            async with Gate(broker.bootstrap_servers, "riskguard.control") as gate:
+                deadline = time.monotonic() + 30
+                while not (gate.health() and gate.state("strategy:smars") == "HALTED"):
+                    assert time.monotonic() < deadline, "the halt was not published again"
+                    await asyncio.sleep(0.05)
+                while gate.view.rules is None:  # the gate data follows (retried until taken)
+                    assert time.monotonic() < deadline, "the rules were not published again"
+                    await asyncio.sleep(0.05)
+                verdict = gate.check("A", "smars", "X", "buy", 1.0, 10.0)
+                assert not verdict and "by alice: runaway" in verdict.reason
+                assert gate.check("A", "other", "X", "buy", 1.0, 10.0)  # the rules are back too
+            while sidecar.topics.checks < 2:  # the topics' shape is checked again after the outage
+                assert time.monotonic() < deadline, "the topics were not checked after the outage"
                 await asyncio.sleep(0.05)
-            verdict = gate.check("A", "smars", "X", "buy", 1.0, 10.0)
-            assert not verdict and "by alice: runaway" in verdict.reason
-            assert gate.check("A", "other", "X", "buy", 1.0, 10.0)  # the rules are back too
-        while sidecar.topics.checks < 2:  # the topics' shape is checked again after the outage
-            assert time.monotonic() < deadline, "the topics were not checked after the outage"
-            await asyncio.sleep(0.05)
-        if broker_kind == "apache-kafka":  # compaction set back if an auto-creation won
-            assert sidecar.status()["topics"]["problems"] == []
-        sidecar.request_stop()
-        assert await task
-    finally:
-        if not sidecar.stopping:
-            await sidecar.stop()
-        broker.stop()
+            if broker_kind == "apache-kafka":  # compaction set back if an auto-creation won
+                assert sidecar.status()["topics"]["problems"] == []
+            sidecar.request_stop()
+            assert await task
+        finally:
+            if not sidecar.stopping:
+                await sidecar.stop()
+            broker.stop()
+    # one return of the broker, seen both as an outage ended and as offsets gone back
+    # (the first heartbeat taken shows both): published again once, not twice
+    back = [x for x in said if x["event"].startswith("broker back: standing states")]
+    assert len(back) == 1, back
 
 
 async def test_a_broker_back_empty_sooner_than_the_budget_notices_still_gets_the_halts_again(

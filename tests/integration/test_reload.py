@@ -154,3 +154,46 @@ async def test_a_bad_or_deleted_file_is_rejected_once_per_change(
         await sidecar.stop()
     records = [r for r in audit.read(folder / "audit.jsonl") if r["kind"] == "limits_reload"]
     assert [r["record"]["result"] for r in records] == ["rejected", "rejected"]
+
+
+async def test_sighup_with_nothing_changed_says_so_in_one_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # an on-call engineer sends SIGHUP and must see that it was received and what it read
+    from structlog.testing import capture_logs  # noqa: PLC0415
+
+    from riskguard.ingest.reload import on_sighup  # noqa: PLC0415
+    from tests.integration.people import with_people  # noqa: PLC0415
+
+    limits = tmp_path / "limits.toml"
+    limits.write_text(RULE.format(100))
+    base = msgspec.to_builtins(with_people(with_limits(settings, limits), tmp_path))
+    base["runtime"]["watch_limits"] = False  # only the signal reloads
+    sidecar = Sidecar(msgspec.convert(base, Settings))
+    await sidecar.start()
+    try:
+        with capture_logs() as logs:
+            assert await on_sighup(sidecar.reloader, sidecar.api.roster) is False
+        (line,) = logs
+        assert line["event"] == "SIGHUP: limits and users files unchanged"
+        assert line["limits"] == str(limits)
+        assert line["limits_sha256"] == sidecar.limits.digest[:12]
+        assert line["users_file"] == str(tmp_path / "users.toml")
+        assert line["users_sha256"] == sidecar.api.roster.digest[:12] and line["users_sha256"]
+        assert line["users_rejected"] is None
+        write(limits, RULE.format(200))
+        with capture_logs() as logs:
+            assert await on_sighup(sidecar.reloader, sidecar.api.roster) is True
+        assert [x["event"] for x in logs] == ["limits reloaded"]  # a change: its own line
+        write(tmp_path / "users.toml", '[[user]]\nname = "bob"\nrole = "boss"\n')
+        with capture_logs() as logs:
+            assert await on_sighup(sidecar.reloader, sidecar.api.roster) is False
+        last = logs[-1]  # after the rejection itself, unless the file watch logged it first
+        assert last["event"] == (
+            "SIGHUP: nothing changed; the users file is rejected, the users in force stay"
+        )
+        assert (
+            last["log_level"] == "warning" and "'token_sha256' is missing" in last["users_rejected"]
+        )
+    finally:
+        await sidecar.stop()

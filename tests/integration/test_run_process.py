@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -88,3 +89,50 @@ watch_limits = false
     assert f"events-{run}" in started["settings"]
     reload = next(rec for rec in logs if rec["event"] == "limits reloaded")
     assert reload["trigger"] == "SIGHUP" and "order-rate" in reload["changed"]
+
+
+def test_a_second_run_under_the_default_name_on_one_host_is_refused(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # the default name is the host's: a restart is the same instance (no dead peer per
+    # run), and a second process beside it on the same control topic must be told to
+    # set a name, not run as a silent instance_conflict
+    run = uuid.uuid4().hex[:8]
+    config = tmp_path / "riskguard.toml"
+    config.write_text(f"""
+limits = "{LIMITS}"
+[kafka]
+{kafka_toml(broker)}input_topics = ["events-{run}"]
+control_topic = "control-{run}"
+dead_letter_topic = "dead-{run}"
+[runtime]
+state_dir = "{tmp_path / "state"}"
+""")
+    port = free_port()
+    first = spawn_run(config, port, broker.bootstrap_servers)
+    try:
+        deadline = time.monotonic() + 60
+        reply: dict[str, object] = {}
+        while time.monotonic() < deadline and not reply.get("ready"):
+            assert first.poll() is None, "the first riskguard exited"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=1) as r:
+                    reply = json.loads(r.read())
+            except OSError:
+                time.sleep(0.2)
+        assert reply.get("ready") and reply["instance"] == socket.gethostname()
+        second = spawn_run(config, free_port(), broker.bootstrap_servers, stderr=subprocess.PIPE)
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 2
+        lines = err.decode().strip().splitlines()
+        assert lines[-1].startswith(
+            f"riskguard run: another riskguard on this host already runs as instance "
+            f"'{socket.gethostname()}' (the default: the host name) on the control topic "
+            f"'control-{run}'"
+        )
+        assert "Traceback" not in err.decode()
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
