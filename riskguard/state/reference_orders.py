@@ -313,6 +313,9 @@ class ReferenceOrders(ReferenceWindows):
         if x.busted:
             self.bad.append("exec_busted")
             return False, None
+        o = self.orders.get(x.order)
+        if x.parent is None and o is not None and o.serial == x.serial and o.has_new:
+            x.parent = o.parent  # a trade before its new: the new credited it to its parent
         sym = f"symbol:{x.symbol}"
         bust = ev.exec_type == "bust"
         key = (ev.account, ev.ref_exec_id)

@@ -1,0 +1,169 @@
+"""Trading flows hunted for wrong numbers and wrong decisions (parents and children,
+replace chains, warnings at their boundaries), every expected value derived by hand.
+
+Each scenario runs the numba kernel (one event per batch) and the plain-Python reference
+model on the same events; the comments derive each value from docs/limits.md and
+docs/events.md, never from the code under test.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from riskguard import events as wire
+from riskguard.engine import Engine
+from riskguard.killswitch import Transition
+from riskguard.limits import parse
+from riskguard.state.reference import ReferenceModel
+from tests.builders import MS, bust, correct, fill, new, parent, rules_toml
+
+
+def rule(
+    name: str, metric: str, scope: str, bound: str, extra: str = "", action: str = "halt"
+) -> str:
+    return f'name="{name}"\nmetric="{metric}"\nscope="{scope}"\n{bound}\naction="{action}"\n{extra}'
+
+
+def run(events: list[wire.Event], *rules: str) -> tuple[Engine, ReferenceModel, list[Transition]]:
+    """The kernel, one event per batch (then settled), and the reference model:
+    (engine, model, the kernel's transitions)."""
+    lim = parse(rules_toml(*rules))
+    engine = Engine(lim, event_time=True)
+    ref = ReferenceModel(lim)
+    out: list[Transition] = []
+    for event in events:
+        out += engine.apply([event]).transitions
+        ref.apply_one(event)
+    out += engine.settle()
+    ref.settle()
+    return engine, ref, out
+
+
+def highs(engine: Engine) -> dict[str, Any]:
+    return {p.rule.name: p.high for p in engine.peaks()}
+
+
+def ref_highs(ref: ReferenceModel) -> dict[str, Any]:
+    return {name: peak[1] for name, peak in ref.peaks.items() if peak[0]}
+
+
+OVERFILL = rule("overfill", "parent_overfill_ratio", "strategy", "max=1.0")
+
+# --- parents: a child's trade that came before its new ----------------------------------
+
+
+def early_child() -> list[wire.Event]:
+    """Parent P of 100; child C1 (60) traded E1 before its new (a drop copy ahead of the
+    order feed), the new naming P; child C2 (40) fills E2 after its new."""
+    return [
+        parent("P", 100),
+        fill("C1", 1 * MS, qty=60, exec_id="E1"),
+        new("C1", 2 * MS, qty=60, parent_id="P"),
+        new("C2", 3 * MS, qty=40, parent_id="P"),
+        fill("C2", 4 * MS, qty=40, exec_id="E2"),
+    ]
+
+
+def test_bust_of_a_child_trade_before_its_new_comes_off_the_parent() -> None:
+    # E1 (60) counts toward P when C1's new arrives (docs/limits.md, Parents and children):
+    # 60 + 40 = 100 of 100, ratio 1.0. The bust of E1 takes it back off the parent:
+    # 40 / 100 = 0.4. The algo re-sends the 60 as C3 and it fills: 40 + 60 = 100, ratio
+    # 1.0 exactly: never above the max of 1.0, nothing halts. (It used to keep E1's 60 on
+    # the parent: 160 / 100 = 1.6 halted the strategy for a fully filled parent.)
+    events = [
+        *early_child(),
+        bust("C1", "E1", 5 * MS),
+        new("C3", 6 * MS, qty=60, parent_id="P"),
+        fill("C3", 7 * MS, qty=60, exec_id="E3"),
+    ]
+    engine, ref, out = run(events, OVERFILL)
+    assert out == [] and ref.transitions == []
+    assert highs(engine)["overfill"] == 1.0 == ref_highs(ref)["overfill"]
+    assert ref.parents["P"] == [100.0, 100.0]
+
+
+def test_bust_of_a_child_trade_before_its_new_is_judged_on_the_parent() -> None:
+    # A warning at 50 % of the 1.0 max is raised when E2 brings P to 100 / 100 = 1.0. The
+    # bust of E1 leaves 40 / 100 = 0.4, below the level by more than the default re-arm
+    # of 0.05: the bust is judged on P (3 evaluations: the parent at 0, E2, the bust) and
+    # the warning resolves, as for a bust of a trade after its new.
+    warn = rule("overfill", "parent_overfill_ratio", "strategy", "max=1.0", "warn_at=[0.5]")
+    engine, ref, out = run([*early_child(), bust("C1", "E1", 5 * MS)], warn)
+    (peak,) = engine.peaks()
+    assert (peak.evaluations, peak.low, peak.high) == (3, 0.0, 1.0)
+    expected = [("alert", 1.0, 0.5), ("resolve", 0.4, 0.5)]
+    assert [(t.kind, t.value, t.level) for t in out] == expected
+    assert [(t.kind, t.value, t.level) for t in ref.transitions] == expected
+
+
+def test_correction_of_a_child_trade_before_its_new_replaces_it_on_the_parent() -> None:
+    # E1 corrected from 60 to 90 (the venue's print was wrong): P's fills are
+    # 90 + 40 = 130 of 100, ratio 1.3: a real overfill, and the strategy halts on the
+    # correction with value 1.3. (It used to leave E1's 60 on the parent: ratio 1.0.)
+    events = [*early_child(), correct("C1", "E1", 5 * MS, qty=90, price=100.0)]
+    _, ref, out = run(events, OVERFILL)
+    assert [(t.scope, t.to, t.value) for t in out] == [("strategy:S", "HALTED", 1.3)]
+    assert [(t.scope, t.to, t.value) for t in ref.transitions] == [("strategy:S", "HALTED", 1.3)]
+    assert ref.parents["P"] == [100.0, 130.0]
+
+
+@st.composite
+def children(draw: Any) -> list[wire.Event]:
+    """Children of parent P, each traded (some trades before its new, which names P),
+    some trades busted or corrected before or after the new."""
+    events: list[wire.Event] = [parent("P", 100)]
+    t = 0
+    for c in range(draw(st.integers(1, 3))):
+        oid = f"C{c}"
+        trades = draw(st.lists(st.sampled_from([10.0, 20.0, 0.1, 0.3]), min_size=1, max_size=3))
+        before = draw(st.integers(0, len(trades)))  # how many trades come before the new
+        steps: list[tuple[str, int, float]] = []
+        for i, qty in enumerate(trades):
+            steps.append(("trade", i, qty))
+            fate = draw(st.sampled_from(["keep", "keep", "bust", "correct"]))
+            if fate != "keep":
+                late = ":late" if draw(st.booleans()) else ""  # after the new, or at once
+                steps.append((fate + late, i, draw(st.sampled_from([5.0, 0.2]))))
+        early = [s for s in steps if not s[0].endswith(":late")]
+        cut = next(
+            (k for k, s in enumerate(early) if s[0] == "trade" and s[1] == before), len(early)
+        )
+        ordered = [*early[:cut], ("new", -1, 0.0), *early[cut:]]
+        ordered += [s for s in steps if s[0].endswith(":late")]
+        for kind, i, qty in ordered:
+            t += MS
+            exec_id = f"{oid}-E{i}"
+            if kind == "new":
+                events.append(new(oid, t, qty=50, parent_id="P"))
+            elif kind == "trade":
+                events.append(fill(oid, t, qty=qty, exec_id=exec_id))
+            elif kind.startswith("bust"):
+                events.append(bust(oid, exec_id, t))
+            else:
+                events.append(correct(oid, exec_id, t, qty=qty, price=101.0))
+    return events
+
+
+@settings(max_examples=150, deadline=None)
+@given(children())
+def test_a_parent_holds_exactly_its_childrens_live_trades(events: list[wire.Event]) -> None:
+    """Whatever the order of a child's trades, its new and the amendments of its trades,
+    once every child's new (naming P) has arrived the parent's filled quantity is the sum
+    of its children's trades as last amended, busts left out (decimal sums)."""
+    live: dict[str, Decimal] = {}
+    for ev in events:
+        if isinstance(ev, wire.Fill):
+            key = ev.exec_id if ev.exec_type == "trade" else ev.ref_exec_id
+            assert key is not None
+            if ev.exec_type == "bust":
+                live.pop(key)
+            else:
+                live[key] = Decimal(str(ev.qty))
+    expected = float(sum(live.values(), Decimal(0)))
+    engine, ref, _ = run(events, OVERFILL)
+    assert ref.parents["P"][1] == expected
+    assert engine.store.state.parents[engine.keys.parents["P"]]["filled"] == expected
