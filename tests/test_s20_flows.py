@@ -87,15 +87,16 @@ def test_bust_of_a_child_trade_before_its_new_comes_off_the_parent() -> None:
 
 
 def test_bust_of_a_child_trade_before_its_new_is_judged_on_the_parent() -> None:
-    # A warning at 50 % of the 1.0 max is raised when E2 brings P to 100 / 100 = 1.0. The
-    # bust of E1 leaves 40 / 100 = 0.4, below the level by more than the default re-arm
-    # of 0.05: the bust is judged on P (3 evaluations: the parent at 0, E2, the bust) and
-    # the warning resolves, as for a bust of a trade after its new.
+    # A warning at 50 % of the 1.0 max is raised when C1's new credits E1 to P: 60 / 100
+    # = 0.6. The bust of E1 leaves 40 / 100 = 0.4, below the level by more than the default re-arm
+    # of 0.05: the bust is judged on P (5 evaluations: the parent at 0, C1's new at 0.6,
+    # C2's at 0.6, E2 at 1.0, the bust at 0.4) and the warning resolves, as for a bust
+    # of a trade after its new.
     warn = rule("overfill", "parent_overfill_ratio", "strategy", "max=1.0", "warn_at=[0.5]")
     engine, ref, out = run([*early_child(), bust("C1", "E1", 5 * MS)], warn)
     (peak,) = engine.peaks()
-    assert (peak.evaluations, peak.low, peak.high) == (3, 0.0, 1.0)
-    expected = [("alert", 1.0, 0.5), ("resolve", 0.4, 0.5)]
+    assert (peak.evaluations, peak.low, peak.high) == (5, 0.0, 1.0)
+    expected = [("alert", 0.6, 0.5), ("resolve", 0.4, 0.5)]
     assert [(t.kind, t.value, t.level) for t in out] == expected
     assert [(t.kind, t.value, t.level) for t in ref.transitions] == expected
 
@@ -110,6 +111,27 @@ def test_correction_of_a_child_trade_before_its_new_replaces_it_on_the_parent() 
     assert [(t.scope, t.to, t.value) for t in ref.transitions] == [("strategy:S", "HALTED", 1.3)]
     assert ref.parents["P"] == [100.0, 130.0]
 
+
+
+def test_a_child_whose_trade_came_first_overfills_the_parent_at_its_new() -> None:
+    # P of 100: child A (100) fills it, 100 / 100 = 1.0 (no breach: the max is 1.0).
+    # Child B's trade of 100 reaches riskguard before B's new (drop copy ahead of the
+    # order feed): it names no parent, so it is P's only from B's new, which makes P
+    # 200 / 100 = 2.0 (docs/limits.md, Parents and children). The new is judged: the
+    # strategy halts at B's new with value 2.0. (It was never judged: no further fill of
+    # P came, and the 2x overfill never halted anything.)
+    events = [
+        parent("P", 100),
+        new("A", 1 * MS, qty=100, parent_id="P"),
+        fill("A", 2 * MS, qty=100, exec_id="EA"),
+        fill("B", 3 * MS, qty=100, exec_id="EB"),
+        new("B", 4 * MS, qty=100, parent_id="P"),
+    ]
+    engine, ref, out = run(events, OVERFILL)
+    expected = [("strategy:S", "HALTED", 2.0, events[-1].ts)]
+    assert [(t.scope, t.to, t.value, t.ts) for t in out] == expected
+    assert [(t.scope, t.to, t.value, t.ts) for t in ref.transitions] == expected
+    assert highs(engine)["overfill"] == 2.0
 
 @st.composite
 def children(draw: Any) -> list[wire.Event]:
