@@ -112,7 +112,6 @@ def test_correction_of_a_child_trade_before_its_new_replaces_it_on_the_parent() 
     assert ref.parents["P"] == [100.0, 130.0]
 
 
-
 def test_a_child_whose_trade_came_first_overfills_the_parent_at_its_new() -> None:
     # P of 100: child A (100) fills it, 100 / 100 = 1.0 (no breach: the max is 1.0).
     # Child B's trade of 100 reaches riskguard before B's new (drop copy ahead of the
@@ -132,6 +131,7 @@ def test_a_child_whose_trade_came_first_overfills_the_parent_at_its_new() -> Non
     assert [(t.scope, t.to, t.value, t.ts) for t in out] == expected
     assert [(t.scope, t.to, t.value, t.ts) for t in ref.transitions] == expected
     assert highs(engine)["overfill"] == 2.0
+
 
 @st.composite
 def children(draw: Any) -> list[wire.Event]:
