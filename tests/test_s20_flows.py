@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from riskguard import events as wire
@@ -189,3 +189,55 @@ def test_a_parent_holds_exactly_its_childrens_live_trades(events: list[wire.Even
     engine, ref, _ = run(events, OVERFILL)
     assert ref.parents["P"][1] == expected
     assert engine.store.state.parents[engine.keys.parents["P"]]["filled"] == expected
+
+
+# --- warning levels at their exact boundary ---------------------------------------------
+
+
+def test_a_position_exactly_at_a_warning_level_warns() -> None:
+    # max = 3 BTC, warn_at = [0.8]: 80 % of 3 is 2.4. A position of exactly 2.4 BTC (two
+    # fills of 1.2) is at the level, which it reaches (docs/limits.md, Warnings: 500,000
+    # of 1,000,000 warns at 50 %). In floating point 2.4 / 3 = 0.7999999999999999 < 0.8:
+    # no warning used to be raised. A sale of 0.15 leaves 2.25 = 75 %: still within the
+    # 5 % re-arm (the level re-arms below 75 %), no resolve; a sale of 0.05 more, 2.2, is
+    # 73.3 %: resolved.
+    warn = rule("btc", "position_qty", "account", "max=3", "warn_at=[0.8]", action="alert")
+    events = [
+        fill("B1", 1 * MS, qty=1.2, price=30_000.0, exec_id="E1"),
+        fill("B2", 2 * MS, qty=1.2, price=30_000.0, exec_id="E2"),
+        fill("S1", 3 * MS, qty=0.15, price=30_000.0, exec_id="E3", side="sell"),
+        fill("S2", 4 * MS, qty=0.05, price=30_000.0, exec_id="E4", side="sell"),
+    ]
+    _, ref, out = run(events, warn)
+    expected = [("alert", 2.4, 0.8, events[1].ts), ("resolve", 2.2, 0.8, events[3].ts)]
+    assert [(t.kind, t.value, t.level, t.ts) for t in out] == expected
+    assert [(t.kind, t.value, t.level, t.ts) for t in ref.transitions] == expected
+
+
+LEVELS = ["0.1", "0.2", "0.25", "0.4", "0.5", "0.55", "0.7", "0.75", "0.8", "0.9", "0.95"]
+LIMITS = ["1.5", "3", "7", "12", "0.3", "2.5", "150", "3000000"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(LIMITS), st.sampled_from(LEVELS), st.sampled_from(["0", "0.05", "0.1"]))
+def test_a_value_at_a_decimal_level_reaches_it_and_one_just_below_does_not(
+    limit: str, level: str, rearm: str
+) -> None:
+    """order_qty of an order of exactly level x limit (a decimal) raises the level's
+    warning; one a millionth of the limit below does not; one exactly at level - rearm
+    keeps it raised (the level re-arms only below that), and one a millionth of the
+    limit below that re-arms it."""
+    assume(Decimal(level) > Decimal(rearm))
+    at = Decimal(limit) * Decimal(level)
+    back = Decimal(limit) * (Decimal(level) - Decimal(rearm))
+    tiny = Decimal(limit) * Decimal("1e-6")
+    body = f"max={limit}\nwarn_at=[{level}]\nrearm={rearm}"
+    warn = rule("fat", "order_qty", "account", body, action="alert")
+    qtys = [at - tiny, at, back, back - tiny]
+    events: list[wire.Event] = [
+        new(f"O{i}", (i + 1) * MS, qty=float(q)) for i, q in enumerate(qtys)
+    ]
+    _, ref, out = run(events, warn)
+    expected = [("alert", float(at)), ("resolve", float(back - tiny))]
+    assert [(t.kind, t.value) for t in out] == expected
+    assert [(t.kind, t.value) for t in ref.transitions] == expected

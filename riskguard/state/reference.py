@@ -20,6 +20,7 @@ from riskguard.settings import EngineSettings
 from riskguard.state.reference_defs import (
     COUNTED,
     JUMP_CONFIRM,
+    LEVEL_RTOL,
     MARK_RING,
     Book,
     Execution,
@@ -197,16 +198,18 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
         for k, f in enumerate(rule.warn_at):
             bit = 1 << k
             if bits & bit:
-                if u < f - rule.warn_rearm:
+                if u < f - rule.warn_rearm - LEVEL_RTOL * f:
                     bits &= ~bit
                     emitted.append(("resolve", f))
-            elif live and u >= f:
+            elif live and u >= f - LEVEL_RTOL * f:
                 bits |= bit
                 emitted.append(("alert", f))
         if rule.action == "alert":
             breach = v > rule.upper or v < rule.lower
             if bits & 16:
-                if not breach and (rule.alert_rearm <= 0.0 or u < 1.0 - rule.alert_rearm):
+                if not breach and (
+                    rule.alert_rearm <= 0.0 or u < 1.0 - rule.alert_rearm - LEVEL_RTOL
+                ):
                     bits &= ~16
                     emitted.append(("resolve", None))
             elif breach and live:
