@@ -241,3 +241,25 @@ def test_a_value_at_a_decimal_level_reaches_it_and_one_just_below_does_not(
     expected = [("alert", float(at)), ("resolve", float(back - tiny))]
     assert [(t.kind, t.value) for t in out] == expected
     assert [(t.kind, t.value) for t in ref.transitions] == expected
+
+
+# --- duplicate orders: a market order is no limit order ---------------------------------
+
+
+def test_a_market_order_is_no_duplicate_of_a_limit_at_minus_one() -> None:
+    # Crude below zero: a limit buy of 10 CL at -1.0, then a market buy of 10 CL. They
+    # differ in price (docs/limits.md: duplicates are identical in symbol, side, qty and
+    # price; a market order has no price), so neither is a duplicate (0, no halt). A
+    # second market buy of 10 a millisecond later is identical to the first: 1 > max 0,
+    # the strategy halts on it. (A market order used to be remembered at price -1.0: the
+    # first market buy already counted as the limit's duplicate and halted.)
+    events = [
+        new("L", 1 * MS, qty=10, price=-1.0, symbol="CL"),
+        new("M1", 2 * MS, qty=10, price=None, symbol="CL"),
+        new("M2", 3 * MS, qty=10, price=None, symbol="CL"),
+    ]
+    dup = rule("dup", "duplicate_orders", "strategy", "max=0", "window_ms=1000")
+    _, ref, out = run(events, dup)
+    expected = [("strategy:S", "HALTED", 1.0, events[2].ts)]
+    assert [(t.scope, t.to, t.value, t.ts) for t in out] == expected
+    assert [(t.scope, t.to, t.value, t.ts) for t in ref.transitions] == expected

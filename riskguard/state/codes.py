@@ -36,6 +36,11 @@ a value exactly at a decimal fraction of a decimal limit (2.4 of a max of 3, 80 
 divides to 0.7999999999999999, a few units of float error (about 1e-16 each) from the
 level it reached. A millionth of the limit below a level is far below it."""
 
+MARKET_PRICE_KEY = 4e12
+"""The price a market order is remembered at in the duplicate-order memory: outside the
+valid price range (|price| <= 1e12), so that no limit order (at -1.0, say: prices may be
+negative) is ever taken for a market order's duplicate."""
+
 # ORDER.status
 O_FREE = 0  # not tracked
 O_OPEN = 1  # working

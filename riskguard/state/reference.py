@@ -89,7 +89,7 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
         self.parents: dict[str, list[float | None]] = {}  # id -> [declared qty, filled]
         self.windows: dict[tuple[Counter, str], Window] = {}
         self.counters: list[Counter] = []
-        self.dup: dict[tuple[Counter, str, str, str, float, float], int] = {}
+        self.dup: dict[tuple[Counter, str, str, str, float, float | None], int] = {}
         self.dup_purge_at = 4096
         self.edges: dict[EdgeKey, int] = {}  # raised warning levels (bits) and alert (16)
         self.start = self.last_any = self.feed_ns = -1

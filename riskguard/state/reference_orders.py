@@ -43,7 +43,7 @@ class ReferenceOrders(ReferenceWindows):
     parents: dict[str, list[float | None]]
     windows: dict[tuple[Counter, str], Window]
     counters: list[Counter]
-    dup: dict[tuple[Counter, str, str, str, float, float], int]
+    dup: dict[tuple[Counter, str, str, str, float, float | None], int]
     broker: dict[tuple[str, str], float]
     rates: dict[str, float]
     multiplier: dict[str, float]
