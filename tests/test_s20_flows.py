@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from riskguard import events as wire
 from riskguard.engine import Engine
+from riskguard.evidence import evidence
 from riskguard.killswitch import Transition
 from riskguard.limits import parse
 from riskguard.state.reference import ReferenceModel
@@ -263,3 +264,33 @@ def test_a_market_order_is_no_duplicate_of_a_limit_at_minus_one() -> None:
     expected = [("strategy:S", "HALTED", 1.0, events[2].ts)]
     assert [(t.scope, t.to, t.value, t.ts) for t in out] == expected
     assert [(t.scope, t.to, t.value, t.ts) for t in ref.transitions] == expected
+
+
+def test_a_band_warns_on_its_lower_side_naming_the_min() -> None:
+    # net_notional band min = -1,000,000, max = 1,000,000, warn_at = [0.8]. A sale of
+    # 8,500 at 100 is a net short of -850,000: 85 % of the min (utilisation
+    # -850,000 / -1,000,000 = 0.85), so the 80 % level is reached on the lower side and
+    # the warning names limit -1,000,000: "-850,000 reached 80% of limit -1,000,000" (it
+    # named the max: "-850,000 reached 80% of limit 1,000,000", which it is not). Buying
+    # the 8,500 back (net 0) resolves it, naming the same bound; a buy of 8,500 more is
+    # +850,000: 85 % of the max, a warning naming limit 1,000,000.
+    band = rule(
+        "net", "net_notional", "account", "min=-1000000\nmax=1000000", "warn_at=[0.8]", "alert"
+    )
+    events = [
+        fill("S", 1 * MS, qty=8500, price=100.0, exec_id="E1", side="sell"),
+        fill("B", 2 * MS, qty=8500, price=100.0, exec_id="E2"),
+        fill("B", 3 * MS, qty=8500, price=100.0, exec_id="E3"),
+    ]
+    _, ref, out = run(events, band)
+    assert [(t.kind, t.value, t.limit, t.level) for t in out] == [
+        ("alert", -850_000.0, -1_000_000.0, 0.8),
+        ("resolve", 0.0, -1_000_000.0, 0.8),
+        ("alert", 850_000.0, 1_000_000.0, 0.8),
+    ]
+    assert evidence(out[0]) == "rule net: net_notional -850,000 reached 80% of limit -1,000,000"
+    assert [(t.kind, t.value) for t in ref.transitions] == [
+        ("alert", -850_000.0),
+        ("resolve", 0.0),
+        ("alert", 850_000.0),
+    ]

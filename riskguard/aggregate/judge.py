@@ -182,10 +182,10 @@ class SumJudge:
             if k in bits:
                 if u < f - rule.warn_rearm - LEVEL_RTOL * f:
                     bits.discard(k)
-                    edge("resolve", k, f, Decisions._bound(rule))
+                    edge("resolve", k, f, Decisions._bound(rule, v))
             elif live and u >= f - LEVEL_RTOL * f:
                 bits.add(k)
-                edge("alert", k, f, Decisions._bound(rule))
+                edge("alert", k, f, Decisions._bound(rule, v))
         breach = v > rule.upper or v < rule.lower
         if rule.action == "alert":
             if ALERT_EDGE in bits:
