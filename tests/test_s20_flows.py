@@ -20,7 +20,8 @@ from riskguard.evidence import evidence
 from riskguard.killswitch import Transition
 from riskguard.limits import parse
 from riskguard.state.reference import ReferenceModel
-from tests.builders import MS, bust, correct, fill, new, parent, rules_toml
+from riskguard.vocabulary import price_deviation
+from tests.builders import MS, bust, correct, fill, mark, new, parent, rules_toml
 
 
 def rule(
@@ -294,3 +295,77 @@ def test_a_band_warns_on_its_lower_side_naming_the_min() -> None:
         ("resolve", 0.0),
         ("alert", 850_000.0),
     ]
+
+
+# --- ratios of decimals at the limit they equal -----------------------------------------
+
+
+def test_an_order_exactly_at_the_collar_is_within_it() -> None:
+    # Reference 33.3 (a mark); a collar max = 0.05 (docs/limits.md: breach when value >
+    # max). A buy at 34.965 is 33.3 x 1.05: |34.965 - 33.3| / 33.3 = 1.665 / 33.3 = 0.05
+    # exactly, within the collar (in floats it was 0.05000000000000019: REDUCE_ONLY for an
+    # order at the band's edge). A buy at 34.966 is 1.666 / 33.3 = 0.05003003...: beyond
+    # it, the symbol goes REDUCE_ONLY with that value.
+    collar = rule("collar", "price_deviation", "symbol", "max=0.05", action="reduce_only")
+    events = [
+        mark(33.3, 1 * MS),
+        new("O1", 2 * MS, qty=10, price=34.965),
+        new("O2", 3 * MS, qty=10, price=34.966),
+    ]
+    engine, ref, out = run(events, collar)
+    expected = [
+        ("symbol:X", "REDUCE_ONLY", float(Decimal("1.666") / Decimal("33.3")), events[2].ts)
+    ]
+    assert [(t.scope, t.to, t.value, t.ts) for t in out] == expected
+    assert [(t.scope, t.to, t.value, t.ts) for t in ref.transitions] == expected
+    lows = {p.rule.name: p.low for p in engine.peaks()}
+    assert lows["collar"] == 0.05 == ref.peaks["collar"][2]
+
+
+def test_a_parent_filled_exactly_to_its_tolerance_is_within_it() -> None:
+    # A parent of 0.3 BTC may fill 5 % over (max = 1.05): children filling 0.2 + 0.115 =
+    # 0.315 = 0.3 x 1.05, a ratio of exactly 1.05: no breach (0.315 / 0.3 in floats is
+    # 1.0500000000000003 and halted the strategy). One satoshi more, 0.31500001, is
+    # 1.0500000333...: the strategy halts with that value.
+    tol = rule("overfill", "parent_overfill_ratio", "strategy", "max=1.05")
+    events: list[wire.Event] = [
+        parent("P", 0.3),
+        new("C1", 1 * MS, qty=0.2, parent_id="P"),
+        fill("C1", 2 * MS, qty=0.2, price=30_000.0, exec_id="E1"),
+        new("C2", 3 * MS, qty=0.115, parent_id="P"),
+        fill("C2", 4 * MS, qty=0.115, price=30_000.0, exec_id="E2"),
+    ]
+    _, ref, out = run(events, tol)
+    assert out == [] and ref.transitions == []
+    more = [*events, fill("C2", 5 * MS, qty=0.00000001, price=30_000.0, exec_id="E3")]
+    _, ref, out = run(more, tol)
+    expected = [("strategy:S", "HALTED", float(Decimal("0.31500001") / Decimal("0.3")))]
+    assert [(t.scope, t.to, t.value) for t in out] == expected
+    assert [(t.scope, t.to, t.value) for t in ref.transitions] == expected
+
+
+PRICES = st.integers(1, 10**7).map(lambda n: Decimal(n) / 10**4)  # 0.0001 ... 1,000 (4 dp)
+BANDS = st.sampled_from(["0.01", "0.02", "0.05", "0.1", "0.07", "0.15"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(PRICES, BANDS, st.sampled_from([1, -1]))
+def test_an_order_at_the_collar_edge_is_within_and_a_tick_beyond_is_not(
+    ref_price: Decimal, band: str, sign: int
+) -> None:
+    """An order exactly ``band`` away from the reference (a decimal of up to 8 places) is
+    within a collar of max = band; one 0.0001 further away breaches it, in the kernel,
+    the reference model and the gate's pre-trade check alike."""
+    edge = ref_price * (1 + sign * Decimal(band))
+    beyond = edge + sign * Decimal("0.0001")
+    collar = rule("collar", "price_deviation", "symbol", f"max={band}", action="reduce_only")
+    events = [
+        mark(float(ref_price), 1 * MS),
+        new("O1", 2 * MS, qty=1, price=float(edge)),
+        new("O2", 3 * MS, qty=1, price=float(beyond)),
+    ]
+    _, ref, out = run(events, collar)
+    assert [(t.to, t.ts) for t in out] == [("REDUCE_ONLY", events[2].ts)]
+    assert [(t.to, t.ts) for t in ref.transitions] == [("REDUCE_ONLY", events[2].ts)]
+    assert price_deviation(float(edge), float(ref_price)) == float(band)
+    assert price_deviation(float(beyond), float(ref_price)) > float(band)

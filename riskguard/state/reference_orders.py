@@ -24,7 +24,7 @@ from riskguard.state.reference_defs import (
     snap,
 )
 from riskguard.state.reference_windows import Counter, ReferenceWindows
-from riskguard.vocabulary import money
+from riskguard.vocabulary import money, nanos, price_deviation
 
 OrderEvent = wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder | wire.RejectOrder
 
@@ -439,7 +439,7 @@ class ReferenceOrders(ReferenceWindows):
         if m == "price_deviation":
             if price is None or ref is None or ref == 0.0:
                 return math.nan
-            return float(abs(price - ref) / abs(ref))
+            return price_deviation(price, ref)
         if m == "position_qty":
             assert pair is not None
             lot = self.lots.get(pair)
@@ -457,5 +457,8 @@ class ReferenceOrders(ReferenceWindows):
             declared, filled = p[0], p[1]
             if near(filled, declared):  # type: ignore[arg-type]
                 return 1.0
-            return filled / declared  # type: ignore[operator]
+            f, q = nanos(filled), nanos(declared)  # type: ignore[arg-type]
+            if math.isnan(f) or math.isnan(q):
+                return filled / declared  # type: ignore[operator]
+            return f / q
         return self._stateful(m, scope)
