@@ -127,7 +127,7 @@ class Decisions:
             if new == TO_ALERT:
                 tag = f"WARN{level:g}:" if warn else "ALERT:"
                 what = f"{tag}{rule.name}" + (f":{symbol}" if symbol else "")
-                crossed = rule.limit_for(value) if not warn else self._bound(rule)
+                crossed = rule.limit_for(value) if not warn else self._bound(rule, value)
                 tr = Transition(
                     id=transition_id(scope, at, what),
                     scope=scope,
@@ -149,7 +149,8 @@ class Decisions:
                 # the bound the alert crossed (a band's lower one included), else the
                 # nearer bound: an alert raised under other limits (a reload, a restart
                 # from a snapshot of other limits) is not remembered
-                ends, crossed = self._raised.pop(key, (None, self._nearer(rule, value)))
+                fallback = self._bound(rule, value) if warn else self._nearer(rule, value)
+                ends, crossed = self._raised.pop(key, (None, fallback))
                 tr = Transition(
                     id=transition_id(scope, at, f"RESOLVE:{ends or rule.name}"),
                     scope=scope,
@@ -161,7 +162,7 @@ class Decisions:
                     rule=rule.name,
                     metric=rule.metric,
                     value=value,
-                    limit=self._bound(rule) if warn else crossed,
+                    limit=crossed,
                     level=level if warn else None,
                     symbol=symbol,
                     ends=ends,
@@ -209,11 +210,15 @@ class Decisions:
         return rule.limit_for(value)
 
     @staticmethod
-    def _bound(rule: Rule) -> float:
-        """The bound warning levels are fractions of: ``max`` if positive, else ``min``."""
-        if rule.max is not None and rule.max > 0:
-            return rule.max
-        return rule.lower
+    def _bound(rule: Rule, value: float) -> float:
+        """The bound a warning level of ``value`` is a fraction of: ``max`` if positive,
+        else ``min``; in a band (``min`` < 0 < ``max``) the side ``value`` came closer to
+        (a net short of -850,000 reaches 80 % of a ``min`` of -1,000,000, not of the
+        ``max``)."""
+        up = rule.max is not None and rule.max > 0
+        if up and rule.min is not None and rule.min < 0:
+            return rule.upper if value / rule.upper >= value / rule.lower else rule.lower
+        return rule.upper if up else rule.lower
 
     def _silence(self, rule: Rule, row: int, value_ms: float, ts: int) -> str:
         """Why a feed-silence row breached, in words: whose heartbeat (or any event) has

@@ -220,3 +220,28 @@ def money(x: float) -> float:
     if x < 0.0:
         return -(math.floor(-x * 1e6 + 0.5) / 1e6)
     return math.floor(x * 1e6 + 0.5) / 1e6
+
+
+def nanos(x: float) -> float:
+    """``x`` x 1e9 as an exact integer when ``x`` is (to float error) a decimal of at most
+    9 places below 1e6 in size, else NaN.
+
+    Ratios of such decimals are judged as the quotient of these integers
+    (:func:`price_deviation`, ``parent_overfill_ratio``): the float nearest to the
+    decimal ratio, so a ratio equal to a decimal limit is that limit exactly (34.965
+    against 33.3 is 5 %: |34.965 - 33.3| / 33.3 in floats is 0.05000000000000019). The
+    kernel's :func:`riskguard.state.quantities.nanos` is the same rule in numba.
+    """
+    if not abs(x) < 1e6:
+        return math.nan
+    scaled = x * 1e9
+    whole = float(math.floor(scaled + 0.5))
+    return whole if abs(scaled - whole) <= 1e-6 + 4e-16 * abs(scaled) else math.nan
+
+
+def price_deviation(price: float, ref: float) -> float:
+    """|price - ref| / |ref| (``ref`` != 0), exact for decimal prices (:func:`nanos`)."""
+    p, r = nanos(price), nanos(ref)
+    if math.isnan(p) or math.isnan(r) or r == 0.0:
+        return abs(price - ref) / abs(ref)
+    return abs(p - r) / abs(r)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from riskguard.aggregate.records import Cover, RaisedEdge, Sum, row_sums
 from riskguard.decisions import Decisions
 from riskguard.limits.model import Rule
+from riskguard.state.codes import LEVEL_RTOL
 from riskguard.vocabulary import Transition, transition_id
 
 if TYPE_CHECKING:
@@ -179,16 +180,18 @@ class SumJudge:
 
         for k, f in enumerate(rule.warn_at):
             if k in bits:
-                if u < f - rule.warn_rearm:
+                if u < f - rule.warn_rearm - LEVEL_RTOL * f:
                     bits.discard(k)
-                    edge("resolve", k, f, Decisions._bound(rule))
-            elif live and u >= f:
+                    edge("resolve", k, f, Decisions._bound(rule, v))
+            elif live and u >= f - LEVEL_RTOL * f:
                 bits.add(k)
-                edge("alert", k, f, Decisions._bound(rule))
+                edge("alert", k, f, Decisions._bound(rule, v))
         breach = v > rule.upper or v < rule.lower
         if rule.action == "alert":
             if ALERT_EDGE in bits:
-                if not breach and (rule.alert_rearm <= 0.0 or u < 1.0 - rule.alert_rearm):
+                if not breach and (
+                    rule.alert_rearm <= 0.0 or u < 1.0 - rule.alert_rearm - LEVEL_RTOL
+                ):
                     bits.discard(ALERT_EDGE)
                     edge("resolve", ALERT_EDGE, None, Decisions._nearer(rule, v))
             elif breach and live:

@@ -25,7 +25,7 @@ from typing import Literal
 from riskguard.control.records import StateRecord
 from riskguard.control.view import ControlView, Instant, OrderRule
 from riskguard.evidence import evidence, number, sentence
-from riskguard.vocabulary import STATE_CODE, STATES, money, order_scopes
+from riskguard.vocabulary import STATE_CODE, STATES, money, order_scopes, price_deviation
 
 __all__ = [
     "Verdict",
@@ -437,7 +437,7 @@ def _value(rule: OrderRule, order: _Order) -> float | None:
         price, ref = order.price, order.ref
         if price is None or ref is None or ref == 0.0:
             return None
-        return abs(price - ref) / abs(ref)
+        return price_deviation(price, ref)
     return None  # a metric this gate does not know: riskguard judges it after sending
 
 

@@ -283,7 +283,7 @@ METRICS: Final[dict[str, MetricSpec]] = {
             _ALL,
             "ratio",
             "largest filled child qty / parent qty over the scope's parents",
-            evaluated_on=("parent", "fill"),
+            evaluated_on=("parent", "new", "fill"),
         ),
         MetricSpec(
             "duplicate_orders",

@@ -29,6 +29,17 @@ residue must never decide a breach at a round limit, nor show as a drawdown."""
 MONEY_EXACT_BELOW = 1e9
 """Up to here x * 1e6 is an exact integer in float64 (below 2**53); above, money is judged
 at float precision (about 1e-16 relative), far below any meaningful amount."""
+LEVEL_RTOL = 1e-15
+"""Utilisations (value / limit) within this fraction of a warning level (1.0 for the
+limit itself) of the level, or of the point where a level or an alert re-arms, are at it:
+a value exactly at a decimal fraction of a decimal limit (2.4 of a max of 3, 80 %)
+divides to 0.7999999999999999, a few units of float error (about 1e-16 each) from the
+level it reached. A millionth of the limit below a level is far below it."""
+
+MARKET_PRICE_KEY = 4e12
+"""The price a market order is remembered at in the duplicate-order memory: outside the
+valid price range (|price| <= 1e12), so that no limit order (at -1.0, say: prices may be
+negative) is ever taken for a market order's duplicate."""
 
 # ORDER.status
 O_FREE = 0  # not tracked

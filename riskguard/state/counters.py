@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from riskguard.limits.vocabulary import COUNTER_CODE
-from riskguard.state.codes import F_NEW, FIRM, O_CLOSED, O_OPEN, RING, X_APPLIED
+from riskguard.state.codes import F_NEW, FIRM, MARKET_PRICE_KEY, O_CLOSED, O_OPEN, RING, X_APPLIED
 from riskguard.state.jit import helper
 from riskguard.state.judging import at_level
 from riskguard.state.tables import dup_at, dup_put, dup_seen, purge_dups
@@ -268,7 +268,7 @@ def count_dups(ev, venue, now, at, st, history, ahead):  # type: ignore[no-untyp
     c, d = st.counters, st.dups
     sym = ev.symbol
     side = np.int64(ev.side)
-    px = ev.price if not math.isnan(ev.price) else -1.0
+    px = ev.price if not math.isnan(ev.price) else MARKET_PRICE_KEY
     for k in range(c.defs.shape[0]):
         if c.defs[k].kind != C_DUP:
             continue
@@ -303,7 +303,7 @@ def settle_ahead_dups(st, n, now, jumped):  # type: ignore[no-untyped-def]
         if rec.typ != T_NEW:
             continue
         side = np.int64(rec.side)
-        px = rec.price if not math.isnan(rec.price) else -1.0
+        px = rec.price if not math.isnan(rec.price) else MARKET_PRICE_KEY
         for k in range(c.defs.shape[0]):
             if c.defs[k].kind != C_DUP or not _wanted(c.defs[k], side, rec.venue):
                 continue

@@ -9,9 +9,11 @@ recorded in its peaks, then:
   value is back below the limit by ``rearm`` (a fraction of the limit: 0 = as soon as
   it is within), writing a resolve decision;
 - a row with warning levels (``warn_at``, fractions of the limit: of ``max`` for an
-  upper bound, of ``min`` for a lower one) raises one alert per level crossed, with the
-  level in the evidence, and re-arms each level once the value is back below it by
-  ``rearm`` (default 0.05), writing a resolve decision (docs/limits.md, Warnings).
+  upper bound, of ``min`` for a lower one) raises one alert per level reached (a value
+  exactly at a level reaches it), with the level in the evidence, and re-arms each level
+  once the value is back below it by more than ``rearm`` (default 0.05), writing a
+  resolve decision (docs/limits.md, Warnings). Utilisations are compared within
+  LEVEL_RTOL (float error of value / limit), so a decimal value exactly at a level is at it.
 
 Metrics measured per position (``position_qty``, ``position_break_qty``: the value is
 that of one symbol) keep their alert and warning edges per position pair, so a break in
@@ -28,7 +30,7 @@ import math
 
 import numpy as np
 
-from riskguard.state.codes import EDGE_ALERT, FIRM, MAX_WARN, TO_ALERT, TO_RESOLVE
+from riskguard.state.codes import EDGE_ALERT, FIRM, LEVEL_RTOL, MAX_WARN, TO_ALERT, TO_RESOLVE
 from riskguard.state.jit import helper
 from riskguard.state.tables import edge_get, edge_put
 from riskguard.vocabulary import A_ALERT, L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL
@@ -124,16 +126,16 @@ def _edges(r, s, p, v, e, now, raise_ok, st, rules, peaks, out):  # type: ignore
             break
         bit = np.int64(1) << k
         if bits & bit:
-            if u < f - row.warn_rearm:
+            if u < f - row.warn_rearm - LEVEL_RTOL * f:
                 bits &= ~bit
                 emit(out, e, r, s, sc.state, np.int64(TO_RESOLVE), v, now, f, bit, p)
-        elif raise_ok and u >= f:
+        elif raise_ok and u >= f - LEVEL_RTOL * f:
             bits |= bit
             emit(out, e, r, s, sc.state, np.int64(TO_ALERT), v, now, f, bit, p)
     if row.action == A_ALERT:
         breach = v > row.upper or v < row.lower
         if bits & EDGE_ALERT:
-            if not breach and (row.rearm <= 0.0 or u < 1.0 - row.rearm):
+            if not breach and (row.rearm <= 0.0 or u < 1.0 - row.rearm - LEVEL_RTOL):
                 bits &= ~EDGE_ALERT
                 emit(
                     out,

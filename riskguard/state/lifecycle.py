@@ -368,6 +368,10 @@ def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     if x.status != X_APPLIED:
         note(out, e, np.int64(N_BUSTED), np.int64(0))
         return -2
+    if x.parent < 0 and x.order >= 0:  # a trade before its new: credited by the new
+        od = st.orders[x.order]
+        if od.serial == x.serial and od.status != O_FREE and od.flags & F_NEW:
+            x.parent = od.parent
     y = x.symbol
     sym = st.symbols[y]
     bust = ev.subtype == E_BUST

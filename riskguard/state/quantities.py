@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from riskguard.state.codes import MONEY_EXACT_BELOW, QTY_EXACT_BELOW, QTY_RTOL
 from riskguard.state.jit import helper
 
@@ -41,3 +43,38 @@ def money(x):  # type: ignore[no-untyped-def]
     if x < 0.0:
         return -(math.floor(-x * 1e6 + 0.5) / 1e6)
     return math.floor(x * 1e6 + 0.5) / 1e6
+
+
+@helper
+def nanos(x):  # type: ignore[no-untyped-def]
+    """``x`` x 1e9 as an exact integer when ``x`` is (to float error) a decimal of at most
+    9 places below 1e6 in size, else NaN: ratios of decimals are judged as quotients of
+    these integers, the float nearest to the decimal ratio
+    (:func:`riskguard.vocabulary.nanos` in Python)."""
+    if not abs(x) < 1e6:
+        return np.nan
+    scaled = x * 1e9
+    whole = math.floor(scaled + 0.5)
+    if abs(scaled - whole) <= 1e-6 + 4e-16 * abs(scaled):
+        return whole
+    return np.nan
+
+
+@helper
+def price_deviation(price, ref):  # type: ignore[no-untyped-def]
+    """|price - ref| / |ref| (``ref`` != 0), exact for decimal prices (:func:`nanos`)."""
+    p = nanos(price)
+    r = nanos(ref)
+    if math.isnan(p) or math.isnan(r) or r == 0.0:
+        return abs(price - ref) / abs(ref)
+    return abs(p - r) / abs(r)
+
+
+@helper
+def fill_ratio(filled, qty):  # type: ignore[no-untyped-def]
+    """filled / qty (``qty`` > 0), exact for decimal quantities (:func:`nanos`)."""
+    f = nanos(filled)
+    q = nanos(qty)
+    if math.isnan(f) or math.isnan(q) or q == 0.0:
+        return filled / qty
+    return f / q

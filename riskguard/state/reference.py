@@ -20,6 +20,7 @@ from riskguard.settings import EngineSettings
 from riskguard.state.reference_defs import (
     COUNTED,
     JUMP_CONFIRM,
+    LEVEL_RTOL,
     MARK_RING,
     Book,
     Execution,
@@ -88,7 +89,7 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
         self.parents: dict[str, list[float | None]] = {}  # id -> [declared qty, filled]
         self.windows: dict[tuple[Counter, str], Window] = {}
         self.counters: list[Counter] = []
-        self.dup: dict[tuple[Counter, str, str, str, float, float], int] = {}
+        self.dup: dict[tuple[Counter, str, str, str, float, float | None], int] = {}
         self.dup_purge_at = 4096
         self.edges: dict[EdgeKey, int] = {}  # raised warning levels (bits) and alert (16)
         self.start = self.last_any = self.feed_ns = -1
@@ -197,16 +198,18 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
         for k, f in enumerate(rule.warn_at):
             bit = 1 << k
             if bits & bit:
-                if u < f - rule.warn_rearm:
+                if u < f - rule.warn_rearm - LEVEL_RTOL * f:
                     bits &= ~bit
                     emitted.append(("resolve", f))
-            elif live and u >= f:
+            elif live and u >= f - LEVEL_RTOL * f:
                 bits |= bit
                 emitted.append(("alert", f))
         if rule.action == "alert":
             breach = v > rule.upper or v < rule.lower
             if bits & 16:
-                if not breach and (rule.alert_rearm <= 0.0 or u < 1.0 - rule.alert_rearm):
+                if not breach and (
+                    rule.alert_rearm <= 0.0 or u < 1.0 - rule.alert_rearm - LEVEL_RTOL
+                ):
                     bits &= ~16
                     emitted.append(("resolve", None))
             elif breach and live:

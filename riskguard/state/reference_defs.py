@@ -20,6 +20,7 @@ RING = BUCKETS + 1
 JUMP_CONFIRM = 3  # replay: this many events in a row stamped too far ahead follow a jump
 MARK_RING = 4  # distinct prices remembered at a symbol's latest mark time
 QTY_RTOL = 1e-9  # quantities this close (relative) are equal
+LEVEL_RTOL = 1e-15  # utilisations this close (x the level) to a level or re-arm point: at it
 #: Metrics each event type moves, for the types that move any (by name).
 FAMILY_NAMES: dict[str, frozenset[str]] = {
     t: metrics_moved_by(t) for t in EVENT_TYPES if metrics_moved_by(t)

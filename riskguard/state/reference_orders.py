@@ -24,7 +24,7 @@ from riskguard.state.reference_defs import (
     snap,
 )
 from riskguard.state.reference_windows import Counter, ReferenceWindows
-from riskguard.vocabulary import money
+from riskguard.vocabulary import money, nanos, price_deviation
 
 OrderEvent = wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder | wire.RejectOrder
 
@@ -43,7 +43,7 @@ class ReferenceOrders(ReferenceWindows):
     parents: dict[str, list[float | None]]
     windows: dict[tuple[Counter, str], Window]
     counters: list[Counter]
-    dup: dict[tuple[Counter, str, str, str, float, float], int]
+    dup: dict[tuple[Counter, str, str, str, float, float | None], int]
     broker: dict[tuple[str, str], float]
     rates: dict[str, float]
     multiplier: dict[str, float]
@@ -313,6 +313,9 @@ class ReferenceOrders(ReferenceWindows):
         if x.busted:
             self.bad.append("exec_busted")
             return False, None
+        o = self.orders.get(x.order)
+        if x.parent is None and o is not None and o.serial == x.serial and o.has_new:
+            x.parent = o.parent  # a trade before its new: the new credited it to its parent
         sym = f"symbol:{x.symbol}"
         bust = ev.exec_type == "bust"
         key = (ev.account, ev.ref_exec_id)
@@ -436,7 +439,7 @@ class ReferenceOrders(ReferenceWindows):
         if m == "price_deviation":
             if price is None or ref is None or ref == 0.0:
                 return math.nan
-            return float(abs(price - ref) / abs(ref))
+            return price_deviation(price, ref)
         if m == "position_qty":
             assert pair is not None
             lot = self.lots.get(pair)
@@ -454,5 +457,8 @@ class ReferenceOrders(ReferenceWindows):
             declared, filled = p[0], p[1]
             if near(filled, declared):  # type: ignore[arg-type]
                 return 1.0
-            return filled / declared  # type: ignore[operator]
+            f, q = nanos(filled), nanos(declared)  # type: ignore[arg-type]
+            if math.isnan(f) or math.isnan(q):
+                return filled / declared  # type: ignore[operator]
+            return f / q
         return self._stateful(m, scope)

@@ -22,7 +22,7 @@ class ReferenceWindows:
 
     windows: dict[tuple[Counter, str], Window]
     counters: list[Counter]
-    dup: dict[tuple[Counter, str, str, str, float, float], int]
+    dup: dict[tuple[Counter, str, str, str, float, float | None], int]
     dup_purge_at: int
     last_any: int
     lateness_ns: int
@@ -132,7 +132,6 @@ class ReferenceWindows:
     ) -> None:
         """New order ``ev``, counted at ``at`` ahead of the clock, is taken at ``now``:
         the duplicates it counted move there, and its entries are stamped ``now``."""
-        px = -1.0 if ev.price is None else ev.price
         for counter in self.counters:
             kind, level, window, side_f, venue_f = counter
             scope = scopes[level]
@@ -144,7 +143,7 @@ class ReferenceWindows:
                 w.take_back(at // width, 1.0)
                 w.advance(now // width)
                 w.add(now // width, 1.0)
-            key = (counter, scope, ev.symbol, ev.side, ev.qty, px)
+            key = (counter, scope, ev.symbol, ev.side, ev.qty, ev.price)
             if key in self.dup:
                 self.dup[key] = max(self.dup[key], now)
 
@@ -224,8 +223,7 @@ class ReferenceWindows:
         o.early = {}
 
     def _dup(self, ev: wire.NewOrder, counter: Counter, scope: str, now: int) -> float:
-        px = -1.0 if ev.price is None else ev.price
-        key = (counter, scope, ev.symbol, ev.side, ev.qty, px)
+        key = (counter, scope, ev.symbol, ev.side, ev.qty, ev.price)
         prev = self.dup.get(key, -1)
         if now > prev:
             self.dup[key] = now

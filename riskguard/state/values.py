@@ -29,7 +29,7 @@ from riskguard.limits.vocabulary import (
     M_REJECT_RATE,
 )
 from riskguard.state.jit import helper
-from riskguard.state.quantities import money, near, snap
+from riskguard.state.quantities import fill_ratio, money, near, price_deviation, snap
 from riskguard.state.valuation import scope_value
 from riskguard.vocabulary import L_ACCOUNT, L_STRATEGY
 
@@ -79,7 +79,7 @@ def value_of(r, s, p, parent, ev, st, rules):  # type: ignore[no-untyped-def]
         return money(size * abs(sym.ref_price)) if sym.price_source > 0 else np.nan
     if metric == M_PRICE_DEVIATION:
         if not math.isnan(px) and sym.price_source > 0 and sym.ref_price != 0.0:
-            return abs(px - sym.ref_price) / abs(sym.ref_price)
+            return price_deviation(px, sym.ref_price)
         return np.nan
     if metric == M_POSITION_QTY:
         return abs(st.positions[p].qty) if p >= 0 else np.nan
@@ -93,6 +93,6 @@ def value_of(r, s, p, parent, ev, st, rules):  # type: ignore[no-untyped-def]
             pa = st.parents[parent]
             if near(pa.filled, pa.qty):
                 return 1.0
-            return pa.filled / pa.qty
+            return fill_ratio(pa.filled, pa.qty)
         return np.nan
     return scope_value(metric, st.scopes, s)
