@@ -287,7 +287,8 @@ class Metrics:
         )
         self.gate_records = Counter(
             "riskguard_gate_records_total",
-            "Records published for the gates' pre-trade checks, by kind (rules, mark, position).",
+            "Records published for the gates' pre-trade checks, by kind (rules, mark, instrument, "
+            "position).",
             ["kind"],
             registry=r,
         )

@@ -6,6 +6,7 @@ import pytest
 
 from riskguard.control.records import (
     RULES_KEY,
+    InstrumentRecord,
     MarkRecord,
     PositionRecord,
     RuleRecord,
@@ -17,7 +18,7 @@ from riskguard.ingest.pretrade import PreTradeFeed, Round, rules_record
 from riskguard.limits import parse
 from riskguard.metrics import Metrics
 from riskguard.testing import FakeClock
-from tests.builders import MS, T0, fill, mark, new, rules_toml
+from tests.builders import MS, T0, fill, fx, instrument, mark, new, rules_toml
 
 RULES = rules_toml(
     'name = "fat"\nmetric = "order_qty"\nscope = "strategy"\nmatch = { strategy = ["s1", "s2"] }'
@@ -84,6 +85,31 @@ def test_a_fill_price_is_the_reference_before_any_mark() -> None:
     f.commit(f.collect())
     engine.apply([new("o", 0, price=99.5), fill("o", 1, price=99.5)])
     assert records(f.collect()) == {b"mark:X": MarkRecord("X", 99.5, clock.now_ns)}
+
+
+def test_an_instrument_goes_out_before_any_price_and_again_when_its_money_changes() -> None:
+    """A gate values 10 ES at 6,000 as 10 x 6,000 x 50 = 3,000,000 before ES has a mark
+    or a trade (it valued it at 60,000: no mark record, so 1 and 1). Every described
+    symbol gets an instrument record, whose rate follows its currency (None: no rate)."""
+    engine, f, clock = feed()
+    f.commit(f.collect())
+    engine.apply([instrument("ES", 50.0, t=0), instrument("FESX", 10.0, "EUR", t=1)])
+    first = f.collect()
+    assert records(first) == {
+        b"instrument:ES": InstrumentRecord("ES", clock.now_ns, multiplier=50.0, rate=1.0),
+        b"instrument:FESX": InstrumentRecord("FESX", clock.now_ns, multiplier=10.0, rate=None),
+    }
+    assert first.counts["instrument"] == 2 and first.counts["mark"] == 0
+    f.commit(first)
+    assert f.collect().messages == []  # once per change
+    engine.apply([fx("EUR", 1.1, t=2), mark(4000.0, 3, "FESX")])
+    assert records(f.collect()) == {
+        b"instrument:FESX": InstrumentRecord("FESX", clock.now_ns, multiplier=10.0, rate=1.1),
+        b"mark:FESX": MarkRecord("FESX", 4000.0, clock.now_ns, multiplier=10.0, rate=1.1),
+    }
+    f.commit(f.collect())
+    f.resend()  # the broker came back empty: every instrument goes out again
+    assert {b"instrument:ES", b"instrument:FESX"} <= set(records(f.collect()))
 
 
 def test_reduce_only_positions_on_entry_then_changes() -> None:

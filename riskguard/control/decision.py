@@ -239,8 +239,10 @@ def check(
     ``qty`` > 0 (units), ``price`` the limit price (None: a market order),
     ``reference_price`` the price to judge against (None: riskguard's published mark).
     ``order_notional`` = qty * abs(price) * multiplier * rate, from the symbol's mark
-    record (1 and 1 without one; a market order at abs(reference); not evaluated without
-    a price, or while riskguard has no rate for the currency), rounded to a millionth
+    record, else its instrument record (1 and 1 without either, riskguard's own default
+    for a symbol no ``instrument`` event described; a market order at abs(reference);
+    not evaluated without a price, or while riskguard has no rate for the currency),
+    rounded to a millionth
     as riskguard judges money; ``price_deviation`` = abs(price - ref) / abs(ref) (not
     evaluated for a market order, without a reference, or at a reference of 0). Raises
     ``ValueError`` for a side other than buy/sell, a ``qty`` not finite and > 0, or a
@@ -305,8 +307,9 @@ def check(
             1.0,
             0.0,
         )
-    size = 1.0 if mark is None else mark.multiplier
-    rate = 1.0 if mark is None else mark.rate
+    money = mark if mark is not None else view.instruments.get(symbol)
+    size = 1.0 if money is None else money.multiplier
+    rate = 1.0 if money is None else money.rate
     booked = booked_qty(qty)  # the per-order rules judge the qty riskguard will book
     order = _Order(account, strategy, symbol, side, venue, booked, price, ref, size, rate)
     for rule in view.order_rules:

@@ -16,6 +16,9 @@
   for the gate's pre-trade ``check()``; re-published on every limits reload.
 * key ``mark:<symbol>``: a :class:`MarkRecord`, the reference price riskguard values the
   symbol at (throttled per symbol).
+* key ``instrument:<symbol>``: an :class:`InstrumentRecord`, the contract size and exchange
+  rate riskguard values the symbol's orders at, priced or not (a gate values an order in
+  a future never traded nor marked as riskguard does).
 * key ``position:<scope>:<symbol>``: a :class:`PositionRecord`, riskguard's net position of
   a REDUCE_ONLY scope in a symbol (the gate refuses orders that would increase it).
 * key ``approval:<scope>``: an :class:`ApprovalRecord`, the latest step of a four-eyes
@@ -170,6 +173,22 @@ class MarkRecord(msgspec.Struct, frozen=True, tag="mark", tag_field="type"):
     v: int = 1
 
 
+class InstrumentRecord(msgspec.Struct, frozen=True, tag="instrument", tag_field="type"):
+    """How riskguard values ``symbol``'s money as of ``ts`` (ns), before any price too:
+    ``multiplier`` (contract size) and ``rate`` (base currency per unit of the symbol's
+    currency; None while riskguard has no rate for it). Written for every symbol an
+    ``instrument`` event described, when either changes. A gate takes a symbol's size and
+    rate from its :class:`MarkRecord` when there is one (the same values), else from
+    this record, else 1 and 1 (added within v1: older readers skip it).
+    """
+
+    symbol: str
+    ts: int
+    multiplier: float = 1.0
+    rate: float | None = 1.0
+    v: int = 1
+
+
 class PositionRecord(msgspec.Struct, frozen=True, tag="position", tag_field="type"):
     """riskguard's net position (long > 0) of ``scope`` in ``symbol``, as of ``ts``.
 
@@ -217,6 +236,7 @@ Record = (
     | CancelRecord
     | RulesRecord
     | MarkRecord
+    | InstrumentRecord
     | PositionRecord
     | ApprovalRecord
 )
@@ -244,6 +264,11 @@ def cancel_key(scope: str, part: int, source: str = "") -> bytes:
 def mark_key(symbol: str) -> bytes:
     """Compaction key of a symbol's mark."""
     return f"mark:{symbol}".encode()
+
+
+def instrument_key(symbol: str) -> bytes:
+    """Compaction key of a symbol's instrument record."""
+    return f"instrument:{symbol}".encode()
 
 
 def position_key(scope: str, symbol: str) -> bytes:

@@ -17,6 +17,7 @@ order (``docs/control-topic.md``, "Reading"):
   the compacted topic; a gate delivers only the standing halt's);
 * ``rules``: the latest :class:`RulesRecord`, compiled into ``order_rules``;
 * ``marks``: symbol -> :class:`MarkRecord`;
+* ``instruments``: symbol -> :class:`InstrumentRecord`;
 * ``positions``: (scope, symbol) -> :class:`PositionRecord` (read through
   :meth:`ControlView.position`, which applies the staleness rule);
 * ``approvals``: scope -> the latest :class:`ApprovalRecord` (a four-eyes step, for
@@ -35,6 +36,7 @@ from riskguard.control.records import (
     ApprovalRecord,
     CancelRecord,
     HeartbeatRecord,
+    InstrumentRecord,
     MarkRecord,
     PositionRecord,
     Record,
@@ -110,17 +112,18 @@ def valid(record: Record) -> bool:
     """Whether a decoded record's numbers and parts make sense (else it is unreadable).
 
     Cancel parts need ``0 <= part < parts`` and finite open quantities; marks a finite
-    price, a finite multiplier > 0 and a rate None or finite > 0; positions a finite
-    quantity; rules finite bounds with ``min <= max``.
+    price; marks and instruments a finite multiplier > 0 and a rate None or finite > 0;
+    positions a finite quantity; rules finite bounds with ``min <= max``.
     """
     if isinstance(record, CancelRecord):
         return 0 <= record.part < record.parts and all(
             math.isfinite(o.open_qty) for o in record.orders
         )
-    if isinstance(record, MarkRecord):
+    if isinstance(record, MarkRecord | InstrumentRecord):
         size = math.isfinite(record.multiplier) and record.multiplier > 0
         rate = record.rate is None or (math.isfinite(record.rate) and record.rate > 0)
-        return math.isfinite(record.price) and size and rate
+        priced = not isinstance(record, MarkRecord) or math.isfinite(record.price)
+        return priced and size and rate
     if isinstance(record, PositionRecord):
         return math.isfinite(record.qty)
     if isinstance(record, RulesRecord):
@@ -154,6 +157,7 @@ class ControlView:
     rules: RulesRecord | None = None
     order_rules: tuple[OrderRule, ...] = ()
     marks: dict[str, MarkRecord] = field(default_factory=dict)
+    instruments: dict[str, InstrumentRecord] = field(default_factory=dict)
     positions: dict[tuple[str, str], PositionRecord] = field(default_factory=dict)
     approvals: dict[str, ApprovalRecord] = field(default_factory=dict)
     records: int = 0
@@ -176,9 +180,9 @@ class ControlView:
         Tombstones (``None``) and values that do not decode (or fail :func:`valid`)
         change nothing. A readable record replaces the previous one of its kind and key,
         as named in its value: a scope's state, a scope's cancel part (per source), the
-        rules, a symbol's mark, a (scope, symbol) position, a scope's four-eyes step; a
-        heartbeat replaces the previous heartbeat of its instance (and is the latest of
-        any). Never raises on bad values.
+        rules, a symbol's mark or instrument, a (scope, symbol) position, a scope's
+        four-eyes step; a heartbeat replaces the previous heartbeat of its instance (and
+        is the latest of any). Never raises on bad values.
         """
         read_at = at or Instant.now()
         applied: list[Record] = []
@@ -211,6 +215,8 @@ class ControlView:
                 self.rules = record
             elif isinstance(record, MarkRecord):
                 self.marks[record.symbol] = record
+            elif isinstance(record, InstrumentRecord):
+                self.instruments[record.symbol] = record
             elif isinstance(record, ApprovalRecord):
                 self.approvals[record.scope] = record
             else:

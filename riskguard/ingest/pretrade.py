@@ -6,6 +6,10 @@
   broker takes it.
 - ``mark:<symbol>``: a :class:`~riskguard.control.records.MarkRecord` of the symbol's
   reference price (the latest mark, else the last fill price), when it changed.
+- ``instrument:<symbol>``: an :class:`~riskguard.control.records.InstrumentRecord` of
+  the contract size and exchange rate of each symbol an ``instrument`` event described,
+  when either changed, priced or not (an order in a future never traded nor marked is
+  valued at its contract size, not at 1).
 - ``position:<scope>:<symbol>``: a :class:`~riskguard.control.records.PositionRecord`
   for each REDUCE_ONLY scope: on entering REDUCE_ONLY every symbol it has a position
   record in the engine (held, or flat again: a zero overwrites what an earlier episode
@@ -38,12 +42,14 @@ from riskguard import log
 from riskguard.control.publisher import ControlPublisher, Message
 from riskguard.control.records import (
     RULES_KEY,
+    InstrumentRecord,
     MarkRecord,
     PositionRecord,
     RestrictedRecord,
     RuleRecord,
     RulesRecord,
     encode_record,
+    instrument_key,
     mark_key,
     position_key,
 )
@@ -55,7 +61,7 @@ from riskguard.vocabulary import L_FIRM, L_SYMBOL, Transition, parse_scope
 
 PER_ORDER_METRICS: Final = ("order_qty", "order_notional", "price_deviation")
 """The metrics a gate judges before an order is sent."""
-KINDS: Final = ("rules", "mark", "position")
+KINDS: Final = ("rules", "mark", "instrument", "position")
 """Kinds of gate record (the label of ``riskguard_gate_records_total``)."""
 
 
@@ -100,6 +106,8 @@ class Round:
     mark_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     mark_prices: np.ndarray = field(default_factory=lambda: np.zeros(0))
     mark_money: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    instrument_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    instrument_money: np.ndarray = field(default_factory=lambda: np.zeros(0))
     positions: dict[str, tuple[str, dict[int, float]]] = field(default_factory=dict)
     """Per REDUCE_ONLY scope: (its transition id, pair id -> qty published now)."""
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
@@ -133,6 +141,7 @@ class PreTradeFeed:
         self._levels_seen = 0
         self._mark_sent = np.zeros(0)  # per scope id: price published, NaN never
         self._money_sent = np.zeros(0)  # per scope id: price x size x rate published
+        self._instrument_sent = np.zeros(0)  # per scope id: size x rate published, NaN never
         self._positions: dict[str, tuple[str, dict[int, float]]] = {}
         self.accounts_only = False
         """Group mode: publish the positions of REDUCE_ONLY accounts only; a scope spanning
@@ -153,6 +162,7 @@ class PreTradeFeed:
         self._levels_seen = 0
         self._mark_sent = np.zeros(0)
         self._money_sent = np.zeros(0)
+        self._instrument_sent = np.zeros(0)
 
     def restored(self) -> None:
         """The rebuilt state is whole again (a group-mode rebalance): nothing to do, the
@@ -160,7 +170,8 @@ class PreTradeFeed:
 
     def resend(self) -> None:
         """Publish everything again at the next round (the broker came back, perhaps
-        empty): the rules, every mark, every REDUCE_ONLY scope's positions."""
+        empty): the rules, every mark and instrument, every REDUCE_ONLY scope's
+        positions."""
         self.reindexed()
         self._positions.clear()
         self._rules = self.engine.limits
@@ -242,6 +253,8 @@ class PreTradeFeed:
         if batch.mark_ids.size:
             self._mark_sent[batch.mark_ids] = batch.mark_prices
             self._money_sent[batch.mark_ids] = batch.mark_money
+        if batch.instrument_ids.size:
+            self._instrument_sent[batch.instrument_ids] = batch.instrument_money
         for scope, (tid, sent) in batch.positions.items():
             known = self._positions.get(scope)
             if known is not None and known[0] == tid:
@@ -266,6 +279,9 @@ class PreTradeFeed:
             sent = np.full(len(levels), np.nan)
             sent[: self._money_sent.size] = self._money_sent
             self._money_sent = sent
+            sized = np.full(len(levels), np.nan)
+            sized[: self._instrument_sent.size] = self._instrument_sent
+            self._instrument_sent = sized
         state = self.engine.store.state
         symbols = state.symbols
         ids = self._symbols[self._symbols < symbols.shape[0]]
@@ -296,6 +312,21 @@ class PreTradeFeed:
             record = MarkRecord(symbol, px, now, multiplier=mult, rate=known)
             batch.messages.append((mark_key(symbol), encode_record(record)))
         batch.counts["mark"] = int(batch.mark_ids.size)
+        # contract size and rate of every described symbol, priced or not
+        unit = np.where(np.isnan(rate), -np.inf, size * rate)
+        described = (symbols["ref_ns"][ids] >= 0) & (unit != self._instrument_sent[ids])
+        batch.instrument_ids, batch.instrument_money = ids[described], unit[described]
+        for sid, mult, fx in zip(
+            batch.instrument_ids.tolist(),
+            size[described].tolist(),
+            rate[described].tolist(),
+            strict=True,
+        ):
+            symbol = names[sid].partition(":")[2]
+            known = None if math.isnan(fx) else fx
+            inst = InstrumentRecord(symbol, now, multiplier=mult, rate=known)
+            batch.messages.append((instrument_key(symbol), encode_record(inst)))
+        batch.counts["instrument"] = int(batch.instrument_ids.size)
 
     def _collect_positions(self, batch: Round, now: int, full: bool) -> None:
         standing = self.engine.killswitch.standing()

@@ -1,13 +1,14 @@
 """Exposure reaches the gate, on a real broker: the restricted list refused pre-trade, a
-futures order valued with its contract size and FX rate, a venue halt that stops one
-venue only, and an order sent anyway in a restricted symbol halting its strategy."""
+futures order valued with its contract size and FX rate (before any price too), a venue
+halt that stops one venue only, and an order sent anyway in a restricted symbol halting
+its strategy."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from riskguard.control.records import MarkRecord
+from riskguard.control.records import InstrumentRecord, MarkRecord
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
 from riskguard.settings import Settings
@@ -55,6 +56,7 @@ async def test_the_gate_refuses_restricted_and_oversized_orders_and_honours_a_ve
             ev(type="instrument", symbol="FESX", multiplier=50, currency="EUR"),
             ev(type="fx", currency="EUR", rate=1.1),
             ev(type="mark", symbol="FESX", price=4000),
+            ev(type="instrument", symbol="ES", multiplier=50),  # never traded nor marked
         )
 
         def mark_seen() -> bool:
@@ -63,6 +65,11 @@ async def test_the_gate_refuses_restricted_and_oversized_orders_and_honours_a_ve
 
         await until(lambda: gate.health().allowed and gate.view.rules is not None)
         await until(mark_seen)
+        await until(lambda: isinstance(gate.view.instruments.get("ES"), InstrumentRecord))
+        # before any ES price: 10 x 6,000 x 50 = 3,000,000 (valued at 60,000 without
+        # the instrument record, and allowed)
+        es = gate.check("A", "smars", "ES", "buy", 10.0, 6000.0)
+        assert (es.allowed, es.rule, es.value) == (False, "notional", 3_000_000.0)
         restricted = gate.check("A", "smars", "XYZ", "buy", 1.0, 10.0)
         assert (restricted.allowed, restricted.rule, restricted.scope) == (
             False,
