@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from riskguard.aggregate.records import Cover, RaisedEdge, Sum, row_sums
+from riskguard.aggregate.records import Cover, RaisedEdge, no_parts, row_sums
 from riskguard.decisions import Decisions
 from riskguard.limits.model import Rule
 from riskguard.vocabulary import Transition, transition_id
@@ -110,10 +110,10 @@ class SumJudge:
                     unsummed.append(rule.name)
                     break
                 if rule.scope == "firm":
-                    sums.setdefault("firm", Sum(0.0, 0))
-                for key in self.edges:  # a scope alerted before and now at 0
+                    sums.setdefault("firm", no_parts(rule.metric, rule.min_orders))
+                for key in self.edges:  # a scope alerted before and now at 0 (or NaN)
                     if key[0] == rule.name and key[1] == j and key[2] not in sums:
-                        sums[key[2]] = Sum(0.0, 0)
+                        sums[key[2]] = no_parts(rule.metric, rule.min_orders)
                 seen = values.setdefault(rule.name, {})
                 for scope, s in sorted(sums.items()):
                     if math.isnan(s.value):

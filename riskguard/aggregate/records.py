@@ -182,6 +182,13 @@ def row_sums(
     return out
 
 
+def no_parts(metric: str, min_orders: int) -> Sum:
+    """The sum of a scope no record has a part of: 0, or for ``cancel_ratio`` NaN (no new
+    order in the window is fewer than ``min_orders``, >= 1: not evaluated, as the kernel
+    leaves a ratio of 0 / 0)."""
+    return Sum(_value(metric, [0.0], min_orders), 0)
+
+
 def _value(metric: str, acc: list[float | None], min_orders: int) -> float:
     if any(x is None for x in acc):
         return math.nan

@@ -1,0 +1,169 @@
+"""Group mode against one instance reading everything: numbers and decisions.
+
+The contract (docs/deployment.md, Cross-partition rules): the sums of the instances'
+parts equal what one instance reading every partition would judge, and the judging
+member decides what that instance's kernel would. Each test derives its values by hand
+(arithmetic in the comments) and runs the single-instance kernel beside the group's
+parts, records and judge (no broker: the sums are plain functions of the records).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from riskguard import events as wire
+from riskguard.aggregate.contributions import contributions
+from riskguard.aggregate.judge import SumJudge
+from riskguard.aggregate.records import Contribution, Held, cover, row_sums
+from riskguard.engine import Engine
+from riskguard.limits import LimitsError, parse
+from riskguard.limits.model import Limits
+from riskguard.limits.scale import check_group_limits, is_local, is_summed, summed_rules
+from tests.builders import MS, T0, rules_toml
+
+WHOLE = {"t/0", "t/1"}
+
+
+def member(limits: Limits) -> Engine:
+    """A group member's engine: summed rules counted, never judged by its kernel."""
+    return Engine(limits, event_time=True, warm=False, values_only=is_summed)
+
+
+def single(limits: Limits) -> Engine:
+    """One instance reading everything (single mode: its kernel judges every rule)."""
+    return Engine(limits, event_time=True, warm=False)
+
+
+def new(ms: int, account: str, oid: str, strategy: str = "S", qty: float = 1.0) -> wire.NewOrder:
+    return wire.NewOrder(
+        ts=T0 + ms * MS,
+        order_id=oid,
+        account=account,
+        strategy=strategy,
+        symbol="X",
+        side="buy",
+        qty=qty,
+        price=1.0,
+    )
+
+
+def rec(name: str, partition: str, parts: Any, as_of: int) -> Contribution:
+    return Contribution(
+        group="g",
+        instance=name,
+        partitions=(partition,),
+        limits_digest="d",
+        as_of_ns=as_of,
+        sent_ns=as_of,
+        parts=parts,
+    )
+
+
+# -- a strategy rule with match.account --------------------------------------------------
+
+
+def test_a_strategy_rule_by_home_account_is_refused_in_group_mode() -> None:
+    """``match.account`` on a strategy rule selects strategies by their home account, the
+    first account each traded in. Strategy S trades first in A2 (member b, t = 1 ms),
+    then three times in A1 (member a). One instance: home(S) = A2, so the rule for A1
+    does not apply to S: no halt. Member a never saw A2: home(S) = A1 there, so its
+    part of S (3 open orders) is summed and 3 > max 2 would halt S. The rule was
+    accepted as summed (the fault); it is now refused, as a per-order rule by home
+    account is (member a would judge S's orders, one instance never would)."""
+    limits = parse(
+        rules_toml(
+            'name = "home"\nmetric = "open_orders"\nscope = "strategy"\nmax = 2\n'
+            'action = "halt"\nmatch.account = ["A1"]'
+        )
+    )
+    a_flow = [new(2, "A1", "a2"), new(3, "A1", "a3"), new(4, "A1", "a4")]
+    b_flow = [new(1, "A2", "b1")]
+    one = single(limits)
+    assert one.apply([*b_flow, *a_flow]).transitions == []
+    assert one.killswitch.state("strategy:S") == "ACTIVE"  # S is A2's strategy
+    a, b = member(limits), member(limits)
+    a.apply(a_flow)
+    b.apply(b_flow)
+    now = T0 + 10 * MS
+    records = [rec("a", "t/0", contributions(a, ["home"], now), now)]
+    records.append(rec("b", "t/1", contributions(b, ["home"], now), now))
+    sums = row_sums(records, "home", 0, "open_orders", 1)
+    assert sums is not None and sums["strategy:S"].value == 3.0  # what group mode would judge
+    with pytest.raises(LimitsError, match="home account"):
+        check_group_limits(limits)
+    per_order = parse(
+        rules_toml(
+            'name = "fat"\nmetric = "order_qty"\nscope = "strategy"\nmax = 5\n'
+            'action = "halt"\nmatch.account = ["A1"]'
+        )
+    )
+    assert not is_local(per_order.rules[0]) and not is_summed(per_order.rules[0])
+    with pytest.raises(LimitsError, match="home account"):
+        check_group_limits(per_order)
+    # without match.account a strategy is selected by name: summed, as before; and a
+    # restricted-list entry's match.account selects events (judged by the owner)
+    by_name = parse(
+        rules_toml(
+            'name = "desk"\nmetric = "open_orders"\nscope = "strategy"\nmax = 2\n'
+            'action = "halt"\nmatch.strategy = ["S"]'
+        )
+        + '\n[[restricted]]\nname = "r"\nsymbols = ["Z"]\naccounts = ["A1"]\nreason = "MNPI"\n'
+    )
+    check_group_limits(by_name)
+    assert is_summed(by_name.rules[0]) and is_local(by_name.restricted[0])
+
+
+# -- cancel_ratio: 0 / 0 is not 0 -----------------------------------------------------------
+
+
+def cxl(ms: int, account: str, oid: str) -> wire.CancelOrder:
+    return wire.CancelOrder(ts=T0 + ms * MS, order_id=oid, account=account, strategy="S",
+                            symbol="X")  # fmt: skip
+
+
+def test_a_cancel_ratio_alert_is_not_resolved_by_an_empty_window() -> None:
+    """Firm cancel_ratio, max 0.5, min_orders 2, window 1 s. Members a and b each send 2
+    orders and cancel both: 4 / 4 = 1.0 > 0.5, the alert stands on one instance and is
+    raised on the sums. Then 2 s pass with no event: the windows are empty. One instance
+    judges nothing (no event; and its next new order gives 0 / 1, below min_orders:
+    NaN, not evaluated), so the alert stands. The judge summed "no part" as 0.0 and
+    resolved it (the fault): with no new order the ratio is 0 / 0, below min_orders, NaN."""
+    limits = parse(
+        rules_toml(
+            'name = "firm-cxl"\nmetric = "cancel_ratio"\nscope = "firm"\nwindow_ms = 1000\n'
+            'max = 0.5\nmin_orders = 2\naction = "alert"'
+        )
+    )
+    flows = {
+        "a": [new(1, "A1", "a1"), new(2, "A1", "a2"), cxl(3, "A1", "a1"), cxl(4, "A1", "a2")],
+        "b": [new(5, "B1", "b1"), new(6, "B1", "b2"), cxl(7, "B1", "b1"), cxl(8, "B1", "b2")],
+    }
+    one = single(limits)
+    out = one.apply(sorted([*flows["a"], *flows["b"]], key=lambda e: e.ts)).transitions
+    # 2 / 2 = 1.0 at 4 ms; 2 / 4 = 0.5 at 6 ms (not above 0.5); 3 / 4 = 0.75 at 7 ms;
+    # 4 / 4 = 1.0 at 8 ms: raised already
+    assert [(t.kind, t.value) for t in out] == [("alert", 1.0), ("resolve", 0.5), ("alert", 0.75)]
+    # its next new order, 2 s later: 0 cancels / 1 new, below min_orders: nothing resolves
+    assert one.apply([new(2_010, "A1", "a9")]).transitions == []
+    a, b = member(limits), member(limits)
+    a.apply(flows["a"])
+    b.apply(flows["b"])
+    judge = SumJudge(a)
+    rules = summed_rules(limits)
+
+    def round_at(ms: int, offset: int) -> list[Any]:
+        now = T0 + ms * MS
+        held = {
+            "a": Held(offset, rec("a", "t/0", contributions(a, ["firm-cxl"], now), now)),
+            "b": Held(offset + 1, rec("b", "t/1", contributions(b, ["firm-cxl"], now), now)),
+        }
+        return judge.judge(cover(held, WHOLE), rules, "d")
+
+    [raised] = round_at(10, 0)  # (2 + 2) / (2 + 2) = 1.0 > 0.5
+    assert (raised.kind, raised.value) == ("alert", 1.0)
+    assert round_at(2_000, 2) == []  # nothing in either window: 0 / 0 is not evaluated
+    assert judge.raised_edges() != ()
