@@ -167,3 +167,93 @@ def test_a_cancel_ratio_alert_is_not_resolved_by_an_empty_window() -> None:
     assert (raised.kind, raised.value) == ("alert", 1.0)
     assert round_at(2_000, 2) == []  # nothing in either window: 0 / 0 is not evaluated
     assert judge.raised_edges() != ()
+
+
+@st.composite
+def group_limits(draw: Any) -> Limits:
+    """Limits of summed metrics at spanning scopes, some strategy rules by home account."""
+    bodies = []
+    for i in range(draw(st.integers(1, 4))):
+        metric = draw(st.sampled_from(["open_orders", "order_rate", "cancel_ratio", "pnl"]))
+        scope = draw(st.sampled_from(["firm", "strategy", "symbol"]))
+        body = f'name = "r{i}"\nmetric = "{metric}"\nscope = "{scope}"\naction = "alert"\n'
+        body += "min = -1e12\n" if metric == "pnl" else "max = 1e9\n"
+        if metric in ("order_rate", "cancel_ratio"):
+            body += "window_ms = 1000\n"
+        if scope == "strategy" and draw(st.booleans()):
+            body += f'match.account = ["{draw(st.sampled_from(ACCOUNTS_IN_FLOWS))}"]\n'
+        bodies.append(body)
+    return parse(rules_toml(*bodies))
+
+
+ACCOUNTS_IN_FLOWS = ["A1", "A2", "A3"]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(group_limits(), st.data())
+def test_every_rule_group_mode_accepts_sums_to_the_single_instance_value(
+    limits: Limits, data: Any
+) -> None:
+    """For any limits group mode accepts and any split of the accounts over members,
+    each summed rule's sum per scope is the value one instance reading everything has
+    (a strategy rule by home account, accepted before, failed here)."""
+    try:
+        check_group_limits(limits)
+    except LimitsError:
+        return  # refused: group mode never runs it
+    flow: list[wire.Event] = [wire.Mark(ts=T0, symbol="X", price=1.0)]
+    sent: list[wire.NewOrder] = []
+    for i in range(data.draw(st.integers(1, 25))):
+        account = data.draw(st.sampled_from(ACCOUNTS_IN_FLOWS))
+        strategy = data.draw(st.sampled_from(["S1", "S2"]))
+        kind = data.draw(st.sampled_from(["new", "cancel", "fill"]))
+        ms = (i + 1) * 7
+        if kind == "cancel" and sent:
+            o = data.draw(st.sampled_from(sent))
+            flow.append(
+                wire.CancelOrder(
+                    ts=T0 + ms * MS,
+                    order_id=o.order_id,
+                    account=o.account,
+                    strategy=o.strategy,
+                    symbol="X",
+                )
+            )
+        elif kind == "fill":
+            px = data.draw(st.sampled_from([0.5, 1.0, 2.0]))
+            flow.append(
+                wire.Fill(
+                    ts=T0 + ms * MS,
+                    order_id=f"f{i}",
+                    exec_id=f"e{i}",
+                    account=account,
+                    strategy=strategy,
+                    symbol="X",
+                    side="buy",
+                    qty=1.0,
+                    price=px,
+                )
+            )
+        else:
+            sent.append(new(ms, account, f"o{i}", strategy))
+            flow.append(sent[-1])
+    owner = {acc: data.draw(st.integers(0, 1)) for acc in ACCOUNTS_IN_FLOWS}
+    names = [r.name for r in summed_rules(limits)]
+    one = single(limits)
+    one.apply(flow)
+    members = [member(limits), member(limits)]
+    for k, m in enumerate(members):
+        m.apply([e for e in flow if getattr(e, "account", None) is None or owner[e.account] == k])
+    now = flow[-1].ts
+    records = [rec(f"m{k}", f"t/{k}", contributions(m, names, now), now)
+               for k, m in enumerate(members)]  # fmt: skip
+    want = [rec("one", "t/0", contributions(one, names, now), now)]
+    for rule in summed_rules(limits):
+        for j in range(len(want[0].parts[rule.name])):
+            got = row_sums(records, rule.name, j, rule.metric, rule.min_orders)
+            alone = row_sums(want, rule.name, j, rule.metric, rule.min_orders)
+            assert got is not None and alone is not None
+            for scope in got.keys() | alone.keys():
+                g = got[scope].value if scope in got else 0.0
+                w = alone[scope].value if scope in alone else 0.0
+                assert g == pytest.approx(w, abs=1e-9, nan_ok=True), (rule.name, j, scope)
