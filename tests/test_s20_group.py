@@ -244,6 +244,8 @@ def test_every_rule_group_mode_accepts_sums_to_the_single_instance_value(
     members = [member(limits), member(limits)]
     for k, m in enumerate(members):
         m.apply([e for e in flow if getattr(e, "account", None) is None or owner[e.account] == k])
+    for e in (one, *members):  # at a revaluation epoch (live: the clock's tick)
+        e.settle()
     now = flow[-1].ts
     records = [rec(f"m{k}", f"t/{k}", contributions(m, names, now), now)
                for k, m in enumerate(members)]  # fmt: skip
@@ -257,3 +259,51 @@ def test_every_rule_group_mode_accepts_sums_to_the_single_instance_value(
                 g = got[scope].value if scope in got else 0.0
                 w = alone[scope].value if scope in alone else 0.0
                 assert g == pytest.approx(w, abs=1e-9, nan_ok=True), (rule.name, j, scope)
+
+
+# -- a resumed scope whose sum stays in breach ---------------------------------------------
+
+
+def test_a_resumed_scope_still_in_breach_halts_again_on_newer_evidence_of_the_same_sum() -> None:
+    """Firm order_rate, max 10, window 1 s (ten 100 ms buckets and the current one): one
+    order every 100 ms, even ones in account A (member a), odd ones in B (member b).
+    From order 10 on the window holds 11 orders at every order (buckets k-10..k), so
+    the count stays 11 > 10. One instance halts at order 10; an operator resumes after
+    order 12; order 13 (11 again, newer than the resume) halts the firm again. On the
+    sums: a has 5 and b 6 at order 13 (evens 4..12, odds 3..13), 11, the sum the
+    judge last judged; it skipped an unchanged sum, so the firm stayed ACTIVE (the
+    fault). A resume moves the scope's judged time: the same sum on newer evidence is
+    judged again."""
+    limits = parse(
+        rules_toml(
+            'name = "firm-rate"\nmetric = "order_rate"\nscope = "firm"\nwindow_ms = 1000\n'
+            'max = 10\naction = "halt"'
+        )
+    )
+    flow = [new(100 * k, "A" if k % 2 == 0 else "B", f"o{k}") for k in range(14)]
+    one = single(limits)
+    [halt] = one.apply(flow[:11]).transitions
+    assert (halt.to, halt.value, halt.ts) == ("HALTED", 11.0, T0 + 1_000 * MS)
+    one.apply(flow[11:13])
+    one.killswitch.resume("firm", "ops", "checked")
+    [again] = one.apply(flow[13:]).transitions
+    assert (again.to, again.value, again.ts) == ("HALTED", 11.0, T0 + 1_300 * MS)
+
+    a, b = member(limits), member(limits)
+    judge = SumJudge(a)
+    rules = summed_rules(limits)
+    out: dict[int, list[Any]] = {}
+    for k, ev in enumerate(flow):
+        (a if k % 2 == 0 else b).apply([ev])
+        if k == 13:
+            a.killswitch.resume("firm", "ops", "checked")  # after order 12 (a's clock)
+        now = ev.ts
+        held = {
+            "a": Held(2 * k, rec("a", "t/0", contributions(a, ["firm-rate"], now), now)),
+            "b": Held(2 * k + 1, rec("b", "t/1", contributions(b, ["firm-rate"], now), now)),
+        }
+        out[k] = judge.judge(cover(held, WHOLE), rules, "d")
+    assert [(t.to, t.value, t.ts) for t in out[10]] == [("HALTED", 11.0, T0 + 1_000 * MS)]
+    assert out[11] == out[12] == []  # latched
+    assert [(t.to, t.value, t.ts) for t in out[13]] == [("HALTED", 11.0, T0 + 1_300 * MS)]
+    assert a.killswitch.state("firm") == "HALTED"

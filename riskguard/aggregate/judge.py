@@ -63,9 +63,13 @@ class SumJudge:
         self.values: dict[str, dict[str, float]] = {}
         """Latest sums judged: rule name -> scope -> value (rows of a rule: the largest
         utilisation), for status."""
-        self.judged: dict[EdgeKey, float] = {}
-        """The sum each (rule, row, scope) was last judged at: an unchanged sum is not
-        judged again (no event moved it, so it carries no new evidence)."""
+        self.judged: dict[EdgeKey, tuple[float, int, bool]] = {}
+        """The sum each (rule, row, scope) was last judged at, with the scope's judged
+        time then and whether the sums' evidence was newer than it: an unchanged sum is
+        not judged again (no event moved it, so it carries no new evidence) unless an
+        operator resumed the scope since (its judged time moved) or the evidence has
+        become newer than the resume (the kernel judges a breach standing after a
+        resume again at the scope's next event)."""
         self.unsummed: tuple[str, ...] = ()
         """Rules some record of the latest cover did not count (other limits)."""
         self._digest = ""
@@ -121,9 +125,11 @@ class SumJudge:
                     old = seen.get(scope)
                     if old is None or _utilisation(rule, s.value) > _utilisation(rule, old):
                         seen[scope] = s.value
-                    if self.judged.get((rule.name, j, scope)) == s.value:
+                    judged_ns = self._judged_ns(scope)
+                    seen_as = (s.value, judged_ns, cover.as_of_ns > judged_ns)
+                    if self.judged.get((rule.name, j, scope)) == seen_as:
                         continue
-                    self.judged[(rule.name, j, scope)] = s.value
+                    self.judged[(rule.name, j, scope)] = seen_as
                     reason = f"{why}{'; ' + rule.reason if rule.reason else ''}"
                     out += self._one(rule, j, scope, s.value, cover.as_of_ns, reason)
                     if not self.edges.get((rule.name, j, scope)):  # keep raised edges only

@@ -6,8 +6,9 @@ Every group-mode instance whose limits have summed rules
 
 - **publishes** its parts (:func:`riskguard.aggregate.contributions.contributions`) to
   ``scale.aggregate_topic`` (compacted, one partition) every
-  ``scale.aggregate_interval_ms`` when they changed, once the partitions it owns are
-  restored (while restoring, its previous record keeps speaking for what it owned);
+  ``scale.aggregate_interval_ms`` when they changed or events were applied, once the
+  partitions it owns are restored (while restoring, its previous record keeps speaking
+  for what it owned);
 - **follows** the topic from its beginning and keeps each member's latest record (of
   its own group: the key is ``<group id>/<instance>``), decoded only where judged;
 - **judges** the sums (:class:`riskguard.aggregate.judge.SumJudge`) when it owns the
@@ -161,7 +162,10 @@ class Aggregation:
                 say("aggregation record not sent", error=repr(exc), retried=True)
 
     async def publish_once(self) -> bool:
-        """Send the parts now if they changed; True if a record was sent."""
+        """Send the parts now if they changed or events were applied since the last
+        record (its ``as_of_ns`` moved: new evidence, on which the judge decides a breach
+        still standing after an operator's resume, even if the parts came out the same);
+        True if a record was sent."""
         names = self.rules
         spanning = self._reduce_only_spanning()
         if self._producer is None or not (names or spanning) or not self.restored():
@@ -172,7 +176,7 @@ class Aggregation:
             owned = tuple(sorted(f"{t.topic}/{t.partition}" for t in self.intake.assigned))
             as_of = self.engine.last_event_ns
         digest = self.engine.limits.digest
-        key = (parts, owned, digest, positions, self.judge_since_ns, self._raised)
+        key = (parts, owned, digest, positions, self.judge_since_ns, self._raised, as_of)
         if key == self._sent:
             return False
         record = Contribution(
