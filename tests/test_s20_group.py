@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from riskguard import events as wire
 from riskguard.aggregate.contributions import contributions
 from riskguard.aggregate.judge import SumJudge
-from riskguard.aggregate.records import Contribution, Held, cover, row_sums
+from riskguard.aggregate.records import Contribution, Held, Sum, cover, row_sums
 from riskguard.engine import Engine
 from riskguard.limits import LimitsError, parse
 from riskguard.limits.model import Limits
@@ -307,3 +308,107 @@ def test_a_resumed_scope_still_in_breach_halts_again_on_newer_evidence_of_the_sa
     assert out[11] == out[12] == []  # latched
     assert [(t.to, t.value, t.ts) for t in out[13]] == [("HALTED", 11.0, T0 + 1_300 * MS)]
     assert a.killswitch.state("firm") == "HALTED"
+
+
+# -- a windowed part nobody republished: a dead or restoring member's ---------------------
+
+
+def test_a_silent_member_s_window_counts_expire_with_their_window() -> None:
+    """Firm order_rate, max 10, window 1 s (100 ms buckets). Member b sends 8 orders at
+    0..70 ms, publishes its part (8) read at 100 ms, and dies (or restores for minutes:
+    its last record keeps speaking for its partitions). Member a, the judge, sends 5
+    orders at 5000..5040 ms. One instance reading everything counts 5 at 5040 ms (b's
+    orders left the window 4.9 s before): no halt. The judge summed b's frozen 8 with
+    a's 5, 13 > 10, and halted the firm (the fault). A part read at 100 ms holds buckets
+    up to bucket 1; at 5040 ms the window starts at bucket 50 - 10 = 40: it is all
+    expired and counts 0. A part read at 4500 ms (bucket 45 >= 40) still counts: 8 + 5."""
+    limits = parse(
+        rules_toml(
+            'name = "firm-rate"\nmetric = "order_rate"\nscope = "firm"\nwindow_ms = 1000\n'
+            'max = 10\naction = "halt"'
+        )
+    )
+    rules = summed_rules(limits)
+
+    def case(b_start_ms: int) -> tuple[list[Any], list[Any]]:
+        b_flow = [new(b_start_ms + 10 * i, "B", f"b{i}") for i in range(8)]
+        a_flow = [new(5_000 + 10 * i, "A", f"a{i}") for i in range(5)]
+        one = single(limits)
+        alone = one.apply(sorted([*a_flow, *b_flow], key=lambda e: e.ts)).transitions
+        a, b = member(limits), member(limits)
+        b.apply(b_flow)
+        read_b = T0 + (b_start_ms + 100) * MS
+        b_rec = rec("b", "t/1", contributions(b, ["firm-rate"], read_b), b.last_event_ns)
+        b_rec = msgspec.structs.replace(b_rec, read_ns=read_b)
+        a.apply(a_flow)
+        now = a.clock()  # the judge's clock: 5040 ms
+        a_rec = rec("a", "t/0", contributions(a, ["firm-rate"], now), now)
+        a_rec = msgspec.structs.replace(a_rec, read_ns=now)
+        held = {"a": Held(1, a_rec), "b": Held(0, b_rec)}
+        return alone, SumJudge(a).judge(cover(held, WHOLE), rules, "d")
+
+    alone, summed = case(0)
+    assert alone == [] and summed == []  # 5 of 10, not 13
+    alone, summed = case(4_400)  # b's orders at 4400..4470 ms: in the window at 5040 ms
+    assert [(t.to, t.value) for t in alone] == [("HALTED", 11.0)]  # at a's third order
+    assert [(t.to, t.value) for t in summed] == [("HALTED", 13.0)]  # 8 + 5, read later
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_window_sums_never_count_what_one_instance_has_dropped(data: Any) -> None:
+    """For any orders split over two members, each silent from some time on (its last
+    record read then, no event of its accounts after), the windowed sums at any later
+    time are at least what one instance counts then (nothing missed) and equal it when
+    each record is fresh or wholly out of the window (nothing dropped counted)."""
+    window = data.draw(st.sampled_from([300, 1000]))
+    limits = parse(
+        rules_toml(
+            f'name = "w"\nmetric = "order_rate"\nscope = "firm"\nwindow_ms = {window}\n'
+            'max = 1e9\naction = "halt"',
+            f'name = "c"\nmetric = "cancel_ratio"\nscope = "firm"\nwindow_ms = {window}\n'
+            'max = 1e9\naction = "alert"',
+        )
+    )
+    owner = {acc: data.draw(st.integers(0, 1)) for acc in ACCOUNTS_IN_FLOWS}
+    silent = [data.draw(st.sampled_from([None, 200, 900, 2500])) for _ in range(2)]
+    times = sorted(data.draw(st.lists(st.integers(1, 3000), min_size=1, max_size=30)))
+    flow: list[wire.Event] = []
+    for i, ms in enumerate(times):
+        account = data.draw(st.sampled_from(ACCOUNTS_IN_FLOWS))
+        stop = silent[owner[account]]
+        if stop is not None and ms > stop:
+            continue  # nobody reads the silent member's partitions
+        flow.append(new(ms, account, f"o{i}"))
+        if data.draw(st.booleans()):
+            flow.append(wire.CancelOrder(ts=T0 + ms * MS, order_id=f"o{i}", account=account,
+                                         strategy="S", symbol="X"))  # fmt: skip
+    now = T0 + (times[-1] + data.draw(st.sampled_from([0, 100, 1200, 2500]))) * MS
+    one = single(limits)
+    one.apply(flow)
+    records = []
+    for k in range(2):
+        m = member(limits)
+        m.apply([e for e in flow if owner[e.account] == k])  # type: ignore[attr-defined]
+        stop = silent[k]
+        read = now if stop is None else min(now, T0 + stop * MS)
+        part = rec(f"m{k}", f"t/{k}", contributions(m, ["w", "c"], read), max(0, m.last_event_ns))
+        records.append(msgspec.structs.replace(part, read_ns=read))
+    whole = rec("one", "t/0", contributions(one, ["w", "c"], now), now)
+    whole = msgspec.structs.replace(whole, read_ns=now)
+    # wholly out of the window: read (and last counted) at least 1.2 windows before now
+    # (the window's 11 buckets span 1.1 windows, plus at most one bucket of alignment)
+    exact = all(
+        r.read_ns == now or now - max(r.read_ns, r.as_of_ns) >= window * MS * 12 // 10
+        for r in records
+    )
+    for rule, metric in (("w", "order_rate"), ("c", "cancel_ratio")):
+        got = row_sums(records, rule, 0, metric, 1, window_ms=window, now_ns=now)
+        want = row_sums([whole], rule, 0, metric, 1, window_ms=window, now_ns=now)
+        assert got is not None and want is not None
+        g = got.get("firm", Sum(0.0, 0)).value
+        w = want.get("firm", Sum(0.0, 0)).value
+        if exact:
+            assert g == pytest.approx(w, nan_ok=True), rule
+        elif metric == "order_rate":
+            assert g >= w, rule

@@ -105,11 +105,20 @@ class SumJudge:
         unsummed: list[str] = []
         values: dict[str, dict[str, float]] = {}
         names = ", ".join(r.instance for r in cover.records)
+        now = self.engine.clock()  # windows end here (a silent member's counts expire)
         why = f"summed over {len(cover.records)} instance(s): {names}"
         for rule in rules:
             n_rows = sum(1 for r in book.row_rule if r.name == rule.name)
             for j in range(n_rows):
-                sums = row_sums(cover.records, rule.name, j, rule.metric, rule.min_orders)
+                sums = row_sums(
+                    cover.records,
+                    rule.name,
+                    j,
+                    rule.metric,
+                    rule.min_orders,
+                    window_ms=rule.window_ms,
+                    now_ns=now,
+                )
                 if sums is None:
                     unsummed.append(rule.name)
                     break

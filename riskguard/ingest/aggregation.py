@@ -171,7 +171,8 @@ class Aggregation:
         if self._producer is None or not (names or spanning) or not self.restored():
             return False
         async with self.intake.lock:  # between batches: parts and partitions agree
-            parts = contributions(self.engine, names, self.engine.clock())
+            read = self.engine.clock()
+            parts = contributions(self.engine, names, read)
             positions = {scope: scope_positions(self.engine, scope) for scope in spanning}
             owned = tuple(sorted(f"{t.topic}/{t.partition}" for t in self.intake.assigned))
             as_of = self.engine.last_event_ns
@@ -190,6 +191,7 @@ class Aggregation:
             positions=positions,
             judge_since_ns=self.judge_since_ns,
             raised=self._raised,
+            read_ns=read,
         )
         await self._producer.send_and_wait(  # partition 0, the one read: a topic re-created
             self.scale.aggregate_topic, encode(record), key=self.key, partition=0
