@@ -349,6 +349,16 @@ def test_a_silent_member_s_window_counts_expire_with_their_window() -> None:
 
     alone, summed = case(0)
     assert alone == [] and summed == []  # 5 of 10, not 13
+    # b's record read at 100 ms on a clock 4.95 s behind the judge's: read at 5050 ms by
+    # the judge's clock, fresh; b's 8 orders count (its window holds them at its 190 ms)
+    b_late = msgspec.structs.replace(
+        rec("b", "t/1", {"firm-rate": [{"firm": [8.0]}]}, T0 + 70 * MS), read_ns=T0 + 100 * MS
+    )
+    a_now = rec("a", "t/0", {"firm-rate": [{"firm": [5.0]}]}, T0 + 5_040 * MS)
+    for lag, want in (({}, 5.0), ({"b": 4_950 * MS}, 13.0)):
+        got = row_sums([a_now, b_late], "firm-rate", 0, "order_rate", 1, window_ms=1000,
+                       now_ns=T0 + 5_040 * MS, lag=lag)  # fmt: skip
+        assert got is not None and got["firm"].value == want
     alone, summed = case(4_400)  # b's orders at 4400..4470 ms: in the window at 5040 ms
     assert [(t.to, t.value) for t in alone] == [("HALTED", 11.0)]  # at a's third order
     assert [(t.to, t.value) for t in summed] == [("HALTED", 13.0)]  # 8 + 5, read later

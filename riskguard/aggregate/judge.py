@@ -23,7 +23,7 @@ standing at a handover is not raised again, and its resolve names it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from riskguard.aggregate.records import Cover, RaisedEdge, no_parts, row_sums
@@ -91,11 +91,19 @@ class SumJudge:
             self.edges.setdefault(key, set()).add(e.bit)
             self.raised[(key, e.bit)] = (e.alert_id, e.limit)
 
-    def judge(self, cover: Cover, rules: Sequence[Rule], digest: str) -> list[Transition]:
+    def judge(
+        self,
+        cover: Cover,
+        rules: Sequence[Rule],
+        digest: str,
+        lag: Mapping[str, int] | None = None,
+    ) -> list[Transition]:
         """Judge every row of ``rules`` (the summed rules of the limits in force, whose
         digest is ``digest``) on ``cover`` (complete). Returns the transitions latched
         (state changes first recorded by the kill switch) in rule order. Nothing is
-        judged on records counted under other limits (a reload under way)."""
+        judged on records counted under other limits (a reload under way). ``lag``: per
+        member, how far this engine's clock is ahead of the member's (ns), for the
+        expiry of window counts (:func:`~riskguard.aggregate.records.row_sums`)."""
         if digest != self._digest:  # new limits: edges restart, as the kernel's do
             self.edges, self.raised, self.judged, self._digest = {}, {}, {}, digest
         if not cover.complete or cover.digests != {digest}:
@@ -118,6 +126,7 @@ class SumJudge:
                     rule.min_orders,
                     window_ms=rule.window_ms,
                     now_ns=now,
+                    lag=lag,
                 )
                 if sums is None:
                     unsummed.append(rule.name)

@@ -184,18 +184,23 @@ def row_sums(
     *,
     window_ms: int | None = None,
     now_ns: int = 0,
+    lag: Mapping[str, int] | None = None,
 ) -> dict[str, Sum] | None:
     """Per scope, the sum over ``records`` of row ``row`` of rule ``rule`` (``metric``
     its metric; ``min_orders`` cancel_ratio's). None when a record lacks the row (it
     counted under other limits). Money is rounded once, on the sum. With ``window_ms``
     (a windowed rule's) and ``now_ns`` (the judge's clock), a record whose counts have
-    all left the window (:func:`expired`) counts 0."""
+    all left the window (:func:`expired`) counts 0; ``lag``: per instance, how far the
+    judge's clock is ahead of that member's (ns; the judge's clock when it received the
+    record less its ``sent_ns``: clock skew plus transit), so that members' clocks that
+    differ never expire a fresh record."""
     rows: list[RowParts] = []
     for rec in records:
         got = rec.parts.get(rule)
         if got is None or row >= len(got):
             return None
-        if window_ms is None or not expired(rec, window_ms, now_ns):
+        behind = (lag or {}).get(rec.instance, 0)
+        if window_ms is None or not expired(rec, window_ms, now_ns - behind):
             rows.append(got[row])
     totals: dict[str, list[float | None]] = {}
     counted: dict[str, int] = {}

@@ -109,7 +109,12 @@ class Aggregation:
         self._alert: Transition | None = None
         self.held: dict[str, Held] = {}
         """Each member's latest record, decoded (by the judging instance only)."""
-        self._raw: dict[str, tuple[int, bytes]] = {}
+        self._raw: dict[str, tuple[int, bytes, int]] = {}
+        """Each member's latest record: offset, bytes, wall clock here when read."""
+        self._ahead: dict[str, int] = {}
+        """Per member, the least (wall clock here when a record of it was read, less the
+        record's ``sent_ns``) seen: how far this clock is ahead of its clock, plus the
+        quickest transit (ns)."""
         self._unreadable: set[int] = set()
         self.cover = Cover(False)
         self.judging = False
@@ -241,14 +246,15 @@ class Aggregation:
         if value is None:  # a tombstone: that member's record is gone
             self._raw.pop(instance, None)
             self.held.pop(instance, None)
+            self._ahead.pop(instance, None)
         else:
-            self._raw[instance] = (offset, value)
+            self._raw[instance] = (offset, value, time.time_ns())
 
     def _decoded(self) -> dict[str, Held]:
         """The records held, decoded once each. One that cannot be read is counted,
         logged and left out (the cover then misses its partitions: nothing is judged on
         a partial sum)."""
-        for instance, (offset, value) in self._raw.items():
+        for instance, (offset, value, received) in self._raw.items():
             held = self.held.get(instance)
             if held is not None and held.offset == offset:
                 continue
@@ -267,7 +273,19 @@ class Aggregation:
                     )
                 continue
             self.held[instance] = Held(offset, record)
+            ahead = received - record.sent_ns
+            self._ahead[instance] = min(ahead, self._ahead.get(instance, ahead))
         return self.held
+
+    @property
+    def lag(self) -> dict[str, int]:
+        """Per member, how far this instance's clock is ahead of its clock (ns), for the
+        expiry of a silent member's window counts: the least gap between a record's
+        ``sent_ns`` and when it was read here. A gap beyond the clock skew the engine
+        tolerates (``engine.max_clock_skew_ms``) is a record older than this reader (read from the
+        topic's beginning), not a clock: that member's clock is taken as this one's."""
+        bound = int(self.engine.rulebook.rules.skew_ns)
+        return {k: v for k, v in self._ahead.items() if abs(v) <= bound}
 
     async def judge_now(self) -> None:
         """When this instance judges: take the cover of the records held, and judge it.
@@ -297,7 +315,9 @@ class Aggregation:
         self.metrics.aggregate_age.set(max(0.0, (time.time_ns() - self.cover.oldest_ns) / 1e9))
         if self._take_over:
             self._take_over_edges(limits.digest)
-        transitions = self.judge.judge(self.cover, summed_rules(limits), limits.digest)
+        transitions = self.judge.judge(
+            self.cover, summed_rules(limits), limits.digest, lag=self.lag
+        )
         self._raised = self.judge.raised_edges()
         if transitions:
             await self.outbox.send(transitions)
