@@ -422,3 +422,40 @@ def test_window_sums_never_count_what_one_instance_has_dropped(data: Any) -> Non
             assert g == pytest.approx(w, nan_ok=True), rule
         elif metric == "order_rate":
             assert g >= w, rule
+
+
+# -- lateness against the group's clock ---------------------------------------------------
+
+
+def test_events_of_a_partition_delivered_behind_count_as_now_on_its_member_too() -> None:
+    """Firm order_rate, max 10, window 1 s; lateness 1 s. Partition 0 (account A, member
+    a) carries orders stamped 2000..2500 ms; partition 1 (account B, member b) is
+    delivered 2 s behind: orders stamped 0..500 ms, each arriving after an A order.
+    One instance reading both: each B order is 2 s behind its clock (the latest A
+    order), late, so it counts as now: 6 + 6 = 12 in the window at 2500 ms, halted at
+    the 11th. Member b knew only B's times: on time, counted at 0..500 ms, out of the
+    window at 2500 ms: the sums said 6 + 0 (the fault). Following the group's clock
+    (the latest event time of the other members' records), b counts them as now."""
+    limits = parse(
+        rules_toml(
+            'name = "r"\nmetric = "order_rate"\nscope = "firm"\nwindow_ms = 1000\n'
+            'max = 10\naction = "halt"'
+        )
+    )
+    a_flow = [new(2_000 + 100 * i, "A", f"a{i}") for i in range(6)]
+    b_flow = [new(100 * i, "B", f"b{i}") for i in range(6)]
+    one = single(limits)
+    arrival = [ev for pair in zip(a_flow, b_flow, strict=True) for ev in pair]
+    [halt] = one.apply(arrival).transitions
+    assert (halt.to, halt.value) == ("HALTED", 11.0)  # A@2500: 5 B + 6 A in the window
+    now = T0 + 2_500 * MS
+    assert contributions(one, ["r"], now) == {"r": [{"firm": [12.0]}]}
+    a, b = member(limits), member(limits)
+    for a_ev, b_ev in zip(a_flow, b_flow, strict=True):
+        a.apply([a_ev])
+        b.follow_clock(a.last_event_ns)  # a's record, read before b's next batch
+        b.apply([b_ev])
+    assert contributions(a, ["r"], now) == {"r": [{"firm": [6.0]}]}
+    assert contributions(b, ["r"], now) == {"r": [{"firm": [6.0]}]}
+    b.follow_clock(T0)  # never back
+    assert b.last_event_ns == T0 + 2_500 * MS

@@ -69,6 +69,15 @@ TOPIC_CONFIG = {
 }
 
 Whole = Callable[[], frozenset[str]]
+
+
+class _AsOf(msgspec.Struct):
+    """The part of a member's record every member reads: its latest event time."""
+
+    as_of_ns: int = 0
+
+
+_as_of = msgspec.json.Decoder(_AsOf)
 """Every input partition (``"topic/partition"``), from the input consumer's metadata."""
 
 
@@ -111,6 +120,10 @@ class Aggregation:
         """Each member's latest record, decoded (by the judging instance only)."""
         self._raw: dict[str, tuple[int, bytes, int]] = {}
         """Each member's latest record: offset, bytes, wall clock here when read."""
+        self.group_clock_ns = 0
+        """The latest event time in the other members' records (ns): this engine's clock
+        follows it (:meth:`~riskguard.engine.Engine.follow_clock`), so that lateness is
+        measured as one instance reading every partition measures it."""
         self._ahead: dict[str, int] = {}
         """Per member, the least (wall clock here when a record of it was read, less the
         record's ``sent_ns``) seen: how far this clock is ahead of its clock, plus the
@@ -176,6 +189,7 @@ class Aggregation:
         if self._producer is None or not (names or spanning) or not self.restored():
             return False
         async with self.intake.lock:  # between batches: parts and partitions agree
+            self.engine.follow_clock(self.group_clock_ns)
             read = self.engine.clock()
             parts = contributions(self.engine, names, read)
             positions = {scope: scope_positions(self.engine, scope) for scope in spanning}
@@ -249,6 +263,12 @@ class Aggregation:
             self._ahead.pop(instance, None)
         else:
             self._raw[instance] = (offset, value, time.time_ns())
+            if instance != self.instance:
+                try:
+                    as_of = _as_of.decode(value).as_of_ns
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    return  # unreadable: the judge counts and logs it
+                self.group_clock_ns = max(self.group_clock_ns, as_of)
 
     def _decoded(self) -> dict[str, Held]:
         """The records held, decoded once each. One that cannot be read is counted,
