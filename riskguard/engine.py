@@ -324,6 +324,17 @@ class Engine(Inspection, Decisions):
         g = self.store.state.globals
         g["judged_ns"] = max(int(g["judged_ns"][0]), ts_ns)
 
+    def follow_clock(self, ts_ns: int) -> None:
+        """Group mode: move the engine's clock up to ``ts_ns`` (ns), the latest event time
+        another member has applied; never back. The clock is what lateness is measured
+        against: one instance reading every partition counts an event more than
+        ``settings.max_lateness_ms`` behind the latest event of *any* partition as now,
+        and a member that knew only its own partitions' times counted the events of a
+        partition delivered behind the others at their own, older time (out of the
+        windows one instance still counts them in)."""
+        g = self.store.state.globals
+        g["last_event_ns"] = max(int(g["last_event_ns"][0]), ts_ns)
+
     @property
     def last_event_ns(self) -> int:
         """The engine's clock: the latest (corrected) event time applied, -1 before any."""

@@ -23,10 +23,10 @@ standing at a handover is not raised again, and its resolve names it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from riskguard.aggregate.records import Cover, RaisedEdge, Sum, row_sums
+from riskguard.aggregate.records import Cover, RaisedEdge, no_parts, row_sums
 from riskguard.decisions import Decisions
 from riskguard.limits.model import Rule
 from riskguard.state.codes import LEVEL_RTOL
@@ -64,9 +64,13 @@ class SumJudge:
         self.values: dict[str, dict[str, float]] = {}
         """Latest sums judged: rule name -> scope -> value (rows of a rule: the largest
         utilisation), for status."""
-        self.judged: dict[EdgeKey, float] = {}
-        """The sum each (rule, row, scope) was last judged at: an unchanged sum is not
-        judged again (no event moved it, so it carries no new evidence)."""
+        self.judged: dict[EdgeKey, tuple[float, int, bool]] = {}
+        """The sum each (rule, row, scope) was last judged at, with the scope's judged
+        time then and whether the sums' evidence was newer than it: an unchanged sum is
+        not judged again (no event moved it, so it carries no new evidence) unless an
+        operator resumed the scope since (its judged time moved) or the evidence has
+        become newer than the resume (the kernel judges a breach standing after a
+        resume again at the scope's next event)."""
         self.unsummed: tuple[str, ...] = ()
         """Rules some record of the latest cover did not count (other limits)."""
         self._digest = ""
@@ -88,11 +92,19 @@ class SumJudge:
             self.edges.setdefault(key, set()).add(e.bit)
             self.raised[(key, e.bit)] = (e.alert_id, e.limit)
 
-    def judge(self, cover: Cover, rules: Sequence[Rule], digest: str) -> list[Transition]:
+    def judge(
+        self,
+        cover: Cover,
+        rules: Sequence[Rule],
+        digest: str,
+        lag: Mapping[str, int] | None = None,
+    ) -> list[Transition]:
         """Judge every row of ``rules`` (the summed rules of the limits in force, whose
         digest is ``digest``) on ``cover`` (complete). Returns the transitions latched
         (state changes first recorded by the kill switch) in rule order. Nothing is
-        judged on records counted under other limits (a reload under way)."""
+        judged on records counted under other limits (a reload under way). ``lag``: per
+        member, how far this engine's clock is ahead of the member's (ns), for the
+        expiry of window counts (:func:`~riskguard.aggregate.records.row_sums`)."""
         if digest != self._digest:  # new limits: edges restart, as the kernel's do
             self.edges, self.raised, self.judged, self._digest = {}, {}, {}, digest
         if not cover.complete or cover.digests != {digest}:
@@ -102,19 +114,29 @@ class SumJudge:
         unsummed: list[str] = []
         values: dict[str, dict[str, float]] = {}
         names = ", ".join(r.instance for r in cover.records)
+        now = self.engine.clock()  # windows end here (a silent member's counts expire)
         why = f"summed over {len(cover.records)} instance(s): {names}"
         for rule in rules:
             n_rows = sum(1 for r in book.row_rule if r.name == rule.name)
             for j in range(n_rows):
-                sums = row_sums(cover.records, rule.name, j, rule.metric, rule.min_orders)
+                sums = row_sums(
+                    cover.records,
+                    rule.name,
+                    j,
+                    rule.metric,
+                    rule.min_orders,
+                    window_ms=rule.window_ms,
+                    now_ns=now,
+                    lag=lag,
+                )
                 if sums is None:
                     unsummed.append(rule.name)
                     break
                 if rule.scope == "firm":
-                    sums.setdefault("firm", Sum(0.0, 0))
-                for key in self.edges:  # a scope alerted before and now at 0
+                    sums.setdefault("firm", no_parts(rule.metric, rule.min_orders))
+                for key in self.edges:  # a scope alerted before and now at 0 (or NaN)
                     if key[0] == rule.name and key[1] == j and key[2] not in sums:
-                        sums[key[2]] = Sum(0.0, 0)
+                        sums[key[2]] = no_parts(rule.metric, rule.min_orders)
                 seen = values.setdefault(rule.name, {})
                 for scope, s in sorted(sums.items()):
                     if math.isnan(s.value):
@@ -122,9 +144,11 @@ class SumJudge:
                     old = seen.get(scope)
                     if old is None or _utilisation(rule, s.value) > _utilisation(rule, old):
                         seen[scope] = s.value
-                    if self.judged.get((rule.name, j, scope)) == s.value:
+                    judged_ns = self._judged_ns(scope)
+                    seen_as = (s.value, judged_ns, cover.as_of_ns > judged_ns)
+                    if self.judged.get((rule.name, j, scope)) == seen_as:
                         continue
-                    self.judged[(rule.name, j, scope)] = s.value
+                    self.judged[(rule.name, j, scope)] = seen_as
                     reason = f"{why}{'; ' + rule.reason if rule.reason else ''}"
                     out += self._one(rule, j, scope, s.value, cover.as_of_ns, reason)
                     if not self.edges.get((rule.name, j, scope)):  # keep raised edges only

@@ -12,7 +12,9 @@ topic offset), and the sums are whole only when every partition has one and ever
 record taken is the newest for *all* the partitions it names (a record cannot be split:
 one superseded for some of its partitions would count them twice). While a rebalance is
 under way the cover is incomplete and nothing is judged; a dead member's partitions are
-counted from its last record until a survivor has restored them and published.
+counted from its last record until a survivor has restored them and published, except
+for window counts whose whole window has passed since the record was read
+(:func:`expired`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from riskguard.aggregate.contributions import Parts, RowParts
+from riskguard.state.codes import NBUCKETS
 from riskguard.vocabulary import money
 
 RECORD_VERSION = 1
@@ -51,8 +54,10 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True):
     ``partitions``: the input partitions it speaks for (``"topic/partition"``);
     ``limits_digest``: the limits it counted under (sums are only taken over records
     of the same limits); ``parts``: :data:`riskguard.aggregate.contributions.Parts`;
-    ``as_of_ns``: the engine clock the parts were read at (ns since the epoch);
-    ``sent_ns``: wall clock when sent; ``positions``: for each REDUCE_ONLY scope spanning
+    ``as_of_ns``: the engine's latest event time when the parts were read (ns since the
+    epoch: the sums' evidence); ``read_ns``: the engine clock the parts were read at
+    (windows end there; 0: not said, a member older than this field); ``sent_ns``: wall
+    clock when sent; ``positions``: for each REDUCE_ONLY scope spanning
     partitions, the instance's net position by symbol
     (:func:`riskguard.aggregate.contributions.scope_positions`), summed by the judging
     instance into the position records gates judge that scope's orders by;
@@ -72,6 +77,7 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True):
     positions: dict[str, dict[str, float]] = {}
     judge_since_ns: int = 0
     raised: tuple[RaisedEdge, ...] = ()
+    read_ns: int = 0
     v: int = RECORD_VERSION
 
 
@@ -155,18 +161,47 @@ class Sum:
     """How many instances contributed a non-zero or unknown part."""
 
 
+def expired(record: Contribution, window_ms: int, now_ns: int) -> bool:
+    """Whether every count in ``record``'s parts of a ``window_ms`` window is out of the
+    window ending at ``now_ns`` (ns): the newest bucket they can hold (that of its read
+    time, or of its latest event if later) is older than the window's ``NBUCKETS`` + 1
+    buckets. A record of a member that stopped publishing (dead, restoring, cut off)
+    keeps speaking for its partitions, but not with counts its window has dropped.
+    False when the record does not say when it was read (``read_ns`` 0)."""
+    if record.read_ns <= 0:
+        return False
+    width = -(-window_ms * 1_000_000 // NBUCKETS)  # the kernel's bucket width
+    newest = max(record.read_ns, record.as_of_ns) // width
+    return now_ns // width - NBUCKETS > newest
+
+
 def row_sums(
-    records: Sequence[Contribution], rule: str, row: int, metric: str, min_orders: int
+    records: Sequence[Contribution],
+    rule: str,
+    row: int,
+    metric: str,
+    min_orders: int,
+    *,
+    window_ms: int | None = None,
+    now_ns: int = 0,
+    lag: Mapping[str, int] | None = None,
 ) -> dict[str, Sum] | None:
     """Per scope, the sum over ``records`` of row ``row`` of rule ``rule`` (``metric``
     its metric; ``min_orders`` cancel_ratio's). None when a record lacks the row (it
-    counted under other limits). Money is rounded once, on the sum."""
+    counted under other limits). Money is rounded once, on the sum. With ``window_ms``
+    (a windowed rule's) and ``now_ns`` (the judge's clock), a record whose counts have
+    all left the window (:func:`expired`) counts 0; ``lag``: per instance, how far the
+    judge's clock is ahead of that member's (ns; the judge's clock when it received the
+    record less its ``sent_ns``: clock skew plus transit), so that members' clocks that
+    differ never expire a fresh record."""
     rows: list[RowParts] = []
     for rec in records:
         got = rec.parts.get(rule)
         if got is None or row >= len(got):
             return None
-        rows.append(got[row])
+        behind = (lag or {}).get(rec.instance, 0)
+        if window_ms is None or not expired(rec, window_ms, now_ns - behind):
+            rows.append(got[row])
     totals: dict[str, list[float | None]] = {}
     counted: dict[str, int] = {}
     for parts in rows:
@@ -180,6 +215,13 @@ def row_sums(
     for scope, acc in totals.items():
         out[scope] = Sum(_value(metric, acc, min_orders), counted[scope])
     return out
+
+
+def no_parts(metric: str, min_orders: int) -> Sum:
+    """The sum of a scope no record has a part of: 0, or for ``cancel_ratio`` NaN (no new
+    order in the window is fewer than ``min_orders``, >= 1: not evaluated, as the kernel
+    leaves a ratio of 0 / 0)."""
+    return Sum(_value(metric, [0.0], min_orders), 0)
 
 
 def _value(metric: str, acc: list[float | None], min_orders: int) -> float:

@@ -6,8 +6,9 @@ Every group-mode instance whose limits have summed rules
 
 - **publishes** its parts (:func:`riskguard.aggregate.contributions.contributions`) to
   ``scale.aggregate_topic`` (compacted, one partition) every
-  ``scale.aggregate_interval_ms`` when they changed, once the partitions it owns are
-  restored (while restoring, its previous record keeps speaking for what it owned);
+  ``scale.aggregate_interval_ms`` when they changed or events were applied, once the
+  partitions it owns are restored (while restoring, its previous record keeps speaking
+  for what it owned);
 - **follows** the topic from its beginning and keeps each member's latest record (of
   its own group: the key is ``<group id>/<instance>``), decoded only where judged;
 - **judges** the sums (:class:`riskguard.aggregate.judge.SumJudge`) when it owns the
@@ -68,6 +69,15 @@ TOPIC_CONFIG = {
 }
 
 Whole = Callable[[], frozenset[str]]
+
+
+class _AsOf(msgspec.Struct):
+    """The part of a member's record every member reads: its latest event time."""
+
+    as_of_ns: int = 0
+
+
+_as_of = msgspec.json.Decoder(_AsOf)
 """Every input partition (``"topic/partition"``), from the input consumer's metadata."""
 
 
@@ -108,7 +118,16 @@ class Aggregation:
         self._alert: Transition | None = None
         self.held: dict[str, Held] = {}
         """Each member's latest record, decoded (by the judging instance only)."""
-        self._raw: dict[str, tuple[int, bytes]] = {}
+        self._raw: dict[str, tuple[int, bytes, int]] = {}
+        """Each member's latest record: offset, bytes, wall clock here when read."""
+        self.group_clock_ns = 0
+        """The latest event time in the other members' records (ns): this engine's clock
+        follows it (:meth:`~riskguard.engine.Engine.follow_clock`), so that lateness is
+        measured as one instance reading every partition measures it."""
+        self._ahead: dict[str, int] = {}
+        """Per member, the least (wall clock here when a record of it was read, less the
+        record's ``sent_ns``) seen: how far this clock is ahead of its clock, plus the
+        quickest transit (ns)."""
         self._unreadable: set[int] = set()
         self.cover = Cover(False)
         self.judging = False
@@ -161,18 +180,23 @@ class Aggregation:
                 say("aggregation record not sent", error=repr(exc), retried=True)
 
     async def publish_once(self) -> bool:
-        """Send the parts now if they changed; True if a record was sent."""
+        """Send the parts now if they changed or events were applied since the last
+        record (its ``as_of_ns`` moved: new evidence, on which the judge decides a breach
+        still standing after an operator's resume, even if the parts came out the same);
+        True if a record was sent."""
         names = self.rules
         spanning = self._reduce_only_spanning()
         if self._producer is None or not (names or spanning) or not self.restored():
             return False
         async with self.intake.lock:  # between batches: parts and partitions agree
-            parts = contributions(self.engine, names, self.engine.clock())
+            self.engine.follow_clock(self.group_clock_ns)
+            read = self.engine.clock()
+            parts = contributions(self.engine, names, read)
             positions = {scope: scope_positions(self.engine, scope) for scope in spanning}
             owned = tuple(sorted(f"{t.topic}/{t.partition}" for t in self.intake.assigned))
             as_of = self.engine.last_event_ns
         digest = self.engine.limits.digest
-        key = (parts, owned, digest, positions, self.judge_since_ns, self._raised)
+        key = (parts, owned, digest, positions, self.judge_since_ns, self._raised, as_of)
         if key == self._sent:
             return False
         record = Contribution(
@@ -186,6 +210,7 @@ class Aggregation:
             positions=positions,
             judge_since_ns=self.judge_since_ns,
             raised=self._raised,
+            read_ns=read,
         )
         await self._producer.send_and_wait(  # partition 0, the one read: a topic re-created
             self.scale.aggregate_topic, encode(record), key=self.key, partition=0
@@ -235,14 +260,21 @@ class Aggregation:
         if value is None:  # a tombstone: that member's record is gone
             self._raw.pop(instance, None)
             self.held.pop(instance, None)
+            self._ahead.pop(instance, None)
         else:
-            self._raw[instance] = (offset, value)
+            self._raw[instance] = (offset, value, time.time_ns())
+            if instance != self.instance:
+                try:
+                    as_of = _as_of.decode(value).as_of_ns
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    return  # unreadable: the judge counts and logs it
+                self.group_clock_ns = max(self.group_clock_ns, as_of)
 
     def _decoded(self) -> dict[str, Held]:
         """The records held, decoded once each. One that cannot be read is counted,
         logged and left out (the cover then misses its partitions: nothing is judged on
         a partial sum)."""
-        for instance, (offset, value) in self._raw.items():
+        for instance, (offset, value, received) in self._raw.items():
             held = self.held.get(instance)
             if held is not None and held.offset == offset:
                 continue
@@ -261,7 +293,19 @@ class Aggregation:
                     )
                 continue
             self.held[instance] = Held(offset, record)
+            ahead = received - record.sent_ns
+            self._ahead[instance] = min(ahead, self._ahead.get(instance, ahead))
         return self.held
+
+    @property
+    def lag(self) -> dict[str, int]:
+        """Per member, how far this instance's clock is ahead of its clock (ns), for the
+        expiry of a silent member's window counts: the least gap between a record's
+        ``sent_ns`` and when it was read here. A gap beyond the clock skew the engine
+        tolerates (``engine.max_clock_skew_ms``) is a record older than this reader (read from the
+        topic's beginning), not a clock: that member's clock is taken as this one's."""
+        bound = int(self.engine.rulebook.rules.skew_ns)
+        return {k: v for k, v in self._ahead.items() if abs(v) <= bound}
 
     async def judge_now(self) -> None:
         """When this instance judges: take the cover of the records held, and judge it.
@@ -291,7 +335,9 @@ class Aggregation:
         self.metrics.aggregate_age.set(max(0.0, (time.time_ns() - self.cover.oldest_ns) / 1e9))
         if self._take_over:
             self._take_over_edges(limits.digest)
-        transitions = self.judge.judge(self.cover, summed_rules(limits), limits.digest)
+        transitions = self.judge.judge(
+            self.cover, summed_rules(limits), limits.digest, lag=self.lag
+        )
         self._raised = self.judge.raised_edges()
         if transitions:
             await self.outbox.send(transitions)

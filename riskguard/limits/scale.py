@@ -12,7 +12,12 @@ symbol, a venue or a strategy trading in several accounts. A rule is then one of
   aggregation topic; the sums are judged by one instance
   (:mod:`riskguard.aggregate`), ``scale.aggregate_interval_ms`` later at most.
 - **refused**: any other (a drawdown, a gross exposure or a largest position nets or
-  peaks across accounts: the firm's value is not the sum of its accounts' values).
+  peaks across accounts: the firm's value is not the sum of its accounts' values), and
+  a strategy rule with ``match.account``: it selects strategies by their *home* account,
+  the first account each traded in, and a strategy trading in accounts of several
+  partitions has a different first account on each instance (one that reads everything
+  may pick either), so the instances would judge or sum the wrong strategies (a per-order
+  metric too).
 
 Used by ``riskguard run`` (at start and on every reload) and by ``riskguard validate
 --group``.
@@ -64,14 +69,33 @@ _NOT_A_SUM: Final = {
 }
 
 
+def _by_home_account(rule: Rule) -> bool:
+    """A strategy rule selecting strategies by their home account (``match.account``;
+    a restricted-list entry's ``match.account`` selects events, not strategies)."""
+    return (
+        rule.scope == "strategy" and rule.metric != "restricted" and bool(rule.match.get("account"))
+    )
+
+
 def is_local(rule: Rule) -> bool:
     """Whether the instance owning an account judges ``rule`` alone (see the module)."""
-    return rule.scope == "account" or rule.metric in PER_ORDER_METRICS
+    local = rule.scope == "account" or rule.metric in PER_ORDER_METRICS
+    return local and not _by_home_account(rule)
 
 
 def is_summed(rule: Rule) -> bool:
     """Whether ``rule`` is judged on the instances' summed values (see the module)."""
-    return not is_local(rule) and rule.metric in SUMMED_METRICS
+    return not is_local(rule) and rule.metric in SUMMED_METRICS and not _by_home_account(rule)
+
+
+def _why_refused(rule: Rule) -> str:
+    if _by_home_account(rule):
+        return (
+            "selects strategies by their home account (match.account: the first account "
+            "each traded in), which differs between instances for a strategy trading in "
+            "accounts of several partitions"
+        )
+    return _NOT_A_SUM.get(rule.metric, "is not a sum over accounts")
 
 
 def summed_rules(limits: Limits) -> tuple[Rule, ...]:
@@ -87,7 +111,7 @@ def check_group_limits(limits: Limits) -> None:
     """
     problems = [
         f"rule {r.name!r}: {r.metric} at scope {r.scope!r} spans input partitions and "
-        f"{_NOT_A_SUM.get(r.metric, 'is not a sum over accounts')}: group mode cannot judge "
+        f"{_why_refused(r)}: group mode cannot judge "
         "it; run this rule in single mode, or scope it to accounts (docs/deployment.md, "
         "Which rules group mode judges)"
         for r in limits.all_rules
