@@ -82,9 +82,32 @@ function fourEyes(scope) {
   return me !== null && me.four_eyes.includes(level);
 }
 
+// Rows are patched in place where the table keeps its shape (same rows, same keys): a
+// cell is replaced only when its content changed, so a button under the operator's
+// pointer is not swapped for a copy between mouse-down and mouse-up by the next poll
+// (which lost the click).
+function sameRow(a, b) {
+  return (
+    a.cells.length === b.cells.length &&
+    a.getAttribute("data-scope") === b.getAttribute("data-scope") &&
+    a.getAttribute("data-request") === b.getAttribute("data-request")
+  );
+}
+
 function fill(tableId, rows, noneId) {
   const body = $(tableId).tBodies[0];
-  body.replaceChildren(...rows);
+  const old = Array.from(body.rows);
+  if (old.length === rows.length && rows.every((row, i) => sameRow(old[i], row))) {
+    rows.forEach((row, i) => {
+      const kept = old[i];
+      if (kept.className !== row.className) kept.className = row.className;
+      Array.from(row.cells).forEach((cell, j) => {
+        if (kept.cells[j].outerHTML !== cell.outerHTML) kept.replaceChild(cell, kept.cells[j]);
+      });
+    });
+  } else {
+    body.replaceChildren(...rows);
+  }
   $(tableId).hidden = rows.length === 0 && Boolean(noneId);
   if (noneId) $(noneId).hidden = rows.length > 0;
 }

@@ -83,6 +83,10 @@ async def test_a_four_eyes_resume_from_the_page_needs_a_second_person(
         alice = await sign_in(browser, staffed.api_url, token("alice"))
         button = await alice.wait_for_selector("#standing tr[data-scope='firm'] button.act")
         assert await button.inner_text() == "Request resume…"
+        # the page polls every 500 ms: an unchanged row keeps its button (it was swapped
+        # for a copy at every poll, which lost a click straddling one)
+        await asyncio.sleep(1.2)
+        assert await button.evaluate("b => b.isConnected")
         await button.click()
         assert await alice.inner_text("#confirm-title") == "Request resume of firm?"
         await alice.click("#confirm-go")  # no reason yet: refused by the page
