@@ -17,12 +17,21 @@ import numpy as np
 
 from riskguard.events import BadEvent
 from riskguard.limits.model import Rule
-from riskguard.state.codes import N_REFDATA, TO_ALERT, TO_RESOLVE
-from riskguard.vocabulary import STATES, Transition, system_alert, transition_id
+from riskguard.state.codes import EDGE_ALERT, MAX_WARN, N_REFDATA, TO_ALERT, TO_RESOLVE
+from riskguard.state.rulebook import carried_rows
+from riskguard.state.tables import carried_edges
+from riskguard.vocabulary import (
+    L_FIRM,
+    L_SYMBOL,
+    STATES,
+    Transition,
+    system_alert,
+    transition_id,
+)
 
 if TYPE_CHECKING:
     from riskguard.killswitch import KillSwitch
-    from riskguard.state.bundles import Output
+    from riskguard.state.bundles import Edges, Output
     from riskguard.state.columnar import Built
     from riskguard.state.keys import KeySpace
     from riskguard.state.rulebook import Rulebook
@@ -40,6 +49,7 @@ class Decisions:
     event_time: bool
     _out: Output
     _raised: dict[tuple[int, int, int], tuple[str, float]]
+    rule_peaks: np.ndarray
 
     def _refused(self, built: Built, e: int, kind: int, where: str) -> BadEvent:
         symbol = self.keys.scope_names[int(built.batch["symbol"][e])]
@@ -184,6 +194,73 @@ class Decisions:
                 )
             into.append(self.killswitch.record(tr))
 
+    def _carry_alerts(
+        self, old: Rulebook, edges: Edges, raised: dict[tuple[int, int, int], tuple[str, float]]
+    ) -> list[Transition]:
+        """After a limits reload (the new rulebook installed, its edges empty): the raised
+        alerts and warnings of rules kept unchanged move to their new rows, so none is
+        paged again and its resolve names it; those of rules removed or changed are
+        resolved now (returned), since nothing would judge them again."""
+        rows = carried_rows(old, self.rulebook)
+        kept = carried_edges(edges, rows)
+        self.store.state = self.store.state._replace(edges=kept)
+        for key, bits in _live(kept):
+            self.rule_peaks["edges"][key >> 32] += bin(bits).count("1")
+        for (r, s, bit), alert in raised.items():
+            if rows[r] >= 0:
+                self._raised[(int(rows[r]), s, bit)] = alert
+        out: list[Transition] = []
+        for key, bits in _live(edges):
+            r, s = key >> 32, key & 0xFFFFFFFF
+            if r >= rows.shape[0] or rows[r] >= 0:
+                continue
+            for k in range(MAX_WARN + 1):
+                bit = EDGE_ALERT if k == MAX_WARN else 1 << k
+                if bits & bit:
+                    out.append(self._dropped(old, r, s, bit, raised.get((r, s, bit))))
+        return out
+
+    def _dropped(
+        self, old: Rulebook, r: int, s: int, bit: int, alert: tuple[str, float] | None
+    ) -> Transition:
+        """The resolve of an alert (``bit``: a warning level's or EDGE_ALERT) raised by
+        row ``r`` of ``old`` at scope or pair ``s``, whose rule a reload removed or changed."""
+        rule = old.row_rule[r]
+        row = old.rules.rows[r]
+        names = self.keys.scope_names
+        symbol = None
+        sid = s
+        if int(row["per_pair"]):  # s is a position pair: its symbol, the row's scope
+            positions = self.store.state.positions
+            y = int(positions["symbol"][s])
+            symbol = names[y].partition(":")[2]
+            level = int(row["level"])
+            sid = 0 if level == L_FIRM else y if level == L_SYMBOL else int(positions["owner"][s])
+        scope = names[sid]
+        state = STATES[int(self.store.state.scopes["state"][sid])]
+        warn = bit != EDGE_ALERT
+        level_at = rule.warn_at[bit.bit_length() - 1] if warn else None
+        ends, crossed = alert if alert is not None else (None, rule.limit_for(math.inf))
+        now = self.clock()
+        still = rule.name in {x.name for x in self.rulebook.limits.all_rules}
+        tr = Transition(
+            id=transition_id(scope, now, f"RESOLVE:{ends or rule.name}"),
+            scope=scope,
+            from_=state,
+            to=state,
+            kind="resolve",
+            ts=now,
+            decided_ns=now,
+            rule=rule.name,
+            metric=rule.metric,
+            limit=self._bound(rule) if warn else crossed,
+            level=level_at,
+            symbol=symbol,
+            reason=f"limits reload: rule {'changed' if still else 'removed'}",
+            ends=ends,
+        )
+        return self.killswitch.record(tr)
+
     @staticmethod
     def _evidence_ns(rule: Rule, value: float, ts: int) -> int:
         """The time a decision's id is named after: its triggering event's time, and for
@@ -242,6 +319,12 @@ class Decisions:
             then = f"{state} stays until an operator resumes"
         expected = "expected while the trading system is not running"
         return f"{what} since start, {seconds}: {expected}; {then}"
+
+
+def _live(edges: Edges) -> list[tuple[int, int]]:
+    """(key, raised bits) of every entry of an alert-edge table."""
+    live = edges.keys > 0
+    return list(zip((edges.keys[live] - 1).tolist(), edges.vals[live].tolist(), strict=True))
 
 
 def silence_seconds(value_ms: float) -> str:

@@ -164,11 +164,15 @@ class Engine(Inspection, Decisions):
         """Recompile the limits in force against the current key space (after a restore)."""
         self.rulebook = self._install(self.limits)
 
-    def replace_limits(self, limits: Limits) -> None:
-        """Swap in new limits between batches.
+    def replace_limits(self, limits: Limits) -> list[Transition]:
+        """Swap in new limits between batches; returns the resolves it decided.
 
         Latched states and judged times are untouched; windows whose kind, scope and
-        length did not change keep their counts; rule peaks and alert edges restart.
+        length did not change keep their counts (duplicate-order windows their recent
+        orders); rule peaks restart. A rule kept unchanged keeps its raised alerts and
+        warnings (none is paged again, and its resolve still names it); those of a rule
+        removed or changed are resolved here (a pager would otherwise hold them open
+        forever), and a changed rule judges afresh at its next evaluation.
         Raises :class:`LimitsError` (nothing changes) for another ``base_currency``: every
         amount held is in the old one, so that takes a restart.
         """
@@ -181,7 +185,9 @@ class Engine(Inspection, Decisions):
                     "restart riskguard to change it"
                 ],
             )
+        old, edges, raised = self.rulebook, self.store.state.edges, self._raised
         self.rulebook = self._install(limits)
+        return self._carry_alerts(old, edges, raised)
 
     def count_at_own_time(self, on: bool) -> None:
         """``on``: every event counts in windows at its own time, however far behind the

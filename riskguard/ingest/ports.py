@@ -106,8 +106,9 @@ class LimitsOwner(Protocol):
         """The limits in force."""
         ...
 
-    def replace_limits(self, limits: Limits) -> None:
-        """Swap in validated limits between two batches."""
+    def replace_limits(self, limits: Limits) -> list[Transition]:
+        """Swap in validated limits between two batches; returns the resolves of the
+        alerts of rules removed or changed."""
         ...
 
 

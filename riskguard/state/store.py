@@ -26,6 +26,7 @@ from riskguard.state.bundles import (
 from riskguard.state.codes import JUMP_CONFIRM, O_CLOSED, O_PENDING, RING
 from riskguard.state.keys import KeySpace
 from riskguard.state.tables import (
+    carried_dups,
     compacted,
     empty_dups,
     empty_edges,
@@ -80,19 +81,22 @@ class StateStore:
         """Install counter definitions ``defs`` (COUNTER records).
 
         A counter that existed before with the same definition keeps its buckets, so
-        reloading limits does not blind a rate limit for a window's length. New counters
-        start empty. The duplicate-order table restarts.
+        reloading limits does not blind a rate limit for a window's length; so do the
+        recent new orders a kept duplicate-order counter compares with. New counters
+        start empty.
         """
         old = self.state.counters
         before = {old.defs[k].tobytes(): k for k in range(old.defs.shape[0])}
         new = _counters(defs, old.buckets.shape[1])
+        moved = np.full(old.defs.shape[0], -1, dtype=np.int64)
         for k in range(defs.shape[0]):
             was = before.get(defs[k].tobytes())
             if was is not None:
                 new.buckets[k] = old.buckets[was]
                 new.last_bucket[k] = old.last_bucket[was]
                 new.total[k] = old.total[was]
-        self.state = self.state._replace(counters=new, dups=empty_dups())
+                moved[was] = k
+        self.state = self.state._replace(counters=new, dups=carried_dups(self.state.dups, moved))
 
     def reserve(self, keys: KeySpace) -> None:
         """Grow every record array to fit ``keys`` and copy new key metadata into them."""
