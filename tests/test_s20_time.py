@@ -1,0 +1,163 @@
+"""Time and continuity hunted for wrong decisions: limits reloaded mid-stream.
+
+Every expected value is derived by hand in the comments from docs/limits.md and
+docs/architecture.md (decision 14: a reload between batches keeps what did not change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from riskguard.audit import AuditLog
+from riskguard.engine import Engine
+from riskguard.ingest.reload import LimitsReloader
+from riskguard.metrics import Metrics
+from riskguard.killswitch import Transition
+from riskguard.limits import Limits, parse
+from tests.builders import MS, T0, fill, heartbeat, mark, new, rules_toml
+
+GROSS_ALERT = 'name="g"\nmetric="gross_notional"\nscope="account"\nmax=1000\naction="alert"'
+WARNED = (
+    'name="gw"\nmetric="gross_notional"\nscope="account"\nmax=4000\n'
+    'warn_at=[0.25]\naction="halt"'
+)
+UNRELATED = 'name="q"\nmetric="order_qty"\nscope="account"\nmax=1e6\naction="halt"'
+DUPS = 'name="d"\nmetric="duplicate_orders"\nscope="account"\nwindow_ms=1000\nmax=0\naction="halt"'
+SILENCE = 'name="fs"\nmetric="feed_silence_ms"\nscope="firm"\nmax=1000\naction="alert"'
+
+
+def limits(*rules: str) -> Limits:
+    return parse(rules_toml(*rules).replace("version = 1", "version = 1\nrevalue_ms = 0"))
+
+
+def pages(transitions: list[Transition]) -> list[tuple[str, str | None, float | None]]:
+    return [(t.kind, t.rule, t.level) for t in transitions]
+
+
+def test_a_reload_that_keeps_an_alert_rule_does_not_page_it_again() -> None:
+    """A buy of 20 at 100: gross 2,000 > 1,000, the alert `g` pages once. A reload adds
+    an unrelated rule and keeps `g` as it was. A mark at 101 (gross 2,020, still over)
+    is the same excursion: no second page. A mark at 10 (gross 200) resolves it, naming
+    the alert raised before the reload (before: a second alert paged at 2,020, and the
+    resolve named that one, leaving the first incident open for ever)."""
+    engine = Engine(limits(GROSS_ALERT), event_time=True)
+    first = engine.apply([fill("o1", 0, qty=20, price=100)]).transitions
+    assert pages(first) == [("alert", "g", None)] and first[0].value == 2_000.0
+    assert engine.replace_limits(limits(GROSS_ALERT, UNRELATED)) == []
+    assert engine.apply([mark(101, 1 * MS)]).transitions == []
+    done = engine.apply([mark(10, 2 * MS)]).transitions
+    assert pages(done) == [("resolve", "g", None)]
+    assert done[0].ends == first[0].id and done[0].value == 200.0
+
+
+def test_a_reload_keeps_raised_warning_levels() -> None:
+    """`gw` warns at 25 % of 4,000 = 1,000: the gross of 2,000 crosses it once. After a
+    reload that keeps `gw`, a mark at 101 (2,020: 50.5 %) crosses nothing new; a mark at
+    10 (200: 5 %, below 25 % − 5 %) resolves the level-0.25 warning raised before."""
+    engine = Engine(limits(WARNED), event_time=True)
+    first = engine.apply([fill("o1", 0, qty=20, price=100)]).transitions
+    assert pages(first) == [("alert", "gw", 0.25)]
+    engine.replace_limits(limits(UNRELATED, WARNED))  # rows move: gw is now the second rule
+    assert engine.apply([mark(101, 1 * MS)]).transitions == []
+    done = engine.apply([mark(10, 2 * MS)]).transitions
+    assert pages(done) == [("resolve", "gw", 0.25)] and done[0].ends == first[0].id
+
+
+def test_an_alert_of_a_rule_removed_by_a_reload_is_resolved() -> None:
+    """The alert `g` is raised (gross 2,000 > 1,000); a reload removes `g`. Nothing will
+    judge `g` again, so the reload itself resolves the alert, naming it (before: no
+    resolve ever, the incident stayed open)."""
+    engine = Engine(limits(GROSS_ALERT), event_time=True)
+    first = engine.apply([fill("o1", 0, qty=20, price=100)]).transitions
+    done = engine.replace_limits(limits(UNRELATED))
+    assert pages(done) == [("resolve", "g", None)]
+    assert done[0].ends == first[0].id and done[0].scope == "account:A"
+    assert done[0].reason == "limits reload: rule removed" and done[0].limit == 1_000.0
+    assert engine.apply([mark(10, 2 * MS)]).transitions == []
+
+
+def test_an_alert_of_a_rule_changed_by_a_reload_is_resolved_and_judged_afresh() -> None:
+    """`g` raised at 2,000 > 1,000; a reload moves its max to 1,500. The old alert (of
+    the 1,000 limit) is resolved by the reload; the next evaluation, a mark at 101
+    (2,020 > 1,500), pages once under the new limit."""
+    engine = Engine(limits(GROSS_ALERT), event_time=True)
+    engine.apply([fill("o1", 0, qty=20, price=100)])
+    done = engine.replace_limits(limits(GROSS_ALERT.replace("max=1000", "max=1500")))
+    assert pages(done) == [("resolve", "g", None)]
+    assert done[0].reason == "limits reload: rule changed"
+    again = engine.apply([mark(101, 1 * MS)]).transitions
+    assert pages(again) == [("alert", "g", None)] and again[0].limit == 1_500.0
+
+
+def test_a_feed_silence_alert_is_not_paged_again_after_a_reload() -> None:
+    """Heartbeat at 0; tick at 2,000 ms: silent 2,000 ms > 1,000, one alert. A reload
+    that keeps `fs`; tick at 3,000 ms: the same silence (3,000 ms), no second page (before:
+    paged again). The heartbeat at 3,001 ms ends it (silence is judged before an event
+    counts, so at the tick after it, 1 ms: one resolve naming the alert)."""
+    engine = Engine(limits(SILENCE), event_time=True)
+    engine.apply([heartbeat("h", 0)])
+    first = engine.tick(T0 + 2_000 * MS)
+    assert pages(first) == [("alert", "fs", None)] and first[0].value == 2_000.0
+    engine.replace_limits(limits(SILENCE, UNRELATED))
+    assert engine.tick(T0 + 3_000 * MS) == []
+    assert engine.apply([heartbeat("h", 3_001 * MS)]).transitions == []
+    done = engine.tick(T0 + 3_002 * MS)
+    assert pages(done) == [("resolve", "fs", None)] and done[0].ends == first[0].id
+
+
+def test_a_duplicate_order_window_kept_by_a_reload_still_sees_its_orders() -> None:
+    """`d`: no duplicate order (identical symbol, side, qty, price) within 1,000 ms. An
+    order at 0 ms, a reload that keeps `d` (and adds a rule), the same order again at
+    10 ms: 10 < 1,000, a duplicate, value 1 > 0: halt, as without the reload (before:
+    the reload emptied the table of recent orders and the duplicate went unseen)."""
+    for reload in (False, True):
+        engine = Engine(limits(DUPS), event_time=True)
+        engine.apply([new("o1", 0)])
+        if reload:
+            engine.replace_limits(limits(UNRELATED, DUPS))
+        halted = engine.apply([new("o2", 10 * MS)]).transitions
+        assert [(t.rule, t.to, t.value) for t in halted] == [("d", "HALTED", 1.0)], reload
+
+
+def test_a_position_alert_of_a_removed_rule_is_resolved_for_its_symbol() -> None:
+    """`p`: symbol position over 10 alerts, kept per symbol. A buy of 20 X raises it for
+    symbol:X (value 20); removing `p` resolves that alert, for symbol:X and X."""
+    rule = 'name="p"\nmetric="position_qty"\nscope="symbol"\nmax=10\naction="alert"'
+    engine = Engine(limits(rule), event_time=True)
+    first = engine.apply([fill("o1", 0, qty=20, price=100)]).transitions
+    assert [(t.scope, t.symbol, t.value) for t in first] == [("symbol:X", "X", 20.0)]
+    done = engine.replace_limits(limits(UNRELATED))
+    assert [(t.kind, t.scope, t.symbol, t.ends) for t in done] == [
+        ("resolve", "symbol:X", "X", first[0].id)
+    ]
+
+
+class Sent:
+    """The reloader's transition sink (riskguard.ingest.ports.TransitionSink)."""
+
+    def __init__(self) -> None:
+        self.transitions: list[Transition] = []
+
+    async def send(self, transitions: Sequence[Transition]) -> None:
+        self.transitions += transitions
+
+
+def test_the_reloader_sends_the_resolves_of_removed_rules(tmp_path: Path) -> None:
+    """Through `riskguard run`'s reloader: the file loses `g` while its alert is raised;
+    the reload applies and the resolve goes out through the outbox (to the control
+    topic, journal, pagers)."""
+    path = tmp_path / "limits.toml"
+    path.write_text(rules_toml(GROSS_ALERT))
+    engine = Engine(parse(path.read_bytes(), str(path)), event_time=True)
+    first = engine.apply([fill("o1", 0, qty=20, price=100)]).transitions
+    sent = Sent()
+    reloader = LimitsReloader(
+        path, engine, engine.killswitch, sent, AuditLog(tmp_path / "audit.jsonl"), Metrics()
+    )
+    path.write_text(rules_toml(UNRELATED))
+    assert asyncio.run(reloader.reload("SIGHUP"))
+    assert [(t.kind, t.rule, t.ends) for t in sent.transitions] == [
+        ("resolve", "g", first[0].id)
+    ]
