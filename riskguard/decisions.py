@@ -9,7 +9,7 @@ reference data becomes a bad event; a currency met without a rate becomes a syst
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -195,13 +195,17 @@ class Decisions:
             into.append(self.killswitch.record(tr))
 
     def _carry_alerts(
-        self, old: Rulebook, edges: Edges, raised: dict[tuple[int, int, int], tuple[str, float]]
+        self,
+        old: tuple[Sequence[Rule], np.ndarray],
+        edges: Edges,
+        raised: dict[tuple[int, int, int], tuple[str, float]],
     ) -> list[Transition]:
-        """After a limits reload (the new rulebook installed, its edges empty): the raised
-        alerts and warnings of rules kept unchanged move to their new rows, so none is
-        paged again and its resolve names it; those of rules removed or changed are
-        resolved now (returned), since nothing would judge them again."""
-        rows = carried_rows(old, self.rulebook)
+        """After a limits reload or a restore under other limits (the new rulebook
+        installed, its edges empty): the raised alerts and warnings of rules kept
+        unchanged move to their new rows, so none is paged again and its resolve names
+        it; those of rules removed or changed are resolved now (returned), since nothing
+        would judge them again. ``old``: the old limits' ``all_rules`` and RULE rows."""
+        rows = carried_rows(*old, self.rulebook)
         kept = carried_edges(edges, rows)
         self.store.state = self.store.state._replace(edges=kept)
         for key, bits in _live(kept):
@@ -221,12 +225,17 @@ class Decisions:
         return out
 
     def _dropped(
-        self, old: Rulebook, r: int, s: int, bit: int, alert: tuple[str, float] | None
+        self,
+        old: tuple[Sequence[Rule], np.ndarray],
+        r: int,
+        s: int,
+        bit: int,
+        alert: tuple[str, float] | None,
     ) -> Transition:
         """The resolve of an alert (``bit``: a warning level's or EDGE_ALERT) raised by
         row ``r`` of ``old`` at scope or pair ``s``, whose rule a reload removed or changed."""
-        rule = old.row_rule[r]
-        row = old.rules.rows[r]
+        row = old[1][r]
+        rule = old[0][int(row["rule"])]
         names = self.keys.scope_names
         symbol = None
         sid = s

@@ -23,7 +23,16 @@ from riskguard.killswitch import KillSwitch
 from riskguard.limits.load import LimitsError
 from riskguard.limits.model import Limits, Rule
 from riskguard.settings import EngineSettings
-from riskguard.state.bundles import CLOSED, DECISION, NOTE, OUT_COUNTS, PEAK, Output, fill_record
+from riskguard.state.bundles import (
+    CLOSED,
+    DECISION,
+    NOTE,
+    OUT_COUNTS,
+    PEAK,
+    Edges,
+    Output,
+    fill_record,
+)
 from riskguard.state.codes import (
     N_AHEAD,
     N_BUSTED,
@@ -185,7 +194,8 @@ class Engine(Inspection, Decisions):
                     "restart riskguard to change it"
                 ],
             )
-        old, edges, raised = self.rulebook, self.store.state.edges, self._raised
+        old = (self.limits.all_rules, self.rulebook.rules.rows)
+        edges, raised = self.store.state.edges, self._raised
         self.rulebook = self._install(limits)
         return self._carry_alerts(old, edges, raised)
 
@@ -225,6 +235,22 @@ class Engine(Inspection, Decisions):
                 raise ValueError(f"raised alert {row!r}: id is not a string")
             raised[(int(r), int(s), int(b))] = (tid, float(crossed))
         self._raised = raised
+
+    def carry_alerts(
+        self,
+        rules: Sequence[Rule],
+        rows: np.ndarray,
+        edges: Edges,
+        raised: Sequence[Sequence[Any]],
+    ) -> list[Transition]:
+        """After restoring a snapshot taken under other limits (``rules``: their
+        ``all_rules``, ``rows``: their RULE rows; ``edges`` and ``raised``, as in
+        :meth:`raised_alerts`, the snapshot's): what :meth:`replace_limits` does with
+        raised alerts. Returns the resolves of those of rules removed or changed. Raises
+        :class:`ValueError` for a raised alert not of that shape."""
+        self.restore_raised_alerts(raised)
+        before, self._raised = self._raised, {}
+        return self._carry_alerts((rules, rows), edges, before)
 
     # applying ---------------------------------------------------------------
     def apply(

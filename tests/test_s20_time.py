@@ -12,16 +12,18 @@ from pathlib import Path
 
 from riskguard.audit import AuditLog
 from riskguard.engine import Engine
+from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.ingest.reload import LimitsReloader
-from riskguard.metrics import Metrics
 from riskguard.killswitch import Transition
 from riskguard.limits import Limits, parse
+from riskguard.metrics import Metrics
+from riskguard.settings import RuntimeSettings
+from riskguard.snapshot import SnapshotStore, capture, decode, restore
 from tests.builders import MS, T0, fill, heartbeat, mark, new, rules_toml
 
 GROSS_ALERT = 'name="g"\nmetric="gross_notional"\nscope="account"\nmax=1000\naction="alert"'
 WARNED = (
-    'name="gw"\nmetric="gross_notional"\nscope="account"\nmax=4000\n'
-    'warn_at=[0.25]\naction="halt"'
+    'name="gw"\nmetric="gross_notional"\nscope="account"\nmax=4000\nwarn_at=[0.25]\naction="halt"'
 )
 UNRELATED = 'name="q"\nmetric="order_qty"\nscope="account"\nmax=1e6\naction="halt"'
 DUPS = 'name="d"\nmetric="duplicate_orders"\nscope="account"\nwindow_ms=1000\nmax=0\naction="halt"'
@@ -55,7 +57,7 @@ def test_a_reload_that_keeps_an_alert_rule_does_not_page_it_again() -> None:
 def test_a_reload_keeps_raised_warning_levels() -> None:
     """`gw` warns at 25 % of 4,000 = 1,000: the gross of 2,000 crosses it once. After a
     reload that keeps `gw`, a mark at 101 (2,020: 50.5 %) crosses nothing new; a mark at
-    10 (200: 5 %, below 25 % − 5 %) resolves the level-0.25 warning raised before."""
+    10 (200: 5 %, below 25 % - 5 %) resolves the level-0.25 warning raised before."""
     engine = Engine(limits(WARNED), event_time=True)
     first = engine.apply([fill("o1", 0, qty=20, price=100)]).transitions
     assert pages(first) == [("alert", "gw", 0.25)]
@@ -158,6 +160,45 @@ def test_the_reloader_sends_the_resolves_of_removed_rules(tmp_path: Path) -> Non
     )
     path.write_text(rules_toml(UNRELATED))
     assert asyncio.run(reloader.reload("SIGHUP"))
-    assert [(t.kind, t.rule, t.ends) for t in sent.transitions] == [
-        ("resolve", "g", first[0].id)
+    assert [(t.kind, t.rule, t.ends) for t in sent.transitions] == [("resolve", "g", first[0].id)]
+
+
+def test_a_restart_under_edited_limits_keeps_alerts_and_resolves_removed_ones() -> None:
+    """A restart is a reload too when the file changed meanwhile. Under `g` and `gw`, the
+    buy of 20 at 100 (gross 2,000) raises `g` (> 1,000) and `gw`'s 25 % warning (of
+    4,000). The snapshot is restored under limits keeping `gw` and dropping `g`: the
+    restore resolves `g`'s alert (the sidecar sends it once standing states are in);
+    a mark at 101 (2,020) pages nothing again (before: `gw`'s warning paged a second
+    time, and `g`'s incident was never resolved); a mark at 10 (200) resolves the
+    warning raised before the restart."""
+    first = Engine(limits(GROSS_ALERT, WARNED), event_time=True)
+    raised = first.apply([fill("o1", 0, qty=20, price=100)]).transitions
+    assert pages(raised) == [("alert", "g", None), ("alert", "gw", 0.25)]
+    snap = decode(capture(first, {"t/0": 1}), Path("snapshot-1.rgs"))
+    second = Engine(limits(UNRELATED, WARNED), event_time=True)
+    done = restore(second, snap)
+    assert [(t.kind, t.rule, t.ends) for t in done] == [("resolve", "g", raised[0].id)]
+    assert second.apply([mark(101, 1 * MS)]).transitions == []
+    back = second.apply([mark(10, 2 * MS)]).transitions
+    assert [(t.kind, t.rule, t.ends) for t in back] == [("resolve", "gw", raised[1].id)]
+
+
+def test_the_sidecar_sends_a_removed_rules_resolve_with_the_standing_state(
+    tmp_path: Path,
+) -> None:
+    """`riskguard run`'s checkpoints load the snapshot (taken with `g`'s alert raised and
+    account:A halted by an operator) under limits without `g`: the resolve is held until
+    standing states are restored, then stamped with the scope's state (HALTED)."""
+    first = Engine(limits(GROSS_ALERT), event_time=True)
+    raised = first.apply([fill("o1", 0, qty=20, price=100)]).transitions
+    runtime = RuntimeSettings(state_dir=str(tmp_path))
+    SnapshotStore(runtime.snapshot_path).write(capture(first, {"t/0": 1}))
+    second = Engine(limits(UNRELATED), event_time=True)
+    checkpoints = Checkpoints(runtime, second, Metrics())
+    checkpoints.load()
+    second.killswitch.halt("account:A", "ops", "reason")  # as the journal restores it
+    sent = checkpoints.take_resolves(second.killswitch.state)
+    assert [(t.kind, t.rule, t.ends, t.from_, t.to) for t in sent] == [
+        ("resolve", "g", raised[0].id, "HALTED", "HALTED")
     ]
+    assert checkpoints.take_resolves(second.killswitch.state) == []

@@ -14,7 +14,7 @@ only for events in a symbol flagged restricted (``Rules.restricted_rows``).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,8 +205,9 @@ def _combinations(rule: Rule, keys: KeySpace) -> list[Combination]:
     return [(m, a, -1, v, -1, -1) for m, a, v in itertools.product(own_ids, acc_ids, venue_ids)]
 
 
-def carried_rows(old: Rulebook, new: Rulebook) -> Array:
-    """For each row of ``old``, the row of ``new`` that judges the same thing (int64,
+def carried_rows(old_rules: Sequence[Rule], old_rows: Array, new: Rulebook) -> Array:
+    """For each row of an old rulebook (``old_rules``, its limits' ``all_rules``, and
+    ``old_rows``, its RULE rows), the row of ``new`` that judges the same thing (int64,
     -1: none). A rule carries over when ``new`` has a rule equal to it in every field
     (its description aside): its rows come in the same order, one per match combination.
     A rule removed or changed in any bound, level, window, match or action has none."""
@@ -214,10 +215,10 @@ def carried_rows(old: Rulebook, new: Rulebook) -> Array:
     new_rows: dict[int, list[int]] = {}
     for r, i in enumerate(new.rules.rows["rule"].tolist()):
         new_rows.setdefault(i, []).append(r)
-    out = np.full(old.n_rows, -1, dtype=np.int64)
+    out = np.full(old_rows.shape[0], -1, dtype=np.int64)
     seen: dict[int, int] = {}
-    for r, i in enumerate(old.rules.rows["rule"].tolist()):
-        j = same.get(_definition(old.limits.all_rules[i]))
+    for r, i in enumerate(old_rows["rule"].tolist()):
+        j = same.get(_definition(old_rules[i]))
         if j is None:
             continue
         k = seen.get(i, 0)
