@@ -82,15 +82,16 @@ def test_an_alert_of_a_rule_removed_by_a_reload_is_resolved() -> None:
 
 def test_an_alert_of_a_rule_changed_by_a_reload_is_resolved_and_judged_afresh() -> None:
     """`g` raised at 2,000 > 1,000; a reload moves its max to 1,500. The old alert (of
-    the 1,000 limit) is resolved by the reload; the next evaluation, a mark at 101
-    (2,020 > 1,500), pages once under the new limit."""
+    the 1,000 limit) is resolved, and the changed rule is judged on the book at once:
+    2,000 > 1,500 pages once under the new limit. A mark at 101 (2,020) is the same
+    excursion: nothing more."""
     engine = Engine(limits(GROSS_ALERT), event_time=True)
     engine.apply([fill("o1", 0, qty=20, price=100)])
     done = engine.replace_limits(limits(GROSS_ALERT.replace("max=1000", "max=1500")))
-    assert pages(done) == [("resolve", "g", None)]
+    assert pages(done) == [("resolve", "g", None), ("alert", "g", None)]
     assert done[0].reason == "limits reload: rule changed"
-    again = engine.apply([mark(101, 1 * MS)]).transitions
-    assert pages(again) == [("alert", "g", None)] and again[0].limit == 1_500.0
+    assert (done[1].value, done[1].limit) == (2_000.0, 1_500.0)
+    assert engine.apply([mark(101, 1 * MS)]).transitions == []
 
 
 def test_a_feed_silence_alert_is_not_paged_again_after_a_reload() -> None:
@@ -202,3 +203,33 @@ def test_the_sidecar_sends_a_removed_rules_resolve_with_the_standing_state(
         ("resolve", "g", raised[0].id, "HALTED", "HALTED")
     ]
     assert checkpoints.take_resolves(second.killswitch.state) == []
+
+
+def test_a_limit_tightened_below_the_value_halts_at_the_reload() -> None:
+    """A buy of 20 at 100: gross 2,000, under `g`'s max of 5,000. A reload lowers it to
+    1,000: 2,000 > 1,000, the account halts at the reload, judged at the engine's clock
+    (the buy's time), value 2,000, limit 1,000 (before: nothing until the next fill or
+    mark of a held symbol, which after the close may be the next session)."""
+    halt = GROSS_ALERT.replace('"alert"', '"halt"')
+    engine = Engine(limits(halt.replace("max=1000", "max=5000")), event_time=True)
+    assert engine.apply([fill("o1", 0, qty=20, price=100)]).transitions == []
+    done = engine.replace_limits(limits(halt))
+    assert [(t.kind, t.scope, t.to, t.value, t.limit, t.ts) for t in done] == [
+        ("auto", "account:A", "HALTED", 2_000.0, 1_000.0, T0)
+    ]
+    assert engine.killswitch.state("account:A") == "HALTED"
+
+
+def test_a_rule_added_by_a_reload_judges_the_book_as_it_stands() -> None:
+    """A buy of 20 at 100 marked down to 90: pnl = 20 x (90 - 100) = -200. A reload adds
+    `floor` (account pnl min -100, reduce_only) and `other` (the same, but for account
+    B only): account A goes REDUCE_ONLY at once, value -200, limit -100; `other` judges
+    account B alone, which holds nothing (pnl 0 >= -100): no decision."""
+    floor = 'name="floor"\nmetric="pnl"\nscope="account"\nmin=-100\naction="reduce_only"'
+    other = floor.replace('"floor"', '"other"') + '\nmatch={account="B"}'
+    engine = Engine(limits(UNRELATED), event_time=True)
+    engine.apply([fill("o1", 0, qty=20, price=100), mark(90, 1 * MS)])
+    done = engine.replace_limits(limits(UNRELATED, floor, other))
+    assert [(t.rule, t.scope, t.to, t.value, t.limit) for t in done] == [
+        ("floor", "account:A", "REDUCE_ONLY", -200.0, -100.0)
+    ]

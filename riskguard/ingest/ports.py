@@ -107,8 +107,9 @@ class LimitsOwner(Protocol):
         ...
 
     def replace_limits(self, limits: Limits) -> list[Transition]:
-        """Swap in validated limits between two batches; returns the resolves of the
-        alerts of rules removed or changed."""
+        """Swap in validated limits between two batches; returns what it decided (the
+        resolves of alerts of rules removed or changed, and the judgements of rules
+        added or changed on the book as it stands)."""
         ...
 
 

@@ -144,7 +144,7 @@ class LimitsReloader:
                 self.last_error = ""  # the file is back to the limits in force
                 return False
             diff = diff_rules(old, new)
-            resolves = self.owner.replace_limits(new)
+            decided = self.owner.replace_limits(new)
             if self.rules is not None:
                 await self.rules.rules_changed(new)
             self.last_error = ""
@@ -168,8 +168,8 @@ class LimitsReloader:
                 sha256=new.digest[:12],
                 **diff,
             )
-            if resolves:  # alerts of rules removed or changed: their incidents close
-                await self.outbox.send(resolves)
+            if decided:  # resolves of rules removed or changed, halts of rules tightened
+                await self.outbox.send(decided)
             return True
 
     async def _rejected(self, trigger: str, exc: LimitsError) -> None:

@@ -16,6 +16,7 @@ P&L that did not exist (docs/limits.md, Revaluation).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from riskguard.state.codes import FIRM
 from riskguard.state.jit import helper
@@ -261,3 +262,20 @@ def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
         settle_peaks(st)
     g.epoch = ep
     return True
+
+
+@njit(cache=True, _nrt=False)
+def judge_scopes(rows, n_scopes, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """Judge ``rows`` (int64 row ids of metrics a scope holds: exposure, P&L, open orders)
+    on every one of the first ``n_scopes`` scopes of their level they match, at the
+    clock ``now``, with no event (a limits reload: a rule added or changed is judged on
+    the book as it stands, not only once an event moves its metric). The caller sizes
+    ``out`` for five decisions per row and scope."""
+    sc = st.scopes
+    for j in range(rows.shape[0]):
+        r = rows[j]
+        for s in range(n_scopes):
+            if sc[s].level != rules.rows[r].level or not matches(rules, sc, r, s):
+                continue
+            v = scope_value(rules.rows[r].metric, sc, s)
+            judge(r, np.int64(s), np.int64(-1), v, np.int64(-1), now, st, rules, peaks, out)
