@@ -17,7 +17,14 @@ import numpy as np
 
 from riskguard.events import BadEvent
 from riskguard.limits.model import Rule
-from riskguard.state.codes import EDGE_ALERT, MAX_WARN, N_REFDATA, TO_ALERT, TO_RESOLVE
+from riskguard.state.codes import (
+    EDGE_ALERT,
+    MAX_WARN,
+    N_REFDATA,
+    TO_ALERT,
+    TO_JUDGED,
+    TO_RESOLVE,
+)
 from riskguard.state.rulebook import carried_rows
 from riskguard.state.tables import carried_edges
 from riskguard.vocabulary import (
@@ -134,12 +141,17 @@ class Decisions:
             warn = not math.isnan(level)  # a warning level
             key = (r, pair if pair >= 0 else sid, edge)
             at = self._evidence_ns(rule, value, ts)
+            if new == TO_JUDGED:  # raised without a page: its resolve names it
+                crossed = rule.limit_for(value) if not warn else self._bound(rule)
+                self._raised[key] = (
+                    transition_id(scope, at, self._what(rule, level, symbol)),
+                    crossed,
+                )
+                continue
             if new == TO_ALERT:
-                tag = f"WARN{level:g}:" if warn else "ALERT:"
-                what = f"{tag}{rule.name}" + (f":{symbol}" if symbol else "")
                 crossed = rule.limit_for(value) if not warn else self._bound(rule)
                 tr = Transition(
-                    id=transition_id(scope, at, what),
+                    id=transition_id(scope, at, self._what(rule, level, symbol)),
                     scope=scope,
                     from_=STATES[old],
                     to=STATES[old],
@@ -269,6 +281,12 @@ class Decisions:
             ends=ends,
         )
         return self.killswitch.record(tr)
+
+    @staticmethod
+    def _what(rule: Rule, level: float, symbol: str | None) -> str:
+        """What an alert's id names: the warning level or ALERT, the rule, the symbol."""
+        tag = "ALERT:" if math.isnan(level) else f"WARN{level:g}:"
+        return f"{tag}{rule.name}" + (f":{symbol}" if symbol else "")
 
     @staticmethod
     def _evidence_ns(rule: Rule, value: float, ts: int) -> int:

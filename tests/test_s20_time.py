@@ -233,3 +233,31 @@ def test_a_rule_added_by_a_reload_judges_the_book_as_it_stands() -> None:
     assert [(t.rule, t.scope, t.to, t.value, t.limit) for t in done] == [
         ("floor", "account:A", "REDUCE_ONLY", -200.0, -100.0)
     ]
+
+
+def test_an_alert_paged_after_the_snapshot_is_resolved_after_a_restart() -> None:
+    """`g2`: gross over 1,000 alerts, warning at 50 %. A buy of 5 at 100 (gross 500: the
+    50 % warning); snapshot at 6 ms; a mark at 300 at 8 ms (gross 1,500 > 1,000: the
+    alert pages); a mark at 301 at 10 ms; the instance dies, its heartbeat said 10 ms.
+    The next restores the snapshot, judges up to 10 ms (no second page on re-reading),
+    and a mark at 50 at 12 ms (gross 250) resolves both the warning and the alert, as the
+    first instance would have (before: the alert was not raised on re-reading, so it
+    was never resolved, its incident open for ever)."""
+    rule = 'name="g2"\nmetric="gross_notional"\nscope="account"\nmax=1000\nwarn_at=[0.5]'
+    lim = limits(rule + '\naction="alert"')
+    events = [fill("o1", 0, qty=5, price=100), mark(100, 6 * MS), mark(300, 8 * MS)]
+    events += [mark(301, 10 * MS), mark(50, 12 * MS)]
+    first = Engine(lim, event_time=True)
+    first.apply(events[:2])
+    snap = decode(capture(first, {"t/0": 2}), Path("snapshot-1.rgs"))
+    paged = first.apply(events[2:4]).transitions
+    assert pages(paged) == [("alert", "g2", None)]
+    second = Engine(lim, event_time=True)
+    restore(second, snap)
+    second.judge_until(T0 + 10 * MS)  # the first instance's last heartbeat
+    assert second.apply(events[2:4]).transitions == []
+    done = second.apply(events[4:]).transitions
+    assert [(t.kind, t.level, t.ends) for t in done] == [
+        ("resolve", 0.5, f"account:A@{T0}:WARN0.5:g2"),
+        ("resolve", None, paged[0].id),
+    ]

@@ -18,8 +18,10 @@ that of one symbol) keep their alert and warning edges per position pair, so a b
 one symbol is not resolved by a clean reading in another.
 
 A breach evidenced by an event at or before the scope's judged time (an operator resumed
-after it, or the previous instance decided it) is recorded in the peaks but changes
-nothing, warnings included.
+after it, or the previous instance decided it) is recorded in the peaks but changes no
+state and pages nothing; an alert or warning level it crosses is raised silently
+(``TO_JUDGED``), so that it re-arms, and its resolve comes, as it would have in the run
+that paged it (a restart that re-reads input behind the previous instance's progress).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import math
 
 import numpy as np
 
-from riskguard.state.codes import EDGE_ALERT, FIRM, MAX_WARN, TO_ALERT, TO_RESOLVE
+from riskguard.state.codes import EDGE_ALERT, FIRM, MAX_WARN, TO_ALERT, TO_JUDGED, TO_RESOLVE
 from riskguard.state.jit import helper
 from riskguard.state.tables import edge_get, edge_put
 from riskguard.vocabulary import A_ALERT, L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL
@@ -127,9 +129,10 @@ def _edges(r, s, p, v, e, now, raise_ok, st, rules, peaks, out):  # type: ignore
             if u < f - row.warn_rearm:
                 bits &= ~bit
                 emit(out, e, r, s, sc.state, np.int64(TO_RESOLVE), v, now, f, bit, p)
-        elif raise_ok and u >= f:
+        elif u >= f:
             bits |= bit
-            emit(out, e, r, s, sc.state, np.int64(TO_ALERT), v, now, f, bit, p)
+            to = TO_ALERT if raise_ok else TO_JUDGED
+            emit(out, e, r, s, sc.state, np.int64(to), v, now, f, bit, p)
     if row.action == A_ALERT:
         breach = v > row.upper or v < row.lower
         if bits & EDGE_ALERT:
@@ -148,11 +151,10 @@ def _edges(r, s, p, v, e, now, raise_ok, st, rules, peaks, out):  # type: ignore
                     np.int64(EDGE_ALERT),
                     p,
                 )
-        elif breach and raise_ok:
+        elif breach:
             bits |= EDGE_ALERT
-            emit(
-                out, e, r, s, sc.state, np.int64(TO_ALERT), v, now, np.nan, np.int64(EDGE_ALERT), p
-            )
+            to = TO_ALERT if raise_ok else TO_JUDGED
+            emit(out, e, r, s, sc.state, np.int64(to), v, now, np.nan, np.int64(EDGE_ALERT), p)
     if bits != before:
         peaks[r].edges += _popcount(bits) - _popcount(before)
         edge_put(st.edges, key, bits)
