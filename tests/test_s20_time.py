@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from riskguard.audit import AuditLog
 from riskguard.engine import Engine
 from riskguard.ingest.checkpoint import Checkpoints
@@ -19,7 +21,8 @@ from riskguard.limits import Limits, parse
 from riskguard.metrics import Metrics
 from riskguard.settings import RuntimeSettings
 from riskguard.snapshot import SnapshotStore, capture, decode, restore
-from tests.builders import MS, T0, fill, heartbeat, mark, new, rules_toml
+from riskguard.state.reference import ReferenceModel
+from tests.builders import MS, T0, fill, fx, heartbeat, instrument, mark, new, rules_toml
 
 GROSS_ALERT = 'name="g"\nmetric="gross_notional"\nscope="account"\nmax=1000\naction="alert"'
 WARNED = (
@@ -261,3 +264,41 @@ def test_an_alert_paged_after_the_snapshot_is_resolved_after_a_restart() -> None
         ("resolve", 0.5, f"account:A@{T0}:WARN0.5:g2"),
         ("resolve", None, paged[0].id),
     ]
+
+
+def test_a_mark_older_than_the_first_mark_after_a_replay_gap_is_ignored() -> None:
+    """Replay (max_clock_skew_ms 5,000): a buy of 10 at 100, a mark at 100 at 1 ms, then
+    a 10 s gap. The mark at 120 (10,000 ms) and a heartbeat (10,000 ms) are ahead of the
+    clock: applied at the old clock (1 ms); the heartbeat at 10,001 ms confirms the jump.
+    A mark at 110 stamped 9,999 ms then arrives: it is older than the applied mark at
+    10,000 ms, so it is ignored (docs/events.md, Rules of use): gross 10 x 120 = 1,200
+    (before: the 120 mark stayed stamped at 1 ms, so the older 110 replaced it: 1,100).
+    The reference model agrees."""
+    lim = limits(GROSS_ALERT.replace("max=1000", "max=1e9"))
+    events = [fill("o1", 0, qty=10, price=100), mark(100, 1 * MS), mark(120, 10_000 * MS)]
+    events += [heartbeat("h", 10_000 * MS), heartbeat("h", 10_001 * MS)]
+    engine, model = Engine(lim, event_time=True), ReferenceModel(lim)
+    jumps = 0
+    for event in [*events, mark(110, 9_999 * MS)]:
+        jumps += engine.apply([event]).jumps
+        model.apply_one(event)
+    assert jumps == 1
+    assert engine.scope_values("account:A")["gross_notional"] == 1_200.0
+    assert model.book("account:A").gross == 1_200.0
+
+
+def test_a_rate_older_than_the_first_rate_after_a_replay_gap_is_ignored() -> None:
+    """As above for an exchange rate: X is priced in EUR; a buy of 10 at 100 with EUR at
+    1.1 (gross 1,100), a 10 s gap, EUR at 1.2 at 10,000 ms (ahead, then confirmed by two
+    heartbeats): gross 1,200. EUR at 1.15 stamped 9,999 ms is older: ignored, gross
+    stays 10 x 100 x 1.2 = 1,200 (before: 1,150)."""
+    lim = limits(GROSS_ALERT.replace("max=1000", "max=1e9"))
+    events = [instrument("X", currency="EUR"), fx("EUR", 1.1), fill("o1", 0, qty=10)]
+    events += [fx("EUR", 1.2, 10_000 * MS), heartbeat("h", 10_000 * MS)]
+    events += [heartbeat("h", 10_001 * MS), fx("EUR", 1.15, 9_999 * MS)]
+    engine, model = Engine(lim, event_time=True), ReferenceModel(lim)
+    for event in events:
+        engine.apply([event])
+        model.apply_one(event)
+    assert engine.scope_values("account:A")["gross_notional"] == 1_200.0
+    assert model.book("account:A").gross == pytest.approx(1_200.0)  # unrounded
