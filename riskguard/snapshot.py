@@ -104,6 +104,7 @@ def freeze(engine: Engine, offsets: dict[str, int]) -> Frozen:
         "keys": engine.keys.export(),
         "raised_alerts": engine.raised_alerts(),
         "rules": [_rule_record(rule) for rule in engine.limits.all_rules],
+        "revalue_ns": engine.rulebook.rules.revalue_ns,
     }
     return Frozen(arrays, meta)
 
@@ -192,6 +193,7 @@ def restore(engine: Engine, snap: Snapshot) -> list[Transition]:
     engine.store.state.scopes["state"] = 0  # states come from the journal and control topic
     saved = engine.store.state
     engine.recompile()  # match values -> ids of the restored key space; counters carried
+    engine.rebase_epochs(int(snap.meta.get("revalue_ns", engine.rulebook.rules.revalue_ns)))
     resolves: list[Transition] = []
     raised = snap.meta.get("raised_alerts", [])
     try:

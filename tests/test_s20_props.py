@@ -139,3 +139,42 @@ def test_a_reload_keeping_every_rule_changes_no_decision(
     rules = names(limits)
     assert decided([*before, *after], rules) == decided(want, rules)
     assert state(second) == state(whole)
+
+
+MONEY = ("gross_notional", "net_notional", "pnl", "open_order_notional")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    kernel_streams(),
+    st.sampled_from(sorted(LIMITS_BY_REVALUE)),
+    st.sampled_from(sorted(LIMITS_BY_REVALUE)),
+    st.data(),
+)
+def test_a_reload_of_the_revaluation_epoch_never_freezes_values(
+    case: tuple[Stream, list[int]], before_ms: int, after_ms: int, data: st.DataObject
+) -> None:
+    """Revaluation delays exposure by at most an epoch and never invents it: whatever
+    ``revalue_ms`` a reload (or a restart) moves to part-way, once the stream is settled
+    every scope's money equals that of revaluing every move at once."""
+    stream = case[0]
+    cut = data.draw(st.integers(0, len(stream)), label="cut")
+    whole = Engine(LIMITS_BY_REVALUE[0], event_time=True, settings=SETTINGS)
+    feed(whole, stream)
+    engine = Engine(LIMITS_BY_REVALUE[before_ms], event_time=True, settings=SETTINGS)
+    feed(engine, stream[:cut])
+    if data.draw(st.booleans(), label="by a restart"):
+        engine = restarted(engine, LIMITS_BY_REVALUE[after_ms])
+    else:
+        engine.replace_limits(LIMITS_BY_REVALUE[after_ms])
+    feed(engine, stream[cut:])
+    engine.settle()
+    for scope in whole.keys.scope_names:
+        want, got = whole.scope_values(scope), engine.scope_values(scope)
+        for name in MONEY:
+            assert got[name] == want[name] or math.isnan(want[name]) == math.isnan(got[name])
+            if not math.isnan(want[name]):
+                assert math.isclose(got[name], want[name], rel_tol=1e-9, abs_tol=1e-6), (
+                    scope,
+                    name,
+                )

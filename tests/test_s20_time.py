@@ -302,3 +302,55 @@ def test_a_rate_older_than_the_first_rate_after_a_replay_gap_is_ignored() -> Non
         model.apply_one(event)
     assert engine.scope_values("account:A")["gross_notional"] == 1_200.0
     assert model.book("account:A").gross == pytest.approx(1_200.0)  # unrounded
+
+
+def epochs(revalue_ms: int) -> Limits:
+    text = rules_toml(GROSS_ALERT.replace("max=1000", "max=1e9"))
+    return parse(text.replace("version = 1", f"version = 1\nrevalue_ms = {revalue_ms}"))
+
+
+STEPS = [fill("o1", 0, qty=10, price=100), mark(110, 10 * MS), mark(120, 20 * MS)]
+
+
+def gross(engine: Engine) -> float:
+    return float(engine.scope_values("account:A")["gross_notional"])
+
+
+def test_a_reload_to_a_longer_revaluation_epoch_keeps_revaluing() -> None:
+    """revalue_ms 100: the buy of 10 at 100 moves X's price first in its epoch [0, 100)
+    ms, so the marks at 10 and 20 ms wait for the next epoch (gross 1,000). A reload sets
+    revalue_ms 1,000; a mark at 130 at 40 ms waits too (same 1 s epoch); a heartbeat at
+    2,500 ms starts a later epoch: the waiting moves apply, gross 10 x 130 = 1,300
+    (before: epoch numbers stayed counted in 100 ms, ten times what the clock reaches in
+    1 s epochs, so no epoch ever came again: gross 1,000 for ever, no exposure rule
+    judged on any later mark)."""
+    engine = Engine(epochs(100), event_time=True)
+    engine.apply(STEPS)
+    assert gross(engine) == 1_000.0
+    engine.replace_limits(epochs(1_000))
+    engine.apply([heartbeat("h", 30 * MS), mark(130, 40 * MS)])
+    assert gross(engine) == 1_000.0
+    engine.apply([heartbeat("h", 2_500 * MS)])
+    assert gross(engine) == 1_300.0
+
+
+def test_a_reload_to_revalue_on_every_move_applies_what_waited() -> None:
+    """As above, reloaded to revalue_ms 0 (every move at once): the next event, a
+    heartbeat at 30 ms, applies the mark at 120 that waited: gross 1,200 (before: 1,000
+    until X's next mark, however long)."""
+    engine = Engine(epochs(100), event_time=True)
+    engine.apply(STEPS)
+    engine.replace_limits(epochs(0))
+    engine.apply([heartbeat("h", 30 * MS)])
+    assert gross(engine) == 1_200.0
+
+
+def test_a_restart_under_a_longer_revaluation_epoch_keeps_revaluing() -> None:
+    """The snapshot after the marks (revalue_ms 100, 120 waiting) restored under
+    revalue_ms 1,000: the heartbeat at 2,500 ms starts a later epoch: gross 1,200."""
+    first = Engine(epochs(100), event_time=True)
+    first.apply(STEPS)
+    second = Engine(epochs(1_000), event_time=True)
+    restore(second, decode(capture(first, {"t/0": 3}), Path("snapshot-1.rgs")))
+    second.apply([heartbeat("h", 2_500 * MS)])
+    assert gross(second) == 1_200.0

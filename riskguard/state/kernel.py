@@ -457,9 +457,9 @@ def settle(st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """
     rw = rules.revalue_ns
     g = st.globals[0]
-    if rw <= 0 or g.first_pending < 0:
+    if g.first_pending < 0:
         return True
-    now = max(g.last_event_ns, (g.epoch + 1) * rw)
+    now = max(g.last_event_ns, (g.epoch + 1) * rw) if rw > 0 else g.last_event_ns
     return flush(now, np.int64(0), np.int64(-1), st, rules, peaks, out)
 
 

@@ -215,6 +215,8 @@ def fx_move(c, rate, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-
 @helper
 def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Enter the revaluation epoch of ``now``: apply every queued price, then judge.
+    With ``revalue_ms`` 0 nothing is queued, but moves queued under a longer epoch
+    before a limits reload (or a restore under other limits) are applied at once.
 
     All queued symbols are moved first, the session highs that waited for a consistent
     valuation are raised, and then each holding scope is judged once, so a scope holding
@@ -224,9 +226,14 @@ def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """
     rw = rules.revalue_ns
     g, sy = st.globals[0], st.symbols
-    if rw <= 0 or now // rw <= g.epoch:
+    if rw > 0:
+        if now // rw <= g.epoch:
+            return True
+        ep = now // rw
+    elif g.first_pending < 0:
         return True
-    ep = now // rw
+    else:  # every move at once now: moves a longer epoch left waiting (before a reload)
+        ep = g.epoch
     head = g.first_pending
     if head >= 0:
         need = spare
