@@ -354,3 +354,19 @@ def test_a_restart_under_a_longer_revaluation_epoch_keeps_revaluing() -> None:
     restore(second, decode(capture(first, {"t/0": 3}), Path("snapshot-1.rgs")))
     second.apply([heartbeat("h", 2_500 * MS)])
     assert gross(second) == 1_200.0
+
+
+def test_an_alert_on_evidence_a_person_judged_still_pages_once_live() -> None:
+    """`fat` halts account A on an order of 100 > 50; a buy of 5 at 100 at 10 ms (gross
+    500); an operator resumes A at 10 ms: evidence up to 10 ms is judged. A late buy of 10
+    at 100 stamped 5 ms takes gross to 1,500 > 1,000 on judged evidence: no page. A mark
+    at 101 at 20 ms (gross 15 x 101 = 1,515) is live evidence: `g` pages then (an alert
+    raised silently on the judged evidence would have swallowed it)."""
+    fat = 'name="fat"\nmetric="order_qty"\nscope="account"\nmax=50\naction="halt"'
+    engine = Engine(limits(fat, GROSS_ALERT), event_time=True)
+    halted = engine.apply([new("o1", 0, qty=100), fill("o2", 10 * MS, qty=5)]).transitions
+    assert [(t.rule, t.to) for t in halted] == [("fat", "HALTED")]
+    assert engine.killswitch.resume("account:A", "ops", "checked") is not None
+    assert engine.apply([fill("o3", 5 * MS, qty=10)]).transitions == []
+    paged = engine.apply([mark(101, 20 * MS)]).transitions
+    assert [(t.kind, t.rule, t.value) for t in paged] == [("alert", "g", 1_515.0)]

@@ -200,20 +200,18 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
                 if u < f - rule.warn_rearm:
                     bits &= ~bit
                     emitted.append(("resolve", f))
-            elif u >= f:  # at or before the judged time: raised without a page
+            elif live and u >= f:
                 bits |= bit
-                if live:
-                    emitted.append(("alert", f))
+                emitted.append(("alert", f))
         if rule.action == "alert":
             breach = v > rule.upper or v < rule.lower
             if bits & 16:
                 if not breach and (rule.alert_rearm <= 0.0 or u < 1.0 - rule.alert_rearm):
                     bits &= ~16
                     emitted.append(("resolve", None))
-            elif breach:
+            elif breach and live:
                 bits |= 16
-                if live:
-                    emitted.append(("alert", None))
+                emitted.append(("alert", None))
         for kind, level in emitted:
             self.transitions.append(
                 RefTransition(scope, rule.name, state, state, kind, ts, v, level, symbol)
