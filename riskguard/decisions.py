@@ -257,6 +257,8 @@ class Decisions:
             symbol = names[y].partition(":")[2]
             level = int(row["level"])
             sid = 0 if level == L_FIRM else y if level == L_SYMBOL else int(positions["owner"][s])
+        elif rule.metric == "restricted":
+            symbol = names[int(row["symbol"])].partition(":")[2]
         scope = names[sid]
         state = STATES[int(self.store.state.scopes["state"][sid])]
         warn = bit != EDGE_ALERT
