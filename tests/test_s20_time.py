@@ -370,3 +370,15 @@ def test_an_alert_on_evidence_a_person_judged_still_pages_once_live() -> None:
     assert engine.apply([fill("o3", 5 * MS, qty=10)]).transitions == []
     paged = engine.apply([mark(101, 20 * MS)]).transitions
     assert [(t.kind, t.rule, t.value) for t in paged] == [("alert", "g", 1_515.0)]
+
+
+def test_a_restricted_list_alert_removed_by_a_reload_is_resolved_for_its_symbol() -> None:
+    """A restricted entry `watch` (X, action alert) pages on an order in X for the
+    ordering strategy; a reload lifts the restriction: the alert is resolved, naming it
+    and X."""
+    entry = '\n[[restricted]]\nname="watch"\nsymbols=["X"]\nreason="wall"\naction="alert"\n'
+    engine = Engine(parse(rules_toml(UNRELATED) + entry), event_time=True)
+    first = engine.apply([new("o1", 0)]).transitions
+    assert [(t.kind, t.scope, t.symbol) for t in first] == [("alert", "strategy:S", "X")]
+    done = engine.replace_limits(parse(rules_toml(UNRELATED)))
+    assert [(t.kind, t.symbol, t.ends) for t in done] == [("resolve", "X", first[0].id)]
