@@ -214,23 +214,10 @@ class Engine(Inspection, Decisions):
         return resolves + self._judge_new_rows(carried_rows(*old, self.rulebook))
 
     def rebase_epochs(self, width_ns: int) -> None:
-        """The limits in force revalue in epochs of another width than ``width_ns`` (ns),
-        the one the state's epoch numbers count (a reload or a restore that changed
-        ``revalue_ms``): renumber them in the new width, each as the epoch holding the
-        start of the one it was. Numbered in the old width, a longer epoch never came
-        (100 ms to 1 s: the numbers are ten times what the clock reaches), and every
-        price move waited for it: exposure and P&L frozen at the marks before the reload.
-        """
-        new_ns = self.rulebook.rules.revalue_ns
-        if width_ns == new_ns:
-            return
-        st = self.store.state
-        for records, name in ((st.globals, "epoch"), (st.symbols, "val_epoch")):
-            x = records[name]
-            if width_ns > 0 and new_ns > 0:
-                records[name] = np.where(x >= 0, x * width_ns // new_ns, -1)
-            else:
-                records[name] = -1
+        """Renumber revaluation epochs counted in ``width_ns`` in the width of the limits in
+        force (a reload or restore that changed ``revalue_ms``; see
+        :meth:`StateStore.rebase_epochs`)."""
+        self.store.rebase_epochs(width_ns, self.rulebook.rules.revalue_ns)
 
     def _judge_new_rows(self, carried: np.ndarray) -> list[Transition]:
         """Judge the rows a reload added or changed (none of ``carried``) whose metric a

@@ -98,6 +98,22 @@ class StateStore:
                 moved[was] = k
         self.state = self.state._replace(counters=new, dups=carried_dups(self.state.dups, moved))
 
+    def rebase_epochs(self, width_ns: int, new_ns: int) -> None:
+        """The revaluation epochs' width goes from ``width_ns`` to ``new_ns`` (ns; 0: every
+        move at once): renumber the epoch numbers held (the current epoch, each symbol's
+        last move) in the new width, each as the epoch holding the start of the one it
+        was. Numbered in the old width, a longer epoch never came (100 ms to 1 s: the
+        numbers are ten times what the clock reaches), and every price move waited for
+        it: exposure and P&L frozen at the marks before the change."""
+        if width_ns == new_ns:
+            return
+        for held, name in ((self.state.globals, "epoch"), (self.state.symbols, "val_epoch")):
+            x = held[name]
+            if width_ns > 0 and new_ns > 0:
+                held[name] = np.where(x >= 0, x * width_ns // new_ns, -1)
+            else:
+                held[name] = -1
+
     def reserve(self, keys: KeySpace) -> None:
         """Grow every record array to fit ``keys`` and copy new key metadata into them."""
         st = self.state
