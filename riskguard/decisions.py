@@ -9,7 +9,7 @@ reference data becomes a bad event; a currency met without a rate becomes a syst
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -17,12 +17,28 @@ import numpy as np
 
 from riskguard.events import BadEvent
 from riskguard.limits.model import Rule
-from riskguard.state.codes import N_REFDATA, TO_ALERT, TO_RESOLVE
-from riskguard.vocabulary import STATES, Transition, system_alert, transition_id
+from riskguard.state.codes import (
+    EDGE_ALERT,
+    MAX_WARN,
+    N_REFDATA,
+    TO_ALERT,
+    TO_JUDGED,
+    TO_RESOLVE,
+)
+from riskguard.state.rulebook import carried_rows
+from riskguard.state.tables import carried_edges
+from riskguard.vocabulary import (
+    L_FIRM,
+    L_SYMBOL,
+    STATES,
+    Transition,
+    system_alert,
+    transition_id,
+)
 
 if TYPE_CHECKING:
     from riskguard.killswitch import KillSwitch
-    from riskguard.state.bundles import Output
+    from riskguard.state.bundles import Edges, Output
     from riskguard.state.columnar import Built
     from riskguard.state.keys import KeySpace
     from riskguard.state.rulebook import Rulebook
@@ -40,6 +56,7 @@ class Decisions:
     event_time: bool
     _out: Output
     _raised: dict[tuple[int, int, int], tuple[str, float]]
+    rule_peaks: np.ndarray
 
     def _refused(self, built: Built, e: int, kind: int, where: str) -> BadEvent:
         symbol = self.keys.scope_names[int(built.batch["symbol"][e])]
@@ -124,12 +141,17 @@ class Decisions:
             warn = not math.isnan(level)  # a warning level
             key = (r, pair if pair >= 0 else sid, edge)
             at = self._evidence_ns(rule, value, ts)
+            if new == TO_JUDGED:  # raised without a page: its resolve names it
+                crossed = rule.limit_for(value) if not warn else self._bound(rule, value)
+                self._raised[key] = (
+                    transition_id(scope, at, self._what(rule, level, symbol)),
+                    crossed,
+                )
+                continue
             if new == TO_ALERT:
-                tag = f"WARN{level:g}:" if warn else "ALERT:"
-                what = f"{tag}{rule.name}" + (f":{symbol}" if symbol else "")
                 crossed = rule.limit_for(value) if not warn else self._bound(rule, value)
                 tr = Transition(
-                    id=transition_id(scope, at, what),
+                    id=transition_id(scope, at, self._what(rule, level, symbol)),
                     scope=scope,
                     from_=STATES[old],
                     to=STATES[old],
@@ -184,6 +206,90 @@ class Decisions:
                     reason=self._reason(rule, r, value, ts),
                 )
             into.append(self.killswitch.record(tr))
+
+    def _carry_alerts(
+        self,
+        old: tuple[Sequence[Rule], np.ndarray],
+        edges: Edges,
+        raised: dict[tuple[int, int, int], tuple[str, float]],
+    ) -> list[Transition]:
+        """After a limits reload or a restore under other limits (the new rulebook
+        installed, its edges empty): the raised alerts and warnings of rules kept
+        unchanged move to their new rows, so none is paged again and its resolve names
+        it; those of rules removed or changed are resolved now (returned), since nothing
+        would judge them again. ``old``: the old limits' ``all_rules`` and RULE rows."""
+        rows = carried_rows(*old, self.rulebook)
+        kept = carried_edges(edges, rows)
+        self.store.state = self.store.state._replace(edges=kept)
+        for key, bits in _live(kept):
+            self.rule_peaks["edges"][key >> 32] += bin(bits).count("1")
+        for (r, s, bit), alert in raised.items():
+            if rows[r] >= 0:
+                self._raised[(int(rows[r]), s, bit)] = alert
+        out: list[Transition] = []
+        for key, bits in _live(edges):
+            r, s = key >> 32, key & 0xFFFFFFFF
+            if r >= rows.shape[0] or rows[r] >= 0:
+                continue
+            for k in range(MAX_WARN + 1):
+                bit = EDGE_ALERT if k == MAX_WARN else 1 << k
+                if bits & bit:
+                    out.append(self._dropped(old, r, s, bit, raised.get((r, s, bit))))
+        return out
+
+    def _dropped(
+        self,
+        old: tuple[Sequence[Rule], np.ndarray],
+        r: int,
+        s: int,
+        bit: int,
+        alert: tuple[str, float] | None,
+    ) -> Transition:
+        """The resolve of an alert (``bit``: a warning level's or EDGE_ALERT) raised by
+        row ``r`` of ``old`` at scope or pair ``s``, whose rule a reload removed or changed."""
+        row = old[1][r]
+        rule = old[0][int(row["rule"])]
+        names = self.keys.scope_names
+        symbol = None
+        sid = s
+        if int(row["per_pair"]):  # s is a position pair: its symbol, the row's scope
+            positions = self.store.state.positions
+            y = int(positions["symbol"][s])
+            symbol = names[y].partition(":")[2]
+            level = int(row["level"])
+            sid = 0 if level == L_FIRM else y if level == L_SYMBOL else int(positions["owner"][s])
+        elif rule.metric == "restricted":
+            symbol = names[int(row["symbol"])].partition(":")[2]
+        scope = names[sid]
+        state = STATES[int(self.store.state.scopes["state"][sid])]
+        warn = bit != EDGE_ALERT
+        level_at = rule.warn_at[bit.bit_length() - 1] if warn else None
+        ends, crossed = alert if alert is not None else (None, rule.limit_for(math.inf))
+        now = self.clock()
+        still = rule.name in {x.name for x in self.rulebook.limits.all_rules}
+        tr = Transition(
+            id=transition_id(scope, now, f"RESOLVE:{ends or rule.name}"),
+            scope=scope,
+            from_=state,
+            to=state,
+            kind="resolve",
+            ts=now,
+            decided_ns=now,
+            rule=rule.name,
+            metric=rule.metric,
+            limit=self._bound(rule, crossed) if warn and alert is None else crossed,
+            level=level_at,
+            symbol=symbol,
+            reason=f"limits reload: rule {'changed' if still else 'removed'}",
+            ends=ends,
+        )
+        return self.killswitch.record(tr)
+
+    @staticmethod
+    def _what(rule: Rule, level: float, symbol: str | None) -> str:
+        """What an alert's id names: the warning level or ALERT, the rule, the symbol."""
+        tag = "ALERT:" if math.isnan(level) else f"WARN{level:g}:"
+        return f"{tag}{rule.name}" + (f":{symbol}" if symbol else "")
 
     @staticmethod
     def _evidence_ns(rule: Rule, value: float, ts: int) -> int:
@@ -247,6 +353,12 @@ class Decisions:
             then = f"{state} stays until an operator resumes"
         expected = "expected while the trading system is not running"
         return f"{what} since start, {seconds}: {expected}; {then}"
+
+
+def _live(edges: Edges) -> list[tuple[int, int]]:
+    """(key, raised bits) of every entry of an alert-edge table."""
+    live = edges.keys > 0
+    return list(zip((edges.keys[live] - 1).tolist(), edges.vals[live].tolist(), strict=True))
 
 
 def silence_seconds(value_ms: float) -> str:

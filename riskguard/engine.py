@@ -22,8 +22,18 @@ from riskguard.inspection import Inspection, RulePeak
 from riskguard.killswitch import KillSwitch
 from riskguard.limits.load import LimitsError
 from riskguard.limits.model import Limits, Rule
+from riskguard.limits.vocabulary import METRICS
 from riskguard.settings import EngineSettings
-from riskguard.state.bundles import CLOSED, DECISION, NOTE, OUT_COUNTS, PEAK, Output, fill_record
+from riskguard.state.bundles import (
+    CLOSED,
+    DECISION,
+    NOTE,
+    OUT_COUNTS,
+    PEAK,
+    Edges,
+    Output,
+    fill_record,
+)
 from riskguard.state.codes import (
     N_AHEAD,
     N_BUSTED,
@@ -41,13 +51,22 @@ from riskguard.state.columnar import Built, build
 from riskguard.state.counters import C_DUP
 from riskguard.state.kernel import apply_batch, settle, tick
 from riskguard.state.keys import KeySpace
-from riskguard.state.rulebook import Rulebook, compile_limits, restricted_symbols
+from riskguard.state.revaluation import judge_scopes
+from riskguard.state.rulebook import (
+    EXPOSURE,
+    Rulebook,
+    carried_rows,
+    compile_limits,
+    restricted_symbols,
+)
 from riskguard.state.store import StateStore
 from riskguard.state.tables import empty_edges
 from riskguard.vocabulary import EVENT_TYPES, Transition
 from riskguard.warmup import warm_events, warm_limits
 
 Clock = Callable[[], int]
+#: Metric codes a scope holds between events (judged on a reload that adds or changes a rule)
+SCOPE_METRICS = EXPOSURE | {METRICS["open_orders"].code}
 __all__ = ["Engine", "Result", "RulePeak", "Skewed", "is_warm", "warm_up"]
 
 
@@ -164,11 +183,17 @@ class Engine(Inspection, Decisions):
         """Recompile the limits in force against the current key space (after a restore)."""
         self.rulebook = self._install(self.limits)
 
-    def replace_limits(self, limits: Limits) -> None:
-        """Swap in new limits between batches.
+    def replace_limits(self, limits: Limits) -> list[Transition]:
+        """Swap in new limits between batches; returns what it decided.
 
         Latched states and judged times are untouched; windows whose kind, scope and
-        length did not change keep their counts; rule peaks and alert edges restart.
+        length did not change keep their counts (duplicate-order windows their recent
+        orders); rule peaks restart. A rule kept unchanged keeps its raised alerts and
+        warnings (none is paged again, and its resolve still names it); those of a rule
+        removed or changed are resolved here (a pager would otherwise hold them open
+        forever). A rule added or changed whose metric a scope holds (exposure, P&L,
+        open orders) is judged at once on the book as it stands (its decisions returned
+        too); other metrics at their next evaluation.
         Raises :class:`LimitsError` (nothing changes) for another ``base_currency``: every
         amount held is in the old one, so that takes a restart.
         """
@@ -181,7 +206,42 @@ class Engine(Inspection, Decisions):
                     "restart riskguard to change it"
                 ],
             )
+        old = (self.limits.all_rules, self.rulebook.rules.rows)
+        edges, raised, width = self.store.state.edges, self._raised, self.rulebook.rules.revalue_ns
         self.rulebook = self._install(limits)
+        self.rebase_epochs(width)
+        resolves = self._carry_alerts(old, edges, raised)
+        return resolves + self._judge_new_rows(carried_rows(*old, self.rulebook))
+
+    def rebase_epochs(self, width_ns: int) -> None:
+        """Renumber revaluation epochs counted in ``width_ns`` in the width of the limits in
+        force (a reload or restore that changed ``revalue_ms``; see
+        :meth:`StateStore.rebase_epochs`)."""
+        self.store.rebase_epochs(width_ns, self.rulebook.rules.revalue_ns)
+
+    def _judge_new_rows(self, carried: np.ndarray) -> list[Transition]:
+        """Judge the rows a reload added or changed (none of ``carried``) whose metric a
+        scope holds (exposure, P&L, open orders) on the book as it stands, at the
+        engine's clock: a limit tightened below the value halts now, not at the next
+        fill or mark of a held symbol (which, after the close, may be the next day)."""
+        now = self.last_event_ns
+        kept = set(carried[carried >= 0].tolist())
+        metric = self.rulebook.rules.rows["metric"].tolist()
+        rows = [r for r, m in enumerate(metric) if r not in kept and m in SCOPE_METRICS]
+        if now < 0 or not rows:
+            return []
+        n = self.keys.n_scopes
+        self.store.reserve(self.keys)
+        need = 5 * len(rows) * n  # four warning levels and a state or alert per scope
+        if self._out.decisions.shape[0] < need:
+            self._out = _output(need, self._out.closed.shape[0])
+        self._make_room(0)
+        picked = np.array(rows, dtype=np.int64)
+        st, rules = self.store.state, self.rulebook.rules
+        judge_scopes(picked, n, now, st, rules, self.rule_peaks, self._out)
+        out: list[Transition] = []
+        self._drain(out)
+        return out
 
     def count_at_own_time(self, on: bool) -> None:
         """``on``: every event counts in windows at its own time, however far behind the
@@ -219,6 +279,22 @@ class Engine(Inspection, Decisions):
                 raise ValueError(f"raised alert {row!r}: id is not a string")
             raised[(int(r), int(s), int(b))] = (tid, float(crossed))
         self._raised = raised
+
+    def carry_alerts(
+        self,
+        rules: Sequence[Rule],
+        rows: np.ndarray,
+        edges: Edges,
+        raised: Sequence[Sequence[Any]],
+    ) -> list[Transition]:
+        """After restoring a snapshot taken under other limits (``rules``: their
+        ``all_rules``, ``rows``: their RULE rows; ``edges`` and ``raised``, as in
+        :meth:`raised_alerts`, the snapshot's): what :meth:`replace_limits` does with
+        raised alerts. Returns the resolves of those of rules removed or changed. Raises
+        :class:`ValueError` for a raised alert not of that shape."""
+        self.restore_raised_alerts(raised)
+        before, self._raised = self._raised, {}
+        return self._carry_alerts((rules, rows), edges, before)
 
     # applying ---------------------------------------------------------------
     def apply(
@@ -329,9 +405,8 @@ class Engine(Inspection, Decisions):
         another member has applied; never back. The clock is what lateness is measured
         against: one instance reading every partition counts an event more than
         ``settings.max_lateness_ms`` behind the latest event of *any* partition as now,
-        and a member that knew only its own partitions' times counted the events of a
-        partition delivered behind the others at their own, older time (out of the
-        windows one instance still counts them in)."""
+        and a member knowing only its own partitions' times counted a partition delivered
+        behind the others at its own, older time (out of one instance's windows)."""
         g = self.store.state.globals
         g["last_event_ns"] = max(int(g["last_event_ns"][0]), ts_ns)
 

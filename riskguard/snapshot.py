@@ -15,12 +15,14 @@ journal and control topic are authoritative for them (a resume may be newer).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -28,8 +30,10 @@ import orjson
 
 from riskguard import durable
 from riskguard.engine import Engine
-from riskguard.state.bundles import PEAK
+from riskguard.limits.model import Rule
+from riskguard.state.bundles import PEAK, RULE
 from riskguard.state.store import LayoutError, check_layout
+from riskguard.vocabulary import Transition
 
 MAGIC = b"RGSNAP\x01\n"
 #: 2: revaluation epochs (sf/si/g columns), alert-edge counts in rp, dups as arrays;
@@ -89,6 +93,7 @@ def freeze(engine: Engine, offsets: dict[str, int]) -> Frozen:
     """
     arrays = {f"state.{name}": a for name, a in engine.store.copied(engine.keys).items()}
     arrays["peaks"] = engine.rule_peaks.copy()
+    arrays["rules.rows"] = engine.rulebook.rules.rows.copy()
     arrays |= {f"keys.{name}": a for name, a in engine.keys.tables().items()}
     meta = {
         "version": VERSION,
@@ -98,6 +103,8 @@ def freeze(engine: Engine, offsets: dict[str, int]) -> Frozen:
         "limits_sha256": engine.limits.digest,
         "keys": engine.keys.export(),
         "raised_alerts": engine.raised_alerts(),
+        "rules": [_rule_record(rule) for rule in engine.limits.all_rules],
+        "revalue_ns": engine.rulebook.rules.revalue_ns,
     }
     return Frozen(arrays, meta)
 
@@ -160,13 +167,17 @@ def _part(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def restore(engine: Engine, snap: Snapshot) -> None:
+def restore(engine: Engine, snap: Snapshot) -> list[Transition]:
     """Load ``snap`` into a freshly built engine (same limits or not).
 
-    Trading states are not restored (the journal and control topic hold them); peaks,
-    alert edges, the alerts they raised (so that a resolve names its alert) and the
-    duplicate-order table are kept only when the limits are the
-    same as when the snapshot was taken (their rows would not line up otherwise).
+    Trading states are not restored (the journal and control topic hold them); peaks
+    are kept only when the limits are the same as when the snapshot was taken (their
+    rows would not line up otherwise). Raised alerts and warnings (so that a resolve
+    names its alert, and none is paged twice) are kept for every rule the limits kept
+    unchanged, as a reload keeps them; the alerts of rules removed or changed since are
+    resolved: returned, for the caller to send once standing states are restored (their
+    ``from``/``to`` are the scopes' states at restore, ACTIVE until then). Windows the
+    limits kept keep their counts and recent orders.
     Raises :class:`SnapshotError` when the snapshot does not fit this build.
     """
     state = _part(snap.arrays, "state.")
@@ -182,14 +193,38 @@ def restore(engine: Engine, snap: Snapshot) -> None:
     engine.store.state.scopes["state"] = 0  # states come from the journal and control topic
     saved = engine.store.state
     engine.recompile()  # match values -> ids of the restored key space; counters carried
-    if snap.meta["limits_sha256"] == engine.limits.digest:  # same rows: peaks, edges, dups
-        engine.rule_peaks = np.array(snap.arrays["peaks"])
-        engine.store.state = engine.store.state._replace(edges=saved.edges, dups=saved.dups)
-        try:
-            engine.restore_raised_alerts(snap.meta.get("raised_alerts", []))
-        except (TypeError, ValueError) as exc:
-            raise SnapshotError(f"{snap.path.name}: raised alerts: {exc}") from exc
+    engine.rebase_epochs(int(snap.meta.get("revalue_ns", engine.rulebook.rules.revalue_ns)))
+    resolves: list[Transition] = []
+    raised = snap.meta.get("raised_alerts", [])
+    try:
+        if snap.meta["limits_sha256"] == engine.limits.digest:  # same rows: peaks, edges, dups
+            engine.rule_peaks = np.array(snap.arrays["peaks"])
+            engine.store.state = engine.store.state._replace(edges=saved.edges, dups=saved.dups)
+            engine.restore_raised_alerts(raised)
+        elif "rules" in snap.meta and "rules.rows" in snap.arrays:
+            rules = [_rule_from(record) for record in snap.meta["rules"]]
+            rows = snap.arrays["rules.rows"]
+            if rows.dtype != RULE:
+                raise ValueError("its rule rows do not match this version's layout")
+            resolves = engine.carry_alerts(rules, rows, saved.edges, raised)
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        raise SnapshotError(f"{snap.path.name}: raised alerts: {exc}") from exc
     engine.events_applied = int(snap.meta["events_applied"])
+    return resolves
+
+
+def _rule_record(rule: Rule) -> dict[str, Any]:
+    """A rule as JSON: every field, ``match`` as lists."""
+    record = {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule)}
+    record["match"] = {k: list(v) for k, v in rule.match.items()}
+    record["warn_at"] = list(rule.warn_at)
+    return record
+
+
+def _rule_from(record: dict[str, Any]) -> Rule:
+    """The rule :func:`_rule_record` wrote. Raises TypeError or ValueError if it is not one."""
+    match = MappingProxyType({k: tuple(v) for k, v in record["match"].items()})
+    return Rule(**{**record, "match": match, "warn_at": tuple(record["warn_at"])})
 
 
 class SnapshotStore:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
@@ -25,6 +26,7 @@ from riskguard.engine import Engine
 from riskguard.metrics import Metrics
 from riskguard.settings import RuntimeSettings
 from riskguard.snapshot import Frozen, SnapshotStore, chunks, freeze, restore
+from riskguard.vocabulary import Transition
 
 
 class Checkpoints:
@@ -42,6 +44,9 @@ class Checkpoints:
         self.last_path = ""
         self.last_events = -1
         self.loaded_from = ""
+        self.resolves: list[Transition] = []
+        """Resolves of the alerts of rules removed or changed since the loaded snapshot
+        (:func:`riskguard.snapshot.restore`), to send once standing states are in."""
         self.load_seconds = 0.0
         self._writing: asyncio.Task[Any] | None = None
         self._commit_failures = log.RepeatLimiter()
@@ -136,7 +141,7 @@ class Checkpoints:
         if snap is None:
             self._log.info("no usable snapshot: rebuilding state from the start of input")
             return
-        restore(self.engine, snap)
+        self.resolves = restore(self.engine, snap)
         for key, offset in snap.offsets.items():
             topic, _, part = key.rpartition("/")
             self._applied[TopicPartition(topic, int(part))] = int(offset)
@@ -150,6 +155,17 @@ class Checkpoints:
             events_applied=self.engine.events_applied,
             seconds=round(self.load_seconds, 3),
         )
+
+    def take_resolves(self, state: Callable[[str], str]) -> list[Transition]:
+        """The resolves :meth:`load` found (alerts of rules the limits no longer hold as
+        they were), stamped with their scopes' standing ``state`` (restored after the
+        snapshot); forgets them."""
+        out = [
+            msgspec.structs.replace(tr, from_=state(tr.scope), to=state(tr.scope))
+            for tr in self.resolves
+        ]
+        self.resolves = []
+        return out
 
     def _freeze(self) -> Frozen:
         """The copy taken between batches: the part of a snapshot the event loop pays for

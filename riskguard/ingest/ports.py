@@ -106,8 +106,10 @@ class LimitsOwner(Protocol):
         """The limits in force."""
         ...
 
-    def replace_limits(self, limits: Limits) -> None:
-        """Swap in validated limits between two batches."""
+    def replace_limits(self, limits: Limits) -> list[Transition]:
+        """Swap in validated limits between two batches; returns what it decided (the
+        resolves of alerts of rules removed or changed, and the judgements of rules
+        added or changed on the book as it stands)."""
         ...
 
 

@@ -153,7 +153,7 @@ class LimitsReloader:
                 self.last_error = ""  # the file is back to the limits in force
                 return False
             diff = diff_rules(old, new)
-            self.owner.replace_limits(new)
+            decided = self.owner.replace_limits(new)
             if self.rules is not None:
                 await self.rules.rules_changed(new)
             self.last_error = ""
@@ -177,6 +177,8 @@ class LimitsReloader:
                 sha256=new.digest[:12],
                 **diff,
             )
+            if decided:  # resolves of rules removed or changed, halts of rules tightened
+                await self.outbox.send(decided)
             return True
 
     async def _rejected(self, trigger: str, exc: LimitsError) -> None:

@@ -21,9 +21,8 @@ together, and :meth:`Sidecar.status` assembling their reports:
 - :class:`~riskguard.ingest.scaleout.GroupMode` (group mode only): the partitions owned,
   and the cross-partition rules summed through the aggregation topic;
 - :func:`~riskguard.ingest.recovery.recover`, :class:`~riskguard.ingest.reload.LimitsReloader`,
-  :class:`~riskguard.ingest.manual.ManualActions` and the
-  :class:`~riskguard.control.api.ControlApi`, each against narrow interfaces
-  (:mod:`riskguard.ingest.ports`).
+  :class:`~riskguard.ingest.manual.ManualActions`, :class:`~riskguard.control.api.ControlApi`,
+  each against narrow interfaces (:mod:`riskguard.ingest.ports`).
 
 On start the API answers first (``/livez`` alive, ``/readyz`` not ready with
 ``kernels_warm`` false while numba compiles, in a thread, beside the broker
@@ -269,6 +268,7 @@ class Sidecar:
                 "published again"
             ) from exc
         self.health.passed("control_topic_read")
+        await self.outbox.send(self.checkpoints.take_resolves(self.engine.killswitch.state))
         await self.topics.check()  # standing states are in: a page can say what is wrong
         # from where recovery stopped reading: the other instances' records
         self.peers.open(self.control_reader, self.recovered.view, control)

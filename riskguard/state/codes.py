@@ -80,6 +80,10 @@ MAX_WARN = 4
 # DECISION.to_state beyond the trading states
 TO_ALERT = -1
 TO_RESOLVE = -2
+TO_JUDGED = -3
+"""An alert or warning level crossed on evidence at or before the judged time: raised
+without a page (the previous instance paged it, or a person judged it), so that its
+resolve still comes, and names it."""
 JUMP_CONFIRM = 3
 """Replay: this many events in a row stamped too far ahead mean the feed jumped (a gap)."""
 MARK_RING = 4

@@ -20,8 +20,11 @@ that of one symbol) keep their alert and warning edges per position pair, so a b
 one symbol is not resolved by a clean reading in another.
 
 A breach evidenced by an event at or before the scope's judged time (an operator resumed
-after it, or the previous instance decided it) is recorded in the peaks but changes
-nothing, warnings included.
+after it, or the previous instance decided it) is recorded in the peaks but changes no
+state and pages nothing. Behind the previous instance's progress (the global judged
+time: a restart re-reading input), an alert or warning level it crosses is raised
+silently (``TO_JUDGED``), so that its resolve comes, as in the run that paged it; behind
+a resume only, nothing is raised (a later breach pages).
 """
 
 from __future__ import annotations
@@ -30,10 +33,23 @@ import math
 
 import numpy as np
 
-from riskguard.state.codes import EDGE_ALERT, FIRM, LEVEL_RTOL, MAX_WARN, TO_ALERT, TO_RESOLVE
+from riskguard.state.codes import (
+    EDGE_ALERT,
+    FIRM,
+    LEVEL_RTOL,
+    MAX_WARN,
+    TO_ALERT,
+    TO_JUDGED,
+    TO_RESOLVE,
+)
 from riskguard.state.jit import helper
 from riskguard.state.tables import edge_get, edge_put
 from riskguard.vocabulary import A_ALERT, L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL
+
+#: _edges modes
+RAISE = 1
+SILENT = 2
+KEEP = 0
 
 
 @helper
@@ -112,8 +128,10 @@ def _warn_level(row, k):  # type: ignore[no-untyped-def]
 
 
 @helper
-def _edges(r, s, p, v, e, now, raise_ok, st, rules, peaks, out):  # type: ignore[no-untyped-def]
-    """Warning levels and an alert row's own edge: raise what is crossed, re-arm the rest."""
+def _edges(r, s, p, v, e, now, mode, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """Warning levels and an alert row's own edge: raise what is crossed, re-arm the rest.
+    ``mode``: RAISE (page what is crossed), SILENT (evidence the previous instance
+    judged: raise without a page) or KEEP (a person judged it: raise nothing)."""
     row = rules.rows[r]
     sc = st.scopes[s]
     key = r << 32 | (p if p >= 0 else s)
@@ -129,9 +147,10 @@ def _edges(r, s, p, v, e, now, raise_ok, st, rules, peaks, out):  # type: ignore
             if u < f - row.warn_rearm - LEVEL_RTOL * f:
                 bits &= ~bit
                 emit(out, e, r, s, sc.state, np.int64(TO_RESOLVE), v, now, f, bit, p)
-        elif raise_ok and u >= f - LEVEL_RTOL * f:
+        elif u >= f - LEVEL_RTOL * f and mode != KEEP:
             bits |= bit
-            emit(out, e, r, s, sc.state, np.int64(TO_ALERT), v, now, f, bit, p)
+            to = TO_ALERT if mode == RAISE else TO_JUDGED
+            emit(out, e, r, s, sc.state, np.int64(to), v, now, f, bit, p)
     if row.action == A_ALERT:
         breach = v > row.upper or v < row.lower
         if bits & EDGE_ALERT:
@@ -150,11 +169,10 @@ def _edges(r, s, p, v, e, now, raise_ok, st, rules, peaks, out):  # type: ignore
                     np.int64(EDGE_ALERT),
                     p,
                 )
-        elif breach and raise_ok:
+        elif breach and mode != KEEP:
             bits |= EDGE_ALERT
-            emit(
-                out, e, r, s, sc.state, np.int64(TO_ALERT), v, now, np.nan, np.int64(EDGE_ALERT), p
-            )
+            to = TO_ALERT if mode == RAISE else TO_JUDGED
+            emit(out, e, r, s, sc.state, np.int64(to), v, now, np.nan, np.int64(EDGE_ALERT), p)
     if bits != before:
         peaks[r].edges += _popcount(bits) - _popcount(before)
         edge_put(st.edges, key, bits)
@@ -188,9 +206,11 @@ def judge(r, s, p, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped
         peak.low_scope = s
     row = rules.rows[r]
     scope = st.scopes[s]
-    live = now > max(st.globals[0].judged_ns, scope.judged_ns)
+    replayed = now <= st.globals[0].judged_ns
+    live = not replayed and now > scope.judged_ns
     if row.warns != 0:
-        _edges(r, s, p, v, e, now, live, st, rules, peaks, out)
+        mode = RAISE if live else SILENT if replayed else KEEP
+        _edges(r, s, p, v, e, now, np.int64(mode), st, rules, peaks, out)
     if row.action == A_ALERT:
         return
     if (v > row.upper or v < row.lower) and live and scope.state < row.action:

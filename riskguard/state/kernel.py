@@ -90,8 +90,10 @@ from riskguard.state.refdata import (
     FRESH,
     instrument_check,
     rate_check,
+    remember_ahead_refdata,
     remember_instrument,
     remember_rate,
+    restamp_ahead,
 )
 from riskguard.state.revaluation import (
     consistent,
@@ -288,9 +290,13 @@ def _judge_event(ev, e, t, side, venue, parent, now, st, rules, peaks, out):  # 
 
 @helper
 def _reference_data(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
-    """An instrument or exchange-rate event; returns whether it is applied. One older
-    than the latest applied for its symbol (currency) is ignored, and values already
-    applied at the same time are a redelivery (:mod:`riskguard.state.refdata`)."""
+    """A mark, instrument or exchange-rate event; returns whether it is applied (a mark:
+    True, read only for one ahead of the clock, which no applied mark is newer than). One
+    older than the latest applied for its symbol (currency) is ignored, and values
+    already applied at the same time are a redelivery (:mod:`riskguard.state.refdata`)."""
+    if ev.typ == T_MARK:
+        _mark(ev, e, now, st, rules, peaks, out)
+        return True
     if ev.typ == T_INSTRUMENT:
         if instrument_check(ev.symbol, ev.factor, ev.currency, now, e, st, out) != FRESH:
             return False
@@ -372,16 +378,16 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
         if jumped > 0:
             if has_dups:
                 settle_ahead_dups(st, jumped, now, True)
+            restamp_ahead(st, jumped, clock, now)
             recount_ahead(st, jumped, now)
         if t == T_HEARTBEAT:
             src = st.sources[ev.source]
             src.last_heard_ns = max(src.last_heard_ns, now)
             continue
-        if t == T_MARK:
-            _mark(ev, e, now, st, rules, peaks, out)
-            continue
-        if t == T_INSTRUMENT or t == T_FX:
-            _reference_data(ev, e, now, st, rules, peaks, out)
+        if t == T_MARK or t == T_INSTRUMENT or t == T_FX:
+            applied = _reference_data(ev, e, now, st, rules, peaks, out)
+            if verdict == AHEAD and applied:
+                remember_ahead_refdata(st, g.ahead_run - 1, ev)
             continue
         at = now
         late = clock - now
@@ -451,9 +457,9 @@ def settle(st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """
     rw = rules.revalue_ns
     g = st.globals[0]
-    if rw <= 0 or g.first_pending < 0:
+    if g.first_pending < 0:
         return True
-    now = max(g.last_event_ns, (g.epoch + 1) * rw)
+    now = max(g.last_event_ns, (g.epoch + 1) * rw) if rw > 0 else g.last_event_ns
     return flush(now, np.int64(0), np.int64(-1), st, rules, peaks, out)
 
 

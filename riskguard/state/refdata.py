@@ -21,6 +21,7 @@ import numpy as np
 from riskguard.state.codes import MARK_RING, N_DUPLICATE
 from riskguard.state.jit import helper
 from riskguard.state.judging import note
+from riskguard.vocabulary import T_FX, T_INSTRUMENT, T_MARK
 
 FRESH = 0
 STALE = 1
@@ -102,3 +103,48 @@ def remember_instrument(y, factor, c, now, st):  # type: ignore[no-untyped-def]
     else:
         sym.ref_mult3, sym.ref_cur3 = factor, c
     sym.ref_ns = now
+
+
+@helper
+def remember_ahead_refdata(st, slot, ev):  # type: ignore[no-untyped-def]
+    """Replay: a mark, rate or instrument stamped ahead of the clock was applied at the
+    clock: kept in ``st.ahead[slot]`` with its own time, in case the feed jumped."""
+    rec = st.ahead[slot]
+    rec.typ = ev.typ
+    rec.side = 0
+    rec.venue = -1
+    rec.ts = ev.ts
+    rec.symbol = ev.symbol
+    rec.currency = ev.currency
+    rec.price = ev.price
+    rec.factor = ev.factor
+
+
+@helper
+def restamp_ahead(st, n, clock, now):  # type: ignore[no-untyped-def]
+    """Replay: the feed jumped. The marks, rates and instruments among the ``n`` events
+    ahead of the clock were applied at the old ``clock``: each is now stamped with its
+    own time (at most ``now``, the jump's), as the windows' counts move to the jump, so
+    one older than it that arrives after the jump is ignored, as without the gap (at the
+    old clock, an older mark moved the price back)."""
+    for i in range(n):
+        rec = st.ahead[i]
+        at = min(rec.ts, now)
+        if rec.typ == T_MARK:
+            sym = st.symbols[rec.symbol]
+            if sym.mark_ns >= clock:
+                sym.mark_ns = max(sym.mark_ns, at)
+                sym.mark_px0 = rec.price
+                sym.n_mark_px = 1
+        elif rec.typ == T_FX:
+            cur = st.currencies[rec.currency]
+            if cur.rate_ns >= clock:
+                cur.rate_ns = max(cur.rate_ns, at)
+                cur.rate0 = rec.factor
+                cur.n_rates = 1
+        elif rec.typ == T_INSTRUMENT:
+            sym = st.symbols[rec.symbol]
+            if sym.ref_ns >= clock:
+                sym.ref_ns = max(sym.ref_ns, at)
+                sym.ref_mult0, sym.ref_cur0 = rec.factor, rec.currency
+                sym.n_refs = 1

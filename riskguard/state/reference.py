@@ -285,20 +285,27 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
         self.last_any = max(clock, now)
         if jumped:
             self._recount(jumped, now)
+            self._restamp(jumped, clock, now)
         if isinstance(ev, wire.Heartbeat):
             self.heard[ev.source] = max(self.heard.get(ev.source, -1), now)
             return
         if isinstance(ev, wire.Mark):
             self._mark(ev, now)
+            if verdict == "ahead":
+                self.ahead_items[-1] = ("mark", f"symbol:{ev.symbol}", ev.ts, ev.price)
             return
         if isinstance(ev, wire.Instrument):
             values = (ev.multiplier, ev.currency or self.base)
             if self._fresh(f"instrument:{ev.symbol}", values, now) and self._instrument(ev):
                 self._applied(f"instrument:{ev.symbol}", values, now)
+                if verdict == "ahead":
+                    self.ahead_items[-1] = ("refdata", f"instrument:{ev.symbol}", ev.ts, values)
             return
         if isinstance(ev, wire.Fx):
             if self._fresh(f"fx:{ev.currency}", ev.rate, now):
                 self._fx(ev.currency, ev.rate, now)
+                if verdict == "ahead":
+                    self.ahead_items[-1] = ("refdata", f"fx:{ev.currency}", ev.ts, ev.rate)
                 self._applied(f"fx:{ev.currency}", ev.rate, now)
             return
         at = now if clock - now <= self.lateness_ns else clock
@@ -462,6 +469,21 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
                 self._check(i, rule, "firm", (now - last) / 1e6, now, source)
         if forward:
             self.feed_ns = now
+
+    def _restamp(self, items: list[Any], clock: int, now: int) -> None:
+        """The feed jumped: marks, rates and instruments applied ahead of the clock (at the
+        old ``clock``) take their own time, at most ``now``."""
+        for item in items:
+            if item is None or item[0] not in ("mark", "refdata"):
+                continue
+            kind, key, raw, values = item
+            at = min(raw, now)
+            if kind == "mark":
+                if self.mark_ns.get(key, -1) >= clock:
+                    self.mark_ns[key] = max(self.mark_ns[key], at)
+                    self.mark_prices[key] = [values]
+            elif self.refdata_at.get(key, (-1, []))[0] >= clock:
+                self.refdata_at[key] = (max(self.refdata_at[key][0], at), [values])
 
     def _mark(self, ev: wire.Mark, now: int) -> None:
         sym = f"symbol:{ev.symbol}"

@@ -58,7 +58,7 @@ class ReferenceWindows:
         clock) to the bucket of ``now``; their new orders are now at ``now`` in the
         duplicate-order memory."""
         for item in items:
-            if item is None:
+            if item is None or len(item) != 6:  # none counted, or reference data
                 continue
             ev, scopes, side, venue, at, dups = item
             if isinstance(ev, wire.NewOrder):

@@ -16,6 +16,7 @@ P&L that did not exist (docs/limits.md, Revaluation).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from riskguard.state.codes import FIRM
 from riskguard.state.jit import helper
@@ -214,6 +215,8 @@ def fx_move(c, rate, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-
 @helper
 def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Enter the revaluation epoch of ``now``: apply every queued price, then judge.
+    With ``revalue_ms`` 0 nothing is queued, but moves queued under a longer epoch
+    before a limits reload (or a restore under other limits) are applied at once.
 
     All queued symbols are moved first, the session highs that waited for a consistent
     valuation are raised, and then each holding scope is judged once, so a scope holding
@@ -223,9 +226,14 @@ def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """
     rw = rules.revalue_ns
     g, sy = st.globals[0], st.symbols
-    if rw <= 0 or now // rw <= g.epoch:
+    if rw > 0:
+        if now // rw <= g.epoch:
+            return True
+        ep = now // rw
+    elif g.first_pending < 0:
         return True
-    ep = now // rw
+    else:  # every move at once now: moves a longer epoch left waiting (before a reload)
+        ep = g.epoch
     head = g.first_pending
     if head >= 0:
         need = spare
@@ -261,3 +269,20 @@ def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
         settle_peaks(st)
     g.epoch = ep
     return True
+
+
+@njit(cache=True, _nrt=False)
+def judge_scopes(rows, n_scopes, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """Judge ``rows`` (int64 row ids of metrics a scope holds: exposure, P&L, open orders)
+    on every one of the first ``n_scopes`` scopes of their level they match, at the
+    clock ``now``, with no event (a limits reload: a rule added or changed is judged on
+    the book as it stands, not only once an event moves its metric). The caller sizes
+    ``out`` for five decisions per row and scope."""
+    sc = st.scopes
+    for j in range(rows.shape[0]):
+        r = rows[j]
+        for s in range(n_scopes):
+            if sc[s].level != rules.rows[r].level or not matches(rules, sc, r, s):
+                continue
+            v = scope_value(rules.rows[r].metric, sc, s)
+            judge(r, np.int64(s), np.int64(-1), v, np.int64(-1), now, st, rules, peaks, out)

@@ -14,7 +14,7 @@ only for events in a symbol flagged restricted (``Rules.restricted_rows``).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,3 +203,46 @@ def _combinations(rule: Rule, keys: KeySpace) -> list[Combination]:
     acc_ids = [keys.scope(L_ACCOUNT, v) for v in accounts] or [-1]
     venue_ids = [keys.scope(L_VENUE, v) for v in rule.event_filter("venue")] or [-1]
     return [(m, a, -1, v, -1, -1) for m, a, v in itertools.product(own_ids, acc_ids, venue_ids)]
+
+
+def carried_rows(old_rules: Sequence[Rule], old_rows: Array, new: Rulebook) -> Array:
+    """For each row of an old rulebook (``old_rules``, its limits' ``all_rules``, and
+    ``old_rows``, its RULE rows), the row of ``new`` that judges the same thing (int64,
+    -1: none). A rule carries over when ``new`` has a rule equal to it in every field
+    (its description aside): its rows come in the same order, one per match combination.
+    A rule removed or changed in any bound, level, window, match or action has none."""
+    same = {_definition(rule): i for i, rule in enumerate(new.limits.all_rules)}
+    new_rows: dict[int, list[int]] = {}
+    for r, i in enumerate(new.rules.rows["rule"].tolist()):
+        new_rows.setdefault(i, []).append(r)
+    out = np.full(old_rows.shape[0], -1, dtype=np.int64)
+    seen: dict[int, int] = {}
+    for r, i in enumerate(old_rows["rule"].tolist()):
+        j = same.get(_definition(old_rules[i]))
+        if j is None:
+            continue
+        k = seen.get(i, 0)
+        seen[i] = k + 1
+        rows = new_rows.get(j, [])
+        if k < len(rows):
+            out[r] = rows[k]
+    return out
+
+
+def _definition(rule: Rule) -> tuple[Any, ...]:
+    """What a rule judges and how: every field but its description."""
+    match = tuple(sorted((k, tuple(v)) for k, v in rule.match.items()))
+    return (
+        rule.name,
+        rule.metric,
+        rule.scope,
+        rule.action,
+        rule.max,
+        rule.min,
+        rule.window_ms,
+        match,
+        rule.min_orders,
+        tuple(rule.warn_at),
+        rule.rearm,
+        rule.reason,
+    )

@@ -26,6 +26,7 @@ from riskguard.state.bundles import (
 from riskguard.state.codes import JUMP_CONFIRM, O_CLOSED, O_PENDING, RING
 from riskguard.state.keys import KeySpace
 from riskguard.state.tables import (
+    carried_dups,
     compacted,
     empty_dups,
     empty_edges,
@@ -80,19 +81,38 @@ class StateStore:
         """Install counter definitions ``defs`` (COUNTER records).
 
         A counter that existed before with the same definition keeps its buckets, so
-        reloading limits does not blind a rate limit for a window's length. New counters
-        start empty. The duplicate-order table restarts.
+        reloading limits does not blind a rate limit for a window's length; so do the
+        recent new orders a kept duplicate-order counter compares with. New counters
+        start empty.
         """
         old = self.state.counters
         before = {old.defs[k].tobytes(): k for k in range(old.defs.shape[0])}
         new = _counters(defs, old.buckets.shape[1])
+        moved = np.full(old.defs.shape[0], -1, dtype=np.int64)
         for k in range(defs.shape[0]):
             was = before.get(defs[k].tobytes())
             if was is not None:
                 new.buckets[k] = old.buckets[was]
                 new.last_bucket[k] = old.last_bucket[was]
                 new.total[k] = old.total[was]
-        self.state = self.state._replace(counters=new, dups=empty_dups())
+                moved[was] = k
+        self.state = self.state._replace(counters=new, dups=carried_dups(self.state.dups, moved))
+
+    def rebase_epochs(self, width_ns: int, new_ns: int) -> None:
+        """The revaluation epochs' width goes from ``width_ns`` to ``new_ns`` (ns; 0: every
+        move at once): renumber the epoch numbers held (the current epoch, each symbol's
+        last move) in the new width, each as the epoch holding the start of the one it
+        was. Numbered in the old width, a longer epoch never came (100 ms to 1 s: the
+        numbers are ten times what the clock reaches), and every price move waited for
+        it: exposure and P&L frozen at the marks before the change."""
+        if width_ns == new_ns:
+            return
+        for held, name in ((self.state.globals, "epoch"), (self.state.symbols, "val_epoch")):
+            x = held[name]
+            if width_ns > 0 and new_ns > 0:
+                held[name] = np.where(x >= 0, x * width_ns // new_ns, -1)
+            else:
+                held[name] = -1
 
     def reserve(self, keys: KeySpace) -> None:
         """Grow every record array to fit ``keys`` and copy new key metadata into them."""

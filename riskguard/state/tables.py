@@ -111,6 +111,24 @@ def compacted(edges: Edges) -> Edges:
     return fresh
 
 
+def carried_edges(edges: Edges, rows: np.ndarray) -> Edges:
+    """A copy of ``edges`` keeping only the rows that carry over a limits reload, each
+    under its new row: ``rows[r]`` is old row ``r``'s new row (-1: dropped).
+    (:func:`riskguard.state.rulebook.carried_rows`). Keys are ``row << 32 | scope or pair``."""
+    keys = edges.keys.copy()
+    live = keys > 0
+    key = keys[live] - 1
+    old = key >> 32
+    known = old < rows.shape[0]
+    new = np.full(old.shape[0], -1, dtype=np.int64)
+    new[known] = rows[old[known]]
+    keys[live] = np.where(new >= 0, (new << 32 | (key & 0xFFFFFFFF)) + 1, DELETED)
+    kept = int(np.count_nonzero(new >= 0))
+    fresh = empty_edges(_pow2(2 * kept))
+    _copy_edges(Edges(keys, edges.vals, edges.counts), fresh)
+    return fresh
+
+
 def ensure_edges(edges: Edges, extra: int) -> Edges:
     """``edges``, or a rehashed copy, with room for ``extra`` inserts at half load at most."""
     cap = edges.keys.shape[0]
@@ -215,6 +233,25 @@ def _copy_dups(old, new):  # type: ignore[no-untyped-def]
 def empty_dups(cap: int = MIN_CAP, purge_at: int = DUP_PURGE_MIN) -> Dups:
     """An empty duplicate-order table with ``cap`` slots (a power of two)."""
     return Dups(np.zeros(cap, dtype=DUP), fill_record(TABLE, purge_at=purge_at))
+
+
+def carried_dups(dups: Dups, counters: np.ndarray) -> Dups:
+    """A copy of ``dups`` keeping the entries of the counters that carry over a limits
+    reload, each under its new counter: ``counters[k]`` is old counter ``k``'s new index
+    (-1: dropped), so a duplicate-order window kept by a reload still sees the orders it
+    held."""
+    slots = dups.slots.copy()
+    live = slots["state"] == LIVE
+    old = slots["counter"][live]
+    new = np.full(old.shape[0], -1, dtype=np.int64)
+    known = (old >= 0) & (old < counters.shape[0])
+    new[known] = counters[old[known]]
+    slots["counter"][live] = new
+    slots["state"][live] = np.where(new >= 0, LIVE, GONE)
+    kept = int(np.count_nonzero(new >= 0))
+    fresh = empty_dups(_pow2(2 * kept), int(dups.counts[0]["purge_at"]))
+    _copy_dups(slots, fresh)
+    return fresh
 
 
 def ensure_dups(dups: Dups, extra: int) -> Dups:
