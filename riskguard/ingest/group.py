@@ -46,6 +46,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
@@ -53,8 +54,10 @@ from aiokafka.structs import TopicPartition
 from riskguard import log
 from riskguard.engine import Engine
 from riskguard.ingest.consume import ConsumeLoop, read_to_end
+from riskguard.ingest.ports import TransitionSink
 from riskguard.settings import ScaleSettings
 from riskguard.snapshot import Snapshot, SnapshotError, freeze, restore
+from riskguard.vocabulary import Transition
 
 
 class Renumbered(Protocol):
@@ -95,7 +98,9 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
     peers' heartbeats). Partitions are read from ``intake.session_start_ns`` (None: their
     beginning). After every rebuild, each of ``renumbered`` forgets the engine ids it
     held, and ``ready("partitions_assigned")`` is called. ``instance`` is this member's
-    static group membership id when ``scale.static_membership`` is on.
+    static group membership id when ``scale.static_membership`` is on. ``sink`` sends the
+    resolves a snapshot restore finds (alerts of rules the limits no longer hold as they
+    were: :func:`~riskguard.snapshot.restore`), once the standing states are back.
     """
 
     def __init__(
@@ -106,8 +111,10 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         renumbered: Sequence[Renumbered],
         ready: Callable[[str], None],
         instance: str = "",
+        sink: TransitionSink | None = None,
     ) -> None:
         self.scale = scale
+        self.sink = sink
         self.instance = instance
         self.intake = intake
         self.engine = intake.engine
@@ -188,9 +195,10 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         async with self.intake.lock:
             judged = max(self.engine.last_event_ns, self.progress())
             snap = self._snapshot_for(starts)
+            resolves: list[Transition] = []
             if snap is not None:
                 try:
-                    restore(self.engine, snap)
+                    resolves = restore(self.engine, snap)
                 except SnapshotError as exc:  # does not fit this build: rebuild instead
                     self._log.error("snapshot skipped", reason=str(exc))
                     snap = None
@@ -213,6 +221,14 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             self.snapshot_restores += snap is not None
             self.restored_from = snap.path.name if snap is not None else None
         self.last_rebuild_s = time.perf_counter() - began
+        if resolves and self.sink is not None:
+            state = self.engine.killswitch.state
+            await self.sink.send(
+                [
+                    msgspec.structs.replace(tr, from_=state(tr.scope), to=state(tr.scope))
+                    for tr in resolves
+                ]
+            )
         self._assigned_at, self.restored_s = began, None
         self.metrics.restoring.set(1)
         self.metrics.owned_partitions.set(len(owned))

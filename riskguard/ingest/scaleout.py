@@ -50,7 +50,7 @@ class GroupMode:
     ) -> None:
         self.kafka = settings.kafka
         self.ownership = GroupOwnership(
-            settings.scale, intake, progress, renumbered, ready, instance=instance
+            settings.scale, intake, progress, renumbered, ready, instance=instance, sink=outbox
         )
         self.aggregation = Aggregation(
             settings.scale,

@@ -6,8 +6,10 @@ one holds every event of its partitions once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 from riskguard.apache_kafka import ApacheKafkaBroker
 from riskguard.engine import Engine
@@ -18,10 +20,21 @@ from tests.integration.apache_kafka_fixtures import group_settings
 from tests.integration.conftest import instance_settings
 from tests.integration.test_scale_out import ACCOUNTS, account_positions, flow, produce, until
 
-LIMITS = rules_toml(
+RATE = (
     'name = "acct-rate"\nmetric = "order_rate"\nscope = "account"\nwindow_ms = 1000\n'
     'max = 100000\naction = "halt"'
 )
+# every account sends 10 orders in the first flow: this alert is raised in each
+BUSY = (
+    'name = "acct-busy"\nmetric = "order_rate"\nscope = "account"\nwindow_ms = 600000\n'
+    'max = 5\naction = "alert"'
+)
+LIMITS = rules_toml(RATE, BUSY)
+
+
+def audited(path: Path, rule: str) -> list[dict[str, Any]]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [r for r in (json.loads(line)["record"] for line in lines) if r.get("rule") == rule]
 
 
 async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snapshot(
@@ -55,8 +68,14 @@ async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snaps
         rebuilds_a = a.status()["scale"]["rebuilds"]
         b_parts = set(b.assigned)
         await until("b's snapshot written", lambda: b.checkpoints.status()["last_written"], 10)
+        audit_b = settings["rg-b"].runtime.audit_path
+        raised = {r["scope"] for r in audited(audit_b, "acct-busy") if r["kind"] == "alert"}
+        assert len(raised) == 6, "each of b's accounts paged acct-busy"
         b.request_stop()
         assert await tasks[1]
+        # b comes back without the alert rule: restored from its snapshot, it resolves
+        # the alerts the snapshot holds (they were never resolved otherwise)
+        Path(base.limits).write_text(rules_toml(RATE))
         b2 = Sidecar(settings["rg-b"])  # same instance, same state directory
         began = time.monotonic()
         await b2.start()
@@ -76,12 +95,15 @@ async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snaps
         )
         assert scale["restored_from"] is not None and scale["restored_from"].startswith("snapshot-")
         assert a.status()["scale"]["rebuilds"] == rebuilds_a, "a kept its partitions: no rebuild"
+        resolves = [r for r in audited(audit_b, "acct-busy") if r["kind"] == "resolve"]
+        assert {r["scope"] for r in resolves} == raised
+        assert {r["reason"] for r in resolves} == {"limits reload: rule removed"}
         second = flow(time.time_ns(), 5, "b")
         await produce(base, second)
         everything = first + second
         await until("the new events applied once", lambda: a.engine.events_applied
                     + b2.engine.events_applied == len(everything), 30)  # fmt: skip
-        reference = Engine(parse(LIMITS), event_time=True)
+        reference = Engine(parse(rules_toml(RATE)), event_time=True)
         reference.apply(everything)
         got = {**account_positions(a.engine), **account_positions(b2.engine)}
         assert got == account_positions(reference)
