@@ -16,7 +16,15 @@ import numpy as np
 from riskguard.limits.model import Rule
 from riskguard.state.codes import FIRM, O_OPEN
 from riskguard.state.keys import pair_key
-from riskguard.vocabulary import L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL, money, parse_scope
+from riskguard.vocabulary import (
+    L_ACCOUNT,
+    L_FIRM,
+    L_STRATEGY,
+    L_SYMBOL,
+    L_VENUE,
+    money,
+    parse_scope,
+)
 
 if TYPE_CHECKING:
     from riskguard.state.keys import KeySpace
@@ -37,7 +45,12 @@ SCOPE_VALUES: Final = (
 )
 """The keys of :meth:`Inspection.scope_values`."""
 
-_ORDER_FIELD: Final = {L_ACCOUNT: "account", L_STRATEGY: "strategy", L_SYMBOL: "symbol"}
+_ORDER_FIELD: Final = {
+    L_ACCOUNT: "account",
+    L_STRATEGY: "strategy",
+    L_SYMBOL: "symbol",
+    L_VENUE: "venue",
+}
 """The ORDER field naming an order's scope at each level below the firm."""
 
 
@@ -230,10 +243,11 @@ class Inspection:
 
         ``firm``: every working order; ``account:A``: those of account A;
         ``strategy:S``: those of strategy S in every account; ``symbol:Y``: those in Y
-        across the firm. A scope never seen has none. With ``increasing_only`` only the
-        orders that would increase the scope's position in their own symbol are kept
-        (the reduce-only selection): the scope's own net position (for a symbol scope,
-        the firm's) is 0, or has the sign of the order's side. An order larger than the
+        across the firm; ``venue:V``: those sent to venue V. A scope never seen has none.
+        With ``increasing_only`` only the orders that would increase the scope's
+        position in their own symbol are kept (the reduce-only selection): the scope's
+        own net position (for a symbol or venue scope, the firm's: positions are not kept
+        per venue) is 0, or has the sign of the order's side. An order larger than the
         position it reduces (a flip) is not kept: it reduces first.
 
         Vectorised over the ORDER records. Raises
@@ -252,7 +266,7 @@ class Inspection:
         oids = np.flatnonzero(mask).astype(np.int64)
         if not increasing_only or oids.size == 0:
             return oids
-        owner = FIRM if level == L_SYMBOL else sid
+        owner = FIRM if level in (L_SYMBOL, L_VENUE) else sid
         position = self._positions_in(owner, orders["symbol"][oids])
         side = orders["side"][oids]
         keep = (position == 0.0) | (np.sign(position) == side)

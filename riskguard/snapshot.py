@@ -55,7 +55,9 @@ MAGIC = b"RGSNAP\x01\n"
 #: ``early_rej``), how many replaces with no venue came before it (``early_rpl``), and
 #: its trades before its new with no venue (``early_exec``, linked
 #: through ``execs.next_early``)
-VERSION = 9
+#: 10: each position's working limit money per side (``buy_lim``, ``sell_lim``, was one
+#: ``lim_money``): a symbol with no price yet values its potential at the working limits
+VERSION = 10
 
 
 class SnapshotError(ValueError):

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from riskguard import events as wire
-from riskguard.aggregate.contributions import Parts, contributions
+from riskguard.aggregate.contributions import Parts, contributions, scope_positions
 from riskguard.aggregate.judge import SumJudge
 from riskguard.aggregate.records import Contribution, Held, cover, decode, encode, row_sums
 from riskguard.engine import Engine
@@ -430,3 +430,22 @@ def test_records_without_a_judge_s_edges_still_decode() -> None:
     plain.pop("raised", None)
     old = decode(orjson.dumps(plain))
     assert (old.judge_since_ns, old.raised) == (0, ())
+
+
+def test_a_members_part_of_a_venues_positions_is_its_share_of_the_firms() -> None:
+    """Positions are not kept per venue: a member's part of a REDUCE_ONLY venue's
+    positions is its part of the firm's in each symbol, even with no order of its own to
+    the venue (before: none, so the summed venue position was 0 and refused everything)."""
+    e = Engine(parse("version = 1\n"), event_time=True)
+    keys = {"account": "A", "strategy": "s"}
+    e.apply(
+        [
+            wire.Fill(ts=T0, order_id="f", exec_id="x", side="buy", qty=7, price=2,
+                      symbol="X", venue="ARCX", **keys),
+            wire.Fill(ts=T0 + MS, order_id="g", exec_id="y", side="sell", qty=3, price=2,
+                      symbol="Y", **keys),
+        ]
+    )  # fmt: skip
+    assert scope_positions(e, "venue:XNAS") == {"X": 7.0, "Y": -3.0}  # never seen here
+    assert scope_positions(e, "venue:ARCX") == {"X": 7.0, "Y": -3.0}
+    assert scope_positions(e, "symbol:Y") == {"Y": -3.0}

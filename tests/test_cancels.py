@@ -147,6 +147,26 @@ def test_reduce_only_tracks_only_the_increasing_orders() -> None:
     assert "down" not in alert.reason
 
 
+def test_a_venue_halt_and_reduce_only_name_the_venues_orders() -> None:
+    """A venue halt names every order sent to the venue; a venue reduce-only those that
+    would increase the firm's position in their symbol (the firm is long 5 X). Before,
+    the request could not be built (KeyError): no order of a halted venue was named."""
+    engine, tracker, _ = setup()
+    engine.apply(
+        [
+            new("f", 0, qty=5, venue="ARCX"),
+            fill("f", 1, qty=5, venue="ARCX"),
+            new("up", 2, venue="XNAS"),
+            new("down", 3, qty=2, side="sell", venue="XNAS", account="B", strategy="T"),
+            new("other", 4, venue="ARCX"),
+        ]
+    )
+    (part,) = tracker.request(halt(engine, "venue:XNAS", "reduce_only"))
+    assert (part.kind, [o.order_id for o in part.orders]) == ("reduce_only", ["up"])
+    (part,) = tracker.request(halt(engine, "venue:XNAS"))
+    assert (part.kind, [o.order_id for o in part.orders]) == ("halt", ["up", "down"])
+
+
 def test_an_order_opened_in_a_halted_scope_after_the_halt_is_named() -> None:
     engine, tracker, clock = setup()
     tr = halt(engine, "account:A")

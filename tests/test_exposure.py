@@ -158,6 +158,40 @@ def test_working_orders_push_potential_gross_over_its_limit_while_gross_is_under
     assert e.scope_values("account:A")["open_order_notional"] == 60_000.0 + 2500 * 99.0
 
 
+def test_working_orders_in_a_symbol_with_no_price_count_at_their_limits() -> None:
+    """A symbol never marked nor traded: the growth of the worst side is valued at the
+    working limits (the first fill sets the price), then at the mark once one arrives."""
+    e = engine(
+        'name="potential"\nmetric="potential_gross_notional"\nscope="firm"\nmax=40000000\n'
+        'action="halt"',
+        tail='\n[[rule]]\nname="working"\nmetric="open_order_notional"\nscope="firm"\n'
+        'max=1e12\naction="alert"\n',
+    )
+    out = run(e, [new("b1", qty=1_000_000, price=50.0)])
+    # buy side: 1,000,000 x 50 = 50,000,000 > 40,000,000 (before: 0, no halt)
+    assert [(t.rule, t.to, t.value) for t in out] == [("potential", "HALTED", 50_000_000.0)]
+    v = e.scope_values("firm")
+    assert (v["open_order_notional"], v["potential_gross_notional"]) == (50e6, 50e6)
+    run(e, [new("s1", t=MS, qty=300_000, price=60.0, side="sell")])
+    # open: 50,000,000 + 300,000 x 60 = 68,000,000; the worst side by money is the buys:
+    # max(50,000,000, 18,000,000) = 50,000,000
+    v = e.scope_values("firm")
+    assert (v["open_order_notional"], v["potential_gross_notional"]) == (68e6, 50e6)
+    run(e, [new("s2", t=2 * MS, qty=700_000, price=80.0, side="sell")])
+    # sells: 300,000 x 60 + 700,000 x 80 = 18,000,000 + 56,000,000 = 74,000,000 > 50,000,000
+    v = e.scope_values("firm")
+    assert (v["open_order_notional"], v["potential_gross_notional"]) == (124e6, 74e6)
+    run(e, [new("m1", t=3 * MS, qty=500_000, price=None, side="sell")])
+    # a market sell adds 500,000 units worth 0 with no price (as open notional counts it):
+    # the sells' growth 1,500,000 x (74,000,000 / 1,500,000) is still 74,000,000
+    assert e.scope_values("firm")["potential_gross_notional"] == 74e6
+    run(e, [mark(40.0, t=4 * MS)])
+    # a price: the worst side by quantity, 1,500,000 sells x 40 = 60,000,000; open
+    # notional 124,000,000 + the market sell 500,000 x 40 = 144,000,000
+    v = e.scope_values("firm")
+    assert (v["open_order_notional"], v["potential_gross_notional"]) == (144e6, 60e6)
+
+
 def test_open_order_notional_values_market_orders_at_the_mark_and_rearms() -> None:
     e = engine(
         'name="working"\nmetric="open_order_notional"\nscope="firm"\nmax=5500\naction="alert"'

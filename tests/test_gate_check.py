@@ -174,6 +174,21 @@ def test_bad_arguments_raise_and_count_nothing(
     assert gate.checks == 0 and not gate.refusals
 
 
+def test_a_reduce_only_venue_judges_its_orders_by_the_firms_position(gate: Gate) -> None:
+    tr = transition("venue:XNAS", "REDUCE_ONLY", time.time_ns())
+    ready(gate, state(tr), position("venue:XNAS", "XYZ", -80.0, tr.decided_ns))
+    reduces = gate.check("A1", "s1", "XYZ", "buy", 30.0, 100.0, venue="XNAS")
+    assert (reduces.allowed, reduces.state, reduces.scope) == (True, "REDUCE_ONLY", "venue:XNAS")
+    assert (
+        reduces.reason == "venue:XNAS is REDUCE_ONLY; buy 30 reduces the firm's position -80 to -50"
+    )
+    increase = gate.check("A1", "s1", "XYZ", "sell", 1.0, 100.0, venue="XNAS")
+    assert not increase.allowed
+    assert increase.reason.endswith("sell 1 would increase the firm's position -80 to -81")
+    assert gate.check("A1", "s1", "XYZ", "sell", 1.0, 100.0, venue="ARCX").state == "ACTIVE"
+    assert gate.check("A1", "s1", "XYZ", "sell", 1.0, 100.0).state == "ACTIVE"
+
+
 def test_venue_is_accepted_and_not_used_yet(gate: Gate) -> None:
     ready(gate)
     for qty in (10.0, 5000.0):

@@ -149,6 +149,34 @@ def test_reduce_only_positions_on_entry_then_changes() -> None:
     assert f.status()["reduce_only_scopes"] == ["symbol:Z"]
 
 
+def test_a_reduce_only_venue_gets_the_firms_positions_in_every_symbol() -> None:
+    """Positions are not kept per venue: a REDUCE_ONLY venue is published the firm's
+    position in each symbol (an order to it may only reduce that), whether or not an
+    order ever went to the venue. Before, a venue got none: gates read 0 and refused
+    every order to it, reducing ones included."""
+    engine, f, clock = feed()
+    engine.apply(
+        [
+            new("a", 0, qty=100, venue="XNAS"),
+            fill("a", 1, qty=100, venue="XNAS"),
+            new("b", 2, qty=30, side="sell", account="B", strategy="T", venue="ARCX"),
+            fill("b", 3, qty=30, side="sell", account="B", strategy="T", venue="ARCX"),
+            new("c", 4, qty=4, side="sell", symbol="Y"),
+            fill("c", 5, qty=4, side="sell", symbol="Y"),
+        ]
+    )
+    f.commit(f.collect())
+    engine.killswitch.halt("venue:XNAS", "alice", "venue degraded", action="reduce_only")
+    engine.killswitch.halt("venue:BATS", "alice", "venue degraded", action="reduce_only")
+    now = clock.now_ns
+    assert records(f.collect(full=False)) == {
+        b"position:venue:XNAS:X": PositionRecord("venue:XNAS", "X", 70.0, now),  # 100 - 30
+        b"position:venue:XNAS:Y": PositionRecord("venue:XNAS", "Y", -4.0, now),
+        b"position:venue:BATS:X": PositionRecord("venue:BATS", "X", 70.0, now),
+        b"position:venue:BATS:Y": PositionRecord("venue:BATS", "Y", -4.0, now),
+    }
+
+
 def test_entering_reduce_only_again_republishes_every_position() -> None:
     engine, f, _ = feed()
     engine.apply([new("a", 0, qty=3), fill("a", 1, qty=3)])

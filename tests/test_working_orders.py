@@ -137,3 +137,28 @@ def test_a_symbol_scope_judges_by_the_firms_position(engine_for: Make) -> None:
     )
     assert ids(e, "symbol:X", increasing_only=True) == {"sell"}
     assert ids(e, "account:A", increasing_only=True) == {"buy", "sell"}
+
+
+def test_a_venue_scope_names_its_orders_and_judges_by_the_firms_position(
+    engine_for: Make,
+) -> None:
+    """Positions are not kept per venue: a venue's reduce-only selection judges each of
+    its orders by the firm's position in the order's symbol (long 100 X, flat Y), as a
+    symbol scope does. Before, naming a venue's orders raised KeyError (no cancel request
+    for a venue halt) and every order counted as increasing a position of 0."""
+    e = engine_for(QTY)
+    e.apply(
+        [
+            new("f", 0, qty=100, venue="ARCX"),
+            fill("f", 1, qty=100, venue="ARCX"),  # the firm is long 100 X, bought on ARCX
+            new("buyX", 2, qty=5, venue="XNAS"),
+            new("sellX", 3, qty=50, side="sell", venue="XNAS", account="B", strategy="T"),
+            new("buyY", 4, qty=1, symbol="Y", venue="XNAS"),
+            new("arcx", 5, qty=5, venue="ARCX"),
+            new("none", 6, qty=5),
+        ]
+    )
+    assert ids(e, "venue:XNAS") == {"buyX", "sellX", "buyY"}
+    assert ids(e, "venue:XNAS", increasing_only=True) == {"buyX", "buyY"}
+    assert ids(e, "venue:ARCX") == {"arcx"}
+    assert ids(e, "venue:BATS") == set()  # never seen: none

@@ -28,7 +28,7 @@ import numpy as np
 
 from riskguard.limits.vocabulary import METRICS
 from riskguard.state.codes import FIRM, RING
-from riskguard.vocabulary import L_FIRM, L_SYMBOL, parse_scope
+from riskguard.vocabulary import L_FIRM, L_SYMBOL, L_VENUE, parse_scope
 
 if TYPE_CHECKING:
     from riskguard.engine import Engine
@@ -132,17 +132,18 @@ def _row_parts(engine: Engine, row: Any, metric: str, sids: np.ndarray, now_ns: 
 
 def scope_positions(engine: Engine, scope: str) -> dict[str, float]:
     """This engine's net positions (instrument units, long > 0) of ``scope`` by symbol
-    key, flat ones included (a ``symbol:<id>`` scope's are the firm's in that symbol):
-    its part of the positions gates judge a REDUCE_ONLY scope by. Empty for a scope the
-    engine never saw, and for a venue (positions are not kept per venue)."""
-    sid = engine.keys.find_scope(scope)
-    if sid is None:
-        return {}
+    key, flat ones included (a ``symbol:<id>`` scope's are the firm's in that symbol; a
+    ``venue:<mic>`` scope's the firm's in every symbol, as positions are not kept per
+    venue, whether or not this engine saw an order to it): its part of the positions
+    gates judge a REDUCE_ONLY scope by. Empty for another scope the engine never saw."""
     level, _ = parse_scope(scope)
+    sid = engine.keys.find_scope(scope)
+    if sid is None and level != L_VENUE:
+        return {}
     keys = engine.keys
     engine.store.reserve(keys)
     pos = engine.store.state.positions[: keys.n_pairs]
-    mask = pos["owner"] == (FIRM if level in (L_FIRM, L_SYMBOL) else sid)
+    mask = pos["owner"] == (FIRM if level in (L_FIRM, L_SYMBOL, L_VENUE) else sid)
     if level == L_SYMBOL:
         mask &= pos["symbol"] == sid
     rows = np.flatnonzero(mask)

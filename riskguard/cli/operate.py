@@ -187,7 +187,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                 choices=("halt", "reduce_only"),
                 default="halt",
                 help="halt: no orders; reduce_only: only orders that reduce a position "
-                "(default: halt)",
+                "(the scope's own; a symbol's or venue's: the firm's) (default: halt)",
             )
         add_connection(p)
         p.set_defaults(func=func)

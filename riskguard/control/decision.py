@@ -229,7 +229,8 @@ def check(
     3. the scopes' states (firm, account, strategy, symbol, and ``venue:<MIC>`` for an
        order to a venue): HALTED or an unknown state refuses as in :func:`allows`;
        each REDUCE_ONLY scope refuses an order that would open, increase or flip its
-       published position (:meth:`ControlView.position`, 0 when none is current);
+       published position (:meth:`ControlView.position`, 0 when none is current; a
+       symbol or venue scope's is the firm's in the order's symbol);
     4. the restricted list: an order in a listed symbol (by a listed account or
        strategy, when the entry names any) is refused, or noted for an ``alert`` entry;
     5. the per-order rules matching the order (its keys, and a rule's ``side`` and
@@ -365,22 +366,25 @@ def _reduce_only(
     view: ControlView, record: StateRecord, symbol: str, side: str, signed_qty: float
 ) -> Verdict:
     """REDUCE_ONLY at ``record.scope``: allowed only if the order brings the position
-    closer to zero without crossing it (position 0: every order opens one)."""
+    closer to zero without crossing it (position 0: every order opens one). A symbol or
+    venue scope's published position is the firm's in the symbol (positions are not kept
+    per venue), and the reason says so."""
     scope = record.scope
     position = view.position(scope, symbol)
     after = position + signed_qty
     qty = abs(signed_qty)
     closes = _closes(qty, position)
+    noun = "the firm's position" if scope.startswith(("symbol:", "venue:")) else "position"
     if position != 0.0 and signed_qty * position < 0.0 and (qty < abs(position) or closes):
         after = 0.0 if closes else after
-        said = f"{side} {number(qty)} reduces position {number(position)} to {number(after)}"
+        said = f"{side} {number(qty)} reduces {noun} {number(position)} to {number(after)}"
         return Verdict(True, f"{scope} is REDUCE_ONLY; {said}", "REDUCE_ONLY", scope)
     if position == 0.0:
-        what = f"{side} {number(qty)} would open a position (position 0)"
+        what = f"{side} {number(qty)} would open a position ({noun} 0)"
     elif signed_qty * position > 0.0:
-        what = f"{side} {number(qty)} would increase position {number(position)} to {number(after)}"
+        what = f"{side} {number(qty)} would increase {noun} {number(position)} to {number(after)}"
     else:
-        what = f"{side} {number(qty)} would flip position {number(position)} to {number(after)}"
+        what = f"{side} {number(qty)} would flip {noun} {number(position)} to {number(after)}"
     why = evidence(record.transition)
     return Verdict(False, f"{scope} is REDUCE_ONLY ({why}); {what}", "REDUCE_ONLY", scope)
 

@@ -14,7 +14,9 @@
   for each REDUCE_ONLY scope: on entering REDUCE_ONLY every symbol it has a position
   record in the engine (held, or flat again: a zero overwrites what an earlier episode
   left on the compacted topic); while it stays REDUCE_ONLY, the positions that changed.
-  A ``symbol:<id>`` scope's position is the firm's in that symbol.
+  A ``symbol:<id>`` scope's position is the firm's in that symbol; a ``venue:<mic>``
+  scope's are the firm's in every symbol (positions are not kept per venue: an order to
+  a REDUCE_ONLY venue may only reduce the firm's position in its symbol).
 
 Off the hot path: a periodic task (:meth:`PreTradeFeed.run`) publishes marks and
 positions at most once per key per ``runtime.gate_publish_interval_ms``, in chunks each
@@ -57,7 +59,7 @@ from riskguard.engine import Engine
 from riskguard.limits import Limits
 from riskguard.metrics import Metrics
 from riskguard.state.codes import FIRM
-from riskguard.vocabulary import L_FIRM, L_SYMBOL, Transition, parse_scope
+from riskguard.vocabulary import L_FIRM, L_SYMBOL, L_VENUE, Transition, parse_scope
 
 PER_ORDER_METRICS: Final = ("order_qty", "order_notional", "price_deviation")
 """The metrics a gate judges before an order is sent."""
@@ -348,9 +350,9 @@ class PreTradeFeed:
             batch.positions[scope] = (tr.id, sent)
             level, _ = parse_scope(scope)
             sid = keys.find_scope(scope)
-            if sid is None:
+            if sid is None and level != L_VENUE:  # a venue's are the firm's, seen or not
                 continue
-            mask = pos["owner"] == (FIRM if level in (L_FIRM, L_SYMBOL) else sid)
+            mask = pos["owner"] == (FIRM if level in (L_FIRM, L_SYMBOL, L_VENUE) else sid)
             if level == L_SYMBOL:
                 mask &= pos["symbol"] == sid
             rows = np.flatnonzero(mask)

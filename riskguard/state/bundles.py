@@ -113,10 +113,11 @@ POSITION = np.dtype(
         ("fees", F64),  # fees of its fills
         ("buy_work", F64),  # working buy quantity of its orders
         ("sell_work", F64),  # working sell quantity
-        ("potential", F64),  # gross + (max(|qty + buys|, |qty - sells|) - |qty|) x price
+        ("potential", F64),  # gross + the worst side's growth of |qty| (valuation.potential_of)
         ("mkt_work", F64),  # working quantity of its market orders (both sides)
-        ("lim_money", F64),  # sum of working qty x |limit price| x multiplier (limit orders)
-        ("open", F64),  # open order notional: lim_money + mkt_work x |valuation price|
+        ("buy_lim", F64),  # its working buy limit orders: sum of qty x |limit| x multiplier
+        ("sell_lim", F64),  # its working sell limit orders: likewise
+        ("open", F64),  # open order notional: buy_lim + sell_lim + mkt_work x |valuation price|
         ("broker", F64),  # the broker's position (kind broker), when has_broker
         ("has_broker", I64),
         ("unknown", I64),  # 1 while counted in its scopes' n_unknown

@@ -79,7 +79,8 @@ class Lot:
     buys: float = 0.0  # working buy quantity
     sells: float = 0.0  # working sell quantity
     market: float = 0.0  # of which market orders
-    limit_money: float = 0.0  # working qty x |limit| x multiplier of its limit orders
+    buy_money: float = 0.0  # working qty x |limit| x multiplier of its limit buys
+    sell_money: float = 0.0  # likewise, of its limit sells
     potential: float = 0.0
     open: float = 0.0
     broker: float | None = None  # the broker's position, once reported

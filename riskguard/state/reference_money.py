@@ -140,10 +140,30 @@ class ReferenceMoney:
             self.holders.setdefault(symbol, []).append(owner)
         return self.lots[(owner, symbol)]
 
+    def _priced(self, sym: str) -> bool:
+        """Whether the symbol has a price yet (a mark, or a fill's)."""
+        return self.price_src.get(sym, 0) > 0
+
     @staticmethod
-    def _potential(lot: Lot, u: float) -> float:
-        grow = max(abs(lot.qty + lot.buys), abs(lot.qty - lot.sells)) - abs(lot.qty)
-        return lot.gross + max(0.0, grow) * abs(u)
+    def _potential(lot: Lot, u: float, priced: bool) -> float:
+        """Gross if the worst side filled whole: the growth of |qty| at ``u``; with no
+        price yet, each side's growth at that side's limit money per working unit."""
+        q = lot.qty
+        if priced:
+            grow = max(abs(q + lot.buys), abs(q - lot.sells)) - abs(q)
+            return lot.gross + max(0.0, grow) * abs(u)
+        up = abs(q + lot.buys) - abs(q)
+        down = abs(q - lot.sells) - abs(q)
+        sides = [0.0]
+        if up > 0.0:
+            sides.append(lot.buy_money * (up / lot.buys))
+        if down > 0.0:
+            sides.append(lot.sell_money * (down / lot.sells))
+        return lot.gross + max(sides)
+
+    @staticmethod
+    def _open_money(lot: Lot, u: float) -> float:
+        return lot.buy_money + lot.sell_money + lot.market * abs(u)
 
     def _fee_back(self, x: Execution, before: bool, ok: bool = False) -> None:
         """Reversing ``x`` takes its fee back at the rate it was booked at (booked
@@ -193,7 +213,7 @@ class ReferenceMoney:
                 nc, v1, g1 = x * nq, nq * w, abs(nq * w)
         lot.qty, lot.cost, lot.real, lot.value, lot.gross = nq, nc, lot.real + real, v1, g1
         lot.fees += fee
-        p1 = self._potential(lot, self._u(sym))
+        p1 = self._potential(lot, self._u(sym), self._priced(sym))
         lot.potential = p1
         lots = int(q == 0.0 and nq != 0.0) - int(q != 0.0 and nq == 0.0)
         self._delta(owner, sym, (v1 - v0, g1 - g0, real, nc - c, fee, p1 - p0, 0.0), lots, ok)
@@ -244,19 +264,20 @@ class ReferenceMoney:
         hold: bool = False,
     ) -> None:
         lot = self._lot(owner, sym)
+        money = 0.0 if market else money
         if side > 0:
             lot.buys = max(0.0, snap(lot.buys + dq))
+            lot.buy_money = 0.0 if lot.buys == 0.0 else lot.buy_money + money
         else:
             lot.sells = max(0.0, snap(lot.sells + dq))
+            lot.sell_money = 0.0 if lot.sells == 0.0 else lot.sell_money + money
         if market:
             lot.market = max(0.0, snap(lot.market + dq))
-        else:
-            lot.limit_money += money
         if lot.buys == 0.0 and lot.sells == 0.0:
-            lot.market = lot.limit_money = 0.0
+            lot.market = 0.0
         u = self._u(sym)
-        p1 = self._potential(lot, u)
-        o1 = lot.limit_money + lot.market * abs(u)
+        p1 = self._potential(lot, u, self._priced(sym))
+        o1 = self._open_money(lot, u)
         d = (0.0, 0.0, 0.0, 0.0, 0.0, p1 - lot.potential, o1 - lot.open)
         lot.potential, lot.open = p1, o1
         self._delta(owner, sym, d, ok=False if hold else None)
@@ -306,8 +327,8 @@ class ReferenceMoney:
             v1 = lot.qty * u
             v0, g0 = lot.value, lot.gross
             lot.value, lot.gross = v1, abs(v1)
-            p1 = self._potential(lot, u)
-            o1 = lot.limit_money + lot.market * abs(u)
+            p1 = self._potential(lot, u, self._priced(symbol))
+            o1 = self._open_money(lot, u)
             d = (v1 - v0, abs(v1) - g0, 0.0, 0.0, 0.0, p1 - lot.potential, o1 - lot.open)
             lot.potential, lot.open = p1, o1
             self._delta(owner, symbol, d, ok=ok)

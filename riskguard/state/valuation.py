@@ -4,7 +4,8 @@ numba helpers of the kernel (:data:`riskguard.state.jit.helper`). A position pai
 its money in its symbol's currency, scaled by the contract size (a *money price* is
 price x ``multiplier``): cost, realised P&L, fees, ``value`` (signed, per lot at its
 valuation price), ``gross`` (|qty x price| per lot), ``potential`` (its gross if every
-working order of the pair filled, worst side) and ``open`` (notional of its working
+working order of the pair filled, worst side; in a symbol with no price yet the growth is
+valued at the working limits) and ``open`` (notional of its working
 orders: limit orders at their limit, market orders at the valuation price).
 
 Scopes hold base-currency money: each change of a pair reaches its owner scope (and,
@@ -196,18 +197,39 @@ def pair_delta(st, p, d, lots, consistent):  # type: ignore[no-untyped-def]
 
 
 @helper
-def potential_of(pos, u):  # type: ignore[no-untyped-def]
+def priced(st, y):  # type: ignore[no-untyped-def]
+    """Whether symbol ``y`` has a valuation price (a mark or a fill reached it)."""
+    return st.symbols[y].price_source > 0
+
+
+@helper
+def potential_of(pos, u, has_price):  # type: ignore[no-untyped-def]
     """Gross of pair ``pos`` if every working order filled, worst side: its gross plus the
-    largest growth of |position| (working buys, or working sells) at money price ``u``."""
+    larger growth of |position| (all working buys filled, or all working sells).
+
+    ``has_price``: the growth is valued at money price ``u`` (the valuation price x
+    multiplier). Without a price the fill would set it: each side's growth is valued at
+    that side's working limits (its limit money x growth / its working quantity; market
+    orders at 0, as open notional counts them), and the worst side is the larger money.
+    """
     q = pos.qty
-    grow = max(abs(q + pos.buy_work), abs(q - pos.sell_work)) - abs(q)
-    return pos.gross + max(0.0, grow) * abs(u)
+    if has_price:
+        grow = max(abs(q + pos.buy_work), abs(q - pos.sell_work)) - abs(q)
+        return pos.gross + max(0.0, grow) * abs(u)
+    extra = 0.0
+    up = abs(q + pos.buy_work) - abs(q)
+    if up > 0.0:
+        extra = pos.buy_lim * (up / pos.buy_work)
+    down = abs(q - pos.sell_work) - abs(q)
+    if down > 0.0:
+        extra = max(extra, pos.sell_lim * (down / pos.sell_work))
+    return pos.gross + extra
 
 
 @helper
 def open_of(pos, u):  # type: ignore[no-untyped-def]
     """Notional of pair ``pos``'s working orders: limits at their price, markets at ``u``."""
-    return pos.lim_money + pos.mkt_work * abs(u)
+    return pos.buy_lim + pos.sell_lim + pos.mkt_work * abs(u)
 
 
 @helper
@@ -255,7 +277,7 @@ def trade_pair(st, p, d, x, w, fee, consistent):  # type: ignore[no-untyped-def]
     pos.value = v1
     pos.gross = g1
     pos.fees += fee
-    p1 = potential_of(pos, money_price(st, pos.symbol))
+    p1 = potential_of(pos, money_price(st, pos.symbol), priced(st, pos.symbol))
     pos.potential = p1
     lots = (1 if q == 0.0 and nq != 0.0 else 0) - (1 if q != 0.0 and nq == 0.0 else 0)
     pair_delta(st, p, (v1 - v0, g1 - g0, dr, nc - c, fee, p1 - p0, 0.0), lots, consistent)
@@ -265,21 +287,27 @@ def trade_pair(st, p, d, x, w, fee, consistent):  # type: ignore[no-untyped-def]
 def work_pair(st, p, side, dq, market, dmoney, consistent):  # type: ignore[no-untyped-def]
     """Working quantity of pair ``p`` on ``side`` (+1 buy, -1 sell) changes by ``dq``: of
     a market order (``market``), else of a limit order worth ``dmoney`` more (qty x
-    |limit| x multiplier). Its potential and open notional move."""
+    |limit| x multiplier). Its potential and open notional move; a side with nothing
+    working has no limit money left (exactly 0, not a rounding residue)."""
     pos = st.positions[p]
     if side > 0:
         pos.buy_work = max(0.0, snap(pos.buy_work + dq))
+        if not market:
+            pos.buy_lim += dmoney
+        if pos.buy_work == 0.0:
+            pos.buy_lim = 0.0
     else:
         pos.sell_work = max(0.0, snap(pos.sell_work + dq))
+        if not market:
+            pos.sell_lim += dmoney
+        if pos.sell_work == 0.0:
+            pos.sell_lim = 0.0
     if market:
         pos.mkt_work = max(0.0, snap(pos.mkt_work + dq))
-    else:
-        pos.lim_money += dmoney
     if pos.buy_work == 0.0 and pos.sell_work == 0.0:
         pos.mkt_work = 0.0
-        pos.lim_money = 0.0
     u = money_price(st, pos.symbol)
-    p1 = potential_of(pos, u)
+    p1 = potential_of(pos, u, priced(st, pos.symbol))
     o1 = open_of(pos, u)
     d = (0.0, 0.0, 0.0, 0.0, 0.0, p1 - pos.potential, o1 - pos.open)
     pos.potential = p1
@@ -297,7 +325,7 @@ def revalue_pair(st, p, u, ok):  # type: ignore[no-untyped-def]
     g1 = abs(v1)
     pos.value, v0 = v1, pos.value
     pos.gross, g0 = g1, pos.gross
-    p1 = potential_of(pos, u)
+    p1 = potential_of(pos, u, priced(st, pos.symbol))
     o1 = open_of(pos, u)
     d = (v1 - v0, g1 - g0, 0.0, 0.0, 0.0, p1 - pos.potential, o1 - pos.open)
     pos.potential = p1

@@ -1,7 +1,7 @@
 """Exposure reaches the gate, on a real broker: the restricted list refused pre-trade, a
 futures order valued with its contract size and FX rate (before any price too), a venue
-halt that stops one venue only, and an order sent anyway in a restricted symbol halting
-its strategy."""
+halt that stops one venue only, an order sent anyway in a restricted symbol halting
+its strategy, and a reduce-only venue judged by the firm's position."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ from riskguard.control.records import InstrumentRecord, MarkRecord
 from riskguard.gate import Gate
 from riskguard.ingest.runtime import Sidecar
 from riskguard.settings import Settings
-from tests.integration.test_cancel_on_halt import ev, order, produce, until
+from tests.integration.conftest import OVERFILL
+from tests.integration.test_cancel_on_halt import (
+    cancels_of,
+    control_records,
+    ev,
+    order,
+    produce,
+    until,
+)
 from tests.integration.test_gate_feed import with_runtime
 
 LIMITS = """version = 1
@@ -95,6 +103,50 @@ async def test_the_gate_refuses_restricted_and_oversized_orders_and_honours_a_ve
         await produce(settings, order("r1", symbol="XYZ"))
         await until(lambda: not gate.allows("A", "smars", "MSFT", "buy", False))
         assert gate.allows("A", "smars", "MSFT", "buy", False).scope == "strategy:smars"
+    finally:
+        await gate.stop()
+        await sidecar.stop()
+
+
+async def test_a_reduce_only_venue_lets_only_orders_reducing_the_firms_position_through(
+    settings: Settings,
+) -> None:
+    """The firm is long 100 RSHYY (bought on ARCX): an operator's reduce-only of XNAS
+    cancels the XNAS orders that would increase it, and the gate lets an order to XNAS
+    through only if it reduces it. Before, every XNAS order was cancelled and refused
+    (no position published for a venue: 0), and a venue halt named no order at all."""
+    sidecar = Sidecar(with_runtime(settings, gate_publish_interval_ms=20), OVERFILL)
+    await sidecar.start()
+    gate = Gate(settings.kafka.bootstrap_servers, settings.kafka.control_topic)
+    await gate.start()
+    try:
+        flow = [
+            order("long", qty=100, venue="ARCX"),
+            ev(type="fill", order_id="long", exec_id="xl", side="buy", qty=100, price=5),
+            order("up", venue="XNAS"),  # would increase the firm's long
+            order("down", account="B", side="sell", qty=30, venue="XNAS"),  # reduces it
+            order("arcx", venue="ARCX"),  # another venue: not in the scope
+        ]
+        await produce(settings, *flow)
+        await until(lambda: sidecar.engine.events_applied == len(flow))
+        tr = await sidecar.manual("reduce_only", "venue:XNAS", "alice", "venue degraded")
+        assert tr is not None
+        (part,) = cancels_of(await control_records(settings), tr.id)
+        assert (part.kind, [o.order_id for o in part.orders]) == ("reduce_only", ["up"])
+        sell = ("A", "smars", "RSHYY", "sell", 40.0, 5.0)
+        await until(lambda: gate.check(*sell, venue="XNAS").allowed)
+        verdict = gate.check(*sell, venue="XNAS")
+        assert (verdict.state, verdict.scope) == ("REDUCE_ONLY", "venue:XNAS")
+        assert verdict.reason.endswith("sell 40 reduces the firm's position 100 to 60")
+        buy = gate.check("A", "smars", "RSHYY", "buy", 1.0, 5.0, venue="XNAS")
+        assert not buy.allowed and buy.reason.endswith(
+            "would increase the firm's position 100 to 101"
+        )
+        assert gate.check("A", "smars", "RSHYY", "buy", 1.0, 5.0, venue="ARCX").allowed
+        halt = await sidecar.manual("halt", "venue:XNAS", "alice", "venue down")
+        assert halt is not None
+        (part,) = cancels_of(await control_records(settings), halt.id)
+        assert (part.kind, sorted(o.order_id for o in part.orders)) == ("halt", ["down", "up"])
     finally:
         await gate.stop()
         await sidecar.stop()

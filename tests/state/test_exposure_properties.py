@@ -8,6 +8,10 @@
   rate (every lot revalued at the last mark, converted at the last rate).
 - Working orders never make the potential gross smaller than the gross, and with no
   order working the two are equal.
+- In a symbol with no price yet (never marked nor traded) a scope's potential gross is
+  its worst side's open notional: the larger of its working buys' and working sells'
+  qty x |limit| x multiplier (market orders at 0, as open notional counts them); once
+  a mark arrives, the larger working quantity x |mark| x multiplier.
 """
 
 from __future__ import annotations
@@ -146,3 +150,74 @@ def test_potential_gross_is_never_below_gross(stream: list[wire.Event], revalue:
             if v["open_orders"] == 0:
                 assert v["potential_gross_notional"] == v["gross_notional"]
                 assert v["open_order_notional"] == 0.0
+
+
+@st.composite
+def unpriced_orders(draw: Any) -> list[tuple[int, str, str, float, float | None]]:
+    """(order slot, account, side, qty, limit or None for market) steps in one symbol:
+    a step on a working slot replaces (same kind of price) or cancels it, else opens it."""
+    steps = []
+    for _ in range(draw(st.integers(1, 30))):
+        market = draw(st.integers(0, 5)) == 0
+        price = None if market else draw(st.sampled_from((*PRICES, -3.0)))
+        steps.append(
+            (
+                draw(st.integers(0, 5)),
+                draw(st.sampled_from(ACCOUNTS)),
+                draw(st.sampled_from(["buy", "sell"])),
+                draw(st.sampled_from(QTYS)),
+                price,
+            )
+        )
+    return steps
+
+
+@PROPERTY
+@given(unpriced_orders(), st.sampled_from([1.0, 50.0]), st.sampled_from(PRICES))
+def test_potential_gross_of_an_unpriced_symbol_is_its_worst_sides_open_notional(
+    steps: list[tuple[int, str, str, float, float | None]], multiplier: float, last_mark: float
+) -> None:
+    e = engine(0)
+    e.apply([wire.Instrument(ts=T0, symbol="Y", multiplier=multiplier)])
+    working: dict[str, tuple[str, str, float, float | None]] = {}
+    opened = [0] * 6  # a slot opens a fresh id each time: a closed id may be a redelivery
+    for i, (slot, account, side, qty, price) in enumerate(steps):
+        oid, ts = f"w{slot}-{opened[slot]}", T0 + (i + 1) * MS
+        if oid in working and i % 3 == 0:
+            a, sd, _, px = working.pop(oid)
+            opened[slot] += 1
+            ev: wire.Event = wire.CancelOrder(
+                ts=ts, order_id=oid, account=a, strategy=f"s-{a}", symbol="Y"
+            )
+        elif oid in working:
+            a, sd, _, px = working[oid]
+            px = None if px is None else (price if price is not None else px)
+            working[oid] = (a, sd, qty, px)
+            ev = wire.ReplaceOrder(
+                ts=ts, order_id=oid, side=sd, qty=qty, price=px,
+                account=a, strategy=f"s-{a}", symbol="Y",
+            )  # fmt: skip
+        else:
+            working[oid] = (account, side, qty, price)
+            ev = wire.NewOrder(
+                ts=ts, order_id=oid, side=side, qty=qty, price=price,
+                account=account, strategy=f"s-{account}", symbol="Y",
+            )  # fmt: skip
+        assert not e.apply([ev]).bad
+        for scope in ("firm", "account:A", "account:B", "symbol:Y"):
+            mine = [w for w in working.values() if scope in ("firm", "symbol:Y", f"account:{w[0]}")]
+            side_money = {
+                sd: sum(q * abs(px or 0.0) * multiplier for _, s2, q, px in mine if s2 == sd)
+                for sd in ("buy", "sell")
+            }
+            v = e.scope_values(scope)
+            close = dict(rel_tol=1e-9, abs_tol=1e-6)
+            assert math.isclose(v["potential_gross_notional"], max(side_money.values()), **close)
+            assert math.isclose(v["open_order_notional"], sum(side_money.values()), **close)
+    e.apply([wire.Mark(ts=T0 + 999 * MS, symbol="Y", price=last_mark)])
+    for account in ACCOUNTS:
+        mine = [w for w in working.values() if w[0] == account]
+        qty = {sd: sum(q for _, s2, q, _ in mine if s2 == sd) for sd in ("buy", "sell")}
+        expected = max(qty.values()) * abs(last_mark) * multiplier
+        potential = e.scope_values(f"account:{account}")["potential_gross_notional"]
+        assert math.isclose(potential, expected, rel_tol=1e-9, abs_tol=1e-6)
