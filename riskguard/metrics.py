@@ -190,7 +190,8 @@ class Metrics:
             "riskguard_aggregate_complete",
             "Group mode, on the judging member: 1 while the latest aggregation records count "
             "every input partition once under the limits in force (cross-partition rules "
-            "are judged), 0 otherwise (a rebalance, limits that differ between members).",
+            "are judged) or while there is nothing to sum, 0 otherwise (a rebalance, limits "
+            "that differ between members).",
             registry=r,
         )
         self.aggregate_age = Gauge(

@@ -280,6 +280,11 @@ def test_group_mode_shows_the_partitions_owned_and_the_restore(
     grouped["scale"].update(snapshot_restores=1)
     assert main(["status", "--url", serve(grouped)]) == 0
     assert "(restoring; 2 rebuild(s), 1 from a snapshot)" in capsys.readouterr().out
+    grouped["scale"].update(assigned=False, rebuilds=0, snapshot_restores=0)
+    assert main(["status", "--url", serve(grouped)]) == 0  # not restoring: not yet given any
+    assert "owns none (WAITING for the group to assign partitions; 0 rebuild(s))" in (
+        capsys.readouterr().out
+    )
     assert main(["status", "--url", serve(STATUS)]) == 0  # single mode: no such line
     assert "group mode" not in capsys.readouterr().out
 
@@ -300,7 +305,12 @@ def test_group_mode_says_who_judges_the_sums_and_which_symbols_no_mark_reached(
     agg.update(complete=False, missing=["t/1"])
     assert main(["status", "--url", serve(grouped)]) == 0
     assert "NOT JUDGED, the sums are not whole (missing t/1" in capsys.readouterr().out
-    agg.update(judging=False)
+    agg.update(due=False, rules=[], complete=True)  # nothing to sum: no alarm
+    assert main(["status", "--url", serve(grouped)]) == 0
+    out = capsys.readouterr().out
+    assert "cross-partition rules: none in these limits (nothing to sum)" in out
+    assert "NOT JUDGED" not in out
+    agg.update(judging=False, due=True, rules=["r"])
     assert main(["status", "--url", serve(grouped)]) == 0
     assert "judged by the owner of the first input partition" in capsys.readouterr().out
 

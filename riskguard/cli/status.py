@@ -94,6 +94,8 @@ def _lines(reply: dict[str, Any]) -> list[str]:
         owned = ", ".join(scale.get("owned") or []) or "none"
         restored = scale.get("restored_seconds")
         restore = "restoring" if restored is None else f"restored in {number(restored, 3)} s"
+        if scale.get("assigned") is False:
+            restore = "WAITING for the group to assign partitions"
         counts = f"{scale.get('rebuilds', 0)} rebuild(s)"
         if scale.get("snapshot_restores"):
             counts += f", {scale['snapshot_restores']} from a snapshot"
@@ -224,7 +226,9 @@ def _group_lines(scale: dict[str, Any]) -> list[str]:
     symbols in play no mark reached (a producer not sending marks to every partition)."""
     out: list[str] = []
     agg = scale.get("aggregate") or {}
-    if agg.get("judging"):
+    if agg.get("judging") and agg.get("due") is False:
+        out.append("  cross-partition rules: none in these limits (nothing to sum)")
+    elif agg.get("judging"):
         members = ", ".join(agg.get("instances") or []) or "none"
         if agg.get("complete") and not agg.get("other_limits"):
             out.append(f"  cross-partition rules: judged here, on the sums of {members}")

@@ -131,6 +131,9 @@ class Aggregation:
         self._unreadable: set[int] = set()
         self.cover = Cover(False)
         self.judging = False
+        self.due = False
+        """Whether there is anything to sum (summed rules, or a REDUCE_ONLY scope spanning
+        partitions): with nothing to sum the sums are whole, and nothing pages."""
         """Whether this instance owns the first input partition (it judges the sums)."""
         self.other_limits: list[str] = []
         """Members whose latest record counts under limits other than ours (the judging
@@ -316,7 +319,7 @@ class Aggregation:
         :attr:`incomplete_since` runs (the ``sums-incomplete`` alert)."""
         whole = self._whole()
         self._note_judging(whole)
-        due = bool(self.rules or self._reduce_only_spanning())
+        due = self.due = bool(self.rules or self._reduce_only_spanning())
         if not self.judging or not due:
             self.incomplete_since = None
             return
@@ -422,6 +425,10 @@ class Aggregation:
         whole for ``scale.aggregate_alert_ms``; ``sums-complete`` (naming it) once
         they are again."""
         self._note_judging(self._whole())  # the gauge follows the assignment, records or not
+        self.due = bool(self.rules or self._reduce_only_spanning())
+        if self.judging and not self.due:  # nothing to sum is whole: nothing pages
+            self.incomplete_since = None
+            self.metrics.aggregate_complete.set(1)
         now = time.monotonic()
         firm = self.engine.killswitch.state("firm")
         late = self.incomplete_since is not None and (
@@ -470,7 +477,8 @@ class Aggregation:
             "rules": self.rules,
             "judging": self.judging,
             "members": sorted(self._raw),
-            "complete": c.complete if self.judging else None,
+            "due": self.due,
+            "complete": (c.complete if self.due else True) if self.judging else None,
             "other_limits": self.other_limits if self.judging else [],
             "instances": [r.instance for r in c.records] if self.judging else [],
             "missing": sorted(c.missing) if self.judging else [],

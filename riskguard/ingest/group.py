@@ -310,6 +310,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         symbols in play here are marked (:meth:`~riskguard.engine.Engine.mark_coverage`)."""
         return {
             "mode": "group",
+            "assigned": self.assignments > 0,
             "owned": _labels(self.intake.assigned),
             "rebuilds": self.rebuilds,
             "snapshot_restores": self.snapshot_restores,

@@ -61,6 +61,14 @@ async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snaps
             )
 
         await until("three partitions each", spread, 60)
+        # account rules only: nothing to sum, so the judging member's sums are whole (its
+        # RiskguardGroupSumsIncomplete alert fired for ever: complete 0, "NOT JUDGED")
+        [judge] = [m for m in (a, b) if m.status()["scale"]["aggregate"]["judging"]]
+        await until("the judge's round", lambda: judge.status()["scale"]["aggregate"]["due"]
+                    is False, 10)  # fmt: skip
+        assert judge.status()["scale"]["aggregate"]["complete"] is True
+        complete = judge.metrics.registry.get_sample_value("riskguard_aggregate_complete")
+        assert complete == 1
         first = flow(time.time_ns(), 10, "a")
         await produce(base, first)
         await until("every event applied", lambda: a.engine.events_applied
