@@ -4,10 +4,11 @@ of it."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -90,3 +91,24 @@ def check_url(url: str) -> None:
         usable = False
     if not usable:
         raise ValueError(f"url: {url!r} is not an http(s) URL with a host")
+
+
+#: ``RISKGUARD_*`` variables other parts read (the CLI's client, the Apache Kafka jars,
+#: the browser tests), beside the settings' own (:data:`riskguard.settings.ENV`).
+OTHER_ENV = frozenset({"RISKGUARD_URL", "RISKGUARD_KAFKA_HOME", "RISKGUARD_CHROMIUM"})
+
+
+def unknown_env(env: Mapping[str, str], known: Collection[str]) -> list[str]:
+    """``RISKGUARD_*`` variables of ``env`` that nothing reads (not in ``known`` nor
+    :data:`OTHER_ENV`), each with the closest known name when one is close
+    (``RISKGUARD_RUNTIME_INSTANCE (did you mean RISKGUARD_INSTANCE?)``), sorted. A
+    misspelt variable is otherwise ignored without a word, its setting left at its
+    default."""
+    names = sorted(set(known) | OTHER_ENV)
+    out = []
+    for name in sorted(n for n in env if n.startswith("RISKGUARD_")):
+        if name in names:
+            continue
+        near = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+        out.append(f"{name} (did you mean {near[0]}?)" if near else name)
+    return out

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from riskguard.cli import build_parser
-from riskguard.settings import SettingsError, check_files, default_state_dir, load_settings
+from riskguard.setting_origin import unknown_env
+from riskguard.settings import ENV, SettingsError, check_files, default_state_dir, load_settings
 
 
 def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
@@ -215,3 +216,20 @@ def test_a_notifier_url_every_delivery_would_fail_on_is_refused(tmp_path: Path, 
     f.write_text(f'[[notifier]]\nkind = "slack"\nurl = "{url}"\n')
     with pytest.raises(SettingsError, match=rf"{f}: url: '{url}' is not an http\(s\) URL"):
         load_settings(f, env={})
+
+
+def test_a_misspelt_riskguard_variable_is_named_with_the_closest_one_read() -> None:
+    """A misspelt RISKGUARD_* variable was ignored without a word (the verifier's
+    RISKGUARD_RUNTIME_BROKER_WAIT_S=3 left the wait at 15 s); ``run`` now logs these."""
+    env = {
+        "RISKGUARD_INSTANCE": "rg-a",  # read
+        "RISKGUARD_URL": "http://x",  # the CLI's client reads it
+        "RISKGUARD_INSTANSE": "rg-b",
+        "RISKGUARD_RUNTIME_BROKER_WAIT_S": "3",
+        "PATH": "/bin",
+    }
+    assert unknown_env(env, ENV) == [
+        "RISKGUARD_INSTANSE (did you mean RISKGUARD_INSTANCE?)",
+        "RISKGUARD_RUNTIME_BROKER_WAIT_S",
+    ]
+    assert unknown_env({"RISKGUARD_LIMITS": "x"}, ENV) == []

@@ -26,7 +26,8 @@ from riskguard import log
 from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from riskguard.control.users import UsersError
 from riskguard.limits import LimitsError
-from riskguard.settings import Settings, SettingsError, check_files, load_settings
+from riskguard.setting_origin import unknown_env
+from riskguard.settings import ENV, Settings, SettingsError, check_files, load_settings
 
 #: Past ``runtime.stop_timeout_s``, closing what is left gets this long before the
 #: watchdog ends the process.
@@ -78,6 +79,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"riskguard run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     log.configure(settings.runtime.log_level)
+    ignored = unknown_env(os.environ, ENV)
+    if ignored:
+        log.get("sidecar").warning(
+            "unknown RISKGUARD_ environment variables ignored",
+            variables=ignored,
+            read=sorted(n for n in ENV if n.startswith("RISKGUARD_")),
+        )
     try:
         return asyncio.run(_main(settings))
     except (LimitsError, SettingsError, UsersError, _StartFailedError) as exc:
