@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from riskguard import log
@@ -86,3 +87,17 @@ def idempotence_refused(kafka: KafkaSettings, exc: KafkaError) -> bool:
     """The producer failed to start because the broker refused idempotence (not because
     it could not connect or log in)."""
     return kafka.idempotent_producer and not isinstance(exc, KafkaConnectionError)
+
+
+async def started(consumer: AIOKafkaConsumer) -> AIOKafkaConsumer:
+    """``consumer``, started; stopped again when its start fails or is cancelled (a start
+    interrupted by Ctrl-C or a failed start left it open: asyncio then logged
+    ``Unclosed AIOKafkaConsumer`` as an error, and its connections stayed until collected).
+    Raises what the start raised."""
+    try:
+        await consumer.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        raise
+    return consumer

@@ -62,6 +62,7 @@ from riskguard.control.records import (
     encode_record,
 )
 from riskguard.control.view import ControlView, Instant
+from riskguard.ingest.connect import started
 from riskguard.ingest.ports import AuditTrail, CancelAsks, CancelRequests, Reassertion
 from riskguard.journal import HaltJournal
 from riskguard.killswitch import KillSwitch
@@ -96,8 +97,7 @@ async def control_reader(kafka: KafkaSettings, client_id: str) -> AIOKafkaConsum
         fetch_max_wait_ms=50,
         client_id=client_id,
     )
-    await consumer.start()
-    return consumer
+    return await started(consumer)
 
 
 @dataclass(eq=False)

@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 
 from riskguard import log
 from riskguard.control.reader import ControlView, read_to_end
+from riskguard.ingest.connect import started
 from riskguard.ingest.ports import Reassertion, Recoverable
 from riskguard.journal import HaltJournal
 from riskguard.settings import KafkaSettings
@@ -89,7 +90,7 @@ async def recover(
             enable_auto_commit=False,
             client_id=client_id,
         )
-        await own.start()
+        await started(own)
         try:
             view = await read_to_end(own, kafka.control_topic, ControlView())
         finally:

@@ -42,6 +42,7 @@ from aiokafka.errors import KafkaError, for_code
 from aiokafka.structs import TopicPartition
 
 from riskguard import log
+from riskguard.ingest.connect import started
 from riskguard.ingest.ports import TransitionSink
 from riskguard.ingest.topics import CONTROL_TOPIC_CONFIG
 from riskguard.metrics import Metrics
@@ -206,8 +207,7 @@ class TopicWatch:
     async def _holds_events(self, topic: str, count: int) -> bool:
         """Whether any of the ``count`` partitions of ``topic`` has a record (an end
         offset above 0)."""
-        reader = AIOKafkaConsumer(**self.kafka.client_options(consumer=True))
-        await reader.start()
+        reader = await started(AIOKafkaConsumer(**self.kafka.client_options(consumer=True)))
         try:
             ends = await reader.end_offsets([TopicPartition(topic, p) for p in range(count)])
             return any(end > 0 for end in ends.values())

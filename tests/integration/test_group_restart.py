@@ -77,8 +77,12 @@ async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snaps
         b_parts = set(b.assigned)
         await until("b's snapshot written", lambda: b.checkpoints.status()["last_written"], 10)
         audit_b = settings["rg-b"].runtime.audit_path
-        raised = {r["scope"] for r in audited(audit_b, "acct-busy") if r["kind"] == "alert"}
-        assert len(raised) == 6, "each of b's accounts paged acct-busy"
+
+        def paged() -> set[str]:
+            return {r["scope"] for r in audited(audit_b, "acct-busy") if r["kind"] == "alert"}
+
+        await until("each of b's accounts paged acct-busy", lambda: len(paged()) == 6, 10)
+        raised = paged()
         b.request_stop()
         assert await tasks[1]
         # b comes back without the alert rule: restored from its snapshot, it resolves
@@ -103,9 +107,12 @@ async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snaps
         )
         assert scale["restored_from"] is not None and scale["restored_from"].startswith("snapshot-")
         assert a.status()["scale"]["rebuilds"] == rebuilds_a, "a kept its partitions: no rebuild"
-        resolves = [r for r in audited(audit_b, "acct-busy") if r["kind"] == "resolve"]
-        assert {r["scope"] for r in resolves} == raised
-        assert {r["reason"] for r in resolves} == {"limits reload: rule removed"}
+        def resolves() -> list[dict[str, Any]]:
+            return [r for r in audited(audit_b, "acct-busy") if r["kind"] == "resolve"]
+
+        await until("b's alerts resolved", lambda: len(resolves()) >= len(raised), 10)
+        assert {r["scope"] for r in resolves()} == raised
+        assert {r["reason"] for r in resolves()} == {"limits reload: rule removed"}
         second = flow(time.time_ns(), 5, "b")
         await produce(base, second)
         everything = first + second

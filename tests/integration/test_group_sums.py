@@ -107,7 +107,8 @@ async def test_a_partition_delivered_behind_counts_as_now_on_its_member(
         t = time.time_ns()
         await produce(base, [order_in("acct-00", t + i, f"a{i}") for i in range(6)])
         agg = first.group.aggregation if first.group else None
-        assert agg is not None and agg.judging  # the owner of partition 0 judges
+        assert agg is not None
+        await until("the owner of partition 0 judges", lambda: agg.judging, 10)
         await until(
             "a's six summed", lambda: agg.judge.values.get("firm-rate") == {"firm": 6.0}, 10
         )
