@@ -90,10 +90,10 @@ class Decisions:
                         "fx_rate",
                         self.killswitch.state("firm"),
                         reason=(
-                            f"no {code} exchange rate yet: positions and orders in {symbols} "
-                            f"are not valued, and every money metric of the scopes holding "
-                            f"them is unknown (not evaluated) until an fx event for {code} "
-                            "arrives"
+                            f"no {code} exchange rate yet: positions and orders in {symbols}, "
+                            "and the P&L and fees they realise, are not valued, and every "
+                            "money metric of the scopes holding them is unknown (not "
+                            f"evaluated) until an fx event for {code} arrives"
                         ),
                         now_ns=self.clock(),
                     )

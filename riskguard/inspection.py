@@ -137,9 +137,10 @@ class Inspection:
         Keys: :data:`SCOPE_VALUES`; money in the limits' base currency, rounded as it is
         judged (:func:`riskguard.state.reference_defs.money`); ``pnl`` is
         realised + unrealised - fees, ``drawdown`` the session high of pnl minus pnl.
-        ``unvalued`` counts the scope's positions and working orders in a currency with
-        no exchange rate yet: while it is above 0 every money value is NaN (unknown,
-        never a partial sum). Raises :class:`riskguard.vocabulary.ScopeError` for a
+        ``unvalued`` counts the scope's positions in a currency with no exchange rate yet
+        that hold money in it (a position, working orders, or realised P&L or fees, flat
+        or not): while it is above 0 every money value is NaN (unknown, never a partial
+        sum). Raises :class:`riskguard.vocabulary.ScopeError` for a
         malformed scope string.
         """
         sid = self.keys.find_scope(scope)

@@ -4,7 +4,8 @@ A mix-in of :class:`riskguard.state.reference.ReferenceModel`, the mirror of
 :mod:`riskguard.state.valuation` and :mod:`riskguard.state.revaluation`, written the
 obvious way: a lot keeps its money in its symbol's currency times its multiplier; a
 scope's book is in the base currency, each change converted at the current rate; a
-currency with no rate yet leaves the lots in it unvalued (counted in ``Book.unknown``).
+currency with no rate yet leaves the lots holding money in it (a position, working
+orders, realised P&L or fees) unvalued (counted in ``Book.unknown``).
 """
 
 from __future__ import annotations
@@ -122,7 +123,14 @@ class ReferenceMoney:
         rate = self._rate(symbol)
         unknown = 0
         if math.isnan(rate):
-            want = lot.qty != 0.0 or lot.buys > 0.0 or lot.sells > 0.0
+            # a flat lot's realised P&L and fees are money in the currency too
+            want = (
+                lot.qty != 0.0
+                or lot.buys > 0.0
+                or lot.sells > 0.0
+                or money(lot.real) != 0.0
+                or money(lot.fees) != 0.0
+            )
             unknown = int(want) - int(lot.unknown)
             lot.unknown = want
             if want:
@@ -333,15 +341,19 @@ class ReferenceMoney:
             lot.potential, lot.open = p1, o1
             self._delta(owner, symbol, d, ok=ok)
 
-    def _revalued(self, symbols: list[str], ts: int) -> None:
-        """Exposure rules on every scope holding or working one of ``symbols``, once each."""
+    def _revalued(self, symbols: list[str], ts: int, booked: bool = False) -> None:
+        """Exposure rules on every scope holding or working one of ``symbols``, once each;
+        ``booked`` (a currency's first rate): also on each scope whose lot is flat but
+        holds realised P&L or fees, booked just now."""
         if not any(r.metric in EXPOSURE_NAMES for r in self.rules):
             return
         seen: set[str] = set()
         for symbol in symbols:
             for owner in self.holders.get(symbol, []):
                 lot = self.lots[(owner, symbol)]
-                if lot.qty == 0.0 and lot.buys <= 0.0 and lot.sells <= 0.0:
+                flat = lot.qty == 0.0 and lot.buys <= 0.0 and lot.sells <= 0.0
+                realised = money(lot.real) != 0.0 or money(lot.fees) != 0.0
+                if flat and not (booked and realised):
                     continue
                 for scope in (owner, symbol) if owner == "firm" else (owner,):
                     if scope in seen:
@@ -434,7 +446,7 @@ class ReferenceMoney:
                     unknown = 0
                 for scope in (owner, symbol) if owner == "firm" else (owner,):
                     self._scope_delta(scope, d, 0, unknown, ok)
-        self._revalued(symbols, ts)
+        self._revalued(symbols, ts, booked=math.isnan(old))
 
     # values -----------------------------------------------------------------------------
     def _stateful(self, metric: str, scope: str) -> float:

@@ -21,7 +21,13 @@ from numba import njit
 from riskguard.state.codes import FIRM
 from riskguard.state.jit import helper
 from riskguard.state.judging import judge, matches
-from riskguard.state.valuation import fx_pair, revalue_pair, scope_value, settle_peaks
+from riskguard.state.valuation import (
+    fx_pair,
+    holds_money,
+    revalue_pair,
+    scope_value,
+    settle_peaks,
+)
 
 
 @helper
@@ -94,12 +100,16 @@ def _move(st, y, ok):  # type: ignore[no-untyped-def]
 
 
 @helper
-def _judge_holders(y, seq, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
-    """Exposure rows on each scope holding or working ``y``, once per revaluation ``seq``."""
+def _judge_holders(y, seq, e, now, st, rules, peaks, out, booked):  # type: ignore[no-untyped-def]
+    """Exposure rows on each scope holding or working ``y``, once per revaluation ``seq``;
+    ``booked`` (its currency's first rate): also each scope whose lot of ``y`` is flat but
+    holds realised P&L or fees, booked just now."""
     sc, pos = st.scopes, st.positions
     p = st.symbols[y].first_holder
     while p >= 0:
-        if pos[p].qty != 0.0 or pos[p].buy_work > 0.0 or pos[p].sell_work > 0.0:
+        if (booked and holds_money(pos[p])) or (
+            pos[p].qty != 0.0 or pos[p].buy_work > 0.0 or pos[p].sell_work > 0.0
+        ):
             owner = pos[p].owner
             for s in (owner, y):
                 if (s == y and owner != FIRM) or sc[s].seen_seq == seq:
@@ -133,7 +143,7 @@ def price_move(y, px, e, now, st, rules, peaks, out):  # type: ignore[no-untyped
     if rules.exposure_rows.shape[0] == 0:
         return
     g.flush_seq += 1
-    _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out)
+    _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out, False)
 
 
 @helper
@@ -183,14 +193,16 @@ def fx_move(c, rate, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-
     """Currency ``c`` has a new rate: convert the holders of its symbols, then judge them.
 
     The first rate of a currency books everything its positions and orders held unvalued
-    (see :func:`riskguard.state.valuation.fx_pair`). A rate equal to the current one
-    changes nothing.
+    (see :func:`riskguard.state.valuation.fx_pair`), and judges every scope that booked
+    anything, a flat lot's realised P&L and fees included. A rate equal to the current
+    one changes nothing.
     """
     cur = st.currencies[c]
     old = cur.rate if cur.known != 0 else np.nan
     if old == rate:
         return
-    if cur.known == 0:
+    first = cur.known == 0
+    if first:
         cur.first_rate = rate
     cur.rate = rate
     cur.known = 1
@@ -208,7 +220,7 @@ def fx_move(c, rate, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-
     g.flush_seq += 1
     y = cur.first_symbol
     while y >= 0:
-        _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out)
+        _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out, first)
         y = st.symbols[y].next_in_currency
 
 
@@ -255,7 +267,7 @@ def flush(now, spare, e, st, rules, peaks, out):  # type: ignore[no-untyped-def]
             g.flush_seq += 1
             y = head
             while y >= 0:
-                _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out)
+                _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out, False)
                 y = sy[y].next_pending
         y = head
         while y >= 0:

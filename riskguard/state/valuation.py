@@ -13,10 +13,11 @@ for the firm's pair, the symbol scope) converted at the currency's current rate
 (``pair_delta``). A rate move converts open money (value, gross, cost, potential, open)
 at the new rate; realised P&L and fees stay at the rate they were booked at (``fx_pair``).
 
-A currency with no rate yet is never valued at 1: a pair with a position or working
-orders in it counts in its scopes' ``n_unknown``, which makes every money metric of
-those scopes unknown (not evaluated, reported as unknown) until the rate arrives; then
-everything the pair booked is converted at once. The kernel marks the currency
+A currency with no rate yet is never valued at 1: a pair holding money in it (a
+position, working orders, or realised P&L or fees, flat or not) counts in its scopes'
+``n_unknown``, which makes every money metric of those scopes unknown (not evaluated,
+reported as unknown) until the rate arrives; then everything the pair booked is
+converted at once, at that first rate. The kernel marks the currency
 (``CURRENCY.noted``) so the engine raises a system alert.
 
 Valuation lag (revaluation epochs): see :mod:`riskguard.state.revaluation`; a scope's
@@ -164,6 +165,13 @@ def _active(pos):  # type: ignore[no-untyped-def]
 
 
 @helper
+def holds_money(pos):  # type: ignore[no-untyped-def]
+    """Whether pair ``pos`` holds money in its currency: a position, working orders, or
+    realised P&L or fees not 0 to a millionth (a flat lot's P&L is its realised money)."""
+    return _active(pos) or money(pos.realised) != 0.0 or money(pos.fees) != 0.0
+
+
+@helper
 def pair_delta(st, p, d, lots, consistent):  # type: ignore[no-untyped-def]
     """Apply a change ``d`` of pair ``p`` (its currency, 7 parts as in :func:`scope_delta`)
     to its owner scope (and, for the firm's pair, to the symbol scope) in base money."""
@@ -172,7 +180,7 @@ def pair_delta(st, p, d, lots, consistent):  # type: ignore[no-untyped-def]
     rate = rate_of(st, y)
     unknown = 0
     if math.isnan(rate):
-        want = 1 if _active(pos) else 0
+        want = 1 if holds_money(pos) else 0
         unknown = want - pos.unknown
         pos.unknown = want
         if want != 0:
