@@ -25,6 +25,7 @@ from riskguard.state.codes import (
     TO_JUDGED,
     TO_RESOLVE,
 )
+from riskguard.state.rearming import rearm_windows
 from riskguard.state.rulebook import carried_rows
 from riskguard.state.tables import carried_edges
 from riskguard.vocabulary import (
@@ -57,6 +58,31 @@ class Decisions:
     _out: Output
     _raised: dict[tuple[int, int, int], tuple[str, float]]
     rule_peaks: np.ndarray
+
+    if TYPE_CHECKING:  # provided by Engine
+
+        def _grow_out(self) -> None: ...
+
+    def _rearm_windows(self, now: int) -> list[Transition]:
+        """Clock tick at ``now`` (ns): the resolves of windowed alerts and warnings whose
+        value has fallen back below their re-arm point (:mod:`riskguard.state.rearming`),
+        in rule order, then scope name (a rule's rows, its venues, in order)."""
+        while not rearm_windows(
+            now, self.store.state, self.rulebook.rules, self.rule_peaks, self._out
+        ):
+            self._grow_out()
+        n = int(self._out.counts["n"][0])
+        if n > 1:
+            names, rule = self.keys.scope_names, self.rulebook.rules.rows["rule"]
+            d = self._out.decisions[:n]
+            key = [
+                (int(rule[r]), names[s], r)
+                for r, s in zip(d["row"].tolist(), d["scope"].tolist(), strict=True)
+            ]
+            d[:] = d[sorted(range(n), key=key.__getitem__)]
+        out: list[Transition] = []
+        self._drain(out)
+        return out
 
     def _refused(self, built: Built, e: int, kind: int, where: str) -> BadEvent:
         symbol = self.keys.scope_names[int(built.batch["symbol"][e])]

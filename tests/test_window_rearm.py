@@ -67,8 +67,9 @@ def test_a_warning_level_of_a_halt_rule_resolves_at_a_tick_and_the_halt_stays() 
     """`rate` warns at 50 % of 10: the fifth order (5 / 10 = 0.5, at the level) raises
     it. Tick at 1,100 ms: 0 orders, utilisation 0 < 0.5 - 0.05: resolved. A second
     strategy T sends eleven orders at 2,000 .. 2,100 ms: the fifth warns, the eleventh
-    (11 > 10) halts T. Tick at 3,200 ms (bucket B0 + 32; T's orders are in B0 + 20 and
-    B0 + 21, out of B0 + 22 .. B0 + 32): the warning resolves, the halt latches."""
+    (11 > 10) halts T. T's orders are in B0 + 20 (2,000 .. 2,090 ms) and B0 + 21 (2,100
+    ms). Tick at 3,050 ms (B0 + 20 .. B0 + 30): 11, still raised. Tick at 3,100 ms
+    (B0 + 21 .. B0 + 31): 1 order, 0.1 < 0.45, the warning resolves; the halt latches."""
     engine = Engine(limits(RATE_WARNED), event_time=True)
     raised = burst(engine, 6)
     assert pages(raised) == [("alert", "rate", 0.5, 5.0)]
@@ -81,9 +82,9 @@ def test_a_warning_level_of_a_halt_rule_resolves_at_a_tick_and_the_halt_stays() 
         ("alert", "ACTIVE", 5.0),
         ("auto", "HALTED", 11.0),
     ]
-    assert engine.tick(T0 + 3_100 * MS) == []  # B0 + 21 still in B0 + 21 .. B0 + 31
-    done = engine.tick(T0 + 3_200 * MS)
-    assert pages(done) == [("resolve", "rate", 0.5, 0.0)] and done[0].ends == halted[0].id
+    assert engine.tick(T0 + 3_050 * MS) == []
+    done = engine.tick(T0 + 3_100 * MS)
+    assert pages(done) == [("resolve", "rate", 0.5, 1.0)] and done[0].ends == halted[0].id
     assert engine.killswitch.state("strategy:T") == "HALTED"
 
 

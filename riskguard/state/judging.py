@@ -46,7 +46,7 @@ from riskguard.state.jit import helper
 from riskguard.state.tables import edge_get, edge_put
 from riskguard.vocabulary import A_ALERT, L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL
 
-#: _edges modes
+#: judge_edges modes
 RAISE = 1
 SILENT = 2
 KEEP = 0
@@ -128,7 +128,7 @@ def _warn_level(row, k):  # type: ignore[no-untyped-def]
 
 
 @helper
-def _edges(r, s, p, v, e, now, mode, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+def judge_edges(r, s, p, v, e, now, mode, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Warning levels and an alert row's own edge: raise what is crossed, re-arm the rest.
     ``mode``: RAISE (page what is crossed), SILENT (evidence the previous instance
     judged: raise without a page) or KEEP (a person judged it: raise nothing)."""
@@ -210,7 +210,7 @@ def judge(r, s, p, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped
     live = not replayed and now > scope.judged_ns
     if row.warns != 0:
         mode = RAISE if live else SILENT if replayed else KEEP
-        _edges(r, s, p, v, e, now, np.int64(mode), st, rules, peaks, out)
+        judge_edges(r, s, p, v, e, now, np.int64(mode), st, rules, peaks, out)
     if row.action == A_ALERT:
         return
     if (v > row.upper or v < row.lower) and live and scope.state < row.action:
