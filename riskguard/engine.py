@@ -176,7 +176,7 @@ class Engine(Inspection, Decisions):
         flags[restricted_symbols(book)] = 1
         self.rule_peaks = _peaks(book.n_rows)
         self.store.state = self.store.state._replace(edges=empty_edges())
-        self._raised = {}
+        self._raised, self._windowed = {}, (None, np.zeros(0, dtype=np.int64), [])
         return book
 
     def recompile(self) -> None:

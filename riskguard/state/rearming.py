@@ -13,9 +13,10 @@ escalates no state (raising and halting are judged on the events of the metric's
 family, whatever the rule's warning levels), and it moves no counter, so what later
 events count is as without the tick.
 
-Cost: nothing while no windowed row has a raised edge (one pass over the rule rows,
-reading ``peaks[r].edges``); otherwise one pass over the alert-edge table, reading the
-windowed entries.
+Cost: the engine keeps the keys of the raised windowed edges (every raise is one of its
+decisions; the alert-edge table is read whole only when it is replaced: a reload, a
+restore, a rehash), so a tick re-reads those windows only, and with none raised it calls
+no kernel at all.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import numpy as np
 from numba import njit
 
 from riskguard.limits.vocabulary import M_CANCEL_RATIO, M_FILL_NOTIONAL_RATE
-from riskguard.state.codes import RING
+from riskguard.state.codes import MAX_WARN, RING
 from riskguard.state.jit import helper
-from riskguard.state.judging import KEEP, judge_edges
+from riskguard.state.judging import KEEP, could_rearm, judge_edges
 from riskguard.state.quantities import money
+from riskguard.state.tables import edge_get
 
 
 @helper
@@ -66,37 +68,41 @@ def window_value(r, s, now, st, rules):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, _nrt=False)
-def rearm_windows(now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+def rearm_windows(now, keys, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Clock tick at ``now`` (ns): re-arm the raised alert and warning edges of windowed
     rows whose value has fallen back below their re-arm point, one resolve decision each
-    (event -1, time ``now``), in the edge table's order (the engine sorts them).
+    (event -1, time ``now``).
 
-    Returns False, writing nothing and setting ``out.counts[0].need``, when the output
-    might not hold every resolve: drain, grow and call again.
+    ``keys`` (int64, ``row << 32 | scope``) holds every raised edge of a windowed row, and
+    may hold more (the engine's candidates: the table is what counts); each one no longer
+    raised after the call is set to -1. Returns False, writing nothing and setting
+    ``out.counts[0].need``, when the output might not hold every resolve: drain, grow and
+    call again.
     """
-    rows = rules.rows
-    need = 0.0
-    for r in range(rows.shape[0]):
-        if rows[r].counter >= 0 and rows[r].warns != 0:
-            need += peaks[r].edges
-    if need == 0.0:
-        return True
     counts = out.counts[0]
+    need = (MAX_WARN + 1) * keys.shape[0]
     if counts.n + need > out.decisions.shape[0]:
-        counts.need = np.int64(need)
+        counts.need = need
         return False
-    keys = st.edges.keys
+    rows = rules.rows
     for i in range(keys.shape[0]):
-        if keys[i] <= 0:  # empty or deleted
-            continue
-        key = keys[i] - 1
+        key = keys[i]
         r = key >> 32
-        if r >= rows.shape[0] or rows[r].counter < 0 or rows[r].warns == 0:
+        if key < 0 or r >= rows.shape[0] or rows[r].counter < 0 or rows[r].warns == 0:
+            keys[i] = -1
             continue
         s = key & 0xFFFFFFFF
         v = window_value(r, s, now, st, rules)
-        if not math.isnan(v):  # NaN: not evaluated, nothing re-arms
-            judge_edges(
-                r, s, np.int64(-1), v, np.int64(-1), now, np.int64(KEEP), st, rules, peaks, out
-            )
+        if math.isnan(v):  # not evaluated: nothing re-arms
+            if edge_get(st.edges, key) == 0:
+                keys[i] = -1
+            continue
+        if not could_rearm(rows[r], v):
+            continue  # still above every re-arm point: nothing to read in the table
+        # KEEP raises nothing: a key no longer raised (resolved at an event) keeps none
+        left = judge_edges(
+            r, s, np.int64(-1), v, np.int64(-1), now, np.int64(KEEP), st, rules, peaks, out
+        )
+        if left == 0:
+            keys[i] = -1
     return True
