@@ -12,9 +12,12 @@ strategy stopped sending orders.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from riskguard.engine import Engine
 from riskguard.killswitch import Transition
 from riskguard.limits import Limits, parse
+from riskguard.snapshot import capture, decode, restore
 from tests.builders import MS, T0, new, rules_toml
 
 RATE_ALERT = (
@@ -101,3 +104,38 @@ def test_a_tick_resolves_only_once_the_value_is_back_below_the_rearm_point() -> 
     assert engine.tick(T0 + 1_100 * MS) == []
     done = engine.tick(T0 + 1_600 * MS)
     assert pages(done) == [("resolve", "slow", None, 0.0)] and done[0].ends == raised[0].id
+
+
+def test_a_windowed_alert_restored_from_a_snapshot_or_kept_by_a_reload_resolves_at_a_tick(
+) -> None:  # fmt: skip
+    """The `burst` alert (6 > 5) is raised; a snapshot of it restored into a second
+    engine, and a reload of the first that keeps `burst` (adding an unrelated rule, so
+    its row moves), both re-read it at the tick at 1,100 ms (0 orders): resolved, naming
+    the alert raised before."""
+    first = Engine(limits(RATE_ALERT), event_time=True)
+    raised = burst(first, 6)
+    snap = decode(capture(first, {"t/0": 6}), Path("snapshot-1.rgs"))
+    second = Engine(limits(RATE_ALERT), event_time=True)
+    assert restore(second, snap) == []
+    unrelated = 'name="q"\nmetric="order_qty"\nscope="account"\nmax=1e6\naction="halt"'
+    assert first.replace_limits(limits(unrelated, RATE_ALERT)) == []
+    for engine in (first, second):
+        assert engine.tick(T0 + 1_050 * MS) == []
+        done = engine.tick(T0 + 1_100 * MS)
+        assert pages(done) == [("resolve", "burst", None, 0.0)]
+        assert done[0].ends == raised[0].id
+
+
+def test_the_resolves_of_one_tick_come_in_rule_order_then_scope_name() -> None:
+    """`burst` and `rate` (warning at 5 of 10) on strategies S7, S6 .. S0 (raised in that
+    order): the tick at 1,100 ms resolves `burst` for S0 .. S7, then `rate`'s warning for
+    S0 .. S7 (file order of the rules, then scope names sorted)."""
+    engine = Engine(limits(RATE_ALERT, RATE_WARNED), event_time=True)
+    names = [f"S{k}" for k in range(8)]
+    for strategy in reversed(names):
+        orders = [new(f"{strategy}-{i}", 10 * i * MS, strategy=strategy) for i in range(6)]
+        engine.apply(orders)
+    done = engine.tick(T0 + 1_100 * MS)
+    assert [(t.rule, t.scope) for t in done] == [
+        (rule, f"strategy:{name}") for rule in ("burst", "rate") for name in names
+    ]
