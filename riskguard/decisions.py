@@ -25,6 +25,7 @@ from riskguard.state.codes import (
     TO_JUDGED,
     TO_RESOLVE,
 )
+from riskguard.state.rearming import rearm_windows
 from riskguard.state.rulebook import carried_rows
 from riskguard.state.tables import carried_edges
 from riskguard.vocabulary import (
@@ -57,6 +58,55 @@ class Decisions:
     _out: Output
     _raised: dict[tuple[int, int, int], tuple[str, float]]
     rule_peaks: np.ndarray
+    #: the raised windowed edges a tick re-reads: (the edge table's keys array they were
+    #: read from, their keys, keys raised since; :meth:`_windowed_keys`)
+    _windowed: tuple[np.ndarray | None, np.ndarray, list[int]]
+
+    if TYPE_CHECKING:  # provided by Engine
+
+        def _grow_out(self) -> None: ...
+
+    def _rearm_windows(self, now: int) -> list[Transition]:
+        """Clock tick at ``now`` (ns): the resolves of windowed alerts and warnings whose
+        value has fallen back below their re-arm point (:mod:`riskguard.state.rearming`),
+        in rule order, then scope name (a rule's rows, its venues, in order)."""
+        keys = self._windowed_keys()
+        if keys.shape[0] == 0:
+            return []
+        st, rules = self.store.state, self.rulebook.rules
+        while not rearm_windows(now, keys, st, rules, self.rule_peaks, self._out):
+            self._grow_out()
+        self._windowed = (self._windowed[0], keys[keys >= 0], [])
+        n = int(self._out.counts["n"][0])
+        if n > 1:
+            names, rule = self.keys.scope_names, rules.rows["rule"]
+            d = self._out.decisions[:n]
+            rs, ss = d["row"].tolist(), d["scope"].tolist()
+            key = [(int(rule[r]), names[s], r) for r, s in zip(rs, ss, strict=True)]
+            d[:] = d[sorted(range(n), key=key.__getitem__)]
+        out: list[Transition] = []
+        self._drain(out)
+        return out
+
+    def _windowed_keys(self) -> np.ndarray:
+        """Keys (``row << 32 | scope``) of at least every raised edge of a windowed row:
+        those of the alert-edge table when it was last read whole (at a replacement), and
+        those raised since (:meth:`_drain`)."""
+        table = self.store.state.edges.keys
+        held, keys, raised = self._windowed
+        if held is not table:
+            live = table[table > 0] - 1
+            rows = self.rulebook.rules.rows
+            windowed = (rows["counter"] >= 0) & (rows["warns"] != 0)
+            row = live >> 32
+            keep = row < rows.shape[0]
+            keep[keep] = windowed[row[keep]]
+            keys, raised = live[keep], []
+        elif raised:
+            keys = np.unique(np.concatenate([keys, np.array(raised, dtype=np.int64)]))
+            raised = []
+        self._windowed = (table, keys, raised)
+        return keys
 
     def _refused(self, built: Built, e: int, kind: int, where: str) -> BadEvent:
         symbol = self.keys.scope_names[int(built.batch["symbol"][e])]
@@ -140,6 +190,8 @@ class Decisions:
                 symbol = names[int(rows["symbol"][r])].partition(":")[2]
             warn = not math.isnan(level)  # a warning level
             key = (r, pair if pair >= 0 else sid, edge)
+            if new in (TO_ALERT, TO_JUDGED) and rows["counter"][r] >= 0:
+                self._windowed[2].append(r << 32 | sid)  # re-read at each tick
             at = self._evidence_ns(rule, value, ts)
             if new == TO_JUDGED:  # raised without a page: its resolve names it
                 crossed = rule.limit_for(value) if not warn else self._bound(rule, value)

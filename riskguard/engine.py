@@ -176,7 +176,7 @@ class Engine(Inspection, Decisions):
         flags[restricted_symbols(book)] = 1
         self.rule_peaks = _peaks(book.n_rows)
         self.store.state = self.store.state._replace(edges=empty_edges())
-        self._raised = {}
+        self._raised, self._windowed = {}, (None, np.zeros(0, dtype=np.int64), [])
         return book
 
     def recompile(self) -> None:
@@ -359,8 +359,8 @@ class Engine(Inspection, Decisions):
     def tick(self, now_ns: int | None = None) -> list[Transition]:
         """Advance to ``now_ns`` (default: the clock) without an event.
 
-        Applies price moves queued for the next revaluation epoch, then checks feed
-        silence.
+        Applies price moves queued for the next revaluation epoch, checks feed silence,
+        then resolves the windowed alerts and warnings whose window has emptied.
         """
         now = self.clock() if now_ns is None else now_ns
         out: list[Transition] = []
@@ -369,7 +369,7 @@ class Engine(Inspection, Decisions):
             done = tick(now, self.store.state, self.rulebook.rules, self.rule_peaks, self._out)
             self._drain(out)
             if done:
-                return out
+                return out + self._rearm_windows(now)
             self._grow_out()
 
     def settle(self) -> list[Transition]:

@@ -46,7 +46,7 @@ from riskguard.state.jit import helper
 from riskguard.state.tables import edge_get, edge_put
 from riskguard.vocabulary import A_ALERT, L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL
 
-#: _edges modes
+#: judge_edges modes
 RAISE = 1
 SILENT = 2
 KEEP = 0
@@ -128,10 +128,28 @@ def _warn_level(row, k):  # type: ignore[no-untyped-def]
 
 
 @helper
-def _edges(r, s, p, v, e, now, mode, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+def could_rearm(row, v):  # type: ignore[no-untyped-def]
+    """Whether value ``v`` of ``row`` could re-arm any of its edges (:func:`judge_edges`):
+    within the bounds of an alert row, or below a warning level by its re-arm margin.
+    False means judging ``v`` without raising (KEEP) changes nothing."""
+    if row.action == A_ALERT and not (v > row.upper or v < row.lower):
+        return True
+    u = utilisation(row, v)
+    for k in range(MAX_WARN):
+        f = _warn_level(row, k)
+        if math.isnan(f):
+            break
+        if u < f - row.warn_rearm - LEVEL_RTOL * f:
+            return True
+    return False
+
+
+@helper
+def judge_edges(r, s, p, v, e, now, mode, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Warning levels and an alert row's own edge: raise what is crossed, re-arm the rest.
     ``mode``: RAISE (page what is crossed), SILENT (evidence the previous instance
-    judged: raise without a page) or KEEP (a person judged it: raise nothing)."""
+    judged: raise without a page) or KEEP (a person judged it: raise nothing). Returns
+    the bits left raised."""
     row = rules.rows[r]
     sc = st.scopes[s]
     key = r << 32 | (p if p >= 0 else s)
@@ -176,6 +194,7 @@ def _edges(r, s, p, v, e, now, mode, st, rules, peaks, out):  # type: ignore[no-
     if bits != before:
         peaks[r].edges += _popcount(bits) - _popcount(before)
         edge_put(st.edges, key, bits)
+    return bits
 
 
 @helper
@@ -210,7 +229,7 @@ def judge(r, s, p, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped
     live = not replayed and now > scope.judged_ns
     if row.warns != 0:
         mode = RAISE if live else SILENT if replayed else KEEP
-        _edges(r, s, p, v, e, now, np.int64(mode), st, rules, peaks, out)
+        judge_edges(r, s, p, v, e, now, np.int64(mode), st, rules, peaks, out)
     if row.action == A_ALERT:
         return
     if (v > row.upper or v < row.lower) and live and scope.state < row.action:

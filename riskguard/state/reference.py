@@ -503,11 +503,13 @@ class ReferenceModel(ReferenceOrders, ReferenceMoney):
         self._price(sym, ev.price, now)
 
     def tick(self, now: int) -> None:
-        """Advance to ``now`` without an event: queued revaluations, then feed silence."""
+        """Advance to ``now`` without an event: queued revaluations, feed silence, then
+        the windowed alerts and warnings whose window has emptied re-arm."""
         self._flush(now)
         if self.start < 0:
             self.start = now
         self._feed(now, -1, False)
+        self._rearm_windows(now)
 
     def settle(self) -> None:
         """End of the stream: apply what waits for the next revaluation epoch."""

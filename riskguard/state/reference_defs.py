@@ -176,6 +176,16 @@ class Window:
             self.slots[bucket % RING] += v
             self.total += v
 
+    def peek(self, bucket: int) -> float:
+        """The total once moved to ``bucket``, without moving (a clock tick's reading)."""
+        if bucket <= self.last:
+            return self.total
+        total = 0.0
+        for j, v in enumerate(self.slots):
+            held = self.last - (self.last - j) % RING  # the bucket slot j holds
+            total += v if held > bucket - RING else 0.0
+        return total
+
     def take_back(self, bucket: int, v: float) -> None:
         """Remove ``v`` from ``bucket`` if the ring still holds it."""
         if bucket > self.last - RING:

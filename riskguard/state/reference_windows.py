@@ -6,12 +6,15 @@ windowed counters in :mod:`riskguard.state.counters`), written the obvious way.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from riskguard import events as wire
 from riskguard.limits.model import Rule
+from riskguard.limits.vocabulary import METRICS
 from riskguard.state.codes import OWN_TIME_NS
-from riskguard.state.reference_defs import BUCKETS, Execution, Order, Window
+from riskguard.state.reference_defs import BUCKETS, COUNTED, Execution, Order, Window
+from riskguard.vocabulary import STATES, money
 
 Counter = tuple[str, str, int, int, str | None]
 """(kind, level, window ns, side filter 0/+1/-1, venue filter or None)"""
@@ -29,9 +32,26 @@ class ReferenceWindows:
     execs: dict[tuple[str, str], Execution]
     orders: dict[str, Order]
 
-    if TYPE_CHECKING:  # provided by ReferenceOrders
+    rules: tuple[Rule, ...]
+    edges: dict[tuple[int, str, Any, Any], int]
+    state: dict[str, int]
+
+    if TYPE_CHECKING:  # provided by ReferenceOrders and ReferenceModel
 
         def _fill_money(self, symbol: str, qty: float, price: float) -> float: ...
+
+        def _edges(
+            self,
+            index: int,
+            rule: Rule,
+            scope: str,
+            v: float,
+            ts: int,
+            live: bool,
+            where: tuple[Any, Any],
+            state: str,
+            symbol: str | None,
+        ) -> None: ...
 
     def _refill(self, x: Execution, sign: float) -> None:
         """Add or take back ``x`` (its notional, or one execution) in the buckets still
@@ -232,12 +252,43 @@ class ReferenceWindows:
                 self.dup_purge_at = max(4096, 2 * len(self.dup))
         return 1.0 if prev >= 0 and abs(now - prev) < counter[2] else 0.0
 
-    def _window(self, kind: str, rule: Rule, scope: str, venue: str | None) -> float:
+    def _window(
+        self, kind: str, rule: Rule, scope: str, venue: str | None, now: int | None = None
+    ) -> float:
+        """The window's total; at ``now`` (a tick): as moved to ``now``'s bucket."""
         sides = rule.event_filter("side")
         side = 0 if len(sides) != 1 else 1 if sides[0] == "buy" else -1
-        counter = (kind, rule.scope, (rule.window_ms or 0) * 1_000_000, side, venue)
-        w = self.windows.get((counter, scope))
-        return w.total if w else 0.0
+        window = (rule.window_ms or 0) * 1_000_000
+        w = self.windows.get(((kind, rule.scope, window, side, venue), scope))
+        if w is None:
+            return 0.0
+        return w.total if now is None else w.peek(now // -(-window // BUCKETS))
+
+    def _rearm_windows(self, now: int) -> None:
+        """Clock tick at ``now``: each raised alert or warning of a windowed rule is judged
+        on its value at ``now``, as an event of its scope counting nothing would read it,
+        raising nothing: what is back below its re-arm point resolves. In rule order, then
+        scope name, then the rule's venue order."""
+
+        def order(key: tuple[int, str, Any, Any]) -> tuple[int, str, int]:
+            index, scope, venue, _pair = key
+            venues = self.rules[index].event_filter("venue")
+            return index, scope, venues.index(venue) if venue is not None else 0
+
+        raised = [k for k in self.edges if METRICS[self.rules[k[0]].metric].windowed]
+        for key in sorted(raised, key=order):
+            index, scope, venue, pair = key
+            rule = self.rules[index]
+            kinds = COUNTED[rule.metric]
+            v = self._window(kinds[0], rule, scope, venue, now)
+            if rule.metric == "fill_notional_rate":
+                v = money(v)
+            elif rule.metric == "cancel_ratio":
+                news = self._window("new", rule, scope, venue, now)
+                v = v / news if news >= rule.min_orders else math.nan
+            if not math.isnan(v):
+                current = STATES[self.state.get(scope, 0)]
+                self._edges(index, rule, scope, v, now, False, (venue, pair), current, None)
 
 
 def _wanted(side_f: int, venue_f: str | None, side: int, venue: str | None) -> bool:
