@@ -259,9 +259,11 @@ class ControlPublisher:
         """Publish one heartbeat; False (logged at debug) if the broker did not take it.
 
         Its offset, when acknowledged (however late), is compared with the previous
-        heartbeat's (one producer: acknowledged in order): lower, the control topic was
-        re-created (a broker restarted without its data, faster than the broker watch's
-        budget notices), and :attr:`rewinds` counts it."""
+        heartbeat's (one producer: acknowledged in order): lower, or in a partition no
+        heartbeat went to before, the control topic was re-created (a broker restarted
+        without its data, faster than the broker watch's budget notices, and perhaps
+        re-created the topic with its default number of partitions), and :attr:`rewinds`
+        counts it."""
         key, value = heartbeat_message(record)
         try:
             sent = await self.producer.send(self.topic, value, key=key)
@@ -283,15 +285,22 @@ class ControlPublisher:
         if not isinstance(meta, RecordMetadata):
             return
         previous = self._beat_offsets.get(meta.partition, -1)
+        # one key always lands in one partition of a topic: another partition means the
+        # topic now has another number of them (a broker back empty re-created it with
+        # its own default, Tansu's or a cluster's num.partitions), its offsets new
+        moved = meta.partition not in self._beat_offsets and bool(self._beat_offsets)
+        before = dict(self._beat_offsets)
         self._beat_offsets[meta.partition] = meta.offset
-        if meta.offset < previous:
+        if meta.offset < previous or moved:
             self.rewinds += 1
             self.metrics.control_rewinds.inc()
             self._log.error(
-                "control topic re-created: its offsets went back",
+                "control topic re-created: its offsets went back"
+                if not moved
+                else "control topic re-created: the heartbeat moved to another partition",
                 partition=meta.partition,
                 offset=meta.offset,
-                previous_heartbeat=previous,
+                previous_heartbeats=before,
             )
 
 
