@@ -300,7 +300,7 @@ class ControlPublisher:
                 else "control topic re-created: the heartbeat moved to another partition",
                 partition=meta.partition,
                 offset=meta.offset,
-                previous_heartbeats=before,
+                previous_heartbeats={str(p): o for p, o in before.items()},
             )
 
 

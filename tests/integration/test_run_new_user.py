@@ -160,7 +160,7 @@ def test_sigterm_stops_run_in_bounded_time_after_the_broker_lost_its_topics(
         # the broker came back empty: either riskguard saw its heartbeats' offsets go
         # back and created its topics again (the final commit then succeeds), or it had
         # not heartbeat to the new broker yet and the commit is refused, logged once
-        rewound = "control topic re-created: its offsets went back" in events
+        rewound = any(e.startswith("control topic re-created") for e in events)
         refused = [r for r in records if "OffsetCommit failed" in r["event"]]
         assert len(refused) <= 3, len(refused)  # never one every 100 ms
         assert rewound or refused, events
