@@ -218,9 +218,8 @@ def row_sums(
 
 
 def no_parts(metric: str, min_orders: int) -> Sum:
-    """The sum of a scope no record has a part of: 0, or for ``cancel_ratio`` NaN (no new
-    order in the window is fewer than ``min_orders``, >= 1: not evaluated, as the kernel
-    leaves a ratio of 0 / 0)."""
+    """The sum of a scope no record has a part of: 0 (for ``cancel_ratio`` too: no cancel in
+    the window reads 0, as the kernel reads an empty window)."""
     return Sum(_value(metric, [0.0], min_orders), 0)
 
 
@@ -230,6 +229,8 @@ def _value(metric: str, acc: list[float | None], min_orders: int) -> float:
     xs = [float(x) for x in acc if x is not None]
     if metric == "cancel_ratio":
         news = xs[1] if len(xs) > 1 else 0.0
+        if xs[0] == 0.0:
+            return 0.0  # no cancel in the window (an empty one too), as the kernel
         return xs[0] / news if news >= min_orders else math.nan
     if metric in ("order_rate", "message_rate", "reject_rate", "fill_count", "open_orders"):
         return xs[0]

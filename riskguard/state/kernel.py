@@ -77,7 +77,7 @@ from riskguard.state.counters import (
     settle_ahead_dups,
 )
 from riskguard.state.jit import helper
-from riskguard.state.judging import at_level, judge, matches, note
+from riskguard.state.judging import KEEP, at_level, judge, judge_edges, matches, note
 from riskguard.state.lifecycle import (
     on_amend,
     on_cancel_or_reject,
@@ -105,6 +105,7 @@ from riskguard.state.revaluation import (
     rows_for_price_move,
     trade_reference,
 )
+from riskguard.state.tables import edge_get
 from riskguard.state.valuation import settle_peaks
 from riskguard.state.values import pair_at, value_of
 from riskguard.vocabulary import (
@@ -277,16 +278,24 @@ def _judge_event(ev, e, t, side, venue, parent, now, st, rules, peaks, out):  # 
         v = value_of(r, s, p, parent, ev, st, rules)
         judge(r, s, p, v, e, now, st, rules, peaks, out)
     order = t == T_NEW or t == T_REPLACE or (t == T_FILL and ev.subtype == E_TRADE)
-    if not order or st.symbols[ev.symbol].restricted == 0:
+    if not order:
         return
+    listed = st.symbols[ev.symbol].restricted != 0
+    if not listed and st.edges.counts[0].live == 0:
+        return  # nothing listed, no alert raised: nothing to breach or re-arm
     for j in range(rules.restricted_rows.shape[0]):
         r = rules.restricted_rows[j]
         row = rules.rows[r]
-        if row.symbol != ev.symbol or (row.event_account >= 0 and row.event_account != ev.account):
-            continue
+        hit = row.symbol == ev.symbol and (row.event_account < 0 or row.event_account == ev.account)
+        if not (listed and hit) and (row.warns == 0 or peaks[r].edges <= 0.0):
+            continue  # neither a breach here nor a raised alert of the row to re-arm
         s = at_level(row.level, ev.account, ev.strategy, ev.symbol, venue)
-        if s >= 0 and matches(rules, st.scopes, r, s):
+        if s < 0 or not matches(rules, st.scopes, r, s):
+            continue
+        if listed and hit:
             judge(r, s, np.int64(-1), 1.0, e, now, st, rules, peaks, out)
+        elif edge_get(st.edges, (r << 32) | s) != 0:  # its alert re-arms at a clean order
+            judge_edges(r, s, np.int64(-1), 0.0, e, now, np.int64(KEEP), st, rules, peaks, out)
 
 
 @helper

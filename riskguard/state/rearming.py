@@ -53,8 +53,9 @@ def windowed_total(c, k, slot, now):  # type: ignore[no-untyped-def]
 @helper
 def window_value(r, s, now, st, rules):  # type: ignore[no-untyped-def]
     """Value of windowed row ``r`` at scope ``s`` at time ``now``, as an event of the
-    scope counting nothing would read it (NaN: a ``cancel_ratio`` under ``min_orders``
-    new orders, an empty window included: 0 / 0 is not evaluated)."""
+    scope counting nothing would read it (a ``cancel_ratio`` with no cancel in the window
+    reads 0, an empty window included; NaN, not evaluated, when it holds cancels but fewer
+    than ``min_orders`` new orders)."""
     row = rules.rows[r]
     c = st.counters
     slot = st.scopes[s].slot
@@ -63,6 +64,8 @@ def window_value(r, s, now, st, rules):  # type: ignore[no-untyped-def]
         return money(v)
     if row.metric == M_CANCEL_RATIO:
         news = windowed_total(c, row.counter2, slot, now)
+        if v == 0.0:
+            return 0.0  # no cancel left in the window: an empty window re-arms
         return v / news if news >= row.min_orders else np.nan
     return v
 

@@ -24,7 +24,7 @@ from riskguard.state.reference_defs import (
     snap,
 )
 from riskguard.state.reference_windows import Counter, ReferenceWindows
-from riskguard.vocabulary import money, nanos, price_deviation
+from riskguard.vocabulary import STATES, money, nanos, price_deviation
 
 OrderEvent = wire.NewOrder | wire.ReplaceOrder | wire.CancelOrder | wire.RejectOrder
 
@@ -393,17 +393,22 @@ class ReferenceOrders(ReferenceWindows):
             return
         order: Any = ev
         for i, rule in enumerate(self.rules):
-            if rule.metric != "restricted" or order.symbol not in rule.match["symbol"]:
+            if rule.metric != "restricted":
                 continue
-            accounts = rule.match.get("account")
             strategies = rule.match.get("strategy")
-            if accounts and order.account not in accounts:
-                continue
             if strategies and order.strategy not in strategies:
                 continue
             scope = scopes["strategy"]
             assert scope is not None
-            self._check(i, rule, scope, 1.0, now, (sym, order.account if accounts else None))
+            for listed in rule.match["symbol"]:
+                for account in rule.match.get("account") or (None,):
+                    source = (f"symbol:{listed}", account)
+                    if listed == order.symbol and account in (None, order.account):
+                        self._check(i, rule, scope, 1.0, now, source)
+                    elif (i, scope, source, None) in self.edges:  # re-arms at a clean order
+                        current = STATES[self.state.get(scope, 0)]
+                        where = (source, None)
+                        self._edges(i, rule, scope, 0.0, now, False, where, current, listed)
 
     def _value(
         self,
@@ -426,6 +431,8 @@ class ReferenceOrders(ReferenceWindows):
         if m == "cancel_ratio":
             news = self._window("new", rule, scope, venue)
             cxl = self._window("cxl", rule, scope, venue)
+            if cxl == 0.0:
+                return 0.0
             return cxl / news if news >= rule.min_orders else math.nan
         if m == "order_qty":
             return float(qty)  # type: ignore[arg-type]

@@ -285,7 +285,7 @@ class ReferenceWindows:
                 v = money(v)
             elif rule.metric == "cancel_ratio":
                 news = self._window("new", rule, scope, venue, now)
-                v = v / news if news >= rule.min_orders else math.nan
+                v = 0.0 if v == 0.0 else v / news if news >= rule.min_orders else math.nan
             if not math.isnan(v):
                 current = STATES[self.state.get(scope, 0)]
                 self._edges(index, rule, scope, v, now, False, (venue, pair), current, None)

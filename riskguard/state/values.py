@@ -66,7 +66,10 @@ def value_of(r, s, p, parent, ev, st, rules):  # type: ignore[no-untyped-def]
     if metric == M_CANCEL_RATIO:
         slot = st.scopes[s].slot
         news = c.total[row.counter2, slot]
-        return c.total[row.counter, slot] / news if news >= row.min_orders else np.nan
+        cxl = c.total[row.counter, slot]
+        if cxl == 0.0:
+            return 0.0  # no cancel in the window: nothing to alert on, whatever the orders
+        return cxl / news if news >= row.min_orders else np.nan
     if metric == M_ORDER_QTY:
         return ev.qty
     if metric == M_ORDER_NOTIONAL:
