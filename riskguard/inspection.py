@@ -176,12 +176,14 @@ class Inspection:
 
     def positions(self) -> dict[tuple[str, str], tuple[float, float, float]]:
         """Every (owner scope, symbol scope) that held a position or worked an order ->
-        (position, cost basis, realised P&L), money in the symbol's currency x multiplier."""
+        (position, cost basis, realised P&L), money in the symbol's currency x multiplier,
+        rounded as it is judged (:func:`~riskguard.vocabulary.money`: 1005.0, never
+        1005.0000000000001)."""
         self.store.reserve(self.keys)  # pairs interned by a batch not yet applied
         names = self.keys.scope_names
         pos = self.store.state.positions[: self.keys.n_pairs]
         return {
-            (names[owner], names[symbol]): (qty, cost, realised)
+            (names[owner], names[symbol]): (qty, money(cost), money(realised))
             for qty, cost, realised, owner, symbol, linked in pos[
                 ["qty", "cost", "realised", "owner", "symbol", "linked"]
             ].tolist()
@@ -191,8 +193,8 @@ class Inspection:
     def book(self, owner: str, symbol: str) -> dict[str, float] | None:
         """One position pair in full (None: never held nor worked): ``qty``, ``cost``,
         ``realised``, ``value``, ``gross``, ``fees``, ``potential``, ``open`` (money in the
-        symbol's currency x multiplier), ``buy_work``, ``sell_work`` (quantities) and
-        ``broker`` (NaN until the broker reported it)."""
+        symbol's currency x multiplier, rounded as it is judged), ``buy_work``,
+        ``sell_work`` (quantities) and ``broker`` (NaN until the broker reported it)."""
         o = self.keys.find_scope(owner)
         y = self.keys.find_scope(f"symbol:{symbol}")
         p = None if o is None or y is None else self.keys.pairs.get(pair_key(o, y))
@@ -201,7 +203,8 @@ class Inspection:
         self.store.reserve(self.keys)
         rec = self.store.state.positions[p]
         fields = ("qty", "cost", "realised", "value", "gross", "fees", "potential", "open")
-        out = {f: float(rec[f]) for f in (*fields, "buy_work", "sell_work")}
+        out = {f: money(float(rec[f])) for f in fields}
+        out |= {f: float(rec[f]) for f in ("buy_work", "sell_work")}
         out["broker"] = float(rec["broker"]) if rec["has_broker"] else math.nan
         return out
 

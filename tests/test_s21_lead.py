@@ -10,7 +10,7 @@ from __future__ import annotations
 from riskguard.engine import Engine
 from riskguard.killswitch import Transition
 from riskguard.limits import parse
-from tests.builders import MS, T0, cancel, new, rules_toml
+from tests.builders import MS, T0, cancel, fill, new, rules_toml
 
 CXL_RATIO = (
     'name="cxl"\nmetric="cancel_ratio"\nscope="strategy"\nwindow_ms=1000\nmax=0.5\n'
@@ -77,3 +77,16 @@ def test_a_restricted_list_alert_pages_again_at_the_next_listed_order_after_a_cl
     assert [(t.kind, t.rule, t.value) for t in again] == [("alert", "watch", 1.0)]
     # two listed orders in a row: one incident, as any alert edge
     assert engine.apply([new("o4", 4 * MS, symbol="XYZ")]).transitions == []
+
+
+def test_positions_and_book_give_money_as_it_is_judged() -> None:
+    """Buy 3 @ 100.1, sell 1 @ 100.1: realised 0, cost 2 x 100.1 = 200.2. The kernel's
+    realised is 300.3 / 3 - 100.1 in binary floats, 1.4210854715202004e-14, which
+    positions() and book() showed while the scope's pnl showed 0."""
+    engine = Engine(parse(rules_toml()), event_time=True)
+    engine.apply([new("o1", 0, qty=3, price=100.1), fill("o1", MS, qty=3, price=100.1),
+                  new("o2", 2 * MS, qty=1, price=100.1, side="sell"),
+                  fill("o2", 3 * MS, qty=1, price=100.1, side="sell")])  # fmt: skip
+    assert engine.positions()[("strategy:S", "symbol:X")] == (2.0, 200.2, 0.0)
+    book = engine.book("strategy:S", "X")
+    assert book is not None and (book["realised"], book["cost"], book["qty"]) == (0.0, 200.2, 2.0)
