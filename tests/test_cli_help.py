@@ -9,12 +9,17 @@ import pytest
 
 from riskguard.cli import build_parser
 from riskguard.cli.common import (
+    APPROVE_EXIT_CODES_HELP,
     BROKER_EXIT_CODES_HELP,
     DEMO_EXIT_CODES_HELP,
     EXIT_CODES_HELP,
+    HALT_EXIT_CODES_HELP,
     REPLAY_EXIT_CODES_HELP,
+    RESUME_EXIT_CODES_HELP,
     RUN_EXIT_CODES_HELP,
+    STATUS_EXIT_CODES_HELP,
     VALIDATE_EXIT_CODES_HELP,
+    WITHDRAW_EXIT_CODES_HELP,
 )
 
 COMMANDS = ("run", "broker", "halt", "resume", "approve", "withdraw", "status", "audit")
@@ -25,6 +30,11 @@ OWN_EXIT_CODES = {
     "validate": VALIDATE_EXIT_CODES_HELP,
     "replay": REPLAY_EXIT_CODES_HELP,
     "demo": DEMO_EXIT_CODES_HELP,
+    "halt": HALT_EXIT_CODES_HELP,
+    "resume": RESUME_EXIT_CODES_HELP,
+    "approve": APPROVE_EXIT_CODES_HELP,
+    "withdraw": WITHDRAW_EXIT_CODES_HELP,
+    "status": STATUS_EXIT_CODES_HELP,
 }
 
 
@@ -65,8 +75,9 @@ def test_token_file_help_is_about_a_path(name: str, capsys: pytest.CaptureFixtur
 def test_exit_codes_are_the_ones_the_commands_use() -> None:
     from riskguard.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE  # noqa: PLC0415
 
-    for code in (EXIT_OK, EXIT_FAILED, EXIT_USAGE):
-        assert f"\n  {code}  " in "\n" + EXIT_CODES_HELP.split("exit codes:")[1]
+    for text in (EXIT_CODES_HELP, HALT_EXIT_CODES_HELP, STATUS_EXIT_CODES_HELP):
+        for code in (EXIT_OK, EXIT_FAILED, EXIT_USAGE):
+            assert f"\n  {code}  " in "\n" + text.split("exit codes:")[1]
 
 
 @pytest.mark.parametrize("name", sorted(OWN_EXIT_CODES))

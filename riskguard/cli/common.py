@@ -29,6 +29,41 @@ EXIT_CODES_HELP = """exit codes:
      not riskguard"""
 """The epilog of every command's ``--help``: what each exit code means."""
 
+_UNREACHABLE = """  2  bad arguments, an unreadable token file, riskguard unreachable, or a server
+     that is not riskguard; a request taken with no answer in time (it may still be
+     carried out: check with `riskguard status`)"""
+
+
+def operator_exit_codes(done: str, refused: str) -> str:
+    """The ``--help`` epilog of an operator command (``halt``, ``resume``, ``approve``,
+    ``withdraw``): ``done`` says what exit 0 means, ``refused`` what exit 1 means."""
+    return f"exit codes:\n  0  {done}\n  1  {refused}\n{_UNREACHABLE}"
+
+
+HALT_EXIT_CODES_HELP = operator_exit_codes(
+    "the halt (or reduce-only) is recorded under your name",
+    "refused: 401 (token unknown), 403 (your role may not halt), 409 or another 4xx,\n"
+    "     the reason printed",
+)
+RESUME_EXIT_CODES_HELP = operator_exit_codes(
+    "resumed, or (four-eyes) a resume request made and its id printed",
+    "refused (401, 403: risk-admin only, 409: a request for the scope pending, 4xx),\n"
+    "     or re-halted at once"
+    " by a standing breach (the rule and value printed)",
+)
+APPROVE_EXIT_CODES_HELP = operator_exit_codes(
+    "approved: the resume is carried out, recorded with both names",
+    "refused: your own request, 404 (an unknown request id), 409 (one that ended),\n"
+    "     401, 403, 4xx",
+)
+WITHDRAW_EXIT_CODES_HELP = operator_exit_codes(
+    "the request is withdrawn",
+    "refused: 404 (an unknown request id), 409 (one that ended), 401, 403, 4xx",
+)
+STATUS_EXIT_CODES_HELP = operator_exit_codes(
+    "riskguard is ready", "riskguard answered and is not ready (the reason printed)"
+)
+
 RUN_EXIT_CODES_HELP = """exit codes:
   0  stopped gracefully (SIGTERM or SIGINT: batch finished, offsets committed)
   1  stopped without finishing (runtime.stop_timeout_s passed, or a second signal),

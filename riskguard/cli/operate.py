@@ -25,7 +25,14 @@ from riskguard.cli.client import (
     read_token,
     request,
 )
-from riskguard.cli.common import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK
+from riskguard.cli.common import (
+    APPROVE_EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    HALT_EXIT_CODES_HELP,
+    RESUME_EXIT_CODES_HELP,
+    WITHDRAW_EXIT_CODES_HELP,
+)
 from riskguard.evidence import evidence, when
 from riskguard.vocabulary import Transition
 
@@ -155,7 +162,13 @@ def cmd_withdraw(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``halt``, ``resume``, ``approve`` and ``withdraw``."""
-    common = {"epilog": EXIT_CODES_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    raw = argparse.RawDescriptionHelpFormatter
+    epilogs = {
+        "halt": HALT_EXIT_CODES_HELP,
+        "resume": RESUME_EXIT_CODES_HELP,
+        "approve": APPROVE_EXIT_CODES_HELP,
+        "withdraw": WITHDRAW_EXIT_CODES_HELP,
+    }
     for name, func, text, desc in (
         (
             "halt",
@@ -174,7 +187,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
             f"within {REHALT_WATCH_S:g} s is reported, with the rule and value, and exits 1.",
         ),
     ):
-        p = sub.add_parser(name, help=text, description=desc, **common)  # type: ignore[arg-type]
+        p = sub.add_parser(
+            name, help=text, description=desc, epilog=epilogs[name], formatter_class=raw
+        )
         p.add_argument(
             "--scope",
             required=True,
@@ -206,7 +221,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
             "End a pending resume request without resuming (any risk-admin).",
         ),
     ):
-        p = sub.add_parser(name, help=text, description=desc, **common)  # type: ignore[arg-type]
+        p = sub.add_parser(
+            name, help=text, description=desc, epilog=epilogs[name], formatter_class=raw
+        )
         p.add_argument("request_id", help="the request id printed by `riskguard resume`")
         p.add_argument("--reason", required=True, help="why (goes to the audit log)")
         add_connection(p)

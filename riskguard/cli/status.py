@@ -30,7 +30,7 @@ from riskguard.cli.client import (
     read_token,
     request,
 )
-from riskguard.cli.common import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK
+from riskguard.cli.common import EXIT_FAILED, EXIT_OK, STATUS_EXIT_CODES_HELP
 from riskguard.evidence import evidence, number, when
 from riskguard.vocabulary import Transition
 
@@ -287,7 +287,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "standing halts with the time (UTC) and evidence, pending approvals, silent feeds, "
         "failing notifiers, rejected reloads, the partitions owned in group mode. Exits 0 "
         "only when riskguard is ready.",
-        epilog=EXIT_CODES_HELP,
+        epilog=STATUS_EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_connection(s)
