@@ -90,3 +90,14 @@ def test_positions_and_book_give_money_as_it_is_judged() -> None:
     assert engine.positions()[("strategy:S", "symbol:X")] == (2.0, 200.2, 0.0)
     book = engine.book("strategy:S", "X")
     assert book is not None and (book["realised"], book["cost"], book["qty"]) == (0.0, 200.2, 2.0)
+
+
+def test_a_limits_file_with_one_problem_is_refused_in_one_line() -> None:
+    """`riskguard run` prints a LimitsError as its one-line reason: with one problem the
+    message is that problem (it was a count line and the problem on a second line)."""
+    from riskguard.limits.load import LimitsError  # noqa: PLC0415
+
+    one = LimitsError("limits.toml", ["rule 's': field 'max' must be a number"])
+    assert str(one) == "limits.toml: rule 's': field 'max' must be a number"
+    two = LimitsError("limits.toml", ["a", "b"])
+    assert str(two) == "limits.toml: 2 problem(s):\n  a\n  b"

@@ -60,11 +60,16 @@ MAX_WINDOW_MS = 24 * 3600 * 1000
 
 
 class LimitsError(ValueError):
-    """A limits file that cannot be used. ``problems`` lists every error found."""
+    """A limits file that cannot be used. ``problems`` lists every error found; the
+    message is one line for one problem (``<source>: <problem>``), else a count and a line
+    each."""
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
         self.problems = problems
+        if len(problems) == 1:
+            super().__init__(f"{source}: {problems[0]}")
+            return
         super().__init__(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
 
 
