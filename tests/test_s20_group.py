@@ -118,7 +118,7 @@ def test_a_strategy_rule_by_home_account_is_refused_in_group_mode() -> None:
     assert is_summed(by_name.rules[0]) and is_local(by_name.restricted[0])
 
 
-# -- cancel_ratio: a window with no cancel reads 0, on one instance and on the sums -----------------------------------------------------------
+# -- cancel_ratio: a window with no cancel reads 0, on one instance and on the sums ------
 
 
 def cxl(ms: int, account: str, oid: str) -> wire.CancelOrder:

@@ -5,15 +5,21 @@ after a batch's events are in the engine's state, so a commit or a snapshot take
 during a batch's awaits never claims events the state does not reflect yet.
 
 Snapshots (engine state plus ``applied``) are written every
-``runtime.snapshot_interval_s``, strictly between batches, and once more on a
-graceful stop; the newest valid one is loaded on start.
+``runtime.snapshot_interval_s``, strictly between batches, by a forked child
+(:mod:`riskguard.ingest.forked`: the event loop pauses for the fork only), and once more
+on a graceful stop (copied, then written from a thread); the newest valid one is loaded
+on start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,6 +29,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from riskguard import log
 from riskguard.engine import Engine
+from riskguard.ingest.forked import CAN_FORK, Writer, fork_writer, safe_to_fork, wait_writer
 from riskguard.metrics import Metrics
 from riskguard.settings import RuntimeSettings
 from riskguard.snapshot import Frozen, SnapshotStore, chunks, freeze, restore
@@ -50,6 +57,9 @@ class Checkpoints:
         self.load_seconds = 0.0
         self._writing: asyncio.Task[Any] | None = None
         self._commit_failures = log.RepeatLimiter()
+        self.fork = CAN_FORK
+        """Whether periodic snapshots are written by a forked child (else copied in the
+        event loop and written from a thread)."""
         self.last_pause_s = 0.0
         self.last_write_s = 0.0
         self.last_bytes = 0
@@ -167,14 +177,20 @@ class Checkpoints:
         self.resolves = []
         return out
 
+    def _offsets(self) -> dict[str, int]:
+        return {f"{tp.topic}/{tp.partition}": off for tp, off in self._applied.items()}
+
+    def _paused(self, began: float) -> None:
+        self.last_pause_s = time.perf_counter() - began
+        self.metrics.snapshot_pause.set(self.last_pause_s)
+
     def _freeze(self) -> Frozen:
         """The copy taken between batches: the part of a snapshot the event loop pays for
         (``riskguard_snapshot_pause_seconds``)."""
-        offsets = {f"{tp.topic}/{tp.partition}": off for tp, off in self._applied.items()}
+        offsets = self._offsets()
         began = time.perf_counter()
         frozen = freeze(self.engine, offsets)
-        self.last_pause_s = time.perf_counter() - began
-        self.metrics.snapshot_pause.set(self.last_pause_s)
+        self._paused(began)
         return frozen
 
     def maybe_snapshot(self) -> None:
@@ -187,21 +203,63 @@ class Checkpoints:
             return  # nothing changed since the last snapshot
         self.last_mono = time.monotonic()
         self.last_events = self.engine.events_applied
+        if self.fork and safe_to_fork():
+            began = time.perf_counter()
+            try:  # the child's image is consistent with `applied`: forked between batches
+                writer = fork_writer(self.engine, self._offsets(), self.store)
+            except OSError as exc:
+                self._log.error("snapshot fork failed; copying instead", error=str(exc))
+            else:
+                self._paused(began)
+                self._writing = asyncio.create_task(self._reap(writer), name="snapshot-write")
+                return
         frozen = self._freeze()  # consistent with `applied`: copied between batches
         self._writing = asyncio.create_task(self._write(frozen), name="snapshot-write")
+
+    async def _reap(self, writer: Writer) -> None:
+        """Wait for a forked writer; one still running after :attr:`deadline_s` is
+        killed (a lock held at the fork: it would never finish) and logged."""
+        began = time.perf_counter()
+        waiting = asyncio.ensure_future(asyncio.to_thread(wait_writer, writer))
+        try:
+            path = await asyncio.wait_for(asyncio.shield(waiting), self.deadline_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(writer.pid, signal.SIGKILL)
+            self._log.error(
+                "snapshot writer stuck: killed", pid=writer.pid, seconds=self.deadline_s
+            )
+            await asyncio.gather(waiting, return_exceptions=True)
+            return
+        except OSError as exc:
+            self._log.error("snapshot write failed", error=str(exc))
+            return
+        self._written(path, began)
+
+    @property
+    def deadline_s(self) -> float:
+        """How long a forked writer may take: 20 times the last write, at least 120 s."""
+        return max(120.0, 20.0 * self.last_write_s)
 
     async def _write(self, frozen: Frozen) -> None:
         try:  # serialising in the thread too: the event loop only paid for the copies
             began = time.perf_counter()
             path = await asyncio.to_thread(lambda: self.store.write(chunks(frozen)))
-            self.last_path = path.name
-            self.metrics.last_snapshot.set(time.time())
-            self.last_write_s = time.perf_counter() - began
-            self.last_bytes = path.stat().st_size
-            self.metrics.snapshot_write.set(self.last_write_s)
-            self.metrics.snapshot_size.set(self.last_bytes)
         except OSError as exc:
             self._log.error("snapshot write failed", error=str(exc))
+            return
+        self._written(path, began)
+
+    def _written(self, path: Path, began: float) -> None:
+        self.last_path = path.name
+        self.metrics.last_snapshot.set(time.time())
+        self.last_write_s = time.perf_counter() - began
+        try:
+            self.last_bytes = path.stat().st_size
+        except OSError:  # pruned already by a newer one, or the folder removed
+            self.last_bytes = 0
+        self.metrics.snapshot_write.set(self.last_write_s)
+        self.metrics.snapshot_size.set(self.last_bytes)
 
     async def final(self) -> None:
         """On graceful stop: wait for a write in flight, then write the final state.

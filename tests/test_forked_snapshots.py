@@ -1,0 +1,175 @@
+"""Periodic snapshots written by a forked child (riskguard/ingest/forked.py).
+
+The event loop pauses for the fork only; the child's image of the process is the state
+between two batches, whatever the parent applies afterwards (copy-on-write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from riskguard.engine import Engine
+from riskguard.examples import LIMITS
+from riskguard.ingest.checkpoint import Checkpoints
+from riskguard.ingest.forked import (
+    CAN_FORK,
+    SnapshotWriterError,
+    Writer,
+    fork_writer,
+    wait_writer,
+)
+from riskguard.limits import load
+from riskguard.metrics import Metrics
+from riskguard.settings import RuntimeSettings
+from riskguard.snapshot import SnapshotStore, chunks, decode, freeze, restore
+from tests.test_snapshot import stream, summary
+
+pytestmark = pytest.mark.skipif(not CAN_FORK, reason="this platform has no fork()")
+
+
+def test_the_forked_snapshot_is_the_state_at_the_fork_whatever_the_parent_does_next(
+    tmp_path: Path,
+) -> None:
+    """Fork at 3,000 events, then apply 5,000 more in the parent before the child is
+    waited for: the snapshot holds exactly the 3,000-event state (the same arrays and
+    meta as a copy taken at that point), and an engine restored from it and fed the
+    rest equals the parent."""
+    events = stream()
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(events[:3_000])
+    copied = freeze(engine, {"in/0": 3_000})
+    writer = fork_writer(engine, {"in/0": 3_000}, SnapshotStore(tmp_path / "forked"))
+    engine.apply(events[3_000:])  # pages the child shares are copied on write
+    path = wait_writer(writer)
+    snap = decode(path.read_bytes(), path)
+    assert snap.offsets == {"in/0": 3_000}
+    assert snap.meta["events_applied"] == copied.meta["events_applied"] < engine.events_applied
+    assert set(snap.arrays) == set(copied.arrays)
+    for name, array in copied.arrays.items():
+        assert snap.arrays[name].tobytes() == array.tobytes(), name  # NaN-safe
+    again = Engine(load(LIMITS), event_time=True)
+    restore(again, snap)
+    again.apply(events[3_000:])
+    assert summary(again) == summary(engine)
+
+
+def test_a_writer_that_cannot_write_says_why(tmp_path: Path) -> None:
+    """The snapshot folder is a file: the child ends with status 1 and its reason."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("x")
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:100])
+    with pytest.raises(SnapshotWriterError, match=r"exit status 1\): error: .*Error"):
+        wait_writer(fork_writer(engine, {}, SnapshotStore(blocked)))
+
+
+def test_a_writer_stopped_by_a_signal_is_reported_by_its_name() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - a stand-in child that never finishes
+        os.close(read)
+        time.sleep(30)
+        os._exit(0)
+    os.close(write)
+    os.kill(pid, signal.SIGTERM)
+    with pytest.raises(SnapshotWriterError, match="signal SIGTERM"):
+        wait_writer(Writer(pid, read))
+
+
+async def test_the_sidecar_forks_its_snapshots_and_reports_failures_without_raising(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checkpoints.maybe_snapshot forks (pause: the fork), the snapshot loads; with the
+    folder gone bad the failure is logged and nothing is raised, nothing written."""
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:2_000])
+    runtime = RuntimeSettings(state_dir=str(tmp_path), snapshot_interval_s=0.001)
+    checkpoints = Checkpoints(runtime, engine, Metrics())
+    assert checkpoints.fork
+    await asyncio.sleep(0.01)
+    checkpoints.maybe_snapshot()
+    await asyncio.gather(*[t for t in asyncio.all_tasks() if t.get_name() == "snapshot-write"])
+    status = checkpoints.status()
+    assert status["last_written"] and status["last_bytes"] > 0
+    assert 0 < status["last_pause_seconds"] < 60
+    latest = checkpoints.store.latest()
+    assert latest is not None and latest.meta["events_applied"] == engine.events_applied
+    # a folder that cannot be written: logged, not raised
+    (tmp_path / "snapshots").rename(tmp_path / "moved")
+    (tmp_path / "snapshots").write_text("x")
+    engine.apply(stream()[2_000:2_100])
+    await asyncio.sleep(0.01)
+    checkpoints.maybe_snapshot()
+    await asyncio.gather(*[t for t in asyncio.all_tasks() if t.get_name() == "snapshot-write"])
+    assert checkpoints.status()["last_written"] == status["last_written"]
+
+
+def test_the_copy_path_and_the_forked_path_write_the_same_file_body(tmp_path: Path) -> None:
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:1_000])
+    forked = wait_writer(fork_writer(engine, {"in/0": 1}, SnapshotStore(tmp_path / "a")))
+    copied = SnapshotStore(tmp_path / "b").write(chunks(freeze(engine, {"in/0": 1})))
+    a, b = decode(forked.read_bytes(), forked), decode(copied.read_bytes(), copied)
+    assert {k: v for k, v in a.meta.items() if k != "created_ns"} == {
+        k: v for k, v in b.meta.items() if k != "created_ns"
+    }
+    assert all(a.arrays[k].tobytes() == b.arrays[k].tobytes() for k in a.arrays)
+
+
+async def test_a_writer_that_never_finishes_is_killed_at_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A child stuck on a lock held at the fork would never end: killed at the deadline
+    and logged; the process is reaped (no zombie), nothing is raised."""
+    monkeypatch.setattr(Checkpoints, "deadline_s", property(lambda self: 0.3))
+    engine = Engine(load(LIMITS), event_time=True)
+    runtime = RuntimeSettings(state_dir=str(tmp_path), snapshot_interval_s=0.001)
+    checkpoints = Checkpoints(runtime, engine, Metrics())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - a stand-in child stuck for good
+        os.close(read)
+        time.sleep(60)
+        os._exit(0)
+    os.close(write)
+    began = time.monotonic()
+    await checkpoints._reap(Writer(pid, read))
+    assert time.monotonic() - began < 30
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped already
+    assert checkpoints.status()["last_written"] is None
+
+
+async def test_no_fork_while_the_kernels_compile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warm-up thread holds numba's compiler lock: the snapshot is copied instead."""
+    import threading  # noqa: PLC0415
+
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:500])
+    runtime = RuntimeSettings(state_dir=str(tmp_path), snapshot_interval_s=0.001)
+    checkpoints = Checkpoints(runtime, engine, Metrics())
+    release = threading.Event()
+    warm = threading.Thread(target=release.wait, name="riskguard-warm-up")
+    warm.start()
+    try:
+        from riskguard.ingest.forked import safe_to_fork  # noqa: PLC0415
+
+        assert not safe_to_fork()
+        forks: list[int] = []
+        monkeypatch.setattr("riskguard.ingest.checkpoint.fork_writer", lambda *a: forks.append(1))
+        await asyncio.sleep(0.01)
+        checkpoints.maybe_snapshot()
+        await asyncio.gather(*[t for t in asyncio.all_tasks() if t.get_name() == "snapshot-write"])
+        assert checkpoints.status()["last_written"]
+        assert forks == []  # copied in the loop, written from a thread
+    finally:
+        release.set()
+        warm.join()
