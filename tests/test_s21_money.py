@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -19,13 +20,16 @@ from riskguard import events as wire
 from riskguard.control.records import HeartbeatRecord, heartbeat_message
 from riskguard.engine import Engine
 from riskguard.gate import Gate
+from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.ingest.pretrade import PreTradeFeed
 from riskguard.killswitch import Transition
 from riskguard.limits import parse
 from riskguard.metrics import Metrics
+from riskguard.settings import RuntimeSettings, session_start_ns
+from riskguard.snapshot import SnapshotStore, capture
 from riskguard.state.reference import ReferenceModel
 from riskguard.testing import FakeClock
-from tests.builders import MS, T0, fx, instrument, mark, new, rules_toml
+from tests.builders import MS, T0, fill, fx, instrument, mark, new, rules_toml
 
 BIG_ORDER = 'name="big"\nmetric="order_notional"\nscope="account"\nmax=100000\naction="halt"'
 
@@ -99,3 +103,79 @@ def test_the_gate_values_orders_at_the_rate_and_size_riskguard_has_at_a_zero_mar
     assert (verdict.rule, verdict.value, verdict.limit) == ("big", 150_000.0, 100_000.0)
     sent = engine.apply([new("o", 4, qty=100_000, price=1.0, symbol="PWR")]).transitions
     assert [(t.scope, t.rule, t.value) for t in sent] == [("account:A", "big", 150_000.0)]
+
+
+# --- a day's P&L across the start of day and across a restart ------------------------------
+
+DAY1 = "2023-11-14T00:00:00Z"  # T0 is 2023-11-14 22:13 UTC
+DAY2 = "2023-11-15T00:00:00Z"
+DAILY_LOSS = rule("daily-loss", "pnl", "firm", "min=-1000000")
+DRAWDOWN = rule("drawdown", "drawdown", "firm", "max=1000000")
+
+
+def day_engine() -> Engine:
+    return Engine(parse(rules_toml(DAILY_LOSS, DRAWDOWN)), event_time=True)
+
+
+def snapshot_of(engine: Engine, tmp_path: Path, start_of_day: str) -> None:
+    """What a riskguard started with ``start_of_day`` left in its snapshot folder."""
+    runtime = RuntimeSettings(state_dir=str(tmp_path), start_of_day=start_of_day)
+    blob = capture(engine, {"t/0": 4}, session_start_ns(start_of_day))
+    SnapshotStore(runtime.snapshot_path).write(blob)
+
+
+def test_yesterdays_snapshot_does_not_count_in_todays_daily_loss(tmp_path: Path) -> None:
+    """Day 1 (start of day 2023-11-14): a buy of 10,000 X at 100 marked at 20 loses
+    10,000 x 80 = 800,000 (within the firm's daily loss floor of -1,000,000); the
+    snapshot of the graceful stop holds it. Day 2 riskguard starts with start of day
+    2023-11-15: the day's P&L starts at 0 (docs/limits.md, pnl "since the session
+    start"; the carried book comes as opening positions), so day 2's buy of 3,000 Y at
+    100 marked at 0 is a day's P&L of -300,000 and a drawdown of 300,000: nothing
+    halts. (Single mode loaded yesterday's snapshot whatever the start of day: day 2's
+    P&L was -800,000 - 300,000 = -1,100,000, and the firm halted on a day that lost
+    300,000.)"""
+    day1 = day_engine()
+    day1.apply([fill("a", 0, qty=10_000, price=100.0), mark(20.0, 200 * MS)])
+    day1.settle()
+    assert day1.scope_values("firm")["pnl"] == -800_000.0
+    snapshot_of(day1, tmp_path, DAY1)
+    runtime = RuntimeSettings(state_dir=str(tmp_path), start_of_day=DAY2)
+    day2 = day_engine()
+    checkpoints = Checkpoints(runtime, day2, Metrics())
+    checkpoints.load()
+    assert checkpoints.loaded_from == "" and dict(checkpoints.applied) == {}
+    start = session_start_ns(DAY2)
+    assert start is not None
+    at = start + 9 * 3600 * 10**9 - T0  # 09:00 on day 2, as an offset from T0
+    out = day2.apply(
+        [fill("b", at, qty=3_000, price=100.0, symbol="Y"), mark(0.0, at + 200 * MS, "Y")]
+    )
+    out.transitions += day2.settle()
+    values = day2.scope_values("firm")
+    assert (values["pnl"], values["drawdown"]) == (-300_000.0, 300_000.0)
+    assert out.transitions == []
+
+
+def test_a_restart_within_the_day_keeps_its_pnl_and_session_high(tmp_path: Path) -> None:
+    """Day 2: a buy of 10,000 X at 100 marked at 150 makes 500,000 (the session high);
+    riskguard restarts from its snapshot of the same start of day. X falls to 10: P&L
+    10,000 x (10 - 100) = -900,000 (within the -1,000,000 floor), drawdown from the high
+    500,000 - (-900,000) = 1,400,000 > 1,000,000: the drawdown rule halts the firm with
+    that value, the high carried across the restart."""
+    start = session_start_ns(DAY2)
+    assert start is not None
+    at = start + 9 * 3600 * 10**9 - T0
+    before = day_engine()
+    before.apply([fill("a", at, qty=10_000, price=100.0), mark(150.0, at + 200 * MS)])
+    before.settle()
+    assert before.scope_values("firm")["pnl"] == 500_000.0
+    snapshot_of(before, tmp_path, DAY2)
+    after = day_engine()
+    checkpoints = Checkpoints(
+        RuntimeSettings(state_dir=str(tmp_path), start_of_day=DAY2), after, Metrics()
+    )
+    checkpoints.load()
+    assert checkpoints.loaded_from != ""
+    out = after.apply([mark(10.0, at + 400 * MS)]).transitions + after.settle()
+    assert after.scope_values("firm")["pnl"] == -900_000.0
+    assert [(t.scope, t.rule, t.value) for t in out] == [("firm", "drawdown", 1_400_000.0)]
