@@ -97,9 +97,7 @@ class Frozen:
     meta: dict[str, Any]
 
 
-def freeze(
-    engine: Engine, offsets: dict[str, int], session_start_ns: int | None = None
-) -> Frozen:
+def freeze(engine: Engine, offsets: dict[str, int], session_start_ns: int | None = None) -> Frozen:
     """Copy the engine's state and the offsets it reflects (call between batches), taken
     in the session starting at ``session_start_ns`` (``runtime.start_of_day``; None: none).
 
@@ -144,9 +142,7 @@ def serialise(frozen: Frozen) -> bytes:
     return b"".join(chunks(frozen))
 
 
-def capture(
-    engine: Engine, offsets: dict[str, int], session_start_ns: int | None = None
-) -> bytes:
+def capture(engine: Engine, offsets: dict[str, int], session_start_ns: int | None = None) -> bytes:
     """Serialise the engine and the offsets it reflects (call between batches)."""
     return serialise(freeze(engine, offsets, session_start_ns))
 
