@@ -179,3 +179,56 @@ def test_a_restart_within_the_day_keeps_its_pnl_and_session_high(tmp_path: Path)
     out = after.apply([mark(10.0, at + 400 * MS)]).transitions + after.settle()
     assert after.scope_values("firm")["pnl"] == -900_000.0
     assert [(t.scope, t.rule, t.value) for t in out] == [("firm", "drawdown", 1_400_000.0)]
+
+
+# --- prices in minor units (GBp, ZAc, ILA) -----------------------------------------------
+
+
+def test_a_london_equity_quoted_in_pence_is_valued_in_pounds(gate: Gate) -> None:
+    """LSE quotes AZN in pence (GBp). The schema has no price unit: the instrument says
+    so with a contract size of 0.01 in GBP (docs/events.md, Prices in minor units), so
+    qty x price x 0.01 is pounds, and fees are in pounds (the symbol's currency). GBP at
+    1.27 USD, base USD:
+
+    - buy 100 at 10,500p, fee 5.00: gross 100 x 10,500 x 0.01 x 1.27 = 13,335; fees
+      5 x 1.27 = 6.35; pnl -6.35;
+    - mark 10,600p: gross 13,462; pnl 100 x 100 x 0.01 x 1.27 - 6.35 = 120.65 (the high);
+    - sell 100 at 10,450p, fee 5.00: realised 100 x (10,450 - 10,500) x 0.01 x 1.27 =
+      -63.50; fees 12.70; pnl -76.20; drawdown 120.65 + 76.20 = 196.85;
+    - a buy of 1,000 at 10,550p: order_notional 1,000 x 10,550 x 0.01 x 1.27 = 133,985
+      over a 100,000 limit, refused by the gate and halted by riskguard alike.
+
+    (Without the instrument the 100 shares would be 1,050,000 USD.)"""
+    events: list[wire.Event] = [
+        instrument("AZN", 0.01, "GBP"),
+        fx("GBP", 1.27),
+        fill("b", 1 * MS, qty=100, price=10_500.0, symbol="AZN", fee=5.0),
+        mark(10_600.0, 200 * MS, "AZN"),
+        fill("s", 400 * MS, qty=100, price=10_450.0, symbol="AZN", side="sell", fee=5.0),
+    ]
+    seen = []
+    lim = parse(rules_toml(BIG_ORDER))
+    engine, ref = Engine(lim, event_time=True), ReferenceModel(lim)
+    for event in events:
+        engine.apply([event])
+        engine.settle()
+        ref.apply_one(event)
+        ref.settle()
+        v = engine.scope_values("firm")
+        b = ref.book("firm")
+        assert (v["gross_notional"], v["pnl"]) == pytest.approx((b.gross, b.pnl), abs=1e-6)
+        seen.append((v["gross_notional"], v["fees"], v["pnl"], v["drawdown"]))
+    assert seen[2:] == [
+        (13_335.0, 6.35, -6.35, 6.35),
+        (13_462.0, 6.35, 120.65, 0.0),
+        (0.0, 12.7, -76.2, 196.85),
+    ]
+    clock = FakeClock(T0 + 10_000 * MS)
+    live = Engine(lim, clock=clock, event_time=True)
+    feed = PreTradeFeed(live, Metrics(), 100, clock)
+    live.apply(events)
+    publish(feed, gate)
+    verdict = gate.check("A", "S", "AZN", "buy", 1_000, 10_550.0)
+    assert (verdict.allowed, verdict.value) == (False, 133_985.0)
+    sent = live.apply([new("o", 500 * MS, qty=1_000, price=10_550.0, symbol="AZN")])
+    assert [(t.rule, t.value) for t in sent.transitions] == [("big", 133_985.0)]
