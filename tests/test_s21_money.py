@@ -29,7 +29,7 @@ from riskguard.settings import RuntimeSettings, session_start_ns
 from riskguard.snapshot import SnapshotStore, capture
 from riskguard.state.reference import ReferenceModel
 from riskguard.testing import FakeClock
-from tests.builders import MS, T0, fill, fx, instrument, mark, new, rules_toml
+from tests.builders import MS, T0, fill, fx, heartbeat, instrument, mark, new, rules_toml
 
 BIG_ORDER = 'name="big"\nmetric="order_notional"\nscope="account"\nmax=100000\naction="halt"'
 
@@ -232,3 +232,35 @@ def test_a_london_equity_quoted_in_pence_is_valued_in_pounds(gate: Gate) -> None
     assert (verdict.allowed, verdict.value) == (False, 133_985.0)
     sent = live.apply([new("o", 500 * MS, qty=1_000, price=10_550.0, symbol="AZN")])
     assert [(t.rule, t.value) for t in sent.transitions] == [("big", 133_985.0)]
+
+
+@pytest.mark.parametrize(("revalue_ms", "drawdown"), [(0, 100_000.0), (100, 0.0)])
+def test_a_high_between_two_revaluations_of_one_epoch_is_not_a_high(
+    revalue_ms: int, drawdown: float
+) -> None:
+    """The documented limit of revaluation epochs on a path metric (docs/limits.md,
+    Revaluation): a long of 1,000 bought at 100 (t = 0), marked at 200 (10 ms) and back
+    at 100 (20 ms). Revalued on every move, the high is 1,000 x 100 = 100,000 and the
+    drawdown at 100 is 100,000 (a 50,000 limit halts). With 100 ms epochs the fill was
+    the epoch's first move; both marks wait and only 100 is applied at the next epoch:
+    the high stays 0, the drawdown 0. P&L is 0 either way."""
+    events: list[wire.Event] = [
+        fill("a", 0, qty=1_000, price=100.0),
+        mark(200.0, 10 * MS),
+        mark(100.0, 20 * MS),
+        heartbeat("h", 150 * MS),
+    ]
+    lim = parse(
+        rules_toml(rule("dd", "drawdown", "firm", "max=50000")).replace(
+            "version = 1\n", f"version = 1\nrevalue_ms = {revalue_ms}\n"
+        )
+    )
+    engine = Engine(lim, event_time=True)
+    ref = ReferenceModel(lim)
+    out = engine.apply(events).transitions + engine.settle()
+    ref.apply(events)
+    ref.settle()
+    values = engine.scope_values("firm")
+    assert (values["pnl"], values["drawdown"]) == (0.0, drawdown)
+    assert ref.book("firm").peak == drawdown
+    assert [t.value for t in out] == ([drawdown] if drawdown else [])
