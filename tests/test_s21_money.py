@@ -15,9 +15,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from riskguard import events as wire
+from riskguard.control import decision
 from riskguard.control.records import HeartbeatRecord, heartbeat_message
+from riskguard.control.view import ControlView, Instant
 from riskguard.engine import Engine
 from riskguard.gate import Gate
 from riskguard.ingest.checkpoint import Checkpoints
@@ -264,3 +268,60 @@ def test_a_high_between_two_revaluations_of_one_epoch_is_not_a_high(
     assert (values["pnl"], values["drawdown"]) == (0.0, drawdown)
     assert ref.book("firm").peak == drawdown
     assert [t.value for t in out] == ([drawdown] if drawdown else [])
+
+
+PRICES = st.sampled_from([0.0, -37.63, 0.0001, 1.0, 99.5, 5_000.0])
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("fx"), st.sampled_from([0.0067, 0.5, 1.1, 1.5])),
+        st.tuples(st.just("instrument"), st.sampled_from([0.01, 1.0, 50.0, 1_000.0])),
+        st.tuples(st.just("mark"), PRICES),
+        st.tuples(st.just("order"), st.sampled_from([1.0, 7.5, 1e6]), st.none() | PRICES),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=STEPS)
+@example(steps=[("mark", 0.0), ("fx", 1.1), ("fx", 1.5), ("order", 1.0, 1.0)])
+@example(steps=[("fx", 1.1), ("mark", 0.0), ("instrument", 50.0), ("order", 7.5, -37.63)])
+def test_the_gate_values_every_order_as_riskguard_does(steps: list[tuple[object, ...]]) -> None:
+    """Whatever the marks (zero and negative too), contract sizes and rates did, an order
+    checked by a gate that read the feed's records (published after every event, as the
+    feed's rounds do) is valued (order_notional) exactly as riskguard values it once
+    sent: refused by the gate with riskguard's value when riskguard halts it (``max =
+    0``: any value above 0), allowed when riskguard judges it within (value 0) or cannot
+    value it (no price, no rate)."""
+    clock = FakeClock(T0 + 10_000 * MS)
+    lim = parse(rules_toml(rule("any", "order_notional", "account", "max=0")))
+    engine = Engine(lim, clock=clock, event_time=True)
+    feed = PreTradeFeed(engine, Metrics(), 100, clock)
+    view = ControlView()
+
+    def read() -> None:
+        batch = feed.collect()
+        feed.commit(batch)
+        beat = HeartbeatRecord(ts=time.time_ns(), instance="t", ready=True, interval_ms=100)
+        view.fold([heartbeat_message(beat)[1], *(value for _key, value in batch.messages)])
+
+    engine.apply([instrument("P", 1.0, "EUR")])
+    read()
+    for i, step in enumerate(steps, start=1):
+        t = i * MS
+        kind, a = step[0], step[1]
+        if kind != "order":
+            assert isinstance(a, float)
+            data = {"fx": fx("EUR", a, t), "instrument": instrument("P", a, "EUR", t)}
+            engine.apply([data.get(str(kind), mark(a, t, "P"))])
+        else:
+            qty, price = a, step[2]
+            assert isinstance(qty, float) and (price is None or isinstance(price, float))
+            at = Instant.now()
+            verdict = decision.check(view, 60_000, at, f"A{i}", "S", "P", "buy", qty, price)
+            order = new(f"o{i}", t, qty=qty, price=price, symbol="P", account=f"A{i}")
+            out = engine.apply([order]).transitions
+            sent = [(tr.rule, tr.value) for tr in out if tr.rule == "any"]
+            assert sent == ([] if verdict else [("any", verdict.value)])
+        read()
