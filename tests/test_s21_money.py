@@ -33,7 +33,18 @@ from riskguard.settings import RuntimeSettings, session_start_ns
 from riskguard.snapshot import SnapshotStore, capture
 from riskguard.state.reference import ReferenceModel
 from riskguard.testing import FakeClock
-from tests.builders import MS, T0, fill, fx, heartbeat, instrument, mark, new, rules_toml
+from tests.builders import (
+    MS,
+    T0,
+    fill,
+    fx,
+    heartbeat,
+    instrument,
+    mark,
+    new,
+    position,
+    rules_toml,
+)
 
 BIG_ORDER = 'name="big"\nmetric="order_notional"\nscope="account"\nmax=100000\naction="halt"'
 
@@ -325,3 +336,19 @@ def test_the_gate_values_every_order_as_riskguard_does(steps: list[tuple[object,
             sent = [(tr.rule, tr.value) for tr in out if tr.rule == "any"]
             assert sent == ([] if verdict else [("any", verdict.value)])
         read()
+
+
+@pytest.mark.parametrize(("price", "pnl"), [(50.0, -200.0), (40.0, 800.0)])
+def test_an_opening_position_counts_pnl_from_its_price(price: float, pnl: float) -> None:
+    """docs/events.md (position): 100 X bought at 40, closed yesterday at 50, marked
+    today at 48. Carried at the previous close (50), the day's P&L is 100 x (48 - 50) =
+    -200; carried at its average cost (40), `pnl` is 100 x (48 - 40) = +800, its whole
+    history counted as the day's."""
+    events: list[wire.Event] = [
+        position(100, price=price),
+        mark(48.0, 200 * MS),
+        heartbeat("h", 400 * MS),
+    ]
+    engine, ref, _ = run(events)
+    assert engine.scope_values("account:A")["pnl"] == pnl
+    assert ref.book("account:A").pnl == pnl
