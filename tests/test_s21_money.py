@@ -352,3 +352,28 @@ def test_an_opening_position_counts_pnl_from_its_price(price: float, pnl: float)
     engine, ref, _ = run(events)
     assert engine.scope_values("account:A")["pnl"] == pnl
     assert ref.book("account:A").pnl == pnl
+
+
+def test_after_a_rate_move_the_firms_pnl_is_not_its_accounts_sum() -> None:
+    """The documented limit (docs/limits.md, Currencies): realised P&L stays at the rate
+    it was booked at, and the firm realises when its netted position closes. a1 buys 10
+    B at 100 EUR, a2 sells 10 at 110, EUR at 1.00: the firm (and strategy S, in both
+    accounts) is flat with 100 EUR realised = 100 USD. EUR to 2.00, B marked at 105:
+    a1 10 x (105 - 100) x 2 = 100, a2 10 x (110 - 105) x 2 = 100; the firm stays 100. At
+    1.00 throughout they add up: a1 50 + a2 50 = firm 100."""
+    for rate, accounts in ((2.0, 100.0), (1.0, 50.0)):
+        events: list[wire.Event] = [
+            instrument("B", 1.0, "EUR"),
+            fx("EUR", 1.0),
+            fill("o1", 1 * MS, qty=10, price=100.0, symbol="B", account="a1", exec_id="e1"),
+            fill("o2", 2 * MS, qty=10, price=110.0, symbol="B", account="a2", side="sell"),
+            fx("EUR", rate, 200 * MS),
+            mark(105.0, 400 * MS, "B"),
+            heartbeat("h", 600 * MS),
+        ]
+        engine, ref, _ = run(events)
+        pnl = {s: engine.scope_values(s)["pnl"] for s in ("firm", "strategy:S")}
+        assert pnl == {"firm": 100.0, "strategy:S": 100.0}
+        for account in ("account:a1", "account:a2"):
+            assert engine.scope_values(account)["pnl"] == accounts
+            assert ref.book(account).pnl == pytest.approx(accounts)
