@@ -294,9 +294,10 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         tps = sorted(owned)
         try:
             begin: dict[TopicPartition, int] = dict(await consumer.beginning_offsets(tps))
-            if self.session_start_ns is not None:
+            if self.session_start_ns is not None:  # reference-data topics are read whole
+                kept = await self.intake.reference_data_topics()
                 found = await consumer.offsets_for_times(
-                    dict.fromkeys(tps, self.session_start_ns // 1_000_000)
+                    {tp: self.session_start_ns // 1_000_000 for tp in tps if tp.topic not in kept}
                 )
                 for tp, hit in found.items():
                     if hit is not None and hit.offset > begin[tp]:
