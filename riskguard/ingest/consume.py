@@ -31,7 +31,7 @@ from aiokafka.structs import TopicPartition
 from riskguard import log
 from riskguard.control.reader import partitions
 from riskguard.engine import Engine
-from riskguard.events import BadEvent, Event, Fx, Instrument, decode
+from riskguard.events import BadEvent, Event, decode
 from riskguard.events import _decoder as _event_decoder
 from riskguard.ingest.cancels import CancelTracker
 from riskguard.ingest.checkpoint import Checkpoints
@@ -40,7 +40,6 @@ from riskguard.ingest.flow import FlowReport
 from riskguard.ingest.health import Liveness
 from riskguard.ingest.ports import TransitionSink
 from riskguard.ingest.producers import Producer
-from riskguard.ingest.topic_shape import compacted_topics
 from riskguard.metrics import Metrics
 from riskguard.settings import KafkaSettings
 
@@ -108,10 +107,6 @@ class ConsumeLoop:
     """The input partitions assigned."""
     before_session: int = field(init=False, default=0)
     """Events skipped because they were stamped before the session start."""
-    reference_topics: frozenset[str] | None = field(init=False, default=None)
-    """The compacted input topics, with a session start (None: not asked yet). They are
-    read from their beginning, and their ``instrument`` and ``fx`` stamped before the
-    session start are applied: the contract sizes and rates in force when it began."""
     lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     """Held while a batch is applied, and by a rebalance while it rebuilds the state."""
     after_batch: Callable[[AIOKafkaConsumer], None] | None = field(init=False, default=None)
@@ -178,13 +173,8 @@ class ConsumeLoop:
         begin = await consumer.beginning_offsets(tps)
         applied = self.checkpoints.applied
         if self.session_start_ns is not None:  # start of day, where the broker can find it
-            kept = await self.reference_data_topics()
             found = await consumer.offsets_for_times(
-                {
-                    tp: self.session_start_ns // 1_000_000
-                    for tp in tps
-                    if tp not in applied and tp.topic not in kept
-                }
+                {tp: self.session_start_ns // 1_000_000 for tp in tps if tp not in applied}
             )
             for tp, hit in found.items():
                 if hit is not None and hit.offset > begin[tp]:
@@ -319,31 +309,14 @@ class ConsumeLoop:
             gauge.remove(*labels)
         self._lag_shown = shown
 
-    async def reference_data_topics(self) -> frozenset[str]:
-        """The input topics read whole with a session start (:attr:`reference_topics`),
-        asked of the broker once; none without a session start."""
-        if self.session_start_ns is None:
-            return frozenset()
-        if self.reference_topics is None:
-            self.reference_topics = await compacted_topics(self.kafka, self.kafka.input_topics)
-            if self.reference_topics:
-                self._log.info(
-                    "reference data topics read whole", topics=sorted(self.reference_topics)
-                )
-        return self.reference_topics
-
     async def _decode(self, batch: Batch) -> tuple[list[Event], Coordinates]:
-        """The batch's good events of this session, and where each came from: an event
-        stamped before the session start is skipped, except an ``instrument`` or ``fx``
-        of a reference-data topic (compacted), which is in force when the session began."""
+        """The batch's good events of this session, and where each came from."""
         events: list[Event] = []
         where = Coordinates()
         session = self.session_start_ns
-        kept = self.reference_topics or frozenset()
         for tp, messages in batch.items():
             label = f"{tp.topic}/{tp.partition}"
             where.partition(label)
-            reference = tp.topic in kept
             for m in messages:
                 value = m.value or b""
                 try:  # the fast path; decode() below explains a failure
@@ -353,11 +326,7 @@ class ConsumeLoop:
                     assert isinstance(bad, BadEvent)
                     await self.dead_letters.send(bad, value, m.key)
                     continue
-                if (
-                    session is not None
-                    and item.ts < session
-                    and not (reference and isinstance(item, (Instrument, Fx)))
-                ):
+                if session is not None and item.ts < session:
                     self.before_session += 1  # yesterday's flow: not part of this session
                     continue
                 events.append(item)

@@ -294,10 +294,9 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         tps = sorted(owned)
         try:
             begin: dict[TopicPartition, int] = dict(await consumer.beginning_offsets(tps))
-            if self.session_start_ns is not None:  # reference-data topics are read whole
-                kept = await self.intake.reference_data_topics()
+            if self.session_start_ns is not None:
                 found = await consumer.offsets_for_times(
-                    {tp: self.session_start_ns // 1_000_000 for tp in tps if tp.topic not in kept}
+                    dict.fromkeys(tps, self.session_start_ns // 1_000_000)
                 )
                 for tp, hit in found.items():
                     if hit is not None and hit.offset > begin[tp]:

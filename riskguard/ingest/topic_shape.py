@@ -30,7 +30,7 @@ finds none. Metrics ``riskguard_topic_problems`` and ``riskguard_topic_repairs_t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -311,29 +311,3 @@ def _entries(response: dict[str, Any]) -> dict[str, tuple[str, int]] | None:
             for e in entries
         }
     return None
-
-
-async def compacted_topics(kafka: KafkaSettings, topics: Collection[str]) -> frozenset[str]:
-    """The topics of ``topics`` under ``cleanup.policy`` ``compact``: reference-data
-    topics, which keep the latest record of each key however old (DescribeConfigs, one
-    request per topic). A topic the broker cannot describe counts as not compacted; a
-    broker that cannot answer at all gives none (logged)."""
-    found: set[str] = set()
-    admin = AIOKafkaAdminClient(**kafka.client_options())
-    try:
-        await admin.start()
-        for topic in topics:
-            resource = ConfigResource(ConfigResourceType.TOPIC, topic)
-            try:
-                [response] = await admin.describe_configs([resource])
-                entries = _entries(response.to_object())
-            except KafkaError:
-                continue
-            policy = (entries or {}).get("cleanup.policy", ("delete", 0))[0]
-            if "compact" in policy.split(","):
-                found.add(topic)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        log.get("topics").warning("input topics' cleanup policy unknown", error=repr(exc))
-    finally:
-        await admin.close()
-    return frozenset(found)
