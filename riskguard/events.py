@@ -190,10 +190,11 @@ PositionKind = Literal["open", "broker"]
 
 class Position(_Event, tag="position", frozen=True, omit_defaults=True):
     """A position (v1.2; long > 0). ``kind = "open"`` sets the opening position of the key
-    (start of day, a carried book) at ``price`` (its average cost; default the reference
-    price): the session's fills move it from there. ``kind = "broker"`` is the broker's or
-    venue's view of it: it changes nothing in riskguard's book and feeds reconciliation
-    (``position_break_qty``). Without ``strategy`` the key is the account's position."""
+    (start of day, a carried book) at ``price`` (its cost per unit, e.g. the previous
+    close; default the reference price): the session's fills move it from there.
+    ``kind = "broker"`` is the broker's or venue's view of it: it changes nothing in
+    riskguard's book and feeds reconciliation (``position_break_qty``). Without
+    ``strategy`` the key is the account's position."""
 
     account: Key
     symbol: Key

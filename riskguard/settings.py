@@ -233,6 +233,7 @@ class RuntimeSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     #: Session start (ISO 8601, e.g. "2026-11-27T00:00:00Z"). With no snapshot, input is
     #: read from here (offsets_for_times) instead of from the beginning, and events
     #: stamped earlier are skipped, so positions are "since session start" on any broker.
+    #: A snapshot taken under another start of day is not loaded: state is rebuilt.
     start_of_day: str = ""
     #: engine snapshots with the offsets they reflect (snapshot_interval_s 0 disables them)
     snapshot_dir: str = "snapshots"

@@ -78,6 +78,16 @@ class Snapshot:
         offsets: dict[str, int] = self.meta["offsets"]
         return offsets
 
+    def of_session(self, session_start_ns: int | None) -> bool:
+        """Whether this snapshot's state is of the session starting at
+        ``session_start_ns`` (``runtime.start_of_day``, ns; None: no session start, any
+        snapshot is). A snapshot taken under another start of day (or under none, or by a
+        riskguard that did not record it) holds another session's flow: yesterday's P&L,
+        fees and session high would count in today's ``pnl`` and ``drawdown``."""
+        if session_start_ns is None:
+            return True
+        return bool(self.meta.get("session_start_ns") == session_start_ns)
+
 
 @dataclass(frozen=True)
 class Frozen:
@@ -87,8 +97,9 @@ class Frozen:
     meta: dict[str, Any]
 
 
-def freeze(engine: Engine, offsets: dict[str, int]) -> Frozen:
-    """Copy the engine's state and the offsets it reflects (call between batches).
+def freeze(engine: Engine, offsets: dict[str, int], session_start_ns: int | None = None) -> Frozen:
+    """Copy the engine's state and the offsets it reflects (call between batches), taken
+    in the session starting at ``session_start_ns`` (``runtime.start_of_day``; None: none).
 
     Only copies: cheap enough for the event loop. :func:`serialise` does the slow
     part (compression-free ``np.savez``, sha256, JSON) and may run in a thread.
@@ -101,6 +112,7 @@ def freeze(engine: Engine, offsets: dict[str, int]) -> Frozen:
         "version": VERSION,
         "created_ns": time.time_ns(),
         "offsets": dict(offsets),
+        "session_start_ns": session_start_ns,
         "events_applied": engine.events_applied,
         "limits_sha256": engine.limits.digest,
         "keys": engine.keys.export(),
@@ -130,9 +142,9 @@ def serialise(frozen: Frozen) -> bytes:
     return b"".join(chunks(frozen))
 
 
-def capture(engine: Engine, offsets: dict[str, int]) -> bytes:
+def capture(engine: Engine, offsets: dict[str, int], session_start_ns: int | None = None) -> bytes:
     """Serialise the engine and the offsets it reflects (call between batches)."""
-    return serialise(freeze(engine, offsets))
+    return serialise(freeze(engine, offsets, session_start_ns))
 
 
 def decode(data: bytes, path: Path) -> Snapshot:

@@ -113,13 +113,15 @@ async def test_the_sidecar_forks_its_snapshots_and_reports_failures_without_rais
 def test_the_copy_path_and_the_forked_path_write_the_same_file_body(tmp_path: Path) -> None:
     engine = Engine(load(LIMITS), event_time=True)
     engine.apply(stream()[:1_000])
-    forked = wait_writer(fork_writer(engine, {"in/0": 1}, SnapshotStore(tmp_path / "a")))
-    copied = SnapshotStore(tmp_path / "b").write(chunks(freeze(engine, {"in/0": 1})))
+    day = 1_700_000_000_000_000_000  # the session start is in the header of both
+    forked = wait_writer(fork_writer(engine, {"in/0": 1}, SnapshotStore(tmp_path / "a"), day))
+    copied = SnapshotStore(tmp_path / "b").write(chunks(freeze(engine, {"in/0": 1}, day)))
     a, b = decode(forked.read_bytes(), forked), decode(copied.read_bytes(), copied)
     assert {k: v for k, v in a.meta.items() if k != "created_ns"} == {
         k: v for k, v in b.meta.items() if k != "created_ns"
     }
     assert all(a.arrays[k].tobytes() == b.arrays[k].tobytes() for k in a.arrays)
+    assert a.meta["session_start_ns"] == day
 
 
 async def test_a_writer_that_never_finishes_is_killed_at_its_deadline(

@@ -31,7 +31,7 @@ from riskguard import log
 from riskguard.engine import Engine
 from riskguard.ingest.forked import CAN_FORK, Writer, fork_writer, safe_to_fork, wait_writer
 from riskguard.metrics import Metrics
-from riskguard.settings import RuntimeSettings
+from riskguard.settings import RuntimeSettings, session_start_ns
 from riskguard.snapshot import Frozen, SnapshotStore, chunks, freeze, restore
 from riskguard.vocabulary import Transition
 
@@ -44,6 +44,8 @@ class Checkpoints:
         self.metrics = metrics
         self.store = SnapshotStore(runtime.snapshot_path, keep=runtime.snapshot_keep)
         self.interval_s = runtime.snapshot_interval_s
+        self.session_start_ns = session_start_ns(runtime.start_of_day)
+        """The session snapshots are of (``runtime.start_of_day``, ns; None: unset)."""
         self._applied: dict[TopicPartition, int] = {}  # next offset to apply, per partition
         self._committed: dict[TopicPartition, int] = {}
         self._log = log.get("sidecar")
@@ -142,7 +144,10 @@ class Checkpoints:
         """Restore the newest valid snapshot, if any, and the offsets it reflects.
 
         Corrupt or incompatible snapshots are logged and skipped, never half-loaded;
-        with none, state is rebuilt by replaying input.
+        with none, state is rebuilt by replaying input. So is it when the snapshot is of
+        another session (``runtime.start_of_day`` changed since it was taken:
+        :meth:`~riskguard.snapshot.Snapshot.of_session`): the day's P&L and drawdown
+        start again from the session start, not from yesterday's book.
         """
         started = time.perf_counter()
         snap = self.store.latest()
@@ -150,6 +155,14 @@ class Checkpoints:
             self._log.error("snapshot skipped", reason=reason)
         if snap is None:
             self._log.info("no usable snapshot: rebuilding state from the start of input")
+            return
+        if not snap.of_session(self.session_start_ns):
+            self._log.warning(
+                "snapshot of another session: rebuilding state from the start of day",
+                snapshot=snap.path.name,
+                snapshot_session_start_ns=snap.meta.get("session_start_ns"),
+                session_start_ns=self.session_start_ns,
+            )
             return
         self.resolves = restore(self.engine, snap)
         for key, offset in snap.offsets.items():
@@ -189,7 +202,7 @@ class Checkpoints:
         (``riskguard_snapshot_pause_seconds``)."""
         offsets = self._offsets()
         began = time.perf_counter()
-        frozen = freeze(self.engine, offsets)
+        frozen = freeze(self.engine, offsets, self.session_start_ns)
         self._paused(began)
         return frozen
 
@@ -206,7 +219,9 @@ class Checkpoints:
         if self.fork and safe_to_fork():
             began = time.perf_counter()
             try:  # the child's image is consistent with `applied`: forked between batches
-                writer = fork_writer(self.engine, self._offsets(), self.store)
+                writer = fork_writer(
+                    self.engine, self._offsets(), self.store, self.session_start_ns
+                )
             except OSError as exc:
                 self._log.error("snapshot fork failed; copying instead", error=str(exc))
             else:

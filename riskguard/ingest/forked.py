@@ -83,9 +83,15 @@ def _compile_in_parent() -> None:
         _compiled = True
 
 
-def fork_writer(engine: Engine, offsets: dict[str, int], store: SnapshotStore) -> Writer:
+def fork_writer(
+    engine: Engine,
+    offsets: dict[str, int],
+    store: SnapshotStore,
+    session_start_ns: int | None = None,
+) -> Writer:
     """Fork a child that writes ``engine``'s state and ``offsets`` (``topic/partition``
-    -> next offset, the ones the state reflects) as a snapshot into ``store``. Call
+    -> next offset, the ones the state reflects), taken in the session starting at
+    ``session_start_ns`` (:func:`riskguard.snapshot.freeze`), as a snapshot into ``store``. Call
     between batches, from the thread running the event loop; returns at once in the
     parent. Raises ``OSError`` when the fork itself fails (no memory, process limit)."""
     _compile_in_parent()
@@ -97,14 +103,19 @@ def fork_writer(engine: Engine, offsets: dict[str, int], store: SnapshotStore) -
         os.close(write)
         raise
     if pid == 0:  # pragma: no cover - the child's lines are measured by its result
-        _child(engine, offsets, store, read, write)
+        _child(engine, offsets, store, session_start_ns, (read, write))
     os.close(write)
     return Writer(pid, read)
 
 
 def _child(  # pragma: no cover
-    engine: Engine, offsets: dict[str, int], store: SnapshotStore, read: int, write: int
+    engine: Engine,
+    offsets: dict[str, int],
+    store: SnapshotStore,
+    session_start_ns: int | None,
+    pipe: tuple[int, int],
 ) -> None:
+    read, write = pipe
     code = 1
     try:
         os.close(read)
@@ -114,7 +125,7 @@ def _child(  # pragma: no cover
                 signal.signal(sig, signal.SIG_DFL)
         except ValueError:  # not the main thread: nothing of asyncio's to undo here
             pass
-        path = store.write(chunks(freeze(engine, offsets)))
+        path = store.write(chunks(freeze(engine, offsets, session_start_ns)))
         os.write(write, os.fsencode(str(path)))
         code = 0
     except BaseException as exc:

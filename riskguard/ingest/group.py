@@ -279,6 +279,8 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             self._log.error("snapshot skipped", reason=reason)
         if snap is None or set(snap.offsets) != set(wanted):
             return None
+        if not snap.of_session(self.session_start_ns):
+            return None  # taken under another start of day
         if any(int(snap.offsets[key]) < start for key, start in wanted.items()):
             return None  # an earlier session's state, or events retention removed
         return snap

@@ -142,7 +142,7 @@ class PreTradeFeed:
         self._symbols = np.zeros(0, dtype=np.int64)  # symbol scope ids, in id order
         self._levels_seen = 0
         self._mark_sent = np.zeros(0)  # per scope id: price published, NaN never
-        self._money_sent = np.zeros(0)  # per scope id: price x size x rate published
+        self._money_sent = np.zeros(0)  # per scope id: a mark's size x rate published
         self._instrument_sent = np.zeros(0)  # per scope id: size x rate published, NaN never
         self._positions: dict[str, tuple[str, dict[int, float]]] = {}
         self.accounts_only = False
@@ -291,15 +291,18 @@ class PreTradeFeed:
         size = symbols["multiplier"][ids]
         cur = state.currencies[symbols["currency"][ids]]
         rate = np.where(cur["known"] != 0, cur["rate"], np.nan)
-        # what a gate values an order at: a change of price, contract size or rate republishes
-        money = np.where(np.isnan(rate), -np.inf, price * size * rate)
+        # what a gate values an order at: a change of price, contract size or rate
+        # republishes. The size x rate is compared on its own, not as price x size x rate:
+        # at a price of 0 that product stays 0 whatever the rate, and the gate would value
+        # limit orders at the rate it had (a power future marked at 0, EUR 1.10 -> 1.50).
+        unit = np.where(np.isnan(rate), -np.inf, size * rate)
         changed = (
             (symbols["price_source"][ids] > 0)
             & np.isfinite(price)
-            & ((price != self._mark_sent[ids]) | (money != self._money_sent[ids]))
+            & ((price != self._mark_sent[ids]) | (unit != self._money_sent[ids]))
         )
         batch.mark_ids, batch.mark_prices = ids[changed], price[changed]
-        batch.mark_money = money[changed]
+        batch.mark_money = unit[changed]
         names = keys.scope_names
         rows = zip(
             batch.mark_ids.tolist(),
@@ -315,7 +318,6 @@ class PreTradeFeed:
             batch.messages.append((mark_key(symbol), encode_record(record)))
         batch.counts["mark"] = int(batch.mark_ids.size)
         # contract size and rate of every described symbol, priced or not
-        unit = np.where(np.isnan(rate), -np.inf, size * rate)
         described = (symbols["ref_ns"][ids] >= 0) & (unit != self._instrument_sent[ids])
         batch.instrument_ids, batch.instrument_money = ids[described], unit[described]
         for sid, mult, fx in zip(
