@@ -175,3 +175,24 @@ async def test_no_fork_while_the_kernels_compile(
     finally:
         release.set()
         warm.join()
+
+
+async def test_a_fork_refused_falls_back_to_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Strict overcommit (vm.overcommit_memory = 2) or a process limit refuses the fork
+    with ENOMEM / EAGAIN: the snapshot is copied and written from a thread instead."""
+
+    def refused() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:500])
+    runtime = RuntimeSettings(state_dir=str(tmp_path), snapshot_interval_s=0.001)
+    checkpoints = Checkpoints(runtime, engine, Metrics())
+    monkeypatch.setattr(os, "fork", refused)
+    await asyncio.sleep(0.01)
+    checkpoints.maybe_snapshot()
+    await asyncio.gather(*[t for t in asyncio.all_tasks() if t.get_name() == "snapshot-write"])
+    latest = checkpoints.store.latest()
+    assert latest is not None and latest.meta["events_applied"] == engine.events_applied
