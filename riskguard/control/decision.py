@@ -325,7 +325,7 @@ def check(
             continue
         r = rule.record
         said = sentence(r.name, r.metric, value, limit)
-        where = _rule_scope(r.scope, account, strategy, symbol)
+        where = _rule_scope(r.scope, account, strategy, symbol, venue)
         if r.action == "alert":
             notes.append(f"alert at {where}: {said}")
             alerts.append(r.name)
@@ -426,8 +426,12 @@ _UNKNOWN_FIELD = "\x00unknown match field"
 
 def _value(rule: OrderRule, order: _Order) -> float | None:
     """The order's value of the rule's metric; None when the rule does not apply or
-    cannot be evaluated. A rule naming ``venue`` does not apply to an order that names
-    none; match fields this gate does not know do not narrow the rule."""
+    cannot be evaluated. A rule naming ``venue``, or kept at the venue scope, does not
+    apply to an order that names none (riskguard keeps a venue rule per venue: an order
+    to no venue has no venue scope); match fields this gate does not know do not narrow
+    the rule."""
+    if order.venue is None and rule.record.scope == "venue":
+        return None
     for name, keys in rule.match:
         key = order.key(name)
         if key is not _UNKNOWN_FIELD and key not in keys:
@@ -448,8 +452,11 @@ def _value(rule: OrderRule, order: _Order) -> float | None:
     return None  # a metric this gate does not know: riskguard judges it after sending
 
 
-def _rule_scope(level: str, account: str, strategy: str, symbol: str) -> str:
-    """The scope a rule at ``level`` is kept at for this order (e.g. ``strategy:s1``)."""
+def _rule_scope(level: str, account: str, strategy: str, symbol: str, venue: str | None) -> str:
+    """The scope a rule at ``level`` is kept at for this order (e.g. ``strategy:s1``,
+    ``venue:XNAS``)."""
+    if level == "venue" and venue is not None:
+        return f"venue:{venue}"
     if level == "account":
         return f"account:{account}"
     if level == "strategy":
