@@ -27,6 +27,8 @@ from riskguard.control.records import (
     CancelOrder,
     CancelRecord,
     HeartbeatRecord,
+    HomeRecord,
+    InstrumentRecord,
     MarkRecord,
     PositionRecord,
     RuleRecord,
@@ -37,6 +39,8 @@ from riskguard.control.records import (
     decode_record,
     encode_record,
     heartbeat_message,
+    home_key,
+    instrument_key,
     mark_key,
     position_key,
     state_message,
@@ -180,8 +184,12 @@ def writer_key(record: Any) -> bytes | None:
         return RULES_KEY
     if isinstance(record, MarkRecord):
         return mark_key(record.symbol)
+    if isinstance(record, InstrumentRecord):
+        return instrument_key(record.symbol)
     if isinstance(record, PositionRecord):
         return position_key(record.scope, record.symbol)
+    if isinstance(record, HomeRecord):
+        return home_key(record.strategy)
     if isinstance(record, ApprovalRecord):
         return approval_key(record.scope)
     return None

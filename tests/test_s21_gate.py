@@ -11,6 +11,7 @@ docs/control-topic.md.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +27,7 @@ from riskguard.killswitch import Transition
 from riskguard.limits import parse
 from riskguard.metrics import Metrics
 from riskguard.testing import FakeClock
-from tests.builders import MS, T0, fill, fx, instrument, mark, new, position, rules_toml
+from tests.builders import MS, T0, cancel, fill, fx, instrument, mark, new, position, rules_toml
 
 
 class World:
@@ -99,10 +100,6 @@ def test_a_venue_rule_judges_only_orders_sent_to_a_venue() -> None:
 
 
 # the property ------------------------------------------------------------------------
-HOME = {"S": "A", "T": "B"}
-"""Each strategy trades in its home account only: a strategy rule's ``match.account`` is
-compared with the order's account by the gate and with the home account by the engine
-(docs/control-topic.md, step 5), which agree then."""
 FIELDS = {
     "firm": [],
     "account": ["account"],
@@ -134,7 +131,8 @@ def order_rules(draw: Any, i: int) -> str:
     level = draw(st.sampled_from(sorted(FIELDS)))
     match = {}
     for name in [*FIELDS[level], "side", "venue"]:
-        if draw(st.integers(0, 3)) == 0:
+        home = level == "strategy" and name == "account"  # the home account: half the time
+        if draw(st.integers(0, 1 if home else 3)) == 0:
             match[name] = draw(st.lists(st.sampled_from(KEYS[name]), min_size=1, unique=True))
     upper = draw(st.sampled_from([*BOUNDS[metric], None]))
     lower = draw(st.sampled_from([None, None, min(BOUNDS[metric])]))
@@ -184,14 +182,16 @@ def flows(draw: Any) -> tuple[str, list[wire.Event], wire.NewOrder]:
         elif how == "open":
             events.append(position(4, t=t, price=px, **keys))
         t += 1
-    strategy = draw(st.sampled_from(["S", "T"]))
+    home = draw(st.sampled_from([None, "A", "B"]))  # S's first account (T's is B), or none
+    if home is not None:  # a cancel of an order never seen names S first: judged by nothing
+        events.append(cancel("h", t, account=home, strategy="S"))
     order = new(
         "o",
         1000 * MS,
         qty=draw(st.sampled_from([0.1 + 0.2, 3.0, 5.0, 10.0, 10.5, 100.0])),
         price=draw(st.sampled_from([None, 0.0, 34.965, 95.0, 100.0, 105.0, 110.0])),
-        account=HOME[strategy],
-        strategy=strategy,
+        account=draw(st.sampled_from(["A", "B"])),
+        strategy=draw(st.sampled_from(["S", "T"])),
         symbol=draw(st.sampled_from(["X", "Y"])),
         side=draw(st.sampled_from(["buy", "sell"])),
         venue=draw(st.sampled_from([None, "XNAS", "ARCX"])),
@@ -199,7 +199,7 @@ def flows(draw: Any) -> tuple[str, list[wire.Event], wire.NewOrder]:
     return limits, events, order
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(flows())
 def test_the_gate_refuses_exactly_the_orders_the_engine_would_halt_on(
     flow: tuple[str, list[wire.Event], wire.NewOrder],
@@ -209,7 +209,9 @@ def test_the_gate_refuses_exactly_the_orders_the_engine_would_halt_on(
     orders before and after the first price, market orders, matches on every key, side
     and venue, rules at every scope (venue included) and bounds met exactly: the gate
     refuses an order iff the engine, judging it once sent, moves a scope (halt or
-    reduce-only), and lets it through with exactly the ``alert`` rules the engine pages."""
+    reduce-only), and lets it through with exactly the ``alert`` rules the engine pages.
+    Strategies trade through either account, so a strategy rule's ``match.account`` is
+    the strategy's home (S's set by an earlier order, or by this one)."""
     limits, events, order = flow
     world = World(limits, events)
     if world.engine.killswitch.standing():
@@ -222,3 +224,138 @@ def test_the_gate_refuses_exactly_the_orders_the_engine_would_halt_on(
         paged = {tr.rule for tr in sent if tr.is_alert and tr.level is None}
         rules = {a for a in verdict.alerts if a != "rl"}  # rl may be raised by a trade
         assert rules == paged - {"rl", "fx-rate-missing"}, (verdict, sent)
+
+
+# REDUCE_ONLY: the published position against the book --------------------------------
+ROUTES = [("A", "S"), ("B", "S"), ("B", "T")]
+"""(account, strategy): S trades in two accounts, so its position is the sum of both."""
+RO_SCOPES = ["firm", "account:A", "account:B", "strategy:S", "strategy:T", "symbol:X", "venue:XNAS"]
+
+
+@st.composite
+def books(draw: Any) -> tuple[list[tuple[str, str, str, str, Decimal]], list[str], Any]:
+    trades = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(ROUTES),
+                st.sampled_from(["X", "Y"]),
+                st.sampled_from(["buy", "sell"]),
+                st.sampled_from(["0.1", "0.2", "0.3", "1", "7.5", "100"]),
+            ),
+            max_size=8,
+        )
+    )
+    flat = [(a, s, y, side, Decimal(q)) for (a, s), y, side, q in trades]
+    scopes = draw(st.lists(st.sampled_from(RO_SCOPES), min_size=1, max_size=2, unique=True))
+    route = draw(st.sampled_from(ROUTES))
+    qty = draw(st.sampled_from(["0.1", "0.3", "1", "7.5", "100", "107.5", "200"]))
+    order = (route, draw(st.sampled_from(["X", "Y"])), draw(st.sampled_from(["buy", "sell"])))
+    as_sum = draw(st.booleans())  # the router's float sum 0.1 + 0.2 for 0.3
+    return flat, scopes, (order, qty, as_sum, draw(st.sampled_from([None, "XNAS", "ARCX"])))
+
+
+def held(trades: list[tuple[str, str, str, str, Decimal]], scope: str, symbol: str) -> Decimal:
+    """The net position of ``scope`` in ``symbol``, by hand: a symbol or venue scope's is
+    the firm's (docs/limits.md, Scopes); a strategy's sums its accounts."""
+    level, _, key = scope.partition(":")
+    total = Decimal(0)
+    for account, strategy, y, side, qty in trades:
+        mine = {"account": account, "strategy": strategy}.get(level, key)
+        if y == symbol and mine == key:
+            total += qty if side == "buy" else -qty
+    return total
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(books())
+def test_reduce_only_allows_exactly_the_orders_that_bring_every_position_toward_zero(
+    book: tuple[list[tuple[str, str, str, str, Decimal]], list[str], Any],
+) -> None:
+    """Fills of decimal quantities across accounts and strategies (one strategy in two
+    accounts), one or two scopes put REDUCE_ONLY, the positions published: an order passes
+    iff, for each REDUCE_ONLY scope it belongs to, it moves that scope's net position in
+    its symbol toward 0 or to 0, never past it (docs/control-topic.md, step 3), with the
+    positions summed by hand in decimals."""
+    trades, scopes, ((route, symbol, side), qty, as_sum, venue) = book
+    events: list[wire.Event] = []
+    for i, (account, strategy, y, s, q) in enumerate(trades):
+        keys = {"account": account, "strategy": strategy, "symbol": y, "side": s}
+        events.append(new(f"o{i}", 2 * i * MS, qty=float(q), **keys))
+        events.append(fill(f"o{i}", (2 * i + 1) * MS, qty=float(q), **keys))
+    world = World(rules_toml(VENUE_FAT.replace("max=100", "max=1e9")), events)
+    for scope in scopes:
+        world.engine.killswitch.halt(scope, "ops", "drill", action="reduce_only")
+    world.publish()
+    account, strategy = route
+    amount = 0.1 + 0.2 if as_sum and qty == "0.3" else float(qty)
+    verdict = decision.check(
+        world.view,
+        60_000,
+        Instant(world.clock.now_ns, 0),
+        account,
+        strategy,
+        symbol,
+        side,
+        amount,
+        100.0,
+        venue=venue,
+    )
+    mine = {"firm", f"account:{account}", f"strategy:{strategy}", f"symbol:{symbol}"}
+    if venue is not None:
+        mine.add(f"venue:{venue}")
+    d = Decimal(qty) if side == "buy" else -Decimal(qty)
+    ok = True
+    for scope in scopes:
+        if scope in mine:
+            p = held(trades, scope, symbol)
+            ok = ok and p != 0 and p * d < 0 and abs(d) <= abs(p)
+    assert verdict.allowed == ok, (verdict, scopes, trades)
+
+
+# a strategy rule's match.account: the strategy's home account --------------------------
+EQ_FAT = (
+    'name="eq-fat"\nmetric="order_qty"\nscope="strategy"\nmatch = { account = "EQ1" }\n'
+    'max=1000\naction="halt"'
+)
+
+
+def test_a_strategy_rules_account_is_the_strategys_home_wherever_it_trades() -> None:
+    # eq-fat limits the strategies whose home account is EQ1 (docs/limits.md, Scopes: a
+    # strategy rule's match.account selects strategies by their home account, the account
+    # of the first event that names them). S first traded in EQ1, T in EQ2.
+    world = World(
+        rules_toml(EQ_FAT),
+        [
+            new("a", 1 * MS, qty=1, account="EQ1", strategy="S"),
+            new("b", 2 * MS, qty=1, account="EQ2", strategy="T"),
+        ],
+    )
+    # S, at home in EQ1, sends 5,000 through EQ2: eq-fat applies (5,000 > 1,000) and the
+    # engine halts strategy S in every account. The gate compared the rule with the
+    # order's account EQ2 and let it through: a halt it should have prevented.
+    s_in_eq2 = new("o1", 10 * MS, qty=5000, account="EQ2", strategy="S")
+    verdict = world.check(s_in_eq2)
+    assert (verdict.allowed, verdict.scope, verdict.rule) == (False, "strategy:S", "eq-fat")
+    # T, at home in EQ2, sends 5,000 through EQ1: eq-fat does not apply to T, the engine
+    # judges it fine. The gate refused it (order account EQ1): a false refusal.
+    t_in_eq1 = new("o2", 11 * MS, qty=5000, account="EQ1", strategy="T")
+    assert world.check(t_in_eq1).allowed
+    # U, never seen: this order makes EQ1 its home, so eq-fat applies to it.
+    u_in_eq1 = new("o3", 12 * MS, qty=5000, account="EQ1", strategy="U")
+    assert world.check(u_in_eq1).rule == "eq-fat"
+    assert [(tr.scope, tr.rule) for tr in world.send(s_in_eq2)] == [("strategy:S", "eq-fat")]
+    assert world.send(t_in_eq1) == []
+    assert [(tr.scope, tr.rule) for tr in world.send(u_in_eq1)] == [("strategy:U", "eq-fat")]
+
+
+def test_homes_are_published_once_and_again_after_the_broker_came_back_empty() -> None:
+    world = World(rules_toml(EQ_FAT), [new("a", 1 * MS, qty=1, account="EQ1", strategy="S")])
+    assert {s: h.account for s, h in world.view.homes.items()} == {"S": "EQ1"}
+    world.engine.apply([new("b", 2 * MS, qty=1, account="EQ2", strategy="S")])  # not a home
+    world.engine.apply([new("c", 3 * MS, qty=1, account="EQ2", strategy="T")])
+    batch = world.feed.collect()
+    assert [key for key, _ in batch.messages] == [b"home:T"]
+    world.feed.commit(batch)
+    assert world.feed.collect().messages == []
+    world.feed.resend()
+    assert {b"home:S", b"home:T"} <= {key for key, _ in world.feed.collect().messages}

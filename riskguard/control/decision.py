@@ -234,8 +234,9 @@ def check(
     4. the restricted list: an order in a listed symbol (by a listed account or
        strategy, when the entry names any) is refused, or noted for an ``alert`` entry;
     5. the per-order rules matching the order (its keys, and a rule's ``side`` and
-       ``venue`` when it names them), in published order: a breach of an ``alert`` rule
-       is noted, of any other action refuses.
+       ``venue`` when it names them; a strategy rule's ``account``: the strategy's home
+       account, from its home record, else the order's account), in published order:
+       a breach of an ``alert`` rule is noted, of any other action refuses.
 
     ``qty`` > 0 (units), ``price`` the limit price (None: a market order),
     ``reference_price`` the price to judge against (None: riskguard's published mark).
@@ -312,7 +313,9 @@ def check(
     size = 1.0 if money is None else money.multiplier
     rate = 1.0 if money is None else money.rate
     booked = booked_qty(qty)  # the per-order rules judge the qty riskguard will book
-    order = _Order(account, strategy, symbol, side, venue, booked, price, ref, size, rate)
+    known = view.homes.get(strategy)  # none yet: this order's account will be its home
+    home = account if known is None else known.account
+    order = _Order(account, strategy, home, symbol, side, venue, booked, price, ref, size, rate)
     for rule in view.order_rules:
         value = _value(rule, order)
         if value is None:
@@ -391,11 +394,12 @@ def _reduce_only(
 
 @dataclass(frozen=True, slots=True)
 class _Order:
-    """The order a check judges, with its symbol's reference price, contract size and
-    FX rate (None: no rate yet)."""
+    """The order a check judges, its strategy's home account, and its symbol's reference
+    price, contract size and FX rate (None: no rate yet)."""
 
     account: str
     strategy: str
+    home: str
     symbol: str
     side: str
     venue: str | None
@@ -405,10 +409,11 @@ class _Order:
     multiplier: float
     rate: float | None
 
-    def key(self, name: str) -> str | None:
-        """The order's value of match field ``name`` (None: the order has none)."""
+    def key(self, name: str, level: str) -> str | None:
+        """The order's value of match field ``name`` for a rule at ``level`` (None: the
+        order has none). A strategy rule's ``account`` is the strategy's home account."""
         if name == "account":
-            return self.account
+            return self.home if level == "strategy" else self.account
         if name == "strategy":
             return self.strategy
         if name == "symbol":
@@ -433,7 +438,7 @@ def _value(rule: OrderRule, order: _Order) -> float | None:
     if order.venue is None and rule.record.scope == "venue":
         return None
     for name, keys in rule.match:
-        key = order.key(name)
+        key = order.key(name, rule.record.scope)
         if key is not _UNKNOWN_FIELD and key not in keys:
             return None
     metric = rule.record.metric
