@@ -227,6 +227,16 @@ def test_the_gate_refuses_exactly_the_orders_the_engine_would_halt_on(
 
 
 # REDUCE_ONLY: the published position against the book --------------------------------
+UNWIND = rules_toml(
+    'name="big"\nmetric="order_qty"\nscope="strategy"\nmax=50\naction="reduce_only"',
+    VENUE_FAT.replace("max=100", "max=150"),
+) + (
+    '\n[[restricted]]\nname="no-y"\nsymbols=["Y"]\nstrategies=["S"]\nreason="wall-crossed"\n'
+    'action="reduce_only"\n'
+)
+"""reduce_only rules a position may be unwound under: S may only reduce once it traded Y
+(restricted), a strategy once it sent more than 50; an order of more than 150 to a venue
+halts it."""
 ROUTES = [("A", "S"), ("B", "S"), ("B", "T")]
 """(account, strategy): S trades in two accounts, so its position is the sum of both."""
 RO_SCOPES = ["firm", "account:A", "account:B", "strategy:S", "strategy:T", "symbol:X", "venue:XNAS"]
@@ -272,20 +282,24 @@ def test_reduce_only_allows_exactly_the_orders_that_bring_every_position_toward_
     book: tuple[list[tuple[str, str, str, str, Decimal]], list[str], Any],
 ) -> None:
     """Fills of decimal quantities across accounts and strategies (one strategy in two
-    accounts), one or two scopes put REDUCE_ONLY, the positions published: an order passes
-    iff, for each REDUCE_ONLY scope it belongs to, it moves that scope's net position in
-    its symbol toward 0 or to 0, never past it (docs/control-topic.md, step 3), with the
-    positions summed by hand in decimals."""
+    accounts), one or two scopes put REDUCE_ONLY (and those the ``reduce_only`` rules
+    moved), the positions published: an order passes iff, for each REDUCE_ONLY scope it
+    belongs to, it moves that scope's net position in its symbol toward 0 or to 0, never
+    past it (docs/control-topic.md, step 3; the positions summed by hand in decimals),
+    and the engine, judging it once sent, moves no scope. A ``reduce_only`` rule breached
+    at a scope REDUCE_ONLY already moves nothing: such an order (say a sale of the
+    restricted Y by S, unwinding it) passes."""
     trades, scopes, ((route, symbol, side), qty, as_sum, venue) = book
     events: list[wire.Event] = []
     for i, (account, strategy, y, s, q) in enumerate(trades):
         keys = {"account": account, "strategy": strategy, "symbol": y, "side": s}
         events.append(new(f"o{i}", 2 * i * MS, qty=float(q), **keys))
         events.append(fill(f"o{i}", (2 * i + 1) * MS, qty=float(q), **keys))
-    world = World(rules_toml(VENUE_FAT.replace("max=100", "max=1e9")), events)
+    world = World(UNWIND, events)
     for scope in scopes:
         world.engine.killswitch.halt(scope, "ops", "drill", action="reduce_only")
     world.publish()
+    standing = world.engine.killswitch.standing()  # the drill's, and the rules' own
     account, strategy = route
     amount = 0.1 + 0.2 if as_sum and qty == "0.3" else float(qty)
     verdict = decision.check(
@@ -305,11 +319,14 @@ def test_reduce_only_allows_exactly_the_orders_that_bring_every_position_toward_
         mine.add(f"venue:{venue}")
     d = Decimal(qty) if side == "buy" else -Decimal(qty)
     ok = True
-    for scope in scopes:
+    for scope in standing:
         if scope in mine:
             p = held(trades, scope, symbol)
             ok = ok and p != 0 and p * d < 0 and abs(d) <= abs(p)
-    assert verdict.allowed == ok, (verdict, scopes, trades)
+    keys = {"account": account, "strategy": strategy, "symbol": symbol, "side": side}
+    sent = world.send(new("o", 100 * MS, qty=amount, price=100.0, venue=venue, **keys))
+    moved = [tr for tr in sent if not tr.is_alert]
+    assert verdict.allowed == (ok and not moved), (verdict, standing, trades, sent)
 
 
 # a strategy rule's match.account: the strategy's home account --------------------------
@@ -359,3 +376,33 @@ def test_homes_are_published_once_and_again_after_the_broker_came_back_empty() -
     assert world.feed.collect().messages == []
     world.feed.resend()
     assert {b"home:S", b"home:T"} <= {key for key, _ in world.feed.collect().messages}
+
+
+def test_a_restricted_name_can_be_unwound_once_its_strategy_is_reduce_only() -> None:
+    # no-y puts Y on S's restricted list with action reduce_only. S's buy of 100 Y
+    # breaches it at its new: S goes REDUCE_ONLY (docs/limits.md, Restricted list); the
+    # fill leaves S long 100 Y. The desk now sells 40 Y to unwind: the breach moves
+    # nothing (S is REDUCE_ONLY already) and the sale reduces 100 to 60, which
+    # REDUCE_ONLY allows. The gate refused it ("Y is on the restricted list ... (action
+    # reduce_only)"), and every other sale: the position could never be unwound.
+    keys = {"symbol": "Y", "account": "A", "strategy": "S"}
+    world = World(UNWIND, [new("b", 1 * MS, qty=100, **keys), fill("b", 2 * MS, qty=100, **keys)])
+    assert {s: tr.to for s, tr in world.engine.killswitch.standing().items()} == {
+        "strategy:S": "REDUCE_ONLY"
+    }
+    sale = new("s1", 10 * MS, qty=40, side="sell", **keys)
+    verdict = world.check(sale)
+    assert (verdict.allowed, verdict.state, verdict.scope) == (True, "REDUCE_ONLY", "strategy:S")
+    assert world.send(sale) == []
+    # Still refused: a buy (100 -> 110), a sale past flat (100 -> -150 + 100 = -50).
+    # A sale of 60 breaches big (60 > 50, reduce_only) at strategy:S, REDUCE_ONLY already,
+    # and reduces 100 to 40: allowed.
+    assert world.check(new("b2", 11 * MS, qty=10, **keys)).state == "REDUCE_ONLY"
+    assert not world.check(new("b2", 11 * MS, qty=10, **keys)).allowed
+    assert not world.check(new("s2", 11 * MS, qty=150, side="sell", **keys)).allowed
+    assert world.check(new("s3", 11 * MS, qty=60, side="sell", **keys)).allowed
+    # T has no restriction on Y: a buy of 60 breaches big (reduce_only) at strategy:T,
+    # ACTIVE: the engine would move T, so the gate refuses it.
+    t_buy = new("t", 12 * MS, qty=60, symbol="Y", account="B", strategy="T")
+    assert world.check(t_buy).rule == "big"
+    assert [(tr.scope, tr.to) for tr in world.send(t_buy)] == [("strategy:T", "REDUCE_ONLY")]

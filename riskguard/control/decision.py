@@ -232,11 +232,14 @@ def check(
        published position (:meth:`ControlView.position`, 0 when none is current; a
        symbol or venue scope's is the firm's in the order's symbol);
     4. the restricted list: an order in a listed symbol (by a listed account or
-       strategy, when the entry names any) is refused, or noted for an ``alert`` entry;
+       strategy, when the entry names any) is refused, or noted for an ``alert`` entry
+       (and for a ``reduce_only`` one whose scope is REDUCE_ONLY already: the order
+       passed step 3, it reduces; riskguard moves nothing for it);
     5. the per-order rules matching the order (its keys, and a rule's ``side`` and
        ``venue`` when it names them; a strategy rule's ``account``: the strategy's home
        account, from its home record, else the order's account), in published order:
-       a breach of an ``alert`` rule is noted, of any other action refuses.
+       a breach of an ``alert`` rule is noted (so is a ``reduce_only`` rule's kept at
+       a scope REDUCE_ONLY already, as in step 4), of any other action refuses.
 
     ``qty`` > 0 (units), ``price`` the limit price (None: a market order),
     ``reference_price`` the price to judge against (None: riskguard's published mark).
@@ -299,6 +302,9 @@ def check(
             notes.append(f"alert at {where}: {said}")
             alerts.append(entry.name)
             continue
+        if _in_force(view, where, entry.action):
+            notes.append(f"{where} already REDUCE_ONLY and the order reduces it: {said}")
+            continue
         return Verdict(
             False,
             f"refused before sending at {where}: {said} (action {entry.action})",
@@ -333,6 +339,9 @@ def check(
             notes.append(f"alert at {where}: {said}")
             alerts.append(r.name)
             continue
+        if _in_force(view, where, r.action):
+            notes.append(f"{where} already REDUCE_ONLY and the order reduces it: {said}")
+            continue
         return Verdict(
             False,
             f"refused before sending at {where}: {said} (action {r.action})",
@@ -346,6 +355,17 @@ def check(
     if notes:
         reason = f"{reason}; {'; '.join(notes)}"
     return Verdict(True, reason, state, decided, alerts=tuple(alerts))
+
+
+def _in_force(view: ControlView, where: str, action: str) -> bool:
+    """Whether a breach of a ``reduce_only`` rule kept at ``where`` changes nothing: the
+    scope is REDUCE_ONLY already, and step 3 let the order through (it reduces that
+    scope's position). riskguard then moves no state for it: refusing it would stop the
+    unwinding a reduce-only action exists to allow (a restricted name, a collar)."""
+    if action != "reduce_only":
+        return False
+    record = view.states.get(where)
+    return record is not None and record.state == "REDUCE_ONLY"
 
 
 def booked_qty(qty: float) -> float:
