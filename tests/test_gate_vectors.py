@@ -98,6 +98,7 @@ def outcome(
         query["price"],
         query["reference_price"],
         query.get("venue"),
+        query.get("filled", 0.0),
     )
     got: dict[str, Any] = {"allowed": v.allowed, "state": v.state, "scope": v.scope, "rule": v.rule}
     if v.rule is not None:
@@ -196,7 +197,7 @@ def writer_key(record: Any) -> bytes | None:
 
 
 def test_vectors_are_well_formed() -> None:
-    assert DOC["schema"] == 1 and DOC["format"] == 4
+    assert DOC["schema"] == 1 and DOC["format"] == 5
     names = [c["name"] for c in CASES]
     assert len(names) == len(set(names)), "case names must be unique"
     ops: set[str] = set()

@@ -406,3 +406,35 @@ def test_a_restricted_name_can_be_unwound_once_its_strategy_is_reduce_only() -> 
     t_buy = new("t", 12 * MS, qty=60, symbol="Y", account="B", strategy="T")
     assert world.check(t_buy).rule == "big"
     assert [(tr.scope, tr.to) for tr in world.send(t_buy)] == [("strategy:T", "REDUCE_ONLY")]
+
+
+def test_a_price_amend_of_a_partly_filled_closing_order_is_not_a_flip() -> None:
+    # S is long 100 X and REDUCE_ONLY; its sale of 100 fills 60: long 40, 40 still to
+    # sell. Amending the sale's price (FIX OrderQty stays 100, CumQty 60) leaves 40 to
+    # fill: 40 -> 0, allowed. Judged as a sale of 100 it was refused ("would flip
+    # position 40 to -60"). Cutting it to 90 leaves 30 (40 -> 10); raising it to 110
+    # leaves 50, which would flip the long: refused.
+    keys = {"account": "A", "strategy": "S", "symbol": "X"}
+    world = World(
+        rules_toml(VENUE_FAT),
+        [
+            new("b", 1 * MS, qty=100, **keys),
+            fill("b", 2 * MS, qty=100, **keys),
+            new("s", 3 * MS, qty=100, side="sell", **keys),
+            fill("s", 4 * MS, qty=60, side="sell", **keys),
+        ],
+    )
+    world.engine.killswitch.halt("strategy:S", "ops", "drill", action="reduce_only")
+    world.publish()
+    assert world.view.position("strategy:S", "X") == 40.0
+
+    def amend(qty: float, filled: float) -> bool:
+        at = Instant(world.clock.now_ns, 0)
+        verdict = decision.check(
+            world.view, 60_000, at, "A", "S", "X", "sell", qty, 99.0, filled=filled
+        )
+        return verdict.allowed
+
+    assert amend(100, 60) and amend(90, 60) and not amend(110, 60)
+    assert not amend(100, 0)  # the amend judged as a new sale of 100: a flip
+    assert amend(60, 60)  # down to what filled: the order closes, nothing left to fill
