@@ -438,3 +438,29 @@ def test_a_price_amend_of_a_partly_filled_closing_order_is_not_a_flip() -> None:
     assert amend(100, 60) and amend(90, 60) and not amend(110, 60)
     assert not amend(100, 0)  # the amend judged as a new sale of 100: a flip
     assert amend(60, 60)  # down to what filled: the order closes, nothing left to fill
+
+
+async def test_a_reload_reaches_the_gate_with_the_next_rules_record() -> None:
+    # fat allows 1,000 per order; the reload tightens it to 100 and puts Y on the
+    # restricted list. Until the gate reads the new rules record it judges by the old
+    # ones (a topic round trip: docs/gate.md); from then on exactly as the engine does.
+    before = rules_toml(
+        VENUE_FAT.replace('scope="venue"', 'scope="strategy"').replace("100", "1000")
+    )
+    world = World(before, [])
+    order = new("o1", 1 * MS, qty=500)
+    assert world.check(order).allowed
+    after = parse(
+        rules_toml(VENUE_FAT.replace('scope="venue"', 'scope="strategy"'))
+        + '\n[[restricted]]\nname="no-y"\nsymbols=["Y"]\nreason="wall-crossed"\n'
+    )
+    world.engine.replace_limits(after)
+    await world.feed.rules_changed(after)  # not open yet: goes out with the next round
+    assert world.check(order).allowed  # the old rules, until the record is read
+    world.publish()
+    verdict = world.check(order)
+    assert (verdict.rule, verdict.value, verdict.limit) == ("venue-fat", 500.0, 100.0)
+    in_y = new("o2", 2 * MS, qty=5, symbol="Y", account="B", strategy="T")
+    assert world.check(in_y).rule == "no-y"
+    assert [tr.rule for tr in world.send(order)] == ["venue-fat"]
+    assert [(tr.scope, tr.rule) for tr in world.send(in_y)] == [("strategy:T", "no-y")]
