@@ -420,8 +420,9 @@ class Gate:
         order in a symbol on riskguard's restricted list is refused. A refusal names the rule,
         value and limit, and is counted in ``refusals``; it halts nothing (the order
         never existed). Raises ``ValueError`` for a side other than buy/sell, a
-        non-finite or non-positive ``qty``, a negative or non-finite ``filled``, or a
-        non-finite price.
+        non-finite or non-positive ``qty``, a negative or non-finite ``filled``, a
+        non-finite price, or a ``venue`` that is not a MIC (riskguard discards the events
+        of such an order: its venue's halt would not stop it).
         (:func:`riskguard.control.decision.check` has the exact rules.)
         """
         verdict = decision.check(
@@ -458,7 +459,8 @@ class Gate:
         HALTED anywhere refuses. REDUCE_ONLY anywhere allows only orders that reduce
         the position (``reduces_position=True``); a state this gate does not know
         refuses. ``side`` is validated and kept in the signature for per-side rules.
-        Raises ``ValueError`` when ``side`` is not ``"buy"`` or ``"sell"``. The rules
+        Raises ``ValueError`` when ``side`` is not ``"buy"`` or ``"sell"``, or ``venue``
+        is not an ISO 10383 MIC (four upper-case letters or digits). The rules
         are those of ``docs/control-topic.md`` (:func:`riskguard.control.decision.allows`).
         For per-order rules and positions judged by riskguard, use :meth:`check`.
         """

@@ -14,6 +14,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -464,3 +465,22 @@ async def test_a_reload_reaches_the_gate_with_the_next_rules_record() -> None:
     assert world.check(in_y).rule == "no-y"
     assert [tr.rule for tr in world.send(order)] == ["venue-fat"]
     assert [(tr.scope, tr.rule) for tr in world.send(in_y)] == [("strategy:T", "no-y")]
+
+
+def test_a_venue_riskguard_would_discard_is_a_caller_error() -> None:
+    # venue:XNAS is HALTED. A router naming the venue "xnas" (or "NASDAQ") was allowed:
+    # no venue:xnas scope is halted. riskguard discards an event naming such a venue
+    # (docs/events.md: venue is an ISO 10383 MIC, four upper-case letters or digits), so
+    # the halt would never have stopped it, nor riskguard seen it. It now raises.
+    world = World(rules_toml(VENUE_FAT), [])
+    world.engine.killswitch.halt("venue:XNAS", "ops", "venue outage")
+    world.publish()
+    at = Instant(world.clock.now_ns, 0)
+    for venue in ("xnas", "NASDAQ", "XNA", "XN S"):
+        with pytest.raises(ValueError, match="MIC"):
+            decision.check(world.view, 60_000, at, "A", "S", "X", "buy", 1, 1.0, venue=venue)
+        with pytest.raises(ValueError, match="MIC"):
+            decision.allows(world.view, 60_000, at, "A", "S", "X", "buy", False, venue)
+    verdict = decision.check(world.view, 60_000, at, "A", "S", "X", "buy", 1, 1.0, venue="XNAS")
+    assert (verdict.allowed, verdict.scope) == (False, "venue:XNAS")
+    assert decision.check(world.view, 60_000, at, "A", "S", "X", "buy", 1, 1.0, venue="ARCX")

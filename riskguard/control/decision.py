@@ -170,6 +170,17 @@ def _side(side: str) -> float:
     raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
 
 
+def _mic(venue: str | None) -> None:
+    """A venue must be an ISO 10383 MIC as riskguard's events carry it (four upper-case
+    letters or digits): riskguard discards an event naming another, so a gate taking
+    ``"xnas"`` would let an order through a halt of ``venue:XNAS`` that riskguard never
+    sees. Raises ``ValueError``."""
+    if venue is not None and not (
+        len(venue) == 4 and venue.isascii() and venue.isalnum() and venue == venue.upper()
+    ):
+        raise ValueError(f"venue must be an ISO 10383 MIC such as 'XNAS', got {venue!r}")
+
+
 def allows(
     view: ControlView,
     heartbeat_timeout_ms: int,
@@ -187,9 +198,10 @@ def allows(
     The strictest of those scopes' states decides (the widest on a tie). HALTED
     refuses; REDUCE_ONLY allows only orders with ``reduces_position=True``; a state
     this reader does not know refuses (``UNKNOWN``). Raises ``ValueError`` when
-    ``side`` is not ``"buy"`` or ``"sell"``.
+    ``side`` is not ``"buy"`` or ``"sell"``, or ``venue`` is not a MIC.
     """
     _side(side)
+    _mic(venue)
     alive = health(view, heartbeat_timeout_ms, at)
     if not alive:
         return alive
@@ -257,10 +269,12 @@ def check(
     abs(price - ref) / abs(ref) (not evaluated for a market order, without a reference,
     or at a reference of 0). Raises
     ``ValueError`` for a side other than buy/sell, a ``qty`` not finite and > 0, a
-    ``filled`` not finite and >= 0, or a non-finite price. Quantities are judged as
+    ``filled`` not finite and >= 0, a non-finite price, or a venue that is not an ISO
+    10383 MIC (``XNAS``). Quantities are judged as
     riskguard books them (:func:`booked_qty`): 0.1 + 0.2 is an ``order_qty`` of 0.3.
     """
     sign = _side(side)
+    _mic(venue)
     if not (qty > 0 and math.isfinite(qty)):
         raise ValueError(f"qty must be a finite number > 0, got {qty!r}")
     if not (filled >= 0 and math.isfinite(filled)):
