@@ -267,11 +267,10 @@ def check(
     not evaluated without a price, or while riskguard has no rate for the currency),
     rounded to a millionth as riskguard judges money; ``price_deviation`` =
     abs(price - ref) / abs(ref) (not evaluated for a market order, without a reference,
-    or at a reference of 0). Raises
-    ``ValueError`` for a side other than buy/sell, a ``qty`` not finite and > 0, a
-    ``filled`` not finite and >= 0, a non-finite price, or a venue that is not an ISO
-    10383 MIC (``XNAS``). Quantities are judged as
-    riskguard books them (:func:`booked_qty`): 0.1 + 0.2 is an ``order_qty`` of 0.3.
+    or at a reference of 0). Raises ``ValueError`` for a side other than buy/sell, a
+    ``qty`` not finite and > 0, a ``filled`` not finite and >= 0, a non-finite price, or
+    a venue that is not an ISO 10383 MIC (``XNAS``). Quantities are judged as riskguard
+    books them (:func:`booked_qty`): 0.1 + 0.2 is an ``order_qty`` of 0.3.
     """
     sign = _side(side)
     _mic(venue)
