@@ -402,6 +402,7 @@ class Gate:
         price: float | None = None,
         venue: str | None = None,
         reference_price: float | None = None,
+        filled: float = 0.0,
     ) -> Verdict:
         """Should this order be sent? The pre-trade check, from memory, before sending.
 
@@ -413,11 +414,15 @@ class Gate:
         rules allow it, named in ``Verdict.alerts``). ``qty`` in units (> 0),
         ``price`` the limit price (None: market order), ``reference_price`` what to
         judge the price against (None: riskguard's last published mark). ``venue`` (an ISO
-        10383 MIC) adds the ``venue:<MIC>`` scope and selects rules that name venues. An
+        10383 MIC) adds the ``venue:<MIC>`` scope and selects rules that name venues.
+        ``filled``: for a replace (``qty`` its new total), what the order filled already
+        (FIX CumQty): REDUCE_ONLY judges what may still fill, ``qty - filled``. An
         order in a symbol on riskguard's restricted list is refused. A refusal names the rule,
         value and limit, and is counted in ``refusals``; it halts nothing (the order
         never existed). Raises ``ValueError`` for a side other than buy/sell, a
-        non-finite or non-positive ``qty``, or a non-finite price.
+        non-finite or non-positive ``qty``, a negative or non-finite ``filled``, a
+        non-finite price, or a ``venue`` that is not a MIC (riskguard discards the events
+        of such an order: its venue's halt would not stop it).
         (:func:`riskguard.control.decision.check` has the exact rules.)
         """
         verdict = decision.check(
@@ -432,6 +437,7 @@ class Gate:
             price,
             reference_price,
             venue,
+            filled,
         )
         self.checks += 1
         if not verdict.allowed:
@@ -453,7 +459,8 @@ class Gate:
         HALTED anywhere refuses. REDUCE_ONLY anywhere allows only orders that reduce
         the position (``reduces_position=True``); a state this gate does not know
         refuses. ``side`` is validated and kept in the signature for per-side rules.
-        Raises ``ValueError`` when ``side`` is not ``"buy"`` or ``"sell"``. The rules
+        Raises ``ValueError`` when ``side`` is not ``"buy"`` or ``"sell"``, or ``venue``
+        is not an ISO 10383 MIC (four upper-case letters or digits). The rules
         are those of ``docs/control-topic.md`` (:func:`riskguard.control.decision.allows`).
         For per-order rules and positions judged by riskguard, use :meth:`check`.
         """

@@ -289,7 +289,7 @@ class Metrics:
         self.gate_records = Counter(
             "riskguard_gate_records_total",
             "Records published for the gates' pre-trade checks, by kind (rules, mark, instrument, "
-            "position).",
+            "position, home).",
             ["kind"],
             registry=r,
         )

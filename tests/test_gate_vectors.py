@@ -27,6 +27,8 @@ from riskguard.control.records import (
     CancelOrder,
     CancelRecord,
     HeartbeatRecord,
+    HomeRecord,
+    InstrumentRecord,
     MarkRecord,
     PositionRecord,
     RuleRecord,
@@ -37,6 +39,8 @@ from riskguard.control.records import (
     decode_record,
     encode_record,
     heartbeat_message,
+    home_key,
+    instrument_key,
     mark_key,
     position_key,
     state_message,
@@ -94,6 +98,7 @@ def outcome(
         query["price"],
         query["reference_price"],
         query.get("venue"),
+        query.get("filled", 0.0),
     )
     got: dict[str, Any] = {"allowed": v.allowed, "state": v.state, "scope": v.scope, "rule": v.rule}
     if v.rule is not None:
@@ -180,15 +185,19 @@ def writer_key(record: Any) -> bytes | None:
         return RULES_KEY
     if isinstance(record, MarkRecord):
         return mark_key(record.symbol)
+    if isinstance(record, InstrumentRecord):
+        return instrument_key(record.symbol)
     if isinstance(record, PositionRecord):
         return position_key(record.scope, record.symbol)
+    if isinstance(record, HomeRecord):
+        return home_key(record.strategy)
     if isinstance(record, ApprovalRecord):
         return approval_key(record.scope)
     return None
 
 
 def test_vectors_are_well_formed() -> None:
-    assert DOC["schema"] == 1 and DOC["format"] == 4
+    assert DOC["schema"] == 1 and DOC["format"] == 5
     names = [c["name"] for c in CASES]
     assert len(names) == len(set(names)), "case names must be unique"
     ops: set[str] = set()

@@ -22,10 +22,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from riskguard.control import order_rules
 from riskguard.control.records import StateRecord
-from riskguard.control.view import ControlView, Instant, OrderRule
+from riskguard.control.view import ControlView, Instant
 from riskguard.evidence import evidence, number, sentence
-from riskguard.vocabulary import STATE_CODE, STATES, money, order_scopes, price_deviation
+from riskguard.vocabulary import STATE_CODE, STATES, order_scopes
 
 __all__ = [
     "Verdict",
@@ -169,6 +170,17 @@ def _side(side: str) -> float:
     raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
 
 
+def _mic(venue: str | None) -> None:
+    """A venue must be an ISO 10383 MIC as riskguard's events carry it (four upper-case
+    letters or digits): riskguard discards an event naming another, so a gate taking
+    ``"xnas"`` would let an order through a halt of ``venue:XNAS`` that riskguard never
+    sees. Raises ``ValueError``."""
+    if venue is not None and not (
+        len(venue) == 4 and venue.isascii() and venue.isalnum() and venue == venue.upper()
+    ):
+        raise ValueError(f"venue must be an ISO 10383 MIC such as 'XNAS', got {venue!r}")
+
+
 def allows(
     view: ControlView,
     heartbeat_timeout_ms: int,
@@ -186,9 +198,10 @@ def allows(
     The strictest of those scopes' states decides (the widest on a tie). HALTED
     refuses; REDUCE_ONLY allows only orders with ``reduces_position=True``; a state
     this reader does not know refuses (``UNKNOWN``). Raises ``ValueError`` when
-    ``side`` is not ``"buy"`` or ``"sell"``.
+    ``side`` is not ``"buy"`` or ``"sell"``, or ``venue`` is not a MIC.
     """
     _side(side)
+    _mic(venue)
     alive = health(view, heartbeat_timeout_ms, at)
     if not alive:
         return alive
@@ -222,6 +235,7 @@ def check(
     price: float | None = None,
     reference_price: float | None = None,
     venue: str | None = None,
+    filled: float = 0.0,
 ) -> Verdict:
     """Should this order be sent at ``at``? The pre-trade check, in this order:
 
@@ -230,29 +244,40 @@ def check(
        order to a venue): HALTED or an unknown state refuses as in :func:`allows`;
        each REDUCE_ONLY scope refuses an order that would open, increase or flip its
        published position (:meth:`ControlView.position`, 0 when none is current; a
-       symbol or venue scope's is the firm's in the order's symbol);
+       symbol or venue scope's is the firm's in the order's symbol) with the quantity
+       still to fill, ``qty - filled`` (a replace leaving nothing to fill passes);
     4. the restricted list: an order in a listed symbol (by a listed account or
-       strategy, when the entry names any) is refused, or noted for an ``alert`` entry;
+       strategy, when the entry names any) is refused, or noted for an ``alert`` entry
+       (and for a ``reduce_only`` one whose scope is REDUCE_ONLY already: the order
+       passed step 3, it reduces; riskguard moves nothing for it);
     5. the per-order rules matching the order (its keys, and a rule's ``side`` and
-       ``venue`` when it names them), in published order: a breach of an ``alert`` rule
-       is noted, of any other action refuses.
+       ``venue`` when it names them; a strategy rule's ``account``: the strategy's home
+       account, from its home record, else the order's account), in published order:
+       a breach of an ``alert`` rule is noted (so is a ``reduce_only`` rule's kept at
+       a scope REDUCE_ONLY already, as in step 4), of any other action refuses.
 
     ``qty`` > 0 (units), ``price`` the limit price (None: a market order),
-    ``reference_price`` the price to judge against (None: riskguard's published mark).
+    ``reference_price`` the price to judge against (None: riskguard's published mark),
+    ``filled`` for a replace the quantity the order has filled already (FIX CumQty; 0
+    for a new order): ``qty`` is the replace's new total, as riskguard judges the
+    per-order rules on it, and what may still fill is ``qty - filled``.
     ``order_notional`` = qty * abs(price) * multiplier * rate, from the symbol's mark
     record, else its instrument record (1 and 1 without either, riskguard's own default
     for a symbol no ``instrument`` event described; a market order at abs(reference);
     not evaluated without a price, or while riskguard has no rate for the currency),
-    rounded to a millionth
-    as riskguard judges money; ``price_deviation`` = abs(price - ref) / abs(ref) (not
-    evaluated for a market order, without a reference, or at a reference of 0). Raises
-    ``ValueError`` for a side other than buy/sell, a ``qty`` not finite and > 0, or a
-    non-finite price. REDUCE_ONLY and the per-order rules judge ``qty`` as riskguard
-    books it (:func:`booked_qty`): a float sum 0.1 + 0.2 is an ``order_qty`` of 0.3.
+    rounded to a millionth as riskguard judges money; ``price_deviation`` =
+    abs(price - ref) / abs(ref) (not evaluated for a market order, without a reference,
+    or at a reference of 0). Raises ``ValueError`` for a side other than buy/sell, a
+    ``qty`` not finite and > 0, a ``filled`` not finite and >= 0, a non-finite price, or
+    a venue that is not an ISO 10383 MIC (``XNAS``). Quantities are judged as riskguard
+    books them (:func:`booked_qty`): 0.1 + 0.2 is an ``order_qty`` of 0.3.
     """
     sign = _side(side)
+    _mic(venue)
     if not (qty > 0 and math.isfinite(qty)):
         raise ValueError(f"qty must be a finite number > 0, got {qty!r}")
+    if not (filled >= 0 and math.isfinite(filled)):
+        raise ValueError(f"filled must be a finite number >= 0, got {filled!r}")
     for name, px in (("price", price), ("reference_price", reference_price)):
         if px is not None and not math.isfinite(px):
             raise ValueError(f"{name} must be finite or None, got {px!r}")
@@ -270,10 +295,11 @@ def check(
         refused = _refuse_state(worst)
         if refused is not None:
             return refused
+        leaves = _leaves(qty, filled)
         for scope in scopes:  # widest first: every REDUCE_ONLY scope must agree
             record = view.states.get(scope)
             if record is not None and record.state == "REDUCE_ONLY":
-                verdict = _reduce_only(view, record, symbol, side, sign * booked_qty(qty))
+                verdict = _reduce_only(view, record, symbol, side, sign * leaves)
                 if not verdict:
                     return verdict
                 if decided is None:
@@ -298,6 +324,9 @@ def check(
             notes.append(f"alert at {where}: {said}")
             alerts.append(entry.name)
             continue
+        if order_rules.in_force(view, where, entry.action):
+            notes.append(f"{where} already REDUCE_ONLY and the order reduces it: {said}")
+            continue
         return Verdict(
             False,
             f"refused before sending at {where}: {said} (action {entry.action})",
@@ -312,9 +341,13 @@ def check(
     size = 1.0 if money is None else money.multiplier
     rate = 1.0 if money is None else money.rate
     booked = booked_qty(qty)  # the per-order rules judge the qty riskguard will book
-    order = _Order(account, strategy, symbol, side, venue, booked, price, ref, size, rate)
+    known = view.homes.get(strategy)  # none yet: this order's account will be its home
+    home = account if known is None else known.account
+    order = order_rules.Order(
+        account, strategy, home, symbol, side, venue, booked, price, ref, size, rate
+    )
     for rule in view.order_rules:
-        value = _value(rule, order)
+        value = order_rules.value(rule, order)
         if value is None:
             continue
         if value > rule.upper:
@@ -325,10 +358,13 @@ def check(
             continue
         r = rule.record
         said = sentence(r.name, r.metric, value, limit)
-        where = _rule_scope(r.scope, account, strategy, symbol)
+        where = order_rules.rule_scope(r.scope, account, strategy, symbol, venue)
         if r.action == "alert":
             notes.append(f"alert at {where}: {said}")
             alerts.append(r.name)
+            continue
+        if order_rules.in_force(view, where, r.action):
+            notes.append(f"{where} already REDUCE_ONLY and the order reduces it: {said}")
             continue
         return Verdict(
             False,
@@ -355,6 +391,16 @@ def booked_qty(qty: float) -> float:
     return math.floor(qty * 1e9 + 0.5) / 1e9 or qty
 
 
+def _leaves(qty: float, filled: float) -> float:
+    """What an order of ``qty`` (a replace's new total) with ``filled`` done may still
+    fill, as riskguard books quantities (0: nothing; a replace at or below what filled
+    closes the order)."""
+    if filled == 0.0:
+        return booked_qty(qty)
+    left = booked_qty(qty) - booked_qty(filled)
+    return booked_qty(left) if left > 0.0 else 0.0
+
+
 def _closes(qty: float, position: float) -> bool:
     """Whether ``qty`` equals ``abs(position)`` as riskguard compares quantities: exactly
     below 1,000,000 units, within 1e-9 relative at or above."""
@@ -370,6 +416,10 @@ def _reduce_only(
     venue scope's published position is the firm's in the symbol (positions are not kept
     per venue), and the reason says so."""
     scope = record.scope
+    if signed_qty == 0.0:
+        return Verdict(
+            True, f"{scope} is REDUCE_ONLY; the order leaves nothing to fill", "REDUCE_ONLY", scope
+        )
     position = view.position(scope, symbol)
     after = position + signed_qty
     qty = abs(signed_qty)
@@ -387,76 +437,6 @@ def _reduce_only(
         what = f"{side} {number(qty)} would flip {noun} {number(position)} to {number(after)}"
     why = evidence(record.transition)
     return Verdict(False, f"{scope} is REDUCE_ONLY ({why}); {what}", "REDUCE_ONLY", scope)
-
-
-@dataclass(frozen=True, slots=True)
-class _Order:
-    """The order a check judges, with its symbol's reference price, contract size and
-    FX rate (None: no rate yet)."""
-
-    account: str
-    strategy: str
-    symbol: str
-    side: str
-    venue: str | None
-    qty: float
-    price: float | None
-    ref: float | None
-    multiplier: float
-    rate: float | None
-
-    def key(self, name: str) -> str | None:
-        """The order's value of match field ``name`` (None: the order has none)."""
-        if name == "account":
-            return self.account
-        if name == "strategy":
-            return self.strategy
-        if name == "symbol":
-            return self.symbol
-        if name == "side":
-            return self.side
-        if name == "venue":
-            return self.venue
-        return _UNKNOWN_FIELD
-
-
-_UNKNOWN_FIELD = "\x00unknown match field"
-"""A match field this gate does not know: it does not narrow the rule."""
-
-
-def _value(rule: OrderRule, order: _Order) -> float | None:
-    """The order's value of the rule's metric; None when the rule does not apply or
-    cannot be evaluated. A rule naming ``venue`` does not apply to an order that names
-    none; match fields this gate does not know do not narrow the rule."""
-    for name, keys in rule.match:
-        key = order.key(name)
-        if key is not _UNKNOWN_FIELD and key not in keys:
-            return None
-    metric = rule.record.metric
-    if metric == "order_qty":
-        return order.qty
-    if metric == "order_notional":
-        px = order.price if order.price is not None else order.ref
-        if px is None or order.rate is None:
-            return None
-        return money(order.qty * order.multiplier * order.rate * abs(px))
-    if metric == "price_deviation":
-        price, ref = order.price, order.ref
-        if price is None or ref is None or ref == 0.0:
-            return None
-        return price_deviation(price, ref)
-    return None  # a metric this gate does not know: riskguard judges it after sending
-
-
-def _rule_scope(level: str, account: str, strategy: str, symbol: str) -> str:
-    """The scope a rule at ``level`` is kept at for this order (e.g. ``strategy:s1``)."""
-    if level == "account":
-        return f"account:{account}"
-    if level == "strategy":
-        return f"strategy:{strategy}"
-    if level == "symbol":
-        return f"symbol:{symbol}"
-    return level  # firm, or a level this gate does not know
 
 
 def _rank(record: StateRecord) -> int:

@@ -21,6 +21,8 @@
   a future never traded nor marked as riskguard does).
 * key ``position:<scope>:<symbol>``: a :class:`PositionRecord`, riskguard's net position of
   a REDUCE_ONLY scope in a symbol (the gate refuses orders that would increase it).
+* key ``home:<strategy>``: a :class:`HomeRecord`, the strategy's home account (where a
+  strategy rule's ``match.account`` looks), so a gate selects such rules as riskguard does.
 * key ``approval:<scope>``: an :class:`ApprovalRecord`, the latest step of a four-eyes
   resume request of the scope, for the other riskguard instances (gates ignore it).
 
@@ -203,6 +205,18 @@ class PositionRecord(msgspec.Struct, frozen=True, tag="position", tag_field="typ
     v: int = 1
 
 
+class HomeRecord(msgspec.Struct, frozen=True, tag="home", tag_field="type"):
+    """``strategy``'s home account: the account of the first event riskguard read that
+    named the strategy (it never changes). A strategy rule's ``match.account`` selects
+    strategies by it, wherever the order trades; ``ts`` (ns) is when riskguard wrote it.
+    Added within v1: older readers skip it."""
+
+    strategy: str
+    account: str
+    ts: int
+    v: int = 1
+
+
 APPROVAL_EVENTS: Final = ("requested", "approved", "withdrawn", "voided", "expired")
 """The steps of a four-eyes request (:mod:`riskguard.control.approvals`)."""
 
@@ -238,6 +252,7 @@ Record = (
     | MarkRecord
     | InstrumentRecord
     | PositionRecord
+    | HomeRecord
     | ApprovalRecord
 )
 _decoder: Final = msgspec.json.Decoder(Record)
@@ -274,6 +289,11 @@ def instrument_key(symbol: str) -> bytes:
 def position_key(scope: str, symbol: str) -> bytes:
     """Compaction key of a scope's position in a symbol."""
     return f"position:{scope}:{symbol}".encode()
+
+
+def home_key(strategy: str) -> bytes:
+    """Compaction key of a strategy's home account."""
+    return f"home:{strategy}".encode()
 
 
 def approval_key(scope: str) -> bytes:

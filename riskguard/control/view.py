@@ -18,6 +18,7 @@ order (``docs/control-topic.md``, "Reading"):
 * ``rules``: the latest :class:`RulesRecord`, compiled into ``order_rules``;
 * ``marks``: symbol -> :class:`MarkRecord`;
 * ``instruments``: symbol -> :class:`InstrumentRecord`;
+* ``homes``: strategy -> :class:`HomeRecord` (its home account);
 * ``positions``: (scope, symbol) -> :class:`PositionRecord` (read through
   :meth:`ControlView.position`, which applies the staleness rule);
 * ``approvals``: scope -> the latest :class:`ApprovalRecord` (a four-eyes step, for
@@ -36,6 +37,7 @@ from riskguard.control.records import (
     ApprovalRecord,
     CancelRecord,
     HeartbeatRecord,
+    HomeRecord,
     InstrumentRecord,
     MarkRecord,
     PositionRecord,
@@ -159,6 +161,7 @@ class ControlView:
     marks: dict[str, MarkRecord] = field(default_factory=dict)
     instruments: dict[str, InstrumentRecord] = field(default_factory=dict)
     positions: dict[tuple[str, str], PositionRecord] = field(default_factory=dict)
+    homes: dict[str, HomeRecord] = field(default_factory=dict)
     approvals: dict[str, ApprovalRecord] = field(default_factory=dict)
     records: int = 0
     unreadable: int = 0
@@ -180,9 +183,9 @@ class ControlView:
         Tombstones (``None``) and values that do not decode (or fail :func:`valid`)
         change nothing. A readable record replaces the previous one of its kind and key,
         as named in its value: a scope's state, a scope's cancel part (per source), the
-        rules, a symbol's mark or instrument, a (scope, symbol) position, a scope's
-        four-eyes step; a heartbeat replaces the previous heartbeat of its instance (and
-        is the latest of any). Never raises on bad values.
+        rules, a symbol's mark or instrument, a (scope, symbol) position, a strategy's
+        home, a scope's four-eyes step; a heartbeat replaces the previous heartbeat of its
+        instance (and is the latest of any). Never raises on bad values.
         """
         read_at = at or Instant.now()
         applied: list[Record] = []
@@ -219,6 +222,8 @@ class ControlView:
                 self.instruments[record.symbol] = record
             elif isinstance(record, ApprovalRecord):
                 self.approvals[record.scope] = record
+            elif isinstance(record, HomeRecord):
+                self.homes[record.strategy] = record
             else:
                 key = (record.scope, record.symbol)
                 self.positions[key] = record

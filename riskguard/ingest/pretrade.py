@@ -10,6 +10,10 @@
   the contract size and exchange rate of each symbol an ``instrument`` event described,
   when either changed, priced or not (an order in a future never traded nor marked is
   valued at its contract size, not at 1).
+- ``home:<strategy>``: a :class:`~riskguard.control.records.HomeRecord` of each strategy's
+  home account (the first it traded in), once: a strategy rule's ``match.account``
+  selects strategies by it, so a gate selects such a rule as the engine does for an
+  order of a strategy trading in another account.
 - ``position:<scope>:<symbol>``: a :class:`~riskguard.control.records.PositionRecord`
   for each REDUCE_ONLY scope: on entering REDUCE_ONLY every symbol it has a position
   record in the engine (held, or flat again: a zero overwrites what an earlier episode
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -44,6 +49,7 @@ from riskguard import log
 from riskguard.control.publisher import ControlPublisher, Message
 from riskguard.control.records import (
     RULES_KEY,
+    HomeRecord,
     InstrumentRecord,
     MarkRecord,
     PositionRecord,
@@ -51,6 +57,7 @@ from riskguard.control.records import (
     RuleRecord,
     RulesRecord,
     encode_record,
+    home_key,
     instrument_key,
     mark_key,
     position_key,
@@ -63,7 +70,7 @@ from riskguard.vocabulary import L_FIRM, L_SYMBOL, L_VENUE, Transition, parse_sc
 
 PER_ORDER_METRICS: Final = ("order_qty", "order_notional", "price_deviation")
 """The metrics a gate judges before an order is sent."""
-KINDS: Final = ("rules", "mark", "instrument", "position")
+KINDS: Final = ("rules", "mark", "instrument", "position", "home")
 """Kinds of gate record (the label of ``riskguard_gate_records_total``)."""
 
 
@@ -112,6 +119,8 @@ class Round:
     instrument_money: np.ndarray = field(default_factory=lambda: np.zeros(0))
     positions: dict[str, tuple[str, dict[int, float]]] = field(default_factory=dict)
     """Per REDUCE_ONLY scope: (its transition id, pair id -> qty published now)."""
+    homes: int = 0
+    """Strategies whose home is published once the broker took this round (in order)."""
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     """Records per kind."""
 
@@ -144,6 +153,7 @@ class PreTradeFeed:
         self._mark_sent = np.zeros(0)  # per scope id: price published, NaN never
         self._money_sent = np.zeros(0)  # per scope id: a mark's size x rate published
         self._instrument_sent = np.zeros(0)  # per scope id: size x rate published, NaN never
+        self._homes_sent = 0  # strategies (in the order they were bound) whose home went out
         self._positions: dict[str, tuple[str, dict[int, float]]] = {}
         self.accounts_only = False
         """Group mode: publish the positions of REDUCE_ONLY accounts only; a scope spanning
@@ -165,6 +175,7 @@ class PreTradeFeed:
         self._mark_sent = np.zeros(0)
         self._money_sent = np.zeros(0)
         self._instrument_sent = np.zeros(0)
+        self._homes_sent = 0
 
     def restored(self) -> None:
         """The rebuilt state is whole again (a group-mode rebalance): nothing to do, the
@@ -244,6 +255,7 @@ class PreTradeFeed:
         self._collect_positions(batch, now, full)
         if full:
             self._collect_marks(batch, now)
+            self._collect_homes(batch, now)
         return batch
 
     def commit(self, batch: Round) -> None:
@@ -257,6 +269,7 @@ class PreTradeFeed:
             self._money_sent[batch.mark_ids] = batch.mark_money
         if batch.instrument_ids.size:
             self._instrument_sent[batch.instrument_ids] = batch.instrument_money
+        self._homes_sent = max(self._homes_sent, batch.homes)
         for scope, (tid, sent) in batch.positions.items():
             known = self._positions.get(scope)
             if known is not None and known[0] == tid:
@@ -331,6 +344,27 @@ class PreTradeFeed:
             inst = InstrumentRecord(symbol, now, multiplier=mult, rate=known)
             batch.messages.append((instrument_key(symbol), encode_record(inst)))
         batch.counts["instrument"] = int(batch.instrument_ids.size)
+
+    def _collect_homes(self, batch: Round, now: int) -> None:
+        """The home account of every strategy bound since the last round the broker took
+        (a home never changes). Not in group mode: a member sees only its partitions'
+        accounts, and there a strategy rule may not select by account
+        (:mod:`riskguard.limits.scale`)."""
+        batch.homes = self._homes_sent
+        if self.accounts_only:
+            return
+        keys = self.engine.keys
+        homes = keys.strategy_account
+        if len(homes) <= self._homes_sent:
+            return
+        names = keys.scope_names
+        for sid, aid in itertools.islice(homes.items(), self._homes_sent, None):
+            strategy = names[sid].partition(":")[2]
+            account = names[aid].partition(":")[2]
+            record = HomeRecord(strategy, account, now)
+            batch.messages.append((home_key(strategy), encode_record(record)))
+        batch.counts["home"] = len(homes) - self._homes_sent
+        batch.homes = len(homes)
 
     def _collect_positions(self, batch: Round, now: int, full: bool) -> None:
         standing = self.engine.killswitch.standing()
