@@ -17,6 +17,9 @@ no rate, count or rule moves). The rules (``docs/events.md``, "Order lifecycle" 
 - Fills always move positions (fills are facts). A correction replaces its execution's
   qty, price and fee; a bust reverses it (positions, fees, parent fills, the order's
   filled qty and the fill windows while the window still holds it).
+- A confirmed replace above what its order filled leaves it working (again, when fills
+  that overtook the replace had completed it); a correction that brings the fills to the
+  order's quantity closes it.
 - A working order's remaining quantity counts in its pairs' working buys or sells (and
   open notional) from when it opens until it fills, is cancelled or rejected; a replace
   moves it (docs/limits.md, open_order_notional and potential_gross_notional).
@@ -240,8 +243,18 @@ def on_replace(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     od.price = ev.price
     if od.status == O_OPEN and _filled(od):
         close_order(ev.order, now, st, out)
+    elif _raced_fills(od) and not _filled(od):
+        open_order(ev.order, st)  # the venue confirmed it working above what filled
     rework(ev.order, st, rules)
     return True
+
+
+@helper
+def _raced_fills(od):  # type: ignore[no-untyped-def]
+    """Whether ``od`` was closed only by fills (its ``new`` came, no cancel or reject):
+    a confirmed replace above its fills that arrives after them (a drop copy ahead of the
+    order feed) says the order works at the venue again, with the rest of the new total."""
+    return od.status == O_CLOSED and od.flags & F_NEW != 0 and od.flags & (F_CANCELLED | F_REJECTED) == 0
 
 
 @helper
@@ -404,6 +417,8 @@ def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
             od.cum_qty = snap(od.cum_qty + x.qty)
             if x.parent < 0:
                 od.unattributed = snap(od.unattributed + x.qty)
+            if od.status == O_OPEN and _filled(od):  # corrected up to its quantity: done
+                close_order(x.order, now, st, out)
     if x.order >= 0 and st.orders[x.order].serial == x.serial:  # still that order
         rework_at(x.order, st, False)
     amend_reference(y, ev.exec, bust, x.price, e, now, st, rules, peaks, out)

@@ -236,6 +236,9 @@ class ReferenceOrders(ReferenceWindows):
             o.price = ev.price
             if o.status == "open" and self._filled(o):
                 self._close(o)
+            elif o.status == "closed" and o.has_new and not (o.cancelled or o.rejected):
+                if not self._filled(o):  # closed by fills it raced: working again
+                    self._open(o)
             self._rework(o)
             return True, None
         cancel = isinstance(ev, wire.CancelOrder)
@@ -349,6 +352,8 @@ class ReferenceOrders(ReferenceWindows):
                 o.cum = snap(o.cum + x.qty)
                 if x.parent is None:
                     o.unattributed = snap(o.unattributed + x.qty)
+                if o.status == "open" and self._filled(o):  # corrected up to its quantity
+                    self._close(o)
         o = self.orders.get(x.order)
         if o is not None and o.serial == x.serial:  # still that order
             self._rework(o, hold=True)
