@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -222,3 +223,133 @@ def test_an_order_works_what_its_latest_total_leaves_whatever_the_arrival_order(
         "potential_gross_notional": (filled + left) * 10.0,
         "named": [("O1", left)] if left > 0 else [],
     }
+
+
+# --- what the venue does on its own is not the firm's order message ------------------
+
+RATES = (
+    rule("messages", "message_rate", "max=3\nwindow_ms=1000"),
+    rule("cancels", "cancel_ratio", "max=0.5\nwindow_ms=1000\nmin_orders=2"),
+    rule("open", "open_orders", "max=1000", "alert"),
+)
+
+
+def test_day_orders_expiring_at_the_close_halt_nothing() -> None:
+    """A market maker's three DAY bids rest (sent 4 s before: out of the window); at the
+    close it sends two market-on-close orders (news at 0 and 1 ms) and the venue expires
+    the three bids (FIX ExecType C) at 2-4 ms: `cancel` with "unsolicited": true.
+      message_rate (max 3): the firm's messages in the window are the two news: 2.
+      cancel_ratio (max 0.5, min_orders 2): the firm cancelled nothing: 0 / 2 = 0.
+    Counted as the firm's, the expiries made 5 messages and a ratio of 3 / 2 = 1.5:
+    two false halts, latched to the next morning. open_orders: 3 + 2 - 3 = 2 working."""
+    day = [new(f"D{i}", -4000 * MS + i, qty=100, price=9.0 + i / 100) for i in range(3)]
+    close = [new("M1", 0, qty=50, price=None), new("M2", 1 * MS, qty=60, price=None)]
+    expiries = [cancel(f"D{i}", (2 + i) * MS, unsolicited=True) for i in range(3)]
+    engine, ref, out = run(day + close + expiries, *RATES)
+    assert [t for t in out if t.kind != "resolve"] == []
+    assert ref.transitions == []
+    by_rule = {r.name: r for r in ref.rules}
+    assert ref._window("msg", by_rule["messages"], "strategy:S", None) == 2.0
+    assert {p.rule.name: p.high for p in engine.peaks()}["cancels"] == 0.0
+    assert engine.scope_values("strategy:S")["open_orders"] == 2.0
+
+
+def test_the_firms_own_cancels_and_replaces_still_count() -> None:
+    """Against that: IOC order I1 misses and the venue cancels it (unsolicited, 1 ms);
+    the firm sends O1 (2 ms), replaces it (3 ms: one message, no new, no cancel; the
+    venue then restates it, 4 ms: unsolicited, no message) and cancels it (5 ms).
+      message_rate: I1, O1, the replace, the cancel: 4 > 3: HALTED at 5 ms, value 4.
+      cancel_ratio: 1 firm cancel / 2 news = 0.5, within 0.5 (not above): no breach."""
+    engine, ref, out = run(
+        [
+            new("I1", 0, qty=100, price=10.0),
+            cancel("I1", 1 * MS, unsolicited=True),
+            new("O1", 2 * MS, qty=100, price=10.0),
+            replace("O1", 3 * MS, qty=100, price=10.1),
+            replace("O1", 4 * MS, qty=90, price=10.1, unsolicited=True),
+            cancel("O1", 5 * MS),
+        ],
+        *RATES,
+    )
+    decided = [(t.scope, t.to, t.rule, t.value, t.ts) for t in out if t.kind != "resolve"]
+    assert decided == [("strategy:S", "HALTED", "messages", 4.0, new("x", 5 * MS).ts)]
+    assert [(t.scope, t.to, t.rule, t.value, t.ts) for t in ref.transitions] == decided
+    peaks = {p.rule.name: p.high for p in engine.peaks()}
+    assert peaks["cancels"] == 0.5
+
+
+def test_an_unsolicited_flag_must_be_a_boolean() -> None:
+    """v1.3: `unsolicited` is a JSON boolean; 1 or "true" is wrong_type, never coerced.
+    Absent, the event encodes as before (v1.2 producers and readers are unaffected)."""
+    base = b'"ts":1,"order_id":"O","account":"A","strategy":"S","symbol":"X"'
+    for value in (b"1", b'"true"'):
+        bad = wire.decode(b'{"type":"cancel",' + base + b',"unsolicited":' + value + b"}")
+        assert isinstance(bad, wire.BadEvent) and bad.reason == "wrong_type"
+    plain = b'{"type":"cancel",' + base + b"}"
+    assert wire.encode(wire.decode(plain)) == plain  # type: ignore[arg-type]
+    flagged = wire.decode(b'{"type":"cancel",' + base + b',"unsolicited":true}')
+    assert isinstance(flagged, wire.CancelOrder) and flagged.unsolicited
+
+
+@st.composite
+def venue_doings(draw: st.DrawFn) -> list[tuple[wire.Event, bool]]:
+    """Buy orders, each with replaces and maybe a cancel, some of them the venue's own
+    (unsolicited), the new of each anywhere among its order's events (a cancel or
+    replace may come before it): (event, whether it is the firm's order message)."""
+    events: list[tuple[wire.Event, bool]] = []
+    t = 0
+    for k in range(draw(st.integers(1, 4))):
+        oid = f"O{k}"
+        chain: list[tuple[wire.Event, bool]] = []
+        for j in range(draw(st.integers(0, 2))):
+            u = draw(st.booleans())
+            t += 1
+            chain.append((replace(oid, t * MS, qty=50 - j, price=10.0, unsolicited=u), not u))
+        if draw(st.booleans()):
+            u = draw(st.booleans())
+            t += 1
+            chain.append((cancel(oid, t * MS, unsolicited=u), not u))
+        t += 1
+        chain.insert(draw(st.integers(0, len(chain))), (new(oid, t * MS, qty=60), True))
+        events += chain
+    return events
+
+
+@settings(max_examples=100, deadline=None)
+@given(venue_doings())
+def test_windows_count_exactly_the_firms_messages_and_cancels(
+    stream: list[tuple[wire.Event, bool]],
+) -> None:
+    """Whatever the venue did on its own changes the orders as the firm's own would
+    (open orders, working notional), and counts in no message or cancel window: in one
+    window of a second, at the firm and in a window limited to buys (where a cancel that
+    came before its new counts from the new), message_rate is the firm's news, replaces
+    and cancels, and the cancel count is the firm's cancels."""
+    firms = [ev for ev, own in stream if own]
+    n_msg = len(firms)
+    n_cxl = sum(isinstance(ev, wire.CancelOrder) for ev in firms)
+    rules = (
+        'name="m"\nmetric="message_rate"\nscope="firm"\nmax=1000\nwindow_ms=1000\naction="alert"',
+        'name="mb"\nmetric="message_rate"\nscope="strategy"\nmatch={side="buy"}\nmax=1000\n'
+        'window_ms=1000\naction="alert"',
+        'name="c"\nmetric="cancel_ratio"\nscope="firm"\nmax=1000\nwindow_ms=1000\naction="alert"',
+        *WORKING,
+    )
+    events = [ev for ev, _ in stream]
+    engine, ref, _ = run(events, *rules)
+    requested = [
+        msgspec.structs.replace(ev, unsolicited=False)
+        if isinstance(ev, wire.CancelOrder | wire.ReplaceOrder)
+        else ev
+        for ev in events
+    ]
+    same, _, _ = run(requested, *rules)
+    assert working(engine, ref) == working(same, ref)
+    by_rule = {r.name: r for r in ref.rules}
+    assert ref._window("msg", by_rule["m"], "firm", None) == n_msg
+    assert ref._window("msg", by_rule["mb"], "strategy:S", None) == n_msg
+    assert ref._window("cxl", by_rule["c"], "firm", None) == n_cxl
+    high = {p.rule.name: p.high for p in engine.peaks()}
+    assert high["m"] == n_msg  # the windows only grow within the second
+    assert high["mb"] == n_msg
+    assert high["c"] == (ref.peaks["c"][1] if ref.peaks["c"][0] else None)

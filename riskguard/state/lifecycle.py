@@ -254,7 +254,8 @@ def _raced_fills(od):  # type: ignore[no-untyped-def]
     """Whether ``od`` was closed only by fills (its ``new`` came, no cancel or reject):
     a confirmed replace above its fills that arrives after them (a drop copy ahead of the
     order feed) says the order works at the venue again, with the rest of the new total."""
-    return od.status == O_CLOSED and od.flags & F_NEW != 0 and od.flags & (F_CANCELLED | F_REJECTED) == 0
+    ended = od.flags & (F_CANCELLED | F_REJECTED) != 0
+    return od.status == O_CLOSED and od.flags & F_NEW != 0 and not ended
 
 
 @helper

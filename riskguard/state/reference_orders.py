@@ -234,11 +234,11 @@ class ReferenceOrders(ReferenceWindows):
             o.replace_ns, o.replace_qty, o.replace_price = now, ev.qty, ev.price
             o.qty = ev.qty
             o.price = ev.price
+            raced = o.status == "closed" and o.has_new and not (o.cancelled or o.rejected)
             if o.status == "open" and self._filled(o):
                 self._close(o)
-            elif o.status == "closed" and o.has_new and not (o.cancelled or o.rejected):
-                if not self._filled(o):  # closed by fills it raced: working again
-                    self._open(o)
+            elif raced and not self._filled(o):  # closed by fills it raced: working again
+                self._open(o)
             self._rework(o)
             return True, None
         cancel = isinstance(ev, wire.CancelOrder)
