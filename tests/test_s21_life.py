@@ -353,3 +353,60 @@ def test_windows_count_exactly_the_firms_messages_and_cancels(
     assert high["m"] == n_msg  # the windows only grow within the second
     assert high["mb"] == n_msg
     assert high["c"] == (ref.peaks["c"][1] if ref.peaks["c"][0] else None)
+
+
+# --- a replace names its order's account, strategy, symbol and side -------------------
+
+
+def test_a_replace_of_another_order_reusing_a_working_id_is_bad() -> None:
+    """Yesterday's GTC buy O7 (account A, strategy S) of 100 X at 10 still works. Today a
+    second gateway, strategy T, reuses the id: its new (sell 50 Y) is bad
+    (order_id_reused, docs/events.md), and so is its replace (sell 40 Y at 20): a FIX
+    replace never changes the side, symbol or owner of an order, so it is not O7's.
+    O7 still works 100 at 10: S's open_order_notional 1,000 (not 40 x 20 = 800, the
+    second order's values on O7), potential 1,000; nothing counted for T."""
+    other = {"strategy": "T", "symbol": "Y", "side": "sell"}
+    engine = Engine(parse(rules_toml(*WORKING)), event_time=True)
+    ref = ReferenceModel(parse(rules_toml(*WORKING)))
+    bad: list[str] = []
+    for event in (
+        new("O7", 0, qty=100, price=10.0),
+        new("O7", 1 * MS, qty=50, price=20.0, **other),
+        replace("O7", 2 * MS, qty=40, price=20.0, **other),
+    ):
+        bad += [b.reason for b in engine.apply([event]).bad]
+        ref.apply_one(event)
+    assert bad == ["order_id_reused", "order_id_reused"] == ref.bad
+    assert working(engine, ref) == {
+        "open_orders": 1.0,
+        "open_order_notional": 1000.0,
+        "potential_gross_notional": 1000.0,
+        "named": [("O7", 100.0)],
+    }
+    assert working(engine, ref, "strategy:T")["open_orders"] == 0.0
+
+
+def test_a_replace_of_another_order_reusing_a_closed_id_is_bad() -> None:
+    """O1, a buy of 100 X at 10 of strategy S, filled and closed (remembered for
+    redeliveries). A replace of O1 to 140 naming strategy T, symbol Y and a sell (a
+    replace never changes those) is not O1's: bad (order_id_reused), as its copy is. It
+    does not reopen O1 with 40 to buy (a confirmed replace of O1 above its 100 filled
+    would). The next order to reuse the id, T's sell of 50 Y at 20, opens in full:
+    T's open_order_notional 1,000; S has nothing working."""
+    other = {"strategy": "T", "symbol": "Y", "side": "sell"}
+    stream = [
+        new("O1", 0, qty=100, price=10.0),
+        fill("O1", 1 * MS, qty=100, price=10.0),
+        replace("O1", 2 * MS, qty=140, price=21.0, **other),
+        replace("O1", 3 * MS, qty=140, price=21.0, **other),
+        new("O1", 4 * MS, qty=50, price=20.0, **other),
+    ]
+    engine, ref, _ = run(stream)
+    assert ref.bad == ["order_id_reused", "order_id_reused"]
+    assert working(engine, ref, "strategy:T") == {
+        "open_orders": 1.0,
+        "open_order_notional": 1000.0,
+        "potential_gross_notional": 1000.0,
+        "named": [("O1", 50.0)],
+    }
+    assert working(engine, ref)["open_orders"] == 0.0

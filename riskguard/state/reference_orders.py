@@ -221,6 +221,14 @@ class ReferenceOrders(ReferenceWindows):
             self._rework(o)
             return True, ev.parent_id
         if isinstance(ev, wire.ReplaceOrder):
+            side = 1 if ev.side == "buy" else -1
+            keys = (ev.account, ev.strategy, ev.symbol)
+            other = o is not None and (
+                (o.account, o.strategy, o.symbol) != keys or o.side not in (0, side)
+            )
+            if o is not None and o.status in ("open", "closed") and other:
+                self.bad.append("order_id_reused")  # a replace never changes these
+                return False, None
             if o is not None and o.replaced:
                 stale = now < o.replace_ns
                 same = now == o.replace_ns and o.replace_qty == ev.qty
