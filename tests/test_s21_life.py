@@ -17,10 +17,13 @@ from hypothesis import strategies as st
 
 from riskguard import events as wire
 from riskguard.engine import Engine
+from riskguard.ingest.cancels import CancelTracker
 from riskguard.killswitch import Transition
 from riskguard.limits import parse
+from riskguard.metrics import Metrics
 from riskguard.state.reference import ReferenceModel
-from tests.builders import MS, cancel, correct, fill, new, replace, rules_toml
+from riskguard.testing import FakeClock
+from tests.builders import MS, T0, cancel, correct, fill, new, replace, rules_toml
 
 
 def rule(name: str, metric: str, bound: str, action: str = "halt") -> str:
@@ -410,3 +413,32 @@ def test_a_replace_of_another_order_reusing_a_closed_id_is_bad() -> None:
         "named": [("O1", 50.0)],
     }
     assert working(engine, ref)["open_orders"] == 0.0
+
+
+def test_an_order_a_replace_reopens_after_a_halt_is_named_for_cancel() -> None:
+    """The account is halted (an operator, at 1,000 ms) with nothing working: O1's fills
+    (60 + 40 of 100, a drop copy ahead) had completed it. The order feed's replace ack
+    to 150 arrives after the halt: O1 works 50 at the venue. Nothing asked to cancel it:
+    past the deadline riskguard pages cancel-incomplete naming O1 with 50 open, as for
+    any order opened in a halted scope after the halt."""
+    clock = FakeClock(T0 + 1000 * MS)
+    limits = rules_toml(*WORKING).replace("version = 1", "version = 1\ncancel_deadline_ms = 1000")
+    engine = Engine(parse(limits), clock=clock)
+    tracker = CancelTracker(engine, Metrics(), clock)
+    engine.apply(
+        [
+            new("O1", 0, qty=100, price=10.0),
+            fill("O1", 1 * MS, qty=60, price=10.0),
+            fill("O1", 2 * MS, qty=40, price=10.0),
+        ]
+    )
+    tr = engine.killswitch.halt("account:A", "alice", "drill")
+    assert tr is not None and tracker.request(tr)[0].orders == ()
+    assert tracker.check() == []
+    ack = [replace("O1", 1001 * MS, qty=150, price=10.0)]
+    engine.apply(ack)
+    assert tracker.check(ack) == []  # within the deadline
+    clock.advance(ms=1000)
+    (alert,) = tracker.check()
+    assert alert.reason is not None
+    assert "O1 (A/S X buy 50; opened after the halt of account:A)" in alert.reason
