@@ -470,8 +470,8 @@ class Engine(Inspection, Decisions):
                 into.bad.append(
                     BadEvent(
                         "order_id_reused",
-                        f"new order {self.keys.order_names[oid]!r} reuses the id of a working "
-                        "order with other fields",
+                        f"{('new order', 'replace of')[value]} {self.keys.order_names[oid]!r} "
+                        "reuses the id of a working order with other fields",
                         where,
                     )
                 )

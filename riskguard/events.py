@@ -21,9 +21,10 @@ import msgspec
 from riskguard.vocabulary import EVENT_TYPES, MAX_KEY_LEN
 
 SCHEMA_VERSION: Final = 1
-SCHEMA_MINOR: Final = 2
+SCHEMA_MINOR: Final = 3
 """v1.1 (additive): a fill's ``exec_type``, ``ref_exec_id`` and ``fee``; prices of any sign.
-v1.2 (additive): ``instrument``, ``fx`` and ``position`` events; ``venue`` on orders and fills."""
+v1.2 (additive): ``instrument``, ``fx`` and ``position`` events; ``venue`` on orders and fills.
+v1.3 (additive): ``unsolicited`` on a ``cancel`` or ``replace``: the venue's doing."""
 
 #: Largest accepted quantity, |price| and |fee|. Anything above is a unit error or a fat
 #: finger in the *feed*, not a plausible order; such events are rejected as bad.
@@ -81,7 +82,10 @@ class NewOrder(_Event, tag="new", frozen=True, omit_defaults=True):
 
 
 class ReplaceOrder(_Event, tag="replace", frozen=True, omit_defaults=True):
-    """New values for an open order; ``qty`` is the new total quantity, fills included."""
+    """New values for an open order, confirmed by the venue (FIX ExecType 5 Replaced);
+    ``qty`` is the new total quantity, fills included. v1.3: ``unsolicited`` when the
+    venue changed the order on its own (FIX ExecType D Restated): not one of the firm's
+    order messages (``message_rate``)."""
 
     order_id: Key
     account: Key
@@ -91,15 +95,20 @@ class ReplaceOrder(_Event, tag="replace", frozen=True, omit_defaults=True):
     qty: Qty
     price: Price | None
     venue: Mic | None = None
+    unsolicited: bool = False
 
 
-class CancelOrder(_Event, tag="cancel", frozen=True):
-    """A confirmed cancel: the order is no longer open."""
+class CancelOrder(_Event, tag="cancel", frozen=True, omit_defaults=True):
+    """A confirmed cancel: the order is no longer open. v1.3: ``unsolicited`` when the
+    venue ended it on its own (an IOC or FOK remainder, a DAY order expiring, a cancel on
+    a trading halt or disconnect; FIX ExecType 4 with no cancel request, C Expired): not
+    one of the firm's cancels (``message_rate``, ``cancel_ratio``)."""
 
     order_id: Key
     account: Key
     strategy: Key
     symbol: Key
+    unsolicited: bool = False
 
 
 class RejectOrder(_Event, tag="reject", frozen=True):

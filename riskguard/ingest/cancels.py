@@ -48,7 +48,7 @@ import numpy as np
 
 from riskguard.control.records import CANCEL_PART_MAX, CancelOrder, CancelRecord
 from riskguard.engine import Engine
-from riskguard.events import Event, NewOrder
+from riskguard.events import Event, NewOrder, ReplaceOrder
 from riskguard.evidence import evidence, number
 from riskguard.ingest.cancel_orders import Overdue, Request
 from riskguard.inspection import WorkingOrder
@@ -416,15 +416,16 @@ class CancelTracker:
         )
 
     def _opened_late(self, events: Sequence[Event]) -> None:
-        """Track working orders opened by ``events`` in a halted scope after its halt
-        (described in one call per request: a runaway opens thousands a batch)."""
+        """Track working orders opened by ``events`` in a halted scope after its halt (a
+        ``new``, or a confirmed replace above what the fills that overtook it had completed:
+        docs/events.md), described in one call per request: a runaway opens thousands."""
         halted = {s: tr for s, tr in self.engine.killswitch.standing().items() if tr.to == "HALTED"}
         if not halted:
             return
         keys, orders = self.engine.keys, self.engine.store.state.orders
         joining: dict[str, list[Key]] = {}
         for ev in events:
-            if not isinstance(ev, NewOrder):
+            if not isinstance(ev, NewOrder | ReplaceOrder):  # a replace may reopen one
                 continue
             covering = next(
                 (

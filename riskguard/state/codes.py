@@ -59,6 +59,9 @@ X_BUSTED = 2
 E_TRADE = 0
 E_CORRECT = 1
 E_BUST = 2
+# EVENT.subtype of cancels and replaces: the firm's (requested) or the venue's own
+U_REQUESTED = 0
+U_UNSOLICITED = 1
 # NOTE.kind
 N_DUPLICATE = 1  # a redelivery: not applied again
 N_SKEWED = 2  # stamped too far ahead: applied at the corrected time (value: skew ns)

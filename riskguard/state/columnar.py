@@ -30,7 +30,15 @@ import numpy as np
 
 from riskguard import events as wire
 from riskguard.state.bundles import EVENT
-from riskguard.state.codes import E_BUST, E_CORRECT, E_TRADE, P_BROKER, P_OPEN
+from riskguard.state.codes import (
+    E_BUST,
+    E_CORRECT,
+    E_TRADE,
+    P_BROKER,
+    P_OPEN,
+    U_REQUESTED,
+    U_UNSOLICITED,
+)
 from riskguard.state.keys import KeySpace, pair_key
 from riskguard.vocabulary import (
     L_ACCOUNT,
@@ -203,12 +211,14 @@ def build(
             if pa is None or ps is None:
                 pa, ps = router.pairs(a, st, y)
             v = -1 if ev.venue is None else router.venue(ev.venue)
-            add(row(t, side, ev.ts, a, st, y, q, px, o, pid, -1, pa, ps, -1, 0, nan, v, -1, nan))
+            u = U_UNSOLICITED if cls is wire.ReplaceOrder and ev.unsolicited else U_REQUESTED
+            add(row(t, side, ev.ts, a, st, y, q, px, o, pid, -1, pa, ps, -1, u, nan, v, -1, nan))
             index.append(j)
             continue
         if cls is not wire.Fill:  # cancel or reject
             t = T_CANCEL if cls is wire.CancelOrder else T_REJECT
-            add(row(t, 0, ev.ts, a, st, y, nan, nan, o, -1, -1, -1, -1, -1, *_NONE))
+            u = U_UNSOLICITED if cls is wire.CancelOrder and ev.unsolicited else U_REQUESTED
+            add(row(t, 0, ev.ts, a, st, y, nan, nan, o, -1, -1, -1, -1, -1, u, *_NONE[1:]))
             index.append(j)
             continue
         key = (a, ev.exec_id)

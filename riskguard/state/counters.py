@@ -21,7 +21,16 @@ import math
 import numpy as np
 
 from riskguard.limits.vocabulary import COUNTER_CODE
-from riskguard.state.codes import F_NEW, FIRM, MARKET_PRICE_KEY, O_CLOSED, O_OPEN, RING, X_APPLIED
+from riskguard.state.codes import (
+    F_NEW,
+    FIRM,
+    MARKET_PRICE_KEY,
+    O_CLOSED,
+    O_OPEN,
+    RING,
+    U_REQUESTED,
+    X_APPLIED,
+)
 from riskguard.state.jit import helper
 from riskguard.state.judging import at_level
 from riskguard.state.tables import dup_at, dup_put, dup_seen, purge_dups
@@ -52,6 +61,26 @@ def fill_money(st, y, qty, price):  # type: ignore[no-untyped-def]
 def _wanted(d, side, venue):  # type: ignore[no-untyped-def]
     """Whether counter definition ``d`` counts an event of ``side`` to ``venue``."""
     return (d.side == 0 or d.side == side) and (d.venue < 0 or d.venue == venue)
+
+
+@helper
+def counts_one(kind, t, subtype):  # type: ignore[no-untyped-def]
+    """1.0 when an event of type ``t`` (``subtype``) counts one in a counter of ``kind``
+    (not fill notional, nor duplicate orders), else 0.0. A cancel or replace the venue
+    made on its own (unsolicited: an IOC remainder, an expiry, a restatement) is not one
+    of the firm's order messages, nor one of its cancels."""
+    firms = subtype == U_REQUESTED
+    if kind == C_NEW:
+        return 1.0 if t == T_NEW else 0.0
+    if kind == C_MSG:
+        return 1.0 if t == T_NEW or ((t == T_REPLACE or t == T_CANCEL) and firms) else 0.0
+    if kind == C_REJ:
+        return 1.0 if t == T_REJECT else 0.0
+    if kind == C_CXL:
+        return 1.0 if t == T_CANCEL and firms else 0.0
+    if kind == C_FILLS:
+        return 1.0 if t == T_FILL else 0.0
+    return 0.0
 
 
 @helper
@@ -136,18 +165,10 @@ def count(ev, side, venue, at, st, history):  # type: ignore[no-untyped-def]
         if not _wanted(d, side, venue):
             continue
         v = 0.0
-        if kind == C_NEW:
-            v = 1.0 if t == T_NEW else 0.0
-        elif kind == C_MSG:
-            v = 1.0 if t == T_NEW or t == T_REPLACE or t == T_CANCEL else 0.0
-        elif kind == C_REJ:
-            v = 1.0 if t == T_REJECT else 0.0
-        elif kind == C_CXL:
-            v = 1.0 if t == T_CANCEL else 0.0
-        elif kind == C_FILLN:
+        if kind == C_FILLN:
             v = fill_money(st, ev.symbol, ev.qty, ev.price) if t == T_FILL else 0.0
-        elif kind == C_FILLS:
-            v = 1.0 if t == T_FILL else 0.0
+        else:
+            v = counts_one(kind, t, ev.subtype)
         _add(c, k, row, b, v, history)
 
 
@@ -163,7 +184,7 @@ def note_early(ev, t, side, venue, st):  # type: ignore[no-untyped-def]
     order's new has not come yet, remember what it was counted with (:func:`count_early`;
     a replace names its side, so only one with no venue)."""
     od = st.orders[ev.order]
-    if od.flags & F_NEW != 0:
+    if od.flags & F_NEW != 0 or ev.subtype != U_REQUESTED:  # unsolicited: counted in none
         return
     if t == T_REPLACE:
         if venue < 0:
@@ -420,18 +441,10 @@ def recount_ahead(st, n, now):  # type: ignore[no-untyped-def]
             if s < 0:
                 continue
             v = 0.0
-            if d.kind == C_NEW:
-                v = 1.0 if t == T_NEW else 0.0
-            elif d.kind == C_MSG:
-                v = 1.0 if t == T_NEW or t == T_REPLACE or t == T_CANCEL else 0.0
-            elif d.kind == C_REJ:
-                v = 1.0 if t == T_REJECT else 0.0
-            elif d.kind == C_CXL:
-                v = 1.0 if t == T_CANCEL else 0.0
-            elif d.kind == C_FILLN:
+            if d.kind == C_FILLN:
                 v = x.counted if fill else 0.0
-            elif d.kind == C_FILLS:
-                v = 1.0 if fill else 0.0
+            else:
+                v = counts_one(d.kind, t, rec.subtype)
             if v == 0.0:
                 continue
             row = st.scopes[s].slot

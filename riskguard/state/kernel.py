@@ -81,7 +81,6 @@ from riskguard.state.judging import KEEP, at_level, judge, judge_edges, matches,
 from riskguard.state.lifecycle import (
     on_amend,
     on_cancel_or_reject,
-    on_instrument,
     on_new,
     on_position,
     on_replace,
@@ -90,6 +89,7 @@ from riskguard.state.lifecycle import (
 from riskguard.state.refdata import (
     FRESH,
     instrument_check,
+    on_instrument,
     rate_check,
     remember_ahead_refdata,
     remember_instrument,

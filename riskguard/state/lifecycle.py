@@ -17,13 +17,19 @@ no rate, count or rule moves). The rules (``docs/events.md``, "Order lifecycle" 
 - Fills always move positions (fills are facts). A correction replaces its execution's
   qty, price and fee; a bust reverses it (positions, fees, parent fills, the order's
   filled qty and the fill windows while the window still holds it).
+- A ``replace`` naming another account, strategy, symbol or side than its order (working,
+  or closed and remembered) is bad (order id reused): a replace never changes those.
+- A confirmed replace above what its order filled leaves it working (again, when fills
+  that overtook the replace had completed it); a correction that brings the fills to the
+  order's quantity closes it.
 - A working order's remaining quantity counts in its pairs' working buys or sells (and
   open notional) from when it opens until it fills, is cancelled or rejected; a replace
   moves it (docs/limits.md, open_order_notional and potential_gross_notional).
 - An ``open`` position is booked like a trade of the whole quantity at its price (its
   average cost, default the reference price) on the key's pairs; a later ``open`` for
   the same key replaces it. A ``broker`` position only records the broker's view.
-- An ``instrument`` sets a symbol's contract size and currency before it trades: once
+- An ``instrument`` (:func:`riskguard.state.refdata.on_instrument`) sets a symbol's
+  contract size and currency before it trades: once
   the symbol is held or worked a change is refused (a bad event; unchanged values are
   accepted), so every booked amount stays in one unit.
 """
@@ -43,7 +49,6 @@ from riskguard.state.codes import (
     N_BUSTED,
     N_DUPLICATE,
     N_NOPRICE,
-    N_REFDATA,
     N_REUSED,
     O_CLOSED,
     O_FREE,
@@ -223,13 +228,17 @@ def on_new(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
 def on_replace(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     """A ``replace`` (``qty`` is the new total, fills included); returns whether applied."""
     od = st.orders[ev.order]
-    if od.status != O_FREE and od.flags & F_REPLACED:
+    status = od.status
+    if status != O_FREE and status != O_PENDING and _other_order(od, ev):  # noqa: PLR1714
+        note(out, e, np.int64(N_REUSED), np.int64(1))  # FIX never changes these on a replace
+        return False
+    if status != O_FREE and od.flags & F_REPLACED:
         stale = now < od.replace_ns
         same = now == od.replace_ns and od.replace_qty == ev.qty
         if stale or (same and _same_price(od.replace_price, ev.price)):
             note(out, e, np.int64(N_DUPLICATE), np.int64(0))
             return False
-    if od.status == O_FREE:
+    if status == O_FREE:
         _bind(od, ev, st)
         retire(ev.order, np.int64(O_PENDING), now, st, out)
     od.flags |= F_REPLACED
@@ -240,8 +249,27 @@ def on_replace(ev, e, now, st, rules, out):  # type: ignore[no-untyped-def]
     od.price = ev.price
     if od.status == O_OPEN and _filled(od):
         close_order(ev.order, now, st, out)
+    elif _raced_fills(od) and not _filled(od):
+        open_order(ev.order, st)  # the venue confirmed it working above what filled
     rework(ev.order, st, rules)
     return True
+
+
+@helper
+def _raced_fills(od):  # type: ignore[no-untyped-def]
+    """Whether ``od`` was closed only by fills (its ``new`` came, no cancel or reject):
+    a confirmed replace above its fills that arrives after them (a drop copy ahead of the
+    order feed) says the order works at the venue again, with the rest of the new total."""
+    ended = od.flags & (F_CANCELLED | F_REJECTED) != 0
+    return od.status == O_CLOSED and od.flags & F_NEW != 0 and not ended
+
+
+@helper
+def _other_order(od, ev):  # type: ignore[no-untyped-def]
+    """Whether replace ``ev`` names another account, strategy, symbol or side than order
+    ``od`` (a side not known yet, from a cancel or reject that came first, is any)."""
+    keys = od.account != ev.account or od.strategy != ev.strategy or od.symbol != ev.symbol
+    return keys or (od.side != 0 and od.side != ev.side)  # noqa: PLR1714 - numba
 
 
 @helper
@@ -404,6 +432,8 @@ def on_amend(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
             od.cum_qty = snap(od.cum_qty + x.qty)
             if x.parent < 0:
                 od.unattributed = snap(od.unattributed + x.qty)
+            if od.status == O_OPEN and _filled(od):  # corrected up to its quantity: done
+                close_order(x.order, now, st, out)
     if x.order >= 0 and st.orders[x.order].serial == x.serial:  # still that order
         rework_at(x.order, st, False)
     amend_reference(y, ev.exec, bust, x.price, e, now, st, rules, peaks, out)
@@ -466,37 +496,4 @@ def on_position(ev, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-d
     trade_reference(y, ev.exec, price, e, now, st, rules, peaks, out)
     if consistent(st, rules):
         settle_peaks(st)
-    return True
-
-
-@helper
-def on_instrument(ev, e, st, out):  # type: ignore[no-untyped-def]
-    """Reference data of symbol ``ev.symbol``: contract size ``ev.factor``, currency id
-    ``ev.currency``; returns whether applied (a change once it is held or worked is not)."""
-    y = ev.symbol
-    sym = st.symbols[y]
-    c = ev.currency
-    if sym.multiplier == ev.factor and sym.currency == c:
-        return True
-    if sym.first_holder >= 0 or st.scopes[y].open_orders > 0:
-        note(out, e, np.int64(N_REFDATA), np.int64(0))
-        return False
-    if sym.currency != c and sym.in_currency != 0:  # leave the old currency's list
-        cur = st.currencies[sym.currency]
-        if cur.first_symbol == y:
-            cur.first_symbol = sym.next_in_currency
-        else:
-            k = cur.first_symbol
-            while st.symbols[k].next_in_currency != y:
-                k = st.symbols[k].next_in_currency
-            st.symbols[k].next_in_currency = sym.next_in_currency
-        sym.next_in_currency = -1
-        sym.in_currency = 0
-    if c != 0 and sym.in_currency == 0:
-        cur = st.currencies[c]
-        sym.next_in_currency = cur.first_symbol
-        cur.first_symbol = y
-        sym.in_currency = 1
-    sym.currency = c
-    sym.multiplier = ev.factor
     return True

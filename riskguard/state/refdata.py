@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from riskguard.state.codes import MARK_RING, N_DUPLICATE
+from riskguard.state.codes import MARK_RING, N_DUPLICATE, N_REFDATA
 from riskguard.state.jit import helper
 from riskguard.state.judging import note
 from riskguard.vocabulary import T_FX, T_INSTRUMENT, T_MARK
@@ -148,3 +148,36 @@ def restamp_ahead(st, n, clock, now):  # type: ignore[no-untyped-def]
                 sym.ref_ns = max(sym.ref_ns, at)
                 sym.ref_mult0, sym.ref_cur0 = rec.factor, rec.currency
                 sym.n_refs = 1
+
+
+@helper
+def on_instrument(ev, e, st, out):  # type: ignore[no-untyped-def]
+    """Reference data of symbol ``ev.symbol``: contract size ``ev.factor``, currency id
+    ``ev.currency``; returns whether applied (a change once it is held or worked is not)."""
+    y = ev.symbol
+    sym = st.symbols[y]
+    c = ev.currency
+    if sym.multiplier == ev.factor and sym.currency == c:
+        return True
+    if sym.first_holder >= 0 or st.scopes[y].open_orders > 0:
+        note(out, e, np.int64(N_REFDATA), np.int64(0))
+        return False
+    if sym.currency != c and sym.in_currency != 0:  # leave the old currency's list
+        cur = st.currencies[sym.currency]
+        if cur.first_symbol == y:
+            cur.first_symbol = sym.next_in_currency
+        else:
+            k = cur.first_symbol
+            while st.symbols[k].next_in_currency != y:
+                k = st.symbols[k].next_in_currency
+            st.symbols[k].next_in_currency = sym.next_in_currency
+        sym.next_in_currency = -1
+        sym.in_currency = 0
+    if c != 0 and sym.in_currency == 0:
+        cur = st.currencies[c]
+        sym.next_in_currency = cur.first_symbol
+        cur.first_symbol = y
+        sym.in_currency = 1
+    sym.currency = c
+    sym.multiplier = ev.factor
+    return True

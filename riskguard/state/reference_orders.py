@@ -221,6 +221,14 @@ class ReferenceOrders(ReferenceWindows):
             self._rework(o)
             return True, ev.parent_id
         if isinstance(ev, wire.ReplaceOrder):
+            side = 1 if ev.side == "buy" else -1
+            keys = (ev.account, ev.strategy, ev.symbol)
+            other = o is not None and (
+                (o.account, o.strategy, o.symbol) != keys or o.side not in (0, side)
+            )
+            if o is not None and o.status in ("open", "closed") and other:
+                self.bad.append("order_id_reused")  # a replace never changes these
+                return False, None
             if o is not None and o.replaced:
                 stale = now < o.replace_ns
                 same = now == o.replace_ns and o.replace_qty == ev.qty
@@ -234,8 +242,11 @@ class ReferenceOrders(ReferenceWindows):
             o.replace_ns, o.replace_qty, o.replace_price = now, ev.qty, ev.price
             o.qty = ev.qty
             o.price = ev.price
+            raced = o.status == "closed" and o.has_new and not (o.cancelled or o.rejected)
             if o.status == "open" and self._filled(o):
                 self._close(o)
+            elif raced and not self._filled(o):  # closed by fills it raced: working again
+                self._open(o)
             self._rework(o)
             return True, None
         cancel = isinstance(ev, wire.CancelOrder)
@@ -349,6 +360,8 @@ class ReferenceOrders(ReferenceWindows):
                 o.cum = snap(o.cum + x.qty)
                 if x.parent is None:
                     o.unattributed = snap(o.unattributed + x.qty)
+                if o.status == "open" and self._filled(o):  # corrected up to its quantity
+                    self._close(o)
         o = self.orders.get(x.order)
         if o is not None and o.serial == x.serial:  # still that order
             self._rework(o, hold=True)

@@ -170,6 +170,8 @@ class ReferenceWindows:
     def _note_early(self, ev: wire.Event, side: int, venue: str | None) -> None:
         """A cancel, reject or replace (with no venue) counted with ``side`` and
         ``venue`` before its order's new."""
+        if isinstance(ev, wire.ReplaceOrder | wire.CancelOrder) and ev.unsolicited:
+            return  # the venue's own doing: counted in no window
         if isinstance(ev, wire.ReplaceOrder):
             o = self.orders[ev.order_id]
             if not o.has_new and venue is None:
@@ -309,4 +311,6 @@ _COUNTS: dict[str, Any] = {
 def _one(kind: str, ev: wire.Event) -> float:
     """1 when an event of ``ev``'s type counts in a window of ``kind``, else 0."""
     counted = _COUNTS.get(kind)
+    if isinstance(ev, wire.ReplaceOrder | wire.CancelOrder) and ev.unsolicited:
+        return 0.0  # the venue's own doing (an IOC remainder, an expiry): not the firm's
     return 1.0 if counted is not None and isinstance(ev, counted) else 0.0

@@ -419,12 +419,20 @@ def streams(draw: Any) -> tuple[list[wire.Event | tuple[str, str]], list[int]]:
                 price=None if bust else price,
                 fee=None if bust else draw(st.sampled_from([None, 1.0])),
             )
-        elif kind == "cancel":
-            ev = wire.CancelOrder(ts=ts, order_id=oid, **keys)
+        elif kind == "cancel":  # v1.3: some the venue's own (an IOC remainder, an expiry)
+            ev = wire.CancelOrder(ts=ts, order_id=oid, unsolicited=draw(st.booleans()), **keys)
         elif kind == "reject":
             ev = wire.RejectOrder(ts=ts, order_id=oid, **keys)
         elif kind == "replace":
-            ev = wire.ReplaceOrder(ts=ts, order_id=oid, side=side, qty=qty, price=price, **keys)
+            ev = wire.ReplaceOrder(
+                ts=ts,
+                order_id=oid,
+                side=side,
+                qty=qty,
+                price=price,
+                unsolicited=draw(st.booleans()),
+                **keys,
+            )
         elif kind == "mark":
             ev = wire.Mark(ts=ts, symbol=keys["symbol"], price=price)
         elif kind == "parent":

@@ -79,6 +79,7 @@ def flows(draw: Any) -> list[wire.Event]:
     ]
     fills: list[wire.Fill] = []
     orders: list[tuple[str, dict[str, str]]] = []
+    sides: dict[str, str] = {}  # a replace keeps its order's side (FIX)
     t = 0
     for i in range(draw(st.integers(1, 80))):
         t += draw(st.sampled_from([10, 20, 50])) * MS
@@ -102,12 +103,13 @@ def flows(draw: Any) -> list[wire.Event]:
                 ts=ts, order_id=oid, side=side, qty=qty, price=price, parent_id=parent, **keys
             )
             orders.append((oid, keys))
+            sides[oid] = side
         elif kind == "cancel":
             oid, k = draw(st.sampled_from(orders))
             ev = wire.CancelOrder(ts=ts, order_id=oid, **k)
         elif kind == "replace":
             oid, k = draw(st.sampled_from(orders))
-            ev = wire.ReplaceOrder(ts=ts, order_id=oid, side=side, qty=qty, price=price, **k)
+            ev = wire.ReplaceOrder(ts=ts, order_id=oid, side=sides[oid], qty=qty, price=price, **k)
         elif kind == "mark":
             ev = wire.Mark(ts=ts, symbol=keys["symbol"], price=draw(st.sampled_from(MARK_PRICES)))
         elif kind == "amend" and fills:
