@@ -130,4 +130,6 @@ def test_ctrl_c_stops_the_demo_at_once_without_a_traceback(when: str) -> None:
             proc.wait()
     assert proc.returncode == 130, err
     assert err == "riskguard demo: interrupted; everything it started is stopped\n"
-    assert took < 4, took  # the broker is stopped after its clients, so it stops at once
+    # at once, not at the end of its 60 s: the broker is stopped after its clients (5.8 s
+    # seen on a loaded 2-core machine while the kernels compiled; about 1 s idle)
+    assert took < 12, took

@@ -562,7 +562,8 @@ def assert_same(
     for key, (pos, cost, real) in positions.items():
         lot = ref.lots[key]
         assert pos == lot.qty, key  # quantities are exact (decimal sums)
-        assert close(cost, lot.cost) and close(real, lot.real), key
+        # positions() gives money as it is judged (rounded to 1e-6)
+        assert close(cost, money(lot.cost)) and close(real, money(lot.real)), key
     for scope in set(engine.keys.scope_names) | set(ref.books):
         got_v = engine.scope_values(scope)
         book = ref.book(scope)
