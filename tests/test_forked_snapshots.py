@@ -196,3 +196,40 @@ async def test_a_fork_refused_falls_back_to_the_copy(
     await asyncio.gather(*[t for t in asyncio.all_tasks() if t.get_name() == "snapshot-write"])
     latest = checkpoints.store.latest()
     assert latest is not None and latest.meta["events_applied"] == engine.events_applied
+
+
+def test_a_writer_holds_none_of_the_parents_sockets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent listens on a port (its HTTP API), forks a writer that takes a while,
+    then dies (here: closes the socket): a restart can bind the port at once, though the
+    child still writes (it closed every inherited descriptor)."""
+    import socket  # noqa: PLC0415
+
+    engine = Engine(load(LIMITS), event_time=True)
+    store = SnapshotStore(tmp_path / "s")
+    slow_write = store.write
+
+    def slow(data: object) -> Path:
+        time.sleep(1.5)
+        return slow_write(data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "write", slow)
+    api = socket.socket()
+    api.bind(("127.0.0.1", 0))
+    api.listen()
+    port = api.getsockname()[1]
+    writer = fork_writer(engine, {}, store)
+    api.close()
+    deadline = time.monotonic() + 1.0  # the child writes for 1.5 s; it closes at once
+    while True:
+        again = socket.socket()
+        try:
+            again.bind(("127.0.0.1", port))  # EADDRINUSE while the child keeps the listener
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the writer kept the parent's listening port"
+            time.sleep(0.05)
+        finally:
+            again.close()
+    assert wait_writer(writer).exists()

@@ -11,7 +11,9 @@ copying page tables, about 30-40 ms for a 730 MiB process there), and the child 
 serialises and writes the snapshot (:meth:`riskguard.snapshot.SnapshotStore.write`:
 temp file, fsync, rename, prune), sends the file's name back through a pipe and ends
 with ``os._exit`` (no ``atexit``, no buffers flushed twice, no sockets closed in the
-parent's name).
+parent's name). It first closes every descriptor it inherited but the pipe and the
+standard streams: a child still writing when its parent crashed must not hold the HTTP
+port or the instance-name claim against the restart.
 
 What the child runs must take no lock another thread of the parent could hold at the
 fork, since such a lock stays held in the child for ever: memory allocation (glibc's
@@ -35,6 +37,7 @@ Where ``os.fork`` does not exist, the sidecar copies and writes from a thread as
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import threading
@@ -51,6 +54,9 @@ CAN_FORK = hasattr(os, "fork")
 _SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
+
+
+_MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
 
 
 class SnapshotWriterError(OSError):
@@ -125,6 +131,13 @@ def _child(  # pragma: no cover
                 signal.signal(sig, signal.SIG_DFL)
         except ValueError:  # not the main thread: nothing of asyncio's to undo here
             pass
+        # the parent's sockets (the HTTP port, the instance-name claim, Kafka) and files:
+        # a child outliving a crashed parent must not hold them against its restart. No
+        # collection from here on: an inherited socket object collected here would close
+        # its old descriptor number, by then the snapshot file's
+        gc.disable()
+        os.closerange(3, write)
+        os.closerange(write + 1, _MAX_FD)
         path = store.write(chunks(freeze(engine, offsets, session_start_ns)))
         os.write(write, os.fsencode(str(path)))
         code = 0
