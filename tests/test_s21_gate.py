@@ -484,3 +484,20 @@ def test_a_venue_riskguard_would_discard_is_a_caller_error() -> None:
     verdict = decision.check(world.view, 60_000, at, "A", "S", "X", "buy", 1, 1.0, venue="XNAS")
     assert (verdict.allowed, verdict.scope) == (False, "venue:XNAS")
     assert decision.check(world.view, 60_000, at, "A", "S", "X", "buy", 1, 1.0, venue="ARCX")
+
+
+def test_an_order_riskguard_would_discard_as_out_of_range_is_a_caller_error() -> None:
+    # A fat finger of 2e12 shares, or a price of 5e12 (a unit error), passed check() when
+    # no rule caught it; riskguard discards such events as out_of_range (docs/events.md:
+    # qty 1e-9 to 1e12, |price| <= 1e12), so it would never have seen the order, its
+    # fills or its position. check() now raises, as for a venue that is not a MIC.
+    world = World(rules_toml(), [])
+    world.publish()
+    at = Instant(world.clock.now_ns, 0)
+    for qty, price in ((2e12, 1.0), (1e-10, 1.0), (1.0, 5e12), (1.0, -5e12)):
+        with pytest.raises(ValueError, match="out_of_range"):
+            decision.check(world.view, 60_000, at, "A", "S", "X", "buy", qty, price)
+    with pytest.raises(ValueError, match="out_of_range"):
+        decision.check(world.view, 60_000, at, "A", "S", "X", "buy", 1, None, 5e12)
+    assert decision.check(world.view, 60_000, at, "A", "S", "X", "buy", 1e12, -1e12)
+    assert decision.check(world.view, 60_000, at, "A", "S", "X", "buy", 1e-9, 1.0)

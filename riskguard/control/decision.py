@@ -25,6 +25,7 @@ from typing import Literal
 from riskguard.control import order_rules
 from riskguard.control.records import StateRecord
 from riskguard.control.view import ControlView, Instant
+from riskguard.events import MAX_PRICE, MAX_QTY, MIN_QTY
 from riskguard.evidence import evidence, number, sentence
 from riskguard.vocabulary import STATE_CODE, STATES, order_scopes
 
@@ -268,19 +269,31 @@ def check(
     rounded to a millionth as riskguard judges money; ``price_deviation`` =
     abs(price - ref) / abs(ref) (not evaluated for a market order, without a reference,
     or at a reference of 0). Raises ``ValueError`` for a side other than buy/sell, a
-    ``qty`` not finite and > 0, a ``filled`` not finite and >= 0, a non-finite price, or
-    a venue that is not an ISO 10383 MIC (``XNAS``). Quantities are judged as riskguard
+    ``qty`` not finite and > 0, a ``filled`` not finite and >= 0, a non-finite price, a
+    ``qty`` outside 1e-9 to 1e12 or a price beyond +-1e12 (riskguard discards such events
+    as ``out_of_range``: it would never see the order, docs/events.md), or a venue that
+    is not an ISO 10383 MIC (``XNAS``). Quantities are judged as riskguard
     books them (:func:`booked_qty`): 0.1 + 0.2 is an ``order_qty`` of 0.3.
     """
     sign = _side(side)
     _mic(venue)
     if not (qty > 0 and math.isfinite(qty)):
         raise ValueError(f"qty must be a finite number > 0, got {qty!r}")
+    if not MIN_QTY <= qty <= MAX_QTY:  # riskguard would discard its events: never see it
+        raise ValueError(
+            f"qty {qty!r} is outside {MIN_QTY:g} to {MAX_QTY:g}: riskguard discards such "
+            "events as out_of_range and would never see this order"
+        )
     if not (filled >= 0 and math.isfinite(filled)):
         raise ValueError(f"filled must be a finite number >= 0, got {filled!r}")
     for name, px in (("price", price), ("reference_price", reference_price)):
         if px is not None and not math.isfinite(px):
             raise ValueError(f"{name} must be finite or None, got {px!r}")
+        if px is not None and abs(px) > MAX_PRICE:
+            raise ValueError(
+                f"{name} {px!r} is beyond +-{MAX_PRICE:g}: riskguard discards such events "
+                "as out_of_range and would never see this order"
+            )
     alive = health(view, heartbeat_timeout_ms, at)
     if not alive:
         return alive
