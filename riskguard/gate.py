@@ -421,8 +421,9 @@ class Gate:
         value and limit, and is counted in ``refusals``; it halts nothing (the order
         never existed). Raises ``ValueError`` for a side other than buy/sell, a
         non-finite or non-positive ``qty``, a negative or non-finite ``filled``, a
-        non-finite price, or a ``venue`` that is not a MIC (riskguard discards the events
-        of such an order: its venue's halt would not stop it).
+        non-finite price, a ``qty`` outside 1e-9 to 1e12 or a price beyond +-1e12, or a
+        ``venue`` that is not a MIC (riskguard discards the events of such an order: it
+        would never see it, and its venue's halt would not stop it).
         (:func:`riskguard.control.decision.check` has the exact rules.)
         """
         verdict = decision.check(
