@@ -24,6 +24,8 @@ from riskguard.state.judging import judge, matches
 from riskguard.state.valuation import (
     fx_pair,
     holds_money,
+    priced,
+    rate_of,
     revalue_pair,
     scope_value,
     settle_peaks,
@@ -93,9 +95,11 @@ def _move(st, y, ok):  # type: ignore[no-untyped-def]
     sym = st.symbols[y]
     sym.val_price = sym.ref_price
     u = sym.ref_price * sym.multiplier
+    has_price = priced(st, y)
+    rate = rate_of(st, y)
     p = sym.first_holder
     while p >= 0:
-        revalue_pair(st, p, u, ok)
+        revalue_pair(st, p, u, has_price, rate, ok)
         p = st.positions[p].next_holder
 
 

@@ -175,9 +175,15 @@ def holds_money(pos):  # type: ignore[no-untyped-def]
 def pair_delta(st, p, d, lots, consistent):  # type: ignore[no-untyped-def]
     """Apply a change ``d`` of pair ``p`` (its currency, 7 parts as in :func:`scope_delta`)
     to its owner scope (and, for the firm's pair, to the symbol scope) in base money."""
+    rated_delta(st, p, d, lots, consistent, rate_of(st, st.positions[p].symbol))
+
+
+@helper
+def rated_delta(st, p, d, lots, consistent, rate):  # type: ignore[no-untyped-def]
+    """:func:`pair_delta` with ``rate`` = :func:`rate_of` its symbol, read by the caller
+    (a revaluation reads it once for every holder of the symbol)."""
     pos = st.positions[p]
     y = pos.symbol
-    rate = rate_of(st, y)
     unknown = 0
     if math.isnan(rate):
         want = 1 if holds_money(pos) else 0
@@ -324,21 +330,24 @@ def work_pair(st, p, side, dq, market, dmoney, consistent):  # type: ignore[no-u
 
 
 @helper
-def revalue_pair(st, p, u, ok):  # type: ignore[no-untyped-def]
-    """Value pair ``p`` (every lot, and its market orders) at money price ``u``."""
+def revalue_pair(st, p, u, has_price, rate, ok):  # type: ignore[no-untyped-def]
+    """Value pair ``p`` (every lot, and its market orders) at money price ``u`` of its
+    symbol; ``has_price`` (:func:`priced`) and ``rate`` (:func:`rate_of`) are its symbol's,
+    read once by the caller for all its holders."""
     pos = st.positions[p]
-    if pos.qty == 0.0 and pos.value == 0.0 and not _active(pos) and pos.open == 0.0:
+    q = pos.qty
+    if q == 0.0 and pos.value == 0.0 and pos.open == 0.0 and not _active(pos):
         return
-    v1 = pos.qty * u
+    v1 = q * u
     g1 = abs(v1)
     pos.value, v0 = v1, pos.value
     pos.gross, g0 = g1, pos.gross
-    p1 = potential_of(pos, u, priced(st, pos.symbol))
+    p1 = potential_of(pos, u, has_price)
     o1 = open_of(pos, u)
     d = (v1 - v0, g1 - g0, 0.0, 0.0, 0.0, p1 - pos.potential, o1 - pos.open)
     pos.potential = p1
     pos.open = o1
-    pair_delta(st, p, d, np.int64(0), ok)
+    rated_delta(st, p, d, np.int64(0), ok, rate)
 
 
 @helper
