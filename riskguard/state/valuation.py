@@ -41,7 +41,7 @@ from riskguard.limits.vocabulary import (
     M_POTENTIAL_GROSS,
 )
 from riskguard.state.codes import FIRM
-from riskguard.state.jit import helper
+from riskguard.state.jit import helper, inlined
 from riskguard.state.quantities import money, near, snap
 
 
@@ -329,7 +329,7 @@ def work_pair(st, p, side, dq, market, dmoney, consistent):  # type: ignore[no-u
     pair_delta(st, p, d, np.int64(0), consistent)
 
 
-@helper
+@inlined
 def revalue_pair(st, p, u, has_price, rate, ok):  # type: ignore[no-untyped-def]
     """Value pair ``p`` (every lot, and its market orders) at money price ``u`` of its
     symbol; ``has_price`` (:func:`priced`) and ``rate`` (:func:`rate_of`) are its symbol's,
