@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from riskguard.state.codes import FIRM
-from riskguard.state.jit import helper
+from riskguard.state.jit import helper, inlined
 from riskguard.state.judging import judge, matches
 from riskguard.state.valuation import (
     fx_pair,
@@ -259,6 +259,18 @@ def fx_move(c, rate, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-
     while y >= 0:
         _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out, first)
         y = st.symbols[y].next_in_currency
+
+
+@inlined
+def flush_due(now, st, rules):  # type: ignore[no-untyped-def]
+    """Whether :func:`flush` at ``now`` has anything to do: a new revaluation epoch, or
+    (``revalue_ms`` 0) moves left queued. The kernel asks before each event, so that the
+    common case (nothing) costs no call."""
+    rw = rules.revalue_ns
+    g = st.globals[0]
+    if rw > 0:
+        return now // rw > g.epoch
+    return g.first_pending >= 0
 
 
 @helper
