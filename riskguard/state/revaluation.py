@@ -122,7 +122,7 @@ def _holds(rec):  # type: ignore[no-untyped-def]
     return rec.qty != 0.0 or rec.buy_work > 0.0 or rec.sell_work > 0.0
 
 
-@helper
+@inlined
 def _judge_pair(p, y, seq, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Exposure rows on pair ``p``'s owner (and on its symbol ``y``, for the firm's pair),
     each scope once per revaluation ``seq``."""

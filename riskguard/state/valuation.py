@@ -78,17 +78,18 @@ def scope_value(metric, sc, s):  # type: ignore[no-untyped-def]
 
 
 @helper
-def raise_peak(st, s, consistent):  # type: ignore[no-untyped-def]
-    """Raise the session high of scope ``s`` now, or once the valuation is consistent.
+def raise_peak(sc, glob, s, consistent):  # type: ignore[no-untyped-def]
+    """Raise the session high of scope ``s`` now, or once the valuation is consistent
+    (``sc``: the SCOPE records, ``glob``: the GLOBALS record; not the whole state, which
+    would be hundreds of machine words per call).
 
     Never while part of the scope's book has no exchange rate: its P&L is partial then.
     """
-    sc = st.scopes
     if consistent:
         if sc[s].n_unknown == 0:
             sc[s].peak_pnl = max(sc[s].peak_pnl, pnl_of(sc, s))
     elif sc[s].dirty == 0:
-        g = st.globals[0]
+        g = glob[0]
         sc[s].dirty = 1
         sc[s].next_dirty = g.first_dirty
         g.first_dirty = s
@@ -111,16 +112,17 @@ def settle_peaks(st):  # type: ignore[no-untyped-def]
 
 
 @helper
-def scope_delta(st, s, d, lots, unknown, consistent):  # type: ignore[no-untyped-def]
+def scope_delta(sc, glob, s, d, lots, unknown, consistent):  # type: ignore[no-untyped-def]
     """Add base-money changes ``d`` = (net, gross, realised, cost, fees, potential, open)
-    to scope ``s``, with ``lots`` positions opened (+) or closed (-) and ``unknown`` pairs
-    entering (+) or leaving (-) the unvalued count.
+    to scope ``s`` (``sc``: the SCOPE records, ``glob``: the GLOBALS record), with
+    ``lots`` positions opened (+) or closed (-) and ``unknown`` pairs entering (+) or
+    leaving (-) the unvalued count.
 
     A scope left with no position has no exposure: its net, gross and cost basis are set
     to exactly zero, not to the rounding residue of the changes that flattened it; with
     no working order either, its potential and open notional too.
     """
-    r = st.scopes[s]
+    r = sc[s]
     r.n_lots += lots
     r.n_unknown += unknown
     r.realised_pnl += d[2]
@@ -142,7 +144,7 @@ def scope_delta(st, s, d, lots, unknown, consistent):  # type: ignore[no-untyped
     else:
         r.potential += d[5]
         r.open_notional += d[6]
-    raise_peak(st, s, consistent)
+    raise_peak(sc, glob, s, consistent)
 
 
 @helper
@@ -178,7 +180,7 @@ def pair_delta(st, p, d, lots, consistent):  # type: ignore[no-untyped-def]
     rated_delta(st, p, d, lots, consistent, rate_of(st, st.positions[p].symbol))
 
 
-@helper
+@inlined
 def rated_delta(st, p, d, lots, consistent, rate):  # type: ignore[no-untyped-def]
     """:func:`pair_delta` with ``rate`` = :func:`rate_of` its symbol, read by the caller
     (a revaluation reads it once for every holder of the symbol)."""
@@ -205,9 +207,9 @@ def rated_delta(st, p, d, lots, consistent, rate):  # type: ignore[no-untyped-de
             d[6] * rate,
         )
     owner = pos.owner
-    scope_delta(st, owner, base, lots, unknown, consistent)
+    scope_delta(st.scopes, st.globals, owner, base, lots, unknown, consistent)
     if owner == FIRM:
-        scope_delta(st, y, base, lots, unknown, consistent)
+        scope_delta(st.scopes, st.globals, y, base, lots, unknown, consistent)
 
 
 @helper
@@ -376,9 +378,9 @@ def fx_pair(st, p, old, new, ok):  # type: ignore[no-untyped-def]
         d = (pos.value * k, pos.gross * k, 0.0, pos.cost * k, 0.0, pos.potential * k, pos.open * k)
         unknown = 0
     owner = pos.owner
-    scope_delta(st, owner, d, np.int64(0), unknown, ok)
+    scope_delta(st.scopes, st.globals, owner, d, np.int64(0), unknown, ok)
     if owner == FIRM:
-        scope_delta(st, pos.symbol, d, np.int64(0), unknown, ok)
+        scope_delta(st.scopes, st.globals, pos.symbol, d, np.int64(0), unknown, ok)
 
 
 @helper
@@ -407,6 +409,8 @@ def fees_at(st, x, adj, ok):  # type: ignore[no-untyped-def]
     for p in (st.positions[p_acc].firm_pair, p_acc, x.strategy_pair):
         if p >= 0:
             owner = st.positions[p].owner
-            scope_delta(st, owner, d, np.int64(0), np.int64(0), ok)
+            scope_delta(st.scopes, st.globals, owner, d, np.int64(0), np.int64(0), ok)
             if owner == FIRM:
-                scope_delta(st, st.positions[p].symbol, d, np.int64(0), np.int64(0), ok)
+                scope_delta(
+                    st.scopes, st.globals, st.positions[p].symbol, d, np.int64(0), np.int64(0), ok
+                )
