@@ -446,15 +446,18 @@ class Engine(Inspection, Decisions):
         k = int(counts["n_notes"][0])
         counts["n_notes"] = 0
         skipped = 0
+        index, order_ids = built.index, built.batch["order"]  # a field view once, not per note
         for e, kind, value in self._out.notes[:k].tolist():
-            j = built.index[e]
-            where = origins[j] if origins is not None else f"event {j}"
-            if kind == N_DUPLICATE:
+            if kind == N_DUPLICATE:  # the common notes first: they name no event
                 into.duplicates += 1
                 skipped += 1
-            elif kind == N_LATE:
+                continue
+            if kind == N_LATE:
                 into.late += 1
-            elif kind in (N_SKEWED, N_AHEAD):
+                continue
+            j = index[e]
+            where = origins[j] if origins is not None else f"event {j}"
+            if kind in (N_SKEWED, N_AHEAD):
                 ts = int(built.batch["ts"][e])
                 skew = Skewed(where, self._whose(built, e), value, ts)
                 (into.skewed if kind == N_SKEWED else self._ahead).append(skew)
@@ -466,7 +469,7 @@ class Engine(Inspection, Decisions):
                 self._ahead.clear()
             elif kind == N_REUSED:
                 skipped += 1
-                oid = int(built.batch["order"][e])
+                oid = int(order_ids[e])
                 into.bad.append(
                     BadEvent(
                         "order_id_reused",

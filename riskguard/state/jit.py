@@ -14,3 +14,10 @@ from numba import njit
 
 helper = njit(cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 """Decorator for jitted functions called only from other jitted functions."""
+
+inlined = njit(
+    cache=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True, inline="always"
+)
+"""Like :data:`helper`, and inlined into its callers at numba IR level: for the few small
+helpers of the hot loops (a holder walk visits every holder of a symbol) that LLVM left
+as calls, each of which passed the whole ``State`` bundle (hundreds of machine words)."""

@@ -42,7 +42,7 @@ from riskguard.state.codes import (
     TO_JUDGED,
     TO_RESOLVE,
 )
-from riskguard.state.jit import helper
+from riskguard.state.jit import helper, inlined
 from riskguard.state.tables import edge_get, edge_put
 from riskguard.vocabulary import A_ALERT, L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL
 
@@ -145,6 +145,24 @@ def could_rearm(row, v):  # type: ignore[no-untyped-def]
 
 
 @helper
+def could_raise(row, v):  # type: ignore[no-untyped-def]
+    """Whether value ``v`` of ``row`` breaches it or reaches a warning level: what
+    :func:`judge_edges` raises. While no edge of the row is raised anywhere (its peaks'
+    ``edges`` 0) and this is False, :func:`judge_edges` changes nothing, and :func:`judge`
+    skips it (the common case: a value well within its limits)."""
+    if row.action == A_ALERT and (v > row.upper or v < row.lower):
+        return True
+    u = utilisation(row, v)
+    for k in range(MAX_WARN):
+        f = _warn_level(row, k)
+        if math.isnan(f):
+            break
+        if u >= f - LEVEL_RTOL * f:
+            return True
+    return False
+
+
+@helper
 def judge_edges(r, s, p, v, e, now, mode, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Warning levels and an alert row's own edge: raise what is crossed, re-arm the rest.
     ``mode``: RAISE (page what is crossed), SILENT (evidence the previous instance
@@ -206,7 +224,7 @@ def _popcount(x):  # type: ignore[no-untyped-def]
     return n
 
 
-@helper
+@inlined
 def judge(r, s, p, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
     """Record value ``v`` of row ``r`` at scope ``s`` (event ``e``, corrected time ``now``);
     ``p`` is the position pair of a per-position metric (its edges' key), else -1.
@@ -227,7 +245,7 @@ def judge(r, s, p, v, e, now, st, rules, peaks, out):  # type: ignore[no-untyped
     scope = st.scopes[s]
     replayed = now <= st.globals[0].judged_ns
     live = not replayed and now > scope.judged_ns
-    if row.warns != 0:
+    if row.warns != 0 and (peaks[r].edges > 0.0 or could_raise(row, v)):
         mode = RAISE if live else SILENT if replayed else KEEP
         judge_edges(r, s, p, v, e, now, np.int64(mode), st, rules, peaks, out)
     if row.action == A_ALERT:

@@ -99,6 +99,7 @@ from riskguard.state.refdata import (
 from riskguard.state.revaluation import (
     consistent,
     flush,
+    flush_due,
     fx_move,
     price_move,
     rows_for_fx,
@@ -362,7 +363,7 @@ def apply_batch(start, wall, batch, st, rules, peaks, out):  # type: ignore[no-u
             counts.need = need
             return e
         now, skew, verdict = _corrected(ev.ts, wall, g, rules)
-        if not flush(now, need, e, st, rules, peaks, out):
+        if flush_due(now, st, rules) and not flush(now, need, e, st, rules, peaks, out):
             return e
         if verdict == SKEWED:
             note(out, e, np.int64(N_SKEWED), skew)

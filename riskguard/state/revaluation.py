@@ -19,11 +19,13 @@ import numpy as np
 from numba import njit
 
 from riskguard.state.codes import FIRM
-from riskguard.state.jit import helper
+from riskguard.state.jit import helper, inlined
 from riskguard.state.judging import judge, matches
 from riskguard.state.valuation import (
     fx_pair,
     holds_money,
+    priced,
+    rate_of,
     revalue_pair,
     scope_value,
     settle_peaks,
@@ -93,9 +95,11 @@ def _move(st, y, ok):  # type: ignore[no-untyped-def]
     sym = st.symbols[y]
     sym.val_price = sym.ref_price
     u = sym.ref_price * sym.multiplier
+    has_price = priced(st, y)
+    rate = rate_of(st, y)
     p = sym.first_holder
     while p >= 0:
-        revalue_pair(st, p, u, ok)
+        revalue_pair(st, p, u, has_price, rate, ok)
         p = st.positions[p].next_holder
 
 
@@ -104,23 +108,56 @@ def _judge_holders(y, seq, e, now, st, rules, peaks, out, booked):  # type: igno
     """Exposure rows on each scope holding or working ``y``, once per revaluation ``seq``;
     ``booked`` (its currency's first rate): also each scope whose lot of ``y`` is flat but
     holds realised P&L or fees, booked just now."""
-    sc, pos = st.scopes, st.positions
+    pos = st.positions
     p = st.symbols[y].first_holder
     while p >= 0:
-        if (booked and holds_money(pos[p])) or (
-            pos[p].qty != 0.0 or pos[p].buy_work > 0.0 or pos[p].sell_work > 0.0
-        ):
-            owner = pos[p].owner
-            for s in (owner, y):
-                if (s == y and owner != FIRM) or sc[s].seen_seq == seq:
-                    continue
-                sc[s].seen_seq = seq
-                for j in range(rules.exposure_rows.shape[0]):
-                    r = rules.exposure_rows[j]
-                    if rules.rows[r].level != sc[s].level or not matches(rules, sc, r, s):
-                        continue
-                    v = scope_value(rules.rows[r].metric, sc, s)
-                    judge(r, s, np.int64(-1), v, e, now, st, rules, peaks, out)
+        if (booked and holds_money(pos[p])) or _holds(pos[p]):
+            _judge_pair(p, y, seq, e, now, st, rules, peaks, out)
+        p = pos[p].next_holder
+
+
+@helper
+def _holds(rec):  # type: ignore[no-untyped-def]
+    """Whether a pair holds a position or works orders."""
+    return rec.qty != 0.0 or rec.buy_work > 0.0 or rec.sell_work > 0.0
+
+
+@inlined
+def _judge_pair(p, y, seq, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """Exposure rows on pair ``p``'s owner (and on its symbol ``y``, for the firm's pair),
+    each scope once per revaluation ``seq``."""
+    sc = st.scopes
+    owner = st.positions[p].owner
+    for s in (owner, y):
+        if (s == y and owner != FIRM) or sc[s].seen_seq == seq:
+            continue
+        sc[s].seen_seq = seq
+        for j in range(rules.exposure_rows.shape[0]):
+            r = rules.exposure_rows[j]
+            if rules.rows[r].level != sc[s].level or not matches(rules, sc, r, s):
+                continue
+            v = scope_value(rules.rows[r].metric, sc, s)
+            judge(r, s, np.int64(-1), v, e, now, st, rules, peaks, out)
+
+
+@helper
+def _move_judged(y, seq, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-def]
+    """:func:`_move` then :func:`_judge_holders` of one symbol ``y``, in one walk of its
+    holders: each pair is judged right after it is revalued. The same as two walks: a
+    pair's owner scope (and its symbol's, for the firm's pair) is moved by that pair
+    alone in ``y`` (one pair per owner and symbol), and judging moves no money."""
+    sym = st.symbols[y]
+    sym.val_price = sym.ref_price
+    u = sym.ref_price * sym.multiplier
+    has_price = priced(st, y)
+    rate = rate_of(st, y)
+    ok = consistent(st, rules)
+    pos = st.positions
+    p = sym.first_holder
+    while p >= 0:
+        revalue_pair(st, p, u, has_price, rate, ok)
+        if _holds(pos[p]):
+            _judge_pair(p, y, seq, e, now, st, rules, peaks, out)
         p = pos[p].next_holder
 
 
@@ -139,11 +176,11 @@ def price_move(y, px, e, now, st, rules, peaks, out):  # type: ignore[no-untyped
         queue(st, y)
         return
     sym.val_epoch = g.epoch
-    _move(st, y, consistent(st, rules))
     if rules.exposure_rows.shape[0] == 0:
+        _move(st, y, consistent(st, rules))
         return
     g.flush_seq += 1
-    _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out, False)
+    _move_judged(y, g.flush_seq, e, now, st, rules, peaks, out)
 
 
 @helper
@@ -222,6 +259,18 @@ def fx_move(c, rate, e, now, st, rules, peaks, out):  # type: ignore[no-untyped-
     while y >= 0:
         _judge_holders(y, g.flush_seq, e, now, st, rules, peaks, out, first)
         y = st.symbols[y].next_in_currency
+
+
+@inlined
+def flush_due(now, st, rules):  # type: ignore[no-untyped-def]
+    """Whether :func:`flush` at ``now`` has anything to do: a new revaluation epoch, or
+    (``revalue_ms`` 0) moves left queued. The kernel asks before each event, so that the
+    common case (nothing) costs no call."""
+    rw = rules.revalue_ns
+    g = st.globals[0]
+    if rw > 0:
+        return now // rw > g.epoch
+    return g.first_pending >= 0
 
 
 @helper

@@ -41,7 +41,7 @@ from riskguard.limits.vocabulary import (
     M_POTENTIAL_GROSS,
 )
 from riskguard.state.codes import FIRM
-from riskguard.state.jit import helper
+from riskguard.state.jit import helper, inlined
 from riskguard.state.quantities import money, near, snap
 
 
@@ -78,17 +78,18 @@ def scope_value(metric, sc, s):  # type: ignore[no-untyped-def]
 
 
 @helper
-def raise_peak(st, s, consistent):  # type: ignore[no-untyped-def]
-    """Raise the session high of scope ``s`` now, or once the valuation is consistent.
+def raise_peak(sc, glob, s, consistent):  # type: ignore[no-untyped-def]
+    """Raise the session high of scope ``s`` now, or once the valuation is consistent
+    (``sc``: the SCOPE records, ``glob``: the GLOBALS record; not the whole state, which
+    would be hundreds of machine words per call).
 
     Never while part of the scope's book has no exchange rate: its P&L is partial then.
     """
-    sc = st.scopes
     if consistent:
         if sc[s].n_unknown == 0:
             sc[s].peak_pnl = max(sc[s].peak_pnl, pnl_of(sc, s))
     elif sc[s].dirty == 0:
-        g = st.globals[0]
+        g = glob[0]
         sc[s].dirty = 1
         sc[s].next_dirty = g.first_dirty
         g.first_dirty = s
@@ -111,16 +112,17 @@ def settle_peaks(st):  # type: ignore[no-untyped-def]
 
 
 @helper
-def scope_delta(st, s, d, lots, unknown, consistent):  # type: ignore[no-untyped-def]
+def scope_delta(sc, glob, s, d, lots, unknown, consistent):  # type: ignore[no-untyped-def]
     """Add base-money changes ``d`` = (net, gross, realised, cost, fees, potential, open)
-    to scope ``s``, with ``lots`` positions opened (+) or closed (-) and ``unknown`` pairs
-    entering (+) or leaving (-) the unvalued count.
+    to scope ``s`` (``sc``: the SCOPE records, ``glob``: the GLOBALS record), with
+    ``lots`` positions opened (+) or closed (-) and ``unknown`` pairs entering (+) or
+    leaving (-) the unvalued count.
 
     A scope left with no position has no exposure: its net, gross and cost basis are set
     to exactly zero, not to the rounding residue of the changes that flattened it; with
     no working order either, its potential and open notional too.
     """
-    r = st.scopes[s]
+    r = sc[s]
     r.n_lots += lots
     r.n_unknown += unknown
     r.realised_pnl += d[2]
@@ -142,7 +144,7 @@ def scope_delta(st, s, d, lots, unknown, consistent):  # type: ignore[no-untyped
     else:
         r.potential += d[5]
         r.open_notional += d[6]
-    raise_peak(st, s, consistent)
+    raise_peak(sc, glob, s, consistent)
 
 
 @helper
@@ -175,9 +177,15 @@ def holds_money(pos):  # type: ignore[no-untyped-def]
 def pair_delta(st, p, d, lots, consistent):  # type: ignore[no-untyped-def]
     """Apply a change ``d`` of pair ``p`` (its currency, 7 parts as in :func:`scope_delta`)
     to its owner scope (and, for the firm's pair, to the symbol scope) in base money."""
+    rated_delta(st, p, d, lots, consistent, rate_of(st, st.positions[p].symbol))
+
+
+@inlined
+def rated_delta(st, p, d, lots, consistent, rate):  # type: ignore[no-untyped-def]
+    """:func:`pair_delta` with ``rate`` = :func:`rate_of` its symbol, read by the caller
+    (a revaluation reads it once for every holder of the symbol)."""
     pos = st.positions[p]
     y = pos.symbol
-    rate = rate_of(st, y)
     unknown = 0
     if math.isnan(rate):
         want = 1 if holds_money(pos) else 0
@@ -199,9 +207,9 @@ def pair_delta(st, p, d, lots, consistent):  # type: ignore[no-untyped-def]
             d[6] * rate,
         )
     owner = pos.owner
-    scope_delta(st, owner, base, lots, unknown, consistent)
+    scope_delta(st.scopes, st.globals, owner, base, lots, unknown, consistent)
     if owner == FIRM:
-        scope_delta(st, y, base, lots, unknown, consistent)
+        scope_delta(st.scopes, st.globals, y, base, lots, unknown, consistent)
 
 
 @helper
@@ -323,22 +331,25 @@ def work_pair(st, p, side, dq, market, dmoney, consistent):  # type: ignore[no-u
     pair_delta(st, p, d, np.int64(0), consistent)
 
 
-@helper
-def revalue_pair(st, p, u, ok):  # type: ignore[no-untyped-def]
-    """Value pair ``p`` (every lot, and its market orders) at money price ``u``."""
+@inlined
+def revalue_pair(st, p, u, has_price, rate, ok):  # type: ignore[no-untyped-def]
+    """Value pair ``p`` (every lot, and its market orders) at money price ``u`` of its
+    symbol; ``has_price`` (:func:`priced`) and ``rate`` (:func:`rate_of`) are its symbol's,
+    read once by the caller for all its holders."""
     pos = st.positions[p]
-    if pos.qty == 0.0 and pos.value == 0.0 and not _active(pos) and pos.open == 0.0:
+    q = pos.qty
+    if q == 0.0 and pos.value == 0.0 and pos.open == 0.0 and not _active(pos):
         return
-    v1 = pos.qty * u
+    v1 = q * u
     g1 = abs(v1)
     pos.value, v0 = v1, pos.value
     pos.gross, g0 = g1, pos.gross
-    p1 = potential_of(pos, u, priced(st, pos.symbol))
+    p1 = potential_of(pos, u, has_price)
     o1 = open_of(pos, u)
     d = (v1 - v0, g1 - g0, 0.0, 0.0, 0.0, p1 - pos.potential, o1 - pos.open)
     pos.potential = p1
     pos.open = o1
-    pair_delta(st, p, d, np.int64(0), ok)
+    rated_delta(st, p, d, np.int64(0), ok, rate)
 
 
 @helper
@@ -367,9 +378,9 @@ def fx_pair(st, p, old, new, ok):  # type: ignore[no-untyped-def]
         d = (pos.value * k, pos.gross * k, 0.0, pos.cost * k, 0.0, pos.potential * k, pos.open * k)
         unknown = 0
     owner = pos.owner
-    scope_delta(st, owner, d, np.int64(0), unknown, ok)
+    scope_delta(st.scopes, st.globals, owner, d, np.int64(0), unknown, ok)
     if owner == FIRM:
-        scope_delta(st, pos.symbol, d, np.int64(0), unknown, ok)
+        scope_delta(st.scopes, st.globals, pos.symbol, d, np.int64(0), unknown, ok)
 
 
 @helper
@@ -398,6 +409,8 @@ def fees_at(st, x, adj, ok):  # type: ignore[no-untyped-def]
     for p in (st.positions[p_acc].firm_pair, p_acc, x.strategy_pair):
         if p >= 0:
             owner = st.positions[p].owner
-            scope_delta(st, owner, d, np.int64(0), np.int64(0), ok)
+            scope_delta(st.scopes, st.globals, owner, d, np.int64(0), np.int64(0), ok)
             if owner == FIRM:
-                scope_delta(st, st.positions[p].symbol, d, np.int64(0), np.int64(0), ok)
+                scope_delta(
+                    st.scopes, st.globals, st.positions[p].symbol, d, np.int64(0), np.int64(0), ok
+                )

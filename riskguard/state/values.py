@@ -28,7 +28,7 @@ from riskguard.limits.vocabulary import (
     M_PRICE_DEVIATION,
     M_REJECT_RATE,
 )
-from riskguard.state.jit import helper
+from riskguard.state.jit import helper, inlined
 from riskguard.state.quantities import fill_ratio, money, near, price_deviation, snap
 from riskguard.state.valuation import scope_value
 from riskguard.vocabulary import L_ACCOUNT, L_STRATEGY
@@ -44,7 +44,7 @@ def pair_at(level, ev, st):  # type: ignore[no-untyped-def]
     return st.positions[ev.account_pair].firm_pair if ev.account_pair >= 0 else -1
 
 
-@helper
+@inlined
 def value_of(r, s, p, parent, ev, st, rules):  # type: ignore[no-untyped-def]
     """Value of row ``r``'s metric for event ``ev`` at scope ``s`` (``p``: the pair of a
     per-position metric); NaN when it does not apply."""
