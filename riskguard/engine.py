@@ -446,18 +446,15 @@ class Engine(Inspection, Decisions):
         k = int(counts["n_notes"][0])
         counts["n_notes"] = 0
         skipped = 0
-        index, order_ids = built.index, built.batch["order"]  # a field view once, not per note
         for e, kind, value in self._out.notes[:k].tolist():
-            if kind == N_DUPLICATE:  # the common notes first: they name no event
+            j = built.index[e]
+            where = origins[j] if origins is not None else f"event {j}"
+            if kind == N_DUPLICATE:
                 into.duplicates += 1
                 skipped += 1
-                continue
-            if kind == N_LATE:
+            elif kind == N_LATE:
                 into.late += 1
-                continue
-            j = index[e]
-            where = origins[j] if origins is not None else f"event {j}"
-            if kind in (N_SKEWED, N_AHEAD):
+            elif kind in (N_SKEWED, N_AHEAD):
                 ts = int(built.batch["ts"][e])
                 skew = Skewed(where, self._whose(built, e), value, ts)
                 (into.skewed if kind == N_SKEWED else self._ahead).append(skew)
@@ -469,7 +466,7 @@ class Engine(Inspection, Decisions):
                 self._ahead.clear()
             elif kind == N_REUSED:
                 skipped += 1
-                oid = int(order_ids[e])
+                oid = int(built.batch["order"][e])
                 into.bad.append(
                     BadEvent(
                         "order_id_reused",

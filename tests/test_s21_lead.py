@@ -65,9 +65,7 @@ def test_a_restricted_list_alert_pages_again_at_the_next_listed_order_after_a_cl
     heard of the second order). Strategy T's order in ABC re-arms nothing of S's."""
     engine = Engine(parse(rules_toml() + WATCH), event_time=True)
     first = engine.apply([new("o1", 0, symbol="XYZ")]).transitions
-    assert [(t.kind, t.rule, t.symbol, t.value) for t in first] == [
-        ("alert", "watch", "XYZ", 1.0)
-    ]
+    assert [(t.kind, t.rule, t.symbol, t.value) for t in first] == [("alert", "watch", "XYZ", 1.0)]
     assert engine.apply([new("t1", MS, symbol="ABC", strategy="T")]).transitions == []
     clean = engine.apply([new("o2", 2 * MS, symbol="ABC")]).transitions
     assert [(t.kind, t.rule, t.scope, t.value) for t in clean] == [

@@ -107,6 +107,7 @@ async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snaps
         )
         assert scale["restored_from"] is not None and scale["restored_from"].startswith("snapshot-")
         assert a.status()["scale"]["rebuilds"] == rebuilds_a, "a kept its partitions: no rebuild"
+
         def resolves() -> list[dict[str, Any]]:
             return [r for r in audited(audit_b, "acct-busy") if r["kind"] == "resolve"]
 
