@@ -196,3 +196,84 @@ async def test_a_fork_refused_falls_back_to_the_copy(
     await asyncio.gather(*[t for t in asyncio.all_tasks() if t.get_name() == "snapshot-write"])
     latest = checkpoints.store.latest()
     assert latest is not None and latest.meta["events_applied"] == engine.events_applied
+
+
+def test_a_stop_signal_at_the_fork_ends_the_child_and_never_reaches_the_parent_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C reaches the whole process group: the parent and a writer just forked. A
+    signal the child takes before it has dropped the parent's handlers must neither run
+    them there (their write to the wakeup fd, shared with the parent, reached the
+    parent's loop as a second Ctrl-C: 'second stop signal: exiting now', exit 1, no
+    final snapshot) nor let the child write: it ends by the signal, without a snapshot.
+    The child is held in its first step so that the signal lands in that window."""
+    parent = os.getpid()
+    close = os.close
+
+    def slow_in_child(fd: int) -> None:
+        if os.getpid() != parent:  # pragma: no cover - in the child
+            time.sleep(0.5)
+        close(fd)
+
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:200])
+    woken_r, woken_w = os.pipe()
+    os.set_blocking(woken_w, False)
+    os.set_blocking(woken_r, False)
+    taken: list[int] = []
+    old_handler = signal.signal(signal.SIGTERM, lambda sig, frame: taken.append(sig))
+    old_fd = signal.set_wakeup_fd(woken_w)
+    try:
+        monkeypatch.setattr(os, "close", slow_in_child)
+        writer = fork_writer(engine, {"in/0": 1}, SnapshotStore(tmp_path / "snaps"))
+        monkeypatch.setattr(os, "close", close)
+        time.sleep(0.1)  # the child is in its first step, the parent's handlers still set
+        os.kill(writer.pid, signal.SIGTERM)
+        with pytest.raises(SnapshotWriterError, match="signal SIGTERM"):
+            wait_writer(writer)
+        with pytest.raises(BlockingIOError):
+            os.read(woken_r, 16)  # nothing reached the parent's wakeup fd
+        assert taken == []
+        assert not list((tmp_path / "snaps").glob("*.rgs"))
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        signal.signal(signal.SIGTERM, old_handler)
+        os.close(woken_r)
+        os.close(woken_w)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+async def test_a_writer_ended_by_a_stop_of_the_group_is_no_failure(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """Ctrl-C (or systemd's SIGTERM to the whole unit) during a write ends the child: that
+    is a stop, logged at info with the signal, not `snapshot write failed` at error (an
+    on-call engineer's Ctrl-C must not look like a broken disk); a child ended by another
+    signal is still a failure."""
+    from structlog.testing import capture_logs  # noqa: PLC0415
+
+    engine = Engine(load(LIMITS), event_time=True)
+    runtime = RuntimeSettings(state_dir=str(tmp_path), snapshot_interval_s=0.001)
+    checkpoints = Checkpoints(runtime, engine, Metrics())
+    for sig, level in ((stop, "info"), (signal.SIGUSR1, "error")):
+        read, write = os.pipe()
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - a stand-in writer still writing
+            os.close(read)
+            signal.signal(sig, signal.SIG_DFL)
+            os.write(ready_w, b"r")
+            time.sleep(30)
+            os._exit(0)
+        os.close(write)
+        os.close(ready_w)
+        assert os.read(ready_r, 1) == b"r"  # the pytest handlers are gone in the child
+        os.close(ready_r)
+        os.kill(pid, sig)
+        with capture_logs() as logs:
+            await checkpoints._reap(Writer(pid, read))
+        assert [e["log_level"] for e in logs] == [level], logs
+        if level == "info":
+            assert logs[0]["signal"] == stop.name
+        else:
+            assert logs[0]["event"] == "snapshot write failed" and "SIGUSR1" in logs[0]["error"]

@@ -29,7 +29,14 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from riskguard import log
 from riskguard.engine import Engine
-from riskguard.ingest.forked import CAN_FORK, Writer, fork_writer, safe_to_fork, wait_writer
+from riskguard.ingest.forked import (
+    CAN_FORK,
+    SnapshotWriterError,
+    Writer,
+    fork_writer,
+    safe_to_fork,
+    wait_writer,
+)
 from riskguard.metrics import Metrics
 from riskguard.settings import RuntimeSettings, session_start_ns
 from riskguard.snapshot import Frozen, SnapshotStore, chunks, freeze, restore
@@ -245,6 +252,14 @@ class Checkpoints:
                 "snapshot writer stuck: killed", pid=writer.pid, seconds=self.deadline_s
             )
             await asyncio.gather(waiting, return_exceptions=True)
+            return
+        except SnapshotWriterError as exc:
+            if exc.stopped_by is None:
+                self._log.error("snapshot write failed", error=str(exc))
+            else:  # Ctrl-C or a stop of the whole group: the stop writes its own snapshot
+                self._log.info(
+                    "snapshot writer stopped: no snapshot from it", signal=exc.stopped_by
+                )
             return
         except OSError as exc:
             self._log.error("snapshot write failed", error=str(exc))

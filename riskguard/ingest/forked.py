@@ -54,7 +54,14 @@ _SIGNALS = tuple(
 
 
 class SnapshotWriterError(OSError):
-    """The forked snapshot writer ended without writing (its reason, or exit status)."""
+    """The forked snapshot writer ended without writing (its reason, or exit status).
+
+    ``stopped_by`` names the stop signal (``"SIGINT"``, ``"SIGTERM"``, ``"SIGHUP"``) that
+    ended it, else None: a stop of the process group, not a failure."""
+
+    def __init__(self, message: str, stopped_by: str | None = None) -> None:
+        super().__init__(message)
+        self.stopped_by = stopped_by
 
 
 @dataclass(frozen=True)
@@ -96,14 +103,20 @@ def fork_writer(
     parent. Raises ``OSError`` when the fork itself fails (no memory, process limit)."""
     _compile_in_parent()
     read, write = os.pipe()
+    # Stop signals wait (blocked) across the fork: one arriving before the child has
+    # dropped the parent's handlers would run them in the child, whose write to asyncio's
+    # wakeup fd (shared with the parent) the parent's loop reads as a second signal.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
         pid = os.fork()
     except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(read)
         os.close(write)
         raise
     if pid == 0:  # pragma: no cover - the child's lines are measured by its result
-        _child(engine, offsets, store, session_start_ns, (read, write))
+        _child(engine, offsets, store, session_start_ns, (read, write), mask)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the parent takes what came meanwhile
     os.close(write)
     return Writer(pid, read)
 
@@ -114,6 +127,7 @@ def _child(  # pragma: no cover
     store: SnapshotStore,
     session_start_ns: int | None,
     pipe: tuple[int, int],
+    mask: set[int | signal.Signals],
 ) -> None:
     read, write = pipe
     code = 1
@@ -123,8 +137,10 @@ def _child(  # pragma: no cover
             signal.set_wakeup_fd(-1)
             for sig in _SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
-        except ValueError:  # not the main thread: nothing of asyncio's to undo here
-            pass
+        except ValueError:  # not the main thread: nothing of asyncio's to undo here; the
+            pass  # stop signals stay blocked (the parent's deadline still ends a stuck child)
+        else:  # a stop signal that came since the fork ends the child now, no snapshot
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         path = store.write(chunks(freeze(engine, offsets, session_start_ns)))
         os.write(write, os.fsencode(str(path)))
         code = 0
@@ -151,7 +167,10 @@ def wait_writer(writer: Writer) -> Path:
         return Path(said)
     how = f"exit status {code}" if code >= 0 else f"signal {_signal_name(-code)}"
     reason = said or "no reason"
-    raise SnapshotWriterError(f"snapshot writer ended without a snapshot ({how}): {reason}")
+    stopped_by = _signal_name(-code) if -code in _SIGNALS else None
+    raise SnapshotWriterError(
+        f"snapshot writer ended without a snapshot ({how}): {reason}", stopped_by
+    )
 
 
 def _signal_name(number: int) -> str:
