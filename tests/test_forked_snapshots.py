@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -277,3 +278,38 @@ async def test_a_writer_ended_by_a_stop_of_the_group_is_no_failure(
             assert logs[0]["signal"] == stop.name
         else:
             assert logs[0]["event"] == "snapshot write failed" and "SIGUSR1" in logs[0]["error"]
+
+
+def test_the_writer_holds_none_of_the_parents_sockets(tmp_path: Path) -> None:
+    """A writer outliving its parent (SIGKILLed or OOM-killed mid-write) kept the API's
+    listening socket and the instance claim: the restart exited 2 ('another riskguard on
+    this host already runs as instance ...') until the child ended. The child closes
+    its copies at once: with the parent's closed, the port binds again while the child
+    still writes."""
+    import socket  # noqa: PLC0415
+
+    class SlowStore(SnapshotStore):
+        def write(self, parts: Any) -> Path:  # pragma: no cover - in the child
+            time.sleep(1.5)
+            return super().write(parts)
+
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:100])
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    writer = fork_writer(engine, {"in/0": 1}, SlowStore(tmp_path / "snaps"))
+    try:
+        time.sleep(0.5)  # the child is writing
+        listener.close()
+        again = socket.socket()
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))  # EADDRINUSE while the child held the listener
+        again.listen()
+        again.close()
+    finally:
+        listener.close()
+        path = wait_writer(writer)
+    assert path.exists()

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,7 @@ def _child(  # pragma: no cover
             pass  # stop signals stay blocked (the parent's deadline still ends a stuck child)
         else:  # a stop signal that came since the fork ends the child now, no snapshot
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _close_sockets()
         path = store.write(chunks(freeze(engine, offsets, session_start_ns)))
         os.write(write, os.fsencode(str(path)))
         code = 0
@@ -149,6 +151,23 @@ def _child(  # pragma: no cover
             os.write(write, f"error: {exc!r}".encode()[:4000])
     finally:
         os._exit(code)
+
+
+def _close_sockets() -> None:  # pragma: no cover - in the child
+    """Close the sockets the child inherited: the API's listening socket, the instance
+    claim (:mod:`riskguard.ingest.naming`), the broker connections. The child needs none
+    of them, and a child outliving its parent (SIGKILLed, or OOM-killed, while the child
+    wrote) held them: the restart was refused as 'another riskguard on this host' and the
+    API's port stayed bound to a process that never answers. Closing the child's copy
+    leaves the parent's open."""
+    try:
+        fds = [int(name) for name in os.listdir("/dev/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
 
 
 def wait_writer(writer: Writer) -> Path:
