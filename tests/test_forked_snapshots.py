@@ -313,3 +313,41 @@ def test_the_writer_holds_none_of_the_parents_sockets(tmp_path: Path) -> None:
         listener.close()
         path = wait_writer(writer)
     assert path.exists()
+
+
+async def test_a_stop_ends_a_writer_that_never_finishes_and_writes_its_own(
+    tmp_path: Path,
+) -> None:
+    """A writer stuck for good (a lock held at the fork) while riskguard stops: the stop
+    waited for it (deadline 120 s, past stop_timeout_s), and once the stop gave up, the
+    interpreter's exit joined its reaper thread for ever: `riskguard run` logged
+    'riskguard stopped' and never exited (seen 10 min; only killing the child ended it).
+    The stop now kills the writer, reaps it, and writes its own snapshot."""
+    from aiokafka.structs import TopicPartition  # noqa: PLC0415
+    from structlog.testing import capture_logs  # noqa: PLC0415
+
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:300])
+    runtime = RuntimeSettings(state_dir=str(tmp_path), snapshot_interval_s=30)
+    checkpoints = Checkpoints(runtime, engine, Metrics())
+    checkpoints.start_at(TopicPartition("in", 0), 300)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - a stand-in writer stuck for good
+        os.close(read)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(60)
+        os._exit(0)
+    os.close(write)
+    writer = Writer(pid, read)
+    checkpoints._writer = writer
+    checkpoints._writing = asyncio.create_task(checkpoints._reap(writer))
+    await asyncio.sleep(0.05)
+    with capture_logs() as logs:
+        await asyncio.wait_for(checkpoints.final(), 10)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # killed and reaped
+    assert [e["log_level"] for e in logs] == ["info"], logs
+    latest = checkpoints.store.latest()
+    assert latest is not None and latest.offsets == {"in/0": 300}
