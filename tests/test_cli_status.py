@@ -455,3 +455,24 @@ def test_status_shows_what_was_decided_and_has_not_reached_its_end(
     assert main(["status", "--url", serve(status)]) == 0
     quiet = capsys.readouterr().out
     assert "CONTROL TOPIC" not in quiet and "CANCEL" not in quiet and "did not run" not in quiet
+
+
+def test_the_help_of_status_and_approve_names_every_exit_1_they_give(
+    serve: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status` refused (a wrong or missing token) exits 1, so its help must say that 1
+    is not only 'not ready' (a monitor reading 1 as 'riskguard not ready' pages on a
+    typo in a token); `approve` of a resume the standing breach re-halts at once exits 1
+    (as `resume` does, and says)."""
+    from riskguard.cli.common import (  # noqa: PLC0415
+        APPROVE_EXIT_CODES_HELP,
+        STATUS_EXIT_CODES_HELP,
+    )
+
+    monkeypatch.delenv("RISKGUARD_HTTP_TOKEN", raising=False)
+    assert main(["status", "--url", serve({"error": "unknown bearer token"}, 401)]) == 1
+    assert "refused (401)" in capsys.readouterr().err
+    status_1 = STATUS_EXIT_CODES_HELP.split("\n  1  ")[1].split("\n  2  ")[0]
+    assert "401" in status_1
+    approve_1 = APPROVE_EXIT_CODES_HELP.split("\n  1  ")[1].split("\n  2  ")[0]
+    assert "re-halted at once" in approve_1

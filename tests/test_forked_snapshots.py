@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -198,38 +199,155 @@ async def test_a_fork_refused_falls_back_to_the_copy(
     assert latest is not None and latest.meta["events_applied"] == engine.events_applied
 
 
-def test_a_writer_holds_none_of_the_parents_sockets(
+def test_a_stop_signal_at_the_fork_ends_the_child_and_never_reaches_the_parent_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The parent listens on a port (its HTTP API), forks a writer that takes a while,
-    then dies (here: closes the socket): a restart can bind the port at once, though the
-    child still writes (it closed every inherited descriptor)."""
-    import socket  # noqa: PLC0415
+    """Ctrl-C reaches the whole process group: the parent and a writer just forked. A
+    signal the child takes before it has dropped the parent's handlers must neither run
+    them there (their write to the wakeup fd, shared with the parent, reached the
+    parent's loop as a second Ctrl-C: 'second stop signal: exiting now', exit 1, no
+    final snapshot) nor let the child write: it ends by the signal, without a snapshot.
+    The child is held in its first step so that the signal lands in that window."""
+    parent = os.getpid()
+    close = os.close
+
+    def slow_in_child(fd: int) -> None:
+        if os.getpid() != parent:  # pragma: no cover - in the child
+            time.sleep(0.5)
+        close(fd)
 
     engine = Engine(load(LIMITS), event_time=True)
-    store = SnapshotStore(tmp_path / "s")
-    slow_write = store.write
+    engine.apply(stream()[:200])
+    woken_r, woken_w = os.pipe()
+    os.set_blocking(woken_w, False)
+    os.set_blocking(woken_r, False)
+    taken: list[int] = []
+    old_handler = signal.signal(signal.SIGTERM, lambda sig, frame: taken.append(sig))
+    old_fd = signal.set_wakeup_fd(woken_w)
+    try:
+        monkeypatch.setattr(os, "close", slow_in_child)
+        writer = fork_writer(engine, {"in/0": 1}, SnapshotStore(tmp_path / "snaps"))
+        monkeypatch.setattr(os, "close", close)
+        time.sleep(0.1)  # the child is in its first step, the parent's handlers still set
+        os.kill(writer.pid, signal.SIGTERM)
+        with pytest.raises(SnapshotWriterError, match="signal SIGTERM"):
+            wait_writer(writer)
+        with pytest.raises(BlockingIOError):
+            os.read(woken_r, 16)  # nothing reached the parent's wakeup fd
+        assert taken == []
+        assert not list((tmp_path / "snaps").glob("*.rgs"))
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        signal.signal(signal.SIGTERM, old_handler)
+        os.close(woken_r)
+        os.close(woken_w)
 
-    def slow(data: object) -> Path:
-        time.sleep(1.5)
-        return slow_write(data)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store, "write", slow)
-    api = socket.socket()
-    api.bind(("127.0.0.1", 0))
-    api.listen()
-    port = api.getsockname()[1]
-    writer = fork_writer(engine, {}, store)
-    api.close()
-    deadline = time.monotonic() + 1.0  # the child writes for 1.5 s; it closes at once
-    while True:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+async def test_a_writer_ended_by_a_stop_of_the_group_is_no_failure(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """Ctrl-C (or systemd's SIGTERM to the whole unit) during a write ends the child: that
+    is a stop, logged at info with the signal, not `snapshot write failed` at error (an
+    on-call engineer's Ctrl-C must not look like a broken disk); a child ended by another
+    signal is still a failure."""
+    from structlog.testing import capture_logs  # noqa: PLC0415
+
+    engine = Engine(load(LIMITS), event_time=True)
+    runtime = RuntimeSettings(state_dir=str(tmp_path), snapshot_interval_s=0.001)
+    checkpoints = Checkpoints(runtime, engine, Metrics())
+    for sig, level in ((stop, "info"), (signal.SIGUSR1, "error")):
+        read, write = os.pipe()
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - a stand-in writer still writing
+            os.close(read)
+            signal.signal(sig, signal.SIG_DFL)
+            os.write(ready_w, b"r")
+            time.sleep(30)
+            os._exit(0)
+        os.close(write)
+        os.close(ready_w)
+        assert os.read(ready_r, 1) == b"r"  # the pytest handlers are gone in the child
+        os.close(ready_r)
+        os.kill(pid, sig)
+        with capture_logs() as logs:
+            await checkpoints._reap(Writer(pid, read))
+        assert [e["log_level"] for e in logs] == [level], logs
+        if level == "info":
+            assert logs[0]["signal"] == stop.name
+        else:
+            assert logs[0]["event"] == "snapshot write failed" and "SIGUSR1" in logs[0]["error"]
+
+
+def test_the_writer_holds_none_of_the_parents_sockets(tmp_path: Path) -> None:
+    """A writer outliving its parent (SIGKILLed or OOM-killed mid-write) kept the API's
+    listening socket and the instance claim: the restart exited 2 ('another riskguard on
+    this host already runs as instance ...') until the child ended. The child closes
+    its copies at once: with the parent's closed, the port binds again while the child
+    still writes."""
+    import socket  # noqa: PLC0415
+
+    class SlowStore(SnapshotStore):
+        def write(self, parts: Any) -> Path:  # pragma: no cover - in the child
+            time.sleep(1.5)
+            return super().write(parts)
+
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:100])
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    writer = fork_writer(engine, {"in/0": 1}, SlowStore(tmp_path / "snaps"))
+    try:
+        time.sleep(0.5)  # the child is writing
+        listener.close()
         again = socket.socket()
-        try:
-            again.bind(("127.0.0.1", port))  # EADDRINUSE while the child keeps the listener
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "the writer kept the parent's listening port"
-            time.sleep(0.05)
-        finally:
-            again.close()
-    assert wait_writer(writer).exists()
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))  # EADDRINUSE while the child held the listener
+        again.listen()
+        again.close()
+    finally:
+        listener.close()
+        path = wait_writer(writer)
+    assert path.exists()
+
+
+async def test_a_stop_ends_a_writer_that_never_finishes_and_writes_its_own(
+    tmp_path: Path,
+) -> None:
+    """A writer stuck for good (a lock held at the fork) while riskguard stops: the stop
+    waited for it (deadline 120 s, past stop_timeout_s), and once the stop gave up, the
+    interpreter's exit joined its reaper thread for ever: `riskguard run` logged
+    'riskguard stopped' and never exited (seen 10 min; only killing the child ended it).
+    The stop now kills the writer, reaps it, and writes its own snapshot."""
+    from aiokafka.structs import TopicPartition  # noqa: PLC0415
+    from structlog.testing import capture_logs  # noqa: PLC0415
+
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:300])
+    runtime = RuntimeSettings(state_dir=str(tmp_path), snapshot_interval_s=30)
+    checkpoints = Checkpoints(runtime, engine, Metrics())
+    checkpoints.start_at(TopicPartition("in", 0), 300)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - a stand-in writer stuck for good
+        os.close(read)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(60)
+        os._exit(0)
+    os.close(write)
+    writer = Writer(pid, read)
+    checkpoints._writer = writer
+    checkpoints._writing = asyncio.create_task(checkpoints._reap(writer))
+    await asyncio.sleep(0.05)
+    with capture_logs() as logs:
+        await asyncio.wait_for(checkpoints.final(), 10)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # killed and reaped
+    assert [e["log_level"] for e in logs] == ["info"], logs
+    latest = checkpoints.store.latest()
+    assert latest is not None and latest.offsets == {"in/0": 300}

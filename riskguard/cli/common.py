@@ -54,14 +54,17 @@ RESUME_EXIT_CODES_HELP = operator_exit_codes(
 APPROVE_EXIT_CODES_HELP = operator_exit_codes(
     "approved: the resume is carried out, recorded with both names",
     "refused: your own request, 404 (an unknown request id), 409 (one that ended),\n"
-    "     401, 403, 4xx",
+    "     401, 403, 4xx; or approved and re-halted at once by a standing breach (the\n"
+    "     rule and value printed)",
 )
 WITHDRAW_EXIT_CODES_HELP = operator_exit_codes(
     "the request is withdrawn",
     "refused: 404 (an unknown request id), 409 (one that ended), 401, 403, 4xx",
 )
 STATUS_EXIT_CODES_HELP = operator_exit_codes(
-    "riskguard is ready", "riskguard answered and is not ready (the reason printed)"
+    "riskguard is ready",
+    "riskguard answered and is not ready (the reason printed), or refused the\n"
+    "     request: 401 (token unknown or missing), 403, 4xx",
 )
 
 RUN_EXIT_CODES_HELP = """exit codes:

@@ -29,7 +29,14 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from riskguard import log
 from riskguard.engine import Engine
-from riskguard.ingest.forked import CAN_FORK, Writer, fork_writer, safe_to_fork, wait_writer
+from riskguard.ingest.forked import (
+    CAN_FORK,
+    SnapshotWriterError,
+    Writer,
+    fork_writer,
+    safe_to_fork,
+    wait_writer,
+)
 from riskguard.metrics import Metrics
 from riskguard.settings import RuntimeSettings, session_start_ns
 from riskguard.snapshot import Frozen, SnapshotStore, chunks, freeze, restore
@@ -58,6 +65,9 @@ class Checkpoints:
         (:func:`riskguard.snapshot.restore`), to send once standing states are in."""
         self.load_seconds = 0.0
         self._writing: asyncio.Task[Any] | None = None
+        self._writer: Writer | None = None
+        """The forked writer in flight, if any (:meth:`abandon_writer` ends it)."""
+        self._abandoned = False
         self._commit_failures = log.RepeatLimiter()
         self.fork = CAN_FORK
         """Whether periodic snapshots are written by a forked child (else copied in the
@@ -226,6 +236,7 @@ class Checkpoints:
                 self._log.error("snapshot fork failed; copying instead", error=str(exc))
             else:
                 self._paused(began)
+                self._writer = writer
                 self._writing = asyncio.create_task(self._reap(writer), name="snapshot-write")
                 return
         frozen = self._freeze()  # consistent with `applied`: copied between batches
@@ -238,6 +249,16 @@ class Checkpoints:
         waiting = asyncio.ensure_future(asyncio.to_thread(wait_writer, writer))
         try:
             path = await asyncio.wait_for(asyncio.shield(waiting), self.deadline_s)
+        except SnapshotWriterError as exc:
+            if self._abandoned:
+                self._log.info("snapshot writer ended by the stop: its snapshot is superseded")
+            elif exc.stopped_by is None:
+                self._log.error("snapshot write failed", error=str(exc))
+            else:  # Ctrl-C or a stop of the whole group: the stop writes its own snapshot
+                self._log.info(
+                    "snapshot writer stopped: no snapshot from it", signal=exc.stopped_by
+                )
+            return
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(writer.pid, signal.SIGKILL)
@@ -249,7 +270,21 @@ class Checkpoints:
         except OSError as exc:
             self._log.error("snapshot write failed", error=str(exc))
             return
+        finally:
+            self._writer = None
         self._written(path, began)
+
+    def abandon_writer(self) -> None:
+        """On a stop: end the forked writer in flight (SIGKILL), if any. The stop writes
+        its own snapshot, and a writer that never finishes (a lock held at the fork) held
+        the process past its stop for ever: its reaper thread is one the interpreter
+        joins at exit. Its temp file is never renamed: no snapshot from it."""
+        writer = self._writer
+        if writer is None:
+            return
+        self._abandoned = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(writer.pid, signal.SIGKILL)
 
     @property
     def deadline_s(self) -> float:
@@ -277,10 +312,12 @@ class Checkpoints:
         self.metrics.snapshot_size.set(self.last_bytes)
 
     async def final(self) -> None:
-        """On graceful stop: wait for a write in flight, then write the final state.
+        """On graceful stop: end a forked write in flight (:meth:`abandon_writer`) or wait
+        for a copied one, then write the final state.
 
         A failed write is logged; nothing is raised.
         """
+        self.abandon_writer()
         if self._writing is not None:
             await asyncio.gather(self._writing, return_exceptions=True)
         if self.interval_s > 0 and self._applied:

@@ -11,9 +11,9 @@ copying page tables, about 30-40 ms for a 730 MiB process there), and the child 
 serialises and writes the snapshot (:meth:`riskguard.snapshot.SnapshotStore.write`:
 temp file, fsync, rename, prune), sends the file's name back through a pipe and ends
 with ``os._exit`` (no ``atexit``, no buffers flushed twice, no sockets closed in the
-parent's name). It first closes every descriptor it inherited but the pipe and the
-standard streams: a child still writing when its parent crashed must not hold the HTTP
-port or the instance-name claim against the restart.
+parent's name). It first closes every socket it inherited: a child still writing when
+its parent crashed must not hold the HTTP port or the instance-name claim against the
+restart.
 
 What the child runs must take no lock another thread of the parent could hold at the
 fork, since such a lock stays held in the child for ever: memory allocation (glibc's
@@ -40,6 +40,7 @@ import contextlib
 import gc
 import os
 import signal
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,11 +57,15 @@ _SIGNALS = tuple(
 )
 
 
-_MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
-
-
 class SnapshotWriterError(OSError):
-    """The forked snapshot writer ended without writing (its reason, or exit status)."""
+    """The forked snapshot writer ended without writing (its reason, or exit status).
+
+    ``stopped_by`` names the stop signal (``"SIGINT"``, ``"SIGTERM"``, ``"SIGHUP"``) that
+    ended it, else None: a stop of the process group, not a failure."""
+
+    def __init__(self, message: str, stopped_by: str | None = None) -> None:
+        super().__init__(message)
+        self.stopped_by = stopped_by
 
 
 @dataclass(frozen=True)
@@ -102,14 +107,20 @@ def fork_writer(
     parent. Raises ``OSError`` when the fork itself fails (no memory, process limit)."""
     _compile_in_parent()
     read, write = os.pipe()
+    # Stop signals wait (blocked) across the fork: one arriving before the child has
+    # dropped the parent's handlers would run them in the child, whose write to asyncio's
+    # wakeup fd (shared with the parent) the parent's loop reads as a second signal.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
         pid = os.fork()
     except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(read)
         os.close(write)
         raise
     if pid == 0:  # pragma: no cover - the child's lines are measured by its result
-        _child(engine, offsets, store, session_start_ns, (read, write))
+        _child(engine, offsets, store, session_start_ns, (read, write), mask)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the parent takes what came meanwhile
     os.close(write)
     return Writer(pid, read)
 
@@ -120,6 +131,7 @@ def _child(  # pragma: no cover
     store: SnapshotStore,
     session_start_ns: int | None,
     pipe: tuple[int, int],
+    mask: set[int | signal.Signals],
 ) -> None:
     read, write = pipe
     code = 1
@@ -129,15 +141,14 @@ def _child(  # pragma: no cover
             signal.set_wakeup_fd(-1)
             for sig in _SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
-        except ValueError:  # not the main thread: nothing of asyncio's to undo here
-            pass
-        # the parent's sockets (the HTTP port, the instance-name claim, Kafka) and files:
-        # a child outliving a crashed parent must not hold them against its restart. No
-        # collection from here on: an inherited socket object collected here would close
-        # its old descriptor number, by then the snapshot file's
+        except ValueError:  # not the main thread: nothing of asyncio's to undo here; the
+            pass  # stop signals stay blocked (the parent's deadline still ends a stuck child)
+        else:  # a stop signal that came since the fork ends the child now, no snapshot
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        # no collection from here on: an inherited socket object collected here would
+        # close its old descriptor number, by then perhaps the snapshot file's
         gc.disable()
-        os.closerange(3, write)
-        os.closerange(write + 1, _MAX_FD)
+        _close_sockets()
         path = store.write(chunks(freeze(engine, offsets, session_start_ns)))
         os.write(write, os.fsencode(str(path)))
         code = 0
@@ -146,6 +157,23 @@ def _child(  # pragma: no cover
             os.write(write, f"error: {exc!r}".encode()[:4000])
     finally:
         os._exit(code)
+
+
+def _close_sockets() -> None:  # pragma: no cover - in the child
+    """Close the sockets the child inherited: the API's listening socket, the instance
+    claim (:mod:`riskguard.ingest.naming`), the broker connections. The child needs none
+    of them, and a child outliving its parent (SIGKILLed, or OOM-killed, while the child
+    wrote) held them: the restart was refused as 'another riskguard on this host' and the
+    API's port stayed bound to a process that never answers. Closing the child's copy
+    leaves the parent's open."""
+    try:
+        fds = [int(name) for name in os.listdir("/dev/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
 
 
 def wait_writer(writer: Writer) -> Path:
@@ -164,7 +192,10 @@ def wait_writer(writer: Writer) -> Path:
         return Path(said)
     how = f"exit status {code}" if code >= 0 else f"signal {_signal_name(-code)}"
     reason = said or "no reason"
-    raise SnapshotWriterError(f"snapshot writer ended without a snapshot ({how}): {reason}")
+    stopped_by = _signal_name(-code) if -code in _SIGNALS else None
+    raise SnapshotWriterError(
+        f"snapshot writer ended without a snapshot ({how}): {reason}", stopped_by
+    )
 
 
 def _signal_name(number: int) -> str:

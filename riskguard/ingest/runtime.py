@@ -404,6 +404,7 @@ class Sidecar:
         failed start, or when a graceful stop ran out of time. Each part gets at most
         :data:`CLOSE_TIMEOUT_S`; nothing is raised."""
         self._stop.set()
+        self.checkpoints.abandon_writer()  # its reaper thread would hold the exit
         await self.intake.finish()
         await self.reloader.stop()
         await self.tasks.cancel()
