@@ -316,6 +316,12 @@ class Metrics:
             "When the last engine snapshot was written.",
             registry=r,
         )
+        self.snapshot_failures = Counter(
+            "riskguard_snapshot_failures_total",
+            "Periodic or stop snapshots that were not written (a failed write, a writer "
+            "killed at its deadline); a writer ended by a stop signal is not counted.",
+            registry=r,
+        )
         self.snapshot_pause = Gauge(
             "riskguard_snapshot_pause_seconds",
             "The latest snapshot's copy of the state, taken between two batches: no event "

@@ -256,7 +256,18 @@ class SnapshotStore:
         durable.replace(path, data)
         for old in self.paths()[self.keep :]:
             old.unlink(missing_ok=True)
+        self.remove_leftovers()
         return path
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove the temp files of writes that never finished (a writer killed mid-write:
+        a stop, its deadline, a crash), each up to the size of a snapshot; returns them.
+        Call only while no write is in flight (one process writes a folder, one write at
+        a time)."""
+        left = sorted(self.folder.glob(".snapshot-*.rgs.tmp"))
+        for tmp in left:
+            tmp.unlink(missing_ok=True)
+        return left
 
     def paths(self) -> list[Path]:
         """Snapshot files, newest first."""

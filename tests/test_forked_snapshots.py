@@ -109,6 +109,7 @@ async def test_the_sidecar_forks_its_snapshots_and_reports_failures_without_rais
     checkpoints.maybe_snapshot()
     await asyncio.gather(*[t for t in asyncio.all_tasks() if t.get_name() == "snapshot-write"])
     assert checkpoints.status()["last_written"] == status["last_written"]
+    assert checkpoints.metrics.snapshot_failures._value.get() == 1  # RiskguardSnapshotFailing
 
 
 def test_the_copy_path_and_the_forked_path_write_the_same_file_body(tmp_path: Path) -> None:
@@ -351,3 +352,22 @@ async def test_a_stop_ends_a_writer_that_never_finishes_and_writes_its_own(
     assert [e["log_level"] for e in logs] == ["info"], logs
     latest = checkpoints.store.latest()
     assert latest is not None and latest.offsets == {"in/0": 300}
+
+
+def test_unfinished_writes_leave_no_temp_files(tmp_path: Path) -> None:
+    """A writer killed mid-write leaves its temp file (up to a snapshot's size, 430 MiB at
+    the default memory): the next write and the next start remove it."""
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:200])
+    runtime = RuntimeSettings(state_dir=str(tmp_path), snapshot_interval_s=0.001)
+    checkpoints = Checkpoints(runtime, engine, Metrics())
+    folder = checkpoints.store.folder
+    folder.mkdir(parents=True)
+    left = folder / ".snapshot-1700000000000000000.rgs.tmp"
+    left.write_bytes(b"x" * 1000)
+    checkpoints.load()  # the start: nothing to load, the leftover removed
+    assert not left.exists()
+    left.write_bytes(b"x" * 1000)
+    path = wait_writer(fork_writer(engine, {}, checkpoints.store))
+    assert path.exists() and not left.exists()
+    assert [p.name for p in folder.iterdir()] == [path.name]

@@ -160,6 +160,9 @@ class Checkpoints:
         start again from the session start, not from yesterday's book.
         """
         started = time.perf_counter()
+        with contextlib.suppress(OSError):  # a folder not there yet holds none
+            for tmp in self.store.remove_leftovers():
+                self._log.info("unfinished snapshot removed", file=tmp.name)
         snap = self.store.latest()
         for reason in self.store.skipped:
             self._log.error("snapshot skipped", reason=reason)
@@ -253,7 +256,7 @@ class Checkpoints:
             if self._abandoned:
                 self._log.info("snapshot writer ended by the stop: its snapshot is superseded")
             elif exc.stopped_by is None:
-                self._log.error("snapshot write failed", error=str(exc))
+                self._failed("snapshot write failed", error=str(exc))
             else:  # Ctrl-C or a stop of the whole group: the stop writes its own snapshot
                 self._log.info(
                     "snapshot writer stopped: no snapshot from it", signal=exc.stopped_by
@@ -262,13 +265,11 @@ class Checkpoints:
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(writer.pid, signal.SIGKILL)
-            self._log.error(
-                "snapshot writer stuck: killed", pid=writer.pid, seconds=self.deadline_s
-            )
+            self._failed("snapshot writer stuck: killed", pid=writer.pid, seconds=self.deadline_s)
             await asyncio.gather(waiting, return_exceptions=True)
             return
         except OSError as exc:
-            self._log.error("snapshot write failed", error=str(exc))
+            self._failed("snapshot write failed", error=str(exc))
             return
         finally:
             self._writer = None
@@ -296,9 +297,14 @@ class Checkpoints:
             began = time.perf_counter()
             path = await asyncio.to_thread(lambda: self.store.write(chunks(frozen)))
         except OSError as exc:
-            self._log.error("snapshot write failed", error=str(exc))
+            self._failed("snapshot write failed", error=str(exc))
             return
         self._written(path, began)
+
+    def _failed(self, event: str, **fields: Any) -> None:
+        """A snapshot not written: logged at error, counted (``RiskguardSnapshotFailing``)."""
+        self.metrics.snapshot_failures.inc()
+        self._log.error(event, **fields)
 
     def _written(self, path: Path, began: float) -> None:
         self.last_path = path.name
