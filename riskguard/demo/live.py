@@ -240,15 +240,11 @@ class Desk:
             if now >= end + 5_000 * MS or (now >= end and self._settled(trials)):
                 break
             self._follow(now)
-            latest = self.trial
-            if sim.runaway and (latest is None or latest.runaway_ns != sim.runaway_at_ns):
-                self.report.trials.append(Trial(runaway_ns=sim.runaway_at_ns or now))
-                self.line(
-                    f"RUNAWAY #{len(self.report.trials)}: strategy smars stops counting child "
-                    "fills against its parents (Knight's SMARS router)"
-                )
             async with router.lock:
                 events = sim.step(now)
+                # before any await: the halt can come back before the next loop (a loaded
+                # machine), and a halt read with no trial open was lost for the trial
+                self._note_runaway(now)
                 if not fat_done and now >= fat_at:
                     fat_done = True
                     events += self._fat_finger(now)
@@ -266,6 +262,16 @@ class Desk:
         self._follow(time.time_ns())
         if self.trial is not None:
             self._count_sent(self.trial)
+
+    def _note_runaway(self, now: int) -> None:
+        """Open a trial as soon as the simulated router runs away (its first step)."""
+        sim, latest = self.sim, self.trial
+        if sim.runaway and (latest is None or latest.runaway_ns != sim.runaway_at_ns):
+            self.report.trials.append(Trial(runaway_ns=sim.runaway_at_ns or now))
+            self.line(
+                f"RUNAWAY #{len(self.report.trials)}: strategy smars stops counting child "
+                "fills against its parents (Knight's SMARS router)"
+            )
 
     def _fat_finger(self, now: int) -> list[wire.Event]:
         account, strategy, symbol = TRADER

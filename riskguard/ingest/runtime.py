@@ -400,9 +400,8 @@ class Sidecar:
         return committed
 
     async def close(self) -> None:
-        """Release whatever was started, without committing or snapshotting: after a
-        failed start, or when a graceful stop ran out of time. Each part gets at most
-        :data:`CLOSE_TIMEOUT_S`; nothing is raised."""
+        """Release whatever was started, without committing or snapshotting: after a failed
+        start, or a graceful stop out of time. Each part: :data:`CLOSE_TIMEOUT_S`; no raise."""
         self._stop.set()
         self.checkpoints.abandon_writer()  # its reaper thread would hold the exit
         await self.intake.finish()
