@@ -16,7 +16,7 @@ from riskguard.limits import Limits, parse
 from riskguard.limits.vocabulary import LISTED_METRICS, METRICS
 
 COMPILE_NOTICE = (
-    "compiling riskguard's numba kernels: first run only, about 10 s "
+    "compiling riskguard's numba kernels: first run only, about 25 s on 2 cores "
     "(later runs load them from numba's cache)"
 )
 """What riskguard says, at once, before a first-run compile."""
