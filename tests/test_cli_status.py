@@ -476,3 +476,42 @@ def test_the_help_of_status_and_approve_names_every_exit_1_they_give(
     assert "401" in status_1
     approve_1 = APPROVE_EXIT_CODES_HELP.split("\n  1  ")[1].split("\n  2  ")[0]
     assert "re-halted at once" in approve_1
+
+
+def test_status_shows_snapshots_failing_until_one_is_written(
+    serve: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A state dir that cannot be written: riskguard decides on, but a restart would replay
+    everything since the last snapshot; status said nothing of it (the verifier, s21).
+    The snapshot part comes from a real Checkpoints whose write failed."""
+    import asyncio  # noqa: PLC0415
+
+    from riskguard.engine import Engine  # noqa: PLC0415
+    from riskguard.examples import LIMITS  # noqa: PLC0415
+    from riskguard.ingest.checkpoint import Checkpoints  # noqa: PLC0415
+    from riskguard.limits import load  # noqa: PLC0415
+    from riskguard.metrics import Metrics  # noqa: PLC0415
+    from riskguard.settings import RuntimeSettings  # noqa: PLC0415
+    from tests.builders import new  # noqa: PLC0415
+
+    (tmp_path / "snapshots").write_text("not a folder")
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply([new("o1")])
+    runtime = RuntimeSettings(state_dir=str(tmp_path), snapshot_interval_s=0.001)
+    checkpoints = Checkpoints(runtime, engine, Metrics())
+
+    async def attempt() -> None:
+        await asyncio.sleep(0.01)
+        checkpoints.maybe_snapshot()
+        await asyncio.gather(*[t for t in asyncio.all_tasks() if t.get_name() == "snapshot-write"])
+
+    asyncio.run(attempt())
+    reply = copy.deepcopy(STATUS)
+    reply["snapshot"] = checkpoints.status()
+    assert reply["snapshot"]["failing"] == 1
+    assert main(["status", "--url", serve(reply)]) == 0
+    shown = [o for o in capsys.readouterr().out.splitlines() if "SNAPSHOT FAILING" in o]
+    assert len(shown) == 1 and "snapshot write failed" in shown[0] and "none this run" in shown[0]
+    reply["snapshot"] |= {"failing": 0, "last_error": None, "last_written": "snapshot-1.rgs"}
+    assert main(["status", "--url", serve(reply)]) == 0
+    assert "SNAPSHOT FAILING" not in capsys.readouterr().out

@@ -106,6 +106,13 @@ def _lines(reply: dict[str, Any]) -> list[str]:
         out.append(f"  TOPIC: {problem}")
     for repair in topics.get("repaired") or []:  # a line of topic_shape.TopicProblem
         out.append(f"  topic repaired: {str(repair).removesuffix('; repaired')}")
+    snapshot = reply.get("snapshot") or {}
+    if snapshot.get("failing"):
+        since = snapshot.get("last_written") or "none this run"
+        out.append(
+            f"  SNAPSHOT FAILING: {snapshot['failing']} not written ({snapshot.get('last_error')});"
+            f" a restart replays the input since the last one written ({since})"
+        )
     if reply.get("instance_conflict"):
         out.append(f"  INSTANCE NAME CONFLICT: {reply['instance_conflict']}")
     http = reply.get("http") or {}

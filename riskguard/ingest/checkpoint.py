@@ -72,6 +72,9 @@ class Checkpoints:
         self.fork = CAN_FORK
         """Whether periodic snapshots are written by a forked child (else copied in the
         event loop and written from a thread)."""
+        self.failing = 0
+        """Snapshots not written since the last one written (or since the start)."""
+        self.last_error: str | None = None
         self.last_pause_s = 0.0
         self.last_write_s = 0.0
         self.last_bytes = 0
@@ -302,11 +305,15 @@ class Checkpoints:
         self._written(path, began)
 
     def _failed(self, event: str, **fields: Any) -> None:
-        """A snapshot not written: logged at error, counted (``RiskguardSnapshotFailing``)."""
+        """A snapshot not written: logged at error, counted (``RiskguardSnapshotFailing``),
+        and shown by ``riskguard status`` until one is written again."""
         self.metrics.snapshot_failures.inc()
+        self.failing += 1
+        self.last_error = f"{event}: {fields.get('error', fields)}"
         self._log.error(event, **fields)
 
     def _written(self, path: Path, began: float) -> None:
+        self.failing, self.last_error = 0, None
         self.last_path = path.name
         self.metrics.last_snapshot.set(time.time())
         self.last_write_s = time.perf_counter() - began
@@ -331,9 +338,12 @@ class Checkpoints:
 
     def status(self) -> dict[str, Any]:
         """For ``/v1/status``: last snapshot written (the event loop's pause for its copy,
-        the write's seconds, its bytes), the one loaded, and the folder."""
+        the write's seconds, its bytes), the one loaded, the folder, and the snapshots not
+        written since the last one (``failing``, ``last_error``)."""
         return {
             "last_written": self.last_path or None,
+            "failing": self.failing,
+            "last_error": self.last_error,
             "last_pause_seconds": round(self.last_pause_s, 4),
             "last_write_seconds": round(self.last_write_s, 3),
             "last_bytes": self.last_bytes,
