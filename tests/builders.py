@@ -127,3 +127,24 @@ def assert_judged_values_were_had(
         assert p.high is not None and p.low is not None
         assert any(p.high == near(v) for v in had), (p.rule.name, p.high)
         assert any(p.low == near(v) for v in had), (p.rule.name, p.low)
+
+
+def run_kernel_and_reference(
+    events: list[wire.Event], limits_toml: str
+) -> tuple[Any, Any, list[Any]]:
+    """The kernel, one event per batch (then settled), and the plain-Python reference model
+    over ``events`` under ``limits_toml``: (engine, model, the kernel's transitions)."""
+    from riskguard.engine import Engine  # noqa: PLC0415 - builders stay light to import
+    from riskguard.limits import parse  # noqa: PLC0415
+    from riskguard.state.reference import ReferenceModel  # noqa: PLC0415
+
+    lim = parse(limits_toml)
+    engine = Engine(lim, event_time=True)
+    ref = ReferenceModel(lim)
+    out: list[Any] = []
+    for event in events:
+        out += engine.apply([event]).transitions
+        ref.apply_one(event)
+    out += engine.settle()
+    ref.settle()
+    return engine, ref, out

@@ -18,10 +18,19 @@ from riskguard import events as wire
 from riskguard.engine import Engine
 from riskguard.evidence import evidence
 from riskguard.killswitch import Transition
-from riskguard.limits import parse
 from riskguard.state.reference import ReferenceModel
 from riskguard.vocabulary import price_deviation
-from tests.builders import MS, bust, correct, fill, mark, new, parent, rules_toml
+from tests.builders import (
+    MS,
+    bust,
+    correct,
+    fill,
+    mark,
+    new,
+    parent,
+    rules_toml,
+    run_kernel_and_reference,
+)
 
 
 def rule(
@@ -33,16 +42,7 @@ def rule(
 def run(events: list[wire.Event], *rules: str) -> tuple[Engine, ReferenceModel, list[Transition]]:
     """The kernel, one event per batch (then settled), and the reference model:
     (engine, model, the kernel's transitions)."""
-    lim = parse(rules_toml(*rules))
-    engine = Engine(lim, event_time=True)
-    ref = ReferenceModel(lim)
-    out: list[Transition] = []
-    for event in events:
-        out += engine.apply([event]).transitions
-        ref.apply_one(event)
-    out += engine.settle()
-    ref.settle()
-    return engine, ref, out
+    return run_kernel_and_reference(events, rules_toml(*rules))
 
 
 def highs(engine: Engine) -> dict[str, Any]:

@@ -23,7 +23,17 @@ from riskguard.limits import parse
 from riskguard.metrics import Metrics
 from riskguard.state.reference import ReferenceModel
 from riskguard.testing import FakeClock
-from tests.builders import MS, T0, cancel, correct, fill, new, replace, rules_toml
+from tests.builders import (
+    MS,
+    T0,
+    cancel,
+    correct,
+    fill,
+    new,
+    replace,
+    rules_toml,
+    run_kernel_and_reference,
+)
 
 
 def rule(name: str, metric: str, bound: str, action: str = "halt") -> str:
@@ -39,16 +49,7 @@ WORKING = (
 
 def run(events: list[wire.Event], *rules: str) -> tuple[Engine, ReferenceModel, list[Transition]]:
     """The kernel, one event per batch (then settled), and the reference model."""
-    lim = parse(rules_toml(*(rules or WORKING)))
-    engine = Engine(lim, event_time=True)
-    ref = ReferenceModel(lim)
-    out: list[Transition] = []
-    for event in events:
-        out += engine.apply([event]).transitions
-        ref.apply_one(event)
-    out += engine.settle()
-    ref.settle()
-    return engine, ref, out
+    return run_kernel_and_reference(events, rules_toml(*(rules or WORKING)))
 
 
 def working(engine: Engine, ref: ReferenceModel, scope: str = "strategy:S") -> dict[str, Any]:

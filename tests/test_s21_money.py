@@ -44,6 +44,7 @@ from tests.builders import (
     new,
     position,
     rules_toml,
+    run_kernel_and_reference,
 )
 
 BIG_ORDER = 'name="big"\nmetric="order_notional"\nscope="account"\nmax=100000\naction="halt"'
@@ -55,16 +56,7 @@ def rule(name: str, metric: str, scope: str, bound: str, action: str = "halt") -
 
 def run(events: list[wire.Event], *rules: str) -> tuple[Engine, ReferenceModel, list[Transition]]:
     """The kernel, one event per batch (then settled), and the reference model."""
-    lim = parse(rules_toml(*rules))
-    engine = Engine(lim, event_time=True)
-    ref = ReferenceModel(lim)
-    out: list[Transition] = []
-    for event in events:
-        out += engine.apply([event]).transitions
-        ref.apply_one(event)
-    out += engine.settle()
-    ref.settle()
-    return engine, ref, out
+    return run_kernel_and_reference(events, rules_toml(*rules))
 
 
 # --- the gate's view of a symbol marked at 0 ---------------------------------------------
