@@ -219,10 +219,21 @@ class Inspection:
         (``{"symbol", "ts"}``, the event time in ns of the oldest latest mark among the
         marked ones; None when none is marked).
         """
+        live, unmarked, oldest = self.coverage()
+        return {
+            "symbols": len(live),
+            "unmarked": len(unmarked),
+            "unmarked_symbols": unmarked[:names],
+            "oldest_mark": oldest,
+        }
+
+    def coverage(self) -> tuple[list[str], list[str], dict[str, Any] | None]:
+        """:meth:`mark_coverage` whole: the symbols in play, those of them unmarked (both
+        sorted), and the oldest latest mark among the marked ones (None: none)."""
         self.store.reserve(self.keys)
         table = self.keys.level_table(L_SYMBOL)
         if not table:
-            return {"symbols": 0, "unmarked": 0, "unmarked_symbols": [], "oldest_mark": None}
+            return [], [], None
         ids = np.fromiter(table.values(), dtype=np.int64, count=len(table))
         scopes, symbols = self.store.state.scopes[ids], self.store.state.symbols[ids]
         live = (scopes["n_lots"] > 0) | (scopes["open_orders"] > 0)
@@ -234,12 +245,7 @@ class Inspection:
         if held.any():
             at = int(np.argmin(np.where(held, symbols["mark_ns"], np.iinfo(np.int64).max)))
             oldest = {"symbol": str(names_of[at]), "ts": int(symbols["mark_ns"][at])}
-        return {
-            "symbols": int(live.sum()),
-            "unmarked": len(unmarked),
-            "unmarked_symbols": unmarked[:names],
-            "oldest_mark": oldest,
-        }
+        return sorted(names_of[live].tolist()), unmarked, oldest
 
     # working orders ---------------------------------------------------------------
     def working_order_ids(self, scope: str, *, increasing_only: bool = False) -> np.ndarray:
@@ -314,6 +320,16 @@ class Inspection:
                 strict=True,
             )
         ]
+
+    def order_lives(self, oids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(status, serial) of order ids (int64 arrays, as ``oids``): ``status ==
+        O_OPEN`` while working; a serial that moved is another order on a recycled id."""
+        orders = self.store.state.orders
+        return orders["status"][oids].astype(np.int64), orders["serial"][oids].astype(np.int64)
+
+    def find_order(self, order_id: str) -> int | None:
+        """The order id interned for ClOrdID ``order_id``, None when none is."""
+        return self.keys.orders.get(order_id)
 
     def _positions_in(self, owner: int, symbols: np.ndarray) -> np.ndarray:
         """Net position (float64) of scope id ``owner`` in each symbol scope id of ``symbols``."""

@@ -12,7 +12,11 @@ lowers one.
 
 The state itself lives in the engine's scopes bundle (``Scopes.state``) so the
 numba kernel can escalate mid-batch; this class is the only Python code that
-writes it, and the only producer of transition records.
+writes it, and the only producer of transition records. In group mode one kill switch
+serves every engine of a member (its home engine and one per owned input partition,
+:mod:`riskguard.ingest.partitions`): each is a *target* (:meth:`KillSwitch.attach`) and
+every state and judged time is written to all of them, so a halt decided in one
+partition's engine stands in the others at once.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ __all__ = [
     "KillSwitch",
     "Listener",
     "State",
+    "Target",
     "Transition",
     "system_alert",
     "transition_id",
@@ -57,8 +62,31 @@ than the resume: the caller re-publishes ours) or ``unknown`` (a state this vers
 does not know: nothing changed)."""
 
 
+class Target:
+    """One engine's scopes a kill switch writes: its key space, its live SCOPE records
+    (``scopes()``: the array is replaced on growth) and ``reserve()``, which grows them
+    to fit every interned scope (None: they always fit)."""
+
+    __slots__ = ("keys", "reserve", "scopes")
+
+    def __init__(
+        self,
+        keys: KeySpace,
+        scopes: Callable[[], np.ndarray],
+        reserve: Callable[[], None] | None = None,
+    ) -> None:
+        self.keys, self.scopes, self.reserve = keys, scopes, reserve
+
+    def sid(self, scope: str) -> int:
+        """The scope id of ``scope`` here, interned (and the records grown) if new."""
+        sid = self.keys.scope_of(scope)
+        if sid >= self.scopes().shape[0] and self.reserve is not None:
+            self.reserve()
+        return sid
+
+
 class KillSwitch:
-    """Per-scope latched trading states over the engine's state array."""
+    """Per-scope latched trading states over one or more engines' state arrays."""
 
     def __init__(
         self,
@@ -69,11 +97,13 @@ class KillSwitch:
     ) -> None:
         """``scopes`` returns the engine's live SCOPE records (the array is replaced on
         growth); ``reserve`` grows them to fit every interned scope (called when an
-        action names a scope no event has shown yet)."""
+        action names a scope no event has shown yet). That engine is the primary
+        target: states are read from it; more are added with :meth:`attach`."""
+        self._home = Target(keys, scopes, reserve)
+        self._targets: list[Target] = [self._home]
         self._keys = keys
         self._scopes = scopes
         self._clock = clock
-        self._reserve = reserve
         self._standing: dict[str, Transition] = {}
         self._listeners: list[Listener] = []
         #: scope -> its latest resume (local, adopted or restored)
@@ -81,6 +111,45 @@ class KillSwitch:
         self.instance: str | None = None
         """This riskguard instance's name, stamped on every transition it decides
         (``Transition.instance``); set by the sidecar, None in a replay."""
+
+    # targets ----------------------------------------------------------------
+    def attach(
+        self,
+        keys: KeySpace,
+        scopes: Callable[[], np.ndarray],
+        reserve: Callable[[], None] | None = None,
+    ) -> Target:
+        """Write every state from now on to another engine's scopes too (group mode: a
+        partition's engine); every standing state and judged time held here is latched
+        in it at once. Returns the target, for :meth:`detach`."""
+        target = Target(keys, scopes, reserve)
+        self._targets.append(target)
+        for tr in [*self._resumed.values(), *self._standing.values()]:
+            self._latch(target, tr)
+        return target
+
+    def detach(self, target: Target) -> None:
+        """Stop writing to ``target`` (its engine was dropped). The primary target stays."""
+        if target is not self._home and target in self._targets:
+            self._targets.remove(target)
+
+    def _set(self, scope: str, code: int, judged_ns: int | None = None) -> None:
+        """Put ``scope`` in state ``code`` in every target, its judged time raised to
+        ``judged_ns`` (None: unchanged)."""
+        for t in self._targets:
+            sid = t.sid(scope)
+            sc = t.scopes()
+            sc["state"][sid] = code
+            if judged_ns is not None:
+                sc["judged_ns"][sid] = max(int(sc["judged_ns"][sid]), judged_ns)
+
+    def _latch(self, target: Target, tr: Transition) -> None:
+        """``tr``'s state (never lowering a stricter one) and decision time as judged,
+        in ``target`` only (one newly attached)."""
+        sid = target.sid(tr.scope)
+        sc = target.scopes()
+        sc["judged_ns"][sid] = max(int(sc["judged_ns"][sid]), tr.decided_ns)
+        sc["state"][sid] = max(int(sc["state"][sid]), STATE_CODE[tr.to])
 
     # reading ----------------------------------------------------------------
     def state(self, scope: str) -> State:
@@ -136,6 +205,12 @@ class KillSwitch:
         """
         if tr.instance is None and self.instance is not None:
             tr = msgspec.structs.replace(tr, instance=self.instance)
+        if not tr.is_alert and len(self._targets) > 1:  # decided in one engine: all hold it
+            code = STATE_CODE[tr.to]
+            for t in self._targets:
+                sid = t.sid(tr.scope)
+                state = t.scopes()["state"]
+                state[sid] = max(int(state[sid]), code)
         resumed = self._resumed.get(tr.scope)
         if not tr.is_alert and resumed is not None and resumed.ends == tr.id:
             tr = msgspec.structs.replace(tr, id=transition_id(tr.scope, resumed.decided_ns, tr.to))
@@ -146,19 +221,16 @@ class KillSwitch:
         :mod:`riskguard.aggregate.judge`): ``tr.to`` on ``tr.scope`` if stricter than its
         state, recorded with the state it left as ``from_``. None if not stricter."""
         sid = self._sid(tr.scope)
-        state = self._scopes()["state"]
-        old, new = int(state[sid]), STATE_CODE[tr.to]
+        old, new = int(self._scopes()["state"][sid]), STATE_CODE[tr.to]
         if old >= new:
             return None
-        state[sid] = new
+        self._set(tr.scope, new)
         return self.record(msgspec.structs.replace(tr, from_=STATES[old]))
 
     def _sid(self, scope: str) -> int:
-        """The scope id of ``scope``, interned (and the records grown) if new."""
-        sid = self._keys.scope_of(scope)
-        if sid >= self._scopes().shape[0] and self._reserve is not None:
-            self._reserve()
-        return sid
+        """The scope id of ``scope`` in the primary target, interned (and the records
+        grown) if new."""
+        return self._home.sid(scope)
 
     def halt(
         self, scope: str, operator: str, reason: str, action: str = "halt"
@@ -169,11 +241,10 @@ class KillSwitch:
             raise ValueError(f"action must be 'halt' or 'reduce_only', got {action!r}")
         parse_scope(scope)
         sid = self._sid(scope)
-        state = self._scopes()["state"]
-        old, new = int(state[sid]), ACTION_CODE[action]
+        old, new = int(self._scopes()["state"][sid]), ACTION_CODE[action]
         if old >= new:
             return None
-        state[sid] = new
+        self._set(scope, new)
         now = self._clock()
         return self._emit(
             Transition(
@@ -201,15 +272,14 @@ class KillSwitch:
         _require(operator, reason)
         parse_scope(scope)
         sid = self._keys.find_scope(scope)
-        state, judged = self._scopes()["state"], self._scopes()["judged_ns"]
+        state = self._scopes()["state"]
         if sid is None or int(state[sid]) == ACTIVE:
             return None
         old = int(state[sid])
-        state[sid] = ACTIVE
         now = self._clock()
         # Breaches evidenced by events up to now were judged by this person: only newer
         # events may halt the scope again (late events from a lagging partition may not).
-        judged[sid] = max(int(judged[sid]), now)
+        self._set(scope, ACTIVE, judged_ns=now)
         name = self._keys.scope_names[sid]
         lifted = self._standing.get(name)
         return self._emit(
@@ -237,16 +307,14 @@ class KillSwitch:
         to the resume that ended it, decides nothing twice. True if the state changed.
         """
         sid = self._sid(tr.scope)
-        state, judged = self._scopes()["state"], self._scopes()["judged_ns"]
-        judged[sid] = max(int(judged[sid]), tr.decided_ns)
         if tr.to == "ACTIVE":
             self._resumed[tr.scope] = tr
-        new = STATE_CODE[tr.to]
-        if int(state[sid]) >= new:
-            return False
-        state[sid] = new
-        self._standing[tr.scope] = tr
-        return True
+        changed = int(self._scopes()["state"][sid]) < STATE_CODE[tr.to]
+        for t in self._targets:
+            self._latch(t, tr)
+        if changed:
+            self._standing[tr.scope] = tr
+        return changed
 
     def reassert(self) -> int:
         """After the engine's state arrays were rebuilt empty (a consumer-group
@@ -284,11 +352,10 @@ class KillSwitch:
         if new is None or tr.is_alert:
             return "unknown"
         sid = self._sid(tr.scope)
-        state, judged = self._scopes()["state"], self._scopes()["judged_ns"]
-        old = int(state[sid])
+        old = int(self._scopes()["state"][sid])
         if new == old:
             if new == ACTIVE and tr.kind == "manual":  # a person judged the scope then
-                judged[sid] = max(int(judged[sid]), tr.decided_ns)
+                self._set(tr.scope, ACTIVE, judged_ns=tr.decided_ns)
                 self._resumed[tr.scope] = tr
             return "same"
         if new > old:
@@ -297,15 +364,14 @@ class KillSwitch:
                 resumed.ends == tr.id or (tr.kind == "auto" and tr.ts <= resumed.decided_ns)
             ):
                 return "kept"  # decided before the other instance read our resume
-            state[sid] = new
+            self._set(tr.scope, new)
             self._emit(tr)
             return "adopted"
         mine = self._standing.get(tr.scope)
         covered = mine is None or mine.id == tr.ends or mine.ts <= tr.decided_ns
         if new != ACTIVE or tr.kind != "manual" or not covered:
             return "kept"
-        state[sid] = ACTIVE
-        judged[sid] = max(int(judged[sid]), tr.decided_ns)
+        self._set(tr.scope, ACTIVE, judged_ns=tr.decided_ns)
         self._emit(tr)
         return "adopted"
 

@@ -347,9 +347,9 @@ class ScaleSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     ``mode = "single"`` (the default): every instance reads every input partition (one
     instance, or an active-active pair deciding the same thing twice). ``mode =
     "group"``: the instances of ``kafka.group_id`` share the input partitions through
-    Kafka's consumer-group protocol; each holds the state of the partitions it owns and
-    rebuilds it on a rebalance. A dead member's partitions move to the others once the
-    broker stops hearing from it: within ``session_timeout_ms`` plus the rebuild.
+    Kafka's consumer-group protocol; each holds the state of the partitions it owns, and
+    restores one it gains from its checkpoint. A dead member's partitions move to the
+    others once the broker stops hearing from it: within ``session_timeout_ms``.
     """
 
     mode: Literal["single", "group"] = "single"
@@ -379,6 +379,10 @@ class ScaleSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     #: keeps its partitions until ``session_timeout_ms`` passes (it does not leave the
     #: group); false: it leaves at once, and every restart rebalances the whole group.
     static_membership: bool = True
+    #: group mode: each owned partition's checkpoints go to ``<checkpoint_dir>/<topic>.<p>``
+    #: (relative: inside ``runtime.state_dir``); a member gaining a partition restores it
+    #: from there, so members on several hosts need it on shared storage.
+    checkpoint_dir: str = "partitions"
 
     def __post_init__(self) -> None:
         if self.aggregate_alert_ms < 1:

@@ -34,7 +34,6 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from riskguard import log
-from riskguard.aggregate.contributions import contributions, scope_positions
 from riskguard.aggregate.judge import SumJudge
 from riskguard.aggregate.records import (
     Contribution,
@@ -47,6 +46,7 @@ from riskguard.aggregate.records import (
     position_sums,
 )
 from riskguard.ingest.consume import ConsumeLoop
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.ports import TransitionSink
 from riskguard.ingest.pretrade import PreTradeFeed
 from riskguard.ingest.producers import Producer
@@ -105,7 +105,13 @@ class Aggregation:
         self.key = f"{group_id}/{instance}".encode()
         """The records' key: one record per member of the group stays after compaction."""
         self.intake = intake
-        self.engine = intake.engine
+        if not isinstance(intake.engine, PartitionEngines):
+            raise TypeError("group mode reads into PartitionEngines")
+        self.parts = intake.engine
+        """The member's engines, one per owned partition: its parts are their sums."""
+        self.engine = self.parts.home
+        """The home engine: limits, rulebook, clock and the kill switch the sums are
+        judged for."""
         self.restored = restored
         self.outbox = outbox
         self.feed = feed
@@ -192,12 +198,12 @@ class Aggregation:
         if self._producer is None or not (names or spanning) or not self.restored():
             return False
         async with self.intake.lock:  # between batches: parts and partitions agree
-            self.engine.follow_clock(self.group_clock_ns)
+            self.parts.follow_clock(self.group_clock_ns)
             read = self.engine.clock()
-            parts = contributions(self.engine, names, read)
-            positions = {scope: scope_positions(self.engine, scope) for scope in spanning}
+            parts = self.parts.contributions(names, read)
+            positions = {scope: self.parts.scope_positions(scope) for scope in spanning}
             owned = tuple(sorted(f"{t.topic}/{t.partition}" for t in self.intake.assigned))
-            as_of = self.engine.last_event_ns
+            as_of = self.parts.last_event_ns
         digest = self.engine.limits.digest
         key = (parts, owned, digest, positions, self.judge_since_ns, self._raised, as_of)
         if key == self._sent:

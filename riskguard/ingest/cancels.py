@@ -47,10 +47,10 @@ import msgspec
 import numpy as np
 
 from riskguard.control.records import CANCEL_PART_MAX, CancelOrder, CancelRecord
-from riskguard.engine import Engine
 from riskguard.events import Event, NewOrder, ReplaceOrder
 from riskguard.evidence import evidence, number
 from riskguard.ingest.cancel_orders import Overdue, Request
+from riskguard.ingest.ports import OrderBook
 from riskguard.inspection import WorkingOrder
 from riskguard.metrics import Metrics
 from riskguard.state.codes import O_OPEN
@@ -132,7 +132,9 @@ class CancelTracker:
     clock in ns (decisions are stamped with it). Owned by the engine's task.
     """
 
-    engine: Engine
+    engine: OrderBook
+    """The engine (single mode), or a group member's engines
+    (:class:`~riskguard.ingest.partitions.PartitionEngines`)."""
     metrics: Metrics
     clock: Callable[[], int] = time.time_ns
     member: str | None = None
@@ -216,7 +218,7 @@ class CancelTracker:
             decided_ns=tr.decided_ns,
             deadline_ns=tr.decided_ns + deadline_ms * 1_000_000 if deadline_ms else None,
             oids=oids,
-            serials=engine.store.state.orders["serial"][oids],
+            serials=engine.order_lives(oids)[1],
             orders=orders,
             late=np.zeros(oids.size, dtype=bool),
             named=oids.size,
@@ -265,12 +267,11 @@ class CancelTracker:
         if self.restoring or (not self.requests and self.incident is None):
             return []
         now = self.clock() if now_ns is None else now_ns
-        orders = self.engine.store.state.orders
-        status, serial = orders["status"], orders["serial"]
         past: list[Request] = []
         for scope, req in list(self.requests.items()):
             req.flush()
-            closed = req.keep((status[req.oids] == O_OPEN) & (serial[req.oids] == req.serials))
+            status, serial = self.engine.order_lives(req.oids)
+            closed = req.keep((status == O_OPEN) & (serial == req.serials))
             self._count(closed, -1)
             if not req.orders:
                 del self.requests[scope]
@@ -422,7 +423,6 @@ class CancelTracker:
         halted = {s: tr for s, tr in self.engine.killswitch.standing().items() if tr.to == "HALTED"}
         if not halted:
             return
-        keys, orders = self.engine.keys, self.engine.store.state.orders
         joining: dict[str, list[Key]] = {}
         for ev in events:
             if not isinstance(ev, NewOrder | ReplaceOrder):  # a replace may reopen one
@@ -437,10 +437,13 @@ class CancelTracker:
             )  # a scope latched HALTED: the order's effective state is HALTED
             if covering is None:
                 continue
-            oid = keys.orders.get(ev.order_id)
-            if oid is None or int(orders["status"][oid]) != O_OPEN:
+            oid = self.engine.find_order(ev.order_id)
+            if oid is None:
                 continue
-            key = (oid, int(orders["serial"][oid]))
+            status, serial = self.engine.order_lives(np.array([oid], dtype=np.int64))
+            if int(status[0]) != O_OPEN:
+                continue
+            key = (oid, int(serial[0]))
             if key in self._tracked:
                 continue
             self._tracked[key] = 0  # counted below; a second event of it is not added twice

@@ -9,6 +9,11 @@ Snapshots (engine state plus ``applied``) are written every
 (:mod:`riskguard.ingest.forked`: the event loop pauses for the fork only), and once more
 on a graceful stop (copied, then written from a thread); the newest valid one is loaded
 on start.
+
+In group mode (:mod:`riskguard.ingest.partitions`) each owned partition's engine is
+checkpointed on its own, with its partition's offset, into
+``<scale.checkpoint_dir>/<topic>.<partition>/``: the checkpoint a member that gains the
+partition restores (:mod:`riskguard.ingest.group`).
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ from riskguard.engine import Engine
 from riskguard.ingest.forked import (
     CAN_FORK,
     SnapshotWriterError,
+    Unit,
     Writer,
-    fork_writer,
+    fork_writers,
     safe_to_fork,
     wait_writer,
 )
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.metrics import Metrics
 from riskguard.settings import RuntimeSettings, session_start_ns
 from riskguard.snapshot import Frozen, SnapshotStore, chunks, freeze, restore
@@ -68,6 +75,7 @@ class Checkpoints:
         self._writer: Writer | None = None
         """The forked writer in flight, if any (:meth:`abandon_writer` ends it)."""
         self._abandoned = False
+        self._superseded = False
         self._commit_failures = log.RepeatLimiter()
         self.fork = CAN_FORK
         """Whether periodic snapshots are written by a forked child (else copied in the
@@ -78,6 +86,13 @@ class Checkpoints:
         self.last_pause_s = 0.0
         self.last_write_s = 0.0
         self.last_bytes = 0
+        self.partitions: PartitionEngines | None = None
+        """Group mode: the member's engines, checkpointed one per partition."""
+        self.partition_dir: Path | None = None
+        """Group mode: where each partition's checkpoints go (``scale.checkpoint_dir``)."""
+        self.handed_over: set[TopicPartition] = set()
+        """Group mode: partitions checkpointed for the next owner and not written again
+        here (until assigned here again: :meth:`start_at`)."""
         keys = engine.keys  # loaded in place on a restore: the same object throughout
         metrics.remembered.labels(kind="order").set_function(lambda: len(keys.closed_orders))
         metrics.remembered.labels(kind="execution").set_function(lambda: len(keys.exec_times))
@@ -96,6 +111,7 @@ class Checkpoints:
     def start_at(self, tp: TopicPartition, offset: int) -> None:
         """Where partition ``tp`` starts once assigned (its events before are in state)."""
         self._applied[tp] = offset
+        self.handed_over.discard(tp)
 
     def own(self, starts: Mapping[TopicPartition, int]) -> None:
         """Group mode, after a rebalance rebuilt the state: only ``starts``' partitions
@@ -153,6 +169,61 @@ class Checkpoints:
             return False
 
     # snapshots ----------------------------------------------------------------
+    def by_partition(self, partitions: PartitionEngines, folder: Path) -> None:
+        """Group mode: checkpoint each of ``partitions``' engines on its own into
+        ``folder`` (see the module); nothing is loaded at start (:meth:`load`)."""
+        self.partitions, self.partition_dir = partitions, folder
+
+    def partition_store(self, tp: TopicPartition) -> SnapshotStore:
+        """The checkpoints of input partition ``tp`` (group mode). Raises
+        :class:`RuntimeError` outside group mode."""
+        if self.partition_dir is None:
+            raise RuntimeError("checkpoints by partition: call by_partition() first")
+        return SnapshotStore(self.partition_dir / f"{tp.topic}.{tp.partition}", keep=2)
+
+    def units(self, only: Collection[TopicPartition] | None = None) -> list[Unit]:
+        """The snapshots to write now: the engine with every applied offset, or in group
+        mode each owned partition's engine (those of ``only``, when given) with its own."""
+        if self.partitions is None:
+            return [(self.engine, self._offsets(), self.store)]
+        out: list[Unit] = []
+        for tp, engine in sorted(self.partitions.engines.items()):
+            if tp in self.handed_over or tp not in self._applied:
+                continue
+            if only is None or tp in only:
+                store = self.partition_store(tp)
+                store.folder.mkdir(parents=True, exist_ok=True)
+                out.append((engine, {f"{tp.topic}/{tp.partition}": self._applied[tp]}, store))
+        return out
+
+    def _events(self) -> int:
+        flow = self.partitions if self.partitions is not None else self.engine
+        return flow.events_applied
+
+    async def hand_over(self, revoked: Collection[TopicPartition]) -> None:
+        """Group mode, before ``revoked`` go to other members: checkpoint each at the
+        offset applied, so that the next owner reads on from there. Failures are logged
+        and counted; nothing is raised."""
+        if self.partitions is None or self.interval_s <= 0:
+            return
+        await self._end_writer()  # an older image of these must not land after this one
+        units = self.units(only=set(revoked))
+        self.handed_over |= set(revoked)
+        if units:
+            await self._write([(freeze(e, o, self.session_start_ns), s) for e, o, s in units])
+
+    async def _end_writer(self) -> None:
+        """End the periodic write in flight, if any: a forked one is killed (its
+        snapshot is superseded), a copied one awaited."""
+        writer, writing = self._writer, self._writing
+        if writer is not None:
+            self._superseded = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(writer.pid, signal.SIGKILL)
+        if writing is not None:
+            await asyncio.gather(writing, return_exceptions=True)
+        self._superseded = False
+
     def load(self) -> None:
         """Restore the newest valid snapshot, if any, and the offsets it reflects.
 
@@ -213,12 +284,11 @@ class Checkpoints:
         self.last_pause_s = time.perf_counter() - began
         self.metrics.snapshot_pause.set(self.last_pause_s)
 
-    def _freeze(self) -> Frozen:
-        """The copy taken between batches: the part of a snapshot the event loop pays for
-        (``riskguard_snapshot_pause_seconds``)."""
-        offsets = self._offsets()
+    def _freeze(self) -> list[tuple[Frozen, SnapshotStore]]:
+        """The copies taken between batches: the part of a snapshot the event loop pays
+        for (``riskguard_snapshot_pause_seconds``)."""
         began = time.perf_counter()
-        frozen = freeze(self.engine, offsets, self.session_start_ns)
+        frozen = [(freeze(e, o, self.session_start_ns), s) for e, o, s in self.units()]
         self._paused(began)
         return frozen
 
@@ -228,16 +298,17 @@ class Checkpoints:
             return
         if self._writing is not None and not self._writing.done():
             return
-        if self.engine.events_applied == self.last_events:
+        if self._events() == self.last_events:
             return  # nothing changed since the last snapshot
         self.last_mono = time.monotonic()
-        self.last_events = self.engine.events_applied
+        self.last_events = self._events()
+        units = self.units()
+        if not units:
+            return
         if self.fork and safe_to_fork():
             began = time.perf_counter()
             try:  # the child's image is consistent with `applied`: forked between batches
-                writer = fork_writer(
-                    self.engine, self._offsets(), self.store, self.session_start_ns
-                )
+                writer = fork_writers(units, self.session_start_ns)
             except OSError as exc:
                 self._log.error("snapshot fork failed; copying instead", error=str(exc))
             else:
@@ -256,8 +327,8 @@ class Checkpoints:
         try:
             path = await asyncio.wait_for(asyncio.shield(waiting), self.deadline_s)
         except SnapshotWriterError as exc:
-            if self._abandoned:
-                self._log.info("snapshot writer ended by the stop: its snapshot is superseded")
+            if self._abandoned or self._superseded:
+                self._log.info("snapshot writer ended: its snapshot is superseded")
             elif exc.stopped_by is None:
                 self._failed("snapshot write failed", error=str(exc))
             else:  # Ctrl-C or a stop of the whole group: the stop writes its own snapshot
@@ -295,10 +366,14 @@ class Checkpoints:
         """How long a forked writer may take: 20 times the last write, at least 120 s."""
         return max(120.0, 20.0 * self.last_write_s)
 
-    async def _write(self, frozen: Frozen) -> None:
+    async def _write(self, frozen: Sequence[tuple[Frozen, SnapshotStore]]) -> None:
+        if not frozen:
+            return
         try:  # serialising in the thread too: the event loop only paid for the copies
             began = time.perf_counter()
-            path = await asyncio.to_thread(lambda: self.store.write(chunks(frozen)))
+            path = await asyncio.to_thread(
+                lambda: [store.write(chunks(f)) for f, store in frozen][-1]
+            )
         except OSError as exc:
             self._failed("snapshot write failed", error=str(exc))
             return

@@ -38,6 +38,7 @@ from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.ingest.coordinates import Coordinates
 from riskguard.ingest.flow import FlowReport
 from riskguard.ingest.health import Liveness
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.ports import TransitionSink
 from riskguard.ingest.producers import Producer
 from riskguard.metrics import Metrics
@@ -84,14 +85,15 @@ class DeadLetters:
 
 @dataclass(eq=False)
 class ConsumeLoop:
-    """Drives one engine from the input topics and the clock.
+    """Drives one engine (group mode: a member's engines, one per owned partition) from
+    the input topics and the clock.
 
     Reads and advances offsets through ``checkpoints``, reports every poll to
     ``liveness``, and hands every transition to ``outbox``.
     """
 
     kafka: KafkaSettings
-    engine: Engine
+    engine: Engine | PartitionEngines
     outbox: TransitionSink
     checkpoints: Checkpoints
     liveness: Liveness

@@ -48,6 +48,21 @@ class Coordinates(Sequence[str]):
             raise IndexError(f"event {j} has no partition")
         return f"{label}@{offset}"
 
+    def parts(self) -> list[tuple[str, int, int]]:
+        """``(label, first, end)`` per partition of the batch: its events are
+        ``first..end-1``, in batch order (a partition with no event kept left out)."""
+        ends = [first for first, _ in self._labels[1:]] + [len(self._offsets)]
+        return [
+            (lab, first, end)
+            for (first, lab), end in zip(self._labels, ends, strict=True)
+            if end > first
+        ]
+
+    def slice(self, first: int, end: int) -> Sequence[str]:
+        """The coordinates of events ``first..end-1`` (one partition's, from
+        :meth:`parts`), indexed from 0."""
+        return _Slice(self, first, end)
+
     def value_at(self, coordinate: str) -> bytes:
         """The raw value of the event at ``coordinate`` (for the dead-letter topic).
 
@@ -73,3 +88,18 @@ class Coordinates(Sequence[str]):
                 if self._offsets[j] == offset:
                     return self._values[j], self._keys[j]
         return b"", None
+
+
+class _Slice(Sequence[str]):
+    """Part of a :class:`Coordinates`, formatted only when asked."""
+
+    def __init__(self, whole: Coordinates, first: int, end: int) -> None:
+        self._whole, self._first, self._end = whole, first, end
+
+    def __len__(self) -> int:
+        return self._end - self._first
+
+    def __getitem__(self, j: int) -> str:  # type: ignore[override]
+        if not 0 <= j < self._end - self._first:
+            raise IndexError(f"event {j} is not in this part")
+        return self._whole[self._first + j]

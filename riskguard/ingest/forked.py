@@ -42,6 +42,7 @@ import os
 import signal
 import stat
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,10 @@ def _compile_in_parent() -> None:
         _compiled = True
 
 
+Unit = tuple[Engine, dict[str, int], SnapshotStore]
+"""One snapshot to write: an engine, the offsets its state reflects, the folder."""
+
+
 def fork_writer(
     engine: Engine,
     offsets: dict[str, int],
@@ -105,6 +110,13 @@ def fork_writer(
     ``session_start_ns`` (:func:`riskguard.snapshot.freeze`), as a snapshot into ``store``. Call
     between batches, from the thread running the event loop; returns at once in the
     parent. Raises ``OSError`` when the fork itself fails (no memory, process limit)."""
+    return fork_writers([(engine, offsets, store)], session_start_ns)
+
+
+def fork_writers(units: Sequence[Unit], session_start_ns: int | None = None) -> Writer:
+    """:func:`fork_writer` of several snapshots (group mode: one per owned partition),
+    written one after the other by one child; :func:`wait_writer` returns the last
+    one's path."""
     _compile_in_parent()
     read, write = os.pipe()
     # Stop signals wait (blocked) across the fork: one arriving before the child has
@@ -119,16 +131,14 @@ def fork_writer(
         os.close(write)
         raise
     if pid == 0:  # pragma: no cover - the child's lines are measured by its result
-        _child(engine, offsets, store, session_start_ns, (read, write), mask)
+        _child(units, session_start_ns, (read, write), mask)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the parent takes what came meanwhile
     os.close(write)
     return Writer(pid, read)
 
 
 def _child(  # pragma: no cover
-    engine: Engine,
-    offsets: dict[str, int],
-    store: SnapshotStore,
+    units: Sequence[Unit],
     session_start_ns: int | None,
     pipe: tuple[int, int],
     mask: set[int | signal.Signals],
@@ -149,7 +159,9 @@ def _child(  # pragma: no cover
         # close its old descriptor number, by then perhaps the snapshot file's
         gc.disable()
         _close_sockets()
-        path = store.write(chunks(freeze(engine, offsets, session_start_ns)))
+        path = Path()
+        for engine, offsets, store in units:
+            path = store.write(chunks(freeze(engine, offsets, session_start_ns)))
         os.write(write, os.fsencode(str(path)))
         code = 0
     except BaseException as exc:

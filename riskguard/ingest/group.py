@@ -6,33 +6,34 @@ detection are Kafka's own (``subscribe`` with a ``ConsumerRebalanceListener``; a
 member silent for ``scale.session_timeout_ms`` is declared dead by the broker); none is
 written here.
 
-On every assignment that differs from the one the state reflects, the instance
-restores its state for exactly the partitions it now owns, before applying any new
-event from them. When its newest snapshot (written every ``runtime.snapshot_interval_s``,
-state plus offsets, as in single mode) holds exactly those partitions, within this
-session, it is loaded and each partition is read from the snapshot's offset (a member
-restarted and given its partitions back: with ``scale.static_membership`` the group
-gives them back without a rebalance). Otherwise it rebuilds:
+Each owned partition's state is an engine of its own
+(:class:`~riskguard.ingest.partitions.PartitionEngines`, decision 54), checkpointed on its
+own into ``scale.checkpoint_dir`` with its offset. On every assignment, before any new
+event is applied (under :attr:`~riskguard.ingest.consume.ConsumeLoop.lock`, no batch
+half applied):
 
-1. under :attr:`~riskguard.ingest.consume.ConsumeLoop.lock` (no batch half applied),
-   the engine's state arrays are emptied (a pristine engine's state restored in
-   place) and every standing state and judged time is latched again
-   (:meth:`~riskguard.killswitch.KillSwitch.reassert`);
-2. each owned partition is read again from its start (the session start when
-   ``runtime.start_of_day`` is set, else the beginning of the topic); events up to the
-   latest event time this instance or any other had judged (their heartbeats'
-   ``last_event_ns``) decide nothing twice;
-3. aiokafka returns no record fetched before the seek, nor of a partition no longer
-   assigned;
-4. until every owned partition is read to its end, events count in windows at their own
-   time however far behind the clock (:meth:`~riskguard.engine.Engine.count_at_own_time`):
-   partitions are read at different speeds, and history counted "as now" would fill
-   the current windows (a false breach on the first live event).
+1. a partition no longer assigned is dropped (its engine, its offsets): its accounts
+   are no longer counted;
+2. a partition kept goes on from the offset its engine reflects, untouched;
+3. a partition gained is restored from its newest checkpoint of this session (written
+   by whichever member owned it: every member writes into the same folder, so on
+   several hosts it must be shared storage), then read on from the checkpoint's offset;
+   with none usable it is read from its start (the session start when
+   ``runtime.start_of_day`` is set, else the beginning of the topic). Its engine holds
+   every standing state and judged time at once
+   (:meth:`~riskguard.killswitch.KillSwitch.attach`), and events up to the latest event
+   time this instance or any other had judged (their heartbeats' ``last_event_ns``)
+   decide nothing twice. Until every owned partition is read to its end, a gained
+   partition's events count in windows at their own time however far behind the clock
+   (:meth:`~riskguard.engine.Engine.count_at_own_time`): history counted "as now" would
+   fill the current windows (a false breach on the first live event).
 
-A lost partition is thereby no longer counted (its accounts leave the state with the
-rebuild), and a gained one is counted once (from its start, in order). A snapshot is
-whole-engine: it cannot be split by partition, so it serves only an assignment equal to
-the one it was taken under.
+A member gives up partitions with a checkpoint of each at the offset it applied
+(:meth:`~riskguard.ingest.checkpoint.Checkpoints.hand_over`), so the next owner reads on
+from there; a member that died leaves its latest periodic one
+(``runtime.snapshot_interval_s``). aiokafka returns no record fetched before a seek, nor
+of a partition no longer assigned. Nothing is lost or counted twice: a partition's
+state and its offset are always written and restored together.
 
 Rules whose scope spans partitions (firm, strategy, symbol or venue, except rules
 judged on one order at a time) would be judged on a partial sum by each instance, which
@@ -41,9 +42,9 @@ can be wrong either way; :func:`riskguard.limits.scale.check_group_limits` refus
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -52,11 +53,11 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from riskguard import log
-from riskguard.engine import Engine
 from riskguard.ingest.consume import ConsumeLoop, read_to_end
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.ports import TransitionSink
 from riskguard.settings import ScaleSettings
-from riskguard.snapshot import Snapshot, SnapshotError, freeze, restore
+from riskguard.snapshot import Snapshot, SnapshotError, restore
 from riskguard.vocabulary import Transition
 
 
@@ -70,37 +71,18 @@ class Renumbered(Protocol):
         """The state holds every event of the partitions owned again."""
 
 
-def rebuild(engine: Engine) -> None:
-    """Empty ``engine``'s state in place (same limits, same objects), keeping every
-    latched state, resume and judged time its kill switch holds.
-
-    ``events_applied`` restarts at 0: afterwards it counts the events in the state.
-    """
-    fresh = Engine(
-        engine.limits,
-        clock=engine.clock,
-        settings=engine.settings,
-        warm=False,
-        values_only=engine.values_only,
-    )
-    frozen = freeze(fresh, {})
-    judged = int(engine.store.state.globals["judged_ns"][0])
-    restore(engine, Snapshot(Path("<pristine>"), frozen.meta, frozen.arrays))
-    engine.killswitch.reassert()
-    if judged > 0:
-        engine.judge_until(judged)
-
-
 class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
-    """The rebalance listener of group mode (see the module), for ``intake``'s engine.
+    """The rebalance listener of group mode (see the module), for ``intake``'s engines
+    (:class:`~riskguard.ingest.partitions.PartitionEngines`).
 
     ``progress`` returns the latest event time (ns) any instance reported as judged (the
     peers' heartbeats). Partitions are read from ``intake.session_start_ns`` (None: their
-    beginning). After every rebuild, each of ``renumbered`` forgets the engine ids it
-    held, and ``ready("partitions_assigned")`` is called. ``instance`` is this member's
-    static group membership id when ``scale.static_membership`` is on. ``sink`` sends the
-    resolves a snapshot restore finds (alerts of rules the limits no longer hold as they
-    were: :func:`~riskguard.snapshot.restore`), once the standing states are back.
+    beginning). After every change of the partitions owned, each of ``renumbered``
+    forgets the engine ids it held, and ``ready("partitions_assigned")`` is called.
+    ``instance`` is this member's static group membership id when
+    ``scale.static_membership`` is on. ``sink`` sends the resolves a checkpoint restore
+    finds (alerts of rules the limits no longer hold as they were:
+    :func:`~riskguard.snapshot.restore`).
     """
 
     def __init__(
@@ -117,7 +99,9 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         self.sink = sink
         self.instance = instance
         self.intake = intake
-        self.engine = intake.engine
+        if not isinstance(intake.engine, PartitionEngines):
+            raise TypeError("group mode reads into PartitionEngines")
+        self.parts: PartitionEngines = intake.engine
         self.checkpoints = intake.checkpoints
         self.metrics = intake.metrics
         self.progress = progress
@@ -126,23 +110,26 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         self.ready = ready
         self.consumer: AIOKafkaConsumer | None = None
         self.assignments = 0
-        """Assignments taken (each restored from a snapshot or rebuilt)."""
+        """Assignments taken."""
         self.rebuilds = 0
-        """Times the state was rebuilt from the partitions' start for a new assignment."""
+        """Partitions gained that were read from their start (no checkpoint usable)."""
         self.snapshot_restores = 0
-        """Times an assignment was restored from this member's snapshot."""
+        """Partitions gained that were restored from a checkpoint."""
         self.last_rebuild_s = 0.0
-        """Seconds the latest rebuild held the consume loop (replay not included)."""
+        """Seconds the latest assignment held the consume loop (replay not included)."""
         self.restored_from: str | None = None
-        """The snapshot the latest assignment was restored from (None: rebuilt from the
-        partitions' start)."""
+        """The checkpoint the latest partition restored came from (None: none yet)."""
+        self.checkpoints_restored: dict[str, str | None] = {}
+        """Per partition gained at the latest assignment: its checkpoint (None: read
+        from its start)."""
         self.restored_s: float | None = None
         """Seconds from the latest assignment until every owned partition was read to
         its high watermark (None while restoring)."""
         self._assigned_at = 0.0
+        self._restoring: set[TopicPartition] = set()
         intake.after_batch = self._progress
         self.metrics.unmarked_symbols.set_function(
-            lambda: float(self.engine.mark_coverage(names=0)["unmarked"])
+            lambda: float(self.parts.mark_coverage(names=0)["unmarked"])
         )
         self._log = log.get("sidecar")
 
@@ -167,17 +154,21 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
 
     async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
         """Before the group reassigns: commit what was applied of ``revoked`` (lag
-        monitoring); their state is dropped when the new assignment arrives. A failed
-        commit is logged by :meth:`Checkpoints.commit`, never raised."""
+        monitoring) and checkpoint each of them at that offset
+        (:meth:`~riskguard.ingest.checkpoint.Checkpoints.hand_over`), so whichever
+        member gets one reads on from there. Their engines stay until the new assignment
+        arrives (it may give them back). Failures are logged, never raised."""
         if not revoked:
             return
         async with self.intake.lock:
             await self.checkpoints.commit(self.consumer)
+            await self.checkpoints.hand_over([tp for tp in revoked if tp in self.parts.engines])
         self._log.info("partitions revoked", partitions=_labels(revoked))
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         """After the group assigned ``assigned`` (every partition this instance owns
-        now): rebuild the state for them unless it already reflects exactly them.
+        now): drop the partitions lost, restore the ones gained (see the module), and
+        position the consumer on every owned partition at the offset its state reflects.
 
         Offsets are looked up before the state is touched; a lookup that fails is
         retried by the next rebalance only, so it is logged and the partitions start at
@@ -187,42 +178,52 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         if consumer is None:
             raise RuntimeError("group ownership: call open() with the consumer first")
         owned = set(assigned)
-        if owned == self.intake.assigned and self.assignments:
-            self._log.info("partitions kept", partitions=_labels(owned))
-            return
-        starts = await self._starts(consumer, owned)
+        gained = owned - self.parts.owned()
+        starts = await self._starts(consumer, gained)
+        found = {tp: await asyncio.to_thread(self._checkpoint_for, tp, starts[tp]) for tp in gained}
         began = time.perf_counter()
         async with self.intake.lock:
-            judged = max(self.engine.last_event_ns, self.progress())
-            snap = self._snapshot_for(starts)
+            lost = self.parts.owned() - owned
+            for tp in lost:
+                self.parts.drop(tp)
+            self.checkpoints.forget(lost)
+            judged = max(self.parts.last_event_ns, self.parts.judged_ns, self.progress())
             resolves: list[Transition] = []
-            if snap is not None:
-                try:
-                    resolves = restore(self.engine, snap)
-                except SnapshotError as exc:  # does not fit this build: rebuild instead
-                    self._log.error("snapshot skipped", reason=str(exc))
-                    snap = None
-            if snap is not None:
-                self.engine.killswitch.reassert()
-                starts = {tp: int(snap.offsets[f"{tp.topic}/{tp.partition}"]) for tp in starts}
-            else:
-                rebuild(self.engine)
-            if judged > 0:
-                self.engine.judge_until(judged)
-            for tp, offset in starts.items():
-                consumer.seek(tp, offset)
-            self.engine.count_at_own_time(True)  # until restored: history, not lateness
-            self.checkpoints.own(starts)
+            restored: dict[str, str | None] = {}
+            for tp in sorted(gained):
+                engine, snap = self.parts.fresh(), found[tp]
+                if snap is not None:
+                    try:
+                        resolves += restore(engine, snap)
+                    except SnapshotError as exc:  # does not fit this build: from the start
+                        self._log.error("checkpoint skipped", reason=str(exc))
+                        engine, snap = self.parts.fresh(), None
+                if snap is not None:
+                    starts[tp] = int(snap.offsets[f"{tp.topic}/{tp.partition}"])
+                self.parts.add(tp, engine)
+                if judged > 0:
+                    engine.judge_until(judged)
+                engine.count_at_own_time(True)  # until restored: history, not lateness
+                self.checkpoints.start_at(tp, starts[tp])
+                restored[f"{tp.topic}/{tp.partition}"] = snap.path.name if snap else None
+                self.rebuilds += snap is None
+                self.snapshot_restores += snap is not None
+                if snap is not None:
+                    self.restored_from = snap.path.name
+                (self.metrics.group_rebuilds if snap is None else self.metrics.group_restores).inc()
+            self.checkpoints.handed_over -= owned  # ours again: checkpointed here
+            applied = self.checkpoints.applied
+            for tp in owned:
+                consumer.seek(tp, applied[tp])
             self.intake.assigned = owned
-            for part in self.renumbered:
-                part.reindexed()
+            if gained or lost or not self.assignments:
+                for part in self.renumbered:
+                    part.reindexed()
             self.assignments += 1
-            self.rebuilds += snap is None
-            self.snapshot_restores += snap is not None
-            self.restored_from = snap.path.name if snap is not None else None
+            self.checkpoints_restored = restored
         self.last_rebuild_s = time.perf_counter() - began
         if resolves and self.sink is not None:
-            state = self.engine.killswitch.state
+            state = self.parts.killswitch.state
             await self.sink.send(
                 [
                     msgspec.structs.replace(tr, from_=state(tr.scope), to=state(tr.scope))
@@ -230,14 +231,16 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
                 ]
             )
         self._assigned_at, self.restored_s = began, None
+        self._restoring = set(gained)
         self.metrics.restoring.set(1)
         self.metrics.owned_partitions.set(len(owned))
-        (self.metrics.group_rebuilds if snap is None else self.metrics.group_restores).inc()
         self._log.info(
             "partitions assigned",
             partitions=_labels(owned),
-            starts={f"{t.topic}/{t.partition}": o for t, o in starts.items()},
-            snapshot=self.restored_from,
+            kept=_labels(owned - gained),
+            lost=_labels(lost),
+            gained={f"{t.topic}/{t.partition}": starts[t] for t in sorted(gained)},
+            checkpoints=restored,
             judged_until_ns=judged,
         )
         self.ready("partitions_assigned")
@@ -256,32 +259,33 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         self.restored_s = time.perf_counter() - self._assigned_at
         self.metrics.restore_seconds.set(self.restored_s)
         self.metrics.restoring.set(0)
-        self.engine.count_at_own_time(False)
+        self.parts.count_at_own_time(False)
         for part in self.renumbered:
             part.restored()
         self._log.info(
             "partitions restored",
             partitions=_labels(self.intake.assigned),
             seconds=round(self.restored_s, 3),
-            events=self.engine.events_applied,
+            events=self.parts.events_applied,
         )
 
-    def _snapshot_for(self, starts: Mapping[TopicPartition, int]) -> Snapshot | None:
-        """The newest snapshot holding exactly the partitions of ``starts`` (their
-        session starts), each at or after its start (taken this session, and not
-        passed by retention); None when there is none (rebuild). A snapshot that does
-        not fit this build is logged and left out."""
-        if not starts or self.checkpoints.interval_s <= 0:
+    def _checkpoint_for(self, tp: TopicPartition, start: int) -> Snapshot | None:
+        """The newest checkpoint of partition ``tp`` of this session at or after its
+        session start ``start`` (not passed by retention); None when there is none (read
+        from the start). Ones that do not decode or fit this build are logged and left
+        out. Reads files: run it off the event loop."""
+        if self.checkpoints.interval_s <= 0:
             return None
-        wanted = {f"{tp.topic}/{tp.partition}": off for tp, off in starts.items()}
-        snap = self.checkpoints.store.latest()
-        for reason in self.checkpoints.store.skipped:
-            self._log.error("snapshot skipped", reason=reason)
-        if snap is None or set(snap.offsets) != set(wanted):
+        store = self.checkpoints.partition_store(tp)
+        name = f"{tp.topic}/{tp.partition}"
+        snap = store.latest()
+        for reason in store.skipped:
+            self._log.error("checkpoint skipped", reason=reason)
+        if snap is None or set(snap.offsets) != {name}:
             return None
         if not snap.of_session(self.session_start_ns):
             return None  # taken under another start of day
-        if any(int(snap.offsets[key]) < start for key, start in wanted.items()):
+        if int(snap.offsets[name]) < start:
             return None  # an earlier session's state, or events retention removed
         return snap
 
@@ -317,9 +321,10 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             "rebuilds": self.rebuilds,
             "snapshot_restores": self.snapshot_restores,
             "restored_from": self.restored_from,
+            "checkpoints": self.checkpoints_restored,
             "last_rebuild_seconds": round(self.last_rebuild_s, 3),
             "restored_seconds": None if self.restored_s is None else round(self.restored_s, 4),
-            "marks": self.engine.mark_coverage(),
+            "marks": self.parts.mark_coverage(),
         }
 
 

@@ -31,6 +31,7 @@ import msgspec
 from riskguard import log
 from riskguard.control.records import HeartbeatRecord
 from riskguard.engine import Engine
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.ports import HeartbeatChannel, TransitionSink
 from riskguard.metrics import Metrics
 from riskguard.settings import RuntimeSettings
@@ -188,7 +189,8 @@ class Health:
 
     runtime: RuntimeSettings
     instance: str
-    engine: Engine
+    engine: Engine | PartitionEngines
+    """The engine (group mode: the member's engines): clock, events, limits, states."""
     outbox: TransitionSink
     """Where broker alerts go."""
     metrics: Metrics

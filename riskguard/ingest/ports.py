@@ -11,7 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+import numpy as np
+
 from riskguard.control.records import CancelRecord, HeartbeatRecord
+from riskguard.inspection import WorkingOrder
+from riskguard.killswitch import KillSwitch
 from riskguard.limits import Limits
 from riskguard.vocabulary import State, Transition
 
@@ -41,6 +45,38 @@ class CancelAsks(Protocol):
     async def ask_cancels(self, transitions: Sequence[Transition]) -> None:
         """Publish this member's cancel request of each transition to HALTED or
         REDUCE_ONLY (its state record is another member's), and track its orders."""
+        ...
+
+
+class OrderBook(Protocol):
+    """The working orders the cancel tracker names and watches: an engine, or a group
+    member's engines (:class:`~riskguard.ingest.partitions.PartitionEngines`), whose
+    order ids (int64) are its own."""
+
+    @property
+    def killswitch(self) -> KillSwitch:
+        """The kill switch whose standing states the orders are judged under."""
+        ...
+
+    @property
+    def limits(self) -> Limits:
+        """The limits in force (``cancel_deadline_ms``)."""
+        ...
+
+    def working_order_ids(self, scope: str, *, increasing_only: bool = False) -> np.ndarray:
+        """Ids of the orders working in ``scope``."""
+        ...
+
+    def describe_orders(self, oids: np.ndarray) -> list[WorkingOrder]:
+        """The orders of ``oids``, named."""
+        ...
+
+    def order_lives(self, oids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(status, serial) of each of ``oids``."""
+        ...
+
+    def find_order(self, order_id: str) -> int | None:
+        """The id of the order whose ClOrdID is ``order_id`` (None: unknown)."""
         ...
 
 

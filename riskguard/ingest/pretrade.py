@@ -39,13 +39,14 @@ import contextlib
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
 
 from riskguard import log
+from riskguard.aggregate.contributions import scope_positions
 from riskguard.control.publisher import ControlPublisher, Message
 from riskguard.control.records import (
     RULES_KEY,
@@ -65,8 +66,7 @@ from riskguard.control.records import (
 from riskguard.engine import Engine
 from riskguard.limits import Limits
 from riskguard.metrics import Metrics
-from riskguard.state.codes import FIRM
-from riskguard.vocabulary import L_FIRM, L_SYMBOL, L_VENUE, Transition, parse_scope
+from riskguard.vocabulary import L_SYMBOL, Transition
 
 PER_ORDER_METRICS: Final = ("order_qty", "order_notional", "price_deviation")
 """The metrics a gate judges before an order is sent."""
@@ -117,7 +117,7 @@ class Round:
     mark_money: np.ndarray = field(default_factory=lambda: np.zeros(0))
     instrument_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     instrument_money: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    positions: dict[str, tuple[str, dict[int, float]]] = field(default_factory=dict)
+    positions: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)
     """Per REDUCE_ONLY scope: (its transition id, pair id -> qty published now)."""
     homes: int = 0
     """Strategies whose home is published once the broker took this round (in order)."""
@@ -154,7 +154,9 @@ class PreTradeFeed:
         self._money_sent = np.zeros(0)  # per scope id: a mark's size x rate published
         self._instrument_sent = np.zeros(0)  # per scope id: size x rate published, NaN never
         self._homes_sent = 0  # strategies (in the order they were bound) whose home went out
-        self._positions: dict[str, tuple[str, dict[int, float]]] = {}
+        self._positions: dict[str, tuple[str, dict[str, float]]] = {}
+        self.books: Callable[[], Sequence[Engine]] = lambda: [engine]
+        """The engines positions are read from (group mode: one per owned partition)."""
         self.accounts_only = False
         """Group mode: publish the positions of REDUCE_ONLY accounts only; a scope spanning
         partitions gets its positions summed over the members by the judging member
@@ -371,10 +373,7 @@ class PreTradeFeed:
         reduce_only = {s: tr for s, tr in standing.items() if tr.to == "REDUCE_ONLY"}
         for scope in [s for s in self._positions if s not in reduce_only]:
             del self._positions[scope]  # resumed or halted: gates need no position
-        keys = self.engine.keys
-        self.engine.store.reserve(keys)  # pairs interned by a batch not yet applied
-        pos = self.engine.store.state.positions[: keys.n_pairs]
-        names = keys.scope_names
+        books = self.books()
         for scope, tr in reduce_only.items():
             if self.accounts_only and not scope.startswith("account:"):
                 continue
@@ -382,27 +381,17 @@ class PreTradeFeed:
             entering = known is None or known[0] != tr.id
             if not (entering or full):
                 continue
-            sent: dict[int, float] = {}
+            sent: dict[str, float] = {}
             batch.positions[scope] = (tr.id, sent)
-            level, _ = parse_scope(scope)
-            sid = keys.find_scope(scope)
-            if sid is None and level != L_VENUE:  # a venue's are the firm's, seen or not
-                continue
-            mask = pos["owner"] == (FIRM if level in (L_FIRM, L_SYMBOL, L_VENUE) else sid)
-            if level == L_SYMBOL:
-                mask &= pos["symbol"] == sid
-            rows = np.flatnonzero(mask)
+            held: dict[str, float] = {}
+            for book in books:  # group mode: an account is in one partition's engine
+                for symbol, qty in scope_positions(book, scope).items():
+                    held[symbol] = held.get(symbol, 0.0) + qty
             before = {} if entering or known is None else known[1]
-            for pair, qty, y in zip(
-                rows.tolist(),
-                pos["qty"][rows].tolist(),
-                pos["symbol"][rows].tolist(),
-                strict=True,
-            ):
-                if not entering and before.get(pair) == qty:
+            for symbol, qty in held.items():
+                if not entering and before.get(symbol) == qty:
                     continue
-                sent[pair] = qty
-                symbol = names[y].partition(":")[2]
+                sent[symbol] = qty
                 record = PositionRecord(scope, symbol, qty, now)
                 batch.messages.append((position_key(scope, symbol), encode_record(record)))
             batch.counts["position"] += len(sent)

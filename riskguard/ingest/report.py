@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from riskguard.ingest.consume import ConsumeLoop
     from riskguard.ingest.health import Health
     from riskguard.ingest.outbox import Outbox
+    from riskguard.ingest.partitions import PartitionEngines
     from riskguard.ingest.peers import Peers
     from riskguard.ingest.pretrade import PreTradeFeed
     from riskguard.ingest.reload import LimitsReloader
@@ -33,6 +34,7 @@ class Reported(Protocol):
     instance: str
     settings: Settings
     engine: Engine
+    flow: Engine | PartitionEngines
     health: Health
     intake: ConsumeLoop
     reloader: LimitsReloader
@@ -70,7 +72,7 @@ def status(sidecar: Reported) -> dict[str, Any]:
     standing = {
         scope: msgspec.to_builtins(tr) for scope, tr in sidecar.engine.killswitch.standing().items()
     }
-    last = sidecar.engine.last_event_ns
+    last = sidecar.flow.last_event_ns
     return {
         "instance": sidecar.instance,
         "version": __version__,
@@ -83,7 +85,7 @@ def status(sidecar: Reported) -> dict[str, Any]:
         },
         "consume": consume(sidecar.health),
         "standing": standing,
-        "events_applied": sidecar.engine.events_applied,
+        "events_applied": sidecar.flow.events_applied,
         "bad_events": sidecar.bad_events,
         "skipped_before_session": sidecar.before_session,
         "flow": sidecar.intake.flow.status(),

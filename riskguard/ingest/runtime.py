@@ -61,6 +61,7 @@ from riskguard.ingest.health import Health
 from riskguard.ingest.manual import ManualActions
 from riskguard.ingest.naming import default_instance
 from riskguard.ingest.outbox import Outbox
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.peers import Peers, control_reader
 from riskguard.ingest.pretrade import PreTradeFeed
 from riskguard.ingest.producers import RenewingProducer
@@ -113,23 +114,27 @@ class Sidecar:
         self.metrics.limits_rules.set(len(self.limits.rules))
         self.instance = rt.instance or default_instance()  # the host name
         self.engine.killswitch.instance = self.instance  # named on every decision
+        #: what the input is applied to: the engine, or in group mode one per partition
+        self.flow = PartitionEngines(self.engine) if grouped else self.engine
         self.audit = AuditLog(rt.audit_path)
         self.journal = HaltJournal(rt.journal_path)
         self.notifier = Notifier(settings.notifier, self.metrics, source=self.instance)
-        self.cancels = CancelTracker(self.engine, self.metrics)
+        self.cancels = CancelTracker(self.flow, self.metrics)
         self.outbox = Outbox(self.journal, self.metrics, self.audit, self.notifier, self.cancels)
         self.outbox.instance = self.instance  # named on system alerts
         self.feed = PreTradeFeed(self.engine, self.metrics, rt.gate_publish_interval_ms)
-        self.health = Health(rt, self.instance, self.engine, self.outbox, self.metrics)
+        self.health = Health(rt, self.instance, self.flow, self.outbox, self.metrics)
         self.health.checks["kernels_warm"] = False
         standing = self.engine.killswitch.standing  # re-published when the broker is back
         self.health.on_recovered = lambda: republish(
             standing().values(), self.outbox, self.feed, self._ensure_topics
         )
         self.checkpoints = Checkpoints(rt, self.engine, self.metrics)
+        if isinstance(self.flow, PartitionEngines):
+            self.checkpoints.by_partition(self.flow, rt.resolve(settings.scale.checkpoint_dir))
         self.intake = ConsumeLoop(
             settings.kafka,
-            self.engine,
+            self.flow,
             self.outbox,
             self.checkpoints,
             self.health.liveness,
@@ -140,7 +145,7 @@ class Sidecar:
         ks = self.engine.killswitch
         self.reloader = LimitsReloader(
             self.limits.source,
-            self.engine,
+            self.flow,
             ks,
             self.outbox,
             self.audit,
@@ -161,8 +166,9 @@ class Sidecar:
         digest = lambda: self.limits.digest  # noqa: E731 - the limits in force, read late
         self.peers.join(self.outbox, self.health.sent, digest, self.api.four_eyes)
         self.group: GroupMode | None = None
-        if grouped:  # the feed and cancels hold engine ids; ready once partitions are owned
+        if isinstance(self.flow, PartitionEngines):  # ready once partitions are owned
             self.outbox.source = self.cancels.member = self.instance  # cancels of its own
+            self.feed.books = self.flow.all  # positions: per partition
             self.peers.asks = self.outbox
             parts, ready = (self.feed, self.cancels), self.health.passed
             self.group = GroupMode(
@@ -257,7 +263,7 @@ class Sidecar:
         self.control_reader = await control_reader(k, f"{client_id}-control")
         try:
             self.recovered = await recover(
-                k, "", self.journal, self.engine, self.outbox, self.control_reader
+                k, "", self.journal, self.flow, self.outbox, self.control_reader
             )
         except TimeoutError as exc:
             raise StartError(
@@ -366,7 +372,7 @@ class Sidecar:
             graceful = committed = False
         self._phase = "stopped"
         self.metrics.ready.set(0)
-        applied = self.engine.events_applied
+        applied = self.flow.events_applied
         self.log.info(
             "riskguard stopped", events_applied=applied, graceful=graceful, committed=committed
         )

@@ -1,0 +1,361 @@
+"""Group mode's state: one engine per owned input partition, beside a home engine.
+
+A group member keeps the state of each input partition it owns in an
+:class:`~riskguard.engine.Engine` of its own (docs/architecture.md, decision 54). A
+partition's state is then a thing apart: it is checkpointed on its own
+(:mod:`riskguard.ingest.partition_checkpoints`), a member that gains it restores it from
+that checkpoint and reads on from the checkpoint's offset, and a member that loses it
+drops its engine. The partitions it keeps are not touched by a rebalance.
+
+Input is keyed by account, so every account lives in one partition, and group mode
+judges locally only what one account's events decide (account rules, per-order rules:
+:mod:`riskguard.limits.scale`). Each partition's engine therefore judges exactly what
+one engine reading every partition would, with one documented difference: a symbol no
+mark has reached is valued at the last fill *in its partition* (one engine: the last
+fill it read in any). Marks, FX rates, instruments and heartbeats are broadcast to every
+partition (decision 42), so every engine has them.
+
+The **home engine** reads no account's events. It is what the rest of the sidecar was
+built around: the kill switch's primary target (every engine of the member is a target,
+:meth:`~riskguard.killswitch.KillSwitch.attach`, so a halt stands in all of them), the
+limits in force and the rulebook the summed rules are judged with, and the reference
+data (it applies the broadcast events of every batch: the marks the gates are sent).
+
+Order ids handed out here (:meth:`PartitionEngines.working_order_ids`) are
+``slot << SLOT_SHIFT | order id`` in the slot's engine; a slot is a small number fixed
+for a partition while it is owned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from aiokafka.structs import TopicPartition
+
+from riskguard import log
+from riskguard.aggregate.contributions import Part, Parts, RowParts, contributions
+from riskguard.aggregate.contributions import scope_positions as engine_positions
+from riskguard.engine import Engine, Result
+from riskguard.events import Event, Fx, Heartbeat, Instrument, Mark
+from riskguard.inspection import WorkingOrder
+from riskguard.killswitch import KillSwitch, Target
+from riskguard.limits import Limits
+from riskguard.vocabulary import Transition
+
+SLOT_SHIFT = 40
+"""Order ids of :class:`PartitionEngines`: the slot in the bits from here up."""
+_LOCAL = (1 << SLOT_SHIFT) - 1
+BROADCAST_TYPES = (Mark, Fx, Instrument, Heartbeat)
+"""Events every partition carries (decision 42), applied to the home engine too."""
+
+
+def label(tp: TopicPartition) -> str:
+    """``"topic/partition"``."""
+    return f"{tp.topic}/{tp.partition}"
+
+
+class PartitionEngines:
+    """A group member's engines: ``home`` and one per owned partition (see the module).
+
+    Implements what the consume loop needs of an engine (:meth:`apply`, :meth:`tick`,
+    the clock), what the aggregation reads (:meth:`contributions`,
+    :meth:`scope_positions`) and what the cancel tracker reads of orders. Owned by the
+    engine's task, like an engine.
+    """
+
+    def __init__(self, home: Engine) -> None:
+        self.home = home
+        self.killswitch: KillSwitch = home.killswitch
+        self.engines: dict[TopicPartition, Engine] = {}
+        self._targets: dict[TopicPartition, Target] = {}
+        self._slots: dict[TopicPartition, int] = {}
+        self._own_time = False
+        self._log = log.get("sidecar")
+
+    # the engines ---------------------------------------------------------------------
+    @property
+    def settings(self) -> Any:
+        """The engines' settings (``EngineSettings``)."""
+        return self.home.settings
+
+    @property
+    def limits(self) -> Limits:
+        """The limits in force."""
+        return self.home.limits
+
+    def fresh(self) -> Engine:
+        """A new, empty engine for a partition: the home engine's limits, clock and
+        settings, its kill switch not yet shared (:meth:`add` shares it)."""
+        return Engine(
+            self.home.limits,
+            clock=self.home.clock,
+            settings=self.home.settings,
+            warm=False,
+            values_only=self.home.values_only,
+        )
+
+    def add(self, tp: TopicPartition, engine: Engine) -> None:
+        """Own ``tp`` with ``engine`` (fresh, or restored from a checkpoint): it shares
+        the member's kill switch from now on (every standing state and judged time is
+        latched in it) and counts at its own time while the others do."""
+        self.drop(tp)
+        own = engine.killswitch
+        if own is not self.killswitch:
+            for scope, tr in own.standing().items():  # a checkpoint's own: kept as evidence
+                if self.killswitch.state(scope) == "ACTIVE":
+                    self._log.info("checkpoint state not standing here", scope=scope, id=tr.id)
+        engine.killswitch = self.killswitch
+        self._targets[tp] = self.killswitch.attach(
+            engine.keys,
+            lambda e=engine: e.store.state.scopes,  # type: ignore[misc]
+            lambda e=engine: e.store.reserve(e.keys),  # type: ignore[misc]
+        )
+        self._slots[tp] = next(i for i in range(len(self._slots) + 1) if i not in self._taken())
+        engine.count_at_own_time(self._own_time)
+        self.engines[tp] = engine
+
+    def _taken(self) -> set[int]:
+        return set(self._slots.values())
+
+    def drop(self, tp: TopicPartition) -> Engine | None:
+        """No longer own ``tp``: its engine is detached from the kill switch and
+        returned (None when it was not owned)."""
+        engine = self.engines.pop(tp, None)
+        target = self._targets.pop(tp, None)
+        self._slots.pop(tp, None)
+        if target is not None:
+            self.killswitch.detach(target)
+        return engine
+
+    def owned(self) -> set[TopicPartition]:
+        """The partitions with an engine."""
+        return set(self.engines)
+
+    def all(self) -> list[Engine]:
+        """Every partition's engine, by partition."""
+        return [self.engines[tp] for tp in sorted(self.engines)]
+
+    # the flow (what the consume loop calls) ------------------------------------------
+    def apply(
+        self, events: Sequence[Event], origins: Any = None, wall_ns: int | None = None
+    ) -> Result:
+        """Apply a consumed batch: each partition's events to its engine, in batch
+        order, each engine's clock first moved up to the latest event time applied in
+        any (one engine reading every partition measures lateness against that);
+        the broadcast events to the home engine too. ``origins`` is the batch's
+        :class:`~riskguard.ingest.coordinates.Coordinates`. Events of a partition not
+        owned (none should come: aiokafka drops a revoked partition's fetches) are
+        logged and left out. Returns the results merged."""
+        merged = Result()
+        if not events:
+            return merged
+        clock = self.last_event_ns
+        broadcast: list[Event] = []
+        for name, start, end in origins.parts():
+            topic, _, p = name.rpartition("/")
+            engine = self.engines.get(TopicPartition(topic, int(p)))
+            part = events[start:end]
+            if engine is None:
+                self._log.error("events of a partition not owned left out", partition=name)
+                continue
+            if clock > 0:
+                engine.follow_clock(clock)
+            got = engine.apply(part, origins.slice(start, end), wall_ns)
+            _merge(merged, got)
+            clock = max(clock, engine.last_event_ns)
+            broadcast += [e for e in part if isinstance(e, BROADCAST_TYPES)]
+        if broadcast:
+            if clock > 0:
+                self.home.follow_clock(clock)
+            merged.transitions += self.home.apply(broadcast, None, wall_ns).transitions
+        return merged
+
+    def tick(self, now_ns: int | None = None) -> list[Transition]:
+        """Advance every engine's clock to ``now_ns`` (see :meth:`Engine.tick`)."""
+        out = self.home.tick(now_ns)
+        for engine in self.all():
+            out += engine.tick(now_ns)
+        return out
+
+    def settle(self) -> list[Transition]:
+        """:meth:`Engine.settle` of every engine."""
+        out = self.home.settle()
+        for engine in self.all():
+            out += engine.settle()
+        return out
+
+    def judge_until(self, ts_ns: int) -> None:
+        """:meth:`Engine.judge_until` of every engine."""
+        for engine in [self.home, *self.all()]:
+            engine.judge_until(ts_ns)
+
+    def follow_clock(self, ts_ns: int) -> None:
+        """:meth:`Engine.follow_clock` of every engine."""
+        for engine in [self.home, *self.all()]:
+            engine.follow_clock(ts_ns)
+
+    def count_at_own_time(self, on: bool) -> None:
+        """:meth:`Engine.count_at_own_time` of every partition's engine (new ones
+        follow)."""
+        self._own_time = on
+        for engine in self.all():
+            engine.count_at_own_time(on)
+
+    def replace_limits(self, limits: Limits) -> list[Transition]:
+        """:meth:`Engine.replace_limits` of every engine (the home engine first: it
+        raises :class:`~riskguard.limits.LimitsError` before any engine changed)."""
+        out = self.home.replace_limits(limits)
+        for engine in self.all():
+            out += engine.replace_limits(limits)
+        return out
+
+    @property
+    def last_event_ns(self) -> int:
+        """The latest event time applied in any engine (ns; -1 before any)."""
+        return max(e.last_event_ns for e in [self.home, *self.engines.values()])
+
+    @property
+    def judged_ns(self) -> int:
+        """Breaches from events at or before this time (ns) are decided already
+        (:meth:`judge_until`, kept by the home engine for partitions gained later)."""
+        return int(self.home.store.state.globals["judged_ns"][0])
+
+    @property
+    def events_applied(self) -> int:
+        """Events applied to the partitions' engines (the home engine's copies of
+        broadcast events not counted)."""
+        return sum(e.events_applied for e in self.engines.values())
+
+    @property
+    def max_clock_skew_ms(self) -> int:
+        """The engines' clock-skew bound."""
+        return int(self.home.settings.max_clock_skew_ms)
+
+    # reads ----------------------------------------------------------------------------
+    def contributions(self, rules: Collection[str], now_ns: int) -> Parts:
+        """The member's part of each summed rule in ``rules``: the sum of its engines'
+        (:func:`~riskguard.aggregate.contributions.contributions`); with no partition
+        owned, every rule with nothing counted."""
+        engines = self.all() or [self.home]
+        total = contributions(engines[0], rules, now_ns)
+        for engine in engines[1:]:
+            more = contributions(engine, rules, now_ns)
+            for name, rows in more.items():
+                total[name] = [_add_rows(a, b) for a, b in zip(total[name], rows, strict=True)]
+        return total
+
+    def scope_positions(self, scope: str) -> dict[str, float]:
+        """The member's net positions of ``scope`` by symbol: the sum of its engines'
+        (:func:`~riskguard.aggregate.contributions.scope_positions`)."""
+        out: dict[str, float] = {}
+        for engine in self.all():
+            for symbol, qty in engine_positions(engine, scope).items():
+                out[symbol] = out.get(symbol, 0.0) + qty
+        return out
+
+    def positions(self) -> dict[tuple[str, str], tuple[float, float, float]]:
+        """:meth:`Engine.positions` over every partition: an account's are its engine's,
+        a shared owner's (firm, strategy) summed."""
+        out: dict[tuple[str, str], tuple[float, float, float]] = {}
+        for engine in self.all():
+            for key, (qty, cost, realised) in engine.positions().items():
+                q, c, r = out.get(key, (0.0, 0.0, 0.0))
+                out[key] = (q + qty, c + cost, r + realised)
+        return out
+
+    def mark_coverage(self, names: int = 10) -> dict[str, Any]:
+        """:meth:`Engine.mark_coverage` over every partition: symbols in play in any,
+        unmarked when no mark has reached the engine holding them."""
+        play: set[str] = set()
+        unmarked: set[str] = set()
+        oldest: dict[str, Any] | None = None
+        for engine in self.all():
+            live, blind, mark = engine.coverage()
+            play |= set(live)
+            unmarked |= set(blind)
+            if mark is not None and (oldest is None or mark["ts"] < oldest["ts"]):
+                oldest = mark
+        return {
+            "symbols": len(play),
+            "unmarked": len(unmarked),
+            "unmarked_symbols": sorted(unmarked)[:names],
+            "oldest_mark": oldest,
+        }
+
+    # orders (the cancel tracker's) -----------------------------------------------------
+    def _slotted(self) -> Iterator[tuple[int, Engine]]:
+        for tp in sorted(self.engines):
+            yield self._slots[tp], self.engines[tp]
+
+    def working_order_ids(self, scope: str, *, increasing_only: bool = False) -> np.ndarray:
+        """Order ids (int64, see the module) of the orders working in ``scope`` in every
+        partition (:meth:`Engine.working_order_ids` of each)."""
+        parts = [
+            (slot << SLOT_SHIFT) | e.working_order_ids(scope, increasing_only=increasing_only)
+            for slot, e in self._slotted()
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def _split(self, oids: np.ndarray) -> Iterator[tuple[np.ndarray, Engine | None, np.ndarray]]:
+        """(positions in ``oids``, the slot's engine or None, local ids) per slot."""
+        slots = oids >> SLOT_SHIFT
+        by_slot = {s: e for s, e in self._slotted()}
+        for slot in np.unique(slots).tolist():
+            at = np.flatnonzero(slots == slot)
+            yield at, by_slot.get(int(slot)), oids[at] & _LOCAL
+
+    def describe_orders(self, oids: np.ndarray) -> list[WorkingOrder]:
+        """:meth:`Engine.describe_orders` of ids handed out here, in their order.
+        Raises ``KeyError`` for an id of a partition no longer owned."""
+        out: list[WorkingOrder | None] = [None] * len(oids)
+        for at, engine, local in self._split(np.asarray(oids, dtype=np.int64)):
+            if engine is None:
+                raise KeyError("orders of a partition no longer owned")
+            for i, order in zip(at.tolist(), engine.describe_orders(local), strict=True):
+                out[i] = order
+        return [o for o in out if o is not None]
+
+    def order_lives(self, oids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(status, serial) int64 arrays of ids handed out here; an id of a partition no
+        longer owned reads status -1 (not working here) and serial -1."""
+        oids = np.asarray(oids, dtype=np.int64)
+        status = np.full(oids.shape[0], -1, dtype=np.int64)
+        serial = np.full(oids.shape[0], -1, dtype=np.int64)
+        for at, engine, local in self._split(oids):
+            if engine is not None:
+                s, n = engine.order_lives(local)
+                status[at], serial[at] = s, n
+        return status, serial
+
+    def find_order(self, order_id: str) -> int | None:
+        """The id handed out here of the order named ``order_id`` (its ClOrdID) in any
+        partition, None when none holds it."""
+        for slot, engine in self._slotted():
+            oid = engine.find_order(order_id)
+            if oid is not None:
+                return (slot << SLOT_SHIFT) | oid
+        return None
+
+
+def _merge(into: Result, got: Result) -> None:
+    into.applied += got.applied
+    into.transitions += got.transitions
+    into.bad += got.bad
+    into.duplicates += got.duplicates
+    into.skewed += got.skewed
+    into.late += got.late
+    into.jumps += got.jumps
+    into.type_counts = into.type_counts + got.type_counts
+
+
+def _add_part(a: Part, b: Part) -> Part:
+    return [None if x is None or y is None else x + y for x, y in zip(a, b, strict=True)]
+
+
+def _add_rows(a: RowParts, b: RowParts) -> RowParts:
+    out = dict(a)
+    for scope, part in b.items():
+        out[scope] = _add_part(out[scope], part) if scope in out else part
+    return out
