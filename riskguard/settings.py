@@ -353,16 +353,15 @@ class ScaleSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     """
 
     mode: Literal["single", "group"] = "single"
-    #: group mode: the broker declares a silent member dead after this long (ms); it
-    #: must lie within the broker's group.min/max.session.timeout.ms (6 s to 30 min
-    #: by default on Apache Kafka).
+    #: group mode: the broker declares a silent member dead after this long (ms); within
+    #: the broker's group.min/max.session.timeout.ms (6 s to 30 min on Apache Kafka).
     session_timeout_ms: int = 10_000
     #: group mode: how often a member tells the broker it is alive (ms); under a third
     #: of ``session_timeout_ms``.
     heartbeat_interval_ms: int = 1_000
-    #: group mode: the compacted topic where each instance publishes its part of the
-    #: cross-partition rules' values (one partition, keyed by group and instance; created with the
-    #: other topics when ``kafka.create_topics``).
+    #: group mode: the compacted topic where each instance publishes its part of the cross-
+    #: partition rules' values (one partition, keyed by group and instance; created with
+    #: the other topics when ``kafka.create_topics``).
     aggregate_topic: str = "riskguard.aggregate"
     #: group mode: an instance publishes its parts at most this often (ms), and only
     #: when they changed; a cross-partition rule is judged this much later at most,
@@ -379,9 +378,8 @@ class ScaleSettings(_Redacted, frozen=True, forbid_unknown_fields=True):
     #: keeps its partitions until ``session_timeout_ms`` passes (it does not leave the
     #: group); false: it leaves at once, and every restart rebalances the whole group.
     static_membership: bool = True
-    #: group mode: each owned partition's checkpoints go to ``<checkpoint_dir>/<topic>.<p>``
-    #: (relative: inside ``runtime.state_dir``); a member gaining a partition restores it
-    #: from there, so members on several hosts need it on shared storage.
+    #: group mode: each partition's checkpoints, ``<checkpoint_dir>/<topic>.<p>`` (relative:
+    #: in ``runtime.state_dir``), shared storage for members on several hosts.
     checkpoint_dir: str = "partitions"
 
     def __post_init__(self) -> None:
@@ -463,6 +461,7 @@ ENV = {
     "RISKGUARD_INSTANCE": "runtime.instance",
     "RISKGUARD_SCALE_MODE": "scale.mode",
     "RISKGUARD_SCALE_AGGREGATE_INTERVAL_MS": "scale.aggregate_interval_ms",
+    "RISKGUARD_SCALE_CHECKPOINT_DIR": "scale.checkpoint_dir",
 }
 
 

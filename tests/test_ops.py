@@ -123,6 +123,15 @@ def test_the_kubernetes_group_runs_members_of_one_group_under_stable_names() -> 
     assert env["RISKGUARD_INSTANCE"] == "$(POD_NAME)"  # stable: its static membership id
     assert env["RISKGUARD_KAFKA_GROUP_ID"] == "riskguard"  # one group shared by all
     assert env["RISKGUARD_SCALE_MODE"] == "group"
+    # a member gaining a partition restores it from the checkpoint any member wrote
+    shared = env["RISKGUARD_SCALE_CHECKPOINT_DIR"]
+    assert f"{{name: checkpoints, mountPath: {shared}}}" in sts
+    assert "claimName: riskguard-checkpoints" in sts
+    claim = group.split("name: riskguard-checkpoints\n", 1)[1].split("\n---\n", 1)[0]
+    assert "accessModes: [ReadWriteMany]" in claim
+    assert load_settings(env={"RISKGUARD_SCALE_CHECKPOINT_DIR": shared}).scale.checkpoint_dir == (
+        shared
+    )
     claims = sts.split("volumeClaimTemplates:", 1)[1]  # snapshots survive a restart
     assert re.search(r"- metadata: \{name: state\}", claims)
     assert "kind: PodDisruptionBudget" in group and "maxUnavailable: 1" in group

@@ -18,8 +18,9 @@ together, and :meth:`Sidecar.status` assembling their reports:
 - :class:`~riskguard.ingest.health.Health`: readiness, liveness, heartbeats, broker watch;
 - :class:`~riskguard.ingest.peers.Peers`: the other instances of an active-active pair,
   followed on the control topic (their transitions adopted, four-eyes steps shared);
-- :class:`~riskguard.ingest.scaleout.GroupMode` (group mode only): the partitions owned,
-  and the cross-partition rules summed through the aggregation topic;
+- :class:`~riskguard.ingest.scaleout.GroupMode` (group mode only): the partitions owned
+  (one engine each, :class:`~riskguard.ingest.partitions.PartitionEngines`), and the
+  cross-partition rules summed through the aggregation topic;
 - :func:`~riskguard.ingest.recovery.recover`, :class:`~riskguard.ingest.reload.LimitsReloader`,
   :class:`~riskguard.ingest.manual.ManualActions`, :class:`~riskguard.control.api.ControlApi`,
   each against narrow interfaces (:mod:`riskguard.ingest.ports`).
@@ -92,17 +93,15 @@ class Sidecar:
     def __init__(self, settings: Settings, limits: Limits | None = None) -> None:
         """Build every part; nothing connects before :meth:`start`.
 
-        Raises :class:`~riskguard.limits.LimitsError` when ``limits`` is not given and
-        the settings' limits file is unusable, and
-        :class:`~riskguard.settings.SettingsError` for a bad ``runtime.start_of_day``.
-        """
+        Raises :class:`~riskguard.limits.LimitsError` when ``limits`` is not given and the
+        limits file is unusable, :class:`~riskguard.settings.SettingsError` for a bad
+        ``runtime.start_of_day``."""
         rt = settings.runtime
         self.settings = settings
         self.log = log.get("sidecar")
         self.metrics = Metrics()
-        # warmed in start(), beside the broker connection, while the API already answers;
-        # settings.engine bounds clock skew, lateness and redelivery memory
-        grouped = settings.scale.group  # summed rules: counted here, judged on the sums
+        # warmed in start(), beside the broker connection; summed rules in group mode are
+        grouped = settings.scale.group  # counted here, judged on the sums
         self.engine = Engine(
             limits or load(settings.limits),
             settings=settings.engine,
@@ -180,11 +179,9 @@ class Sidecar:
         self.api_url = ""
         self.recovered = Recovered()
         self.producer: RenewingProducer | None = None
-        #: gate data (rules, marks, positions): its own producer, never ahead of a halt
-        self.data_producer: RenewingProducer | None = None
+        self.data_producer: RenewingProducer | None = None  # gate data: never ahead of a halt
         self.consumer: AIOKafkaConsumer | None = None
-        #: reads the control topic at start (recovery), then follows it (peers)
-        self.control_reader: AIOKafkaConsumer | None = None
+        self.control_reader: AIOKafkaConsumer | None = None  # recovery, then peers
         self._stop = asyncio.Event()
         self.tasks = TaskWatch(self._stop)  # background tasks; one that fails stops riskguard
         self._refresh_failures = log.RepeatLimiter()
@@ -396,12 +393,10 @@ class Sidecar:
         await self.notifier.drain(2.0)
         await self.notifier.stop()
         await self.audit.stop()
-        if self.data_producer:
-            await self.data_producer.stop()
-            self.data_producer = None
-        if self.producer:
-            await self.producer.stop()
-            self.producer = None
+        for producer in (self.data_producer, self.producer):
+            if producer:
+                await producer.stop()
+        self.data_producer = self.producer = None
         await self.api.stop()
         return committed
 
@@ -521,6 +516,5 @@ class Sidecar:
         return self.recovered.republished
 
     def status(self) -> dict[str, Any]:
-        """Standing scopes with evidence, plus a health summary (for GET /v1/status;
-        :func:`riskguard.ingest.report.status`)."""
+        """Standing scopes with evidence and each part's health (GET /v1/status)."""
         return report.status(self)
