@@ -46,6 +46,10 @@ if TYPE_CHECKING:
     from riskguard.state.store import StateStore
 
 
+FX_MISSING = "fx-rate-missing"
+"""The system alert raised once for a currency a position or order met without a rate."""
+
+
 class Decisions:
     """Reading the kernel's decisions (see :class:`riskguard.engine.Engine`)."""
 
@@ -136,7 +140,7 @@ class Decisions:
             alerts.append(
                 self.killswitch.record(
                     system_alert(
-                        "fx-rate-missing",
+                        FX_MISSING,
                         "fx_rate",
                         self.killswitch.state("firm"),
                         reason=(

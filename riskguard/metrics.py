@@ -140,14 +140,13 @@ class Metrics:
         )
         self.group_rebuilds = Counter(
             "riskguard_group_rebuilds_total",
-            "Group mode: times the state was rebuilt from the partitions' start for a new "
-            "assignment.",
+            "Group mode: partitions gained that were read from their start (no usable checkpoint).",
             registry=r,
         )
         self.group_restores = Counter(
             "riskguard_group_snapshot_restores_total",
-            "Group mode: times an assignment was restored from this member's snapshot "
-            "(the same partitions as when it was taken).",
+            "Group mode: partitions gained that were restored from their checkpoint "
+            "(scale.checkpoint_dir) and read on from its offset.",
             registry=r,
         )
         self.unmarked_symbols = Gauge(

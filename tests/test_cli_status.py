@@ -271,18 +271,22 @@ def test_group_mode_shows_the_partitions_owned_and_the_restore(
     assert main(["status", "--url", serve(grouped)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert (
-        "  group mode: owns trading.events/0, trading.events/2 (restored in 0.206 s; 2 rebuild(s))"
-        in out
+        "  group mode: owns trading.events/0, trading.events/2 (restored in 0.206 s; "
+        "partitions gained: 0 from a checkpoint, 2 from their start)" in out
     )
     grouped["scale"].update(owned=[], restored_seconds=None)
     assert main(["status", "--url", serve(grouped)]) == 0
-    assert "  group mode: owns none (restoring; 2 rebuild(s))" in capsys.readouterr().out
+    assert "  group mode: owns none (restoring; partitions gained: 0 from a checkpoint, 2 from" in (
+        capsys.readouterr().out
+    )
     grouped["scale"].update(snapshot_restores=1)
     assert main(["status", "--url", serve(grouped)]) == 0
-    assert "(restoring; 2 rebuild(s), 1 from a snapshot)" in capsys.readouterr().out
+    assert "(restoring; partitions gained: 1 from a checkpoint, 2 from their start)" in (
+        capsys.readouterr().out
+    )
     grouped["scale"].update(assigned=False, rebuilds=0, snapshot_restores=0)
     assert main(["status", "--url", serve(grouped)]) == 0  # not restoring: not yet given any
-    assert "owns none (WAITING for the group to assign partitions; 0 rebuild(s))" in (
+    assert "owns none (WAITING for the group to assign partitions; partitions gained: 0" in (
         capsys.readouterr().out
     )
     assert main(["status", "--url", serve(STATUS)]) == 0  # single mode: no such line

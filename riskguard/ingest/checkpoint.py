@@ -424,5 +424,5 @@ class Checkpoints:
             "last_bytes": self.last_bytes,
             "loaded_from": self.loaded_from or None,
             "load_seconds": round(self.load_seconds, 3),
-            "dir": str(self.store.folder),
+            "dir": str(self.partition_dir or self.store.folder),
         }

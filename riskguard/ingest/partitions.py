@@ -37,6 +37,7 @@ from aiokafka.structs import TopicPartition
 from riskguard import log
 from riskguard.aggregate.contributions import Part, Parts, RowParts, contributions
 from riskguard.aggregate.contributions import scope_positions as engine_positions
+from riskguard.decisions import FX_MISSING
 from riskguard.engine import Engine, Result
 from riskguard.events import Event, Fx, Heartbeat, Instrument, Mark
 from riskguard.inspection import WorkingOrder
@@ -72,6 +73,9 @@ class PartitionEngines:
         self._targets: dict[TopicPartition, Target] = {}
         self._slots: dict[TopicPartition, int] = {}
         self._own_time = False
+        self._fx_alerted: set[str] = set()
+        """Currencies whose ``fx-rate-missing`` alert went out (once per member, not once
+        per partition that met the currency)."""
         self._log = log.get("sidecar")
 
     # the engines ---------------------------------------------------------------------
@@ -170,7 +174,21 @@ class PartitionEngines:
             if clock > 0:
                 self.home.follow_clock(clock)
             merged.transitions += self.home.apply(broadcast, None, wall_ns).transitions
+        merged.transitions = self._once(merged.transitions)
         return merged
+
+    def _once(self, transitions: list[Transition]) -> list[Transition]:
+        """``transitions`` without a second ``fx-rate-missing`` alert for a currency (each
+        partition's engine raises its own the first time it meets the currency)."""
+        out: list[Transition] = []
+        for tr in transitions:
+            if tr.rule == FX_MISSING and tr.reason:
+                code = tr.reason.removeprefix("no ")[:3]  # "no EUR exchange rate yet: ..."
+                if code in self._fx_alerted:
+                    continue
+                self._fx_alerted.add(code)
+            out.append(tr)
+        return out
 
     def tick(self, now_ns: int | None = None) -> list[Transition]:
         """Advance every engine's clock to ``now_ns`` (see :meth:`Engine.tick`)."""
