@@ -173,6 +173,13 @@ class Checkpoints:
         """Group mode: checkpoint each of ``partitions``' engines on its own into
         ``folder`` (see the module); nothing is loaded at start (:meth:`load`)."""
         self.partitions, self.partition_dir = partitions, folder
+        remembered = self.metrics.remembered
+        remembered.labels(kind="order").set_function(
+            lambda: sum(len(e.keys.closed_orders) for e in partitions.all())
+        )
+        remembered.labels(kind="execution").set_function(
+            lambda: sum(len(e.keys.exec_times) for e in partitions.all())
+        )
 
     def partition_store(self, tp: TopicPartition) -> SnapshotStore:
         """The checkpoints of input partition ``tp`` (group mode). Raises
