@@ -23,6 +23,7 @@ from riskguard.ingest.forked import (
     SnapshotWriterError,
     Writer,
     fork_writer,
+    fork_writers,
     wait_writer,
 )
 from riskguard.limits import load
@@ -168,7 +169,7 @@ async def test_no_fork_while_the_kernels_compile(
 
         assert not safe_to_fork()
         forks: list[int] = []
-        monkeypatch.setattr("riskguard.ingest.checkpoint.fork_writer", lambda *a: forks.append(1))
+        monkeypatch.setattr("riskguard.ingest.checkpoint.fork_writers", lambda *a: forks.append(1))
         await asyncio.sleep(0.01)
         checkpoints.maybe_snapshot()
         await asyncio.gather(*[t for t in asyncio.all_tasks() if t.get_name() == "snapshot-write"])
@@ -371,3 +372,30 @@ def test_unfinished_writes_leave_no_temp_files(tmp_path: Path) -> None:
     path = wait_writer(fork_writer(engine, {}, checkpoints.store))
     assert path.exists() and not left.exists()
     assert [p.name for p in folder.iterdir()] == [path.name]
+
+
+def test_one_forked_child_writes_each_partitions_checkpoint_with_its_own_offset(
+    tmp_path: Path,
+) -> None:
+    """Group mode: one child writes one snapshot per partition engine (each into its
+    partition's folder, with that partition's offset only), as they were at the fork."""
+    events = stream()
+    first, second = Engine(load(LIMITS), event_time=True), Engine(load(LIMITS), event_time=True)
+    first.apply(events[:1_000])
+    second.apply(events[1_000:2_500])
+    units = [
+        (first, {"in/0": 1_000}, SnapshotStore(tmp_path / "in.0")),
+        (second, {"in/1": 1_500}, SnapshotStore(tmp_path / "in.1")),
+    ]
+    for _, _, store in units:
+        store.folder.mkdir()
+    writer = fork_writers(units, None)
+    first.apply(events[2_500:3_000])  # after the fork: not in the checkpoint
+    last = wait_writer(writer)
+    assert last.parent == tmp_path / "in.1"
+    for _engine, offsets, store in units:
+        (path,) = store.paths()
+        snap = decode(path.read_bytes(), path)
+        assert snap.offsets == offsets
+        assert snap.meta["events_applied"] == {"in/0": 1_000, "in/1": 1_500}[next(iter(offsets))]
+    assert first.events_applied == 1_500
