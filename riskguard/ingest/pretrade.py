@@ -118,7 +118,10 @@ class Round:
     instrument_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     instrument_money: np.ndarray = field(default_factory=lambda: np.zeros(0))
     positions: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)
-    """Per REDUCE_ONLY scope: (its transition id, pair id -> qty published now)."""
+    """Per REDUCE_ONLY scope: (its transition id, symbol -> qty published now)."""
+    fill_prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Group mode: symbol -> (last fill price, size x rate) published now for a symbol no
+    mark has reached."""
     homes: int = 0
     """Strategies whose home is published once the broker took this round (in order)."""
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
@@ -156,6 +159,7 @@ class PreTradeFeed:
         self._homes_sent = 0  # strategies (in the order they were bound) whose home went out
         self._positions: dict[str, tuple[str, dict[str, float]]] = {}
         self.books: Callable[[], Sequence[Engine]] = lambda: [engine]
+        self._fills_sent: dict[str, tuple[float, float]] = {}
         """The engines positions are read from (group mode: one per owned partition)."""
         self.accounts_only = False
         """Group mode: publish the positions of REDUCE_ONLY accounts only; a scope spanning
@@ -178,6 +182,7 @@ class PreTradeFeed:
         self._money_sent = np.zeros(0)
         self._instrument_sent = np.zeros(0)
         self._homes_sent = 0
+        self._fills_sent = {}
 
     def restored(self) -> None:
         """The rebuilt state is whole again (a group-mode rebalance): nothing to do, the
@@ -257,6 +262,7 @@ class PreTradeFeed:
         self._collect_positions(batch, now, full)
         if full:
             self._collect_marks(batch, now)
+            self._collect_fill_prices(batch, now)
             self._collect_homes(batch, now)
         return batch
 
@@ -269,6 +275,7 @@ class PreTradeFeed:
         if batch.mark_ids.size:
             self._mark_sent[batch.mark_ids] = batch.mark_prices
             self._money_sent[batch.mark_ids] = batch.mark_money
+        self._fills_sent.update(batch.fill_prices)
         if batch.instrument_ids.size:
             self._instrument_sent[batch.instrument_ids] = batch.instrument_money
         self._homes_sent = max(self._homes_sent, batch.homes)
@@ -346,6 +353,47 @@ class PreTradeFeed:
             inst = InstrumentRecord(symbol, now, multiplier=mult, rate=known)
             batch.messages.append((instrument_key(symbol), encode_record(inst)))
         batch.counts["instrument"] = int(batch.instrument_ids.size)
+
+    def _collect_fill_prices(self, batch: Round, now: int) -> None:
+        """Group mode: the engine publishing marks (the home engine) reads no fill, so a
+        symbol no mark has reached would reach the gates with no price at all (a market
+        order's notional unjudged). Its last fill price in the partitions owned here goes
+        out instead, as a mark, from the partition read up to the latest event time (one
+        engine reading them all would take the last fill it read), until a mark comes."""
+        books = self.books()
+        if list(books) == [self.engine]:
+            return  # single mode: the engine's marks include its last fill prices
+        best: dict[str, tuple[int, float, float, float | None]] = {}
+        for book in books:
+            table = book.keys.level_table(L_SYMBOL)
+            if not table:
+                continue
+            st = book.store.state
+            ids = np.fromiter(table.values(), dtype=np.int64, count=len(table))
+            ids = ids[ids < st.symbols.shape[0]]
+            filled = ids[st.symbols["price_source"][ids] == 1]
+            clock, names = book.last_event_ns, book.keys.scope_names
+            for sid in filled.tolist():
+                sym = st.symbols[sid]
+                cur = st.currencies[int(sym["currency"])]
+                rate = float(cur["rate"]) if cur["known"] else None
+                name = names[sid]
+                if name not in best or best[name][0] < clock:
+                    best[name] = (clock, float(sym["ref_price"]), float(sym["multiplier"]), rate)
+        home = self.engine.store.state.symbols
+        for name, (_clock, px, mult, rate) in best.items():
+            sid = self.engine.keys.find_scope(name)
+            if sid is not None and sid < home.shape[0] and int(home["price_source"][sid]) == 2:
+                continue  # marked: the mark went out
+            unit = math.nan if rate is None else mult * rate
+            sent = self._fills_sent.get(name)
+            if sent is not None and sent[0] == px and (sent[1] == unit or math.isnan(unit)):
+                continue
+            symbol = name.partition(":")[2]
+            record = MarkRecord(symbol, px, now, multiplier=mult, rate=rate)
+            batch.messages.append((mark_key(symbol), encode_record(record)))
+            batch.fill_prices[name] = (px, unit)
+        batch.counts["mark"] += len(batch.fill_prices)
 
     def _collect_homes(self, batch: Round, now: int) -> None:
         """The home account of every strategy bound since the last round the broker took
