@@ -32,7 +32,7 @@ from riskguard.limits.scale import is_summed, summed_rules
 from riskguard.snapshot import capture, decode, freeze, restore, serialise
 from riskguard.state.codes import O_OPEN
 from riskguard.testing import FakeClock
-from riskguard.vocabulary import Transition
+from riskguard.vocabulary import STATES, Transition
 from tests.builders import MS, T0, batches, partition_of, rules_toml
 
 ACCOUNTS = [f"a{i}" for i in range(6)]
@@ -442,6 +442,70 @@ def test_a_kernel_decision_in_one_partition_stands_in_every_engine_after_the_bat
         assert state_in(engine, "firm") == "HALTED"
     assert parts.killswitch.state(f"account:{mine}") == "HALTED"
     assert set(parts.killswitch.standing()) == {f"account:{mine}", "firm"}
+
+
+SCOPES = ("firm", "account:a0", "account:a1", "account:a2", "strategy:s1", "symbol:X")
+ACTIONS = ("halt", "reduce_only")
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("halt"), st.sampled_from(SCOPES), st.sampled_from(("halt", "reduce_only"))
+        ),
+        st.tuples(st.just("resume"), st.sampled_from(SCOPES), st.just("")),
+        st.tuples(st.just("adopt"), st.sampled_from(SCOPES), st.sampled_from(STATES)),
+        st.tuples(st.just("restore"), st.sampled_from(SCOPES), st.sampled_from(STATES)),
+        st.tuples(st.just("add"), st.integers(0, 2), st.just("")),
+        st.tuples(st.just("drop"), st.integers(0, 2), st.just("")),
+        st.tuples(st.just("order"), st.sampled_from(ACCOUNTS[:3]), st.integers(1, 9)),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=OPS)
+def test_every_engine_attached_holds_the_kill_switchs_states(
+    ops: list[tuple[str, Any, Any]],
+) -> None:
+    """Whatever is done through the member's kill switch (halts, resumes, another
+    instance's states adopted, the journal's restored), decided by a partition's kernel
+    (an account's order rate, a firm-wide fat finger), and whichever partitions are
+    gained and lost meanwhile: every engine attached holds the state the kill switch
+    reads, for every scope, after every step; a resumed scope is judged up to its resume
+    in each."""
+    clock = FakeClock(T0)
+    parts = member(2, clock)
+    for k, (op, what, arg) in enumerate(ops):
+        clock.advance(ms=1)
+        ks = parts.killswitch
+        if op == "halt":
+            ks.halt(what, "ops", "drill", action=arg)
+        elif op == "resume":
+            ks.resume(what, "ops", "done")
+        elif op in ("adopt", "restore"):
+            tr = Transition(id=f"{what}@{k}", scope=what, from_="ACTIVE", to=arg,
+                            kind="manual", ts=clock.now_ns, decided_ns=clock.now_ns,
+                            operator="peer", reason="peer")  # fmt: skip
+            ks.adopt(tr) if op == "adopt" else ks.restore(tr)
+        elif op == "add":
+            parts.add(tp(what), parts.fresh())
+        elif op == "drop":
+            parts.drop(tp(what))
+        else:
+            order = wire.NewOrder(ts=clock.now_ns, order_id=f"o{k}", account=what,
+                                  strategy="s1", symbol="X", side="buy", qty=float(arg),
+                                  price=10.0)  # fmt: skip
+            owner = tp(partition_of(what, 2))
+            if owner in parts.engines:
+                for events, where in batches([order], 2, seed=k):
+                    parts.apply(events, where)
+        for engine in [parts.home, *parts.all()]:
+            for scope in SCOPES:
+                held = state_in(engine, scope)
+                assert held == ks.state(scope) or (held, ks.state(scope)) == ("unknown", "ACTIVE")
+                last = ks.latest(scope)
+                if last is not None and last.to == "ACTIVE" and last.kind == "manual":
+                    assert judged_in(engine, scope) >= last.decided_ns
 
 
 # order ids --------------------------------------------------------------------------
