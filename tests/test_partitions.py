@@ -16,8 +16,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pytest
 from aiokafka.structs import TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,13 +24,12 @@ from riskguard import events as wire
 from riskguard.aggregate.contributions import Parts, contributions, scope_positions
 from riskguard.engine import Engine
 from riskguard.ingest.coordinates import Coordinates
-from riskguard.ingest.partitions import SLOT_SHIFT, PartitionEngines
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.limits import parse
 from riskguard.limits.scale import is_summed, summed_rules
 from riskguard.snapshot import capture, decode, freeze, restore, serialise
-from riskguard.state.codes import O_OPEN
 from riskguard.testing import FakeClock
-from riskguard.vocabulary import STATES, Transition
+from riskguard.vocabulary import Transition
 from tests.builders import MS, T0, batches, partition_of, rules_toml
 
 ACCOUNTS = [f"a{i}" for i in range(6)]
@@ -235,6 +232,15 @@ def same_as_one_engine(seed: int, n: int, partitions: int, alone: bool, revalue_
         assert all(near(mine[s], theirs[s]) for s in theirs), scope
 
 
+def alerts(engine: Engine) -> list[tuple[Any, ...]]:
+    """The engine's raised alerts by scope name (ids are the engine's own: a partition
+    gained interns the kill switch's standing scopes before its events')."""
+    names = engine.keys.scope_names
+    return sorted(
+        (r, names[s], bit, tid, limit) for r, s, bit, tid, limit in engine.raised_alerts()
+    )
+
+
 def only(
     label: str, events: list[wire.Event], where: Coordinates
 ) -> tuple[list[wire.Event], Coordinates]:
@@ -256,15 +262,30 @@ def only(
     cuts=st.tuples(st.floats(0, 1), st.floats(0, 1)).map(sorted),
     which=st.integers(0, 2),
     as_file=st.booleans(),
+    revalue_ms=st.sampled_from((0, 100)),
 )
 def test_a_partition_restored_from_its_checkpoint_reads_on_as_if_never_moved(
-    seed: int, n: int, partitions: int, cuts: list[float], which: int, as_file: bool
+    seed: int,
+    n: int,
+    partitions: int,
+    cuts: list[float],
+    which: int,
+    as_file: bool,
+    revalue_ms: int,
 ) -> None:
-    moved_as_never(seed, n, partitions, cuts, which, as_file)
+    moved_as_never(seed, n, partitions, cuts, which, as_file, revalue_ms)
 
 
 def moved_as_never(
-    seed: int, n: int, partitions: int, cuts: list[float], which: int, as_file: bool
+    seed: int,
+    n: int,
+    partitions: int,
+    cuts: list[float],
+    which: int,
+    as_file: bool,
+    revalue_ms: int = 0,
+    *,
+    drawdown: bool = False,
 ) -> None:
     """A partition checkpointed between two batches, read on by its owner for a while,
     then moved (its owner died, or handed it over: the checkpoint is then its latest
@@ -273,12 +294,19 @@ def moved_as_never(
     checkpoint's offset. Nothing read again is decided again (a resolve of an alert
     raised then is sent again, as after a restart: judging.py), and the partition's engine
     then holds what it holds having read everything once: positions, every value of
-    its accounts, raised alerts; every transition is decided exactly once."""
+    its accounts, raised alerts; every transition is decided exactly once.
+
+    With revaluation epochs (``revalue_ms``) an account's drawdown is left out: read
+    live, a partition enters each epoch when any partition reaches it (as one engine
+    does); read again at its own time, when its own events do, so its fills in between
+    are valued at their own prices for a while (the session high of P&L is a path);
+    ``drawdown`` compares it still."""
     stream = batches(flow(seed, n), partitions, seed, broadcast_alone=True)
     taken, moved_at = (int(c * len(stream)) for c in cuts)
     moved = tp(which % partitions)
     label = f"{moved.topic}/{moved.partition}"
-    whole, run = member(partitions), member(partitions)
+    limits = f"revalue_ms = {revalue_ms}\n{LIMITS}"
+    whole, run = member(partitions, limits=limits), member(partitions, limits=limits)
     want: list[Transition] = []
     got: list[Transition] = []
     data = b""
@@ -308,10 +336,13 @@ def moved_as_never(
     mine, theirs = run.engines[moved], whole.engines[moved]
     assert mine.events_applied == theirs.events_applied
     assert mine.positions() == theirs.positions()
-    assert mine.raised_alerts() == theirs.raised_alerts()
+    assert alerts(mine) == alerts(theirs)
     for account in ACCOUNTS:
         scope = f"account:{account}"
-        assert mine.scope_values(scope) == theirs.scope_values(scope), scope
+        values, reference = mine.scope_values(scope), theirs.scope_values(scope)
+        if revalue_ms and not drawdown:
+            del values["drawdown"], reference["drawdown"]
+        assert values == reference, scope
         assert run.killswitch.state(scope) == whole.killswitch.state(scope)
 
 
@@ -324,227 +355,66 @@ def test_a_partition_read_after_another_entered_the_next_revaluation_epoch_is_in
 
 
 def test_a_partition_moved_back_is_judged_up_to_the_latest_event_of_one_dropped() -> None:
-    """Found by the property above: the member's clock (what a partition gained is judged
-    up to) was the latest of its engines' only; dropping the one read furthest took it
-    back, and the partition read again from its checkpoint paged its alerts again."""
-    moved_as_never(seed=292137, n=42, partitions=1, cuts=[0.23, 0.48], which=0, as_file=False)
-    parts = member(2)
-    account = next(a for a in ACCOUNTS if partition_of(a, 2) == 1)
-    order = wire.NewOrder(ts=T0 + 5 * MS, order_id="o", account=account, strategy="s1",
+    """The member's clock (what a partition gained is judged up to, group.py) was the
+    latest of its engines' only, the home engine's moved by broadcast events alone:
+    dropping the partition read furthest took it back, and a partition then read again
+    from an older checkpoint would decide (page) again what was decided."""
+    parts = member(1)
+    order = wire.NewOrder(ts=T0 + 5 * MS, order_id="o", account="a0", strategy="s1",
                           symbol="X", side="buy", qty=1.0, price=10.0)  # fmt: skip
-    for events, where in batches([order], 2, seed=0):
+    for events, where in batches([order], 1, seed=0):
         parts.apply(events, where)
-    parts.drop(tp(1))
+    parts.drop(tp(0))
     assert parts.last_event_ns == T0 + 5 * MS
 
 
 def test_a_partition_read_again_behind_the_clock_enters_its_own_epochs() -> None:
     """Found by the property above: while a partition restored is read at its own time
-    (behind the others), its events enter their own revaluation epochs, as when first
-    read; moved into the clock's epoch, its marks were applied an epoch late."""
-    moved_as_never(seed=931896, n=52, partitions=2, cuts=[0.69, 0.98], which=0, as_file=False)
-
-
-# the shared kill switch -------------------------------------------------------------
-
-
-def state_in(engine: Engine, scope: str) -> str:
-    """The state latched for ``scope`` in ``engine``'s own SCOPE records."""
-    sid = engine.keys.find_scope(scope)
-    if sid is None:
-        return "unknown"
-    return ("ACTIVE", "REDUCE_ONLY", "HALTED")[int(engine.store.state.scopes["state"][sid])]
-
-
-def judged_in(engine: Engine, scope: str) -> int:
-    sid = engine.keys.find_scope(scope)
-    assert sid is not None
-    return int(engine.store.state.scopes["judged_ns"][sid])
-
-
-def test_a_halt_resume_adoption_and_restore_stand_in_every_engine() -> None:
-    clock = FakeClock(T0 + 10 * MS)
-    parts = member(2, clock)
-    ks = parts.killswitch
-    everyone = [parts.home, *parts.all()]
-    assert ks.halt("account:a1", "ops", "drill") is not None
-    assert {state_in(e, "account:a1") for e in everyone} == {"HALTED"}
-    clock.advance(ms=5)
-    resumed = ks.resume("account:a1", "ops", "done")
-    assert resumed is not None
-    assert {state_in(e, "account:a1") for e in everyone} == {"ACTIVE"}
-    assert {judged_in(e, "account:a1") for e in everyone} == {clock.now_ns}
-    peer = Transition(
-        id="strategy:s1@peer",
-        scope="strategy:s1",
-        from_="ACTIVE",
-        to="REDUCE_ONLY",
-        kind="manual",
-        ts=clock.now_ns,
-        decided_ns=clock.now_ns,
-        operator="bob",
-        reason="peer",
+    (behind the others), its events enter their own revaluation epochs, as before
+    PartitionEngines moved a live partition into the epoch another had reached; moved
+    there too, the marks it read again were applied at batch ends, and the drawdown of
+    its accounts left the one it had read live."""
+    moved_as_never(
+        seed=931896,
+        n=52,
+        partitions=2,
+        cuts=[0.69, 0.98],
+        which=0,
+        as_file=False,
+        revalue_ms=100,
+        drawdown=True,
     )
-    assert ks.adopt(peer) == "adopted"
-    assert {state_in(e, "strategy:s1") for e in everyone} == {"REDUCE_ONLY"}
-    journal = Transition(
-        id="symbol:Z@journal",
-        scope="symbol:Z",
-        from_="ACTIVE",
-        to="HALTED",
-        kind="manual",
-        ts=T0,
-        decided_ns=T0 + 3 * MS,
-        operator="carol",
-        reason="exchange halt",
-    )
-    assert ks.restore(journal)
-    assert {state_in(e, "symbol:Z") for e in everyone} == {"HALTED"}
-    assert {judged_in(e, "symbol:Z") for e in everyone} == {T0 + 3 * MS}
-    gained = parts.fresh()
-    parts.add(tp(2), gained)  # latched at once: standing states and judged times
-    assert (state_in(gained, "symbol:Z"), judged_in(gained, "symbol:Z")) == ("HALTED", T0 + 3 * MS)
-    assert state_in(gained, "strategy:s1") == "REDUCE_ONLY"
-    assert (state_in(gained, "account:a1"), judged_in(gained, "account:a1")) == (
-        "ACTIVE",
-        resumed.decided_ns,
-    )
-    lost = parts.drop(tp(0))
-    assert lost is not None
-    assert ks.halt("firm", "ops", "all stop") is not None
-    assert state_in(lost, "firm") == "ACTIVE"  # detached: no longer written
-    assert {state_in(e, "firm") for e in [parts.home, *parts.all()]} == {"HALTED"}
 
 
-def test_a_kernel_decision_in_one_partition_stands_in_every_engine_after_the_batch() -> None:
-    """An account rule breached in partition 1's engine, a firm-wide per-order rule in
-    partition 0's: both stand in every engine (home too) once the batch is applied, and
-    the firm halt is not decided again by partition 1's fat order after it."""
-    parts = member(2)
-    mine, other = (next(a for a in ACCOUNTS if partition_of(a, 2) == p) for p in (1, 0))
-    keys: dict[str, Any] = {"strategy": "s1", "symbol": "X", "side": "buy", "price": 10.0}
-    events = [
-        wire.NewOrder(ts=T0 + k * MS, order_id=f"o{k}", qty=1.0, account=mine, **keys)
-        for k in range(7)
-    ] + [
-        wire.NewOrder(ts=T0 + 9 * MS, order_id="fat0", qty=8.0, account=other, **keys),
-        wire.NewOrder(ts=T0 + 10 * MS, order_id="fat1", qty=8.0, account=mine, **keys),
-    ]
-    out: list[Transition] = []
-    for batch, where in batches(events, 2, seed=0):
-        out += parts.apply(batch, where).transitions
-    assert sorted((t.scope, t.to, t.rule) for t in out if not t.is_alert) == [
-        (f"account:{mine}", "HALTED", "acct-rate"),
-        ("firm", "HALTED", "fat-finger"),
-    ]
-    for engine in [parts.home, *parts.all()]:
-        assert state_in(engine, f"account:{mine}") == "HALTED"
-        assert state_in(engine, "firm") == "HALTED"
-    assert parts.killswitch.state(f"account:{mine}") == "HALTED"
-    assert set(parts.killswitch.standing()) == {f"account:{mine}", "firm"}
-
-
-SCOPES = ("firm", "account:a0", "account:a1", "account:a2", "strategy:s1", "symbol:X")
-ACTIONS = ("halt", "reduce_only")
-OPS = st.lists(
-    st.one_of(
-        st.tuples(
-            st.just("halt"), st.sampled_from(SCOPES), st.sampled_from(("halt", "reduce_only"))
+def test_a_partition_read_from_its_start_far_behind_the_clock_keeps_its_pnl_path() -> None:
+    """A partition gained with no checkpoint is read from its start, at its own time,
+    10 s behind the member's clock: its accounts' P&L path (the drawdown) is the one a
+    member owning it alone had read."""
+    limits = f"revalue_ms = 100\n{LIMITS}"
+    keys: dict[str, Any] = {"account": "a0", "strategy": "s1", "symbol": "X"}
+    history: list[wire.Event] = [
+        wire.Mark(ts=T0, symbol="X", price=10.0),
+        wire.NewOrder(ts=T0 + MS, order_id="o", side="buy", qty=5.0, price=10.0, **keys),
+        wire.Fill(
+            ts=T0 + 2 * MS, order_id="o", side="buy", qty=5.0, price=10.0, exec_id="x", **keys
         ),
-        st.tuples(st.just("resume"), st.sampled_from(SCOPES), st.just("")),
-        st.tuples(st.just("adopt"), st.sampled_from(SCOPES), st.sampled_from(STATES)),
-        st.tuples(st.just("restore"), st.sampled_from(SCOPES), st.sampled_from(STATES)),
-        st.tuples(st.just("add"), st.integers(0, 2), st.just("")),
-        st.tuples(st.just("drop"), st.integers(0, 2), st.just("")),
-        st.tuples(st.just("order"), st.sampled_from(ACCOUNTS[:3]), st.integers(1, 9)),
-    ),
-    max_size=25,
-)
-
-
-@settings(max_examples=60, deadline=None)
-@given(ops=OPS)
-def test_every_engine_attached_holds_the_kill_switchs_states(
-    ops: list[tuple[str, Any, Any]],
-) -> None:
-    """Whatever is done through the member's kill switch (halts, resumes, another
-    instance's states adopted, the journal's restored), decided by a partition's kernel
-    (an account's order rate, a firm-wide fat finger), and whichever partitions are
-    gained and lost meanwhile: every engine attached holds the state the kill switch
-    reads, for every scope, after every step; a resumed scope is judged up to its resume
-    in each."""
-    clock = FakeClock(T0)
-    parts = member(2, clock)
-    for k, (op, what, arg) in enumerate(ops):
-        clock.advance(ms=1)
-        ks = parts.killswitch
-        if op == "halt":
-            ks.halt(what, "ops", "drill", action=arg)
-        elif op == "resume":
-            ks.resume(what, "ops", "done")
-        elif op in ("adopt", "restore"):
-            tr = Transition(id=f"{what}@{k}", scope=what, from_="ACTIVE", to=arg,
-                            kind="manual", ts=clock.now_ns, decided_ns=clock.now_ns,
-                            operator="peer", reason="peer")  # fmt: skip
-            ks.adopt(tr) if op == "adopt" else ks.restore(tr)
-        elif op == "add":
-            parts.add(tp(what), parts.fresh())
-        elif op == "drop":
-            parts.drop(tp(what))
-        else:
-            order = wire.NewOrder(ts=clock.now_ns, order_id=f"o{k}", account=what,
-                                  strategy="s1", symbol="X", side="buy", qty=float(arg),
-                                  price=10.0)  # fmt: skip
-            owner = tp(partition_of(what, 2))
-            if owner in parts.engines:
-                for events, where in batches([order], 2, seed=k):
-                    parts.apply(events, where)
-        for engine in [parts.home, *parts.all()]:
-            for scope in SCOPES:
-                held = state_in(engine, scope)
-                assert held == ks.state(scope) or (held, ks.state(scope)) == ("unknown", "ACTIVE")
-                last = ks.latest(scope)
-                if last is not None and last.to == "ACTIVE" and last.kind == "manual":
-                    assert judged_in(engine, scope) >= last.decided_ns
-
-
-# order ids --------------------------------------------------------------------------
-
-
-def test_order_ids_name_the_partition_and_a_dropped_partitions_read_not_working() -> None:
-    parts = member(3)
-    by_part = {p: next(a for a in ACCOUNTS if partition_of(a, 3) == p) for p in range(3)}
-    events: list[wire.Event] = []
-    for p, account in by_part.items():
-        for k in range(2):
-            events.append(
-                wire.NewOrder(ts=T0 + (3 * p + k) * MS, order_id=f"p{p}-{k}", account=account,
-                              strategy="s1", symbol="X", side="buy", qty=1.0, price=10.0)
-            )  # fmt: skip
-    for batch, where in batches(events, 3, seed=1):
-        parts.apply(batch, where)
-    oids = parts.working_order_ids("firm")
-    assert sorted(o.order_id for o in parts.describe_orders(oids)) == sorted(
-        f"p{p}-{k}" for p in range(3) for k in range(2)
-    )
-    for order, oid in zip(parts.describe_orders(oids), oids.tolist(), strict=True):
-        assert parts.find_order(order.order_id) == oid
-        holder = parts.engines[tp(int(order.order_id[1]))]
-        assert holder.find_order(order.order_id) == oid & ((1 << SLOT_SHIFT) - 1)
-    status, serial = parts.order_lives(oids)
-    assert (status == O_OPEN).all() and (serial >= 0).all()
-    assert len({int(o) >> SLOT_SHIFT for o in oids}) == 3
-    dropped = parts.find_order("p1-0")
-    assert dropped is not None
-    parts.drop(tp(1))
-    status, serial = parts.order_lives(oids)
-    gone = (oids >> SLOT_SHIFT) == (dropped >> SLOT_SHIFT)
-    assert gone.sum() == 2
-    assert (status[gone] == -1).all() and (serial[gone] == -1).all()
-    assert (status[~gone] == O_OPEN).all()
-    with pytest.raises(KeyError, match="no longer owned"):
-        parts.describe_orders(np.array([dropped], dtype=np.int64))
-    assert parts.find_order("p1-0") is None
-    assert sorted(o.order_id for o in parts.describe_orders(parts.working_order_ids("firm"))) == [
-        "p0-0", "p0-1", "p2-0", "p2-1"
-    ]  # fmt: skip
+        wire.Mark(ts=T0 + 150 * MS, symbol="X", price=12.0),
+        wire.Mark(ts=T0 + 250 * MS, symbol="X", price=11.0),
+        wire.Heartbeat(ts=T0 + 350 * MS, source="algo"),
+    ]
+    alone = member(1, limits=limits)
+    for events, where in batches(history, 1, seed=0, broadcast_alone=True):
+        alone.apply(events, where)
+    later = member(1, limits=limits)
+    ahead = wire.Heartbeat(ts=T0 + 10_000 * MS, source="algo")
+    for events, where in batches([ahead], 1, seed=0):
+        later.apply(events, where)  # the member's clock is 10 s on
+    engine = later.fresh()
+    later.drop(tp(0))
+    later.add(tp(0), engine)
+    engine.count_at_own_time(True)  # read from its start: history
+    for events, where in batches(history, 1, seed=0, broadcast_alone=True):
+        later.apply(events, where)
+    want = alone.engines[tp(0)].scope_values("account:a0")
+    assert want["drawdown"] == 5.0  # the high was +10 at 12, it stands at +5
+    assert engine.scope_values("account:a0") == want
