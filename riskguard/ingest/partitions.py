@@ -147,9 +147,9 @@ class PartitionEngines:
         any (one engine reading every partition measures lateness against that) and
         into that time's revaluation epoch (after the batch, every engine's: as one
         engine's); the broadcast events to the home engine too. ``origins`` is the
-        batch's :class:`~riskguard.ingest.coordinates.Coordinates`. Events of a partition not
-        owned (none should come: aiokafka drops a revoked partition's fetches) are
-        logged and left out. Returns the results merged."""
+        batch's :class:`~riskguard.ingest.coordinates.Coordinates`. Events of a
+        partition not owned (none should come: aiokafka drops a revoked partition's
+        fetches) are logged and left out. Returns the results merged."""
         merged = Result()
         if not events:
             return merged
@@ -167,11 +167,8 @@ class PartitionEngines:
             merged.transitions += _catch_up(engine, clock, entered)
             got = engine.apply(part, origins.slice(start, end), wall_ns)
             _merge(merged, got)
-            run = clock
-            for e in part if rw > 0 else ():
-                if run // rw < e.ts // rw and e.ts <= engine.last_event_ns:  # not skewed
-                    entered.setdefault(e.ts // rw, e.ts)
-                run = max(run, e.ts)
+            if rw > 0 and int(engine.store.state.globals["epoch"][0]) > clock // rw:
+                _note_entries(part, clock, engine.last_event_ns, rw, entered)
             clock = max(clock, engine.last_event_ns)
             broadcast += [e for e in part if isinstance(e, BROADCAST_TYPES)]
         for engine in self.all():  # the ones read before the latest event too
@@ -370,6 +367,18 @@ def _catch_up(engine: Engine, clock: int, entered: dict[int, int]) -> list[Trans
         out = engine.settle()  # enters exactly that epoch: its clock is in it
     engine.follow_clock(clock)
     return out
+
+
+def _note_entries(
+    part: Sequence[Event], clock: int, last_ns: int, rw: int, entered: dict[int, int]
+) -> None:
+    """Note in ``entered`` the time of the first event of ``part`` in each revaluation
+    epoch (``rw`` ns wide) after the one of ``clock`` (an event ahead of ``last_ns``, the
+    engine's clock after it, was skewed: not applied at its own time)."""
+    for e in part:
+        if clock // rw < e.ts // rw and e.ts <= last_ns:
+            entered.setdefault(e.ts // rw, e.ts)
+        clock = max(clock, e.ts)
 
 
 def _merge(into: Result, got: Result) -> None:
