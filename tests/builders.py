@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from riskguard import events as wire
+from riskguard.ingest.coordinates import Coordinates
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -97,6 +101,59 @@ def correct(
         price=price,
         **args,
     )
+
+
+BROADCAST = (wire.Mark, wire.Fx, wire.Instrument, wire.Heartbeat)
+"""Events every input partition carries (decision 42)."""
+
+
+def partition_of(account: str, partitions: int) -> int:
+    """The input partition of ``account``'s events: a stable hash of it mod ``partitions``."""
+    return zlib.crc32(account.encode()) % partitions
+
+
+def batches(
+    events: Sequence[wire.Event],
+    partitions: int,
+    seed: int,
+    topic: str = "in",
+    *,
+    broadcast_alone: bool = False,
+) -> list[tuple[list[wire.Event], Coordinates]]:
+    """``events`` (one stream in time order) as a group member consumes them: each event
+    keyed by account in its partition (:func:`partition_of`), a broadcast event in every
+    partition; cut into batches of 1 to 8 stream events (sizes drawn from ``seed``), each
+    batch's events grouped by partition in partition order, with the
+    :class:`Coordinates` the consume loop builds (``partition()``, then ``add()`` per
+    event; offsets count per partition). ``broadcast_alone``: each broadcast event is a
+    batch of its own (every partition's copy of it is read before any later event)."""
+    rng = random.Random(seed)
+    offsets = [0] * partitions
+    out: list[tuple[list[wire.Event], Coordinates]] = []
+    k = 0
+    while k < len(events):
+        chunk = events[k : k + rng.randint(1, 8)]
+        if broadcast_alone:
+            cut = next((i for i, e in enumerate(chunk) if isinstance(e, BROADCAST)), len(chunk))
+            chunk = chunk[: max(cut, 1)]
+        k += len(chunk)
+        batch: list[wire.Event] = []
+        where = Coordinates()
+        for p in range(partitions):
+            mine = [e for e in chunk if isinstance(e, BROADCAST) or _account_in(e, p, partitions)]
+            if not mine:
+                continue
+            where.partition(f"{topic}/{p}")
+            for offset in range(offsets[p], offsets[p] + len(mine)):
+                where.add(offset, b"")
+            offsets[p] += len(mine)
+            batch += mine
+        out.append((batch, where))
+    return out
+
+
+def _account_in(event: wire.Event, p: int, partitions: int) -> bool:
+    return partition_of(str(getattr(event, "account", "")), partitions) == p
 
 
 def assert_judged_values_were_had(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from aiokafka.structs import TopicPartition
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from riskguard.control.records import CANCEL_PART_MAX, CancelOrder, cancel_key, encode_record
 from riskguard.engine import Engine
+from riskguard.events import Event
 from riskguard.ingest.cancels import (
     LATE_QUIET_NS,
     UPDATE_INTERVAL_NS,
@@ -15,7 +18,8 @@ from riskguard.ingest.cancels import (
     cancel_kind,
     cancel_records,
 )
-from riskguard.ingest.group import rebuild
+from riskguard.ingest.coordinates import Coordinates
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.inspection import WorkingOrder
 from riskguard.limits import parse
 from riskguard.metrics import Metrics
@@ -409,24 +413,48 @@ def test_a_group_member_names_every_order_of_a_reduce_only_scope_across_members(
         assert [o.order_id for p in account for o in p.orders] == ["o-buy"]
 
 
-def test_a_rebuild_never_passes_for_the_orders_having_closed() -> None:
-    """A group-mode rebuild renumbers the engine's orders: until the rebuilt state is
-    whole, nothing is confirmed; then each standing halt tracks its working orders again,
-    and the page stays up while they work (it used to be resolved as '0 orders closed')."""
-    engine, tracker, clock = setup()
-    events = [new("o1", 0), new("o2", 1)]
-    engine.apply(events)
-    tracker.request(halt(engine, "strategy:S"))
+def test_a_partition_moved_back_never_passes_for_its_orders_having_closed() -> None:
+    """A partition dropped and gained again renumbers its orders (its new engine has a
+    slot and ids of its own): until the partitions owned are read to their end nothing is
+    confirmed; then each standing halt tracks its working orders again, and the page
+    stays up while they work (it would be resolved as '0 orders closed')."""
+    clock = FakeClock(T0 + 1000 * MS)
+    text = rules_toml(RULE).replace("version = 1", "version = 1\ncancel_deadline_ms = 1000")
+    parts = PartitionEngines(Engine(parse(text), clock=clock))
+    a, b = TopicPartition("in", 0), TopicPartition("in", 1)
+    parts.add(a, parts.fresh())
+    parts.add(b, parts.fresh())
+    tracker = CancelTracker(parts, Metrics(), clock)
+    theirs = [new("o9", 0, account="B")]
+    ours = [new("o1", 1), new("o2", 2)]
+
+    def read(part: TopicPartition, events: list[Event]) -> None:
+        where = Coordinates()
+        where.partition(f"{part.topic}/{part.partition}")
+        for offset in range(len(events)):
+            where.add(offset, b"")
+        parts.apply(events, where)
+
+    read(a, theirs)
+    read(b, ours)
+    tracker.request(halt(parts.home, "strategy:S"))
+    assert {o.order_id for o in tracker.requests["strategy:S"].orders} == {"o1", "o2", "o9"}
     clock.advance(s=2)
     (page,) = tracker.check()
     assert page.rule == "cancel-incomplete"
-    rebuild(engine)  # the rebalance: state emptied, halts kept
+    before = parts.find_order("o1")
+    parts.drop(a)  # the rebalance: partition 0 lost, its slot freed...
+    parts.drop(b)
+    parts.add(b, parts.fresh())  # ...partition 1 gained again, read from its start
     tracker.reindexed()
+    assert parts.order_lives(np.array([before], dtype=np.int64))[0][0] == -1
     assert tracker.check() == []  # restoring: no false all-clear
-    engine.apply(events)  # the partitions read again
+    read(b, ours)
     tracker.restored()
+    assert parts.find_order("o1") != before  # renumbered: another slot
     assert tracker.check() == []  # still overdue: the same incident stands, no resolve
     assert tracker.incident == page.id
-    engine.apply([cancel("o1", 3), cancel("o2", 4)])
+    assert {o.order_id for o in tracker.requests["strategy:S"].orders} == {"o1", "o2"}
+    read(b, [cancel("o1", 3), cancel("o2", 4)])
     (done,) = tracker.check()
     assert done.rule == "cancel-complete" and done.ends == page.id

@@ -1,24 +1,26 @@
-"""Group mode without a broker: which limits it refuses, its settings, and the state
-rebuild a rebalance does (emptied, standing states kept, replay gives the same state)."""
+"""Group mode without a broker: which limits it refuses, its settings, and a partition
+gained with no checkpoint (a fresh engine, standing states latched in it, read from its
+start: one engine's state). Checkpoints and the engines' sums: tests/test_partitions.py."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
+from aiokafka.structs import TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from riskguard import events as wire
 from riskguard.aggregate.contributions import window_totals
 from riskguard.engine import Engine
-from riskguard.ingest.group import rebuild
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import LimitsError, parse
 from riskguard.limits.scale import check_group_limits
 from riskguard.settings import SettingsError, load_settings
 from riskguard.testing import FakeClock
-from tests.builders import T0, rules_toml
+from tests.builders import T0, batches, rules_toml
 
 ACCOUNT_RULES = rules_toml(
     'name = "acct-rate"\nmetric = "order_rate"\nscope = "account"\nwindow_ms = 1000\n'
@@ -98,25 +100,41 @@ def stream(seed: int, n: int) -> list[wire.Event]:
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 60), cut=st.floats(0, 1))
-def test_rebuild_then_replay_equals_one_engine(seed: int, n: int, cut: float) -> None:
-    """A rebalance part-way: the state is emptied, standing states stay latched, and
-    replaying the owned partition from its start gives exactly one engine's state."""
+def test_a_partition_gained_without_a_checkpoint_read_from_its_start_equals_one_engine(
+    seed: int, n: int, cut: float
+) -> None:
+    """A rebalance part-way takes the partition away and gives it back with no
+    checkpoint: its new engine is empty, every standing state is latched in it at once,
+    and reading the partition from its start (judged up to the member's clock) gives
+    exactly one engine's state, each decision made once."""
     limits = parse(ACCOUNT_RULES)
     events = stream(seed, n)
-    clock = FakeClock(T0)
-    engine = Engine(limits, clock=clock, warm=False)
-    engine.apply(events[: int(cut * len(events))])
-    halted = engine.killswitch.halt("account:zz", "ops", "test")
+    tp = TopicPartition("in", 0)
+    parts = PartitionEngines(Engine(limits, clock=FakeClock(T0), warm=False))
+    parts.add(tp, parts.fresh())
+    read = batches(events, 1, seed)
+    got = []
+    for batch, where in read[: int(cut * len(read))]:
+        got += parts.apply(batch, where).transitions
+    halted = parts.killswitch.halt("account:zz", "ops", "test")
     assert halted is not None
-    rebuild(engine)
-    assert engine.events_applied == 0
+    parts.drop(tp)  # lost...
+    engine = parts.fresh()
+    parts.add(tp, engine)  # ...and gained again: no checkpoint usable
+    assert engine.events_applied == 0 == parts.events_applied
     assert not any(q for q, _c, _r in engine.positions().values())
-    assert engine.killswitch.state("account:zz") == "HALTED"
-    assert engine.killswitch.standing()["account:zz"] == halted
-    engine.apply(events)
+    sid = engine.keys.find_scope("account:zz")
+    assert sid is not None and int(engine.store.state.scopes["state"][sid]) == 2  # HALTED
+    assert parts.killswitch.state("account:zz") == "HALTED"
+    assert parts.killswitch.standing()["account:zz"] == halted
+    engine.judge_until(max(parts.last_event_ns, parts.judged_ns))
+    engine.count_at_own_time(True)
+    for batch, where in read:
+        got += parts.apply(batch, where).transitions
     reference = Engine(limits, clock=FakeClock(T0), warm=False)
-    reference.apply(events)
-    assert engine.positions() == reference.positions()
+    want = reference.apply(events).transitions
+    assert sorted(t.id for t in got) == sorted(t.id for t in want)  # each decided once
+    assert engine.positions() == reference.positions() == parts.positions()
     assert engine.events_applied == reference.events_applied == len(events)
     for account in ("account:a0", "account:a1", "account:a2", "account:a3"):
         assert engine.scope_values(account) == reference.scope_values(account)

@@ -43,6 +43,7 @@ from riskguard.events import Event, Fx, Heartbeat, Instrument, Mark
 from riskguard.inspection import WorkingOrder
 from riskguard.killswitch import KillSwitch, Target
 from riskguard.limits import Limits
+from riskguard.state.codes import OWN_TIME_NS
 from riskguard.vocabulary import Transition
 
 SLOT_SHIFT = 40
@@ -147,15 +148,18 @@ class PartitionEngines:
     ) -> Result:
         """Apply a consumed batch: each partition's events to its engine, in batch
         order, each engine's clock first moved up to the latest event time applied in
-        any (one engine reading every partition measures lateness against that);
-        the broadcast events to the home engine too. ``origins`` is the batch's
-        :class:`~riskguard.ingest.coordinates.Coordinates`. Events of a partition not
-        owned (none should come: aiokafka drops a revoked partition's fetches) are
-        logged and left out. Returns the results merged."""
+        any (one engine reading every partition measures lateness against that) and
+        into that time's revaluation epoch (after the batch, every engine's: as one
+        engine's); the broadcast events to the home engine too. ``origins`` is the
+        batch's :class:`~riskguard.ingest.coordinates.Coordinates`. Events of a
+        partition not owned (none should come: aiokafka drops a revoked partition's
+        fetches) are logged and left out. Returns the results merged."""
         merged = Result()
         if not events:
             return merged
         clock = self.last_event_ns
+        rw = self.home.rulebook.rules.revalue_ns
+        entered: dict[int, int] = {}  # revaluation epoch -> the event time it began at
         broadcast: list[Event] = []
         for name, start, end in origins.parts():
             topic, _, p = name.rpartition("/")
@@ -164,15 +168,18 @@ class PartitionEngines:
             if engine is None:
                 self._log.error("events of a partition not owned left out", partition=name)
                 continue
-            if clock > 0:
-                engine.follow_clock(clock)
+            merged.transitions += _catch_up(engine, clock, entered)
             got = engine.apply(part, origins.slice(start, end), wall_ns)
             _merge(merged, got)
+            if rw > 0 and int(engine.store.state.globals["epoch"][0]) > clock // rw:
+                _note_entries(part, clock, engine.last_event_ns, rw, entered)
             clock = max(clock, engine.last_event_ns)
             broadcast += [e for e in part if isinstance(e, BROADCAST_TYPES)]
+        for engine in self.all():  # the ones read before the latest event too
+            merged.transitions += _catch_up(engine, clock, entered)
+        if clock > 0:  # kept by the home engine too: a partition dropped takes none back
+            self.home.follow_clock(clock)
         if broadcast:
-            if clock > 0:
-                self.home.follow_clock(clock)
             merged.transitions += self.home.apply(broadcast, None, wall_ns).transitions
         merged.transitions = self._once(merged.transitions)
         return merged
@@ -355,6 +362,41 @@ class PartitionEngines:
             if oid is not None:
                 return (slot << SLOT_SHIFT) | oid
         return None
+
+
+def _catch_up(engine: Engine, clock: int, entered: dict[int, int]) -> list[Transition]:
+    """Move ``engine``'s clock up to ``clock`` (ns), the latest event time applied in any
+    partition, and into its revaluation epoch, as one engine reading every partition
+    is: that one entered each epoch with the first event in it, whichever partition it
+    came from (``entered``: epoch -> that event's time), and applied the price moves
+    queued before then; a partition read after another had reached the next epoch would
+    otherwise have its events valued at the moves of the epoch before. Not while the
+    engine reads history at its own time (restoring: its events enter their own epochs,
+    as they did when first read). Returns what the revaluation decided."""
+    if clock <= 0 or engine.last_event_ns >= clock:
+        return []
+    rules = engine.rulebook.rules
+    rw, history = rules.revalue_ns, rules.lateness_ns == OWN_TIME_NS
+    epoch = int(engine.store.state.globals["epoch"][0])
+    out: list[Transition] = []
+    if rw > 0 and clock // rw > epoch and not history:
+        began = min((k for k in entered if k > epoch), default=clock // rw)
+        engine.follow_clock(entered.get(began, clock))
+        out = engine.settle()  # enters exactly that epoch: its clock is in it
+    engine.follow_clock(clock)
+    return out
+
+
+def _note_entries(
+    part: Sequence[Event], clock: int, last_ns: int, rw: int, entered: dict[int, int]
+) -> None:
+    """Note in ``entered`` the time of the first event of ``part`` in each revaluation
+    epoch (``rw`` ns wide) after the one of ``clock`` (an event ahead of ``last_ns``, the
+    engine's clock after it, was skewed: not applied at its own time)."""
+    for e in part:
+        if clock // rw < e.ts // rw and e.ts <= last_ns:
+            entered.setdefault(e.ts // rw, e.ts)
+        clock = max(clock, e.ts)
 
 
 def _merge(into: Result, got: Result) -> None:
