@@ -241,12 +241,27 @@ def _rule_from(record: dict[str, Any]) -> Rule:
     return Rule(**{**record, "match": match, "warn_at": tuple(record["warn_at"])})
 
 
+LEFTOVER_AGE_S = 900.0
+"""A temp file in a shared folder untouched this long (s) is a dead writer's."""
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # gone already: renamed by its writer, or removed by another
+        return time.time()
+
+
 class SnapshotStore:
     """A folder of snapshots: write atomically, keep the newest few, load the newest valid."""
 
-    def __init__(self, folder: str | Path, keep: int = 3) -> None:
+    def __init__(self, folder: str | Path, keep: int = 3, *, shared: bool = False) -> None:
+        """``shared``: other processes write this folder too (group mode's partition
+        checkpoints, a member handing a partition over): only temp files untouched for
+        :data:`LEFTOVER_AGE_S` are taken for leftovers, never a write in progress."""
         self.folder = Path(folder)
         self.keep = keep
+        self.shared = shared
         self.skipped: list[str] = []
 
     def write(self, data: bytes | Sequence[bytes | memoryview]) -> Path:
@@ -265,6 +280,9 @@ class SnapshotStore:
         Call only while no write is in flight (one process writes a folder, one write at
         a time)."""
         left = sorted(self.folder.glob(".snapshot-*.rgs.tmp"))
+        if self.shared:
+            old = time.time() - LEFTOVER_AGE_S
+            left = [tmp for tmp in left if _mtime(tmp) < old]
         for tmp in left:
             tmp.unlink(missing_ok=True)
         return left

@@ -29,7 +29,7 @@ from riskguard.ingest.forked import (
 from riskguard.limits import load
 from riskguard.metrics import Metrics
 from riskguard.settings import RuntimeSettings
-from riskguard.snapshot import SnapshotStore, chunks, decode, freeze, restore
+from riskguard.snapshot import LEFTOVER_AGE_S, SnapshotStore, chunks, decode, freeze, restore
 from tests.test_snapshot import stream, summary
 
 pytestmark = pytest.mark.skipif(not CAN_FORK, reason="this platform has no fork()")
@@ -399,3 +399,21 @@ def test_one_forked_child_writes_each_partitions_checkpoint_with_its_own_offset(
         assert snap.offsets == offsets
         assert snap.meta["events_applied"] == {"in/0": 1_000, "in/1": 1_500}[next(iter(offsets))]
     assert first.events_applied == 1_500
+
+
+def test_a_shared_folder_keeps_another_writers_temp_file_and_removes_a_dead_ones(
+    tmp_path: Path,
+) -> None:
+    """Group mode's partition folders are written by whichever member owns the partition:
+    a write there must not delete another member's write in progress (its temp file), only
+    one left by a dead writer (untouched for LEFTOVER_AGE_S)."""
+    store = SnapshotStore(tmp_path, keep=2, shared=True)
+    live, dead = tmp_path / ".snapshot-1.rgs.tmp", tmp_path / ".snapshot-2.rgs.tmp"
+    live.write_bytes(b"in progress")
+    dead.write_bytes(b"killed")
+    stale = time.time() - LEFTOVER_AGE_S - 1
+    os.utime(dead, (stale, stale))
+    store.write(b"snapshot")
+    assert live.exists() and not dead.exists()
+    SnapshotStore(tmp_path).write(b"single mode: one writer per folder")
+    assert not live.exists()

@@ -28,7 +28,7 @@ def member() -> tuple[PartitionEngines, PreTradeFeed, FakeClock]:
     for tp in (P0, P1):
         parts.add(tp, parts.fresh())
     feed = PreTradeFeed(parts.home, Metrics(), 100, clock)
-    feed.books = parts.all
+    feed.books, feed.fill_prices = parts.all, parts.fill_prices
     return parts, feed, clock
 
 
@@ -58,7 +58,7 @@ def test_a_symbol_no_mark_reached_goes_to_the_gates_at_the_latest_partitions_fil
     batch(parts, {P0: [new("a", 0, account="A0"), fill("a", 1, price=100.0, account="A0")]})
     batch(parts, {P1: [new("b", 5, account="A1"), fill("b", 6, price=101.0, account="A1")]})
     got = marks(feed)
-    assert got[mark_key("X")].price == 101.0  # the partition read up to the latest time
+    assert got[mark_key("X")].price == 101.0  # the latest fill, whichever partition
     assert marks(feed) == {}  # unchanged: not sent again
     batch(parts, {P0: [new("c", 9, account="A0"), fill("c", 10, price=99.0, account="A0")]})
     assert marks(feed)[mark_key("X")].price == 99.0

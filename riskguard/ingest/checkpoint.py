@@ -186,7 +186,8 @@ class Checkpoints:
         :class:`RuntimeError` outside group mode."""
         if self.partition_dir is None:
             raise RuntimeError("checkpoints by partition: call by_partition() first")
-        return SnapshotStore(self.partition_dir / f"{tp.topic}.{tp.partition}", keep=2)
+        folder = self.partition_dir / f"{tp.topic}.{tp.partition}"
+        return SnapshotStore(folder, keep=2, shared=True)
 
     def units(self, only: Collection[TopicPartition] | None = None) -> list[Unit]:
         """The snapshots to write now: the engine with every applied offset, or in group

@@ -39,7 +39,7 @@ from riskguard.aggregate.contributions import Part, Parts, RowParts, contributio
 from riskguard.aggregate.contributions import scope_positions as engine_positions
 from riskguard.decisions import FX_MISSING
 from riskguard.engine import Engine, Result
-from riskguard.events import Event, Fx, Heartbeat, Instrument, Mark
+from riskguard.events import Event, Fill, Fx, Heartbeat, Instrument, Mark
 from riskguard.inspection import WorkingOrder
 from riskguard.killswitch import KillSwitch, Target
 from riskguard.limits import Limits
@@ -74,6 +74,9 @@ class PartitionEngines:
         self._targets: dict[TopicPartition, Target] = {}
         self._slots: dict[TopicPartition, int] = {}
         self._own_time = False
+        self.last_fills: dict[str, TopicPartition] = {}
+        """Symbol -> the partition of the latest fill in it read here (the fill price one
+        engine reading them all would value the symbol at before its first mark)."""
         self._fx_alerted: set[str] = set()
         """Currencies whose ``fx-rate-missing`` alert went out (once per member, not once
         per partition that met the currency)."""
@@ -163,7 +166,8 @@ class PartitionEngines:
         broadcast: list[Event] = []
         for name, start, end in origins.parts():
             topic, _, p = name.rpartition("/")
-            engine = self.engines.get(TopicPartition(topic, int(p)))
+            tp = TopicPartition(topic, int(p))
+            engine = self.engines.get(tp)
             part = events[start:end]
             if engine is None:
                 self._log.error("events of a partition not owned left out", partition=name)
@@ -174,7 +178,11 @@ class PartitionEngines:
             if rw > 0 and int(engine.store.state.globals["epoch"][0]) > clock // rw:
                 _note_entries(part, clock, engine.last_event_ns, rw, entered)
             clock = max(clock, engine.last_event_ns)
-            broadcast += [e for e in part if isinstance(e, BROADCAST_TYPES)]
+            for e in part:
+                if type(e) is Fill:
+                    self.last_fills[e.symbol] = tp
+                elif isinstance(e, BROADCAST_TYPES):
+                    broadcast.append(e)
         for engine in self.all():  # the ones read before the latest event too
             merged.transitions += _catch_up(engine, clock, entered)
         if clock > 0:  # kept by the home engine too: a partition dropped takes none back
@@ -288,6 +296,27 @@ class PartitionEngines:
             for key, (qty, cost, realised) in engine.positions().items():
                 q, c, r = out.get(key, (0.0, 0.0, 0.0))
                 out[key] = (q + qty, c + cost, r + realised)
+        return out
+
+    def fill_prices(self) -> dict[str, tuple[float, float, float | None]]:
+        """Per symbol (``symbol:<id>``) valued at a fill price (no mark yet) in the engine
+        of its latest fill's partition: (that price, contract size, the rate of its
+        currency or None when none is known). For the gates (:mod:`riskguard.ingest.
+        pretrade`): the home engine, whose marks they get, reads no fill."""
+        out: dict[str, tuple[float, float, float | None]] = {}
+        for symbol, tp in self.last_fills.items():
+            engine = self.engines.get(tp)
+            name = f"symbol:{symbol}"
+            sid = None if engine is None else engine.keys.find_scope(name)
+            if engine is None or sid is None:
+                continue
+            st = engine.store.state
+            if sid >= st.symbols.shape[0] or int(st.symbols["price_source"][sid]) != 1:
+                continue
+            sym = st.symbols[sid]
+            cur = st.currencies[int(sym["currency"])]
+            rate = float(cur["rate"]) if cur["known"] else None
+            out[name] = (float(sym["ref_price"]), float(sym["multiplier"]), rate)
         return out
 
     def mark_coverage(self, names: int = 10) -> dict[str, Any]:

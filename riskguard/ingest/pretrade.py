@@ -160,6 +160,8 @@ class PreTradeFeed:
         self._positions: dict[str, tuple[str, dict[str, float]]] = {}
         self.books: Callable[[], Sequence[Engine]] = lambda: [engine]
         self._fills_sent: dict[str, tuple[float, float]] = {}
+        self.fill_prices: Callable[[], dict[str, tuple[float, float, float | None]]] | None = None
+        """Group mode: the symbols no mark reached, priced at their latest fill."""
         """The engines positions are read from (group mode: one per owned partition)."""
         self.accounts_only = False
         """Group mode: publish the positions of REDUCE_ONLY accounts only; a scope spanning
@@ -357,31 +359,13 @@ class PreTradeFeed:
     def _collect_fill_prices(self, batch: Round, now: int) -> None:
         """Group mode: the engine publishing marks (the home engine) reads no fill, so a
         symbol no mark has reached would reach the gates with no price at all (a market
-        order's notional unjudged). Its last fill price in the partitions owned here goes
-        out instead, as a mark, from the partition read up to the latest event time (one
-        engine reading them all would take the last fill it read), until a mark comes."""
-        books = self.books()
-        if list(books) == [self.engine]:
+        order's notional unjudged). Its last fill price here goes out instead, as a mark,
+        until a mark comes (:meth:`~riskguard.ingest.partitions.PartitionEngines.
+        fill_prices`)."""
+        if self.fill_prices is None:
             return  # single mode: the engine's marks include its last fill prices
-        best: dict[str, tuple[int, float, float, float | None]] = {}
-        for book in books:
-            table = book.keys.level_table(L_SYMBOL)
-            if not table:
-                continue
-            st = book.store.state
-            ids = np.fromiter(table.values(), dtype=np.int64, count=len(table))
-            ids = ids[ids < st.symbols.shape[0]]
-            filled = ids[st.symbols["price_source"][ids] == 1]
-            clock, names = book.last_event_ns, book.keys.scope_names
-            for sid in filled.tolist():
-                sym = st.symbols[sid]
-                cur = st.currencies[int(sym["currency"])]
-                rate = float(cur["rate"]) if cur["known"] else None
-                name = names[sid]
-                if name not in best or best[name][0] < clock:
-                    best[name] = (clock, float(sym["ref_price"]), float(sym["multiplier"]), rate)
         home = self.engine.store.state.symbols
-        for name, (_clock, px, mult, rate) in best.items():
+        for name, (px, mult, rate) in self.fill_prices().items():
             sid = self.engine.keys.find_scope(name)
             if sid is not None and sid < home.shape[0] and int(home["price_source"][sid]) == 2:
                 continue  # marked: the mark went out

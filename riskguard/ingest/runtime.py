@@ -167,7 +167,7 @@ class Sidecar:
         self.group: GroupMode | None = None
         if isinstance(self.flow, PartitionEngines):  # ready once partitions are owned
             self.outbox.source = self.cancels.member = self.instance  # cancels of its own
-            self.feed.books = self.flow.all  # positions: per partition
+            self.feed.books, self.feed.fill_prices = self.flow.all, self.flow.fill_prices
             self.peers.asks = self.outbox
             parts, ready = (self.feed, self.cancels), self.health.passed
             self.group = GroupMode(
