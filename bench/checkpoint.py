@@ -129,6 +129,7 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
         path = store.write(chunks(freeze(engine, {f"{TOPIC}/0": len(events)})))
         write_s = time.perf_counter() - began
         size = path.stat().st_size
+        orders, executions = len(engine.keys.closed_orders), len(engine.keys.exec_times)
         load(member(), 0, store)  # the restore's own compiles (recompile)
         decode_s: list[float] = []
         restore_s: list[float] = []
@@ -170,6 +171,8 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
         "restore_vs_replay": restore_med / replay_med,
         "replay_vs_restore": replay_med / restore_med,
         "checkpoint_bytes": size,
+        "orders_remembered": orders,
+        "executions_remembered": executions,
         "checkpoint_bytes_per_event": size / n,
         "checkpoint_write_s": write_s,
         "pauses": pauses,
@@ -217,7 +220,12 @@ def pause(store: SnapshotStore, k: int, repeats: int, tmp: Path) -> dict[str, An
 def report(r: dict[str, Any]) -> str:
     n = r["events"]
     rows: list[tuple[str, ...]] = [
-        (f"one partition's engine, {n:,} events", "seconds", "vs replay"),
+        (
+            f"one partition's engine, {n:,} events ({r['orders_remembered']:,} closed orders "
+            f"and {r['executions_remembered']:,} executions remembered)",
+            "seconds",
+            "vs replay",
+        ),
         (
             f"replay through Engine.apply (floor; {r['replay_events_per_s']:,.0f} events/s)",
             f"{r['replay_s']:.3f}",
