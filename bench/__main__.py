@@ -34,6 +34,7 @@ BENCHES = {
     "memory": "state per position; RSS over a long stable stream",
     "startup": "riskguard run to ready, numba cache cold and warm",
     "restart": "restart to ready with a large snapshot",
+    "checkpoint": "group mode: a partition restored from its checkpoint vs replayed",
     "latency": "offending event -> gate refusal under load",
     "fetch_wait": "event -> decision against fetch_max_wait_ms",
     "scale_out": "group mode: one vs two instances on one topic (Apache Kafka)",
@@ -117,6 +118,16 @@ def targets(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
         ):
             p = cl[key]
             rows.append((name, f"{p['p50']:.2f} / {p['p99']:.2f}", f"({floor})", ""))
+    ck = r.get("checkpoint", {})
+    if ck:
+        rows.append(
+            (
+                f"partition restore / replay, {ck['events']:,} events",
+                f"{ck['restore_vs_replay']:.3f}",
+                "(no target)",
+                "",
+            )
+        )
     st = r.get("startup", {})
     if st:
         cold, warm = st["ready_cold_cache_s"], st["ready_warm_cache_s"]

@@ -33,6 +33,7 @@ from riskguard.aggregate.judge import SumJudge
 from riskguard.aggregate.records import Contribution, Held, cover, decode, encode
 from riskguard.demo.scenario import TradingSim
 from riskguard.engine import Engine
+from riskguard.events import Event
 from riskguard.limits.scale import is_summed, summed_rules
 
 INTERVAL_MS = 200  # the default scale.aggregate_interval_ms
@@ -62,7 +63,7 @@ def main() -> None:
     engine = Engine(limits, warm=True, event_time=True, values_only=is_summed)
     sim = TradingSim(seed=5, activity=0.6, start_ns=time.time_ns() - 60_000_000_000)
     sim.runaway_at_ns = None
-    events = []
+    events: list[Event] = []
     while len(events) < n_events:
         events += sim.run(5_000)
     engine.apply(events[:n_events])
@@ -107,7 +108,7 @@ def main() -> None:
     }
     for case, case_parts in (("measured", parts), ("large", large)):
         one = encode(record(0, case_parts))
-        dec = round(best_us(lambda one=one: decode(one), repeat), 1)  # type: ignore[misc]
+        dec = round(best_us(lambda one=one: decode(one), repeat), 1)
         n_scopes = sum(len(row) for rows in case_parts.values() for row in rows)
         rows = sweep(engine, limits, rules, digest, [record(i, case_parts) for i in range(64)],
                      len(one), dec, repeat)  # fmt: skip

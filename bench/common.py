@@ -162,7 +162,7 @@ def save(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
+def table(rows: Sequence[tuple[str, ...]]) -> str:
     """Left-aligned first column, right-aligned others."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     n, waits = (5, [1, 500]) if args.quick else (args.trials, args.waits)
     results = asyncio.run(main_async(broker_kinds(args.brokers), n, waits))
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             "broker, fetch_max_wait_ms",
             "floor p50/p99 ms",

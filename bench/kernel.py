@@ -68,10 +68,10 @@ def events(n: int, seed: int = 1) -> list[wire.Event]:
     t0 = 1_700_000_000_000_000_000
     for i in range(n):
         a = f"A{acc[i]}"
-        k = {"account": a, "strategy": f"{a}-s{strat[i]}", "symbol": f"Y{sym[i]}"}
+        k: dict[str, Any] = {"account": a, "strategy": f"{a}-s{strat[i]}", "symbol": f"Y{sym[i]}"}
         ts = t0 + i * 10_000
         oid = f"o{order[i]}"
-        s = "buy" if side[i] else "sell"
+        s: wire.Side = "buy" if side[i] else "sell"
         match kind[i]:
             case 0:
                 out.append(

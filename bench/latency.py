@@ -372,7 +372,9 @@ async def trials(
 
 
 def report(levels: list[dict[str, Any]]) -> str:
-    rows = [("latency (ms), by background load", "p50", "p99", "p99.9", "max")]
+    rows: list[tuple[str, ...]] = [
+        ("latency (ms), by background load", "p50", "p99", "p99.9", "max")
+    ]
     notes = []
     for r in levels:
         rows.append(

@@ -28,7 +28,7 @@ import numpy as np
 
 from bench.common import progress, rss_bytes, save, table
 from riskguard.engine import Engine, warm_up
-from riskguard.events import CancelOrder, Event, Fill, Heartbeat, Mark, NewOrder
+from riskguard.events import CancelOrder, Event, Fill, Heartbeat, Mark, NewOrder, Side
 from riskguard.examples import LIMITS
 from riskguard.ingest.forked import CAN_FORK, fork_writer, wait_writer
 from riskguard.limits import load
@@ -96,11 +96,11 @@ def positions(accounts: int, per_account: int = 10, symbols: int = 2_000) -> dic
     n = accounts * per_account
     state = engine.store.nbytes() - before_np
     rss = rss_bytes() - before_rss
-    keys = engine.keys.n_scopes + len(engine.keys.pairs)
-    python = deep_size(engine.keys)
-    k = engine.keys
+    ks = engine.keys
+    keys = ks.n_scopes + len(ks.pairs)
+    python = deep_size(ks)
     pair_numpy = engine.store.state.positions.nbytes
-    pair_python = deep_size((k.pairs, k.new_pairs))
+    pair_python = deep_size((ks.pairs, ks.new_pairs))
     return {
         "breakdown_bytes_per_position": {
             "position_rows_numpy": pair_numpy / n,
@@ -134,7 +134,7 @@ def stable_stream(events: int, every: int, max_ids: int, chunk: int = 50_000) ->
     warm_up()
     engine = Engine(load(LIMITS), event_time=True, settings=EngineSettings(dedupe_max_ids=max_ids))
     rng = random.Random(5)
-    open_orders: list[tuple[str, dict[str, str]]] = []
+    open_orders: list[tuple[str, dict[str, Any]]] = []
     seq = 0
     t = T0
     samples: list[tuple[int, int, bool]] = []
@@ -154,13 +154,13 @@ def stable_stream(events: int, every: int, max_ids: int, chunk: int = 50_000) ->
                 batch.append(Mark(ts=t, symbol=f"S{y}", price=100.0 + rng.uniform(-1, 1)))
             elif not open_orders or rng.random() < (0.7 if len(open_orders) < 2_000 else 0.3):
                 a = rng.randrange(1_000)
-                keys = {
+                keys: dict[str, Any] = {
                     "account": f"A{a}",
                     "strategy": f"A{a}-s",
                     "symbol": f"S{rng.randrange(20)}",
                 }
                 oid = f"o{seq}"
-                side = "buy" if rng.random() < 0.5 else "sell"
+                side: Side = "buy" if rng.random() < 0.5 else "sell"
                 batch.append(NewOrder(ts=t, order_id=oid, side=side, qty=5.0, price=100.0, **keys))
                 open_orders.append((oid, keys))
             else:
@@ -183,8 +183,8 @@ def stable_stream(events: int, every: int, max_ids: int, chunk: int = 50_000) ->
         applied += len(batch)
         if applied % every == 0:
             gc.collect()
-            keys = engine.keys
-            full = min(len(keys.closed_orders), len(keys.exec_times)) >= max_ids
+            ks = engine.keys
+            full = min(len(ks.closed_orders), len(ks.exec_times)) >= max_ids
             samples.append((applied, rss_bytes(), full))
         progress("stable stream", applied, events)
     # from the first sample taken a whole interval after the memory was full: the sample

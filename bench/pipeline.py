@@ -65,7 +65,7 @@ def flow_events(n: int) -> list[Event]:
     """
     sim = TradingSim(seed=5, activity=0.6, start_ns=0)
     sim.runaway_at_ns = None
-    events = []
+    events: list[Event] = []
     while len(events) < n:
         events += sim.run(5_000)
     events = events[:n]

@@ -8,10 +8,21 @@ topic holds more records than events). Then, for 1 and for 2
 instances: a fresh consumer group of that many ``riskguard run`` processes (group mode,
 the example limits cut to what group mode judges: local rules, and summed rules
 judged through the aggregation topic)
-starts on the topic. On its latest assignment each instance rebuilds its state from the
-start of the partitions it owns and times, itself, how long until they are read to
-their end (``scale.restored_seconds`` in ``/v1/status``); the run counts once every
-partition is owned and restored.
+starts on the topic. Each instance times, itself, how long from its latest assignment
+until the partitions it owns are read to their end (``scale.restored_seconds`` in
+``/v1/status``); the run counts once every partition is owned and restored.
+
+That time is an instance's rate only if every partition it owns was read from its start
+within that assignment. A member keeps the partitions it already owned across a
+rebalance (decision 54): had the second process joined after the first began reading,
+the first's kept partitions would be partly read before the latest assignment, and its
+rate inflated. So the broker holds a new group's first rebalance for
+:data:`JOIN_DELAY_MS` (``group.initial.rebalance.delay.ms``), long enough for every
+process of the group to join its first generation, each process has its own state
+folder (no checkpoint of the other's to restore: ``snapshot_interval_s = 0``), and
+each instance's ``scale`` status must show that its latest assignment gained every
+partition it owns, read from the start (:func:`check_read_from_start`); a run where it
+does not fails.
 
 Per instance it reports records/s (the records of the partitions it owns over its
 restore time); the group's rate is all records over the slowest instance's restore
@@ -51,6 +62,11 @@ from riskguard.testing import spawn_run
 
 Record = tuple[bytes, bytes, int]
 """(key, value, partition)"""
+
+JOIN_DELAY_MS = 8_000
+"""``group.initial.rebalance.delay.ms`` of the bench's broker: how long a new group's
+first rebalance waits for more members (the processes start together; their start-up
+times differ by a few seconds at most on a loaded machine)."""
 
 
 #: Each of the simulated flow's 3 accounts is split into this many (by order id, so an
@@ -150,8 +166,35 @@ log_level = "error"
 mode = "group"
 session_timeout_ms = 6000
 heartbeat_interval_ms = 500
+checkpoint_dir = "{folder / "partitions"}"
 """)
     return path
+
+
+def check_read_from_start(name: str, scale: dict[str, Any]) -> None:
+    """Raise :class:`RuntimeError` unless instance ``name``'s ``scale`` status shows
+    that every partition it owns was gained at its latest assignment and read from its
+    start (none kept from an earlier assignment, none restored from a checkpoint), and
+    that it read no partition before: its restore time is then the time to read all of
+    them."""
+    owned = set(scale["owned"])
+    gained = scale["checkpoints"]  # partitions gained at the latest assignment
+    problems = []
+    if set(gained) != owned:
+        problems.append(f"kept from an earlier assignment: {sorted(owned - set(gained))}")
+    if any(v is not None for v in gained.values()):
+        problems.append(f"restored from a checkpoint: {gained}")
+    if scale["snapshot_restores"] != 0 or scale["rebuilds"] != len(owned):
+        problems.append(
+            f"{scale['rebuilds']} partitions read from the start and "
+            f"{scale['snapshot_restores']} restored since it started, for {len(owned)} owned"
+        )
+    if problems:
+        raise RuntimeError(
+            f"{name}: its restore time does not cover reading every partition it owns from "
+            f"the start ({'; '.join(problems)}): the group did not form in one generation "
+            f"(raise JOIN_DELAY_MS?)"
+        )
 
 
 def run_group(
@@ -183,6 +226,8 @@ def run_group(
             ):
                 break  # every partition owned once and restored (read to its end)
             time.sleep(0.1)
+        for i, s in enumerate(live):
+            check_read_from_start(f"instance {i} of {k}", s["scale"])
         seconds = [float(s["scale"]["restored_seconds"]) for s in live]
         events = [
             sum(per_partition[int(label.rpartition("/")[2])] for label in s["scale"]["owned"])
@@ -207,7 +252,8 @@ def run_group(
 
 
 def measure(n: int, repeats: int) -> dict[str, Any]:
-    with ApacheKafkaBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+    server = {"group.initial.rebalance.delay.ms": str(JOIN_DELAY_MS)}
+    with ApacheKafkaBroker(server_config=server) as broker, tempfile.TemporaryDirectory() as tmp:
         bs = broker.bootstrap_servers
         topic = f"bench-scale-{uuid.uuid4().hex[:6]}"
         records = group_records(n)
@@ -235,6 +281,8 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
         "speedup": two["events_per_s"] / one["events_per_s"],
         "repeats": repeats,
         "broker_kind": "apache-kafka",
+        "join_delay_ms": JOIN_DELAY_MS,
+        "checked": "every owned partition read from its start in the measured assignment",
     }
 
 
