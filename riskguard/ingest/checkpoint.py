@@ -49,6 +49,11 @@ from riskguard.settings import RuntimeSettings, session_start_ns
 from riskguard.snapshot import Frozen, SnapshotStore, chunks, freeze, restore
 from riskguard.vocabulary import Transition
 
+HAND_OVER_WAIT_S = 5.0
+"""A rebalance waits at most this long (s) for the checkpoints of the partitions a member
+gives up; a write past it lands later (the next owner meanwhile restores an older one
+and reads more again)."""
+
 
 class Checkpoints:
     """Applied and committed offsets of the input, and snapshots of one engine."""
@@ -76,6 +81,10 @@ class Checkpoints:
         """The forked writer in flight, if any (:meth:`abandon_writer` ends it)."""
         self._abandoned = False
         self._superseded = False
+        self._in_flight: dict[str, int] = {}
+        """``topic/partition`` -> offset of the snapshots being written."""
+        self._checkpointed: dict[str, int] = {}
+        """``topic/partition`` -> offset of its latest snapshot written here."""
         self._commit_failures = log.RepeatLimiter()
         self.fork = CAN_FORK
         """Whether periodic snapshots are written by a forked child (else copied in the
@@ -215,10 +224,17 @@ class Checkpoints:
         if self.partitions is None or self.interval_s <= 0:
             return
         await self._end_writer()  # an older image of these must not land after this one
-        units = self.units(only=set(revoked))
+        units = [
+            unit
+            for unit in self.units(only=set(revoked))
+            if self._checkpointed.get(next(iter(unit[1]))) != next(iter(unit[1].values()))
+        ]  # a partition already checkpointed at the offset applied is not written again
         self.handed_over |= set(revoked)
-        if units:
-            await self._write([(freeze(e, o, self.session_start_ns), s) for e, o, s in units])
+        if not units:
+            return
+        self._start_write(units)
+        if self._writing is not None:  # the rebalance waits this long at most; a write
+            await asyncio.wait({self._writing}, timeout=HAND_OVER_WAIT_S)  # past it lands later
 
     async def _end_writer(self) -> None:
         """End the periodic write in flight, if any: a forked one is killed (its
@@ -292,11 +308,12 @@ class Checkpoints:
         self.last_pause_s = time.perf_counter() - began
         self.metrics.snapshot_pause.set(self.last_pause_s)
 
-    def _freeze(self) -> list[tuple[Frozen, SnapshotStore]]:
-        """The copies taken between batches: the part of a snapshot the event loop pays
-        for (``riskguard_snapshot_pause_seconds``)."""
+    def _freeze(self, units: Sequence[Unit] | None = None) -> list[tuple[Frozen, SnapshotStore]]:
+        """The copies (of ``units``, default all) taken between batches: the part of a
+        snapshot the event loop pays for (``riskguard_snapshot_pause_seconds``)."""
         began = time.perf_counter()
-        frozen = [(freeze(e, o, self.session_start_ns), s) for e, o, s in self.units()]
+        todo = self.units() if units is None else units
+        frozen = [(freeze(e, o, self.session_start_ns), s) for e, o, s in todo]
         self._paused(began)
         return frozen
 
@@ -311,8 +328,13 @@ class Checkpoints:
         self.last_mono = time.monotonic()
         self.last_events = self._events()
         units = self.units()
-        if not units:
-            return
+        if units:
+            self._start_write(units)
+
+    def _start_write(self, units: Sequence[Unit]) -> None:
+        """Write ``units`` in the background: forked (the loop pauses for the fork), else
+        copied here and written from a thread."""
+        self._in_flight = {key: off for _, offsets, _ in units for key, off in offsets.items()}
         if self.fork and safe_to_fork():
             began = time.perf_counter()
             try:  # the child's image is consistent with `applied`: forked between batches
@@ -324,7 +346,7 @@ class Checkpoints:
                 self._writer = writer
                 self._writing = asyncio.create_task(self._reap(writer), name="snapshot-write")
                 return
-        frozen = self._freeze()  # consistent with `applied`: copied between batches
+        frozen = self._freeze(units)  # consistent with `applied`: copied between batches
         self._writing = asyncio.create_task(self._write(frozen), name="snapshot-write")
 
     async def _reap(self, writer: Writer) -> None:
@@ -396,6 +418,7 @@ class Checkpoints:
         self._log.error(event, **fields)
 
     def _written(self, path: Path, began: float) -> None:
+        self._checkpointed.update(self._in_flight)
         self.failing, self.last_error = 0, None
         self.last_path = path.name
         self.metrics.last_snapshot.set(time.time())

@@ -53,6 +53,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from riskguard import log
+from riskguard.engine import Engine
 from riskguard.ingest.consume import ConsumeLoop, read_to_end
 from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.ports import TransitionSink
@@ -180,7 +181,9 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         owned = set(assigned)
         gained = owned - self.parts.owned()
         starts = await self._starts(consumer, gained)
-        found = {tp: await asyncio.to_thread(self._checkpoint_for, tp, starts[tp]) for tp in gained}
+        # read, decoded and restored off the event loop (seconds for a large partition:
+        # heartbeats to the group and to the gates go on meanwhile); nothing shares them yet
+        found = {tp: await asyncio.to_thread(self._restored, tp, starts[tp]) for tp in gained}
         began = time.perf_counter()
         async with self.intake.lock:
             lost = self.parts.owned() - owned
@@ -191,13 +194,10 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             resolves: list[Transition] = []
             restored: dict[str, str | None] = {}
             for tp in sorted(gained):
-                engine, snap = self.parts.fresh(), found[tp]
-                if snap is not None:
-                    try:
-                        resolves += restore(engine, snap)
-                    except SnapshotError as exc:  # does not fit this build: from the start
-                        self._log.error("checkpoint skipped", reason=str(exc))
-                        engine, snap = self.parts.fresh(), None
+                engine, snap, carried = found[tp]
+                resolves += carried
+                if engine.limits.digest != self.parts.limits.digest:  # reloaded meanwhile
+                    resolves += engine.replace_limits(self.parts.limits)
                 if snap is not None:
                     starts[tp] = int(snap.offsets[f"{tp.topic}/{tp.partition}"])
                 self.parts.add(tp, engine)
@@ -268,6 +268,22 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             seconds=round(self.restored_s, 3),
             events=self.parts.events_applied,
         )
+
+    def _restored(
+        self, tp: TopicPartition, start: int
+    ) -> tuple[Engine, Snapshot | None, list[Transition]]:
+        """A new engine for gained partition ``tp``: restored from its checkpoint (with the
+        resolves :func:`~riskguard.snapshot.restore` found), or empty (no checkpoint, or one
+        that does not fit this build: logged). Runs in a thread: the engine is shared with
+        nothing yet."""
+        engine, snap = self.parts.fresh(), self._checkpoint_for(tp, start)
+        if snap is None:
+            return engine, None, []
+        try:
+            return engine, snap, restore(engine, snap)
+        except SnapshotError as exc:  # does not fit this build: from the start
+            self._log.error("checkpoint skipped", reason=str(exc))
+            return self.parts.fresh(), None, []
 
     def _checkpoint_for(self, tp: TopicPartition, start: int) -> Snapshot | None:
         """The newest checkpoint of partition ``tp`` of this session at or after its
