@@ -12,7 +12,8 @@ instances (silently breaking firm-wide limits) and stall starts on rebalances. I
 group mode (``[scale] mode = "group"``) the consumer group shares them instead, and
 :class:`~riskguard.ingest.group.GroupOwnership` rebuilds the state on a rebalance
 under :attr:`ConsumeLoop.lock`, never during a batch. (aiokafka itself drops records
-fetched before a seek or for a partition no longer assigned.)
+fetched before a seek or for a partition no longer assigned; a batch it returned before
+the partitions were positioned again is left out here: :attr:`ConsumeLoop.positioned`.)
 """
 
 from __future__ import annotations
@@ -111,6 +112,10 @@ class ConsumeLoop:
     """Events skipped because they were stamped before the session start."""
     lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     """Held while a batch is applied, and by a rebalance while it rebuilds the state."""
+    positioned: int = field(init=False, default=0)
+    """Times the consumer was positioned again under :attr:`lock` (group mode: every
+    assignment seeks each owned partition to the offset its state reflects). A batch
+    fetched before that is not applied: its records are fetched again from there."""
     after_batch: Callable[[AIOKafkaConsumer], None] | None = field(init=False, default=None)
     """Called with the consumer after every poll, empty or not (group mode: restore
     progress; an owned partition with nothing to read is at its end all the same)."""
@@ -227,6 +232,7 @@ class ConsumeLoop:
         consumer = self._require_consumer()
         while not stop.is_set():
             self._fetching = True
+            positioned = self.positioned
             try:
                 batch = await consumer.getmany(timeout_ms=100, max_records=self.kafka.max_records)
             except KafkaError as exc:
@@ -240,6 +246,7 @@ class ConsumeLoop:
                 self._fetching = False
             self.liveness.polled()
             async with self.lock:
+                batch = self._current(consumer, batch, positioned)
                 if batch:
                     await self.apply(batch)
                 if self.after_batch is not None:  # an empty poll too: empty partitions end
@@ -248,6 +255,33 @@ class ConsumeLoop:
                 if self.catching_up is not None and read_to_end(consumer, self):
                     self._caught_up()
                 self.checkpoints.maybe_snapshot()  # between batches: state and offsets agree
+
+    def _current(self, consumer: AIOKafkaConsumer, batch: Batch, positioned: int) -> Batch:
+        """What of ``batch`` is to be applied, it being polled when the consumer had been
+        positioned ``positioned`` times: nothing when it was positioned again since (a
+        rebalance sought the owned partitions to their state's offsets: a record polled
+        before may lie past events the state lacks, or be applied twice), else the
+        records of the partitions :attr:`assigned` (a partition gained whose state is not
+        restored yet is positioned by its restore; one lost is not ours). Each owned
+        partition left out is sought back to the offset its state reflects, so its
+        records are fetched again from there (aiokafka drops what it holds of it)."""
+        if not batch:
+            return batch
+        if positioned == self.positioned and all(tp in self.assigned for tp in batch):
+            return batch
+        keep = positioned == self.positioned
+        applied = self.checkpoints.applied
+        out: dict[TopicPartition, Sequence[Any]] = {}
+        for tp, records in batch.items():
+            if keep and tp in self.assigned:
+                out[tp] = records
+            elif tp in self.assigned and tp in applied:
+                consumer.seek(tp, applied[tp])
+        self._log.debug(
+            "records polled before the partitions were positioned left out",
+            partitions=_labels(set(batch) - set(out)),
+        )
+        return out
 
     def _caught_up(self) -> None:
         """Every assigned partition is read to its end: late events count as now again."""

@@ -215,6 +215,7 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             applied = self.checkpoints.applied
             for tp in owned:
                 consumer.seek(tp, applied[tp])
+            self.intake.positioned += 1  # a batch fetched before: fetched again from here
             self.intake.assigned = owned
             if gained or lost or not self.assignments:
                 for part in self.renumbered:

@@ -63,7 +63,8 @@ def apache_kafka(kafka_jars: Path) -> Iterator[ApacheKafkaBroker]:
 
 def kafka_settings(bootstrap_servers: str, tmp_path: Path, **overrides: Any) -> Settings:
     """Settings for a sidecar on Apache Kafka: topics unique to the call, the
-    idempotent producer on (Apache Kafka's default), fast heartbeats and commits."""
+    idempotent producer on (Apache Kafka's default), fast heartbeats and commits, every
+    file under ``tmp_path`` (its state directory)."""
     run = uuid.uuid4().hex[:8]
     return load_settings(
         env={},
@@ -76,6 +77,7 @@ def kafka_settings(bootstrap_servers: str, tmp_path: Path, **overrides: Any) -> 
             "scale.aggregate_topic": f"aggregate-{run}",
             "kafka.idempotent_producer": True,
             "http.port": 0,
+            "runtime.state_dir": str(tmp_path),
             "runtime.audit_log": str(tmp_path / "audit.jsonl"),
             "runtime.journal": str(tmp_path / "journal.jsonl"),
             "runtime.snapshot_dir": str(tmp_path / "snapshots"),

@@ -76,11 +76,14 @@ def fresh_broker(kind: BrokerKind, port: int = 0) -> Broker:
 
 def instance_settings(settings: Settings, folder: Path, instance: str) -> Settings:
     """``settings`` for another riskguard instance on the same topics: its own name and
-    files under ``folder`` (active-active pairs, group-mode members)."""
+    files under ``folder`` (active-active pairs, group-mode members), ``folder`` its state
+    directory (a relative ``scale.checkpoint_dir`` is then its own; an absolute one, shared
+    storage, stays shared)."""
     folder.mkdir(parents=True, exist_ok=True)
     base = msgspec.to_builtins(settings)
     base["runtime"].update(
         instance=instance,
+        state_dir=str(folder),
         audit_log=str(folder / "audit.jsonl"),
         journal=str(folder / "journal.jsonl"),
         snapshot_dir=str(folder / "snapshots"),
@@ -130,6 +133,7 @@ def settings(broker: Broker, tmp_path: Path) -> Settings:
             **kafka_overrides(broker),
             "http.port": 0,
             "http.token": TOKEN,
+            "runtime.state_dir": str(tmp_path),
             "runtime.audit_log": str(tmp_path / "audit.jsonl"),
             "runtime.journal": str(tmp_path / "journal.jsonl"),
             "runtime.snapshot_dir": str(tmp_path / "snapshots"),

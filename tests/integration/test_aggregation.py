@@ -167,7 +167,7 @@ async def test_a_reduce_only_strategy_across_members_is_judged_on_its_summed_pos
             await producer.stop()
         await until(
             "each member holds its account's fill",
-            lambda: sum(m.engine.events_applied for m in members) == 2,
+            lambda: sum(m.flow.events_applied for m in members) == 2,
             20,
         )
         await members[0].manual("reduce_only", "strategy:s1", "ops", "desk over its limit")

@@ -93,8 +93,8 @@ async def test_a_firm_halt_through_one_member_cancels_every_members_orders(
         await produce(base, orders)
 
         def working(m: Sidecar) -> set[str]:
-            ids = m.engine.working_order_ids("firm")
-            return {o.order_id for o in m.engine.describe_orders(ids)}
+            ids = m.flow.working_order_ids("firm")
+            return {o.order_id for o in m.flow.describe_orders(ids)}
 
         await until(
             "every order working on the member owning its account",

@@ -4,8 +4,9 @@ an instrument (a contract size of 10, priced in EUR) and EUR rates are published
 :func:`riskguard.publish.publish`, so to every partition. Each instance values the
 accounts it owns exactly as one engine that applied everything once. A mark sent to one
 partition only (what a producer keying reference data by symbol does) reaches one
-instance: the other values that symbol at its fill price and says so in ``/v1/status``
-(``scale.marks``) and ``riskguard_unmarked_symbols``."""
+partition's engine (one per partition, decision 54): every account in another partition
+values that symbol at its fill price, and each instance holding one says so in
+``/v1/status`` (``scale.marks``) and ``riskguard_unmarked_symbols``."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 
 from riskguard import events as wire
 from riskguard.apache_kafka import ApacheKafkaBroker
 from riskguard.engine import Engine
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import parse
 from riskguard.publish import partition_of, publish
@@ -80,6 +83,13 @@ async def until(what: str, predicate: Callable[[], object], timeout: float) -> N
     while not predicate():
         assert time.monotonic() - began < timeout, f"not in {timeout} s: {what}"
         await asyncio.sleep(0.05)
+
+
+def held(s: Sidecar, account: str) -> Engine:
+    """The engine of ``s`` holding ``account``: its partition's (group mode)."""
+    assert isinstance(s.flow, PartitionEngines)
+    topic = s.settings.kafka.input_topics[0]
+    return s.flow.engines[TopicPartition(topic, partition_of(account.encode(), PARTITIONS))]
 
 
 def values(engine: Engine, account: str) -> dict[str, float]:
@@ -143,11 +153,11 @@ async def test_reference_data_on_every_partition_values_every_account(
         }
 
         def same() -> bool:
-            return all(values(owner[a].engine, a) == pytest.approx(want[a]) for a in accounts)
+            return all(values(held(owner[a], a), a) == pytest.approx(want[a]) for a in accounts)
 
         await until("each instance values its accounts as one engine does", same, 20)
         for a in accounts:  # the same, said with a diff
-            assert values(owner[a].engine, a) == pytest.approx(want[a]), a
+            assert values(held(owner[a], a), a) == pytest.approx(want[a]), a
         assert all(want[a]["gross_notional"] > 0 and want[a]["unvalued"] == 0 for a in accounts)
         for s in sidecars:
             assert s.status()["scale"]["marks"]["unmarked"] == 0
@@ -156,12 +166,15 @@ async def test_reference_data_on_every_partition_values_every_account(
             }
 
         # What the contract prevents: a mark sent to its key's partition only reaches
-        # the instance owning that partition. The other values W at its fill price.
+        # that partition's engine (decision 54: one per partition, on any member). Every
+        # other account values W at its fill price, on the partition's owner too.
         late = time.time_ns()
         await publish(producer, topic, trades(accounts, ("W",), late, "w"))
         await publish(producer, topic, marks(late + 100_000_000, {"W": 150.0}), broadcast=False)
-        lucky = next(s for s in sidecars if partition_of(b"W", PARTITIONS) in owned(s))
-        other = next(s for s in sidecars if s is not lucky)
+        lucky_part = partition_of(b"W", PARTITIONS)
+        lucky = next(s for s in sidecars if lucky_part in owned(s))
+        assert isinstance(lucky.flow, PartitionEngines)
+        marked = lucky.flow.engines[TopicPartition(topic, lucky_part)]
 
         def coverage(s: Sidecar) -> dict[str, object]:
             out: dict[str, object] = s.status()["scale"]["marks"]
@@ -173,28 +186,30 @@ async def test_reference_data_on_every_partition_values_every_account(
             20,
         )
         await until(
-            "the mark of W reached its partition's owner",
-            lambda: lucky.engine.position("firm", "W") != 0 and coverage(lucky)["unmarked"] == 0,
+            "the mark of W reached its partition's engine",
+            lambda: marked.position("firm", "W") != 0 and "W" not in marked.coverage()[1],
             20,
         )
-        assert coverage(other)["unmarked_symbols"] == ["W"]
+        for s in sidecars:  # each holds W in a partition the mark did not reach
+            assert coverage(s)["unmarked_symbols"] == ["W"], s.instance
+        in_lucky = [a for a in accounts if partition_of(a.encode(), PARTITIONS) == lucky_part]
+        assert in_lucky
 
         def at_mark(a: str) -> bool:
-            book = lucky.engine.book(f"account:{a}", "W")
+            book = held(lucky, a).book(f"account:{a}", "W")
             return book is not None and book["value"] == pytest.approx(book["qty"] * 150.0)
 
         await until(  # a mark values books at the next revaluation epoch (docs/limits.md)
-            "W valued at its mark by its partition's owner",
-            lambda: all(at_mark(a) for a in accounts if owner[a] is lucky),
+            "W valued at its mark in its partition",
+            lambda: all(at_mark(a) for a in in_lucky),
             20,
         )
         gauge = "riskguard_unmarked_symbols"
-        assert other.metrics.registry.get_sample_value(gauge) == 1.0
-        assert lucky.metrics.registry.get_sample_value(gauge) == 0.0
+        assert all(s.metrics.registry.get_sample_value(gauge) == 1.0 for s in sidecars)
         for a in accounts:  # W at the mark where it arrived, at the fill price elsewhere
-            book = owner[a].engine.book(f"account:{a}", "W")
+            book = held(owner[a], a).book(f"account:{a}", "W")
             assert book is not None
-            price = 150.0 if owner[a] is lucky else 100.0
+            price = 150.0 if a in in_lucky else 100.0
             assert book["value"] == pytest.approx(book["qty"] * price), a
 
         for s in sidecars:

@@ -71,8 +71,8 @@ async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snaps
         assert complete == 1
         first = flow(time.time_ns(), 10, "a")
         await produce(base, first)
-        await until("every event applied", lambda: a.engine.events_applied
-                    + b.engine.events_applied == len(first), 30)  # fmt: skip
+        await until("every event applied", lambda: a.flow.events_applied
+                    + b.flow.events_applied == len(first), 30)  # fmt: skip
         rebuilds_a = a.status()["scale"]["rebuilds"]
         b_parts = set(b.assigned)
         await until("b's snapshot written", lambda: b.checkpoints.status()["last_written"], 10)
@@ -106,6 +106,12 @@ async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snaps
             f"{scale['restored_from']})"
         )
         assert scale["restored_from"] is not None and scale["restored_from"].startswith("snapshot-")
+        names = {f"{tp.topic}/{tp.partition}" for tp in b_parts}
+        assert set(scale["checkpoints"]) == names, scale["checkpoints"]
+        assert all(str(c).startswith("snapshot-") for c in scale["checkpoints"].values()), (
+            f"each partition restored from its checkpoint: {scale['checkpoints']}"
+        )
+        assert scale["snapshot_restores"] == len(b_parts) and scale["rebuilds"] == 0
         assert a.status()["scale"]["rebuilds"] == rebuilds_a, "a kept its partitions: no rebuild"
 
         def resolves() -> list[dict[str, Any]]:
@@ -117,11 +123,11 @@ async def test_a_member_restarted_in_time_restores_its_partitions_from_its_snaps
         second = flow(time.time_ns(), 5, "b")
         await produce(base, second)
         everything = first + second
-        await until("the new events applied once", lambda: a.engine.events_applied
-                    + b2.engine.events_applied == len(everything), 30)  # fmt: skip
+        await until("the new events applied once", lambda: a.flow.events_applied
+                    + b2.flow.events_applied == len(everything), 30)  # fmt: skip
         reference = Engine(parse(rules_toml(RATE)), event_time=True)
         reference.apply(everything)
-        got = {**account_positions(a.engine), **account_positions(b2.engine)}
+        got = {**account_positions(a.flow), **account_positions(b2.flow)}
         assert got == account_positions(reference)
         assert len(got) == len(ACCOUNTS) * 3
         a.request_stop()

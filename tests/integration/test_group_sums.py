@@ -118,7 +118,7 @@ async def test_a_partition_delivered_behind_counts_as_now_on_its_member(
         ks = first.engine.killswitch
         await until("the firm halted on 6 + 6", lambda: ks.state("firm") == "HALTED", 10)
         assert ks.standing()["firm"].value == 12.0
-        assert second.engine.last_event_ns >= t + 5  # b's clock: a's latest order
+        assert second.flow.last_event_ns >= t + 5  # b's clock: a's latest order
         for m in members:
             m.request_stop()
         assert all(await asyncio.gather(*tasks))

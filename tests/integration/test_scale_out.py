@@ -27,9 +27,11 @@ from riskguard.broker import free_port
 from riskguard.control.records import StateRecord, decode_record
 from riskguard.engine import Engine
 from riskguard.events import encode
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import parse
 from riskguard.settings import Settings
+from riskguard.snapshot import Snapshot, SnapshotStore
 from riskguard.testing import spawn_run
 from tests.builders import rules_toml
 from tests.integration.apache_kafka_fixtures import kafka_settings
@@ -151,7 +153,9 @@ async def until(what: str, predicate: Callable[[], object], timeout: float) -> f
 
 
 def process_config(settings: Settings, folder: Path, limits: Path) -> Path:
-    """A ``riskguard run`` config for the same topics and group (TOML)."""
+    """A ``riskguard run`` config for the same topics and group (TOML): ``folder`` its
+    state directory; its partitions' checkpoints go to the shared
+    ``scale.checkpoint_dir`` of ``settings``, as often as theirs."""
     k, s = settings.kafka, settings.scale
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "riskguard.toml"
@@ -169,12 +173,14 @@ instance = "rg-proc"
 state_dir = "{folder}"
 heartbeat_interval_ms = 100
 commit_interval_ms = 200
+snapshot_interval_s = {settings.runtime.snapshot_interval_s}
 watch_limits = false
 [scale]
 mode = "group"
 aggregate_topic = "{s.aggregate_topic}"
 session_timeout_ms = {s.session_timeout_ms}
 heartbeat_interval_ms = {s.heartbeat_interval_ms}
+checkpoint_dir = "{s.checkpoint_dir}"
 """)
     return config
 
@@ -204,7 +210,17 @@ async def state_records(settings: Settings, scope: str) -> list[StateRecord]:
     return found
 
 
-def account_positions(engine: Engine) -> dict[tuple[str, str], float]:
+def events_total(s: Sidecar) -> float:
+    """Events ``s`` applied since it started (``riskguard_events_total``, every type)."""
+    return sum(
+        sample.value
+        for metric in s.metrics.events.collect()
+        for sample in metric.samples
+        if sample.name == "riskguard_events_total"
+    )
+
+
+def account_positions(engine: Engine | PartitionEngines) -> dict[tuple[str, str], float]:
     return {
         (owner, symbol): qty
         for (owner, symbol), (qty, _cost, _realised) in engine.positions().items()
@@ -227,6 +243,8 @@ async def test_three_instances_share_partitions_and_survive_a_sigkill(
             "scale.mode": "group",
             "scale.session_timeout_ms": SESSION_TIMEOUT_MS,
             "scale.heartbeat_interval_ms": 500,
+            "scale.checkpoint_dir": str(tmp_path / "checkpoints"),  # shared by all three
+            "runtime.snapshot_interval_s": 2.0,
         },
     )
     limits = parse(limits_path.read_text(), str(limits_path))
@@ -259,7 +277,7 @@ async def test_three_instances_share_partitions_and_survive_a_sigkill(
         def applied() -> int:
             st = http_status(port) if proc.poll() is None else None
             alive = st["events_applied"] if st else 0
-            return alive + sum(s.engine.events_applied for s in sidecars)
+            return alive + sum(s.flow.events_applied for s in sidecars)
 
         await until("every event applied once", lambda: applied() == len(first), 30)
         scope = f"account:{HOT}"
@@ -283,36 +301,106 @@ async def test_three_instances_share_partitions_and_survive_a_sigkill(
         assert firm.value is not None and 200 < firm.value <= 300, firm.value
         assert "summed over 3 instance(s)" in (firm.reason or "")
         print(f"\nfirm halt on the sums: everywhere {firm_after:.2f} s after the account halt")
-        for s in sidecars:  # no instance saw the breach alone
-            peak = next(p for p in s.engine.peaks() if p.rule.name == "firm-order-rate")
-            assert peak.high is not None and peak.high <= 140, (s.instance, peak.high)
+        for s in sidecars:  # no instance saw the breach alone: the peak of its partitions'
+            assert isinstance(s.flow, PartitionEngines)  # sum is at most the sum of peaks
+            highs = [
+                next(p for p in e.peaks() if p.rule.name == "firm-order-rate").high
+                for e in s.flow.all()
+            ]
+            assert highs and all(h is not None for h in highs), (s.instance, highs)
+            assert sum(h or 0.0 for h in highs) <= 140, (s.instance, highs)
 
         victim_parts = owned()["rg-proc"]
+        folder, input_topic = Path(base.scale.checkpoint_dir), base.kafka.input_topics[0]
+
+        def checkpoint(label: str) -> Snapshot | None:  # the newest of a partition
+            topic, _, p = label.rpartition("/")
+            return SnapshotStore(folder / f"{topic}.{p}").latest()
+
+        def count(events: list[wire.Event], label: str) -> int:  # its messages: its end
+            return sum(f"{input_topic}/{partition_of(ev)}" == label for ev in events)
+
+        def checkpointed() -> bool:
+            snaps = {label: checkpoint(label) for label in victim_parts}
+            return all(
+                snap is not None and snap.offsets[label] == count(first, label)
+                for label, snap in snaps.items()
+            )
+
+        await until("the victim checkpointed its partitions", checkpointed, 20)
+        mid = flow(time.time_ns(), 1, "m")  # after the checkpoints: read again after the kill
+        await produce(base, mid)
+        before_kill = first + mid
+        await until("the victim applied the new events", lambda: applied() == len(before_kill), 30)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         killed = time.monotonic()
+        left = {label: checkpoint(label) for label in victim_parts}  # the victim's last
+        read_here = {s.instance: events_total(s) for s in sidecars}
+        restores = sum(s.status()["scale"]["snapshot_restores"] for s in sidecars)
         takeover = await until(
             "the survivors own all six partitions",
             lambda: sum(len(p) for p in owned().values()) == PARTITIONS,
             SESSION_TIMEOUT_MS / 1000 + 20,
         )
+        scales = [s.status()["scale"] for s in sidecars]
+        gained = {label: name for sc in scales for label, name in sc["checkpoints"].items()}
+        assert set(victim_parts) <= set(gained), (victim_parts, gained)
+        for label in victim_parts:  # restored from the victim's last checkpoint of each
+            snap = left[label]
+            assert snap is not None and gained[label] == snap.path.name, (label, gained)
+        assert all(name is not None for name in gained.values()), (
+            f"every partition gained is restored from a checkpoint, none read again: {gained}"
+        )
+        assert sum(sc["snapshot_restores"] for sc in scales) == restores + len(gained)
+
+        def restored() -> bool:
+            return all(s.status()["scale"]["restored_seconds"] is not None for s in sidecars)
+
         caught_up = await until(
             "the survivors hold every event once",
-            lambda: sum(s.engine.events_applied for s in sidecars) == len(first),
+            lambda: restored() and sum(s.flow.events_applied for s in sidecars) == len(before_kill),
             30,
         )
+        after_checkpoint = {
+            label: count(before_kill, label) - snap.offsets[label]
+            for label, snap in left.items()
+            if snap is not None
+        }
+        # read only from the checkpoints' offsets: each survivor applied the events after
+        # them and nothing else (a partition read again would count as applied, or as a
+        # redelivery); the partitions moved between survivors were handed over at the
+        # offset applied, so nothing of them is read again
+        assert sum(events_total(s) - read_here[s.instance] for s in sidecars) == sum(
+            after_checkpoint.values()
+        ), (after_checkpoint, read_here)
+        for s in sidecars:
+            dupes = s.metrics.registry.get_sample_value("riskguard_duplicate_events_total")
+            assert not dupes, (s.instance, dupes)
+            assert isinstance(s.flow, PartitionEngines)
+            for tp, engine in s.flow.engines.items():
+                label = f"{tp.topic}/{tp.partition}"
+                snap = left.get(label)
+                if snap is not None:  # the checkpoint's events, then the ones after it
+                    assert (
+                        engine.events_applied
+                        == int(snap.meta["events_applied"]) + (after_checkpoint[label])
+                    ), label
         print(
             f"\nfailover: {victim_parts} taken over {takeover:.1f} s after SIGKILL, "
-            f"state rebuilt {caught_up:.2f} s later ({time.monotonic() - killed:.1f} s total)"
+            f"restored from checkpoints {[left[p].path.name for p in victim_parts if left[p]]} "
+            f"and read on ({sum(after_checkpoint.values())} events after them) "
+            f"{caught_up:.2f} s later ({time.monotonic() - killed:.1f} s total; restore "
+            f"{[sc['restored_seconds'] for sc in (s.status()['scale'] for s in sidecars)]} s)"
         )
         assert takeover <= SESSION_TIMEOUT_MS / 1000 + 10  # the documented bound
 
         second = flow(time.time_ns(), 10, "b")
         await produce(base, second)
-        everything = first + second
+        everything = before_kill + second
         await until(
             "the new events applied once",
-            lambda: sum(s.engine.events_applied for s in sidecars) == len(everything),
+            lambda: sum(s.flow.events_applied for s in sidecars) == len(everything),
             30,
         )
         reference = Engine(limits, event_time=True)
@@ -320,7 +408,7 @@ async def test_three_instances_share_partitions_and_survive_a_sigkill(
         want = account_positions(reference)
         got: dict[tuple[str, str], float] = {}
         for s in sidecars:
-            mine = account_positions(s.engine)
+            mine = account_positions(s.flow)
             assert not set(mine) & set(got), "an account counted by two instances"
             got.update(mine)
         assert got == want
@@ -416,9 +504,10 @@ async def test_owned_partitions_with_nothing_to_read_count_as_restored(
         assert sidecar.metrics.registry.get_sample_value("riskguard_restoring") == 0
         events = flow(time.time_ns(), 1, "late")
         await produce(settings, events)
-        await until("the events applied", lambda: sidecar.engine.events_applied == len(events), 30)
+        await until("the events applied", lambda: sidecar.flow.events_applied == len(events), 30)
         assert scale()["restored_seconds"] == restored, "new events are not a restore"
-        assert scale()["rebuilds"] == 1
+        # one assignment of six partitions, none with a checkpoint: each read from its start
+        assert (scale()["rebuilds"], scale()["snapshot_restores"]) == (PARTITIONS, 0)
         sidecar.request_stop()
         assert await task
     finally:
