@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -264,10 +264,17 @@ class SnapshotStore:
         self.shared = shared
         self.skipped: list[str] = []
 
-    def write(self, data: bytes | Sequence[bytes | memoryview]) -> Path:
+    def write(
+        self, data: bytes | Sequence[bytes | memoryview], offsets: Mapping[str, int] | None = None
+    ) -> Path:
         """Write ``data`` (the file's bytes, or its :func:`chunks`) atomically (temp,
-        fsync, rename), then prune old snapshots."""
-        path = self.folder / f"snapshot-{time.time_ns()}.rgs"
+        fsync, rename), then prune old snapshots. In a shared folder holding one
+        partition's checkpoints, ``offsets`` (that partition's) leads the file name, so the
+        newest is the one furthest into the partition, whichever host's clock named it."""
+        stamp = f"{time.time_ns()}"
+        if self.shared and offsets is not None and len(offsets) == 1:
+            stamp = f"{next(iter(offsets.values())):020d}-{stamp}"
+        path = self.folder / f"snapshot-{stamp}.rgs"
         durable.replace(path, data)
         for old in self.paths()[self.keep :]:
             old.unlink(missing_ok=True)

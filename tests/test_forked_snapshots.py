@@ -291,9 +291,9 @@ def test_the_writer_holds_none_of_the_parents_sockets(tmp_path: Path) -> None:
     import socket  # noqa: PLC0415
 
     class SlowStore(SnapshotStore):
-        def write(self, parts: Any) -> Path:  # pragma: no cover - in the child
+        def write(self, parts: Any, offsets: Any = None) -> Path:  # pragma: no cover - child
             time.sleep(1.5)
-            return super().write(parts)
+            return super().write(parts, offsets)
 
     engine = Engine(load(LIMITS), event_time=True)
     engine.apply(stream()[:100])
@@ -417,3 +417,19 @@ def test_a_shared_folder_keeps_another_writers_temp_file_and_removes_a_dead_ones
     assert live.exists() and not dead.exists()
     SnapshotStore(tmp_path).write(b"single mode: one writer per folder")
     assert not live.exists()
+
+
+def test_a_partitions_newest_checkpoint_is_the_one_furthest_into_it_whatever_the_clocks(
+    tmp_path: Path,
+) -> None:
+    """Two members on hosts whose clocks disagree write one partition's checkpoints into
+    the shared folder: the one a gaining member restores is the furthest into the
+    partition (the least to read again), not the one a faster clock named later."""
+    engine = Engine(load(LIMITS), event_time=True)
+    engine.apply(stream()[:200])
+    store = SnapshotStore(tmp_path, keep=2, shared=True)
+    far = store.write(chunks(freeze(engine, {"in/0": 200})), {"in/0": 200})
+    time.sleep(0.001)  # the second writer's clock reads later
+    store.write(chunks(freeze(engine, {"in/0": 100})), {"in/0": 100})
+    latest = store.latest()
+    assert latest is not None and latest.path == far and latest.offsets == {"in/0": 200}

@@ -402,7 +402,7 @@ class Checkpoints:
         try:  # serialising in the thread too: the event loop only paid for the copies
             began = time.perf_counter()
             path = await asyncio.to_thread(
-                lambda: [store.write(chunks(f)) for f, store in frozen][-1]
+                lambda: [store.write(chunks(f), f.meta["offsets"]) for f, store in frozen][-1]
             )
         except OSError as exc:
             self._failed("snapshot write failed", error=str(exc))

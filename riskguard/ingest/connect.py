@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from riskguard import log
 from riskguard.setting_origin import bootstrap_addresses as parse_bootstrap
-from riskguard.settings import KafkaSettings
+from riskguard.settings import KafkaSettings, RuntimeSettings
 
 #: Each connection attempt waits at most this long; attempts are this far apart too.
 ATTEMPT_S = 1.0
@@ -81,6 +81,23 @@ async def wait_for_broker(servers: str, wait_s: float) -> None:
             said = True
         pause = min(ATTEMPT_S - (loop.time() - began), deadline - loop.time())
         await asyncio.sleep(max(0.0, pause))
+
+
+def make_state_folders(rt: RuntimeSettings) -> None:
+    """Create the folders of the audit log, the journal and the snapshots (if missing).
+    Raises :class:`StartError` naming the setting and the folder that cannot be made."""
+    for setting, folder in (
+        ("runtime.audit_log", rt.audit_path.parent),
+        ("runtime.journal", rt.journal_path.parent),
+        ("runtime.snapshot_dir", rt.snapshot_path),
+    ):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartError(
+                f"cannot create {folder} for {setting} (relative paths are inside "
+                f"runtime.state_dir, --state-dir: {rt.state_path}): {exc.strerror or exc}"
+            ) from exc
 
 
 def idempotence_refused(kafka: KafkaSettings, exc: KafkaError) -> bool:

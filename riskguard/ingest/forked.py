@@ -161,7 +161,7 @@ def _child(  # pragma: no cover
         _close_sockets()
         path = Path()
         for engine, offsets, store in units:
-            path = store.write(chunks(freeze(engine, offsets, session_start_ns)))
+            path = store.write(chunks(freeze(engine, offsets, session_start_ns)), offsets)
         os.write(write, os.fsencode(str(path)))
         code = 0
     except BaseException as exc:

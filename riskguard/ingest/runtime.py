@@ -56,7 +56,12 @@ from riskguard.ingest import report
 from riskguard.ingest.cancels import CancelTracker
 from riskguard.ingest.checkpoint import Checkpoints
 from riskguard.ingest.closing import stop_consumer
-from riskguard.ingest.connect import StartError, idempotence_refused, wait_for_broker
+from riskguard.ingest.connect import (
+    StartError,
+    idempotence_refused,
+    make_state_folders,
+    wait_for_broker,
+)
 from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.health import Health
 from riskguard.ingest.manual import ManualActions
@@ -100,8 +105,7 @@ class Sidecar:
         self.settings = settings
         self.log = log.get("sidecar")
         self.metrics = Metrics()
-        # warmed in start(), beside the broker connection; summed rules in group mode are
-        grouped = settings.scale.group  # counted here, judged on the sums
+        grouped = settings.scale.group  # summed rules: counted here, judged on the sums
         self.engine = Engine(
             limits or load(settings.limits),
             settings=settings.engine,
@@ -186,6 +190,7 @@ class Sidecar:
         self.tasks = TaskWatch(self._stop)  # background tasks; one that fails stops riskguard
         self._refresh_failures = log.RepeatLimiter()
         self._phase = "created"
+        self._stopping: asyncio.Future[bool] | None = None
 
     # lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -199,18 +204,7 @@ class Sidecar:
         """
         k, rt = self.settings.kafka, self.settings.runtime
         client_id = f"riskguard-{self.instance}"
-        for setting, folder in (
-            ("runtime.audit_log", rt.audit_path.parent),
-            ("runtime.journal", rt.journal_path.parent),
-            ("runtime.snapshot_dir", rt.snapshot_path),
-        ):
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StartError(
-                    f"cannot create {folder} for {setting} (relative paths are inside "
-                    f"runtime.state_dir, --state-dir: {rt.state_path}): {exc.strerror or exc}"
-                ) from exc
+        make_state_folders(rt)
         try:  # /livez and /readyz answer during start-up, warm-up included
             self.api_url = await self.api.start()
         except OSError as exc:
@@ -353,7 +347,13 @@ class Sidecar:
 
         Bounded by ``runtime.stop_timeout_s`` whatever the broker does: past it, what is
         left is abandoned and logged. True: all finished in time, applied offsets committed.
+        A second call while stopping waits for the first (one final snapshot, not two).
         """
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop_once())
+        return await asyncio.shield(self._stopping)
+
+    async def _stop_once(self) -> bool:
         self._stop.set()
         self._phase = "stopping"
         budget = self.settings.runtime.stop_timeout_s

@@ -81,6 +81,21 @@ async def test_halt_survives_a_restart(settings: Settings) -> None:
         await second.stop()
 
 
+async def test_a_stop_asked_twice_stops_once(settings: Settings) -> None:
+    """A test's finally, or a second SIGTERM, calling stop() while the first stop runs:
+    both wait for the one stop, which writes one final snapshot (two raced in one folder,
+    one deleting the other's temp file: 'snapshot write failed')."""
+    s = Sidecar(settings, OVERFILL)
+    await s.start()
+    await produce(settings, *RUNAWAY[:3])
+    await wait_for(lambda: s.flow.events_applied >= 3)
+    folder = settings.runtime.snapshot_path
+    before = set(folder.glob("snapshot-*.rgs"))
+    assert await asyncio.gather(s.stop(), s.stop()) == [True, True]
+    assert len(set(folder.glob("snapshot-*.rgs")) - before) == 1
+    assert s.checkpoints.failing == 0
+
+
 async def test_bad_events_land_in_the_dead_letter_topic(
     sidecar: Sidecar, settings: Settings
 ) -> None:
