@@ -316,15 +316,6 @@ class KillSwitch:
             self._standing[tr.scope] = tr
         return changed
 
-    def reassert(self) -> int:
-        """After the engine's state arrays were rebuilt empty (a consumer-group
-        rebalance, :mod:`riskguard.ingest.group`): latch every standing state and judged
-        time again from the transitions held here. Returns how many scopes it latched."""
-        latched = 0
-        for tr in [*self._resumed.values(), *self._standing.values()]:
-            latched += self.restore(tr)
-        return latched
-
     def adopt(self, tr: Transition) -> Adoption:
         """Align with a state change another riskguard instance published.
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -241,6 +242,8 @@ def _rule_from(record: dict[str, Any]) -> Rule:
     return Rule(**{**record, "match": match, "warn_at": tuple(record["warn_at"])})
 
 
+_NAMED = re.compile(r"^snapshot-(\d{20})-(\d+)\.rgs$").match
+"""A partition checkpoint's name: its offset (20 digits), then when it was written (ns)."""
 LEFTOVER_AGE_S = 900.0
 """A temp file in a shared folder untouched this long (s) is a dead writer's."""
 
@@ -295,8 +298,24 @@ class SnapshotStore:
         return left
 
     def paths(self) -> list[Path]:
-        """Snapshot files, newest first."""
-        return sorted(self.folder.glob("snapshot-*.rgs"), reverse=True)
+        """Snapshot files, newest first. In a shared folder (one partition's checkpoints)
+        only offset-named ones, the furthest into the partition first (then the latest
+        written): a file another build named by time alone is left out, not taken for
+        the newest."""
+        if not self.shared:
+            return sorted(self.folder.glob("snapshot-*.rgs"), reverse=True)
+        named = [
+            (m, path) for path in self.folder.glob("snapshot-*.rgs") if (m := _NAMED(path.name))
+        ]
+        named.sort(key=lambda it: (int(it[0][1]), int(it[0][2])), reverse=True)
+        return [path for _, path in named]
+
+    def furthest(self) -> int | None:
+        """Shared folder: the offset of the checkpoint furthest into its partition, from
+        the file names alone (None: none)."""
+        paths = self.paths()
+        found = _NAMED(paths[0].name) if paths and self.shared else None
+        return int(found[1]) if found else None
 
     def latest(self) -> Snapshot | None:
         """The newest snapshot that decodes; corrupt or incompatible ones are reported."""

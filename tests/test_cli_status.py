@@ -260,33 +260,33 @@ def test_a_refused_token_says_how_to_give_one(
 def test_group_mode_shows_the_partitions_owned_and_the_restore(
     serve: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The counts are of the latest assignment (``scale.checkpoints``), not since start: a
+    member that gained nothing at a handover said '3 from a checkpoint' for ever."""
     grouped = copy.deepcopy(STATUS)
     grouped["scale"] = {
         "mode": "group",
         "owned": ["trading.events/0", "trading.events/2"],
         "rebuilds": 2,
+        "snapshot_restores": 7,
+        "checkpoints": {"trading.events/0": None, "trading.events/2": "snapshot-1.rgs"},
         "last_rebuild_seconds": 0.001,
         "restored_seconds": 0.2059,
     }
     assert main(["status", "--url", serve(grouped)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert (
-        "  group mode: owns trading.events/0, trading.events/2 (restored in 0.206 s; "
-        "partitions gained: 0 from a checkpoint, 2 from their start)" in out
+        "  group mode: owns trading.events/0, trading.events/2 (restored in 0.206 s; gained at "
+        "the latest assignment: 1 from a checkpoint, 1 from their start)" in out
     )
-    grouped["scale"].update(owned=[], restored_seconds=None)
+    grouped["scale"].update(owned=[], restored_seconds=None, checkpoints={})
     assert main(["status", "--url", serve(grouped)]) == 0
-    assert "  group mode: owns none (restoring; partitions gained: 0 from a checkpoint, 2 from" in (
-        capsys.readouterr().out
+    assert (
+        "  group mode: owns none (restoring; gained at the latest assignment: 0 from a "
+        "checkpoint, 0 from their start)" in capsys.readouterr().out
     )
-    grouped["scale"].update(snapshot_restores=1)
-    assert main(["status", "--url", serve(grouped)]) == 0
-    assert "(restoring; partitions gained: 1 from a checkpoint, 2 from their start)" in (
-        capsys.readouterr().out
-    )
-    grouped["scale"].update(assigned=False, rebuilds=0, snapshot_restores=0)
+    grouped["scale"].update(assigned=False)
     assert main(["status", "--url", serve(grouped)]) == 0  # not restoring: not yet given any
-    assert "owns none (WAITING for the group to assign partitions; partitions gained: 0" in (
+    assert "owns none (WAITING for the group to assign partitions; gained at" in (
         capsys.readouterr().out
     )
     assert main(["status", "--url", serve(STATUS)]) == 0  # single mode: no such line

@@ -5,6 +5,7 @@ start: one engine's state). Checkpoints and the engines' sums: tests/test_partit
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from aiokafka.structs import TopicPartition
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from riskguard import events as wire
 from riskguard.aggregate.contributions import window_totals
 from riskguard.engine import Engine
+from riskguard.ingest.connect import StartError, make_state_folders
 from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import LimitsError, parse
@@ -199,3 +201,23 @@ def test_counting_at_own_time_survives_a_limits_reload() -> None:
     engine.count_at_own_time(False)
     engine.replace_limits(limits)
     assert engine.rulebook.rules.lateness_ns == live == engine.settings.lateness_ns
+
+
+def test_a_checkpoint_folder_that_cannot_be_made_is_refused_at_start(tmp_path: Path) -> None:
+    """A member that cannot write scale.checkpoint_dir (a shared volume mounted read-only,
+    a path under a file) is refused in one line at start, before it joins the group: it
+    joined, took partitions from a healthy member, crashed at its first checkpoint and
+    left their accounts judged by nobody until the session timeout."""
+    (tmp_path / "a-file").write_text("")
+    settings = load_settings(
+        env={
+            "RISKGUARD_SCALE_MODE": "group",
+            "RISKGUARD_STATE_DIR": str(tmp_path / "state"),
+            "RISKGUARD_SCALE_CHECKPOINT_DIR": str(tmp_path / "a-file" / "cp"),
+        }
+    )
+    with pytest.raises(StartError, match=r"cannot create .*a-file/cp for scale\.checkpoint_dir"):
+        make_state_folders(settings)
+    single = load_settings(env={"RISKGUARD_STATE_DIR": str(tmp_path / "state")})
+    make_state_folders(single)  # single mode does not need it
+    assert not (tmp_path / "state" / "partitions").exists()

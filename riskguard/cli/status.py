@@ -96,8 +96,9 @@ def _lines(reply: dict[str, Any]) -> list[str]:
         restore = "restoring" if restored is None else f"restored in {number(restored, 3)} s"
         if scale.get("assigned") is False:
             restore = "WAITING for the group to assign partitions"
-        counts = f"partitions gained: {scale.get('snapshot_restores', 0)} from a checkpoint"
-        counts += f", {scale.get('rebuilds', 0)} from their start"
+        latest = list((scale.get("checkpoints") or {}).values())
+        counts = f"gained at the latest assignment: {sum(c is not None for c in latest)} from a "
+        counts += f"checkpoint, {sum(c is None for c in latest)} from their start"
         out.append(f"  group mode: owns {owned} ({restore}; {counts})")
         out += _group_lines(scale)
     topics = reply.get("topics") or {}

@@ -122,13 +122,6 @@ class Checkpoints:
         self._applied[tp] = offset
         self.handed_over.discard(tp)
 
-    def own(self, starts: Mapping[TopicPartition, int]) -> None:
-        """Group mode, after a rebalance rebuilt the state: only ``starts``' partitions
-        are ours now, each starting at its offset; the others are forgotten (neither
-        advanced nor committed by this instance again)."""
-        self._applied = dict(starts)
-        self._committed = {}
-
     def forget(self, gone: Collection[TopicPartition]) -> None:
         """Partitions ``gone`` from the input (a topic re-created with fewer): neither
         advanced nor committed again."""
@@ -209,7 +202,13 @@ class Checkpoints:
                 continue
             if only is None or tp in only:
                 store = self.partition_store(tp)
-                store.folder.mkdir(parents=True, exist_ok=True)
+                try:
+                    store.folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:  # the shared volume gone or read-only: say so, go on
+                    self._failed(
+                        "checkpoint folder unusable", folder=str(store.folder), error=str(exc)
+                    )
+                    continue
                 out.append((engine, {f"{tp.topic}/{tp.partition}": self._applied[tp]}, store))
         return out
 
@@ -244,8 +243,8 @@ class Checkpoints:
             self._superseded = True
             with contextlib.suppress(ProcessLookupError):
                 os.kill(writer.pid, signal.SIGKILL)
-        if writing is not None:
-            await asyncio.gather(writing, return_exceptions=True)
+        if writing is not None:  # a copied write in a thread cannot be ended: bounded wait
+            await asyncio.wait({writing}, timeout=HAND_OVER_WAIT_S)
         self._superseded = False
 
     def load(self) -> None:

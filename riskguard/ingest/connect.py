@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from riskguard import log
 from riskguard.setting_origin import bootstrap_addresses as parse_bootstrap
-from riskguard.settings import KafkaSettings, RuntimeSettings
+from riskguard.settings import KafkaSettings, Settings
 
 #: Each connection attempt waits at most this long; attempts are this far apart too.
 ATTEMPT_S = 1.0
@@ -83,16 +85,23 @@ async def wait_for_broker(servers: str, wait_s: float) -> None:
         await asyncio.sleep(max(0.0, pause))
 
 
-def make_state_folders(rt: RuntimeSettings) -> None:
-    """Create the folders of the audit log, the journal and the snapshots (if missing).
-    Raises :class:`StartError` naming the setting and the folder that cannot be made."""
-    for setting, folder in (
+def make_state_folders(settings: Settings) -> None:
+    """Create the folders of the audit log, the journal, the snapshots and, in group
+    mode, the partitions' checkpoints (if missing). Raises :class:`StartError` naming the
+    setting and the folder that cannot be made (a shared volume not writable here)."""
+    rt = settings.runtime
+    folders = [
         ("runtime.audit_log", rt.audit_path.parent),
         ("runtime.journal", rt.journal_path.parent),
         ("runtime.snapshot_dir", rt.snapshot_path),
-    ):
+    ]
+    if settings.scale.group:
+        folders.append(("scale.checkpoint_dir", rt.resolve(settings.scale.checkpoint_dir)))
+    for setting, folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "not writable by this user")
         except OSError as exc:
             raise StartError(
                 f"cannot create {folder} for {setting} (relative paths are inside "

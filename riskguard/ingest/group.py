@@ -21,18 +21,28 @@ half applied):
    with none usable it is read from its start (the session start when
    ``runtime.start_of_day`` is set, else the beginning of the topic). Its engine holds
    every standing state and judged time at once
-   (:meth:`~riskguard.killswitch.KillSwitch.attach`), and events up to the latest event
-   time this instance or any other had judged (their heartbeats' ``last_event_ns``)
-   decide nothing twice. Until every owned partition is read to its end, a gained
-   partition's events count in windows at their own time however far behind the clock
+   (:meth:`~riskguard.killswitch.KillSwitch.attach`). Restored from a checkpoint, it
+   judges every event after the checkpoint's own clock: the previous owner may have died
+   before reading them (a breach it had decided after its checkpoint is decided again:
+   its state stands already, an alert goes out again under the same id); read from its
+   start, events up to the latest event time this instance or any other had judged
+   (their heartbeats' ``last_event_ns``) decide nothing twice. Until every owned
+   partition is read to its end, a gained partition's events count in windows at their
+   own time however far behind the clock
    (:meth:`~riskguard.engine.Engine.count_at_own_time`): history counted "as now" would
    fill the current windows (a false breach on the first live event).
+
+aiokafka installs an assignment before it calls the listener, and fetches from the
+committed offsets meanwhile: before its first await the listener positions every kept
+partition at the offset its engine reflects (they go on being read while the gained ones
+are restored) and bumps :attr:`~riskguard.ingest.consume.ConsumeLoop.positioned`, so that
+nothing fetched before is applied. A "kept" partition a checkpoint shows another member
+moved further (this member was fenced out of the group meanwhile) is restored instead.
 
 A member gives up partitions with a checkpoint of each at the offset it applied
 (:meth:`~riskguard.ingest.checkpoint.Checkpoints.hand_over`), so the next owner reads on
 from there; a member that died leaves its latest periodic one
-(``runtime.snapshot_interval_s``). aiokafka returns no record fetched before a seek, nor
-of a partition no longer assigned. Nothing is lost or counted twice: a partition's
+(``runtime.snapshot_interval_s``). Nothing is lost or counted twice: a partition's
 state and its offset are always written and restored together.
 
 Rules whose scope spans partitions (firm, strategy, symbol or venue, except rules
@@ -58,7 +68,7 @@ from riskguard.ingest.consume import ConsumeLoop, read_to_end
 from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.ports import TransitionSink
 from riskguard.settings import ScaleSettings
-from riskguard.snapshot import Snapshot, SnapshotError, restore
+from riskguard.snapshot import Snapshot, decode, restore
 from riskguard.vocabulary import Transition
 
 
@@ -119,7 +129,8 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         self.last_rebuild_s = 0.0
         """Seconds the latest assignment held the consume loop (replay not included)."""
         self.restored_from: str | None = None
-        """The checkpoint the latest partition restored came from (None: none yet)."""
+        """The checkpoint the latest partition restored at the latest assignment came from
+        (None: none restored then)."""
         self.checkpoints_restored: dict[str, str | None] = {}
         """Per partition gained at the latest assignment: its checkpoint (None: read
         from its start)."""
@@ -127,7 +138,6 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         """Seconds from the latest assignment until every owned partition was read to
         its high watermark (None while restoring)."""
         self._assigned_at = 0.0
-        self._restoring: set[TopicPartition] = set()
         intake.after_batch = self._progress
         self.metrics.unmarked_symbols.set_function(
             lambda: float(self.parts.mark_coverage(names=0)["unmarked"])
@@ -178,21 +188,38 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
         consumer = self.consumer
         if consumer is None:
             raise RuntimeError("group ownership: call open() with the consumer first")
-        owned = set(assigned)
-        gained = owned - self.parts.owned()
-        starts = await self._starts(consumer, gained)
+        owned, assigned_at = set(assigned), time.perf_counter()
+        # Before the first await: aiokafka installed the assignment and fetches from the
+        # committed offsets while this runs. A kept partition goes on at once from the
+        # offset its engine reflects; nothing fetched before now is applied. One another
+        # member moved on meanwhile (its checkpoint is further: this member was fenced)
+        # is not kept but restored.
+        applied = self.checkpoints.applied
+        kept = {tp for tp in owned & self.parts.owned() if tp in applied and not self._moved(tp)}
+        self.restored_s = None  # restoring: no sums published (aggregation) meanwhile
+        self.metrics.restoring.set(1)
+        self.intake.positioned += 1
+        self.intake.assigned = kept
+        for tp in kept:
+            consumer.seek(tp, applied[tp])
+        gained = owned - kept
+        starts, ends = await self._starts(consumer, gained)
         # read, decoded and restored off the event loop (seconds for a large partition:
-        # heartbeats to the group and to the gates go on meanwhile); nothing shares them yet
-        found = {tp: await asyncio.to_thread(self._restored, tp, starts[tp]) for tp in gained}
+        # heartbeats to the group and to the gates go on, and so do the kept partitions)
+        found = {
+            tp: await asyncio.to_thread(self._restored, tp, starts[tp], ends.get(tp))
+            for tp in gained
+        }
         began = time.perf_counter()
         async with self.intake.lock:
-            lost = self.parts.owned() - owned
+            lost = self.parts.owned() - kept
             for tp in lost:
                 self.parts.drop(tp)
             self.checkpoints.forget(lost)
             judged = max(self.parts.last_event_ns, self.parts.judged_ns, self.progress())
             resolves: list[Transition] = []
             restored: dict[str, str | None] = {}
+            self.restored_from = None
             for tp in sorted(gained):
                 engine, snap, carried = found[tp]
                 resolves += carried
@@ -201,8 +228,8 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
                 if snap is not None:
                     starts[tp] = int(snap.offsets[f"{tp.topic}/{tp.partition}"])
                 self.parts.add(tp, engine)
-                if judged > 0:
-                    engine.judge_until(judged)
+                if snap is None and judged > 0:  # a checkpoint judged up to its own clock:
+                    engine.judge_until(judged)  # later events were maybe never read
                 engine.count_at_own_time(True)  # until restored: history, not lateness
                 self.checkpoints.start_at(tp, starts[tp])
                 restored[f"{tp.topic}/{tp.partition}"] = snap.path.name if snap else None
@@ -231,23 +258,26 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
                     for tr in resolves
                 ]
             )
-        self._assigned_at, self.restored_s = began, None
-        self._restoring = set(gained)
+        self._assigned_at, self.restored_s = assigned_at, None
         self.metrics.restoring.set(1)
         self.metrics.owned_partitions.set(len(owned))
         self._log.info(
             "partitions assigned",
             partitions=_labels(owned),
             kept=_labels(owned - gained),
-            lost=_labels(lost),
+            lost=_labels(lost - owned),
             gained={f"{t.topic}/{t.partition}": starts[t] for t in sorted(gained)},
             checkpoints=restored,
             judged_until_ns=judged,
         )
         self.ready("partitions_assigned")
-        if not owned:
+        if not owned:  # nothing to read: restored at once
             self.restored_s = 0.0
             self.metrics.restoring.set(0)
+            self.metrics.restore_seconds.set(0.0)
+            self.parts.count_at_own_time(False)
+            for part in self.renumbered:
+                part.restored()
 
     def _progress(self, consumer: AIOKafkaConsumer) -> None:
         """After every poll (an empty one too: partitions with nothing to read are at
@@ -270,51 +300,49 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
             events=self.parts.events_applied,
         )
 
-    def _restored(
-        self, tp: TopicPartition, start: int
-    ) -> tuple[Engine, Snapshot | None, list[Transition]]:
-        """A new engine for gained partition ``tp``: restored from its checkpoint (with the
-        resolves :func:`~riskguard.snapshot.restore` found), or empty (no checkpoint, or one
-        that does not fit this build: logged). Runs in a thread: the engine is shared with
-        nothing yet."""
-        engine, snap = self.parts.fresh(), self._checkpoint_for(tp, start)
-        if snap is None:
-            return engine, None, []
-        try:
-            return engine, snap, restore(engine, snap)
-        except SnapshotError as exc:  # does not fit this build: from the start
-            self._log.error("checkpoint skipped", reason=str(exc))
-            return self.parts.fresh(), None, []
+    def _moved(self, tp: TopicPartition) -> bool:
+        """Whether a checkpoint of ``tp`` is further into it than this member's engine
+        (another member owned it meanwhile: this one had been fenced out of the group)."""
+        furthest = self.checkpoints.partition_store(tp).furthest()
+        return furthest is not None and furthest > self.checkpoints.applied.get(tp, 0)
 
-    def _checkpoint_for(self, tp: TopicPartition, start: int) -> Snapshot | None:
-        """The newest checkpoint of partition ``tp`` of this session at or after its
-        session start ``start`` (not passed by retention); None when there is none (read
-        from the start). Ones that do not decode or fit this build are logged and left
-        out. Reads files: run it off the event loop."""
+    def _restored(
+        self, tp: TopicPartition, start: int, end: int | None
+    ) -> tuple[Engine, Snapshot | None, list[Transition]]:
+        """A new engine for gained partition ``tp``: restored from its newest usable
+        checkpoint of this session, at or after its session start ``start`` and not past
+        its end offset ``end`` (a topic re-created), with the resolves
+        :func:`~riskguard.snapshot.restore` found; else empty. A checkpoint that cannot be
+        read, decoded or restored (damaged, another build's) is logged and the next older
+        one tried. Runs in a thread: the engine is shared with nothing yet."""
         if self.checkpoints.interval_s <= 0:
-            return None
-        store = self.checkpoints.partition_store(tp)
+            return self.parts.fresh(), None, []
         name = f"{tp.topic}/{tp.partition}"
-        snap = store.latest()
-        for reason in store.skipped:
-            self._log.error("checkpoint skipped", reason=reason)
-        if snap is None or set(snap.offsets) != {name}:
-            return None
-        if not snap.of_session(self.session_start_ns):
-            return None  # taken under another start of day
-        if int(snap.offsets[name]) < start:
-            return None  # an earlier session's state, or events retention removed
-        return snap
+        for path in self.checkpoints.partition_store(tp).paths():
+            engine = self.parts.fresh()
+            try:
+                snap = decode(path.read_bytes(), path)
+                offset = int(snap.offsets[name])
+                if set(snap.offsets) != {name} or not snap.of_session(self.session_start_ns):
+                    continue  # another partition's, or taken under another start of day
+                if offset < start or (end is not None and offset > end):
+                    continue  # before the session, passed by retention, or another topic's
+                return engine, snap, restore(engine, snap)
+            except Exception as exc:
+                self._log.error("checkpoint skipped", file=str(path), reason=repr(exc))
+        return self.parts.fresh(), None, []
 
     async def _starts(
         self, consumer: AIOKafkaConsumer, owned: Collection[TopicPartition]
-    ) -> dict[TopicPartition, int]:
-        """Where each owned partition's history starts (session start, else beginning)."""
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """Where each partition's history starts (session start, else beginning), and its
+        end offset now (a checkpoint past it is of a topic since re-created)."""
         if not owned:
-            return {}
+            return {}, {}
         tps = sorted(owned)
         try:
             begin: dict[TopicPartition, int] = dict(await consumer.beginning_offsets(tps))
+            ends: dict[TopicPartition, int] = dict(await consumer.end_offsets(tps))
             if self.session_start_ns is not None:
                 found = await consumer.offsets_for_times(
                     dict.fromkeys(tps, self.session_start_ns // 1_000_000)
@@ -324,8 +352,8 @@ class GroupOwnership(ConsumerRebalanceListener):  # type: ignore[misc]  # untype
                         begin[tp] = hit.offset
         except (KafkaError, TimeoutError) as exc:  # the group retries on its next rebalance
             self._log.error("offset lookup failed; reading from 0", error=repr(exc))
-            return dict.fromkeys(tps, 0)
-        return begin
+            return dict.fromkeys(tps, 0), {}
+        return begin, ends
 
     def status(self) -> dict[str, object]:
         """For ``/v1/status``: the partitions owned, the rebuilds and snapshot restores so

@@ -74,9 +74,10 @@ class PartitionEngines:
         self._targets: dict[TopicPartition, Target] = {}
         self._slots: dict[TopicPartition, int] = {}
         self._own_time = False
-        self.last_fills: dict[str, TopicPartition] = {}
-        """Symbol -> the partition of the latest fill in it read here (the fill price one
-        engine reading them all would value the symbol at before its first mark)."""
+        self.last_fills: dict[str, tuple[int, TopicPartition]] = {}
+        """Symbol -> (event time, partition) of its latest fill read here, by event time
+        (a partition read again from a checkpoint does not take it back): the fill price
+        one engine reading them all values the symbol at before its first mark."""
         self._fx_alerted: set[str] = set()
         """Currencies whose ``fx-rate-missing`` alert went out (once per member, not once
         per partition that met the currency)."""
@@ -109,11 +110,6 @@ class PartitionEngines:
         the member's kill switch from now on (every standing state and judged time is
         latched in it) and counts at its own time while the others do."""
         self.drop(tp)
-        own = engine.killswitch
-        if own is not self.killswitch:
-            for scope, tr in own.standing().items():  # a checkpoint's own: kept as evidence
-                if self.killswitch.state(scope) == "ACTIVE":
-                    self._log.info("checkpoint state not standing here", scope=scope, id=tr.id)
         engine.killswitch = self.killswitch
         self._targets[tp] = self.killswitch.attach(
             engine.keys,
@@ -132,6 +128,7 @@ class PartitionEngines:
         returned (None when it was not owned)."""
         engine = self.engines.pop(tp, None)
         target = self._targets.pop(tp, None)
+        self.last_fills = {y: at for y, at in self.last_fills.items() if at[1] != tp}
         self._slots.pop(tp, None)
         if target is not None:
             self.killswitch.detach(target)
@@ -178,9 +175,11 @@ class PartitionEngines:
             if rw > 0 and int(engine.store.state.globals["epoch"][0]) > clock // rw:
                 _note_entries(part, clock, engine.last_event_ns, rw, entered)
             clock = max(clock, engine.last_event_ns)
+            fills = self.last_fills
             for e in part:
                 if type(e) is Fill:
-                    self.last_fills[e.symbol] = tp
+                    if e.symbol not in fills or fills[e.symbol][0] <= e.ts:
+                        fills[e.symbol] = (e.ts, tp)
                 elif isinstance(e, BROADCAST_TYPES):
                     broadcast.append(e)
         for engine in self.all():  # the ones read before the latest event too
@@ -304,7 +303,7 @@ class PartitionEngines:
         currency or None when none is known). For the gates (:mod:`riskguard.ingest.
         pretrade`): the home engine, whose marks they get, reads no fill."""
         out: dict[str, tuple[float, float, float | None]] = {}
-        for symbol, tp in self.last_fills.items():
+        for symbol, (_ts, tp) in self.last_fills.items():
             engine = self.engines.get(tp)
             name = f"symbol:{symbol}"
             sid = None if engine is None else engine.keys.find_scope(name)

@@ -204,7 +204,7 @@ class Sidecar:
         """
         k, rt = self.settings.kafka, self.settings.runtime
         client_id = f"riskguard-{self.instance}"
-        make_state_folders(rt)
+        make_state_folders(self.settings)
         try:  # /livez and /readyz answer during start-up, warm-up included
             self.api_url = await self.api.start()
         except OSError as exc:
