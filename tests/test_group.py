@@ -18,7 +18,7 @@ from riskguard.engine import Engine
 from riskguard.ingest.connect import StartError, make_state_folders
 from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.runtime import Sidecar
-from riskguard.limits import LimitsError, parse
+from riskguard.limits import LimitsError, load, parse
 from riskguard.limits.scale import check_group_limits
 from riskguard.settings import SettingsError, load_settings
 from riskguard.testing import FakeClock
@@ -221,3 +221,20 @@ def test_a_checkpoint_folder_that_cannot_be_made_is_refused_at_start(tmp_path: P
     single = load_settings(env={"RISKGUARD_STATE_DIR": str(tmp_path / "state")})
     make_state_folders(single)  # single mode does not need it
     assert not (tmp_path / "state" / "partitions").exists()
+
+
+def test_the_group_example_limits_are_the_example_cut_to_what_group_mode_judges() -> None:
+    """rules/example-group.toml is accepted in group mode, and keeps every rule of the
+    example that group mode can judge as it is (the others re-scoped to accounts or left
+    out, as its header says)."""
+    root = Path(__file__).resolve().parents[1] / "rules"
+    group = load(str(root / "example-group.toml"))
+    check_group_limits(group)
+    full = {r.name: r for r in load(str(root / "example.toml")).rules}
+    kept = {r.name: r for r in group.rules}
+    assert set(full) - set(kept) == {"router-silent", "riskguard-behind", "firm-drawdown"}
+    assert set(kept) - set(full) == {"account-drawdown"}
+    for name in ("parent-overfill", "duplicate-orders", "account-drawdown"):
+        assert kept[name].scope == "account"
+    same = set(kept) - {"parent-overfill", "duplicate-orders", "account-drawdown"}
+    assert all(kept[n] == full[n] for n in same)
