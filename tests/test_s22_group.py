@@ -95,3 +95,24 @@ def test_a_state_written_to_every_engine_does_not_pass_for_the_firm_in_the_parts
                           summed_rules(parts.limits), "d")  # fmt: skip
     assert [(t.scope, t.to, t.value) for t in decided] == [("firm", "HALTED", 3.0)]
     assert parts.killswitch.state("account:B") == "REDUCE_ONLY"
+
+
+def test_a_per_order_alert_at_firm_scope_is_raised_and_resolved_per_partition() -> None:
+    """Documented (docs/deployment.md, Known limits of group mode): order_qty at firm
+    scope, max 5, alert. D (in/0) 8 at 1 ms, B (in/1) 9 at 2 ms, D 1 at 3 ms, B 9 at
+    4 ms. One engine: alert at 1, resolve at 3, alert at 4. A member: each partition's
+    engine keeps its own edge: alerts at 1 and 2, the first resolved at 3, none at 4."""
+    limits = rules_toml('name = "fat"\nmetric = "order_qty"\nscope = "firm"\nmax = 5\n'
+                        'action = "alert"')  # fmt: skip
+    parts = member(2, limits=limits)
+    one = Engine(parse(limits), clock=FakeClock(T0), warm=False, values_only=is_summed)
+    flow = [order(1, "D", "d1", 8.0), order(2, "B", "b1", 9.0), order(3, "D", "d2"),
+            order(4, "B", "b2", 9.0)]  # fmt: skip
+    got: list[tuple[int, str]] = []
+    want: list[tuple[int, str]] = []
+    for ev in flow:
+        batch = one_batch([ev])
+        got += [((t.ts - T0) // MS, t.kind) for t in parts.apply(*batch).transitions]
+        want += [((t.ts - T0) // MS, t.kind) for t in one.apply(*batch).transitions]
+    assert want == [(1, "alert"), (3, "resolve"), (4, "alert")]
+    assert got == [(1, "alert"), (2, "alert"), (3, "resolve")]
