@@ -10,8 +10,6 @@ replaces, rejects, busts, parents, broker positions, states written by the kill 
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,18 +18,23 @@ from riskguard.aggregate.contributions import contributions
 from riskguard.aggregate.judge import SumJudge
 from riskguard.aggregate.records import Contribution, Held, cover
 from riskguard.engine import Engine
+from riskguard.ingest.cancels import CancelTracker
 from riskguard.ingest.coordinates import Coordinates
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.limits import parse
 from riskguard.limits.scale import is_summed, summed_rules
+from riskguard.metrics import Metrics
 from riskguard.testing import FakeClock
-from tests.builders import MS, T0, partition_of, rules_toml
-from tests.test_partitions import assert_same_parts, member, tp
+from tests.builders import MS, T0, batches, partition_of, rules_toml
+from tests.test_partitions import ACCOUNTS, LIMITS, assert_same_parts, flow, member, tp
 
 # two partitions: D lives in in/0, B in in/1 (partition_of)
 assert (partition_of("D", 2), partition_of("B", 2)) == (0, 1)
 
 
-def one_batch(events: list[wire.Event], partitions: int = 2) -> tuple[list[wire.Event], Coordinates]:
+def one_batch(
+    events: list[wire.Event], partitions: int = 2
+) -> tuple[list[wire.Event], Coordinates]:
     """``events`` as one consumed batch: grouped by partition (account events in their
     account's, broadcast ones in every one), partitions in order, offsets from 0."""
     out: list[wire.Event] = []
@@ -116,3 +119,86 @@ def test_a_per_order_alert_at_firm_scope_is_raised_and_resolved_per_partition() 
         want += [((t.ts - T0) // MS, t.kind) for t in one.apply(*batch).transitions]
     assert want == [(1, "alert"), (3, "resolve"), (4, "alert")]
     assert got == [(1, "alert"), (2, "alert"), (3, "resolve")]
+
+
+def test_an_order_opened_late_under_a_reused_id_joins_its_own_accounts_halt() -> None:
+    """docs/events.md: an order id is unique in the firm while the order works, and may
+    be reused once it closed. D (in/0) sends order 7 at 1 ms, filled whole at 2 ms:
+    closed. Account B (in/1) is halted at 3 ms (cancel deadline 1 s); at 4 ms B opens
+    order 7 (the id reused, legally) in its halted account, and it stays open. One engine
+    (single mode) tracks it in B's request: 2 s on, ``cancel-incomplete`` pages naming
+    B's order 7 as opened after the halt.
+
+    The member looked the id up in its partitions in order and found D's closed order 7
+    in in/0 first: B's working order was never tracked, and no page came."""
+    clock = FakeClock(T0 + 3 * MS)
+    rule = 'name = "fat"\nmetric = "order_qty"\nscope = "account"\nmax = 50\naction = "halt"'
+    text = rules_toml(rule).replace("version = 1", "version = 1\ncancel_deadline_ms = 1000")
+    home = Engine(parse(text), clock=clock, warm=False, values_only=is_summed)
+    parts = PartitionEngines(home)
+    for p in range(2):
+        parts.add(tp(p), parts.fresh())
+    tracker = CancelTracker(parts, Metrics(), clock, member="rg-a")
+    done = wire.Fill(ts=T0 + 2 * MS, order_id="7", exec_id="x7", account="D", strategy="S",
+                     symbol="X", side="buy", qty=1.0, price=10.0)  # fmt: skip
+    parts.apply(*one_batch([order(1, "D", "7"), done]))
+    halt = parts.killswitch.halt("account:B", "ops", "runaway")
+    assert halt is not None
+    tracker.request(halt)  # B has no working order: an empty request
+    late = order(4, "B", "7")
+    batch = one_batch([late])
+    parts.apply(*batch)
+    clock.advance(ms=1)
+    assert tracker.check(batch[0]) == []
+    clock.advance(s=2)
+    (page,) = tracker.check()
+    assert page.rule == "cancel-incomplete"
+    assert "7" in (page.reason or "") and "opened in the halted scope" in (page.reason or "")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10**6),
+    n=st.integers(1, 100),
+    partitions=st.integers(2, 4),
+    actions=st.lists(
+        st.tuples(
+            st.integers(0, 200),
+            st.sampled_from(("halt", "reduce_only", "resume")),
+            st.sampled_from(
+                (*(f"account:{a}" for a in ACCOUNTS), "strategy:s1", "symbol:X", "venue:XNAS")
+            ),
+        ),
+        max_size=6,
+    ),
+)
+def test_parts_after_every_batch_are_one_engines_whatever_the_kill_switch_wrote(
+    seed: int, n: int, partitions: int, actions: list[tuple[int, str, str]]
+) -> None:
+    """The flow of tests/test_partitions.py read by a member and by one engine, with
+    operators' halts, reduce-only and resumes of accounts, a strategy, a symbol and a
+    venue between batches (the kill switch writes them into every engine, interning
+    scopes no event of a partition showed): after every batch the member's parts of
+    every summed rule are one engine's (read at its latest event), and so are the
+    states. Each broadcast event is read in every partition before any later event and
+    price moves apply at once: the documented differences (a copy of a mark applied per
+    partition, mid-epoch valuation) left out."""
+    stream = flow(seed, n)
+    limits = f"revalue_ms = 0\n{LIMITS}"  # mid-epoch mixes differ by design (deployment.md)
+    parts = member(partitions, limits=limits)
+    one = Engine(parse(limits), clock=FakeClock(T0), warm=False, values_only=is_summed)
+    summed = [r.name for r in summed_rules(parts.limits)]
+    for k, (events, where) in enumerate(batches(stream, partitions, seed, broadcast_alone=True)):
+        parts.apply(events, where)
+        one.apply(events, where)
+        for at, action, scope in actions:
+            if at == k:
+                for ks in (parts.killswitch, one.killswitch):
+                    if action == "resume":
+                        ks.resume(scope, "ops", "checked")
+                    else:
+                        ks.halt(scope, "ops", "checked", action=action)
+        now = one.last_event_ns
+        assert_same_parts(parts.contributions(summed, now), contributions(one, summed, now))
+    for _, _, scope in actions:
+        assert parts.killswitch.state(scope) == one.killswitch.state(scope)

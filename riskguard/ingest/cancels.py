@@ -437,7 +437,7 @@ class CancelTracker:
             )  # a scope latched HALTED: the order's effective state is HALTED
             if covering is None:
                 continue
-            oid = self.engine.find_order(ev.order_id)
+            oid = self.engine.find_order(ev.order_id, ev.account)
             if oid is None:
                 continue
             status, serial = self.engine.order_lives(np.array([oid], dtype=np.int64))
