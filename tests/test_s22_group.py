@@ -202,3 +202,41 @@ def test_parts_after_every_batch_are_one_engines_whatever_the_kill_switch_wrote(
         assert_same_parts(parts.contributions(summed, now), contributions(one, summed, now))
     for _, _, scope in actions:
         assert parts.killswitch.state(scope) == one.killswitch.state(scope)
+
+
+def test_an_order_opened_late_at_a_halted_venue_joins_the_venues_halt() -> None:
+    """venue:XNAS halted at 1 s (cancel deadline 1 s), nothing working there. At 1.001 s
+    account A opens order r1 at XNAS (a router not asking the gate); it stays open. Two
+    seconds on, ``cancel-incomplete`` pages naming r1 as opened after the halt, as it
+    does for an order opened late in a halted account or strategy. The tracker looked
+    for a halted scope among the order's firm, account, strategy and symbol only: the
+    venue's late order was never tracked, and no page came (single mode and group mode
+    alike)."""
+    clock = FakeClock(T0 + 1000 * MS)
+    rule = 'name = "fat"\nmetric = "order_qty"\nscope = "firm"\nmax = 1e9\naction = "halt"'
+    text = rules_toml(rule).replace("version = 1", "version = 1\ncancel_deadline_ms = 1000")
+    engine = Engine(parse(text), clock=clock)
+    tracker = CancelTracker(engine, Metrics(), clock)
+    halt = engine.killswitch.halt("venue:XNAS", "ops", "venue outage")
+    assert halt is not None
+    tracker.request(halt)
+    rogue = [
+        wire.NewOrder(
+            ts=T0 + 1001 * MS,
+            order_id="r1",
+            account="A",
+            strategy="S",
+            symbol="X",
+            side="buy",
+            qty=1.0,
+            price=10.0,
+            venue="XNAS",
+        )  # fmt: skip
+    ]
+    engine.apply(rogue)
+    clock.advance(ms=2)
+    assert tracker.check(rogue) == []
+    clock.advance(s=2)
+    (page,) = tracker.check()
+    assert page.rule == "cancel-incomplete"
+    assert "r1" in (page.reason or "") and "opened in the halted scope" in (page.reason or "")

@@ -430,7 +430,7 @@ class CancelTracker:
             covering = next(
                 (
                     halted[s]
-                    for s in order_scopes(ev.account, ev.strategy, ev.symbol)
+                    for s in order_scopes(ev.account, ev.strategy, ev.symbol, ev.venue)
                     if s in halted and ev.ts > halted[s].decided_ns
                 ),
                 None,
