@@ -231,7 +231,7 @@ def test_an_order_opened_late_at_a_halted_venue_joins_the_venues_halt() -> None:
             qty=1.0,
             price=10.0,
             venue="XNAS",
-        )  # fmt: skip
+        )
     ]
     engine.apply(rogue)
     clock.advance(ms=2)
