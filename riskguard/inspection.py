@@ -327,9 +327,16 @@ class Inspection:
         orders = self.store.state.orders
         return orders["status"][oids].astype(np.int64), orders["serial"][oids].astype(np.int64)
 
-    def find_order(self, order_id: str) -> int | None:
-        """The order id interned for ClOrdID ``order_id``, None when none is."""
-        return self.keys.orders.get(order_id)
+    def find_order(self, order_id: str, account: str | None = None) -> int | None:
+        """The order id interned for ClOrdID ``order_id``, None when none is; with
+        ``account``, None unless that order is the account's (its latest life)."""
+        oid = self.keys.orders.get(order_id)
+        if oid is None or account is None:
+            return oid
+        sid = self.keys.find_scope(f"account:{account}")
+        self.store.reserve(self.keys)  # an order interned by a batch not yet applied
+        mine = sid is not None and int(self.store.state.orders["account"][oid]) == sid
+        return oid if mine else None
 
     def _positions_in(self, owner: int, symbols: np.ndarray) -> np.ndarray:
         """Net position (float64) of scope id ``owner`` in each symbol scope id of ``symbols``."""

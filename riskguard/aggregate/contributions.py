@@ -73,6 +73,10 @@ def contributions(engine: Engine, rules: Collection[str], now_ns: int) -> Parts:
     Raises ``KeyError`` for a name not in the rulebook."""
     book = engine.rulebook
     rows = book.rules.rows
+    # a scope the kill switch interned (a state written to every engine of a member, a
+    # scope no event of this engine showed) has no level or slot until reserved: read
+    # as it was, it passed for the firm and took the firm's window counts
+    engine.store.reserve(engine.keys)
     st = engine.store.state
     n = len(engine.keys.scope_names)
     scopes = st.scopes[:n]

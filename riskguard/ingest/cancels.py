@@ -430,14 +430,14 @@ class CancelTracker:
             covering = next(
                 (
                     halted[s]
-                    for s in order_scopes(ev.account, ev.strategy, ev.symbol)
+                    for s in order_scopes(ev.account, ev.strategy, ev.symbol, ev.venue)
                     if s in halted and ev.ts > halted[s].decided_ns
                 ),
                 None,
             )  # a scope latched HALTED: the order's effective state is HALTED
             if covering is None:
                 continue
-            oid = self.engine.find_order(ev.order_id)
+            oid = self.engine.find_order(ev.order_id, ev.account)
             if oid is None:
                 continue
             status, serial = self.engine.order_lives(np.array([oid], dtype=np.int64))

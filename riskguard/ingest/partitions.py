@@ -382,11 +382,12 @@ class PartitionEngines:
                 status[at], serial[at] = s, n
         return status, serial
 
-    def find_order(self, order_id: str) -> int | None:
+    def find_order(self, order_id: str, account: str | None = None) -> int | None:
         """The id handed out here of the order named ``order_id`` (its ClOrdID) in any
-        partition, None when none holds it."""
+        partition (with ``account``: that account's; an id closed in one account may be
+        reused in another, in another partition), None when none holds it."""
         for slot, engine in self._slotted():
-            oid = engine.find_order(order_id)
+            oid = engine.find_order(order_id, account)
             if oid is not None:
                 return (slot << SLOT_SHIFT) | oid
         return None

@@ -75,8 +75,10 @@ class OrderBook(Protocol):
         """(status, serial) of each of ``oids``."""
         ...
 
-    def find_order(self, order_id: str) -> int | None:
-        """The id of the order whose ClOrdID is ``order_id`` (None: unknown)."""
+    def find_order(self, order_id: str, account: str | None = None) -> int | None:
+        """The id of the order whose ClOrdID is ``order_id`` (None: unknown); with
+        ``account``, that account's (a ClOrdID closed in one account may be reused in
+        another)."""
         ...
 
 
