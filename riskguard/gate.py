@@ -420,8 +420,10 @@ class Gate:
         (FIX CumQty): REDUCE_ONLY judges what may still fill, ``qty - filled``.
         ``prior_qty``: for a replace, the order's total quantity before it (FIX
         OrderQty): a replace lowering it (``qty < prior_qty``) passes REDUCE_ONLY, as it
-        only shrinks what may fill. An order in a symbol on riskguard's restricted list is refused. A refusal names the rule,
-        value and limit, and is counted in ``refusals``; it halts nothing (the order
+        only shrinks what may fill; REDUCE_ONLY counts the working orders riskguard
+        published on the order's side, less what the replaced order may still fill. An
+        order in a symbol on riskguard's restricted list is refused. A refusal names the
+        rule, value and limit, and is counted in ``refusals``; it halts nothing (the order
         never existed). Raises ``ValueError`` for a side other than buy/sell, a
         non-finite or non-positive ``qty``, a negative or non-finite ``filled``, a
         ``prior_qty`` neither None nor finite and > 0, a

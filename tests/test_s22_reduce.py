@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from riskguard.control import decision
 from riskguard.control.view import Instant
-from tests.builders import MS, fill, new, replace, rules_toml
+from tests.builders import MS, cancel, fill, new, replace, rules_toml
 from tests.test_s21_gate import UNWIND, VENUE_FAT, World, books, held
 
-KEYS = {"account": "A", "strategy": "S", "symbol": "X"}
+KEYS: dict[str, Any] = {"account": "A", "strategy": "S", "symbol": "X"}
 
 
 def _amend(world: World, side: str, qty: float, filled: float, prior: float | None) -> Any:
@@ -115,10 +115,15 @@ def test_a_replace_passes_reduce_only_iff_it_lowers_the_order_or_reduces(
     new may breach venue-fat) refuses it."""
     trades, scopes, ((route, symbol, side), qty, as_sum, venue) = book
     account, strategy = route
-    keys = {"account": account, "strategy": strategy, "symbol": symbol, "side": side}
+    keys: dict[str, Any] = {
+        "account": account,
+        "strategy": strategy,
+        "symbol": symbol,
+        "side": side,
+    }
     events: list[Any] = []
     for i, (a, s, y, sd, q) in enumerate(trades):
-        k = {"account": a, "strategy": s, "symbol": y, "side": sd}
+        k: dict[str, Any] = {"account": a, "strategy": s, "symbol": y, "side": sd}
         events += [new(f"o{i}", 2 * i * MS, qty=float(q), **k)]
         events += [fill(f"o{i}", (2 * i + 1) * MS, qty=float(q), **k)]
     t = 2 * len(trades) * MS
@@ -153,3 +158,155 @@ def test_a_replace_passes_reduce_only_iff_it_lowers_the_order_or_reduces(
     sent = world.send(replace("w", t + 90 * MS, qty=amount, price=100.0, venue=venue, **keys))
     moved = [tr for tr in sent if not tr.is_alert]
     assert verdict.allowed == (ok and not moved), (verdict, standing, trades, sent)
+
+
+# two reducing orders together past the position ----------------------------------------
+def _check(world: World, side: str, qty: float, prior: float | None = None) -> Any:
+    at = Instant(world.clock.now_ns, 0)
+    return decision.check(world.view, 60_000, at, "A", "S", "X", side, qty, 99.0, prior_qty=prior)
+
+
+def test_two_sales_that_together_would_flip_a_reduce_only_long_are_not_both_allowed() -> None:
+    # S is long 100 X and REDUCE_ONLY. A sale of 80 reduces it to 20: allowed, sent. A
+    # second sale of 80 reduces 100 to 20 on its own, but once both fill S is short 60:
+    # a flip, which reduce-only forbids (an exchange's reduce-only orders together never
+    # exceed the position). The gate allowed it (it judged each order on its own), and
+    # the engine moves nothing when both fill: S ends short 60 and still REDUCE_ONLY,
+    # with nothing said. Now riskguard publishes, with the position, what its working
+    # orders may still fill (sell_leaves 80), and REDUCE_ONLY judges a sale against the
+    # 20 left to reduce: 80 refused, 20 allowed (100 - 80 - 20 = 0), 20.5 refused.
+    world = _long_100_and_working("buy", 1)
+    world.send(cancel("w", 5 * MS, **KEYS))
+    first = new("s1", 10 * MS, qty=80, side="sell", **KEYS)
+    assert _check(world, "sell", 80).allowed
+    world.send(first)
+    # Not yet published: what riskguard has not read it cannot count (docs/gate.md).
+    assert _check(world, "sell", 80).allowed
+    world.publish()
+    assert world.view.leaves("strategy:S", "X") == (0.0, 80.0)
+    second = _check(world, "sell", 80)
+    assert (second.allowed, second.state, second.scope) == (False, "REDUCE_ONLY", "strategy:S")
+    assert "would flip position 100 to -60 with the working sells of 80" in second.reason
+    assert _check(world, "sell", 20).allowed
+    assert not _check(world, "sell", 20.5).allowed
+    # 50 of the first sale fill: long 50, 30 still to sell: 20 left to reduce.
+    world.send(fill("s1", 11 * MS, qty=50, side="sell", **KEYS))
+    world.publish()
+    assert (world.view.position("strategy:S", "X"), world.view.leaves("strategy:S", "X")) == (
+        50.0,
+        (0.0, 30.0),
+    )
+    assert _check(world, "sell", 20).allowed and not _check(world, "sell", 21).allowed
+    # Amending the first sale (OrderQty 80, 50 filled) to 100: 50 left, which would
+    # close the long of 50 (its own 30 are not counted twice): allowed; to 101: refused.
+    at = Instant(world.clock.now_ns, 0)
+    amend = decision.check(
+        world.view, 60_000, at, "A", "S", "X", "sell", 100, 99.0, filled=50, prior_qty=80
+    )
+    assert amend.allowed, amend.reason
+    assert not decision.check(
+        world.view, 60_000, at, "A", "S", "X", "sell", 101, 99.0, filled=50, prior_qty=80
+    ).allowed
+    # The first sale cancelled: 50 may be sold again.
+    world.send(cancel("s1", 12 * MS, **KEYS))
+    world.publish()
+    assert world.view.leaves("strategy:S", "X") == (0.0, 0.0)
+    assert _check(world, "sell", 50).allowed
+
+
+def test_working_sales_count_in_decimals() -> None:
+    # Long 0.3, a sale of 0.1 working: 0.2 left to reduce. A router's float sum 0.1 + 0.1
+    # closes it (0.3 - 0.1 is 0.19999999999999998 in floating point, which 0.2 would
+    # exceed); 0.2000001 does not.
+    events = [new("b", 1 * MS, qty=0.3, **KEYS), fill("b", 2 * MS, qty=0.3, **KEYS)]
+    events.append(new("s1", 3 * MS, qty=0.1, side="sell", **KEYS))
+    world = World(rules_toml(VENUE_FAT), events)
+    world.engine.killswitch.halt("strategy:S", "ops", "drill", action="reduce_only")
+    world.publish()
+    assert _check(world, "sell", 0.1 + 0.1).allowed
+    assert not _check(world, "sell", 0.2000001).allowed
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    books(),
+    st.lists(
+        st.tuples(
+            st.sampled_from([("A", "S"), ("B", "S"), ("B", "T")]),
+            st.sampled_from(["X", "Y"]),
+            st.sampled_from(["buy", "sell"]),
+            st.sampled_from(["0.1", "1", "7.5", "40", "100"]),
+            st.sampled_from(["0", "0.1"]),
+        ),
+        max_size=4,
+    ),
+)
+def test_reduce_only_counts_the_working_orders_riskguard_published(
+    book: tuple[list[tuple[str, str, str, str, Decimal]], list[str], Any],
+    working: list[tuple[tuple[str, str], str, str, str, str]],
+) -> None:
+    """Fills, then orders left working (some partly filled), one or two scopes put
+    REDUCE_ONLY, the positions published: an order passes iff, for each REDUCE_ONLY
+    scope it belongs to, it and the scope's working orders on its side (what they may
+    still fill, qty - filled, by hand in decimals) together bring that scope's position
+    toward 0 or to 0, never past it, and the engine, judging it once sent, moves no
+    scope (a scope HALTED by a working order's own breach refuses it)."""
+    trades, scopes, ((route, symbol, side), qty, as_sum, venue) = book
+    events: list[Any] = []
+    for i, (a, s, y, sd, q) in enumerate(trades):
+        k: dict[str, Any] = {"account": a, "strategy": s, "symbol": y, "side": sd}
+        events += [new(f"o{i}", 2 * i * MS, qty=float(q), **k)]
+        events += [fill(f"o{i}", (2 * i + 1) * MS, qty=float(q), **k)]
+    t = 2 * len(trades) * MS
+    rest: list[tuple[str, str, str, str, Decimal]] = []  # (account, strategy, y, side, left)
+    for j, ((a, s), y, sd, q, part) in enumerate(working):
+        k = {"account": a, "strategy": s, "symbol": y, "side": sd}
+        events.append(new(f"w{j}", t + 2 * j * MS, qty=float(q), **k))
+        done = min(Decimal(part), Decimal(q))
+        if done:
+            events.append(fill(f"w{j}", t + (2 * j + 1) * MS, qty=float(done), **k))
+            trades = [*trades, (a, s, y, sd, done)]
+        if Decimal(q) > done:
+            rest.append((a, s, y, sd, Decimal(q) - done))
+    world = World(UNWIND, events)
+    for scope in scopes:
+        world.engine.killswitch.halt(scope, "ops", "drill", action="reduce_only")
+    world.publish()
+    standing = world.engine.killswitch.standing()
+    account, strategy = route
+    amount = 0.1 + 0.2 if as_sum and qty == "0.3" else float(qty)
+    at = Instant(world.clock.now_ns, 0)
+    verdict = decision.check(
+        world.view, 60_000, at, account, strategy, symbol, side, amount, 100.0, venue=venue
+    )
+    mine = {"firm", f"account:{account}", f"strategy:{strategy}", f"symbol:{symbol}"}
+    if venue is not None:
+        mine.add(f"venue:{venue}")
+    d = Decimal(qty) if side == "buy" else -Decimal(qty)
+    ok = True
+    for scope, tr in standing.items():
+        if scope not in mine:
+            continue
+        if tr.to == "HALTED":
+            ok = False
+            continue
+        p = held(trades, scope, symbol)
+        w = sum((left for left in _owned(rest, scope, symbol, side)), Decimal(0))
+        ok = ok and p != 0 and p * d < 0 and abs(d) + w <= abs(p)
+    keys: dict[str, Any] = {"account": account, "strategy": strategy, "symbol": symbol}
+    sent = world.send(new("o", 100 * MS, qty=amount, price=100.0, venue=venue, side=side, **keys))
+    moved = [tr for tr in sent if not tr.is_alert]
+    assert verdict.allowed == (ok and not moved), (verdict, standing, trades, rest, sent)
+
+
+def _owned(
+    rest: list[tuple[str, str, str, str, Decimal]], scope: str, symbol: str, side: str
+) -> list[Decimal]:
+    """What the working ``side`` orders in ``symbol`` moving ``scope``'s position may
+    still fill: the account's or strategy's own, the firm's for any other scope."""
+    level, _, key = scope.partition(":")
+    return [
+        left
+        for a, s, y, sd, left in rest
+        if y == symbol and sd == side and {"account": a, "strategy": s}.get(level, key) == key
+    ]

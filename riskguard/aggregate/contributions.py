@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from riskguard.limits.vocabulary import METRICS
-from riskguard.state.codes import FIRM, RING
-from riskguard.vocabulary import L_FIRM, L_SYMBOL, L_VENUE, parse_scope
+from riskguard.state.codes import FIRM, O_OPEN, RING
+from riskguard.vocabulary import L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL, L_VENUE, parse_scope
 
 if TYPE_CHECKING:
     from riskguard.engine import Engine
@@ -152,3 +152,34 @@ def scope_positions(engine: Engine, scope: str) -> dict[str, float]:
         names[y].partition(":")[2]: qty
         for y, qty in zip(pos["symbol"][rows].tolist(), pos["qty"][rows].tolist(), strict=True)
     }
+
+
+def scope_leaves(engine: Engine, scope: str) -> dict[str, tuple[float, float]]:
+    """What this engine's working orders that move ``scope``'s position (as
+    :func:`scope_positions` keeps it) may still fill, by symbol key: (buys, sells), each
+    the sum of qty - filled (FIX LeavesQty, instrument units, >= 0) over the working
+    orders of that side. The orders of the scope's owner: an account's or a strategy's
+    own, every order of the firm for ``firm`` and ``venue:<mic>`` (the firm's position,
+    whatever venue the order goes to), the firm's in the symbol for ``symbol:<id>``.
+    Only symbols with a working order are listed; empty for a scope never seen."""
+    level, _ = parse_scope(scope)
+    sid = engine.keys.find_scope(scope)
+    if sid is None and level not in (L_FIRM, L_VENUE):
+        return {}
+    keys = engine.keys
+    engine.store.reserve(keys)
+    orders = engine.store.state.orders[: keys.n_orders]
+    mask = orders["status"] == O_OPEN
+    field = {L_ACCOUNT: "account", L_STRATEGY: "strategy", L_SYMBOL: "symbol"}.get(level)
+    if field is not None:
+        mask &= orders[field] == sid
+    rows = np.flatnonzero(mask)
+    left = np.maximum(orders["qty"][rows] - orders["cum_qty"][rows], 0.0)
+    names = keys.scope_names
+    out: dict[str, tuple[float, float]] = {}
+    symbols, sides = orders["symbol"][rows].tolist(), orders["side"][rows].tolist()
+    for y, side, q in zip(symbols, sides, left.tolist(), strict=True):
+        symbol = names[y].partition(":")[2]
+        buys, sells = out.get(symbol, (0.0, 0.0))
+        out[symbol] = (buys + q, sells) if side > 0 else (buys, sells + q)
+    return out

@@ -318,6 +318,7 @@ def check(
             return refused
         leaves = _leaves(qty, filled)
         lowered = _lowered(qty, prior_qty, filled)
+        own = 0.0 if prior_qty is None else _leaves(prior_qty, filled)
         for scope in scopes:  # widest first: every REDUCE_ONLY scope must agree
             record = view.states.get(scope)
             if record is not None and record.state == "REDUCE_ONLY":
@@ -325,7 +326,7 @@ def check(
                     said = f"{scope} is REDUCE_ONLY; {lowered}"
                     verdict = Verdict(True, said, "REDUCE_ONLY", scope)
                 else:
-                    verdict = _reduce_only(view, record, symbol, side, sign * leaves)
+                    verdict = _reduce_only(view, record, symbol, side, sign * leaves, own)
                 if not verdict:
                     return verdict
                 if decided is None:
@@ -448,30 +449,47 @@ def _closes(qty: float, position: float) -> bool:
 
 
 def _reduce_only(
-    view: ControlView, record: StateRecord, symbol: str, side: str, signed_qty: float
+    view: ControlView, record: StateRecord, symbol: str, side: str, signed_qty: float, own: float
 ) -> Verdict:
     """REDUCE_ONLY at ``record.scope``: allowed only if the order brings the position
-    closer to zero without crossing it (position 0: every order opens one). A symbol or
-    venue scope's published position is the firm's in the symbol (positions are not kept
-    per venue), and the reason says so."""
+    closer to zero without crossing it (position 0: every order opens one), counting
+    the working orders on its side that riskguard published (they may fill first) less
+    ``own``, what the order being replaced may still fill (counted among them). A symbol
+    or venue scope's published position is the firm's in the symbol (positions are not
+    kept per venue), and the reason says so."""
     scope = record.scope
     if signed_qty == 0.0:
         return Verdict(
             True, f"{scope} is REDUCE_ONLY; the order leaves nothing to fill", "REDUCE_ONLY", scope
         )
     position = view.position(scope, symbol)
+    buys, sells = view.leaves(scope, symbol)
+    working = max(booked_qty(sells if signed_qty < 0.0 else buys) - own, 0.0)
+    working = booked_qty(working) if working > 0.0 else 0.0
     after = position + signed_qty
     qty = abs(signed_qty)
-    closes = _closes(qty, position)
     noun = "the firm's position" if scope.startswith(("symbol:", "venue:")) else "position"
-    if position != 0.0 and signed_qty * position < 0.0 and (qty < abs(position) or closes):
-        after = 0.0 if closes else after
-        said = f"{side} {number(qty)} reduces {noun} {number(position)} to {number(after)}"
+    reducing = position != 0.0 and signed_qty * position < 0.0
+    room = abs(position) - working
+    room = booked_qty(room) if reducing and room > 0.0 else 0.0
+    closes = room > 0.0 and _closes(qty, room)
+    if room > 0.0 and (qty < room or closes):
+        alone = 0.0 if closes and not working else after
+        said = f"{side} {number(qty)} reduces {noun} {number(position)} to {number(alone)}"
+        if working:
+            last = 0.0 if closes else booked_qty(room - qty) * (1.0 if position > 0.0 else -1.0)
+            said += f" ({number(last)} once the working {side}s of {number(working)} fill too)"
         return Verdict(True, f"{scope} is REDUCE_ONLY; {said}", "REDUCE_ONLY", scope)
     if position == 0.0:
         what = f"{side} {number(qty)} would open a position ({noun} 0)"
     elif signed_qty * position > 0.0:
         what = f"{side} {number(qty)} would increase {noun} {number(position)} to {number(after)}"
+    elif working:
+        past = number(after + (working if signed_qty > 0.0 else -working))
+        what = (
+            f"{side} {number(qty)} would flip {noun} {number(position)} to {past} with the "
+            f"working {side}s of {number(working)} (a replace: give prior_qty)"
+        )
     else:
         what = f"{side} {number(qty)} would flip {noun} {number(position)} to {number(after)}"
     why = evidence(record.transition)
