@@ -174,12 +174,15 @@ def scope_leaves(engine: Engine, scope: str) -> dict[str, tuple[float, float]]:
     if field is not None:
         mask &= orders[field] == sid
     rows = np.flatnonzero(mask)
+    if rows.size == 0:
+        return {}
     left = np.maximum(orders["qty"][rows] - orders["cum_qty"][rows], 0.0)
+    symbols, buy = orders["symbol"][rows], orders["side"][rows] > 0
+    ids, at = np.unique(symbols, return_inverse=True)
+    buys = np.bincount(at, weights=np.where(buy, left, 0.0), minlength=ids.size)
+    sells = np.bincount(at, weights=np.where(buy, 0.0, left), minlength=ids.size)
     names = keys.scope_names
-    out: dict[str, tuple[float, float]] = {}
-    symbols, sides = orders["symbol"][rows].tolist(), orders["side"][rows].tolist()
-    for y, side, q in zip(symbols, sides, left.tolist(), strict=True):
-        symbol = names[y].partition(":")[2]
-        buys, sells = out.get(symbol, (0.0, 0.0))
-        out[symbol] = (buys + q, sells) if side > 0 else (buys, sells + q)
-    return out
+    return {
+        names[y].partition(":")[2]: (b, x)
+        for y, b, x in zip(ids.tolist(), buys.tolist(), sells.tolist(), strict=True)
+    }
