@@ -215,15 +215,15 @@ def test_two_sales_that_together_would_flip_a_reduce_only_long_are_not_both_allo
 
 
 def test_working_sales_count_in_decimals() -> None:
-    # Long 0.3, a sale of 0.1 working: 0.2 left to reduce. A router's float sum 0.1 + 0.1
-    # closes it (0.3 - 0.1 is 0.19999999999999998 in floating point, which 0.2 would
-    # exceed); 0.2000001 does not.
+    # Long 0.3, a sale of 0.1 working: 0.2 left to reduce. A sale of 0.2 closes it (0.3 -
+    # 0.1 is 0.19999999999999998 in floating point, which 0.2 would exceed); 0.2000001
+    # does not.
     events = [new("b", 1 * MS, qty=0.3, **KEYS), fill("b", 2 * MS, qty=0.3, **KEYS)]
     events.append(new("s1", 3 * MS, qty=0.1, side="sell", **KEYS))
     world = World(rules_toml(VENUE_FAT), events)
     world.engine.killswitch.halt("strategy:S", "ops", "drill", action="reduce_only")
     world.publish()
-    assert _check(world, "sell", 0.1 + 0.1).allowed
+    assert _check(world, "sell", 0.2).allowed
     assert not _check(world, "sell", 0.2000001).allowed
 
 
