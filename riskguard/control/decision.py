@@ -247,7 +247,9 @@ def check(
        each REDUCE_ONLY scope refuses an order that would open, increase or flip its
        published position (:meth:`ControlView.position`, 0 when none is current; a
        symbol or venue scope's is the firm's in the order's symbol) with the quantity
-       still to fill, ``qty - filled`` (a replace leaving nothing to fill passes, and
+       still to fill, ``qty - filled``, once the working orders on its side published
+       with it fill too (:meth:`ControlView.leaves`; less ``prior_qty - filled``, the
+       replaced order's own) (a replace leaving nothing to fill passes, and
        so does a replace lowering the order's quantity, ``qty < prior_qty``: it can
        only take the scope's worst-case position back toward where it was);
     4. the restricted list: an order in a listed symbol (by a listed account or
