@@ -33,11 +33,13 @@ def _amend(world: World, side: str, qty: float, filled: float, prior: float | No
     )
 
 
-def _long_100_and_working(side: str, qty: float, part: float = 0.0) -> World:
+def _long_100_and_working(side: str | None, qty: float = 0.0, part: float = 0.0) -> World:
     """S long 100 X (bought and filled), then a working ``side`` order ``w`` of ``qty``
-    (``part`` of it filled), sent while S was ACTIVE; then S put REDUCE_ONLY."""
+    (``part`` of it filled; ``side`` None: none), sent while S was ACTIVE; then S put
+    REDUCE_ONLY."""
     events = [new("b", 1 * MS, qty=100, **KEYS), fill("b", 2 * MS, qty=100, **KEYS)]
-    events.append(new("w", 3 * MS, qty=qty, side=side, **KEYS))
+    if side is not None:
+        events.append(new("w", 3 * MS, qty=qty, side=side, **KEYS))
     if part:
         events.append(fill("w", 4 * MS, qty=part, side=side, **KEYS))
     world = World(rules_toml(VENUE_FAT.replace("max=100", "max=1000")), events)
@@ -175,8 +177,7 @@ def test_two_sales_that_together_would_flip_a_reduce_only_long_are_not_both_allo
     # with nothing said. Now riskguard publishes, with the position, what its working
     # orders may still fill (sell_leaves 80), and REDUCE_ONLY judges a sale against the
     # 20 left to reduce: 80 refused, 20 allowed (100 - 80 - 20 = 0), 20.5 refused.
-    world = _long_100_and_working("buy", 1)
-    world.send(cancel("w", 5 * MS, **KEYS))
+    world = _long_100_and_working(None)
     first = new("s1", 10 * MS, qty=80, side="sell", **KEYS)
     assert _check(world, "sell", 80).allowed
     world.send(first)
