@@ -432,24 +432,22 @@ class PreTradeFeed:
                 if not entering and before.get(symbol) == now_held:
                     continue
                 sent[symbol] = now_held
-                qty, buys, sells = now_held
-                record = PositionRecord(
-                    scope, symbol, qty, now, buy_leaves=buys or UNSET, sell_leaves=sells or UNSET
-                )
+                record = _position(scope, symbol, now_held, now)
                 batch.messages.append((position_key(scope, symbol), encode_record(record)))
             batch.counts["position"] += len(sent)
 
-    async def publish_positions(self, positions: dict[str, dict[str, float]]) -> bool:
-        """Publish ``positions`` (scope -> symbol -> net qty) as position records stamped
+    async def publish_positions(self, positions: dict[str, dict[str, Held]]) -> bool:
+        """Publish ``positions`` (scope -> symbol -> (net qty, buy leaves, sell leaves)) as
+        position records stamped
         now (group mode: the sums over the members, :mod:`riskguard.ingest.aggregation`);
         True when the broker took them. Raises :class:`RuntimeError` before :meth:`open`."""
         if self._publisher is None:
             raise RuntimeError("the gate feed has no control publisher yet: call open() first")
         now = self.clock()
         messages = [
-            (position_key(scope, symbol), encode_record(PositionRecord(scope, symbol, qty, now)))
+            (position_key(scope, symbol), encode_record(_position(scope, symbol, held, now)))
             for scope, by_symbol in positions.items()
-            for symbol, qty in by_symbol.items()
+            for symbol, held in by_symbol.items()
         ]
         if not messages:
             return True
@@ -473,3 +471,12 @@ class PreTradeFeed:
             "rounds": self.rounds,
             "failures": self.failures,
         }
+
+
+def _position(scope: str, symbol: str, held: Held, now: int) -> PositionRecord:
+    """The position record of ``held`` (qty, buy leaves, sell leaves; leaves of 0 not
+    written), stamped ``now``."""
+    qty, buys, sells = held
+    return PositionRecord(
+        scope, symbol, qty, now, buy_leaves=buys or UNSET, sell_leaves=sells or UNSET
+    )
