@@ -403,6 +403,7 @@ class Gate:
         venue: str | None = None,
         reference_price: float | None = None,
         filled: float = 0.0,
+        prior_qty: float | None = None,
     ) -> Verdict:
         """Should this order be sent? The pre-trade check, from memory, before sending.
 
@@ -416,11 +417,16 @@ class Gate:
         judge the price against (None: riskguard's last published mark). ``venue`` (an ISO
         10383 MIC) adds the ``venue:<MIC>`` scope and selects rules that name venues.
         ``filled``: for a replace (``qty`` its new total), what the order filled already
-        (FIX CumQty): REDUCE_ONLY judges what may still fill, ``qty - filled``. An
-        order in a symbol on riskguard's restricted list is refused. A refusal names the rule,
-        value and limit, and is counted in ``refusals``; it halts nothing (the order
+        (FIX CumQty): REDUCE_ONLY judges what may still fill, ``qty - filled``.
+        ``prior_qty``: for a replace, the order's total quantity before it (FIX
+        OrderQty): a replace lowering it (``qty < prior_qty``) passes REDUCE_ONLY, as it
+        only shrinks what may fill; REDUCE_ONLY counts the working orders riskguard
+        published on the order's side, less what the replaced order may still fill. An
+        order in a symbol on riskguard's restricted list is refused. A refusal names the
+        rule, value and limit, and is counted in ``refusals``; it halts nothing (the order
         never existed). Raises ``ValueError`` for a side other than buy/sell, a
         non-finite or non-positive ``qty``, a negative or non-finite ``filled``, a
+        ``prior_qty`` neither None nor finite and > 0, a
         non-finite price, a ``qty`` outside 1e-9 to 1e12 or a price beyond +-1e12, or a
         ``venue`` that is not a MIC (riskguard discards the events of such an order: it
         would never see it, and its venue's halt would not stop it).
@@ -439,6 +445,7 @@ class Gate:
             reference_price,
             venue,
             filled,
+            prior_qty,
         )
         self.checks += 1
         if not verdict.allowed:

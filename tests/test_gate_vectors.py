@@ -99,6 +99,7 @@ def outcome(
         query["reference_price"],
         query.get("venue"),
         query.get("filled", 0.0),
+        query.get("prior_qty"),
     )
     got: dict[str, Any] = {"allowed": v.allowed, "state": v.state, "scope": v.scope, "rule": v.rule}
     if v.rule is not None:
@@ -197,7 +198,7 @@ def writer_key(record: Any) -> bytes | None:
 
 
 def test_vectors_are_well_formed() -> None:
-    assert DOC["schema"] == 1 and DOC["format"] == 5
+    assert DOC["schema"] == 1 and DOC["format"] == 6
     names = [c["name"] for c in CASES]
     assert len(names) == len(set(names)), "case names must be unique"
     ops: set[str] = set()

@@ -429,16 +429,22 @@ def test_a_price_amend_of_a_partly_filled_closing_order_is_not_a_flip() -> None:
     world.publish()
     assert world.view.position("strategy:S", "X") == 40.0
 
-    def amend(qty: float, filled: float) -> bool:
+    def amend(qty: float, filled: float, prior: float | None = 100.0) -> bool:
         at = Instant(world.clock.now_ns, 0)
         verdict = decision.check(
-            world.view, 60_000, at, "A", "S", "X", "sell", qty, 99.0, filled=filled
+            world.view, 60_000, at, "A", "S", "X", "sell", qty, 99.0, filled=filled, prior_qty=prior
         )
         return verdict.allowed
 
     assert amend(100, 60) and amend(90, 60) and not amend(110, 60)
     assert not amend(100, 0)  # the amend judged as a new sale of 100: a flip
     assert amend(60, 60)  # down to what filled: the order closes, nothing left to fill
+    # Session 22: riskguard publishes the working sells (the order's own 40 left) with
+    # the position, and REDUCE_ONLY counts them; prior_qty (the order's OrderQty before
+    # the amend, 100) takes the order's own 40 out. Without it the 40 count twice
+    # (40 + 40 > 40): refused, and the reason asks for prior_qty.
+    assert world.view.leaves("strategy:S", "X") == (0.0, 40.0)
+    assert not amend(100, 60, None)
 
 
 async def test_a_reload_reaches_the_gate_with_the_next_rules_record() -> None:

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from riskguard.limits.vocabulary import METRICS
-from riskguard.state.codes import FIRM, RING
-from riskguard.vocabulary import L_FIRM, L_SYMBOL, L_VENUE, parse_scope
+from riskguard.state.codes import FIRM, O_OPEN, RING
+from riskguard.vocabulary import L_ACCOUNT, L_FIRM, L_STRATEGY, L_SYMBOL, L_VENUE, parse_scope
 
 if TYPE_CHECKING:
     from riskguard.engine import Engine
@@ -155,4 +155,38 @@ def scope_positions(engine: Engine, scope: str) -> dict[str, float]:
     return {
         names[y].partition(":")[2]: qty
         for y, qty in zip(pos["symbol"][rows].tolist(), pos["qty"][rows].tolist(), strict=True)
+    }
+
+
+def scope_leaves(engine: Engine, scope: str) -> dict[str, tuple[float, float]]:
+    """What this engine's working orders that move ``scope``'s position (as
+    :func:`scope_positions` keeps it) may still fill, by symbol key: (buys, sells), each
+    the sum of qty - filled (FIX LeavesQty, instrument units, >= 0) over the working
+    orders of that side. The orders of the scope's owner: an account's or a strategy's
+    own, every order of the firm for ``firm`` and ``venue:<mic>`` (the firm's position,
+    whatever venue the order goes to), the firm's in the symbol for ``symbol:<id>``.
+    Only symbols with a working order are listed; empty for a scope never seen."""
+    level, _ = parse_scope(scope)
+    sid = engine.keys.find_scope(scope)
+    if sid is None and level not in (L_FIRM, L_VENUE):
+        return {}
+    keys = engine.keys
+    engine.store.reserve(keys)
+    orders = engine.store.state.orders[: keys.n_orders]
+    mask = orders["status"] == O_OPEN
+    field = {L_ACCOUNT: "account", L_STRATEGY: "strategy", L_SYMBOL: "symbol"}.get(level)
+    if field is not None:
+        mask &= orders[field] == sid
+    rows = np.flatnonzero(mask)
+    if rows.size == 0:
+        return {}
+    left = np.maximum(orders["qty"][rows] - orders["cum_qty"][rows], 0.0)
+    symbols, buy = orders["symbol"][rows], orders["side"][rows] > 0
+    ids, at = np.unique(symbols, return_inverse=True)
+    buys = np.bincount(at, weights=np.where(buy, left, 0.0), minlength=ids.size)
+    sells = np.bincount(at, weights=np.where(buy, 0.0, left), minlength=ids.size)
+    names = keys.scope_names
+    return {
+        names[y].partition(":")[2]: (b, x)
+        for y, b, x in zip(ids.tolist(), buys.tolist(), sells.tolist(), strict=True)
     }

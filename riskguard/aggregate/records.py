@@ -60,7 +60,10 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True):
     clock when sent; ``positions``: for each REDUCE_ONLY scope spanning
     partitions, the instance's net position by symbol
     (:func:`riskguard.aggregate.contributions.scope_positions`), summed by the judging
-    instance into the position records gates judge that scope's orders by;
+    instance into the position records gates judge that scope's orders by, and
+    ``leaves``, what its working (buy, sell) orders moving them may still fill
+    (:func:`riskguard.aggregate.contributions.scope_leaves`; a member older than this
+    field reports none);
     ``judge_since_ns``: wall clock when the instance last became the judging member (0:
     never), with ``raised``, the alerts and warnings it held raised when it last judged:
     the next judging member takes over those of the newest judge, so an alert standing
@@ -78,6 +81,7 @@ class Contribution(msgspec.Struct, frozen=True, kw_only=True):
     judge_since_ns: int = 0
     raised: tuple[RaisedEdge, ...] = ()
     read_ns: int = 0
+    leaves: dict[str, dict[str, tuple[float, float]]] = {}
     v: int = RECORD_VERSION
 
 
@@ -239,19 +243,27 @@ def _value(metric: str, acc: list[float | None], min_orders: int) -> float:
 
 def position_sums(
     records: Sequence[Contribution], scopes: Collection[str]
-) -> dict[str, dict[str, float]]:
-    """Per scope of ``scopes``, the net position by symbol summed over ``records``
-    (those that cover the input: :func:`cover`). A scope no record reports is left out
-    (its members have not published since it entered REDUCE_ONLY)."""
-    out: dict[str, dict[str, float]] = {}
+) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Per scope of ``scopes``, (net position, buy leaves, sell leaves) by symbol summed
+    over ``records`` (those that cover the input: :func:`cover`). A scope no record
+    reports is left out (its members have not published since it entered REDUCE_ONLY)."""
+    out: dict[str, dict[str, tuple[float, float, float]]] = {}
     for scope in scopes:
-        reported = [r.positions[scope] for r in records if scope in r.positions]
+        reported = [r for r in records if scope in r.positions]
         if len(reported) < len(records):
             continue
-        by_symbol: dict[str, list[float]] = {}
-        for part in reported:
-            for symbol, qty in part.items():
-                by_symbol.setdefault(symbol, []).append(qty)
+        by_symbol: dict[str, list[list[float]]] = {}
+        for r in reported:
+            leaves = r.leaves.get(scope, {})
+            for symbol, qty in r.positions[scope].items():
+                buys, sells = leaves.get(symbol, (0.0, 0.0))
+                sums = by_symbol.setdefault(symbol, [[], [], []])
+                for into, x in zip(sums, (qty, buys, sells), strict=True):
+                    into.append(x)
         # quantities are exact decimal sums in each engine: no binary residue in the total
-        out[scope] = {y: round(math.fsum(qs), 9) + 0.0 for y, qs in by_symbol.items()}
+        out[scope] = {y: (_sum(qs), _sum(bs), _sum(ss)) for y, (qs, bs, ss) in by_symbol.items()}
     return out
+
+
+def _sum(xs: list[float]) -> float:
+    return round(math.fsum(xs), 9) + 0.0

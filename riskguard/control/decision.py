@@ -237,6 +237,7 @@ def check(
     reference_price: float | None = None,
     venue: str | None = None,
     filled: float = 0.0,
+    prior_qty: float | None = None,
 ) -> Verdict:
     """Should this order be sent at ``at``? The pre-trade check, in this order:
 
@@ -246,7 +247,11 @@ def check(
        each REDUCE_ONLY scope refuses an order that would open, increase or flip its
        published position (:meth:`ControlView.position`, 0 when none is current; a
        symbol or venue scope's is the firm's in the order's symbol) with the quantity
-       still to fill, ``qty - filled`` (a replace leaving nothing to fill passes);
+       still to fill, ``qty - filled``, once the working orders on its side published
+       with it fill too (:meth:`ControlView.leaves`; less ``prior_qty - filled``, the
+       replaced order's own) (a replace leaving nothing to fill passes, and
+       so does a replace lowering the order's quantity, ``qty < prior_qty``: it can
+       only take the scope's worst-case position back toward where it was);
     4. the restricted list: an order in a listed symbol (by a listed account or
        strategy, when the entry names any) is refused, or noted for an ``alert`` entry
        (and for a ``reduce_only`` one whose scope is REDUCE_ONLY already: the order
@@ -261,7 +266,9 @@ def check(
     ``reference_price`` the price to judge against (None: riskguard's published mark),
     ``filled`` for a replace the quantity the order has filled already (FIX CumQty; 0
     for a new order): ``qty`` is the replace's new total, as riskguard judges the
-    per-order rules on it, and what may still fill is ``qty - filled``.
+    per-order rules on it, and what may still fill is ``qty - filled``; ``prior_qty``
+    for a replace the order's total quantity before it (its current FIX OrderQty;
+    None for a new order, or when the router does not say).
     ``order_notional`` = qty * abs(price) * multiplier * rate, from the symbol's mark
     record, else its instrument record (1 and 1 without either, riskguard's own default
     for a symbol no ``instrument`` event described; a market order at abs(reference);
@@ -269,7 +276,8 @@ def check(
     rounded to a millionth as riskguard judges money; ``price_deviation`` =
     abs(price - ref) / abs(ref) (not evaluated for a market order, without a reference,
     or at a reference of 0). Raises ``ValueError`` for a side other than buy/sell, a
-    ``qty`` not finite and > 0, a ``filled`` not finite and >= 0, a non-finite price, a
+    ``qty`` not finite and > 0, a ``filled`` not finite and >= 0, a ``prior_qty`` not
+    None and not finite and > 0, a non-finite price, a
     ``qty`` outside 1e-9 to 1e12 or a price beyond +-1e12 (riskguard discards such events
     as ``out_of_range``: it would never see the order, docs/events.md), or a venue that
     is not an ISO 10383 MIC (``XNAS``). Quantities are judged as riskguard
@@ -286,6 +294,8 @@ def check(
         )
     if not (filled >= 0 and math.isfinite(filled)):
         raise ValueError(f"filled must be a finite number >= 0, got {filled!r}")
+    if prior_qty is not None and not (prior_qty > 0 and math.isfinite(prior_qty)):
+        raise ValueError(f"prior_qty must be None or a finite number > 0, got {prior_qty!r}")
     for name, px in (("price", price), ("reference_price", reference_price)):
         if px is not None and not math.isfinite(px):
             raise ValueError(f"{name} must be finite or None, got {px!r}")
@@ -309,10 +319,16 @@ def check(
         if refused is not None:
             return refused
         leaves = _leaves(qty, filled)
+        lowered = _lowered(qty, prior_qty, filled)
+        own = 0.0 if prior_qty is None else _leaves(prior_qty, filled)
         for scope in scopes:  # widest first: every REDUCE_ONLY scope must agree
             record = view.states.get(scope)
             if record is not None and record.state == "REDUCE_ONLY":
-                verdict = _reduce_only(view, record, symbol, side, sign * leaves)
+                if lowered is not None:
+                    said = f"{scope} is REDUCE_ONLY; {lowered}"
+                    verdict = Verdict(True, said, "REDUCE_ONLY", scope)
+                else:
+                    verdict = _reduce_only(view, record, symbol, side, sign * leaves, own)
                 if not verdict:
                     return verdict
                 if decided is None:
@@ -414,6 +430,19 @@ def _leaves(qty: float, filled: float) -> float:
     return booked_qty(left) if left > 0.0 else 0.0
 
 
+def _lowered(qty: float, prior_qty: float | None, filled: float) -> str | None:
+    """For a replace that lowers the order's quantity (``qty`` below ``prior_qty`` as
+    riskguard books them), what it does in words; None for any other order. Whatever
+    side and position, such a replace can only bring every position the order trades
+    against back toward where it stood before the order: what may still fill shrinks
+    (the order's side cannot change in a replace, FIX tag 54). A REDUCE_ONLY scope
+    lets it through; refusing it would leave the larger order working."""
+    if prior_qty is None or not booked_qty(qty) < booked_qty(prior_qty):
+        return None
+    before, after = _leaves(prior_qty, filled), _leaves(qty, filled)
+    return f"the replace lowers what may still fill from {number(before)} to {number(after)}"
+
+
 def _closes(qty: float, position: float) -> bool:
     """Whether ``qty`` equals ``abs(position)`` as riskguard compares quantities: exactly
     below 1,000,000 units, within 1e-9 relative at or above."""
@@ -422,30 +451,47 @@ def _closes(qty: float, position: float) -> bool:
 
 
 def _reduce_only(
-    view: ControlView, record: StateRecord, symbol: str, side: str, signed_qty: float
+    view: ControlView, record: StateRecord, symbol: str, side: str, signed_qty: float, own: float
 ) -> Verdict:
     """REDUCE_ONLY at ``record.scope``: allowed only if the order brings the position
-    closer to zero without crossing it (position 0: every order opens one). A symbol or
-    venue scope's published position is the firm's in the symbol (positions are not kept
-    per venue), and the reason says so."""
+    closer to zero without crossing it (position 0: every order opens one), counting
+    the working orders on its side that riskguard published (they may fill first) less
+    ``own``, what the order being replaced may still fill (counted among them). A symbol
+    or venue scope's published position is the firm's in the symbol (positions are not
+    kept per venue), and the reason says so."""
     scope = record.scope
     if signed_qty == 0.0:
         return Verdict(
             True, f"{scope} is REDUCE_ONLY; the order leaves nothing to fill", "REDUCE_ONLY", scope
         )
     position = view.position(scope, symbol)
+    buys, sells = view.leaves(scope, symbol)
+    working = max(booked_qty(sells if signed_qty < 0.0 else buys) - own, 0.0)
+    working = booked_qty(working) if working > 0.0 else 0.0
     after = position + signed_qty
     qty = abs(signed_qty)
-    closes = _closes(qty, position)
     noun = "the firm's position" if scope.startswith(("symbol:", "venue:")) else "position"
-    if position != 0.0 and signed_qty * position < 0.0 and (qty < abs(position) or closes):
-        after = 0.0 if closes else after
-        said = f"{side} {number(qty)} reduces {noun} {number(position)} to {number(after)}"
+    reducing = position != 0.0 and signed_qty * position < 0.0
+    room = abs(position) - working
+    room = booked_qty(room) if reducing and room > 0.0 else 0.0
+    closes = room > 0.0 and _closes(qty, room)
+    if room > 0.0 and (qty < room or closes):
+        alone = 0.0 if closes and not working else after
+        said = f"{side} {number(qty)} reduces {noun} {number(position)} to {number(alone)}"
+        if working:
+            last = 0.0 if closes else booked_qty(room - qty) * (1.0 if position > 0.0 else -1.0)
+            said += f" ({number(last)} once the working {side}s of {number(working)} fill too)"
         return Verdict(True, f"{scope} is REDUCE_ONLY; {said}", "REDUCE_ONLY", scope)
     if position == 0.0:
         what = f"{side} {number(qty)} would open a position ({noun} 0)"
     elif signed_qty * position > 0.0:
         what = f"{side} {number(qty)} would increase {noun} {number(position)} to {number(after)}"
+    elif working:
+        past = number(after + (working if signed_qty > 0.0 else -working))
+        what = (
+            f"{side} {number(qty)} would flip {noun} {number(position)} to {past} with the "
+            f"working {side}s of {number(working)} (a replace: give prior_qty)"
+        )
     else:
         what = f"{side} {number(qty)} would flip {noun} {number(position)} to {number(after)}"
     why = evidence(record.transition)

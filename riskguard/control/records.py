@@ -195,7 +195,10 @@ class PositionRecord(msgspec.Struct, frozen=True, tag="position", tag_field="typ
     """riskguard's net position (long > 0) of ``scope`` in ``symbol``, as of ``ts``.
 
     Published for REDUCE_ONLY scopes (``firm``, ``account:<id>``, ``strategy:<id>``; a
-    ``symbol:<id>`` scope's position is the firm's in that symbol).
+    ``symbol:<id>`` scope's position is the firm's in that symbol). ``buy_leaves`` and
+    ``sell_leaves`` (added within v1; absent, not written, when 0) are what the working buy and sell
+    orders that move that position may still fill, as of ``ts`` (FIX LeavesQty summed,
+    units >= 0): a gate judges a reducing order against the position net of them.
     """
 
     scope: str
@@ -203,6 +206,14 @@ class PositionRecord(msgspec.Struct, frozen=True, tag="position", tag_field="typ
     qty: float
     ts: int
     v: int = 1
+    buy_leaves: float | UnsetType = UNSET
+    sell_leaves: float | UnsetType = UNSET
+
+    @property
+    def leaves(self) -> tuple[float, float]:
+        """(``buy_leaves``, ``sell_leaves``), 0.0 for one absent."""
+        buys, sells = self.buy_leaves, self.sell_leaves
+        return (0.0 if buys is UNSET else buys, 0.0 if sells is UNSET else sells)
 
 
 class HomeRecord(msgspec.Struct, frozen=True, tag="home", tag_field="type"):

@@ -230,6 +230,13 @@ class ControlView:
                 self._position_seq[key] = self.records
         return applied
 
+    def leaves(self, scope: str, symbol: str) -> tuple[float, float]:
+        """What the working (buy, sell) orders moving ``scope``'s published position in
+        ``symbol`` may still fill, from the record :meth:`position` reads (0.0 and 0.0
+        when none is current, or the record does not say: older riskguard versions)."""
+        record = self._current(scope, symbol)
+        return (0.0, 0.0) if record is None else record.leaves
+
     def position(self, scope: str, symbol: str) -> float:
         """riskguard's published net position of ``scope`` in ``symbol``; 0.0 when none is current.
 
@@ -239,18 +246,23 @@ class ControlView:
         key is written again) and reads as 0, the strict answer: every order increases
         a flat position.
         """
+        record = self._current(scope, symbol)
+        return 0.0 if record is None else record.qty
+
+    def _current(self, scope: str, symbol: str) -> PositionRecord | None:
+        """The current position record of ``scope`` in ``symbol`` (see :meth:`position`)."""
         key = (scope, symbol)
         record = self.positions.get(key)
         if record is None:
-            return 0.0
+            return None
         state = self.states.get(scope)
         if state is None:
-            return record.qty
+            return record
         current = (
             self._position_seq.get(key, 0) > self._state_seq.get(scope, 0)
             or record.ts >= state.transition.decided_ns
         )
-        return record.qty if current else 0.0
+        return record if current else None
 
     def standing(self) -> dict[str, StateRecord]:
         """Scopes whose latest state is not ACTIVE."""

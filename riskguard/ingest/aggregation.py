@@ -48,6 +48,7 @@ from riskguard.aggregate.records import (
 from riskguard.ingest.consume import ConsumeLoop
 from riskguard.ingest.partitions import PartitionEngines
 from riskguard.ingest.ports import TransitionSink
+from riskguard.ingest.pretrade import Held as Position
 from riskguard.ingest.pretrade import PreTradeFeed
 from riskguard.ingest.producers import Producer
 from riskguard.limits.scale import summed_rules
@@ -117,7 +118,7 @@ class Aggregation:
         self.feed = feed
         feed.accounts_only = True
         self.metrics = metrics
-        self._positions_sent: dict[str, tuple[str, dict[str, float]]] = {}
+        self._positions_sent: dict[str, tuple[str, dict[str, Position]]] = {}
         self.judge = SumJudge(self.engine)
         self.incomplete_since: float | None = None
         """Monotonic time the judging member last found the sums not whole (None: whole)."""
@@ -202,10 +203,11 @@ class Aggregation:
             read = self.engine.clock()
             parts = self.parts.contributions(names, read)
             positions = {scope: self.parts.scope_positions(scope) for scope in spanning}
+            leaves = {scope: self.parts.scope_leaves(scope) for scope in spanning}
             owned = tuple(sorted(f"{t.topic}/{t.partition}" for t in self.intake.assigned))
             as_of = self.parts.last_event_ns
         digest = self.engine.limits.digest
-        key = (parts, owned, digest, positions, self.judge_since_ns, self._raised, as_of)
+        key = (parts, owned, digest, positions, leaves, self.judge_since_ns, self._raised, as_of)
         if key == self._sent:
             return False
         record = Contribution(
@@ -220,6 +222,7 @@ class Aggregation:
             judge_since_ns=self.judge_since_ns,
             raised=self._raised,
             read_ns=read,
+            leaves=leaves,
         )
         await self._producer.send_and_wait(  # partition 0, the one read: a topic re-created
             self.scale.aggregate_topic, encode(record), key=self.key, partition=0
@@ -409,7 +412,7 @@ class Aggregation:
         for scope in [s for s in self._positions_sent if s not in spanning]:
             del self._positions_sent[scope]
         sums = position_sums(self.cover.records, spanning)
-        due: dict[str, dict[str, float]] = {}
+        due: dict[str, dict[str, Position]] = {}
         for scope, by_symbol in sums.items():
             tid = spanning[scope].id
             known = self._positions_sent.get(scope)

@@ -36,6 +36,7 @@ from aiokafka.structs import TopicPartition
 
 from riskguard import log
 from riskguard.aggregate.contributions import Part, Parts, RowParts, contributions
+from riskguard.aggregate.contributions import scope_leaves as engine_leaves
 from riskguard.aggregate.contributions import scope_positions as engine_positions
 from riskguard.decisions import FX_MISSING
 from riskguard.engine import Engine, Result
@@ -285,6 +286,17 @@ class PartitionEngines:
         for engine in self.all():
             for symbol, qty in engine_positions(engine, scope).items():
                 out[symbol] = out.get(symbol, 0.0) + qty
+        return out
+
+    def scope_leaves(self, scope: str) -> dict[str, tuple[float, float]]:
+        """What the member's working (buy, sell) orders moving ``scope``'s position may
+        still fill, by symbol: the sum of its engines'
+        (:func:`~riskguard.aggregate.contributions.scope_leaves`)."""
+        out: dict[str, tuple[float, float]] = {}
+        for engine in self.all():
+            for symbol, (buys, sells) in engine_leaves(engine, scope).items():
+                b0, s0 = out.get(symbol, (0.0, 0.0))
+                out[symbol] = (b0 + buys, s0 + sells)
         return out
 
     def positions(self) -> dict[tuple[str, str], tuple[float, float, float]]:

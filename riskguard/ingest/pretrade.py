@@ -17,7 +17,8 @@
 - ``position:<scope>:<symbol>``: a :class:`~riskguard.control.records.PositionRecord`
   for each REDUCE_ONLY scope: on entering REDUCE_ONLY every symbol it has a position
   record in the engine (held, or flat again: a zero overwrites what an earlier episode
-  left on the compacted topic); while it stays REDUCE_ONLY, the positions that changed.
+  left on the compacted topic); while it stays REDUCE_ONLY, the positions that changed
+  (or what the working orders moving them may still fill, ``buy_leaves``/``sell_leaves``).
   A ``symbol:<id>`` scope's position is the firm's in that symbol; a ``venue:<mic>``
   scope's are the firm's in every symbol (positions are not kept per venue: an order to
   a REDUCE_ONLY venue may only reduce the firm's position in its symbol).
@@ -44,9 +45,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
+from msgspec import UNSET
 
 from riskguard import log
-from riskguard.aggregate.contributions import scope_positions
+from riskguard.aggregate.contributions import scope_leaves, scope_positions
 from riskguard.control.publisher import ControlPublisher, Message
 from riskguard.control.records import (
     RULES_KEY,
@@ -71,6 +73,8 @@ from riskguard.vocabulary import L_SYMBOL, Transition
 PER_ORDER_METRICS: Final = ("order_qty", "order_notional", "price_deviation")
 """The metrics a gate judges before an order is sent."""
 KINDS: Final = ("rules", "mark", "instrument", "position", "home")
+Held = tuple[float, float, float]
+"""A REDUCE_ONLY scope's (net position, buy leaves, sell leaves) in a symbol."""
 """Kinds of gate record (the label of ``riskguard_gate_records_total``)."""
 
 
@@ -117,8 +121,9 @@ class Round:
     mark_money: np.ndarray = field(default_factory=lambda: np.zeros(0))
     instrument_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     instrument_money: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    positions: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)
-    """Per REDUCE_ONLY scope: (its transition id, symbol -> qty published now)."""
+    positions: dict[str, tuple[str, dict[str, Held]]] = field(default_factory=dict)
+    """Per REDUCE_ONLY scope: (its transition id, symbol -> (qty, buy leaves, sell
+    leaves) published now)."""
     fill_prices: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Group mode: symbol -> (last fill price, size x rate) published now for a symbol no
     mark has reached."""
@@ -157,7 +162,7 @@ class PreTradeFeed:
         self._money_sent = np.zeros(0)  # per scope id: a mark's size x rate published
         self._instrument_sent = np.zeros(0)  # per scope id: size x rate published, NaN never
         self._homes_sent = 0  # strategies (in the order they were bound) whose home went out
-        self._positions: dict[str, tuple[str, dict[str, float]]] = {}
+        self._positions: dict[str, tuple[str, dict[str, Held]]] = {}
         self.books: Callable[[], Sequence[Engine]] = lambda: [engine]
         self._fills_sent: dict[str, tuple[float, float]] = {}
         self.fill_prices: Callable[[], dict[str, tuple[float, float, float | None]]] | None = None
@@ -413,32 +418,36 @@ class PreTradeFeed:
             entering = known is None or known[0] != tr.id
             if not (entering or full):
                 continue
-            sent: dict[str, float] = {}
+            sent: dict[str, Held] = {}
             batch.positions[scope] = (tr.id, sent)
-            held: dict[str, float] = {}
+            held: dict[str, Held] = {}
             for book in books:  # group mode: an account is in one partition's engine
+                leaves = scope_leaves(book, scope)
                 for symbol, qty in scope_positions(book, scope).items():
-                    held[symbol] = held.get(symbol, 0.0) + qty
+                    buys, sells = leaves.get(symbol, (0.0, 0.0))
+                    q0, b0, s0 = held.get(symbol, (0.0, 0.0, 0.0))
+                    held[symbol] = (q0 + qty, b0 + buys, s0 + sells)
             before = {} if entering or known is None else known[1]
-            for symbol, qty in held.items():
-                if not entering and before.get(symbol) == qty:
+            for symbol, now_held in held.items():
+                if not entering and before.get(symbol) == now_held:
                     continue
-                sent[symbol] = qty
-                record = PositionRecord(scope, symbol, qty, now)
+                sent[symbol] = now_held
+                record = _position(scope, symbol, now_held, now)
                 batch.messages.append((position_key(scope, symbol), encode_record(record)))
             batch.counts["position"] += len(sent)
 
-    async def publish_positions(self, positions: dict[str, dict[str, float]]) -> bool:
-        """Publish ``positions`` (scope -> symbol -> net qty) as position records stamped
+    async def publish_positions(self, positions: dict[str, dict[str, Held]]) -> bool:
+        """Publish ``positions`` (scope -> symbol -> (net qty, buy leaves, sell leaves)) as
+        position records stamped
         now (group mode: the sums over the members, :mod:`riskguard.ingest.aggregation`);
         True when the broker took them. Raises :class:`RuntimeError` before :meth:`open`."""
         if self._publisher is None:
             raise RuntimeError("the gate feed has no control publisher yet: call open() first")
         now = self.clock()
         messages = [
-            (position_key(scope, symbol), encode_record(PositionRecord(scope, symbol, qty, now)))
+            (position_key(scope, symbol), encode_record(_position(scope, symbol, held, now)))
             for scope, by_symbol in positions.items()
-            for symbol, qty in by_symbol.items()
+            for symbol, held in by_symbol.items()
         ]
         if not messages:
             return True
@@ -462,3 +471,12 @@ class PreTradeFeed:
             "rounds": self.rounds,
             "failures": self.failures,
         }
+
+
+def _position(scope: str, symbol: str, held: Held, now: int) -> PositionRecord:
+    """The position record of ``held`` (qty, buy leaves, sell leaves; leaves of 0 not
+    written), stamped ``now``."""
+    qty, buys, sells = held
+    return PositionRecord(
+        scope, symbol, qty, now, buy_leaves=buys or UNSET, sell_leaves=sells or UNSET
+    )

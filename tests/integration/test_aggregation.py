@@ -184,6 +184,30 @@ async def test_a_reduce_only_strategy_across_members_is_judged_on_its_summed_pos
             assert gate.check("acct-01", "s1", "X", "sell", 12.0, 100.0)  # 15 -> 3: reduces
             flip = gate.check("acct-00", "s1", "X", "sell", 20.0, 100.0)
             assert not flip and "flip position 15" in flip.reason
+            # Session 22: sales of 6 (acct-00) and 4 (acct-01) go to work, one per member:
+            # the judge sums their leaves (sell_leaves 10) with the position, and a gate
+            # lets through only what the 15 net of them allows: 5, not 12.
+            sales = [
+                wire.NewOrder(ts=time.time_ns() + i, order_id=f"s{i}", account=acct,
+                              strategy="s1", symbol="X", side="sell", qty=qty, price=100.0)
+                for i, (acct, qty) in enumerate((("acct-00", 6.0), ("acct-01", 4.0)))
+            ]  # fmt: skip
+            producer = AIOKafkaProducer(bootstrap_servers=apache_kafka.bootstrap_servers)
+            await producer.start()
+            try:
+                for partition, ev in enumerate(sales):
+                    await producer.send_and_wait(
+                        topic, wire.encode(ev), key=ev.account.encode(), partition=partition
+                    )
+            finally:
+                await producer.stop()
+            await until(
+                "the gate holds s1's summed working sales",
+                lambda: gate.view.leaves("strategy:s1", "X") == (0.0, 10.0),
+                20,
+            )
+            assert gate.check("acct-01", "s1", "X", "sell", 5.0, 100.0)  # 15 - 10 - 5 = 0
+            assert not gate.check("acct-01", "s1", "X", "sell", 12.0, 100.0)
         for m in members:
             m.request_stop()
         assert all(await asyncio.gather(*tasks))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -14,7 +15,7 @@ from riskguard.ingest.runtime import Sidecar
 from riskguard.limits import load
 from riskguard.settings import Settings
 from tests.integration.conftest import OVERFILL
-from tests.integration.test_cancel_on_halt import ev, eventually, produce, until
+from tests.integration.test_cancel_on_halt import ev, eventually, order, produce, until
 
 LIMITS = """version = 1
 
@@ -164,3 +165,37 @@ async def test_a_reduce_only_scope_publishes_its_positions(settings: Settings) -
     finally:
         await sidecar.stop()
     assert len(of_kind(records, "position:account:A:Y")) == 1  # unchanged: not re-sent
+
+
+async def test_a_reduce_only_scopes_working_orders_go_out_with_its_positions(
+    settings: Settings,
+) -> None:
+    # account:A is long 100 RSHYY and REDUCE_ONLY; a sale of 80 is sent. The position does
+    # not change, but what its working orders may still fill does: the record goes out
+    # again with sell_leaves 80, and a gate reading it refuses a second sale of 80
+    # (docs/gate.md). 50 of the sale fill: long 50, sell_leaves 30.
+    sidecar = Sidecar(with_runtime(settings, gate_publish_interval_ms=50), OVERFILL)
+    await sidecar.start()
+    try:
+        buy = ev(type="fill", order_id="f1", exec_id="x1", side="buy", qty=100, price=5)
+        await produce(settings, buy)
+        await until(lambda: sidecar.engine.events_applied == 1)
+        assert await sidecar.manual("reduce_only", "account:A", "alice", "drill") is not None
+        await produce(settings, order("s1", side="sell", qty=80))
+
+        def working(qty: float, sells: float) -> Any:
+            def seen(records: list[tuple[str, Record]]) -> bool:
+                now = latest(records, "position:account:A:RSHYY")
+                return isinstance(now, PositionRecord) and (now.qty, now.leaves) == (
+                    qty,
+                    (0.0, sells),
+                )
+
+            return seen
+
+        await eventually(settings, working(100.0, 80.0))
+        fill = ev(type="fill", order_id="s1", exec_id="x2", side="sell", qty=50, price=5)
+        await produce(settings, fill)
+        await eventually(settings, working(50.0, 30.0))
+    finally:
+        await sidecar.stop()
