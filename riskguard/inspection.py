@@ -277,11 +277,34 @@ class Inspection:
         if not increasing_only or oids.size == 0:
             return oids
         owner = FIRM if level in (L_SYMBOL, L_VENUE) else sid
-        position = self._positions_in(owner, orders["symbol"][oids])
-        side = orders["side"][oids]
-        keep = (position == 0.0) | (np.sign(position) == side)
-        increasing: np.ndarray = oids[keep]
+        increasing: np.ndarray = oids[self._increasing_in(owner, oids)]
         return increasing
+
+    def increasing(self, scope: str, oids: np.ndarray) -> np.ndarray:
+        """bool per order of ``oids`` (int64 ids): would it increase ``scope``'s position
+        in its symbol, judged as :meth:`working_order_ids` with ``increasing_only`` judges
+        (the scope's own net position, a symbol's or venue's the firm's, is 0 or has the
+        sign of the order's side)? Whether the order is in ``scope`` is not checked.
+
+        Raises :class:`riskguard.vocabulary.ScopeError` for a malformed scope string.
+        """
+        level, _ = parse_scope(scope)
+        oids = np.asarray(oids, dtype=np.int64)
+        owner = FIRM
+        if level not in (L_FIRM, L_SYMBOL, L_VENUE):
+            found = self.keys.find_scope(scope)
+            if found is None:  # no position ever: any order increases it
+                return np.ones(oids.size, dtype=bool)
+            owner = found
+        return self._increasing_in(owner, oids)
+
+    def _increasing_in(self, owner: int, oids: np.ndarray) -> np.ndarray:
+        """bool per order of ``oids``: the position of scope id ``owner`` in the order's
+        symbol is 0 or has the sign of the order's side."""
+        orders = self.store.state.orders
+        position = self._positions_in(owner, orders["symbol"][oids])
+        keep: np.ndarray = (position == 0.0) | (np.sign(position) == orders["side"][oids])
+        return keep
 
     def working_orders(self, scope: str, *, increasing_only: bool = False) -> list[WorkingOrder]:
         """The orders of :meth:`working_order_ids`, named (same order, same arguments)."""

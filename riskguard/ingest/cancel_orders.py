@@ -34,7 +34,8 @@ class Request:
     """Their serials (int64): an id whose serial changed was recycled."""
     orders: list[WorkingOrder]
     late: np.ndarray
-    """bool per order: opened in the halted scope after the halt."""
+    """bool per order: opened in the scope after the halt (or, increasing its position,
+    after the reduce-only): riskguard.ingest.late_orders."""
     named: int = 0
     """Orders the request named when it was published."""
     joined: int = 0
@@ -86,12 +87,13 @@ class Overdue:
     order: WorkingOrder
     request: Request
     late: bool
-    """Opened in the halted scope after the halt."""
+    """Opened in the scope after its halt or reduce-only (riskguard.ingest.late_orders)."""
 
     def describe(self) -> str:
         """``o7 (A/smars RSHYY buy 100; halt of strategy:smars)`` for an alert."""
         o, r = self.order, self.request
-        why = "opened after the halt of" if self.late else f"{r.kind.replace('_', '-')} of"
+        kind = "halt" if r.kind == "halt" else r.kind.replace("_", "-")
+        why = f"opened after the {kind} of" if self.late else f"{kind} of"
         return (
             f"{o.order_id} ({o.account}/{o.strategy} {o.symbol} {o.side} "
             f"{number(o.open_qty)}; {why} {r.scope})"

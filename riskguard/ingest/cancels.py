@@ -14,10 +14,10 @@ on the clock tick, :meth:`CancelTracker.check`:
 
 - drops the orders that closed (cancel, fill, reject: their ORDER status is no longer
   ``O_OPEN``, or the id was recycled);
-- adds orders opened in a halted scope after that halt's decision (a router that
-  ignores the gate): new working orders whose effective state
-  (:meth:`riskguard.killswitch.KillSwitch.effective`) is HALTED and whose event time
-  is after the covering halt's ``decided_ns``;
+- adds orders opened late (a router that ignores the gate,
+  :mod:`riskguard.ingest.late_orders`): new working orders stamped after the decision
+  of a HALTED scope they belong to, or of a REDUCE_ONLY one whose position they would
+  increase;
 - once any of them is still working ``cancel_deadline_ms`` (the limits file) after its
   halt's decision, raises ONE paging system alert ``cancel-incomplete`` listing them
   (the first :data:`LISTED`, and how many); orders joining a standing incident are sent
@@ -25,8 +25,8 @@ on the clock tick, :meth:`CancelTracker.check`:
   alert), at most once per :data:`UPDATE_INTERVAL_NS`;
 - when none is left, sends ``cancel-complete``, whose ``ends`` is the incident's id:
   the notifiers resolve the incident with it; while orders keep opening late in a scope
-  still halted (each closing before the next opens), not until :data:`LATE_QUIET_NS`
-  has passed without one: one incident per rogue episode, not one per order.
+  still halted or reduce-only (each closing before the next opens), not until
+  :data:`LATE_QUIET_NS` has passed without one: one incident per rogue episode, not one per order.
 
 A resume stops the tracking of its request. No I/O here: the caller sends the alerts.
 
@@ -47,14 +47,15 @@ import msgspec
 import numpy as np
 
 from riskguard.control.records import CANCEL_PART_MAX, CancelOrder, CancelRecord
-from riskguard.events import Event, NewOrder, ReplaceOrder
+from riskguard.events import Event
 from riskguard.evidence import evidence, number
 from riskguard.ingest.cancel_orders import Overdue, Request
+from riskguard.ingest.late_orders import Key, late_orders, standing_request
 from riskguard.ingest.ports import OrderBook
 from riskguard.inspection import WorkingOrder
 from riskguard.metrics import Metrics
 from riskguard.state.codes import O_OPEN
-from riskguard.vocabulary import Transition, order_scopes, system_alert, transition_id
+from riskguard.vocabulary import Transition, system_alert, transition_id
 
 LISTED: Final = 10
 """Orders an alert names by id (the rest are counted)."""
@@ -64,12 +65,10 @@ UPDATE_INTERVAL_NS: Final = 60 * 1_000_000_000
 """At most one update of a standing ``cancel-incomplete`` alert per minute."""
 LATE_QUIET_NS: Final = 5 * 1_000_000_000
 """A standing incident resolves only once no order has opened late in a scope still
-halted for this long (a router not asking the gate, its orders filling in ms, would
+halted (or reduce-only) for this long (a router not asking the gate, its orders filling in ms, would
 otherwise raise and resolve an incident per order)."""
 INCOMPLETE: Final = "cancel-incomplete"
 COMPLETE: Final = "cancel-complete"
-Key = tuple[int, int]
-"""(order id, serial): one life of an order."""
 METRIC: Final = "cancel_age_ms"
 """The alerts' metric: how long ago the oldest overdue halt was decided, in ms."""
 
@@ -313,7 +312,7 @@ class CancelTracker:
 
     def _quiet_at(self) -> int:
         """When :data:`LATE_QUIET_NS` has passed since an order last opened late in a
-        scope still halted (0: none did; a resume ends the wait at once)."""
+        scope still halted or reduce-only (0: none did; a resume ends the wait at once)."""
         standing = self.engine.killswitch.standing()
         self._late = {s: ns for s, ns in self._late.items() if s in standing}
         return max(self._late.values(), default=-LATE_QUIET_NS) + LATE_QUIET_NS
@@ -364,7 +363,8 @@ class CancelTracker:
                     f"the {named} order(s) named by alert {ends} have closed, or their halt "
                     f"was lifted, {took} ms after the alert"
                     + (
-                        f"; held open until no order had opened in a halted scope for "
+                        f"; held open until no order had opened late in a halted or "
+                        f"reduce-only scope for "
                         f"{LATE_QUIET_NS / 1e9:g} s"
                         if held is not None
                         else ""
@@ -396,7 +396,8 @@ class CancelTracker:
         assert oldest.deadline_ns is not None  # only requests with a deadline are overdue
         listed = "; ".join(o.describe() for o in overdue[:LISTED])
         more = len(overdue) - LISTED
-        late = sum(o.late for o in overdue)
+        late = sum(o.late and o.request.kind == "halt" for o in overdue)
+        raised = sum(o.late and o.request.kind == "reduce_only" for o in overdue)
         reason = (
             f"{len(overdue)} order(s) still working after riskguard asked for their cancel: "
             f"{listed}" + (f"; and {more} more" if more > 0 else "")
@@ -405,6 +406,12 @@ class CancelTracker:
             reason += (
                 f". {late} of them opened in the halted scope after the halt was decided "
                 "(sent before the gate held it, or by a router not asking the gate)"
+            )
+        if raised:
+            reason += (
+                f". {raised} of them opened in a reduce-only scope after it was decided, "
+                "increasing its position (sent before the gate held it, or by a router "
+                "not asking the gate)"
             )
         return system_alert(
             INCOMPLETE,
@@ -417,62 +424,20 @@ class CancelTracker:
         )
 
     def _opened_late(self, events: Sequence[Event]) -> None:
-        """Track working orders opened by ``events`` in a halted scope after its halt (a
-        ``new``, or a confirmed replace above what the fills that overtook it had completed:
-        docs/events.md), described in one call per request: a runaway opens thousands."""
-        halted = {s: tr for s, tr in self.engine.killswitch.standing().items() if tr.to == "HALTED"}
-        if not halted:
-            return
-        joining: dict[str, list[Key]] = {}
-        for ev in events:
-            if not isinstance(ev, NewOrder | ReplaceOrder):  # a replace may reopen one
-                continue
-            covering = next(
-                (
-                    halted[s]
-                    for s in order_scopes(ev.account, ev.strategy, ev.symbol, ev.venue)
-                    if s in halted and ev.ts > halted[s].decided_ns
-                ),
-                None,
-            )  # a scope latched HALTED: the order's effective state is HALTED
-            if covering is None:
-                continue
-            oid = self.engine.find_order(ev.order_id, ev.account)
-            if oid is None:
-                continue
-            status, serial = self.engine.order_lives(np.array([oid], dtype=np.int64))
-            if int(status[0]) != O_OPEN:
-                continue
-            key = (oid, int(serial[0]))
-            if key in self._tracked:
-                continue
-            self._tracked[key] = 0  # counted below; a second event of it is not added twice
-            joining.setdefault(covering.scope, []).append(key)
-            if covering.scope not in self.requests:
-                self.requests[covering.scope] = self._standing_request(covering)
-        for scope, joined in joining.items():
+        """Track working orders opened by ``events`` after the decision of a halted scope,
+        or increasing a reduce-only one (:func:`~riskguard.ingest.late_orders.late_orders`),
+        described in one call per request: a runaway opens thousands."""
+        found = late_orders(self.engine, events, self._tracked, self.member)
+        for scope, (tr, joined) in found.items():
+            if scope not in self.requests:
+                deadline_ms = self.engine.limits.cancel_deadline_ms
+                self.requests[scope] = standing_request(tr, deadline_ms)
             req = self.requests[scope]
             named = self.engine.describe_orders(np.array([k[0] for k in joined], dtype=np.int64))
             for key, order in zip(joined, named, strict=True):
                 req.add(*key, order)
             self._count(joined, +1, late=True)
             self._late[scope] = self.clock()
-
-    def _standing_request(self, tr: Transition) -> Request:
-        """An empty request for a standing halt (its own request done, or not from us)."""
-        deadline_ms = self.engine.limits.cancel_deadline_ms
-        return Request(
-            halt_id=tr.id,
-            scope=tr.scope,
-            kind="halt",
-            ts=tr.ts,
-            decided_ns=tr.decided_ns,
-            deadline_ns=tr.decided_ns + deadline_ms * 1_000_000 if deadline_ms else None,
-            oids=np.zeros(0, dtype=np.int64),
-            serials=np.zeros(0, dtype=np.int64),
-            orders=[],
-            late=np.zeros(0, dtype=bool),
-        )
 
     # reports -----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -382,6 +382,15 @@ class PartitionEngines:
                 out[i] = order
         return [o for o in out if o is not None]
 
+    def increasing(self, scope: str, oids: np.ndarray) -> np.ndarray:
+        """:meth:`Engine.increasing` of ids handed out here (bool, in their order), each
+        judged by its own partition's engine; an id of a partition no longer owned: False."""
+        out = np.zeros(len(oids), dtype=bool)
+        for at, engine, local in self._split(np.asarray(oids, dtype=np.int64)):
+            if engine is not None:
+                out[at] = engine.increasing(scope, local)
+        return out
+
     def order_lives(self, oids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(status, serial) int64 arrays of ids handed out here; an id of a partition no
         longer owned reads status -1 (not working here) and serial -1."""

@@ -67,6 +67,11 @@ class OrderBook(Protocol):
         """Ids of the orders working in ``scope``."""
         ...
 
+    def increasing(self, scope: str, oids: np.ndarray) -> np.ndarray:
+        """bool per order of ``oids``: would it increase ``scope``'s position (the
+        reduce-only selection of :meth:`working_order_ids`)?"""
+        ...
+
     def describe_orders(self, oids: np.ndarray) -> list[WorkingOrder]:
         """The orders of ``oids``, named."""
         ...
