@@ -19,6 +19,7 @@ from riskguard.events import Event
 from riskguard.ingest.cancels import CancelTracker
 from riskguard.limits import parse
 from riskguard.metrics import Metrics
+from riskguard.notify import sinks
 from riskguard.testing import FakeClock
 from riskguard.vocabulary import Transition
 from tests.builders import MS, T0, cancel, fill, new, rules_toml
@@ -183,3 +184,122 @@ def test_late_orders_joined_are_those_increasing_the_position_after_their_batch(
         t += MS
     req = tracker.requests.get("account:A")
     assert ([] if req is None else [o.order_id for o in req.orders]) == want
+
+
+# (b) fills that grow or flip a REDUCE_ONLY position ------------------------------------
+
+
+def breaches(sent: list[Transition]) -> list[Transition]:
+    return [a for a in sent if a.rule == "reduce-only-breach"]
+
+
+def long_a(engine: Engine, qty: float = 100) -> None:
+    engine.apply([new("f", 0, qty=qty), fill("f", 1, qty=qty)])
+
+
+def test_a_rogue_order_filled_within_the_deadline_pages_the_growth() -> None:
+    """A long 100 X; account:A reduce-only. A router sends buy 50 after the decision and
+    it fills 2 ms later: never overdue (no cancel-incomplete), but the position grew
+    100 -> 150 under reduce-only: one critical alert naming scope, symbol, before, after,
+    order."""
+    engine, tracker, _ = setup()
+    long_a(engine)
+    tracker.request(stop(engine, "account:A"))
+    batch: list[Event] = [new("rogue", 1001 * MS, qty=50), fill("rogue", 1002 * MS, qty=50)]
+    engine.apply(batch)
+    (alert,) = tracker.check(batch)
+    assert (alert.rule, alert.metric, alert.value, alert.limit) == (
+        "reduce-only-breach",
+        "position",
+        150.0,
+        100.0,
+    )
+    assert alert.reason is not None
+    assert "account:A is REDUCE_ONLY and its position in X grew: 100 -> 150" in alert.reason
+    assert "order rogue (A/S X buy, filled 50)" in alert.reason
+    assert alert.id.endswith(":ALERT:reduce-only-breach:account:A:A/rogue")
+    assert sinks.ALERT_SEVERITY["reduce-only-breach"] == "critical"
+
+
+def test_a_reducing_order_sent_late_that_flips_the_position_pages_when_it_flips() -> None:
+    """A long 100; a sell 150 sent after the reduce-only reduces at first (not tracked
+    for cancel), fills 60 (100 -> 40: no alert), then 90 (40 -> -50: flipped)."""
+    engine, tracker, _ = setup()
+    long_a(engine)
+    tracker.request(stop(engine, "account:A"))
+    first: list[Event] = [
+        new("big", 1001 * MS, qty=150, side="sell"),
+        fill("big", 1002 * MS, qty=60, side="sell"),
+    ]
+    engine.apply(first)
+    assert breaches(tracker.check(first)) == []
+    second: list[Event] = [fill("big", 1003 * MS, qty=90, side="sell")]
+    engine.apply(second)
+    (alert,) = breaches(tracker.check(second))
+    assert (alert.value, alert.limit) == (-50.0, 40.0)
+    assert alert.reason is not None and "flipped: 40 -> -50" in alert.reason
+
+
+def test_what_is_not_a_breach() -> None:
+    """A long 100. Reduce-only: the buy 50 working at the decision (named in the
+    request) fills 50: the expected cancel race, no breach (cancel-incomplete covers it
+    past the deadline). A late sell 30 fills: reduces 150 -> 120. A late buy in account B
+    (not reduce-only) fills: not in the scope."""
+    engine, tracker, _ = setup()
+    long_a(engine)
+    engine.apply([new("named", 2, qty=50)])
+    tracker.request(stop(engine, "account:A"))
+    batch: list[Event] = [
+        fill("named", 1001 * MS, qty=50),
+        new("down", 1002 * MS, qty=30, side="sell"),
+        fill("down", 1003 * MS, qty=30, side="sell"),
+        new("b", 1004 * MS, account="B"),
+        fill("b", 1005 * MS, account="B"),
+    ]
+    engine.apply(batch)
+    assert breaches(tracker.check(batch)) == []
+    assert engine.position("account:A", "X") == 120.0
+
+
+def test_one_alert_per_order_and_its_id_is_the_same_on_both_instances() -> None:
+    """A flat; reduce-only. Rogue buy 100 fills 50 then 50 (two batches): one alert (0 ->
+    50, opened). Two instances (wall clocks 3 ms apart) name it by the fill's event time:
+    the same id, one incident."""
+    ids = []
+    for skew in (0, 3):
+        engine, tracker, clock = setup()
+        clock.advance(ms=skew)
+        tracker.request(stop(engine, "account:A"))
+        sent = []
+        batches: list[list[Event]] = [
+            [new("rogue", 1010 * MS, qty=100), fill("rogue", 1011 * MS, qty=50)],
+            [fill("rogue", 1012 * MS, qty=50)],
+        ]
+        for batch in batches:
+            engine.apply(batch)
+            sent += breaches(tracker.check(batch))
+        (alert,) = sent
+        assert (alert.value, alert.limit) == (50.0, 0.0)
+        assert alert.reason is not None and "opened: 0 -> 50" in alert.reason
+        ids.append(alert.id)
+    assert ids[0] == ids[1]
+
+
+def test_a_symbol_reduce_only_is_judged_on_the_firms_position() -> None:
+    """A long 100 X; symbol:X reduce-only. B (flat) buys 10 X after it: the firm's X
+    grows 100 -> 110: breach of symbol:X. A resume stops the watching."""
+    engine, tracker, _ = setup()
+    long_a(engine)
+    tr = stop(engine, "symbol:X")
+    tracker.request(tr)
+    batch: list[Event] = [new("b", 1001 * MS, account="B"), fill("b", 1002 * MS, account="B")]
+    engine.apply(batch)
+    (alert,) = breaches(tracker.check(batch))
+    assert (alert.value, alert.limit) == (110.0, 100.0)
+    assert alert.reason is not None and alert.reason.startswith("symbol:X is REDUCE_ONLY")
+    resume = engine.killswitch.resume("symbol:X", "alice", "done")
+    assert resume is not None
+    tracker.lifted(resume)
+    after: list[Event] = [new("c", 1003 * MS, account="B"), fill("c", 1004 * MS, account="B")]
+    engine.apply(after)
+    assert breaches(tracker.check(after)) == [] and tracker.breaches.opened == {}

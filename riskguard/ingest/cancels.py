@@ -52,6 +52,7 @@ from riskguard.evidence import evidence, number
 from riskguard.ingest.cancel_orders import Overdue, Request
 from riskguard.ingest.late_orders import Key, late_orders, standing_request
 from riskguard.ingest.ports import OrderBook
+from riskguard.ingest.reduce_breach import ReduceOnlyBreaches
 from riskguard.inspection import WorkingOrder
 from riskguard.metrics import Metrics
 from riskguard.state.codes import O_OPEN
@@ -177,6 +178,8 @@ class CancelTracker:
     """Halted scope -> wall clock (ns) when an order opened late in it last joined."""
     _held_until: int | None = field(init=False, default=None)
     """While the standing incident is held open (:data:`LATE_QUIET_NS`): until when."""
+    breaches: ReduceOnlyBreaches = field(init=False, default_factory=ReduceOnlyBreaches)
+    """Reduce-only positions grown or flipped by orders opened late (their alerts)."""
     _tracked: dict[tuple[int, int], int] = field(init=False, default_factory=dict)
     """(order id, serial) -> how many requests track it (a firm's and a strategy's
     halt may both name an order): orders opened late are told apart in O(1)."""
@@ -259,13 +262,22 @@ class CancelTracker:
 
     # confirmation ------------------------------------------------------------------
     def check(self, events: Sequence[Event] = (), now_ns: int | None = None) -> list[Transition]:
-        """After a batch (its ``events``) or a clock tick: the alerts to send (maybe none);
-        ``now_ns`` is the wall clock (default: the tracker's). None while restoring."""
+        """After a batch (its ``events``) or a clock tick: the alerts to send (maybe none):
+        reduce-only breaches of the batch (:mod:`riskguard.ingest.reduce_breach`), then
+        those of the cancels; ``now_ns`` is the wall clock (default: the tracker's).
+        None while restoring."""
+        now = self.clock() if now_ns is None else now_ns
+        breaches: list[Transition] = []
         if events:
             self._opened_late(events)
+            if not self.restoring:
+                breaches = self.breaches.observe(self.engine, events, self.member, now)
+        return [*breaches, *self._confirm(now)]
+
+    def _confirm(self, now: int) -> list[Transition]:
+        """The cancel alerts due at ``now`` (wall clock, ns): see :meth:`check`."""
         if self.restoring or (not self.requests and self.incident is None):
             return []
-        now = self.clock() if now_ns is None else now_ns
         past: list[Request] = []
         for scope, req in list(self.requests.items()):
             req.flush()

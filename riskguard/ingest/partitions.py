@@ -382,6 +382,11 @@ class PartitionEngines:
                 out[i] = order
         return [o for o in out if o is not None]
 
+    def position(self, owner: str, symbol: str) -> float:
+        """:meth:`Engine.position` summed over the partitions owned (an account is held
+        whole by one of them)."""
+        return sum((e.position(owner, symbol) for _, e in self._slotted()), 0.0)
+
     def increasing(self, scope: str, oids: np.ndarray) -> np.ndarray:
         """:meth:`Engine.increasing` of ids handed out here (bool, in their order), each
         judged by its own partition's engine; an id of a partition no longer owned: False."""

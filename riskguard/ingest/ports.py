@@ -76,6 +76,10 @@ class OrderBook(Protocol):
         """The orders of ``oids``, named."""
         ...
 
+    def position(self, owner: str, symbol: str) -> float:
+        """Net position of scope ``owner`` (firm, account, strategy) in ``symbol``."""
+        ...
+
     def order_lives(self, oids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(status, serial) of each of ``oids``."""
         ...

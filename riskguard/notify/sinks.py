@@ -32,11 +32,13 @@ from riskguard.vocabulary import Transition
 ALERT_SEVERITY: Final = {
     "cancel-incomplete": "critical",
     "consume-stalled": "error",
+    "reduce-only-breach": "critical",
     "sums-incomplete": "error",
     "topic-shape": "error",
 }
 """System alerts above ``warning``: orders left working in a halted scope are the kill
-switch failing at its job; firm-wide sums not taken (group mode) leave cross-partition
+switch failing at its job, and so is a reduce-only position grown by an order sent
+after the decision; firm-wide sums not taken (group mode) leave cross-partition
 rules unjudged; a control topic not compacted loses standing halts to retention; a
 consume loop that stopped polling judges nothing and withholds its heartbeats."""
 ENDED_BY: Final = {
