@@ -11,20 +11,21 @@ no ``cancel-incomplete`` ever named them.
 
 from __future__ import annotations
 
+from aiokafka.structs import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from riskguard.engine import Engine
 from riskguard.events import Event
 from riskguard.ingest.cancels import CancelTracker
+from riskguard.ingest.coordinates import Coordinates
+from riskguard.ingest.partitions import PartitionEngines
 from riskguard.limits import parse
 from riskguard.metrics import Metrics
 from riskguard.notify import sinks
 from riskguard.testing import FakeClock
 from riskguard.vocabulary import Transition
 from tests.builders import MS, T0, cancel, fill, new, rules_toml
-
-assert T0 > 0
 
 RULE = 'name = "fat"\nmetric = "order_qty"\nscope = "firm"\nmax = 1e9\naction = "halt"'
 
@@ -303,3 +304,36 @@ def test_a_symbol_reduce_only_is_judged_on_the_firms_position() -> None:
     after: list[Event] = [new("c", 1003 * MS, account="B"), fill("c", 1004 * MS, account="B")]
     engine.apply(after)
     assert breaches(tracker.check(after)) == [] and tracker.breaches.opened == {}
+
+
+def test_a_group_member_judges_its_account_across_the_partitions_it_owns() -> None:
+    """A member owning two partitions: account A's orders in one, B's in the other. A
+    is long 100 X. account:A reduce-only: a rogue buy 50 of A fills: 100 -> 150, paged
+    (PartitionEngines.position sums the partitions; B's holds none of A). strategy:S
+    reduce-only too: not judged by a member (part of the position), no second alert."""
+    clock = FakeClock(T0 + 1000 * MS)
+    text = rules_toml(RULE).replace("version = 1", "version = 1\ncancel_deadline_ms = 1000")
+    parts = PartitionEngines(Engine(parse(text), clock=clock))
+    a, b = TopicPartition("in", 0), TopicPartition("in", 1)
+    parts.add(a, parts.fresh())
+    parts.add(b, parts.fresh())
+    tracker = CancelTracker(parts, Metrics(), clock, member="rg-a")
+    offsets = {a: 0, b: 0}
+
+    def read(part: TopicPartition, events: list[Event]) -> None:
+        where = Coordinates()
+        where.partition(f"{part.topic}/{part.partition}")
+        for _ in events:
+            where.add(offsets[part], b"")
+            offsets[part] += 1
+        parts.apply(events, where)
+
+    read(a, [new("f", 0, qty=100), fill("f", 1, qty=100)])
+    read(b, [new("g", 2, account="B"), fill("g", 3, account="B")])
+    tracker.request(stop(parts.home, "account:A"))
+    tracker.request(stop(parts.home, "strategy:S"))
+    batch: list[Event] = [new("rogue", 1001 * MS, qty=50), fill("rogue", 1002 * MS, qty=50)]
+    read(a, batch)
+    (alert,) = breaches(tracker.check(batch))
+    assert (alert.value, alert.limit) == (150.0, 100.0)
+    assert alert.reason is not None and alert.reason.startswith("account:A is REDUCE_ONLY")
