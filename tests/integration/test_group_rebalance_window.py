@@ -154,3 +154,56 @@ async def test_a_damaged_checkpoint_is_skipped_for_the_one_before(
         await run
     finally:
         await producer.stop()
+
+
+async def test_a_burst_while_nobody_owned_the_partition_halts_once_it_is_taken_over(
+    apache_kafka: ApacheKafkaBroker, tmp_path: Path
+) -> None:
+    """Found in review: a partition restored from a checkpoint was treated as judged up to
+    the survivor's own clock (live on its other partitions, so ahead of everything the
+    dead member had read). A runaway burst produced while the group had not yet noticed
+    the death was then never judged. Restored from a checkpoint, a partition judges every
+    event after the checkpoint."""
+    bootstrap = apache_kafka.bootstrap_servers
+    rate = rules_toml(
+        'name = "acct-rate"\nmetric = "order_rate"\nscope = "account"\nwindow_ms = 1000\n'
+        'max = 5\naction = "halt"'
+    )
+    shared = {"runtime.snapshot_interval_s": 0.3, "scale.checkpoint_dir": str(tmp_path / "cp")}
+    base = group_settings(bootstrap, tmp_path, rate, 2, **shared)
+    topic = base.kafka.input_topics[0]
+    a = Sidecar(instance_settings(base, tmp_path / "rg-a", "rg-a"))
+    b = Sidecar(instance_settings(base, tmp_path / "rg-b", "rg-b"))
+    await asyncio.gather(a.start(), b.start())
+    runs = [asyncio.create_task(s.run()) for s in (a, b)]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await until("one partition each", lambda: len(a.assigned) == len(b.assigned) == 1, 60)
+        ((victim,),) = (a.assigned,)
+        ((survivor,),) = (b.assigned,)
+        await producer.send_and_wait(topic, order(victim.partition, 0), partition=victim.partition)
+        store = a.checkpoints.partition_store(victim)
+        await until("the victim's partition checkpointed", lambda: store.furthest() == 1, 30)
+        await a.close()  # dies: no last checkpoint, no leave (static membership)
+        for i in range(1, 9):  # 8 orders in ms: over 5 a second, while nobody owns it
+            await producer.send_and_wait(
+                topic, order(victim.partition, i), partition=victim.partition
+            )
+        await producer.send_and_wait(
+            topic, order(survivor.partition, 0), partition=survivor.partition
+        )
+        await until(
+            "the survivor read its own, later event", lambda: b.flow.events_applied == 1, 30
+        )
+        scope = f"account:a{victim.partition}"
+        await until("taken over", lambda: len(b.assigned) == 2, 30)
+        await until(
+            "the burst halted its account", lambda: b.engine.killswitch.state(scope) == "HALTED", 30
+        )
+        halt = b.engine.killswitch.standing()[scope]
+        assert (halt.rule, halt.instance) == ("acct-rate", "rg-b")
+    finally:
+        await producer.stop()
+        b.request_stop()
+        await asyncio.gather(*runs, return_exceptions=True)
